@@ -1,0 +1,24 @@
+/**
+ * Every subcommand module, in help order. Each exports `register(program)`
+ * and keeps its component behind a dynamic import.
+ */
+import type { Command } from 'commander';
+import { register as server } from './server.ts';
+import { register as agent } from './agent.ts';
+import { register as webhook } from './webhook.ts';
+import { register as dev } from './dev.ts';
+import { register as itemCommands } from './item-commands.ts';
+import { register as watch } from './watch.ts';
+import { register as inject } from './inject.ts';
+import { register as doctor } from './doctor.ts';
+
+export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
+  server,
+  agent,
+  webhook,
+  dev,
+  itemCommands,
+  watch,
+  inject,
+  doctor,
+];

@@ -1,0 +1,163 @@
+/**
+ * The REST wire contract between the control plane, the agent and the CLI.
+ * Schemas validate every body at the edge; the inferred types are what the
+ * rest of the code trusts.
+ *
+ * Conventions
+ * - Revisions and versions are JSON numbers (they stay below 2^53).
+ * - Item versions are numbered per item (namespace/name), across environments:
+ *   every write to any environment's layer of the item takes the next number.
+ * - `env` selects a layer chain: reading `prod` deep-merges `base → dev →
+ *   staging → prod` for `config`; a `secret` is never merged: the most specific
+ *   layer that exists wins.
+ * - `etag` is a quoted string that changes whenever the served value does; for a
+ *   merged config it covers every contributing layer's version.
+ */
+import { z } from 'zod';
+
+export const ITEM_KINDS = ['config', 'secret'] as const;
+export type ItemKind = (typeof ITEM_KINDS)[number];
+
+export const DEFAULT_ENVIRONMENTS = ['base', 'dev', 'staging', 'prod'] as const;
+export const BASE_ENV = 'base';
+
+/** Header names shared by the agent, its client and the server. */
+export const HEADERS = {
+  revision: 'x-config-revision',
+  stale: 'x-config-stale',
+  podToken: 'x-config-sidecar-token',
+  retryAfter: 'retry-after',
+} as const;
+
+const sealedWire = z.object({ iv: z.string(), ciphertext: z.string(), tag: z.string() });
+
+// --- PUT /v1/items/{namespace...}/{name}?env=ENV ---------------------------
+export const putItemBody = z.union([
+  z.object({ kind: z.literal('config'), value: z.json() }).strict(),
+  z.object({ kind: z.literal('secret'), value: z.string() }).strict(),
+  z.object({ kind: z.literal('secret'), valueBase64: z.base64() }).strict(),
+]);
+export type PutItemBody = z.infer<typeof putItemBody>;
+
+export const putItemResponse = z.object({ version: z.number().int(), revision: z.number().int() });
+export type PutItemResponse = z.infer<typeof putItemResponse>;
+
+// --- GET /v1/items/{namespace...}/{name}?env=ENV ---------------------------
+/**
+ * `value` is the JSON value for `config`; for `secret` it is the UTF-8 text, or
+ * base64 with `encoding: "base64"` when the bytes are not valid UTF-8.
+ */
+export const itemResponse = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  kind: z.enum(ITEM_KINDS),
+  env: z.string(),
+  version: z.number().int(),
+  revision: z.number().int(),
+  etag: z.string(),
+  value: z.json(),
+  encoding: z.enum(['utf8', 'base64']).optional(),
+});
+export type ItemResponse = z.infer<typeof itemResponse>;
+
+// --- GET /v1/list/{prefix...} ----------------------------------------------
+export const listResponse = z.object({
+  items: z.array(
+    z.object({
+      namespace: z.string(),
+      name: z.string(),
+      kind: z.enum(ITEM_KINDS),
+      version: z.number().int(),
+      revision: z.number().int(),
+      envs: z.array(z.string()),
+    }),
+  ),
+});
+export type ListResponse = z.infer<typeof listResponse>;
+
+// --- GET /v1/history/{namespace...}/{name} ---------------------------------
+export const historyResponse = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  kind: z.enum(ITEM_KINDS),
+  versions: z.array(
+    z.object({
+      version: z.number().int(),
+      env: z.string(),
+      revision: z.number().int(),
+      createdAt: z.string(),
+      createdBy: z.string(),
+      /** true for a tombstone written by DELETE of that layer */
+      deleted: z.boolean(),
+    }),
+  ),
+});
+export type HistoryResponse = z.infer<typeof historyResponse>;
+
+// --- POST /v1/rollback/{namespace...}/{name} { version } --------------------
+export const rollbackBody = z.object({ version: z.number().int().positive() }).strict();
+export type RollbackBody = z.infer<typeof rollbackBody>;
+
+// --- POST /v1/rotate/{namespace...} -----------------------------------------
+export const rotateResponse = z.object({ namespace: z.string(), keyVersion: z.number().int(), revision: z.number().int() });
+export type RotateResponse = z.infer<typeof rotateResponse>;
+
+// --- GET /v1/envelopes/{namespace...}/{name}?env=ENV (agent-facing) ----------
+/**
+ * Ciphertext of every layer that contributes to the value for `env`, ordered
+ * from the least to the most specific. The agent opens each layer with the
+ * namespace DEK `keyVersion` and AAD `valueAad({namespace, name, version,
+ * keyId, keyVersion})`, then merges `config` layers itself (secrets: last layer).
+ */
+export const envelopeLayer = sealedWire.extend({
+  env: z.string(),
+  version: z.number().int(),
+  keyId: z.string(),
+  keyVersion: z.number().int(),
+});
+export type EnvelopeLayer = z.infer<typeof envelopeLayer>;
+
+export const envelopeResponse = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  kind: z.enum(ITEM_KINDS),
+  env: z.string(),
+  version: z.number().int(),
+  revision: z.number().int(),
+  etag: z.string(),
+  layers: z.array(envelopeLayer).min(1),
+});
+export type EnvelopeResponse = z.infer<typeof envelopeResponse>;
+
+// --- POST /v1/deks/{namespace...} { publicKey } (agent-facing) ---------------
+export const deksRequest = z.object({ publicKey: z.string().min(1) }).strict();
+export type DeksRequest = z.infer<typeof deksRequest>;
+
+/**
+ * Every DEK version of the namespace the caller may use, each wrapped with
+ * `wrapDek` for the caller's public key under one fresh server ephemeral key
+ * (`serverPublicKey`).
+ */
+export const deksResponse = z.object({
+  namespace: z.string(),
+  keyId: z.string(),
+  currentVersion: z.number().int(),
+  serverPublicKey: z.string(),
+  keys: z.array(sealedWire.extend({ version: z.number().int() })),
+});
+export type DeksResponse = z.infer<typeof deksResponse>;
+
+// --- errors --------------------------------------------------------------
+export const errorResponse = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+
+// --- agent SSE (`GET /v1/watch?prefix=`) -------------------------------------
+export const SSE_EVENT_TYPES = ['changed', 'deleted', 'rotated', 'resync'] as const;
+export type SseEventType = (typeof SSE_EVENT_TYPES)[number];
+/** `data:` of an SSE event; never carries a value. */
+export const sseEventData = z.object({
+  namespace: z.string(),
+  name: z.string().optional(),
+  version: z.number().int().optional(),
+  revision: z.number().int(),
+});
+export type SseEventData = z.infer<typeof sseEventData>;
