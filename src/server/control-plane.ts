@@ -1,0 +1,119 @@
+/**
+ * The control plane's domain interface: what the transports (REST, gRPC Watch,
+ * CLI backup) need from storage + encryption, with no HTTP or gRPC in it.
+ * `openControlPlane` (control-plane-impl) builds it on a `Store` engine
+ * (SQLite now, PostgreSQL later) and a `KekProvider`.
+ *
+ * Values cross this interface as plaintext `Buffer`s (config: UTF-8 JSON bytes;
+ * secret: raw bytes) so callers can zero-fill them after writing a response.
+ */
+import type { ItemRef } from '../shared/paths.ts';
+import type {
+  EnvelopeResponse,
+  HistoryResponse,
+  ItemKind,
+  ListResponse,
+  PutItemResponse,
+  RotateResponse,
+} from '../shared/protocol.ts';
+import type { WatchEvent } from '../shared/watch-proto.ts';
+import type { Clock } from '../shared/clock.ts';
+import type { Logger } from '../shared/logger.ts';
+import type { Milliseconds } from '../shared/units.ts';
+
+/** An event as stored in the log (heartbeats and resyncs are stream-only). */
+export type LogEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' | 'keyRotated' }>;
+
+/** Wraps and unwraps DEKs. File/env now; Vault Transit or a cloud KMS fit the same shape. */
+export interface KekProvider {
+  /** Identifies the KEK a wrapped DEK needs (e.g. a fingerprint); stored beside each wrapped DEK. */
+  readonly id: string;
+  wrap(dek: Buffer): Promise<Buffer>;
+  unwrap(wrapped: Buffer): Promise<Buffer>;
+}
+
+export interface ItemValue extends ItemRef {
+  readonly kind: ItemKind;
+  readonly env: string;
+  /** The newest contributing layer's version. */
+  readonly version: number;
+  /** The revision of the newest contributing write. */
+  readonly revision: number;
+  /** Quoted; covers every contributing layer's version. */
+  readonly etag: string;
+  /** Plaintext: merged JSON bytes for config, raw bytes for a secret. Zero-fill after use. */
+  readonly value: Buffer;
+}
+
+export interface DekSet {
+  readonly namespace: string;
+  readonly keyId: string;
+  readonly currentVersion: number;
+  /** Plaintext DEKs, every version still referenced. Zero-fill after wrapping. */
+  readonly keys: ReadonlyArray<{ readonly version: number; readonly dek: Buffer }>;
+}
+
+export type AuditAction = 'read' | 'list' | 'write' | 'delete' | 'rollback' | 'rotate' | 'envelope' | 'deks' | 'watch' | 'denied' | 'admin';
+
+export interface AuditEntry {
+  readonly subject: string;
+  readonly action: AuditAction;
+  /** `namespace/name`, a namespace or a prefix; never a value. */
+  readonly target: string;
+  readonly outcome: 'ok' | 'denied' | 'error';
+  readonly detail?: string;
+}
+
+export interface ControlPlaneOptions {
+  /** Embedded store directory (SQLite). Ignored when `databaseUrl` is set. */
+  readonly dataDir: string;
+  readonly databaseUrl?: string | undefined;
+  readonly kek: KekProvider;
+  /** Inheritance chain, least to most specific. @default ['base','dev','staging','prod'] */
+  readonly environments: readonly string[];
+  /** Versions kept per item; the current ones are never pruned. @default 20 */
+  readonly maxVersionsPerItem: number;
+  /** DEK age after which the policy rotates it. @default 90d */
+  readonly keyMaxAge: Milliseconds;
+  /** Events retained in the log (by count); older resumes get ResyncRequired. @default 100000 */
+  readonly retainEvents: number;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
+export interface ControlPlane {
+  readonly environments: readonly string[];
+
+  putItem(ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<PutItemResponse>;
+  /** Throws not_found, decryption_failed. */
+  getItem(ref: ItemRef, env: string): Promise<ItemValue>;
+  /** `env` deletes one layer; undefined deletes the whole item. */
+  deleteItem(ref: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }>;
+  list(prefix: string): Promise<ListResponse['items']>;
+  history(ref: ItemRef): Promise<HistoryResponse>;
+  /** Writes a new version equal to `version` (same env layer). Throws not_found. */
+  rollback(ref: ItemRef, version: number, actor: string): Promise<PutItemResponse>;
+
+  /** New DEK version; re-encrypts the namespace's current versions in one transaction; appends KeyRotated. */
+  rotateNamespace(namespace: string, actor: string): Promise<RotateResponse>;
+  /** Rotates every namespace whose current DEK is older than keyMaxAge. */
+  rotateDueKeys(actor: string): Promise<RotateResponse[]>;
+  /** Re-wraps every DEK under `next` without touching values. */
+  rotateKek(next: KekProvider): Promise<{ rewrapped: number }>;
+
+  getEnvelope(ref: ItemRef, env: string): Promise<EnvelopeResponse>;
+  getDeks(namespace: string): Promise<DekSet>;
+
+  currentRevision(): Promise<number>;
+  /** The oldest revision a resume may name (since_revision >= this - 1 replays fully). */
+  oldestRetainedRevision(): Promise<number>;
+  /** Events with revision > `after`, in order, at most `limit`. */
+  eventsAfter(after: number, limit: number): Promise<LogEvent[]>;
+  /** Called after each commit with the new events in revision order. Returns unsubscribe. */
+  onCommitted(listener: (events: readonly LogEvent[]) => void): () => void;
+
+  audit(entry: AuditEntry): Promise<void>;
+  /** Online backup to a file (SQLite's backup API; pg_dump for PostgreSQL). */
+  backup(toFile: string): Promise<void>;
+  close(): Promise<void>;
+}
