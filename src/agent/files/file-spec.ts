@@ -1,0 +1,261 @@
+/**
+ * The `files:` entries of the agent config (DESIGN.md §6, issue 5): where a
+ * rendered file goes, which items feed it, its format, an optional logic-less
+ * template and its mode. Validated in two steps, like every setting:
+ *   1. `filesSchema` (zod) checks each entry and the entries together
+ *      (destinations relative, no `..`, no duplicates or overlaps, octal mode,
+ *      template parses, format fits the item count);
+ *   2. `checkFilesDir` checks the entries against the real `--files-dir`
+ *      (no symlink on the way escapes the directory) at config load and reload.
+ * Every message names the entry (`files[2] (app/.env)`), so an operator can act.
+ */
+import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import Mustache from 'mustache';
+import { z } from 'zod';
+import { AppError } from '../../shared/errors.ts';
+import { SEGMENT_RE, parseItemPath, type ItemRef } from '../../shared/paths.ts';
+import { SettingError } from '../../shared/settings.ts';
+
+/** Where rendered files go unless `--files-dir` says otherwise. */
+export const DEFAULT_FILES_DIR = '/config-sidecar/files';
+/** Readable by the agent and the group it shares with the app containers, nobody else. */
+export const DEFAULT_FILE_MODE = 0o440;
+/** The formats a file can be rendered in; see docs/FILES.md for each rule. */
+export const FILE_FORMATS = ['raw', 'json', 'yaml', 'env', 'properties', 'pem'] as const;
+export type FileFormat = (typeof FILE_FORMATS)[number];
+/** Deep destinations are legal but a typo like `a/b/c/d/e/f/g/h/i` is not useful. */
+const MAX_PATH_SEGMENTS = 8;
+const MAX_PATH_LENGTH = 255;
+/** A template is config, not data; bound it so a pasted blob is refused early. */
+const MAX_TEMPLATE_LENGTH = 64 * 1024;
+
+/** One item feeding a file: its address, an optional environment overlay and the key it is nested under. */
+export interface FileItem extends ItemRef {
+  /** Environment overlay to read (`dev`, `staging`, `prod`); absent = the agent's `--env`. */
+  readonly env?: string | undefined;
+  /** The key this item's value is nested under (json/yaml/template) or prefixes (env/properties). Default: the item name. */
+  readonly as: string;
+}
+
+export interface FileSpec {
+  /** Destination relative to `--files-dir`, `/`-separated, normalised. */
+  readonly path: string;
+  readonly items: readonly FileItem[];
+  readonly format: FileFormat;
+  /** Mustache source; `{{x}}` is escaped for the format, `{{{x}}}` is inserted as is. */
+  readonly template?: string | undefined;
+  /** File permission bits (0–0777); the owner-read bit is required so the guard can compare. */
+  readonly mode: number;
+}
+
+/** Why a relative destination is refused, or undefined when it is fine. */
+export function destinationProblem(path: string): string | undefined {
+  if (path === '') return 'the path is empty';
+  if (path.length > MAX_PATH_LENGTH) return `the path is longer than ${MAX_PATH_LENGTH} characters`;
+  if (isAbsolute(path) || path.startsWith('/') || /^[A-Za-z]:/.test(path)) return 'the path is absolute; write it relative to --files-dir';
+  if (path.includes('\\')) return 'the path contains a backslash; use "/" between segments';
+  if (path.includes('\0')) return 'the path contains a NUL byte';
+  const segments = path.split('/');
+  if (segments.length > MAX_PATH_SEGMENTS) return `the path has more than ${MAX_PATH_SEGMENTS} segments`;
+  for (const segment of segments) {
+    if (segment === '') return 'the path has an empty segment (double or trailing "/")';
+    if (segment === '..') return 'the path contains ".." and would leave --files-dir';
+    if (segment === '.') return 'the path contains a "." segment; write the path without it';
+    // `..data`, `..data_tmp` and the timestamped snapshots belong to the atomic writer.
+    if (segment.startsWith('..')) return `the segment "${segment}" starts with ".." (reserved for the atomic writer's snapshots)`;
+  }
+  return undefined;
+}
+
+/** Parses a mode written as an octal string (`"0440"`, `"440"`, `"0o440"`). */
+export function parseMode(value: string | number): number | undefined {
+  // YAML 1.2 reads an unquoted `0440` as the decimal number 440: its digits are what the operator meant.
+  const text = typeof value === 'number' ? (Number.isInteger(value) && value >= 0 ? String(value) : '') : value.trim();
+  const match = /^(?:0o|0)?([0-7]{3})$/.exec(text);
+  return match ? Number.parseInt(match[1] as string, 8) : undefined;
+}
+
+const modeSchema = z.union([z.string(), z.number()]).transform((value, ctx): number => {
+  const mode = parseMode(value);
+  if (mode === undefined) {
+    ctx.addIssue({ code: 'custom', message: `mode "${value}" is not an octal file mode; write e.g. "0440" or "0640"` });
+    return z.NEVER;
+  }
+  if ((mode & 0o400) === 0) {
+    ctx.addIssue({ code: 'custom', message: `mode "${value}" leaves the owner (the agent) unable to read the file; include 0400` });
+    return z.NEVER;
+  }
+  return mode;
+});
+
+const envNameSchema = z.string().regex(SEGMENT_RE, 'env must be 1-63 characters of a-z, 0-9, ".", "_" or "-"');
+
+const itemRefSchema = z.string().transform((value, ctx): ItemRef => {
+  try {
+    return parseItemPath(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `item "${value}": ${err instanceof AppError ? err.message : String(err)}` });
+    return z.NEVER;
+  }
+});
+
+const itemSchema = z
+  .union([
+    itemRefSchema.transform((ref) => ({ ref, env: undefined as string | undefined, as: undefined as string | undefined })),
+    z
+      .object({
+        item: itemRefSchema,
+        env: envNameSchema.optional(),
+        as: z.string().min(1).max(128).optional(),
+      })
+      .strict()
+      .transform((o) => ({ ref: o.item, env: o.env, as: o.as })),
+  ])
+  .transform((o): FileItem => ({ namespace: o.ref.namespace, name: o.ref.name, env: o.env, as: o.as ?? o.ref.name }));
+
+/** Mustache tags that would pull in outside text or change delimiters are refused: templates stay plain data. */
+function templateProblem(template: string): string | undefined {
+  let tokens: unknown[];
+  try {
+    tokens = Mustache.parse(template) as unknown[];
+  } catch (err) {
+    return `template does not parse: ${err instanceof Error ? err.message : String(err)}`;
+  }
+  const stack = [...tokens];
+  while (stack.length > 0) {
+    const token = stack.pop() as unknown[];
+    if (token[0] === '>') return `template uses a partial "{{> ${String(token[1])}}}"; partials are not supported`;
+    if (Array.isArray(token[4])) stack.push(...(token[4] as unknown[]));
+  }
+  return undefined;
+}
+
+/** The zod schema of one `files:` entry; the agent config schema uses it as `files: filesSchema`. */
+export const fileSpecSchema = z
+  .object({
+    path: z.string(),
+    items: z.array(itemSchema).min(1, 'items needs at least one "namespace/name"').max(64),
+    format: z.enum(FILE_FORMATS).default('raw'),
+    template: z.string().max(MAX_TEMPLATE_LENGTH).optional(),
+    mode: modeSchema.default(DEFAULT_FILE_MODE),
+  })
+  .strict()
+  .superRefine((spec, ctx) => {
+    const problem = destinationProblem(spec.path);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['path'], message: `path "${spec.path}": ${problem}` });
+    const seen = new Map<string, number>();
+    spec.items.forEach((item, index) => {
+      const earlier = seen.get(item.as);
+      if (earlier !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['items', index],
+          message: `items[${earlier}] and items[${index}] are both nested under "${item.as}"; give one an "as:" name`,
+        });
+      }
+      seen.set(item.as, index);
+    });
+    if (spec.template !== undefined) {
+      const tp = templateProblem(spec.template);
+      if (tp) ctx.addIssue({ code: 'custom', path: ['template'], message: tp });
+    } else if (spec.format === 'raw' && spec.items.length > 1) {
+      ctx.addIssue({ code: 'custom', path: ['format'], message: 'format raw takes exactly one item; use json, yaml, env or properties, or a template' });
+    }
+  })
+  .transform((spec): FileSpec => Object.freeze({ ...spec, items: Object.freeze(spec.items) }));
+
+/** Label an entry for messages: `files[2] (app/.env)`. */
+export function entryLabel(index: number, path: unknown): string {
+  return typeof path === 'string' ? `files[${index}] (${path})` : `files[${index}]`;
+}
+
+/** The `files:` list: each entry valid, and no two entries writing the same destination or one inside another. */
+export const filesSchema = z
+  .array(fileSpecSchema)
+  .max(256)
+  .superRefine((specs, ctx) => {
+    const owners = new Map<string, number>();
+    specs.forEach((spec, index) => {
+      const other = owners.get(spec.path);
+      if (other !== undefined) {
+        ctx.addIssue({ code: 'custom', path: [index, 'path'], message: `${entryLabel(index, spec.path)} writes the same destination as ${entryLabel(other, spec.path)}` });
+      }
+      owners.set(spec.path, index);
+    });
+    specs.forEach((spec, index) => {
+      specs.forEach((other, j) => {
+        if (j !== index && spec.path.startsWith(`${other.path}/`)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [index, 'path'],
+            message: `${entryLabel(index, spec.path)} would be inside the file written by ${entryLabel(j, other.path)}`,
+          });
+        }
+      });
+    });
+  });
+
+/** The first issue of a failed parse, as one line naming the entry. */
+export function describeFilesIssue(error: z.ZodError, specs: unknown): string {
+  const issue = error.issues[0];
+  if (!issue) return 'invalid files';
+  const [index, ...rest] = issue.path;
+  const entries = Array.isArray(specs) ? specs : [];
+  const raw = typeof index === 'number' ? (entries[index] as { path?: unknown } | undefined) : undefined;
+  const where = typeof index === 'number' ? entryLabel(index, raw?.path) : 'files';
+  const field = rest.length > 0 ? ` ${rest.map(String).join('.')}` : '';
+  const message = issue.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}` : issue.message;
+  return `${where}${field}: ${message}`;
+}
+
+/** Parses `files:` or throws a SettingError naming the entry (setting `files`). */
+export function parseFileSpecs(raw: unknown): readonly FileSpec[] {
+  const result = filesSchema.safeParse(raw ?? []);
+  if (!result.success) throw new SettingError('files', describeFilesIssue(result.error, raw));
+  return Object.freeze(result.data);
+}
+
+function isInside(root: string, candidate: string): boolean {
+  const rel = relative(root, candidate);
+  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
+}
+
+/**
+ * Refuses an entry whose destination, walked through the real `--files-dir`,
+ * meets a symlink that resolves outside it (an operator's or an attacker's link
+ * would make the writer publish outside the volume). Our own top-level links
+ * (`name -> ..data/name`) resolve inside and pass. A missing directory is fine:
+ * the writer creates it.
+ */
+export function checkFilesDir(specs: readonly FileSpec[], filesDir: string): void {
+  let root: string;
+  try {
+    root = realpathSync(filesDir);
+  } catch {
+    return; // not created yet: nothing on disk can escape
+  }
+  specs.forEach((spec, index) => {
+    let current = resolve(filesDir);
+    for (const segment of spec.path.split('/')) {
+      current = join(current, segment);
+      let isLink = false;
+      try {
+        isLink = lstatSync(current).isSymbolicLink();
+      } catch {
+        return; // the rest does not exist yet
+      }
+      if (!isLink) continue;
+      let target: string;
+      try {
+        target = realpathSync(current);
+      } catch {
+        // A dangling link: judge it by where it points.
+        target = resolve(dirname(current), readlinkSync(current));
+      }
+      if (!isInside(root, target)) {
+        throw new SettingError('files', `${entryLabel(index, spec.path)}: "${segment}" is a symlink that leaves --files-dir (${filesDir})`);
+      }
+    }
+  });
+}
