@@ -1,0 +1,360 @@
+/**
+ * Turns item values into file bytes, one pure function per format (rules in
+ * docs/FILES.md). Nothing here touches the disk or the cache: `renderFile`
+ * takes a spec and the values it names and returns bytes or throws a
+ * `FileRenderError` naming the item or key that cannot be represented.
+ *
+ * The data rule, shared by every format: a `config` item's value is its merged
+ * JSON value; a `secret` is its bytes, read as UTF-8 text wherever the format
+ * is text (binary secrets only fit `raw`). With one item and no template,
+ * json/yaml emit that value itself and env/properties use its keys; with
+ * several items (or a template) each value is nested under its item's `as`
+ * name (default: the item name).
+ */
+import Mustache from 'mustache';
+import { stringify as yamlStringify } from 'yaml';
+import type { FileFormat, FileSpec } from './file-spec.ts';
+
+/** A decrypted value as the agent's cache holds it. */
+export interface ItemValue {
+  readonly kind: 'config' | 'secret';
+  /** Config: the merged value as JSON text. Secret: the raw bytes. */
+  readonly value: Buffer;
+  readonly version: number;
+}
+
+export type RenderFailure = 'missing_item' | 'missing_key' | 'unrepresentable' | 'not_pem' | 'binary' | 'template';
+
+/** A file that cannot be rendered; the message names the key or item and never includes a value. */
+export class FileRenderError extends Error {
+  override readonly name = 'FileRenderError';
+  readonly reason: RenderFailure;
+  constructor(reason: RenderFailure, message: string) {
+    super(message);
+    this.reason = reason;
+  }
+}
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The data form of an item (see the module comment). */
+export function itemData(label: string, item: ItemValue, format: FileFormat): Json {
+  if (item.kind === 'config') {
+    try {
+      return JSON.parse(item.value.toString('utf8')) as Json;
+    } catch {
+      throw new FileRenderError('unrepresentable', `config item ${label} is not valid JSON`);
+    }
+  }
+  try {
+    return utf8.decode(item.value);
+  } catch {
+    throw new FileRenderError('binary', `secret ${label} is binary (not UTF-8) and cannot be written as ${format}; use format raw`);
+  }
+}
+
+// ---- env ------------------------------------------------------------------
+
+/** POSIX shell variable names; the npm dotenv parser accepts a superset (`[\w.-]+`). */
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** `db-host` → `DB_HOST`, `log.level` → `LOG_LEVEL`; other characters are not mapped. */
+export function envName(name: string): string {
+  return name.replace(/[-.]/g, '_').toUpperCase();
+}
+
+/**
+ * Quotes one value so that `sh` (`set -a; . file`) and the npm `dotenv`
+ * parser both read back exactly the same string:
+ *   - no `'` in the value → single quotes: literal in sh and in dotenv
+ *     (dotenv expands `\n` only inside double quotes); newlines allowed;
+ *   - a `'` but none of `"` `$` `` ` `` `\` → double quotes: sh expands only
+ *     those four there and dotenv treats them all as literal;
+ *   - anything else (a `'` together with one of those four), a carriage return
+ *     (dotenv rewrites CR LF to LF) or a NUL byte (sh cannot hold it) has no
+ *     quoting both read identically, and is refused naming the key.
+ */
+export function envQuote(key: string, value: string): string {
+  if (value.includes('\0')) throw new FileRenderError('unrepresentable', `env key ${key}: the value contains a NUL byte, which a shell cannot hold`);
+  if (value.includes('\r')) {
+    throw new FileRenderError('unrepresentable', `env key ${key}: the value contains a carriage return, which dotenv rewrites; no quoting round-trips`);
+  }
+  if (!value.includes("'")) return `'${value}'`;
+  if (!/["$`\\]/.test(value)) return `"${value}"`;
+  throw new FileRenderError(
+    'unrepresentable',
+    `env key ${key}: the value contains a single quote together with one of " $ \` \\; no quoting reads back identically in sh and dotenv`,
+  );
+}
+
+function scalarText(value: Json): string {
+  if (value === null) return '';
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  // Arrays stay one value (their JSON text): list positions are not stable names.
+  return JSON.stringify(value);
+}
+
+function isObject(value: Json): value is { [key: string]: Json } {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Flattens nested objects into `[path, text]` pairs; arrays and scalars are leaves. */
+function flatten(prefix: readonly string[], value: Json, out: Array<[readonly string[], string]>): void {
+  if (isObject(value)) {
+    for (const [key, child] of Object.entries(value)) flatten([...prefix, key], child, out);
+    return;
+  }
+  out.push([prefix, scalarText(value)]);
+}
+
+/** The (path, text) pairs of a file's data, prefixed by item names when there are several items. */
+function leaves(entries: ReadonlyArray<readonly [string, Json]>): Array<[readonly string[], string]> {
+  const out: Array<[readonly string[], string]> = [];
+  if (entries.length === 1) {
+    const [as, value] = entries[0] as readonly [string, Json];
+    // One object item: its keys are the file's keys. One scalar: the item name is the key.
+    flatten(isObject(value) ? [] : [as], value, out);
+    return out;
+  }
+  for (const [as, value] of entries) flatten([as], value, out);
+  return out;
+}
+
+function renderEnv(entries: ReadonlyArray<readonly [string, Json]>): string {
+  const lines: string[] = [];
+  const origin = new Map<string, string>();
+  for (const [path, text] of leaves(entries)) {
+    const dotted = path.join('.');
+    const key = path.map(envName).join('_');
+    if (!ENV_NAME_RE.test(key)) {
+      throw new FileRenderError('unrepresentable', `key "${dotted}" gives the env name "${key}", which is not [A-Za-z_][A-Za-z0-9_]*`);
+    }
+    const earlier = origin.get(key);
+    if (earlier !== undefined) throw new FileRenderError('unrepresentable', `keys "${earlier}" and "${dotted}" both give the env name ${key}`);
+    origin.set(key, dotted);
+    lines.push(`${key}=${envQuote(key, text)}`);
+  }
+  return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+// ---- properties -----------------------------------------------------------
+
+/** Java `Properties.store` escaping: `\`, separators, comment starts and controls; non-ASCII as `\uXXXX`. */
+export function escapeProperties(text: string, isKey: boolean): string {
+  let out = '';
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i] as string;
+    const code = text.charCodeAt(i);
+    switch (ch) {
+      case '\\':
+        out += '\\\\';
+        break;
+      case ' ':
+        // Keys escape every space; values only a leading one (a trailing one survives: load trims only leading).
+        out += isKey || i === 0 ? '\\ ' : ' ';
+        break;
+      case '\t':
+        out += '\\t';
+        break;
+      case '\n':
+        out += '\\n';
+        break;
+      case '\r':
+        out += '\\r';
+        break;
+      case '\f':
+        out += '\\f';
+        break;
+      case '=':
+      case ':':
+      case '#':
+      case '!':
+        out += `\\${ch}`;
+        break;
+      default:
+        out += code < 0x20 || code > 0x7e ? `\\u${code.toString(16).padStart(4, '0')}` : ch;
+    }
+  }
+  return out;
+}
+
+function renderProperties(entries: ReadonlyArray<readonly [string, Json]>): string {
+  const lines: string[] = [];
+  const seen = new Set<string>();
+  for (const [path, text] of leaves(entries)) {
+    const key = path.join('.');
+    if (seen.has(key)) throw new FileRenderError('unrepresentable', `two values have the properties key "${key}"`);
+    seen.add(key);
+    lines.push(`${escapeProperties(key, true)}=${escapeProperties(text, false)}`);
+  }
+  return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+// ---- pem ------------------------------------------------------------------
+
+const PEM_BLOCK_RE = /-----BEGIN ([A-Z0-9][A-Z0-9 ]*)-----\r?\n([\s\S]*?)\r?\n?-----END ([A-Z0-9][A-Z0-9 ]*)-----/g;
+const PEM_HEADER_RE = /^[A-Za-z0-9-]+: ?.*$/;
+const BASE64_LINE_RE = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/** True when the text is one or more PEM blocks (RFC 7468, with RFC 1421 headers) and whitespace only. */
+export function isPem(text: string): boolean {
+  let last = 0;
+  let blocks = 0;
+  for (const match of text.matchAll(PEM_BLOCK_RE)) {
+    if (text.slice(last, match.index).trim() !== '') return false;
+    if (match[1] !== match[3]) return false;
+    const lines = (match[2] as string).split(/\r?\n/);
+    let i = 0;
+    // Optional encapsulated headers (Proc-Type, DEK-Info) then a blank line.
+    if (lines.some((l) => l.trim() === '')) {
+      while (i < lines.length && PEM_HEADER_RE.test(lines[i] as string)) i++;
+      if (lines[i]?.trim() !== '') return false;
+      i++;
+    }
+    const body = lines.slice(i).map((l) => l.trim());
+    if (body.length === 0 || !body.every((l) => BASE64_LINE_RE.test(l))) return false;
+    if (Buffer.from(body.join(''), 'base64').length === 0) return false;
+    last = match.index + match[0].length;
+    blocks++;
+  }
+  return blocks > 0 && text.slice(last).trim() === '';
+}
+
+function renderPem(entries: ReadonlyArray<readonly [string, Json]>): string {
+  const parts: string[] = [];
+  for (const [as, value] of entries) {
+    if (typeof value !== 'string' || !isPem(value)) throw new FileRenderError('not_pem', `item "${as}" is not PEM text (-----BEGIN ...----- blocks)`);
+    parts.push(value.trim());
+  }
+  // Several items concatenate, e.g. a certificate followed by its chain.
+  return `${parts.join('\n')}\n`;
+}
+
+// ---- templates ------------------------------------------------------------
+
+type Frame = Json;
+
+function lookup(stack: readonly Frame[], name: string): { found: boolean; value?: Json } {
+  if (name === '.') return { found: true, value: stack[stack.length - 1] as Json };
+  const parts = name.split('.');
+  for (let i = stack.length - 1; i >= 0; i--) {
+    let current: Json = stack[i] as Json;
+    let ok = true;
+    for (const part of parts) {
+      if (isObject(current) && Object.hasOwn(current, part)) current = current[part] as Json;
+      else if (Array.isArray(current) && /^\d+$/.test(part) && Number(part) < current.length) current = current[Number(part)] as Json;
+      else {
+        ok = false;
+        break;
+      }
+    }
+    if (ok) return { found: true, value: current };
+  }
+  return { found: false };
+}
+
+/**
+ * Mustache renders a missing name as empty text; a config file missing its
+ * password is worse than no file, so every name is resolved first, walking
+ * sections as Mustache would, and a missing one is an error naming it.
+ */
+function checkNames(tokens: readonly unknown[], stack: Frame[]): void {
+  for (const raw of tokens) {
+    const token = raw as [string, string, number, number, unknown[]?];
+    const [type, name] = token;
+    if (type !== 'name' && type !== '&' && type !== '#' && type !== '^') continue;
+    const hit = lookup(stack, name);
+    if (!hit.found) throw new FileRenderError('missing_key', `the template references "${name}", which the items do not have`);
+    const children = token[4] ?? [];
+    if (type === '^') {
+      checkNames(children, stack);
+      continue;
+    }
+    if (type !== '#') continue;
+    const value = hit.value as Json;
+    if (Array.isArray(value)) for (const element of value) checkNames(children, [...stack, element]);
+    else if (value !== null && value !== false && value !== '' && value !== 0) checkNames(children, [...stack, value]);
+  }
+}
+
+function templateEscape(format: FileFormat, name: () => string): (value: unknown) => string {
+  const text = (value: unknown): string => (typeof value === 'string' ? value : JSON.stringify(value));
+  switch (format) {
+    case 'json':
+    case 'yaml':
+      // A JSON literal is also a YAML flow scalar, so one escape serves both.
+      return (value) => JSON.stringify(value);
+    case 'env':
+      return (value) => envQuote(name(), text(value));
+    case 'properties':
+      return (value) => escapeProperties(text(value), false);
+    case 'pem':
+      return (value) => {
+        const t = text(value);
+        if (!isPem(t)) throw new FileRenderError('not_pem', `"${name()}" is not PEM text`);
+        return t.trim();
+      };
+    case 'raw':
+      return text;
+  }
+}
+
+function renderTemplate(spec: FileSpec, view: { [key: string]: Json }): string {
+  const template = spec.template as string;
+  const tokens = Mustache.parse(template) as unknown[];
+  checkNames(tokens, [view]);
+  // Mustache hands the escape function only the value, so the name for messages comes from a tracking view.
+  let current = '';
+  const tracked = new Proxy(view, {
+    get(target, prop, receiver) {
+      if (typeof prop === 'string') current = prop;
+      return Reflect.get(target, prop, receiver) as unknown;
+    },
+  });
+  try {
+    const out = Mustache.render(template, tracked, {}, { escape: templateEscape(spec.format, () => current) });
+    if (spec.format === 'pem' && !isPem(out)) throw new FileRenderError('not_pem', 'the rendered template is not PEM text');
+    return out;
+  } catch (err) {
+    if (err instanceof FileRenderError) throw err;
+    throw new FileRenderError('template', `the template failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+// ---- entry point ----------------------------------------------------------
+
+/**
+ * Renders one file. `values` maps each item's `as` name to its value; an absent
+ * one is a `missing_item` error naming it.
+ */
+export function renderFile(spec: FileSpec, values: ReadonlyMap<string, ItemValue>): Buffer {
+  for (const item of spec.items) {
+    if (!values.has(item.as)) {
+      throw new FileRenderError('missing_item', `item ${item.namespace}/${item.name}${item.env ? ` (env ${item.env})` : ''} is not available`);
+    }
+  }
+  if (spec.template === undefined && spec.format === 'raw') {
+    const only = values.get((spec.items[0] as { as: string }).as) as ItemValue;
+    if (only.kind === 'secret') return Buffer.from(only.value);
+    const data = itemData(spec.items[0]?.as ?? '', only, 'raw');
+    return Buffer.from(typeof data === 'string' ? data : `${JSON.stringify(data, null, 2)}\n`);
+  }
+  const entries = spec.items.map((item) => [item.as, itemData(`${item.namespace}/${item.name}`, values.get(item.as) as ItemValue, spec.format)] as const);
+  if (spec.template !== undefined) return Buffer.from(renderTemplate(spec, Object.fromEntries(entries)));
+  const tree: Json = entries.length === 1 ? (entries[0] as readonly [string, Json])[1] : Object.fromEntries(entries);
+  switch (spec.format) {
+    case 'json':
+      return Buffer.from(`${JSON.stringify(tree, null, 2)}\n`);
+    case 'yaml':
+      return Buffer.from(yamlStringify(tree));
+    case 'env':
+      return Buffer.from(renderEnv(entries));
+    case 'properties':
+      return Buffer.from(renderProperties(entries));
+    case 'pem':
+      return Buffer.from(renderPem(entries));
+  }
+}
