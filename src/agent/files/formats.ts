@@ -356,5 +356,8 @@ export function renderFile(spec: FileSpec, values: ReadonlyMap<string, ItemValue
       return Buffer.from(renderProperties(entries));
     case 'pem':
       return Buffer.from(renderPem(entries));
+    case 'raw':
+      // Refused at config load (raw takes one item); kept for exhaustiveness.
+      throw new FileRenderError('unrepresentable', 'format raw takes exactly one item');
   }
 }
