@@ -28,8 +28,13 @@ export type LogEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted'
 export interface KekProvider {
   /** Identifies the KEK a wrapped DEK needs (e.g. a fingerprint); stored beside each wrapped DEK. */
   readonly id: string;
-  wrap(dek: Buffer): Promise<Buffer>;
-  unwrap(wrapped: Buffer): Promise<Buffer>;
+  /**
+   * `context` (optional) is bound to the wrapped blob (AAD / KMS encryption
+   * context): the control plane passes the DEK's namespace and version, so a
+   * wrapped DEK copied to another row fails to unwrap. Unwrap needs the same context.
+   */
+  wrap(dek: Buffer, context?: string): Promise<Buffer>;
+  unwrap(wrapped: Buffer, context?: string): Promise<Buffer>;
 }
 
 export interface ItemValue extends ItemRef {

@@ -1,0 +1,515 @@
+/**
+ * The control plane's domain layer: versioned items with environment layers,
+ * envelope encryption under per-namespace DEKs, key and KEK rotation, pruning,
+ * the event log and its retention, audit, and backup, on a `Store` engine.
+ * Every change and its events commit in one transaction; listeners hear about
+ * commits afterwards, in revision order.
+ */
+import { open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
+import { AppError, describeError } from '../shared/errors.ts';
+import { itemKey, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
+import type { EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
+import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
+import { CommitListeners } from './commit-listeners.ts';
+import type { AuditEntry, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
+import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
+import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
+import { dekContext, KeyRing, type TxKeys } from './keys.ts';
+import { openStore } from './store/open-store.ts';
+import type { Store, StoreWriter } from './store/store.ts';
+
+/** Longest audit `detail` stored; details are short reasons, never payloads. */
+const AUDIT_DETAIL_MAX_CHARS = 500;
+/** A safe bound for one `eventsAfter` page. */
+const EVENTS_PAGE_MAX = 10_000;
+
+function checkRef(ref: ItemRef): ItemRef {
+  return { namespace: validateNamespace(ref.namespace), name: validateName(ref.name) };
+}
+
+function notFound(ref: ItemRef, detail = ''): AppError {
+  return new AppError('not_found', `${itemKey(ref)} does not exist${detail}.`);
+}
+
+function identity(row: LiveVersion): ValueIdentity {
+  return { namespace: row.namespace, name: row.name, version: row.version, keyId: row.sealed.keyId, keyVersion: row.sealed.keyVersion };
+}
+
+function validateOptions(options: ControlPlaneOptions): void {
+  const envs = options.environments;
+  if (envs.length === 0 || new Set(envs).size !== envs.length) {
+    throw new SettingError(`--environments (${ENV_PREFIX}ENVIRONMENTS)`, 'list one or more distinct environments, least to most specific, e.g. base,dev,staging,prod');
+  }
+  for (const env of envs) {
+    if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(env)) {
+      throw new SettingError(`--environments (${ENV_PREFIX}ENVIRONMENTS)`, `"${env}" is not a valid environment name (a-z, 0-9, ".", "_", "-")`);
+    }
+  }
+  if (!Number.isInteger(options.maxVersionsPerItem) || options.maxVersionsPerItem < 1) {
+    throw new SettingError(`--max-versions (${ENV_PREFIX}MAX_VERSIONS)`, 'keep at least 1 version per item');
+  }
+  if (!Number.isInteger(options.retainEvents) || options.retainEvents < 1) {
+    throw new SettingError(`--retain-events (${ENV_PREFIX}RETAIN_EVENTS)`, 'retain at least 1 event');
+  }
+  if (!(options.keyMaxAge > 0)) {
+    throw new SettingError(`--key-max-age (${ENV_PREFIX}KEY_MAX_AGE)`, 'give a positive duration such as 90d');
+  }
+}
+
+interface WriteOutcome<T> {
+  readonly result: T;
+  readonly events: LogEvent[];
+}
+
+class ControlPlaneImpl implements ControlPlane {
+  readonly environments: readonly string[];
+  readonly #options: ControlPlaneOptions;
+  readonly #store: Store;
+  readonly #keys: KeyRing;
+  readonly #listeners: CommitListeners;
+  #pendingAudit: Array<{ entry: AuditEntry; at: number }> = [];
+  #auditFlush: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(options: ControlPlaneOptions, store: Store) {
+    this.#options = options;
+    this.environments = Object.freeze([...options.environments]);
+    this.#store = store;
+    this.#keys = new KeyRing(options.kek, store);
+    this.#listeners = new CommitListeners(options.logger);
+  }
+
+  get #now(): number {
+    return this.#options.clock.now();
+  }
+
+  /** Refuses to start when the stored DEKs are wrapped by another KEK. */
+  async verifyKek(): Promise<void> {
+    const deks = await this.#store.read((r) => r.allDeks());
+    const kek = this.#keys.kek;
+    const setting = `${KEK_FILE_FLAG} / ${KEK_ENV_VAR}`;
+    const foreign = deks.find((row) => row.kekId !== kek.id);
+    if (foreign) {
+      throw new SettingError(
+        setting,
+        `the store's data keys are wrapped by KEK ${foreign.kekId}, but the configured KEK is ${kek.id}; start with the KEK used last (\`config-sidecar rotate --kek\` moves the keys to a new one)`,
+      );
+    }
+    const sample = deks[0];
+    if (sample) {
+      try {
+        await this.#keys.verify(sample);
+      } catch (err) {
+        throw new SettingError(setting, `the configured KEK ${kek.id} cannot unwrap the stored data keys (${describeError(err)}); the store may be damaged`);
+      }
+    }
+  }
+
+  /** One write transaction with its keys; events reach listeners after commit. */
+  async #write<T>(fn: (w: StoreWriter, keys: TxKeys) => Promise<WriteOutcome<T>>, afterCommit?: () => void): Promise<T> {
+    let txKeys: TxKeys | undefined;
+    try {
+      const outcome = await this.#store.write(
+        async (w) => {
+          txKeys = this.#keys.begin(w);
+          const out = await fn(w, txKeys);
+          if (out.events.length > 0) await w.compactEvents(this.#options.retainEvents);
+          return out;
+        },
+        (out) => {
+          txKeys?.commit();
+          afterCommit?.();
+          this.#listeners.emit(out.events);
+        },
+      );
+      return outcome.result;
+    } finally {
+      txKeys?.discard();
+    }
+  }
+
+  async #prune(w: StoreWriter, ref: ItemRef): Promise<void> {
+    const doomed = pruneCandidates(await w.versionHistory(ref), this.#options.maxVersionsPerItem);
+    if (doomed.length > 0) await w.deleteVersions(ref, doomed);
+  }
+
+  /** Seals `value` as the next version of `ref` in `env` and appends ItemChanged. */
+  async #writeVersion(w: StoreWriter, keys: TxKeys, ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<WriteOutcome<PutItemResponse>> {
+    const now = this.#now;
+    const version = await w.takeNextVersion(ref, kind, now);
+    const key = await keys.current(ref.namespace, now);
+    let sealed;
+    try {
+      sealed = seal(key.dek, value, valueAad({ ...ref, version, keyId: ref.namespace, keyVersion: key.version }));
+    } finally {
+      zeroize(key.dek);
+    }
+    const revision = await w.nextRevision();
+    await w.insertVersion({
+      ...ref,
+      version,
+      env,
+      revision,
+      createdAt: now,
+      createdBy: actor,
+      deleted: false,
+      sealed: sealedColumns(ref.namespace, key.version, sealed),
+    });
+    const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env };
+    await w.appendEvent(event, now);
+    await this.#prune(w, ref);
+    return { result: { version, revision }, events: [event] };
+  }
+
+  async #openLayer(row: LiveVersion, keys?: TxKeys): Promise<Buffer> {
+    const dek = keys ? await keys.dek(row.namespace, row.sealed.keyVersion) : await this.#keys.dek(row.namespace, row.sealed.keyVersion);
+    try {
+      return openSealed(dek, row.sealed, valueAad(identity(row)));
+    } catch (err) {
+      this.#options.logger.error(
+        { namespace: row.namespace, name: row.name, version: row.version, env: row.env, keyVersion: row.sealed.keyVersion },
+        'a stored value failed authentication (corrupted or moved row)',
+      );
+      throw new AppError('decryption_failed', `The stored value of ${row.namespace}/${row.name} version ${row.version} failed authentication; the row is damaged or was tampered with.`, {
+        cause: err,
+      });
+    } finally {
+      zeroize(dek);
+    }
+  }
+
+  // --- items -------------------------------------------------------------------
+
+  async putItem(refIn: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<PutItemResponse> {
+    const ref = checkRef(refIn);
+    chainFor(env, this.environments);
+    if (kind !== 'config' && kind !== 'secret') throw new AppError('invalid_argument', 'kind must be "config" or "secret".');
+    if (kind === 'config') assertJson(value);
+    return this.#write((w, keys) => this.#writeVersion(w, keys, ref, env, kind, value, actor));
+  }
+
+  async #resolve(ref: ItemRef, env: string) {
+    const chain = chainFor(env, this.environments);
+    const snapshot = await this.#store.read(async (r) => {
+      const item = await r.getItem(ref);
+      if (!item || item.deleted) return undefined;
+      return { item, current: await r.currentVersions(ref) };
+    });
+    if (!snapshot) throw notFound(ref);
+    const resolved = resolveLayers(snapshot.item.kind, snapshot.current, chain);
+    if (!resolved) throw notFound(ref, ` in environment ${env} or the environments it inherits from`);
+    return resolved;
+  }
+
+  async getItem(refIn: ItemRef, env: string): Promise<ItemValue> {
+    const ref = checkRef(refIn);
+    const resolved = await this.#resolve(ref, env);
+    const plaintexts: Buffer[] = [];
+    try {
+      for (const layer of resolved.layers) plaintexts.push(await this.#openLayer(layer));
+    } catch (err) {
+      zeroize(...plaintexts);
+      throw err;
+    }
+    const value = resolved.kind === 'config' ? mergeConfigBuffers(plaintexts) : (plaintexts[0] as Buffer);
+    return { ...ref, kind: resolved.kind, env, version: resolved.version, revision: resolved.revision, etag: resolved.etag, value };
+  }
+
+  async deleteItem(refIn: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }> {
+    const ref = checkRef(refIn);
+    if (env !== undefined) chainFor(env, this.environments);
+    return this.#write(async (w) => {
+      const now = this.#now;
+      const item = await w.getItem(ref);
+      if (!item || item.deleted) throw notFound(ref);
+      if (env === undefined) {
+        await w.deleteAllVersions(ref);
+        await w.markItemDeleted(ref, now);
+        const revision = await w.nextRevision();
+        const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion };
+        await w.appendEvent(event, now);
+        return { result: { revision }, events: [event] };
+      }
+      const layer = (await w.currentVersions(ref)).find((row) => row.env === env);
+      if (!layer || layer.deleted) throw notFound(ref, ` in environment ${env}`);
+      const version = await w.takeNextVersion(ref, item.kind, now);
+      const revision = await w.nextRevision();
+      await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
+      const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version };
+      await w.appendEvent(event, now);
+      await this.#prune(w, ref);
+      return { result: { revision }, events: [event] };
+    });
+  }
+
+  async list(prefixIn: string): Promise<ListResponse['items']> {
+    const prefix = prefixIn === '' ? '' : validatePrefix(prefixIn).replace(/\/+$/, '');
+    const { items, current } = await this.#store.read(async (r) => ({ items: await r.listItems(prefix), current: await r.currentVersionsUnder(prefix) }));
+    const byItem = new Map<string, typeof current>();
+    for (const row of current) {
+      const key = itemKey(row);
+      const rows = byItem.get(key) ?? [];
+      rows.push(row);
+      byItem.set(key, rows);
+    }
+    const out: ListResponse['items'] = [];
+    for (const item of items) {
+      const rows = byItem.get(itemKey(item)) ?? [];
+      const envs = this.environments.filter((env) => rows.some((row) => row.env === env && !row.deleted));
+      if (envs.length === 0) continue;
+      out.push({
+        namespace: item.namespace,
+        name: item.name,
+        kind: item.kind,
+        version: item.lastVersion,
+        revision: Math.max(...rows.map((row) => row.revision)),
+        envs,
+      });
+    }
+    return out;
+  }
+
+  async history(refIn: ItemRef): Promise<HistoryResponse> {
+    const ref = checkRef(refIn);
+    const snapshot = await this.#store.read(async (r) => {
+      const item = await r.getItem(ref);
+      if (!item || item.deleted) return undefined;
+      return { item, versions: await r.versionHistory(ref) };
+    });
+    if (!snapshot) throw notFound(ref);
+    return {
+      ...ref,
+      kind: snapshot.item.kind,
+      versions: snapshot.versions.map((v) => ({
+        version: v.version,
+        env: v.env,
+        revision: v.revision,
+        createdAt: new Date(v.createdAt).toISOString(),
+        createdBy: v.createdBy,
+        deleted: v.deleted,
+      })),
+    };
+  }
+
+  async rollback(refIn: ItemRef, version: number, actor: string): Promise<PutItemResponse> {
+    const ref = checkRef(refIn);
+    if (!Number.isInteger(version) || version < 1) throw new AppError('invalid_argument', 'version must be a positive integer.');
+    return this.#write(async (w, keys) => {
+      const item = await w.getItem(ref);
+      if (!item || item.deleted) throw notFound(ref);
+      const old = await w.getVersion(ref, version);
+      if (!old) throw new AppError('not_found', `${itemKey(ref)} has no version ${version} (never written, or pruned).`);
+      if (old.deleted) throw new AppError('invalid_argument', `Version ${version} of ${itemKey(ref)} is a deletion marker; roll back to a version with a value.`);
+      const plaintext = await this.#openLayer(old, keys);
+      try {
+        return await this.#writeVersion(w, keys, ref, old.env, item.kind, plaintext, actor);
+      } finally {
+        zeroize(plaintext);
+      }
+    });
+  }
+
+  // --- keys ---------------------------------------------------------------------
+
+  async rotateNamespace(namespaceIn: string, actor: string): Promise<RotateResponse> {
+    const namespace = validateNamespace(namespaceIn);
+    const logger = this.#options.logger;
+    return this.#write(async (w, keys) => {
+      const now = this.#now;
+      const next = await keys.rotate(namespace, now);
+      let resealed = 0;
+      try {
+        for (const row of await w.currentVersionsIn(namespace)) {
+          if (row.deleted) continue;
+          let plaintext: Buffer;
+          try {
+            plaintext = await this.#openLayer(row, keys);
+          } catch (err) {
+            // A damaged row stays under its old key (still unreadable, still
+            // reported on read); it must not block rotating everything else.
+            logger.error({ namespace, name: row.name, version: row.version, err: describeError(err) }, 'rotation skipped a value that failed authentication');
+            continue;
+          }
+          try {
+            const sealed = seal(next.dek, plaintext, valueAad({ ...identity(row), keyId: namespace, keyVersion: next.version }));
+            await w.resealVersion(row, row.version, sealedColumns(namespace, next.version, sealed));
+            resealed += 1;
+          } finally {
+            zeroize(plaintext);
+          }
+        }
+      } finally {
+        zeroize(next.dek);
+      }
+      const revision = await w.nextRevision();
+      const event: LogEvent = { revision, type: 'keyRotated', namespace, keyVersion: next.version };
+      await w.appendEvent(event, now);
+      logger.info({ namespace, keyVersion: next.version, resealed, actor, revision }, 'data key rotated');
+      return { result: { namespace, keyVersion: next.version, revision }, events: [event] };
+    });
+  }
+
+  async rotateDueKeys(actor: string): Promise<RotateResponse[]> {
+    const cutoff = this.#now - this.#options.keyMaxAge;
+    const due = (await this.#store.read((r) => r.currentDeks())).filter((row) => row.createdAt <= cutoff);
+    const rotated: RotateResponse[] = [];
+    for (const row of due) {
+      try {
+        rotated.push(await this.rotateNamespace(row.namespace, actor));
+      } catch (err) {
+        this.#options.logger.error({ namespace: row.namespace, err: describeError(err) }, 'age-policy rotation failed; will retry on the next check');
+      }
+    }
+    return rotated;
+  }
+
+  async rotateKek(next: KekProvider): Promise<{ rewrapped: number }> {
+    const current = this.#keys.kek;
+    return this.#write(
+      async (w) => {
+        let rewrapped = 0;
+        for (const row of await w.allDeks()) {
+          if (row.kekId === next.id) continue;
+          if (row.kekId !== current.id) {
+            throw new AppError('decryption_failed', `The data key ${row.namespace}#${row.version} is wrapped by KEK ${row.kekId}, not the configured ${current.id}.`);
+          }
+          const context = dekContext(row.namespace, row.version);
+          const dek = await current.unwrap(row.wrapped, context);
+          try {
+            await w.rewrapDek(row.namespace, row.version, await next.wrap(dek, context), next.id);
+          } finally {
+            zeroize(dek);
+          }
+          rewrapped += 1;
+        }
+        this.#options.logger.info({ from: current.id, to: next.id, rewrapped }, 'KEK rotated');
+        return { result: { rewrapped }, events: [] };
+      },
+      () => this.#keys.replaceKek(next),
+    );
+  }
+
+  // --- agent-facing -------------------------------------------------------------------
+
+  async getEnvelope(refIn: ItemRef, env: string): Promise<EnvelopeResponse> {
+    const ref = checkRef(refIn);
+    const resolved = await this.#resolve(ref, env);
+    return {
+      ...ref,
+      kind: resolved.kind,
+      env,
+      version: resolved.version,
+      revision: resolved.revision,
+      etag: resolved.etag,
+      layers: resolved.layers.map((layer) => ({
+        env: layer.env,
+        version: layer.version,
+        keyId: layer.sealed.keyId,
+        keyVersion: layer.sealed.keyVersion,
+        ...sealedToWire(layer.sealed),
+      })),
+    };
+  }
+
+  async getDeks(namespaceIn: string): Promise<DekSet> {
+    const namespace = validateNamespace(namespaceIn);
+    const found = await this.#store.read(async (r) => {
+      const current = await r.currentDek(namespace);
+      return current ? { current: current.version, inUse: await r.dekVersionsInUse(namespace) } : undefined;
+    });
+    if (!found) throw new AppError('not_found', `The namespace ${namespace} has no data key yet (nothing was written to it).`);
+    const versions = [...new Set([...found.inUse, found.current])].sort((a, b) => a - b);
+    const keys: Array<{ version: number; dek: Buffer }> = [];
+    try {
+      for (const version of versions) keys.push({ version, dek: await this.#keys.dek(namespace, version) });
+    } catch (err) {
+      zeroize(...keys.map((k) => k.dek));
+      throw err;
+    }
+    return { namespace, keyId: namespace, currentVersion: found.current, keys };
+  }
+
+  // --- event log ---------------------------------------------------------------------
+
+  async currentRevision(): Promise<number> {
+    return (await this.#store.read((r) => r.logState())).revision;
+  }
+
+  async oldestRetainedRevision(): Promise<number> {
+    return (await this.#store.read((r) => r.logState())).compactedThrough + 1;
+  }
+
+  async eventsAfter(after: number, limit: number): Promise<LogEvent[]> {
+    const bounded = Math.max(0, Math.min(Math.trunc(limit), EVENTS_PAGE_MAX));
+    if (bounded === 0) return [];
+    return this.#store.read((r) => r.eventsAfter(Math.max(0, Math.trunc(after)), bounded));
+  }
+
+  onCommitted(listener: (events: readonly LogEvent[]) => void): () => void {
+    return this.#listeners.add(listener);
+  }
+
+  // --- audit, backup, close ---------------------------------------------------------------
+
+  /**
+   * Audit entries arriving together are written in one transaction: every
+   * secret read is audited, and a commit per read would make reads wait on fsync.
+   */
+  audit(entry: AuditEntry): Promise<void> {
+    this.#pendingAudit.push({ entry, at: this.#now });
+    if (!this.#auditFlush) {
+      const flush = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+        const batch = this.#pendingAudit;
+        this.#pendingAudit = [];
+        this.#auditFlush = undefined;
+        await this.#store.write(async (w) => {
+          for (const { entry: e, at } of batch) {
+            await w.insertAudit({
+              at,
+              subject: e.subject,
+              action: e.action,
+              target: e.target,
+              outcome: e.outcome,
+              detail: (e.detail ?? '').slice(0, AUDIT_DETAIL_MAX_CHARS),
+            });
+          }
+        });
+      });
+      // Callers that do not await still must not crash the process on a failed flush.
+      flush.catch((err: unknown) => this.#options.logger.error({ err: describeError(err), entries: 'audit' }, 'writing the audit log failed'));
+      this.#auditFlush = flush;
+    }
+    return this.#auditFlush;
+  }
+
+  async backup(toFile: string): Promise<void> {
+    await this.#store.backup(toFile);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#auditFlush?.catch(() => undefined);
+    this.#listeners.clear();
+    await this.#store.close();
+    this.#keys.close();
+  }
+}
+
+/**
+ * Opens the store (applying migrations), checks the KEK against the stored
+ * keys and returns the control plane. Throws `SettingError` naming the setting
+ * for a bad option or a KEK that does not match the store.
+ */
+export async function openControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
+  validateOptions(options);
+  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now() });
+  const plane = new ControlPlaneImpl(options, store);
+  try {
+    await plane.verifyKek();
+  } catch (err) {
+    await plane.close();
+    throw err;
+  }
+  return plane;
+}

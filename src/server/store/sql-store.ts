@@ -1,0 +1,429 @@
+/**
+ * The store's queries, written once in the SQL SQLite and PostgreSQL share and
+ * run over any `SqlConnection`; engines (sqlite-store.ts, later a pg engine)
+ * supply connections, transactions and backup, and the dialect supplies the
+ * few spellings that differ.
+ */
+import type { ItemRef } from '../../shared/paths.ts';
+import type { ItemKind } from '../../shared/protocol.ts';
+import type { LogEvent } from '../control-plane.ts';
+import type { Milliseconds } from '../../shared/units.ts';
+import { AppError } from '../../shared/errors.ts';
+import type { Dialect } from './dialect.ts';
+import type {
+  DekRow,
+  ItemRow,
+  LogState,
+  SealedColumns,
+  StoredAudit,
+  StoreWriter,
+  VersionMeta,
+  VersionRow,
+} from './store.ts';
+
+export type SqlParam = string | number | Buffer | null;
+export type SqlRow = Record<string, unknown>;
+
+/** One database connection as the queries see it; the engine owns transactions. */
+export interface SqlConnection {
+  all(sql: string, params?: readonly SqlParam[]): Promise<SqlRow[]>;
+  /** Returns the number of rows changed. */
+  run(sql: string, params?: readonly SqlParam[]): Promise<number>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(script: string): Promise<void>;
+}
+
+/** Integers come back as number (SQLite), bigint or string (pg BIGINT). */
+function num(value: unknown): number {
+  if (value === null || value === undefined) return 0;
+  return Number(value);
+}
+
+function text(value: unknown): string {
+  return value === null || value === undefined ? '' : String(value);
+}
+
+function bytes(value: unknown): Buffer {
+  if (Buffer.isBuffer(value)) return value;
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  throw new AppError('internal', 'A binary column holds a non-binary value.');
+}
+
+function itemRow(row: SqlRow): ItemRow {
+  return {
+    namespace: text(row.namespace),
+    name: text(row.name),
+    kind: text(row.kind) as ItemKind,
+    lastVersion: num(row.last_version),
+    deleted: num(row.deleted) !== 0,
+    createdAt: num(row.created_at),
+    updatedAt: num(row.updated_at),
+  };
+}
+
+function versionRow(row: SqlRow): VersionRow {
+  const base = {
+    namespace: text(row.namespace),
+    name: text(row.name),
+    version: num(row.version),
+    env: text(row.env),
+    revision: num(row.revision),
+    createdAt: num(row.created_at),
+    createdBy: text(row.created_by),
+  };
+  if (num(row.deleted) !== 0) return { ...base, deleted: true, sealed: null };
+  return {
+    ...base,
+    deleted: false,
+    sealed: {
+      keyId: text(row.key_id),
+      keyVersion: num(row.key_version),
+      iv: bytes(row.iv),
+      ciphertext: bytes(row.ciphertext),
+      tag: bytes(row.tag),
+    },
+  };
+}
+
+function dekRow(row: SqlRow): DekRow {
+  return {
+    namespace: text(row.namespace),
+    version: num(row.version),
+    wrapped: bytes(row.wrapped),
+    kekId: text(row.kek_id),
+    createdAt: num(row.created_at),
+  };
+}
+
+function logEvent(row: SqlRow): LogEvent {
+  const revision = num(row.revision);
+  const namespace = text(row.namespace);
+  switch (text(row.type)) {
+    case 'itemChanged':
+      return { revision, type: 'itemChanged', namespace, name: text(row.name), kind: text(row.kind), version: num(row.version), env: text(row.env) };
+    case 'itemDeleted':
+      return { revision, type: 'itemDeleted', namespace, name: text(row.name), env: text(row.env), version: num(row.version) };
+    case 'keyRotated':
+      return { revision, type: 'keyRotated', namespace, keyVersion: num(row.key_version) };
+    default:
+      throw new AppError('internal', `The event log holds an unknown event type at revision ${revision}.`);
+  }
+}
+
+const VERSION_COLUMNS =
+  'v.namespace, v.name, v.version, v.env, v.key_id, v.key_version, v.iv, v.ciphertext, v.tag, v.deleted, v.revision, v.created_at, v.created_by';
+
+/** `namespace` equals the prefix or lies under it on a segment boundary; `substr` rather than LIKE because `_` is a LIKE wildcard and legal in segments. */
+const UNDER_PREFIX = '(? = \'\' OR namespace = ? OR substr(namespace, 1, ?) = ?)';
+
+function prefixParams(prefix: string): SqlParam[] {
+  return [prefix, prefix, prefix.length + 1, `${prefix}/`];
+}
+
+/** The newest version per (item, env) among rows matching `where`. */
+function currentVersionsSql(where: string): string {
+  return `SELECT ${VERSION_COLUMNS} FROM versions v
+    JOIN (SELECT namespace, name, env, MAX(version) AS version FROM versions WHERE ${where} GROUP BY namespace, name, env) c
+      ON v.namespace = c.namespace AND v.name = c.name AND v.env = c.env AND v.version = c.version
+    ORDER BY v.namespace, v.name, v.version`;
+}
+
+/**
+ * The queries of one transaction or read snapshot. Created by an engine for
+ * the duration of one `read`/`write` callback.
+ */
+export class SqlStoreTx implements StoreWriter {
+  readonly #conn: SqlConnection;
+  readonly #dialect: Dialect;
+  readonly #sqlCache = new Map<string, string>();
+
+  constructor(conn: SqlConnection, dialect: Dialect) {
+    this.#conn = conn;
+    this.#dialect = dialect;
+  }
+
+  #sql(sql: string): string {
+    let out = this.#sqlCache.get(sql);
+    if (out === undefined) {
+      out = this.#dialect.placeholders(sql);
+      this.#sqlCache.set(sql, out);
+    }
+    return out;
+  }
+
+  #all(sql: string, params: readonly SqlParam[] = []): Promise<SqlRow[]> {
+    return this.#conn.all(this.#sql(sql), params);
+  }
+
+  #run(sql: string, params: readonly SqlParam[] = []): Promise<number> {
+    return this.#conn.run(this.#sql(sql), params);
+  }
+
+  async #one(sql: string, params: readonly SqlParam[] = []): Promise<SqlRow | undefined> {
+    return (await this.#all(sql, params))[0];
+  }
+
+  // --- items ---------------------------------------------------------------
+
+  async getItem(ref: ItemRef): Promise<ItemRow | undefined> {
+    const row = await this.#one('SELECT * FROM items WHERE namespace = ? AND name = ?', [ref.namespace, ref.name]);
+    return row ? itemRow(row) : undefined;
+  }
+
+  async listItems(prefix: string): Promise<ItemRow[]> {
+    const rows = await this.#all(`SELECT * FROM items WHERE deleted = 0 AND ${UNDER_PREFIX} ORDER BY namespace, name`, prefixParams(prefix));
+    return rows.map(itemRow);
+  }
+
+  async takeNextVersion(ref: ItemRef, kind: ItemKind, now: Milliseconds): Promise<number> {
+    const existing = await this.getItem(ref);
+    if (!existing) {
+      await this.#run('INSERT INTO items (namespace, name, kind, last_version, deleted, created_at, updated_at) VALUES (?, ?, ?, 1, 0, ?, ?)', [
+        ref.namespace,
+        ref.name,
+        kind,
+        now,
+        now,
+      ]);
+      return 1;
+    }
+    if (!existing.deleted && existing.kind !== kind) {
+      throw new AppError('conflict', `${ref.namespace}/${ref.name} is a ${existing.kind}; delete it before writing it as a ${kind}.`);
+    }
+    const next = existing.lastVersion + 1;
+    await this.#run('UPDATE items SET kind = ?, last_version = ?, deleted = 0, updated_at = ? WHERE namespace = ? AND name = ?', [
+      kind,
+      next,
+      now,
+      ref.namespace,
+      ref.name,
+    ]);
+    return next;
+  }
+
+  async markItemDeleted(ref: ItemRef, now: Milliseconds): Promise<void> {
+    await this.#run('UPDATE items SET deleted = 1, updated_at = ? WHERE namespace = ? AND name = ?', [now, ref.namespace, ref.name]);
+  }
+
+  // --- versions ------------------------------------------------------------
+
+  async currentVersions(ref: ItemRef): Promise<VersionRow[]> {
+    const rows = await this.#all(currentVersionsSql('namespace = ? AND name = ?'), [ref.namespace, ref.name]);
+    return rows.map(versionRow);
+  }
+
+  async currentVersionsUnder(prefix: string): Promise<VersionRow[]> {
+    const rows = await this.#all(currentVersionsSql(UNDER_PREFIX), prefixParams(prefix));
+    return rows.map(versionRow);
+  }
+
+  async currentVersionsIn(namespace: string): Promise<VersionRow[]> {
+    const rows = await this.#all(currentVersionsSql('namespace = ?'), [namespace]);
+    return rows.map(versionRow);
+  }
+
+  async getVersion(ref: ItemRef, version: number): Promise<VersionRow | undefined> {
+    const row = await this.#one(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE namespace = ? AND name = ? AND version = ?`, [
+      ref.namespace,
+      ref.name,
+      version,
+    ]);
+    return row ? versionRow(row) : undefined;
+  }
+
+  async versionHistory(ref: ItemRef): Promise<VersionMeta[]> {
+    const rows = await this.#all(
+      'SELECT namespace, name, version, env, deleted, revision, created_at, created_by, key_version FROM versions WHERE namespace = ? AND name = ? ORDER BY version',
+      [ref.namespace, ref.name],
+    );
+    return rows.map((row) => ({
+      namespace: text(row.namespace),
+      name: text(row.name),
+      version: num(row.version),
+      env: text(row.env),
+      deleted: num(row.deleted) !== 0,
+      revision: num(row.revision),
+      createdAt: num(row.created_at),
+      createdBy: text(row.created_by),
+      keyVersion: row.key_version === null ? null : num(row.key_version),
+    }));
+  }
+
+  async insertVersion(row: VersionRow): Promise<void> {
+    const s = row.sealed;
+    await this.#run(
+      `INSERT INTO versions (namespace, name, version, env, key_id, key_version, iv, ciphertext, tag, deleted, revision, created_at, created_by)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [
+        row.namespace,
+        row.name,
+        row.version,
+        row.env,
+        s?.keyId ?? null,
+        s?.keyVersion ?? null,
+        s?.iv ?? null,
+        s?.ciphertext ?? null,
+        s?.tag ?? null,
+        row.deleted ? 1 : 0,
+        row.revision,
+        row.createdAt,
+        row.createdBy,
+      ],
+    );
+  }
+
+  async resealVersion(ref: ItemRef, version: number, sealed: SealedColumns): Promise<void> {
+    await this.#run('UPDATE versions SET key_id = ?, key_version = ?, iv = ?, ciphertext = ?, tag = ? WHERE namespace = ? AND name = ? AND version = ?', [
+      sealed.keyId,
+      sealed.keyVersion,
+      sealed.iv,
+      sealed.ciphertext,
+      sealed.tag,
+      ref.namespace,
+      ref.name,
+      version,
+    ]);
+  }
+
+  async deleteVersions(ref: ItemRef, versions: readonly number[]): Promise<void> {
+    for (const version of versions) {
+      await this.#run('DELETE FROM versions WHERE namespace = ? AND name = ? AND version = ?', [ref.namespace, ref.name, version]);
+    }
+  }
+
+  async deleteAllVersions(ref: ItemRef): Promise<void> {
+    await this.#run('DELETE FROM versions WHERE namespace = ? AND name = ?', [ref.namespace, ref.name]);
+  }
+
+  // --- data keys -------------------------------------------------------------
+
+  async getDek(namespace: string, version: number): Promise<DekRow | undefined> {
+    const row = await this.#one('SELECT * FROM deks WHERE namespace = ? AND version = ?', [namespace, version]);
+    return row ? dekRow(row) : undefined;
+  }
+
+  async currentDek(namespace: string): Promise<DekRow | undefined> {
+    const row = await this.#one('SELECT * FROM deks WHERE namespace = ? ORDER BY version DESC LIMIT 1', [namespace]);
+    return row ? dekRow(row) : undefined;
+  }
+
+  async currentDeks(): Promise<DekRow[]> {
+    const rows = await this.#all(
+      `SELECT d.* FROM deks d JOIN (SELECT namespace, MAX(version) AS version FROM deks GROUP BY namespace) c
+         ON d.namespace = c.namespace AND d.version = c.version ORDER BY d.namespace`,
+    );
+    return rows.map(dekRow);
+  }
+
+  async allDeks(): Promise<DekRow[]> {
+    return (await this.#all('SELECT * FROM deks ORDER BY namespace, version')).map(dekRow);
+  }
+
+  async dekVersionsInUse(namespace: string): Promise<number[]> {
+    const rows = await this.#all('SELECT DISTINCT key_version FROM versions WHERE namespace = ? AND deleted = 0 ORDER BY key_version', [namespace]);
+    return rows.map((row) => num(row.key_version));
+  }
+
+  async insertDek(row: DekRow): Promise<void> {
+    await this.#run('INSERT INTO deks (namespace, version, wrapped, kek_id, created_at) VALUES (?, ?, ?, ?, ?)', [
+      row.namespace,
+      row.version,
+      row.wrapped,
+      row.kekId,
+      row.createdAt,
+    ]);
+  }
+
+  async rewrapDek(namespace: string, version: number, wrapped: Buffer, kekId: string): Promise<void> {
+    await this.#run('UPDATE deks SET wrapped = ?, kek_id = ? WHERE namespace = ? AND version = ?', [wrapped, kekId, namespace, version]);
+  }
+
+  // --- event log -------------------------------------------------------------
+
+  /**
+   * Revisions come from one counter row updated inside the writing transaction,
+   * not from a sequence or autoincrement. The row lock this UPDATE takes (SQLite:
+   * the database write lock of BEGIN IMMEDIATE; PostgreSQL: the row's lock until
+   * COMMIT) serialises every appender from here to commit, so revisions are
+   * handed out in commit order and a rolled-back transaction gives its number
+   * back. A sequence would allow gaps and out-of-order commits (revision 8 visible
+   * before 7), and a watcher that passed 8 would never see 7.
+   */
+  async nextRevision(): Promise<number> {
+    const row = await this.#one('UPDATE revision_counter SET revision = revision + 1 WHERE id = 1 RETURNING revision');
+    if (!row) throw new AppError('internal', 'The revision counter row is missing.');
+    return num(row.revision);
+  }
+
+  async appendEvent(event: LogEvent, now: Milliseconds): Promise<void> {
+    const common = [event.revision, event.type, event.namespace] as const;
+    switch (event.type) {
+      case 'itemChanged':
+        await this.#run('INSERT INTO events (revision, type, namespace, name, env, kind, version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+          ...common,
+          event.name,
+          event.env,
+          event.kind,
+          event.version,
+          now,
+        ]);
+        return;
+      case 'itemDeleted':
+        await this.#run('INSERT INTO events (revision, type, namespace, name, env, version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+          ...common,
+          event.name,
+          event.env,
+          event.version,
+          now,
+        ]);
+        return;
+      case 'keyRotated':
+        await this.#run('INSERT INTO events (revision, type, namespace, key_version, created_at) VALUES (?, ?, ?, ?, ?)', [...common, event.keyVersion, now]);
+        return;
+    }
+  }
+
+  async compactEvents(keep: number): Promise<void> {
+    const state = await this.logState();
+    const through = state.revision - Math.max(1, keep);
+    if (through <= state.compactedThrough) return;
+    await this.#run('DELETE FROM events WHERE revision <= ?', [through]);
+    await this.#run('UPDATE revision_counter SET compacted_through = ? WHERE id = 1', [through]);
+  }
+
+  async logState(): Promise<LogState> {
+    const row = await this.#one('SELECT revision, compacted_through FROM revision_counter WHERE id = 1');
+    if (!row) throw new AppError('internal', 'The revision counter row is missing.');
+    return { revision: num(row.revision), compactedThrough: num(row.compacted_through) };
+  }
+
+  async eventsAfter(after: number, limit: number): Promise<LogEvent[]> {
+    const rows = await this.#all('SELECT * FROM events WHERE revision > ? ORDER BY revision LIMIT ?', [after, limit]);
+    return rows.map(logEvent);
+  }
+
+  // --- audit -----------------------------------------------------------------
+
+  async insertAudit(entry: StoredAudit): Promise<void> {
+    await this.#run('INSERT INTO audit_log (at, subject, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)', [
+      entry.at,
+      entry.subject,
+      entry.action,
+      entry.target,
+      entry.outcome,
+      entry.detail,
+    ]);
+  }
+
+  async recentAudit(limit: number): Promise<StoredAudit[]> {
+    const rows = await this.#all('SELECT at, subject, action, target, outcome, detail FROM audit_log ORDER BY id DESC LIMIT ?', [limit]);
+    return rows.map((row) => ({
+      at: num(row.at),
+      subject: text(row.subject),
+      action: text(row.action),
+      target: text(row.target),
+      outcome: text(row.outcome),
+      detail: text(row.detail),
+    }));
+  }
+}

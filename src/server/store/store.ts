@@ -1,0 +1,141 @@
+/**
+ * The storage interface the control plane's domain layer uses, with the row
+ * types it reads and writes. Async throughout so an engine over a network
+ * database (PostgreSQL via `pg`) implements it as naturally as the embedded
+ * SQLite engine. Rows hold ciphertext and wrapped keys only: nothing readable
+ * ever crosses this interface towards disk.
+ */
+import type { ItemRef } from '../../shared/paths.ts';
+import type { ItemKind } from '../../shared/protocol.ts';
+import type { LogEvent } from '../control-plane.ts';
+import type { Milliseconds } from '../../shared/units.ts';
+
+export interface ItemRow extends ItemRef {
+  readonly kind: ItemKind;
+  /** The highest version number ever given to this item (survives deletion). */
+  readonly lastVersion: number;
+  /** True after a whole-item delete; the row stays so versions keep increasing. */
+  readonly deleted: boolean;
+  readonly createdAt: Milliseconds;
+  readonly updatedAt: Milliseconds;
+}
+
+/** The sealed part of a version; null fields only on tombstones. */
+export interface SealedColumns {
+  readonly keyId: string;
+  readonly keyVersion: number;
+  readonly iv: Buffer;
+  readonly ciphertext: Buffer;
+  readonly tag: Buffer;
+}
+
+interface VersionBase extends ItemRef {
+  readonly version: number;
+  readonly env: string;
+  readonly revision: number;
+  readonly createdAt: Milliseconds;
+  readonly createdBy: string;
+}
+
+/** One immutable version: a sealed value, or a tombstone ending an env layer. */
+export type VersionRow =
+  | (VersionBase & { readonly deleted: false; readonly sealed: SealedColumns })
+  | (VersionBase & { readonly deleted: true; readonly sealed: null });
+
+/** A version without its ciphertext (history, pruning). */
+export type VersionMeta = VersionBase & { readonly deleted: boolean; readonly keyVersion: number | null };
+
+export interface DekRow {
+  readonly namespace: string;
+  readonly version: number;
+  /** The DEK wrapped by the KEK `kekId`; never the plaintext key. */
+  readonly wrapped: Buffer;
+  readonly kekId: string;
+  readonly createdAt: Milliseconds;
+}
+
+export interface StoredAudit {
+  readonly at: Milliseconds;
+  readonly subject: string;
+  readonly action: string;
+  readonly target: string;
+  readonly outcome: string;
+  readonly detail: string;
+}
+
+export interface LogState {
+  /** The newest revision handed out (0 before the first write). */
+  readonly revision: number;
+  /** Every revision up to and including this one has been compacted away. */
+  readonly compactedThrough: number;
+}
+
+/** Queries allowed in a read snapshot. */
+export interface StoreReader {
+  getItem(ref: ItemRef): Promise<ItemRow | undefined>;
+  /** Live (not deleted) items whose namespace is `prefix` or lies under it; `''` lists all. */
+  listItems(prefix: string): Promise<ItemRow[]>;
+  /** The newest version of each env layer of an item (a tombstone when that layer was deleted). */
+  currentVersions(ref: ItemRef): Promise<VersionRow[]>;
+  /** The same for every item in a namespace prefix (`''` = all), for list and rotation. */
+  currentVersionsUnder(prefix: string): Promise<VersionRow[]>;
+  /** The current versions of exactly one namespace. */
+  currentVersionsIn(namespace: string): Promise<VersionRow[]>;
+  getVersion(ref: ItemRef, version: number): Promise<VersionRow | undefined>;
+  /** Every stored version of an item, oldest first, without ciphertext. */
+  versionHistory(ref: ItemRef): Promise<VersionMeta[]>;
+
+  getDek(namespace: string, version: number): Promise<DekRow | undefined>;
+  currentDek(namespace: string): Promise<DekRow | undefined>;
+  /** The current DEK of every namespace. */
+  currentDeks(): Promise<DekRow[]>;
+  allDeks(): Promise<DekRow[]>;
+  /** Key versions of a namespace that some stored version is sealed with. */
+  dekVersionsInUse(namespace: string): Promise<number[]>;
+
+  logState(): Promise<LogState>;
+  /** Events with revision > `after`, ascending, at most `limit`. */
+  eventsAfter(after: number, limit: number): Promise<LogEvent[]>;
+  /** Newest first, at most `limit` (for tests and admin views). */
+  recentAudit(limit: number): Promise<StoredAudit[]>;
+}
+
+/** Queries and changes allowed inside a write transaction. */
+export interface StoreWriter extends StoreReader {
+  /** Creates or revives an item (kind may change only while deleted) and takes its next version number. */
+  takeNextVersion(ref: ItemRef, kind: ItemKind, now: Milliseconds): Promise<number>;
+  markItemDeleted(ref: ItemRef, now: Milliseconds): Promise<void>;
+  insertVersion(row: VersionRow): Promise<void>;
+  /** Re-seals a version in place (key rotation); the value is unchanged. */
+  resealVersion(ref: ItemRef, version: number, sealed: SealedColumns): Promise<void>;
+  deleteVersions(ref: ItemRef, versions: readonly number[]): Promise<void>;
+  deleteAllVersions(ref: ItemRef): Promise<void>;
+
+  insertDek(row: DekRow): Promise<void>;
+  rewrapDek(namespace: string, version: number, wrapped: Buffer, kekId: string): Promise<void>;
+
+  /** Takes the next global revision from the counter row, inside this transaction. */
+  nextRevision(): Promise<number>;
+  appendEvent(event: LogEvent, now: Milliseconds): Promise<void>;
+  /** Deletes events so that at most `keep` newest remain; records how far it compacted. */
+  compactEvents(keep: number): Promise<void>;
+
+  insertAudit(entry: StoredAudit): Promise<void>;
+}
+
+export interface Store {
+  /** `sqlite` or `postgres`; for logs and conformance test names. */
+  readonly engine: string;
+  /** Runs `fn` on one consistent snapshot. */
+  read<T>(fn: (reader: StoreReader) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in a write transaction; write transactions are serialised (one at a
+   * time in commit order). `afterCommit` runs after COMMIT and before the next
+   * write transaction may start, so callbacks see commits in revision order.
+   * Throwing from `fn` rolls back.
+   */
+  write<T>(fn: (writer: StoreWriter) => Promise<T>, afterCommit?: (result: T) => void): Promise<T>;
+  /** An online, consistent copy of the database into `toFile`. */
+  backup(toFile: string): Promise<void>;
+  close(): Promise<void>;
+}
