@@ -5,7 +5,7 @@
  * documents pass through untouched (comments kept). ConfigMaps in the same
  * input are used to check an agent config against the pod's prefixes.
  */
-import { parseAllDocuments, stringify, type Document } from 'yaml';
+import { Document, isMap, isNode, parseAllDocuments } from 'yaml';
 import { describeError } from '../shared/errors.ts';
 import { applyPatch } from './json-patch.ts';
 import { mutate, type MutateContext } from './mutate.ts';
@@ -74,13 +74,22 @@ export function injectObject(obj: Json, context: MutateContext): Json | undefine
     throw new InjectError(`${objectName(obj)}: ${describeError(err)}`);
   }
   if (result.outcome !== 'patched') return undefined;
-  const patched = applyPatch(pod, result.patch);
+  // Patch the template as written (zod's parse reorders keys), so the user's layout survives.
+  const patched = applyPatch(template as Pod, result.patch);
   if (path.length === 0) return patched as Json;
   const copy = structuredClone(obj);
   let parent: Json = copy;
   for (const key of path.slice(0, -1)) parent = parent[key] as Json;
   parent[path[path.length - 1] as string] = patched;
   return copy;
+}
+
+function leadingComment(doc: Document.Parsed): string | undefined {
+  const contents = doc.contents;
+  if (!isNode(contents)) return undefined;
+  if (contents.commentBefore) return contents.commentBefore;
+  const first = isMap(contents) ? contents.items[0]?.key : undefined;
+  return isNode(first) ? (first.commentBefore ?? undefined) : undefined;
 }
 
 /** ConfigMaps found in the input, keyed by `namespace/name` (namespace '' when unset). */
@@ -125,7 +134,14 @@ export function injectYaml(text: string, settings: InjectorSettings): string {
       throw new InjectError(`document ${i + 1}: ${describeError(err)}`);
     }
     // Documents are re-joined with our own separators, so drop a document's own leading marker.
-    out.push(injected ? stringify(injected, { lineWidth: 0 }) : doc.toString({ lineWidth: 0 }).replace(/^---[ \t]*\r?\n/, ''));
+    if (injected) {
+      const rewritten = new Document(injected);
+      // Keep the document's leading comment (the parser attaches it to the document or to its first node).
+      rewritten.commentBefore = doc.commentBefore ?? leadingComment(doc) ?? null;
+      out.push(rewritten.toString({ lineWidth: 0 }));
+    } else {
+      out.push(doc.toString({ lineWidth: 0, flowCollectionPadding: false }).replace(/^---[ \t]*\r?\n/, ''));
+    }
   });
   return out.map((d) => (d.endsWith('\n') ? d : `${d}\n`)).join('---\n');
 }
