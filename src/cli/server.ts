@@ -1,14 +1,135 @@
-import type { Command } from 'commander';
-import { action, CliError } from './cli-util.ts';
+/**
+ * `config-sidecar server`: flags (each with a CONFIG_SIDECAR_* twin) → server
+ * settings → `startServer`. Secrets come only from env or files. SIGTERM and
+ * SIGINT close the server in order and exit 0.
+ */
+import type { Command} from 'commander';
+import { Option } from 'commander';
+import { envNameFor, readSecretSetting } from '../shared/settings.ts';
+import { action } from './cli-util.ts';
 
-// Placeholder until the command lands; replaced by its component's owner.
+const ROOT_TOKEN_ENV = 'CONFIG_SIDECAR_ROOT_TOKEN';
+const KEK_ENV = 'CONFIG_SIDECAR_KEK';
+const TEST_HOOKS_ENV = 'CONFIG_SIDECAR_TEST_HOOKS';
+
+function opt(flags: string, description: string, defaultValue?: string): Option {
+  const long = /--[a-z-]+/.exec(flags)?.[0] as string;
+  const option = new Option(flags, description).env(envNameFor(long));
+  return defaultValue === undefined ? option : option.default(defaultValue);
+}
+
+export interface ServerCliOptions {
+  dataDir?: string;
+  databaseUrl?: string;
+  httpListen?: string;
+  grpcListen?: string;
+  adminListen?: string;
+  kekFile?: string;
+  authFile?: string;
+  rootTokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  insecure?: boolean;
+  environments?: string;
+  maxVersions?: string;
+  keyMaxAge?: string;
+  retainEvents?: string;
+  rateLimit?: string;
+  heartbeatInterval?: string;
+  watchBuffer?: string;
+  maxBody?: string;
+  logLevel?: string;
+  otelEndpoint?: string;
+  traceSampleRatio?: string;
+  jwtIssuer?: string;
+  jwtAudience?: string;
+  jwksUrl?: string;
+  jwksFile?: string;
+}
+
+/** Adds the server flags to a command (also used by `dev`, if it wants them). */
+export function addServerOptions(command: Command): Command {
+  return command
+    .addOption(opt('--data-dir <dir>', 'embedded SQLite store directory', '.config-sidecar/server'))
+    .addOption(opt('--database-url <url>', 'PostgreSQL URL (instead of the embedded store)'))
+    .addOption(opt('--http-listen <host:port>', 'REST listener', '127.0.0.1:8420'))
+    .addOption(opt('--grpc-listen <host:port>', 'gRPC Watch listener', '127.0.0.1:8421'))
+    .addOption(opt('--admin-listen <host:port>', '/healthz /readyz /metrics listener', '127.0.0.1:8422'))
+    .addOption(opt('--kek-file <file>', `key-encryption key file (base64 of 32 bytes); or set ${KEK_ENV}`))
+    .addOption(opt('--auth-file <file>', 'tokens (SHA-256), roles and bindings, YAML; reloaded on change (docs/AUTH.md)'))
+    .addOption(opt('--root-token-file <file>', `bootstrap admin token file; or set ${ROOT_TOKEN_ENV}`))
+    .addOption(opt('--tls-cert <file>', 'TLS certificate (PEM) for REST and gRPC; reloaded on change'))
+    .addOption(opt('--tls-key <file>', 'TLS private key (PEM) for REST and gRPC'))
+    .addOption(opt('--insecure', 'allow plaintext on non-loopback addresses (logs a warning)'))
+    .addOption(opt('--environments <list>', 'environment chain, least to most specific', 'base,dev,staging,prod'))
+    .addOption(opt('--max-versions <n>', 'versions kept per item (the current one is never pruned)', '20'))
+    .addOption(opt('--key-max-age <duration>', 'rotate a namespace data key older than this', '90d'))
+    .addOption(opt('--retain-events <n>', 'events kept in the log; older resumes get ResyncRequired', '100000'))
+    .addOption(opt('--rate-limit <n>', 'requests per second per subject (burst 2x); 0 = off', '200'))
+    .addOption(opt('--heartbeat-interval <duration>', 'Watch heartbeat interval', '10s'))
+    .addOption(opt('--watch-buffer <n>', 'events queued per watch stream before a slow reader is ended', '1024'))
+    .addOption(opt('--max-body <size>', 'largest request body', '1MiB'))
+    .addOption(opt('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info'))
+    .addOption(opt('--otel-endpoint <url>', 'OTLP/HTTP traces endpoint; tracing is off without it'))
+    .addOption(opt('--trace-sample-ratio <ratio>', 'fraction of root traces sampled', '0.1'))
+    .addOption(opt('--jwt-issuer <url>', 'Kubernetes service-account token issuer'))
+    .addOption(opt('--jwt-audience <aud>', 'audience the projected token must carry'))
+    .addOption(opt('--jwks-url <url>', 'issuer JWKS URL'))
+    .addOption(opt('--jwks-file <file>', 'issuer JWKS file (instead of --jwks-url)'));
+}
+
+/** Turns CLI options plus secrets from env/files into raw settings for parseServerSettings. */
+export function rawServerSettings(o: ServerCliOptions, env: NodeJS.ProcessEnv = process.env): { raw: Record<string, unknown>; kekSetting: string } {
+  const kek = readSecretSetting({ fileFlag: '--kek-file', file: o.kekFile, envVar: KEK_ENV, env });
+  const rootToken = readSecretSetting({ fileFlag: '--root-token-file', file: o.rootTokenFile, envVar: ROOT_TOKEN_ENV, env });
+  const { kekFile, rootTokenFile, jwtIssuer, ...rest } = o;
+  void rootTokenFile;
+  return {
+    raw: { ...rest, jwtIssuer, kek, rootToken, insecure: o.insecure === true || (o.insecure as unknown) === 'true' },
+    kekSetting: kekFile ? `--kek-file (${kekFile})` : KEK_ENV,
+  };
+}
+
 export function register(program: Command): void {
-  program
-    .command('server')
-    .description('(not implemented yet)')
+  const command = program.command('server').description('Run the control plane: REST API, gRPC Watch stream and admin listener.');
+  addServerOptions(command)
+    .addHelpText(
+      'after',
+      `
+Secrets are read only from environment variables or files, never from flags:
+  ${KEK_ENV}            base64 of 32 bytes (or --kek-file)
+  ${ROOT_TOKEN_ENV}     bootstrap admin token (or --root-token-file)
+
+Examples:
+  $ export ${KEK_ENV}=$(openssl rand -base64 32) ${ROOT_TOKEN_ENV}=$(openssl rand -hex 24)
+  $ config-sidecar server --data-dir /var/lib/config-sidecar --auth-file /etc/config-sidecar/auth.yaml
+  $ config-sidecar server --http-listen 0.0.0.0:8420 --grpc-listen 0.0.0.0:8421 \\
+      --tls-cert /tls/tls.crt --tls-key /tls/tls.key --kek-file /kek/key \\
+      --jwt-issuer https://kubernetes.default.svc --jwt-audience config-sidecar --jwks-url https://kubernetes.default.svc/openid/v1/jwks
+  $ config-sidecar server --http-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0   # free ports, printed in the "server listening" log line`,
+    )
     .action(
-      action(() => {
-        throw new CliError('server is not implemented yet');
+      action(async (options: ServerCliOptions) => {
+        const [{ parseServerSettings }, { startServer }] = await Promise.all([import('../server/settings.ts'), import('../server/main.ts')]);
+        const { raw, kekSetting } = rawServerSettings(options);
+        const settings = parseServerSettings(raw, kekSetting);
+        const handle = await startServer(settings, { testHooks: process.env[TEST_HOOKS_ENV] === '1' });
+        const stop = (signal: string): void => {
+          handle.logger.info({ signal }, 'signal received');
+          void handle
+            .close()
+            .then(() => {
+              handle.logger.flush();
+              process.exit(0);
+            })
+            .catch((err: unknown) => {
+              handle.logger.error({ err: (err as Error).message }, 'shutdown failed');
+              handle.logger.flush();
+              process.exit(1);
+            });
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
       }),
     );
 }

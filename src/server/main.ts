@@ -1,0 +1,199 @@
+/**
+ * `startServer(settings)`: composes the control plane, auth, REST, gRPC Watch
+ * and admin listeners, and returns a handle with the bound addresses and an
+ * orderly `close()` (stop accepting → end watch streams → finish in-flight
+ * requests → close the store). `config-sidecar server` and `dev` both use it.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import * as grpc from '@grpc/grpc-js';
+import { OffsetClock, systemClock, type Clock, type TimerHandle } from '../shared/clock.ts';
+import { createAdminServer, listen } from '../shared/admin-server.ts';
+import { describeError } from '../shared/errors.ts';
+import { sendJson } from '../shared/http-io.ts';
+import { createLogger, type Logger } from '../shared/logger.ts';
+import type { ListenAddress } from '../shared/settings.ts';
+import { startTracing } from '../shared/tracing.ts';
+import type { ControlPlane } from './control-plane.ts';
+import { openControlPlane } from './control-plane-impl.ts';
+import { createAuthenticator, jwksFrom } from './auth/authenticator.ts';
+import { openPolicySource } from './auth/policy-source.ts';
+import { createServerMetrics } from './metrics.ts';
+import { createRateLimiter } from './rate-limiter.ts';
+import { createRestServer } from './rest/rest-server.ts';
+import type { ServerSettings } from './settings.ts';
+import { grpcCredentials, readTls, watchRestTls } from './tls-files.ts';
+import { createWatchService } from './watch/watch-service.ts';
+
+/** How often the key-age policy is checked (on the injectable clock). */
+export const KEY_AGE_CHECK_INTERVAL_MS = 60 * 60 * 1000;
+/** In-flight requests get this long to finish on shutdown before connections are cut. */
+export const SHUTDOWN_GRACE_MS = 10_000;
+export const OPENAPI_URL = new URL('./openapi.json', import.meta.url);
+
+export interface ServerHandle {
+  readonly http: ListenAddress;
+  readonly grpc: ListenAddress;
+  readonly admin: ListenAddress;
+  readonly httpUrl: string;
+  readonly controlPlane: ControlPlane;
+  readonly logger: Logger;
+  /** Orderly shutdown; calling it twice returns the same promise. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly logger?: Logger;
+  readonly clock?: Clock;
+  /** Exposes POST /test/clock/advance?ms= on the admin listener (CONFIG_SIDECAR_TEST_HOOKS=1). */
+  readonly testHooks?: boolean;
+}
+
+export async function startServer(settings: ServerSettings, options: StartOptions = {}): Promise<ServerHandle> {
+  const logger = options.logger ?? createLogger({ component: 'server', level: settings.logLevel });
+  const offsetClock = options.testHooks ? new OffsetClock() : undefined;
+  const clock = options.clock ?? offsetClock ?? systemClock;
+  const tracing = await startTracing({ endpoint: settings.otelEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-server' });
+  const metrics = createServerMetrics();
+  if (settings.insecure) logger.warn('--insecure: plaintext listeners on non-loopback addresses; tokens and envelopes cross the network unencrypted');
+
+  const controlPlane = await openControlPlane({
+    dataDir: settings.dataDir,
+    databaseUrl: settings.databaseUrl,
+    kek: settings.kek,
+    environments: settings.environments,
+    maxVersionsPerItem: settings.maxVersions,
+    keyMaxAge: settings.keyMaxAge,
+    retainEvents: settings.retainEvents,
+    clock,
+    logger,
+  });
+  const closers: Array<() => Promise<void> | void> = [];
+  try {
+    const policySource = await openPolicySource(settings.authFile, logger);
+    closers.push(() => policySource.close());
+    const jwt = settings.jwt ? { settings: settings.jwt, keys: await jwksFrom(settings.jwt) } : undefined;
+    const authenticator = createAuthenticator({ rootToken: settings.rootToken, policy: policySource.current, jwt, clock });
+    const rateLimiter = createRateLimiter(settings.rateLimit, clock);
+    const openapi = await readFile(OPENAPI_URL);
+    const tlsFiles = settings.tlsCert && settings.tlsKey ? { cert: settings.tlsCert, key: settings.tlsKey } : undefined;
+
+    const rest: Server = createRestServer({
+      deps: {
+        controlPlane,
+        authenticator,
+        policy: policySource.current,
+        rateLimiter,
+        maxBody: settings.maxBody,
+        openapi,
+        logger,
+        onRotated: (trigger) => metrics.rotations.inc({ trigger }),
+      },
+      metrics,
+      tracer: tracing.tracer,
+      logger,
+      tls: tlsFiles ? readTls(tlsFiles) : undefined,
+    });
+    if (tlsFiles) closers.push(watchRestTls(rest as unknown as HttpsServer, tlsFiles, logger));
+
+    const watch = await createWatchService({
+      controlPlane,
+      authenticator,
+      policy: policySource.current,
+      clock,
+      logger,
+      metrics,
+      heartbeatInterval: settings.heartbeatInterval,
+      bound: settings.watchBuffer,
+    });
+    policySource.onChange((policy) => {
+      metrics.authReloads.inc({ outcome: 'ok' });
+      watch.recheck(policy);
+    });
+    const grpcServer = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1 });
+    grpcServer.addService(watch.definition, watch.implementation);
+    const grpcPort = await new Promise<number>((resolve, reject) => {
+      grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, grpcCredentials(tlsFiles), (err, port) => (err ? reject(err) : resolve(port)));
+    });
+
+    const httpBound = await listen(rest, settings.httpListen);
+    let ready = true;
+    const admin = createAdminServer({
+      registry: metrics.registry,
+      readiness: () => ({ ready, checks: { store: { ok: ready }, watchStreams: { ok: true, detail: String(watch.openStreams) } } }),
+      extraRoutes: offsetClock
+        ? (req, res) => {
+            const url = new URL(req.url ?? '/', 'http://admin');
+            if (req.method !== 'POST' || url.pathname !== '/test/clock/advance') return false;
+            offsetClock.advance(Number(url.searchParams.get('ms') ?? 0));
+            sendJson(res, 200, { now: offsetClock.now() });
+            return true;
+          }
+        : undefined,
+    });
+    const adminBound = await listen(admin, settings.adminListen);
+
+    let keyAgeTimer: TimerHandle | undefined;
+    const checkKeyAge = (): void => {
+      keyAgeTimer = clock.setTimeout(() => {
+        void controlPlane
+          .rotateDueKeys('policy')
+          .then((rotated) => {
+            for (const r of rotated) {
+              metrics.rotations.inc({ trigger: 'policy' });
+              logger.info({ namespace: r.namespace, keyVersion: r.keyVersion }, 'data key rotated by age policy');
+            }
+          })
+          .catch((err: unknown) => {
+            metrics.storeErrors.inc({ code: 'rotation' });
+            logger.error({ err: describeError(err) }, 'key-age rotation failed');
+          })
+          .finally(checkKeyAge);
+      }, Math.min(KEY_AGE_CHECK_INTERVAL_MS, settings.keyMaxAge));
+    };
+    checkKeyAge();
+
+    const scheme = tlsFiles ? 'https' : 'http';
+    const grpcBound = { host: settings.grpcListen.host, port: grpcPort };
+    const bracket = (h: string): string => (h.includes(':') ? `[${h}]` : h);
+    const httpUrl = `${scheme}://${bracket(httpBound.host)}:${httpBound.port}`;
+    logger.info(
+      { http: httpUrl, grpc: `${bracket(grpcBound.host)}:${grpcBound.port}`, admin: `http://${bracket(adminBound.host)}:${adminBound.port}`, tls: Boolean(tlsFiles) },
+      'server listening',
+    );
+
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> => {
+      closing ??= (async () => {
+        ready = false;
+        keyAgeTimer?.cancel();
+        logger.info('shutting down: no new requests; ending watch streams; finishing in-flight requests');
+        const restClosed = new Promise<void>((resolve) => rest.close(() => resolve()));
+        rest.closeIdleConnections();
+        watch.close();
+        const grpcClosed = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
+        const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), SHUTDOWN_GRACE_MS).unref());
+        if ((await Promise.race([Promise.all([restClosed, grpcClosed]), grace])) === 'timeout') {
+          logger.warn('shutdown grace period over; cutting remaining connections');
+          rest.closeAllConnections();
+          grpcServer.forceShutdown();
+        }
+        for (const closer of closers.reverse()) await closer();
+        await controlPlane.close();
+        settings.kek.destroy();
+        await new Promise<void>((resolve) => admin.close(() => resolve()));
+        admin.closeAllConnections();
+        await tracing.shutdown();
+        logger.info('server stopped');
+      })();
+      return closing;
+    };
+
+    return { http: httpBound, grpc: grpcBound, admin: adminBound, httpUrl, controlPlane, logger, close };
+  } catch (err) {
+    for (const closer of closers.reverse()) await closer();
+    await controlPlane.close();
+    throw err;
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * The server's Prometheus metrics, in one registry served by the admin
+ * listener. Labels are bounded: routes are templates, never paths.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface ServerMetrics {
+  readonly registry: Registry;
+  readonly requests: Counter<'route' | 'method' | 'status'>;
+  readonly requestDuration: Histogram<'route' | 'method'>;
+  readonly watchers: Gauge;
+  readonly events: Counter<'type'>;
+  readonly eventsSent: Counter;
+  readonly rotations: Counter<'trigger'>;
+  readonly storeErrors: Counter<'code'>;
+  readonly watchBufferHighWater: Gauge;
+  readonly watchEnded: Counter<'reason'>;
+  readonly authReloads: Counter<'outcome'>;
+}
+
+export function createServerMetrics(): ServerMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'config_sidecar_server_' });
+  const p = 'config_sidecar_server_';
+  return {
+    registry,
+    requests: new Counter({ name: `${p}http_requests_total`, help: 'REST requests by route template, method and status.', labelNames: ['route', 'method', 'status'], registers: [registry] }),
+    requestDuration: new Histogram({
+      name: `${p}http_request_duration_seconds`,
+      help: 'REST request latency by route template.',
+      labelNames: ['route', 'method'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    watchers: new Gauge({ name: `${p}watch_streams`, help: 'Open gRPC Watch streams.', registers: [registry] }),
+    events: new Counter({ name: `${p}events_total`, help: 'Events committed to the log, by type.', labelNames: ['type'], registers: [registry] }),
+    eventsSent: new Counter({ name: `${p}watch_events_sent_total`, help: 'Events written to watch streams (all streams).', registers: [registry] }),
+    rotations: new Counter({ name: `${p}key_rotations_total`, help: 'DEK rotations, by trigger (api, policy).', labelNames: ['trigger'], registers: [registry] }),
+    storeErrors: new Counter({ name: `${p}store_errors_total`, help: 'Store and decryption failures, by error code.', labelNames: ['code'], registers: [registry] }),
+    watchBufferHighWater: new Gauge({
+      name: `${p}watch_buffer_high_water`,
+      help: 'Most events ever queued for one watch stream; never above --watch-buffer.',
+      registers: [registry],
+    }),
+    watchEnded: new Counter({ name: `${p}watch_streams_ended_total`, help: 'Watch streams ended by the server, by reason.', labelNames: ['reason'], registers: [registry] }),
+    authReloads: new Counter({ name: `${p}auth_reloads_total`, help: 'Auth file reloads, by outcome.', labelNames: ['outcome'], registers: [registry] }),
+  };
+}

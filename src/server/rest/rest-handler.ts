@@ -1,0 +1,242 @@
+/**
+ * The REST request handler: a chain of checks (route → token → rate limit →
+ * role → body) and then one operation on the control plane. It returns a
+ * `RestResult` instead of writing a response, so the listener stays thin and
+ * every error becomes a response in one place (`sendError`).
+ */
+import type { IncomingMessage } from 'node:http';
+import { isUtf8 } from 'node:buffer';
+import { AppError, toAppError } from '../../shared/errors.ts';
+import { readJson } from '../../shared/http-io.ts';
+import { itemKey, type ItemRef } from '../../shared/paths.ts';
+import {
+  deksRequest,
+  putItemBody,
+  rollbackBody,
+  type DeksResponse,
+  type ItemKind,
+} from '../../shared/protocol.ts';
+import { generateEphemeralKeyPair, parseTransportPublicKey, wrapDek, zeroize } from '../../shared/crypto.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { Bytes } from '../../shared/units.ts';
+import type { z } from 'zod';
+import type { AuditAction, ControlPlane } from '../control-plane.ts';
+import type { Authenticator, Principal } from '../auth/authenticator.ts';
+import type { Policy } from '../auth/policy.ts';
+import type { RateLimiter } from '../rate-limiter.ts';
+import { parseRoute, ROUTE_ACTION, type Route } from './routes.ts';
+
+export interface RestDeps {
+  readonly controlPlane: ControlPlane;
+  readonly authenticator: Authenticator;
+  readonly policy: () => Policy;
+  readonly rateLimiter: RateLimiter;
+  readonly maxBody: Bytes;
+  readonly openapi: Buffer;
+  readonly logger: Logger;
+  /** Called after a successful API rotation (metrics). */
+  readonly onRotated?: (trigger: 'api') => void;
+}
+
+export interface RestResult {
+  readonly status: number;
+  readonly headers?: Readonly<Record<string, string>>;
+  /** A JSON-serialisable body, or pre-serialised JSON bytes (zero-filled after sending when `sensitive`). */
+  readonly body?: unknown;
+  readonly raw?: Buffer;
+  readonly sensitive?: boolean;
+}
+
+/** What the listener needs to label metrics and logs, filled in as the chain runs. */
+export interface RequestContext {
+  route?: Route;
+  subject?: string;
+}
+
+const ANONYMOUS = '(unauthenticated)';
+
+function parseBody<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> {
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    if (issue?.path[0] === 'kind' || (issue?.code === 'invalid_union' && typeof raw === 'object' && raw && 'kind' in raw && !['config', 'secret'].includes(String((raw as { kind: unknown }).kind)))) {
+      throw new AppError('invalid_argument', 'kind must be "config" or "secret".');
+    }
+    const at = issue?.path.length ? `${issue.path.join('.')}: ` : '';
+    throw new AppError('invalid_argument', `The request body is invalid: ${at}${issue?.message ?? 'unexpected shape'}.`);
+  }
+  return result.data;
+}
+
+function targetOf(route: Route): string {
+  switch (route.op) {
+    case 'openapi':
+      return '';
+    case 'list':
+      return route.prefix;
+    case 'rotate':
+    case 'deks':
+      return route.namespace;
+    default:
+      return itemKey(route.ref);
+  }
+}
+
+function namespaceOf(route: Exclude<Route, { op: 'openapi' }>): string {
+  switch (route.op) {
+    case 'list':
+      return route.prefix;
+    case 'rotate':
+    case 'deks':
+      return route.namespace;
+    default:
+      return route.ref.namespace;
+  }
+}
+
+export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: RequestContext = {}): Promise<RestResult> {
+  const method = req.method ?? 'GET';
+  const route = parseRoute(method, req.url ?? '/');
+  ctx.route = route;
+  if (route.op === 'openapi') {
+    return { status: 200, raw: deps.openapi };
+  }
+  let principal: Principal;
+  try {
+    principal = await deps.authenticator.authenticate(req.headers.authorization);
+  } catch (err) {
+    await audit(deps, ANONYMOUS, 'denied', targetOf(route), 'denied', toAppError(err).code);
+    throw err;
+  }
+  ctx.subject = principal.subject;
+  deps.rateLimiter.take(principal.subject);
+  const action = ROUTE_ACTION[route.op];
+  if (!deps.policy().allows(principal.subject, action, namespaceOf(route))) {
+    await audit(deps, principal.subject, 'denied', targetOf(route), 'denied', `${action} ${route.op}`);
+    throw new AppError('permission_denied', `${principal.subject} may not ${action} ${namespaceOf(route) || 'every namespace'}.`);
+  }
+  return execute(route, req, deps, principal.subject);
+}
+
+function checkEnv(deps: RestDeps, env: string | undefined): string {
+  const envs = deps.controlPlane.environments;
+  if (env === undefined) return envs[0] as string;
+  if (!envs.includes(env)) throw new AppError('invalid_argument', `Unknown environment "${env.slice(0, 64)}"; use one of ${envs.join(', ')}.`);
+  return env;
+}
+
+async function execute(route: Exclude<Route, { op: 'openapi' }>, req: IncomingMessage, deps: RestDeps, subject: string): Promise<RestResult> {
+  const cp = deps.controlPlane;
+  switch (route.op) {
+    case 'getItem': {
+      const env = checkEnv(deps, route.env);
+      const item = await cp.getItem(route.ref, env);
+      try {
+        if (item.kind === 'secret') await audit(deps, subject, 'read', itemKey(route.ref), 'ok', `env=${env}`);
+        const headers = { etag: item.etag, 'x-config-revision': String(item.revision) };
+        if (req.headers['if-none-match'] === item.etag) return { status: 304, headers };
+        return { status: 200, headers, raw: itemJson(route.ref, item.kind, env, item), sensitive: true };
+      } finally {
+        zeroize(item.value);
+      }
+    }
+    case 'putItem': {
+      const env = checkEnv(deps, route.env);
+      const body = parseBody(putItemBody, await readJson(req, deps.maxBody));
+      const value = valueBytes(body);
+      try {
+        const result = await cp.putItem(route.ref, env, body.kind, value, subject);
+        await audit(deps, subject, 'write', itemKey(route.ref), 'ok', `env=${env} kind=${body.kind} version=${result.version}`);
+        return { status: 200, body: result };
+      } finally {
+        zeroize(value);
+      }
+    }
+    case 'deleteItem': {
+      const env = route.env === undefined ? undefined : checkEnv(deps, route.env);
+      const result = await cp.deleteItem(route.ref, env, subject);
+      await audit(deps, subject, 'delete', itemKey(route.ref), 'ok', env ? `env=${env}` : 'all environments');
+      return { status: 200, body: result };
+    }
+    case 'list':
+      return { status: 200, body: { items: await cp.list(route.prefix) } };
+    case 'history':
+      return { status: 200, body: await cp.history(route.ref) };
+    case 'rollback': {
+      const body = parseBody(rollbackBody, await readJson(req, deps.maxBody));
+      const result = await cp.rollback(route.ref, body.version, subject);
+      await audit(deps, subject, 'rollback', itemKey(route.ref), 'ok', `to=${body.version} version=${result.version}`);
+      return { status: 200, body: result };
+    }
+    case 'rotate': {
+      const result = await cp.rotateNamespace(route.namespace, subject);
+      deps.onRotated?.('api');
+      await audit(deps, subject, 'rotate', route.namespace, 'ok', `keyVersion=${result.keyVersion}`);
+      return { status: 200, body: result };
+    }
+    case 'envelope': {
+      const env = checkEnv(deps, route.env);
+      const envelope = await cp.getEnvelope(route.ref, env);
+      await audit(deps, subject, 'envelope', itemKey(route.ref), 'ok', `env=${env}`);
+      return { status: 200, headers: { etag: envelope.etag, 'x-config-revision': String(envelope.revision) }, body: envelope };
+    }
+    case 'deks': {
+      const body = parseBody(deksRequest, await readJson(req, deps.maxBody));
+      const recipient = parseTransportPublicKey(body.publicKey);
+      const set = await cp.getDeks(route.namespace);
+      // One fresh ephemeral key per response: a captured response is useless to anyone but the caller.
+      const ephemeral = generateEphemeralKeyPair();
+      try {
+        const response: DeksResponse = {
+          namespace: set.namespace,
+          keyId: set.keyId,
+          currentVersion: set.currentVersion,
+          serverPublicKey: ephemeral.publicKeyBase64,
+          keys: set.keys.map((k) => ({ version: k.version, ...wrapDek(k.dek, recipient, ephemeral, { namespace: set.namespace, keyVersion: k.version }) })),
+        };
+        await audit(deps, subject, 'deks', route.namespace, 'ok', `versions=${set.keys.map((k) => k.version).join(',')}`);
+        return { status: 200, body: response };
+      } finally {
+        for (const k of set.keys) zeroize(k.dek);
+      }
+    }
+  }
+}
+
+/** Secret bodies become bytes here; the string in the parsed JSON cannot be wiped, the Buffer can. */
+function valueBytes(body: z.infer<typeof putItemBody>): Buffer {
+  if (body.kind === 'config') return Buffer.from(JSON.stringify(body.value), 'utf8');
+  if ('valueBase64' in body) return Buffer.from(body.valueBase64, 'base64');
+  return Buffer.from(body.value, 'utf8');
+}
+
+/**
+ * Builds the GET body around the plaintext bytes without parsing them: a config
+ * value is already JSON; a secret is UTF-8 text when valid, else base64.
+ */
+function itemJson(ref: ItemRef, kind: ItemKind, env: string, item: { version: number; revision: number; etag: string; value: Buffer }): Buffer {
+  const head = { namespace: ref.namespace, name: ref.name, kind, env, version: item.version, revision: item.revision, etag: item.etag };
+  const prefix = Buffer.from(`${JSON.stringify(head).slice(0, -1)},"value":`, 'utf8');
+  let value: Buffer;
+  let suffix = '}';
+  if (kind === 'config') {
+    value = item.value;
+  } else if (isUtf8(item.value)) {
+    value = Buffer.from(JSON.stringify(item.value.toString('utf8')), 'utf8');
+  } else {
+    value = Buffer.from(`"${item.value.toString('base64')}"`, 'utf8');
+    suffix = ',"encoding":"base64"}';
+  }
+  const out = Buffer.concat([prefix, value, Buffer.from(suffix)]);
+  if (value !== item.value) zeroize(value);
+  return out;
+}
+
+async function audit(deps: RestDeps, subject: string, action: AuditAction, target: string, outcome: 'ok' | 'denied' | 'error', detail?: string): Promise<void> {
+  try {
+    await deps.controlPlane.audit({ subject, action, target, outcome, ...(detail ? { detail } : {}) });
+  } catch (err) {
+    // An audit failure must be visible but must not turn a served read into an error after the fact.
+    deps.logger.error({ err: (err as Error).message, subject, action, target }, 'audit write failed');
+  }
+}

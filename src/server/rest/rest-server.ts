@@ -1,0 +1,79 @@
+/**
+ * The REST listener: HTTP/1.1 (TLS when configured). Thin: it times the
+ * request, opens a span with the caller's trace context, calls `handleRest`,
+ * writes the result, and turns any error into a response via `sendError`.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { context, propagation, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
+import { sendError, sendJson } from '../../shared/http-io.ts';
+import { zeroize } from '../../shared/crypto.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { ServerMetrics } from '../metrics.ts';
+import { handleRest, type RequestContext, type RestDeps } from './rest-handler.ts';
+import { ROUTE_TEMPLATE } from './routes.ts';
+
+/** Request headers above this are refused by Node with 431 before we see them. */
+const MAX_HEADER_BYTES = 16 * 1024;
+/** A client that has not sent its headers by then is dropped. */
+const HEADERS_TIMEOUT_MS = 10_000;
+
+export interface RestServerOptions {
+  readonly deps: RestDeps;
+  readonly metrics: ServerMetrics;
+  readonly tracer: Tracer;
+  readonly logger: Logger;
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+}
+
+export function createRestServer(options: RestServerOptions): Server {
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
+    void serve(options, req, res);
+  };
+  const common = { maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: HEADERS_TIMEOUT_MS };
+  return options.tls ? createHttpsServer({ ...common, cert: options.tls.cert, key: options.tls.key }, listener) : createHttpServer(common, listener);
+}
+
+async function serve(options: RestServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { metrics, logger, tracer } = options;
+  const started = process.hrtime.bigint();
+  const ctx: RequestContext = {};
+  const parent = propagation.extract(context.active(), req.headers);
+  await tracer.startActiveSpan(`${req.method} rest`, { kind: SpanKind.SERVER }, parent, async (span) => {
+    let status = 500;
+    try {
+      const result = await handleRest(req, options.deps, ctx);
+      status = result.status;
+      if (result.raw) {
+        res.writeHead(result.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': result.raw.length, ...result.headers });
+        // The socket holds a reference until flushed; wipe only after that.
+        res.end(result.raw, () => {
+          if (result.sensitive) zeroize(result.raw);
+        });
+      } else if (result.body === undefined) {
+        res.writeHead(result.status, { ...result.headers });
+        res.end();
+      } else {
+        sendJson(res, result.status, result.body, { ...result.headers });
+      }
+    } catch (err) {
+      const appError = sendError(res, err);
+      status = appError.httpStatus;
+      span.setStatus({ code: SpanStatusCode.ERROR, message: appError.code });
+      const fields = { code: appError.code, status, route: ctx.route?.op, subject: ctx.subject, method: req.method };
+      if (status >= 500) {
+        metrics.storeErrors.inc({ code: appError.code });
+        logger.error({ ...fields, err: appError.message, cause: (appError.cause as Error | undefined)?.message }, 'request failed');
+      } else {
+        logger.info(fields, 'request refused');
+      }
+    } finally {
+      const route = ctx.route ? ROUTE_TEMPLATE[ctx.route.op] : 'unmatched';
+      span.setAttribute('http.route', route);
+      span.setAttribute('http.response.status_code', status);
+      span.end();
+      metrics.requests.inc({ route, method: req.method ?? 'GET', status: String(status) });
+      metrics.requestDuration.observe({ route, method: req.method ?? 'GET' }, Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  });
+}

@@ -1,0 +1,102 @@
+/**
+ * URL → route, one top-level resource per operation so no namespace segment
+ * can be read as a verb. Paths are decoded once (encoded slashes and dot
+ * segments refused) and validated with shared/paths before anything else.
+ */
+import { AppError } from '../../shared/errors.ts';
+import { decodePathRemainder, parseItemPath, validateNamespace, validatePrefix, type ItemRef } from '../../shared/paths.ts';
+import type { Action } from '../auth/policy.ts';
+
+export type Route =
+  | { readonly op: 'openapi' }
+  | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined }
+  | { readonly op: 'putItem'; readonly ref: ItemRef; readonly env: string | undefined }
+  | { readonly op: 'deleteItem'; readonly ref: ItemRef; readonly env: string | undefined }
+  | { readonly op: 'list'; readonly prefix: string }
+  | { readonly op: 'history'; readonly ref: ItemRef }
+  | { readonly op: 'rollback'; readonly ref: ItemRef }
+  | { readonly op: 'rotate'; readonly namespace: string }
+  | { readonly op: 'envelope'; readonly ref: ItemRef; readonly env: string | undefined }
+  | { readonly op: 'deks'; readonly namespace: string };
+
+export type RouteOp = Route['op'];
+
+/** The RBAC action each operation needs, on the namespace it touches. */
+export const ROUTE_ACTION: Readonly<Record<Exclude<RouteOp, 'openapi'>, Action>> = {
+  getItem: 'read',
+  putItem: 'write',
+  deleteItem: 'delete',
+  list: 'list',
+  history: 'read',
+  rollback: 'write',
+  rotate: 'rotate',
+  envelope: 'read',
+  deks: 'read',
+};
+
+/** Route template for metric labels (bounded cardinality). */
+export const ROUTE_TEMPLATE: Readonly<Record<RouteOp, string>> = {
+  openapi: '/v1/openapi.json',
+  getItem: '/v1/items/{path}',
+  putItem: '/v1/items/{path}',
+  deleteItem: '/v1/items/{path}',
+  list: '/v1/list/{prefix}',
+  history: '/v1/history/{path}',
+  rollback: '/v1/rollback/{path}',
+  rotate: '/v1/rotate/{namespace}',
+  envelope: '/v1/envelopes/{path}',
+  deks: '/v1/deks/{namespace}',
+};
+
+export const OPENAPI_PATH = '/v1/openapi.json';
+
+const METHODS: Readonly<Record<string, Readonly<Record<string, RouteOp>>>> = {
+  items: { GET: 'getItem', PUT: 'putItem', DELETE: 'deleteItem' },
+  list: { GET: 'list' },
+  history: { GET: 'history' },
+  rollback: { POST: 'rollback' },
+  rotate: { POST: 'rotate' },
+  envelopes: { GET: 'envelope' },
+  deks: { POST: 'deks' },
+};
+
+/** Splits a request target into path and query without resolving dot segments. */
+export function splitTarget(target: string): { path: string; query: URLSearchParams } {
+  const q = target.indexOf('?');
+  return q < 0 ? { path: target, query: new URLSearchParams() } : { path: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) };
+}
+
+export function isOpenApi(method: string, target: string): boolean {
+  return (method === 'GET' || method === 'HEAD') && splitTarget(target).path === OPENAPI_PATH;
+}
+
+export function parseRoute(method: string, target: string): Route {
+  const { path, query } = splitTarget(target);
+  if (path === OPENAPI_PATH) {
+    if (method !== 'GET') throw new AppError('method_not_allowed', 'Use GET for /v1/openapi.json.');
+    return { op: 'openapi' };
+  }
+  const match = /^\/v1\/([a-z]+)\/(.*)$/.exec(path);
+  const resource = match?.[1] ?? '';
+  const methods = METHODS[resource];
+  if (!match || !methods) {
+    throw new AppError('not_found', `No route ${path.slice(0, 100)}; see /v1/openapi.json.`);
+  }
+  const op = methods[method];
+  if (!op) throw new AppError('method_not_allowed', `${method} is not allowed on /v1/${resource}/; use ${Object.keys(methods).join(' or ')}.`);
+  const rest = decodePathRemainder(match[2] as string);
+  const envParam = query.get('env');
+  const env = envParam === null || envParam === '' ? undefined : envParam;
+  switch (op) {
+    case 'list':
+      return { op, prefix: rest === '' ? '' : validatePrefix(rest) };
+    case 'rotate':
+    case 'deks':
+      return { op, namespace: validateNamespace(rest.replace(/\/+$/, '')) };
+    case 'history':
+    case 'rollback':
+      return { op, ref: parseItemPath(rest) };
+    default:
+      return { op, ref: parseItemPath(rest), env };
+  }
+}

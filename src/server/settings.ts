@@ -1,0 +1,183 @@
+/**
+ * The server's settings: every flag (and its CONFIG_SIDECAR_* twin) parsed,
+ * checked and frozen in one place, so a bad value stops start-up with a message
+ * naming the setting. Secrets (KEK, root token) arrive already read from env or
+ * file by the CLI; they are never flag values.
+ */
+import { z } from 'zod';
+import { DEFAULT_ENVIRONMENTS } from '../shared/protocol.ts';
+import { LOG_LEVELS } from '../shared/logger.ts';
+import {
+  durationSchema,
+  envNameFor,
+  isLoopbackHost,
+  listenSchema,
+  listSchema,
+  parseSettings,
+  SettingError,
+  sizeSchema,
+  type ListenAddress,
+} from '../shared/settings.ts';
+import { SEGMENT_RE } from '../shared/paths.ts';
+import { kekFromBase64, type LocalKekProvider } from './kek.ts';
+import type { Bytes, Milliseconds } from '../shared/units.ts';
+
+export const DEFAULT_DATA_DIR = '.config-sidecar/server';
+export const DEFAULT_HTTP_LISTEN = '127.0.0.1:8420';
+export const DEFAULT_GRPC_LISTEN = '127.0.0.1:8421';
+export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:8422';
+export const DEFAULT_MAX_VERSIONS = 20;
+export const DEFAULT_KEY_MAX_AGE = '90d';
+/** Requests per second per subject; bursts up to twice that. 0 disables the limit. */
+export const DEFAULT_RATE_LIMIT_PER_S = 200;
+export const DEFAULT_HEARTBEAT_INTERVAL = '10s';
+/** Events queued per watch stream before a slow reader is ended. */
+export const DEFAULT_WATCH_BUFFER = 1024;
+export const DEFAULT_MAX_BODY = '1MiB';
+export const DEFAULT_TRACE_SAMPLE_RATIO = 0.1;
+export const DEFAULT_RETAIN_EVENTS = 100_000;
+
+/** Every flag of `config-sidecar server`, by settings key. */
+export const SERVER_FLAGS = {
+  dataDir: '--data-dir',
+  databaseUrl: '--database-url',
+  httpListen: '--http-listen',
+  grpcListen: '--grpc-listen',
+  adminListen: '--admin-listen',
+  authFile: '--auth-file',
+  tlsCert: '--tls-cert',
+  tlsKey: '--tls-key',
+  insecure: '--insecure',
+  environments: '--environments',
+  maxVersions: '--max-versions',
+  keyMaxAge: '--key-max-age',
+  retainEvents: '--retain-events',
+  rateLimit: '--rate-limit',
+  heartbeatInterval: '--heartbeat-interval',
+  watchBuffer: '--watch-buffer',
+  maxBody: '--max-body',
+  logLevel: '--log-level',
+  otelEndpoint: '--otel-endpoint',
+  traceSampleRatio: '--trace-sample-ratio',
+  jwtIssuer: '--jwt-issuer',
+  jwtAudience: '--jwt-audience',
+  jwksUrl: '--jwks-url',
+  jwksFile: '--jwks-file',
+  kek: '--kek-file (CONFIG_SIDECAR_KEK)',
+  rootToken: '--root-token-file (CONFIG_SIDECAR_ROOT_TOKEN)',
+} as const;
+
+const LABELS: Record<string, string> = Object.fromEntries(
+  Object.entries(SERVER_FLAGS).map(([key, flag]) => [key, flag.includes('(') ? flag : `${flag} (${envNameFor(flag)})`]),
+);
+
+const intSchema = (min: number) => z.coerce.number().int(`must be a whole number`).min(min, `must be at least ${min}`);
+
+const rawSchema = z
+  .object({
+    dataDir: z.string().min(1).default(DEFAULT_DATA_DIR),
+    databaseUrl: z.string().url().optional(),
+    httpListen: listenSchema.prefault(DEFAULT_HTTP_LISTEN),
+    grpcListen: listenSchema.prefault(DEFAULT_GRPC_LISTEN),
+    adminListen: listenSchema.prefault(DEFAULT_ADMIN_LISTEN),
+    authFile: z.string().min(1).optional(),
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
+    insecure: z.boolean().default(false),
+    environments: listSchema
+      .prefault([...DEFAULT_ENVIRONMENTS])
+      .refine((envs) => envs.length >= 1 && envs.every((e) => SEGMENT_RE.test(e)), 'write a comma list like base,dev,staging,prod')
+      .refine((envs) => new Set(envs).size === envs.length, 'environments must be unique'),
+    maxVersions: intSchema(1).default(DEFAULT_MAX_VERSIONS),
+    keyMaxAge: durationSchema.prefault(DEFAULT_KEY_MAX_AGE).refine((ms) => ms >= 60_000, 'must be at least 1m'),
+    retainEvents: intSchema(1).default(DEFAULT_RETAIN_EVENTS),
+    rateLimit: intSchema(0).default(DEFAULT_RATE_LIMIT_PER_S),
+    heartbeatInterval: durationSchema.prefault(DEFAULT_HEARTBEAT_INTERVAL).refine((ms) => ms >= 100, 'must be at least 100ms'),
+    watchBuffer: intSchema(1).default(DEFAULT_WATCH_BUFFER),
+    maxBody: sizeSchema.prefault(DEFAULT_MAX_BODY).refine((b) => b >= 1024, 'must be at least 1KiB'),
+    logLevel: z.enum(LOG_LEVELS as [string, ...string[]]).default('info'),
+    otelEndpoint: z.string().url().optional(),
+    traceSampleRatio: z.coerce.number().min(0).max(1, 'must be between 0 and 1').default(DEFAULT_TRACE_SAMPLE_RATIO),
+    jwtIssuer: z.string().min(1).optional(),
+    jwtAudience: z.string().min(1).optional(),
+    jwksUrl: z.string().url().optional(),
+    jwksFile: z.string().min(1).optional(),
+    /** Base64 of 32 bytes, from CONFIG_SIDECAR_KEK or --kek-file. */
+    kek: z.string().min(1, 'is required: set CONFIG_SIDECAR_KEK (base64 of 32 bytes) or --kek-file'),
+    rootToken: z.string().min(16, 'must be at least 16 characters').optional(),
+  })
+  .strict();
+
+export interface ServerSettings {
+  readonly dataDir: string;
+  readonly databaseUrl?: string | undefined;
+  readonly httpListen: ListenAddress;
+  readonly grpcListen: ListenAddress;
+  readonly adminListen: ListenAddress;
+  readonly authFile?: string | undefined;
+  readonly tlsCert?: string | undefined;
+  readonly tlsKey?: string | undefined;
+  readonly insecure: boolean;
+  readonly environments: readonly string[];
+  readonly maxVersions: number;
+  readonly keyMaxAge: Milliseconds;
+  readonly retainEvents: number;
+  /** Requests per second per subject; 0 = unlimited. */
+  readonly rateLimit: number;
+  readonly heartbeatInterval: Milliseconds;
+  readonly watchBuffer: number;
+  readonly maxBody: Bytes;
+  readonly logLevel: (typeof LOG_LEVELS)[number];
+  readonly otelEndpoint?: string | undefined;
+  readonly traceSampleRatio: number;
+  readonly jwt?: { readonly issuer: string; readonly audience: string; readonly jwksUrl?: string | undefined; readonly jwksFile?: string | undefined } | undefined;
+  readonly kek: LocalKekProvider;
+  readonly rootToken?: string | undefined;
+}
+
+/** Parses raw settings (commander options plus secrets) and checks fields together. */
+export function parseServerSettings(raw: Record<string, unknown>, kekSetting = LABELS.kek as string): ServerSettings {
+  const defined = Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
+  const s = parseSettings(rawSchema, defined, LABELS);
+  if (Boolean(s.tlsCert) !== Boolean(s.tlsKey)) {
+    throw new SettingError(s.tlsCert ? LABELS.tlsKey! : LABELS.tlsCert!, 'set both --tls-cert and --tls-key, or neither');
+  }
+  if (!s.tlsCert && !s.insecure) {
+    for (const key of ['httpListen', 'grpcListen'] as const) {
+      if (!isLoopbackHost(s[key].host)) {
+        throw new SettingError(LABELS[key]!, `plaintext on ${s[key].host} is refused; bind a loopback address, set --tls-cert/--tls-key, or pass --insecure`);
+      }
+    }
+  }
+  const jwtParts = [s.jwtIssuer, s.jwtAudience, s.jwksUrl ?? s.jwksFile];
+  if (jwtParts.some(Boolean) && !jwtParts.every(Boolean)) {
+    const missing = !s.jwtIssuer ? 'jwtIssuer' : !s.jwtAudience ? 'jwtAudience' : 'jwksUrl';
+    throw new SettingError(LABELS[missing]!, 'Kubernetes JWT auth needs --jwt-issuer, --jwt-audience and --jwks-url or --jwks-file together');
+  }
+  if (s.jwksUrl && s.jwksFile) throw new SettingError(LABELS.jwksFile!, 'set --jwks-url or --jwks-file, not both');
+  return Object.freeze({
+    dataDir: s.dataDir,
+    databaseUrl: s.databaseUrl,
+    httpListen: s.httpListen,
+    grpcListen: s.grpcListen,
+    adminListen: s.adminListen,
+    authFile: s.authFile,
+    tlsCert: s.tlsCert,
+    tlsKey: s.tlsKey,
+    insecure: s.insecure,
+    environments: Object.freeze([...s.environments]),
+    maxVersions: s.maxVersions,
+    keyMaxAge: s.keyMaxAge,
+    retainEvents: s.retainEvents,
+    rateLimit: s.rateLimit,
+    heartbeatInterval: s.heartbeatInterval,
+    watchBuffer: s.watchBuffer,
+    maxBody: s.maxBody,
+    logLevel: s.logLevel as ServerSettings['logLevel'],
+    otelEndpoint: s.otelEndpoint,
+    traceSampleRatio: s.traceSampleRatio,
+    jwt: s.jwtIssuer && s.jwtAudience ? { issuer: s.jwtIssuer, audience: s.jwtAudience, jwksUrl: s.jwksUrl, jwksFile: s.jwksFile } : undefined,
+    kek: kekFromBase64(s.kek, kekSetting),
+    rootToken: s.rootToken,
+  });
+}

@@ -1,0 +1,32 @@
+/**
+ * Serialises each watch event once for every stream: the service is
+ * registered with an identity response serialiser, and events are encoded here
+ * with the proto's own serialiser, so a fan-out to N watchers costs one encode.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { watchEventToWire, watchServiceDefinition, type WatchEvent } from '../../shared/watch-proto.ts';
+
+/** An event ready to write: its revision (for ordering) and its wire bytes. */
+export interface EncodedEvent {
+  readonly revision: number;
+  readonly type: WatchEvent['type'];
+  readonly namespace?: string;
+  readonly bytes: Buffer;
+}
+
+function watchMethod(): grpc.MethodDefinition<unknown, unknown> {
+  const method = watchServiceDefinition().Watch;
+  if (!method) throw new Error('watch.proto has no Watch method');
+  return method;
+}
+
+export function encodeEvent(event: WatchEvent): EncodedEvent {
+  const bytes = watchMethod().responseSerialize(watchEventToWire(event));
+  return { revision: event.revision, type: event.type, ...('namespace' in event ? { namespace: event.namespace } : {}), bytes };
+}
+
+/** The WatchService definition with pre-encoded responses passed through untouched. */
+export function passThroughServiceDefinition(): grpc.ServiceDefinition {
+  const method = watchMethod();
+  return { Watch: { ...method, responseSerialize: (bytes: unknown) => bytes as Buffer } };
+}
