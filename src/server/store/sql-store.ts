@@ -120,12 +120,27 @@ function prefixParams(prefix: string): SqlParam[] {
   return [prefix, prefix, prefix.length + 1, `${prefix}/`];
 }
 
+/**
+ * Orders by namespace then name in code-unit (= byte, for these ASCII names)
+ * order; done here rather than in SQL because PostgreSQL's ORDER BY follows the
+ * database locale's collation and the engines must agree.
+ */
+function byItem(a: ItemRef, b: ItemRef): number {
+  if (a.namespace !== b.namespace) return a.namespace < b.namespace ? -1 : 1;
+  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
+  return 0;
+}
+
+function byDek(a: DekRow, b: DekRow): number {
+  return byItem({ namespace: a.namespace, name: '' }, { namespace: b.namespace, name: '' }) || a.version - b.version;
+}
+
 /** The newest version per (item, env) among rows matching `where`. */
 function currentVersionsSql(where: string): string {
   return `SELECT ${VERSION_COLUMNS} FROM versions v
     JOIN (SELECT namespace, name, env, MAX(version) AS version FROM versions WHERE ${where} GROUP BY namespace, name, env) c
       ON v.namespace = c.namespace AND v.name = c.name AND v.env = c.env AND v.version = c.version
-    ORDER BY v.namespace, v.name, v.version`;
+    ORDER BY v.version`;
 }
 
 /**
@@ -171,8 +186,8 @@ export class SqlStoreTx implements StoreWriter {
   }
 
   async listItems(prefix: string): Promise<ItemRow[]> {
-    const rows = await this.#all(`SELECT * FROM items WHERE deleted = 0 AND ${UNDER_PREFIX} ORDER BY namespace, name`, prefixParams(prefix));
-    return rows.map(itemRow);
+    const rows = await this.#all(`SELECT * FROM items WHERE deleted = 0 AND ${UNDER_PREFIX}`, prefixParams(prefix));
+    return rows.map(itemRow).sort(byItem);
   }
 
   async takeNextVersion(ref: ItemRef, kind: ItemKind, now: Milliseconds): Promise<number> {
@@ -214,12 +229,12 @@ export class SqlStoreTx implements StoreWriter {
 
   async currentVersionsUnder(prefix: string): Promise<VersionRow[]> {
     const rows = await this.#all(currentVersionsSql(UNDER_PREFIX), prefixParams(prefix));
-    return rows.map(versionRow);
+    return rows.map(versionRow).sort((a, b) => byItem(a, b) || a.version - b.version);
   }
 
   async currentVersionsIn(namespace: string): Promise<VersionRow[]> {
     const rows = await this.#all(currentVersionsSql('namespace = ?'), [namespace]);
-    return rows.map(versionRow);
+    return rows.map(versionRow).sort((a, b) => byItem(a, b) || a.version - b.version);
   }
 
   async getVersion(ref: ItemRef, version: number): Promise<VersionRow | undefined> {
@@ -310,13 +325,13 @@ export class SqlStoreTx implements StoreWriter {
   async currentDeks(): Promise<DekRow[]> {
     const rows = await this.#all(
       `SELECT d.* FROM deks d JOIN (SELECT namespace, MAX(version) AS version FROM deks GROUP BY namespace) c
-         ON d.namespace = c.namespace AND d.version = c.version ORDER BY d.namespace`,
+         ON d.namespace = c.namespace AND d.version = c.version`,
     );
-    return rows.map(dekRow);
+    return rows.map(dekRow).sort(byDek);
   }
 
   async allDeks(): Promise<DekRow[]> {
-    return (await this.#all('SELECT * FROM deks ORDER BY namespace, version')).map(dekRow);
+    return (await this.#all('SELECT * FROM deks')).map(dekRow).sort(byDek);
   }
 
   async dekVersionsInUse(namespace: string): Promise<number[]> {

@@ -1,0 +1,299 @@
+/**
+ * Storage conformance: the behaviour every `Store` engine must show, run once
+ * per engine in STORE_ENGINES (test/helpers/store-engines.ts). PostgreSQL joins
+ * by adding its engine there; nothing here is engine-specific.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { AppError } from '../src/shared/errors.ts';
+import type { LogEvent } from '../src/server/control-plane.ts';
+import type { SealedColumns, Store, VersionRow } from '../src/server/store/store.ts';
+import { STORE_ENGINES, type StoreEngineUnderTest } from './helpers/store-engines.ts';
+
+const REF = { namespace: 'prod/ml', name: 'cfg' };
+const T0 = Date.UTC(2026, 0, 1);
+
+function sealedOf(seed: number, keyVersion = 1): SealedColumns {
+  return {
+    keyId: REF.namespace,
+    keyVersion,
+    iv: Buffer.alloc(12, seed),
+    // Every byte value, so an engine that mangles binary (text conversion, NUL truncation) fails.
+    ciphertext: Buffer.from([0, 255, seed, 0, ...Array.from({ length: 256 }, (_, i) => i)]),
+    tag: Buffer.alloc(16, 255 - seed),
+  };
+}
+
+/** Writes one version of REF in `env` the way the domain layer does. */
+async function putVersion(store: Store, env: string, seed: number): Promise<{ version: number; revision: number }> {
+  return store.write(async (w) => {
+    const version = await w.takeNextVersion(REF, 'config', T0);
+    const revision = await w.nextRevision();
+    await w.insertVersion({ ...REF, version, env, revision, createdAt: T0 + seed, createdBy: 'tester', deleted: false, sealed: sealedOf(seed) });
+    await w.appendEvent({ revision, type: 'itemChanged', namespace: REF.namespace, name: REF.name, kind: 'config', version, env }, T0);
+    return { version, revision };
+  });
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
+  const skip = engine.skip();
+  describe(`store conformance: ${engine.name}`, { skip: skip ?? false }, () => {
+    test('a fresh store is migrated, empty, and reopens with its data', async (t) => {
+      const { store, reopen } = await engine.fresh(t);
+      assert.deepEqual(await store.read((r) => r.logState()), { revision: 0, compactedThrough: 0 });
+      await putVersion(store, 'base', 1);
+      await store.close();
+      const again = await reopen();
+      assert.deepEqual(await again.read((r) => r.logState()), { revision: 1, compactedThrough: 0 });
+      const [row] = await again.read((r) => r.currentVersions(REF));
+      assert.deepEqual(row?.sealed, sealedOf(1), 'binary columns round-trip byte for byte');
+      const third = await reopen();
+      assert.equal((await third.read((r) => r.getItem(REF)))?.lastVersion, 1, 'opening again migrates nothing twice');
+    });
+
+    test('versions are numbered per item across envs and survive deletion of the item', async (t) => {
+      const { store } = await engine.fresh(t);
+      assert.deepEqual(await putVersion(store, 'base', 1), { version: 1, revision: 1 });
+      assert.deepEqual(await putVersion(store, 'prod', 2), { version: 2, revision: 2 });
+      await assert.rejects(
+        store.write((w) => w.takeNextVersion(REF, 'secret', T0)),
+        (err: unknown) => err instanceof AppError && err.code === 'conflict',
+      );
+      await store.write(async (w) => {
+        await w.deleteAllVersions(REF);
+        await w.markItemDeleted(REF, T0 + 5);
+      });
+      assert.equal((await store.read((r) => r.getItem(REF)))?.deleted, true);
+      assert.deepEqual(await store.read((r) => r.listItems('')), []);
+      const revived = await store.write((w) => w.takeNextVersion(REF, 'secret', T0 + 6));
+      assert.equal(revived, 3, 'a deleted item may change kind and keeps counting');
+      const item = await store.read((r) => r.getItem(REF));
+      assert.deepEqual(item, { ...REF, kind: 'secret', lastVersion: 3, deleted: false, createdAt: T0, updatedAt: T0 + 6 });
+    });
+
+    test('current versions are the newest per env, tombstones included; history is ordered', async (t) => {
+      const { store } = await engine.fresh(t);
+      await putVersion(store, 'base', 1);
+      await putVersion(store, 'prod', 2);
+      await putVersion(store, 'prod', 3);
+      await store.write(async (w) => {
+        const version = await w.takeNextVersion(REF, 'config', T0);
+        const revision = await w.nextRevision();
+        await w.insertVersion({ ...REF, version, env: 'dev', revision, createdAt: T0, createdBy: 'x', deleted: true, sealed: null });
+      });
+      const current = await store.read((r) => r.currentVersions(REF));
+      assert.deepEqual(
+        current.map((v: VersionRow) => [v.env, v.version, v.deleted]),
+        [
+          ['base', 1, false],
+          ['prod', 3, false],
+          ['dev', 4, true],
+        ],
+      );
+      assert.deepEqual(
+        (await store.read((r) => r.versionHistory(REF))).map((v) => [v.version, v.env, v.deleted, v.keyVersion]),
+        [
+          [1, 'base', false, 1],
+          [2, 'prod', false, 1],
+          [3, 'prod', false, 1],
+          [4, 'dev', true, null],
+        ],
+      );
+      assert.equal((await store.read((r) => r.getVersion(REF, 2)))?.createdAt, T0 + 2);
+      assert.equal(await store.read((r) => r.getVersion(REF, 9)), undefined);
+
+      await store.write(async (w) => {
+        await w.resealVersion(REF, 3, sealedOf(9, 2));
+        await w.deleteVersions(REF, [2]);
+      });
+      const prod = (await store.read((r) => r.currentVersions(REF))).find((v) => v.env === 'prod');
+      assert.deepEqual(prod?.sealed, sealedOf(9, 2));
+      assert.deepEqual(
+        (await store.read((r) => r.versionHistory(REF))).map((v) => v.version),
+        [1, 3, 4],
+      );
+      assert.deepEqual(await store.read((r) => r.dekVersionsInUse(REF.namespace)), [1, 2]);
+    });
+
+    test('prefixes match whole segments and "_" is no wildcard', async (t) => {
+      const { store } = await engine.fresh(t);
+      const names = ['a/b', 'a/b/c', 'a/b_', 'a/bc', 'a/bx', 'z']; // byte order: '/' < '_' < 'c'
+      await store.write(async (w) => {
+        for (const namespace of names) {
+          const ref = { namespace, name: 'n' };
+          const version = await w.takeNextVersion(ref, 'config', T0);
+          await w.insertVersion({ ...ref, version, env: 'base', revision: await w.nextRevision(), createdAt: T0, createdBy: 'x', deleted: false, sealed: sealedOf(1) });
+        }
+      });
+      const listed = async (prefix: string) => (await store.read((r) => r.listItems(prefix))).map((i) => i.namespace);
+      assert.deepEqual(await listed('a/b'), ['a/b', 'a/b/c']);
+      assert.deepEqual(await listed('a/b_'), ['a/b_']);
+      assert.deepEqual(await listed(''), names);
+      assert.deepEqual(
+        (await store.read((r) => r.currentVersionsUnder('a/b'))).map((v) => v.namespace),
+        ['a/b', 'a/b/c'],
+      );
+      assert.deepEqual(
+        (await store.read((r) => r.currentVersionsIn('a/b'))).map((v) => v.namespace),
+        ['a/b'],
+      );
+    });
+
+    test('a failed write rolls back everything, its revision included', async (t) => {
+      const { store } = await engine.fresh(t);
+      await putVersion(store, 'base', 1);
+      await assert.rejects(
+        store.write(async (w) => {
+          await w.takeNextVersion(REF, 'config', T0);
+          await w.nextRevision();
+          throw new Error('boom');
+        }),
+        /boom/,
+      );
+      assert.equal((await store.read((r) => r.getItem(REF)))?.lastVersion, 1);
+      assert.deepEqual(await putVersion(store, 'base', 2), { version: 2, revision: 2 }, 'no gap after a rollback');
+    });
+
+    test('concurrent writes are serialised: gap-free revisions, after-commit hooks in order', async (t) => {
+      const { store } = await engine.fresh(t);
+      const committed: number[] = [];
+      const writes = Array.from({ length: 25 }, (_, i) =>
+        store.write(
+          async (w) => {
+            const revision = await w.nextRevision();
+            // Yield inside the transaction, as the domain does around KEK calls.
+            await new Promise((resolve) => setImmediate(resolve));
+            await w.appendEvent({ revision, type: 'keyRotated', namespace: `ns${i}`, keyVersion: i }, T0);
+            return revision;
+          },
+          (revision) => committed.push(revision),
+        ),
+      );
+      const revisions = await Promise.all(writes);
+      const expected = Array.from({ length: 25 }, (_, i) => i + 1);
+      assert.deepEqual([...revisions].sort((a, b) => a - b), expected);
+      assert.deepEqual(committed, expected);
+      assert.deepEqual(
+        (await store.read((r) => r.eventsAfter(0, 100))).map((e) => e.revision),
+        expected,
+      );
+    });
+
+    test('a read never sees a write that has not committed', async (t) => {
+      const { store } = await engine.fresh(t);
+      const holding = deferred();
+      const written = deferred();
+      const write = store.write(async (w) => {
+        await w.takeNextVersion(REF, 'config', T0);
+        written.resolve();
+        await holding.promise;
+      });
+      await written.promise;
+      assert.equal(await store.read((r) => r.getItem(REF)), undefined);
+      holding.resolve();
+      await write;
+      assert.equal((await store.read((r) => r.getItem(REF)))?.lastVersion, 1);
+    });
+
+    test('the event log replays after a revision, pages, and compacts to the newest N', async (t) => {
+      const { store } = await engine.fresh(t);
+      const events: LogEvent[] = [];
+      await store.write(async (w) => {
+        for (let i = 0; i < 3; i += 1) {
+          const revision = await w.nextRevision();
+          const event: LogEvent =
+            i === 0
+              ? { revision, type: 'itemChanged', namespace: 'a', name: 'b', kind: 'secret', version: 1, env: 'prod' }
+              : i === 1
+                ? { revision, type: 'itemDeleted', namespace: 'a', name: 'b', env: '', version: 1 }
+                : { revision, type: 'keyRotated', namespace: 'a', keyVersion: 2 };
+          await w.appendEvent(event, T0);
+          events.push(event);
+        }
+      });
+      assert.deepEqual(await store.read((r) => r.eventsAfter(0, 10)), events, 'each event type round-trips');
+      assert.deepEqual(await store.read((r) => r.eventsAfter(1, 1)), [events[1]]);
+      for (let i = 0; i < 7; i += 1) await putVersion(store, 'base', i);
+      await store.write((w) => w.compactEvents(4));
+      assert.deepEqual(await store.read((r) => r.logState()), { revision: 10, compactedThrough: 6 });
+      assert.deepEqual(
+        (await store.read((r) => r.eventsAfter(0, 100))).map((e) => e.revision),
+        [7, 8, 9, 10],
+      );
+      await store.write((w) => w.compactEvents(100));
+      assert.equal((await store.read((r) => r.logState())).compactedThrough, 6, 'compaction never moves backwards');
+    });
+
+    test('DEK rows: current per namespace, re-wrap, and every version kept', async (t) => {
+      const { store } = await engine.fresh(t);
+      const wrapped = (n: number) => Buffer.from([n, 0, 255, n]);
+      await store.write(async (w) => {
+        await w.insertDek({ namespace: 'a', version: 1, wrapped: wrapped(1), kekId: 'k1', createdAt: T0 });
+        await w.insertDek({ namespace: 'a', version: 2, wrapped: wrapped(2), kekId: 'k1', createdAt: T0 + 1 });
+        await w.insertDek({ namespace: 'b', version: 1, wrapped: wrapped(3), kekId: 'k1', createdAt: T0 + 2 });
+      });
+      await assert.rejects(store.write((w) => w.insertDek({ namespace: 'a', version: 2, wrapped: wrapped(9), kekId: 'k1', createdAt: T0 })));
+      assert.equal((await store.read((r) => r.currentDek('a')))?.version, 2);
+      assert.equal(await store.read((r) => r.currentDek('c')), undefined);
+      assert.deepEqual(
+        (await store.read((r) => r.currentDeks())).map((d) => [d.namespace, d.version, d.createdAt]),
+        [
+          ['a', 2, T0 + 1],
+          ['b', 1, T0 + 2],
+        ],
+      );
+      await store.write((w) => w.rewrapDek('a', 1, wrapped(7), 'k2'));
+      const row = await store.read((r) => r.getDek('a', 1));
+      assert.deepEqual([row?.wrapped, row?.kekId], [wrapped(7), 'k2']);
+      assert.equal((await store.read((r) => r.allDeks())).length, 3);
+    });
+
+    test('audit entries are appended and read newest first', async (t) => {
+      const { store } = await engine.fresh(t);
+      await store.write(async (w) => {
+        await w.insertAudit({ at: T0, subject: 'alice', action: 'read', target: 'a/b', outcome: 'ok', detail: '' });
+        await w.insertAudit({ at: T0 + 1, subject: 'bob', action: 'denied', target: 'a', outcome: 'denied', detail: 'no role' });
+      });
+      assert.deepEqual(
+        (await store.read((r) => r.recentAudit(10))).map((a) => [a.subject, a.outcome, a.detail, a.at]),
+        [
+          ['bob', 'denied', 'no role', T0 + 1],
+          ['alice', 'ok', '', T0],
+        ],
+      );
+    });
+
+    test('close waits for the write in flight, then refuses work', async (t) => {
+      const { store, reopen } = await engine.fresh(t);
+      const holding = deferred();
+      const started = deferred();
+      const write = store.write(async (w) => {
+        started.resolve();
+        await holding.promise;
+        return w.takeNextVersion(REF, 'config', T0);
+      });
+      await started.promise;
+      const closing = store.close();
+      holding.resolve();
+      assert.equal(await write, 1);
+      await closing;
+      await assert.rejects(
+        store.read((r) => r.logState()),
+        (err: unknown) => err instanceof AppError && err.code === 'store_unavailable',
+      );
+      await store.close();
+      const again = await reopen();
+      assert.equal((await again.read((r) => r.getItem(REF)))?.lastVersion, 1, 'the write in flight was committed');
+    });
+  });
+}
+
+for (const engine of STORE_ENGINES) storeConformanceSuite(engine);
