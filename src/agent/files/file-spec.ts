@@ -100,19 +100,19 @@ const itemRefSchema = z.string().transform((value, ctx): ItemRef => {
   }
 });
 
+/** An item is `namespace/name` or `{ item: namespace/name, env?, as? }`; the short form is normalised first so errors stay specific. */
 const itemSchema = z
-  .union([
-    itemRefSchema.transform((ref) => ({ ref, env: undefined as string | undefined, as: undefined as string | undefined })),
+  .preprocess(
+    (value) => (typeof value === 'string' ? { item: value } : value),
     z
       .object({
         item: itemRefSchema,
         env: envNameSchema.optional(),
         as: z.string().min(1).max(128).optional(),
       })
-      .strict()
-      .transform((o) => ({ ref: o.item, env: o.env, as: o.as })),
-  ])
-  .transform((o): FileItem => ({ namespace: o.ref.namespace, name: o.ref.name, env: o.env, as: o.as ?? o.ref.name }));
+      .strict(),
+  )
+  .transform((o): FileItem => ({ namespace: o.item.namespace, name: o.item.name, env: o.env, as: o.as ?? o.item.name }));
 
 /** Mustache tags that would pull in outside text or change delimiters are refused: templates stay plain data. */
 function templateProblem(template: string): string | undefined {
