@@ -5,6 +5,11 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { openSqliteStore, SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
+import { tempDir } from './helpers/store-fixtures.ts';
 import { AppError } from '../src/shared/errors.ts';
 import type { LogEvent } from '../src/server/control-plane.ts';
 import type { SealedColumns, Store, VersionRow } from '../src/server/store/store.ts';
@@ -297,3 +302,50 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
 }
 
 for (const engine of STORE_ENGINES) storeConformanceSuite(engine);
+
+// Behaviour of the embedded engine itself (files, locking, migration guard),
+// beyond the shared contract above.
+describe('sqlite engine specifics', () => {
+  const now = () => T0;
+
+  test('one WAL-mode database file, readable only by the server user', async (t) => {
+    const dataDir = join(await tempDir(t), 'data');
+    const store = await openSqliteStore({ dataDir, now });
+    t.after(() => store.close());
+    await putVersion(store, 'base', 1);
+    assert.equal((await stat(dataDir)).mode & 0o777, 0o700);
+    assert.equal((await stat(join(dataDir, SQLITE_FILE_NAME))).mode & 0o777, 0o600);
+    assert.equal((await stat(join(dataDir, `${SQLITE_FILE_NAME}-wal`))).mode & 0o777, 0o600);
+    const raw = new DatabaseSync(join(dataDir, SQLITE_FILE_NAME), { readOnly: true });
+    t.after(() => raw.close());
+    assert.deepEqual({ ...raw.prepare('PRAGMA journal_mode').get() }, { journal_mode: 'wal' });
+    assert.deepEqual(
+      raw.prepare('SELECT version, name FROM schema_migrations').all().map((r) => ({ ...r })),
+      [{ version: 1, name: 'init' }],
+    );
+  });
+
+  test('a write blocked by another process past the busy timeout is store_unavailable, then succeeds', async (t) => {
+    const dataDir = await tempDir(t);
+    const store = await openSqliteStore({ dataDir, now, busyTimeoutMs: 50 });
+    t.after(() => store.close());
+    const other = new DatabaseSync(join(dataDir, SQLITE_FILE_NAME));
+    t.after(() => other.close());
+    other.exec('BEGIN IMMEDIATE');
+    await assert.rejects(putVersion(store, 'base', 1), (err: unknown) => err instanceof AppError && err.code === 'store_unavailable');
+    assert.equal((await store.read((r) => r.logState())).revision, 0, 'reads still work while another process writes');
+    other.exec('COMMIT');
+    assert.deepEqual(await putVersion(store, 'base', 1), { version: 1, revision: 1 });
+  });
+
+  test('a migration edited after it ran, or a newer schema, stops the open', async (t) => {
+    const dataDir = await tempDir(t);
+    await (await openSqliteStore({ dataDir, now })).close();
+    const raw = new DatabaseSync(join(dataDir, SQLITE_FILE_NAME));
+    t.after(() => raw.close());
+    raw.exec("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1");
+    await assert.rejects(openSqliteStore({ dataDir, now }), /changed after it was applied/);
+    raw.exec("DELETE FROM schema_migrations; INSERT INTO schema_migrations VALUES (999, 'future', 'x', 0)");
+    await assert.rejects(openSqliteStore({ dataDir, now }), /newer than this build/);
+  });
+});

@@ -490,8 +490,9 @@ class ControlPlaneImpl implements ControlPlane {
     if (this.#closed) return;
     this.#closed = true;
     await this.#auditFlush?.catch(() => undefined);
-    this.#listeners.clear();
+    // The store waits for the write in flight, whose listeners still hear it.
     await this.#store.close();
+    this.#listeners.clear();
     this.#keys.close();
   }
 }
