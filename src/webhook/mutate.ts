@@ -14,6 +14,10 @@ import type { Container, Pod } from './pod.ts';
 import type { InjectorSettings } from './settings.ts';
 import { appEnv, appVolumeMounts, PATHS, SIDECAR_NAME, SOCKET_ENV, sidecarContainer, sidecarVolumes, VOLUMES } from './sidecar.ts';
 
+/** Label on injected pods: what the server's NetworkPolicy selects (defence in depth; the token is the authentication). */
+export const AGENT_LABEL = 'config-sidecar.io/agent';
+export const AGENT_LABEL_VALUE = 'injected';
+
 export const MUTATE_STEPS = ['should-inject', 'defaults', 'build', 'validate', 'patch'] as const;
 export type MutateStep = (typeof MUTATE_STEPS)[number];
 
@@ -179,6 +183,8 @@ function toPatch(pod: Pod, plan: Plan): PatchOperation[] {
   if (plan.sidecar) {
     patch.prepend(pointer('spec', 'initContainers'), pod.spec.initContainers, plan.sidecar);
     patch.setKey(pointer('metadata', 'annotations'), pod.metadata?.annotations, ANNOTATIONS.status.key, INJECTED_STATUS);
+    // The server's NetworkPolicy admits pods with this label (in opted-in namespaces).
+    patch.setKey(pointer('metadata', 'labels'), pod.metadata?.labels, AGENT_LABEL, AGENT_LABEL_VALUE);
   }
   return [...patch.operations];
 }

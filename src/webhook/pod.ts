@@ -32,6 +32,7 @@ export const podMetadataSchema = z.looseObject({
   generateName: z.string().optional(),
   namespace: z.string().optional(),
   annotations: z.record(z.string(), z.string()).optional(),
+  labels: z.record(z.string(), z.string()).optional(),
 });
 
 /** A pod, or a workload's pod template (same metadata + spec shape). */
