@@ -1,14 +1,97 @@
-import type { Command } from 'commander';
-import { action, CliError } from './cli-util.ts';
+/**
+ * `config-sidecar agent`: flags (each with its CONFIG_SIDECAR_* twin) and an
+ * optional YAML `--config`, validated by the agent's one settings schema.
+ * Defaults live in the schema (src/agent/agent-settings.ts) so a config-file
+ * value is never shadowed by a flag default; `--help` shows them.
+ */
+import { Option, type Command } from 'commander';
+import { envNameFor } from '../shared/settings.ts';
+import { action } from './cli-util.ts';
 
-// Placeholder until the command lands; replaced by its component's owner.
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+function opt(flags: string, description: string): Option {
+  const long = /--[a-z-]+/.exec(flags)?.[0] ?? flags;
+  return new Option(flags, description).env(envNameFor(long));
+}
+
+/** Shared by `agent` and `dev`: milliseconds to wait for in-flight work on SIGTERM before exiting anyway. */
+export const SHUTDOWN_GRACE_MS = 10_000;
+
 export function register(program: Command): void {
   program
     .command('agent')
-    .description('(not implemented yet)')
+    .description('Run the sidecar agent: decrypted values in a TTL cache, served over a Unix socket and 127.0.0.1, kept fresh by the Watch stream.')
+    .addOption(opt('--config <file>', 'YAML file with any of these settings (camelCase keys, e.g. cacheTtl, prefetch, files); flags win'))
+    .addOption(opt('--server <urls>', 'control plane REST URL(s), comma-separated, tried in order (e.g. http://127.0.0.1:8420)'))
+    .addOption(opt('--server-grpc <addrs>', 'control plane gRPC host:port list, paired by position with --server'))
+    .addOption(opt('--server-ca <file>', 'CA bundle (PEM) for TLS to the server; plaintext is allowed only to loopback or with --insecure'))
+    .addOption(opt('--insecure', 'allow plaintext to a non-loopback server'))
+    .addOption(opt('--token-file <file>', 'credential sent upstream (e.g. a projected service-account token); re-read when it changes'))
+    .addOption(opt('--env <name>', 'environment layer chain to read (default: prod)'))
+    .addOption(opt('--prefix <namespace>', 'namespace prefix this pod may read (repeatable or comma-separated)').argParser(collect))
+    .addOption(opt('--prefetch <namespace/name>', 'item loaded before the agent reports ready (repeatable or comma-separated)').argParser(collect))
+    .addOption(opt('--socket <path>', 'Unix socket path, in its own directory (default: /run/config-sidecar/agent.sock)'))
+    .addOption(opt('--http-listen <host:port>', 'loopback TCP listener needing the pod token, or "off" (default: 127.0.0.1:8430)'))
+    .addOption(opt('--admin-listen <host:port>', '/healthz /readyz /metrics listener; carries no data (default: 127.0.0.1:8431)'))
+    .addOption(opt('--cache-ttl <duration>', 'backstop TTL while the stream is up (default: 5m)'))
+    .addOption(opt('--cache-max-entries <n>', 'cache entry bound (default: 100000)'))
+    .addOption(opt('--cache-max-bytes <size>', 'cache byte bound (default: 64MiB)'))
+    .addOption(opt('--max-stale <duration>', 'how long cached values are served while the server is unreachable (default: 1h)'))
+    .addOption(opt('--refetch-jitter <duration>', 'upper bound of the random delay spreading refetches after a key rotation or resync (default: 1s)'))
+    .addOption(opt('--files-dir <dir>', 'directory for rendered files (default: /config-sidecar/files)'))
+    .addOption(opt('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default: info)'))
+    .addOption(opt('--otlp-endpoint <url>', 'OTLP/HTTP traces endpoint; tracing is off (and not loaded) without it'))
+    .addOption(opt('--trace-sample-ratio <ratio>', 'fraction of traces sampled, 0..1 (default: 0.1)'))
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ config-sidecar agent --server http://127.0.0.1:8420 --server-grpc 127.0.0.1:8421 \\
+      --token-file /var/run/secrets/tokens/config-sidecar --prefix production/ml-service \\
+      --prefetch production/ml-service/db-password --socket /run/config-sidecar/agent.sock
+  $ CONFIG_SIDECAR_SERVER=https://cs-1:8420,https://cs-2:8420 CONFIG_SIDECAR_SERVER_GRPC=cs-1:8421,cs-2:8421 \\
+      CONFIG_SIDECAR_SERVER_CA=/etc/config-sidecar/ca.pem config-sidecar agent --config /etc/config-sidecar/agent.yaml
+  $ curl --unix-socket /run/config-sidecar/agent.sock http://agent/v1/items/production/ml-service/db-password
+
+SIGTERM stops accepting, drains in-flight requests, closes the stream, zero-fills the cache and exits 0.`,
+    )
     .action(
-      action(() => {
-        throw new CliError('agent is not implemented yet');
+      action(async (flags: Record<string, unknown>) => {
+        const { loadAgentSettings } = await import('../agent/agent-settings.ts');
+        const { startAgent } = await import('../agent/agent.ts');
+        const settings = await loadAgentSettings(flags);
+        const agent = await startAgent(settings, { flags });
+        await runUntilSignal(async () => agent.close(), agent.logger);
       }),
     );
+}
+
+/** Waits for SIGTERM/SIGINT, runs `stop` within the grace period, exits 0 (1 when it overran or failed). */
+export function runUntilSignal(stop: () => Promise<void>, logger: { error(obj: object, msg: string): void }): Promise<void> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      const timer = setTimeout(() => {
+        logger.error({ signal, graceMs: SHUTDOWN_GRACE_MS }, 'shutdown overran the grace period; exiting');
+        process.exit(1);
+      }, SHUTDOWN_GRACE_MS);
+      timer.unref();
+      stop().then(
+        () => {
+          clearTimeout(timer);
+          resolve();
+          // Pino flushes on exit; gRPC and undici handles are closed already.
+          process.exit(0);
+        },
+        (err: unknown) => {
+          logger.error({ err: String(err) }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
 }

@@ -1,0 +1,210 @@
+/**
+ * The agent's one settings schema (STYLE.md §3). Flags, their `CONFIG_SIDECAR_*`
+ * env twins and an optional YAML file (`--config`) all pass through
+ * `agentSettingsSchema`: unknown keys are refused, each field is checked and
+ * named, then fields are checked together, then the result is frozen.
+ *
+ * Keys are the flags' camelCase names (`--cache-ttl` → `cacheTtl`) in both
+ * the file and the flag object, so one label table serves both. Flags win over
+ * the file; defaults apply last (they live here, not in commander, so a file
+ * value is never shadowed by a flag default).
+ */
+import { z } from 'zod';
+import { readFile } from 'node:fs/promises';
+import {
+  durationSchema,
+  envNameFor,
+  isLoopbackHost,
+  listenSchema,
+  listSchema,
+  parseSettings,
+  SettingError,
+  sizeSchema,
+} from '../shared/settings.ts';
+import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
+import { AppError } from '../shared/errors.ts';
+import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
+import type { Bytes, Milliseconds } from '../shared/units.ts';
+
+export const DEFAULT_SOCKET_PATH = '/run/config-sidecar/agent.sock';
+export const DEFAULT_HTTP_LISTEN = '127.0.0.1:8430';
+export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:8431';
+export const DEFAULT_CACHE_TTL = '5m';
+export const DEFAULT_MAX_STALE = '1h';
+export const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
+export const DEFAULT_CACHE_MAX_BYTES = '64MiB';
+export const DEFAULT_ENV = 'prod';
+/** Upper bound of the random delay spreading refetches after KeyRotated / ResyncRequired. */
+export const DEFAULT_REFETCH_JITTER = '1s';
+
+/** camelCase key → `--flag (ENV)` for error messages. */
+const FLAGS = [
+  'config',
+  'server',
+  'server-grpc',
+  'server-ca',
+  'insecure',
+  'token-file',
+  'env',
+  'prefix',
+  'prefetch',
+  'socket',
+  'http-listen',
+  'admin-listen',
+  'cache-ttl',
+  'cache-max-entries',
+  'cache-max-bytes',
+  'max-stale',
+  'refetch-jitter',
+  'log-level',
+  'otlp-endpoint',
+  'trace-sample-ratio',
+  'files-dir',
+] as const;
+
+const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+
+export const AGENT_SETTING_LABELS: Readonly<Record<string, string>> = Object.freeze(
+  Object.fromEntries([
+    ...FLAGS.map((flag) => [camel(flag), `--${flag} (${envNameFor(`--${flag}`)})`]),
+    ['files', 'files (config file key)'],
+  ]),
+);
+
+const itemRefSchema = z.string().transform((value, ctx): ItemRef => {
+  try {
+    return parseItemPath(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof AppError ? err.message : `"${value}" is not namespace/name` });
+    return z.NEVER;
+  }
+});
+
+const prefixSchema = z.string().transform((value, ctx): string => {
+  try {
+    return validatePrefix(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof AppError ? err.message : `"${value}" is not a namespace prefix` });
+    return z.NEVER;
+  }
+});
+
+const positiveInt = z.coerce.number().int().positive();
+
+/**
+ * Every agent setting. `files` belongs to the files renderer
+ * (`src/agent/files/file-spec.ts`); it is accepted here as opaque entries and
+ * validated by that module's schema when the renderer starts.
+ */
+export const agentSettingsSchema = z
+  .object({
+    /** Path of the YAML config file this came from (hot-reloaded). */
+    config: z.string().optional(),
+    /** REST base URLs, paired by position with `serverGrpc`, tried in order. */
+    server: listSchema.pipe(z.array(z.url()).min(1, 'at least one server URL is required, e.g. http://127.0.0.1:8420')),
+    /** gRPC `host:port` of each server, same order as `server`. */
+    serverGrpc: listSchema.pipe(z.array(z.string().regex(/^[^\s/]+:\d{1,5}$/, 'write host:port, e.g. 127.0.0.1:8421')).min(1)),
+    /** CA bundle (PEM) for TLS to the server; unset = plaintext, allowed only to loopback or with `insecure`. */
+    serverCa: z.string().optional(),
+    insecure: z.boolean().default(false),
+    /** The credential sent upstream; re-read when it changes. */
+    tokenFile: z.string().optional(),
+    env: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'an environment name such as prod').default(DEFAULT_ENV),
+    /** Namespace prefixes this pod may read (whole segments). */
+    prefix: listSchema.pipe(z.array(prefixSchema).min(1, 'at least one --prefix is required (the namespaces this pod may read)')),
+    /** Items loaded before the agent reports ready. */
+    prefetch: listSchema.pipe(z.array(itemRefSchema)).default([]),
+    socket: z.string().min(1).default(DEFAULT_SOCKET_PATH),
+    /** `off` disables the TCP listener. */
+    httpListen: z.union([z.literal('off'), listenSchema]).default(listenSchema.parse(DEFAULT_HTTP_LISTEN)),
+    adminListen: listenSchema.default(listenSchema.parse(DEFAULT_ADMIN_LISTEN)),
+    cacheTtl: durationSchema.default(durationSchema.parse(DEFAULT_CACHE_TTL)),
+    cacheMaxEntries: positiveInt.default(DEFAULT_CACHE_MAX_ENTRIES),
+    cacheMaxBytes: sizeSchema.default(sizeSchema.parse(DEFAULT_CACHE_MAX_BYTES)),
+    maxStale: durationSchema.default(durationSchema.parse(DEFAULT_MAX_STALE)),
+    refetchJitter: durationSchema.default(durationSchema.parse(DEFAULT_REFETCH_JITTER)),
+    logLevel: z.enum(LOG_LEVELS as [LogLevel, ...LogLevel[]]).default('info'),
+    otlpEndpoint: z.url().optional(),
+    traceSampleRatio: z.coerce.number().min(0).max(1).default(0.1),
+    /** Where rendered files go (files renderer). */
+    filesDir: z.string().optional(),
+    /** File templates; validated by `src/agent/files/file-spec.ts`. */
+    files: z.array(z.unknown()).optional(),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    if (s.server.length !== s.serverGrpc.length) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['serverGrpc'],
+        message: `lists ${s.serverGrpc.length} address(es) but --server lists ${s.server.length}; they are paired by position`,
+      });
+    }
+    if (!s.serverCa && !s.insecure) {
+      for (const url of s.server) {
+        const u = new URL(url);
+        if (u.protocol === 'http:' && !isLoopbackHost(u.hostname.replace(/^\[|\]$/g, ''))) {
+          ctx.addIssue({ code: 'custom', path: ['server'], message: `${url} is plaintext to a non-loopback host; use https with --server-ca, or --insecure` });
+        }
+      }
+      for (const addr of s.serverGrpc) {
+        const host = addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+        if (!isLoopbackHost(host)) {
+          ctx.addIssue({ code: 'custom', path: ['serverGrpc'], message: `${addr} is not loopback; plaintext gRPC needs --server-ca or --insecure` });
+        }
+      }
+    }
+    if (s.httpListen !== 'off' && !isLoopbackHost(s.httpListen.host)) {
+      ctx.addIssue({ code: 'custom', path: ['httpListen'], message: `must bind a loopback address (127.0.0.1); the data API is pod-local` });
+    }
+    for (const ref of s.prefetch) {
+      if (!s.prefix.some((p) => ref.namespace === p || ref.namespace.startsWith(`${p}/`))) {
+        ctx.addIssue({ code: 'custom', path: ['prefetch'], message: `${ref.namespace}/${ref.name} lies outside every --prefix` });
+      }
+    }
+  });
+
+export type AgentSettings = Readonly<z.infer<typeof agentSettingsSchema>>;
+export type AgentSettingsInput = z.input<typeof agentSettingsSchema>;
+
+/** Drops undefined values so absent flags do not override file values. */
+function defined(raw: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined && !(Array.isArray(v) && v.length === 0)));
+}
+
+/** Reads and parses the YAML config file; YAML is imported only when a file is given. */
+export async function readConfigFile(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new SettingError(AGENT_SETTING_LABELS.config ?? '--config', `cannot read "${path}" (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  const { parse } = await import('yaml');
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (err) {
+    throw new SettingError(AGENT_SETTING_LABELS.config ?? '--config', `"${path}" is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new SettingError(AGENT_SETTING_LABELS.config ?? '--config', `"${path}" must hold a mapping of settings`);
+  }
+  return doc as Record<string, unknown>;
+}
+
+/** Validates flag values merged over file values (flags win). */
+export function resolveAgentSettings(flags: Record<string, unknown>, file: Record<string, unknown> = {}): AgentSettings {
+  if ('config' in file) throw new SettingError('config (config file key)', 'a config file cannot name another config file');
+  return parseSettings(agentSettingsSchema, { ...defined(file), ...defined(flags) }, AGENT_SETTING_LABELS);
+}
+
+/** The whole pipeline: read `flags.config` if set, merge, validate, freeze. */
+export async function loadAgentSettings(flags: Record<string, unknown>): Promise<AgentSettings> {
+  const path = typeof flags.config === 'string' && flags.config !== '' ? flags.config : undefined;
+  const file = path ? await readConfigFile(path) : {};
+  return resolveAgentSettings(flags, file);
+}
+
+export type { Bytes, Milliseconds };

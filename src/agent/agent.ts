@@ -1,0 +1,483 @@
+/**
+ * The sidecar agent, assembled: upstream (undici) → DEK store and value cache
+ * → event applier fed by the Watch stream → applied-events hub → data API on
+ * the Unix socket and 127.0.0.1, admin listener with /healthz /readyz
+ * /metrics. `startAgent` resolves once every listener is bound; readiness
+ * follows when the prefetch set is loaded and the stream is up.
+ *
+ * Optional parts load only when configured (footprint is a product feature):
+ * tracing (OpenTelemetry SDK), the YAML parser (only with --config) and the
+ * file renderer with its chokidar watcher (only with `files:`).
+ */
+import { randomUUID } from 'node:crypto';
+import { unlink } from 'node:fs/promises';
+import type { Server, ServerResponse } from 'node:http';
+import { createAdminServer, listen, type Readiness } from '../shared/admin-server.ts';
+import { Backoff } from '../shared/backoff.ts';
+import { OffsetClock, systemClock, type Clock } from '../shared/clock.ts';
+import { generateTransportKeyPair, zeroize } from '../shared/crypto.ts';
+import { describeError, type AppError } from '../shared/errors.ts';
+import { createLogger, type Logger } from '../shared/logger.ts';
+import { namespaceMatchesAny, type ItemRef } from '../shared/paths.ts';
+import type { ListenAddress } from '../shared/settings.ts';
+import type { Milliseconds } from '../shared/units.ts';
+import { createAgentMetrics, type AgentMetrics } from './agent-metrics.ts';
+import { loadAgentSettings, type AgentSettings } from './agent-settings.ts';
+import { AppliedEventsHub } from './applied-events.ts';
+import { createDataServer, listenSocket, writePodToken } from './data-listeners.ts';
+import { DekStore } from './dek-store.ts';
+import { EventApplier } from './event-applier.ts';
+import type { HandlerDeps } from './request-handler.ts';
+import { serveSse } from './sse-stream.ts';
+import { createTestHookRoutes, HoldGate, testHooksEnabled } from './test-hooks.ts';
+import { createTokenSource } from './token-source.ts';
+import { createUpstream } from './upstream.ts';
+import { release, ValueCache, type Loader } from './value-cache.ts';
+import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
+import { startWatchClient, type WatchClient } from './watch-client.ts';
+
+/** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
+export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
+export const PREFETCH_RETRY_BASE_MS: Milliseconds = 250;
+export const PREFETCH_RETRY_CAP_MS: Milliseconds = 10_000;
+/** Open SSE streams per agent; more get 429. */
+export const MAX_SSE_CLIENTS = 256;
+/** In-flight requests get this long to finish on SIGTERM. */
+export const DRAIN_TIMEOUT_MS: Milliseconds = 5_000;
+
+export interface StartAgentOptions {
+  readonly logger?: Logger;
+  /** Injected clock; with test hooks the agent makes an OffsetClock itself. */
+  readonly clock?: Clock;
+  /** Raw flag values, kept so a config file reload merges flags over the new file. */
+  readonly flags?: Record<string, unknown>;
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+export type ConfigListener = (next: AgentSettings, previous: AgentSettings) => void | Promise<void>;
+
+export interface RunningAgent {
+  readonly id: string;
+  readonly socketPath: string;
+  readonly tokenPath: string;
+  /** undefined when --http-listen off. */
+  readonly httpAddress: ListenAddress | undefined;
+  readonly adminAddress: ListenAddress;
+  readonly settings: () => AgentSettings;
+  readonly events: AppliedEventsHub;
+  readonly values: ValueSource;
+  readonly metrics: AgentMetrics;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  appliedRevision(): number;
+  readiness(): Readiness;
+  /** Resolves when the agent first becomes ready. */
+  readonly ready: Promise<void>;
+  /** Applies new settings; hot-reloadable: prefetch, files, logLevel. Others are logged and need a restart. */
+  reloadConfig(next: AgentSettings): Promise<void>;
+  /** Re-reads `--config` (flags still win); an invalid file is logged and the running config kept. */
+  reloadConfigFile(): Promise<{ ok: true } | { ok: false; error: string }>;
+  /** Called after each applied reload; returns an unsubscribe function. */
+  onConfigChange(listener: ConfigListener): () => void;
+  /** Stop accepting, drain, close the stream, zero the cache. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** Settings whose change needs a restart (listeners, upstream, cache sizing). */
+const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'maxStale'] as const;
+
+function closeServer(server: Server | undefined): Promise<void> {
+  if (!server?.listening) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.closeAllConnections();
+    }, DRAIN_TIMEOUT_MS);
+    timer.unref();
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
+
+export async function startAgent(initial: AgentSettings, options: StartAgentOptions = {}): Promise<RunningAgent> {
+  let settings = initial;
+  const hooks = testHooksEnabled(options.env);
+  const logger = options.logger ?? createLogger({ component: 'agent', level: settings.logLevel });
+  const offsetClock = hooks ? new OffsetClock() : undefined;
+  const clock: Clock = options.clock ?? offsetClock ?? systemClock;
+  if (hooks) logger.warn({ env: 'CONFIG_SIDECAR_TEST_HOOKS' }, 'TEST HOOKS ENABLED: debug routes on the admin listener can move the clock and hold fetches; never use in production');
+  const id = randomUUID();
+  const keyPair = generateTransportKeyPair();
+  const token = createTokenSource(settings.tokenFile, clock, logger);
+  const prefixes = (): readonly string[] => settings.prefix;
+  // The gauges read the cache at scrape time, after it exists.
+  const metrics = createAgentMetrics({ entries: () => cache.size, bytes: () => cache.bytes });
+
+  const upstream = createUpstream({
+    servers: settings.server,
+    caFile: settings.serverCa,
+    token,
+    clock,
+    agentId: id,
+    observe: (route, outcome, ms) => metrics.upstreamLatency.observe({ route, outcome }, ms / 1000),
+  });
+  const deks = new DekStore(upstream, keyPair);
+  const gate = hooks ? new HoldGate() : undefined;
+  let loader: Loader = createEnvelopeLoader(upstream, deks, gate, {
+    decryptionFailed: (ref) => {
+      metrics.decryptionFailures.inc();
+      logger.error({ namespace: ref.namespace, name: ref.name }, 'envelope failed authentication; refused, not cached');
+    },
+  });
+  let tracingShutdown: (() => Promise<void>) | undefined;
+  if (settings.otlpEndpoint) {
+    const { startTracing } = await import('../shared/tracing.ts');
+    const tracing = await startTracing({ endpoint: settings.otlpEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-agent' });
+    tracingShutdown = tracing.shutdown;
+    const inner = loader;
+    loader = (ref, env, signal) =>
+      tracing.tracer.startActiveSpan('agent.cache-miss', { attributes: { 'config_sidecar.namespace': ref.namespace, 'config_sidecar.name': ref.name } }, (span) =>
+        inner(ref, env, signal).finally(() => span.end()),
+      );
+  }
+
+  let streamDownSince: Milliseconds | undefined = clock.now();
+  let everConnected = false;
+  const cache = new ValueCache({
+    loader,
+    clock,
+    ttl: settings.cacheTtl,
+    maxStale: settings.maxStale,
+    maxEntries: settings.cacheMaxEntries,
+    maxBytes: settings.cacheMaxBytes,
+    streamDownSince: () => streamDownSince,
+    observer: metrics.cacheObserver,
+    onBackgroundError: (ref, env, err: AppError) => logger.warn({ namespace: ref.namespace, name: ref.name, env, code: err.code }, 'background refresh failed'),
+  });
+  const hub = new AppliedEventsHub();
+  const applier = new EventApplier({
+    cache,
+    deks,
+    hub,
+    prefixes,
+    prefetch: () => settings.prefetch,
+    env: settings.env,
+    clock,
+    jitterMs: settings.refetchJitter,
+    metrics,
+    logger,
+  });
+  const allowed = (ref: ItemRef): boolean => namespaceMatchesAny(ref.namespace, prefixes());
+  const values = createValueSource(cache, settings.env, allowed);
+
+  let firstConnect: () => void = () => {};
+  const connectedOnce = new Promise<void>((resolve) => {
+    firstConnect = resolve;
+  });
+  const watch: WatchClient = startWatchClient({
+    addresses: settings.serverGrpc,
+    caFile: settings.serverCa,
+    prefixes: settings.prefix,
+    agentId: id,
+    token,
+    clock,
+    logger,
+    appliedRevision: () => applier.appliedRevision,
+    onEvent: (event) => applier.apply(event),
+    onState: (state) => {
+      metrics.streamConnected.set(state.connected ? 1 : 0);
+      if (state.connected) {
+        streamDownSince = undefined;
+        if (!everConnected) {
+          // Values fetched before the stream existed could have missed an event: revalidate them.
+          for (const ref of cache.itemsUnder('')) cache.refresh(ref, settings.env);
+        }
+        everConnected = true;
+        firstConnect();
+      } else {
+        streamDownSince = clock.now();
+        metrics.streamReconnects.inc();
+        logger.warn({ address: state.address, reason: state.reason }, 'watch stream lost; serving from cache (stale-marked) within max-stale');
+      }
+    },
+  });
+
+  // --- data API -------------------------------------------------------------
+  const socketPath = settings.socket;
+  let sseClients = 0;
+  let podToken: Buffer = Buffer.alloc(0);
+  const deps: HandlerDeps = {
+    prefixes,
+    get podToken() {
+      return podToken;
+    },
+    env: settings.env,
+    read: (ref, env) => cache.read(ref, env),
+    release: (result) => release(result.value),
+  };
+  const requestCounters = new Map<string, { inc(): void }>();
+  const sseHandler = (res: ServerResponse, result: { prefix: string; sinceRevision: number | undefined }): void => {
+    if (sseClients >= MAX_SSE_CLIENTS) {
+      res.writeHead(429, { 'content-type': 'application/json; charset=utf-8', 'retry-after': '5' });
+      res.end(JSON.stringify({ error: { code: 'rate_limited', message: `At most ${MAX_SSE_CLIENTS} watch streams per agent.` } }));
+      return;
+    }
+    void serveSse(res, {
+      hub,
+      prefix: result.prefix,
+      allowedPrefixes: prefixes,
+      sinceRevision: result.sinceRevision,
+      clock,
+      onOpen: () => metrics.sseClients.set(++sseClients),
+      onClose: () => metrics.sseClients.set(--sseClients),
+    }).catch((err: unknown) => logger.warn({ err: describeError(err) }, 'watch stream to a client failed'));
+  };
+  const dataHooks = {
+    deps,
+    serveSse: sseHandler,
+    onResponse: (listener: string, status: number) => {
+      const key = `${listener}:${status}`;
+      let child = requestCounters.get(key);
+      if (!child) {
+        child = metrics.requests.labels({ listener, status: String(status) });
+        requestCounters.set(key, child);
+      }
+      child.inc();
+    },
+  };
+  const socketServer = createDataServer('socket', dataHooks);
+  const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
+
+  // --- readiness and admin --------------------------------------------------
+  let prefetchDone = settings.prefetch.length === 0;
+  let prefetchFailures: string[] = [];
+  let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
+  const readiness = (): Readiness => {
+    const now = clock.now();
+    const down = streamDownSince;
+    // Within max-stale only counts once the stream has been up: before that there is nothing to be stale from.
+    const streamOk = down === undefined || (everConnected && now - down <= settings.maxStale);
+    const checks: Record<string, { ok: boolean; detail?: string }> = {
+      prefetch: prefetchDone ? { ok: true } : { ok: false, detail: `waiting for ${prefetchFailures.length || settings.prefetch.length} item(s)${prefetchFailures.length ? `: ${prefetchFailures.slice(0, 5).join(', ')}` : ''}` },
+      stream: down === undefined ? { ok: true } : { ok: streamOk, detail: `disconnected for ${Math.round((now - down) / 1000)}s (max-stale ${Math.round(settings.maxStale / 1000)}s)` },
+      token: token.healthy ? { ok: true } : { ok: true, detail: 'token file unreadable; using the last token read' },
+    };
+    let ready = prefetchDone && streamOk;
+    if (filesHealth) {
+      const files = filesHealth();
+      for (const [path, health] of Object.entries(files.files)) checks[`file:${path}`] = health;
+      ready = ready && files.ready;
+    }
+    return { ready, checks };
+  };
+  let readyResolve: () => void = () => {};
+  const ready = new Promise<void>((resolve) => {
+    readyResolve = resolve;
+  });
+
+  const appliedWaiters: Array<() => void> = [];
+  const adminServer = createAdminServer({
+    registry: metrics.registry,
+    readiness,
+    ...(hooks && offsetClock && gate
+      ? {
+          extraRoutes: createTestHookRoutes({
+            clock: offsetClock,
+            gate,
+            appliedRevision: () => applier.appliedRevision,
+            nextApplied: (ms) =>
+              new Promise<void>((resolve) => {
+                const timer = setTimeout(resolve, ms);
+                appliedWaiters.push(() => {
+                  clearTimeout(timer);
+                  resolve();
+                });
+              }),
+            state: () => ({
+              appliedRevision: applier.appliedRevision,
+              serverRevision: applier.serverRevision,
+              connected: watch.connected,
+              reconnects: watch.reconnects,
+              cacheEntries: cache.size,
+              now: clock.now(),
+            }),
+          }),
+        }
+      : {}),
+  });
+  if (hooks) {
+    const sub = hub.subscribe({});
+    void (async () => {
+      for await (const _event of sub) for (const wake of appliedWaiters.splice(0)) wake();
+    })();
+    // Heartbeats move the applied revision on a fresh start without an event.
+    const poke = setInterval(() => {
+      if (appliedWaiters.length) for (const wake of appliedWaiters.splice(0)) wake();
+    }, 50);
+    poke.unref();
+  }
+
+  // --- bind -----------------------------------------------------------------
+  let httpAddress: ListenAddress | undefined;
+  let adminAddress: ListenAddress;
+  let tokenPath: string;
+  try {
+    await listenSocket(socketServer, socketPath);
+    const written = await writePodToken(socketPath);
+    podToken = written.token;
+    tokenPath = written.path;
+    if (tcpServer && settings.httpListen !== 'off') httpAddress = await listen(tcpServer, settings.httpListen);
+    adminAddress = await listen(adminServer, settings.adminListen);
+  } catch (err) {
+    watch.close();
+    await Promise.all([closeServer(socketServer), closeServer(tcpServer), closeServer(adminServer)]);
+    await upstream.close();
+    throw err;
+  }
+  logger.info(
+    { socket: socketPath, http: httpAddress ? `http://${httpAddress.host}:${httpAddress.port}` : 'off', admin: `http://${adminAddress.host}:${adminAddress.port}`, tokenFile: tokenPath, prefixes: settings.prefix, env: settings.env, agentId: id },
+    'agent listening',
+  );
+
+  // --- prefetch -------------------------------------------------------------
+  let closed = false;
+  const checkReady = (): void => {
+    if (readiness().ready) readyResolve();
+  };
+  const prefetch = async (refs: readonly ItemRef[]): Promise<void> => {
+    const backoff = new Backoff({ baseMs: PREFETCH_RETRY_BASE_MS, capMs: PREFETCH_RETRY_CAP_MS });
+    let pending = [...refs];
+    while (pending.length > 0 && !closed) {
+      const results = await Promise.allSettled(pending.map((ref) => cache.prefetch(ref, settings.env)));
+      const failed: ItemRef[] = [];
+      results.forEach((r, i) => {
+        if (r.status === 'rejected') {
+          const ref = pending[i] as ItemRef;
+          failed.push(ref);
+          logger.warn({ namespace: ref.namespace, name: ref.name, code: (r.reason as AppError).code }, 'prefetch failed; retrying');
+        }
+      });
+      pending = failed;
+      prefetchFailures = failed.map((r) => `${r.namespace}/${r.name}`);
+      if (pending.length > 0) await new Promise<void>((resolve) => clock.setTimeout(resolve, backoff.next()));
+    }
+  };
+  const stopWaiting = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, PREFETCH_STREAM_WAIT_MS);
+    timer.unref();
+  });
+  void Promise.race([connectedOnce, stopWaiting])
+    .then(() => prefetch(settings.prefetch))
+    .then(() => {
+      prefetchDone = true;
+      if (!closed) logger.info({ items: settings.prefetch.length, appliedRevision: applier.appliedRevision }, 'prefetch complete');
+      checkReady();
+    });
+  // Readiness also flips when the stream connects after prefetch.
+  void connectedOnce.then(checkReady);
+  const readyPoll = setInterval(() => {
+    if (readiness().ready) {
+      readyResolve();
+      clearInterval(readyPoll);
+    }
+  }, 100);
+  readyPoll.unref();
+
+  // --- config reload ----------------------------------------------------------
+  const configListeners = new Set<ConfigListener>();
+  const reloadConfig = async (next: AgentSettings): Promise<void> => {
+    const previous = settings;
+    const needRestart = RESTART_KEYS.filter((key) => JSON.stringify(previous[key]) !== JSON.stringify(next[key]));
+    if (needRestart.length > 0) logger.warn({ settings: needRestart }, 'config change needs a restart to take effect; keeping the running values');
+    const kept = Object.fromEntries(RESTART_KEYS.map((key) => [key, previous[key]]));
+    settings = Object.freeze({ ...next, ...kept }) as AgentSettings;
+    logger.level = settings.logLevel;
+    const added = settings.prefetch.filter((ref) => !previous.prefetch.some((p) => p.namespace === ref.namespace && p.name === ref.name));
+    if (added.length) void prefetch(added);
+    for (const listener of configListeners) await listener(settings, previous);
+    logger.info({ prefetch: settings.prefetch.length, files: settings.files?.length ?? 0 }, 'config reloaded');
+  };
+
+  // --- files (optional) -------------------------------------------------------
+  let stopFiles: (() => Promise<void>) | undefined;
+  const startFiles = async (): Promise<void> => {
+    if (!settings.files?.length || stopFiles) return;
+    const [{ FileRenderer }, { parseFileSpecs, DEFAULT_FILES_DIR }] = await Promise.all([import('./files/render-files.ts'), import('./files/file-spec.ts')]);
+    const renderer = new FileRenderer({
+      filesDir: settings.filesDir ?? DEFAULT_FILES_DIR,
+      specs: parseFileSpecs(settings.files),
+      values,
+      events: hub,
+      registry: metrics.registry,
+      logger,
+      clock,
+    });
+    await renderer.start();
+    filesHealth = () => renderer.health();
+    stopFiles = () => renderer.stop();
+    configListeners.add(async (next) => {
+      await renderer.reconfigure(parseFileSpecs(next.files ?? []));
+    });
+  };
+  await startFiles().catch((err: unknown) => {
+    logger.error({ err: describeError(err) }, 'file renderer failed to start');
+    throw err;
+  });
+
+  const agent: RunningAgent = {
+    id,
+    socketPath,
+    tokenPath,
+    httpAddress,
+    adminAddress,
+    settings: () => settings,
+    events: hub,
+    values,
+    metrics,
+    logger,
+    clock,
+    appliedRevision: () => applier.appliedRevision,
+    readiness,
+    ready,
+    reloadConfig,
+    async reloadConfigFile() {
+      try {
+        const next = await loadAgentSettings({ ...(options.flags ?? {}), config: settings.config });
+        await reloadConfig(next);
+        if (next.files?.length && !stopFiles) await startFiles();
+        return { ok: true };
+      } catch (err) {
+        const error = describeError(err);
+        logger.error({ err: error }, 'config reload refused; keeping the running config');
+        return { ok: false, error };
+      }
+    },
+    onConfigChange(listener) {
+      configListeners.add(listener);
+      return () => configListeners.delete(listener);
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(readyPoll);
+      logger.info('agent stopping: draining requests');
+      const draining = Promise.all([closeServer(socketServer), closeServer(tcpServer)]);
+      hub.closeAll(); // ends SSE streams so the drain can finish
+      await draining;
+      watch.close();
+      applier.close();
+      await stopFiles?.();
+      cache.close();
+      deks.clear();
+      zeroize(podToken);
+      await upstream.close();
+      await closeServer(adminServer);
+      await Promise.all([unlink(socketPath).catch(() => {}), unlink(tokenPath).catch(() => {})]);
+      await tracingShutdown?.();
+      logger.info('agent stopped');
+    },
+  };
+  return agent;
+}

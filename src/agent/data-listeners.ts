@@ -1,0 +1,155 @@
+/**
+ * The thin listeners in front of `handleDataRequest`: the Unix socket (mode
+ * 0660 in its own directory, a stale socket removed only when nobody answers
+ * on it) and the 127.0.0.1 TCP listener (pod token required). Both carry the
+ * same limits against slow or oversized requests.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, lstat, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { SettingError } from '../shared/settings.ts';
+import type { Bytes, Milliseconds } from '../shared/units.ts';
+import { errorResult, handleDataRequest, type BodyResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
+
+export const SOCKET_MODE = 0o660;
+export const SOCKET_DIR_MODE = 0o750;
+export const TOKEN_FILE_NAME = 'token';
+export const TOKEN_FILE_MODE = 0o440;
+export const TOKEN_BYTES = 32;
+export const MAX_HEADER_BYTES: Bytes = 16 * 1024;
+/** A client must send its whole request head within this time (slowloris). */
+export const HEADERS_TIMEOUT_MS: Milliseconds = 10_000;
+export const REQUEST_TIMEOUT_MS: Milliseconds = 15_000;
+export const KEEPALIVE_TIMEOUT_MS: Milliseconds = 30_000;
+export const MAX_CONNECTIONS = 1024;
+/** Probing an existing socket file: how long to wait for a live agent to accept. */
+const PROBE_TIMEOUT_MS: Milliseconds = 500;
+
+export interface DataServerHooks {
+  readonly deps: HandlerDeps;
+  readonly serveSse: (res: ServerResponse, result: SseResult) => void;
+  readonly onResponse?: (listener: ListenerKind, status: number) => void;
+}
+
+function send(res: ServerResponse, result: BodyResult): void {
+  if (result.release) res.once('close', result.release);
+  res.writeHead(result.status, result.headers);
+  res.end(result.body);
+}
+
+export function createDataServer(listener: ListenerKind, hooks: DataServerHooks): Server {
+  const server = createServer(
+    {
+      maxHeaderSize: MAX_HEADER_BYTES,
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      keepAliveTimeout: KEEPALIVE_TIMEOUT_MS,
+      // Small responses go out at once.
+      noDelay: true,
+    },
+    (req: IncomingMessage, res: ServerResponse) => {
+      void handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener }, hooks.deps).then(
+        (result) => {
+          if (result.kind === 'sse') {
+            hooks.serveSse(res, result);
+            hooks.onResponse?.(listener, 200);
+            return;
+          }
+          if (result.status === 413) res.shouldKeepAlive = false; // do not read the unwanted body
+          send(res, result);
+          hooks.onResponse?.(listener, result.status);
+        },
+        (err: unknown) => {
+          send(res, errorResult(err));
+        },
+      );
+    },
+  );
+  server.maxConnections = MAX_CONNECTIONS;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'bad_request' : 'bad_request';
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const body = JSON.stringify({ error: { code, message: status === 408 ? 'The request took too long to arrive.' : status === 431 ? 'Request headers are too large.' : 'Malformed request.' } });
+    socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  });
+  return server;
+}
+
+/** True when something accepts connections on the socket path. */
+function socketIsLive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect(path);
+    const timer = setTimeout(() => {
+      probe.destroy();
+      resolve(true); // accepted nothing but did not refuse either: assume live, refuse to steal it
+    }, PROBE_TIMEOUT_MS);
+    probe.once('connect', () => {
+      clearTimeout(timer);
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+}
+
+/**
+ * Prepares the socket path: creates its directory, and removes a stale socket
+ * left by a crashed agent, but refuses when a live agent answers on it or the
+ * path is not a socket (never deletes someone else's file).
+ */
+export async function prepareSocketPath(path: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: SOCKET_DIR_MODE });
+  let st;
+  try {
+    st = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new SettingError('--socket (CONFIG_SIDECAR_SOCKET)', `${path} exists and is not a socket; refusing to replace it`);
+  if (await socketIsLive(path)) {
+    throw new SettingError('--socket (CONFIG_SIDECAR_SOCKET)', `another agent is serving on ${path}; stop it or choose another path`);
+  }
+  await unlink(path);
+}
+
+/** Listens on the Unix socket with mode 0660 (the umask is narrowed while binding, so there is no wider window). */
+export async function listenSocket(server: Server, path: string): Promise<void> {
+  await prepareSocketPath(path);
+  const previous = process.umask(0o117);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(previous);
+  }
+  await chmod(path, SOCKET_MODE);
+}
+
+/** Writes a fresh random pod token next to the socket (mode 0440) and returns it. */
+export async function writePodToken(socketPath: string): Promise<{ path: string; token: Buffer }> {
+  const path = join(dirname(socketPath), TOKEN_FILE_NAME);
+  const token = Buffer.from(randomBytes(TOKEN_BYTES).toString('base64url'));
+  const tmp = `${path}.${process.pid}.tmp`;
+  await unlink(tmp).catch(() => {});
+  await writeFile(tmp, token, { mode: TOKEN_FILE_MODE, flag: 'wx' });
+  await chmod(tmp, TOKEN_FILE_MODE);
+  await rename(tmp, path);
+  return { path, token };
+}
+

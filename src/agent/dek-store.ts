@@ -1,0 +1,99 @@
+/**
+ * Namespace data keys, fetched wrapped for this agent's X25519 key and kept
+ * unwrapped in memory (key material in the cache, zero-filled when dropped).
+ * Concurrent misses for one namespace share one upstream call; a rotation
+ * event drops the namespace's keys and supersedes a fetch in flight, exactly
+ * as the value cache does.
+ */
+import { LRUCache } from 'lru-cache';
+import { unwrapDek, zeroize, type TransportKeyPair } from '../shared/crypto.ts';
+import { AppError } from '../shared/errors.ts';
+import type { Upstream } from './upstream.ts';
+
+/** Namespaces whose keys are held at most (each a handful of 32-byte keys). */
+export const MAX_DEK_NAMESPACES = 10_000;
+
+interface DekSet {
+  readonly keyId: string;
+  readonly currentVersion: number;
+  readonly keys: Map<number, Buffer>;
+}
+
+interface Flight {
+  readonly promise: Promise<DekSet>;
+  superseded: boolean;
+}
+
+export class DekStore {
+  readonly #upstream: Upstream;
+  readonly #keyPair: TransportKeyPair;
+  readonly #sets = new LRUCache<string, DekSet>({
+    max: MAX_DEK_NAMESPACES,
+    dispose: (set) => {
+      for (const key of set.keys.values()) zeroize(key);
+    },
+  });
+  readonly #flights = new Map<string, Flight>();
+
+  constructor(upstream: Upstream, keyPair: TransportKeyPair) {
+    this.#upstream = upstream;
+    this.#keyPair = keyPair;
+  }
+
+  /** The DEK `version` of `namespace`, fetching the namespace's keys if it is not held. */
+  async key(namespace: string, keyId: string, version: number, signal?: AbortSignal): Promise<Buffer> {
+    const held = this.#sets.get(namespace)?.keys.get(version);
+    if (held) return held;
+    // Unknown version (a rotation we have not seen yet): fetch once more.
+    const set = await this.#fetch(namespace, signal);
+    if (set.keyId !== keyId) throw new AppError('decryption_failed', `The envelope names key ${keyId}, the server sent ${set.keyId}.`);
+    const key = set.keys.get(version);
+    if (!key) throw new AppError('decryption_failed', `The server sent no data key version ${version} for ${namespace}.`);
+    return key;
+  }
+
+  #fetch(namespace: string, signal?: AbortSignal): Promise<DekSet> {
+    const existing = this.#flights.get(namespace);
+    if (existing) return existing.promise;
+    const flight: Flight = { superseded: false, promise: undefined as unknown as Promise<DekSet> };
+    (flight as { promise: Promise<DekSet> }).promise = (async () => {
+      try {
+        const response = await this.#upstream.fetchDeks(namespace, this.#keyPair.publicKeyBase64, signal);
+        const keys = new Map<number, Buffer>();
+        for (const wrapped of response.keys) {
+          keys.set(
+            wrapped.version,
+            unwrapDek(wrapped, this.#keyPair, { namespace, keyVersion: wrapped.version, senderPublicKey: response.serverPublicKey }),
+          );
+        }
+        const set: DekSet = { keyId: response.keyId, currentVersion: response.currentVersion, keys };
+        if (!flight.superseded) this.#sets.set(namespace, set);
+        return set;
+      } finally {
+        if (this.#flights.get(namespace) === flight) this.#flights.delete(namespace);
+      }
+    })();
+    this.#flights.set(namespace, flight);
+    return flight.promise;
+  }
+
+  /** Drops a namespace's keys (KeyRotated, resync). */
+  invalidate(namespace: string): void {
+    const flight = this.#flights.get(namespace);
+    if (flight) {
+      flight.superseded = true;
+      this.#flights.delete(namespace);
+    }
+    this.#sets.delete(namespace);
+  }
+
+  clear(): void {
+    for (const flight of this.#flights.values()) flight.superseded = true;
+    this.#flights.clear();
+    this.#sets.clear();
+  }
+
+  get size(): number {
+    return this.#sets.size;
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * The data API as one pure decision (STYLE.md §2): (request, dependencies) →
+ * result, the same for the socket and the TCP listener, tested without
+ * sockets. Checks run in a fixed chain, like the AWS Secrets Manager Agent's:
+ * forwarded header → pod token (TCP) → method → body → route → prefix →
+ * read. Errors become a response in exactly one place (`errorResult`).
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import { AppError, errorBody, toAppError } from '../shared/errors.ts';
+import { decodePathRemainder, namespaceMatchesAny, parseItemPath, validatePrefix, type ItemRef } from '../shared/paths.ts';
+import { HEADERS } from '../shared/protocol.ts';
+import type { Bytes } from '../shared/units.ts';
+import type { ReadResult } from './value-cache.ts';
+
+/** The data API takes no request body; anything larger is refused without reading it. */
+export const MAX_REQUEST_BODY_BYTES: Bytes = 1024;
+export const MAX_URL_LENGTH = 2048;
+const FORWARDED_HEADERS = ['x-forwarded-for', 'forwarded', 'via'] as const;
+const STALE_WARNING = '110 - "Response is Stale"';
+const ITEMS_ROUTE = '/v1/items/';
+const WATCH_ROUTE = '/v1/watch';
+
+export type ListenerKind = 'socket' | 'tcp';
+
+export interface DataRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly listener: ListenerKind;
+}
+
+/** A complete response; `release` ends the value lease once the body is written. */
+export interface BodyResult {
+  readonly kind: 'body';
+  readonly status: number;
+  readonly headers: Record<string, string | number>;
+  readonly body: Buffer | undefined;
+  readonly release?: (() => void) | undefined;
+}
+
+/** Hand the connection to the SSE stream. */
+export interface SseResult {
+  readonly kind: 'sse';
+  /** '' = every prefix this agent serves. */
+  readonly prefix: string;
+  readonly sinceRevision: number | undefined;
+}
+
+export type DataResult = BodyResult | SseResult;
+
+export interface HandlerDeps {
+  readonly prefixes: () => readonly string[];
+  /** The pod token TCP callers must present. */
+  readonly podToken: Buffer;
+  readonly env: string;
+  read(ref: ItemRef, env: string): Promise<ReadResult>;
+  release(result: ReadResult): void;
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+export function errorResult(err: unknown): BodyResult {
+  const appError = toAppError(err);
+  const body = Buffer.from(JSON.stringify(errorBody(appError)));
+  return {
+    kind: 'body',
+    status: appError.httpStatus,
+    headers: { 'content-type': JSON_TYPE, 'content-length': body.length, 'cache-control': 'no-store', ...appError.headers },
+    body,
+  };
+}
+
+function tokenMatches(presented: string | string[] | undefined, expected: Buffer): boolean {
+  if (typeof presented !== 'string') return false;
+  const given = Buffer.from(presented);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
+  if (!ifNoneMatch) return false;
+  if (ifNoneMatch.trim() === '*') return true;
+  return ifNoneMatch.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag);
+}
+
+/** Checks that run before routing; throws the refusal. */
+export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'>): void {
+  for (const header of FORWARDED_HEADERS) {
+    if (req.headers[header] !== undefined) {
+      throw new AppError('forwarded_request', `Requests carrying ${header} are refused: the agent serves its own pod only.`);
+    }
+  }
+  if (req.listener === 'tcp' && !tokenMatches(req.headers[HEADERS.podToken], deps.podToken)) {
+    throw new AppError('unauthenticated', `Send the pod token (the file "token" next to the agent socket) in ${HEADERS.podToken}.`);
+  }
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    throw new AppError('method_not_allowed', 'The data API is read-only: use GET.', { headers: { allow: 'GET, HEAD' } });
+  }
+  const length = Number(req.headers['content-length'] ?? 0);
+  if (req.headers['transfer-encoding'] !== undefined || !(length <= MAX_REQUEST_BODY_BYTES)) {
+    throw new AppError('payload_too_large', 'The data API takes no request body.');
+  }
+  if (req.url.length > MAX_URL_LENGTH) throw new AppError('invalid_path', `The URL is longer than ${MAX_URL_LENGTH} characters.`);
+}
+
+/** Decides the response for one request. Never throws: every failure is a result. */
+export async function handleDataRequest(req: DataRequest, deps: HandlerDeps): Promise<DataResult> {
+  try {
+    checkCaller(req, deps);
+    const q = req.url.indexOf('?');
+    const path = q === -1 ? req.url : req.url.slice(0, q);
+    const query = new URLSearchParams(q === -1 ? '' : req.url.slice(q + 1));
+    if (path.startsWith(ITEMS_ROUTE)) return await readItem(req, deps, path.slice(ITEMS_ROUTE.length), query);
+    if (path === WATCH_ROUTE) return watchStream(req, deps, query);
+    throw new AppError('not_found', `No route ${path.slice(0, 100)}; use /v1/items/<namespace>/<name> or /v1/watch?prefix=<namespace>.`);
+  } catch (err) {
+    return errorResult(err);
+  }
+}
+
+async function readItem(req: DataRequest, deps: HandlerDeps, remainder: string, query: URLSearchParams): Promise<BodyResult> {
+  const ref = parseItemPath(decodePathRemainder(remainder));
+  if (!namespaceMatchesAny(ref.namespace, deps.prefixes())) {
+    throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${deps.prefixes().join(', ')}).`);
+  }
+  const format = query.get('format') ?? 'json';
+  if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');
+  const result = await deps.read(ref, deps.env);
+  const value = result.value;
+  const raw = format === 'raw';
+  const etag = raw ? `${value.etag.slice(0, -1)}-raw"` : value.etag;
+  const headers: Record<string, string | number> = {
+    etag,
+    age: result.ageSeconds,
+    [HEADERS.revision]: value.revision,
+    'cache-control': 'no-store',
+  };
+  if (result.source === 'stale') {
+    headers.warning = STALE_WARNING;
+    headers[HEADERS.stale] = result.staleSeconds;
+  }
+  if (etagMatches(req.headers['if-none-match'], etag)) {
+    deps.release(result);
+    return { kind: 'body', status: 304, headers, body: undefined };
+  }
+  const body = raw ? value.plaintext : value.json;
+  headers['content-type'] = raw ? (value.kind === 'config' ? JSON_TYPE : 'application/octet-stream') : JSON_TYPE;
+  headers['content-length'] = body.length;
+  if (req.method === 'HEAD') {
+    deps.release(result);
+    return { kind: 'body', status: 200, headers, body: undefined };
+  }
+  return { kind: 'body', status: 200, headers, body, release: () => deps.release(result) };
+}
+
+function watchStream(req: DataRequest, deps: HandlerDeps, query: URLSearchParams): SseResult {
+  const requested = query.get('prefix') ?? '';
+  const prefix = requested === '' ? '' : validatePrefix(requested);
+  if (prefix !== '' && !namespaceMatchesAny(prefix, deps.prefixes())) {
+    throw new AppError('permission_denied', `${prefix} is outside this pod's prefixes (${deps.prefixes().join(', ')}).`);
+  }
+  const lastEventId = req.headers['last-event-id'] ?? query.get('lastEventId') ?? undefined;
+  let sinceRevision: number | undefined;
+  if (typeof lastEventId === 'string' && lastEventId !== '') {
+    if (!/^\d{1,15}$/.test(lastEventId)) throw new AppError('bad_request', 'Last-Event-ID must be a revision number.');
+    sinceRevision = Number(lastEventId);
+  }
+  return { kind: 'sse', prefix: prefix.replace(/\/+$/, ''), sinceRevision };
+}

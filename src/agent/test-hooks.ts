@@ -1,0 +1,143 @@
+/**
+ * Opt-in debug routes for tests that drive a REAL agent process
+ * (`CONFIG_SIDECAR_TEST_HOOKS=1`, refused with `NODE_ENV=production`, logged
+ * as a warning). They live on the admin listener and let a test move the
+ * agent's clock and hold an upstream fetch for one key, so the fill /
+ * invalidate race and max-stale are reproduced without sleeping.
+ *
+ *   POST /debug/clock/advance?ms=N        move the agent's OffsetClock forward
+ *   POST /debug/hold?key=ns/name          hold the next fetches of the key after the server answered
+ *   GET  /debug/held?key=ns/name          long-poll: resolves once a fetch of the key is being held
+ *   POST /debug/release?key=ns/name       let held fetches continue
+ *   GET  /debug/state                     applied revision, stream state, cache size
+ *   GET  /debug/wait-revision?atLeast=N   long-poll until the agent applied revision N
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { OffsetClock } from '../shared/clock.ts';
+import { AppError } from '../shared/errors.ts';
+import { sendJson } from '../shared/http-io.ts';
+import { SettingError } from '../shared/settings.ts';
+import type { Milliseconds } from '../shared/units.ts';
+import type { FetchGate } from './value-source.ts';
+
+export const TEST_HOOKS_ENV = 'CONFIG_SIDECAR_TEST_HOOKS';
+/** Longest a long-poll debug route waits. */
+const LONG_POLL_MS: Milliseconds = 30_000;
+
+/** Whether test hooks are on; refuses the combination with a production NODE_ENV. */
+export function testHooksEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env[TEST_HOOKS_ENV] !== '1') return false;
+  if (env.NODE_ENV === 'production') {
+    throw new SettingError(TEST_HOOKS_ENV, 'test hooks cannot be enabled with NODE_ENV=production');
+  }
+  return true;
+}
+
+interface Hold {
+  held: boolean;
+  waiting: Array<() => void>;
+  onHeld: Array<() => void>;
+}
+
+/** Holds fetched envelopes for chosen keys until released. */
+export class HoldGate implements FetchGate {
+  readonly #holds = new Map<string, Hold>();
+
+  #get(key: string): Hold {
+    let hold = this.#holds.get(key);
+    if (!hold) {
+      hold = { held: false, waiting: [], onHeld: [] };
+      this.#holds.set(key, hold);
+    }
+    return hold;
+  }
+
+  afterFetch(key: string): Promise<void> {
+    const hold = this.#holds.get(key);
+    if (!hold?.held) return Promise.resolve();
+    return new Promise((resolve) => {
+      hold.waiting.push(resolve);
+      for (const notify of hold.onHeld.splice(0)) notify();
+    });
+  }
+
+  hold(key: string): void {
+    this.#get(key).held = true;
+  }
+
+  release(key: string): number {
+    const hold = this.#get(key);
+    hold.held = false;
+    const waiting = hold.waiting.splice(0);
+    for (const resume of waiting) resume();
+    return waiting.length;
+  }
+
+  /** Resolves once at least one fetch of the key is being held. */
+  whenHeld(key: string): Promise<void> {
+    const hold = this.#get(key);
+    if (hold.waiting.length > 0) return Promise.resolve();
+    return new Promise((resolve) => hold.onHeld.push(resolve));
+  }
+}
+
+export interface TestHookDeps {
+  readonly clock: OffsetClock;
+  readonly gate: HoldGate;
+  readonly state: () => Record<string, unknown>;
+  readonly appliedRevision: () => number;
+  /** Resolves on the next applied event (or after `ms`). */
+  readonly nextApplied: (ms: Milliseconds) => Promise<void>;
+}
+
+function withTimeout(promise: Promise<void>, ms: Milliseconds): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    void promise.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+export function createTestHookRoutes(deps: TestHookDeps): (req: IncomingMessage, res: ServerResponse) => Promise<boolean> {
+  return async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://agent');
+    if (!url.pathname.startsWith('/debug/')) return false;
+    const key = url.searchParams.get('key') ?? '';
+    switch (`${req.method} ${url.pathname}`) {
+      case 'POST /debug/clock/advance': {
+        const ms = Number(url.searchParams.get('ms'));
+        if (!Number.isFinite(ms) || ms < 0) throw new AppError('bad_request', 'ms must be a non-negative number');
+        deps.clock.advance(ms);
+        sendJson(res, 200, { now: deps.clock.now() });
+        return true;
+      }
+      case 'POST /debug/hold':
+        deps.gate.hold(key);
+        sendJson(res, 200, { held: key });
+        return true;
+      case 'GET /debug/held': {
+        const ok = await withTimeout(deps.gate.whenHeld(key), LONG_POLL_MS);
+        sendJson(res, ok ? 200 : 408, { held: ok });
+        return true;
+      }
+      case 'POST /debug/release':
+        sendJson(res, 200, { released: deps.gate.release(key) });
+        return true;
+      case 'GET /debug/state':
+        sendJson(res, 200, deps.state());
+        return true;
+      case 'GET /debug/wait-revision': {
+        const target = Number(url.searchParams.get('atLeast'));
+        const deadline = Date.now() + LONG_POLL_MS;
+        while (deps.appliedRevision() < target && Date.now() < deadline) await deps.nextApplied(deadline - Date.now());
+        const ok = deps.appliedRevision() >= target;
+        sendJson(res, ok ? 200 : 408, { appliedRevision: deps.appliedRevision() });
+        return true;
+      }
+      default:
+        throw new AppError('not_found', `No debug route ${req.method} ${url.pathname}.`);
+    }
+  };
+}

@@ -1,0 +1,182 @@
+/**
+ * REST calls from the agent to the control plane, on undici pools (keep-alive,
+ * bounded timeouts). Servers are tried in the order given: a connection
+ * failure moves to the next one and the last one that answered is tried first
+ * next time. Only idempotent reads are retried, with capped backoff and full
+ * jitter. Every failure becomes an `AppError` the cache can classify:
+ * `unavailable` / `upstream_timeout` / `upstream_error` (transient: stale-if-
+ * error applies) or `not_found` / `permission_denied` (the entry is dropped).
+ */
+import { readFileSync } from 'node:fs';
+import { Pool } from 'undici';
+import type { z } from 'zod';
+import { Backoff } from '../shared/backoff.ts';
+import type { Clock } from '../shared/clock.ts';
+import { AppError } from '../shared/errors.ts';
+import type { ItemRef } from '../shared/paths.ts';
+import { deksResponse, envelopeResponse, errorResponse, type DeksResponse, type EnvelopeResponse } from '../shared/protocol.ts';
+import type { Bytes, Milliseconds } from '../shared/units.ts';
+import type { TokenSource } from './token-source.ts';
+
+export const UPSTREAM_CONNECTIONS = 8;
+export const UPSTREAM_CONNECT_TIMEOUT_MS: Milliseconds = 2_000;
+export const UPSTREAM_HEADERS_TIMEOUT_MS: Milliseconds = 5_000;
+export const UPSTREAM_BODY_TIMEOUT_MS: Milliseconds = 5_000;
+export const UPSTREAM_KEEPALIVE_MS: Milliseconds = 30_000;
+export const UPSTREAM_MAX_ATTEMPTS = 3;
+export const UPSTREAM_RETRY_BASE_MS: Milliseconds = 50;
+export const UPSTREAM_RETRY_CAP_MS: Milliseconds = 1_000;
+/** Largest upstream body accepted (an envelope with every layer). */
+export const UPSTREAM_MAX_BODY_BYTES: Bytes = 16 * 1024 * 1024;
+
+export interface Upstream {
+  fetchEnvelope(ref: ItemRef, env: string, signal?: AbortSignal): Promise<EnvelopeResponse>;
+  fetchDeks(namespace: string, publicKey: string, signal?: AbortSignal): Promise<DeksResponse>;
+  close(): Promise<void>;
+}
+
+export interface UpstreamOptions {
+  readonly servers: readonly string[];
+  readonly caFile?: string | undefined;
+  readonly token: TokenSource;
+  readonly clock: Clock;
+  readonly agentId: string;
+  /** Observes each call (latency metric). */
+  readonly observe?: (route: string, outcome: string, ms: Milliseconds) => void;
+}
+
+const encodePath = (path: string): string => path.split('/').map(encodeURIComponent).join('/');
+
+/** Network-level failure: try the next server. */
+class ConnectionFailure extends Error {}
+
+export function createUpstream(options: UpstreamOptions): Upstream {
+  const ca = options.caFile ? readFileSync(options.caFile) : undefined;
+  const pools = options.servers.map(
+    (url) =>
+      new Pool(url, {
+        connections: UPSTREAM_CONNECTIONS,
+        keepAliveTimeout: UPSTREAM_KEEPALIVE_MS,
+        headersTimeout: UPSTREAM_HEADERS_TIMEOUT_MS,
+        bodyTimeout: UPSTREAM_BODY_TIMEOUT_MS,
+        connect: { timeout: UPSTREAM_CONNECT_TIMEOUT_MS, ...(ca ? { ca } : {}) },
+      }),
+  );
+  let preferred = 0;
+
+  const sleep = (ms: Milliseconds, signal?: AbortSignal): Promise<void> =>
+    new Promise((resolve) => {
+      const handle = options.clock.setTimeout(resolve, ms);
+      signal?.addEventListener('abort', () => {
+        handle.cancel();
+        resolve();
+      }, { once: true });
+    });
+
+  async function once<S extends z.ZodType>(
+    pool: Pool,
+    method: 'GET' | 'POST',
+    path: string,
+    body: string | undefined,
+    schema: S,
+    signal: AbortSignal | undefined,
+  ): Promise<z.infer<S>> {
+    const token = options.token.current();
+    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': `config-sidecar-agent/${options.agentId}` };
+    if (token) headers.authorization = `Bearer ${token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let response: Awaited<ReturnType<Pool['request']>>;
+    try {
+      response = await pool.request({ method, path, headers, body, signal: signal ?? null });
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+        throw new AppError('upstream_timeout', 'The server did not answer in time.', { cause: err });
+      }
+      if (code === 'UND_ERR_ABORTED' || signal?.aborted) throw new AppError('unavailable', 'The upstream call was cancelled.', { cause: err });
+      throw new ConnectionFailure(code || (err as Error).message);
+    }
+    const declared = Number(response.headers['content-length'] ?? NaN);
+    if (Number.isFinite(declared) && declared > UPSTREAM_MAX_BODY_BYTES) {
+      response.body.destroy();
+      throw new AppError('upstream_error', `The server's response is ${declared} bytes; the limit is ${UPSTREAM_MAX_BODY_BYTES}.`);
+    }
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (err) {
+      throw new AppError('upstream_error', 'The server closed the response early.', { cause: err });
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text) as unknown;
+    } catch {
+      throw new AppError('upstream_error', `The server answered ${response.statusCode} with a body that is not JSON.`);
+    }
+    const status = response.statusCode;
+    if (status >= 200 && status < 300) {
+      const parsed = schema.safeParse(json);
+      if (!parsed.success) throw new AppError('upstream_error', `The server's ${path.split('/')[2] ?? ''} response does not match the protocol.`);
+      return parsed.data;
+    }
+    const detail = errorResponse.safeParse(json);
+    const message = detail.success ? detail.data.error.message : `HTTP ${status}`;
+    if (status === 404) throw new AppError('not_found', message);
+    if (status === 403) throw new AppError('permission_denied', `The server refused this agent: ${message}`);
+    if (status === 401) throw new AppError('unauthenticated', `The server refused the agent's credential: ${message}`);
+    if (status === 400) throw new AppError('invalid_path', message);
+    if (status === 429 || status >= 500) throw new AppError('upstream_error', `The server answered ${status}: ${message}`);
+    throw new AppError('upstream_error', `The server answered ${status}.`);
+  }
+
+  /** One idempotent read with failover across servers and retries with backoff. */
+  async function read<S extends z.ZodType>(
+    route: string,
+    method: 'GET' | 'POST',
+    path: string,
+    body: string | undefined,
+    schema: S,
+    signal?: AbortSignal,
+  ): Promise<z.infer<S>> {
+    const backoff = new Backoff({ baseMs: UPSTREAM_RETRY_BASE_MS, capMs: UPSTREAM_RETRY_CAP_MS });
+    const attempts = Math.max(UPSTREAM_MAX_ATTEMPTS, pools.length);
+    const started = performance.now();
+    let last: AppError = new AppError('unavailable', 'No server configured.');
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const index = (preferred + attempt) % pools.length;
+      try {
+        const result = await once(pools[index] as Pool, method, path, body, schema, signal);
+        preferred = index;
+        options.observe?.(route, 'ok', performance.now() - started);
+        return result;
+      } catch (err) {
+        if (err instanceof ConnectionFailure) {
+          last = new AppError('unavailable', `Cannot reach the server (${err.message}).`);
+        } else if (err instanceof AppError && (err.code === 'upstream_error' || err.code === 'upstream_timeout')) {
+          last = err;
+        } else {
+          options.observe?.(route, err instanceof AppError ? err.code : 'error', performance.now() - started);
+          throw err;
+        }
+      }
+      if (signal?.aborted) break;
+      // Connection failures fail over to the next server at once; after a full round, back off.
+      if ((attempt + 1) % pools.length === 0 && attempt + 1 < attempts) await sleep(backoff.next(), signal);
+    }
+    options.observe?.(route, last.code, performance.now() - started);
+    throw last;
+  }
+
+  return {
+    fetchEnvelope(ref, env, signal) {
+      return read('envelope', 'GET', `/v1/envelopes/${encodePath(ref.namespace)}/${encodeURIComponent(ref.name)}?env=${encodeURIComponent(env)}`, undefined, envelopeResponse, signal);
+    },
+    fetchDeks(namespace, publicKey, signal) {
+      // POST only because the key travels in a body; the call reads and is safe to retry.
+      return read('deks', 'POST', `/v1/deks/${encodePath(namespace)}`, JSON.stringify({ publicKey }), deksResponse, signal);
+    },
+    async close() {
+      await Promise.all(pools.map((pool) => pool.close().catch(() => {})));
+    },
+  };
+}

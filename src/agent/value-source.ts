@@ -1,0 +1,113 @@
+/**
+ * Where decrypted values come from. `createEnvelopeLoader` turns the server's
+ * ciphertext envelope into plaintext (DEK per layer, AAD per identity, config
+ * layers deep-merged), for the cache to call on a miss. `ValueSource` is the
+ * read API other agent modules (the file renderer) use: every read goes
+ * through the cache, so it is coalesced and invalidated like an API read.
+ */
+import { open, sealedFromWire, valueAad, zeroize } from '../shared/crypto.ts';
+import { AppError } from '../shared/errors.ts';
+import { mergeLayers, type JsonValue } from '../shared/merge.ts';
+import type { ItemRef } from '../shared/paths.ts';
+import { itemKey } from '../shared/paths.ts';
+import type { DekStore } from './dek-store.ts';
+import type { Upstream } from './upstream.ts';
+import { release, type LoadedValue, type Loader, type ValueCache } from './value-cache.ts';
+import type { ItemKind } from '../shared/protocol.ts';
+
+/** Test hook: lets a test hold a fetched envelope before the cache sees it (see test-hooks.ts). */
+export interface FetchGate {
+  afterFetch(key: string): Promise<void>;
+}
+
+export interface LoaderObserver {
+  decryptionFailed(ref: ItemRef): void;
+}
+
+export function createEnvelopeLoader(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer?: LoaderObserver): Loader {
+  return async (ref, env, signal) => {
+    const envelope = await upstream.fetchEnvelope(ref, env, signal);
+    if (gate) await gate.afterFetch(itemKey(ref));
+    if (envelope.namespace !== ref.namespace || envelope.name !== ref.name) {
+      throw new AppError('upstream_error', 'The server answered for another item.');
+    }
+    const plaintexts: Buffer[] = [];
+    try {
+      for (const layer of envelope.layers) {
+        const dek = await deks.key(ref.namespace, layer.keyId, layer.keyVersion, signal);
+        const aad = valueAad({ namespace: ref.namespace, name: ref.name, version: layer.version, keyId: layer.keyId, keyVersion: layer.keyVersion });
+        try {
+          plaintexts.push(open(dek, sealedFromWire(layer), aad));
+        } catch (err) {
+          observer?.decryptionFailed(ref);
+          throw err;
+        }
+      }
+      let plaintext: Buffer;
+      if (envelope.kind === 'config') {
+        let layers: JsonValue[];
+        try {
+          layers = plaintexts.map((p) => JSON.parse(p.toString('utf8')) as JsonValue);
+        } catch {
+          throw new AppError('upstream_error', 'A config layer is not valid JSON.');
+        }
+        plaintext = Buffer.from(JSON.stringify(mergeLayers(layers)));
+      } else {
+        // A secret is never merged: the most specific layer wins.
+        plaintext = Buffer.from(plaintexts[plaintexts.length - 1] as Buffer);
+      }
+      return { kind: envelope.kind, version: envelope.version, revision: envelope.revision, etag: envelope.etag, plaintext } satisfies LoadedValue;
+    } finally {
+      zeroize(...plaintexts);
+    }
+  };
+}
+
+/** One decrypted value handed to a consumer outside the cache; the caller owns `plaintext` and zero-fills it when done. */
+export interface SourcedValue {
+  readonly namespace: string;
+  readonly name: string;
+  readonly env: string;
+  readonly kind: ItemKind;
+  readonly version: number;
+  readonly revision: number;
+  readonly etag: string;
+  /** A private copy: merged JSON bytes (config) or raw bytes (secret). */
+  readonly plaintext: Buffer;
+  /** Seconds the value may be behind the server (0 = known fresh). */
+  readonly staleSeconds: number;
+}
+
+/** Reads decrypted values through the cache (coalesced, invalidated by events). */
+export interface ValueSource {
+  /** `env` defaults to the agent's `--env`. Throws AppError (not_found, permission_denied, unavailable, …). */
+  read(ref: ItemRef, env?: string, signal?: AbortSignal): Promise<SourcedValue>;
+  /** The agent's default environment. */
+  readonly defaultEnv: string;
+}
+
+export function createValueSource(cache: ValueCache, defaultEnv: string, allowed: (ref: ItemRef) => boolean): ValueSource {
+  return {
+    defaultEnv,
+    async read(ref, env = defaultEnv, signal) {
+      if (!allowed(ref)) throw new AppError('permission_denied', `${ref.namespace} is outside this agent's --prefix list.`);
+      const result = await cache.read(ref, env, signal ? { signal } : {});
+      const v = result.value;
+      try {
+        return {
+        namespace: v.namespace,
+        name: v.name,
+        env: v.env,
+        kind: v.kind,
+        version: v.version,
+        revision: v.revision,
+        etag: v.etag,
+        plaintext: Buffer.from(v.plaintext),
+        staleSeconds: result.staleSeconds,
+        };
+      } finally {
+        release(v);
+      }
+    },
+  };
+}
