@@ -1,0 +1,245 @@
+/**
+ * Unit tests of the value cache alone (its loader is a scripted function):
+ * coalescing, the fill/invalidate race, stale-if-error and max-stale on a
+ * ManualClock, drops on 401/403/404, negative caching and zero-fill.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../src/shared/clock.ts';
+import { AppError } from '../src/shared/errors.ts';
+import type { ItemRef } from '../src/shared/paths.ts';
+import { NEGATIVE_TTL_MS, release, ValueCache, type LoadedValue, type Loader } from '../src/agent/value-cache.ts';
+
+const REF: ItemRef = { namespace: 'production/ml', name: 'db-password' };
+const TTL = 60_000;
+const MAX_STALE = 10_000;
+
+interface Pending {
+  resolve: (v: LoadedValue) => void;
+  reject: (e: unknown) => void;
+}
+
+/** A loader whose calls the test settles by hand. */
+function scriptedLoader(): { loader: Loader; calls: Pending[]; next: () => Promise<Pending> } {
+  const calls: Pending[] = [];
+  const waiters: Array<(p: Pending) => void> = [];
+  const loader: Loader = () =>
+    new Promise<LoadedValue>((resolve, reject) => {
+      const pending = { resolve, reject };
+      calls.push(pending);
+      waiters.shift()?.(pending);
+    });
+  return {
+    loader,
+    calls,
+    next: () => {
+      const ready = calls.find((c) => !(c as { taken?: boolean }).taken);
+      if (ready) {
+        (ready as { taken?: boolean }).taken = true;
+        return Promise.resolve(ready);
+      }
+      return new Promise((resolve) =>
+        waiters.push((p) => {
+          (p as { taken?: boolean }).taken = true;
+          resolve(p);
+        }),
+      );
+    },
+  };
+}
+
+const secret = (text: string, version = 1): LoadedValue => ({
+  kind: 'secret',
+  version,
+  revision: version,
+  etag: `"${version}"`,
+  plaintext: Buffer.from(text),
+});
+
+function makeCache(loader: Loader, clock: ManualClock, down: { since: number | undefined } = { since: undefined }): ValueCache {
+  return new ValueCache({
+    loader,
+    clock,
+    ttl: TTL,
+    maxStale: MAX_STALE,
+    maxEntries: 100,
+    maxBytes: 1024 * 1024,
+    streamDownSince: () => down.since,
+  });
+}
+
+async function readText(cache: ValueCache): Promise<{ text: string; source: string; stale: number }> {
+  const result = await cache.read(REF, 'prod');
+  const text = result.value.plaintext.toString();
+  release(result.value);
+  return { text, source: result.source, stale: result.staleSeconds };
+}
+
+test('200 concurrent misses for one key make one upstream fetch', async () => {
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const cache = makeCache(script.loader, clock);
+  const reads = Array.from({ length: 200 }, () => readText(cache));
+  (await script.next()).resolve(secret('v1'));
+  const results = await Promise.all(reads);
+  assert.equal(script.calls.length, 1);
+  assert.ok(results.every((r) => r.text === 'v1'));
+  assert.equal(results.filter((r) => r.source === 'miss').length, 1);
+  assert.equal((await readText(cache)).source, 'hit');
+});
+
+test('a fetch in flight when an event lands is never stored or served', async () => {
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const cache = makeCache(script.loader, clock);
+  const reader = readText(cache);
+  const first = await script.next();
+  // The event for the key lands while the old value is on its way back.
+  cache.invalidate(REF);
+  first.resolve(secret('old', 1));
+  // The waiting reader fetches again instead of taking the superseded value.
+  (await script.next()).resolve(secret('new', 2));
+  assert.equal((await reader).text, 'new');
+  assert.equal((await readText(cache)).text, 'new');
+  assert.equal(script.calls.length, 2);
+});
+
+test('an invalidated entry is zero-filled and the next read refetches', async () => {
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const cache = makeCache(script.loader, clock);
+  const reading = cache.read(REF, 'prod');
+  (await script.next()).resolve(secret('v1'));
+  const held = await reading;
+  const buffer = held.value.plaintext;
+  release(held.value);
+  cache.invalidate(REF);
+  assert.ok(buffer.every((b) => b === 0), 'dropped plaintext is zero-filled');
+  const again = readText(cache);
+  (await script.next()).resolve(secret('v2', 2));
+  assert.equal((await again).text, 'v2');
+});
+
+test('a value being written is zero-filled only when its lease ends', async () => {
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const cache = makeCache(script.loader, clock);
+  const reading = cache.read(REF, 'prod');
+  (await script.next()).resolve(secret('v1'));
+  const held = await reading;
+  cache.invalidate(REF);
+  assert.equal(held.value.plaintext.toString(), 'v1', 'still intact while leased');
+  release(held.value);
+  assert.ok(held.value.plaintext.every((b) => b === 0));
+});
+
+test('stream down: values are served stale-marked until max-stale, then refetched or refused', async () => {
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const down: { since: number | undefined } = { since: undefined };
+  const cache = makeCache(script.loader, clock, down);
+  const first = readText(cache);
+  (await script.next()).resolve(secret('v1'));
+  await first;
+  down.since = clock.now();
+  clock.advance(4_000);
+  const stale = await readText(cache);
+  assert.deepEqual([stale.text, stale.source, stale.stale], ['v1', 'stale', 4]);
+  // The background revalidation fails: still served.
+  (await script.next()).reject(new AppError('unavailable', 'down'));
+  await new Promise((resolve) => setImmediate(resolve));
+  clock.advance(MAX_STALE);
+  const past = cache.read(REF, 'prod');
+  (await script.next()).reject(new AppError('unavailable', 'down'));
+  await assert.rejects(past, (e: unknown) => e instanceof AppError && e.code === 'stale_expired' && e.httpStatus === 503);
+});
+
+test('TTL expiry with the server answering 5xx serves the last good value within max-stale', async () => {
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const cache = makeCache(script.loader, clock);
+  const first = readText(cache);
+  (await script.next()).resolve(secret('v1'));
+  await first;
+  clock.advance(TTL + 1_000);
+  const read = readText(cache);
+  (await script.next()).reject(new AppError('upstream_error', 'HTTP 500'));
+  const result = await read;
+  assert.deepEqual([result.text, result.source, result.stale], ['v1', 'stale', 1]);
+});
+
+for (const code of ['not_found', 'permission_denied', 'unauthenticated', 'decryption_failed'] as const) {
+  test(`a ${code} answer drops the cached value instead of serving it stale`, async () => {
+    const clock = new ManualClock();
+    const script = scriptedLoader();
+    const cache = makeCache(script.loader, clock);
+    const first = readText(cache);
+    (await script.next()).resolve(secret('v1'));
+    await first;
+    clock.advance(TTL + 1);
+    const read = cache.read(REF, 'prod');
+    (await script.next()).reject(new AppError(code));
+    await assert.rejects(read, (e: unknown) => e instanceof AppError && e.code === code);
+    assert.equal(cache.size, code === 'not_found' ? 1 : 0, 'only a short negative entry remains for 404');
+  });
+}
+
+test('a 404 is remembered briefly, then asked again; an event clears it at once', async () => {
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const cache = makeCache(script.loader, clock);
+  const first = cache.read(REF, 'prod');
+  (await script.next()).reject(new AppError('not_found'));
+  await assert.rejects(first, /Not found/);
+  await assert.rejects(cache.read(REF, 'prod'), /Not found/);
+  assert.equal(script.calls.length, 1, 'negative hit');
+  clock.advance(NEGATIVE_TTL_MS);
+  const second = cache.read(REF, 'prod');
+  (await script.next()).reject(new AppError('not_found'));
+  await assert.rejects(second, /Not found/);
+  cache.invalidate(REF);
+  const third = readText(cache);
+  (await script.next()).resolve(secret('created'));
+  assert.equal((await third).text, 'created');
+});
+
+test('refresh-ahead refetches a hot entry before its TTL runs out', async () => {
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const cache = makeCache(script.loader, clock);
+  const first = readText(cache);
+  (await script.next()).resolve(secret('v1'));
+  await first;
+  await readText(cache);
+  clock.advance(TTL * 0.9);
+  assert.equal((await readText(cache)).source, 'hit');
+  (await script.next()).resolve(secret('v2', 2));
+  await new Promise((r) => setImmediate(r));
+  clock.advance(TTL * 0.5);
+  const later = await readText(cache);
+  assert.deepEqual([later.text, later.source], ['v2', 'hit']);
+});
+
+test('capacity eviction zero-fills and counts', async () => {
+  const clock = new ManualClock();
+  let evictions = 0;
+  const loader: Loader = async (ref) => secret(`value-of-${ref.name}`);
+  const cache = new ValueCache({
+    loader,
+    clock,
+    ttl: TTL,
+    maxStale: MAX_STALE,
+    maxEntries: 2,
+    maxBytes: 1024 * 1024,
+    streamDownSince: () => undefined,
+    observer: { hit() {}, miss() {}, coalesced() {}, stale() {}, superseded() {}, upstreamFailure() {}, eviction: () => evictions++ },
+  });
+  const a = await cache.read({ namespace: 'a', name: 'one' }, 'prod');
+  const buffer = a.value.plaintext;
+  release(a.value);
+  release((await cache.read({ namespace: 'a', name: 'two' }, 'prod')).value);
+  release((await cache.read({ namespace: 'a', name: 'three' }, 'prod')).value);
+  assert.equal(cache.size, 2);
+  assert.equal(evictions, 1);
+  assert.ok(buffer.every((b) => b === 0));
+});

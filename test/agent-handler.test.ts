@@ -1,0 +1,153 @@
+/**
+ * Unit tests of the pure pieces of the data API: the request handler (no
+ * sockets), the applied-events hub (bounded delivery, resume, close twice)
+ * and the settings schema (unknown keys, named settings).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { AppliedEventsHub } from '../src/agent/applied-events.ts';
+import { handleDataRequest, type BodyResult, type DataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
+import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
+import type { CachedValue, ReadResult } from '../src/agent/value-cache.ts';
+import { SettingError } from '../src/shared/settings.ts';
+
+const TOKEN = Buffer.from('pod-token-0123456789');
+
+function value(): CachedValue {
+  const json = Buffer.from('{"value":"s3cret"}');
+  return {
+    namespace: 'production/ml',
+    name: 'db',
+    env: 'prod',
+    kind: 'secret',
+    version: 3,
+    revision: 7,
+    etag: '"3"',
+    plaintext: Buffer.from('s3cret'),
+    json,
+    fetchedAt: 0,
+    life: { leases: 0, dropped: false },
+  };
+}
+
+function deps(read?: () => Promise<ReadResult>): HandlerDeps & { released: number } {
+  const d = {
+    released: 0,
+    prefixes: () => ['production/ml'],
+    podToken: TOKEN,
+    env: 'prod',
+    read: read ?? (async () => ({ value: value(), source: 'hit' as const, staleSeconds: 0, ageSeconds: 2 })),
+    release: () => {
+      d.released += 1;
+    },
+  };
+  return d;
+}
+
+const req = (url: string, extra: Partial<DataRequest> = {}): DataRequest => ({ method: 'GET', url, headers: {}, listener: 'socket', ...extra });
+
+async function body(r: DataRequest, d: HandlerDeps = deps()): Promise<BodyResult> {
+  const result = await handleDataRequest(r, d);
+  assert.equal(result.kind, 'body');
+  return result as BodyResult;
+}
+
+const code = (r: BodyResult): string => (JSON.parse(r.body?.toString() ?? '{}') as { error: { code: string } }).error.code;
+
+test('a read answers the value with ETag, Age and X-Config-Revision; raw gives the bytes', async () => {
+  const ok = await body(req('/v1/items/production/ml/db'));
+  assert.equal(ok.status, 200);
+  assert.equal(ok.headers.etag, '"3"');
+  assert.equal(ok.headers.age, 2);
+  assert.equal(ok.headers['x-config-revision'], 7);
+  const raw = await body(req('/v1/items/production/ml/db?format=raw'));
+  assert.equal(raw.body?.toString(), 's3cret');
+  assert.equal(raw.headers['content-type'], 'application/octet-stream');
+  assert.notEqual(raw.headers.etag, ok.headers.etag, 'each representation has its own ETag');
+});
+
+test('If-None-Match with the current ETag gives 304 and releases the value at once', async () => {
+  const d = deps();
+  const r = await body(req('/v1/items/production/ml/db', { headers: { 'if-none-match': '"3"' } }), d);
+  assert.equal(r.status, 304);
+  assert.equal(r.body, undefined);
+  assert.equal(d.released, 1);
+});
+
+test('a stale value carries the Warning and X-Config-Stale headers', async () => {
+  const r = await body(req('/v1/items/production/ml/db'), deps(async () => ({ value: value(), source: 'stale', staleSeconds: 42, ageSeconds: 50 })));
+  assert.equal(r.headers.warning, '110 - "Response is Stale"');
+  assert.equal(r.headers['x-config-stale'], 42);
+});
+
+test('bad requests are refused with the right status and a JSON error', async () => {
+  const cases: Array<[DataRequest, number, string]> = [
+    [req('/v1/items/production/other/db'), 403, 'permission_denied'],
+    [req('/v1/items/production/ml/../db'), 400, 'invalid_path'],
+    [req('/v1/items/nothing'), 400, 'invalid_path'],
+    [req(`/v1/items/production/ml/${'x'.repeat(3000)}`), 400, 'invalid_path'],
+    [req('/v1/nope'), 404, 'not_found'],
+    [req('/v1/items/production/ml/db', { method: 'POST' }), 405, 'method_not_allowed'],
+    [req('/v1/items/production/ml/db', { headers: { 'content-length': String(10 * 1024 * 1024) } }), 413, 'payload_too_large'],
+    [req('/v1/items/production/ml/db', { headers: { 'x-forwarded-for': '10.0.0.1' } }), 403, 'forwarded_request'],
+    [req('/v1/items/production/ml/db', { headers: { forwarded: 'for=1.2.3.4' } }), 403, 'forwarded_request'],
+    [req('/v1/items/production/ml/db', { headers: { via: '1.1 proxy' } }), 403, 'forwarded_request'],
+    [req('/v1/items/production/ml/db', { listener: 'tcp' }), 401, 'unauthenticated'],
+    [req('/v1/items/production/ml/db', { listener: 'tcp', headers: { 'x-config-sidecar-token': 'wrong-token-0123456789' } }), 401, 'unauthenticated'],
+    [req('/v1/watch?prefix=production'), 403, 'permission_denied'],
+  ];
+  for (const [r, status, errorCode] of cases) {
+    const result = await body(r);
+    assert.equal(result.status, status, r.url);
+    assert.equal(code(result), errorCode, r.url);
+  }
+  const ok = await body(req('/v1/items/production/ml/db', { listener: 'tcp', headers: { 'x-config-sidecar-token': TOKEN.toString() } }));
+  assert.equal(ok.status, 200);
+});
+
+test('/v1/watch hands over to SSE with the resume revision', async () => {
+  const result = await handleDataRequest(req('/v1/watch?prefix=production/ml', { headers: { 'last-event-id': '12' } }), deps());
+  assert.deepEqual(result, { kind: 'sse', prefix: 'production/ml', sinceRevision: 12 });
+});
+
+test('the hub resumes from its ring, or sends an explicit resync when it cannot', async () => {
+  const hub = new AppliedEventsHub({ ringSize: 3 });
+  hub.setFloor(10);
+  for (let r = 11; r <= 15; r++) hub.publish({ type: 'changed', namespace: 'a', name: `n${r}`, revision: r });
+  const resumed = hub.subscribe({ sinceRevision: 13 });
+  assert.deepEqual([(await resumed.next())?.revision, (await resumed.next())?.revision], [14, 15]);
+  const tooOld = hub.subscribe({ sinceRevision: 11 });
+  const first = await tooOld.next();
+  assert.equal(first?.type, 'resync');
+  resumed.close();
+  resumed.close();
+  assert.equal(await resumed.next(), undefined);
+});
+
+test('a slow subscriber never blocks publishing: its backlog becomes one resync', async () => {
+  const hub = new AppliedEventsHub({ maxQueue: 4 });
+  hub.setFloor(0);
+  const controller = new AbortController();
+  const slow = hub.subscribe({ signal: controller.signal });
+  for (let r = 1; r <= 100; r++) hub.publish({ type: 'changed', namespace: 'a', name: 'x', revision: r });
+  assert.ok(slow.pending <= 4);
+  const events = [];
+  while (slow.pending > 0) events.push(await slow.next());
+  assert.equal(events[0]?.type, 'resync');
+  assert.equal(events.at(-1)?.revision, 100);
+  controller.abort();
+  assert.equal(hub.subscriberCount, 0);
+});
+
+test('settings: unknown keys and bad values are refused naming the setting', () => {
+  const base = { server: 'http://127.0.0.1:8420', serverGrpc: '127.0.0.1:8421', prefix: ['production/ml'] };
+  assert.equal(resolveAgentSettings(base).cacheTtl, 300_000);
+  assert.throws(() => resolveAgentSettings(base, { cacheTTL: '5m' }), (e: unknown) => e instanceof SettingError && /unknown key/.test(e.message));
+  assert.throws(() => resolveAgentSettings({ ...base, cacheTtl: 'soon' }), /--cache-ttl \(CONFIG_SIDECAR_CACHE_TTL\)/);
+  assert.throws(() => resolveAgentSettings({ ...base, serverGrpc: '127.0.0.1:8421,127.0.0.1:9421' }), /paired by position/);
+  assert.throws(() => resolveAgentSettings({ ...base, server: 'http://10.0.0.5:8420', serverGrpc: '10.0.0.5:8421' }), /--insecure/);
+  assert.throws(() => resolveAgentSettings({ ...base, httpListen: '0.0.0.0:8430' }), /--http-listen/);
+  assert.throws(() => resolveAgentSettings({ ...base, prefetch: ['staging/x/db'] }), /outside every --prefix/);
+  // The file gives a value; an absent flag does not override it.
+  assert.equal(resolveAgentSettings(base, { maxStale: '10m' }).maxStale, 600_000);
+});
