@@ -11,10 +11,18 @@
 import type { FSWatcher } from 'chokidar';
 import type { Logger } from '../../shared/logger.ts';
 
+/**
+ * chokidar drops a second change event for one path within 5 ms of the first,
+ * so a foreign edit right after our own publication could go unseen; one more
+ * verification this long after the last event catches it.
+ */
+export const TRAILING_VERIFY_MS = 100;
+
 export class FileGuard {
   readonly ready: Promise<void>;
   #watcher: FSWatcher | undefined;
   #closed = false;
+  #trailing: NodeJS.Timeout | undefined;
 
   constructor(dir: string, onActivity: () => void, logger: Logger) {
     this.ready = (async () => {
@@ -24,7 +32,13 @@ export class FileGuard {
       // atomic off: a delete must be seen as a delete, not folded into a later re-add.
       const watcher = watch(dir, { ignoreInitial: true, followSymlinks: false, atomic: false, persistent: false });
       this.#watcher = watcher;
-      watcher.on('all', () => onActivity());
+      watcher.on('all', () => {
+        onActivity();
+        clearTimeout(this.#trailing);
+        this.#trailing = setTimeout(() => {
+          if (!this.#closed) onActivity();
+        }, TRAILING_VERIFY_MS).unref();
+      });
       watcher.on('error', (err: unknown) => {
         // Snapshot directories vanish under the watcher by design; nothing to act on.
         logger.debug({ err: err instanceof Error ? err.message : String(err) }, 'file watcher error');
@@ -36,6 +50,7 @@ export class FileGuard {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#trailing);
     await this.ready.catch(() => undefined);
     await this.#watcher?.close();
   }
