@@ -264,10 +264,7 @@ export class ValueCache {
       } finally {
         flight.waiters -= 1;
       }
-      if (flight.superseded) {
-        this.#observer.superseded();
-        continue;
-      }
+      if (flight.superseded) continue;
       // Evicted and zero-filled between the fetch settling and this continuation: fetch again.
       if (value.life.dropped && value.life.leases === 0) continue;
       return this.#result(value, existing ? 'coalesced' : 'miss', 0, this.#options.clock.now());
@@ -323,6 +320,7 @@ export class ValueCache {
           if (flight.superseded || this.#closed) {
             // An event for this key landed while we were fetching: never store or serve.
             zeroize(loaded.plaintext);
+            if (flight.superseded) this.#observer.superseded();
             this.#forgetIfIdle(key);
             throw new AppError('unavailable', 'superseded');
           }
