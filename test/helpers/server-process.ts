@@ -219,7 +219,7 @@ export function openWatch(
   address: string,
   request: { prefixes: string[]; sinceRevision?: number; agentId?: string },
   token: string | undefined,
-  options: { paused?: boolean } = {},
+  options: { stallAfterFirst?: boolean } = {},
 ): WatchHandle {
   const Client = watchClientConstructor();
   const client = new Client(address, grpc.credentials.createInsecure());
@@ -232,6 +232,7 @@ export function openWatch(
   const queue: WatchEvent[] = [];
   const waiters: Array<{ resolve: (e: WatchEvent) => void; reject: (err: Error) => void }> = [];
   let ended: Error | undefined;
+  let stalled = false;
   const status = new Promise<{ code: number; details: string }>((resolve) => {
     call.on('status', (s: grpc.StatusObject) => resolve({ code: s.code, details: s.details }));
   });
@@ -243,15 +244,18 @@ export function openWatch(
     ended ??= new Error('stream ended');
     for (const w of waiters.splice(0)) w.reject(ended);
   });
-  if (!options.paused) {
-    call.on('data', (wire: unknown) => {
-      const event = watchEventFromWire(wire as Parameters<typeof watchEventFromWire>[0]);
-      if (!event) return;
-      const waiter = waiters.shift();
-      if (waiter) waiter.resolve(event);
-      else queue.push(event);
-    });
-  }
+  call.on('data', (wire: unknown) => {
+    const event = watchEventFromWire(wire as Parameters<typeof watchEventFromWire>[0]);
+    if (!event) return;
+    // A "stalled" reader takes the first message, then stops reading (grpc-js then pauses the HTTP/2 stream).
+    if (options.stallAfterFirst && !stalled) {
+      stalled = true;
+      call.pause();
+    }
+    const waiter = waiters.shift();
+    if (waiter) waiter.resolve(event);
+    else queue.push(event);
+  });
   const next = (timeoutMs = 15_000): Promise<WatchEvent> => {
     const queued = queue.shift();
     if (queued) return Promise.resolve(queued);

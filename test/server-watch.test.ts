@@ -1,0 +1,120 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { GrpcStatus } from '../src/shared/errors.ts';
+import type { WatchEvent } from '../src/shared/watch-proto.ts';
+import { http, metricValue, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+
+const WATCH_BUFFER = 8;
+const RETAIN_EVENTS = 50;
+let server: ServerProcess;
+before(async () => {
+  server = await startServerProcess({ args: ['--watch-buffer', String(WATCH_BUFFER), '--retain-events', String(RETAIN_EVENTS), '--rate-limit', '0'] });
+});
+after(async () => {
+  await server.stop('SIGKILL');
+  await removeDir(server.dataDir);
+});
+
+const put = async (path: string, value: unknown, kind = 'config') => {
+  const res = await http(server.httpUrl, 'PUT', `/v1/items/${path}`, { token: server.rootToken, body: { kind, value } });
+  assert.equal(res.status, 200, res.text);
+  return res.json as { version: number; revision: number };
+};
+const strip = (e: WatchEvent) => ({ ...e });
+
+test('a watch sees writes, deletes and a rotation in revision order, and resumes with exactly the missed events', async () => {
+  const watch = openWatch(server.grpcAddress, { prefixes: ['team-a/svc'] }, server.rootToken);
+  const first = await watch.next();
+  assert.equal(first.type, 'heartbeat', 'the first message is a heartbeat');
+  const startRevision = first.type === 'heartbeat' ? first.currentRevision : -1;
+
+  const w1 = await put('team-a/svc/limits', { rps: 10 });
+  await put('team-a/svc-other/limits', { rps: 1 }); // not under the prefix (whole segments)
+  const w2 = await put('team-a/svc/inner/flag', true);
+  const del = await http(server.httpUrl, 'DELETE', '/v1/items/team-a/svc/limits', { token: server.rootToken });
+  assert.equal(del.status, 200, del.text);
+  const rot = await http(server.httpUrl, 'POST', '/v1/rotate/team-a/svc', { token: server.rootToken });
+  assert.equal(rot.status, 200, rot.text);
+
+  const events = (await watch.until((e) => e.type === 'keyRotated')).filter((e) => e.type !== 'heartbeat');
+  assert.deepEqual(
+    events.map((e) => [e.type, e.revision]),
+    [
+      ['itemChanged', w1.revision],
+      ['itemChanged', w2.revision],
+      ['itemDeleted', del.json.revision],
+      ['keyRotated', rot.json.revision],
+    ],
+  );
+  assert.ok(events.every((e, i) => i === 0 || e.revision > (events[i - 1] as WatchEvent).revision));
+  assert.ok(w1.revision > startRevision);
+  watch.close();
+
+  // Missed while disconnected: resume after the rotation.
+  const lastApplied = rot.json.revision as number;
+  const m1 = await put('team-a/svc/limits', { rps: 20 });
+  await put('elsewhere/app/x', 1);
+  const m2 = await put('team-a/svc/limits', { rps: 30 });
+  const resumed = openWatch(server.grpcAddress, { prefixes: ['team-a/svc'], sinceRevision: lastApplied }, server.rootToken);
+  const hb = await resumed.next();
+  assert.equal(hb.type, 'heartbeat');
+  const replay = [await resumed.next(), await resumed.next()];
+  assert.deepEqual(replay.map((e) => [e.type, e.revision]), [['itemChanged', m1.revision], ['itemChanged', m2.revision]]);
+  // then live, without gap or duplicate
+  const live = await put('team-a/svc/limits', { rps: 40 });
+  const next = (await resumed.until((e) => e.type !== 'heartbeat')).at(-1) as WatchEvent;
+  assert.deepEqual(strip(next), { type: 'itemChanged', revision: live.revision, namespace: 'team-a/svc', name: 'limits', kind: 'config', version: live.version, env: 'base' });
+  resumed.close();
+});
+
+test('a revision older than the retained log gets ResyncRequired, then live events', async () => {
+  for (let i = 0; i < RETAIN_EVENTS + 5; i++) await put('compact/app/counter', i);
+  const watch = openWatch(server.grpcAddress, { prefixes: ['compact'], sinceRevision: 1 }, server.rootToken);
+  assert.equal((await watch.next()).type, 'heartbeat');
+  const resync = await watch.next();
+  assert.equal(resync.type, 'resyncRequired');
+  const live = await put('compact/app/counter', 'after');
+  const next = (await watch.until((e) => e.type === 'itemChanged')).at(-1) as WatchEvent;
+  assert.equal(next.revision, live.revision);
+  watch.close();
+});
+
+test('bad watch requests: no prefixes, a future revision, a bad prefix; the server keeps serving', async () => {
+  const none = openWatch(server.grpcAddress, { prefixes: [] }, server.rootToken);
+  assert.equal((await none.status).code, GrpcStatus.INVALID_ARGUMENT);
+  const current = (await put('misc/app/x', 1)).revision;
+  const future = openWatch(server.grpcAddress, { prefixes: ['misc'], sinceRevision: current + 1000 }, server.rootToken);
+  const futureStatus = await future.status;
+  assert.equal(futureStatus.code, GrpcStatus.INVALID_ARGUMENT);
+  assert.match(futureStatus.details, /future/);
+  const bad = openWatch(server.grpcAddress, { prefixes: ['../etc'] }, server.rootToken);
+  assert.equal((await bad.status).code, GrpcStatus.INVALID_ARGUMENT);
+  const anon = openWatch(server.grpcAddress, { prefixes: ['misc'] }, undefined);
+  assert.equal((await anon.status).code, GrpcStatus.UNAUTHENTICATED);
+  const ok = openWatch(server.grpcAddress, { prefixes: ['misc'] }, server.rootToken);
+  assert.equal((await ok.next()).type, 'heartbeat');
+  ok.close();
+});
+
+test('a reader that stops reading is ended with RESOURCE_EXHAUSTED and the queue never passes its bound', async () => {
+  const slow = openWatch(server.grpcAddress, { prefixes: ['slow'] }, server.rootToken, { stallAfterFirst: true });
+  assert.equal((await slow.next()).type, 'heartbeat');
+  // Fat events fill the HTTP/2 flow-control window quickly.
+  const namespace = Array.from({ length: 8 }, (_, i) => `s${i}`.padEnd(60, 'x')).join('/').replace(/^s0x*/, 'slow');
+  const ended = () => server.logs.some((l) => l.msg === 'watch stream ended' && l.reason === 'slow');
+  let writes = 0;
+  while (!ended() && writes < 5000) {
+    await put(`${namespace}/item`, writes++);
+  }
+  assert.ok(ended(), `the slow watcher was ended after ${writes} writes`);
+  assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_watch_buffer_high_water'), WATCH_BUFFER);
+  assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_watch_streams_ended_total', 'reason="slow"'), 1);
+  // When the reader finally reads, it gets what was in flight and then the status.
+  slow.call.resume();
+  const status = await slow.status;
+  assert.equal(status.code, GrpcStatus.RESOURCE_EXHAUSTED);
+  // Other watchers and requests are unaffected.
+  const fresh = openWatch(server.grpcAddress, { prefixes: ['slow'] }, server.rootToken);
+  assert.equal((await fresh.next()).type, 'heartbeat');
+  fresh.close();
+});
