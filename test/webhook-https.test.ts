@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import jsonpatch from 'fast-json-patch';
 import { parseAllDocuments } from 'yaml';
-import { goldenCases } from './helpers/k8s-cli.ts';
+import { goldenCases, runCli } from './helpers/k8s-cli.ts';
 import { httpsRequest, makeSelfSigned, readText, publishSecret, startWebhookProcess, type KeyPairFiles, type WebhookProcess } from './helpers/k8s-webhook.ts';
 import { POD_TEMPLATE_PATHS } from '../src/webhook/workloads.ts';
 
@@ -277,4 +277,13 @@ test('the webhook exits 0 on SIGTERM', async () => {
   const code = await new Promise<number | null>((resolve) => webhook.child.once('exit', (c) => resolve(c)));
   assert.equal(code, 0);
   assert.ok(webhook.lines.some((l) => l.msg === 'shutting down'));
+});
+
+test('a webhook that cannot load its certificate, or is given a bad setting, exits 2 naming the setting', async () => {
+  const missing = await runCli(['webhook', '--listen', '127.0.0.1:0', '--tls-cert', join(dir, 'nope.crt'), '--tls-key', join(dir, 'nope.key')]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /Invalid setting --tls-cert\/--tls-key .*cannot load the TLS pair: ENOENT/);
+  const badEnv = await runCli(['webhook', '--listen', '127.0.0.1:0'], '', { CONFIG_SIDECAR_MAX_BODY: 'huge' });
+  assert.equal(badEnv.code, 2);
+  assert.match(badEnv.stderr, /--max-body \(CONFIG_SIDECAR_MAX_BODY\): "huge" is not a size/);
 });
