@@ -3,7 +3,7 @@
  * per engine in STORE_ENGINES (test/helpers/store-engines.ts). PostgreSQL joins
  * by adding its engine there; nothing here is engine-specific.
  */
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -51,6 +51,8 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
   const skip = engine.skip();
   describe(`store conformance: ${engine.name}`, { skip: skip ?? false }, () => {
+    after(() => engine.teardown());
+
     test('a fresh store is migrated, empty, and reopens with its data', async (t) => {
       const { store, reopen } = await engine.fresh(t);
       assert.deepEqual(await store.read((r) => r.logState()), { revision: 0, compactedThrough: 0 });

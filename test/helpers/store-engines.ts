@@ -1,11 +1,14 @@
 /**
- * The storage engines the conformance suite runs against. Adding PostgreSQL
- * is one entry in STORE_ENGINES (with a `skip` when no PostgreSQL binary exists).
+ * The storage engines the conformance suite runs against, one entry each in
+ * STORE_ENGINES. PostgreSQL runs in a throwaway cluster and is skipped, with a
+ * visible reason, only when no PostgreSQL binary exists.
  */
 import type { TestContext } from 'node:test';
+import { openPostgresStore } from '../../src/server/store/postgres-store.ts';
 import { openSqliteStore } from '../../src/server/store/sqlite-store.ts';
 import type { Store } from '../../src/server/store/store.ts';
 import { tempDir } from './store-fixtures.ts';
+import { findPostgresBin, startThrowawayPostgres, type ThrowawayPostgres } from './store-postgres.ts';
 
 export interface StoreUnderTest {
   readonly store: Store;
@@ -19,6 +22,8 @@ export interface StoreEngineUnderTest {
   readonly skip: () => string | undefined;
   /** A fresh, empty, migrated store; closed after the test. */
   fresh(t: TestContext): Promise<StoreUnderTest>;
+  /** Releases what the engine shared between tests (e.g. a database cluster). */
+  teardown(): Promise<void>;
 }
 
 const FIXED_NOW = () => Date.UTC(2026, 0, 1);
@@ -35,6 +40,30 @@ export const sqliteEngine: StoreEngineUnderTest = {
     };
     return { store: await open(), reopen: open };
   },
+  teardown: async () => undefined,
 };
 
-export const STORE_ENGINES: readonly StoreEngineUnderTest[] = [sqliteEngine];
+let cluster: Promise<ThrowawayPostgres> | undefined;
+
+/** A database per test in one throwaway cluster per test file. */
+export const postgresEngine: StoreEngineUnderTest = {
+  name: 'postgres',
+  skip: () => (findPostgresBin() ? undefined : 'PostgreSQL is not installed (no initdb/pg_ctl found); install postgresql to run these'),
+  async fresh(t) {
+    cluster ??= startThrowawayPostgres();
+    const url = await (await cluster).createDatabase();
+    const open = async (): Promise<Store> => {
+      const store = await openPostgresStore({ url, now: FIXED_NOW, poolSize: 4 });
+      t.after(() => store.close());
+      return store;
+    };
+    return { store: await open(), reopen: open };
+  },
+  async teardown() {
+    const running = cluster;
+    cluster = undefined;
+    if (running) await (await running).stop();
+  },
+};
+
+export const STORE_ENGINES: readonly StoreEngineUnderTest[] = [sqliteEngine, postgresEngine];

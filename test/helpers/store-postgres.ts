@@ -1,0 +1,75 @@
+/**
+ * A throwaway PostgreSQL cluster for tests: `initdb` into a temp dir, `pg_ctl`
+ * listening only on a Unix socket in that dir, run as the `postgres` user when
+ * the tests run as root (PostgreSQL refuses root). Removed by `stop()`.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chownSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+
+const run = promisify(execFile);
+const REQUIRED_BINARIES = ['initdb', 'pg_ctl', 'postgres'];
+/** The Unix socket is named after the port; nothing listens on TCP. */
+const SOCKET_PORT = 5432;
+
+/** The directory holding initdb, pg_ctl and postgres, or undefined when PostgreSQL is not installed. */
+export function findPostgresBin(): string | undefined {
+  const candidates = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  const versioned = '/usr/lib/postgresql';
+  if (existsSync(versioned)) {
+    for (const version of readdirSync(versioned).sort().reverse()) candidates.push(join(versioned, version, 'bin'));
+  }
+  return candidates.find((dir) => REQUIRED_BINARIES.every((bin) => existsSync(join(dir, bin))));
+}
+
+function postgresUser(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+  return { uid, gid };
+}
+
+export interface ThrowawayPostgres {
+  /** A new empty database; returns its connection URL. */
+  createDatabase(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
+  const bin = findPostgresBin();
+  if (!bin) throw new Error('PostgreSQL binaries not found');
+  const dir = await mkdtemp(join(tmpdir(), 'cs-pg-'));
+  const user = postgresUser();
+  if (user) chownSync(dir, user.uid, user.gid);
+  const as = user ? { uid: user.uid, gid: user.gid } : {};
+  const data = join(dir, 'data');
+  await run(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync'], { ...as, cwd: dir });
+  await run(
+    join(bin, 'pg_ctl'),
+    ['-D', data, '-l', join(dir, 'log'), '-w', '-o', `-k ${dir} -p ${SOCKET_PORT} -c listen_addresses= -c fsync=off`, 'start'],
+    { ...as, cwd: dir },
+  );
+  const urlFor = (db: string) => `postgresql://postgres@localhost/${db}?host=${encodeURIComponent(dir)}&port=${SOCKET_PORT}`;
+  return {
+    async createDatabase() {
+      const name = `t_${randomBytes(6).toString('hex')}`;
+      const admin = new pg.Client({ connectionString: urlFor('postgres') });
+      await admin.connect();
+      try {
+        await admin.query(`CREATE DATABASE ${name}`);
+      } finally {
+        await admin.end();
+      }
+      return urlFor(name);
+    },
+    async stop() {
+      await run(join(bin, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop'], { ...as, cwd: dir }).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
