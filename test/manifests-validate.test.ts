@@ -56,6 +56,12 @@ test('each overlay renders with kubectl kustomize', () => {
   assert.ok(!kinds('overlays/dev').has('PodDisruptionBudget'), 'dev has no PDB that would block drains');
   assert.ok(kinds('overlays/prod').has('PodDisruptionBudget'));
   assert.ok(!kinds('overlays/prod').has('PersistentVolumeClaim'));
+  const devServer = rendered.get('overlays/dev')?.find((o) => o.kind === 'Deployment' && o.metadata.name === 'config-sidecar-server') as Json;
+  assert.equal(devServer.spec.replicas, 1);
+  assert.equal(devServer.spec.strategy.type, 'Recreate', 'SQLite has one writer: never two pods in a rollout');
+  const data = (devServer.spec.template.spec.volumes as Json[]).find((v) => v.name === 'data');
+  assert.equal(data?.persistentVolumeClaim?.claimName, 'config-sidecar-server-data');
+  assert.ok(rendered.get('overlays/dev')?.some((o) => o.kind === 'PersistentVolumeClaim' && o.metadata.name === 'config-sidecar-server-data'));
 });
 
 test('every rendered object validates against the Kubernetes 1.32 schemas (kubernetes-models, pinned)', async () => {
