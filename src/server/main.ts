@@ -70,6 +70,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     logger,
   });
   const closers: Array<() => Promise<void> | void> = [];
+  let draining = false;
   try {
     const policySource = await openPolicySource(settings.authFile, logger);
     closers.push(() => policySource.close());
@@ -94,6 +95,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
       tracer: tracing.tracer,
       logger,
       tls: tlsFiles ? readTls(tlsFiles) : undefined,
+      draining: () => draining,
     });
     if (tlsFiles) closers.push(watchRestTls(rest as unknown as HttpsServer, tlsFiles, logger));
 
@@ -167,6 +169,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const close = (): Promise<void> => {
       closing ??= (async () => {
         ready = false;
+        draining = true;
         keyAgeTimer?.cancel();
         logger.info('shutting down: no new requests; ending watch streams; finishing in-flight requests');
         const restClosed = new Promise<void>((resolve) => rest.close(() => resolve()));

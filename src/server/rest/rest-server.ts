@@ -24,6 +24,8 @@ export interface RestServerOptions {
   readonly tracer: Tracer;
   readonly logger: Logger;
   readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+  /** True once shutdown began: answers carry `Connection: close` so keep-alive sockets do not hold it up. */
+  readonly draining: () => boolean;
 }
 
 export function createRestServer(options: RestServerOptions): Server {
@@ -43,6 +45,7 @@ async function serve(options: RestServerOptions, req: IncomingMessage, res: Serv
     let status = 500;
     try {
       const result = await handleRest(req, options.deps, ctx);
+      if (options.draining()) res.setHeader('connection', 'close');
       status = result.status;
       if (result.raw) {
         res.writeHead(result.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': result.raw.length, ...result.headers });
@@ -57,6 +60,7 @@ async function serve(options: RestServerOptions, req: IncomingMessage, res: Serv
         sendJson(res, result.status, result.body, { ...result.headers });
       }
     } catch (err) {
+      if (options.draining() && !res.headersSent) res.setHeader('connection', 'close');
       const appError = sendError(res, err);
       status = appError.httpStatus;
       span.setStatus({ code: SpanStatusCode.ERROR, message: appError.code });
