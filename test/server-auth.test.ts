@@ -35,7 +35,7 @@ ${withBinding ? '  - role: ml-service\n    subjects: [ml-reader, "' + SA + '"]\n
 let server: ServerProcess;
 let dir: string;
 let authFile: string;
-let signingKey: CryptoKey;
+let signingKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
 
 before(async () => {
   dir = await makeTempDir('cs-auth-');

@@ -2,7 +2,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { GrpcStatus } from '../src/shared/errors.ts';
-import { http, makeTempDir, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { http, makeTempDir, openWatch, removeDir, startServerProcess } from './helpers/server-process.ts';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 after(async () => {
