@@ -1,14 +1,181 @@
-import type { Command } from 'commander';
-import { action, CliError } from './cli-util.ts';
+/**
+ * `config-sidecar dev` (what `npm start` runs): the control plane on the
+ * embedded SQLite store in `.config-sidecar/`, seeded with sample data on first
+ * start, and an agent on a local socket, both in this process. Prints what to
+ * paste (socket, curl lines, the TCP URL with its token, a rotate command);
+ * Ctrl-C stops both cleanly. This module is the composition root that may
+ * import both `src/server` and `src/agent`.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Option, type Command } from 'commander';
+import { envNameFor } from '../shared/settings.ts';
+import { action } from './cli-util.ts';
+import { runUntilSignal } from './agent.ts';
 
-// Placeholder until the command lands; replaced by its component's owner.
+export const DEFAULT_DEV_DIR = '.config-sidecar';
+const CLI_PATH = fileURLToPath(new URL('./main.ts', import.meta.url));
+
+/** Sample items the agent prefetches and the printed commands use. */
+export const DEV_SECRET = 'production/ml-service/db-password';
+export const DEV_CONFIG = 'production/ml-service/settings';
+export const DEV_NAMESPACE = 'production/ml-service';
+
+interface DevFlags {
+  dir: string;
+  serverHttpListen: string;
+  serverGrpcListen: string;
+  serverAdminListen: string;
+  agentHttpListen: string;
+  agentAdminListen: string;
+  logLevel: string;
+}
+
+function opt(flags: string, description: string, fallback: string): Option {
+  const long = /--[a-z-]+/.exec(flags)?.[0] ?? flags;
+  return new Option(flags, description).env(envNameFor(`--dev-${long.slice(2)}`)).default(fallback);
+}
+
+/** A secret kept in the dev directory so restarts keep the data readable. */
+async function devSecret(dir: string, file: string, make: () => string): Promise<string> {
+  const path = join(dir, file);
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch {
+    const value = make();
+    await writeFile(path, `${value}\n`, { mode: 0o600 });
+    return value;
+  }
+}
+
 export function register(program: Command): void {
   program
     .command('dev')
-    .description('(not implemented yet)')
-    .action(
-      action(() => {
-        throw new CliError('dev is not implemented yet');
-      }),
-    );
+    .description('Run a server and an agent with sample data in .config-sidecar/ (what `npm start` runs); prints commands to try.')
+    .addOption(opt('--dir <dir>', 'dev state: SQLite store, keys, socket', DEFAULT_DEV_DIR))
+    .addOption(opt('--server-http-listen <host:port>', 'server REST listener', '127.0.0.1:8420'))
+    .addOption(opt('--server-grpc-listen <host:port>', 'server gRPC Watch listener', '127.0.0.1:8421'))
+    .addOption(opt('--server-admin-listen <host:port>', 'server admin listener', '127.0.0.1:8422'))
+    .addOption(opt('--agent-http-listen <host:port>', 'agent TCP listener (pod token required)', '127.0.0.1:8430'))
+    .addOption(opt('--agent-admin-listen <host:port>', 'agent /healthz /readyz /metrics', '127.0.0.1:8431'))
+    .addOption(opt('--log-level <level>', 'log level of both components (JSON lines on stdout)', 'warn'))
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ npm start                                   # same as: config-sidecar dev
+  $ config-sidecar dev --dir /tmp/cs-dev --server-http-listen 127.0.0.1:0 --agent-http-listen 127.0.0.1:0
+  $ CONFIG_SIDECAR_DEV_LOG_LEVEL=info config-sidecar dev
+
+The KEK and the root token are generated on first start and kept (mode 0600) in the dev directory.`,
+    )
+    .action(action(async (flags: DevFlags) => runDev(flags)));
+}
+
+async function runDev(flags: DevFlags): Promise<void> {
+  const dir = resolve(flags.dir);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const kek = await devSecret(dir, 'dev-kek', () => randomBytes(32).toString('base64'));
+  const rootToken = await devSecret(dir, 'root-token', () => randomBytes(24).toString('hex'));
+  const [{ parseServerSettings }, { startServer }, { resolveAgentSettings }, { startAgent }] = await Promise.all([
+    import('../server/settings.ts'),
+    import('../server/main.ts'),
+    import('../agent/agent-settings.ts'),
+    import('../agent/agent.ts'),
+  ]);
+  const server = await startServer(
+    parseServerSettings({
+      dataDir: join(dir, 'data'),
+      httpListen: flags.serverHttpListen,
+      grpcListen: flags.serverGrpcListen,
+      adminListen: flags.serverAdminListen,
+      kek,
+      rootToken,
+      logLevel: flags.logLevel,
+    }),
+  );
+  await seed(server.controlPlane);
+  const tokenFile = join(dir, 'root-token');
+  const grpcAddress = `${server.grpc.host}:${server.grpc.port}`;
+  const agentSettings = resolveAgentSettings({
+    server: server.httpUrl,
+    serverGrpc: grpcAddress,
+    tokenFile,
+    prefix: ['production', 'staging'],
+    prefetch: [DEV_SECRET, DEV_CONFIG],
+    socket: join(dir, 'run', 'agent.sock'),
+    httpListen: flags.agentHttpListen,
+    adminListen: flags.agentAdminListen,
+    logLevel: flags.logLevel,
+  });
+  let agent;
+  try {
+    agent = await startAgent(agentSettings);
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
+  await agent.ready;
+  const tcp = agent.httpAddress ? `http://${agent.httpAddress.host}:${agent.httpAddress.port}` : undefined;
+  const admin = `http://${agent.adminAddress.host}:${agent.adminAddress.port}`;
+  const cli = `${process.execPath} ${CLI_PATH}`;
+  const lines = [
+    '',
+    'config-sidecar dev is running: a server and an agent with sample data. Ctrl-C stops both.',
+    '',
+    `  server   ${server.httpUrl}  (gRPC ${grpcAddress}; root token in ${tokenFile})`,
+    `  socket   ${agent.socketPath}`,
+    ...(tcp ? [`  tcp      ${tcp}  (token file ${agent.tokenPath})`] : []),
+    `  admin    ${admin}/readyz  ${admin}/metrics`,
+    '',
+    'Read through the socket:',
+    `  curl -s --unix-socket ${agent.socketPath} http://agent/v1/items/${DEV_SECRET}`,
+    `  curl -s --unix-socket ${agent.socketPath} http://agent/v1/items/${DEV_CONFIG}`,
+    ...(tcp ? ['Read over TCP with the pod token:', `  curl -s -H "X-Config-Sidecar-Token: $(cat ${agent.tokenPath})" ${tcp}/v1/items/${DEV_CONFIG}`] : []),
+    'Watch changes arrive (in another terminal):',
+    `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} watch production`,
+    'Rotate the namespace key, or write a new secret version, and see the event and the new value:',
+    `  curl -s -X POST -H "Authorization: Bearer $(cat ${tokenFile})" ${server.httpUrl}/v1/rotate/${DEV_NAMESPACE}`,
+    `  curl -s -X PUT -H "Authorization: Bearer $(cat ${tokenFile})" -H 'content-type: application/json' -d '{"kind":"secret","value":"rotated-${Date.now()}"}' '${server.httpUrl}/v1/items/${DEV_SECRET}?env=base'`,
+    `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} get ${DEV_SECRET}`,
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  const running = agent;
+  await runUntilSignal(async () => {
+    await running.close();
+    await server.close();
+  }, running.logger);
+}
+
+interface Seedable {
+  currentRevision(): Promise<number>;
+  putItem(ref: { namespace: string; name: string }, env: string, kind: 'config' | 'secret', value: Buffer, actor: string): Promise<unknown>;
+}
+
+/**
+ * Seeds sample data on an empty store: the server engineers' sample set when
+ * `src/server/sample-data.ts` exists, else a small built-in one.
+ */
+async function seed(controlPlane: Seedable): Promise<void> {
+  if ((await controlPlane.currentRevision()) > 0) return;
+  const sampleModule = '../server/sample-data.ts';
+  try {
+    const mod = (await import(sampleModule)) as { seedSampleData?: (cp: unknown) => Promise<void> };
+    if (mod.seedSampleData) {
+      await mod.seedSampleData(controlPlane);
+      return;
+    }
+  } catch {
+    // TODO(server): use src/server/sample-data.ts once it lands; the built-in set below covers the printed commands.
+  }
+  const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));
+  const actor = 'dev-seed';
+  await controlPlane.putItem({ namespace: DEV_NAMESPACE, name: 'db-password' }, 'base', 'secret', Buffer.from(randomBytes(12).toString('base64url')), actor);
+  await controlPlane.putItem({ namespace: DEV_NAMESPACE, name: 'settings' }, 'base', 'config', json({ model: 'resnet-50', batchSize: 8, features: { cache: true } }), actor);
+  await controlPlane.putItem({ namespace: DEV_NAMESPACE, name: 'settings' }, 'prod', 'config', json({ batchSize: 64 }), actor);
+  await controlPlane.putItem({ namespace: 'production/web', name: 'api-key' }, 'base', 'secret', Buffer.from(randomBytes(16).toString('hex')), actor);
+  await controlPlane.putItem({ namespace: 'staging/ml-service', name: 'settings' }, 'base', 'config', json({ model: 'resnet-18', batchSize: 4 }), actor);
 }
