@@ -96,3 +96,19 @@ test('inject reports a bad injector flag by name with its environment twin', asy
   assert.equal(viaEnv.code, 2);
   assert.match(viaEnv.stderr, /--shared-group/);
 });
+
+test('inject -f reports an unreadable file and invalid YAML without output', async () => {
+  const missing = await runCli(['inject', '-f', '/nonexistent/pod.yaml']);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /cannot read \/nonexistent\/pod\.yaml: ENOENT/);
+  const broken = await runCli(['inject', '-f', '-'], 'kind: Service\n---\nkind: Pod\nmetadata: {name: [unclosed\n');
+  assert.equal(broken.code, 1);
+  assert.equal(broken.stdout, '');
+  assert.match(broken.stderr, /document 2: not valid YAML/);
+  const template = await runCli(
+    ['inject', '-f', '-'],
+    'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    metadata:\n      annotations: {config-sidecar.io/inject: "true"}\n    spec: {}\n',
+  );
+  assert.equal(template.code, 1);
+  assert.match(template.stderr, /Deployment web: the pod template is invalid at spec\.template\.spec\.containers/);
+});
