@@ -4,7 +4,7 @@
  * disk, tamper detection, DEK and KEK rotation, the event log and its
  * retention, the key-age policy (ManualClock), audit and backup.
  */
-import { test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,7 +15,8 @@ import { SettingError } from '../src/shared/settings.ts';
 import type { LogEvent } from '../src/server/control-plane.ts';
 import { kekFromBase64, loadLocalKek } from '../src/server/kek.ts';
 import { SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
-import { DAY_MS, TEST_ENVIRONMENTS, kekOf, openTestPlane, randomKekBase64, scanForNeedles, tempDir } from './helpers/store-fixtures.ts';
+import { DAY_MS, TEST_ENVIRONMENTS, kekOf, openTestPlane, randomKekBase64, scanForNeedles, tempDir, type PlaneEngine } from './helpers/store-fixtures.ts';
+import { PLANE_ENGINES } from './helpers/store-engines.ts';
 
 const ML = { namespace: 'production/ml-service', name: 'inference' };
 const DB_PASSWORD = { namespace: 'production/ml-service', name: 'db-password' };
@@ -27,160 +28,315 @@ function hasCode(code: string) {
   return (err: unknown): boolean => err instanceof AppError && err.code === code;
 }
 
-test('config overlays merge along the environment chain and read the same after reopen', async (t) => {
-  const dir = await tempDir(t);
-  const kekText = randomKekBase64();
-  const first = await openTestPlane(t, dir, { kek: kekOf(kekText) });
-  await first.plane.putItem(ML, 'base', 'config', json({ replicas: 1, model: { name: 'bert', batch: 8 }, tags: ['a'] }), 'alice');
-  await first.plane.putItem(ML, 'staging', 'config', json({ model: { batch: 16 }, tags: ['s'] }), 'alice');
-  await first.plane.putItem(ML, 'prod', 'config', json({ replicas: 5 }), 'alice');
+/** Domain behaviour every engine must show; SQLite-file checks follow below. */
+function domainSuite(engine: PlaneEngine): void {
+  const skip = engine.skip();
+  describe(`control plane on ${engine.name}`, { skip: skip ?? false }, () => {
+    after(() => engine.teardown());
 
-  const expected = {
-    base: { replicas: 1, model: { name: 'bert', batch: 8 }, tags: ['a'] },
-    dev: { replicas: 1, model: { name: 'bert', batch: 8 }, tags: ['a'] },
-    staging: { replicas: 1, model: { name: 'bert', batch: 16 }, tags: ['s'] },
-    prod: { replicas: 5, model: { name: 'bert', batch: 16 }, tags: ['s'] },
-  };
-  const etags = new Map<string, string>();
-  for (const [env, value] of Object.entries(expected)) {
-    const item = await first.plane.getItem(ML, env);
-    assert.deepEqual(parse(item.value), value, env);
-    assert.equal(item.kind, 'config');
-    etags.set(env, item.etag);
-  }
-  assert.equal((await first.plane.getItem(ML, 'prod')).version, 3);
-  assert.equal((await first.plane.getItem(ML, 'dev')).version, 1);
-  // The etag covers every contributing layer: staging and prod differ, base and dev share one layer.
-  assert.equal(etags.get('base'), etags.get('dev'));
-  assert.notEqual(etags.get('staging'), etags.get('prod'));
+  test('config overlays merge along the environment chain and read the same after reopen', async (t) => {
+    const dir = await engine.location(t);
+    const kekText = randomKekBase64();
+    const first = await openTestPlane(t, dir, { kek: kekOf(kekText) }, engine);
+    await first.plane.putItem(ML, 'base', 'config', json({ replicas: 1, model: { name: 'bert', batch: 8 }, tags: ['a'] }), 'alice');
+    await first.plane.putItem(ML, 'staging', 'config', json({ model: { batch: 16 }, tags: ['s'] }), 'alice');
+    await first.plane.putItem(ML, 'prod', 'config', json({ replicas: 5 }), 'alice');
 
-  await first.plane.close();
-  const second = await openTestPlane(t, dir, { kek: kekOf(kekText) });
-  for (const [env, value] of Object.entries(expected)) {
-    const item = await second.plane.getItem(ML, env);
-    assert.deepEqual(parse(item.value), value, `${env} after reopen`);
-    assert.equal(item.etag, etags.get(env));
-  }
-  // A write to a less specific layer changes the merged prod value and its etag.
-  await second.plane.putItem(ML, 'base', 'config', json({ replicas: 1, model: { name: 'gpt' } }), 'alice');
-  const prod = await second.plane.getItem(ML, 'prod');
-  assert.deepEqual(parse(prod.value), { replicas: 5, model: { name: 'gpt', batch: 16 }, tags: ['s'] });
-  assert.notEqual(prod.etag, etags.get('prod'));
-});
+    const expected = {
+      base: { replicas: 1, model: { name: 'bert', batch: 8 }, tags: ['a'] },
+      dev: { replicas: 1, model: { name: 'bert', batch: 8 }, tags: ['a'] },
+      staging: { replicas: 1, model: { name: 'bert', batch: 16 }, tags: ['s'] },
+      prod: { replicas: 5, model: { name: 'bert', batch: 16 }, tags: ['s'] },
+    };
+    const etags = new Map<string, string>();
+    for (const [env, value] of Object.entries(expected)) {
+      const item = await first.plane.getItem(ML, env);
+      assert.deepEqual(parse(item.value), value, env);
+      assert.equal(item.kind, 'config');
+      etags.set(env, item.etag);
+    }
+    assert.equal((await first.plane.getItem(ML, 'prod')).version, 3);
+    assert.equal((await first.plane.getItem(ML, 'dev')).version, 1);
+    // The etag covers every contributing layer: staging and prod differ, base and dev share one layer.
+    assert.equal(etags.get('base'), etags.get('dev'));
+    assert.notEqual(etags.get('staging'), etags.get('prod'));
 
-test('secrets are never merged: the most specific existing layer wins', async (t) => {
-  const { plane } = await openTestPlane(t, await tempDir(t));
-  await plane.putItem(DB_PASSWORD, 'base', 'secret', Buffer.from('base-pw'), 'alice');
-  await plane.putItem(DB_PASSWORD, 'staging', 'secret', Buffer.from('staging-pw'), 'alice');
-  assert.equal((await plane.getItem(DB_PASSWORD, 'base')).value.toString(), 'base-pw');
-  assert.equal((await plane.getItem(DB_PASSWORD, 'dev')).value.toString(), 'base-pw');
-  assert.equal((await plane.getItem(DB_PASSWORD, 'prod')).value.toString(), 'staging-pw');
-  const envelope = await plane.getEnvelope(DB_PASSWORD, 'prod');
-  assert.equal(envelope.layers.length, 1, 'a secret envelope carries only the winning layer');
-  assert.equal(envelope.layers[0]?.env, 'staging');
+    await first.plane.close();
+    const second = await openTestPlane(t, dir, { kek: kekOf(kekText) }, engine);
+    for (const [env, value] of Object.entries(expected)) {
+      const item = await second.plane.getItem(ML, env);
+      assert.deepEqual(parse(item.value), value, `${env} after reopen`);
+      assert.equal(item.etag, etags.get(env));
+    }
+    // A write to a less specific layer changes the merged prod value and its etag.
+    await second.plane.putItem(ML, 'base', 'config', json({ replicas: 1, model: { name: 'gpt' } }), 'alice');
+    const prod = await second.plane.getItem(ML, 'prod');
+    assert.deepEqual(parse(prod.value), { replicas: 5, model: { name: 'gpt', batch: 16 }, tags: ['s'] });
+    assert.notEqual(prod.etag, etags.get('prod'));
+  });
 
-  // JSON-looking secrets are bytes, not merged objects.
-  const tls = { namespace: 'production/ml-service', name: 'tls' };
-  await plane.putItem(tls, 'base', 'secret', json({ a: 1 }), 'alice');
-  await plane.putItem(tls, 'prod', 'secret', json({ b: 2 }), 'alice');
-  assert.deepEqual(parse((await plane.getItem(tls, 'prod')).value), { b: 2 });
+  test('secrets are never merged: the most specific existing layer wins', async (t) => {
+    const { plane } = await openTestPlane(t, await engine.location(t), {}, engine);
+    await plane.putItem(DB_PASSWORD, 'base', 'secret', Buffer.from('base-pw'), 'alice');
+    await plane.putItem(DB_PASSWORD, 'staging', 'secret', Buffer.from('staging-pw'), 'alice');
+    assert.equal((await plane.getItem(DB_PASSWORD, 'base')).value.toString(), 'base-pw');
+    assert.equal((await plane.getItem(DB_PASSWORD, 'dev')).value.toString(), 'base-pw');
+    assert.equal((await plane.getItem(DB_PASSWORD, 'prod')).value.toString(), 'staging-pw');
+    const envelope = await plane.getEnvelope(DB_PASSWORD, 'prod');
+    assert.equal(envelope.layers.length, 1, 'a secret envelope carries only the winning layer');
+    assert.equal(envelope.layers[0]?.env, 'staging');
 
-  const prodOnly = { namespace: 'production/ml-service', name: 'prod-only' };
-  await plane.putItem(prodOnly, 'prod', 'secret', Buffer.from([0, 255, 1]), 'alice');
-  assert.deepEqual([...(await plane.getItem(prodOnly, 'prod')).value], [0, 255, 1]);
-  await assert.rejects(plane.getItem(prodOnly, 'dev'), hasCode('not_found'));
-});
+    // JSON-looking secrets are bytes, not merged objects.
+    const tls = { namespace: 'production/ml-service', name: 'tls' };
+    await plane.putItem(tls, 'base', 'secret', json({ a: 1 }), 'alice');
+    await plane.putItem(tls, 'prod', 'secret', json({ b: 2 }), 'alice');
+    assert.deepEqual(parse((await plane.getItem(tls, 'prod')).value), { b: 2 });
 
-test('bad writes are refused without storing anything', async (t) => {
-  const { plane } = await openTestPlane(t, await tempDir(t));
-  await assert.rejects(plane.putItem(ML, 'qa', 'config', json({}), 'a'), hasCode('invalid_argument'));
-  await assert.rejects(plane.putItem(ML, 'base', 'config', Buffer.from('{nope'), 'a'), hasCode('invalid_json'));
-  await assert.rejects(plane.putItem({ namespace: 'Prod', name: 'x' }, 'base', 'config', json(1), 'a'), hasCode('invalid_path'));
-  await assert.rejects(plane.putItem({ namespace: 'a/../b', name: 'x' }, 'base', 'config', json(1), 'a'), hasCode('invalid_path'));
-  await plane.putItem(ML, 'base', 'config', json({ a: 1 }), 'a');
-  await assert.rejects(plane.putItem(ML, 'prod', 'secret', Buffer.from('x'), 'a'), hasCode('conflict'));
-  assert.equal(await plane.currentRevision(), 1, 'refused writes take no revision');
-  assert.deepEqual(parse((await plane.getItem(ML, 'prod')).value), { a: 1 });
-});
+    const prodOnly = { namespace: 'production/ml-service', name: 'prod-only' };
+    await plane.putItem(prodOnly, 'prod', 'secret', Buffer.from([0, 255, 1]), 'alice');
+    assert.deepEqual([...(await plane.getItem(prodOnly, 'prod')).value], [0, 255, 1]);
+    await assert.rejects(plane.getItem(prodOnly, 'dev'), hasCode('not_found'));
+  });
 
-test('history, rollback and pruning keep the current versions', async (t) => {
-  const { plane } = await openTestPlane(t, await tempDir(t), { maxVersionsPerItem: 3 });
-  await plane.putItem(ML, 'base', 'config', json({ v: 'base' }), 'alice'); // v1, stays current for base
-  for (let i = 2; i <= 6; i += 1) await plane.putItem(ML, 'prod', 'config', json({ v: i }), 'bob'); // v2..v6
+  test('bad writes are refused without storing anything', async (t) => {
+    const { plane } = await openTestPlane(t, await engine.location(t), {}, engine);
+    await assert.rejects(plane.putItem(ML, 'qa', 'config', json({}), 'a'), hasCode('invalid_argument'));
+    await assert.rejects(plane.putItem(ML, 'base', 'config', Buffer.from('{nope'), 'a'), hasCode('invalid_json'));
+    await assert.rejects(plane.putItem({ namespace: 'Prod', name: 'x' }, 'base', 'config', json(1), 'a'), hasCode('invalid_path'));
+    await assert.rejects(plane.putItem({ namespace: 'a/../b', name: 'x' }, 'base', 'config', json(1), 'a'), hasCode('invalid_path'));
+    await plane.putItem(ML, 'base', 'config', json({ a: 1 }), 'a');
+    await assert.rejects(plane.putItem(ML, 'prod', 'secret', Buffer.from('x'), 'a'), hasCode('conflict'));
+    assert.equal(await plane.currentRevision(), 1, 'refused writes take no revision');
+    assert.deepEqual(parse((await plane.getItem(ML, 'prod')).value), { a: 1 });
+  });
 
-  const history = await plane.history(ML);
-  assert.deepEqual(
-    history.versions.map((v) => [v.version, v.env]),
-    [
-      [1, 'base'],
-      [5, 'prod'],
-      [6, 'prod'],
-    ],
-    'at most 3 versions kept, and the base layer current version is never pruned',
-  );
-  assert.equal(history.versions[2]?.createdBy, 'bob');
-  assert.equal(history.versions[0]?.createdAt, new Date(Date.UTC(2026, 0, 1)).toISOString());
+  test('history, rollback and pruning keep the current versions', async (t) => {
+    const { plane } = await openTestPlane(t, await engine.location(t), { maxVersionsPerItem: 3 }, engine);
+    await plane.putItem(ML, 'base', 'config', json({ v: 'base' }), 'alice'); // v1, stays current for base
+    for (let i = 2; i <= 6; i += 1) await plane.putItem(ML, 'prod', 'config', json({ v: i }), 'bob'); // v2..v6
 
-  const rolled = await plane.rollback(ML, 5, 'carol');
-  assert.equal(rolled.version, 7);
-  const prod = await plane.getItem(ML, 'prod');
-  assert.deepEqual(parse(prod.value), { v: 5 }, 'the prod layer overrides base');
-  assert.equal(prod.version, 7);
-  await assert.rejects(plane.rollback(ML, 2, 'carol'), hasCode('not_found'), 'a pruned version');
-  await assert.rejects(plane.rollback(ML, 99, 'carol'), hasCode('not_found'), 'an unknown version');
-  await assert.rejects(plane.rollback({ namespace: 'production/ml-service', name: 'ghost' }, 1, 'carol'), hasCode('not_found'));
-  const after = await plane.history(ML);
-  assert.deepEqual(
-    after.versions.map((v) => v.version),
-    [1, 6, 7],
-  );
-});
+    const history = await plane.history(ML);
+    assert.deepEqual(
+      history.versions.map((v) => [v.version, v.env]),
+      [
+        [1, 'base'],
+        [5, 'prod'],
+        [6, 'prod'],
+      ],
+      'at most 3 versions kept, and the base layer current version is never pruned',
+    );
+    assert.equal(history.versions[2]?.createdBy, 'bob');
+    assert.equal(history.versions[0]?.createdAt, new Date(Date.UTC(2026, 0, 1)).toISOString());
 
-test('deleting a layer falls back to inherited layers; deleting the item removes it everywhere', async (t) => {
-  const { plane } = await openTestPlane(t, await tempDir(t));
-  const events: LogEvent[] = [];
-  plane.onCommitted((batch) => events.push(...batch));
-  await plane.putItem(ML, 'base', 'config', json({ a: 1 }), 'a');
-  await plane.putItem(ML, 'prod', 'config', json({ a: 2 }), 'a');
-  const { revision } = await plane.deleteItem(ML, 'prod', 'a');
-  assert.deepEqual(parse((await plane.getItem(ML, 'prod')).value), { a: 1 });
-  assert.deepEqual(events.at(-1), { revision, type: 'itemDeleted', namespace: ML.namespace, name: ML.name, env: 'prod', version: 3 });
-  assert.equal((await plane.history(ML)).versions.at(-1)?.deleted, true);
-  await assert.rejects(plane.deleteItem(ML, 'prod', 'a'), hasCode('not_found'), 'the layer is already gone');
-  assert.deepEqual(
-    (await plane.list('production')).map((i) => [i.name, i.envs]),
-    [['inference', ['base']]],
-  );
+    const rolled = await plane.rollback(ML, 5, 'carol');
+    assert.equal(rolled.version, 7);
+    const prod = await plane.getItem(ML, 'prod');
+    assert.deepEqual(parse(prod.value), { v: 5 }, 'the prod layer overrides base');
+    assert.equal(prod.version, 7);
+    await assert.rejects(plane.rollback(ML, 2, 'carol'), hasCode('not_found'), 'a pruned version');
+    await assert.rejects(plane.rollback(ML, 99, 'carol'), hasCode('not_found'), 'an unknown version');
+    await assert.rejects(plane.rollback({ namespace: 'production/ml-service', name: 'ghost' }, 1, 'carol'), hasCode('not_found'));
+    const after = await plane.history(ML);
+    assert.deepEqual(
+      after.versions.map((v) => v.version),
+      [1, 6, 7],
+    );
+  });
 
-  const whole = await plane.deleteItem(ML, undefined, 'a');
-  assert.equal(events.at(-1)?.type, 'itemDeleted');
-  assert.equal(events.at(-1)?.revision, whole.revision);
-  await assert.rejects(plane.getItem(ML, 'base'), hasCode('not_found'));
-  await assert.rejects(plane.history(ML), hasCode('not_found'));
-  assert.deepEqual(await plane.list('production'), []);
+  test('deleting a layer falls back to inherited layers; deleting the item removes it everywhere', async (t) => {
+    const { plane } = await openTestPlane(t, await engine.location(t), {}, engine);
+    const events: LogEvent[] = [];
+    plane.onCommitted((batch) => events.push(...batch));
+    await plane.putItem(ML, 'base', 'config', json({ a: 1 }), 'a');
+    await plane.putItem(ML, 'prod', 'config', json({ a: 2 }), 'a');
+    const { revision } = await plane.deleteItem(ML, 'prod', 'a');
+    assert.deepEqual(parse((await plane.getItem(ML, 'prod')).value), { a: 1 });
+    assert.deepEqual(events.at(-1), { revision, type: 'itemDeleted', namespace: ML.namespace, name: ML.name, env: 'prod', version: 3 });
+    assert.equal((await plane.history(ML)).versions.at(-1)?.deleted, true);
+    await assert.rejects(plane.deleteItem(ML, 'prod', 'a'), hasCode('not_found'), 'the layer is already gone');
+    assert.deepEqual(
+      (await plane.list('production')).map((i) => [i.name, i.envs]),
+      [['inference', ['base']]],
+    );
 
-  // Written again, the item continues its version numbers so no (item, version) names two values.
-  const again = await plane.putItem(ML, 'base', 'secret', Buffer.from('now a secret'), 'a');
-  assert.equal(again.version, 4);
-});
+    const whole = await plane.deleteItem(ML, undefined, 'a');
+    assert.equal(events.at(-1)?.type, 'itemDeleted');
+    assert.equal(events.at(-1)?.revision, whole.revision);
+    await assert.rejects(plane.getItem(ML, 'base'), hasCode('not_found'));
+    await assert.rejects(plane.history(ML), hasCode('not_found'));
+    assert.deepEqual(await plane.list('production'), []);
 
-test('list matches whole segments only', async (t) => {
-  const { plane } = await openTestPlane(t, await tempDir(t));
-  await plane.putItem({ namespace: 'production/ml', name: 'a' }, 'base', 'config', json(1), 'x');
-  await plane.putItem({ namespace: 'production/ml/inner', name: 'b' }, 'base', 'config', json(1), 'x');
-  await plane.putItem({ namespace: 'production/ml-admin', name: 'c' }, 'base', 'config', json(1), 'x');
-  await plane.putItem({ namespace: 'production/m_', name: 'd' }, 'base', 'config', json(1), 'x');
-  assert.deepEqual(
-    (await plane.list('production/ml')).map((i) => i.name),
-    ['a', 'b'],
-  );
-  assert.deepEqual(
-    (await plane.list('production/m_')).map((i) => i.name),
-    ['d'],
-    '"_" is not a wildcard',
-  );
-  assert.equal((await plane.list('production')).length, 4);
-});
+    // Written again, the item continues its version numbers so no (item, version) names two values.
+    const again = await plane.putItem(ML, 'base', 'secret', Buffer.from('now a secret'), 'a');
+    assert.equal(again.version, 4);
+  });
+
+  test('list matches whole segments only', async (t) => {
+    const { plane } = await openTestPlane(t, await engine.location(t), {}, engine);
+    await plane.putItem({ namespace: 'production/ml', name: 'a' }, 'base', 'config', json(1), 'x');
+    await plane.putItem({ namespace: 'production/ml/inner', name: 'b' }, 'base', 'config', json(1), 'x');
+    await plane.putItem({ namespace: 'production/ml-admin', name: 'c' }, 'base', 'config', json(1), 'x');
+    await plane.putItem({ namespace: 'production/m_', name: 'd' }, 'base', 'config', json(1), 'x');
+    assert.deepEqual(
+      (await plane.list('production/ml')).map((i) => i.name),
+      ['a', 'b'],
+    );
+    assert.deepEqual(
+      (await plane.list('production/m_')).map((i) => i.name),
+      ['d'],
+      '"_" is not a wildcard',
+    );
+    assert.equal((await plane.list('production')).length, 4);
+  });
+
+  test('DEK rotation re-encrypts current versions under a new key version and emits KeyRotated', async (t) => {
+    const { plane } = await openTestPlane(t, await engine.location(t), { maxVersionsPerItem: 5 }, engine);
+    await plane.putItem(ML, 'base', 'config', json({ n: 1 }), 'a');
+    await plane.putItem(ML, 'base', 'config', json({ n: 2 }), 'a'); // v1 stays as history under key 1
+    await plane.putItem(DB_PASSWORD, 'prod', 'secret', Buffer.from('pw'), 'a');
+    const before = await plane.getEnvelope(ML, 'base');
+    const events: LogEvent[] = [];
+    plane.onCommitted((batch) => events.push(...batch));
+
+    const rotated = await plane.rotateNamespace(ML.namespace, 'ops');
+    assert.equal(rotated.keyVersion, 2);
+    assert.deepEqual(events, [{ revision: rotated.revision, type: 'keyRotated', namespace: ML.namespace, keyVersion: 2 }]);
+
+    const afterEnv = await plane.getEnvelope(ML, 'base');
+    assert.equal(afterEnv.layers[0]?.keyVersion, 2);
+    assert.notEqual(afterEnv.layers[0]?.ciphertext + afterEnv.layers[0]!.iv, before.layers[0]!.ciphertext + before.layers[0]!.iv);
+    assert.equal(afterEnv.etag, before.etag, 're-sealing does not change the value or its etag');
+    assert.deepEqual(parse((await plane.getItem(ML, 'base')).value), { n: 2 });
+    assert.equal((await plane.getItem(DB_PASSWORD, 'prod')).value.toString(), 'pw');
+
+    // The agent path: the envelope opens with the DEK version it names.
+    const deks = await plane.getDeks(ML.namespace);
+    assert.equal(deks.currentVersion, 2);
+    assert.deepEqual(
+      deks.keys.map((k) => k.version),
+      [1, 2],
+      'key 1 still seals the old version 1 in history',
+    );
+    const layer = afterEnv.layers[0]!;
+    const dek = deks.keys.find((k) => k.version === layer.keyVersion)!.dek;
+    const plain = open(
+      dek,
+      { iv: Buffer.from(layer.iv, 'base64'), ciphertext: Buffer.from(layer.ciphertext, 'base64'), tag: Buffer.from(layer.tag, 'base64') },
+      valueAad({ namespace: ML.namespace, name: ML.name, version: layer.version, keyId: layer.keyId, keyVersion: layer.keyVersion }),
+    );
+    assert.deepEqual(parse(plain), { n: 2 });
+    await plane.rollback(ML, 1, 'a');
+    assert.deepEqual(parse((await plane.getItem(ML, 'base')).value), { n: 1 }, 'history sealed under key 1 still reads');
+    await assert.rejects(plane.rotateNamespace('production/empty', 'ops'), hasCode('not_found'));
+  });
+
+  test('KEK rotation re-wraps every DEK; reopen works with the new KEK and fails clearly with the old', async (t) => {
+    const dir = await engine.location(t);
+    const oldKek = randomKekBase64();
+    const newKek = randomKekBase64();
+    const first = await openTestPlane(t, dir, { kek: kekOf(oldKek) }, engine);
+    await first.plane.putItem(ML, 'base', 'config', json({ a: 1 }), 'a');
+    await first.plane.putItem({ namespace: 'staging/web', name: 'pw' }, 'base', 'secret', Buffer.from('pw'), 'a');
+    const envelopeBefore = await first.plane.getEnvelope(ML, 'base');
+    const result = await first.plane.rotateKek(kekOf(newKek));
+    assert.equal(result.rewrapped, 2);
+    assert.deepEqual(await first.plane.getEnvelope(ML, 'base'), envelopeBefore, 'values are not touched');
+    assert.deepEqual(parse((await first.plane.getItem(ML, 'base')).value), { a: 1 });
+    await first.plane.putItem({ namespace: 'new/ns', name: 'x' }, 'base', 'config', json(1), 'a');
+    await first.plane.close();
+
+    const reopened = await openTestPlane(t, dir, { kek: kekOf(newKek) }, engine);
+    assert.deepEqual(parse((await reopened.plane.getItem(ML, 'base')).value), { a: 1 });
+    assert.equal((await reopened.plane.getItem({ namespace: 'staging/web', name: 'pw' }, 'prod')).value.toString(), 'pw');
+    await reopened.plane.close();
+
+    await assert.rejects(openTestPlane(t, dir, { kek: kekOf(oldKek) }, engine), (err: unknown) => {
+      assert.ok(err instanceof SettingError);
+      assert.match(err.message, /CONFIG_SIDECAR_KEK/);
+      assert.match(err.message, new RegExp(kekOf(newKek).id));
+      return true;
+    });
+  });
+
+  test('events are gap-free and in revision order under concurrent writes', async (t) => {
+    const { plane } = await openTestPlane(t, await engine.location(t), {}, engine);
+    const seen: number[] = [];
+    plane.onCommitted((batch) => seen.push(...batch.map((e) => e.revision)));
+    await plane.putItem(ML, 'base', 'config', json(0), 'a');
+    const writes: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 40; i += 1) {
+      writes.push(plane.putItem({ namespace: `team${i % 4}/svc`, name: `item${i % 7}` }, envFor(i), 'config', json({ i }), 'a'));
+      if (i % 10 === 0) writes.push(plane.rotateNamespace(ML.namespace, 'a'));
+      if (i % 13 === 0) writes.push(plane.putItem(ML, 'prod', 'config', json({ i }), 'a'));
+    }
+    writes.push(plane.putItem(ML, 'base', 'secret', Buffer.from('x'), 'a').catch((err: unknown) => err)); // refused: kind conflict
+    await Promise.all(writes);
+    const current = await plane.currentRevision();
+    assert.deepEqual(
+      seen,
+      Array.from({ length: current }, (_, i) => i + 1),
+      'listeners heard every revision once, in order',
+    );
+    const logged = await plane.eventsAfter(0, 1000);
+    assert.deepEqual(
+      logged.map((e) => e.revision),
+      seen,
+    );
+    assert.deepEqual(
+      (await plane.eventsAfter(10, 5)).map((e) => e.revision),
+      [11, 12, 13, 14, 15],
+    );
+  });
+
+  test('retention keeps the newest events and reports the oldest retained revision', async (t) => {
+    const dir = await engine.location(t);
+    const kekText = randomKekBase64();
+    const { plane } = await openTestPlane(t, dir, { retainEvents: 5, kek: kekOf(kekText) }, engine);
+    assert.equal(await plane.oldestRetainedRevision(), 1);
+    assert.equal(await plane.currentRevision(), 0);
+    for (let i = 0; i < 12; i += 1) await plane.putItem(ML, 'base', 'config', json({ i }), 'a');
+    assert.equal(await plane.currentRevision(), 12);
+    assert.equal(await plane.oldestRetainedRevision(), 8);
+    assert.deepEqual(
+      (await plane.eventsAfter(0, 100)).map((e) => e.revision),
+      [8, 9, 10, 11, 12],
+    );
+    assert.deepEqual(
+      (await plane.eventsAfter(7, 100)).map((e) => e.revision),
+      [8, 9, 10, 11, 12],
+    );
+    await plane.close();
+    const reopened = await openTestPlane(t, dir, { retainEvents: 5, kek: kekOf(kekText) }, engine);
+    assert.equal(await reopened.plane.oldestRetainedRevision(), 8);
+    assert.equal(await reopened.plane.currentRevision(), 12);
+  });
+
+  test('the key-age policy rotates only keys older than keyMaxAge, by the injected clock', async (t) => {
+    const { plane, clock } = await openTestPlane(t, await engine.location(t), { keyMaxAge: 90 * DAY_MS }, engine);
+    await plane.putItem(ML, 'base', 'config', json(1), 'a');
+    clock.advance(30 * DAY_MS);
+    await plane.putItem({ namespace: 'younger/ns', name: 'x' }, 'base', 'config', json(1), 'a');
+    assert.deepEqual(await plane.rotateDueKeys('policy'), []);
+    clock.advance(60 * DAY_MS - 1);
+    assert.deepEqual(await plane.rotateDueKeys('policy'), [], 'one millisecond short of 90 days');
+    clock.advance(1);
+    const rotated = await plane.rotateDueKeys('policy');
+    assert.deepEqual(
+      rotated.map((r) => [r.namespace, r.keyVersion]),
+      [[ML.namespace, 2]],
+    );
+    assert.deepEqual(await plane.rotateDueKeys('policy'), [], 'the new key is young');
+    clock.advance(30 * DAY_MS);
+    assert.deepEqual(
+      (await plane.rotateDueKeys('policy')).map((r) => r.namespace),
+      ['younger/ns'],
+    );
+    assert.deepEqual(parse((await plane.getItem(ML, 'prod')).value), 1);
+  });
+  });
+}
+
+for (const engine of PLANE_ENGINES) domainSuite(engine);
 
 test('no plaintext value or raw DEK is ever written under the data dir', async (t) => {
   const dir = await tempDir(t);
@@ -242,154 +398,9 @@ test('a ciphertext moved onto another row fails authentication; other items stil
   await assert.rejects(plane.getItem(DB_PASSWORD, 'prod'), hasCode('decryption_failed'));
 });
 
-test('DEK rotation re-encrypts current versions under a new key version and emits KeyRotated', async (t) => {
-  const { plane } = await openTestPlane(t, await tempDir(t), { maxVersionsPerItem: 5 });
-  await plane.putItem(ML, 'base', 'config', json({ n: 1 }), 'a');
-  await plane.putItem(ML, 'base', 'config', json({ n: 2 }), 'a'); // v1 stays as history under key 1
-  await plane.putItem(DB_PASSWORD, 'prod', 'secret', Buffer.from('pw'), 'a');
-  const before = await plane.getEnvelope(ML, 'base');
-  const events: LogEvent[] = [];
-  plane.onCommitted((batch) => events.push(...batch));
-
-  const rotated = await plane.rotateNamespace(ML.namespace, 'ops');
-  assert.equal(rotated.keyVersion, 2);
-  assert.deepEqual(events, [{ revision: rotated.revision, type: 'keyRotated', namespace: ML.namespace, keyVersion: 2 }]);
-
-  const afterEnv = await plane.getEnvelope(ML, 'base');
-  assert.equal(afterEnv.layers[0]?.keyVersion, 2);
-  assert.notEqual(afterEnv.layers[0]?.ciphertext + afterEnv.layers[0]!.iv, before.layers[0]!.ciphertext + before.layers[0]!.iv);
-  assert.equal(afterEnv.etag, before.etag, 're-sealing does not change the value or its etag');
-  assert.deepEqual(parse((await plane.getItem(ML, 'base')).value), { n: 2 });
-  assert.equal((await plane.getItem(DB_PASSWORD, 'prod')).value.toString(), 'pw');
-
-  // The agent path: the envelope opens with the DEK version it names.
-  const deks = await plane.getDeks(ML.namespace);
-  assert.equal(deks.currentVersion, 2);
-  assert.deepEqual(
-    deks.keys.map((k) => k.version),
-    [1, 2],
-    'key 1 still seals the old version 1 in history',
-  );
-  const layer = afterEnv.layers[0]!;
-  const dek = deks.keys.find((k) => k.version === layer.keyVersion)!.dek;
-  const plain = open(
-    dek,
-    { iv: Buffer.from(layer.iv, 'base64'), ciphertext: Buffer.from(layer.ciphertext, 'base64'), tag: Buffer.from(layer.tag, 'base64') },
-    valueAad({ namespace: ML.namespace, name: ML.name, version: layer.version, keyId: layer.keyId, keyVersion: layer.keyVersion }),
-  );
-  assert.deepEqual(parse(plain), { n: 2 });
-  await plane.rollback(ML, 1, 'a');
-  assert.deepEqual(parse((await plane.getItem(ML, 'base')).value), { n: 1 }, 'history sealed under key 1 still reads');
-  await assert.rejects(plane.rotateNamespace('production/empty', 'ops'), hasCode('not_found'));
-});
-
-test('KEK rotation re-wraps every DEK; reopen works with the new KEK and fails clearly with the old', async (t) => {
-  const dir = await tempDir(t);
-  const oldKek = randomKekBase64();
-  const newKek = randomKekBase64();
-  const first = await openTestPlane(t, dir, { kek: kekOf(oldKek) });
-  await first.plane.putItem(ML, 'base', 'config', json({ a: 1 }), 'a');
-  await first.plane.putItem({ namespace: 'staging/web', name: 'pw' }, 'base', 'secret', Buffer.from('pw'), 'a');
-  const envelopeBefore = await first.plane.getEnvelope(ML, 'base');
-  const result = await first.plane.rotateKek(kekOf(newKek));
-  assert.equal(result.rewrapped, 2);
-  assert.deepEqual(await first.plane.getEnvelope(ML, 'base'), envelopeBefore, 'values are not touched');
-  assert.deepEqual(parse((await first.plane.getItem(ML, 'base')).value), { a: 1 });
-  await first.plane.putItem({ namespace: 'new/ns', name: 'x' }, 'base', 'config', json(1), 'a');
-  await first.plane.close();
-
-  const reopened = await openTestPlane(t, dir, { kek: kekOf(newKek) });
-  assert.deepEqual(parse((await reopened.plane.getItem(ML, 'base')).value), { a: 1 });
-  assert.equal((await reopened.plane.getItem({ namespace: 'staging/web', name: 'pw' }, 'prod')).value.toString(), 'pw');
-  await reopened.plane.close();
-
-  await assert.rejects(openTestPlane(t, dir, { kek: kekOf(oldKek) }), (err: unknown) => {
-    assert.ok(err instanceof SettingError);
-    assert.match(err.message, /CONFIG_SIDECAR_KEK/);
-    assert.match(err.message, new RegExp(kekOf(newKek).id));
-    return true;
-  });
-});
-
-test('events are gap-free and in revision order under concurrent writes', async (t) => {
-  const { plane } = await openTestPlane(t, await tempDir(t));
-  const seen: number[] = [];
-  plane.onCommitted((batch) => seen.push(...batch.map((e) => e.revision)));
-  await plane.putItem(ML, 'base', 'config', json(0), 'a');
-  const writes: Array<Promise<unknown>> = [];
-  for (let i = 0; i < 40; i += 1) {
-    writes.push(plane.putItem({ namespace: `team${i % 4}/svc`, name: `item${i % 7}` }, envFor(i), 'config', json({ i }), 'a'));
-    if (i % 10 === 0) writes.push(plane.rotateNamespace(ML.namespace, 'a'));
-    if (i % 13 === 0) writes.push(plane.putItem(ML, 'prod', 'config', json({ i }), 'a'));
-  }
-  writes.push(plane.putItem(ML, 'base', 'secret', Buffer.from('x'), 'a').catch((err: unknown) => err)); // refused: kind conflict
-  await Promise.all(writes);
-  const current = await plane.currentRevision();
-  assert.deepEqual(
-    seen,
-    Array.from({ length: current }, (_, i) => i + 1),
-    'listeners heard every revision once, in order',
-  );
-  const logged = await plane.eventsAfter(0, 1000);
-  assert.deepEqual(
-    logged.map((e) => e.revision),
-    seen,
-  );
-  assert.deepEqual(
-    (await plane.eventsAfter(10, 5)).map((e) => e.revision),
-    [11, 12, 13, 14, 15],
-  );
-});
-
 function envFor(i: number): string {
   return TEST_ENVIRONMENTS[i % TEST_ENVIRONMENTS.length] as string;
 }
-
-test('retention keeps the newest events and reports the oldest retained revision', async (t) => {
-  const dir = await tempDir(t);
-  const kekText = randomKekBase64();
-  const { plane } = await openTestPlane(t, dir, { retainEvents: 5, kek: kekOf(kekText) });
-  assert.equal(await plane.oldestRetainedRevision(), 1);
-  assert.equal(await plane.currentRevision(), 0);
-  for (let i = 0; i < 12; i += 1) await plane.putItem(ML, 'base', 'config', json({ i }), 'a');
-  assert.equal(await plane.currentRevision(), 12);
-  assert.equal(await plane.oldestRetainedRevision(), 8);
-  assert.deepEqual(
-    (await plane.eventsAfter(0, 100)).map((e) => e.revision),
-    [8, 9, 10, 11, 12],
-  );
-  assert.deepEqual(
-    (await plane.eventsAfter(7, 100)).map((e) => e.revision),
-    [8, 9, 10, 11, 12],
-  );
-  await plane.close();
-  const reopened = await openTestPlane(t, dir, { retainEvents: 5, kek: kekOf(kekText) });
-  assert.equal(await reopened.plane.oldestRetainedRevision(), 8);
-  assert.equal(await reopened.plane.currentRevision(), 12);
-});
-
-test('the key-age policy rotates only keys older than keyMaxAge, by the injected clock', async (t) => {
-  const { plane, clock } = await openTestPlane(t, await tempDir(t), { keyMaxAge: 90 * DAY_MS });
-  await plane.putItem(ML, 'base', 'config', json(1), 'a');
-  clock.advance(30 * DAY_MS);
-  await plane.putItem({ namespace: 'younger/ns', name: 'x' }, 'base', 'config', json(1), 'a');
-  assert.deepEqual(await plane.rotateDueKeys('policy'), []);
-  clock.advance(60 * DAY_MS - 1);
-  assert.deepEqual(await plane.rotateDueKeys('policy'), [], 'one millisecond short of 90 days');
-  clock.advance(1);
-  const rotated = await plane.rotateDueKeys('policy');
-  assert.deepEqual(
-    rotated.map((r) => [r.namespace, r.keyVersion]),
-    [[ML.namespace, 2]],
-  );
-  assert.deepEqual(await plane.rotateDueKeys('policy'), [], 'the new key is young');
-  clock.advance(30 * DAY_MS);
-  assert.deepEqual(
-    (await plane.rotateDueKeys('policy')).map((r) => r.namespace),
-    ['younger/ns'],
-  );
-  assert.deepEqual(parse((await plane.getItem(ML, 'prod')).value), 1);
-});
 
 test('audit entries are stored without values and backup copies a readable database', async (t) => {
   const dir = await tempDir(t);

@@ -7,7 +7,7 @@
  */
 import { open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
 import { AppError, describeError } from '../shared/errors.ts';
-import { itemKey, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
+import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
 import type { EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
@@ -41,7 +41,7 @@ function validateOptions(options: ControlPlaneOptions): void {
     throw new SettingError(`--environments (${ENV_PREFIX}ENVIRONMENTS)`, 'list one or more distinct environments, least to most specific, e.g. base,dev,staging,prod');
   }
   for (const env of envs) {
-    if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(env)) {
+    if (!SEGMENT_RE.test(env)) {
       throw new SettingError(`--environments (${ENV_PREFIX}ENVIRONMENTS)`, `"${env}" is not a valid environment name (a-z, 0-9, ".", "_", "-")`);
     }
   }
@@ -505,6 +505,15 @@ class ControlPlaneImpl implements ControlPlane {
 export async function openControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   validateOptions(options);
   const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now() });
+  return openControlPlaneOn(store, options);
+}
+
+/**
+ * The same on a store the caller opened (an engine not chosen by options, e.g.
+ * the conformance tests' PostgreSQL). Takes ownership: `close()` closes it.
+ */
+export async function openControlPlaneOn(store: Store, options: ControlPlaneOptions): Promise<ControlPlane> {
+  validateOptions(options);
   const plane = new ControlPlaneImpl(options, store);
   try {
     await plane.verifyKek();

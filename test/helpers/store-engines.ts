@@ -7,7 +7,7 @@ import type { TestContext } from 'node:test';
 import { openPostgresStore } from '../../src/server/store/postgres-store.ts';
 import { openSqliteStore } from '../../src/server/store/sqlite-store.ts';
 import type { Store } from '../../src/server/store/store.ts';
-import { tempDir } from './store-fixtures.ts';
+import { sqlitePlane, tempDir, type PlaneEngine } from './store-fixtures.ts';
 import { findPostgresBin, startThrowawayPostgres, type ThrowawayPostgres } from './store-postgres.ts';
 
 export interface StoreUnderTest {
@@ -67,3 +67,18 @@ export const postgresEngine: StoreEngineUnderTest = {
 };
 
 export const STORE_ENGINES: readonly StoreEngineUnderTest[] = [sqliteEngine, postgresEngine];
+
+/** The control plane on a fresh PostgreSQL database per test (one cluster per test file). */
+export const postgresPlane: PlaneEngine = {
+  name: 'postgres',
+  skip: postgresEngine.skip,
+  async location() {
+    cluster ??= startThrowawayPostgres();
+    return (await cluster).createDatabase();
+  },
+  openStore: (url) => openPostgresStore({ url, now: FIXED_NOW, poolSize: 4 }),
+  teardown: () => postgresEngine.teardown(),
+};
+
+/** Engines the control plane's domain tests run on. */
+export const PLANE_ENGINES: readonly PlaneEngine[] = [sqlitePlane, postgresPlane];

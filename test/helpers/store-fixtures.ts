@@ -8,7 +8,8 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { openControlPlane } from '../../src/server/control-plane-impl.ts';
+import { openControlPlane, openControlPlaneOn } from '../../src/server/control-plane-impl.ts';
+import type { Store } from '../../src/server/store/store.ts';
 import type { ControlPlane, ControlPlaneOptions } from '../../src/server/control-plane.ts';
 import { kekFromBase64, type LocalKekProvider } from '../../src/server/kek.ts';
 import { ManualClock } from '../../src/shared/clock.ts';
@@ -50,12 +51,39 @@ export interface TestPlane {
   readonly options: ControlPlaneOptions;
 }
 
-/** Opens a control plane on `dataDir`, closed after the test. */
-export async function openTestPlane(t: TestContext, dataDir: string, overrides: Partial<ControlPlaneOptions> = {}): Promise<TestPlane> {
+/**
+ * Where a control plane under test keeps its data: SQLite in a temp dir, or
+ * (test/helpers/store-engines.ts) a fresh PostgreSQL database.
+ */
+export interface PlaneEngine {
+  readonly name: string;
+  /** A reason to skip, or undefined to run. */
+  readonly skip: () => string | undefined;
+  /** A fresh, empty location: a data dir or a database URL. */
+  location(t: TestContext): Promise<string>;
+  /** Opens the store at `location`; undefined means "the engine options.dataDir selects". */
+  openStore?(location: string): Promise<Store>;
+  teardown(): Promise<void>;
+}
+
+export const sqlitePlane: PlaneEngine = {
+  name: 'sqlite',
+  skip: () => undefined,
+  location: (t) => tempDir(t),
+  teardown: async () => undefined,
+};
+
+/** Opens a control plane at `location` (a data dir unless `engine` says otherwise), closed after the test. */
+export async function openTestPlane(
+  t: TestContext,
+  location: string,
+  overrides: Partial<ControlPlaneOptions> = {},
+  engine: PlaneEngine = sqlitePlane,
+): Promise<TestPlane> {
   const clock = overrides.clock instanceof ManualClock ? overrides.clock : new ManualClock();
   const logs = new LogSink();
   const options: ControlPlaneOptions = {
-    dataDir,
+    dataDir: location,
     kek: kekOf(randomKekBase64()),
     environments: TEST_ENVIRONMENTS,
     maxVersionsPerItem: 20,
@@ -65,7 +93,7 @@ export async function openTestPlane(t: TestContext, dataDir: string, overrides: 
     logger: createLogger({ component: 'test', level: 'debug', destination: logs }),
     ...overrides,
   };
-  const plane = await openControlPlane(options);
+  const plane = engine.openStore ? await openControlPlaneOn(await engine.openStore(location), options) : await openControlPlane(options);
   t.after(() => plane.close());
   return { plane, clock, logs, options };
 }
