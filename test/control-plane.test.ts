@@ -9,10 +9,10 @@ import assert from 'node:assert/strict';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { open, valueAad } from '../src/shared/crypto.ts';
+import { open, valueAad, zeroize } from '../src/shared/crypto.ts';
 import { AppError } from '../src/shared/errors.ts';
 import { SettingError } from '../src/shared/settings.ts';
-import type { LogEvent } from '../src/server/control-plane.ts';
+import type { KekProvider, LogEvent } from '../src/server/control-plane.ts';
 import { kekFromBase64, loadLocalKek } from '../src/server/kek.ts';
 import { SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
 import { DAY_MS, TEST_ENVIRONMENTS, kekOf, openTestPlane, randomKekBase64, scanForNeedles, tempDir, type PlaneEngine } from './helpers/store-fixtures.ts';
@@ -453,4 +453,36 @@ test('KEK providers accept exactly 32 bytes of base64 and bind wrapped keys to t
   assert.equal(loadLocalKek({ env: { CONFIG_SIDECAR_KEK: text } })?.id, a.id);
   assert.equal(loadLocalKek({ env: {} }), undefined);
   assert.throws(() => loadLocalKek({ file: join(dir, 'missing'), env: {} }), /--kek-file/);
+});
+
+test('unwrapped DEKs are zero-filled on close, and callers zero-filling their copies breaks nothing', async (t) => {
+  const real = kekOf(randomKekBase64());
+  const unwrapped: Buffer[] = [];
+  // Records every plaintext DEK the control plane receives from its KEK.
+  const recordingKek: KekProvider = {
+    id: real.id,
+    wrap: (dek, context) => real.wrap(dek, context),
+    unwrap: async (wrapped, context) => {
+      const dek = await real.unwrap(wrapped, context);
+      unwrapped.push(dek);
+      return dek;
+    },
+  };
+  const dir = await tempDir(t);
+  const first = await openTestPlane(t, dir, { kek: recordingKek });
+  await first.plane.putItem(DB_PASSWORD, 'prod', 'secret', Buffer.from('pw'), 'a');
+  await first.plane.close();
+  const { plane } = await openTestPlane(t, dir, { kek: recordingKek });
+  const deks = await plane.getDeks(DB_PASSWORD.namespace);
+  zeroize(...deks.keys.map((k) => k.dek));
+  assert.equal((await plane.getItem(DB_PASSWORD, 'prod')).value.toString(), 'pw', 'the cache kept its own copy');
+  await plane.rotateNamespace(DB_PASSWORD.namespace, 'a');
+  assert.equal((await plane.getItem(DB_PASSWORD, 'prod')).value.toString(), 'pw');
+  assert.ok(unwrapped.length > 0);
+  assert.ok(unwrapped.some((dek) => dek.some((byte) => byte !== 0)), 'still in use while open');
+  await plane.close();
+  assert.ok(
+    unwrapped.every((dek) => dek.every((byte) => byte === 0)),
+    'every unwrapped DEK is zero-filled after close',
+  );
 });
