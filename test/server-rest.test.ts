@@ -59,3 +59,35 @@ test('config overlays and a secret survive a restart, read back per environment'
   assert.ok(!second.output().includes('hunter2'), 'the secret value never appears in logs');
   assert.ok(!first.output().includes(token), 'the token never appears in logs');
 });
+
+test('sample data seeds an empty store once, with overlays and secrets', async () => {
+  const { seedSampleData, SAMPLE_ITEMS } = await import('../src/server/sample-data.ts');
+  const server = await startServerProcess();
+  started.push(server);
+  dirs.push(server.dataDir);
+  await server.stop();
+  const { openControlPlane } = await import('../src/server/control-plane-impl.ts');
+  const { kekFromBase64 } = await import('../src/server/kek.ts');
+  const { systemClock } = await import('../src/shared/clock.ts');
+  const { createLogger } = await import('../src/shared/logger.ts');
+  const cp = await openControlPlane({
+    dataDir: server.dataDir,
+    kek: kekFromBase64(server.kek, 'test'),
+    environments: ['base', 'dev', 'staging', 'prod'],
+    maxVersionsPerItem: 20,
+    keyMaxAge: 90 * 86_400_000,
+    retainEvents: 1000,
+    clock: systemClock,
+    logger: createLogger({ component: 'test', level: 'silent' }),
+  });
+  try {
+    assert.equal(await seedSampleData(cp), SAMPLE_ITEMS.length);
+    assert.equal(await seedSampleData(cp), 0, 'never twice');
+    const prod = await cp.getItem({ namespace: 'production/ml-service', name: 'settings' }, 'prod');
+    assert.deepEqual(JSON.parse(prod.value.toString()), { model: 'resnet-50', batchSize: 64, features: { cache: true, tracing: true }, db: { host: 'db-prod.internal', port: 5432 } });
+    const secret = await cp.getItem({ namespace: 'production/ml-service', name: 'db-password' }, 'dev');
+    assert.equal(secret.kind, 'secret');
+  } finally {
+    await cp.close();
+  }
+});
