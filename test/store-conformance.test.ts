@@ -194,6 +194,34 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       );
     });
 
+    test(
+      'two handles (replicas) writing one new item at once: no lost update, gap-free revisions',
+      { skip: engine.multiWriter ? false : `${engine.name} has a single writer process` },
+      async (t) => {
+        const { store, reopen } = await engine.fresh(t);
+        const other = await reopen();
+        const writes = Array.from({ length: 20 }, (_, i) =>
+          (i % 2 === 0 ? store : other).write(async (w) => {
+            const version = await w.takeNextVersion(REF, 'config', T0);
+            await new Promise((resolve) => setImmediate(resolve));
+            const revision = await w.nextRevision();
+            await w.insertVersion({ ...REF, version, env: 'base', revision, createdAt: T0, createdBy: `w${i}`, deleted: false, sealed: sealedOf(i) });
+            await w.appendEvent({ revision, type: 'itemChanged', namespace: REF.namespace, name: REF.name, kind: 'config', version, env: 'base' }, T0);
+            return { version, revision };
+          }),
+        );
+        const results = await Promise.all(writes);
+        const expected = Array.from({ length: 20 }, (_, i) => i + 1);
+        assert.deepEqual(results.map((r) => r.version).sort((a, b) => a - b), expected);
+        assert.deepEqual(results.map((r) => r.revision).sort((a, b) => a - b), expected);
+        assert.ok(results.every((r) => r.version === r.revision), 'each write saw the one before it');
+        assert.deepEqual(
+          (await other.read((r) => r.eventsAfter(0, 100))).map((e) => e.revision),
+          expected,
+        );
+      },
+    );
+
     test('a read never sees a write that has not committed', async (t) => {
       const { store } = await engine.fresh(t);
       const holding = deferred();

@@ -20,6 +20,8 @@ export interface StoreEngineUnderTest {
   readonly name: string;
   /** A reason to skip (e.g. "no PostgreSQL binary"), shown in the test output; undefined runs. */
   readonly skip: () => string | undefined;
+  /** Several processes (replicas) may write one database at once; SQLite has one writer process. */
+  readonly multiWriter: boolean;
   /** A fresh, empty, migrated store; closed after the test. */
   fresh(t: TestContext): Promise<StoreUnderTest>;
   /** Releases what the engine shared between tests (e.g. a database cluster). */
@@ -31,6 +33,7 @@ const FIXED_NOW = () => Date.UTC(2026, 0, 1);
 export const sqliteEngine: StoreEngineUnderTest = {
   name: 'sqlite',
   skip: () => undefined,
+  multiWriter: false,
   async fresh(t) {
     const dataDir = await tempDir(t, 'cs-conformance-');
     const open = async (): Promise<Store> => {
@@ -49,6 +52,7 @@ let cluster: Promise<ThrowawayPostgres> | undefined;
 export const postgresEngine: StoreEngineUnderTest = {
   name: 'postgres',
   skip: () => (findPostgresBin() ? undefined : 'PostgreSQL is not installed (no initdb/pg_ctl found); install postgresql to run these'),
+  multiWriter: true,
   async fresh(t) {
     cluster ??= startThrowawayPostgres();
     const url = await (await cluster).createDatabase();

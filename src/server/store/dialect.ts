@@ -1,8 +1,9 @@
 /**
  * Everything that differs between SQLite and PostgreSQL SQL, in one place:
- * placeholders, column types in migrations, the upsert clause and the schema
- * migration lock. Queries elsewhere are written once with `?` placeholders in
- * the SQL both engines accept.
+ * placeholders, column types in migrations (BLOB/BYTEA, auto ids), the write
+ * lock and the schema migration lock. Queries elsewhere are written once with
+ * `?` placeholders in the SQL both engines accept. No upsert is needed: every
+ * write transaction holds the write lock first, so read-then-insert is safe.
  */
 
 export interface Dialect {
@@ -11,8 +12,11 @@ export interface Dialect {
   placeholders(sql: string): string;
   /** Replaces the `{{TOKEN}}` type markers used by migration files. */
   migrationSql(sql: string): string;
-  /** `INSERT … ON CONFLICT … DO UPDATE` (both engines take the same form today; kept here so a difference has one home). */
-  upsert(table: string, columns: readonly string[], conflict: readonly string[], update: readonly string[]): string;
+  /**
+   * Run first in every write transaction to serialise writers across
+   * processes and replicas (undefined when BEGIN IMMEDIATE already does).
+   */
+  readonly writeLockSql: string | undefined;
   /** Statement run before migrating, inside the migration transaction, so replicas starting together migrate once. */
   readonly migrationLockSql: string | undefined;
 }
@@ -34,18 +38,12 @@ function replaceTokens(sql: string, tokens: Readonly<Record<string, string>>): s
   });
 }
 
-function upsertSql(table: string, columns: readonly string[], conflict: readonly string[], update: readonly string[]): string {
-  const values = columns.map(() => '?').join(', ');
-  const set = update.map((column) => `${column} = excluded.${column}`).join(', ');
-  return `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${values}) ON CONFLICT (${conflict.join(', ')}) DO UPDATE SET ${set}`;
-}
-
 export const sqliteDialect: Dialect = {
   name: 'sqlite',
   placeholders: (sql) => sql,
   migrationSql: (sql) => replaceTokens(sql, TYPE_TOKENS.sqlite),
-  upsert: upsertSql,
   // BEGIN IMMEDIATE already holds SQLite's single write lock.
+  writeLockSql: undefined,
   migrationLockSql: undefined,
 };
 
@@ -56,6 +54,8 @@ export const postgresDialect: Dialect = {
     return sql.replace(/\?/g, () => `$${++n}`);
   },
   migrationSql: (sql) => replaceTokens(sql, TYPE_TOKENS.postgres),
-  upsert: upsertSql,
+  // The counter row's lock: writers on every replica queue here, so an item's
+  // read-then-write cannot race and revisions commit in order.
+  writeLockSql: 'SELECT revision FROM revision_counter WHERE id = 1 FOR UPDATE',
   migrationLockSql: `SELECT pg_advisory_xact_lock(${PG_MIGRATION_LOCK_KEY})`,
 };

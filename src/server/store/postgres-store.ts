@@ -102,7 +102,10 @@ class PostgresStore implements Store {
 
   write<T>(fn: (writer: StoreWriter) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
     return this.#writeLock.run(async () => {
-      const result = await this.#transaction('BEGIN', (conn) => fn(new SqlStoreTx(conn, postgresDialect)));
+      const result = await this.#transaction('BEGIN', async (conn) => {
+        if (postgresDialect.writeLockSql) await conn.all(postgresDialect.writeLockSql);
+        return fn(new SqlStoreTx(conn, postgresDialect));
+      });
       afterCommit?.(result);
       return result;
     });
