@@ -357,11 +357,11 @@ export class SqlStoreTx implements StoreWriter {
 
   /**
    * Revisions come from one counter row updated inside the writing transaction,
-   * not from a sequence or autoincrement. The row lock this UPDATE takes (SQLite:
-   * the database write lock of BEGIN IMMEDIATE; PostgreSQL: the row's lock until
-   * COMMIT) serialises every appender from here to commit, so revisions are
-   * handed out in commit order and a rolled-back transaction gives its number
-   * back. A sequence would allow gaps and out-of-order commits (revision 8 visible
+   * not from a sequence or autoincrement. Writers hold this row's lock from the
+   * start of their transaction to COMMIT (SQLite: BEGIN IMMEDIATE's database
+   * write lock; PostgreSQL: the dialect's `FOR UPDATE` on this row), so
+   * revisions are handed out in commit order and a rolled-back transaction
+   * gives its number back. A sequence would allow gaps and out-of-order commits (revision 8 visible
    * before 7), and a watcher that passed 8 would never see 7.
    */
   async nextRevision(): Promise<number> {
