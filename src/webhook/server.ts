@@ -19,7 +19,7 @@ import { AppError, describeError } from '../shared/errors.ts';
 import { readJson, sendError, sendJson } from '../shared/http-io.ts';
 import type { Logger } from '../shared/logger.ts';
 import { SettingError, type ListenAddress } from '../shared/settings.ts';
-import type { Milliseconds } from '../shared/units.ts';
+import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { answerReview } from './admission.ts';
 import type { WebhookSettings } from './settings.ts';
 
@@ -31,6 +31,12 @@ export const CERT_RECHECK_INTERVAL_MS: Milliseconds = 60_000;
 export const REQUEST_TIMEOUT_MS: Milliseconds = 10_000;
 export const HEADERS_TIMEOUT_MS: Milliseconds = 5_000;
 export const KEEP_ALIVE_TIMEOUT_MS: Milliseconds = 30_000;
+/**
+ * An oversized body is read and discarded up to this many bytes before the 413
+ * goes out, so the client (still writing) reads the answer instead of a reset;
+ * past it the connection is cut.
+ */
+export const MAX_DRAIN_BYTES: Bytes = 16 * 1024 * 1024;
 
 interface KeyPair {
   readonly cert: Buffer;
@@ -48,6 +54,29 @@ function loadKeyPair(certPath: string, keyPath: string): KeyPair {
   const x509 = new X509Certificate(cert);
   const digest = createHash('sha256').update(cert).update(key).digest('hex');
   return { cert, key, digest, fingerprint: x509.fingerprint256, validTo: x509.validTo };
+}
+
+/** Resolves once the request body has been read to its end (discarded), or cuts the connection past `limit`. */
+function drain(req: IncomingMessage, limit: Bytes): Promise<void> {
+  return new Promise((resolve) => {
+    if (req.readableEnded || req.destroyed) return resolve();
+    let seen = 0;
+    const done = () => {
+      req.off('data', onData);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > limit) {
+        req.socket.destroy();
+        done();
+      }
+    };
+    req.on('data', onData);
+    req.once('end', done);
+    req.once('close', done);
+    req.resume();
+  });
 }
 
 export interface RunningWebhook {
@@ -122,6 +151,7 @@ export async function startWebhook(settings: WebhookSettings, logger: Logger): P
     } catch (err) {
       admissions.inc({ outcome: 'bad_request' });
       logger.warn({ err: describeError(err) }, 'refused a request that is not an AdmissionReview v1');
+      if (err instanceof AppError && err.code === 'payload_too_large') await drain(req, MAX_DRAIN_BYTES);
       throw err;
     }
     admissions.inc({ outcome: answer.log.outcome });
