@@ -118,3 +118,19 @@ test('a reader that stops reading is ended with RESOURCE_EXHAUSTED and the queue
   assert.equal((await fresh.next()).type, 'heartbeat');
   fresh.close();
 });
+
+test('heartbeats and the key-age policy run on the server clock (moved by the test hook)', async () => {
+  const watch = openWatch(server.grpcAddress, { prefixes: ['aging'] }, server.rootToken);
+  assert.equal((await watch.next()).type, 'heartbeat');
+  const written = await put('aging/app/flag', true);
+  assert.equal((await watch.next()).revision, written.revision);
+  await http(server.adminUrl, 'POST', '/test/clock/advance?ms=10000');
+  const heartbeat = await watch.next();
+  assert.equal(heartbeat.type, 'heartbeat');
+  assert.ok(heartbeat.type === 'heartbeat' && heartbeat.currentRevision >= written.revision);
+  await http(server.adminUrl, 'POST', `/test/clock/advance?ms=${91 * 86_400_000}`);
+  const rotated = (await watch.until((e) => e.type === 'keyRotated')).at(-1);
+  assert.equal(rotated?.type === 'keyRotated' ? rotated.namespace : undefined, 'aging/app');
+  assert.ok(((await metricValue(server.adminUrl, 'config_sidecar_server_key_rotations_total', 'trigger="policy"')) ?? 0) >= 1);
+  watch.close();
+});

@@ -1,0 +1,47 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { SettingError } from '../src/shared/settings.ts';
+import { parseServerSettings } from '../src/server/settings.ts';
+import { CLI } from './helpers/server-process.ts';
+
+const kek = randomBytes(32).toString('base64');
+
+test('server settings: defaults, units, and each bad value names its flag and env twin', () => {
+  const s = parseServerSettings({ kek });
+  assert.equal(s.heartbeatInterval, 10_000);
+  assert.equal(s.keyMaxAge, 90 * 86_400_000);
+  assert.equal(s.maxBody, 1024 * 1024);
+  assert.equal(s.traceSampleRatio, 0.1);
+  assert.deepEqual(s.environments, ['base', 'dev', 'staging', 'prod']);
+  assert.deepEqual(s.httpListen, { host: '127.0.0.1', port: 8420 });
+  const bad: Array<[Record<string, unknown>, RegExp]> = [
+    [{ heartbeatInterval: '5 parsecs' }, /--heartbeat-interval \(CONFIG_SIDECAR_HEARTBEAT_INTERVAL\)/],
+    [{ maxBody: 'lots' }, /--max-body/],
+    [{ httpListen: 'nowhere' }, /--http-listen/],
+    [{ httpListen: '0.0.0.0:8420' }, /--http-listen.*--insecure/],
+    [{ environments: 'base,Prod' }, /--environments/],
+    [{ traceSampleRatio: '2' }, /--trace-sample-ratio/],
+    [{ tlsCert: '/x.pem' }, /--tls-key/],
+    [{ jwtIssuer: 'https://k8s' }, /--jwt-audience/],
+    [{ rateLimit: '-1' }, /--rate-limit/],
+  ];
+  for (const [raw, message] of bad) {
+    assert.throws(() => parseServerSettings({ kek, ...raw }), (e: unknown) => e instanceof SettingError && message.test(e.message), JSON.stringify(raw));
+  }
+  assert.throws(() => parseServerSettings({}), /CONFIG_SIDECAR_KEK/);
+  assert.throws(() => parseServerSettings({ kek: 'c2hvcnQ=' }), /32/);
+  assert.equal(parseServerSettings({ kek, httpListen: '0.0.0.0:8420', grpcListen: '0.0.0.0:8421', insecure: true }).insecure, true);
+});
+
+test('a bad setting stops `config-sidecar server` with exit 2 and a message naming the setting', async () => {
+  const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'server', '--watch-buffer', 'many'], { env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_KEK: kek }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('exit', (code) => resolve({ code, stderr }));
+  });
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /--watch-buffer \(CONFIG_SIDECAR_WATCH_BUFFER\)/);
+});
