@@ -219,10 +219,10 @@ export function openWatch(
   address: string,
   request: { prefixes: string[]; sinceRevision?: number; agentId?: string },
   token: string | undefined,
-  options: { stallAfterFirst?: boolean } = {},
+  options: { stallAfterFirst?: boolean; credentials?: grpc.ChannelCredentials } = {},
 ): WatchHandle {
   const Client = watchClientConstructor();
-  const client = new Client(address, grpc.credentials.createInsecure());
+  const client = new Client(address, options.credentials ?? grpc.credentials.createInsecure());
   const metadata = new grpc.Metadata();
   if (token) metadata.set('authorization', `Bearer ${token}`);
   const call = (client as unknown as { watch: (r: unknown, m: grpc.Metadata) => grpc.ClientReadableStream<unknown> }).watch(

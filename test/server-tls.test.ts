@@ -1,0 +1,66 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFile, rename } from 'node:fs/promises';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { makeTempDir, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+
+const cleanup: Array<() => Promise<unknown>> = [];
+after(async () => {
+  for (const fn of cleanup.reverse()) await fn();
+});
+
+function makeCert(dir: string, name: string): { cert: string; key: string } {
+  const cert = join(dir, `${name}.crt`);
+  const key = join(dir, `${name}.key`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${name}`, '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  return { cert, key };
+}
+
+function peerFingerprint(url: string, ca: Buffer[], token: string): Promise<{ fingerprint: string; status: number }> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: u.hostname, port: u.port, path: '/v1/list/team', ca, agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      const fingerprint = (res.socket as import('node:tls').TLSSocket).getPeerX509Certificate()?.fingerprint256 ?? '';
+      res.resume();
+      res.on('end', () => resolve({ fingerprint, status: res.statusCode ?? 0 }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('TLS on REST and gRPC; the REST certificate is reloaded when the files change', async () => {
+  const dir = await makeTempDir('cs-tls-');
+  cleanup.push(() => removeDir(dir));
+  const first = makeCert(dir, 'first');
+  const second = makeCert(dir, 'second');
+  const live = { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') };
+  execFileSync('cp', [first.cert, live.cert]);
+  execFileSync('cp', [first.key, live.key]);
+  const server: ServerProcess = await startServerProcess({ args: ['--tls-cert', live.cert, '--tls-key', live.key] });
+  cleanup.push(() => removeDir(server.dataDir));
+  cleanup.push(() => server.stop('SIGKILL'));
+  assert.match(server.httpUrl, /^https:/);
+  const cas = [await readFile(first.cert), await readFile(second.cert)];
+
+  const before = await peerFingerprint(server.httpUrl, cas, server.rootToken);
+  assert.equal(before.status, 200);
+  assert.equal(before.fingerprint, new X509Certificate(cas[0] as Buffer).fingerprint256);
+
+  const watch = openWatch(server.grpcAddress, { prefixes: ['team'] }, server.rootToken, { credentials: grpc.credentials.createSsl(cas[0]) });
+  assert.equal((await watch.next()).type, 'heartbeat', 'gRPC Watch over TLS');
+  watch.close();
+
+  // Replace both files the way a secret volume does, then wait for the reload.
+  execFileSync('cp', [second.key, `${live.key}.new`]);
+  execFileSync('cp', [second.cert, `${live.cert}.new`]);
+  await rename(`${live.key}.new`, live.key);
+  await rename(`${live.cert}.new`, live.cert);
+  await server.waitForLog((l) => l.msg === 'TLS certificate reloaded');
+  const afterReload = await peerFingerprint(server.httpUrl, cas, server.rootToken);
+  assert.equal(afterReload.fingerprint, new X509Certificate(cas[1] as Buffer).fingerprint256);
+});
