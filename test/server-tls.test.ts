@@ -5,6 +5,7 @@ import { readFile, rename } from 'node:fs/promises';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { makeTempDir, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 
@@ -24,7 +25,7 @@ function peerFingerprint(url: string, ca: Buffer[], token: string): Promise<{ fi
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const req = request({ host: u.hostname, port: u.port, path: '/v1/list/team', ca, agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
-      const fingerprint = (res.socket as import('node:tls').TLSSocket).getPeerX509Certificate()?.fingerprint256 ?? '';
+      const fingerprint = (res.socket as TLSSocket).getPeerX509Certificate()?.fingerprint256 ?? '';
       res.resume();
       res.on('end', () => resolve({ fingerprint, status: res.statusCode ?? 0 }));
     });
