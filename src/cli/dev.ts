@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { envNameFor } from '../shared/settings.ts';
+import type { ControlPlane } from '../server/control-plane.ts';
 import { action } from './cli-util.ts';
 import { runUntilSignal } from './agent.ts';
 
@@ -138,7 +139,7 @@ async function runDev(flags: DevFlags): Promise<void> {
     `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} watch production`,
     'Rotate the namespace key, or write a new secret version, and see the event and the new value:',
     `  curl -s -X POST -H "Authorization: Bearer $(cat ${tokenFile})" ${server.httpUrl}/v1/rotate/${DEV_NAMESPACE}`,
-    `  curl -s -X PUT -H "Authorization: Bearer $(cat ${tokenFile})" -H 'content-type: application/json' -d '{"kind":"secret","value":"rotated-${Date.now()}"}' '${server.httpUrl}/v1/items/${DEV_SECRET}?env=base'`,
+    `  curl -s -X PUT -H "Authorization: Bearer $(cat ${tokenFile})" -H 'content-type: application/json' -d '{"kind":"secret","value":"rotated-${Date.now()}"}' '${server.httpUrl}/v1/items/${DEV_SECRET}?env=${agentSettings.env}'`,
     `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} get ${DEV_SECRET}`,
     '',
   ];
@@ -150,32 +151,8 @@ async function runDev(flags: DevFlags): Promise<void> {
   }, running.logger);
 }
 
-interface Seedable {
-  currentRevision(): Promise<number>;
-  putItem(ref: { namespace: string; name: string }, env: string, kind: 'config' | 'secret', value: Buffer, actor: string): Promise<unknown>;
-}
-
-/**
- * Seeds sample data on an empty store: the server engineers' sample set when
- * `src/server/sample-data.ts` exists, else a small built-in one.
- */
-async function seed(controlPlane: Seedable): Promise<void> {
-  if ((await controlPlane.currentRevision()) > 0) return;
-  const sampleModule = '../server/sample-data.ts';
-  try {
-    const mod = (await import(sampleModule)) as { seedSampleData?: (cp: unknown) => Promise<void> };
-    if (mod.seedSampleData) {
-      await mod.seedSampleData(controlPlane);
-      return;
-    }
-  } catch {
-    // TODO(server): use src/server/sample-data.ts once it lands; the built-in set below covers the printed commands.
-  }
-  const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));
-  const actor = 'dev-seed';
-  await controlPlane.putItem({ namespace: DEV_NAMESPACE, name: 'db-password' }, 'base', 'secret', Buffer.from(randomBytes(12).toString('base64url')), actor);
-  await controlPlane.putItem({ namespace: DEV_NAMESPACE, name: 'settings' }, 'base', 'config', json({ model: 'resnet-50', batchSize: 8, features: { cache: true } }), actor);
-  await controlPlane.putItem({ namespace: DEV_NAMESPACE, name: 'settings' }, 'prod', 'config', json({ batchSize: 64 }), actor);
-  await controlPlane.putItem({ namespace: 'production/web', name: 'api-key' }, 'base', 'secret', Buffer.from(randomBytes(16).toString('hex')), actor);
-  await controlPlane.putItem({ namespace: 'staging/ml-service', name: 'settings' }, 'base', 'config', json({ model: 'resnet-18', batchSize: 4 }), actor);
+/** Seeds the server engineers' sample set (src/server/sample-data.ts) on an empty store. */
+async function seed(controlPlane: ControlPlane): Promise<void> {
+  const { seedSampleData } = await import('../server/sample-data.ts');
+  await seedSampleData(controlPlane);
 }
