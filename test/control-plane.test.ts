@@ -486,3 +486,20 @@ test('unwrapped DEKs are zero-filled on close, and callers zero-filling their co
     'every unwrapped DEK is zero-filled after close',
   );
 });
+
+test('after a KEK rotation no DEK wrapped by the old KEK remains anywhere under the data dir', async (t) => {
+  const dir = await tempDir(t);
+  const { plane } = await openTestPlane(t, dir);
+  for (let i = 0; i < 5; i += 1) await plane.putItem({ namespace: `team${i}/svc`, name: 'pw' }, 'base', 'secret', Buffer.from(`pw${i}`), 'a');
+  await plane.rotateNamespace('team0/svc', 'a');
+  const db = new DatabaseSync(join(dir, SQLITE_FILE_NAME), { readOnly: true });
+  const oldWrapped = db.prepare('SELECT namespace, version, wrapped FROM deks').all();
+  db.close();
+  const needles = oldWrapped.map((row) => ({ label: `${String(row.namespace)}#${String(row.version)}`, bytes: Buffer.from(row.wrapped as Uint8Array) }));
+  assert.equal(needles.length, 6);
+  assert.equal((await scanForNeedles(dir, needles)).hits.length, 6, 'the scanner finds the current wrapped keys');
+
+  await plane.rotateKek(kekOf(randomKekBase64()));
+  assert.deepEqual((await scanForNeedles(dir, needles)).hits, [], 'while the server still runs');
+  assert.equal((await plane.getItem({ namespace: 'team3/svc', name: 'pw' }, 'prod')).value.toString(), 'pw3');
+});

@@ -365,7 +365,7 @@ class ControlPlaneImpl implements ControlPlane {
 
   async rotateKek(next: KekProvider): Promise<{ rewrapped: number }> {
     const current = this.#keys.kek;
-    return this.#write(
+    const result = await this.#write(
       async (w) => {
         let rewrapped = 0;
         for (const row of await w.allDeks()) {
@@ -387,6 +387,11 @@ class ControlPlaneImpl implements ControlPlane {
       },
       () => this.#keys.replaceKek(next),
     );
+    // The DEKs wrapped by the old KEK must not linger in the engine's logs.
+    if (!(await this.#store.scrub())) {
+      this.#options.logger.warn('copies of the old wrapped keys may remain in the write-ahead log until the next checkpoint');
+    }
+    return result;
   }
 
   // --- agent-facing -------------------------------------------------------------------

@@ -125,6 +125,20 @@ class PostgresStore implements Store {
     }
   }
 
+  /**
+   * VACUUM lets PostgreSQL reuse the space of dead row versions (old wrapped
+   * DEKs); it does not zero it, so after a KEK compromise rotate the DEKs too.
+   */
+  async scrub(): Promise<boolean> {
+    if (this.#closed) throw new AppError('store_unavailable', 'The store is closed.');
+    try {
+      await this.#pool.query('VACUUM deks');
+      return true;
+    } catch (err) {
+      throw mapPgError(err);
+    }
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     await this.#writeLock.run(async () => {

@@ -163,6 +163,18 @@ class SqliteStore implements Store {
     }
   }
 
+  scrub(): Promise<boolean> {
+    return this.#writeLock.run(async () => {
+      this.#assertOpen();
+      try {
+        const result = this.#writer.prepare('PRAGMA wal_checkpoint(TRUNCATE)').get() as { busy?: number } | undefined;
+        return result?.busy === 0;
+      } catch (err) {
+        throw mapSqliteError(err);
+      }
+    });
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     // Queue behind the write in flight so it commits before the file closes.
@@ -193,6 +205,9 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Stor
     // FULL: a write acknowledged to a client survives power loss, not only a crash.
     writer.exec('PRAGMA synchronous = FULL');
     writer.exec(`PRAGMA busy_timeout = ${Math.round(timeout)}`);
+    // Freed and overwritten content is zero-filled in the database file rather
+    // than left in free pages (old wrapped DEKs after a KEK rotation, pruned rows).
+    writer.exec('PRAGMA secure_delete = ON');
     const conn = new SqliteConnection(writer);
     await inTransaction(writer, 'BEGIN IMMEDIATE', () => migrate(conn, sqliteDialect, options.now()));
   } catch (err) {

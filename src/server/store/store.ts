@@ -137,5 +137,11 @@ export interface Store {
   write<T>(fn: (writer: StoreWriter) => Promise<T>, afterCommit?: (result: T) => void): Promise<T>;
   /** An online, consistent copy of the database into `toFile`. */
   backup(toFile: string): Promise<void>;
+  /**
+   * Drops copies of overwritten rows the engine keeps outside the live tables
+   * (SQLite: checkpoints and truncates the WAL), e.g. DEKs wrapped by a retired
+   * KEK. Returns false when it could not finish (a long reader); safe to retry.
+   */
+  scrub(): Promise<boolean>;
   close(): Promise<void>;
 }
