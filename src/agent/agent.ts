@@ -402,23 +402,30 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
 
   // --- files (optional) -------------------------------------------------------
   let stopFiles: (() => Promise<void>) | undefined;
+  /** Validates a reloaded `files:` list before anything is applied, so a bad edit changes nothing. */
+  let checkFiles: ((files: unknown) => void) | undefined;
+  let stopConfigWatcher: (() => Promise<void>) | undefined;
   const startFiles = async (): Promise<void> => {
     if (!settings.files?.length || stopFiles) return;
-    const [{ FileRenderer }, { parseFileSpecs, DEFAULT_FILES_DIR }] = await Promise.all([import('./files/render-files.ts'), import('./files/file-spec.ts')]);
+    const [{ FileRenderer, loadFileSpecs }, { DEFAULT_FILES_DIR }] = await Promise.all([import('./files/render-files.ts'), import('./files/file-spec.ts')]);
+    const filesDir = settings.filesDir ?? DEFAULT_FILES_DIR;
     const renderer = new FileRenderer({
-      filesDir: settings.filesDir ?? DEFAULT_FILES_DIR,
-      specs: parseFileSpecs(settings.files),
+      filesDir,
+      // Entries, then the real directory (symlink escapes); a SettingError names the entry.
+      specs: loadFileSpecs(settings.files, filesDir),
       values,
       events: hub,
       registry: metrics.registry,
       logger,
       clock,
     });
-    await renderer.start();
+    // Before start(): /readyz must wait for the first publication (the files are part of the prefetch).
     filesHealth = () => renderer.health();
+    checkFiles = (files) => void loadFileSpecs(files ?? [], filesDir);
+    await renderer.start();
     stopFiles = () => renderer.stop();
     configListeners.add(async (next) => {
-      await renderer.reconfigure(parseFileSpecs(next.files ?? []));
+      await renderer.reconfigure(loadFileSpecs(next.files ?? [], filesDir));
     });
   };
   await startFiles().catch((err: unknown) => {
@@ -445,6 +452,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     async reloadConfigFile() {
       try {
         const next = await loadAgentSettings({ ...(options.flags ?? {}), config: settings.config });
+        checkFiles?.(next.files);
         await reloadConfig(next);
         if (next.files?.length && !stopFiles) await startFiles();
         return { ok: true };
@@ -468,6 +476,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       await draining;
       watch.close();
       applier.close();
+      await stopConfigWatcher?.();
       await stopFiles?.();
       cache.close();
       deks.clear();
@@ -479,5 +488,20 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       logger.info('agent stopped');
     },
   };
+  // --- config file hot reload (chokidar, loaded only with --config) -----------
+  if (settings.config) {
+    const { ConfigWatcher } = await import('./files/config-watcher.ts');
+    const watcher = new ConfigWatcher({
+      path: settings.config,
+      logger,
+      registry: metrics.registry,
+      async apply() {
+        const result = await agent.reloadConfigFile();
+        if (!result.ok) throw new Error(result.error);
+      },
+    });
+    await watcher.ready;
+    stopConfigWatcher = () => watcher.close();
+  }
   return agent;
 }

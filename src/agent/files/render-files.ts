@@ -367,6 +367,7 @@ export class FileRenderer {
       const result = await this.#writer.publish(payload);
       if (result.changed) {
         this.#metrics.publications.inc();
+        this.#logger.info({ files: [...candidates.keys()], snapshot: result.snapshot }, 'files published');
         this.activity.emit('published', [...candidates.keys()]);
       }
     } catch (err) {
@@ -391,7 +392,6 @@ export class FileRenderer {
       state.published = bytes;
       this.#metrics.renders.inc({ file: path });
       this.#succeed(state);
-      this.#logger.debug({ file: path, bytes: bytes.length }, 'file published');
     }
     this.#observeLag(eventTimes);
   }

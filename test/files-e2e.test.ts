@@ -1,0 +1,155 @@
+/**
+ * Rendered files end to end: a real `config-sidecar server` and a real
+ * `config-sidecar agent` process (real socket, real gRPC Watch), files on a
+ * temp `--files-dir`, the agent's config file edited while it runs. Waits are
+ * on the agent's own log lines ("files published", "config file reloaded"),
+ * never on sleeps. TTL is an hour, so only the event stream can refresh a file.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { startAgentProcess, putItem, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+import { makeTempDir, metricValue, removeDir, startServerProcess, type LogLine, type ServerProcess } from './helpers/server-process.ts';
+import { startSnapshotReader } from './helpers/files-reader-run.ts';
+
+interface Stack {
+  server: ServerProcess;
+  agent: AgentProcess;
+  filesDir: string;
+  configPath: string;
+  /** Resolves with the first log line after now matching the predicate. */
+  nextLog(predicate: (l: LogLine) => boolean): Promise<LogLine>;
+  /** Resolves once a publication containing `file` is logged after now. */
+  published(file: string): Promise<LogLine>;
+}
+
+function yamlFiles(entries: Array<Record<string, unknown>>): string {
+  return `files: ${JSON.stringify(entries)}\n`; // JSON is YAML
+}
+
+async function stack(t: { after(fn: () => unknown): void }, files: Array<Record<string, unknown>>, seed: Record<string, unknown>): Promise<Stack> {
+  const server = await startServerProcess();
+  const cleanup: Array<() => unknown> = [];
+  // One hook, in reverse order of start: the agent stops before its directories go.
+  t.after(async () => {
+    for (const step of cleanup.reverse()) await step();
+  });
+  cleanup.push(async () => {
+    await server.stop();
+    await removeDir(server.dataDir);
+  });
+  for (const [path, body] of Object.entries(seed)) await putItem(server, path, body);
+  const dir = await makeTempDir('cs-files-e2e-');
+  cleanup.push(() => removeDir(dir));
+  const filesDir = join(dir, 'files');
+  const configPath = join(dir, 'agent.yaml');
+  writeFileSync(configPath, yamlFiles(files));
+  const agent = await startAgentProcess(server, {
+    prefixes: ['production'],
+    args: ['--config', configPath, '--files-dir', filesDir, '--cache-ttl', '1h'],
+  });
+  cleanup.push(() => agent.stop());
+  await waitReady(agent.adminUrl);
+  const nextLog = (predicate: (l: LogLine) => boolean): Promise<LogLine> => {
+    const from = agent.logs.length;
+    return agent.waitForLog((l) => agent.logs.indexOf(l) >= from && predicate(l));
+  };
+  return {
+    server,
+    agent,
+    filesDir,
+    configPath,
+    nextLog,
+    published: (file) => nextLog((l) => l.msg === 'files published' && Array.isArray(l.files) && (l.files as string[]).includes(file)),
+  };
+}
+
+const secret = (value: string) => ({ kind: 'secret', value });
+
+test('a changed value reaches the files through the event stream (TTL 1h), with the configured modes', async (t) => {
+  const s = await stack(
+    t,
+    [
+      { path: 'db/password', items: ['production/app/db-password'], mode: '0400' },
+      { path: 'app.env', items: ['production/app/db-password', 'production/app/settings'], format: 'env', mode: '0440' },
+    ],
+    { 'production/app/db-password': secret('first'), 'production/app/settings': { kind: 'config', value: { log: { level: 'info' } } } },
+  );
+  const pw = join(s.filesDir, 'db/password');
+  assert.equal(readFileSync(pw, 'utf8'), 'first');
+  assert.equal(statSync(pw).mode & 0o777, 0o400);
+  assert.equal(statSync(join(s.filesDir, 'app.env')).mode & 0o777, 0o440);
+  assert.equal(readFileSync(join(s.filesDir, 'app.env'), 'utf8'), "DB_PASSWORD='first'\nSETTINGS_LOG_LEVEL='info'\n");
+
+  const published = s.published('db/password');
+  await putItem(s.server, 'production/app/db-password', secret('second'));
+  await published;
+  assert.equal(readFileSync(pw, 'utf8'), 'second');
+  assert.match(readFileSync(join(s.filesDir, 'app.env'), 'utf8'), /^DB_PASSWORD='second'$/m);
+  assert.ok(((await metricValue(s.agent.adminUrl, 'config_sidecar_agent_files_renders_total', 'file="db/password"')) ?? 0) >= 2);
+});
+
+test('two files fed by one item always read as one publication during 200 rapid writes', async (t) => {
+  const s = await stack(
+    t,
+    [
+      { path: 'a.txt', items: ['production/app/token'] },
+      { path: 'conf/b.json', items: ['production/app/token'], format: 'json' },
+    ],
+    { 'production/app/token': secret('gen-0') },
+  );
+  const reader = startSnapshotReader(s.filesDir, ['a.txt', 'conf/b.json'], /gen-(\d+)/);
+  const last = s.nextLog((l) => l.msg === 'files published' && readFileSync(join(s.filesDir, 'a.txt'), 'utf8') === 'gen-200');
+  for (let i = 1; i <= 200; i++) await putItem(s.server, 'production/app/token', secret(`gen-${i}`));
+  await last;
+  const report = await reader.stop();
+  assert.deepEqual(report.mixes, [], 'no read saw two publications');
+  assert.ok(report.distinct > 1, 'the reader saw publications change under it');
+  assert.equal(readFileSync(join(s.filesDir, 'conf/b.json'), 'utf8'), '"gen-200"\n');
+});
+
+test('a rendered file overwritten or deleted by hand is restored, and the metric counts both', async (t) => {
+  const s = await stack(t, [{ path: 'pw', items: ['production/app/db-password'] }, { path: 'tls/key', items: ['production/app/db-password'] }], {
+    'production/app/db-password': secret('right'),
+  });
+  const restoredChanged = s.nextLog((l) => l.msg === 'rendered file was changed by someone else; restoring it' && l.file === 'pw');
+  const restoredFirst = s.nextLog((l) => l.msg === 'files published');
+  writeFileSync(join(s.filesDir, 'pw'), 'wrong');
+  await restoredChanged;
+  await restoredFirst;
+  assert.equal(readFileSync(join(s.filesDir, 'pw'), 'utf8'), 'right');
+
+  const restoredDeleted = s.nextLog((l) => l.msg === 'rendered file was deleted by someone else; restoring it' && l.file === 'tls/key');
+  const republished = s.nextLog((l) => l.msg === 'files published');
+  unlinkSync(join(s.filesDir, 'tls/key'));
+  await restoredDeleted;
+  await republished;
+  assert.equal(readFileSync(join(s.filesDir, 'tls/key'), 'utf8'), 'right');
+  assert.equal(await metricValue(s.agent.adminUrl, 'config_sidecar_agent_files_restores_total', 'file="pw",kind="changed"'), 1);
+  assert.equal(await metricValue(s.agent.adminUrl, 'config_sidecar_agent_files_restores_total', 'file="tls/key",kind="deleted"'), 1);
+});
+
+test('editing the agent config while it runs: a new file appears, a removed one disappears, an invalid edit changes nothing and is reported', async (t) => {
+  const s = await stack(t, [{ path: 'old.txt', items: ['production/app/db-password'] }], {
+    'production/app/db-password': secret('pw'),
+    'production/app/settings': { kind: 'config', value: { replicas: 3 } },
+  });
+  assert.equal(readFileSync(join(s.filesDir, 'old.txt'), 'utf8'), 'pw');
+
+  const reloaded = s.nextLog((l) => l.msg === 'config file reloaded');
+  writeFileSync(s.configPath, yamlFiles([{ path: 'new/settings.yaml', items: ['production/app/settings'], format: 'yaml' }]));
+  await reloaded;
+  assert.equal(readFileSync(join(s.filesDir, 'new/settings.yaml'), 'utf8'), 'replicas: 3\n');
+  assert.equal(existsSync(join(s.filesDir, 'old.txt')), false);
+
+  const refused = s.nextLog((l) => l.msg === 'config file change refused; the running config stays in force');
+  // Replace by rename, as editors and ConfigMap volumes do.
+  writeFileSync(`${s.configPath}.tmp`, yamlFiles([{ path: '../escape', items: ['production/app/settings'] }]));
+  renameSync(`${s.configPath}.tmp`, s.configPath);
+  const line = await refused;
+  assert.match(String(line.err), /files\[0\] \(\.\.\/escape\)/);
+  assert.equal(readFileSync(join(s.filesDir, 'new/settings.yaml'), 'utf8'), 'replicas: 3\n');
+  assert.equal(existsSync(join(s.filesDir, '..', 'escape')), false);
+  assert.equal(await metricValue(s.agent.adminUrl, 'config_sidecar_agent_config_reloads_total', 'outcome="refused"'), 1);
+});
