@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { http, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { spawn } from 'node:child_process';
+import { CLI, http, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { hook, openSse, putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 
 const ENVELOPE_ROUTE = 'route="/v1/envelopes/{path}"';
@@ -149,6 +150,22 @@ describe('agent with a real server', () => {
     assert.equal((await socketGet(agent.socketPath, path, { via: '1.1 proxy' })).status, 403);
     assert.equal((await stat(agent.socketPath)).mode & 0o777, 0o660);
     assert.equal((await stat(agent.tokenPath)).mode & 0o777, 0o440);
+  });
+
+  test('doctor passes every check against a live agent and names the failing one otherwise', async () => {
+    const doctor = (socket: string): Promise<{ code: number | null; out: string }> =>
+      new Promise((resolve) => {
+        const child = spawn(process.execPath, [CLI, 'doctor', '--socket', socket, '--admin-url', agent.adminUrl, '--server', server.httpUrl], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+        child.once('exit', (code) => resolve({ code, out }));
+      });
+    const healthy = await doctor(agent.socketPath);
+    assert.equal(healthy.code, 0, healthy.out);
+    assert.equal(healthy.out.split('\n').filter((l) => l.startsWith('ok')).length, 4);
+    const broken = await doctor(join(agent.dir, 'nowhere', 'agent.sock'));
+    assert.equal(broken.code, 1);
+    assert.match(broken.out, /FAIL {2}socket reachable .*is the agent running/);
   });
 
   test('bad input is answered and the agent keeps serving', async () => {
