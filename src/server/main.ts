@@ -30,6 +30,9 @@ import { createWatchService } from './watch/watch-service.ts';
 export const KEY_AGE_CHECK_INTERVAL_MS = 60 * 60 * 1000;
 /** In-flight requests get this long to finish on shutdown before connections are cut. */
 export const SHUTDOWN_GRACE_MS = 10_000;
+/** Pings idle Watch connections so streams of vanished agents are closed instead of held forever. */
+export const GRPC_KEEPALIVE_TIME_MS = 30_000;
+export const GRPC_KEEPALIVE_TIMEOUT_MS = 10_000;
 export const OPENAPI_URL = new URL('./openapi.json', import.meta.url);
 
 export interface ServerHandle {
@@ -113,7 +116,11 @@ export async function startServer(settings: ServerSettings, options: StartOption
       metrics.authReloads.inc({ outcome: 'ok' });
       watch.recheck(policy);
     });
-    const grpcServer = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1 });
+    const grpcServer = new grpc.Server({
+      'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
+      'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
+      'grpc.keepalive_permit_without_calls': 1,
+    });
     grpcServer.addService(watch.definition, watch.implementation);
     const grpcPort = await new Promise<number>((resolve, reject) => {
       grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, grpcCredentials(tlsFiles), (err, port) => (err ? reject(err) : resolve(port)));

@@ -18,6 +18,8 @@ export interface Principal {
   readonly via: 'root' | 'token' | 'jwt';
   /** Epoch ms after which the credential is no longer valid (watch streams end then). */
   readonly expiresAt?: number | undefined;
+  /** For static tokens: the SHA-256 the auth file lists, so a reload can tell whether it was revoked. */
+  readonly tokenSha256?: string | undefined;
 }
 
 export interface JwtSettings {
@@ -59,7 +61,7 @@ export function createAuthenticator(options: {
         if (entry.expiresAt !== undefined && entry.expiresAt <= options.clock.now()) {
           throw new AppError('unauthenticated', 'The token has expired.');
         }
-        return { subject: entry.subject, via: 'token', expiresAt: entry.expiresAt };
+        return { subject: entry.subject, via: 'token', expiresAt: entry.expiresAt, tokenSha256: hash };
       }
       if (options.jwt && JWT_RE.test(token)) {
         try {

@@ -66,10 +66,6 @@ export function splitTarget(target: string): { path: string; query: URLSearchPar
   return q < 0 ? { path: target, query: new URLSearchParams() } : { path: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) };
 }
 
-export function isOpenApi(method: string, target: string): boolean {
-  return (method === 'GET' || method === 'HEAD') && splitTarget(target).path === OPENAPI_PATH;
-}
-
 export function parseRoute(method: string, target: string): Route {
   const { path, query } = splitTarget(target);
   if (path === OPENAPI_PATH) {

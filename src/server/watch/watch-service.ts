@@ -151,7 +151,8 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     recheck(policy) {
       for (const [stream, auth] of [...streams]) {
         const { principal } = auth;
-        if (principal.via === 'token' && ![...policy.doc.tokens.values()].some((t) => t.subject === principal.subject)) {
+        const token = principal.tokenSha256 === undefined ? undefined : policy.doc.tokens.get(principal.tokenSha256);
+        if (principal.via === 'token' && (!token || token.subject !== principal.subject)) {
           stream.end(GrpcStatus.UNAUTHENTICATED, 'The token was revoked.', 'permission');
           continue;
         }

@@ -1,0 +1,215 @@
+// Unit tests of the server's pure pieces (one module each, no sockets).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { Readable } from 'node:stream';
+import type { IncomingMessage } from 'node:http';
+import { ManualClock } from '../src/shared/clock.ts';
+import { AppError, GrpcStatus } from '../src/shared/errors.ts';
+import { watchEventFromWire, watchServiceDefinition, type WatchEvent } from '../src/shared/watch-proto.ts';
+import { Policy } from '../src/server/auth/policy.ts';
+import { AuthFileError, parseAuthFile, sha256Hex } from '../src/server/auth/auth-file.ts';
+import { createAuthenticator } from '../src/server/auth/authenticator.ts';
+import { createRateLimiter } from '../src/server/rate-limiter.ts';
+import { parseRoute } from '../src/server/rest/routes.ts';
+import { handleRest, type RestDeps } from '../src/server/rest/rest-handler.ts';
+import { encodeEvent } from '../src/server/watch/event-codec.ts';
+import { WatchStream, type StreamSink } from '../src/server/watch/watch-stream.ts';
+import type { ControlPlane, LogEvent } from '../src/server/control-plane.ts';
+
+const AUTH = `
+subjects:
+  - name: ml
+    tokens: [{ sha256: ${sha256Hex('ml-token')} }]
+  - name: old
+    tokens: [{ sha256: ${sha256Hex('old-token')}, expires: 2020-01-01T00:00:00Z }]
+roles:
+  - name: ml
+    rules: [{ prefixes: [production/ml], actions: [read, list] }]
+  - name: ops
+    rules: [{ prefixes: ["*"], actions: [admin] }]
+bindings:
+  - { role: ml, subjects: [ml] }
+  - { role: ops, subjects: [ops-user] }
+`;
+
+test('policy: whole-segment prefixes, admin implies every action, deny by default', () => {
+  const policy = new Policy(parseAuthFile(AUTH));
+  assert.ok(policy.allows('ml', 'read', 'production/ml'));
+  assert.ok(policy.allows('ml', 'read', 'production/ml/inference'));
+  assert.ok(!policy.allows('ml', 'read', 'production/ml-admin'));
+  assert.ok(!policy.allows('ml', 'read', 'production'));
+  assert.ok(!policy.allows('ml', 'write', 'production/ml'));
+  assert.ok(policy.allows('ops-user', 'rotate', 'anything/at/all'));
+  assert.ok(!policy.allows('stranger', 'read', 'production/ml'));
+  assert.ok(policy.allows('root', 'delete', 'x'));
+});
+
+test('auth file: strict parsing with the path of the problem', () => {
+  assert.throws(() => parseAuthFile('roles: [{ name: r, rules: [{ prefixes: [a], actions: [fly] }] }]'), (e: unknown) => e instanceof AuthFileError && /roles\.0\.rules\.0\.actions\.0/.test(e.message));
+  assert.throws(() => parseAuthFile('subjects: [{ name: a, tokens: [{ sha256: nothex }] }]'), /sha256/);
+  assert.throws(() => parseAuthFile('bindings: [{ role: missing, subjects: [a] }]'), /not defined/);
+  assert.throws(() => parseAuthFile('rolez: []'), /unknown key/);
+  assert.throws(() => parseAuthFile('roles: [{ name: r, rules: [{ prefixes: ["../x"], actions: [read] }] }]'), /prefix/);
+  assert.throws(() => parseAuthFile('a: [unclosed'), /YAML/);
+});
+
+test('authenticator: root, hashed static tokens, expiry on the clock, refusals', async () => {
+  const clock = new ManualClock(Date.UTC(2026, 0, 1));
+  const policy = new Policy(parseAuthFile(AUTH));
+  const auth = createAuthenticator({ rootToken: 'root-token-0123456789', policy: () => policy, clock });
+  assert.equal((await auth.authenticate('Bearer root-token-0123456789')).subject, 'root');
+  const ml = await auth.authenticate('bearer ml-token');
+  assert.equal(ml.subject, 'ml');
+  assert.equal(ml.tokenSha256, sha256Hex('ml-token'));
+  for (const header of [undefined, '', 'Basic abc', 'Bearer', 'Bearer nope', 'Bearer old-token']) {
+    await assert.rejects(auth.authenticate(header), (e: unknown) => e instanceof AppError && e.code === 'unauthenticated', String(header));
+  }
+});
+
+test('rate limiter: burst of twice the rate, then 429 with Retry-After, refilled by the clock', () => {
+  const clock = new ManualClock(0);
+  const limiter = createRateLimiter(5, clock);
+  for (let i = 0; i < 10; i++) limiter.take('a');
+  assert.throws(() => limiter.take('a'), (e: unknown) => e instanceof AppError && e.code === 'rate_limited' && e.headers['retry-after'] === '1');
+  limiter.take('b'); // per subject
+  clock.advance(1000);
+  for (let i = 0; i < 5; i++) limiter.take('a');
+  assert.throws(() => limiter.take('a'));
+  const off = createRateLimiter(0, clock);
+  for (let i = 0; i < 1000; i++) off.take('a');
+});
+
+test('routes: one resource per operation; bad paths refused before anything else', () => {
+  assert.deepEqual(parseRoute('GET', '/v1/items/a/b/name?env=prod'), { op: 'getItem', ref: { namespace: 'a/b', name: 'name' }, env: 'prod' });
+  assert.deepEqual(parseRoute('POST', '/v1/rotate/a/b'), { op: 'rotate', namespace: 'a/b' });
+  assert.deepEqual(parseRoute('GET', '/v1/list/a/'), { op: 'list', prefix: 'a' });
+  assert.deepEqual(parseRoute('GET', '/v1/items/rotate/x'), { op: 'getItem', ref: { namespace: 'rotate', name: 'x' }, env: undefined });
+  const code = (fn: () => unknown) => {
+    try {
+      fn();
+      return 'ok';
+    } catch (e) {
+      return (e as AppError).code;
+    }
+  };
+  assert.equal(code(() => parseRoute('GET', '/v1/items/a/../b')), 'invalid_path');
+  assert.equal(code(() => parseRoute('GET', '/v1/items/a%2Fb/c')), 'invalid_path');
+  assert.equal(code(() => parseRoute('GET', '/v1/items/onlyname')), 'invalid_path');
+  assert.equal(code(() => parseRoute('PATCH', '/v1/items/a/b')), 'method_not_allowed');
+  assert.equal(code(() => parseRoute('GET', '/v2/items/a/b')), 'not_found');
+});
+
+function fakeRequest(method: string, url: string, headers: Record<string, string>, body?: string): IncomingMessage {
+  const req = Readable.from(body === undefined ? [] : [Buffer.from(body)]) as unknown as IncomingMessage;
+  Object.assign(req, { method, url, headers });
+  return req;
+}
+
+test('rest handler: the chain answers 401 → 403 → body checks, and builds a secret body around the bytes', async () => {
+  const audits: string[] = [];
+  const policy = new Policy(parseAuthFile(AUTH));
+  const secret = Buffer.from([0xff, 0x00, 0x7f]);
+  const cp = {
+    environments: ['base', 'prod'],
+    getItem: async () => ({ namespace: 'production/ml', name: 'k', kind: 'secret', env: 'prod', version: 2, revision: 7, etag: '"2"', value: secret }),
+    audit: async (e: { action: string; outcome: string }) => {
+      audits.push(`${e.action}:${e.outcome}`);
+    },
+  } as unknown as ControlPlane;
+  const deps: RestDeps = {
+    controlPlane: cp,
+    authenticator: createAuthenticator({ policy: () => policy, clock: new ManualClock() }),
+    policy: () => policy,
+    rateLimiter: createRateLimiter(0, new ManualClock()),
+    maxBody: 1024,
+    openapi: Buffer.from('{}'),
+    logger: { error() {} } as unknown as RestDeps['logger'],
+  };
+  const code = async (req: IncomingMessage) => (await handleRest(req, deps).then(() => 'ok', (e: AppError) => e.code));
+  assert.equal(await code(fakeRequest('GET', '/v1/items/production/ml/k', {})), 'unauthenticated');
+  assert.equal(await code(fakeRequest('GET', '/v1/items/production/other/k', { authorization: 'Bearer ml-token' })), 'permission_denied');
+  assert.equal(await code(fakeRequest('PUT', '/v1/items/production/ml/k', { authorization: 'Bearer ml-token' }, '{}')), 'permission_denied');
+  assert.equal(await code(fakeRequest('GET', '/v1/items/production/ml/k?env=qa', { authorization: 'Bearer ml-token' })), 'invalid_argument');
+  const result = await handleRest(fakeRequest('GET', '/v1/items/production/ml/k?env=prod', { authorization: 'Bearer ml-token' }), deps);
+  assert.equal(result.status, 200);
+  const body = JSON.parse((result.raw as Buffer).toString()) as { value: string; encoding: string; version: number };
+  assert.equal(body.encoding, 'base64');
+  assert.deepEqual(Buffer.from(body.value, 'base64'), Buffer.from([0xff, 0x00, 0x7f]));
+  assert.deepEqual(secret, Buffer.alloc(3), 'the plaintext buffer is zero-filled after the body is built');
+  assert.deepEqual(audits, ['denied:denied', 'denied:denied', 'denied:denied', 'read:ok']);
+});
+
+class FakeSink extends EventEmitter implements StreamSink {
+  written: WatchEvent[] = [];
+  accepting = true;
+  status: { code: number; details: string } | undefined;
+  write(bytes: Buffer): boolean {
+    const wire = watchServiceDefinition().Watch?.responseDeserialize(bytes) as Parameters<typeof watchEventFromWire>[0];
+    this.written.push(watchEventFromWire(wire) as WatchEvent);
+    return this.accepting;
+  }
+  finish(code: number, details: string): void {
+    this.status = { code, details };
+  }
+}
+
+function changed(revision: number, namespace = 'app'): LogEvent {
+  return { type: 'itemChanged', revision, namespace, name: 'x', kind: 'config', version: revision, env: 'base' };
+}
+
+function makeStream(sink: FakeSink, since: number, clock = new ManualClock(), bound = 4) {
+  const depths: number[] = [];
+  const stream = new WatchStream({
+    id: 1,
+    subject: 's',
+    prefixes: ['app'],
+    sinceRevision: since,
+    sink,
+    bound,
+    heartbeatInterval: 1000,
+    clock,
+    latestRevision: () => 0,
+    onQueueDepth: (d) => depths.push(d),
+    onSent: () => {},
+    onEnd: () => {},
+  });
+  return { stream, depths };
+}
+
+test('watch stream: replay then live with no gap or duplicate, other prefixes skipped', async () => {
+  const sink = new FakeSink();
+  const { stream } = makeStream(sink, 2);
+  const log = [changed(3), changed(4, 'app-admin'), changed(5)];
+  // Live events arrive while the replay is running, overlapping it.
+  stream.offer(encodeEvent(changed(5)));
+  stream.offer(encodeEvent(changed(6)));
+  const cp = { eventsAfter: async (after: number) => log.filter((e) => e.revision > after) } as unknown as ControlPlane;
+  await stream.start(cp, 5, 1);
+  stream.offer(encodeEvent(changed(7)));
+  assert.deepEqual(sink.written.map((e) => [e.type, e.revision]), [['heartbeat', 2], ['itemChanged', 3], ['itemChanged', 5], ['itemChanged', 6], ['itemChanged', 7]]);
+});
+
+test('watch stream: a reader that stops accepting is ended at the bound, and the queue never passes it', async () => {
+  const sink = new FakeSink();
+  const { stream, depths } = makeStream(sink, 0);
+  await stream.start({} as ControlPlane, 10, 1);
+  sink.accepting = false;
+  for (let r = 11; r < 30; r++) stream.offer(encodeEvent(changed(r)));
+  assert.equal(sink.status?.code, GrpcStatus.RESOURCE_EXHAUSTED);
+  assert.ok(Math.max(...depths) <= 4);
+  assert.ok(stream.ended);
+});
+
+test('watch stream: heartbeats on the clock; a resync for a compacted revision', async () => {
+  const clock = new ManualClock();
+  const sink = new FakeSink();
+  const { stream } = makeStream(sink, 3, clock);
+  await stream.start({} as ControlPlane, 50, 20);
+  assert.deepEqual(sink.written.map((e) => e.type), ['heartbeat', 'resyncRequired']);
+  clock.advance(1000);
+  assert.equal(sink.written.at(-1)?.type, 'heartbeat');
+  stream.end(GrpcStatus.UNAVAILABLE, 'bye', 'shutdown');
+  clock.advance(5000);
+  assert.equal(sink.written.length, 3, 'no heartbeats after the end');
+});
