@@ -23,6 +23,11 @@ const CLI_PATH = fileURLToPath(new URL('./main.ts', import.meta.url));
 export const DEV_SECRET = 'production/ml-service/db-password';
 export const DEV_CONFIG = 'production/ml-service/settings';
 export const DEV_NAMESPACE = 'production/ml-service';
+/** Two sample rendered files (docs/FILES.md): one item feeds both, so a change shows in both at once. */
+export const DEV_FILES = [
+  { path: 'ml-service.env', items: [DEV_SECRET, DEV_CONFIG], format: 'env' },
+  { path: 'settings.json', items: [DEV_CONFIG, DEV_SECRET], format: 'json' },
+];
 
 interface DevFlags {
   dir: string;
@@ -110,6 +115,8 @@ async function runDev(flags: DevFlags): Promise<void> {
     httpListen: flags.agentHttpListen,
     adminListen: flags.agentAdminListen,
     logLevel: flags.logLevel,
+    filesDir: join(dir, 'files'),
+    files: DEV_FILES,
   });
   let agent;
   try {
@@ -130,11 +137,14 @@ async function runDev(flags: DevFlags): Promise<void> {
     `  socket   ${agent.socketPath}`,
     ...(tcp ? [`  tcp      ${tcp}  (token file ${agent.tokenPath})`] : []),
     `  admin    ${admin}/readyz  ${admin}/metrics`,
+    `  files    ${agentSettings.filesDir}`,
     '',
     'Read through the socket:',
     `  curl -s --unix-socket ${agent.socketPath} http://agent/v1/items/${DEV_SECRET}`,
     `  curl -s --unix-socket ${agent.socketPath} http://agent/v1/items/${DEV_CONFIG}`,
     ...(tcp ? ['Read over TCP with the pod token:', `  curl -s -H "X-Config-Sidecar-Token: $(cat ${agent.tokenPath})" ${tcp}/v1/items/${DEV_CONFIG}`] : []),
+    'Rendered files (re-rendered on every change, published atomically through ..data):',
+    ...DEV_FILES.map((f) => `  cat ${join(dir, 'files', f.path)}`),
     'Watch changes arrive (in another terminal):',
     `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} watch production`,
     'Rotate the namespace key, or write a new secret version, and see the event and the new value:',
