@@ -31,8 +31,11 @@ test('SIGTERM during an open watch and an in-flight write: the watch ends cleanl
       },
     );
     req.on('error', reject);
-    // Signal only once the first half has reached the server's socket.
-    req.write(body.subarray(0, body.length / 2), () => server.proc.kill('SIGTERM'));
+    // Signal only once the server holds the request: a later request on another
+    // connection has been answered, so the earlier connection was accepted and its headers read.
+    req.write(body.subarray(0, body.length / 2), () => {
+      void http(server.httpUrl, 'GET', '/v1/openapi.json').then(() => server.proc.kill('SIGTERM'), reject);
+    });
     void server.waitForLog((l) => l.msg === 'signal received').then(() => req.end(body.subarray(body.length / 2)));
   });
   const [written, status, code] = await Promise.all([response, watch.status, server.exited]);
