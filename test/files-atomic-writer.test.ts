@@ -36,6 +36,9 @@ test('publication layout: snapshot dir, ..data link, user-visible links through 
   assert.equal(statSync(join(root, 'app/.env')).mode & 0o777, 0o440);
   assert.equal(statSync(join(root, 'tls.pem')).mode & 0o777, 0o640);
   assert.deepEqual(snapshots(root), [first.snapshot]);
+  // The app containers' group must traverse every level (mkdtemp alone gives 0700).
+  assert.equal(statSync(join(root, first.snapshot as string)).mode & 0o777, 0o755);
+  assert.equal(statSync(join(root, first.snapshot as string, 'app')).mode & 0o777, 0o755);
 
   // Unchanged payload: nothing written. One changed file: the other is hard-linked from the old snapshot.
   assert.equal((await writer.publish(files)).changed, false);

@@ -39,9 +39,11 @@ export interface FileContent {
 
 /** The file-system operations the writer uses; override one to inject a failure. */
 export interface WriterFs {
-  /** Creates a new file with `mode`, writes `data` and fsyncs it. */
+  /** Creates a new file with exactly `mode` (whatever the umask), writes `data` and fsyncs it. */
   writeFile(path: string, data: Buffer, mode: number): Promise<void>;
+  /** Creates a directory (and missing parents); the leaf gets exactly `mode`. */
   mkdir(path: string, mode: number): Promise<void>;
+  /** A new unique directory, traversable by the group (0755). */
   mkdtemp(prefix: string): Promise<string>;
   link(existing: string, path: string): Promise<void>;
   symlink(target: string, path: string): Promise<void>;
@@ -68,8 +70,15 @@ export const nodeWriterFs: WriterFs = {
   },
   async mkdir(path, mode) {
     await fsp.mkdir(path, { recursive: true, mode });
+    // The umask may have cleared bits the shared group needs to traverse.
+    await fsp.chmod(path, mode);
   },
-  mkdtemp: (prefix) => fsp.mkdtemp(prefix),
+  async mkdtemp(prefix) {
+    const path = await fsp.mkdtemp(prefix);
+    // mkdtemp creates 0700: the app containers' group could not reach the files.
+    await fsp.chmod(path, DIR_MODE);
+    return path;
+  },
   link: (existing, path) => fsp.link(existing, path),
   symlink: (target, path) => fsp.symlink(target, path),
   rename: (from, to) => fsp.rename(from, to),
@@ -213,9 +222,12 @@ export class AtomicWriter {
       for (const [path, content] of files) {
         const target = join(snapshotDir, path);
         const parent = dirname(target);
-        if (!dirs.has(parent)) {
-          await this.#step(`creating the directory of ${path}`, () => fs.mkdir(parent, DIR_MODE));
-          for (let d = parent; d.length > snapshotDir.length; d = dirname(d)) dirs.add(d);
+        // One level at a time, so every level gets DIR_MODE.
+        const missing: string[] = [];
+        for (let d = parent; !dirs.has(d); d = dirname(d)) missing.unshift(d);
+        for (const d of missing) {
+          await this.#step(`creating the directory of ${path}`, () => fs.mkdir(d, DIR_MODE));
+          dirs.add(d);
         }
         if (same.get(path) === true && oldDir !== undefined) {
           await this.#step(`linking ${path}`, () => fs.link(join(oldDir, path), target));
