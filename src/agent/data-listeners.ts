@@ -28,8 +28,15 @@ export const MAX_CONNECTIONS = 1024;
 /** Probing an existing socket file: how long to wait for a live agent to accept. */
 const PROBE_TIMEOUT_MS: Milliseconds = 500;
 
+/** Request limits; tests shorten them, the agent uses the defaults above. */
+export interface DataServerLimits {
+  readonly headersTimeoutMs: Milliseconds;
+  readonly requestTimeoutMs: Milliseconds;
+}
+
 export interface DataServerHooks {
   readonly deps: HandlerDeps;
+  readonly limits?: DataServerLimits;
   readonly serveSse: (res: ServerResponse, result: SseResult) => void;
   readonly onResponse?: (listener: ListenerKind, status: number) => void;
 }
@@ -44,9 +51,11 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
   const server = createServer(
     {
       maxHeaderSize: MAX_HEADER_BYTES,
-      headersTimeout: HEADERS_TIMEOUT_MS,
-      requestTimeout: REQUEST_TIMEOUT_MS,
+      headersTimeout: hooks.limits?.headersTimeoutMs ?? HEADERS_TIMEOUT_MS,
+      requestTimeout: hooks.limits?.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
       keepAliveTimeout: KEEPALIVE_TIMEOUT_MS,
+      // Enforce the timeouts promptly (Node checks every 30 s by default).
+      connectionsCheckingInterval: Math.min(1_000, hooks.limits?.headersTimeoutMs ?? HEADERS_TIMEOUT_MS),
       // Small responses go out at once.
       noDelay: true,
     },
