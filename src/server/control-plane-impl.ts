@@ -15,6 +15,7 @@ import type { AuditEntry, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, 
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
+import { hasCommittedFeed } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
 import type { Store, StoreWriter } from './store/store.ts';
 
@@ -67,6 +68,7 @@ class ControlPlaneImpl implements ControlPlane {
   readonly #store: Store;
   readonly #keys: KeyRing;
   readonly #listeners: CommitListeners;
+  #fedByStore = false;
   #pendingAudit: Array<{ entry: AuditEntry; at: number }> = [];
   #auditFlush: Promise<void> | undefined;
   #closed = false;
@@ -77,6 +79,12 @@ class ControlPlaneImpl implements ControlPlane {
     this.#store = store;
     this.#keys = new KeyRing(options.kek, store);
     this.#listeners = new CommitListeners(options.logger);
+    // An engine shared by several processes (PostgreSQL replicas) delivers
+    // every process's commits itself; otherwise this process's writes are all.
+    if (hasCommittedFeed(store)) {
+      this.#fedByStore = true;
+      store.committedEvents.subscribe((events) => this.#listeners.emit(events));
+    }
   }
 
   get #now(): number {
@@ -119,7 +127,7 @@ class ControlPlaneImpl implements ControlPlane {
         (out) => {
           txKeys?.commit();
           afterCommit?.();
-          this.#listeners.emit(out.events);
+          if (!this.#fedByStore) this.#listeners.emit(out.events);
         },
       );
       return outcome.result;
@@ -509,7 +517,7 @@ class ControlPlaneImpl implements ControlPlane {
  */
 export async function openControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   validateOptions(options);
-  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now() });
+  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger });
   return openControlPlaneOn(store, options);
 }
 

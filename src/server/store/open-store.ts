@@ -1,9 +1,11 @@
 /**
- * Picks the storage engine: PostgreSQL when a connection URL is given (issue 7),
+ * Picks the storage engine: PostgreSQL when a connection URL is given,
  * otherwise the embedded SQLite file in the data directory.
  */
-import { SettingError } from '../../shared/settings.ts';
+import type { Clock } from '../../shared/clock.ts';
+import type { Logger } from '../../shared/logger.ts';
 import type { Milliseconds } from '../../shared/units.ts';
+import { checkPostgresUrl, postgresStartError } from './postgres-url.ts';
 import { openSqliteStore } from './sqlite-store.ts';
 import type { Store } from './store.ts';
 
@@ -11,11 +13,23 @@ export interface OpenStoreOptions {
   readonly dataDir: string;
   readonly databaseUrl?: string | undefined;
   readonly now: () => Milliseconds;
+  readonly logger?: Logger | undefined;
+  /** PostgreSQL connections per process. @default PG_POOL_SIZE_DEFAULT */
+  readonly poolSize?: number | undefined;
+  /** Drives the PostgreSQL event feed's catch-up timers. @default systemClock */
+  readonly clock?: Clock | undefined;
 }
 
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
   if (options.databaseUrl) {
-    throw new SettingError('--database-url (CONFIG_SIDECAR_DATABASE_URL)', 'the PostgreSQL engine is not available in this build yet; omit it to use the embedded store');
+    const url = checkPostgresUrl(options.databaseUrl);
+    // Loaded only when asked for, so the embedded default never loads `pg`.
+    const { openPostgresStore } = await import('./postgres-store.ts');
+    try {
+      return await openPostgresStore({ url, now: options.now, logger: options.logger, poolSize: options.poolSize, clock: options.clock });
+    } catch (err) {
+      throw postgresStartError(err, url) ?? err;
+    }
   }
   return openSqliteStore({ dataDir: options.dataDir, now: options.now });
 }

@@ -1,30 +1,33 @@
 /**
  * The PostgreSQL engine (`pg` pool), sharing every query with SQLite through
- * sql-store.ts and the dialect. It passes the same conformance suite. Not yet
- * wired to `--database-url`: several replicas also need the LISTEN/NOTIFY
- * fan-out of issue 7, without which a replica would not stream the others'
- * events.
+ * sql-store.ts and the dialect; it passes the same conformance suite. Several
+ * server replicas may share one database: writers serialise on the revision
+ * counter row, each write that takes a revision NOTIFYs at COMMIT, and every
+ * replica's `committedEvents` feed (postgres-event-feed.ts) delivers every
+ * replica's events from the log, once each and in revision order.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import type { Clock } from '../../shared/clock.ts';
 import { AppError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
 import type { Milliseconds } from '../../shared/units.ts';
+import type { FeedingStore } from './committed-feed.ts';
 import { postgresDialect } from './dialect.ts';
 import { migrate } from './migrate.ts';
 import { Mutex } from './mutex.ts';
+import { EVENTS_CHANNEL, PgEventFeed } from './postgres-event-feed.ts';
+import { isPgUnavailable, redactUrl } from './postgres-url.ts';
 import { SqlStoreTx, type SqlConnection, type SqlParam, type SqlRow } from './sql-store.ts';
-import type { Store, StoreReader, StoreWriter } from './store.ts';
+import type { StoreReader, StoreWriter } from './store.ts';
 
 export const PG_POOL_SIZE_DEFAULT = 10;
-/** SQLSTATE classes that mean the database is unreachable or going away: 08 connection, 53 resources, 57 operator intervention. */
-const UNAVAILABLE_SQLSTATE_RE = /^(08|53|57)/;
-const UNAVAILABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'ETIMEDOUT', 'EPIPE', 'ENOENT']);
-
+/** A request waiting this long for a pooled connection (database down or pool exhausted) fails with 503. */
+export const PG_CONNECT_TIMEOUT_MS: Milliseconds = 5_000;
 function mapPgError(err: unknown): unknown {
   if (err instanceof AppError) return err;
-  const code = (err as { code?: unknown }).code;
-  if (typeof code === 'string' && (UNAVAILABLE_SQLSTATE_RE.test(code) || UNAVAILABLE_NODE_CODES.has(code))) {
+  if (isPgUnavailable(err)) {
     return new AppError('store_unavailable', `The PostgreSQL store is unavailable (${(err as Error).message}).`, { cause: err });
   }
   return err;
@@ -53,21 +56,56 @@ class PgConnection implements SqlConnection {
 export interface PostgresStoreOptions {
   readonly url: string;
   readonly now: () => Milliseconds;
-  readonly poolSize?: number;
+  readonly poolSize?: number | undefined;
+  readonly logger?: Logger | undefined;
+  /** Drives the event feed's catch-up and reconnect timers. @default systemClock */
+  readonly clock?: Clock | undefined;
+  /** How often the event feed reads the log without a notification. @default CATCH_UP_INTERVAL_MS */
+  readonly catchUpIntervalMs?: Milliseconds | undefined;
 }
 
-class PostgresStore implements Store {
+/** Remembers whether the transaction took a revision, so only writes that append events NOTIFY. */
+class PgTx extends SqlStoreTx {
+  tookRevision = false;
+
+  override async nextRevision(): Promise<number> {
+    const revision = await super.nextRevision();
+    this.tookRevision = true;
+    return revision;
+  }
+}
+
+class PostgresStore implements FeedingStore {
   readonly engine = 'postgres';
   readonly #pool: pg.Pool;
   readonly #url: string;
   // Cross-replica order comes from the counter row's lock; this keeps the
   // after-commit hooks of one process in revision order as well.
   readonly #writeLock = new Mutex();
+  #feed: PgEventFeed | undefined;
   #closed = false;
 
   constructor(pool: pg.Pool, url: string) {
     this.#pool = pool;
     this.#url = url;
+  }
+
+  get committedEvents(): PgEventFeed {
+    if (!this.#feed) throw new AppError('internal', 'The PostgreSQL event feed is not started.');
+    return this.#feed;
+  }
+
+  startFeed(options: PostgresStoreOptions, startAfter: number): void {
+    this.#feed = new PgEventFeed({
+      connection: { connectionString: this.#url },
+      readPage: (after, limit) =>
+        this.read(async (r) => ({ compactedThrough: (await r.logState()).compactedThrough, events: await r.eventsAfter(after, limit) })),
+      startAfter,
+      logger: options.logger,
+      clock: options.clock,
+      catchUpIntervalMs: options.catchUpIntervalMs,
+    });
+    this.#feed.start();
   }
 
   async #transaction<T>(begin: string, fn: (conn: PgConnection) => Promise<T>): Promise<T> {
@@ -100,15 +138,26 @@ class PostgresStore implements Store {
     return this.#transaction('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', (conn) => fn(new SqlStoreTx(conn, postgresDialect)));
   }
 
-  write<T>(fn: (writer: StoreWriter) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
-    return this.#writeLock.run(async () => {
-      const result = await this.#transaction('BEGIN', async (conn) => {
+  async write<T>(fn: (writer: StoreWriter) => Promise<T>, afterCommit?: (result: T) => void): Promise<T> {
+    let tookRevision = false;
+    const result = await this.#writeLock.run(async () => {
+      const out = await this.#transaction('BEGIN', async (conn) => {
         if (postgresDialect.writeLockSql) await conn.all(postgresDialect.writeLockSql);
-        return fn(new SqlStoreTx(conn, postgresDialect));
+        const tx = new PgTx(conn, postgresDialect);
+        const value = await fn(tx);
+        // Queued by PostgreSQL and delivered to every listener only if this transaction commits.
+        if (tx.tookRevision) await conn.all('SELECT pg_notify($1, $2)', [EVENTS_CHANNEL, '']);
+        tookRevision = tx.tookRevision;
+        return value;
       });
-      afterCommit?.(result);
-      return result;
+      afterCommit?.(out);
+      return out;
     });
+    // The write is committed whatever happens here; delivering its events to
+    // this replica's listeners before answering makes "write, then watch on
+    // the same replica" immediate. A failed read is retried by the feed.
+    if (tookRevision) await this.#feed?.sync().catch(() => undefined);
+    return result;
   }
 
   /** Applies pending migrations in one transaction (the dialect's advisory lock makes replicas take turns). */
@@ -121,7 +170,7 @@ class PostgresStore implements Store {
     try {
       await promisify(execFile)('pg_dump', ['--format=custom', `--file=${toFile}`, `--dbname=${this.#url}`]);
     } catch (err) {
-      throw new AppError('store_unavailable', `pg_dump failed: ${(err as Error).message.split('\n')[0]}`, { cause: err });
+      throw new AppError('store_unavailable', `pg_dump failed: ${redactUrl((err as Error).message.split('\n')[0] ?? '', this.#url)}`, { cause: err });
     }
   }
 
@@ -144,19 +193,30 @@ class PostgresStore implements Store {
     await this.#writeLock.run(async () => {
       if (this.#closed) return;
       this.#closed = true;
+      await this.#feed?.close();
       await this.#pool.end();
     });
   }
 }
 
-/** Connects, migrates (once across replicas, under an advisory lock) and returns the store. */
-export async function openPostgresStore(options: PostgresStoreOptions): Promise<Store> {
-  const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? PG_POOL_SIZE_DEFAULT });
+/**
+ * Connects, migrates (once across replicas, under an advisory lock), starts
+ * the cross-replica event feed and returns the store.
+ */
+export async function openPostgresStore(options: PostgresStoreOptions): Promise<FeedingStore> {
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolSize ?? PG_POOL_SIZE_DEFAULT,
+    connectionTimeoutMillis: PG_CONNECT_TIMEOUT_MS,
+    keepAlive: true,
+  });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on('error', () => undefined);
   const store = new PostgresStore(pool, options.url);
   try {
     await store.migrate(options.now());
+    const { revision } = await store.read((r) => r.logState());
+    store.startFeed(options, revision);
   } catch (err) {
     await pool.end().catch(() => undefined);
     throw err;
