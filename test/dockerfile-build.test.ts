@@ -47,15 +47,13 @@ before(() => {
   cpSync(join(REPO_ROOT, 'tsconfig.json'), join(build, 'tsconfig.json'));
   cpSync(join(REPO_ROOT, 'src'), join(build, 'src'), { recursive: true });
   npm(build, ['run', 'build']);
-  // Stage "deps": production dependencies only.
-  const deps = join(dir, 'deps');
-  mkdirSync(deps);
-  for (const f of ['package.json', 'package-lock.json']) cpSync(join(REPO_ROOT, f), join(deps, f));
-  npm(deps, ['ci', '--omit=dev', '--ignore-scripts', ...NPM_FLAGS]);
-  // Stage "runtime": node_modules from deps, dist from build, package.json; the entrypoint link.
+  // Stages "deps" and "runtime": production dependencies only (installed where the runtime
+  // stage would copy them, which spares a copy of the tree), then dist and package.json.
   runtime = join(dir, 'app');
   mkdirSync(runtime);
-  cpSync(join(deps, 'node_modules'), join(runtime, 'node_modules'), { recursive: true, verbatimSymlinks: true });
+  for (const f of ['package.json', 'package-lock.json']) cpSync(join(REPO_ROOT, f), join(runtime, f));
+  npm(runtime, ['ci', '--omit=dev', '--ignore-scripts', ...NPM_FLAGS]);
+  rmSync(join(runtime, 'package-lock.json'));
   cpSync(join(build, 'dist'), join(runtime, 'dist'), { recursive: true });
   cpSync(join(REPO_ROOT, 'package.json'), join(runtime, 'package.json'));
   chmodSync(join(runtime, 'dist', 'cli', 'main.js'), 0o755);
@@ -63,7 +61,6 @@ before(() => {
   bin = join(dir, 'bin', 'config-sidecar');
   symlinkSync(join(runtime, 'dist', 'cli', 'main.js'), bin);
   rmSync(build, { recursive: true, force: true }); // removes the link, not the repository's node_modules
-  rmSync(deps, { recursive: true, force: true });
 });
 
 after(() => {
