@@ -11,6 +11,7 @@ import { readJson } from '../../shared/http-io.ts';
 import { itemKey, type ItemRef } from '../../shared/paths.ts';
 import {
   deksRequest,
+  ITEM_KINDS,
   putItemBody,
   rollbackBody,
   type DeksResponse,
@@ -57,15 +58,15 @@ const ANONYMOUS = '(unauthenticated)';
 
 function parseBody<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> {
   const result = schema.safeParse(raw);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    if (issue?.path[0] === 'kind' || (issue?.code === 'invalid_union' && typeof raw === 'object' && raw && 'kind' in raw && !['config', 'secret'].includes(String((raw as { kind: unknown }).kind)))) {
-      throw new AppError('invalid_argument', 'kind must be "config" or "secret".');
-    }
-    const at = issue?.path.length ? `${issue.path.join('.')}: ` : '';
-    throw new AppError('invalid_argument', `The request body is invalid: ${at}${issue?.message ?? 'unexpected shape'}.`);
+  if (result.success) return result.data;
+  // A union's first issue is opaque; name the usual mistake (the kind) directly.
+  const kind = typeof raw === 'object' && raw !== null && 'kind' in raw ? (raw as { kind: unknown }).kind : undefined;
+  if (kind !== undefined && !ITEM_KINDS.includes(kind as ItemKind)) {
+    throw new AppError('invalid_argument', `kind must be "config" or "secret", not ${JSON.stringify(kind).slice(0, 40)}.`);
   }
-  return result.data;
+  const issue = result.error.issues[0];
+  const at = issue?.path.length ? `${issue.path.join('.')}: ` : '';
+  throw new AppError('invalid_argument', `The request body is invalid: ${at}${issue?.message ?? 'unexpected shape'}.`);
 }
 
 function targetOf(route: Route): string {
