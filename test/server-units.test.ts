@@ -102,7 +102,7 @@ test('routes: one resource per operation; bad paths refused before anything else
 
 function fakeRequest(method: string, url: string, headers: Record<string, string>, body?: string): IncomingMessage {
   const req = Readable.from(body === undefined ? [] : [Buffer.from(body)]) as unknown as IncomingMessage;
-  Object.assign(req, { method, url, headers });
+  Object.assign(req, { method, url, headers, socket: { remoteAddress: '127.0.0.1' } });
   return req;
 }
 
@@ -212,4 +212,13 @@ test('watch stream: heartbeats on the clock; a resync for a compacted revision',
   stream.end(GrpcStatus.UNAVAILABLE, 'bye', 'shutdown');
   clock.advance(5000);
   assert.equal(sink.written.length, 3, 'no heartbeats after the end');
+});
+
+test('the OpenAPI document describes every route', async () => {
+  const { ROUTE_TEMPLATE } = await import('../src/server/rest/routes.ts');
+  const { readFile } = await import('node:fs/promises');
+  const doc = JSON.parse(await readFile(new URL('../src/server/openapi.json', import.meta.url), 'utf8')) as { paths: Record<string, Record<string, unknown>> };
+  for (const template of new Set(Object.values(ROUTE_TEMPLATE))) {
+    assert.ok(doc.paths[template], `${template} is documented`);
+  }
 });

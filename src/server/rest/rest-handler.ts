@@ -106,6 +106,9 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   try {
     principal = await deps.authenticator.authenticate(req.headers.authorization);
   } catch (err) {
+    // Failed logins are rate limited per peer address before they cost an audit write,
+    // so an unauthenticated flood cannot grow the audit log at line rate.
+    deps.rateLimiter.take(`${ANONYMOUS}@${req.socket?.remoteAddress ?? 'unknown'}`);
     await audit(deps, ANONYMOUS, 'denied', targetOf(route), 'denied', toAppError(err).code);
     throw err;
   }
