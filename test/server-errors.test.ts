@@ -61,6 +61,12 @@ const cases: Array<{ name: string; send: () => Promise<HttpResult>; status: numb
     code: 'not_found',
   },
   { name: 'a missing item', send: () => http(server.httpUrl, 'GET', '/v1/items/team/app/nope', { token: server.rootToken }), status: 404, code: 'not_found' },
+  {
+    name: 'headers over the limit',
+    send: () => http(server.httpUrl, 'GET', '/v1/items/team/app/good', { token: server.rootToken, headers: { 'x-padding': 'p'.repeat(20_000) } }),
+    status: 431,
+    code: 'headers_too_large',
+  },
   { name: 'an unknown route', send: () => http(server.httpUrl, 'GET', '/v1/frobnicate/x', { token: server.rootToken }), status: 404, code: 'not_found' },
   { name: 'a wrong method', send: () => http(server.httpUrl, 'POST', '/v1/items/team/app/x', { token: server.rootToken }), status: 405, code: 'method_not_allowed' },
   {

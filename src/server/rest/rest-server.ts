@@ -3,7 +3,9 @@
  * request, opens a span with the caller's trace context, calls `handleRest`,
  * writes the result, and turns any error into a response via `sendError`.
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { AppError, errorBody } from '../../shared/errors.ts';
 import { createServer as createHttpsServer } from 'node:https';
 import { context, propagation, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
 import { sendError, sendJson } from '../../shared/http-io.ts';
@@ -33,7 +35,16 @@ export function createRestServer(options: RestServerOptions): Server {
     void serve(options, req, res);
   };
   const common = { maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: HEADERS_TIMEOUT_MS };
-  return options.tls ? createHttpsServer({ ...common, cert: options.tls.cert, key: options.tls.key }, listener) : createHttpServer(common, listener);
+  const server = options.tls ? createHttpsServer({ ...common, cert: options.tls.cert, key: options.tls.key }, listener) : createHttpServer(common, listener);
+  // Requests Node refuses before our handler (oversized headers, bad framing) still get the JSON error shape.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy();
+    const error = new AppError(err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request');
+    const body = JSON.stringify(errorBody(error));
+    options.metrics.requests.inc({ route: 'unparsed', method: 'unknown', status: String(error.httpStatus) });
+    socket.end(`HTTP/1.1 ${error.httpStatus} ${STATUS_CODES[error.httpStatus] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  });
+  return server;
 }
 
 async function serve(options: RestServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
