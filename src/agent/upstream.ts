@@ -8,7 +8,7 @@
  * error applies) or `not_found` / `permission_denied` (the entry is dropped).
  */
 import { readFileSync } from 'node:fs';
-import { Pool } from 'undici';
+import { createPool, type Pool } from '../shared/undici-pool.ts';
 import type { z } from 'zod';
 import { Backoff } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
@@ -54,7 +54,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
   const ca = options.caFile ? readFileSync(options.caFile) : undefined;
   const pools = options.servers.map(
     (url) =>
-      new Pool(url, {
+      createPool(url, {
         connections: UPSTREAM_CONNECTIONS,
         keepAliveTimeout: UPSTREAM_KEEPALIVE_MS,
         headersTimeout: UPSTREAM_HEADERS_TIMEOUT_MS,

@@ -14,7 +14,7 @@
  * backoff helper, so an application pays for nothing else.
  */
 import { readFileSync } from 'node:fs';
-import { Pool } from 'undici';
+import { createPool, type Pool } from '../shared/undici-pool.ts';
 import { Backoff } from '../shared/backoff.ts';
 
 export const DEFAULT_SOCKET_PATH = '/run/config-sidecar/agent.sock';
@@ -98,7 +98,7 @@ const encodePath = (path: string): string =>
 
 export function createClient(options: ClientOptions = {}): ConfigSidecarClient {
   const socketPath = options.url ? undefined : (options.socketPath ?? process.env[SOCKET_ENV] ?? DEFAULT_SOCKET_PATH);
-  const pool = new Pool(options.url ?? 'http://agent', {
+  const pool = createPool(options.url ?? 'http://agent', {
     ...(socketPath ? { socketPath } : {}),
     connections: 8,
     headersTimeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS,
