@@ -18,6 +18,9 @@ import { appEnv, appVolumeMounts, PATHS, SIDECAR_NAME, SOCKET_ENV, sidecarContai
 export const AGENT_LABEL = 'config-sidecar.io/agent';
 export const AGENT_LABEL_VALUE = 'injected';
 
+/** Set with an fsGroup the injector adds, so an existing PVC is re-chowned only when its root does not match. */
+export const FS_GROUP_CHANGE_POLICY = 'OnRootMismatch';
+
 export const MUTATE_STEPS = ['should-inject', 'defaults', 'build', 'validate', 'patch'] as const;
 export type MutateStep = (typeof MUTATE_STEPS)[number];
 
@@ -178,7 +181,12 @@ function toPatch(pod: Pod, plan: Plan): PatchOperation[] {
   }
   for (const volume of plan.volumes) patch.append(pointer('spec', 'volumes'), pod.spec.volumes, volume);
   if (plan.fsGroup !== undefined) {
-    patch.setKey(pointer('spec', 'securityContext'), pod.spec.securityContext, 'fsGroup', plan.fsGroup);
+    const context = pod.spec.securityContext;
+    patch.setKey(pointer('spec', 'securityContext'), context, 'fsGroup', plan.fsGroup);
+    // A new fsGroup makes the kubelet chown the pod's volumes (PVCs too); do it once, not at every mount.
+    if (context?.fsGroupChangePolicy === undefined) {
+      patch.setKey(pointer('spec', 'securityContext'), context, 'fsGroupChangePolicy', FS_GROUP_CHANGE_POLICY);
+    }
   }
   if (plan.sidecar) {
     patch.prepend(pointer('spec', 'initContainers'), pod.spec.initContainers, plan.sidecar);

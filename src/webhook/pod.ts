@@ -22,7 +22,7 @@ export const podSpecSchema = z.looseObject({
   containers: z.array(containerSchema).min(1, 'a pod needs at least one container'),
   initContainers: z.array(containerSchema).optional(),
   volumes: z.array(z.looseObject({ name: z.string() })).optional(),
-  securityContext: z.looseObject({ fsGroup: z.number().int().optional() }).optional(),
+  securityContext: z.looseObject({ fsGroup: z.number().int().optional(), fsGroupChangePolicy: z.string().optional() }).optional(),
   hostNetwork: z.boolean().optional(),
 });
 export type PodSpec = z.infer<typeof podSpecSchema>;
