@@ -6,11 +6,13 @@
  * never on sleeps. TTL is an hour, so only the event stream can refresh a file.
  */
 import { test } from 'node:test';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { startAgentProcess, putItem, waitReady, type AgentProcess } from './helpers/agent-process.ts';
-import { makeTempDir, metricValue, removeDir, startServerProcess, type LogLine, type ServerProcess } from './helpers/server-process.ts';
+import { CLI, makeTempDir, metricValue, removeDir, startServerProcess, type LogLine, type ServerProcess } from './helpers/server-process.ts';
 import { startSnapshotReader } from './helpers/files-reader-run.ts';
 
 interface Stack {
@@ -51,6 +53,8 @@ async function stack(t: { after(fn: () => unknown): void }, files: Array<Record<
   });
   cleanup.push(() => agent.stop());
   await waitReady(agent.adminUrl);
+  // Edits made before the watcher is up would be folded into the start-up config, not seen as edits.
+  await agent.waitForLog((l) => l.msg === 'watching the config file for changes');
   const nextLog = (predicate: (l: LogLine) => boolean): Promise<LogLine> => {
     const from = agent.logs.length;
     return agent.waitForLog((l) => agent.logs.indexOf(l) >= from && predicate(l));
@@ -152,4 +156,22 @@ test('editing the agent config while it runs: a new file appears, a removed one 
   assert.equal(readFileSync(join(s.filesDir, 'new/settings.yaml'), 'utf8'), 'replicas: 3\n');
   assert.equal(existsSync(join(s.filesDir, '..', 'escape')), false);
   assert.equal(await metricValue(s.agent.adminUrl, 'config_sidecar_agent_config_reloads_total', 'outcome="refused"'), 1);
+});
+
+test('a bad files: entry stops the agent at start (exit 2) with a message naming the entry, before anything binds', async (t) => {
+  const dir = await makeTempDir('cs-files-bad-');
+  t.after(() => removeDir(dir));
+  const config = join(dir, 'agent.yaml');
+  writeFileSync(config, yamlFiles([{ path: 'ok', items: ['production/app/a'] }, { path: 'ok', items: ['production/app/b'] }]));
+  const child = spawn(
+    process.execPath,
+    [CLI, 'agent', '--config', config, '--server', 'http://127.0.0.1:1', '--server-grpc', '127.0.0.1:1', '--prefix', 'production', '--socket', join(dir, 'run', 'agent.sock'), '--http-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--files-dir', join(dir, 'files')],
+    { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(code, 2);
+  assert.match(stderr, /Invalid setting files .*files\[1\] \(ok\) writes the same destination as files\[0\] \(ok\)/);
+  assert.equal(existsSync(join(dir, 'run', 'agent.sock')), false);
 });

@@ -25,6 +25,7 @@ import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts'
 import { AppError } from '../shared/errors.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
+import { checkFilesDir, DEFAULT_FILES_DIR, describeFilesIssue, filesSchema } from './files/file-spec.ts';
 
 export const DEFAULT_SOCKET_PATH = '/run/config-sidecar/agent.sock';
 export const DEFAULT_HTTP_LISTEN = '127.0.0.1:8430';
@@ -93,8 +94,9 @@ const positiveInt = z.coerce.number().int().positive();
 
 /**
  * Every agent setting. `files` belongs to the files renderer
- * (`src/agent/files/file-spec.ts`); it is accepted here as opaque entries and
- * validated by that module's schema when the renderer starts.
+ * (`src/agent/files/file-spec.ts`): its entries stay raw here (the renderer
+ * parses them) but are checked with that module's `filesSchema` and against
+ * `--files-dir` at load, so a bad entry stops the agent before it binds.
  */
 export const agentSettingsSchema = z
   .object({
@@ -128,11 +130,23 @@ export const agentSettingsSchema = z
     traceSampleRatio: z.coerce.number().min(0).max(1).default(0.1),
     /** Where rendered files go (files renderer). */
     filesDir: z.string().optional(),
-    /** File templates; validated by `src/agent/files/file-spec.ts`. */
+    /** File templates; each entry is checked with `filesSchema` from `src/agent/files/file-spec.ts` below. */
     files: z.array(z.unknown()).optional(),
   })
   .strict()
   .superRefine((s, ctx) => {
+    if (s.files !== undefined) {
+      // Refused at load, before any listener binds, with the entry named (files[i] (path)).
+      const files = filesSchema.safeParse(s.files);
+      if (!files.success) ctx.addIssue({ code: 'custom', path: ['files'], message: describeFilesIssue(files.error, s.files) });
+      else {
+        try {
+          checkFilesDir(files.data, s.filesDir ?? DEFAULT_FILES_DIR);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', path: ['files'], message: err instanceof Error ? err.message.replace(/^Invalid setting files: /, '') : String(err) });
+        }
+      }
+    }
     if (s.server.length !== s.serverGrpc.length) {
       ctx.addIssue({
         code: 'custom',

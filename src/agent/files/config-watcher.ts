@@ -79,6 +79,7 @@ export class ConfigWatcher {
     });
     watcher.on('error', (err: unknown) => this.#options.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'config file watcher error'));
     await new Promise<void>((done) => watcher.once('ready', () => done()));
+    this.#options.logger.info({ config: this.#path }, 'watching the config file for changes');
   }
 
   async #hash(): Promise<string> {

@@ -124,6 +124,8 @@ export class FileRenderer {
   #loop: Promise<void> | undefined;
   #guard: FileGuard | undefined;
   #started = false;
+  /** Set once the guard (when enabled) is watching: readiness waits for it. */
+  #guarded = false;
   #stopped = false;
   #idleWaiters: Array<() => void> = [];
 
@@ -156,7 +158,11 @@ export class FileRenderer {
     if (this.#guardEnabled) {
       this.#guard = new FileGuard(this.filesDir, () => this.#requestVerify(), this.#logger);
       await this.#guard.ready;
+      // Any change made before the watcher was up is caught by one verification now.
+      this.#requestVerify();
+      await this.settled();
     }
+    this.#guarded = true;
   }
 
   /** Applies a new `files:` list (config reload): new files rendered, removed files deleted, changed ones re-rendered. */
@@ -187,10 +193,10 @@ export class FileRenderer {
     await this.settled();
   }
 
-  /** Per-file health for /readyz detail; `ready` once every file has been published at least once. */
+  /** Per-file health for /readyz detail; `ready` once every file has been published at least once and the guard is watching. */
   health(): { ready: boolean; files: Readonly<Record<string, FileHealth>> } {
     const files: Record<string, FileHealth> = {};
-    let ready = true;
+    let ready = this.#guarded;
     for (const [path, state] of this.#states) {
       files[path] = state.health;
       if (state.published === undefined) ready = false;
