@@ -65,6 +65,8 @@ test('a watch sees writes, deletes and a rotation in revision order, and resumes
   const next = (await resumed.until((e) => e.type !== 'heartbeat')).at(-1) as WatchEvent;
   assert.deepEqual(strip(next), { type: 'itemChanged', revision: live.revision, namespace: 'team-a/svc', name: 'limits', kind: 'config', version: live.version, env: 'base' });
   resumed.close();
+  await server.waitForLog((l) => l.msg === 'watch stream ended' && l.reason === 'cancelled' && l.stream !== undefined && server.logs.filter((x) => x.msg === 'watch stream ended' && x.reason === 'cancelled').length >= 2);
+  assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_watch_streams'), 0, 'cancelled streams are released');
 });
 
 test('a revision older than the retained log gets ResyncRequired, then live events', async () => {

@@ -123,6 +123,11 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       streams.set(stream, auth);
       metrics.watchers.inc();
       call.on('cancelled', () => stream.end(GrpcStatus.CANCELLED, 'cancelled by the client', 'cancelled'));
+      // The client may have gone while we authenticated; 'cancelled' will not fire again.
+      if (call.cancelled) {
+        stream.end(GrpcStatus.CANCELLED, 'cancelled by the client', 'cancelled');
+        return;
+      }
       if (principal.expiresAt !== undefined) {
         auth.expiry = options.clock.setTimeout(
           () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
