@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkFilesDir, parseFileSpecs, parseMode } from '../src/agent/files/file-spec.ts';
 import { SettingError } from '../src/shared/settings.ts';
+import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 
 function refused(files: unknown, pattern: RegExp): void {
   assert.throws(
@@ -73,4 +74,25 @@ test('a symlink on the way that escapes --files-dir is refused at config load; o
   checkFilesDir(specs('ours/app.env'), dir);
   checkFilesDir(specs('not-yet/app.env'), dir);
   checkFilesDir(specs('x'), join(root, 'does-not-exist'));
+});
+
+test('the agent config refuses bad files: entries at load, naming the entry (and items outside --prefix)', () => {
+  const base = { server: 'http://127.0.0.1:8420', serverGrpc: '127.0.0.1:8421', prefix: ['production'] };
+  const root = mkdtempSync(join(tmpdir(), 'files-settings-'));
+  try {
+    const ok = resolveAgentSettings(base, { files: [{ path: 'a', items: ['production/app/a'] }], filesDir: root });
+    assert.equal(ok.files?.length, 1);
+    assert.throws(
+      () => resolveAgentSettings(base, { files: [{ path: 'a', items: ['staging/app/a'] }], filesDir: root }),
+      (e: unknown) => e instanceof SettingError && /files\[0\] \(a\): staging\/app\/a lies outside every --prefix/.test(e.message),
+    );
+    assert.throws(
+      () => resolveAgentSettings(base, { files: [{ path: '/etc/x', items: ['production/app/a'] }], filesDir: root }),
+      (e: unknown) => e instanceof SettingError && /files\[0\] \(\/etc\/x\).*absolute/.test(e.message),
+    );
+    symlinkSync('/etc', join(root, 'etc'));
+    assert.throws(() => resolveAgentSettings(base, { files: [{ path: 'etc/x', items: ['production/app/a'] }], filesDir: root }), /symlink that leaves --files-dir/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

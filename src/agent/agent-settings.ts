@@ -140,6 +140,13 @@ export const agentSettingsSchema = z
       const files = filesSchema.safeParse(s.files);
       if (!files.success) ctx.addIssue({ code: 'custom', path: ['files'], message: describeFilesIssue(files.error, s.files) });
       else {
+        files.data.forEach((spec, index) => {
+          for (const item of spec.items) {
+            if (!s.prefix.some((p) => item.namespace === p || item.namespace.startsWith(`${p}/`))) {
+              ctx.addIssue({ code: 'custom', path: ['files'], message: `files[${index}] (${spec.path}): ${item.namespace}/${item.name} lies outside every --prefix` });
+            }
+          }
+        });
         try {
           checkFilesDir(files.data, s.filesDir ?? DEFAULT_FILES_DIR);
         } catch (err) {

@@ -206,6 +206,7 @@ export class AtomicWriter {
     for (const [path, content] of files) {
       const existing = await this.#existing(oldDir, path);
       same.set(path, existing !== undefined && existing.mode === content.mode && existing.data.equals(content.data));
+      existing?.data.fill(0); // a copy of a secret: do not leave it to the GC
     }
     const oldPaths = oldDir === undefined ? [] : await this.#listFiles(oldDir);
     const linksOk = await this.#topLinksOk(files);
