@@ -37,6 +37,12 @@ function postgresUser(): { uid: number; gid: number } | undefined {
 export interface ThrowawayPostgres {
   /** A new empty database; returns its connection URL. */
   createDatabase(): Promise<string>;
+  /** Stops the database server, keeping its data (`pg_ctl stop -m fast`: clients are disconnected). */
+  shutdown(): Promise<void>;
+  /** Starts it again on the same socket; resolves once it accepts connections. */
+  restart(): Promise<void>;
+  /** Runs one statement on `url` and returns its rows. */
+  query(url: string, sql: string): Promise<Array<Record<string, unknown>>>;
   stop(): Promise<void>;
 }
 
@@ -49,11 +55,12 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   const as = user ? { uid: user.uid, gid: user.gid } : {};
   const data = join(dir, 'data');
   await run(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync'], { ...as, cwd: dir });
-  await run(
-    join(bin, 'pg_ctl'),
-    ['-D', data, '-l', join(dir, 'log'), '-w', '-o', `-k ${dir} -p ${SOCKET_PORT} -c listen_addresses= -c fsync=off`, 'start'],
-    { ...as, cwd: dir },
-  );
+  const start = () =>
+    run(join(bin, 'pg_ctl'), ['-D', data, '-l', join(dir, 'log'), '-w', '-o', `-k ${dir} -p ${SOCKET_PORT} -c listen_addresses= -c fsync=off`, 'start'], {
+      ...as,
+      cwd: dir,
+    });
+  await start();
   const urlFor = (db: string) => `postgresql://postgres@localhost/${db}?host=${encodeURIComponent(dir)}&port=${SOCKET_PORT}`;
   return {
     async createDatabase() {
@@ -66,6 +73,21 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
         await admin.end();
       }
       return urlFor(name);
+    },
+    async shutdown() {
+      await run(join(bin, 'pg_ctl'), ['-D', data, '-m', 'fast', '-w', 'stop'], { ...as, cwd: dir });
+    },
+    async restart() {
+      await start();
+    },
+    async query(url, sql) {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        return (await client.query(sql)).rows as Array<Record<string, unknown>>;
+      } finally {
+        await client.end();
+      }
     },
     async stop() {
       await run(join(bin, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop'], { ...as, cwd: dir }).catch(() => undefined);

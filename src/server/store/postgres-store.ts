@@ -117,6 +117,13 @@ class PostgresStore implements FeedingStore {
       throw mapPgError(err);
     }
     let broken = false;
+    // A connection lost between two queries of this transaction (the domain
+    // awaits in between) is emitted as 'error' on the client; unhandled, it
+    // would crash the process. The next query fails and maps to 503 instead.
+    const onLost = (): void => {
+      broken = true;
+    };
+    client.on('error', onLost);
     try {
       await client.query(begin);
       const result = await fn(new PgConnection(client));
@@ -130,6 +137,7 @@ class PostgresStore implements FeedingStore {
       }
       throw mapPgError(err);
     } finally {
+      client.off('error', onLost);
       client.release(broken);
     }
   }

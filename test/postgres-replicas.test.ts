@@ -1,0 +1,284 @@
+/**
+ * Several real `config-sidecar server` processes on one throwaway PostgreSQL
+ * cluster: cross-replica watch, concurrent writers, the same item written
+ * through two replicas at once, PostgreSQL restarted under load, a replica
+ * killed mid-burst, retention on the shared log, and start-up errors naming
+ * --database-url. Skipped, with the reason shown, only when PostgreSQL is not
+ * installed.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { loadMigrations } from '../src/server/store/migrate.ts';
+import { CLI, http, openWatch, type ServerProcess } from './helpers/server-process.ts';
+import { collect, contiguous, putItem, replicaSet } from './helpers/postgres-replicas.ts';
+import { findPostgresBin, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
+
+const SKIP = findPostgresBin() ? false : 'PostgreSQL is not installed (no initdb/pg_ctl found); install postgresql to run the replica tests';
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+interface Ack {
+  readonly path: string;
+  readonly version: number;
+  readonly revision: number;
+}
+
+/** Every acknowledged write is still in its item's history with the version and revision it was answered with. */
+async function assertStored(server: ServerProcess, token: string, acks: readonly Ack[]): Promise<void> {
+  const byPath = new Map<string, Ack[]>();
+  for (const ack of acks) byPath.set(ack.path, [...(byPath.get(ack.path) ?? []), ack]);
+  for (const [path, expected] of byPath) {
+    const res = await http(server.httpUrl, 'GET', `/v1/history/${path}`, { token });
+    assert.equal(res.status, 200, res.text);
+    const stored = new Set((res.json.versions as Array<{ version: number; revision: number }>).map((v) => `${v.version}@${v.revision}`));
+    for (const ack of expected) assert.ok(stored.has(`${ack.version}@${ack.revision}`), `${path} v${ack.version} (revision ${ack.revision}) was acknowledged and must be stored`);
+  }
+}
+
+describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, () => {
+  let cluster: ThrowawayPostgres;
+  before(async () => {
+    cluster = await startThrowawayPostgres();
+  });
+  after(() => cluster?.stop());
+
+  test('replicas starting together migrate once; a watcher on A sees B’s write; concurrent writers through both: every watcher gets every revision once, in order', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const [a, b] = await Promise.all([set.start(), set.start()]);
+    const migrations = await cluster.query(url, 'SELECT version FROM schema_migrations ORDER BY version');
+    assert.deepEqual(
+      migrations.map((row) => Number(row.version)),
+      loadMigrations().map((m) => m.version),
+      'each migration recorded once',
+    );
+
+    const token = set.rootToken;
+    const [wa, wb] = await Promise.all([collect(a, token, ['team']), collect(b, token, ['team'])]);
+    t.after(() => {
+      wa.watch.close();
+      wb.watch.close();
+    });
+    const first = await putItem(b, token, 'team/app/first', { n: 1 });
+    assert.equal(first.status, 200, first.text);
+    await wa.reach(first.json.revision);
+    assert.deepEqual(wa.revisions, [first.json.revision], 'the watcher on A saw the write made through B');
+
+    const WRITERS_PER_REPLICA = 3;
+    const WRITES_EACH = 8;
+    const writers = [a, b].flatMap((server, s) =>
+      range(1, WRITERS_PER_REPLICA).map(async (w) => {
+        const revisions: number[] = [];
+        for (let i = 0; i < WRITES_EACH; i++) {
+          const res = await putItem(server, token, `team/app/w${s}-${w}`, { i });
+          assert.equal(res.status, 200, res.text);
+          revisions.push(res.json.revision as number);
+        }
+        return revisions;
+      }),
+    );
+    const acknowledged = (await Promise.all(writers)).flat().sort((x, y) => x - y);
+    const last = first.json.revision + 2 * WRITERS_PER_REPLICA * WRITES_EACH;
+    assert.deepEqual(acknowledged, range(first.json.revision + 1, last), 'revisions are global and gap-free across replicas');
+    await Promise.all([wa.reach(last), wb.reach(last)]);
+    assert.deepEqual(wa.revisions, range(first.json.revision, last), 'replica A: every revision once, in order');
+    assert.deepEqual(wb.revisions, range(first.json.revision, last), 'replica B: every revision once, in order');
+  });
+
+  test('two replicas writing the same item at once: both versions stored, in order, no lost update', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const [a, b] = await Promise.all([set.start(), set.start()]);
+    const token = set.rootToken;
+    const ROUNDS = 6;
+    const acks: Ack[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const results = await Promise.all([putItem(a, token, 'team/app/shared', { from: 'a', round }), putItem(b, token, 'team/app/shared', { from: 'b', round })]);
+      for (const res of results) {
+        assert.equal(res.status, 200, res.text);
+        acks.push({ path: 'team/app/shared', version: res.json.version, revision: res.json.revision });
+      }
+    }
+    const history = await http(a.httpUrl, 'GET', '/v1/history/team/app/shared', { token });
+    assert.equal(history.status, 200, history.text);
+    const versions = history.json.versions as Array<{ version: number; revision: number }>;
+    assert.deepEqual(
+      versions.map((v) => v.version),
+      range(1, 2 * ROUNDS),
+      'every write got its own version',
+    );
+    const revisions = versions.map((v) => v.revision);
+    assert.deepEqual(revisions, [...revisions].sort((x, y) => x - y), 'versions are in revision (commit) order');
+    await assertStored(b, token, acks);
+    const newest = acks.reduce((m, ack) => (ack.version > m.version ? ack : m));
+    const current = await http(b.httpUrl, 'GET', '/v1/items/team/app/shared', { token });
+    assert.equal(current.json.version, newest.version, 'the read serves the last committed version');
+  });
+
+  test('PostgreSQL restarted under load: 503 store_unavailable while down, writes succeed after, nothing acknowledged lost, no event skipped', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const [a, b] = await Promise.all([set.start(), set.start()]);
+    const token = set.rootToken;
+    const [wa, wb] = await Promise.all([collect(a, token, ['load']), collect(b, token, ['load'])]);
+    t.after(() => {
+      wa.watch.close();
+      wb.watch.close();
+    });
+
+    const acks: Ack[] = [];
+    let markBackUp!: () => void;
+    const backUp = new Promise<void>((resolve) => {
+      markBackUp = resolve;
+    });
+    let markLoaded!: () => void;
+    const loaded = new Promise<void>((resolve) => {
+      markLoaded = resolve;
+    });
+    const WRITES_EACH = 12;
+    const LOADED_AFTER = 8;
+    const writer = async (server: ServerProcess, id: string): Promise<void> => {
+      const path = `load/app/${id}`;
+      for (let i = 0; i < WRITES_EACH; i++) {
+        const res = await putItem(server, token, path, { i });
+        if (res.status === 200) {
+          acks.push({ path, version: res.json.version, revision: res.json.revision });
+          if (acks.length >= LOADED_AFTER) markLoaded();
+        } else {
+          assert.equal(res.status, 503, res.text);
+          assert.equal(res.json.error.code, 'store_unavailable');
+          // Wait for the database rather than spin on 503s.
+          await backUp;
+        }
+      }
+    };
+    const writers = Promise.all([writer(a, 'a1'), writer(a, 'a2'), writer(b, 'b1'), writer(b, 'b2')]);
+
+    await loaded;
+    await cluster.shutdown();
+    let restarted = false;
+    t.after(async () => {
+      if (!restarted) await cluster.restart(); // leave the cluster up for the next test even when this one fails
+    });
+    for (const server of [a, b]) {
+      const res = await putItem(server, token, 'load/app/while-down', { down: true });
+      assert.equal(res.status, 503, 'a write while PostgreSQL is down is refused');
+      assert.equal(res.json.error.code, 'store_unavailable');
+      const health = await http(server.httpUrl, 'GET', '/v1/items/load/app/a1', { token });
+      assert.equal(health.status, 503, 'reads are refused too, with the same code');
+    }
+    await cluster.restart();
+    restarted = true;
+    markBackUp();
+    await writers;
+
+    const after = await Promise.all([putItem(a, token, 'load/app/after', { n: 1 }), putItem(b, token, 'load/app/after', { n: 2 })]);
+    for (const res of after) assert.equal(res.status, 200, `writes succeed once PostgreSQL is back: ${res.text}`);
+    const last = Math.max(...after.map((res) => res.json.revision as number));
+    await Promise.all([wa.reach(last), wb.reach(last)]);
+    for (const [name, watcher] of [
+      ['A', wa],
+      ['B', wb],
+    ] as const) {
+      assert.ok(contiguous(watcher.revisions, 1, last), `replica ${name}: every committed revision once, in order (${watcher.revisions.join(',')})`);
+    }
+    assert.ok(acks.length >= LOADED_AFTER);
+    await assertStored(a, token, acks);
+  });
+
+  test('a replica killed during a write burst: the survivor streams every committed revision once, in order; acknowledged writes are stored', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const [a, b] = await Promise.all([set.start(), set.start()]);
+    const token = set.rootToken;
+    const wa = await collect(a, token, ['burst']);
+    t.after(() => wa.watch.close());
+
+    const acks: Ack[] = [];
+    let bAcks = 0;
+    const KILL_AFTER = 5;
+    const WRITES_EACH = 12;
+    const writer = async (server: ServerProcess, id: string): Promise<void> => {
+      const path = `burst/app/${id}`;
+      for (let i = 0; i < WRITES_EACH; i++) {
+        let res;
+        try {
+          res = await putItem(server, token, path, { i });
+        } catch {
+          return; // the replica is gone: its connection was reset
+        }
+        assert.equal(res.status, 200, res.text);
+        acks.push({ path, version: res.json.version, revision: res.json.revision });
+        if (server === b && ++bAcks === KILL_AFTER) b.proc.kill('SIGKILL');
+      }
+    };
+    await Promise.all([writer(a, 'a1'), writer(a, 'a2'), writer(b, 'b1'), writer(b, 'b2')]);
+    assert.notEqual(await b.exited, 0);
+
+    const final = await putItem(a, token, 'burst/app/final', { done: true });
+    assert.equal(final.status, 200, final.text);
+    const last = final.json.revision as number;
+    await wa.reach(last);
+    assert.ok(contiguous(wa.revisions, 1, last), `every committed revision once, in order (${wa.revisions.join(',')})`);
+    await assertStored(a, token, acks);
+  });
+
+  test('retention compacts the shared log: a too-old resume gets ResyncRequired on any replica, a recent one replays', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const a = await set.start(['--retain-events', '5']);
+    const b = await set.start();
+    const token = set.rootToken;
+    let last = 0;
+    for (let i = 1; i <= 12; i++) {
+      const res = await putItem(a, token, `keep/app/item${i}`, { i });
+      assert.equal(res.status, 200, res.text);
+      last = res.json.revision;
+    }
+    const old = openWatch(b.grpcAddress, { prefixes: ['keep'], sinceRevision: 2 }, token);
+    t.after(() => old.close());
+    assert.equal((await old.next()).type, 'heartbeat');
+    const resync = await old.next();
+    assert.equal(resync.type, 'resyncRequired');
+    assert.equal(resync.type === 'resyncRequired' && resync.oldestRevision, last - 4, 'the newest 5 revisions are retained');
+
+    const recent = openWatch(b.grpcAddress, { prefixes: ['keep'], sinceRevision: last - 3 }, token);
+    t.after(() => recent.close());
+    assert.equal((await recent.next()).type, 'heartbeat');
+    const replayed = [await recent.next(), await recent.next(), await recent.next()];
+    assert.deepEqual(
+      replayed.map((e) => [e.type, e.revision]),
+      range(last - 2, last).map((r) => ['itemChanged', r]),
+    );
+  });
+
+  test('a malformed or unreachable --database-url stops start-up with an error naming the setting, without the password', async () => {
+    const run = promisify(execFile);
+    const start = async (url: string): Promise<{ code: number; stderr: string }> => {
+      try {
+        await run(process.execPath, [CLI, 'server', '--http-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], {
+          env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_KEK: Buffer.alloc(32, 7).toString('base64'), CONFIG_SIDECAR_DATABASE_URL: url },
+          timeout: 30_000,
+        });
+        return { code: 0, stderr: '' };
+      } catch (err) {
+        const e = err as { code?: number; stderr?: string; stdout?: string };
+        return { code: e.code ?? -1, stderr: `${e.stderr ?? ''}${e.stdout ?? ''}` };
+      }
+    };
+    const cases = [
+      { url: 'not a url', expect: /--database-url/ },
+      { url: 'mysql://user:s3cret-pw@127.0.0.1/db', expect: /--database-url.*postgres:\/\// },
+      { url: 'postgres://user:s3cret-pw@127.0.0.1:1/db', expect: /--database-url.*cannot reach PostgreSQL at 127\.0\.0\.1:1\/db/ },
+    ];
+    const results = await Promise.all(cases.map((c) => start(c.url)));
+    results.forEach((result, i) => {
+      const c = cases[i] as (typeof cases)[number];
+      assert.notEqual(result.code, 0, `${c.url} must stop start-up`);
+      assert.match(result.stderr, c.expect);
+      assert.doesNotMatch(result.stderr, /s3cret-pw/, 'the password is never printed');
+    });
+  });
+});
