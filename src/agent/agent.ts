@@ -286,6 +286,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
           extraRoutes: createTestHookRoutes({
             clock: offsetClock,
             gate,
+            stream: { pause: () => watch.pause(), resume: () => watch.resume() },
             appliedRevision: () => applier.appliedRevision,
             nextApplied: (ms) =>
               new Promise<void>((resolve) => {

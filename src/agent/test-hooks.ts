@@ -11,6 +11,8 @@
  *   POST /debug/release?key=ns/name       let held fetches continue
  *   GET  /debug/state                     applied revision, stream state, cache size
  *   GET  /debug/wait-revision?atLeast=N   long-poll until the agent applied revision N
+ *   POST /debug/stream/pause              end the Watch stream and stay disconnected
+ *   POST /debug/stream/resume             reconnect now (resuming from the applied revision)
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { OffsetClock } from '../shared/clock.ts';
@@ -88,6 +90,7 @@ export interface TestHookDeps {
   readonly appliedRevision: () => number;
   /** Resolves on the next applied event (or after `ms`). */
   readonly nextApplied: (ms: Milliseconds) => Promise<void>;
+  readonly stream: { pause(): void; resume(): void };
 }
 
 function withTimeout(promise: Promise<void>, ms: Milliseconds): Promise<boolean> {
@@ -124,6 +127,14 @@ export function createTestHookRoutes(deps: TestHookDeps): (req: IncomingMessage,
       }
       case 'POST /debug/release':
         sendJson(res, 200, { released: deps.gate.release(key) });
+        return true;
+      case 'POST /debug/stream/pause':
+        deps.stream.pause();
+        sendJson(res, 200, { paused: true });
+        return true;
+      case 'POST /debug/stream/resume':
+        deps.stream.resume();
+        sendJson(res, 200, { paused: false });
         return true;
       case 'GET /debug/state':
         sendJson(res, 200, deps.state());

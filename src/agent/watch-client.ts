@@ -41,6 +41,9 @@ export interface WatchClientOptions {
 export interface WatchClient {
   readonly connected: boolean;
   readonly reconnects: number;
+  /** Ends the stream and stays disconnected until `resume()` (test hooks). */
+  pause(): void;
+  resume(): void;
   close(): void;
 }
 
@@ -60,6 +63,7 @@ export function startWatchClient(options: WatchClientOptions): WatchClient {
   let retry: TimerHandle | undefined;
   let heartbeatMs = DEFAULT_HEARTBEAT_INTERVAL_MS;
   let connectedAt = 0;
+  let paused = false;
 
   const armWatchdog = (): void => {
     watchdog?.cancel();
@@ -87,14 +91,14 @@ export function startWatchClient(options: WatchClientOptions): WatchClient {
   };
 
   const schedule = (): void => {
-    if (closed) return;
+    if (closed || paused) return;
     const delay = backoff.next();
     reconnects += 1;
     retry = options.clock.setTimeout(open, delay);
   };
 
   const open = (): void => {
-    if (closed) return;
+    if (closed || paused) return;
     const client = clients[index] as unknown as {
       Watch(request: unknown, metadata: grpc.Metadata): grpc.ClientReadableStream<WireEvent>;
     };
@@ -140,6 +144,17 @@ export function startWatchClient(options: WatchClientOptions): WatchClient {
     },
     get reconnects() {
       return reconnects;
+    },
+    pause() {
+      paused = true;
+      retry?.cancel();
+      fail('paused');
+    },
+    resume() {
+      if (!paused) return;
+      paused = false;
+      backoff.reset();
+      open();
     },
     close() {
       if (closed) return;
