@@ -34,7 +34,7 @@ function peerFingerprint(url: string, ca: Buffer[], token: string): Promise<{ fi
   });
 }
 
-test('TLS on REST and gRPC; the REST certificate is reloaded when the files change', async () => {
+test('TLS on REST and gRPC; both reload the certificate when the files change', async () => {
   const dir = await makeTempDir('cs-tls-');
   cleanup.push(() => removeDir(dir));
   const first = makeCert(dir, 'first');
@@ -55,6 +55,8 @@ test('TLS on REST and gRPC; the REST certificate is reloaded when the files chan
   const watch = openWatch(server.grpcAddress, { prefixes: ['team'] }, server.rootToken, { credentials: grpc.credentials.createSsl(cas[0]) });
   assert.equal((await watch.next()).type, 'heartbeat', 'gRPC Watch over TLS');
   watch.close();
+  const untrusted = openWatch(server.grpcAddress, { prefixes: ['team'] }, server.rootToken, { credentials: grpc.credentials.createSsl(cas[1]) });
+  assert.equal((await untrusted.status).code, grpc.status.UNAVAILABLE, 'the second certificate is not served yet');
 
   // Replace both files the way a secret volume does, then wait for the reload.
   execFileSync('cp', [second.key, `${live.key}.new`]);
@@ -64,4 +66,15 @@ test('TLS on REST and gRPC; the REST certificate is reloaded when the files chan
   await server.waitForLog((l) => l.msg === 'TLS certificate reloaded');
   const afterReload = await peerFingerprint(server.httpUrl, cas, server.rootToken);
   assert.equal(afterReload.fingerprint, new X509Certificate(cas[1] as Buffer).fingerprint256);
+  const reloaded = openWatch(server.grpcAddress, { prefixes: ['team'] }, server.rootToken, { credentials: grpc.credentials.createSsl(cas[1]) });
+  assert.equal((await reloaded.next()).type, 'heartbeat', 'gRPC presents the new certificate too');
+  reloaded.close();
+});
+
+test('a certificate that does not match its key stops start-up naming the setting', async () => {
+  const dir = await makeTempDir('cs-tls-');
+  cleanup.push(() => removeDir(dir));
+  const a = makeCert(dir, 'a');
+  const b = makeCert(dir, 'b');
+  await assert.rejects(startServerProcess({ args: ['--tls-cert', a.cert, '--tls-key', b.key] }), /--tls-key \(CONFIG_SIDECAR_TLS_KEY\).*not the private key/);
 });

@@ -6,7 +6,6 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import type { Server as HttpsServer } from 'node:https';
 import * as grpc from '@grpc/grpc-js';
 import { OffsetClock, systemClock, type Clock, type TimerHandle } from '../shared/clock.ts';
 import { createAdminServer, listen } from '../shared/admin-server.ts';
@@ -23,7 +22,7 @@ import { createServerMetrics } from './metrics.ts';
 import { createRateLimiter } from './rate-limiter.ts';
 import { createRestServer } from './rest/rest-server.ts';
 import type { ServerSettings } from './settings.ts';
-import { grpcCredentials, readTls, watchRestTls } from './tls-files.ts';
+import { insecureGrpcCredentials, TlsSource, type TlsPair } from './tls-files.ts';
 import { createWatchService } from './watch/watch-service.ts';
 
 /** How often the key-age policy is checked (on the injectable clock). */
@@ -81,7 +80,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const authenticator = createAuthenticator({ rootToken: settings.rootToken, policy: policySource.current, jwt, clock });
     const rateLimiter = createRateLimiter(settings.rateLimit, clock);
     const openapi = await readFile(OPENAPI_URL);
-    const tlsFiles = settings.tlsCert && settings.tlsKey ? { cert: settings.tlsCert, key: settings.tlsKey } : undefined;
+    const tls = settings.tlsCert && settings.tlsKey ? new TlsSource({ cert: settings.tlsCert, key: settings.tlsKey }, logger) : undefined;
 
     const rest: Server = createRestServer({
       deps: {
@@ -97,10 +96,15 @@ export async function startServer(settings: ServerSettings, options: StartOption
       metrics,
       tracer: tracing.tracer,
       logger,
-      tls: tlsFiles ? readTls(tlsFiles) : undefined,
+      tls: tls?.current,
       draining: () => draining,
     });
-    if (tlsFiles) closers.push(watchRestTls(rest as unknown as HttpsServer, tlsFiles, logger));
+    if (tls) {
+      // node:https servers have setSecureContext; the listener type is the common http.Server.
+      tls.onChange((pair) => (rest as unknown as { setSecureContext(o: TlsPair): void }).setSecureContext(pair));
+      tls.watch();
+      closers.push(() => tls.close());
+    }
 
     const watch = await createWatchService({
       controlPlane,
@@ -123,7 +127,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     });
     grpcServer.addService(watch.definition, watch.implementation);
     const grpcPort = await new Promise<number>((resolve, reject) => {
-      grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, grpcCredentials(tlsFiles), (err, port) => (err ? reject(err) : resolve(port)));
+      grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, tls ? tls.grpcCredentials() : insecureGrpcCredentials(), (err, port) => (err ? reject(err) : resolve(port)));
     });
 
     const httpBound = await listen(rest, settings.httpListen);
@@ -163,12 +167,12 @@ export async function startServer(settings: ServerSettings, options: StartOption
     };
     checkKeyAge();
 
-    const scheme = tlsFiles ? 'https' : 'http';
+    const scheme = tls ? 'https' : 'http';
     const grpcBound = { host: settings.grpcListen.host, port: grpcPort };
     const bracket = (h: string): string => (h.includes(':') ? `[${h}]` : h);
     const httpUrl = `${scheme}://${bracket(httpBound.host)}:${httpBound.port}`;
     logger.info(
-      { http: httpUrl, grpc: `${bracket(grpcBound.host)}:${grpcBound.port}`, admin: `http://${bracket(adminBound.host)}:${adminBound.port}`, tls: Boolean(tlsFiles) },
+      { http: httpUrl, grpc: `${bracket(grpcBound.host)}:${grpcBound.port}`, admin: `http://${bracket(adminBound.host)}:${adminBound.port}`, tls: Boolean(tls) },
       'server listening',
     );
 
