@@ -168,6 +168,30 @@ describe('agent with a real server', () => {
     assert.match(broken.out, /FAIL {2}socket reachable .*is the agent running/);
   });
 
+  test('config-sidecar get prints the value through the agent, or from the server with --server', async () => {
+    const run = (args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> =>
+      new Promise((resolve) => {
+        const child = spawn(process.execPath, [CLI, 'get', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '', ...env } });
+        let out = '';
+        let err = '';
+        child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+        child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+        child.once('exit', (code) => resolve({ code, out, err }));
+      });
+    await putItem(server, 'production/ml/cli-secret', { kind: 'secret', value: 'printed-secret' });
+    const viaAgent = await run(['production/ml/cli-secret'], { CONFIG_SIDECAR_SOCKET: agent.socketPath });
+    assert.deepEqual([viaAgent.code, viaAgent.out], [0, 'printed-secret']);
+    const config = await run(['production/ml/settings', '--socket', agent.socketPath, '--json']);
+    assert.equal(JSON.parse(config.out).value.mode, 'prod');
+    const viaServer = await run(['production/ml/cli-secret', '--server', server.httpUrl, '--env', 'prod'], { CONFIG_SIDECAR_TOKEN: server.rootToken });
+    assert.deepEqual([viaServer.code, viaServer.out], [0, 'printed-secret']);
+    const missing = await run(['production/ml/nope', '--socket', agent.socketPath]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /not_found/);
+    const down = await run(['production/ml/nope', '--socket', join(agent.dir, 'no.sock')]);
+    assert.equal(down.code, 3);
+  });
+
   test('bad input is answered and the agent keeps serving', async () => {
     assert.equal((await socketGet(agent.socketPath, '/v1/items/production/other/x')).status, 403);
     assert.equal((await socketGet(agent.socketPath, '/v1/items/production/ml/missing')).status, 404);

@@ -7,6 +7,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
 import { removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { hook, openSse, putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 
@@ -76,3 +77,31 @@ test('a silent stream is dead after 3 heartbeat intervals and the agent resumes 
   const fresh = await socketGet(agent.socketPath, '/v1/items/production/ml/db-password');
   assert.equal(fresh.headers['x-config-stale'], undefined);
 });
+
+test('comma-separated server lists fail over: a dead first server is skipped for REST and gRPC', async () => {
+  const server = await startServerProcess();
+  const entry: { server: ServerProcess; agent?: AgentProcess } = { server };
+  stack.push(entry);
+  await putItem(server, 'production/ml/db-password', { kind: 'secret', value: 'via-second' });
+  const dead = await deadPort();
+  const agent = await startAgentProcess(
+    { httpUrl: `http://127.0.0.1:${dead},${server.httpUrl}`, grpcAddress: `127.0.0.1:${dead},${server.grpcAddress}`, rootToken: server.rootToken },
+    { prefixes: ['production/ml'], prefetch: ['production/ml/db-password'] },
+  );
+  entry.agent = agent;
+  await waitReady(agent.adminUrl);
+  assert.equal((await socketGet(agent.socketPath, '/v1/items/production/ml/db-password')).json.value, 'via-second');
+  const connected = await agent.waitForLog((l) => l.msg === 'watch stream connected');
+  assert.equal(connected.address, server.grpcAddress);
+});
+
+/** A port nothing listens on (bound by the OS, then released). */
+function deadPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const port = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(port));
+    });
+  });
+}
