@@ -23,6 +23,8 @@ import type { LogEvent } from '../control-plane.ts';
 import type { CommittedEventFeed, CommittedListener } from './committed-feed.ts';
 
 export const EVENTS_CHANNEL = 'config_sidecar_events';
+/** `application_name` of the LISTEN connection, so operators can tell it apart in pg_stat_activity. */
+export const LISTEN_APPLICATION_NAME = 'config-sidecar-listen';
 /** How often a replica reads the log even without a notification (covers a dropped LISTEN connection). */
 export const CATCH_UP_INTERVAL_MS: Milliseconds = 1_000;
 /** Longest wait between attempts to re-establish the LISTEN connection. */
@@ -191,7 +193,10 @@ export class PgEventFeed implements CommittedEventFeed {
   async #connect(): Promise<void> {
     if (this.#closed || this.#listen || this.#connecting) return;
     this.#connecting = true;
-    const client = new pg.Client({ ...this.#o.connection, keepAlive: true, connectionTimeoutMillis: LISTEN_TIMEOUT_MS, query_timeout: LISTEN_TIMEOUT_MS });
+    const client = new pg.Client({
+      ...this.#o.connection,
+      application_name: LISTEN_APPLICATION_NAME,
+      keepAlive: true, connectionTimeoutMillis: LISTEN_TIMEOUT_MS, query_timeout: LISTEN_TIMEOUT_MS });
     let dropped = false;
     const drop = (err?: unknown): void => {
       if (dropped) return;
