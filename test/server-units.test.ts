@@ -138,6 +138,13 @@ test('rest handler: the chain answers 401 → 403 → body checks, and builds a 
   assert.deepEqual(Buffer.from(body.value, 'base64'), Buffer.from([0xff, 0x00, 0x7f]));
   assert.deepEqual(secret, Buffer.alloc(3), 'the plaintext buffer is zero-filled after the body is built');
   assert.deepEqual(audits, ['denied:denied', 'denied:denied', 'denied:denied', 'read:ok']);
+  // No audit entry, no secret: the read fails closed.
+  (cp as unknown as { audit: () => Promise<void> }).audit = async () => {
+    throw new Error('disk full');
+  };
+  secret.set([1, 2, 3]);
+  assert.equal(await code(fakeRequest('GET', '/v1/items/production/ml/k?env=prod', { authorization: 'Bearer ml-token' })), 'store_unavailable');
+  assert.deepEqual(secret, Buffer.alloc(3), 'zero-filled on the error path too');
 });
 
 class FakeSink extends EventEmitter implements StreamSink {

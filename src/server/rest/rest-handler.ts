@@ -136,7 +136,7 @@ async function execute(route: Exclude<Route, { op: 'openapi' }>, req: IncomingMe
       const env = checkEnv(deps, route.env);
       const item = await cp.getItem(route.ref, env);
       try {
-        if (item.kind === 'secret') await audit(deps, subject, 'read', itemKey(route.ref), 'ok', `env=${env}`);
+        if (item.kind === 'secret') await auditRead(deps, subject, 'read', itemKey(route.ref), `env=${env}`);
         const headers = { etag: item.etag, 'x-config-revision': String(item.revision) };
         if (req.headers['if-none-match'] === item.etag) return { status: 304, headers };
         return { status: 200, headers, raw: itemJson(route.ref, item.kind, env, item), sensitive: true };
@@ -181,7 +181,7 @@ async function execute(route: Exclude<Route, { op: 'openapi' }>, req: IncomingMe
     case 'envelope': {
       const env = checkEnv(deps, route.env);
       const envelope = await cp.getEnvelope(route.ref, env);
-      await audit(deps, subject, 'envelope', itemKey(route.ref), 'ok', `env=${env}`);
+      await auditRead(deps, subject, 'envelope', itemKey(route.ref), `env=${env}`);
       return { status: 200, headers: { etag: envelope.etag, 'x-config-revision': String(envelope.revision) }, body: envelope };
     }
     case 'deks': {
@@ -198,7 +198,7 @@ async function execute(route: Exclude<Route, { op: 'openapi' }>, req: IncomingMe
           serverPublicKey: ephemeral.publicKeyBase64,
           keys: set.keys.map((k) => ({ version: k.version, ...wrapDek(k.dek, recipient, ephemeral, { namespace: set.namespace, keyVersion: k.version }) })),
         };
-        await audit(deps, subject, 'deks', route.namespace, 'ok', `versions=${set.keys.map((k) => k.version).join(',')}`);
+        await auditRead(deps, subject, 'deks', route.namespace, `versions=${set.keys.map((k) => k.version).join(',')}`);
         return { status: 200, body: response };
       } finally {
         for (const k of set.keys) zeroize(k.dek);
@@ -236,11 +236,24 @@ function itemJson(ref: ItemRef, kind: ItemKind, env: string, item: { version: nu
   return out;
 }
 
+/**
+ * Reads of secrets, envelopes and DEKs fail closed: no audit entry, no answer
+ * (as Vault does), so a secret is never served unrecorded.
+ */
+async function auditRead(deps: RestDeps, subject: string, action: AuditAction, target: string, detail: string): Promise<void> {
+  try {
+    await deps.controlPlane.audit({ subject, action, target, outcome: 'ok', detail });
+  } catch (err) {
+    deps.logger.error({ err: (err as Error).message, subject, action, target }, 'audit write failed; refusing the read');
+    throw new AppError('store_unavailable', 'The read could not be audited, so it is refused.', { cause: err });
+  }
+}
+
+/** Denials and writes (already committed) are audited best effort: a failure is logged, the answer stands. */
 async function audit(deps: RestDeps, subject: string, action: AuditAction, target: string, outcome: 'ok' | 'denied' | 'error', detail?: string): Promise<void> {
   try {
     await deps.controlPlane.audit({ subject, action, target, outcome, ...(detail ? { detail } : {}) });
   } catch (err) {
-    // An audit failure must be visible but must not turn a served read into an error after the fact.
     deps.logger.error({ err: (err as Error).message, subject, action, target }, 'audit write failed');
   }
 }
