@@ -10,6 +10,9 @@ import { unwrapDek, zeroize, type TransportKeyPair } from '../shared/crypto.ts';
 import { AppError } from '../shared/errors.ts';
 import type { Upstream } from './upstream.ts';
 
+/** Message prefix of the (transient) error for a key version the server no longer sends. */
+export const KEY_VERSION_GONE = 'data key version retired';
+
 /** Namespaces whose keys are held at most (each a handful of 32-byte keys). */
 export const MAX_DEK_NAMESPACES = 10_000;
 
@@ -48,7 +51,8 @@ export class DekStore {
     const set = await this.#fetch(namespace, signal);
     if (set.keyId !== keyId) throw new AppError('decryption_failed', `The envelope names key ${keyId}, the server sent ${set.keyId}.`);
     const key = set.keys.get(version);
-    if (!key) throw new AppError('decryption_failed', `The server sent no data key version ${version} for ${namespace}.`);
+    // Not tampering: a rotation retired the version between the envelope and the key fetch.
+    if (!key) throw new AppError('upstream_error', `${KEY_VERSION_GONE}: no data key version ${version} for ${namespace}.`);
     return key;
   }
 

@@ -10,7 +10,7 @@ import { AppError } from '../shared/errors.ts';
 import { mergeLayers, type JsonValue } from '../shared/merge.ts';
 import type { ItemRef } from '../shared/paths.ts';
 import { itemKey } from '../shared/paths.ts';
-import type { DekStore } from './dek-store.ts';
+import { KEY_VERSION_GONE, type DekStore } from './dek-store.ts';
 import type { Upstream } from './upstream.ts';
 import { release, type LoadedValue, type Loader, type ValueCache } from './value-cache.ts';
 import type { ItemKind } from '../shared/protocol.ts';
@@ -25,6 +25,19 @@ export interface LoaderObserver {
 }
 
 export function createEnvelopeLoader(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer?: LoaderObserver): Loader {
+  const once = loadOnce(upstream, deks, gate, observer);
+  return async (ref, env, signal) => {
+    try {
+      return await once(ref, env, signal);
+    } catch (err) {
+      // A rotation landed between the envelope and the keys: the next envelope names the new key.
+      if (err instanceof AppError && err.message.startsWith(KEY_VERSION_GONE)) return once(ref, env, signal);
+      throw err;
+    }
+  };
+}
+
+function loadOnce(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer?: LoaderObserver): Loader {
   return async (ref, env, signal) => {
     const envelope = await upstream.fetchEnvelope(ref, env, signal);
     if (gate) await gate.afterFetch(itemKey(ref));
