@@ -83,7 +83,7 @@ test('mutate skips pods that do not opt in, and leaves injected pods unchanged',
   const first = mutate(pod({}), { settings });
   assert.equal(first.outcome, 'patched');
   const injected = applyPatch(pod({}), first.outcome === 'patched' ? first.patch : []);
-  assert.deepEqual(mutate(injected, { settings }), { outcome: 'unchanged', reason: 'already injected' });
+  assert.deepEqual(mutate(injected, { settings }), { outcome: 'unchanged', reason: 'already injected with the current annotations and settings' });
 });
 
 test('the native sidecar is first, restartPolicy Always, with probes, bounded resources and a short-lived audience-bound token', () => {
@@ -115,4 +115,31 @@ test('parseInjectionSpec resolves defaults into a frozen typed spec', () => {
   assert.equal(spec.image, 'img:1');
   assert.equal(spec.configMapKey, 'agent.yaml');
   assert.throws(() => parseInjectionSpec({ 'config-sidecar.io/prefixes': '' }, { image: 'x' }), AnnotationError);
+});
+
+test('an injected pod whose annotations or settings changed is brought up to date, then left alone', () => {
+  const first = mutate(pod({ 'config-sidecar.io/config-map': 'agent' }), { settings });
+  const injected = applyPatch(pod({ 'config-sidecar.io/config-map': 'agent' }), first.outcome === 'patched' ? first.patch : []);
+  // The API server adds defaults; they do not make the sidecar stale.
+  const sidecar = (injected.spec.initContainers as Json[])[0] as Json;
+  sidecar.terminationMessagePath = '/dev/termination-log';
+  sidecar.startupProbe.successThreshold = 1;
+  assert.equal(mutate(injected, { settings }).outcome, 'unchanged');
+
+  const edited = structuredClone(injected);
+  delete (edited.metadata?.annotations as Record<string, string>)['config-sidecar.io/config-map'];
+  (edited.metadata?.annotations as Record<string, string>)['config-sidecar.io/prefixes'] = 'production/shop,shared/tls';
+  const update = mutate(edited, { settings });
+  assert.equal(update.outcome, 'patched');
+  const ops = update.outcome === 'patched' ? update.patch : [];
+  assert.deepEqual(ops.map((o) => `${o.op} ${o.path}`), ['replace /spec/initContainers/0', 'remove /spec/volumes/3']);
+  const updated = applyPatch(edited, ops);
+  const args = ((updated.spec.initContainers as Json[])[0] as Json).args as string[];
+  assert.ok(args.includes('--prefix=shared/tls'));
+  assert.ok(!args.some((a) => a.startsWith('--config=')));
+  assert.ok(!(updated.spec.volumes as Json[]).some((v) => v.name === 'config-sidecar-config'));
+  assert.equal(mutate(updated, { settings }).outcome, 'unchanged');
+
+  const newImage = mutate(updated, { settings: parseInjectorSettings({ sidecarImage: 'registry.example/config-sidecar:0.2.0' }) });
+  assert.equal(newImage.outcome, 'patched', 'a webhook upgrade re-images injected pods it is asked about');
 });

@@ -13,7 +13,18 @@ export interface AddOperation {
   readonly value: unknown;
 }
 
-export type PatchOperation = AddOperation;
+export interface ReplaceOperation {
+  readonly op: 'replace';
+  readonly path: string;
+  readonly value: unknown;
+}
+
+export interface RemoveOperation {
+  readonly op: 'remove';
+  readonly path: string;
+}
+
+export type PatchOperation = AddOperation | ReplaceOperation | RemoveOperation;
 
 /** Escapes one reference token (RFC 6901 §3). */
 export function escapePointerToken(token: string | number): string {
@@ -34,7 +45,7 @@ export function pointer(...tokens: ReadonlyArray<string | number>): string {
  * created so a second append to a new array uses `/-` instead of replacing it.
  */
 export class PatchBuilder {
-  readonly #ops: AddOperation[] = [];
+  readonly #ops: PatchOperation[] = [];
   readonly #created = new Set<string>();
 
   get operations(): readonly PatchOperation[] {
@@ -63,6 +74,18 @@ export class PatchBuilder {
     return this;
   }
 
+  /** Replaces the existing value at `path`. */
+  replace(path: string, value: unknown): this {
+    this.#ops.push({ op: 'replace', path, value });
+    return this;
+  }
+
+  /** Removes the value at `path` (array indices shift: remove from the highest index down). */
+  remove(path: string): this {
+    this.#ops.push({ op: 'remove', path });
+    return this;
+  }
+
   /** Sets `key` in the object at `path`, creating the object when absent. */
   setKey(path: string, existing: object | undefined, key: string, value: unknown): this {
     if (existing === undefined && !this.#created.has(path)) {
@@ -76,8 +99,9 @@ export class PatchBuilder {
 }
 
 /**
- * Applies `add` operations to a deep copy of `doc` (RFC 6902 §4.1 semantics:
- * `-` appends, an index inserts, an object member is set).
+ * Applies the builders' operations to a deep copy of `doc` (RFC 6902: `add`
+ * with `-` appends, with an index inserts, on a member sets; `replace` needs
+ * an existing target; `remove` deletes it).
  */
 export function applyPatch<T>(doc: T, ops: readonly PatchOperation[]): T {
   const root = structuredClone(doc) as unknown;
@@ -90,12 +114,18 @@ export function applyPatch<T>(doc: T, ops: readonly PatchOperation[]): T {
       target = Array.isArray(target) ? target[Number(token)] : (target as Record<string, unknown> | undefined)?.[token];
       if (target === null || typeof target !== 'object') throw new Error(`patch path ${op.path} does not exist`);
     }
-    const value = structuredClone(op.value);
+    if (op.op !== 'add' && !(Array.isArray(target) ? Number(last) < target.length : Object.hasOwn(target as object, last))) {
+      throw new Error(`patch path ${op.path} does not exist`);
+    }
     if (Array.isArray(target)) {
-      if (last === '-') target.push(value);
-      else target.splice(Number(last), 0, value);
+      if (op.op === 'remove') target.splice(Number(last), 1);
+      else if (op.op === 'replace') target[Number(last)] = structuredClone(op.value);
+      else if (last === '-') target.push(structuredClone(op.value));
+      else target.splice(Number(last), 0, structuredClone(op.value));
+    } else if (op.op === 'remove') {
+      delete (target as Record<string, unknown>)[last];
     } else {
-      (target as Record<string, unknown>)[last] = value;
+      (target as Record<string, unknown>)[last] = structuredClone(op.value);
     }
   }
   return root as T;

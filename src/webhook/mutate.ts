@@ -44,10 +44,12 @@ export type MutateResult =
   | { readonly outcome: 'unchanged'; readonly reason: string }
   | { readonly outcome: 'patched'; readonly patch: readonly PatchOperation[]; readonly reason: string };
 
-/** What the build step decided to add. */
+/** What the build step decided the pod should have. */
 interface Plan {
-  readonly spec: InjectionSpec | undefined;
-  readonly sidecar: Record<string, unknown> | undefined;
+  readonly spec: InjectionSpec;
+  readonly sidecar: Record<string, unknown>;
+  /** Index of the sidecar in `initContainers` when the pod is already injected. */
+  readonly existingSidecar: number | undefined;
   readonly volumes: readonly Record<string, unknown>[];
   /** Set on the pod when it has no fsGroup. */
   readonly fsGroup: number | undefined;
@@ -72,31 +74,45 @@ function step<T>(name: MutateStep, fn: () => T): T {
   }
 }
 
-function isInjected(pod: Pod): boolean {
-  return (
-    pod.metadata?.annotations?.[ANNOTATIONS.status.key] === INJECTED_STATUS &&
-    (pod.spec.initContainers ?? []).some((c) => c.name === SIDECAR_NAME && c.restartPolicy === 'Always')
-  );
+/** Index of the injector's sidecar when the pod carries the injected marker and the container, else undefined. */
+function injectedSidecarIndex(pod: Pod): number | undefined {
+  if (pod.metadata?.annotations?.[ANNOTATIONS.status.key] !== INJECTED_STATUS) return undefined;
+  const index = (pod.spec.initContainers ?? []).findIndex((c) => c.name === SIDECAR_NAME && c.restartPolicy === 'Always');
+  return index < 0 ? undefined : index;
+}
+
+/**
+ * True when every field of `desired` is present and equal in `actual`. Extra
+ * fields in `actual` are the API server's defaults (terminationMessagePath,
+ * successThreshold, ...) and do not make a pod stale.
+ */
+export function isSubset(desired: unknown, actual: unknown): boolean {
+  if (desired === null || typeof desired !== 'object') return desired === actual;
+  if (actual === null || typeof actual !== 'object') return false;
+  if (Array.isArray(desired)) {
+    return Array.isArray(actual) && desired.length === actual.length && desired.every((d, i) => isSubset(d, actual[i]));
+  }
+  return Object.entries(desired).every(([key, value]) => isSubset(value, (actual as Record<string, unknown>)[key]));
 }
 
 export function mutate(pod: Pod, context: MutateContext): MutateResult {
   const annotations = pod.metadata?.annotations ?? {};
   const wanted = step('should-inject', () => wantsInjection(annotations));
   if (!wanted) return { outcome: 'skipped', reason: `${ANNOTATIONS.inject.key} is not "true"` };
-  const injected = isInjected(pod);
+  const existing = injectedSidecarIndex(pod);
   const spec = step('defaults', () => parseInjectionSpec(annotations, { image: context.settings.sidecarImage }));
-  const plan = step('build', () => build(pod, spec, injected, context.settings));
-  step('validate', () => validate(pod, plan, injected, context));
-  if (injected && plan.wiring.length === 0) return { outcome: 'unchanged', reason: 'already injected' };
+  const plan = step('build', () => build(pod, spec, existing, context.settings));
+  step('validate', () => validate(pod, plan, context));
   const patch = step('patch', () => toPatch(pod, plan));
-  return { outcome: 'patched', patch, reason: injected ? 'wired containers added after injection' : 'injected' };
+  if (patch.length === 0) return { outcome: 'unchanged', reason: 'already injected with the current annotations and settings' };
+  return { outcome: 'patched', patch, reason: existing === undefined ? 'injected' : 'brought up to date with the current annotations and settings' };
 }
 
-function build(pod: Pod, spec: InjectionSpec, injected: boolean, settings: InjectorSettings): Plan {
+function build(pod: Pod, spec: InjectionSpec, existingSidecar: number | undefined, settings: InjectorSettings): Plan {
   const wiring: Wiring[] = [];
   const consider = (list: 'containers' | 'initContainers', containers: readonly Container[]) => {
     containers.forEach((container, index) => {
-      if (container.name === SIDECAR_NAME) return;
+      if (list === 'initContainers' && index === existingSidecar) return;
       const have = new Set((container.volumeMounts ?? []).map((m) => m.name));
       const mounts = appVolumeMounts().filter((m) => !have.has(m.name as string));
       const env = !(container.env ?? []).some((e) => e.name === SOCKET_ENV);
@@ -105,19 +121,19 @@ function build(pod: Pod, spec: InjectionSpec, injected: boolean, settings: Injec
   };
   consider('initContainers', pod.spec.initContainers ?? []);
   consider('containers', pod.spec.containers);
-  if (injected) return { spec: undefined, sidecar: undefined, volumes: [], fsGroup: undefined, wiring };
   return {
     spec,
     sidecar: sidecarContainer(spec, settings),
+    existingSidecar,
     volumes: sidecarVolumes(spec, settings),
     fsGroup: pod.spec.securityContext?.fsGroup === undefined ? settings.sharedGroup : undefined,
     wiring,
   };
 }
 
-function validate(pod: Pod, plan: Plan, injected: boolean, context: MutateContext): void {
-  const all = [...(pod.spec.initContainers ?? []), ...pod.spec.containers];
-  if (!injected) {
+function validate(pod: Pod, plan: Plan, context: MutateContext): void {
+  const all = [...(pod.spec.initContainers ?? []).filter((_, i) => i !== plan.existingSidecar), ...pod.spec.containers];
+  if (plan.existingSidecar === undefined) {
     const clash = all.find((c) => c.name === SIDECAR_NAME);
     if (clash) {
       throw new Error(
@@ -146,7 +162,6 @@ function validate(pod: Pod, plan: Plan, injected: boolean, context: MutateContex
     }
   }
   const spec = plan.spec;
-  if (!spec) return;
   for (const container of all) {
     for (const p of container.ports ?? []) {
       if (p.containerPort === spec.httpPort || p.containerPort === spec.adminPort) {
@@ -173,13 +188,17 @@ function validate(pod: Pod, plan: Plan, injected: boolean, context: MutateContex
 
 function toPatch(pod: Pod, plan: Plan): PatchOperation[] {
   const patch = new PatchBuilder();
-  // Index-based paths of existing init containers first: the sidecar is prepended last, which shifts them.
+  // Index-based paths of existing init containers first: a new sidecar is prepended last, which shifts them.
   for (const w of plan.wiring) {
     const base = pointer('spec', w.list, w.index);
     for (const mount of w.mounts) patch.append(`${base}/volumeMounts`, w.container.volumeMounts, mount);
     if (w.env) patch.append(`${base}/env`, w.container.env, appEnv());
   }
-  for (const volume of plan.volumes) patch.append(pointer('spec', 'volumes'), pod.spec.volumes, volume);
+  if (plan.existingSidecar === undefined) {
+    for (const volume of plan.volumes) patch.append(pointer('spec', 'volumes'), pod.spec.volumes, volume);
+  } else {
+    refreshInjected(pod, plan, plan.existingSidecar, patch);
+  }
   if (plan.fsGroup !== undefined) {
     const context = pod.spec.securityContext;
     patch.setKey(pointer('spec', 'securityContext'), context, 'fsGroup', plan.fsGroup);
@@ -188,11 +207,33 @@ function toPatch(pod: Pod, plan: Plan): PatchOperation[] {
       patch.setKey(pointer('spec', 'securityContext'), context, 'fsGroupChangePolicy', FS_GROUP_CHANGE_POLICY);
     }
   }
-  if (plan.sidecar) {
+  if (plan.existingSidecar === undefined) {
     patch.prepend(pointer('spec', 'initContainers'), pod.spec.initContainers, plan.sidecar);
     patch.setKey(pointer('metadata', 'annotations'), pod.metadata?.annotations, ANNOTATIONS.status.key, INJECTED_STATUS);
+  }
+  if (pod.metadata?.labels?.[AGENT_LABEL] !== AGENT_LABEL_VALUE) {
     // The server's NetworkPolicy admits pods with this label (in opted-in namespaces).
     patch.setKey(pointer('metadata', 'labels'), pod.metadata?.labels, AGENT_LABEL, AGENT_LABEL_VALUE);
   }
   return [...patch.operations];
+}
+
+/**
+ * An injected pod whose annotations or injector settings changed since (an
+ * edited template injected again, a webhook upgrade) gets the current sidecar
+ * and volumes; the injector owns both, so hand edits to them are replaced.
+ */
+function refreshInjected(pod: Pod, plan: Plan, index: number, patch: PatchBuilder): void {
+  const current = (pod.spec.initContainers ?? [])[index];
+  if (!isSubset(plan.sidecar, current)) patch.replace(pointer('spec', 'initContainers', index), plan.sidecar);
+  const volumes = pod.spec.volumes ?? [];
+  for (const volume of plan.volumes) {
+    const at = volumes.findIndex((v) => v.name === volume.name);
+    if (at < 0) patch.append(pointer('spec', 'volumes'), pod.spec.volumes, volume);
+    else if (!isSubset(volume, volumes[at])) patch.replace(pointer('spec', 'volumes', at), volume);
+  }
+  const wanted = new Set(plan.volumes.map((v) => v.name as string));
+  const ours = new Set<string>(Object.values(VOLUMES));
+  const stale = volumes.flatMap((v, at) => (ours.has(v.name) && !wanted.has(v.name) ? [at] : []));
+  for (const at of stale.reverse()) patch.remove(pointer('spec', 'volumes', at));
 }
