@@ -149,3 +149,27 @@ test('removing a binding from the auth file ends that subject’s open watch; ot
   assert.equal(event?.revision, put.json.revision, 'the still-bound subject keeps its stream');
   sa.close();
 });
+
+test('--jwks-url: keys fetched from the issuer’s JWKS endpoint', async (t) => {
+  const { createServer } = await import('node:http');
+  const { publicKey, privateKey } = await generateKeyPair('ES256');
+  const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'url-key', alg: 'ES256', use: 'sig' }] });
+  let fetched = 0;
+  const issuer = createServer((req, res) => {
+    fetched++;
+    res.writeHead(req.url === '/openid/v1/jwks' ? 200 : 404, { 'content-type': 'application/json' }).end(jwks);
+  });
+  await new Promise<void>((resolve) => issuer.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => issuer.close(resolve)));
+  const jwksUrl = `http://127.0.0.1:${(issuer.address() as { port: number }).port}/openid/v1/jwks`;
+  const urlServer = await startServerProcess({ args: ['--auth-file', authFile, '--jwt-issuer', ISSUER, '--jwt-audience', AUDIENCE, '--jwks-url', jwksUrl] });
+  t.after(async () => {
+    await urlServer.stop('SIGKILL');
+    await removeDir(urlServer.dataDir);
+  });
+  await http(urlServer.httpUrl, 'PUT', '/v1/items/production/ml-service/db-password', { token: urlServer.rootToken, body: { kind: 'secret', value: 'p4ss' } });
+  const token = await new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'url-key' }).setIssuer(ISSUER).setSubject(SA).setAudience(AUDIENCE).setExpirationTime('5m').sign(privateKey);
+  const res = await http(urlServer.httpUrl, 'GET', '/v1/items/production/ml-service/db-password', { token });
+  assert.equal(res.status, 200, res.text);
+  assert.ok(fetched >= 1);
+});
