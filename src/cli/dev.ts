@@ -148,8 +148,8 @@ async function runDev(flags: DevFlags): Promise<void> {
     'Watch changes arrive (in another terminal):',
     `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} watch production`,
     'Rotate the namespace key, or write a new secret version, and see the event and the new value:',
-    `  curl -s -X POST -H "Authorization: Bearer $(cat ${tokenFile})" ${server.httpUrl}/v1/rotate/${DEV_NAMESPACE}`,
-    `  curl -s -X PUT -H "Authorization: Bearer $(cat ${tokenFile})" -H 'content-type: application/json' -d '{"kind":"secret","value":"rotated-${Date.now()}"}' '${server.httpUrl}/v1/items/${DEV_SECRET}?env=${agentSettings.env}'`,
+    `  ${cli} rotate ${DEV_NAMESPACE} --server ${server.httpUrl} --token-file ${tokenFile}`,
+    `  printf %s "rotated-$(date +%s)" | ${cli} put ${DEV_SECRET} --kind secret --env ${agentSettings.env} --file - --server ${server.httpUrl} --token-file ${tokenFile}`,
     `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} get ${DEV_SECRET}`,
     '',
   ];
