@@ -11,7 +11,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { validatePrefix } from '../../shared/paths.ts';
 import { watchRequestFromWire } from '../../shared/watch-proto.ts';
 import type { Milliseconds } from '../../shared/units.ts';
-import type { ControlPlane, LogEvent } from '../control-plane.ts';
+import type { AuditEntry, ControlPlane, LogEvent } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { ServerMetrics } from '../metrics.ts';
@@ -61,6 +61,15 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     }
   });
 
+  // Watch opens and refusals are audited; a failed audit write is logged and does not decide the answer.
+  const auditBestEffort = async (entry: AuditEntry): Promise<void> => {
+    try {
+      await controlPlane.audit(entry);
+    } catch (err) {
+      logger.error({ err: (err as Error).message, subject: entry.subject, action: entry.action }, 'audit write failed');
+    }
+  };
+
   const onEnd = (stream: WatchStream, reason: EndReason): void => {
     const auth = streams.get(stream);
     auth?.expiry?.cancel();
@@ -88,7 +97,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       const policy = options.policy();
       const denied = prefixes.filter((p) => !policy.allows(principal.subject, 'read', p));
       if (denied.length > 0) {
-        await controlPlane.audit({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
+        await auditBestEffort({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
         throw new AppError('permission_denied', `${principal.subject} may not read ${denied.join(', ')}.`);
       }
       const stream = new WatchStream({
@@ -128,6 +137,11 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         stream.end(GrpcStatus.CANCELLED, 'cancelled by the client', 'cancelled');
         return;
       }
+      // Shutdown began while we authenticated: close() did not see this stream.
+      if (closing) {
+        stream.end(GrpcStatus.UNAVAILABLE, 'The server is shutting down; reconnect.', 'shutdown');
+        return;
+      }
       if (principal.expiresAt !== undefined) {
         auth.expiry = options.clock.setTimeout(
           () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
@@ -140,11 +154,12 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         return;
       }
       logger.info({ stream: stream.id, subject: principal.subject, prefixes, since: request.sinceRevision, agentId: request.agentId.slice(0, 128) }, 'watch stream opened');
-      await controlPlane.audit({ subject: principal.subject, action: 'watch', target: prefixes.join(','), outcome: 'ok' });
+      await auditBestEffort({ subject: principal.subject, action: 'watch', target: prefixes.join(','), outcome: 'ok' });
       await stream.start(controlPlane, current, oldest);
     })().catch((err: unknown) => {
       const appError = toAppError(err);
       if (appError.httpStatus >= 500) logger.error({ code: appError.code, err: appError.message }, 'watch failed');
+      else logger.info({ code: appError.code, subject: opened?.subject }, 'watch refused');
       if (opened) opened.end(appError.grpcStatus, appError.message, 'error');
       else fail(appError);
     });
