@@ -14,7 +14,9 @@ import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import jsonpatch from 'fast-json-patch';
 import { parseAllDocuments } from 'yaml';
-import { goldenCases, runCli } from './helpers/k8s-cli.ts';
+import { goldenCases, REPO_ROOT, runCli } from './helpers/k8s-cli.ts';
+import { validateObject } from './helpers/k8s-schema.ts';
+import { restrictedViolations } from './helpers/k8s-pss.ts';
 import { httpsRequest, makeSelfSigned, readText, publishSecret, startWebhookProcess, type KeyPairFiles, type WebhookProcess } from './helpers/k8s-webhook.ts';
 import { POD_TEMPLATE_PATHS } from '../src/webhook/workloads.ts';
 
@@ -272,13 +274,6 @@ test('a rotated certificate (kubelet-style ..data swap) is served without a rest
   assert.equal((await admit(review(podTemplate()))).allowed, true);
 });
 
-test('the webhook exits 0 on SIGTERM', async () => {
-  webhook.child.kill('SIGTERM');
-  const code = await new Promise<number | null>((resolve) => webhook.child.once('exit', (c) => resolve(c)));
-  assert.equal(code, 0);
-  assert.ok(webhook.lines.some((l) => l.msg === 'shutting down'));
-});
-
 test('a webhook that cannot load its certificate, or is given a bad setting, exits 2 naming the setting', async () => {
   const missing = await runCli(['webhook', '--listen', '127.0.0.1:0', '--tls-cert', join(dir, 'nope.crt'), '--tls-key', join(dir, 'nope.key')]);
   assert.equal(missing.code, 2);
@@ -286,4 +281,33 @@ test('a webhook that cannot load its certificate, or is given a bad setting, exi
   const badEnv = await runCli(['webhook', '--listen', '127.0.0.1:0'], '', { CONFIG_SIDECAR_MAX_BODY: 'huge' });
   assert.equal(badEnv.code, 2);
   assert.match(badEnv.stderr, /--max-body \(CONFIG_SIDECAR_MAX_BODY\): "huge" is not a size/);
+});
+
+test('an AdmissionReview as the API server sends it (defaulted pod from a ReplicaSet) is injected; the result is a valid, restricted pod that a reinvocation leaves alone', async () => {
+  const body = JSON.parse(readText(join(REPO_ROOT, 'test', 'fixtures', 'k8s', 'admission', 'pod-create-from-replicaset.json'))) as Json;
+  const pod = (body.request as Json).object as Json;
+  const response = await admit(body);
+  assert.equal(response.allowed, true, response.status?.message);
+  const injected = applied(pod, response);
+  assert.deepEqual(await validateObject(injected), []);
+  assert.deepEqual(restrictedViolations(injected.spec as Json, 'pod'), []);
+  const spec = injected.spec as { initContainers: Json[]; containers: Json[]; securityContext: Json; volumes: Json[] };
+  assert.equal(spec.initContainers[0]?.name, 'config-sidecar');
+  assert.equal(spec.securityContext.fsGroup, 65532, 'an empty securityContext gets the shared group');
+  assert.deepEqual(spec.volumes[0]?.name, 'kube-api-access-x7k2p', "the pod's own volumes stay first and untouched");
+
+  // What the API server stores and reinvocation sends: the patched pod with its own defaults on our sidecar.
+  const sidecar = spec.initContainers[0] as Json;
+  Object.assign(sidecar, { terminationMessagePath: '/dev/termination-log' });
+  Object.assign(sidecar.startupProbe as Json, { successThreshold: 1 });
+  const again = await admit(review(injected));
+  assert.equal(again.allowed, true);
+  assert.equal(again.patch, undefined, 'API-server defaults do not make the sidecar stale');
+});
+
+test('the webhook exits 0 on SIGTERM', async () => {
+  webhook.child.kill('SIGTERM');
+  const code = await new Promise<number | null>((resolve) => webhook.child.once('exit', (c) => resolve(c)));
+  assert.equal(code, 0);
+  assert.ok(webhook.lines.some((l) => l.msg === 'shutting down'));
 });
