@@ -183,7 +183,7 @@ type Annotations = Readonly<Record<string, string>>;
 export function wantsInjection(annotations: Annotations): boolean {
   const raw = annotations[ANNOTATIONS.inject.key];
   if (raw === undefined) return false;
-  const value = raw.trim().toLowerCase();
+  const value = raw.trim();
   if (value === 'true') return true;
   if (value === 'false') return false;
   throw new AnnotationError(ANNOTATIONS.inject.key, `"${raw}" is not allowed; write ${ANNOTATIONS.inject.values}`);
