@@ -311,6 +311,22 @@ function domainSuite(engine: PlaneEngine): void {
     assert.equal(await reopened.plane.currentRevision(), 12);
   });
 
+  test('age retention compacts events older than retainAge on the next write, by the injected clock', async (t) => {
+    const HOUR_MS = 3_600_000;
+    const { plane, clock } = await openTestPlane(t, await engine.location(t), { retainAge: 24 * HOUR_MS }, engine);
+    for (let i = 0; i < 3; i += 1) await plane.putItem(ML, 'base', 'config', json({ i }), 'a');
+    clock.advance(23 * HOUR_MS);
+    await plane.putItem(ML, 'base', 'config', json({ i: 3 }), 'a');
+    assert.equal(await plane.oldestRetainedRevision(), 1, 'nothing is older than a day yet');
+    clock.advance(2 * HOUR_MS);
+    await plane.putItem(ML, 'base', 'config', json({ i: 4 }), 'a');
+    assert.equal(await plane.oldestRetainedRevision(), 4, 'the three events from 25 hours ago are compacted');
+    assert.deepEqual(
+      (await plane.eventsAfter(0, 100)).map((e) => e.revision),
+      [4, 5],
+    );
+  });
+
   test('the key-age policy rotates only keys older than keyMaxAge, by the injected clock', async (t) => {
     const { plane, clock } = await openTestPlane(t, await engine.location(t), { keyMaxAge: 90 * DAY_MS }, engine);
     await plane.putItem(ML, 'base', 'config', json(1), 'a');

@@ -265,6 +265,18 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       );
       await store.write((w) => w.compactEvents(100));
       assert.equal((await store.read((r) => r.logState())).compactedThrough, 6, 'compaction never moves backwards');
+      await store.write(async (w) => {
+        const revision = await w.nextRevision();
+        await w.appendEvent({ revision, type: 'keyRotated', namespace: 'a', keyVersion: 3 }, T0 + 1_000);
+      });
+      await store.write((w) => w.compactEventsCreatedBefore(T0 - 1));
+      assert.equal((await store.read((r) => r.logState())).compactedThrough, 6, 'nothing is older than the cutoff');
+      await store.write((w) => w.compactEventsCreatedBefore(T0));
+      assert.deepEqual(await store.read((r) => r.logState()), { revision: 11, compactedThrough: 10 }, 'age compaction keeps the newer event');
+      assert.deepEqual(
+        (await store.read((r) => r.eventsAfter(0, 100))).map((e) => e.revision),
+        [11],
+      );
     });
 
     test('DEK rows: current per namespace, re-wrap, and every version kept', async (t) => {

@@ -21,6 +21,7 @@ function opt(flags: string, description: string, defaultValue?: string): Option 
 export interface ServerCliOptions {
   dataDir?: string;
   databaseUrl?: string;
+  databasePoolSize?: string;
   httpListen?: string;
   grpcListen?: string;
   adminListen?: string;
@@ -34,6 +35,7 @@ export interface ServerCliOptions {
   maxVersions?: string;
   keyMaxAge?: string;
   retainEvents?: string;
+  retainAge?: string;
   rateLimit?: string;
   heartbeatInterval?: string;
   watchBuffer?: string;
@@ -51,7 +53,8 @@ export interface ServerCliOptions {
 export function addServerOptions(command: Command): Command {
   return command
     .addOption(opt('--data-dir <dir>', 'embedded SQLite store directory', '.config-sidecar/server'))
-    .addOption(opt('--database-url <url>', 'PostgreSQL URL (instead of the embedded store)'))
+    .addOption(opt('--database-url <url>', 'PostgreSQL URL (instead of the embedded store); prefer the env var, it may hold a password'))
+    .addOption(opt('--database-pool-size <n>', 'PostgreSQL connections per replica (plus one for LISTEN)', '10'))
     .addOption(opt('--http-listen <host:port>', 'REST listener', '127.0.0.1:8420'))
     .addOption(opt('--grpc-listen <host:port>', 'gRPC Watch listener', '127.0.0.1:8421'))
     .addOption(opt('--admin-listen <host:port>', '/healthz /readyz /metrics listener', '127.0.0.1:8422'))
@@ -65,6 +68,7 @@ export function addServerOptions(command: Command): Command {
     .addOption(opt('--max-versions <n>', 'versions kept per item (the current one is never pruned)', '20'))
     .addOption(opt('--key-max-age <duration>', 'rotate a namespace data key older than this', '90d'))
     .addOption(opt('--retain-events <n>', 'events kept in the log; older resumes get ResyncRequired', '100000'))
+    .addOption(opt('--retain-age <duration>', 'also compact events older than this, e.g. 7d (default: by count only)'))
     .addOption(opt('--rate-limit <n>', 'requests per second per subject (burst 2x); 0 = off', '200'))
     .addOption(opt('--heartbeat-interval <duration>', 'Watch heartbeat interval', '10s'))
     .addOption(opt('--watch-buffer <n>', 'events queued per watch stream before a slow reader is ended', '1024'))
@@ -106,7 +110,9 @@ Examples:
   $ config-sidecar server --http-listen 0.0.0.0:8420 --grpc-listen 0.0.0.0:8421 \\
       --tls-cert /tls/tls.crt --tls-key /tls/tls.key --kek-file /kek/key \\
       --jwt-issuer https://kubernetes.default.svc --jwt-audience config-sidecar --jwks-url https://kubernetes.default.svc/openid/v1/jwks
-  $ config-sidecar server --http-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0   # free ports, printed in the "server listening" log line`,
+  $ config-sidecar server --http-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0   # free ports, printed in the "server listening" log line
+  $ CONFIG_SIDECAR_DATABASE_URL='postgres://cs:PASSWORD@db:5432/config_sidecar?sslmode=require' \
+      config-sidecar server --database-pool-size 20 --retain-events 1000000 --retain-age 7d   # PostgreSQL, several replicas (docs/OPERATIONS.md)`,
     )
     .action(
       action(async (options: ServerCliOptions) => {

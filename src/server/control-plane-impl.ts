@@ -52,6 +52,9 @@ function validateOptions(options: ControlPlaneOptions): void {
   if (!Number.isInteger(options.retainEvents) || options.retainEvents < 1) {
     throw new SettingError(`--retain-events (${ENV_PREFIX}RETAIN_EVENTS)`, 'retain at least 1 event');
   }
+  if (options.retainAge !== undefined && !(options.retainAge > 0)) {
+    throw new SettingError(`--retain-age (${ENV_PREFIX}RETAIN_AGE)`, 'give a positive duration such as 7d, or leave it unset to retain by count only');
+  }
   if (!(options.keyMaxAge > 0)) {
     throw new SettingError(`--key-max-age (${ENV_PREFIX}KEY_MAX_AGE)`, 'give a positive duration such as 90d');
   }
@@ -121,7 +124,10 @@ class ControlPlaneImpl implements ControlPlane {
         async (w) => {
           txKeys = this.#keys.begin(w);
           const out = await fn(w, txKeys);
-          if (out.events.length > 0) await w.compactEvents(this.#options.retainEvents);
+          if (out.events.length > 0) {
+            await w.compactEvents(this.#options.retainEvents);
+            if (this.#options.retainAge) await w.compactEventsCreatedBefore(this.#now - this.#options.retainAge);
+          }
           return out;
         },
         (out) => {
@@ -517,7 +523,7 @@ class ControlPlaneImpl implements ControlPlane {
  */
 export async function openControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   validateOptions(options);
-  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger });
+  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger, poolSize: options.databasePoolSize });
   return openControlPlaneOn(store, options);
 }
 

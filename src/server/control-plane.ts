@@ -73,6 +73,8 @@ export interface ControlPlaneOptions {
   /** Embedded store directory (SQLite). Ignored when `databaseUrl` is set. */
   readonly dataDir: string;
   readonly databaseUrl?: string | undefined;
+  /** PostgreSQL connections per process. @default 10 */
+  readonly databasePoolSize?: number | undefined;
   readonly kek: KekProvider;
   /** Inheritance chain, least to most specific. @default ['base','dev','staging','prod'] */
   readonly environments: readonly string[];
@@ -82,6 +84,8 @@ export interface ControlPlaneOptions {
   readonly keyMaxAge: Milliseconds;
   /** Events retained in the log (by count); older resumes get ResyncRequired. @default 100000 */
   readonly retainEvents: number;
+  /** Events older than this are compacted as well; undefined keeps by count only. */
+  readonly retainAge?: Milliseconds | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
 }

@@ -63,11 +63,13 @@ export async function startServer(settings: ServerSettings, options: StartOption
   const controlPlane = await openControlPlane({
     dataDir: settings.dataDir,
     databaseUrl: settings.databaseUrl,
+    databasePoolSize: settings.databasePoolSize,
     kek: settings.kek,
     environments: settings.environments,
     maxVersionsPerItem: settings.maxVersions,
     keyMaxAge: settings.keyMaxAge,
     retainEvents: settings.retainEvents,
+    retainAge: settings.retainAge,
     clock,
     logger,
   });

@@ -36,11 +36,14 @@ export const DEFAULT_WATCH_BUFFER = 1024;
 export const DEFAULT_MAX_BODY = '1MiB';
 export const DEFAULT_TRACE_SAMPLE_RATIO = 0.1;
 export const DEFAULT_RETAIN_EVENTS = 100_000;
+/** PostgreSQL connections per replica (plus one for LISTEN). */
+export const DEFAULT_DATABASE_POOL_SIZE = 10;
 
 /** Every flag of `config-sidecar server`, by settings key. */
 export const SERVER_FLAGS = {
   dataDir: '--data-dir',
   databaseUrl: '--database-url',
+  databasePoolSize: '--database-pool-size',
   httpListen: '--http-listen',
   grpcListen: '--grpc-listen',
   adminListen: '--admin-listen',
@@ -52,6 +55,7 @@ export const SERVER_FLAGS = {
   maxVersions: '--max-versions',
   keyMaxAge: '--key-max-age',
   retainEvents: '--retain-events',
+  retainAge: '--retain-age',
   rateLimit: '--rate-limit',
   heartbeatInterval: '--heartbeat-interval',
   watchBuffer: '--watch-buffer',
@@ -77,6 +81,7 @@ const rawSchema = z
   .object({
     dataDir: z.string().min(1).default(DEFAULT_DATA_DIR),
     databaseUrl: z.string().url().optional(),
+    databasePoolSize: intSchema(1).max(1000, 'must be at most 1000').default(DEFAULT_DATABASE_POOL_SIZE),
     httpListen: listenSchema.prefault(DEFAULT_HTTP_LISTEN),
     grpcListen: listenSchema.prefault(DEFAULT_GRPC_LISTEN),
     adminListen: listenSchema.prefault(DEFAULT_ADMIN_LISTEN),
@@ -91,6 +96,7 @@ const rawSchema = z
     maxVersions: intSchema(1).default(DEFAULT_MAX_VERSIONS),
     keyMaxAge: durationSchema.prefault(DEFAULT_KEY_MAX_AGE).refine((ms) => ms >= 60_000, 'must be at least 1m'),
     retainEvents: intSchema(1).default(DEFAULT_RETAIN_EVENTS),
+    retainAge: durationSchema.optional(),
     rateLimit: intSchema(0).default(DEFAULT_RATE_LIMIT_PER_S),
     heartbeatInterval: durationSchema.prefault(DEFAULT_HEARTBEAT_INTERVAL).refine((ms) => ms >= 100, 'must be at least 100ms'),
     watchBuffer: intSchema(1).default(DEFAULT_WATCH_BUFFER),
@@ -111,6 +117,8 @@ const rawSchema = z
 export interface ServerSettings {
   readonly dataDir: string;
   readonly databaseUrl?: string | undefined;
+  /** PostgreSQL pool size per process; unused with the embedded store. */
+  readonly databasePoolSize: number;
   readonly httpListen: ListenAddress;
   readonly grpcListen: ListenAddress;
   readonly adminListen: ListenAddress;
@@ -122,6 +130,8 @@ export interface ServerSettings {
   readonly maxVersions: number;
   readonly keyMaxAge: Milliseconds;
   readonly retainEvents: number;
+  /** Events older than this are compacted too (0 or unset: by count only). */
+  readonly retainAge?: Milliseconds | undefined;
   /** Requests per second per subject; 0 = unlimited. */
   readonly rateLimit: number;
   readonly heartbeatInterval: Milliseconds;
@@ -158,6 +168,7 @@ export function parseServerSettings(raw: Record<string, unknown>, kekSetting = L
   return Object.freeze({
     dataDir: s.dataDir,
     databaseUrl: s.databaseUrl,
+    databasePoolSize: s.databasePoolSize,
     httpListen: s.httpListen,
     grpcListen: s.grpcListen,
     adminListen: s.adminListen,
@@ -169,6 +180,7 @@ export function parseServerSettings(raw: Record<string, unknown>, kekSetting = L
     maxVersions: s.maxVersions,
     keyMaxAge: s.keyMaxAge,
     retainEvents: s.retainEvents,
+    retainAge: s.retainAge ? s.retainAge : undefined,
     rateLimit: s.rateLimit,
     heartbeatInterval: s.heartbeatInterval,
     watchBuffer: s.watchBuffer,

@@ -406,6 +406,15 @@ export class SqlStoreTx implements StoreWriter {
     await this.#run('UPDATE revision_counter SET compacted_through = ? WHERE id = 1', [through]);
   }
 
+  async compactEventsCreatedBefore(cutoff: Milliseconds): Promise<void> {
+    const row = await this.#one('SELECT MAX(revision) AS through FROM events WHERE created_at <= ?', [cutoff]);
+    const through = num(row?.through);
+    const state = await this.logState();
+    if (through <= state.compactedThrough) return;
+    await this.#run('DELETE FROM events WHERE revision <= ?', [through]);
+    await this.#run('UPDATE revision_counter SET compacted_through = ? WHERE id = 1', [through]);
+  }
+
   async logState(): Promise<LogState> {
     const row = await this.#one('SELECT revision, compacted_through FROM revision_counter WHERE id = 1');
     if (!row) throw new AppError('internal', 'The revision counter row is missing.');

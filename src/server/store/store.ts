@@ -119,6 +119,8 @@ export interface StoreWriter extends StoreReader {
   appendEvent(event: LogEvent, now: Milliseconds): Promise<void>;
   /** Deletes events so that at most `keep` newest remain; records how far it compacted. */
   compactEvents(keep: number): Promise<void>;
+  /** Deletes events created at or before `cutoff` (age retention); records how far it compacted. */
+  compactEventsCreatedBefore(cutoff: Milliseconds): Promise<void>;
 
   insertAudit(entry: StoredAudit): Promise<void>;
 }
