@@ -229,3 +229,24 @@ test('the OpenAPI document describes every route', async () => {
     assert.ok(doc.paths[template], `${template} is documented`);
   }
 });
+
+test('the auth file example in docs/AUTH.md parses and means what the text says', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const markdown = await readFile(new URL('../docs/AUTH.md', import.meta.url), 'utf8');
+  const example = /```yaml\n([\s\S]*?)```/.exec(markdown)?.[1];
+  assert.ok(example, 'docs/AUTH.md has a yaml example');
+  const policy = new Policy(parseAuthFile(example));
+  assert.ok(policy.allows('system:serviceaccount:production:ml-service', 'read', 'production/ml-service'));
+  assert.ok(!policy.allows('system:serviceaccount:production:ml-service', 'read', 'production/ml-service-admin'));
+  assert.ok(policy.allows('ci-deployer', 'write', 'staging/web'));
+  assert.ok(!policy.allows('ci-deployer', 'rotate', 'staging/web'));
+  assert.ok(policy.allows('oncall', 'rotate', 'anything'));
+});
+
+test('watch events are serialised once: the registered service passes encoded bytes through', async () => {
+  const { passThroughServiceDefinition } = await import('../src/server/watch/event-codec.ts');
+  const encoded = encodeEvent(changed(9));
+  assert.equal(passThroughServiceDefinition().Watch?.responseSerialize(encoded.bytes), encoded.bytes);
+  const decoded = watchEventFromWire(watchServiceDefinition().Watch?.responseDeserialize(encoded.bytes) as Parameters<typeof watchEventFromWire>[0]);
+  assert.deepEqual(decoded, changed(9));
+});
