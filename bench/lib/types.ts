@@ -1,0 +1,124 @@
+/** The shapes every scenario returns and the report renders. */
+import type { LatencySummary } from './load.ts';
+
+export type Better = 'higher' | 'lower';
+
+/** One figure of one system, one value per repetition. */
+export interface Row {
+  readonly system: string;
+  readonly metric: string;
+  readonly unit: string;
+  readonly values: readonly number[];
+  readonly better: Better;
+  /** A reference row: the agent's rows are divided by it. */
+  readonly reference?: boolean;
+  readonly note?: string;
+}
+
+export interface TargetCheck {
+  readonly target: string;
+  readonly measured: string;
+  /** null when it could not be evaluated (e.g. the reference was skipped). */
+  readonly pass: boolean | null;
+}
+
+export interface ScenarioResult {
+  readonly id: string;
+  readonly title: string;
+  readonly status: 'ok' | 'not-run' | 'failed';
+  readonly reason?: string;
+  readonly setup: string;
+  readonly rows: readonly Row[];
+  readonly targets: readonly TargetCheck[];
+  /** Latency distributions per system (charted). */
+  readonly latency?: Readonly<Record<string, LatencySummary>>;
+  /** Freshness lag distributions (charted). */
+  readonly lag?: Readonly<Record<string, LatencySummary>>;
+  readonly notes: readonly string[];
+  readonly seconds: number;
+  readonly extra?: Readonly<Record<string, unknown>>;
+}
+
+export interface Profile {
+  readonly name: 'full' | 'quick' | 'smoke';
+  readonly reps: number;
+  /** autocannon run length per repetition. */
+  readonly saturationS: number;
+  /** Fixed number of requests per repetition instead of a duration (smoke). */
+  readonly saturationAmount?: number;
+  readonly keys: number;
+  readonly connections: readonly number[];
+  readonly fixedRate: number;
+  readonly fixedRateS: number;
+  readonly costRequests: number;
+  readonly freshnessChanges: number;
+  readonly fanoutWatchers: number;
+  readonly fanoutEvents: number;
+  readonly memoryCounts: readonly number[];
+  readonly startupReps: number;
+  readonly startupPrefetch: number;
+  readonly hitRatioS: number;
+  readonly hitRatioKeys: number;
+  readonly outageS: number;
+}
+
+export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
+  full: {
+    name: 'full',
+    reps: 3,
+    saturationS: 3,
+    keys: 10_000,
+    connections: [16, 64],
+    fixedRate: 2_000,
+    fixedRateS: 5,
+    costRequests: 100_000,
+    freshnessChanges: 500,
+    fanoutWatchers: 1_000,
+    fanoutEvents: 10,
+    memoryCounts: [10_000, 100_000],
+    startupReps: 5,
+    startupPrefetch: 100,
+    hitRatioS: 10,
+    hitRatioKeys: 1_000,
+    outageS: 6,
+  },
+  quick: {
+    name: 'quick',
+    reps: 3,
+    saturationS: 1,
+    keys: 2_000,
+    connections: [16, 64],
+    fixedRate: 2_000,
+    fixedRateS: 2,
+    costRequests: 20_000,
+    freshnessChanges: 100,
+    fanoutWatchers: 300,
+    fanoutEvents: 5,
+    memoryCounts: [10_000],
+    startupReps: 3,
+    startupPrefetch: 100,
+    hitRatioS: 3,
+    hitRatioKeys: 1_000,
+    outageS: 3,
+  },
+  smoke: {
+    name: 'smoke',
+    reps: 3,
+    saturationS: 1,
+    saturationAmount: 100,
+    keys: 50,
+    connections: [4],
+    fixedRate: 500,
+    fixedRateS: 0.2,
+    costRequests: 300,
+    freshnessChanges: 10,
+    fanoutWatchers: 10,
+    fanoutEvents: 2,
+    memoryCounts: [200],
+    startupReps: 3,
+    startupPrefetch: 10,
+    hitRatioS: 0.5,
+    hitRatioKeys: 50,
+    outageS: 1,
+  },
+};

@@ -1,0 +1,274 @@
+/**
+ * `npm run bench [-- --quick | --scenario ID ... | --out DIR]`: runs the
+ * scenarios against references measured in the same run and writes
+ * bench/results/<stamp>.{json,md} plus SVG charts. The runner pins itself to
+ * the load core and every system under test to the other core (taskset).
+ * Every loop is bounded in count and time; traffic stays on loopback and
+ * Unix sockets.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { cpus, freemem, loadavg, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { createRequire } from 'node:module';
+import { Context } from './lib/context.ts';
+import { runAutocannon } from './lib/load.ts';
+import { commandVersion, CORES, HAS_TASKSET, LOAD_CORE, stopAllChildren, SUT_CORE, which } from './lib/proc.ts';
+import { writeReport, type Report } from './lib/report.ts';
+import { lagChart, percentileChart } from './lib/charts.ts';
+import { readAll, ITEMS_NS, itemPath } from './lib/context.ts';
+import { startAgent, tempDir, waitReady } from './lib/stack.ts';
+import { PROFILES, type Profile, type ScenarioResult } from './lib/types.ts';
+import { SCENARIOS } from './scenarios/index.ts';
+import type { LatencySummary } from './lib/load.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** Wall-clock budgets: a scenario past its limit is reported failed and the suite moves on. */
+const SCENARIO_LIMIT_S: Record<Profile['name'], number> = { full: 240, quick: 60, smoke: 60 };
+const SUITE_LIMIT_S: Record<Profile['name'], number> = { full: 570, quick: 115, smoke: 120 };
+const PROFILE_LOAD_S = 3;
+const FRESHNESS_TARGET_MS: Record<string, number> = { 'freshness-api': 50, 'freshness-sse': 50, 'freshness-files': 100, 'fan-out': 500 };
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    smoke: { type: 'boolean', default: false },
+    scenario: { type: 'string', multiple: true },
+    out: { type: 'string' },
+    'no-profile': { type: 'boolean', default: false },
+    list: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+  allowPositionals: false,
+});
+
+if (args.help || args.list) {
+  console.log(`Usage: npm run bench [-- --quick] [-- --scenario ID[,ID]] [-- --out DIR] [-- --no-profile]
+
+  --quick        smaller sizes and shorter runs (under 2 minutes)
+  --smoke        a tiny configuration (a few hundred requests) used by the test suite
+  --scenario ID  run only this scenario (repeatable or comma-separated)
+  --out DIR      where the reports go (default bench/results)
+  --no-profile   do not profile the agent when a target is missed
+
+Scenarios:
+${SCENARIOS.map((s) => `  ${s.id.padEnd(20)} ${s.title}`).join('\n')}`);
+  process.exit(0);
+}
+
+// Re-run pinned to the load core, so the runner (autocannon, clients) never shares the SUT's core.
+if (HAS_TASKSET && CORES > 1 && process.env.CSB_PINNED !== '1') {
+  const child = spawn('taskset', ['-c', String(LOAD_CORE), process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, CSB_PINNED: '1' },
+  });
+  const forward = (signal: NodeJS.Signals): void => {
+    child.kill(signal);
+  };
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  child.on('exit', (code) => process.exit(code ?? 1));
+} else {
+  await main();
+}
+
+async function main(): Promise<void> {
+  const profile = PROFILES[args.smoke ? 'smoke' : args.quick ? 'quick' : 'full'];
+  const wanted = (args.scenario ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  const unknown = wanted.filter((id) => !SCENARIOS.some((s) => s.id === id));
+  if (unknown.length) {
+    console.error(`unknown scenario(s): ${unknown.join(', ')}; known: ${SCENARIOS.map((s) => s.id).join(', ')}`);
+    process.exit(2);
+  }
+  const selected = wanted.length ? SCENARIOS.filter((s) => wanted.includes(s.id)) : SCENARIOS;
+  const outDir = args.out ?? join(ROOT, 'bench', 'results');
+  await mkdir(outDir, { recursive: true });
+  const startedAt = new Date();
+  const stamp = startedAt.toISOString().replace(/\.\d+Z$/, 'Z').replaceAll(':', '-');
+  const t0 = Date.now();
+  const log = (msg: string): void => console.log(`[bench ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
+  log(`profile ${profile.name}, ${selected.length} scenario(s), results in ${outDir}`);
+  const caveats: string[] = [];
+  if (!HAS_TASKSET || CORES < 2) caveats.push('taskset unavailable or fewer than 2 cores: the systems under test and the load generator share cores.');
+  const machineLoad = loadavg();
+  if (machineLoad[0] !== undefined && machineLoad[0] > 0.5) {
+    caveats.push(`The machine was not idle (load average ${machineLoad.map((l) => l.toFixed(2)).join(' / ')} at start): other work shares these cores, so absolute figures are noisy; the ratios to references measured in the same run are the meaningful part.`);
+  }
+  const ctx = new Context(profile, log);
+  const results: ScenarioResult[] = [];
+  try {
+    for (const s of selected) {
+      const elapsed = (Date.now() - t0) / 1000;
+      if (elapsed > SUITE_LIMIT_S[profile.name]) {
+        results.push(notRun(s.id, s.title, `suite time budget (${SUITE_LIMIT_S[profile.name]} s) used up before this scenario`));
+        continue;
+      }
+      log(`▶ ${s.id}`);
+      const started = Date.now();
+      try {
+        const r = await withTimeout(s.run(ctx), SCENARIO_LIMIT_S[profile.name] * 1000, s.id);
+        results.push({ ...r, seconds: (Date.now() - started) / 1000 });
+        for (const t of r.targets) log(`  ${t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'MISS'} ${t.target}: ${t.measured}`);
+      } catch (err) {
+        const reason = err instanceof Error ? err.message.split('\n')[0]?.slice(0, 400) : String(err);
+        log(`  failed: ${reason}`);
+        results.push({ ...notRun(s.id, s.title, reason ?? 'error'), status: 'failed', seconds: (Date.now() - started) / 1000 });
+      }
+    }
+    const missed = results.some((r) => r.targets.some((t) => t.pass === false));
+    let profileFile: string | undefined;
+    let profileTop: Array<{ fn: string; selfPct: number }> | undefined;
+    if (missed && !args['no-profile'] && profile.name !== 'smoke') {
+      try {
+        log('a target was missed: profiling the agent (--cpu-prof) under the cached-read load');
+        ({ profileFile, profileTop } = await profileAgent(ctx, outDir, stamp));
+      } catch (err) {
+        log(`profiling failed: ${String(err)}`);
+      }
+    }
+    const charts = await writeCharts(results, outDir, stamp);
+    const report: Report = {
+      schema: 1,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      profile: profile.name,
+      ...gitFacts(),
+      machine: {
+        cpuModel: cpus()[0]?.model ?? 'unknown',
+        cores: CORES,
+        memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+        kernel: release(),
+        loadAverage: machineLoad,
+        pinning: HAS_TASKSET && CORES > 1 ? `Pinned with taskset: systems under test (agent, references) on core ${SUT_CORE}; the load generator and this runner on core ${LOAD_CORE}.` : 'Not pinned (taskset missing or one core).',
+      },
+      versions: versions(),
+      scenarios: results,
+      charts,
+      ...(profileFile ? { profileFile, profileTop } : {}),
+      caveats: [...caveats, `Free memory at the end: ${(freemem() / 2 ** 30).toFixed(1)} GiB.`],
+    };
+    const files = await writeReport(outDir, stamp, report);
+    log(`wrote ${files.md} and ${files.json}`);
+  } finally {
+    await ctx.close();
+    await stopAllChildren();
+  }
+}
+
+function notRun(id: string, title: string, reason: string): ScenarioResult {
+  return { id, title, status: 'not-run', reason, setup: '', rows: [], targets: [], notes: [], seconds: 0 };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms / 1000} s`)), ms);
+    }),
+  ]);
+}
+
+function gitFacts(): { commit: string; dirty: boolean } {
+  const rev = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
+  const status = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' });
+  return { commit: rev.status === 0 ? rev.stdout.trim() : 'unknown', dirty: status.status === 0 && status.stdout.trim() !== '' };
+}
+
+function versions(): Record<string, string> {
+  const require = createRequire(import.meta.url);
+  const pkg = (name: string): string => {
+    try {
+      return (require(`${name}/package.json`) as { version: string }).version;
+    } catch {
+      return 'missing';
+    }
+  };
+  const v: Record<string, string> = {
+    node: process.versions.node,
+    'config-sidecar': (require(join(ROOT, 'package.json')) as { version: string }).version,
+    autocannon: pkg('autocannon'),
+    'hdr-histogram-js': pkg('hdr-histogram-js'),
+    undici: pkg('undici'),
+    'lru-cache': pkg('lru-cache'),
+    '@grpc/grpc-js': pkg('@grpc/grpc-js'),
+    vega: pkg('vega'),
+    'vega-lite': pkg('vega-lite'),
+  };
+  const nginx = which('nginx');
+  v.nginx = nginx ? commandVersion(nginx, ['-v']) : 'not installed';
+  const redis = which('redis-server');
+  v.redis = redis ? commandVersion(redis, ['--version']) : 'not installed';
+  return v;
+}
+
+async function writeCharts(results: readonly ScenarioResult[], outDir: string, stamp: string): Promise<string[]> {
+  const charts: string[] = [];
+  for (const r of results) {
+    if (r.latency && Object.keys(r.latency).length) {
+      const name = `${stamp}-${r.id}-latency.svg`;
+      await writeFile(join(outDir, name), await percentileChart(`${r.title}: latency by percentile`, r.latency, 'µs'));
+      charts.push(name);
+    }
+  }
+  const lag: Record<string, { summary: LatencySummary; targetMs: number }> = {};
+  for (const r of results) {
+    for (const [system, summary] of Object.entries(r.lag ?? {})) lag[`${r.id}: ${system}`] = { summary, targetMs: FRESHNESS_TARGET_MS[r.id] ?? Number.NaN };
+  }
+  if (Object.keys(lag).length) {
+    const name = `${stamp}-freshness-lag.svg`;
+    await writeFile(join(outDir, name), await lagChart('Freshness: lag from the server ack (p50 / p90 / p99 / max)', lag));
+    charts.push(name);
+  }
+  return charts;
+}
+
+/** Runs a fresh agent under --cpu-prof with the cached-read load, keeps the profile and its top self-time functions. */
+async function profileAgent(ctx: Context, outDir: string, stamp: string): Promise<{ profileFile: string; profileTop: Array<{ fn: string; selfPct: number }> }> {
+  const base = await ctx.baseWith(ctx.profile.keys);
+  const profDir = await tempDir('csb-prof-');
+  const agent = await startAgent(base.server, { core: SUT_CORE, prefixes: ['bench'], args: ['--cache-ttl', '1h'], nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] });
+  try {
+    await waitReady(agent.adminUrl);
+    const paths = Array.from({ length: ctx.profile.keys }, (_, i) => itemPath(ITEMS_NS, i));
+    await readAll(agent.socketPath, paths);
+    await runAutocannon({ kind: 'socket', socketPath: agent.socketPath }, { connections: ctx.profile.connections[0] ?? 16, durationS: PROFILE_LOAD_S, paths });
+  } finally {
+    await agent.stop();
+  }
+  const file = (await readdir(profDir)).find((f) => f.endsWith('.cpuprofile'));
+  if (!file) throw new Error('the agent wrote no .cpuprofile (did it exit cleanly?)');
+  const name = `${stamp}-agent-cached-read.cpuprofile`;
+  await rename(join(profDir, file), join(outDir, name)).catch(async () => {
+    await writeFile(join(outDir, name), await readFile(join(profDir, file)));
+  });
+  await rm(profDir, { recursive: true, force: true });
+  return { profileFile: name, profileTop: topSelfTime(JSON.parse(await readFile(join(outDir, name), 'utf8')) as CpuProfile) };
+}
+
+interface CpuProfile {
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** Self time per function (name + file:line), as a share of all samples. */
+function topSelfTime(profile: CpuProfile, count = 15): Array<{ fn: string; selfPct: number }> {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map<string, number>();
+  let total = 0;
+  profile.samples.forEach((id, i) => {
+    const dt = profile.timeDeltas[i] ?? 0;
+    const frame = byId.get(id)?.callFrame;
+    const file = frame?.url.replace(/^file:\/\/.*?\/(node_modules|src)\//, '$1/') ?? '';
+    const key = `${frame?.functionName || '(anonymous)'} ${file ? `${file}:${(frame?.lineNumber ?? 0) + 1}` : ''}`.trim();
+    self.set(key, (self.get(key) ?? 0) + dt);
+    total += dt;
+  });
+  return [...self]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, count)
+    .map(([fn, t]) => ({ fn, selfPct: (t / total) * 100 }));
+}

@@ -1,0 +1,33 @@
+/** Every scenario of the suite, in the order the report lists them (issue 8's table). */
+import type { Context } from '../lib/context.ts';
+import type { ScenarioResult } from '../lib/types.ts';
+import { cachedRead, conditionalRead, cost } from './saturation.ts';
+import { latencyFixedRate } from './latency.ts';
+import { freshness } from './freshness.ts';
+import { fanout } from './fanout.ts';
+import { memory } from './memory.ts';
+import { startup } from './startup.ts';
+import { hitRatio } from './hit-ratio.ts';
+import { outage } from './outage.ts';
+
+export interface Scenario {
+  readonly id: string;
+  readonly title: string;
+  readonly run: (ctx: Context) => Promise<Omit<ScenarioResult, 'seconds'>>;
+}
+
+export const SCENARIOS: readonly Scenario[] = [
+  { id: 'cached-read-socket', title: 'Cached read, Unix socket', run: (ctx) => cachedRead(ctx, 'socket') },
+  { id: 'cached-read-tcp', title: 'Cached read, TCP + pod token', run: (ctx) => cachedRead(ctx, 'tcp') },
+  { id: 'latency-fixed-rate', title: 'Read latency at a fixed rate', run: latencyFixedRate },
+  { id: 'conditional-read', title: 'Conditional read (304)', run: conditionalRead },
+  { id: 'cost', title: 'Cost: CPU per 100k requests', run: cost },
+  { id: 'freshness-api', title: 'Freshness, API', run: (ctx) => freshness(ctx, 'api') },
+  { id: 'freshness-sse', title: 'Freshness, SSE', run: (ctx) => freshness(ctx, 'sse') },
+  { id: 'freshness-files', title: 'Freshness, files', run: (ctx) => freshness(ctx, 'files') },
+  { id: 'fan-out', title: 'Fan-out to watch streams', run: fanout },
+  { id: 'memory', title: 'Memory (RSS)', run: memory },
+  { id: 'start-up', title: 'Start-up to ready', run: startup },
+  { id: 'hit-ratio', title: 'Hit ratio under writes', run: hitRatio },
+  { id: 'outage', title: 'Outage: server killed mid-run', run: outage },
+];

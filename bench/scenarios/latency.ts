@@ -1,0 +1,92 @@
+/**
+ * Read latency at a fixed rate (2,000 req/s, well below saturation): an
+ * open-loop client timing every request with process.hrtime into an HDR
+ * histogram, against the warm agent and the references on the same socket.
+ */
+import { runFixedRate, type LatencySummary, type Target } from '../lib/load.ts';
+import { lruCacheInProcess, startBareHttp, startNginx, type RefServer } from '../lib/refs.ts';
+import { SUT_CORE } from '../lib/proc.ts';
+import { median } from '../lib/stats.ts';
+import type { Context } from '../lib/context.ts';
+import type { Row, ScenarioResult } from '../lib/types.ts';
+
+/** Keep-alive connections of the fixed-rate client (a handful, as an application would). */
+const CLIENT_CONNECTIONS = 4;
+
+export async function latencyFixedRate(ctx: Context): Promise<Omit<ScenarioResult, 'seconds'>> {
+  const warm = await ctx.warmAgent();
+  const notes: string[] = [];
+  const refs: RefServer[] = [];
+  const bare = await startBareHttp(SUT_CORE, 'socket');
+  refs.push(bare);
+  const systems: Array<{ name: string; target: Target; reference: boolean }> = [
+    { name: 'agent (socket)', target: { kind: 'socket', socketPath: warm.agent.socketPath }, reference: false },
+    { name: 'bare node:http (socket)', target: { kind: 'socket', socketPath: bare.socketPath as string }, reference: true },
+  ];
+  const nginx = await startNginx(SUT_CORE);
+  if (typeof nginx === 'string') notes.push(`nginx skipped: ${nginx}`);
+  else {
+    refs.push(nginx);
+    systems.push({ name: 'nginx (socket)', target: { kind: 'socket', socketPath: nginx.socketPath as string }, reference: true });
+  }
+  const { fixedRateS } = ctx.profile;
+  const p50 = new Map<string, number[]>();
+  const p99 = new Map<string, number[]>();
+  const p999 = new Map<string, number[]>();
+  const curves: Record<string, LatencySummary> = {};
+  let errors = 0;
+  try {
+    for (let rep = 0; rep < ctx.profile.reps; rep++) {
+      for (const sys of systems) {
+        const r = await runFixedRate(sys.target, {
+          rate: ctx.profile.fixedRate,
+          durationS: fixedRateS,
+          connections: CLIENT_CONNECTIONS,
+          nextPath: (i) => warm.paths[(i * 7919) % warm.paths.length] as string,
+        });
+        errors += sys.reference ? 0 : r.errors + r.completed - (r.statusCodes['200'] ?? 0);
+        add(p50, sys.name, r.latency.p50);
+        add(p99, sys.name, r.latency.p99);
+        add(p999, sys.name, r.latency.p999);
+        // Keep the distribution of the middle repetition for the chart.
+        if (rep === Math.floor(ctx.profile.reps / 2)) curves[sys.name] = r.latency;
+      }
+    }
+  } finally {
+    for (const r of refs) await r.stop();
+  }
+  const lru = lruCacheInProcess(warm.keys, 200_000);
+  curves['lru-cache in-process get'] = lru.latency;
+  const rows: Row[] = [];
+  for (const sys of systems) {
+    rows.push({ system: sys.name, metric: 'p50', unit: 'µs', values: p50.get(sys.name) ?? [], better: 'lower', reference: sys.reference });
+    rows.push({ system: sys.name, metric: 'p99', unit: 'µs', values: p99.get(sys.name) ?? [], better: 'lower', reference: sys.reference });
+    rows.push({ system: sys.name, metric: 'p99.9', unit: 'µs', values: p999.get(sys.name) ?? [], better: 'lower', reference: sys.reference });
+  }
+  rows.push({ system: 'lru-cache in-process get', metric: 'p50', unit: 'µs', values: [lru.latency.p50], better: 'lower', reference: true, note: `${Math.round(lru.opsPerSecond).toLocaleString('en-US')} gets/s, ${lru.nsPerOp.toFixed(0)} ns/get in a tight loop` });
+  rows.push({ system: 'lru-cache in-process get', metric: 'p99', unit: 'µs', values: [lru.latency.p99], better: 'lower', reference: true });
+  const agentP99 = median(p99.get('agent (socket)') ?? []);
+  const bareP99 = median(p99.get('bare node:http (socket)') ?? []);
+  return {
+    id: 'latency-fixed-rate',
+    title: `Read latency at a fixed ${ctx.profile.fixedRate.toLocaleString('en-US')} req/s`,
+    status: 'ok',
+    setup: `open-loop client, ${CLIENT_CONNECTIONS} keep-alive connections (undici) over the socket, ${ctx.profile.fixedRate} req/s for ${fixedRateS} s per run, every request timed with process.hrtime into an HDR histogram (ns)`,
+    rows,
+    latency: curves,
+    targets: [
+      { target: 'agent p99 ≤ 1 ms', measured: `${agentP99.toFixed(0)} µs`, pass: Number.isFinite(agentP99) ? agentP99 <= 1000 && errors === 0 : null },
+      { target: 'agent p99 ≤ 1.5 × bare node:http p99', measured: `${(agentP99 / bareP99).toFixed(2)}×`, pass: Number.isFinite(agentP99 / bareP99) ? agentP99 <= 1.5 * bareP99 : null },
+    ],
+    notes: [
+      ...notes,
+      ...(errors > 0 ? [`agent: ${errors} errors or non-200 responses`] : []),
+      'Latency includes the client (undici) on the load core; it is the same client for every system.',
+      'lru-cache is timed per get in this process (hrtime overhead included): what an application caching values itself pays.',
+    ],
+  };
+}
+
+function add(map: Map<string, number[]>, key: string, value: number): void {
+  map.set(key, [...(map.get(key) ?? []), value]);
+}
