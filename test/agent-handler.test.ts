@@ -66,6 +66,13 @@ test('a read answers the value with ETag, Age and X-Config-Revision; raw gives t
   assert.notEqual(raw.headers.etag, ok.headers.etag, 'each representation has its own ETag');
 });
 
+test('a cache hit is answered synchronously, without a promise', () => {
+  const d = { ...deps(), readCached: () => ({ value: value(), source: 'hit' as const, staleSeconds: 0, ageSeconds: 0 }) };
+  const result = handleDataRequest(req('/v1/items/production/ml/db'), d);
+  assert.ok(!(result instanceof Promise));
+  assert.equal((result as BodyResult).status, 200);
+});
+
 test('If-None-Match with the current ETag gives 304 and releases the value at once', async () => {
   const d = deps();
   const r = await body(req('/v1/items/production/ml/db', { headers: { 'if-none-match': '"3"' } }), d);

@@ -215,6 +215,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     },
     env: settings.env,
     read: (ref, env) => cache.read(ref, env),
+    readCached: (ref, env) => cache.readCached(ref, env),
     release: (result) => release(result.value),
   };
   const requestCounters = new Map<string, { inc(): void }>();

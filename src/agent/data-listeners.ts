@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { SettingError } from '../shared/settings.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
-import { errorResult, handleDataRequest, type BodyResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
+import { errorResult, handleDataRequest, type BodyResult, type DataResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
 
 export const SOCKET_MODE = 0o660;
 export const SOCKET_DIR_MODE = 0o750;
@@ -60,21 +60,20 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       noDelay: true,
     },
     (req: IncomingMessage, res: ServerResponse) => {
-      void handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener }, hooks.deps).then(
-        (result) => {
-          if (result.kind === 'sse') {
-            hooks.serveSse(res, result);
-            hooks.onResponse?.(listener, 200);
-            return;
-          }
-          if (result.status === 413) res.shouldKeepAlive = false; // do not read the unwanted body
-          send(res, result);
-          hooks.onResponse?.(listener, result.status);
-        },
-        (err: unknown) => {
-          send(res, errorResult(err));
-        },
-      );
+      const respond = (result: DataResult): void => {
+        if (result.kind === 'sse') {
+          hooks.serveSse(res, result);
+          hooks.onResponse?.(listener, 200);
+          return;
+        }
+        if (result.status === 413) res.shouldKeepAlive = false; // do not read the unwanted body
+        send(res, result);
+        hooks.onResponse?.(listener, result.status);
+      };
+      const result = handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener }, hooks.deps);
+      // A cache hit is answered in this tick; anything else when its promise settles.
+      if (result instanceof Promise) result.then(respond, (err: unknown) => send(res, errorResult(err)));
+      else respond(result);
     },
   );
   server.maxConnections = MAX_CONNECTIONS;

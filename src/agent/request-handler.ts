@@ -55,6 +55,8 @@ export interface HandlerDeps {
   readonly podToken: Buffer;
   readonly env: string;
   read(ref: ItemRef, env: string): Promise<ReadResult>;
+  /** A synchronous cache hit, or undefined (then `read`); lets a hit skip every promise. */
+  readCached?(ref: ItemRef, env: string): ReadResult | undefined;
   release(result: ReadResult): void;
 }
 
@@ -103,31 +105,49 @@ export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'
   if (req.url.length > MAX_URL_LENGTH) throw new AppError('invalid_path', `The URL is longer than ${MAX_URL_LENGTH} characters.`);
 }
 
-/** Decides the response for one request. Never throws: every failure is a result. */
-export async function handleDataRequest(req: DataRequest, deps: HandlerDeps): Promise<DataResult> {
+/** Parsed item paths, so a hot key's path is validated once, not per request. */
+const PATH_MEMO_MAX = 10_000;
+const pathMemo = new Map<string, ItemRef>();
+
+function itemRef(remainder: string): ItemRef {
+  const memo = pathMemo.get(remainder);
+  if (memo) return memo;
+  const ref = parseItemPath(decodePathRemainder(remainder));
+  if (pathMemo.size >= PATH_MEMO_MAX) pathMemo.clear();
+  pathMemo.set(remainder, ref);
+  return ref;
+}
+
+/**
+ * Decides the response for one request. Never throws: every failure is a
+ * result. A cache hit answers synchronously; anything else returns a promise.
+ */
+export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResult | Promise<DataResult> {
   try {
     checkCaller(req, deps);
     const q = req.url.indexOf('?');
     const path = q === -1 ? req.url : req.url.slice(0, q);
-    const query = new URLSearchParams(q === -1 ? '' : req.url.slice(q + 1));
-    if (path.startsWith(ITEMS_ROUTE)) return await readItem(req, deps, path.slice(ITEMS_ROUTE.length), query);
-    if (path === WATCH_ROUTE) return watchStream(req, deps, query);
+    const query = q === -1 ? undefined : new URLSearchParams(req.url.slice(q + 1));
+    if (path.startsWith(ITEMS_ROUTE)) {
+      const ref = itemRef(path.slice(ITEMS_ROUTE.length));
+      if (!namespaceMatchesAny(ref.namespace, deps.prefixes())) {
+        throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${deps.prefixes().join(', ')}).`);
+      }
+      const format = query?.get('format') ?? 'json';
+      if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');
+      const hit = deps.readCached?.(ref, deps.env);
+      if (hit) return itemResult(req, deps, hit, format === 'raw');
+      return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, format === 'raw'), errorResult);
+    }
+    if (path === WATCH_ROUTE) return watchStream(req, deps, query ?? new URLSearchParams());
     throw new AppError('not_found', `No route ${path.slice(0, 100)}; use /v1/items/<namespace>/<name> or /v1/watch?prefix=<namespace>.`);
   } catch (err) {
     return errorResult(err);
   }
 }
 
-async function readItem(req: DataRequest, deps: HandlerDeps, remainder: string, query: URLSearchParams): Promise<BodyResult> {
-  const ref = parseItemPath(decodePathRemainder(remainder));
-  if (!namespaceMatchesAny(ref.namespace, deps.prefixes())) {
-    throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${deps.prefixes().join(', ')}).`);
-  }
-  const format = query.get('format') ?? 'json';
-  if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');
-  const result = await deps.read(ref, deps.env);
+function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw: boolean): BodyResult {
   const value = result.value;
-  const raw = format === 'raw';
   const etag = raw ? `${value.etag.slice(0, -1)}-raw"` : value.etag;
   const headers: Record<string, string | number> = {
     etag,

@@ -214,6 +214,16 @@ export class ValueCache {
    * is unreachable, until max-stale.
    */
   async read(ref: ItemRef, env: string, options: { signal?: AbortSignal } = {}): Promise<ReadResult> {
+    return this.readCached(ref, env) ?? this.#fetchForCaller(ref, env, cacheKey(ref, env), options.signal);
+  }
+
+  /**
+   * The synchronous part of `read`: a fresh hit, a stale-marked serve while the
+   * stream is down, or a remembered 404 (thrown); undefined when only an
+   * upstream fetch can answer. The data API's hot path calls this first so a
+   * hit costs no promise.
+   */
+  readCached(ref: ItemRef, env: string): ReadResult | undefined {
     if (this.#closed) throw new AppError('unavailable', 'The agent is shutting down.');
     const key = cacheKey(ref, env);
     const now = this.#options.clock.now();
@@ -224,27 +234,28 @@ export class ValueCache {
         throw entry.error;
       }
       this.#lru.delete(key);
-    } else if (entry?.state === 'value') {
-      entry.lastReadAt = now;
-      entry.reads += 1;
-      const fresh = this.#freshness(entry.value, now);
-      if (fresh.kind === 'fresh') {
-        this.#observer.hit();
-        if (now - entry.value.fetchedAt > this.#options.ttl * REFRESH_AHEAD_FRACTION && entry.reads > 1) this.#background(ref, env);
-        return this.#result(entry.value, 'hit', 0, now);
-      }
-      if (fresh.kind === 'stale') {
-        // The stream is down: serve what we have, marked, and revalidate quietly.
-        this.#observer.stale();
-        if (now >= entry.revalidateAfter) {
-          entry.revalidateAfter = now + STALE_REVALIDATE_INTERVAL_MS;
-          this.#background(ref, env);
-        }
-        return this.#result(entry.value, 'stale', fresh.staleMs, now);
-      }
-      // Expired (TTL, or past max-stale): fetch in the foreground.
+      return undefined;
     }
-    return this.#fetchForCaller(ref, env, key, options.signal);
+    if (entry?.state !== 'value') return undefined;
+    entry.lastReadAt = now;
+    entry.reads += 1;
+    const fresh = this.#freshness(entry.value, now);
+    if (fresh.kind === 'fresh') {
+      this.#observer.hit();
+      if (now - entry.value.fetchedAt > this.#options.ttl * REFRESH_AHEAD_FRACTION && entry.reads > 1) this.#background(ref, env);
+      return this.#result(entry.value, 'hit', 0, now);
+    }
+    if (fresh.kind === 'stale') {
+      // The stream is down: serve what we have, marked, and revalidate quietly.
+      this.#observer.stale();
+      if (now >= entry.revalidateAfter) {
+        entry.revalidateAfter = now + STALE_REVALIDATE_INTERVAL_MS;
+        this.#background(ref, env);
+      }
+      return this.#result(entry.value, 'stale', fresh.staleMs, now);
+    }
+    // Expired (TTL, or past max-stale): only a foreground fetch may answer.
+    return undefined;
   }
 
   async #fetchForCaller(ref: ItemRef, env: string, key: string, signal: AbortSignal | undefined): Promise<ReadResult> {
