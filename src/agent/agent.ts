@@ -262,7 +262,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     const streamOk = down === undefined || (everConnected && now - down <= settings.maxStale);
     const checks: Record<string, { ok: boolean; detail?: string }> = {
       prefetch: prefetchDone ? { ok: true } : { ok: false, detail: `waiting for ${prefetchFailures.length || settings.prefetch.length} item(s)${prefetchFailures.length ? `: ${prefetchFailures.slice(0, 5).join(', ')}` : ''}` },
-      stream: down === undefined ? { ok: true } : { ok: streamOk, detail: `disconnected for ${Math.round((now - down) / 1000)}s (max-stale ${Math.round(settings.maxStale / 1000)}s)` },
+      stream: down === undefined ? { ok: true, detail: `connected; applied revision ${applier.appliedRevision}` } : { ok: streamOk, detail: `disconnected for ${Math.round((now - down) / 1000)}s (max-stale ${Math.round(settings.maxStale / 1000)}s)` },
       token: token.healthy ? { ok: true } : { ok: true, detail: 'token file unreadable; using the last token read' },
     };
     let ready = prefetchDone && streamOk;
