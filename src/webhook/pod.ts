@@ -41,10 +41,3 @@ export const podSchema = z.looseObject({
   spec: podSpecSchema,
 });
 export type Pod = z.infer<typeof podSchema>;
-
-/** A short human name for messages: `pod web-7d9 in shop`. */
-export function describePod(pod: Pod, namespace?: string): string {
-  const name = pod.metadata?.name ?? (pod.metadata?.generateName ? `${pod.metadata.generateName}*` : '(unnamed)');
-  const ns = namespace ?? pod.metadata?.namespace;
-  return ns ? `pod ${name} in ${ns}` : `pod ${name}`;
-}
