@@ -305,6 +305,14 @@ test('an AdmissionReview as the API server sends it (defaulted pod from a Replic
   assert.equal(again.patch, undefined, 'API-server defaults do not make the sidecar stale');
 });
 
+test('50 concurrent reviews each get their own answer (uid echoed, same patch)', async () => {
+  const bodies = Array.from({ length: 50 }, () => review(podTemplate()));
+  const answers = await Promise.all(bodies.map((b) => admit(b)));
+  const patches = new Set(answers.map((a) => a.patch));
+  assert.equal(patches.size, 1, 'the same pod gets the same patch');
+  assert.ok(answers.every((a) => a.allowed));
+});
+
 test('the webhook exits 0 on SIGTERM', async () => {
   webhook.child.kill('SIGTERM');
   const code = await new Promise<number | null>((resolve) => webhook.child.once('exit', (c) => resolve(c)));
