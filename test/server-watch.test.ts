@@ -133,6 +133,8 @@ test('heartbeats and the key-age policy run on the server clock (moved by the te
   await http(server.adminUrl, 'POST', `/test/clock/advance?ms=${91 * 86_400_000}`);
   const rotated = (await watch.until((e) => e.type === 'keyRotated')).at(-1);
   assert.equal(rotated?.type === 'keyRotated' ? rotated.namespace : undefined, 'aging/app');
+  // The metric counts once the policy run has finished every due namespace, which may be after this event arrived.
+  await server.waitForLog((l) => l.msg === 'data key rotated by age policy' && l.namespace === 'aging/app');
   assert.ok(((await metricValue(server.adminUrl, 'config_sidecar_server_key_rotations_total', 'trigger="policy"')) ?? 0) >= 1);
   watch.close();
 });

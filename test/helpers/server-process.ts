@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
+import { backendEnvFor } from './postgres-backend.ts';
 import { watchClientConstructor, watchEventFromWire, watchRequestToWire, type WatchEvent } from '../../src/shared/watch-proto.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -56,11 +57,13 @@ export async function startServerProcess(options: StartServerOptions = {}): Prom
   const dataDir = options.dataDir ?? (await makeTempDir());
   const kek = options.kek ?? randomBytes(32).toString('base64');
   const rootToken = options.rootToken ?? `root-${randomBytes(16).toString('hex')}`;
+  // The PostgreSQL server-suite run (test/postgres-server-suite.test.ts) gives each data dir a database.
+  const backendEnv = options.env?.CONFIG_SIDECAR_DATABASE_URL ? {} : await backendEnvFor(dataDir);
   const proc = spawn(
     process.execPath,
     [CLI, 'server', '--data-dir', dataDir, '--http-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...(options.args ?? [])],
     {
-      env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_KEK: kek, CONFIG_SIDECAR_ROOT_TOKEN: rootToken, CONFIG_SIDECAR_TEST_HOOKS: '1', ...options.env },
+      env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_KEK: kek, CONFIG_SIDECAR_ROOT_TOKEN: rootToken, CONFIG_SIDECAR_TEST_HOOKS: '1', ...backendEnv, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );

@@ -34,7 +34,24 @@ function postgresUser(): { uid: number; gid: number } | undefined {
   return { uid, gid };
 }
 
+/** Creates a new empty database through `adminUrl` (any database of the cluster); returns its URL. */
+export async function createDatabaseOn(adminUrl: string): Promise<string> {
+  const name = `t_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
 export interface ThrowawayPostgres {
+  /** The cluster's `postgres` database, for creating others (e.g. from another test process). */
+  readonly adminUrl: string;
   /** A new empty database; returns its connection URL. */
   createDatabase(): Promise<string>;
   /** Stops the database server, keeping its data (`pg_ctl stop -m fast`: clients are disconnected). */
@@ -63,17 +80,8 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   await start();
   const urlFor = (db: string) => `postgresql://postgres@localhost/${db}?host=${encodeURIComponent(dir)}&port=${SOCKET_PORT}`;
   return {
-    async createDatabase() {
-      const name = `t_${randomBytes(6).toString('hex')}`;
-      const admin = new pg.Client({ connectionString: urlFor('postgres') });
-      await admin.connect();
-      try {
-        await admin.query(`CREATE DATABASE ${name}`);
-      } finally {
-        await admin.end();
-      }
-      return urlFor(name);
-    },
+    adminUrl: urlFor('postgres'),
+    createDatabase: () => createDatabaseOn(urlFor('postgres')),
     async shutdown() {
       await run(join(bin, 'pg_ctl'), ['-D', data, '-m', 'fast', '-w', 'stop'], { ...as, cwd: dir });
     },
