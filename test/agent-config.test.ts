@@ -1,0 +1,86 @@
+/**
+ * The agent's settings pipeline through the real command: a YAML `--config`
+ * with flags and env twins over it, start-up failures that name the setting
+ * (exit 2), test hooks refused in production, and a hot reload of the file.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CLI, makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+
+let server: ServerProcess;
+let dir: string;
+const agents: AgentProcess[] = [];
+
+before(async () => {
+  server = await startServerProcess();
+  dir = await makeTempDir('cs-agent-config-');
+  await putItem(server, 'production/ml/db-password', { kind: 'secret', value: 'from-yaml' });
+  await putItem(server, 'production/ml/later', { kind: 'secret', value: 'added-on-reload' });
+});
+
+after(async () => {
+  for (const agent of agents) {
+    await agent.stop();
+    await removeDir(agent.dir);
+  }
+  await server?.stop();
+  await removeDir(server?.dataDir ?? '');
+  await removeDir(dir ?? '');
+});
+
+/** Replaces a file atomically, as editors and ConfigMap volumes do (a reader never sees it half written). */
+async function replaceFile(path: string, text: string): Promise<void> {
+  await writeFile(`${path}.tmp`, text);
+  await rename(`${path}.tmp`, path);
+}
+
+/** Runs `agent` expecting it to refuse to start; resolves with exit code and stderr. */
+function refused(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '', ...env } });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.stdout.resume();
+    child.once('exit', (code) => resolve({ code, stderr }));
+  });
+}
+
+test('start-up failures name the setting and exit 2', async () => {
+  const base = ['--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--socket', join(dir, 'bad', 'agent.sock')];
+  const typo = join(dir, 'typo.yaml');
+  await writeFile(typo, 'prefix: [production/ml]\ncacheTTL: 5m\n');
+  const unknown = await refused([...base, '--config', typo]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /unknown key\(s\) "cacheTTL"/);
+  const badDuration = await refused([...base, '--prefix', 'production/ml', '--max-stale', 'soon']);
+  assert.equal(badDuration.code, 2);
+  assert.match(badDuration.stderr, /--max-stale \(CONFIG_SIDECAR_MAX_STALE\)/);
+  const noPrefix = await refused(base);
+  assert.match(noPrefix.stderr, /--prefix \(CONFIG_SIDECAR_PREFIX\)/);
+  const production = await refused([...base, '--prefix', 'production/ml'], { CONFIG_SIDECAR_TEST_HOOKS: '1', NODE_ENV: 'production' });
+  assert.equal(production.code, 2);
+  assert.match(production.stderr, /CONFIG_SIDECAR_TEST_HOOKS/);
+});
+
+test('a YAML config with env twins over it serves, and a file edit hot-reloads the prefetch set', async () => {
+  const config = join(dir, 'agent.yaml');
+  await writeFile(config, 'prefetch:\n  - production/ml/db-password\ncacheTtl: 1h\nlogLevel: info\n');
+  const agent = await startAgentProcess(server, { prefixes: [], args: ['--config', config], env: { CONFIG_SIDECAR_PREFIX: 'production/ml' } });
+  agents.push(agent);
+  await waitReady(agent.adminUrl);
+  assert.equal((await socketGet(agent.socketPath, '/v1/items/production/ml/db-password')).json.value, 'from-yaml');
+
+  const seen = agent.logs.length;
+  await replaceFile(config, 'prefetch:\n  - production/ml/db-password\n  - production/ml/later\ncacheTtl: 1h\nlogLevel: info\n');
+  const reloaded = await agent.waitForLog((l) => l.msg === 'config reloaded' && agent.logs.indexOf(l) >= seen);
+  assert.equal(reloaded.prefetch, 2);
+  const refusedEdit = agent.logs.length;
+  await replaceFile(config, 'prefetch: [production/ml/db-password]\ncacheTtl: whenever\n');
+  const refusal = await agent.waitForLog((l) => l.msg === 'config reload refused; keeping the running config' && agent.logs.indexOf(l) >= refusedEdit);
+  assert.match(String(refusal.err), /--cache-ttl/);
+  assert.equal((await socketGet(agent.socketPath, '/v1/items/production/ml/later')).json.value, 'added-on-reload');
+});
