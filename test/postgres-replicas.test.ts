@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { loadMigrations } from '../src/server/store/migrate.ts';
-import { CLI, http, openWatch, type ServerProcess } from './helpers/server-process.ts';
+import { hook, openSse, putItem as agentPut, socketGet, startAgentProcess, type SseEvent } from './helpers/agent-process.ts';
+import { CLI, http, openWatch, removeDir, type ServerProcess } from './helpers/server-process.ts';
 import { collect, contiguous, putItem, replicaSet } from './helpers/postgres-replicas.ts';
 import { findPostgresBin, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
 
@@ -252,6 +253,55 @@ describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, 
       replayed.map((e) => [e.type, e.revision]),
       range(last - 2, last).map((r) => ['itemChanged', r]),
     );
+  });
+
+  test('killing replica A: the agent fails over to B and resumes from its applied revision, with no ResyncRequired and no missed event', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const [a, b] = await Promise.all([set.start(), set.start()]);
+    const ITEM = 'production/ml/settings';
+    await agentPut({ httpUrl: a.httpUrl, rootToken: set.rootToken }, ITEM, { kind: 'config', value: { v: 0 } });
+    const agent = await startAgentProcess(
+      { httpUrl: a.httpUrl, grpcAddress: a.grpcAddress, rootToken: set.rootToken },
+      {
+        prefixes: ['production'],
+        prefetch: [ITEM],
+        // Both replicas, tried in order; the later flags win over the helper's single server.
+        args: ['--server', `${a.httpUrl},${b.httpUrl}`, '--server-grpc', `${a.grpcAddress},${b.grpcAddress}`, '--refetch-jitter', '0s'],
+      },
+    );
+    t.after(async () => {
+      await agent.stop('SIGKILL');
+      await removeDir(agent.dir);
+    });
+    await agent.waitForLog((l) => l.msg === 'watch stream connected' && l.address === a.grpcAddress);
+    const sse = openSse(agent.socketPath, '/v1/watch?prefix=production/ml');
+    t.after(() => sse.close());
+    await sse.opened;
+    const applied = await agentPut({ httpUrl: a.httpUrl, rootToken: set.rootToken }, ITEM, { kind: 'config', value: { v: 1 } });
+    assert.equal(Number((await sse.next()).id), applied.revision);
+    await hook(agent.adminUrl, 'GET', `/debug/wait-revision?atLeast=${applied.revision}`);
+
+    a.proc.kill('SIGKILL');
+    await a.exited;
+    // Written through B while the agent is between replicas, then live once it is on B.
+    const missed: number[] = [];
+    for (let v = 2; v <= 4; v++) missed.push((await agentPut({ httpUrl: b.httpUrl, rootToken: set.rootToken }, ITEM, { kind: 'config', value: { v } })).revision);
+    const resumed = await agent.waitForLog((l) => l.msg === 'watch stream connected' && l.address === b.grpcAddress);
+    assert.ok(Number(resumed.sinceRevision) >= applied.revision, `resumed from its applied revision (${String(resumed.sinceRevision)})`);
+    const live = await agentPut({ httpUrl: b.httpUrl, rootToken: set.rootToken }, ITEM, { kind: 'config', value: { v: 5 } });
+
+    const seen: SseEvent[] = [];
+    while (Number(seen.at(-1)?.id ?? 0) < live.revision) seen.push(await sse.next());
+    assert.deepEqual(
+      seen.map((e) => [e.event, Number(e.id)]),
+      [...missed, live.revision].map((r) => ['changed', r]),
+      'every event once, in order, no resync',
+    );
+    assert.ok(!agent.logs.some((l) => l.msg === 'resync required: cache dropped'), 'no ResyncRequired');
+    await hook(agent.adminUrl, 'GET', `/debug/wait-revision?atLeast=${live.revision}`);
+    const read = await socketGet(agent.socketPath, `/v1/items/${ITEM}`);
+    assert.deepEqual(read.json.value, { v: 5 }, 'the agent serves the value written through B');
   });
 
   test('a malformed or unreachable --database-url stops start-up with an error naming the setting, without the password', async () => {
