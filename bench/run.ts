@@ -12,7 +12,7 @@ import { cpus, freemem, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 import { Context } from './lib/context.ts';
 import { runAutocannon } from './lib/load.ts';
 import { commandVersion, CORES, HAS_TASKSET, LOAD_CORE, stopAllChildren, SUT_CORE, which } from './lib/proc.ts';
@@ -114,6 +114,11 @@ async function main(): Promise<void> {
       } catch (err) {
         const reason = err instanceof Error ? err.message.split('\n')[0]?.slice(0, 400) : String(err);
         log(`  failed: ${reason}`);
+        if (reason?.includes('did not finish within')) {
+          // The overrunning scenario may still be running: stop every process so it cannot skew what follows.
+          await ctx.reset();
+          await stopAllChildren();
+        }
         results.push({ ...notRun(s.id, s.title, reason ?? 'error'), status: 'failed', seconds: (Date.now() - started) / 1000 });
       }
     }
@@ -178,17 +183,17 @@ function gitFacts(): { commit: string; dirty: boolean } {
 }
 
 function versions(): Record<string, string> {
-  const require = createRequire(import.meta.url);
+  // Read the files directly: some packages' "exports" do not expose package.json.
   const pkg = (name: string): string => {
     try {
-      return (require(`${name}/package.json`) as { version: string }).version;
+      return (JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
     } catch {
       return 'missing';
     }
   };
   const v: Record<string, string> = {
     node: process.versions.node,
-    'config-sidecar': (require(join(ROOT, 'package.json')) as { version: string }).version,
+    'config-sidecar': (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version,
     autocannon: pkg('autocannon'),
     'hdr-histogram-js': pkg('hdr-histogram-js'),
     undici: pkg('undici'),

@@ -126,6 +126,14 @@ export class Context {
     return this.compiled;
   }
 
+  /** Stops everything shared (after a scenario overran its limit); the next scenario starts afresh. */
+  async reset(): Promise<void> {
+    await this.close();
+    this.base = undefined;
+    this.warm = undefined;
+    this.compiled = undefined;
+  }
+
   async close(): Promise<void> {
     for (const fn of this.cleanups.splice(0).reverse()) {
       try {

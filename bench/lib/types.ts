@@ -46,6 +46,8 @@ export interface Profile {
   readonly saturationS: number;
   /** Fixed number of requests per repetition instead of a duration (smoke). */
   readonly saturationAmount?: number;
+  /** redis-benchmark has no duration option: requests per run. */
+  readonly redisRequests: number;
   readonly keys: number;
   readonly connections: readonly number[];
   readonly fixedRate: number;
@@ -67,6 +69,7 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     name: 'full',
     reps: 3,
     saturationS: 3,
+    redisRequests: 200_000,
     keys: 10_000,
     connections: [16, 64],
     fixedRate: 2_000,
@@ -86,10 +89,11 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     name: 'quick',
     reps: 3,
     saturationS: 1,
+    redisRequests: 30_000,
     keys: 2_000,
-    connections: [16, 64],
+    connections: [16],
     fixedRate: 2_000,
-    fixedRateS: 2,
+    fixedRateS: 1,
     costRequests: 20_000,
     freshnessChanges: 100,
     fanoutWatchers: 300,
@@ -106,6 +110,7 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     reps: 3,
     saturationS: 1,
     saturationAmount: 100,
+    redisRequests: 300,
     keys: 50,
     connections: [4],
     fixedRate: 500,

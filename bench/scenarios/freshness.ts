@@ -7,8 +7,8 @@
  * still returns an older version is a stale read, which fails the scenario;
  * so does any read going back to an older version than one already served.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Client } from 'undici';
 import { newHistogram, summarise, type LatencySummary } from '../lib/load.ts';
 import { watchSse, type TimedEvent } from '../lib/sse.ts';
@@ -211,6 +211,7 @@ export async function freshness(ctx: Context, mode: FreshnessMode): Promise<Omit
     sse.close();
     await reader.close();
     await agent.stop();
+    if (filesDir) await rm(dirname(filesDir), { recursive: true, force: true });
   }
   const p99 = percentile(lagsMs, 99);
   const target = TARGET_P99_MS[mode];

@@ -113,7 +113,7 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
           bad.set(sys.name, (bad.get(sys.name) ?? 0) + m.run.errors + m.run.non2xx);
         }
         if (refs.redis) {
-          const amount = ctx.profile.saturationAmount ?? Math.round(ctx.profile.saturationS * 150_000);
+          const amount = ctx.profile.redisRequests;
           const cpu0 = cpuSeconds(refs.redis.child.pid);
           const r = await redisBenchmark(refs.redis, connections, amount, warm.keys);
           push(rps, 'Redis GET (socket)', r.rps);
