@@ -3,7 +3,8 @@
  * "replicas" in one process): a write through one is delivered by the other,
  * once and in order; a commit that sent no notification still arrives (the log
  * is the truth); a LISTEN connection killed by the server is detected and
- * re-established, and nothing committed meanwhile is lost. Skipped, with the
+ * re-established, and nothing committed meanwhile is lost. Also the writer
+ * lock between handles: ordered writes queue, audit-only writes do not. Skipped, with the
  * reason shown, only when PostgreSQL is not installed.
  */
 import { after, before, describe, test } from 'node:test';
@@ -137,6 +138,38 @@ describe('PostgreSQL event feed', { skip: SKIP }, () => {
     await raw.query('COMMIT');
     await seen.reach(revision);
     assert.deepEqual(seen.revisions, [revision]);
+  });
+
+  test('across handles, ordered writes queue on the counter row while an audit-only write does not', async (t) => {
+    const { url, a, b } = await twoReplicas(t);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let holding!: () => void;
+    const isHolding = new Promise<void>((resolve) => {
+      holding = resolve;
+    });
+    const first = a.write(async (w) => {
+      const revision = await w.nextRevision();
+      holding();
+      await held;
+      return revision;
+    });
+    await isHolding;
+    await b.write((w) => w.insertAudit({ at: T0, subject: 's', action: 'read', target: 'feed/test/x', outcome: 'ok', detail: '' }));
+    let secondDone = false;
+    const second = append(b, 'queued').then((revision) => {
+      secondDone = true;
+      return revision;
+    });
+    // The audit write above finished while A held the lock; B's ordered write shows up as a backend waiting on it.
+    const waitingOnLock = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    for (let i = 0; i < 200 && Number((await cluster.query(url, waitingOnLock))[0]?.n) === 0; i++);
+    assert.equal(Number((await cluster.query(url, waitingOnLock))[0]?.n), 1, 'the ordered write waits on the counter row');
+    assert.equal(secondDone, false);
+    release();
+    assert.deepEqual([await first, await second], [1, 2]);
   });
 
   test('a LISTEN connection killed by the server is re-established; commits meanwhile are delivered once, in order', async (t) => {

@@ -75,6 +75,29 @@ class PgTx extends SqlStoreTx {
   }
 }
 
+/** Writer methods that need no order among replicas: audit rows are only appended, never read-then-written. */
+const UNORDERED_WRITES = new Set<PropertyKey>(['insertAudit']);
+
+/**
+ * The writer a transaction's callback sees. The dialect's write lock (the
+ * revision counter row) is taken just before the first ordered statement, so
+ * a transaction that only appends audit rows (every secret read writes one)
+ * does not queue behind the writers of every replica.
+ */
+function lockingWriter(tx: PgTx, lock: () => Promise<void>): StoreWriter {
+  return new Proxy(tx, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target);
+      if (typeof value !== 'function') return value;
+      if (UNORDERED_WRITES.has(prop)) return value.bind(target);
+      return async (...args: unknown[]) => {
+        await lock();
+        return value.apply(target, args);
+      };
+    },
+  });
+}
+
 class PostgresStore implements FeedingStore {
   readonly engine = 'postgres';
   readonly #pool: pg.Pool;
@@ -150,9 +173,11 @@ class PostgresStore implements FeedingStore {
     let tookRevision = false;
     const result = await this.#writeLock.run(async () => {
       const out = await this.#transaction('BEGIN', async (conn) => {
-        if (postgresDialect.writeLockSql) await conn.all(postgresDialect.writeLockSql);
         const tx = new PgTx(conn, postgresDialect);
-        const value = await fn(tx);
+        const lockSql = postgresDialect.writeLockSql;
+        let locked: Promise<void> | undefined;
+        const lock = (): Promise<void> => (locked ??= lockSql ? conn.all(lockSql).then(() => undefined) : Promise.resolve());
+        const value = await fn(lockingWriter(tx, lock));
         // Queued by PostgreSQL and delivered to every listener only if this transaction commits.
         if (tx.tookRevision) await conn.all('SELECT pg_notify($1, $2)', [EVENTS_CHANNEL, '']);
         tookRevision = tx.tookRevision;
