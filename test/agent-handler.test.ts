@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { AppliedEventsHub } from '../src/agent/applied-events.ts';
 import { handleDataRequest, type BodyResult, type DataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
+import { agentReadiness, type ReadinessState } from '../src/agent/readiness.ts';
 import type { CachedValue, ReadResult } from '../src/agent/value-cache.ts';
 import { SettingError } from '../src/shared/settings.ts';
 
@@ -157,4 +158,22 @@ test('settings: unknown keys and bad values are refused naming the setting', () 
   assert.throws(() => resolveAgentSettings({ ...base, prefetch: ['staging/x/db'] }), /outside every --prefix/);
   // The file gives a value; an absent flag does not override it.
   assert.equal(resolveAgentSettings(base, { maxStale: '10m' }).maxStale, 600_000);
+});
+
+test('readiness: prefetch and stream, or within max-stale once the stream has been up', () => {
+  const base: ReadinessState = {
+    now: 100_000,
+    streamDownSince: undefined,
+    everConnected: true,
+    maxStale: 60_000,
+    appliedRevision: 7,
+    prefetch: { done: true, total: 2, failing: [] },
+    tokenHealthy: true,
+  };
+  assert.equal(agentReadiness(base).ready, true);
+  assert.equal(agentReadiness({ ...base, prefetch: { done: false, total: 2, failing: ['a/b'] } }).checks.prefetch?.detail, 'waiting for 1 item(s): a/b');
+  assert.equal(agentReadiness({ ...base, streamDownSince: 50_000 }).ready, true, 'lost 50 s ago, max-stale 60 s');
+  assert.equal(agentReadiness({ ...base, streamDownSince: 30_000 }).ready, false, 'past max-stale');
+  assert.equal(agentReadiness({ ...base, streamDownSince: 90_000, everConnected: false }).ready, false, 'never connected');
+  assert.equal(agentReadiness({ ...base, files: { ready: false, files: { 'a.env': { ok: false, detail: 'missing item' } } } }).ready, false);
 });

@@ -14,7 +14,6 @@ import { unlink } from 'node:fs/promises';
 import type { Server, ServerResponse } from 'node:http';
 import type { Tracer } from '@opentelemetry/api';
 import { createAdminServer, listen, type Readiness } from '../shared/admin-server.ts';
-import { Backoff } from '../shared/backoff.ts';
 import { OffsetClock, systemClock, type Clock } from '../shared/clock.ts';
 import { generateTransportKeyPair, zeroize } from '../shared/crypto.ts';
 import { describeError, type AppError } from '../shared/errors.ts';
@@ -31,6 +30,8 @@ import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
 import { createTestHookRoutes, HoldGate, testHooksEnabled } from './test-hooks.ts';
+import { agentReadiness } from './readiness.ts';
+import { prefetchAll } from './prefetcher.ts';
 import { createTokenSource } from './token-source.ts';
 import { createUpstream } from './upstream.ts';
 import { release, ValueCache, type Loader } from './value-cache.ts';
@@ -39,8 +40,6 @@ import { startWatchClient, type WatchClient } from './watch-client.ts';
 
 /** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
-export const PREFETCH_RETRY_BASE_MS: Milliseconds = 250;
-export const PREFETCH_RETRY_CAP_MS: Milliseconds = 10_000;
 /** Open SSE streams per agent; more get 429. */
 export const MAX_SSE_CLIENTS = 256;
 /** In-flight requests get this long to finish on SIGTERM. */
@@ -252,32 +251,24 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
 
   // --- readiness and admin --------------------------------------------------
   let prefetchDone = settings.prefetch.length === 0;
-  let prefetchFailures: string[] = [];
+  let prefetchFailing: readonly string[] = [];
   let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
-  const readiness = (): Readiness => {
-    const now = clock.now();
-    const down = streamDownSince;
-    // Within max-stale only counts once the stream has been up: before that there is nothing to be stale from.
-    const streamOk = down === undefined || (everConnected && now - down <= settings.maxStale);
-    const checks: Record<string, { ok: boolean; detail?: string }> = {
-      prefetch: prefetchDone ? { ok: true } : { ok: false, detail: `waiting for ${prefetchFailures.length || settings.prefetch.length} item(s)${prefetchFailures.length ? `: ${prefetchFailures.slice(0, 5).join(', ')}` : ''}` },
-      stream: down === undefined ? { ok: true, detail: `connected; applied revision ${applier.appliedRevision}` } : { ok: streamOk, detail: `disconnected for ${Math.round((now - down) / 1000)}s (max-stale ${Math.round(settings.maxStale / 1000)}s)` },
-      token: token.healthy ? { ok: true } : { ok: true, detail: 'token file unreadable; using the last token read' },
-    };
-    let ready = prefetchDone && streamOk;
-    if (filesHealth) {
-      const files = filesHealth();
-      for (const [path, health] of Object.entries(files.files)) checks[`file:${path}`] = health;
-      ready = ready && files.ready;
-    }
-    return { ready, checks };
-  };
+  const readiness = (): Readiness =>
+    agentReadiness({
+      now: clock.now(),
+      streamDownSince,
+      everConnected,
+      maxStale: settings.maxStale,
+      appliedRevision: applier.appliedRevision,
+      prefetch: { done: prefetchDone, total: settings.prefetch.length, failing: prefetchFailing },
+      tokenHealthy: token.healthy,
+      files: filesHealth?.(),
+    });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
     readyResolve = resolve;
   });
 
-  const appliedWaiters: Array<() => void> = [];
   const adminServer = createAdminServer({
     registry: metrics.registry,
     readiness,
@@ -288,14 +279,6 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
             gate,
             stream: { pause: () => watch.pause(), resume: () => watch.resume() },
             appliedRevision: () => applier.appliedRevision,
-            nextApplied: (ms) =>
-              new Promise<void>((resolve) => {
-                const timer = setTimeout(resolve, ms);
-                appliedWaiters.push(() => {
-                  clearTimeout(timer);
-                  resolve();
-                });
-              }),
             state: () => ({
               appliedRevision: applier.appliedRevision,
               serverRevision: applier.serverRevision,
@@ -308,17 +291,6 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         }
       : {}),
   });
-  if (hooks) {
-    const sub = hub.subscribe({});
-    void (async () => {
-      for await (const _event of sub) for (const wake of appliedWaiters.splice(0)) wake();
-    })();
-    // Heartbeats move the applied revision on a fresh start without an event.
-    const poke = setInterval(() => {
-      if (appliedWaiters.length) for (const wake of appliedWaiters.splice(0)) wake();
-    }, 50);
-    poke.unref();
-  }
 
   // --- bind -----------------------------------------------------------------
   let httpAddress: ListenAddress | undefined;
@@ -347,24 +319,17 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const checkReady = (): void => {
     if (readiness().ready) readyResolve();
   };
-  const prefetch = async (refs: readonly ItemRef[]): Promise<void> => {
-    const backoff = new Backoff({ baseMs: PREFETCH_RETRY_BASE_MS, capMs: PREFETCH_RETRY_CAP_MS });
-    let pending = [...refs];
-    while (pending.length > 0 && !closed) {
-      const results = await Promise.allSettled(pending.map((ref) => cache.prefetch(ref, settings.env)));
-      const failed: ItemRef[] = [];
-      results.forEach((r, i) => {
-        if (r.status === 'rejected') {
-          const ref = pending[i] as ItemRef;
-          failed.push(ref);
-          logger.warn({ namespace: ref.namespace, name: ref.name, code: (r.reason as AppError).code }, 'prefetch failed; retrying');
-        }
-      });
-      pending = failed;
-      prefetchFailures = failed.map((r) => `${r.namespace}/${r.name}`);
-      if (pending.length > 0) await new Promise<void>((resolve) => clock.setTimeout(resolve, backoff.next()));
-    }
-  };
+  const prefetch = (refs: readonly ItemRef[]): Promise<void> =>
+    prefetchAll(refs, {
+      cache,
+      env: settings.env,
+      clock,
+      logger,
+      stopped: () => closed,
+      onRound: (failing) => {
+        prefetchFailing = failing;
+      },
+    });
   const stopWaiting = new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, PREFETCH_STREAM_WAIT_MS);
     timer.unref();

@@ -25,6 +25,7 @@ import type { FetchGate } from './value-source.ts';
 export const TEST_HOOKS_ENV = 'CONFIG_SIDECAR_TEST_HOOKS';
 /** Longest a long-poll debug route waits. */
 const LONG_POLL_MS: Milliseconds = 30_000;
+const WAIT_POLL_MS: Milliseconds = 10;
 
 /** Whether test hooks are on; refuses the combination with a production NODE_ENV. */
 export function testHooksEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -88,8 +89,6 @@ export interface TestHookDeps {
   readonly gate: HoldGate;
   readonly state: () => Record<string, unknown>;
   readonly appliedRevision: () => number;
-  /** Resolves on the next applied event (or after `ms`). */
-  readonly nextApplied: (ms: Milliseconds) => Promise<void>;
   readonly stream: { pause(): void; resume(): void };
 }
 
@@ -142,7 +141,8 @@ export function createTestHookRoutes(deps: TestHookDeps): (req: IncomingMessage,
       case 'GET /debug/wait-revision': {
         const target = Number(url.searchParams.get('atLeast'));
         const deadline = Date.now() + LONG_POLL_MS;
-        while (deps.appliedRevision() < target && Date.now() < deadline) await deps.nextApplied(deadline - Date.now());
+        // Polls on the real clock: this route serves tests, it is not the agent's logic.
+        while (deps.appliedRevision() < target && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
         const ok = deps.appliedRevision() >= target;
         sendJson(res, ok ? 200 : 408, { appliedRevision: deps.appliedRevision() });
         return true;

@@ -1,0 +1,47 @@
+/**
+ * `/readyz` for the agent as a pure function of its state: ready once the
+ * prefetch set is loaded and the Watch stream is connected, or has been lost
+ * for less than max-stale after having been up (before the first connection
+ * there is nothing to be stale from). Rendered files, when configured, must be
+ * published too. Each check says why it fails.
+ */
+import type { Readiness } from '../shared/admin-server.ts';
+import type { Milliseconds } from '../shared/units.ts';
+
+export interface ReadinessState {
+  readonly now: Milliseconds;
+  /** When the stream was lost; undefined while connected. */
+  readonly streamDownSince: Milliseconds | undefined;
+  readonly everConnected: boolean;
+  readonly maxStale: Milliseconds;
+  readonly appliedRevision: number;
+  readonly prefetch: { readonly done: boolean; readonly total: number; readonly failing: readonly string[] };
+  readonly tokenHealthy: boolean;
+  readonly files?: { readonly ready: boolean; readonly files: Readonly<Record<string, { ok: boolean; detail?: string }>> } | undefined;
+}
+
+const seconds = (ms: Milliseconds): number => Math.round(ms / 1000);
+
+export function agentReadiness(s: ReadinessState): Readiness {
+  const down = s.streamDownSince;
+  const streamOk = down === undefined || (s.everConnected && s.now - down <= s.maxStale);
+  const { prefetch } = s;
+  const waiting = prefetch.failing.length || prefetch.total;
+  const checks: Record<string, { ok: boolean; detail?: string }> = {
+    prefetch: prefetch.done
+      ? { ok: true }
+      : { ok: false, detail: `waiting for ${waiting} item(s)${prefetch.failing.length ? `: ${prefetch.failing.slice(0, 5).join(', ')}` : ''}` },
+    stream:
+      down === undefined
+        ? { ok: true, detail: `connected; applied revision ${s.appliedRevision}` }
+        : { ok: streamOk, detail: `${s.everConnected ? 'disconnected' : 'not yet connected'} for ${seconds(s.now - down)}s (max-stale ${seconds(s.maxStale)}s)` },
+    // An unreadable token file does not make the agent unready: the last token read stays in use.
+    token: s.tokenHealthy ? { ok: true } : { ok: true, detail: 'token file unreadable; using the last token read' },
+  };
+  let ready = prefetch.done && streamOk;
+  if (s.files) {
+    for (const [path, health] of Object.entries(s.files.files)) checks[`file:${path}`] = health;
+    ready = ready && s.files.ready;
+  }
+  return { ready, checks };
+}
