@@ -84,3 +84,19 @@ test('a YAML config with env twins over it serves, and a file edit hot-reloads t
   assert.match(String(refusal.err), /--cache-ttl/);
   assert.equal((await socketGet(agent.socketPath, '/v1/items/production/ml/later')).json.value, 'added-on-reload');
 });
+
+test('a live agent on the socket is never replaced; a stale socket from a killed agent is', async () => {
+  const first = await startAgentProcess(server, { prefixes: ['production/ml'] });
+  agents.push(first);
+  await waitReady(first.adminUrl);
+  const second = await refused(['--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--prefix', 'production/ml', '--socket', first.socketPath, '--http-listen', 'off', '--admin-listen', '127.0.0.1:0']);
+  assert.equal(second.code, 2);
+  assert.match(second.stderr, /another agent is serving/);
+  assert.equal((await socketGet(first.socketPath, '/v1/items/production/ml/db-password')).status, 200, 'the first agent still serves');
+
+  await first.stop('SIGKILL');
+  const replacement = await startAgentProcess(server, { dir: first.dir, prefixes: ['production/ml'] });
+  agents.push(replacement);
+  await waitReady(replacement.adminUrl);
+  assert.equal((await socketGet(replacement.socketPath, '/v1/items/production/ml/db-password')).json.value, 'from-yaml');
+});
