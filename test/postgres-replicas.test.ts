@@ -9,12 +9,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { loadMigrations } from '../src/server/store/migrate.ts';
 import { hook, openSse, putItem as agentPut, socketGet, startAgentProcess, type SseEvent } from './helpers/agent-process.ts';
-import { CLI, http, openWatch, removeDir, type ServerProcess } from './helpers/server-process.ts';
+import { CLI, http, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { collect, contiguous, putItem, replicaSet } from './helpers/postgres-replicas.ts';
-import { findPostgresBin, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
+import { findPostgresBin, postgresTool, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
 
 const SKIP = findPostgresBin() ? false : 'PostgreSQL is not installed (no initdb/pg_ctl found); install postgresql to run the replica tests';
 
@@ -302,6 +305,47 @@ describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, 
     await hook(agent.adminUrl, 'GET', `/debug/wait-revision?atLeast=${live.revision}`);
     const read = await socketGet(agent.socketPath, `/v1/items/${ITEM}`);
     assert.deepEqual(read.json.value, { v: 5 }, 'the agent serves the value written through B');
+  });
+
+  test('backup --database-url runs pg_dump; a server on the restored database serves the same values with the same KEK', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const a = await set.start();
+    const token = set.rootToken;
+    assert.equal((await putItem(a, token, 'dump/app/settings', { replicas: 3 })).status, 200);
+    const secret = await http(a.httpUrl, 'PUT', '/v1/items/dump/app/password', { token, body: { kind: 'secret', value: 'restore-me' } });
+    assert.equal(secret.status, 200, secret.text);
+
+    const dir = await mkdtemp(join(tmpdir(), 'cs-pg-backup-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'snapshot.dump');
+    const pgDump = postgresTool('pg_dump');
+    const pgRestore = postgresTool('pg_restore');
+    if (!pgDump || !pgRestore) return t.skip('pg_dump/pg_restore are not installed');
+    const env = { PATH: `${dirname(pgDump)}${delimiter}${process.env.PATH ?? ''}`, CONFIG_SIDECAR_KEK: set.kek, CONFIG_SIDECAR_DATABASE_URL: url };
+    const run = promisify(execFile);
+    const backup = await run(process.execPath, [CLI, 'backup', '--to', file], { env });
+    assert.match(backup.stdout, /backed up the PostgreSQL database/);
+    assert.equal((await readFile(file)).subarray(0, 5).toString(), 'PGDMP', 'a pg_dump custom-format archive');
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    assert.ok(!(await readFile(file)).includes('restore-me'), 'the dump holds no plaintext');
+
+    const restoredUrl = await cluster.createDatabase();
+    await run(pgRestore, ['--no-owner', `--dbname=${restoredUrl}`, file]);
+    await assert.rejects(
+      startServerProcess({ dataDir: join(dir, 'other-kek'), env: { CONFIG_SIDECAR_DATABASE_URL: restoredUrl } }),
+      /CONFIG_SIDECAR_KEK/,
+      'another KEK cannot open the restored keys',
+    );
+    const again = await startServerProcess({ kek: set.kek, rootToken: token, env: { CONFIG_SIDECAR_DATABASE_URL: restoredUrl } });
+    t.after(async () => {
+      await again.stop('SIGKILL');
+      await removeDir(again.dataDir);
+    });
+    const read = await http(again.httpUrl, 'GET', '/v1/items/dump/app/settings', { token });
+    assert.deepEqual(read.json.value, { replicas: 3 });
+    const password = await http(again.httpUrl, 'GET', '/v1/items/dump/app/password', { token });
+    assert.equal(password.json.value, 'restore-me');
   });
 
   test('a malformed or unreachable --database-url stops start-up with an error naming the setting, without the password', async () => {

@@ -253,9 +253,10 @@ async function rotateKek(flags: { dataDir: string; databaseUrl?: string; kekFile
 function registerBackup(program: Command): void {
   program
     .command('backup')
-    .description('Copy the embedded store to a file with SQLite online backup (safe while the server runs).')
+    .description('Copy the store to a file: SQLite online backup, or pg_dump with --database-url (both safe while servers run).')
     .requiredOption('--to <file>', 'destination file (must not exist)')
     .addOption(new Option('--data-dir <dir>', 'store directory').env(envNameFor('--data-dir')).default('.config-sidecar/server'))
+    .addOption(new Option('--database-url <url>', 'PostgreSQL URL: runs pg_dump --format=custom (needs pg_dump on PATH)').env(envNameFor('--database-url')))
     .addOption(new Option('--kek-file <file>', 'the store KEK, checked before copying (or CONFIG_SIDECAR_KEK)').env(envNameFor('--kek-file')))
     .addHelpText(
       'after',
@@ -264,10 +265,11 @@ The backup holds only ciphertext and wrapped keys; restoring it needs the same K
 
 Examples:
   $ config-sidecar backup --to /backups/config-sidecar-$(date +%F).db --data-dir /var/lib/config-sidecar
-  $ CONFIG_SIDECAR_KEK=... config-sidecar backup --to ./snapshot.db`,
+  $ CONFIG_SIDECAR_KEK=... config-sidecar backup --to ./snapshot.db
+  $ CONFIG_SIDECAR_DATABASE_URL=postgres://... config-sidecar backup --to ./snapshot.dump   # restore with pg_restore`,
     )
     .action(
-      action(async (flags: { to: string; dataDir: string; kekFile?: string }) => {
+      action(async (flags: { to: string; dataDir: string; databaseUrl?: string; kekFile?: string }) => {
         const { existsSync } = await import('node:fs');
         if (existsSync(flags.to)) throw new CliError(`--to "${flags.to}" exists; choose a new file`, EXIT.usage);
         const { plane } = await openLocalPlane(flags);
@@ -276,7 +278,7 @@ Examples:
         } finally {
           await plane.close();
         }
-        process.stdout.write(`backed up ${flags.dataDir} to ${flags.to}\n`);
+        process.stdout.write(`backed up ${flags.databaseUrl ? 'the PostgreSQL database' : flags.dataDir} to ${flags.to}\n`);
       }),
     );
 }

@@ -27,6 +27,15 @@ export function findPostgresBin(): string | undefined {
   return candidates.find((dir) => REQUIRED_BINARIES.every((bin) => existsSync(join(dir, bin))));
 }
 
+/** The path of a PostgreSQL program (pg_dump, pg_restore…): the versioned install first, then PATH; undefined when absent. */
+export function postgresTool(name: string): string | undefined {
+  const dirs: string[] = [];
+  const versioned = '/usr/lib/postgresql';
+  if (existsSync(versioned)) for (const version of readdirSync(versioned).sort().reverse()) dirs.push(join(versioned, version, 'bin'));
+  dirs.push(...(process.env.PATH ?? '').split(delimiter).filter(Boolean));
+  return dirs.map((dir) => join(dir, name)).find((path) => existsSync(path));
+}
+
 function postgresUser(): { uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());

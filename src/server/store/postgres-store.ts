@@ -7,6 +7,7 @@
  * replica's events from the log, once each and in revision order.
  */
 import { execFile } from 'node:child_process';
+import { chmodSync } from 'node:fs';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import type { Clock } from '../../shared/clock.ts';
@@ -23,6 +24,8 @@ import { SqlStoreTx, type SqlConnection, type SqlParam, type SqlRow } from './sq
 import type { StoreReader, StoreWriter } from './store.ts';
 
 export const PG_POOL_SIZE_DEFAULT = 10;
+/** A dump holds only ciphertext and wrapped keys, yet stays readable by its owner only. */
+const BACKUP_FILE_MODE = 0o600;
 /** A request waiting this long for a pooled connection (database down or pool exhausted) fails with 503. */
 export const PG_CONNECT_TIMEOUT_MS: Milliseconds = 5_000;
 function mapPgError(err: unknown): unknown {
@@ -198,12 +201,26 @@ class PostgresStore implements FeedingStore {
     return this.#writeLock.run(() => this.#transaction('BEGIN', (conn) => migrate(conn, postgresDialect, now)));
   }
 
-  /** `pg_dump --format=custom`; restore with `pg_restore`. Needs `pg_dump` on PATH. */
+  /**
+   * `pg_dump --format=custom` (restore with `pg_restore`); needs `pg_dump` on
+   * PATH. The password goes to pg_dump through PGPASSWORD, not its command
+   * line, which `ps` would show.
+   */
   async backup(toFile: string): Promise<void> {
+    const url = new URL(this.#url);
+    const password = decodeURIComponent(url.password);
+    url.password = '';
     try {
-      await promisify(execFile)('pg_dump', ['--format=custom', `--file=${toFile}`, `--dbname=${this.#url}`]);
+      await promisify(execFile)('pg_dump', ['--format=custom', `--file=${toFile}`, `--dbname=${url.toString()}`], {
+        env: { ...process.env, ...(password ? { PGPASSWORD: password } : {}) },
+      });
+      chmodSync(toFile, BACKUP_FILE_MODE);
     } catch (err) {
-      throw new AppError('store_unavailable', `pg_dump failed: ${redactUrl((err as Error).message.split('\n')[0] ?? '', this.#url)}`, { cause: err });
+      if ((err as { code?: unknown }).code === 'ENOENT') {
+        throw new AppError('store_unavailable', 'pg_dump was not found on PATH; install the PostgreSQL client tools (the server\'s major version or newer).', { cause: err });
+      }
+      const stderr = String((err as { stderr?: unknown }).stderr ?? (err as Error).message).trim().split('\n')[0] ?? '';
+      throw new AppError('store_unavailable', `pg_dump failed: ${redactUrl(stderr, this.#url)}`, { cause: err });
     }
   }
 
