@@ -192,6 +192,19 @@ describe('agent with a real server', () => {
     assert.equal(down.code, 3);
   });
 
+  test('watch streams beyond the per-agent limit get 429 with Retry-After', async () => {
+    const streams = Array.from({ length: 256 }, () => openSse(agent.socketPath, '/v1/watch?prefix=production/ml'));
+    try {
+      await Promise.all(streams.map((s) => s.opened));
+      const refused = await socketGet(agent.socketPath, '/v1/watch?prefix=production/ml');
+      assert.equal(refused.status, 429);
+      assert.equal(refused.json.error.code, 'rate_limited');
+      assert.ok(refused.headers['retry-after']);
+    } finally {
+      for (const s of streams) s.close();
+    }
+  });
+
   test('bad input is answered and the agent keeps serving', async () => {
     assert.equal((await socketGet(agent.socketPath, '/v1/items/production/other/x')).status, 403);
     assert.equal((await socketGet(agent.socketPath, '/v1/items/production/ml/missing')).status, 404);

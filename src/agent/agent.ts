@@ -16,7 +16,8 @@ import type { Tracer } from '@opentelemetry/api';
 import { createAdminServer, listen, type Readiness } from '../shared/admin-server.ts';
 import { OffsetClock, systemClock, type Clock } from '../shared/clock.ts';
 import { generateTransportKeyPair, zeroize } from '../shared/crypto.ts';
-import { describeError, type AppError } from '../shared/errors.ts';
+import { AppError, describeError } from '../shared/errors.ts';
+import { sendError } from '../shared/http-io.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
 import { namespaceMatchesAny, type ItemRef } from '../shared/paths.ts';
 import type { ListenAddress } from '../shared/settings.ts';
@@ -42,6 +43,8 @@ import { startWatchClient, type WatchClient } from './watch-client.ts';
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
 /** Open SSE streams per agent; more get 429. */
 export const MAX_SSE_CLIENTS = 256;
+/** Retry-After on that 429, in seconds. */
+export const SSE_RETRY_AFTER_S = 5;
 /** In-flight requests get this long to finish on SIGTERM. */
 export const DRAIN_TIMEOUT_MS: Milliseconds = 5_000;
 
@@ -219,8 +222,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const requestCounters = new Map<string, { inc(): void }>();
   const sseHandler = (res: ServerResponse, result: { prefix: string; sinceRevision: number | undefined }): void => {
     if (sseClients >= MAX_SSE_CLIENTS) {
-      res.writeHead(429, { 'content-type': 'application/json; charset=utf-8', 'retry-after': '5' });
-      res.end(JSON.stringify({ error: { code: 'rate_limited', message: `At most ${MAX_SSE_CLIENTS} watch streams per agent.` } }));
+      sendError(res, new AppError('rate_limited', `At most ${MAX_SSE_CLIENTS} watch streams per agent.`, { headers: { 'retry-after': String(SSE_RETRY_AFTER_S) } }));
       return;
     }
     void serveSse(res, {
