@@ -31,7 +31,14 @@ Examples:
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
         try {
-          for await (const event of client.watch(prefix, { signal: controller.signal, ...(flags.lastEventId ? { lastEventId: flags.lastEventId } : {}) })) {
+          let warned = '';
+          const onReconnect = (reason: string): void => {
+            // One line per distinct reason, not one per retry.
+            if (reason !== warned) process.stderr.write(`config-sidecar: ${reason}; reconnecting (resuming after the last event)\n`);
+            warned = reason;
+          };
+          for await (const event of client.watch(prefix, { signal: controller.signal, onReconnect, ...(flags.lastEventId ? { lastEventId: flags.lastEventId } : {}) })) {
+            warned = '';
             if (flags.json) {
               process.stdout.write(`${JSON.stringify(event)}\n`);
               continue;

@@ -65,6 +65,8 @@ export interface WatchOptions {
   /** Resume after this event id (revision). */
   readonly lastEventId?: string;
   readonly signal?: AbortSignal;
+  /** Called before each reconnect (the agent restarted or is unreachable), with why. */
+  readonly onReconnect?: (reason: string) => void;
 }
 
 /** An error answered by the agent (or a failure to reach it). */
@@ -189,8 +191,9 @@ async function* watchEvents(
         signal: options.signal ?? null,
         bodyTimeout: 0,
       });
-    } catch {
+    } catch (err) {
       if (options.signal?.aborted) return;
+      options.onReconnect?.(`cannot reach the agent: ${(err as Error).message}`);
       await sleep(backoff.next(), options.signal);
       continue;
     }
@@ -207,6 +210,7 @@ async function* watchEvents(
       }
       // 4xx will not get better by retrying (bad prefix, forbidden); 5xx and 429 might.
       if (response.statusCode < 500 && response.statusCode !== 429) throw new ConfigSidecarError(code, response.statusCode, message);
+      options.onReconnect?.(`the agent answered ${response.statusCode} (${code})`);
       await sleep(backoff.next(), options.signal);
       continue;
     }
@@ -228,6 +232,7 @@ async function* watchEvents(
       // The agent went away mid-stream: reconnect and resume below.
     }
     if (options.signal?.aborted) return;
+    options.onReconnect?.('the stream ended');
     await sleep(backoff.next(), options.signal);
   }
 }
