@@ -1,0 +1,114 @@
+/**
+ * Unit tests of the event applier with a real cache and hub on a ManualClock
+ * (the loader is scripted): a change refetches a hot key at once, a key
+ * rotation keeps serving and spreads refetches over the jitter window, a
+ * resync drops everything and reloads the prefetch set, and the applied
+ * revision follows the stream.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../src/shared/clock.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { generateTransportKeyPair } from '../src/shared/crypto.ts';
+import type { ItemRef } from '../src/shared/paths.ts';
+import { AppliedEventsHub, type AppliedEvent } from '../src/agent/applied-events.ts';
+import { createAgentMetrics } from '../src/agent/agent-metrics.ts';
+import { DekStore } from '../src/agent/dek-store.ts';
+import { EventApplier } from '../src/agent/event-applier.ts';
+import type { Upstream } from '../src/agent/upstream.ts';
+import { release, ValueCache, type Loader } from '../src/agent/value-cache.ts';
+
+const REF: ItemRef = { namespace: 'production/ml', name: 'db' };
+const JITTER_MS = 1_000;
+
+function setup(): { clock: ManualClock; applier: EventApplier; cache: ValueCache; hub: AppliedEventsHub; loads: string[]; events: AppliedEvent[] } {
+  const clock = new ManualClock();
+  const loads: string[] = [];
+  let version = 0;
+  const loader: Loader = async (ref) => {
+    loads.push(ref.name);
+    version += 1;
+    return { kind: 'secret', version, revision: version, etag: `"${version}"`, plaintext: Buffer.from(`${ref.name}-v${version}`) };
+  };
+  const cache = new ValueCache({ loader, clock, ttl: 3_600_000, maxStale: 60_000, maxEntries: 100, maxBytes: 1 << 20, streamDownSince: () => undefined });
+  const hub = new AppliedEventsHub();
+  const events: AppliedEvent[] = [];
+  hub.setFloor(0);
+  const sub = hub.subscribe({});
+  void (async () => {
+    for await (const e of sub) events.push(e);
+  })();
+  const upstream: Upstream = {
+    fetchEnvelope: () => Promise.reject(new Error('unused')),
+    fetchDeks: () => Promise.reject(new Error('unused')),
+    close: async () => {},
+  };
+  const applier = new EventApplier({
+    cache,
+    deks: new DekStore(upstream, generateTransportKeyPair()),
+    hub,
+    prefixes: () => ['production/ml'],
+    prefetch: () => [REF],
+    env: 'prod',
+    clock,
+    jitterMs: JITTER_MS,
+    random: () => 0.5,
+    metrics: createAgentMetrics({ entries: () => cache.size, bytes: () => cache.bytes }),
+    logger: createLogger({ component: 'test', level: 'silent' }),
+  });
+  return { clock, applier, cache, hub, loads, events };
+}
+
+const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+async function read(cache: ValueCache, ref: ItemRef = REF): Promise<string> {
+  const r = await cache.read(ref, 'prod');
+  const text = r.value.plaintext.toString();
+  release(r.value);
+  return text;
+}
+
+test('a fresh start adopts the first heartbeat revision; events advance it', () => {
+  const { applier } = setup();
+  applier.apply({ type: 'heartbeat', revision: 40, currentRevision: 40, intervalMs: 10_000 });
+  assert.equal(applier.appliedRevision, 40);
+  applier.apply({ type: 'itemChanged', revision: 41, namespace: 'production/ml', name: 'x', kind: 'secret', version: 1, env: 'base' });
+  applier.apply({ type: 'heartbeat', revision: 45, currentRevision: 45, intervalMs: 10_000 });
+  assert.equal(applier.appliedRevision, 41, 'later heartbeats do not move the applied revision');
+  assert.equal(applier.serverRevision, 45);
+});
+
+test('a change refetches a hot key at once and announces it after invalidating', async () => {
+  const { applier, cache, loads, events } = setup();
+  assert.equal(await read(cache), 'db-v1');
+  applier.apply({ type: 'itemChanged', revision: 2, namespace: 'production/ml', name: 'db', kind: 'secret', version: 2, env: 'prod' });
+  assert.deepEqual(loads, ['db', 'db'], 'refetched without waiting for a reader');
+  await settle();
+  assert.equal(await read(cache), 'db-v2');
+  assert.deepEqual(events.map((e) => [e.type, e.name, e.revision]), [['changed', 'db', 2]]);
+});
+
+test('a key rotation keeps serving and refetches hot keys after the jitter delay', async () => {
+  const { applier, cache, clock, loads, events } = setup();
+  await read(cache);
+  applier.apply({ type: 'keyRotated', revision: 3, namespace: 'production/ml', keyVersion: 2 });
+  assert.equal(await read(cache), 'db-v1', 'plaintext is unchanged by re-encryption: still served');
+  assert.equal(loads.length, 1);
+  clock.advance(JITTER_MS * 0.5);
+  assert.equal(loads.length, 2, 'refetched at the jittered time');
+  await settle();
+  assert.deepEqual(events.map((e) => [e.type, e.version]), [['rotated', 2]]);
+});
+
+test('a resync drops everything, announces it, and reloads the prefetch set spread over the jitter', async () => {
+  const { applier, cache, clock, loads, events } = setup();
+  await read(cache, { namespace: 'production/ml', name: 'other' });
+  applier.apply({ type: 'resyncRequired', revision: 90, oldestRevision: 50, currentRevision: 90, reason: 'compacted' });
+  assert.equal(cache.size, 0);
+  assert.equal(applier.appliedRevision, 90);
+  await settle();
+  assert.deepEqual(events.map((e) => [e.type, e.reason]), [['resync', 'server']]);
+  clock.advance(JITTER_MS);
+  await settle();
+  assert.deepEqual(loads.slice(1).sort(), ['db', 'other'], 'prefetch set and hot keys reloaded');
+});
