@@ -45,3 +45,42 @@ test('a bad setting stops `config-sidecar server` with exit 2 and a message nami
   assert.equal(result.code, 2);
   assert.match(result.stderr, /--watch-buffer \(CONFIG_SIDECAR_WATCH_BUFFER\)/);
 });
+
+test('env twins and secret files: CONFIG_SIDECAR_* sets a flag; --kek-file and --root-token-file are read from files', async (t) => {
+  const { writeFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const { http, makeTempDir, removeDir, startServerProcess } = await import('./helpers/server-process.ts');
+  const dir = await makeTempDir('cs-secrets-');
+  t.after(() => removeDir(dir));
+  const kekFile = join(dir, 'kek');
+  const tokenFile = join(dir, 'root-token');
+  await writeFile(kekFile, `${kek}\n`, { mode: 0o600 });
+  await writeFile(tokenFile, 'file-root-token-0123456789\n', { mode: 0o600 });
+  const server = await startServerProcess({
+    args: ['--kek-file', kekFile, '--root-token-file', tokenFile],
+    env: { CONFIG_SIDECAR_KEK: '', CONFIG_SIDECAR_ROOT_TOKEN: '', CONFIG_SIDECAR_MAX_BODY: '1KiB' },
+  });
+  t.after(async () => {
+    await server.stop('SIGKILL');
+    await removeDir(server.dataDir);
+  });
+  const ok = await http(server.httpUrl, 'PUT', '/v1/items/a/b/c', { token: 'file-root-token-0123456789', body: { kind: 'config', value: 1 } });
+  assert.equal(ok.status, 200, ok.text);
+  const big = await http(server.httpUrl, 'PUT', '/v1/items/a/b/c', { token: 'file-root-token-0123456789', body: { kind: 'config', value: 'x'.repeat(2000) } });
+  assert.equal(big.status, 413, 'CONFIG_SIDECAR_MAX_BODY applied');
+  const envError = await new Promise<string>((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'server'], { env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_KEK: kek, CONFIG_SIDECAR_HEARTBEAT_INTERVAL: 'soon' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('exit', () => resolve(stderr));
+  });
+  assert.match(envError, /--heartbeat-interval \(CONFIG_SIDECAR_HEARTBEAT_INTERVAL\): "soon" is not a duration/);
+  const missingFile = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'server', '--kek-file', join(dir, 'nope')], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('exit', (code) => resolve({ code, stderr }));
+  });
+  assert.equal(missingFile.code, 2);
+  assert.match(missingFile.stderr, /--kek-file: cannot read/);
+});
