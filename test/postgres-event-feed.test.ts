@@ -15,7 +15,7 @@ import { createLogger } from '../src/shared/logger.ts';
 import { hasCommittedFeed, type FeedingStore } from '../src/server/store/committed-feed.ts';
 import { LISTEN_APPLICATION_NAME } from '../src/server/store/postgres-event-feed.ts';
 import { openPostgresStore } from '../src/server/store/postgres-store.ts';
-import { findPostgresBin, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
+import { appendAndCompact, findPostgresBin, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
 
 const SKIP = findPostgresBin() ? false : 'PostgreSQL is not installed (no initdb/pg_ctl found); install postgresql to run the event feed tests';
 const T0 = Date.UTC(2026, 0, 1);
@@ -138,6 +138,24 @@ describe('PostgreSQL event feed', { skip: SKIP }, () => {
     await raw.query('COMMIT');
     await seen.reach(revision);
     assert.deepEqual(seen.revisions, [revision]);
+  });
+
+  test('events compacted before this handle delivered them are reported lost; delivery goes on after them', async (t) => {
+    const { url, a } = await twoReplicas(t);
+    const seen = record(a);
+    const lost: Array<{ deliveredRevision: number; compactedThrough: number }> = [];
+    const reported = new Promise<void>((resolve) => {
+      a.committedEvents.onEventsLost((info) => {
+        lost.push(info);
+        resolve();
+      });
+    });
+    const through = await appendAndCompact(url, 3);
+    await reported;
+    assert.deepEqual(lost, [{ deliveredRevision: 0, compactedThrough: through }]);
+    const next = await append(a, 'after-gap');
+    await seen.reach(next);
+    assert.deepEqual(seen.revisions, [next]);
   });
 
   test('across handles, ordered writes queue on the counter row while an audit-only write does not', async (t) => {

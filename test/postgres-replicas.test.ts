@@ -17,7 +17,7 @@ import { loadMigrations } from '../src/server/store/migrate.ts';
 import { hook, openSse, putItem as agentPut, socketGet, startAgentProcess, type SseEvent } from './helpers/agent-process.ts';
 import { CLI, http, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { collect, contiguous, putItem, replicaSet } from './helpers/postgres-replicas.ts';
-import { findPostgresBin, postgresTool, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
+import { appendAndCompact, findPostgresBin, postgresTool, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
 
 const SKIP = findPostgresBin() ? false : 'PostgreSQL is not installed (no initdb/pg_ctl found); install postgresql to run the replica tests';
 
@@ -256,6 +256,27 @@ describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, 
       replayed.map((e) => [e.type, e.revision]),
       range(last - 2, last).map((r) => ['itemChanged', r]),
     );
+  });
+
+  test('a replica that finds events compacted before it delivered them ends its watch streams; the resume gets ResyncRequired', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const a = await set.start();
+    const token = set.rootToken;
+    const watch = openWatch(a.grpcAddress, { prefixes: ['gone'] }, token);
+    t.after(() => watch.close());
+    assert.equal((await watch.next()).type, 'heartbeat');
+    // Other replicas wrote and compacted while this one could not read the log.
+    const through = await appendAndCompact(url, 3);
+    const ended = await watch.status;
+    assert.equal(ended.code, 14, `UNAVAILABLE: ${ended.details}`);
+    await a.waitForLog((l) => l.msg === 'events were compacted before this replica delivered them; ending its watch streams so agents resume (and resync)');
+    const resumed = openWatch(a.grpcAddress, { prefixes: ['gone'], sinceRevision: 1 }, token);
+    t.after(() => resumed.close());
+    assert.equal((await resumed.next()).type, 'heartbeat');
+    const resync = await resumed.next();
+    assert.equal(resync.type, 'resyncRequired');
+    assert.equal(resync.type === 'resyncRequired' && resync.oldestRevision, through + 1);
   });
 
   test('killing replica A: the agent fails over to B and resumes from its applied revision, with no ResyncRequired and no missed event', async (t) => {

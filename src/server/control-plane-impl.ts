@@ -15,7 +15,7 @@ import type { AuditEntry, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, 
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
-import { hasCommittedFeed } from './store/committed-feed.ts';
+import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
 import type { Store, StoreWriter } from './store/store.ts';
 
@@ -72,6 +72,7 @@ class ControlPlaneImpl implements ControlPlane {
   readonly #keys: KeyRing;
   readonly #listeners: CommitListeners;
   #fedByStore = false;
+  readonly #lostListeners = new Set<(lost: EventsLost) => void>();
   #pendingAudit: Array<{ entry: AuditEntry; at: number }> = [];
   #auditFlush: Promise<void> | undefined;
   #closed = false;
@@ -87,6 +88,9 @@ class ControlPlaneImpl implements ControlPlane {
     if (hasCommittedFeed(store)) {
       this.#fedByStore = true;
       store.committedEvents.subscribe((events) => this.#listeners.emit(events));
+      store.committedEvents.onEventsLost((lost) => {
+        for (const listener of [...this.#lostListeners]) listener(lost);
+      });
     }
   }
 
@@ -468,6 +472,14 @@ class ControlPlaneImpl implements ControlPlane {
     return this.#listeners.add(listener);
   }
 
+  onEventsLost(listener: (lost: EventsLost) => void): () => void {
+    const slot = (lost: EventsLost): void => listener(lost);
+    this.#lostListeners.add(slot);
+    return () => {
+      this.#lostListeners.delete(slot);
+    };
+  }
+
   // --- audit, backup, close ---------------------------------------------------------------
 
   /**
@@ -512,6 +524,7 @@ class ControlPlaneImpl implements ControlPlane {
     // The store waits for the write in flight, whose listeners still hear it.
     await this.#store.close();
     this.#listeners.clear();
+    this.#lostListeners.clear();
     this.#keys.close();
   }
 }

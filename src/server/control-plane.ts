@@ -120,6 +120,13 @@ export interface ControlPlane {
   eventsAfter(after: number, limit: number): Promise<LogEvent[]>;
   /** Called after each commit with the new events in revision order. Returns unsubscribe. */
   onCommitted(listener: (events: readonly LogEvent[]) => void): () => void;
+  /**
+   * Called when `onCommitted` had to skip events that retention compacted
+   * before this process delivered them (a PostgreSQL replica cut off for longer
+   * than the retention window). Open watch streams must end so their clients
+   * resume, and get ResyncRequired. Returns unsubscribe.
+   */
+  onEventsLost?(listener: (lost: { readonly deliveredRevision: number; readonly compactedThrough: number }) => void): () => void;
 
   audit(entry: AuditEntry): Promise<void>;
   /** Online backup to a file (SQLite's backup API; pg_dump for PostgreSQL). */

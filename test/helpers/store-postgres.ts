@@ -58,6 +58,32 @@ export async function createDatabaseOn(adminUrl: string): Promise<string> {
   return url.toString();
 }
 
+/**
+ * Appends `count` events and compacts the log through them in one transaction
+ * that sends NOTIFY, as other replicas writing and compacting while a replica
+ * was cut off would leave it: that replica's next read finds them gone.
+ * Returns the last revision compacted.
+ */
+export async function appendAndCompact(url: string, count: number): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query('BEGIN');
+    let revision = 0;
+    for (let i = 0; i < count; i++) {
+      revision = Number((await client.query('UPDATE revision_counter SET revision = revision + 1 WHERE id = 1 RETURNING revision')).rows[0].revision);
+      await client.query("INSERT INTO events (revision, type, namespace, key_version, created_at) VALUES ($1, 'keyRotated', 'gone/app', 1, 0)", [revision]);
+    }
+    await client.query('DELETE FROM events WHERE revision <= $1', [revision]);
+    await client.query('UPDATE revision_counter SET compacted_through = $1 WHERE id = 1', [revision]);
+    await client.query("SELECT pg_notify('config_sidecar_events', '')");
+    await client.query('COMMIT');
+    return revision;
+  } finally {
+    await client.end();
+  }
+}
+
 export interface ThrowawayPostgres {
   /** The cluster's `postgres` database, for creating others (e.g. from another test process). */
   readonly adminUrl: string;

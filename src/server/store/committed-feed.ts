@@ -10,9 +10,19 @@ import type { Store } from './store.ts';
 
 export type CommittedListener = (events: readonly LogEvent[]) => void;
 
+/** Events this process never delivered because retention compacted them first. */
+export interface EventsLost {
+  /** The last revision delivered before the gap. */
+  readonly deliveredRevision: number;
+  /** Revisions up to this one were compacted away; delivery resumes after it. */
+  readonly compactedThrough: number;
+}
+
 export interface CommittedEventFeed {
   /** Every event committed after the store opened, once, in revision order, gap-free. Returns unsubscribe. */
   subscribe(listener: CommittedListener): () => void;
+  /** Called when delivery had to skip compacted events (a replica cut off for longer than retention). */
+  onEventsLost(listener: (lost: EventsLost) => void): () => void;
 }
 
 export interface FeedingStore extends Store {

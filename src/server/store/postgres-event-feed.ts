@@ -20,7 +20,7 @@ import { describeError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { LogEvent } from '../control-plane.ts';
-import type { CommittedEventFeed, CommittedListener } from './committed-feed.ts';
+import type { CommittedEventFeed, CommittedListener, EventsLost } from './committed-feed.ts';
 
 export const EVENTS_CHANNEL = 'config_sidecar_events';
 /** `application_name` of the LISTEN connection, so operators can tell it apart in pg_stat_activity. */
@@ -60,6 +60,7 @@ export class PgEventFeed implements CommittedEventFeed {
   readonly #o: PgEventFeedOptions;
   readonly #clock: Clock;
   readonly #listeners = new Set<CommittedListener>();
+  readonly #lostListeners = new Set<(lost: EventsLost) => void>();
   readonly #backoff = new Backoff({ capMs: LISTEN_RECONNECT_CAP_MS });
   #delivered: number;
   #running: Promise<void> | undefined;
@@ -99,6 +100,14 @@ export class PgEventFeed implements CommittedEventFeed {
     this.#listeners.add(slot);
     return () => {
       this.#listeners.delete(slot);
+    };
+  }
+
+  onEventsLost(listener: (lost: EventsLost) => void): () => void {
+    const slot = (lost: EventsLost): void => listener(lost);
+    this.#lostListeners.add(slot);
+    return () => {
+      this.#lostListeners.delete(slot);
     };
   }
 
@@ -147,9 +156,17 @@ export class PgEventFeed implements CommittedEventFeed {
         // window while others kept writing: those events no longer exist.
         this.#o.logger?.error(
           { deliveredRevision: this.#delivered, compactedThrough: page.compactedThrough },
-          'events were compacted before this replica delivered them; its watchers miss them (agents resuming elsewhere get ResyncRequired)',
+          'events were compacted before this replica delivered them; ending its watch streams so agents resume (and resync)',
         );
+        const lost: EventsLost = { deliveredRevision: this.#delivered, compactedThrough: page.compactedThrough };
         this.#delivered = page.compactedThrough;
+        for (const listener of [...this.#lostListeners]) {
+          try {
+            listener(lost);
+          } catch (err) {
+            this.#o.logger?.error({ err: describeError(err) }, 'an events-lost listener failed');
+          }
+        }
       }
       const fresh = page.events.filter((event) => event.revision > this.#delivered);
       if (fresh.length > 0) {
@@ -248,5 +265,6 @@ export class PgEventFeed implements CommittedEventFeed {
     await listen?.client.end().catch(noop);
     await this.#running?.catch(noop);
     this.#listeners.clear();
+    this.#lostListeners.clear();
   }
 }

@@ -60,6 +60,16 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       for (const stream of streams.keys()) stream.offer(encoded);
     }
   });
+  // This replica could not deliver events that retention compacted first (a
+  // PostgreSQL replica cut off from the database for too long): its streams
+  // would silently miss them, so end them; clients resume and get ResyncRequired.
+  const unsubscribeLost =
+    controlPlane.onEventsLost?.((lost) => {
+      latestRevision = Math.max(latestRevision, lost.compactedThrough);
+      for (const stream of [...streams.keys()]) {
+        stream.end(GrpcStatus.UNAVAILABLE, `This replica missed compacted events after revision ${lost.deliveredRevision}; reconnect and resume.`, 'error');
+      }
+    }) ?? (() => undefined);
 
   // Watch opens and refusals are audited; a failed audit write is logged and does not decide the answer.
   const auditBestEffort = async (entry: AuditEntry): Promise<void> => {
@@ -183,6 +193,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     close() {
       closing = true;
       unsubscribe();
+      unsubscribeLost();
       for (const stream of [...streams.keys()]) stream.end(GrpcStatus.UNAVAILABLE, 'The server is shutting down; reconnect.', 'shutdown');
     },
     get openStreams() {
