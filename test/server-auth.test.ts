@@ -173,3 +173,15 @@ test('--jwks-url: keys fetched from the issuer’s JWKS endpoint', async (t) => 
   assert.equal(res.status, 200, res.text);
   assert.ok(fetched >= 1);
 });
+
+test('a broken auth file is refused on reload and the last good policy stays in force', async () => {
+  const { metricValue } = await import('./helpers/server-process.ts');
+  const next = join(dir, 'auth.yaml.broken');
+  await writeFile(next, 'roles: [{ name: r, rules: [{ prefixes: [production], actions: [everything] }] }]\n');
+  await rename(next, authFile);
+  await server.waitForLog((l) => l.msg === 'auth file reload failed; keeping the previous policy');
+  const res = await http(server.httpUrl, 'GET', '/v1/items/production/ml-service/db-password', { token: await jwt({}) });
+  assert.equal(res.status, 200, 'the service account keeps its access');
+  assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_auth_reloads_total', 'outcome="error"'), 1);
+  await writeFile(authFile, authYaml(true));
+});

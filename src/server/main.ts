@@ -76,7 +76,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
   const closers: Array<() => Promise<void> | void> = [];
   let draining = false;
   try {
-    const policySource = await openPolicySource(settings.authFile, logger);
+    const policySource = await openPolicySource(settings.authFile, logger, (outcome) => metrics.authReloads.inc({ outcome }));
     closers.push(() => policySource.close());
     const jwt = settings.jwt ? { settings: settings.jwt, keys: await jwksFrom(settings.jwt) } : undefined;
     const authenticator = createAuthenticator({ rootToken: settings.rootToken, policy: policySource.current, jwt, clock });
@@ -118,10 +118,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
       heartbeatInterval: settings.heartbeatInterval,
       bound: settings.watchBuffer,
     });
-    policySource.onChange((policy) => {
-      metrics.authReloads.inc({ outcome: 'ok' });
-      watch.recheck(policy);
-    });
+    policySource.onChange((policy) => watch.recheck(policy));
     const grpcServer = new grpc.Server({
       'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
       'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,

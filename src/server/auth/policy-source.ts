@@ -18,7 +18,11 @@ export interface PolicySource {
 /** Coalesces editor write bursts into one reload. */
 const AUTH_FILE_STABILITY_MS = 50;
 
-export async function openPolicySource(authFile: string | undefined, logger: Logger): Promise<PolicySource> {
+export async function openPolicySource(
+  authFile: string | undefined,
+  logger: Logger,
+  onReload: (outcome: 'ok' | 'error') => void = () => {},
+): Promise<PolicySource> {
   let policy = authFile ? new Policy(await loadAuthFile(authFile)) : Policy.empty();
   const listeners = new Set<(policy: Policy) => void>();
   let watcher: FSWatcher | undefined;
@@ -28,8 +32,10 @@ export async function openPolicySource(authFile: string | undefined, logger: Log
       try {
         policy = new Policy(await loadAuthFile(authFile));
         logger.info({ authFile, subjects: policy.doc.bindings.size, roles: policy.doc.roles.size }, 'auth file reloaded');
+        onReload('ok');
         for (const listener of listeners) listener(policy);
       } catch (err) {
+        onReload('error');
         logger.error({ authFile, err: (err as Error).message }, 'auth file reload failed; keeping the previous policy');
       }
     };
