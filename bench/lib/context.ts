@@ -55,6 +55,13 @@ export class Context {
     this.log = log;
   }
 
+  /** Wall-clock end of the suite's budget (ms since the epoch), set by the runner. */
+  deadline = Number.POSITIVE_INFINITY;
+
+  secondsLeft(): number {
+    return (this.deadline - Date.now()) / 1000;
+  }
+
   onCleanup(fn: () => Promise<void>): void {
     this.cleanups.push(fn);
   }

@@ -112,7 +112,7 @@ export function renderMarkdown(report: Report): string {
   if (report.profileFile) {
     out.push('## Where the agent\'s time goes');
     out.push('');
-    out.push(`A target was missed, so the agent was profiled (\`--cpu-prof\`) under the cached-read load: \`${report.profileFile}\` (open it in Chrome DevTools → Performance, or speedscope). Top functions by self time:`);
+    out.push(`A target was missed, so the agent was profiled (\`--cpu-prof\`) under the cached-read load: \`${report.profileFile}\` (open it in Chrome DevTools → Performance, or speedscope). Top functions by self time (share of the non-idle samples):`);
     out.push('');
     out.push('| self % | function |');
     out.push('| --- | --- |');

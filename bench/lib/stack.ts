@@ -72,11 +72,22 @@ export class ServerClient {
   private readonly pool: Pool;
   private readonly token: string;
   constructor(server: Pick<ServerHandle, 'httpUrl' | 'rootToken'>) {
-    this.pool = new Pool(server.httpUrl, { connections: SEED_CONCURRENCY, pipelining: 1 });
+    // Idle connections are dropped well before the server's keep-alive timeout would close them under us.
+    this.pool = new Pool(server.httpUrl, { connections: SEED_CONCURRENCY, pipelining: 1, keepAliveTimeout: 1_000, keepAliveMaxTimeout: 1_000 });
     this.token = server.rootToken;
   }
 
   async put(path: string, value: string, kind: 'secret' | 'config' = 'secret'): Promise<PutResult> {
+    try {
+      return await this.putOnce(path, value, kind);
+    } catch (err) {
+      // A keep-alive connection the server closed as we reused it: the request never reached it, so once more.
+      if ((err as { code?: string }).code !== 'UND_ERR_SOCKET') throw err;
+      return this.putOnce(path, value, kind);
+    }
+  }
+
+  private async putOnce(path: string, value: string, kind: 'secret' | 'config'): Promise<PutResult> {
     const res = await this.pool.request({
       method: 'PUT',
       path: `/v1/items/${path}?env=base`,

@@ -57,6 +57,8 @@ export interface Profile {
   readonly fanoutWatchers: number;
   readonly fanoutEvents: number;
   readonly memoryCounts: readonly number[];
+  /** Fresh agents loaded per size up to 10k (100k is loaded once). */
+  readonly memoryReps: number;
   readonly startupReps: number;
   readonly startupPrefetch: number;
   readonly hitRatioS: number;
@@ -79,6 +81,7 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     fanoutWatchers: 1_000,
     fanoutEvents: 10,
     memoryCounts: [10_000, 100_000],
+    memoryReps: 3,
     startupReps: 5,
     startupPrefetch: 100,
     hitRatioS: 10,
@@ -94,16 +97,17 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     connections: [16],
     fixedRate: 2_000,
     fixedRateS: 1,
-    costRequests: 20_000,
+    costRequests: 10_000,
     freshnessChanges: 100,
     fanoutWatchers: 300,
     fanoutEvents: 5,
     memoryCounts: [10_000],
+    memoryReps: 1,
     startupReps: 3,
     startupPrefetch: 100,
     hitRatioS: 3,
     hitRatioKeys: 1_000,
-    outageS: 3,
+    outageS: 2,
   },
   smoke: {
     name: 'smoke',
@@ -120,6 +124,7 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     fanoutWatchers: 10,
     fanoutEvents: 2,
     memoryCounts: [200],
+    memoryReps: 3,
     startupReps: 3,
     startupPrefetch: 10,
     hitRatioS: 0.5,
