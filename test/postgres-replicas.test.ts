@@ -369,6 +369,24 @@ describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, 
     assert.equal(password.json.value, 'restore-me');
   });
 
+  test('a corrupted row in PostgreSQL answers 500 decryption_failed on every replica; other items still read', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const [a, b] = await Promise.all([set.start(), set.start()]);
+    const token = set.rootToken;
+    assert.equal((await putItem(a, token, 'tamper/app/victim', { v: 'value-of-victim' })).status, 200);
+    assert.equal((await putItem(a, token, 'tamper/app/bystander', { v: 1 })).status, 200);
+    await cluster.query(url, "UPDATE versions SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 255) WHERE namespace = 'tamper/app' AND name = 'victim'");
+    for (const server of [a, b]) {
+      const res = await http(server.httpUrl, 'GET', '/v1/items/tamper/app/victim', { token });
+      assert.equal(res.status, 500, res.text);
+      assert.equal(res.json.error.code, 'decryption_failed');
+      const other = await http(server.httpUrl, 'GET', '/v1/items/tamper/app/bystander', { token });
+      assert.deepEqual(other.json.value, { v: 1 });
+      assert.ok(!server.output().includes('value-of-victim'), 'no value in the logs');
+    }
+  });
+
   test('a malformed or unreachable --database-url stops start-up with an error naming the setting, without the password', async () => {
     const run = promisify(execFile);
     const start = async (url: string): Promise<{ code: number; stderr: string }> => {

@@ -19,7 +19,7 @@ const FILE_TIMEOUT_MS = 120_000;
 
 /** Server test files that start real servers through test/helpers/server-process.ts. */
 const SERVER_FILES = ['server-rest', 'server-watch', 'server-errors', 'server-keys', 'server-shutdown', 'server-auth', 'server-observability', 'server-tls'];
-/** Tests that reach into the SQLite file directly; their PostgreSQL twins are in the store and replica suites. */
+/** Tests that reach into the SQLite file directly; their PostgreSQL twins are in test/postgres-replicas.test.ts. */
 const SQLITE_FILE_TESTS = ['a corrupted row answers 500'];
 
 function runFile(file: string, adminUrl: string): Promise<{ code: number | null; output: string }> {
