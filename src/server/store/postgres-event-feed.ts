@@ -143,7 +143,11 @@ export class PgEventFeed implements CommittedEventFeed {
       } catch (err) {
         if (!this.#readsFailing) {
           this.#readsFailing = true;
-          this.#o.logger?.warn({ err: describeError(err), deliveredRevision: this.#delivered }, 'reading the event log failed; retrying on the next wake-up or catch-up');
+          const cause = (err as { cause?: unknown }).cause;
+          this.#o.logger?.warn(
+            { err: describeError(err), cause: cause === undefined ? undefined : describeError(cause), deliveredRevision: this.#delivered },
+            'reading the event log failed; retrying on the next wake-up or catch-up',
+          );
         }
         throw err;
       }

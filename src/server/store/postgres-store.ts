@@ -28,10 +28,12 @@ export const PG_POOL_SIZE_DEFAULT = 10;
 const BACKUP_FILE_MODE = 0o600;
 /** A request waiting this long for a pooled connection (database down or pool exhausted) fails with 503. */
 export const PG_CONNECT_TIMEOUT_MS: Milliseconds = 5_000;
+
+/** Connection trouble becomes 503 store_unavailable; the detail (hosts, socket paths) stays in the cause, which is logged, not answered. */
 function mapPgError(err: unknown): unknown {
   if (err instanceof AppError) return err;
   if (isPgUnavailable(err)) {
-    return new AppError('store_unavailable', `The PostgreSQL store is unavailable (${(err as Error).message}).`, { cause: err });
+    return new AppError('store_unavailable', 'The PostgreSQL store is unavailable; retry shortly.', { cause: err });
   }
   return err;
 }
