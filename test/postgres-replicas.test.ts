@@ -9,6 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
@@ -385,6 +386,36 @@ describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, 
       assert.deepEqual(other.json.value, { v: 1 });
       assert.ok(!server.output().includes('value-of-victim'), 'no value in the logs');
     }
+  });
+
+  test('rotate --kek --database-url re-wraps the keys in PostgreSQL; replicas start with the new KEK and refuse the old one', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const a = await set.start();
+    const token = set.rootToken;
+    const put = await http(a.httpUrl, 'PUT', '/v1/items/kek/app/secret', { token, body: { kind: 'secret', value: 'keep-me' } });
+    assert.equal(put.status, 200, put.text);
+    assert.equal(await a.stop(), 0);
+
+    const newKek = randomBytes(32).toString('base64');
+    const run = promisify(execFile);
+    const rotated = await run(process.execPath, [CLI, 'rotate', '--kek', '--database-url', url], {
+      env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_KEK: set.kek, CONFIG_SIDECAR_NEW_KEK: newKek },
+    });
+    assert.match(rotated.stdout, /re-wrapped 1 data key/);
+    const dir = await mkdtemp(join(tmpdir(), 'cs-pg-kek-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const [b, c] = await Promise.all(
+      ['b', 'c'].map((name) => startServerProcess({ dataDir: join(dir, name), kek: newKek, rootToken: token, env: { CONFIG_SIDECAR_DATABASE_URL: url } })),
+    );
+    t.after(async () => {
+      await b?.stop('SIGKILL');
+      await c?.stop('SIGKILL');
+    });
+    for (const server of [b, c] as ServerProcess[]) {
+      assert.equal((await http(server.httpUrl, 'GET', '/v1/items/kek/app/secret', { token })).json.value, 'keep-me');
+    }
+    await assert.rejects(startServerProcess({ dataDir: join(dir, 'old'), kek: set.kek, env: { CONFIG_SIDECAR_DATABASE_URL: url } }), /KEK/);
   });
 
   test('a malformed or unreachable --database-url stops start-up with an error naming the setting, without the password', async () => {
