@@ -196,10 +196,17 @@ export class PgEventFeed implements CommittedEventFeed {
     }, this.#o.catchUpIntervalMs ?? CATCH_UP_INTERVAL_MS);
   }
 
-  /** A LISTEN connection can die without an error reaching us (half-open TCP); a cheap query proves it alive. */
+  /**
+   * A LISTEN connection can die without an error reaching us (half-open TCP);
+   * a cheap query proves it alive. Without one and with no attempt pending
+   * (a reconnect that raced a connect in progress), start one.
+   */
   #checkListen(): void {
     const listen = this.#listen;
-    if (!listen) return;
+    if (!listen) {
+      if (!this.#connecting && !this.#reconnect) this.#scheduleReconnect();
+      return;
+    }
     listen.client.query('SELECT 1').catch((err: unknown) => listen.drop(err));
   }
 
@@ -217,7 +224,10 @@ export class PgEventFeed implements CommittedEventFeed {
     const client = new pg.Client({
       ...this.#o.connection,
       application_name: LISTEN_APPLICATION_NAME,
-      keepAlive: true, connectionTimeoutMillis: LISTEN_TIMEOUT_MS, query_timeout: LISTEN_TIMEOUT_MS });
+      keepAlive: true,
+      connectionTimeoutMillis: LISTEN_TIMEOUT_MS,
+      query_timeout: LISTEN_TIMEOUT_MS,
+    });
     let dropped = false;
     const drop = (err?: unknown): void => {
       if (dropped) return;
