@@ -111,7 +111,7 @@ Examples:
       --tls-cert /tls/tls.crt --tls-key /tls/tls.key --kek-file /kek/key \\
       --jwt-issuer https://kubernetes.default.svc --jwt-audience config-sidecar --jwks-url https://kubernetes.default.svc/openid/v1/jwks
   $ config-sidecar server --http-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0   # free ports, printed in the "server listening" log line
-  $ CONFIG_SIDECAR_DATABASE_URL='postgres://cs:PASSWORD@db:5432/config_sidecar?sslmode=require' \
+  $ CONFIG_SIDECAR_DATABASE_URL='postgres://cs:PASSWORD@db:5432/config_sidecar?sslmode=require' \\
       config-sidecar server --database-pool-size 20 --retain-events 1000000 --retain-age 7d   # PostgreSQL, several replicas (docs/OPERATIONS.md)`,
     )
     .action(
