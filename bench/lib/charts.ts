@@ -42,7 +42,7 @@ export function percentileChart(title: string, series: Readonly<Record<string, L
         title: 'percentile (log scale: 2 = p50, 10 = p90, 100 = p99, 1000 = p99.9)',
       },
       y: { field: 'value', type: 'quantitative', scale: { type: 'log' }, title: `latency (${unit}, log)` },
-      color: { field: 'system', type: 'nominal', legend: { orient: 'bottom', columns: 2 } },
+      color: { field: 'system', type: 'nominal', legend: { orient: 'bottom', columns: 2, labelLimit: 320 } },
       tooltip: [{ field: 'system' }, { field: 'percentile' }, { field: 'value' }],
     },
   } as TopLevelSpec);

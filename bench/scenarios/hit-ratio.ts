@@ -18,6 +18,7 @@ const READ_RATE = 2_000;
 const WRITES_PER_S = 10;
 const TARGET_HIT_RATIO = 0.99;
 const GEN_RE = /^k(\d+)-g(\d+)-/;
+const CLIENT_CONNECTIONS = 8;
 
 interface Write {
   readonly gen: number;
@@ -40,6 +41,7 @@ export async function hitRatio(ctx: Context): Promise<Omit<ScenarioResult, 'seco
   const windowCounts: number[] = [];
   const readCounts: number[] = [];
   const errorCounts: number[] = [];
+  const droppedCounts: number[] = [];
   const examples: string[] = [];
   let gen = 0;
   /** hrtime at which the agent announced a revision ≥ r, if it has. */
@@ -83,7 +85,7 @@ export async function hitRatio(ctx: Context): Promise<Omit<ScenarioResult, 'seco
         {
           rate: READ_RATE,
           durationS: perRepS,
-          connections: 4,
+          connections: CLIENT_CONNECTIONS,
           nextPath: () => path(Math.floor(Math.random() * keys)),
           onResponse: (info) => {
             const m = GEN_RE.exec(info.body.toString('latin1', 0, 32));
@@ -111,6 +113,7 @@ export async function hitRatio(ctx: Context): Promise<Omit<ScenarioResult, 'seco
       windowCounts.push(inWindow);
       readCounts.push(result.completed);
       errorCounts.push(result.errors + result.completed - (result.statusCodes['200'] ?? 0));
+      droppedCounts.push(result.dropped);
     }
   } finally {
     sse.close();
@@ -124,12 +127,14 @@ export async function hitRatio(ctx: Context): Promise<Omit<ScenarioResult, 'seco
     { system: 'agent', metric: 'reads', unit: '', values: readCounts, better: 'higher' },
     { system: 'agent', metric: 'stale reads', unit: '', values: staleCounts, better: 'lower' },
     { system: 'agent', metric: 'reads in the propagation window', unit: '', values: windowCounts, better: 'lower' },
+    { system: 'agent', metric: 'errors (non-200 or transport)', unit: '', values: errorCounts, better: 'lower' },
+    { system: 'load generator', metric: 'reads not sent (client behind schedule)', unit: '', values: droppedCounts, better: 'lower' },
   ];
   return {
     id: 'hit-ratio',
     title: 'Hit ratio under writes',
     status: 'ok',
-    setup: `${keys} hot keys read at ${READ_RATE} req/s (open loop, 4 connections) for ${ctx.profile.hitRatioS} s in ${ctx.profile.reps} runs, while ${WRITES_PER_S} puts/s change random keys; hits and misses from the agent's /metrics`,
+    setup: `${keys} hot keys read at ${READ_RATE} req/s (open loop, ${CLIENT_CONNECTIONS} connections) for ${ctx.profile.hitRatioS} s in ${ctx.profile.reps} runs, while ${WRITES_PER_S} puts/s change random keys; hits and misses from the agent's /metrics`,
     rows,
     targets: [
       { target: `hit ratio ≥ ${TARGET_HIT_RATIO * 100} %`, measured: `${ratio.toFixed(2)} %`, pass: Number.isFinite(ratio) ? ratio >= TARGET_HIT_RATIO * 100 : null },

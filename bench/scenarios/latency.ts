@@ -10,6 +10,7 @@ import { median } from '../lib/stats.ts';
 import type { Context } from '../lib/context.ts';
 import type { Row, ScenarioResult } from '../lib/types.ts';
 
+const MAX_BEHIND = 512;
 /** Keep-alive connections of the fixed-rate client (a handful, as an application would). */
 const CLIENT_CONNECTIONS = 4;
 
@@ -35,6 +36,7 @@ export async function latencyFixedRate(ctx: Context): Promise<Omit<ScenarioResul
   const p999 = new Map<string, number[]>();
   const curves: Record<string, LatencySummary> = {};
   let errors = 0;
+  let dropped = 0;
   try {
     for (let rep = 0; rep < ctx.profile.reps; rep++) {
       for (const sys of systems) {
@@ -45,6 +47,7 @@ export async function latencyFixedRate(ctx: Context): Promise<Omit<ScenarioResul
           nextPath: (i) => warm.paths[(i * 7919) % warm.paths.length] as string,
         });
         errors += sys.reference ? 0 : r.errors + r.completed - (r.statusCodes['200'] ?? 0);
+        dropped += r.dropped;
         add(p50, sys.name, r.latency.p50);
         add(p99, sys.name, r.latency.p99);
         add(p999, sys.name, r.latency.p999);
@@ -81,6 +84,7 @@ export async function latencyFixedRate(ctx: Context): Promise<Omit<ScenarioResul
     notes: [
       ...notes,
       ...(errors > 0 ? [`agent: ${errors} errors or non-200 responses`] : []),
+      ...(dropped > 0 ? [`${dropped} requests not sent on schedule (the client fell ${MAX_BEHIND} requests behind: the machine was busy)`] : []),
       'Latency includes the client (undici) on the load core; it is the same client for every system.',
       'lru-cache is timed per get in this process (hrtime overhead included): what an application caching values itself pays.',
     ],

@@ -54,6 +54,7 @@ export async function outage(ctx: Context): Promise<Omit<ScenarioResult, 'second
         },
       );
       clearTimeout(killTimer);
+      // Reads the client could not send on schedule (it fell behind) are not the agent's errors.
       const failedPost = post - postOk + result.errors;
       errorRates.push(post > 0 ? (failedPost / post) * 100 : Number.NaN);
       staleShares.push(post > 0 ? (postStale / post) * 100 : Number.NaN);
