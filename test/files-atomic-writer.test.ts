@@ -60,7 +60,7 @@ test('a reader resolving ..data once never sees a mix of two publications across
   const dir = tempDir(t);
   const writer = new AtomicWriter(dir);
   await writer.publish(payload({ 'a.txt': 'gen=0\n', 'nested/b.txt': 'gen=0\n' }));
-  const reader = startSnapshotReader(dir, ['a.txt', 'nested/b.txt'], /gen=(\d+)/);
+  const reader = startSnapshotReader(t, dir, ['a.txt', 'nested/b.txt'], /gen=(\d+)/);
   for (let gen = 1; gen <= 200; gen++) {
     // Different lengths too, so a half-written file would also show.
     await writer.publish(payload({ 'a.txt': `gen=${gen}\n${'x'.repeat(gen * 37)}`, 'nested/b.txt': `gen=${gen}\n` }));

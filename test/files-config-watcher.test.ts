@@ -8,6 +8,7 @@ import { parse } from 'yaml';
 import { ConfigWatcher, type ReloadOutcome } from '../src/agent/files/config-watcher.ts';
 import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
 import { createLogger } from '../src/shared/logger.ts';
+import { within } from './helpers/files-wait.ts';
 
 test('config file edits: a valid one is applied, an invalid one refused with the entry named, a rename-replace seen', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'files-config-'));
@@ -17,16 +18,19 @@ test('config file edits: a valid one is applied, an invalid one refused with the
   const outcomes: Array<{ outcome: ReloadOutcome; error?: string | undefined }> = [];
   let wake: (() => void) | undefined;
   const next = (): Promise<{ outcome: ReloadOutcome; error?: string | undefined }> =>
-    new Promise((resolve) => {
-      const take = (): void => {
-        wake = undefined;
-        const o = outcomes.shift();
-        if (o && o.outcome !== 'unchanged') resolve(o);
-        else if (o) take();
-        else wake = take;
-      };
-      take();
-    });
+    within(
+      new Promise((resolve) => {
+        const take = (): void => {
+          wake = undefined;
+          const o = outcomes.shift();
+          if (o && o.outcome !== 'unchanged') resolve(o);
+          else if (o) take();
+          else wake = take;
+        };
+        take();
+      }),
+      'a config reload',
+    );
   const registry = new Registry();
   const watcher = new ConfigWatcher({
     path,

@@ -10,10 +10,23 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync, renameSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startAgentProcess, putItem, waitReady, type AgentProcess } from './helpers/agent-process.ts';
-import { CLI, makeTempDir, metricValue, removeDir, startServerProcess, type LogLine, type ServerProcess } from './helpers/server-process.ts';
+import { CLI, makeTempDir, metricValue, startServerProcess, type LogLine, type ServerProcess } from './helpers/server-process.ts';
 import { startSnapshotReader } from './helpers/files-reader-run.ts';
+
+/**
+ * A last-resort bound per test, far above a loaded run (~15 s): a test that
+ * stalls is cancelled and its after hooks still stop every process, so it
+ * can fail but never hang the suite.
+ */
+const E2E_TEST_TIMEOUT_MS = 240_000;
+
+/** Retries: the agent's guard and renderer may have left a last entry landing as the tree goes. */
+function removeTree(dir: string): Promise<void> {
+  return rm(dir, { recursive: true, force: true, maxRetries: 5 });
+}
 
 interface Stack {
   server: ServerProcess;
@@ -22,6 +35,8 @@ interface Stack {
   configPath: string;
   /** Resolves with the first log line after now matching the predicate. */
   nextLog(predicate: (l: LogLine) => boolean): Promise<LogLine>;
+  /** Resolves with the first log line at index `from` or later matching the predicate (the wait starts now). */
+  logSince(from: number, predicate: (l: LogLine) => boolean): Promise<LogLine>;
   /** Resolves once a publication containing `file` is logged after now. */
   published(file: string): Promise<LogLine>;
 }
@@ -31,19 +46,29 @@ function yamlFiles(entries: Array<Record<string, unknown>>): string {
 }
 
 async function stack(t: { after(fn: () => unknown): void }, files: Array<Record<string, unknown>>, seed: Record<string, unknown>): Promise<Stack> {
-  const server = await startServerProcess();
   const cleanup: Array<() => unknown> = [];
-  // One hook, in reverse order of start: the agent stops before its directories go.
+  // One hook, in reverse order of start: the agent has exited before its directories go.
+  // Every step runs even when one fails: a skipped stop would leave a process holding the suite open.
   t.after(async () => {
-    for (const step of cleanup.reverse()) await step();
+    const errors: unknown[] = [];
+    for (const step of cleanup.reverse()) {
+      try {
+        await step();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (errors.length) throw errors.length === 1 ? errors[0] : new AggregateError(errors, 'stack cleanup failed');
   });
+  // The helpers kill a process that fails to start, so only started ones need a step here.
+  const server = await startServerProcess();
   cleanup.push(async () => {
     await server.stop();
-    await removeDir(server.dataDir);
+    await removeTree(server.dataDir);
   });
   for (const [path, body] of Object.entries(seed)) await putItem(server, path, body);
   const dir = await makeTempDir('cs-files-e2e-');
-  cleanup.push(() => removeDir(dir));
+  cleanup.push(() => removeTree(dir));
   const filesDir = join(dir, 'files');
   const configPath = join(dir, 'agent.yaml');
   writeFileSync(configPath, yamlFiles(files));
@@ -55,23 +80,23 @@ async function stack(t: { after(fn: () => unknown): void }, files: Array<Record<
   await waitReady(agent.adminUrl);
   // Edits made before the watcher is up would be folded into the start-up config, not seen as edits.
   await agent.waitForLog((l) => l.msg === 'watching the config file for changes');
-  const nextLog = (predicate: (l: LogLine) => boolean): Promise<LogLine> => {
-    const from = agent.logs.length;
-    return agent.waitForLog((l) => agent.logs.indexOf(l) >= from && predicate(l));
-  };
+  const logSince = (from: number, predicate: (l: LogLine) => boolean): Promise<LogLine> =>
+    agent.waitForLog((l) => agent.logs.indexOf(l) >= from && predicate(l));
+  const nextLog = (predicate: (l: LogLine) => boolean): Promise<LogLine> => logSince(agent.logs.length, predicate);
   return {
     server,
     agent,
     filesDir,
     configPath,
     nextLog,
+    logSince,
     published: (file) => nextLog((l) => l.msg === 'files published' && Array.isArray(l.files) && (l.files as string[]).includes(file)),
   };
 }
 
 const secret = (value: string) => ({ kind: 'secret', value });
 
-test('a changed value reaches the files through the event stream (TTL 1h), with the configured modes', async (t) => {
+test('a changed value reaches the files through the event stream (TTL 1h), with the configured modes', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {
   const s = await stack(
     t,
     [
@@ -94,7 +119,7 @@ test('a changed value reaches the files through the event stream (TTL 1h), with 
   assert.ok(((await metricValue(s.agent.adminUrl, 'config_sidecar_agent_files_renders_total', 'file="db/password"')) ?? 0) >= 2);
 });
 
-test('two files fed by one item always read as one publication during 200 rapid writes', async (t) => {
+test('two files fed by one item always read as one publication during 200 rapid writes', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {
   const s = await stack(
     t,
     [
@@ -103,17 +128,18 @@ test('two files fed by one item always read as one publication during 200 rapid 
     ],
     { 'production/app/token': secret('gen-0') },
   );
-  const reader = startSnapshotReader(s.filesDir, ['a.txt', 'conf/b.json'], /gen-(\d+)/);
-  const last = s.nextLog((l) => l.msg === 'files published' && readFileSync(join(s.filesDir, 'a.txt'), 'utf8') === 'gen-200');
+  const reader = startSnapshotReader(t, s.filesDir, ['a.txt', 'conf/b.json'], /gen-(\d+)/);
+  const from = s.agent.logs.length;
   for (let i = 1; i <= 200; i++) await putItem(s.server, 'production/app/token', secret(`gen-${i}`));
-  await last;
+  // The wait starts after the writes (their time under load is not the agent's), but counts publications since the first.
+  await s.logSince(from, (l) => l.msg === 'files published' && readFileSync(join(s.filesDir, 'a.txt'), 'utf8') === 'gen-200');
   const report = await reader.stop();
   assert.deepEqual(report.mixes, [], 'no read saw two publications');
   assert.ok(report.distinct > 1, 'the reader saw publications change under it');
   assert.equal(readFileSync(join(s.filesDir, 'conf/b.json'), 'utf8'), '"gen-200"\n');
 });
 
-test('a rendered file overwritten or deleted by hand is restored, and the metric counts both', async (t) => {
+test('a rendered file overwritten or deleted by hand is restored, and the metric counts both', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {
   const s = await stack(t, [{ path: 'pw', items: ['production/app/db-password'] }, { path: 'tls/key', items: ['production/app/db-password'] }], {
     'production/app/db-password': secret('right'),
   });
@@ -134,7 +160,7 @@ test('a rendered file overwritten or deleted by hand is restored, and the metric
   assert.equal(await metricValue(s.agent.adminUrl, 'config_sidecar_agent_files_restores_total', 'file="tls/key",kind="deleted"'), 1);
 });
 
-test('editing the agent config while it runs: a new file appears, a removed one disappears, an invalid edit changes nothing and is reported', async (t) => {
+test('editing the agent config while it runs: a new file appears, a removed one disappears, an invalid edit changes nothing and is reported', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {
   const s = await stack(t, [{ path: 'old.txt', items: ['production/app/db-password'] }], {
     'production/app/db-password': secret('pw'),
     'production/app/settings': { kind: 'config', value: { replicas: 3 } },
@@ -158,9 +184,9 @@ test('editing the agent config while it runs: a new file appears, a removed one 
   assert.equal(await metricValue(s.agent.adminUrl, 'config_sidecar_agent_config_reloads_total', 'outcome="refused"'), 1);
 });
 
-test('a bad files: entry stops the agent at start (exit 2) with a message naming the entry, before anything binds', async (t) => {
+test('a bad files: entry stops the agent at start (exit 2) with a message naming the entry, before anything binds', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {
   const dir = await makeTempDir('cs-files-bad-');
-  t.after(() => removeDir(dir));
+  t.after(() => removeTree(dir));
   const config = join(dir, 'agent.yaml');
   writeFileSync(config, yamlFiles([{ path: 'ok', items: ['production/app/a'] }, { path: 'ok', items: ['production/app/b'] }]));
   const child = spawn(
@@ -168,9 +194,14 @@ test('a bad files: entry stops the agent at start (exit 2) with a message naming
     [CLI, 'agent', '--config', config, '--server', 'http://127.0.0.1:1', '--server-grpc', '127.0.0.1:1', '--prefix', 'production', '--socket', join(dir, 'run', 'agent.sock'), '--http-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--files-dir', join(dir, 'files')],
     { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  const exit = once(child, 'exit');
+  // Meant to exit on its own; if it ever does not, the test must still end.
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const [code] = (await exit) as [number | null];
   assert.equal(code, 2);
   assert.match(stderr, /Invalid setting files .*files\[1\] \(ok\) writes the same destination as files\[0\] \(ok\)/);
   assert.equal(existsSync(join(dir, 'run', 'agent.sock')), false);

@@ -5,7 +5,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +15,7 @@ import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
 import { FileRenderer, type FilesValueSource } from '../src/agent/files/render-files.ts';
 import { AppError } from '../src/shared/errors.ts';
 import { createLogger } from '../src/shared/logger.ts';
+import { nextEvent } from './helpers/files-wait.ts';
 import type { ItemRef } from '../src/shared/paths.ts';
 
 class MemoryValues implements FilesValueSource {
@@ -97,7 +97,7 @@ test('start renders every file with its mode; an event re-renders only the affec
   assert.deepEqual(h.renderer.health(), { ready: true, files: { 'app.env': { ok: true }, 'conf/settings.json': { ok: true }, pw: { ok: true } } });
 
   h.values.set('app/db-password', 'secret', 'rotated');
-  const published = once(h.renderer.activity, 'published');
+  const published = nextEvent(h.renderer.activity, 'published');
   h.hub.publish({ type: 'changed', namespace: 'app', name: 'db-password', version: 2, revision: 10 });
   assert.deepEqual((await published)[0], ['app.env', 'pw']);
   assert.equal(readFileSync(join(h.dir, 'pw'), 'utf8'), 'rotated');
@@ -106,7 +106,7 @@ test('start renders every file with its mode; an event re-renders only the affec
   assert.equal(await h.metric('config_sidecar_agent_files_renders_total', { file: 'pw' }), 2);
 
   // A key rotation re-renders the namespace's files; the plaintext is unchanged, so nothing is written.
-  const skipped = once(h.renderer.activity, 'skipped');
+  const skipped = nextEvent(h.renderer.activity, 'skipped');
   h.hub.publish({ type: 'rotated', namespace: 'app', version: 2, revision: 11 });
   await skipped;
   await h.renderer.settled();
@@ -126,7 +126,7 @@ test('a failing file keeps its last good version, is reported, and does not stop
 
   h.values.set('app/settings', 'config', JSON.stringify({ url: 'pg://db' })); // log.level gone
   h.values.set('app/db-password', 'secret', 'new');
-  const failed = once(h.renderer.activity, 'failed');
+  const failed = nextEvent(h.renderer.activity, 'failed');
   h.hub.publish({ type: 'resync', namespace: '', revision: 20, reason: 'server' });
   assert.deepEqual(await failed, ['tpl.txt', 'missing_key']);
   await h.renderer.settled();
@@ -140,7 +140,7 @@ test('a failing file keeps its last good version, is reported, and does not stop
 
   // A deleted item is a missing item: same treatment.
   h.values.data.delete('app/db-password');
-  const failed2 = once(h.renderer.activity, 'failed');
+  const failed2 = nextEvent(h.renderer.activity, 'failed');
   h.hub.publish({ type: 'deleted', namespace: 'app', name: 'db-password', revision: 21 });
   assert.deepEqual(await failed2, ['pw', 'missing_item']);
   assert.equal(readFileSync(join(h.dir, 'pw'), 'utf8'), 'new');
@@ -159,14 +159,14 @@ test('an injected write failure (ENOSPC): error, metric, last good snapshot kept
   await h.renderer.start();
   fail = true;
   h.values.set('app/db-password', 'secret', 'v2');
-  const failed = once(h.renderer.activity, 'failed');
+  const failed = nextEvent(h.renderer.activity, 'failed');
   h.hub.publish({ type: 'changed', namespace: 'app', name: 'db-password', revision: 30 });
   assert.deepEqual(await failed, ['pw', 'ENOSPC']);
   assert.equal(readFileSync(join(h.dir, 'pw'), 'utf8'), 's3cret');
   assert.equal(await h.metric('config_sidecar_agent_files_failures_total', { file: 'pw', reason: 'ENOSPC' }), 1);
   assert.match(h.renderer.health().files.pw?.detail ?? '', /ENOSPC/);
   fail = false;
-  const published = once(h.renderer.activity, 'published');
+  const published = nextEvent(h.renderer.activity, 'published');
   h.hub.publish({ type: 'changed', namespace: 'app', name: 'db-password', revision: 31 });
   await published;
   assert.equal(readFileSync(join(h.dir, 'pw'), 'utf8'), 'v2');
@@ -179,15 +179,15 @@ test('the guard restores a file overwritten or deleted by hand and counts both; 
   // Our own publication fires watcher events too: it must not count as a restore.
   h.values.set('app/db-password', 'secret', 'mine');
   h.hub.publish({ type: 'changed', namespace: 'app', name: 'db-password', revision: 40 });
-  await once(h.renderer.activity, 'published');
+  await nextEvent(h.renderer.activity, 'published');
 
-  const restored = once(h.renderer.activity, 'restored');
+  const restored = nextEvent(h.renderer.activity, 'restored');
   writeFileSync(join(h.dir, 'pw'), 'tampered');
   assert.deepEqual(await restored, ['pw', 'changed']);
   await h.renderer.settled();
   assert.equal(readFileSync(join(h.dir, 'pw'), 'utf8'), 'mine');
 
-  const deleted = once(h.renderer.activity, 'restored');
+  const deleted = nextEvent(h.renderer.activity, 'restored');
   unlinkSync(join(h.dir, 'conf/settings.json'));
   assert.deepEqual(await deleted, ['conf/settings.json', 'deleted']);
   await h.renderer.settled();

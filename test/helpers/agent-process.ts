@@ -11,6 +11,36 @@ import { join } from 'node:path';
 import { CLI, http, makeTempDir, type LogLine, type ServerProcess } from './server-process.ts';
 
 const START_TIMEOUT_MS = 30_000;
+/** How long stop() waits after its signal before SIGKILL (the agent's own grace is 10 s). */
+const STOP_KILL_AFTER_MS = 20_000;
+
+/*
+ * Safety net: every agent still running is SIGKILLed when the test process
+ * exits or is signalled, so a failed or cancelled test cannot leave one
+ * behind (a live child's pipes would keep the test runner waiting forever).
+ */
+const liveAgents = new Set<ChildProcess>();
+let safetyNetInstalled = false;
+
+function killLiveAgents(): void {
+  for (const child of liveAgents) child.kill('SIGKILL');
+  liveAgents.clear();
+}
+
+function installSafetyNet(): void {
+  if (safetyNetInstalled) return;
+  safetyNetInstalled = true;
+  process.once('exit', killLiveAgents);
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    const onSignal = (): void => {
+      killLiveAgents();
+      // Keep the signal's meaning for this process once the children are gone.
+      process.off(signal, onSignal);
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    };
+    process.on(signal, onSignal);
+  }
+}
 
 export interface AgentProcess {
   readonly proc: ChildProcess;
@@ -60,15 +90,18 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
     ...(options.prefetch ?? []).flatMap((p) => ['--prefetch', p]),
     ...(options.args ?? []),
   ];
+  installSafetyNet();
   const proc = spawn(process.execPath, args, {
     env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_TEST_HOOKS: '1', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: false,
   });
+  liveAgents.add(proc);
   const logs: LogLine[] = [];
   let raw = '';
   let stderr = '';
   let pending = '';
-  const waiters = new Set<{ predicate: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
+  const waiters = new Set<{ predicate: (l: LogLine) => boolean; resolve: (l: LogLine) => void; reject: (e: unknown) => void }>();
   proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
     raw += chunk;
     pending += chunk;
@@ -84,7 +117,16 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
       }
       logs.push(line);
       for (const w of [...waiters]) {
-        if (w.predicate(line)) {
+        // A throwing predicate fails its own wait, not the whole test process (uncaught in a stream handler).
+        let matched: boolean;
+        try {
+          matched = w.predicate(line);
+        } catch (err) {
+          waiters.delete(w);
+          w.reject(err);
+          continue;
+        }
+        if (matched) {
           waiters.delete(w);
           w.resolve(line);
         }
@@ -95,7 +137,22 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
     raw += chunk;
     stderr += chunk;
   });
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once('exit', (code) => {
+      liveAgents.delete(proc);
+      resolve(code);
+    }),
+  );
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return exited;
+    proc.kill(signal);
+    if (signal !== 'SIGKILL') {
+      // An agent stuck in shutdown must not hold the test (and the suite) forever.
+      const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_KILL_AFTER_MS);
+      void exited.then(() => clearTimeout(timer));
+    }
+    return exited;
+  };
   const waitForLog = (predicate: (line: LogLine) => boolean, timeoutMs = START_TIMEOUT_MS): Promise<LogLine> => {
     const found = logs.find(predicate);
     if (found) return Promise.resolve(found);
@@ -105,6 +162,10 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
         resolve: (l: LogLine) => {
           clearTimeout(timer);
           resolve(l);
+        },
+        reject: (e: unknown) => {
+          clearTimeout(timer);
+          reject(e instanceof Error ? e : new Error(String(e)));
         },
       };
       const timer = setTimeout(() => {
@@ -120,7 +181,14 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
       });
     });
   };
-  const listening = await waitForLog((l) => l.msg === 'agent listening');
+  let listening: LogLine;
+  try {
+    listening = await waitForLog((l) => l.msg === 'agent listening');
+  } catch (err) {
+    // The caller never gets a handle to stop it: an agent that did not start is killed here.
+    await stop('SIGKILL');
+    throw err;
+  }
   return {
     proc,
     dir,
@@ -132,10 +200,7 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
     output: () => raw,
     waitForLog,
     exited,
-    async stop(signal = 'SIGTERM') {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
-    },
+    stop,
   };
 }
 

@@ -2,7 +2,7 @@
  * Hot reload of the agent's own `--config` file (DESIGN.md §6). chokidar
  * watches the file's directory, not the file: editors replace files by rename,
  * and a Kubernetes ConfigMap volume swaps a `..data` link beside it, so the
- * file's own inode is not what changes. On any activity the file is read and
+ * file's own inode is not what changes. Once activity settles the file is read and
  * hashed; only new content calls `apply`. Reloads are serialised. When
  * `apply` throws (bad YAML, a bad setting) the error is logged naming the
  * setting and the running config stays in force; the next valid edit applies.
@@ -28,11 +28,14 @@ export interface ConfigWatcherOptions {
 
 const RELOADS_METRIC = 'config_sidecar_agent_config_reloads_total';
 /**
- * chokidar drops a second change event for one path within 5 ms of the first,
- * so an edit right after another could go unseen; one re-read this long after
- * the last event catches it (a hash compare, so usually a no-op).
+ * The file is read this long after the last watcher event, not at the first
+ * one. A plain `>` redirect or writeFile truncates, then writes: reading at
+ * the first event could see an empty or half-written file and apply it (an
+ * empty `files:` would delete every rendered file) or report a spurious
+ * refusal. Waiting for the events to go quiet also covers chokidar dropping a
+ * second change event for one path within 5 ms of the first.
  */
-export const TRAILING_RECHECK_MS = 100;
+export const SETTLE_MS = 100;
 
 export class ConfigWatcher {
   readonly ready: Promise<void>;
@@ -44,7 +47,7 @@ export class ConfigWatcher {
   #running: Promise<void> | undefined;
   #again = false;
   #closed = false;
-  #trailing: NodeJS.Timeout | undefined;
+  #settle: NodeJS.Timeout | undefined;
 
   constructor(options: ConfigWatcherOptions) {
     this.#options = options;
@@ -73,13 +76,14 @@ export class ConfigWatcher {
     });
     this.#watcher = watcher;
     watcher.on('all', () => {
-      this.#trigger();
-      clearTimeout(this.#trailing);
-      this.#trailing = setTimeout(() => this.#trigger(), TRAILING_RECHECK_MS).unref();
+      clearTimeout(this.#settle);
+      this.#settle = setTimeout(() => this.#trigger(), SETTLE_MS).unref();
     });
     watcher.on('error', (err: unknown) => this.#options.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'config file watcher error'));
     await new Promise<void>((done) => watcher.once('ready', () => done()));
     this.#options.logger.info({ config: this.#path }, 'watching the config file for changes');
+    // An edit between the first hash and the watcher being up fired no event: one compare now catches it.
+    this.#trigger();
   }
 
   async #hash(): Promise<string> {
@@ -133,7 +137,7 @@ export class ConfigWatcher {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#trailing);
+    clearTimeout(this.#settle);
     await this.ready.catch(() => undefined);
     await this.#watcher?.close();
     await this.#running;
