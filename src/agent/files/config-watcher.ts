@@ -82,8 +82,9 @@ export class ConfigWatcher {
     watcher.on('error', (err: unknown) => this.#options.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'config file watcher error'));
     await new Promise<void>((done) => watcher.once('ready', () => done()));
     this.#options.logger.info({ config: this.#path }, 'watching the config file for changes');
-    // An edit between the first hash and the watcher being up fired no event: one compare now catches it.
-    this.#trigger();
+    // An edit between the first hash and the watcher being up fired no event: one compare catches it
+    // (after the settle period too, and any event meanwhile moves it on, like any other read).
+    this.#settle ??= setTimeout(() => this.#trigger(), SETTLE_MS).unref();
   }
 
   async #hash(): Promise<string> {
