@@ -35,7 +35,7 @@ export interface Report {
 }
 
 function cell(n: number, unit: string): string {
-  return unit === '%' ? `${fmt(n)} %` : `${fmt(n)} ${unit}`;
+  return unit === '' ? fmt(n) : `${fmt(n)} ${unit}`;
 }
 
 /** "0.72× bare node:http (socket)" for each reference with the same metric. */
@@ -58,7 +58,7 @@ export function renderMarkdown(report: Report): string {
   const notRun = report.scenarios.filter((s) => s.status !== 'ok');
   out.push(`# config-sidecar benchmark — ${report.startedAt}`);
   out.push('');
-  out.push(`Profile **${report.profile}**, commit \`${report.commit.slice(0, 12)}\`${report.dirty ? ' (work tree had uncommitted changes)' : ''}, ${report.machine.cores} cores (${report.machine.cpuModel}), ${report.machine.memoryGiB} GiB, Linux ${report.machine.kernel}, Node ${report.versions.node ?? ''}.`);
+  out.push(`Profile **${report.profile}**, commit \`${report.commit.slice(0, 12)}\`${report.dirty ? ' (the shared work tree had uncommitted changes)' : ''}, ${report.machine.cores} cores (${report.machine.cpuModel}), ${report.machine.memoryGiB} GiB, Linux ${report.machine.kernel}, Node ${report.versions.node ?? ''}.`);
   out.push('');
   out.push(`**${report.machine.pinning}**`);
   out.push('');

@@ -70,7 +70,7 @@ export async function memory(ctx: Context): Promise<Omit<ScenarioResult, 'second
       }
     }
     const label = `${count >= 1000 ? `${count / 1000}k` : count} × 1 KiB`;
-    rows.push({ system: 'agent', metric: `RSS idle (ready, empty cache)`, unit: 'MiB', values: idleRss, better: 'lower' });
+    rows.push({ system: 'agent', metric: `RSS idle (ready, empty cache), before the ${label} load`, unit: 'MiB', values: idleRss, better: 'lower' });
     rows.push({ system: 'agent', metric: `RSS after reading ${label}`, unit: 'MiB', values: agentRss, better: 'lower' });
     rows.push({ system: 'bare Node + lru-cache holding the same', metric: `RSS after reading ${label}`, unit: 'MiB', values: refRss, better: 'lower', reference: true });
     notes.push(`${label}: the agent held ${entries} entries, ${(bytes / 2 ** 20).toFixed(1)} MiB counted against --cache-max-bytes ${CACHE_MAX_BYTES}, ${Number.isNaN(evictions) ? 0 : evictions} evictions.`);
