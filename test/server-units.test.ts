@@ -250,3 +250,46 @@ test('watch events are serialised once: the registered service passes encoded by
   const decoded = watchEventFromWire(watchServiceDefinition().Watch?.responseDeserialize(encoded.bytes) as Parameters<typeof watchEventFromWire>[0]);
   assert.deepEqual(decoded, changed(9));
 });
+
+test('shutdown on signals: close then exit 0; a second signal or the hard deadline exits 1 at once, exactly once', async () => {
+  const { exitOnSignals, FORCED_EXIT_CODE, HARD_EXIT_MARGIN_MS } = await import('../src/server/shutdown.ts');
+  const { createLogger } = await import('../src/shared/logger.ts');
+  const lines: string[] = [];
+  const logger = createLogger({ component: 'test', destination: { write: (line: string) => void lines.push(line) } });
+  const setup = (close: () => Promise<void>) => {
+    const clock = new ManualClock();
+    const signals = new EventEmitter();
+    const exits: number[] = [];
+    let exited: (code: number) => void = () => undefined;
+    const exitedOnce = new Promise<number>((resolve) => (exited = resolve));
+    exitOnSignals({ close, logger, graceMs: 10_000, clock, signals, exit: (code) => (exits.push(code), exited(code)) });
+    return { clock, signals, exits, exitedOnce };
+  };
+
+  const orderly = setup(async () => undefined);
+  orderly.signals.emit('SIGTERM', 'SIGTERM');
+  assert.equal(await orderly.exitedOnce, 0);
+  orderly.clock.advance(60_000);
+  assert.deepEqual(orderly.exits, [0], 'the deadline does not fire after an orderly exit');
+
+  const never = () => new Promise<void>(() => undefined);
+  const stuck = setup(never);
+  stuck.signals.emit('SIGTERM', 'SIGTERM');
+  stuck.clock.advance(10_000 + HARD_EXIT_MARGIN_MS - 1);
+  assert.deepEqual(stuck.exits, [], 'the grace period and its margin belong to close()');
+  stuck.clock.advance(1);
+  assert.deepEqual(stuck.exits, [FORCED_EXIT_CODE], 'a close that never settles is cut at the hard deadline');
+  assert.ok(lines.some((l) => l.includes('shutdown did not finish by the hard deadline')));
+
+  const twice = setup(never);
+  twice.signals.emit('SIGTERM', 'SIGTERM');
+  twice.signals.emit('SIGINT', 'SIGINT');
+  assert.deepEqual(twice.exits, [FORCED_EXIT_CODE], 'a second signal exits at once');
+  twice.clock.advance(60_000);
+  twice.signals.emit('SIGTERM', 'SIGTERM');
+  assert.deepEqual(twice.exits, [FORCED_EXIT_CODE], 'and only once');
+
+  const failing = setup(() => Promise.reject(new Error('store close failed')));
+  failing.signals.emit('SIGTERM', 'SIGTERM');
+  assert.equal(await failing.exitedOnce, FORCED_EXIT_CODE);
+});

@@ -1,7 +1,8 @@
 /**
  * `config-sidecar server`: flags (each with a CONFIG_SIDECAR_* twin) → server
  * settings → `startServer`. Secrets come only from env or files. SIGTERM and
- * SIGINT close the server in order and exit 0.
+ * SIGINT close the server in order and exit 0; a hard deadline or a second
+ * signal exits 1 (src/server/shutdown.ts).
  */
 import type { Command} from 'commander';
 import { Option } from 'commander';
@@ -40,6 +41,7 @@ export interface ServerCliOptions {
   heartbeatInterval?: string;
   watchBuffer?: string;
   maxBody?: string;
+  shutdownGrace?: string;
   logLevel?: string;
   otelEndpoint?: string;
   traceSampleRatio?: string;
@@ -73,6 +75,7 @@ export function addServerOptions(command: Command): Command {
     .addOption(opt('--heartbeat-interval <duration>', 'Watch heartbeat interval', '10s'))
     .addOption(opt('--watch-buffer <n>', 'events queued per watch stream before a slow reader is ended', '1024'))
     .addOption(opt('--max-body <size>', 'largest request body', '1MiB'))
+    .addOption(opt('--shutdown-grace <duration>', 'on SIGTERM, time for in-flight requests and watch streams before connections are cut; the process exits at most 5s later', '10s'))
     .addOption(opt('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info'))
     .addOption(opt('--otel-endpoint <url>', 'OTLP/HTTP traces endpoint; tracing is off without it'))
     .addOption(opt('--trace-sample-ratio <ratio>', 'fraction of root traces sampled', '0.1'))
@@ -104,6 +107,10 @@ Secrets are read only from environment variables or files, never from flags:
   ${KEK_ENV}            base64 of 32 bytes (or --kek-file)
   ${ROOT_TOKEN_ENV}     bootstrap admin token (or --root-token-file)
 
+SIGTERM or SIGINT: stop accepting, end watch streams, finish in-flight requests
+(cut after --shutdown-grace), close the store, exit 0. A second signal, or a
+shutdown still running 5s after the grace period, exits 1 at once.
+
 Examples:
   $ export ${KEK_ENV}=$(openssl rand -base64 32) ${ROOT_TOKEN_ENV}=$(openssl rand -hex 24)
   $ config-sidecar server --data-dir /var/lib/config-sidecar --auth-file /etc/config-sidecar/auth.yaml
@@ -112,30 +119,25 @@ Examples:
       --jwt-issuer https://kubernetes.default.svc --jwt-audience config-sidecar --jwks-url https://kubernetes.default.svc/openid/v1/jwks
   $ config-sidecar server --http-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0   # free ports, printed in the "server listening" log line
   $ CONFIG_SIDECAR_DATABASE_URL='postgres://cs:PASSWORD@db:5432/config_sidecar?sslmode=require' \\
-      config-sidecar server --database-pool-size 20 --retain-events 1000000 --retain-age 7d   # PostgreSQL, several replicas (docs/OPERATIONS.md)`,
+      config-sidecar server --database-pool-size 20 --retain-events 1000000 --retain-age 7d   # PostgreSQL, several replicas (docs/OPERATIONS.md)
+  $ config-sidecar server --shutdown-grace 20s   # below the pod's terminationGracePeriodSeconds (30s by default)`,
     )
     .action(
       action(async (options: ServerCliOptions) => {
-        const [{ parseServerSettings }, { startServer }] = await Promise.all([import('../server/settings.ts'), import('../server/main.ts')]);
+        const [{ parseServerSettings }, { startServer }, { exitOnSignals }, { createLogger }] = await Promise.all([
+          import('../server/settings.ts'),
+          import('../server/main.ts'),
+          import('../server/shutdown.ts'),
+          import('../shared/logger.ts'),
+        ]);
         const { raw, kekSetting } = rawServerSettings(options);
         const settings = parseServerSettings(raw, kekSetting);
-        const handle = await startServer(settings, { testHooks: process.env[TEST_HOOKS_ENV] === '1' });
-        const stop = (signal: string): void => {
-          handle.logger.info({ signal }, 'signal received');
-          void handle
-            .close()
-            .then(() => {
-              handle.logger.flush();
-              process.exit(0);
-            })
-            .catch((err: unknown) => {
-              handle.logger.error({ err: (err as Error).message }, 'shutdown failed');
-              handle.logger.flush();
-              process.exit(1);
-            });
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
+        const logger = createLogger({ component: 'server', level: settings.logLevel });
+        const started = startServer(settings, { logger, testHooks: process.env[TEST_HOOKS_ENV] === '1' });
+        // Installed before anything listens: a signal that arrives as the "server listening" line is read
+        // (or during start-up, which then finishes and closes) must never meet the default action.
+        exitOnSignals({ close: async () => (await started).close(), logger, graceMs: settings.shutdownGrace });
+        await started;
       }),
     );
 }

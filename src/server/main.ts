@@ -27,8 +27,8 @@ import { createWatchService } from './watch/watch-service.ts';
 
 /** How often the key-age policy is checked (on the injectable clock). */
 export const KEY_AGE_CHECK_INTERVAL_MS = 60 * 60 * 1000;
-/** In-flight requests get this long to finish on shutdown before connections are cut. */
-export const SHUTDOWN_GRACE_MS = 10_000;
+/** How long shutdown waits for the trace exporter to send buffered spans. */
+export const TRACING_SHUTDOWN_TIMEOUT_MS = 2_000;
 /** Pings idle Watch connections so streams of vanished agents are closed instead of held forever. */
 export const GRPC_KEEPALIVE_TIME_MS = 30_000;
 export const GRPC_KEEPALIVE_TIMEOUT_MS = 10_000;
@@ -186,7 +186,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
         rest.closeIdleConnections();
         watch.close();
         const grpcClosed = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
-        const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), SHUTDOWN_GRACE_MS).unref());
+        const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), settings.shutdownGrace).unref());
         if ((await Promise.race([Promise.all([restClosed, grpcClosed]), grace])) === 'timeout') {
           logger.warn('shutdown grace period over; cutting remaining connections');
           rest.closeAllConnections();
@@ -195,9 +195,16 @@ export async function startServer(settings: ServerSettings, options: StartOption
         for (const closer of closers.reverse()) await closer();
         await controlPlane.close();
         settings.kek.destroy();
-        await new Promise<void>((resolve) => admin.close(() => resolve()));
+        // Health checks and scrapes have nothing worth finishing; a kept-alive or half-sent one must not hold the exit.
+        const adminClosed = new Promise<void>((resolve) => admin.close(() => resolve()));
         admin.closeAllConnections();
-        await tracing.shutdown();
+        await adminClosed;
+        // An unreachable collector must not hold the exit: unexported spans are dropped after the timeout.
+        const tracingStopped = await Promise.race([
+          tracing.shutdown().then(() => true),
+          new Promise<false>((resolve) => setTimeout(() => resolve(false), TRACING_SHUTDOWN_TIMEOUT_MS).unref()),
+        ]);
+        if (!tracingStopped) logger.warn({ timeoutMs: TRACING_SHUTDOWN_TIMEOUT_MS }, 'trace exporter did not flush in time; spans dropped');
         logger.info('server stopped');
       })();
       return closing;

@@ -34,6 +34,8 @@ export const DEFAULT_HEARTBEAT_INTERVAL = '10s';
 /** Events queued per watch stream before a slow reader is ended. */
 export const DEFAULT_WATCH_BUFFER = 1024;
 export const DEFAULT_MAX_BODY = '1MiB';
+/** In-flight requests and watch streams get this long on SIGTERM before connections are cut (keep it below the pod's terminationGracePeriodSeconds). */
+export const DEFAULT_SHUTDOWN_GRACE = '10s';
 export const DEFAULT_TRACE_SAMPLE_RATIO = 0.1;
 export const DEFAULT_RETAIN_EVENTS = 100_000;
 /** PostgreSQL connections per replica (plus one for LISTEN). */
@@ -60,6 +62,7 @@ export const SERVER_FLAGS = {
   heartbeatInterval: '--heartbeat-interval',
   watchBuffer: '--watch-buffer',
   maxBody: '--max-body',
+  shutdownGrace: '--shutdown-grace',
   logLevel: '--log-level',
   otelEndpoint: '--otel-endpoint',
   traceSampleRatio: '--trace-sample-ratio',
@@ -101,6 +104,7 @@ const rawSchema = z
     heartbeatInterval: durationSchema.prefault(DEFAULT_HEARTBEAT_INTERVAL).refine((ms) => ms >= 100, 'must be at least 100ms'),
     watchBuffer: intSchema(1).default(DEFAULT_WATCH_BUFFER),
     maxBody: sizeSchema.prefault(DEFAULT_MAX_BODY).refine((b) => b >= 1024, 'must be at least 1KiB'),
+    shutdownGrace: durationSchema.prefault(DEFAULT_SHUTDOWN_GRACE).refine((ms) => ms >= 100 && ms <= 3_600_000, 'must be between 100ms and 1h'),
     logLevel: z.enum(LOG_LEVELS as [string, ...string[]]).default('info'),
     otelEndpoint: z.string().url().optional(),
     traceSampleRatio: z.coerce.number().min(0).max(1, 'must be between 0 and 1').default(DEFAULT_TRACE_SAMPLE_RATIO),
@@ -137,6 +141,8 @@ export interface ServerSettings {
   readonly heartbeatInterval: Milliseconds;
   readonly watchBuffer: number;
   readonly maxBody: Bytes;
+  /** SIGTERM: time for in-flight work before connections are cut; the process exits at most HARD_EXIT_MARGIN_MS later. */
+  readonly shutdownGrace: Milliseconds;
   readonly logLevel: (typeof LOG_LEVELS)[number];
   readonly otelEndpoint?: string | undefined;
   readonly traceSampleRatio: number;
@@ -185,6 +191,7 @@ export function parseServerSettings(raw: Record<string, unknown>, kekSetting = L
     heartbeatInterval: s.heartbeatInterval,
     watchBuffer: s.watchBuffer,
     maxBody: s.maxBody,
+    shutdownGrace: s.shutdownGrace,
     logLevel: s.logLevel as ServerSettings['logLevel'],
     otelEndpoint: s.otelEndpoint,
     traceSampleRatio: s.traceSampleRatio,
