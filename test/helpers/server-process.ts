@@ -4,25 +4,18 @@
  * its "server listening" log line, talk REST with raw node:http (so paths are
  * sent exactly as written, `..` included) and open real gRPC Watch streams.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { backendEnvFor } from './postgres-backend.ts';
+import { spawnCli, waitForStart, type LogLine } from './process.ts';
 import { watchClientConstructor, watchEventFromWire, watchRequestToWire, type WatchEvent } from '../../src/shared/watch-proto.ts';
 
-export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
-const START_TIMEOUT_MS = 30_000;
-
-export interface LogLine {
-  readonly msg?: string;
-  readonly level?: string;
-  readonly [key: string]: unknown;
-}
+export { CLI, type LogLine } from './process.ts';
 
 export interface ServerProcess {
   readonly proc: ChildProcess;
@@ -36,7 +29,7 @@ export interface ServerProcess {
   /** Every raw stdout+stderr chunk (for secret-leak checks). */
   readonly output: () => string;
   waitForLog(predicate: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
-  /** Sends a signal and resolves with the exit code. */
+  /** Sends a signal (SIGKILL follows if the process outlives its deadline) and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   readonly exited: Promise<number | null>;
 }
@@ -59,87 +52,25 @@ export async function startServerProcess(options: StartServerOptions = {}): Prom
   const rootToken = options.rootToken ?? `root-${randomBytes(16).toString('hex')}`;
   // The PostgreSQL server-suite run (test/postgres-server-suite.test.ts) gives each data dir a database.
   const backendEnv = options.env?.CONFIG_SIDECAR_DATABASE_URL ? {} : await backendEnvFor(dataDir);
-  const proc = spawn(
-    process.execPath,
-    [CLI, 'server', '--data-dir', dataDir, '--http-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...(options.args ?? [])],
-    {
-      env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_KEK: kek, CONFIG_SIDECAR_ROOT_TOKEN: rootToken, CONFIG_SIDECAR_TEST_HOOKS: '1', ...backendEnv, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
+  const child = spawnCli(
+    'server',
+    ['server', '--data-dir', dataDir, '--http-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...(options.args ?? [])],
+    { CONFIG_SIDECAR_KEK: kek, CONFIG_SIDECAR_ROOT_TOKEN: rootToken, CONFIG_SIDECAR_TEST_HOOKS: '1', ...backendEnv, ...options.env },
   );
-  const logs: LogLine[] = [];
-  let raw = '';
-  const waiters = new Set<{ predicate: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
-  let pending = '';
-  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    raw += chunk;
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const text of lines) {
-      if (!text.trim()) continue;
-      let line: LogLine;
-      try {
-        line = JSON.parse(text) as LogLine;
-      } catch {
-        line = { msg: text };
-      }
-      logs.push(line);
-      for (const w of [...waiters]) {
-        if (w.predicate(line)) {
-          waiters.delete(w);
-          w.resolve(line);
-        }
-      }
-    }
-  });
-  let stderr = '';
-  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    raw += chunk;
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  const waitForLog = (predicate: (line: LogLine) => boolean, timeoutMs = START_TIMEOUT_MS): Promise<LogLine> => {
-    const found = logs.find(predicate);
-    if (found) return Promise.resolve(found);
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        predicate,
-        resolve: (l: LogLine) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(waiter);
-        reject(new Error(`log line not seen within ${timeoutMs}ms; stderr: ${stderr.slice(-2000)}`));
-      }, timeoutMs);
-      waiters.add(waiter);
-      void exited.then((code) => {
-        if (waiters.delete(waiter)) {
-          clearTimeout(timer);
-          reject(new Error(`server exited (${code}) before the log line; stderr: ${stderr.slice(-2000)}`));
-        }
-      });
-    });
-  };
-  const listening = await waitForLog((l) => l.msg === 'server listening');
+  const listening = await waitForStart(child, (l) => l.msg === 'server listening');
   return {
-    proc,
+    proc: child.proc,
     dataDir,
     httpUrl: listening.http as string,
     grpcAddress: listening.grpc as string,
     adminUrl: listening.admin as string,
     rootToken,
     kek,
-    logs,
-    output: () => raw,
-    waitForLog,
-    exited,
-    async stop(signal = 'SIGTERM') {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
-    },
+    logs: child.logs,
+    output: child.output,
+    waitForLog: child.waitForLog,
+    exited: child.exited,
+    stop: child.stop,
   };
 }
 
