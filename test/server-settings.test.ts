@@ -16,6 +16,7 @@ test('server settings: defaults, units, and each bad value names its flag and en
   assert.equal(s.traceSampleRatio, 0.1);
   assert.deepEqual(s.environments, ['base', 'dev', 'staging', 'prod']);
   assert.deepEqual(s.httpListen, { host: '127.0.0.1', port: 8420 });
+  assert.equal(s.shutdownGrace, 10_000);
   const bad: Array<[Record<string, unknown>, RegExp]> = [
     [{ heartbeatInterval: '5 parsecs' }, /--heartbeat-interval \(CONFIG_SIDECAR_HEARTBEAT_INTERVAL\)/],
     [{ maxBody: 'lots' }, /--max-body/],
@@ -26,6 +27,7 @@ test('server settings: defaults, units, and each bad value names its flag and en
     [{ tlsCert: '/x.pem' }, /--tls-key/],
     [{ jwtIssuer: 'https://k8s' }, /--jwt-audience/],
     [{ rateLimit: '-1' }, /--rate-limit/],
+    [{ shutdownGrace: '0s' }, /--shutdown-grace \(CONFIG_SIDECAR_SHUTDOWN_GRACE\): must be between/],
   ];
   for (const [raw, message] of bad) {
     assert.throws(() => parseServerSettings({ kek, ...raw }), (e: unknown) => e instanceof SettingError && message.test(e.message), JSON.stringify(raw));

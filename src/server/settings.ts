@@ -8,8 +8,9 @@ import { z } from 'zod';
 import { DEFAULT_ENVIRONMENTS } from '../shared/protocol.ts';
 import { LOG_LEVELS } from '../shared/logger.ts';
 import {
+  definedSettings,
   durationSchema,
-  envNameFor,
+  flagLabels,
   isLoopbackHost,
   listenSchema,
   listSchema,
@@ -74,9 +75,7 @@ export const SERVER_FLAGS = {
   rootToken: '--root-token-file (CONFIG_SIDECAR_ROOT_TOKEN)',
 } as const;
 
-const LABELS: Record<string, string> = Object.fromEntries(
-  Object.entries(SERVER_FLAGS).map(([key, flag]) => [key, flag.includes('(') ? flag : `${flag} (${envNameFor(flag)})`]),
-);
+const LABELS = flagLabels(SERVER_FLAGS);
 
 const intSchema = (min: number) => z.coerce.number().int(`must be a whole number`).min(min, `must be at least ${min}`);
 
@@ -153,8 +152,7 @@ export interface ServerSettings {
 
 /** Parses raw settings (commander options plus secrets) and checks fields together. */
 export function parseServerSettings(raw: Record<string, unknown>, kekSetting = LABELS.kek as string): ServerSettings {
-  const defined = Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
-  const s = parseSettings(rawSchema, defined, LABELS);
+  const s = parseSettings(rawSchema, definedSettings(raw), LABELS);
   if (Boolean(s.tlsCert) !== Boolean(s.tlsKey)) {
     throw new SettingError(s.tlsCert ? LABELS.tlsKey! : LABELS.tlsCert!, 'set both --tls-cert and --tls-key, or neither');
   }

@@ -83,6 +83,21 @@ export const listSchema = z
       .filter((v) => v !== ''),
   );
 
+/**
+ * The label table for `parseSettings` from a settings-key → flag table:
+ * `dataDir: '--data-dir'` becomes `--data-dir (CONFIG_SIDECAR_DATA_DIR)`. A
+ * flag text that already says where the value comes from (it holds a `(`) is
+ * kept as written, for secrets read from a file or an env var.
+ */
+export function flagLabels(flags: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+  return Object.freeze(Object.fromEntries(Object.entries(flags).map(([key, flag]) => [key, flag.includes('(') ? flag : `${flag} (${envNameFor(flag)})`])));
+}
+
+/** Drops keys whose value is undefined, so an absent flag neither overrides another source nor hides a default. */
+export function definedSettings(raw: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
+}
+
 /** Describes a setting for messages: `--data-dir (CONFIG_SIDECAR_DATA_DIR)`. */
 export function settingLabel(key: string, labels: Readonly<Record<string, string>>): string {
   return labels[key] ?? key;
