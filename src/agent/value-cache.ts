@@ -175,6 +175,21 @@ function renderJson(ref: ItemRef, env: string, loaded: LoadedValue): Buffer {
   );
 }
 
+/**
+ * Copies an entry's two buffers into one allocation of its own and zero-fills
+ * the inputs. Why: small `Buffer.from` results are slices of Node's shared
+ * 8 KiB pool, which the loader's transient buffers (base64 decode, decipher
+ * output) also fill, so a long-lived entry kept whole slabs of dead bytes
+ * alive: about 2.5× the cached bytes in external memory at 10k × 1 KiB.
+ */
+function packBuffers(plaintext: Buffer, json: Buffer): { plaintext: Buffer; json: Buffer } {
+  const packed = Buffer.allocUnsafeSlow(plaintext.length + json.length);
+  plaintext.copy(packed, 0);
+  json.copy(packed, plaintext.length);
+  zeroize(plaintext, json);
+  return { plaintext: packed.subarray(0, plaintext.length), json: packed.subarray(plaintext.length) };
+}
+
 export class ValueCache {
   readonly #options: ValueCacheOptions;
   readonly #observer: CacheObserver;
@@ -335,12 +350,14 @@ export class ValueCache {
             this.#forgetIfIdle(key);
             throw new AppError('unavailable', 'superseded');
           }
+          const { plaintext, json } = packBuffers(loaded.plaintext, renderJson(ref, env, loaded));
           const value: CachedValue = {
             ...loaded,
+            plaintext,
             namespace: ref.namespace,
             name: ref.name,
             env,
-            json: renderJson(ref, env, loaded),
+            json,
             fetchedAt: started,
             life: { leases: 0, dropped: false },
           };
