@@ -252,7 +252,7 @@ test('watch events are serialised once: the registered service passes encoded by
 });
 
 test('shutdown on signals: close then exit 0; a second signal or the hard deadline exits 1 at once, exactly once', async () => {
-  const { exitOnSignals, FORCED_EXIT_CODE, HARD_EXIT_MARGIN_MS } = await import('../src/server/shutdown.ts');
+  const { exitOnSignals, FORCED_EXIT_CODE, HARD_EXIT_MARGIN_MS } = await import('../src/shared/shutdown.ts');
   const { createLogger } = await import('../src/shared/logger.ts');
   const lines: string[] = [];
   const logger = createLogger({ component: 'test', destination: { write: (line: string) => void lines.push(line) } });

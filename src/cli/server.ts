@@ -2,7 +2,7 @@
  * `config-sidecar server`: flags (each with a CONFIG_SIDECAR_* twin) → server
  * settings → `startServer`. Secrets come only from env or files. SIGTERM and
  * SIGINT close the server in order and exit 0; a hard deadline or a second
- * signal exits 1 (src/server/shutdown.ts).
+ * signal exits 1 (src/shared/shutdown.ts).
  */
 import type { Command} from 'commander';
 import { Option } from 'commander';
@@ -127,7 +127,7 @@ Examples:
         const [{ parseServerSettings }, { startServer }, { exitOnSignals }, { createLogger }] = await Promise.all([
           import('../server/settings.ts'),
           import('../server/main.ts'),
-          import('../server/shutdown.ts'),
+          import('../shared/shutdown.ts'),
           import('../shared/logger.ts'),
         ]);
         const { raw, kekSetting } = rawServerSettings(options);

@@ -1,13 +1,14 @@
 /**
- * How the server process ends on SIGTERM/SIGINT: the first signal runs the
- * orderly close; a hard deadline exits even when something in close never
- * settles; a second signal exits at once. The exit itself cannot hang on the
+ * How a long-running command (server; agent, webhook and dev can use it too)
+ * ends on SIGTERM/SIGINT: the first signal runs the orderly close; a hard
+ * deadline exits even when something in close never settles; a second signal
+ * exits at once. The exit itself cannot hang on the
  * log pipe (see `exitAfterLogs`).
  */
 import type { EventEmitter } from 'node:events';
 import { pino, type Logger } from 'pino';
-import { systemClock, type Clock } from '../shared/clock.ts';
-import type { Milliseconds } from '../shared/units.ts';
+import { systemClock, type Clock } from './clock.ts';
+import type { Milliseconds } from './units.ts';
 
 /** Time past the grace period (after which close cuts connections) for closing the store and flushing logs. */
 export const HARD_EXIT_MARGIN_MS = 5_000;
@@ -87,7 +88,7 @@ interface LogStream {
  * without them. pino's asynchronous destination is flushed synchronously in a
  * process 'exit' hook, and sonic-boom retries that write forever while the
  * pipe is full (a reader that stopped reading) or broken (EPIPE: the reader is
- * gone, e.g. a killed parent). A server in that state consumed SIGTERM and
+ * gone, e.g. a killed parent). A process in that state consumed SIGTERM and
  * never exited, so when the logs did not drain in time the hook is skipped.
  */
 export async function exitAfterLogs(logger: Logger, code: number, timeoutMs: Milliseconds = LOG_DRAIN_TIMEOUT_MS): Promise<void> {
