@@ -1,4 +1,10 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=16
+// The flag caps V8's young generation at 2 × 16 MiB, Node's default before
+// V8 11 made it scale with the heap limit: on a host with a 4 GiB heap limit
+// it grows to 128 MiB under load and stays resident, which is most of the
+// agent's RSS after a 10k-entry load (docs/ARCHITECTURE.md, "Footprint").
+// It applies when run as `config-sidecar` (the image's entrypoint, npm's bin
+// link); `node dist/cli/main.js` takes it as a node option.
 /**
  * `config-sidecar`: one CLI for every component, in the style of `vault server`
  * / `vault agent`. This is the composition root: each command module registers
