@@ -21,6 +21,8 @@ import { httpsRequest, makeSelfSigned, readText, publishSecret, startWebhookProc
 import { POD_TEMPLATE_PATHS } from '../src/webhook/workloads.ts';
 
 type Json = Record<string, unknown>;
+/** Longer than the webhook's own hard shutdown deadline (15 s). */
+const STUCK_EXIT_KILL_MS = 20_000;
 
 let dir: string;
 let tlsDir: string;
@@ -317,5 +319,22 @@ test('the webhook exits 0 on SIGTERM', async () => {
   webhook.child.kill('SIGTERM');
   const code = await new Promise<number | null>((resolve) => webhook.child.once('exit', (c) => resolve(c)));
   assert.equal(code, 0);
-  assert.ok(webhook.lines.some((l) => l.msg === 'shutting down'));
+  assert.ok(webhook.lines.some((l) => l.msg === 'signal received'));
+});
+
+test('the webhook exits 0 on SIGTERM even when nobody reads its log any more (broken stdout pipe)', async () => {
+  const second = await startWebhookProcess(tlsDir);
+  try {
+    const exited = new Promise<number | null>((resolve) => second.child.once('exit', (c) => resolve(c)));
+    // Every later log write fails with EPIPE, as when the parent that piped stdout died.
+    second.child.stdout?.destroy();
+    second.child.kill('SIGTERM');
+    // A webhook stuck in its exit must fail this test, not hold the suite: SIGKILL makes the code null.
+    const killer = setTimeout(() => second.child.kill('SIGKILL'), STUCK_EXIT_KILL_MS);
+    const code = await exited;
+    clearTimeout(killer);
+    assert.equal(code, 0, `signal ${second.child.signalCode}`);
+  } finally {
+    if (second.child.exitCode === null && second.child.signalCode === null) second.child.kill('SIGKILL');
+  }
 });

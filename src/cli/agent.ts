@@ -2,7 +2,8 @@
  * `config-sidecar agent`: flags (each with its CONFIG_SIDECAR_* twin) and an
  * optional YAML `--config`, validated by the agent's one settings schema.
  * Defaults live in the schema (src/agent/agent-settings.ts) so a config-file
- * value is never shadowed by a flag default; `--help` shows them.
+ * value is never shadowed by a flag default; `--help` shows them. SIGTERM and
+ * SIGINT end it through src/shared/shutdown.ts (no hang on a broken stdout).
  */
 import { Option, type Command } from 'commander';
 import { envNameFor } from '../shared/settings.ts';
@@ -14,9 +15,6 @@ function opt(flags: string, description: string): Option {
   const long = /--[a-z-]+/.exec(flags)?.[0] ?? flags;
   return new Option(flags, description).env(envNameFor(long));
 }
-
-/** Shared by `agent` and `dev`: milliseconds to wait for in-flight work on SIGTERM before exiting anyway. */
-export const SHUTDOWN_GRACE_MS = 10_000;
 
 export function register(program: Command): void {
   program
@@ -54,44 +52,25 @@ Examples:
       CONFIG_SIDECAR_SERVER_CA=/etc/config-sidecar/ca.pem config-sidecar agent --config /etc/config-sidecar/agent.yaml
   $ curl --unix-socket /run/config-sidecar/agent.sock http://agent/v1/items/production/ml-service/db-password
 
-SIGTERM stops accepting, drains in-flight requests, closes the stream, zero-fills the cache and exits 0.`,
+SIGTERM or SIGINT stops accepting, drains in-flight requests, closes the stream,
+zero-fills the cache and exits 0. A second signal, or a shutdown still running
+10s after the signal, exits 1 at once.`,
     )
     .action(
       action(async (flags: Record<string, unknown>) => {
-        const { loadAgentSettings } = await import('../agent/agent-settings.ts');
-        const { startAgent } = await import('../agent/agent.ts');
+        const [{ loadAgentSettings }, { startAgent, DRAIN_TIMEOUT_MS }, { exitOnSignals }, { createLogger }] = await Promise.all([
+          import('../agent/agent-settings.ts'),
+          import('../agent/agent.ts'),
+          import('../shared/shutdown.ts'),
+          import('../shared/logger.ts'),
+        ]);
         const settings = await loadAgentSettings(flags);
-        const agent = await startAgent(settings, { flags });
-        await runUntilSignal(async () => agent.close(), agent.logger);
+        const logger = createLogger({ component: 'agent', level: settings.logLevel });
+        const started = startAgent(settings, { flags, logger });
+        // Installed before anything listens: a SIGTERM during start-up (which then finishes and closes)
+        // must never meet the default action. close() drains for DRAIN_TIMEOUT_MS, then cuts connections.
+        exitOnSignals({ close: async () => (await started).close(), logger, graceMs: DRAIN_TIMEOUT_MS });
+        await started;
       }),
     );
-}
-
-/** Waits for SIGTERM/SIGINT, runs `stop` within the grace period, exits 0 (1 when it overran or failed). */
-export function runUntilSignal(stop: () => Promise<void>, logger: { error(obj: object, msg: string): void }): Promise<void> {
-  return new Promise((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      const timer = setTimeout(() => {
-        logger.error({ signal, graceMs: SHUTDOWN_GRACE_MS }, 'shutdown overran the grace period; exiting');
-        process.exit(1);
-      }, SHUTDOWN_GRACE_MS);
-      timer.unref();
-      stop().then(
-        () => {
-          clearTimeout(timer);
-          resolve();
-          // Pino flushes on exit; gRPC and undici handles are closed already.
-          process.exit(0);
-        },
-        (err: unknown) => {
-          logger.error({ err: String(err) }, 'shutdown failed');
-          process.exit(1);
-        },
-      );
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
 }

@@ -13,8 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { envNameFor } from '../shared/settings.ts';
 import type { ControlPlane } from '../server/control-plane.ts';
+import type { ServerHandle } from '../server/main.ts';
+import type { RunningAgent } from '../agent/agent.ts';
 import { action } from './cli-util.ts';
-import { runUntilSignal } from './agent.ts';
 
 export const DEFAULT_DEV_DIR = '.config-sidecar';
 const CLI_PATH = fileURLToPath(new URL('./main.ts', import.meta.url));
@@ -85,24 +86,48 @@ async function runDev(flags: DevFlags): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const kek = await devSecret(dir, 'dev-kek', () => randomBytes(32).toString('base64'));
   const rootToken = await devSecret(dir, 'root-token', () => randomBytes(24).toString('hex'));
-  const [{ parseServerSettings }, { startServer }, { resolveAgentSettings }, { startAgent }] = await Promise.all([
-    import('../server/settings.ts'),
-    import('../server/main.ts'),
-    import('../agent/agent-settings.ts'),
-    import('../agent/agent.ts'),
-  ]);
-  const server = await startServer(
-    parseServerSettings({
-      dataDir: join(dir, 'data'),
-      httpListen: flags.serverHttpListen,
-      grpcListen: flags.serverGrpcListen,
-      adminListen: flags.serverAdminListen,
-      kek,
-      rootToken,
-      logLevel: flags.logLevel,
-    }),
-  );
+  const [{ parseServerSettings }, { startServer }, { resolveAgentSettings }, { startAgent, DRAIN_TIMEOUT_MS }, { exitOnSignals }, { createLogger }, { pino }] =
+    await Promise.all([
+      import('../server/settings.ts'),
+      import('../server/main.ts'),
+      import('../agent/agent-settings.ts'),
+      import('../agent/agent.ts'),
+      import('../shared/shutdown.ts'),
+      import('../shared/logger.ts'),
+      import('pino'),
+    ]);
+  const serverSettings = parseServerSettings({
+    dataDir: join(dir, 'data'),
+    httpListen: flags.serverHttpListen,
+    grpcListen: flags.serverGrpcListen,
+    adminListen: flags.serverAdminListen,
+    kek,
+    rootToken,
+    logLevel: flags.logLevel,
+  });
+  // One stdout destination for both components, so the exit's log drain (src/shared/shutdown.ts) covers all lines.
+  const destination = pino.destination({ dest: 1, sync: false });
+  const logger = createLogger({ component: 'dev', level: serverSettings.logLevel, destination });
+  let stopping = false;
+  const started: { server?: Promise<ServerHandle>; agent?: Promise<RunningAgent> } = {};
+  // Installed before anything listens; closes whatever has started, agent first. Once `stopping` is set no
+  // further part starts, so the promises read here are all there will be.
+  exitOnSignals({
+    logger,
+    graceMs: DRAIN_TIMEOUT_MS + serverSettings.shutdownGrace,
+    close: async () => {
+      stopping = true;
+      const agent = await started.agent?.catch(() => undefined);
+      await agent?.close();
+      const server = await started.server?.catch(() => undefined);
+      await server?.close();
+    },
+  });
+  started.server = startServer(serverSettings, { logger: createLogger({ component: 'server', level: serverSettings.logLevel, destination }) });
+  const server = await started.server;
+  if (stopping) return;
   await seed(server.controlPlane);
+  if (stopping) return;
   const tokenFile = join(dir, 'root-token');
   const grpcAddress = `${server.grpc.host}:${server.grpc.port}`;
   const agentSettings = resolveAgentSettings({
@@ -118,9 +143,10 @@ async function runDev(flags: DevFlags): Promise<void> {
     filesDir: join(dir, 'files'),
     files: DEV_FILES,
   });
+  started.agent = startAgent(agentSettings, { logger: createLogger({ component: 'agent', level: agentSettings.logLevel, destination }) });
   let agent;
   try {
-    agent = await startAgent(agentSettings);
+    agent = await started.agent;
   } catch (err) {
     await server.close();
     throw err;
@@ -153,12 +179,7 @@ async function runDev(flags: DevFlags): Promise<void> {
     `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} get ${DEV_SECRET}`,
     '',
   ];
-  process.stdout.write(`${lines.join('\n')}\n`);
-  const running = agent;
-  await runUntilSignal(async () => {
-    await running.close();
-    await server.close();
-  }, running.logger);
+  if (!stopping) process.stdout.write(`${lines.join('\n')}\n`);
 }
 
 /** Seeds the server engineers' sample set (src/server/sample-data.ts) on an empty store. */

@@ -1,6 +1,7 @@
 /**
  * `config-sidecar webhook`: the mutating admission webhook (HTTPS). Also
  * exports the injector flags `inject` shares, so both inject the same way.
+ * SIGTERM/SIGINT finish in-flight reviews and exit 0 (src/shared/shutdown.ts).
  */
 import { Option, type Command } from 'commander';
 import { action } from './cli-util.ts';
@@ -84,27 +85,25 @@ Examples:
   $ config-sidecar webhook --listen 127.0.0.1:0 --agent-insecure --agent-server-ca-config-map ''   # local try-out
 
 Pods opt in with the annotation config-sidecar.io/inject: "true" in a namespace
-labelled config-sidecar.io/injection=enabled; see docs/KUBERNETES.md.`,
+labelled config-sidecar.io/injection=enabled; see docs/KUBERNETES.md.
+
+SIGTERM or SIGINT: stop accepting, finish in-flight reviews, exit 0. A second
+signal, or a shutdown still running 15s after the signal, exits 1 at once.`,
     )
     .action(
       action(async (options: Record<string, unknown>) => {
-        const [{ parseWebhookSettings }, { startWebhook }, { createLogger }] = await Promise.all([
+        const [{ parseWebhookSettings }, { startWebhook, REQUEST_TIMEOUT_MS }, { createLogger }, { exitOnSignals }] = await Promise.all([
           import('../webhook/settings.ts'),
           import('../webhook/server.ts'),
           import('../shared/logger.ts'),
+          import('../shared/shutdown.ts'),
         ]);
         const settings = parseWebhookSettings(options);
         const logger = createLogger({ component: 'webhook', level: settings.logLevel });
-        const webhook = await startWebhook(settings, logger);
-        await new Promise<void>((resolve) => {
-          const stop = (signal: string) => {
-            logger.info({ signal }, 'shutting down');
-            void webhook.close().then(resolve);
-          };
-          process.once('SIGTERM', () => stop('SIGTERM'));
-          process.once('SIGINT', () => stop('SIGINT'));
-        });
-        logger.flush();
+        const started = startWebhook(settings, logger);
+        // Installed before it listens. No request outlives REQUEST_TIMEOUT_MS, so that is the grace period.
+        exitOnSignals({ close: async () => (await started).close(), logger, graceMs: REQUEST_TIMEOUT_MS });
+        await started;
       }),
     );
 }
