@@ -4,43 +4,12 @@
  * server process, talk to it over its real Unix socket and TCP listener, read
  * its SSE stream, and drive its debug routes (clock, fetch hold).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
-import { CLI, http, makeTempDir, type LogLine, type ServerProcess } from './server-process.ts';
-
-const START_TIMEOUT_MS = 30_000;
-/** How long stop() waits after its signal before SIGKILL (the agent's own grace is 10 s). */
-const STOP_KILL_AFTER_MS = 20_000;
-
-/*
- * Safety net: every agent still running is SIGKILLed when the test process
- * exits or is signalled, so a failed or cancelled test cannot leave one
- * behind (a live child's pipes would keep the test runner waiting forever).
- */
-const liveAgents = new Set<ChildProcess>();
-let safetyNetInstalled = false;
-
-function killLiveAgents(): void {
-  for (const child of liveAgents) child.kill('SIGKILL');
-  liveAgents.clear();
-}
-
-function installSafetyNet(): void {
-  if (safetyNetInstalled) return;
-  safetyNetInstalled = true;
-  process.once('exit', killLiveAgents);
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
-    const onSignal = (): void => {
-      killLiveAgents();
-      // Keep the signal's meaning for this process once the children are gone.
-      process.off(signal, onSignal);
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    };
-    process.on(signal, onSignal);
-  }
-}
+import { http, makeTempDir, type LogLine, type ServerProcess } from './server-process.ts';
+import { LOG_WAIT_TIMEOUT_MS, spawnCli, waitForStart } from './process.ts';
 
 export interface AgentProcess {
   readonly proc: ChildProcess;
@@ -72,7 +41,6 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
   await writeFile(tokenFile, options.upstreamToken ?? server.rootToken, { mode: 0o600 });
   const socketPath = join(dir, 'run', 'agent.sock');
   const args = [
-    CLI,
     'agent',
     '--server',
     server.httpUrl,
@@ -90,117 +58,22 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
     ...(options.prefetch ?? []).flatMap((p) => ['--prefetch', p]),
     ...(options.args ?? []),
   ];
-  installSafetyNet();
-  const proc = spawn(process.execPath, args, {
-    env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_TEST_HOOKS: '1', ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: false,
-  });
-  liveAgents.add(proc);
-  const logs: LogLine[] = [];
-  let raw = '';
-  let stderr = '';
-  let pending = '';
-  const waiters = new Set<{ predicate: (l: LogLine) => boolean; resolve: (l: LogLine) => void; reject: (e: unknown) => void }>();
-  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    raw += chunk;
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const text of lines) {
-      if (!text.trim()) continue;
-      let line: LogLine;
-      try {
-        line = JSON.parse(text) as LogLine;
-      } catch {
-        line = { msg: text };
-      }
-      logs.push(line);
-      for (const w of [...waiters]) {
-        // A throwing predicate fails its own wait, not the whole test process (uncaught in a stream handler).
-        let matched: boolean;
-        try {
-          matched = w.predicate(line);
-        } catch (err) {
-          waiters.delete(w);
-          w.reject(err);
-          continue;
-        }
-        if (matched) {
-          waiters.delete(w);
-          w.resolve(line);
-        }
-      }
-    }
-  });
-  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    raw += chunk;
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) =>
-    proc.once('exit', (code) => {
-      liveAgents.delete(proc);
-      resolve(code);
-    }),
-  );
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return exited;
-    proc.kill(signal);
-    if (signal !== 'SIGKILL') {
-      // An agent stuck in shutdown must not hold the test (and the suite) forever.
-      const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_KILL_AFTER_MS);
-      void exited.then(() => clearTimeout(timer));
-    }
-    return exited;
-  };
-  const waitForLog = (predicate: (line: LogLine) => boolean, timeoutMs = START_TIMEOUT_MS): Promise<LogLine> => {
-    const found = logs.find(predicate);
-    if (found) return Promise.resolve(found);
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        predicate,
-        resolve: (l: LogLine) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-        reject: (e: unknown) => {
-          clearTimeout(timer);
-          reject(e instanceof Error ? e : new Error(String(e)));
-        },
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(waiter);
-        reject(new Error(`agent log line not seen within ${timeoutMs}ms; stderr: ${stderr.slice(-2000)}`));
-      }, timeoutMs);
-      waiters.add(waiter);
-      void exited.then((code) => {
-        if (waiters.delete(waiter)) {
-          clearTimeout(timer);
-          reject(new Error(`agent exited (${code}) before the log line; stderr: ${stderr.slice(-2000)}`));
-        }
-      });
-    });
-  };
-  let listening: LogLine;
-  try {
-    listening = await waitForLog((l) => l.msg === 'agent listening');
-  } catch (err) {
-    // The caller never gets a handle to stop it: an agent that did not start is killed here.
-    await stop('SIGKILL');
-    throw err;
-  }
+  // spawnCli SIGKILLs every child still running when the test process exits or is signalled.
+  const child = spawnCli('agent', args, { CONFIG_SIDECAR_TEST_HOOKS: '1', ...options.env });
+  // An agent that never gets listening is killed before the error reaches the caller.
+  const listening = await waitForStart(child, (l) => l.msg === 'agent listening');
   return {
-    proc,
+    proc: child.proc,
     dir,
     socketPath,
     tokenPath: listening.tokenFile as string,
     httpUrl: listening.http as string,
     adminUrl: listening.admin as string,
-    logs,
-    output: () => raw,
-    waitForLog,
-    exited,
-    stop,
+    logs: child.logs,
+    output: child.output,
+    waitForLog: child.waitForLog,
+    exited: child.exited,
+    stop: child.stop,
   };
 }
 
@@ -235,7 +108,7 @@ export function socketGet(socketPath: string, path: string, headers: Record<stri
 }
 
 /** Waits for the agent's /readyz to answer `status` (polling the admin listener, which is what a kubelet does). */
-export async function waitReady(adminUrl: string, status = 200, timeoutMs = START_TIMEOUT_MS): Promise<void> {
+export async function waitReady(adminUrl: string, status = 200, timeoutMs = LOG_WAIT_TIMEOUT_MS): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const res = await http(adminUrl, 'GET', '/readyz');

@@ -75,7 +75,7 @@ export function spawnCli(name: string, args: readonly string[], env: Record<stri
   let raw = '';
   let stderr = '';
   let pending = '';
-  const waiters = new Set<{ predicate: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
+  const waiters = new Set<{ predicate: (l: LogLine) => boolean; resolve: (l: LogLine) => void; reject: (e: unknown) => void }>();
   proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
     raw += chunk;
     pending += chunk;
@@ -91,7 +91,16 @@ export function spawnCli(name: string, args: readonly string[], env: Record<stri
       }
       logs.push(line);
       for (const w of [...waiters]) {
-        if (w.predicate(line)) {
+        // A throwing predicate fails its own wait, not the whole test process (uncaught in a stream handler).
+        let matched: boolean;
+        try {
+          matched = w.predicate(line);
+        } catch (err) {
+          waiters.delete(w);
+          w.reject(err);
+          continue;
+        }
+        if (matched) {
           waiters.delete(w);
           w.resolve(line);
         }
@@ -111,6 +120,10 @@ export function spawnCli(name: string, args: readonly string[], env: Record<stri
         resolve: (l: LogLine) => {
           clearTimeout(timer);
           resolve(l);
+        },
+        reject: (e: unknown) => {
+          clearTimeout(timer);
+          reject(e instanceof Error ? e : new Error(String(e)));
         },
       };
       const timer = setTimeout(() => {
