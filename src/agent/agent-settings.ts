@@ -13,7 +13,8 @@ import { z } from 'zod';
 import { readFile } from 'node:fs/promises';
 import {
   durationSchema,
-  envNameFor,
+  definedSettings,
+  flagLabels,
   isLoopbackHost,
   listenSchema,
   listSchema,
@@ -65,12 +66,10 @@ const FLAGS = [
 
 const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
 
-export const AGENT_SETTING_LABELS: Readonly<Record<string, string>> = Object.freeze(
-  Object.fromEntries([
-    ...FLAGS.map((flag) => [camel(flag), `--${flag} (${envNameFor(`--${flag}`)})`]),
-    ['files', 'files (config file key)'],
-  ]),
-);
+export const AGENT_SETTING_LABELS: Readonly<Record<string, string>> = flagLabels({
+  ...Object.fromEntries(FLAGS.map((flag) => [camel(flag), `--${flag}`])),
+  files: 'files (config file key)',
+});
 
 const itemRefSchema = z.string().transform((value, ctx): ItemRef => {
   try {
@@ -188,9 +187,9 @@ export const agentSettingsSchema = z
 export type AgentSettings = Readonly<z.infer<typeof agentSettingsSchema>>;
 export type AgentSettingsInput = z.input<typeof agentSettingsSchema>;
 
-/** Drops undefined values so absent flags do not override file values. */
+/** Drops undefined values and empty lists (an absent repeatable flag) so absent flags do not override file values. */
 function defined(raw: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined && !(Array.isArray(v) && v.length === 0)));
+  return Object.fromEntries(Object.entries(definedSettings(raw)).filter(([, v]) => !(Array.isArray(v) && v.length === 0)));
 }
 
 /** Reads and parses the YAML config file; YAML is imported only when a file is given. */
