@@ -73,9 +73,23 @@ export function exitOnSignals(options: ShutdownOptions): () => void {
     );
   };
   for (const signal of SHUTDOWN_SIGNALS) signals.on(signal, onSignal);
+  if (options.signals === undefined) nonBlockingStdout();
   return () => {
     for (const signal of SHUTDOWN_SIGNALS) signals.off(signal, onSignal);
   };
+}
+
+/**
+ * A child's stdout pipe is blocking by default. pino writes it from a libuv
+ * worker thread, and when the pipe is full (a reader that stopped reading)
+ * that write blocks forever; process.exit then waits for the thread, so no
+ * exit is possible at all, not even past the hard deadline. Opening
+ * process.stdout makes libuv switch a pipe or socket to non-blocking mode: a
+ * full pipe then answers EAGAIN, sonic-boom retries on a timer, and the exit
+ * below can give up on the logs. Files and TTYs are left as they are.
+ */
+function nonBlockingStdout(): void {
+  void process.stdout;
 }
 
 interface LogStream {
