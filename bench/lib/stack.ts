@@ -5,7 +5,7 @@
  * from the repo's CLI on Node 24 and pinned with taskset.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,17 @@ import { Pool, request } from 'undici';
 import { startChild, type Child } from './proc.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+
+/**
+ * The node flags the `config-sidecar` bin (and so the container entrypoint)
+ * runs with, read from the CLI's `#!/usr/bin/env -S node …` line, so the bench
+ * measures the agent as the image runs it even when it spawns `node <cli>`.
+ */
+export const IMAGE_NODE_ARGS: readonly string[] = (() => {
+  const shebang = readFileSync(CLI, 'utf8').split('\n', 1)[0] ?? '';
+  const match = /^#!\/usr\/bin\/env -S node(.*)$/.exec(shebang);
+  return (match?.[1] ?? '').split(' ').filter((arg) => arg.startsWith('--'));
+})();
 /** Concurrent PUTs while seeding (the server serialises writes in SQLite anyway). */
 const SEED_CONCURRENCY = 8;
 
@@ -172,7 +183,7 @@ export async function startAgent(server: Pick<ServerHandle, 'httpUrl' | 'grpcAdd
     'agent',
     process.execPath,
     [
-      ...(options.nodeArgs ?? []),
+      ...(options.nodeArgs ?? IMAGE_NODE_ARGS),
       options.cli ?? CLI,
       'agent',
       '--server',
