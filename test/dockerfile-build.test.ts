@@ -16,6 +16,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { goldenCases, REPO_ROOT } from './helpers/k8s-cli.ts';
+import { waitReady } from './helpers/agent-process.ts';
 
 const DOCKERFILE = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
 const NPM_FLAGS = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'];
@@ -190,15 +191,6 @@ function put(url: string, token: string, body: unknown): Promise<number> {
     req.on('error', reject);
     req.end(JSON.stringify(body));
   });
-}
-
-async function waitReady(adminUrl: string): Promise<void> {
-  // Readiness is polled the way the kubelet's startupProbe does it, bounded.
-  for (let i = 0; i < 200; i += 1) {
-    if ((await get({ url: `${adminUrl}/readyz` })).status === 200) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${adminUrl}/readyz never became ready`);
 }
 
 test('a server and an agent started from the built output serve a value over the agent socket, then stop on SIGTERM', async () => {

@@ -19,6 +19,7 @@ import { stringify } from 'yaml';
 import { CLI_MAIN, REPO_ROOT, runCli } from './helpers/k8s-cli.ts';
 import { kustomize, parseYamlObjects } from './helpers/k8s-schema.ts';
 import { podSpecsIn } from './helpers/k8s-pss.ts';
+import { waitReady } from './helpers/agent-process.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Kubernetes objects are walked freely
 type Json = Record<string, any>;
@@ -133,12 +134,7 @@ test('the injected example Job: sidecar with its injected flags, then the file r
   });
   const agent = await start(args, {}, 'agent listening');
   // The startupProbe's check, bounded like its failureThreshold.
-  let ready = false;
-  for (let i = 0; i < 200 && !ready; i += 1) {
-    ready = (await httpCall(`${String(agent.line.admin)}/readyz`)) === 200;
-    if (!ready) await new Promise((r) => setTimeout(r, 100));
-  }
-  assert.ok(ready, 'the sidecar became ready');
+  await waitReady(String(agent.line.admin));
 
   // 6. The init container reads the rendered file.
   const filePath = mapPath(readFile, (readFile.command as string[])[1] as string);
