@@ -4,6 +4,7 @@
  * returns a message naming the container and field, so a failing test says
  * what to fix. Baseline rules are included, since restricted contains them.
  */
+import { POD_TEMPLATE_PATHS } from '../../src/webhook/workloads.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Kubernetes objects are walked freely in these checks
 type Json = Record<string, any>;
@@ -99,16 +100,8 @@ function checkAppArmor(profile: Json | undefined, at: string, v: string[]): void
   if (profile && profile.type !== 'RuntimeDefault' && profile.type !== 'Localhost') v.push(`${at}.appArmorProfile.type ${profile.type} is not allowed`);
 }
 
-/** Kinds that carry a pod template, and where. */
-export const TEMPLATE_PATHS: Readonly<Record<string, readonly string[]>> = {
-  Pod: [],
-  Deployment: ['spec', 'template'],
-  StatefulSet: ['spec', 'template'],
-  DaemonSet: ['spec', 'template'],
-  ReplicaSet: ['spec', 'template'],
-  Job: ['spec', 'template'],
-  CronJob: ['spec', 'jobTemplate', 'spec', 'template'],
-};
+/** Kinds that carry a pod template, and where: the injector's own table. */
+export const TEMPLATE_PATHS = POD_TEMPLATE_PATHS;
 
 /** Every pod (or template) in a list of objects, with a name for messages. */
 export function podSpecsIn(objects: readonly Json[]): Array<{ where: string; metadata: Json; spec: Json }> {
