@@ -5,6 +5,7 @@
  * may remove.
  */
 import { AppError } from '../shared/errors.ts';
+import { assertJsonDepth } from '../shared/json-guard.ts';
 import { environmentChain, mergeLayers, type JsonValue } from '../shared/merge.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import { zeroize } from '../shared/crypto.ts';
@@ -64,6 +65,7 @@ export function resolveLayers(kind: ItemKind, current: readonly VersionRow[], ch
 
 /** Refuses a config value that is not JSON, before anything is stored. */
 export function assertJson(value: Buffer): void {
+  assertJsonDepth(value);
   try {
     JSON.parse(value.toString('utf8'));
   } catch {

@@ -113,9 +113,10 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
     throw err;
   }
   ctx.subject = principal.subject;
-  deps.rateLimiter.take(principal.subject);
+  // Per pod (or static token), not per subject: a Deployment's replicas share a service account.
+  deps.rateLimiter.take(principal.podKey);
   const action = ROUTE_ACTION[route.op];
-  if (!deps.policy().allows(principal.subject, action, namespaceOf(route))) {
+  if (!deps.policy().allows(principal.identity, action, namespaceOf(route))) {
     await audit(deps, principal.subject, 'denied', targetOf(route), 'denied', `${action} ${route.op}`);
     throw new AppError('permission_denied', `${principal.subject} may not ${action} ${namespaceOf(route) || 'every namespace'}.`);
   }
