@@ -12,6 +12,7 @@ import { openSqliteStore, SQLITE_FILE_NAME } from '../src/server/store/sqlite-st
 import { tempDir } from './helpers/store-fixtures.ts';
 import { AppError } from '../src/shared/errors.ts';
 import type { LogEvent } from '../src/server/control-plane.ts';
+import { loadMigrations } from '../src/server/store/migrate.ts';
 import type { SealedColumns, Store, VersionRow } from '../src/server/store/store.ts';
 import { STORE_ENGINES, type StoreEngineUnderTest } from './helpers/store-engines.ts';
 
@@ -22,6 +23,7 @@ function sealedOf(seed: number, keyVersion = 1): SealedColumns {
   return {
     keyId: REF.namespace,
     keyVersion,
+    aadVersion: 2,
     iv: Buffer.alloc(12, seed),
     // Every byte value, so an engine that mangles binary (text conversion, NUL truncation) fails.
     ciphertext: Buffer.from([0, 255, seed, 0, ...Array.from({ length: 256 }, (_, i) => i)]),
@@ -362,8 +364,8 @@ describe('sqlite engine specifics', () => {
     t.after(() => raw.close());
     assert.deepEqual({ ...raw.prepare('PRAGMA journal_mode').get() }, { journal_mode: 'wal' });
     assert.deepEqual(
-      raw.prepare('SELECT version, name FROM schema_migrations').all().map((r) => ({ ...r })),
-      [{ version: 1, name: 'init' }],
+      raw.prepare('SELECT version, name FROM schema_migrations ORDER BY version').all().map((r) => ({ ...r })),
+      loadMigrations().map((m) => ({ version: m.version, name: m.name })),
     );
   });
 

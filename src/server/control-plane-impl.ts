@@ -5,7 +5,7 @@
  * Every change and its events commit in one transaction; listeners hear about
  * commits afterwards, in revision order.
  */
-import { open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
+import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
 import { AppError, describeError } from '../shared/errors.ts';
 import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
 import type { EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
@@ -32,9 +32,12 @@ function notFound(ref: ItemRef, detail = ''): AppError {
   return new AppError('not_found', `${itemKey(ref)} does not exist${detail}.`);
 }
 
-function identity(row: LiveVersion): ValueIdentity {
-  return { namespace: row.namespace, name: row.name, version: row.version, keyId: row.sealed.keyId, keyVersion: row.sealed.keyVersion };
+function identity(row: LiveVersion, kind: ItemKind): ValueIdentity {
+  return { namespace: row.namespace, name: row.name, version: row.version, env: row.env, kind, keyId: row.sealed.keyId, keyVersion: row.sealed.keyVersion };
 }
+
+/** Rows re-sealed per write transaction by the start-up AAD migration. */
+const AAD_RESEAL_BATCH = 100;
 
 function validateOptions(options: ControlPlaneOptions): void {
   const envs = options.environments;
@@ -120,6 +123,45 @@ class ControlPlaneImpl implements ControlPlane {
     }
   }
 
+  /**
+   * Re-seals every value still sealed with an older AAD layout under the
+   * current one (same key version, same plaintext, no event: readers see the
+   * same value and etag). Rows that fail to open are left as they are and
+   * logged: they stay unreadable, as before. Returns how many were re-sealed.
+   */
+  async resealOlderAad(): Promise<number> {
+    const pending = await this.#store.read((r) => r.versionsSealedBelowAad(CURRENT_AAD_VERSION));
+    let resealed = 0;
+    for (let i = 0; i < pending.length; i += AAD_RESEAL_BATCH) {
+      const batch = pending.slice(i, i + AAD_RESEAL_BATCH);
+      resealed += await this.#write(async (w, keys) => {
+        let done = 0;
+        for (const ref of batch) {
+          const row = await w.getVersion(ref, ref.version);
+          const item = await w.getItem(ref);
+          if (!row || row.deleted || !item || row.sealed.aadVersion >= CURRENT_AAD_VERSION) continue;
+          let plaintext: Buffer;
+          try {
+            plaintext = await this.#openLayer(row, item.kind, keys);
+          } catch {
+            continue;
+          }
+          const dek = await keys.dek(row.namespace, row.sealed.keyVersion);
+          try {
+            const sealed = seal(dek, plaintext, valueAad(identity(row, item.kind), CURRENT_AAD_VERSION));
+            await w.resealVersion(row, row.version, sealedColumns(row.sealed.keyId, row.sealed.keyVersion, sealed, CURRENT_AAD_VERSION));
+            done += 1;
+          } finally {
+            zeroize(plaintext, dek);
+          }
+        }
+        return { result: done, events: [] };
+      });
+    }
+    if (resealed > 0) this.#options.logger.info({ resealed, aadVersion: CURRENT_AAD_VERSION }, 'values re-sealed with the current AAD layout');
+    return resealed;
+  }
+
   /** One write transaction with its keys; events reach listeners after commit. */
   async #write<T>(fn: (w: StoreWriter, keys: TxKeys) => Promise<WriteOutcome<T>>, afterCommit?: () => void): Promise<T> {
     let txKeys: TxKeys | undefined;
@@ -158,7 +200,7 @@ class ControlPlaneImpl implements ControlPlane {
     const key = await keys.current(ref.namespace, now);
     let sealed;
     try {
-      sealed = seal(key.dek, value, valueAad({ ...ref, version, keyId: ref.namespace, keyVersion: key.version }));
+      sealed = seal(key.dek, value, valueAad({ ...ref, version, env, kind, keyId: ref.namespace, keyVersion: key.version }, CURRENT_AAD_VERSION));
     } finally {
       zeroize(key.dek);
     }
@@ -171,7 +213,7 @@ class ControlPlaneImpl implements ControlPlane {
       createdAt: now,
       createdBy: actor,
       deleted: false,
-      sealed: sealedColumns(ref.namespace, key.version, sealed),
+      sealed: sealedColumns(ref.namespace, key.version, sealed, CURRENT_AAD_VERSION),
     });
     const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env };
     await w.appendEvent(event, now);
@@ -179,10 +221,10 @@ class ControlPlaneImpl implements ControlPlane {
     return { result: { version, revision }, events: [event] };
   }
 
-  async #openLayer(row: LiveVersion, keys?: TxKeys): Promise<Buffer> {
+  async #openLayer(row: LiveVersion, kind: ItemKind, keys?: TxKeys): Promise<Buffer> {
     const dek = keys ? await keys.dek(row.namespace, row.sealed.keyVersion) : await this.#keys.dek(row.namespace, row.sealed.keyVersion);
     try {
-      return openSealed(dek, row.sealed, valueAad(identity(row)));
+      return openSealed(dek, row.sealed, valueAad(identity(row, kind), row.sealed.aadVersion));
     } catch (err) {
       this.#options.logger.error(
         { namespace: row.namespace, name: row.name, version: row.version, env: row.env, keyVersion: row.sealed.keyVersion },
@@ -224,7 +266,7 @@ class ControlPlaneImpl implements ControlPlane {
     const resolved = await this.#resolve(ref, env);
     const plaintexts: Buffer[] = [];
     try {
-      for (const layer of resolved.layers) plaintexts.push(await this.#openLayer(layer));
+      for (const layer of resolved.layers) plaintexts.push(await this.#openLayer(layer, resolved.kind));
     } catch (err) {
       zeroize(...plaintexts);
       throw err;
@@ -318,7 +360,7 @@ class ControlPlaneImpl implements ControlPlane {
       const old = await w.getVersion(ref, version);
       if (!old) throw new AppError('not_found', `${itemKey(ref)} has no version ${version} (never written, or pruned).`);
       if (old.deleted) throw new AppError('invalid_argument', `Version ${version} of ${itemKey(ref)} is a deletion marker; roll back to a version with a value.`);
-      const plaintext = await this.#openLayer(old, keys);
+      const plaintext = await this.#openLayer(old, item.kind, keys);
       try {
         return await this.#writeVersion(w, keys, ref, old.env, item.kind, plaintext, actor);
       } finally {
@@ -336,12 +378,22 @@ class ControlPlaneImpl implements ControlPlane {
       const now = this.#now;
       const next = await keys.rotate(namespace, now);
       let resealed = 0;
+      const kinds = new Map<string, ItemKind>();
+      const kindOf = async (row: LiveVersion): Promise<ItemKind> => {
+        let kind = kinds.get(row.name);
+        if (!kind) {
+          kind = (await w.getItem(row))?.kind ?? 'secret';
+          kinds.set(row.name, kind);
+        }
+        return kind;
+      };
       try {
         for (const row of await w.currentVersionsIn(namespace)) {
           if (row.deleted) continue;
+          const kind = await kindOf(row);
           let plaintext: Buffer;
           try {
-            plaintext = await this.#openLayer(row, keys);
+            plaintext = await this.#openLayer(row, kind, keys);
           } catch (err) {
             // A damaged row stays under its old key (still unreadable, still
             // reported on read); it must not block rotating everything else.
@@ -349,8 +401,8 @@ class ControlPlaneImpl implements ControlPlane {
             continue;
           }
           try {
-            const sealed = seal(next.dek, plaintext, valueAad({ ...identity(row), keyId: namespace, keyVersion: next.version }));
-            await w.resealVersion(row, row.version, sealedColumns(namespace, next.version, sealed));
+            const sealed = seal(next.dek, plaintext, valueAad({ ...identity(row, kind), keyId: namespace, keyVersion: next.version }, CURRENT_AAD_VERSION));
+            await w.resealVersion(row, row.version, sealedColumns(namespace, next.version, sealed, CURRENT_AAD_VERSION));
             resealed += 1;
           } finally {
             zeroize(plaintext);
@@ -429,6 +481,7 @@ class ControlPlaneImpl implements ControlPlane {
         version: layer.version,
         keyId: layer.sealed.keyId,
         keyVersion: layer.sealed.keyVersion,
+        ...(layer.sealed.aadVersion === 1 ? {} : { aadVersion: layer.sealed.aadVersion }),
         ...sealedToWire(layer.sealed),
       })),
     };
@@ -549,6 +602,7 @@ export async function openControlPlaneOn(store: Store, options: ControlPlaneOpti
   const plane = new ControlPlaneImpl(options, store);
   try {
     await plane.verifyKek();
+    await plane.resealOlderAad();
   } catch (err) {
     await plane.close();
     throw err;

@@ -8,7 +8,7 @@ import { AppError } from '../shared/errors.ts';
 import { assertJsonDepth } from '../shared/json-guard.ts';
 import { environmentChain, mergeLayers, type JsonValue } from '../shared/merge.ts';
 import type { ItemKind } from '../shared/protocol.ts';
-import { zeroize } from '../shared/crypto.ts';
+import { zeroize, type AadVersion } from '../shared/crypto.ts';
 import type { SealedColumns, VersionMeta, VersionRow } from './store/store.ts';
 
 /** A live (non-tombstone) version. */
@@ -102,6 +102,6 @@ export function pruneCandidates(history: readonly VersionMeta[], max: number): n
 }
 
 /** The sealed columns as stored, from a `seal()` result. */
-export function sealedColumns(keyId: string, keyVersion: number, sealed: { iv: Buffer; ciphertext: Buffer; tag: Buffer }): SealedColumns {
-  return { keyId, keyVersion, iv: sealed.iv, ciphertext: sealed.ciphertext, tag: sealed.tag };
+export function sealedColumns(keyId: string, keyVersion: number, sealed: { iv: Buffer; ciphertext: Buffer; tag: Buffer }, aadVersion: AadVersion): SealedColumns {
+  return { keyId, keyVersion, aadVersion, iv: sealed.iv, ciphertext: sealed.ciphertext, tag: sealed.tag };
 }
