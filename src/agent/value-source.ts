@@ -58,6 +58,8 @@ function loadOnce(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer
         } catch (err) {
           observer?.decryptionFailed(ref);
           throw err;
+        } finally {
+          zeroize(dek);
         }
       }
       let plaintext: Buffer;

@@ -100,6 +100,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
       logger,
       tls: tls?.current,
       draining: () => draining,
+      maxConnections: settings.maxConnections,
     });
     if (tls) {
       // node:https servers have setSecureContext; the listener type is the common http.Server.
@@ -117,6 +118,8 @@ export async function startServer(settings: ServerSettings, options: StartOption
       metrics,
       heartbeatInterval: settings.heartbeatInterval,
       bound: settings.watchBuffer,
+      maxStreamsPerPod: settings.maxWatchStreamsPerPod,
+      openLimiter: createRateLimiter(settings.watchOpenRate, clock),
     });
     policySource.onChange((policy) => watch.recheck(policy));
     const grpcServer = new grpc.Server({
