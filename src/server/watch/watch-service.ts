@@ -16,6 +16,7 @@ import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { ServerMetrics } from '../metrics.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
+import type { RefusalAudit } from '../refusal-audit.ts';
 import { encodeEvent, passThroughServiceDefinition } from './event-codec.ts';
 import { WatchStream, type EndReason } from './watch-stream.ts';
 
@@ -32,6 +33,8 @@ export interface WatchServiceOptions {
   readonly maxStreamsPerPod: number;
   /** Watch opens per pod key; a burst of opens is refused with RESOURCE_EXHAUSTED. */
   readonly openLimiter: RateLimiter;
+  /** Where refused opens are audited (aggregated). */
+  readonly refusals: RefusalAudit;
 }
 
 export interface WatchService {
@@ -141,7 +144,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       const policy = options.policy();
       const denied = prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
       if (denied.length > 0) {
-        await auditBestEffort({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
+        await options.refusals.record({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
         throw new AppError('permission_denied', `${principal.subject} may not read ${denied.join(', ')}.`);
       }
       const stream = new WatchStream({
