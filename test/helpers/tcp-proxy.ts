@@ -12,10 +12,13 @@ export interface TcpProxy {
   readonly port: number;
   freeze(): void;
   thaw(): void;
+  /** New connections go to `upstream`; open ones are cut (a restarted server on another port). */
+  retarget(upstream: { host: string; port: number }): void;
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(upstream: { host: string; port: number }): Promise<TcpProxy> {
+export async function startTcpProxy(initial: { host: string; port: number }): Promise<TcpProxy> {
+  let upstream = initial;
   const pairs = new Set<[Socket, Socket]>();
   let frozen = false;
   const server: Server = createServer((client) => {
@@ -45,6 +48,10 @@ export async function startTcpProxy(upstream: { host: string; port: number }): P
     thaw() {
       frozen = false;
       for (const pair of pairs) for (const s of pair) s.resume();
+    },
+    retarget(next) {
+      upstream = next;
+      for (const pair of [...pairs]) for (const s of pair) s.destroy();
     },
     async close() {
       for (const pair of pairs) for (const s of pair) s.destroy();
