@@ -64,6 +64,7 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.deepEqual(await again.read((r) => r.logState()), { revision: 1, compactedThrough: 0 });
       const [row] = await again.read((r) => r.currentVersions(REF));
       assert.deepEqual(row?.sealed, sealedOf(1), 'binary columns round-trip byte for byte');
+      await again.close();
       const third = await reopen();
       assert.equal((await third.read((r) => r.getItem(REF)))?.lastVersion, 1, 'opening again migrates nothing twice');
     });

@@ -589,7 +589,7 @@ class ControlPlaneImpl implements ControlPlane {
  */
 export async function openControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   validateOptions(options);
-  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger, poolSize: options.databasePoolSize });
+  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger, poolSize: options.databasePoolSize, access: options.storeAccess });
   return openControlPlaneOn(store, options);
 }
 

@@ -69,6 +69,12 @@ export interface AuditEntry {
   readonly detail?: string;
 }
 
+/** A server holds the store and creates it when missing; `backup` shares it; `rotate --kek` holds an existing one. */
+export interface StoreAccess {
+  readonly exclusive: boolean;
+  readonly create: boolean;
+}
+
 export interface ControlPlaneOptions {
   /** Embedded store directory (SQLite). Ignored when `databaseUrl` is set. */
   readonly dataDir: string;
@@ -88,6 +94,8 @@ export interface ControlPlaneOptions {
   readonly retainAge?: Milliseconds | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** How the embedded store is opened (`exclusive`, `create`: src/server/store/sqlite-store.ts); ignored by PostgreSQL. */
+  readonly storeAccess?: StoreAccess | undefined;
 }
 
 export interface ControlPlane {
