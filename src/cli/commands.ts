@@ -13,6 +13,7 @@ import { register as watch } from './watch.ts';
 import { register as inject } from './inject.ts';
 import { register as doctor } from './doctor.ts';
 import { register as verify } from './verify.ts';
+import { register as exec } from './exec.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   server,
@@ -25,4 +26,5 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   inject,
   doctor,
   verify,
+  exec,
 ];
