@@ -5,7 +5,8 @@
  */
 import { namespaceMatchesPrefix } from '../../shared/paths.ts';
 
-export const ACTIONS = ['read', 'list', 'write', 'delete', 'rotate', 'admin'] as const;
+/** `agents:read` lists the agents whose prefixes a grant covers (GET /v1/agents). */
+export const ACTIONS = ['read', 'list', 'write', 'delete', 'rotate', 'admin', 'agents:read'] as const;
 export type Action = (typeof ACTIONS)[number];
 
 /** A prefix of `*` grants on every namespace. */
@@ -50,6 +51,12 @@ export class Policy {
    * every action. The namespace must lie under a granted prefix, so a grant on
    * `production/ml` never covers `production` nor `production/ml-admin`.
    */
+  /** Does `subject` hold `action` on at least one prefix (so a filtered list is an answer, not a 403)? */
+  holdsAnywhere(subject: string, action: Action): boolean {
+    if (this.#rootSubjects.has(subject)) return true;
+    return this.#grants(subject).some((grant) => grant.actions.includes(action) || grant.actions.includes('admin'));
+  }
+
   allows(subject: string, action: Action, namespace: string): boolean {
     if (this.#rootSubjects.has(subject)) return true;
     return this.#grants(subject).some(
