@@ -9,10 +9,10 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { openSqliteStore, SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
+import { loadMigrations } from '../src/server/store/migrate.ts';
 import { tempDir } from './helpers/store-fixtures.ts';
 import { AppError } from '../src/shared/errors.ts';
 import type { LogEvent } from '../src/server/control-plane.ts';
-import { loadMigrations } from '../src/server/store/migrate.ts';
 import type { SealedColumns, Store, VersionRow } from '../src/server/store/store.ts';
 import { STORE_ENGINES, type StoreEngineUnderTest } from './helpers/store-engines.ts';
 
@@ -239,6 +239,22 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       holding.resolve();
       await write;
       assert.equal((await store.read((r) => r.getItem(REF)))?.lastVersion, 1);
+    });
+
+    test('a change-set member keeps its set revision in the log; other events have none', async (t) => {
+      const { store } = await engine.fresh(t);
+      const events: LogEvent[] = [];
+      await store.write(async (w) => {
+        const first = await w.nextRevision();
+        const second = await w.nextRevision();
+        events.push({ revision: first, type: 'itemChanged', namespace: 'a', name: 'user', kind: 'secret', version: 1, env: 'base', setRevision: second });
+        events.push({ revision: second, type: 'itemDeleted', namespace: 'a', name: 'old', env: '', version: 3, setRevision: second });
+        for (const event of events) await w.appendEvent(event, T0);
+      });
+      await putVersion(store, 'base', 1);
+      const read = await store.read((r) => r.eventsAfter(0, 10));
+      assert.deepEqual(read.slice(0, 2), events);
+      assert.equal((read[2] as { setRevision?: number }).setRevision, undefined);
     });
 
     test('the event log replays after a revision, pages, and compacts to the newest N', async (t) => {

@@ -8,10 +8,10 @@
 import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
 import { AppError, describeError } from '../shared/errors.ts';
 import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
-import type { EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
+import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
-import type { AuditEntry, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
+import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
@@ -62,6 +62,9 @@ function validateOptions(options: ControlPlaneOptions): void {
     throw new SettingError(`--key-max-age (${ENV_PREFIX}KEY_MAX_AGE)`, 'give a positive duration such as 90d');
   }
 }
+
+/** The `setRevision` stamp of a change-set member; nothing outside a set. */
+const inSet = (setRevision: number | undefined): { setRevision?: number } => (setRevision === undefined ? {} : { setRevision });
 
 interface WriteOutcome<T> {
   readonly result: T;
@@ -194,7 +197,16 @@ class ControlPlaneImpl implements ControlPlane {
   }
 
   /** Seals `value` as the next version of `ref` in `env` and appends ItemChanged. */
-  async #writeVersion(w: StoreWriter, keys: TxKeys, ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<WriteOutcome<PutItemResponse>> {
+  async #writeVersion(
+    w: StoreWriter,
+    keys: TxKeys,
+    ref: ItemRef,
+    env: string,
+    kind: ItemKind,
+    value: Buffer,
+    actor: string,
+    setRevision?: number,
+  ): Promise<WriteOutcome<PutItemResponse>> {
     const now = this.#now;
     const version = await w.takeNextVersion(ref, kind, now);
     const key = await keys.current(ref.namespace, now);
@@ -215,7 +227,7 @@ class ControlPlaneImpl implements ControlPlane {
       deleted: false,
       sealed: sealedColumns(ref.namespace, key.version, sealed, CURRENT_AAD_VERSION),
     });
-    const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env };
+    const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env, ...inSet(setRevision) };
     await w.appendEvent(event, now);
     await this.#prune(w, ref);
     return { result: { version, revision }, events: [event] };
@@ -278,27 +290,66 @@ class ControlPlaneImpl implements ControlPlane {
   async deleteItem(refIn: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }> {
     const ref = checkRef(refIn);
     if (env !== undefined) chainFor(env, this.environments);
-    return this.#write(async (w) => {
-      const now = this.#now;
-      const item = await w.getItem(ref);
-      if (!item || item.deleted) throw notFound(ref);
-      if (env === undefined) {
-        await w.deleteAllVersions(ref);
-        await w.markItemDeleted(ref, now);
-        const revision = await w.nextRevision();
-        const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion };
-        await w.appendEvent(event, now);
-        return { result: { revision }, events: [event] };
-      }
-      const layer = (await w.currentVersions(ref)).find((row) => row.env === env);
-      if (!layer || layer.deleted) throw notFound(ref, ` in environment ${env}`);
-      const version = await w.takeNextVersion(ref, item.kind, now);
+    const { revision } = await this.#write((w) => this.#deleteStep(w, ref, env, actor));
+    return { revision };
+  }
+
+  /** Deletes one layer (a tombstone version) or the whole item and appends ItemDeleted. */
+  async #deleteStep(w: StoreWriter, ref: ItemRef, env: string | undefined, actor: string, setRevision?: number): Promise<WriteOutcome<{ revision: number; version: number }>> {
+    const now = this.#now;
+    const item = await w.getItem(ref);
+    if (!item || item.deleted) throw notFound(ref);
+    if (env === undefined) {
+      await w.deleteAllVersions(ref);
+      await w.markItemDeleted(ref, now);
       const revision = await w.nextRevision();
-      await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
-      const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version };
+      const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion, ...inSet(setRevision) };
       await w.appendEvent(event, now);
-      await this.#prune(w, ref);
-      return { result: { revision }, events: [event] };
+      return { result: { revision, version: item.lastVersion }, events: [event] };
+    }
+    const layer = (await w.currentVersions(ref)).find((row) => row.env === env);
+    if (!layer || layer.deleted) throw notFound(ref, ` in environment ${env}`);
+    const version = await w.takeNextVersion(ref, item.kind, now);
+    const revision = await w.nextRevision();
+    await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
+    const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version, ...inSet(setRevision) };
+    await w.appendEvent(event, now);
+    await this.#prune(w, ref);
+    return { result: { revision, version }, events: [event] };
+  }
+
+  async writeChangeSet(changesIn: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse> {
+    if (changesIn.length === 0) throw new AppError('invalid_argument', 'A change set needs at least one change.');
+    const seen = new Set<string>();
+    const changes = changesIn.map((change) => {
+      const ref = checkRef(change.ref);
+      if (change.env !== undefined) chainFor(change.env, this.environments);
+      const key = `${itemKey(ref)}@${change.env ?? '*'}`;
+      if (seen.has(key)) throw new AppError('invalid_argument', `${itemKey(ref)} appears twice in the change set${change.env ? ` (env ${change.env})` : ''}; give each item and environment once.`);
+      seen.add(key);
+      if (change.op === 'put') {
+        if (change.kind !== 'config' && change.kind !== 'secret') throw new AppError('invalid_argument', 'kind must be "config" or "secret".');
+        if (change.kind === 'config') assertJson(change.value);
+      }
+      return { ...change, ref };
+    });
+    return this.#write(async (w, keys) => {
+      // Each member takes exactly one revision, so the set's last one is known
+      // before the first event is written (the write lock is held from here on).
+      const setRevision = (await w.logState()).revision + changes.length;
+      const items: ChangeSetResponse['items'] = [];
+      const events: LogEvent[] = [];
+      for (const change of changes) {
+        const outcome =
+          change.op === 'put'
+            ? await this.#writeVersion(w, keys, change.ref, change.env, change.kind, change.value, actor, setRevision)
+            : await this.#deleteStep(w, change.ref, change.env, actor, setRevision);
+        items.push({ item: itemKey(change.ref), version: outcome.result.version });
+        events.push(...outcome.events);
+      }
+      const last = events.at(-1)?.revision;
+      if (last !== setRevision) throw new AppError('internal', `The change set ended at revision ${String(last)}, not the expected ${setRevision}.`);
+      return { result: { revision: setRevision, items }, events };
     });
   }
 

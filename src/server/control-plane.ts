@@ -9,6 +9,7 @@
  */
 import type { ItemRef } from '../shared/paths.ts';
 import type {
+  ChangeSetResponse,
   EnvelopeResponse,
   HistoryResponse,
   ItemKind,
@@ -23,6 +24,11 @@ import type { Milliseconds } from '../shared/units.ts';
 
 /** An event as stored in the log (heartbeats and resyncs are stream-only). */
 export type LogEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' | 'keyRotated' }>;
+
+/** One member of an atomic change set, validated at the edge (env resolved). */
+export type ChangeOp =
+  | { readonly op: 'put'; readonly ref: ItemRef; readonly env: string; readonly kind: ItemKind; readonly value: Buffer }
+  | { readonly op: 'delete'; readonly ref: ItemRef; readonly env: string | undefined };
 
 /** Wraps and unwraps DEKs. File/env now; Vault Transit or a cloud KMS fit the same shape. */
 export interface KekProvider {
@@ -108,6 +114,12 @@ export interface ControlPlane {
   deleteItem(ref: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }>;
   list(prefix: string): Promise<ListResponse['items']>;
   history(ref: ItemRef): Promise<HistoryResponse>;
+  /**
+   * Commits every change or none, in one transaction: the members take
+   * consecutive revisions and each event carries the set's last revision as
+   * `setRevision`. Throws like putItem / deleteItem for the first bad member.
+   */
+  writeChangeSet(changes: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse>;
   /** Writes a new version equal to `version` (same env layer). Throws not_found. */
   rollback(ref: ItemRef, version: number, actor: string): Promise<PutItemResponse>;
 

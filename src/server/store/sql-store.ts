@@ -97,14 +97,20 @@ function dekRow(row: SqlRow): DekRow {
   };
 }
 
+/** A change-set member's stamp (migration 016); 0 = not part of a set. */
+function setRevisionOf(row: SqlRow): { setRevision?: number } {
+  const setRevision = num(row.set_revision);
+  return setRevision > 0 ? { setRevision } : {};
+}
+
 function logEvent(row: SqlRow): LogEvent {
   const revision = num(row.revision);
   const namespace = text(row.namespace);
   switch (text(row.type)) {
     case 'itemChanged':
-      return { revision, type: 'itemChanged', namespace, name: text(row.name), kind: text(row.kind), version: num(row.version), env: text(row.env) };
+      return { revision, type: 'itemChanged', namespace, name: text(row.name), kind: text(row.kind), version: num(row.version), env: text(row.env), ...setRevisionOf(row) };
     case 'itemDeleted':
-      return { revision, type: 'itemDeleted', namespace, name: text(row.name), env: text(row.env), version: num(row.version) };
+      return { revision, type: 'itemDeleted', namespace, name: text(row.name), env: text(row.env), version: num(row.version), ...setRevisionOf(row) };
     case 'keyRotated':
       return { revision, type: 'keyRotated', namespace, keyVersion: num(row.key_version) };
     default:
@@ -383,21 +389,23 @@ export class SqlStoreTx implements StoreWriter {
     const common = [event.revision, event.type, event.namespace] as const;
     switch (event.type) {
       case 'itemChanged':
-        await this.#run('INSERT INTO events (revision, type, namespace, name, env, kind, version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+        await this.#run('INSERT INTO events (revision, type, namespace, name, env, kind, version, set_revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
           ...common,
           event.name,
           event.env,
           event.kind,
           event.version,
+          event.setRevision ?? 0,
           now,
         ]);
         return;
       case 'itemDeleted':
-        await this.#run('INSERT INTO events (revision, type, namespace, name, env, version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+        await this.#run('INSERT INTO events (revision, type, namespace, name, env, version, set_revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
           ...common,
           event.name,
           event.env,
           event.version,
+          event.setRevision ?? 0,
           now,
         ]);
         return;
