@@ -157,6 +157,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     streamDownSince: () => streamDownSince,
     observer: metrics.cacheObserver,
     onBackgroundError: (ref, env, err: AppError) => logger.warn({ namespace: ref.namespace, name: ref.name, env, code: err.code }, 'background refresh failed'),
+    onChange: (value) => applier.valueChanged(value),
   });
   const hub = new AppliedEventsHub();
   const applier = new EventApplier({
@@ -186,16 +187,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     token,
     clock,
     logger,
-    appliedRevision: () => applier.appliedRevision,
+    start: () => applier.startFrom(),
     onEvent: (event) => applier.apply(event),
     onState: (state) => {
       metrics.streamConnected.set(state.connected ? 1 : 0);
       if (state.connected) {
+        // What a (re)connect does to the cache is the applier's, on the stream's first message.
         streamDownSince = undefined;
-        if (!everConnected) {
-          // Values fetched before the stream existed could have missed an event: revalidate them.
-          for (const ref of cache.itemsUnder('')) cache.refresh(ref, settings.env);
-        }
         everConnected = true;
         firstConnect();
       } else {
