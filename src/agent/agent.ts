@@ -31,7 +31,7 @@ import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
 import { createTestHookRoutes, HoldGate, testHooksEnabled } from './test-hooks.ts';
-import { agentReadiness } from './readiness.ts';
+import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
 import { createTokenSource } from './token-source.ts';
 import { createUpstream } from './upstream.ts';
@@ -145,6 +145,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
+  let streamError: string | undefined;
   let everConnected = false;
   const cache = new ValueCache({
     loader,
@@ -187,10 +188,14 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     logger,
     appliedRevision: () => applier.appliedRevision,
     onEvent: (event) => applier.apply(event),
+    onError: (error) => {
+      streamError = describeStreamError(error.code, error.details);
+    },
     onState: (state) => {
       metrics.streamConnected.set(state.connected ? 1 : 0);
       if (state.connected) {
         streamDownSince = undefined;
+        streamError = undefined;
         if (!everConnected) {
           // Values fetched before the stream existed could have missed an event: revalidate them.
           for (const ref of cache.itemsUnder('')) cache.refresh(ref, settings.env);
@@ -264,6 +269,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       appliedRevision: applier.appliedRevision,
       prefetch: { done: prefetchDone, total: settings.prefetch.length, failing: prefetchFailing },
       tokenHealthy: token.healthy,
+      streamError,
       files: filesHealth?.(),
     });
   let readyResolve: () => void = () => {};
