@@ -28,3 +28,22 @@ test('a missing KEK says what the KEK is and how to make one; backup and rotate 
   assert.match(backup.stderr, /--kek-file \(CONFIG_SIDECAR_KEK\): the KEK the server runs with is required/);
   assert.match(backup.stderr, /\.config-sidecar\/dev-kek/);
 });
+
+test('a misspelt key names the file and the key path and suggests the right key (agent --config, server --auth-file)', async (t) => {
+  const dir = await makeTempDir();
+  t.after(() => removeDir(dir));
+  const { writeFile } = await import('node:fs/promises');
+  const agentConfig = `${dir}/agent.yaml`;
+  await writeFile(agentConfig, 'server: http://127.0.0.1:1\nserverGrpc: 127.0.0.1:2\nprefix: [production]\nprefech: [production/ml/db]\n');
+  const agent = await runCli(['agent', '--config', agentConfig]);
+  assert.equal(agent.code, 2);
+  assert.ok(agent.stderr.includes(`--config (CONFIG_SIDECAR_CONFIG) file "${agentConfig}": unknown key(s) "prefech" (did you mean "prefetch"?)`), agent.stderr);
+
+  const authFile = `${dir}/auth.yaml`;
+  await writeFile(authFile, 'roles:\n  - name: reader\n    rulez:\n      - prefixes: [production]\n        actions: [read]\n');
+  const server = await runCli(['server', '--data-dir', `${dir}/data`, '--auth-file', authFile, '--http-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], {
+    CONFIG_SIDECAR_KEK: (await import('node:crypto')).randomBytes(32).toString('base64'),
+  }, { timeoutMs: 15_000 });
+  assert.equal(server.code, 2, server.stderr);
+  assert.ok(server.stderr.includes(`--auth-file (CONFIG_SIDECAR_AUTH_FILE): ${authFile}: roles.0: unknown key(s) "rulez" (did you mean "rules"?)`), server.stderr);
+});
