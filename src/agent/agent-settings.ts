@@ -224,7 +224,13 @@ export function resolveAgentSettings(flags: Record<string, unknown>, file: Recor
 export async function loadAgentSettings(flags: Record<string, unknown>): Promise<AgentSettings> {
   const path = typeof flags.config === 'string' && flags.config !== '' ? flags.config : undefined;
   const file = path ? await readConfigFile(path) : {};
-  return resolveAgentSettings(flags, file);
+  try {
+    return resolveAgentSettings(flags, file);
+  } catch (err) {
+    // Flags are checked by commander, so an unknown key at the top can only come from the file: name it.
+    if (path && err instanceof SettingError && err.setting === 'configuration') throw new SettingError(`${AGENT_SETTING_LABELS.config ?? '--config'} file "${path}"`, err.detail);
+    throw err;
+  }
 }
 
 export type { Bytes, Milliseconds };

@@ -31,7 +31,7 @@ import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
 import { createTestHookRoutes, HoldGate, testHooksEnabled } from './test-hooks.ts';
-import { agentReadiness } from './readiness.ts';
+import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
 import { createTokenSource } from './token-source.ts';
 import { checkWritableDir } from './volume-access.ts';
@@ -146,6 +146,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
+  let streamError: string | undefined;
   let everConnected = false;
   const cache = new ValueCache({
     loader,
@@ -189,11 +190,15 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     logger,
     start: () => applier.startFrom(),
     onEvent: (event) => applier.apply(event),
+    onError: (error) => {
+      streamError = describeStreamError(error.code, error.details);
+    },
     onState: (state) => {
       metrics.streamConnected.set(state.connected ? 1 : 0);
       if (state.connected) {
         // What a (re)connect does to the cache is the applier's, on the stream's first message.
         streamDownSince = undefined;
+        streamError = undefined;
         everConnected = true;
         firstConnect();
       } else {
@@ -263,6 +268,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       appliedRevision: applier.appliedRevision,
       prefetch: { done: prefetchDone, total: settings.prefetch.length, failing: prefetchFailing },
       tokenHealthy: token.healthy,
+      streamError,
       files: filesHealth?.(),
     });
   let readyResolve: () => void = () => {};

@@ -58,6 +58,11 @@ export async function startServer(settings: ServerSettings, options: StartOption
   const clock = options.clock ?? offsetClock ?? systemClock;
   const tracing = await startTracing({ endpoint: settings.otelEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-server' });
   const metrics = createServerMetrics();
+  if (!settings.rootToken && !settings.authFile && !settings.jwt) {
+    logger.warn(
+      'no credentials configured: every API call and agent stream will be refused (401). Set CONFIG_SIDECAR_ROOT_TOKEN (or --root-token-file), --auth-file, or --jwt-issuer/--jwt-audience/--jwks-url (docs/AUTH.md)',
+    );
+  }
   if (settings.insecure) logger.warn('--insecure: plaintext listeners on non-loopback addresses; tokens and envelopes cross the network unencrypted');
 
   const controlPlane = await openControlPlane({

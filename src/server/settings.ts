@@ -20,7 +20,7 @@ import {
   type ListenAddress,
 } from '../shared/settings.ts';
 import { SEGMENT_RE } from '../shared/paths.ts';
-import { kekFromBase64, type LocalKekProvider } from './kek.ts';
+import { KEK_MISSING_HINT, kekFromBase64, type LocalKekProvider } from './kek.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 
 export const DEFAULT_DATA_DIR = '.config-sidecar/server';
@@ -112,7 +112,7 @@ const rawSchema = z
     jwksUrl: z.string().url().optional(),
     jwksFile: z.string().min(1).optional(),
     /** Base64 of 32 bytes, from CONFIG_SIDECAR_KEK or --kek-file. */
-    kek: z.string().min(1, 'is required: set CONFIG_SIDECAR_KEK (base64 of 32 bytes) or --kek-file'),
+    kek: z.string({ error: KEK_MISSING_HINT }).min(1, KEK_MISSING_HINT),
     rootToken: z.string().min(16, 'must be at least 16 characters').optional(),
   })
   .strict();
