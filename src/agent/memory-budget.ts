@@ -32,8 +32,8 @@ export function describeBytes(bytes: Bytes): string {
 export const MEMORY_TARGET_RATIO = 0.8;
 /** RSS of a ready agent with an empty cache (bench `memory`: 98 MiB). */
 export const BASELINE_RSS_BYTES: Bytes = 100 * MiB;
-/** Rendered files on a memory-backed volume: two snapshots during a swap, charged to the agent's cgroup. */
-export const FILES_RESERVE_BYTES: Bytes = 8 * MiB;
+/** Rendered files on a memory-backed volume (the injector's default files-size-limit, 16Mi): tmpfs pages are charged to the writer's cgroup, the agent's. */
+export const FILES_RESERVE_BYTES: Bytes = 16 * MiB;
 /**
  * Resident bytes per byte counted against --cache-max-bytes: the entry's
  * buffers, its LRU and map slots, and the garbage a read leaves until the next
