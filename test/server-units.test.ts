@@ -13,6 +13,7 @@ import { createAuthenticator } from '../src/server/auth/authenticator.ts';
 import { createRateLimiter } from '../src/server/rate-limiter.ts';
 import { parseRoute } from '../src/server/rest/routes.ts';
 import { handleRest, type RestDeps } from '../src/server/rest/rest-handler.ts';
+import { createRefusalAudit } from '../src/server/refusal-audit.ts';
 import { encodeEvent } from '../src/server/watch/event-codec.ts';
 import { WatchStream, type StreamSink } from '../src/server/watch/watch-stream.ts';
 import type { ControlPlane, LogEvent } from '../src/server/control-plane.ts';
@@ -125,6 +126,7 @@ test('rest handler: the chain answers 401 → 403 → body checks, and builds a 
     authenticator: createAuthenticator({ policy: () => policy, clock: new ManualClock() }),
     policy: () => policy,
     rateLimiter: createRateLimiter(0, new ManualClock()),
+    refusals: createRefusalAudit({ clock: new ManualClock(), write: (e) => cp.audit(e) }),
     maxBody: 1024,
     openapi: Buffer.from('{}'),
     logger: { error() {} } as unknown as RestDeps['logger'],

@@ -11,6 +11,7 @@ import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, t
 import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
+import type { Milliseconds } from '../shared/units.ts';
 import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
@@ -81,6 +82,7 @@ class ControlPlaneImpl implements ControlPlane {
   readonly #lostListeners = new Set<(lost: EventsLost) => void>();
   #pendingAudit: Array<{ entry: AuditEntry; at: number }> = [];
   #auditFlush: Promise<void> | undefined;
+  #auditWritable = true;
   #closed = false;
 
   constructor(options: ControlPlaneOptions, store: Store) {
@@ -590,6 +592,15 @@ class ControlPlaneImpl implements ControlPlane {
    * Audit entries arriving together are written in one transaction: every
    * secret read is audited, and a commit per read would make reads wait on fsync.
    */
+  get auditWritable(): boolean {
+    return this.#auditWritable;
+  }
+
+  async compactAudit(maxAge: Milliseconds, maxRows: number): Promise<{ age: number; rows: number }> {
+    const cutoff = this.#now - maxAge;
+    return this.#store.write((w) => w.compactAudit(cutoff, maxRows));
+  }
+
   audit(entry: AuditEntry): Promise<void> {
     this.#pendingAudit.push({ entry, at: this.#now });
     if (!this.#auditFlush) {
@@ -610,8 +621,16 @@ class ControlPlaneImpl implements ControlPlane {
           }
         });
       });
-      // Callers that do not await still must not crash the process on a failed flush.
-      flush.catch((err: unknown) => this.#options.logger.error({ err: describeError(err), entries: 'audit' }, 'writing the audit log failed'));
+      flush.then(
+        () => {
+          this.#auditWritable = true;
+        },
+        // Callers that do not await still must not crash the process on a failed flush.
+        (err: unknown) => {
+          this.#auditWritable = false;
+          this.#options.logger.error({ err: describeError(err), entries: 'audit' }, 'writing the audit log failed');
+        },
+      );
       this.#auditFlush = flush;
     }
     return this.#auditFlush;

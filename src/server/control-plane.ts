@@ -149,6 +149,10 @@ export interface ControlPlane {
   onEventsLost?(listener: (lost: { readonly deliveredRevision: number; readonly compactedThrough: number }) => void): () => void;
 
   audit(entry: AuditEntry): Promise<void>;
+  /** False while the last audit write failed (readiness: secret reads are refused then). */
+  readonly auditWritable: boolean;
+  /** Retention: deletes audit rows older than `maxAge` and beyond the newest `maxRows`. */
+  compactAudit(maxAge: Milliseconds, maxRows: number): Promise<{ age: number; rows: number }>;
   /** Online backup to a file (SQLite's backup API; pg_dump for PostgreSQL). */
   backup(toFile: string): Promise<void>;
   close(): Promise<void>;

@@ -20,6 +20,8 @@ import { createAuthenticator, jwksFrom } from './auth/authenticator.ts';
 import { openPolicySource } from './auth/policy-source.ts';
 import { createServerMetrics } from './metrics.ts';
 import { createRateLimiter } from './rate-limiter.ts';
+import { startAuditUpkeep } from './audit-upkeep.ts';
+import { createRefusalAudit } from './refusal-audit.ts';
 import { createRestServer } from './rest/rest-server.ts';
 import type { ServerSettings } from './settings.ts';
 import { insecureGrpcCredentials, TlsSource, type TlsPair } from './tls-files.ts';
@@ -87,6 +89,17 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const jwt = settings.jwt ? { settings: settings.jwt, keys: await jwksFrom(settings.jwt) } : undefined;
     const authenticator = createAuthenticator({ rootToken: settings.rootToken, policy: policySource.current, jwt, clock });
     const rateLimiter = createRateLimiter(settings.rateLimit, clock);
+    const refusals = createRefusalAudit({
+      clock,
+      write: (entry) =>
+        controlPlane.audit(entry).catch((err: unknown) => {
+          logger.error({ err: describeError(err), subject: entry.subject, action: entry.action }, 'audit write failed');
+        }),
+      onAggregated: (count) => metrics.auditDropped.inc({ reason: 'aggregated' }, count),
+    });
+    closers.push(() => refusals.flush());
+    const auditUpkeep = startAuditUpkeep({ controlPlane, clock, logger, metrics, retainAge: settings.auditRetainAge, maxRows: settings.auditMaxRows });
+    closers.push(() => auditUpkeep.close());
     const openapi = await readFile(OPENAPI_URL);
     const tls = settings.tlsCert && settings.tlsKey ? new TlsSource({ cert: settings.tlsCert, key: settings.tlsKey }, logger) : undefined;
 
@@ -96,6 +109,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
         authenticator,
         policy: policySource.current,
         rateLimiter,
+        refusals,
         maxBody: settings.maxBody,
         openapi,
         logger,
@@ -106,6 +120,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
       logger,
       tls: tls?.current,
       draining: () => draining,
+      maxConnections: settings.maxConnections,
     });
     if (tls) {
       // node:https servers have setSecureContext; the listener type is the common http.Server.
@@ -123,6 +138,9 @@ export async function startServer(settings: ServerSettings, options: StartOption
       metrics,
       heartbeatInterval: settings.heartbeatInterval,
       bound: settings.watchBuffer,
+      maxStreamsPerPod: settings.maxWatchStreamsPerPod,
+      openLimiter: createRateLimiter(settings.watchOpenRate, clock),
+      refusals,
     });
     policySource.onChange((policy) => watch.recheck(policy));
     const grpcServer = new grpc.Server({
@@ -145,7 +163,15 @@ export async function startServer(settings: ServerSettings, options: StartOption
     let ready = true;
     const admin = createAdminServer({
       registry: metrics.registry,
-      readiness: () => ({ ready, checks: { store: { ok: ready }, watchStreams: { ok: true, detail: String(watch.openStreams) } } }),
+      // Secret reads fail closed without an audit row, so a failing audit log makes the replica not ready.
+      readiness: () => ({
+        ready: ready && controlPlane.auditWritable,
+        checks: {
+          store: { ok: ready },
+          audit: { ok: controlPlane.auditWritable, ...(controlPlane.auditWritable ? {} : { detail: 'audit writes are failing; secret reads are refused' }) },
+          watchStreams: { ok: true, detail: String(watch.openStreams) },
+        },
+      }),
       extraRoutes: offsetClock
         ? (req, res) => {
             const url = new URL(req.url ?? '/', 'http://admin');

@@ -456,6 +456,13 @@ export class SqlStoreTx implements StoreWriter {
     ]);
   }
 
+  async compactAudit(before: Milliseconds, keepRows: number): Promise<{ age: number; rows: number }> {
+    const age = await this.#run('DELETE FROM audit_log WHERE at < ?', [before]);
+    const boundary = await this.#one('SELECT id FROM audit_log ORDER BY id DESC LIMIT 1 OFFSET ?', [keepRows]);
+    const rows = boundary ? await this.#run('DELETE FROM audit_log WHERE id <= ?', [num(boundary.id)]) : 0;
+    return { age, rows };
+  }
+
   async recentAudit(limit: number): Promise<StoredAudit[]> {
     const rows = await this.#all('SELECT at, subject, action, target, outcome, detail FROM audit_log ORDER BY id DESC LIMIT ?', [limit]);
     return rows.map((row) => ({

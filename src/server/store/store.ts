@@ -128,6 +128,8 @@ export interface StoreWriter extends StoreReader {
   compactEventsCreatedBefore(cutoff: Milliseconds): Promise<void>;
 
   insertAudit(entry: StoredAudit): Promise<void>;
+  /** Deletes audit rows older than `before`, then all but the newest `keepRows`; returns how many went for each reason. */
+  compactAudit(before: Milliseconds, keepRows: number): Promise<{ age: number; rows: number }>;
 }
 
 export interface Store {

@@ -15,6 +15,8 @@ import type { AuditEntry, ControlPlane, LogEvent } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { ServerMetrics } from '../metrics.ts';
+import type { RateLimiter } from '../rate-limiter.ts';
+import type { RefusalAudit } from '../refusal-audit.ts';
 import { encodeEvent, passThroughServiceDefinition } from './event-codec.ts';
 import { WatchStream, type EndReason } from './watch-stream.ts';
 
@@ -27,6 +29,12 @@ export interface WatchServiceOptions {
   readonly metrics: ServerMetrics;
   readonly heartbeatInterval: Milliseconds;
   readonly bound: number;
+  /** Open streams per pod key (auth/identity.ts); more are refused with RESOURCE_EXHAUSTED. */
+  readonly maxStreamsPerPod: number;
+  /** Watch opens per pod key; a burst of opens is refused with RESOURCE_EXHAUSTED. */
+  readonly openLimiter: RateLimiter;
+  /** Where refused opens are audited (aggregated). */
+  readonly refusals: RefusalAudit;
 }
 
 export interface WatchService {
@@ -41,12 +49,15 @@ export interface WatchService {
 
 interface StreamAuth {
   readonly principal: Principal;
+  /** When the credential ends (a reload of the auth file may move it for a static token). */
+  expiresAt: number | undefined;
   expiry?: TimerHandle;
 }
 
 export async function createWatchService(options: WatchServiceOptions): Promise<WatchService> {
   const { controlPlane, metrics, logger } = options;
   const streams = new Map<WatchStream, StreamAuth>();
+  const perPod = new Map<string, number>();
   let latestRevision = await controlPlane.currentRevision();
   let nextId = 1;
   let highWater = 0;
@@ -80,9 +91,24 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     }
   };
 
+  const scheduleExpiry = (stream: WatchStream, auth: StreamAuth): void => {
+    auth.expiry?.cancel();
+    auth.expiry = undefined;
+    if (auth.expiresAt === undefined) return;
+    auth.expiry = options.clock.setTimeout(
+      () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
+      Math.max(0, auth.expiresAt - options.clock.now()),
+    );
+  };
+
   const onEnd = (stream: WatchStream, reason: EndReason): void => {
     const auth = streams.get(stream);
     auth?.expiry?.cancel();
+    if (auth) {
+      const left = (perPod.get(auth.principal.podKey) ?? 1) - 1;
+      if (left > 0) perPod.set(auth.principal.podKey, left);
+      else perPod.delete(auth.principal.podKey);
+    }
     if (streams.delete(stream)) metrics.watchers.dec();
     if (reason !== 'cancelled') metrics.watchEnded.inc({ reason });
     logger.info({ stream: stream.id, subject: stream.subject, reason }, 'watch stream ended');
@@ -102,12 +128,23 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       const request = watchRequestFromWire(call.request as Parameters<typeof watchRequestFromWire>[0]);
       const authorization = call.metadata.get('authorization')[0];
       const principal = await options.authenticator.authenticate(typeof authorization === 'string' ? authorization : undefined);
+      // Per pod, not per service account: every replica of a Deployment shares one.
+      try {
+        options.openLimiter.take(principal.podKey);
+      } catch (err) {
+        metrics.watchRefused.inc({ reason: 'rate' });
+        throw new AppError('rate_limited', `Too many Watch opens from this pod; ${toAppError(err).message}`);
+      }
+      if ((perPod.get(principal.podKey) ?? 0) >= options.maxStreamsPerPod) {
+        metrics.watchRefused.inc({ reason: 'streams' });
+        throw new AppError('resource_exhausted', `This pod already has ${options.maxStreamsPerPod} open Watch streams (--max-watch-streams-per-pod); close one first.`);
+      }
       if (request.prefixes.length === 0) throw new AppError('invalid_argument', 'A watch needs at least one prefix.');
       const prefixes = request.prefixes.map((p) => validatePrefix(p));
       const policy = options.policy();
       const denied = prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
       if (denied.length > 0) {
-        await auditBestEffort({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
+        await options.refusals.record({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
         throw new AppError('permission_denied', `${principal.subject} may not read ${denied.join(', ')}.`);
       }
       const stream = new WatchStream({
@@ -138,8 +175,9 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       });
       opened = stream;
       // Subscribe before reading the current revision: nothing committed in between is missed.
-      const auth: StreamAuth = { principal };
+      const auth: StreamAuth = { principal, expiresAt: principal.expiresAt };
       streams.set(stream, auth);
+      perPod.set(principal.podKey, (perPod.get(principal.podKey) ?? 0) + 1);
       metrics.watchers.inc();
       call.on('cancelled', () => stream.end(GrpcStatus.CANCELLED, 'cancelled by the client', 'cancelled'));
       // The client may have gone while we authenticated; 'cancelled' will not fire again.
@@ -152,12 +190,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         stream.end(GrpcStatus.UNAVAILABLE, 'The server is shutting down; reconnect.', 'shutdown');
         return;
       }
-      if (principal.expiresAt !== undefined) {
-        auth.expiry = options.clock.setTimeout(
-          () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
-          Math.max(0, principal.expiresAt - options.clock.now()),
-        );
-      }
+      scheduleExpiry(stream, auth);
       const [current, oldest] = await Promise.all([controlPlane.currentRevision(), controlPlane.oldestRetainedRevision()]);
       if (request.sinceRevision > current) {
         stream.end(GrpcStatus.INVALID_ARGUMENT, `since_revision ${request.sinceRevision} is in the future; the current revision is ${current}.`, 'error');
@@ -185,6 +218,15 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         if (principal.via === 'token' && (!token || token.subject !== principal.subject)) {
           stream.end(GrpcStatus.UNAUTHENTICATED, 'The token was revoked.', 'permission');
           continue;
+        }
+        // A reload that tightens (or lifts) a static token's `expires` applies to its open streams.
+        if (principal.via === 'token' && token && token.expiresAt !== auth.expiresAt) {
+          auth.expiresAt = token.expiresAt;
+          if (token.expiresAt !== undefined && token.expiresAt <= options.clock.now()) {
+            stream.end(GrpcStatus.UNAUTHENTICATED, 'The token has expired.', 'expired');
+            continue;
+          }
+          scheduleExpiry(stream, auth);
         }
         const denied = stream.prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
         if (denied.length > 0) stream.end(GrpcStatus.PERMISSION_DENIED, `Access to ${denied.join(', ')} was revoked.`, 'permission');
