@@ -5,7 +5,7 @@
  * the agent serves along that env's chain (the heartbeat's `environments`).
  * The result is one `Loader` per env for the cache to fill from.
  */
-import { open, sealedFromWire, valueAad, zeroize } from '../shared/crypto.ts';
+import { aadVersionOf, open, sealedFromWire, valueAad, zeroize } from '../shared/crypto.ts';
 import { AppError } from '../shared/errors.ts';
 import { contributingLayers, layersEtag, mergePlaintexts } from '../shared/item-layers.ts';
 import { environmentChain } from '../shared/merge.ts';
@@ -40,7 +40,10 @@ export function inlineLoaders(item: InlineItem, envs: readonly string[], environ
       for (const chain of chains.values()) for (const layer of contributingLayers(item.kind, item.layers, chain)) needed.add(layer);
       for (const layer of needed) {
         const dek = await deks.key(item.ref.namespace, layer.keyId, layer.keyVersion, signal);
-        const aad = valueAad({ namespace: item.ref.namespace, name: item.ref.name, version: layer.version, keyId: layer.keyId, keyVersion: layer.keyVersion });
+        const aad = valueAad(
+          { namespace: item.ref.namespace, name: item.ref.name, version: layer.version, env: layer.env, kind: item.kind, keyId: layer.keyId, keyVersion: layer.keyVersion },
+          aadVersionOf(layer.aadVersion),
+        );
         plaintexts.set(layer.env, open(dek, sealedFromWire(layer), aad));
       }
       const out = new Map<string, LoadedValue | AppError>();

@@ -5,7 +5,7 @@
  * read API other agent modules (the file renderer) use: every read goes
  * through the cache, so it is coalesced and invalidated like an API read.
  */
-import { open, sealedFromWire, valueAad, zeroize } from '../shared/crypto.ts';
+import { aadVersionOf, open, sealedFromWire, valueAad, zeroize } from '../shared/crypto.ts';
 import { AppError } from '../shared/errors.ts';
 import { mergePlaintexts } from '../shared/item-layers.ts';
 import type { ItemRef } from '../shared/paths.ts';
@@ -48,7 +48,11 @@ function loadOnce(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer
     let keysRefreshed = false;
     try {
       for (const layer of envelope.layers) {
-        const aad = valueAad({ namespace: ref.namespace, name: ref.name, version: layer.version, keyId: layer.keyId, keyVersion: layer.keyVersion });
+        // Both AAD layouts open during the server's re-seal migration; each layer names its own.
+        const aad = valueAad(
+          { namespace: ref.namespace, name: ref.name, version: layer.version, env: layer.env, kind: envelope.kind, keyId: layer.keyId, keyVersion: layer.keyVersion },
+          aadVersionOf(layer.aadVersion),
+        );
         for (;;) {
           const dek = await deks.key(ref.namespace, layer.keyId, layer.keyVersion, signal);
           try {

@@ -29,7 +29,8 @@ export class SealedKeyring {
   }
 
   sealLayer(namespace: string, name: string, layer: { env: string; version: number; revision: number }, plaintext: Buffer): InlineLayer {
-    const aad = valueAad({ namespace, name, version: layer.version, keyId: KEY_ID, keyVersion: 1 });
+    // AAD v1 (no aadVersion on the layer), which agents still open during the re-seal migration.
+    const aad = valueAad({ namespace, name, version: layer.version, env: layer.env, kind: 'config', keyId: KEY_ID, keyVersion: 1 }, 1);
     const wire = sealedToWire(seal(this.dek(namespace), plaintext, aad));
     return { env: layer.env, version: layer.version, revision: layer.revision, keyId: KEY_ID, keyVersion: 1, ...wire };
   }
