@@ -244,7 +244,6 @@ describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, 
     }
     const old = openWatch(b.grpcAddress, { prefixes: ['keep'], sinceRevision: 2 }, token);
     t.after(() => old.close());
-    assert.equal((await old.next()).type, 'heartbeat');
     const resync = await old.next();
     assert.equal(resync.type, 'resyncRequired');
     assert.equal(resync.type === 'resyncRequired' && resync.oldestRevision, last - 4, 'the newest 5 revisions are retained');
@@ -274,7 +273,6 @@ describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, 
     await a.waitForLog((l) => l.msg === 'events were compacted before this replica delivered them; ending its watch streams so agents resume (and resync)');
     const resumed = openWatch(a.grpcAddress, { prefixes: ['gone'], sinceRevision: 1 }, token);
     t.after(() => resumed.close());
-    assert.equal((await resumed.next()).type, 'heartbeat');
     const resync = await resumed.next();
     assert.equal(resync.type, 'resyncRequired');
     assert.equal(resync.type === 'resyncRequired' && resync.oldestRevision, through + 1);

@@ -63,7 +63,8 @@ test('a watch sees writes, deletes and a rotation in revision order, and resumes
   // then live, without gap or duplicate
   const live = await put('team-a/svc/limits', { rps: 40 });
   const next = (await resumed.until((e) => e.type !== 'heartbeat')).at(-1) as WatchEvent;
-  assert.deepEqual(strip(next), { type: 'itemChanged', revision: live.revision, namespace: 'team-a/svc', name: 'limits', kind: 'config', version: live.version, env: 'base' });
+  assert.match(next.digest ?? '', /^[0-9a-f]{32}$/, 'every event carries its digest');
+  assert.deepEqual(strip(next), { type: 'itemChanged', revision: live.revision, digest: next.digest, namespace: 'team-a/svc', name: 'limits', kind: 'config', version: live.version, env: 'base' });
   resumed.close();
   await server.waitForLog((l) => l.msg === 'watch stream ended' && l.reason === 'cancelled' && l.stream !== undefined && server.logs.filter((x) => x.msg === 'watch stream ended' && x.reason === 'cancelled').length >= 2);
   assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_watch_streams'), 0, 'cancelled streams are released');
@@ -72,23 +73,17 @@ test('a watch sees writes, deletes and a rotation in revision order, and resumes
 test('a revision older than the retained log gets ResyncRequired, then live events', async () => {
   for (let i = 0; i < RETAIN_EVENTS + 5; i++) await put('compact/app/counter', i);
   const watch = openWatch(server.grpcAddress, { prefixes: ['compact'], sinceRevision: 1 }, server.rootToken);
-  assert.equal((await watch.next()).type, 'heartbeat');
   const resync = await watch.next();
-  assert.equal(resync.type, 'resyncRequired');
+  assert.equal(resync.type, 'resyncRequired', 'the first message says the position cannot be resumed');
   const live = await put('compact/app/counter', 'after');
   const next = (await watch.until((e) => e.type === 'itemChanged')).at(-1) as WatchEvent;
   assert.equal(next.revision, live.revision);
   watch.close();
 });
 
-test('bad watch requests: no prefixes, a future revision, a bad prefix; the server keeps serving', async () => {
+test('bad watch requests: no prefixes, a bad prefix; the server keeps serving', async () => {
   const none = openWatch(server.grpcAddress, { prefixes: [] }, server.rootToken);
   assert.equal((await none.status).code, GrpcStatus.INVALID_ARGUMENT);
-  const current = (await put('misc/app/x', 1)).revision;
-  const future = openWatch(server.grpcAddress, { prefixes: ['misc'], sinceRevision: current + 1000 }, server.rootToken);
-  const futureStatus = await future.status;
-  assert.equal(futureStatus.code, GrpcStatus.INVALID_ARGUMENT);
-  assert.match(futureStatus.details, /future/);
   const bad = openWatch(server.grpcAddress, { prefixes: ['../etc'] }, server.rootToken);
   assert.equal((await bad.status).code, GrpcStatus.INVALID_ARGUMENT);
   const anon = openWatch(server.grpcAddress, { prefixes: ['misc'] }, undefined);

@@ -17,7 +17,8 @@ import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
 import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
-import type { Store, StoreWriter } from './store/store.ts';
+import type { LogPage, Store, StoreWriter } from './store/store.ts';
+import { eventDigest } from './event-digest.ts';
 
 /** Longest audit `detail` stored; details are short reasons, never payloads. */
 const AUDIT_DETAIL_MAX_CHARS = 500;
@@ -60,6 +61,9 @@ function validateOptions(options: ControlPlaneOptions): void {
   }
 }
 
+/** A log event before its digest is taken (distributes over the union). */
+type UndigestedEvent = LogEvent extends infer E ? (E extends LogEvent ? Omit<E, 'digest'> : never) : never;
+
 interface WriteOutcome<T> {
   readonly result: T;
   readonly events: LogEvent[];
@@ -76,6 +80,7 @@ class ControlPlaneImpl implements ControlPlane {
   #pendingAudit: Array<{ entry: AuditEntry; at: number }> = [];
   #auditFlush: Promise<void> | undefined;
   #closed = false;
+  #storeId = '';
 
   constructor(options: ControlPlaneOptions, store: Store) {
     this.#options = options;
@@ -96,6 +101,16 @@ class ControlPlaneImpl implements ControlPlane {
 
   get #now(): number {
     return this.#options.clock.now();
+  }
+
+  /** Reads the store's identity once; a restore happens with the servers stopped. */
+  async loadIdentity(): Promise<void> {
+    this.#storeId = (await this.#store.read((r) => r.logState())).storeId;
+  }
+
+  /** The event with its digest, taken once at write time. */
+  #digested(event: UndigestedEvent): LogEvent {
+    return { ...event, digest: eventDigest(this.#storeId, event) } as LogEvent;
   }
 
   /** Refuses to start when the stored DEKs are wrapped by another KEK. */
@@ -173,7 +188,7 @@ class ControlPlaneImpl implements ControlPlane {
       deleted: false,
       sealed: sealedColumns(ref.namespace, key.version, sealed),
     });
-    const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env };
+    const event = this.#digested({ revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env });
     await w.appendEvent(event, now);
     await this.#prune(w, ref);
     return { result: { version, revision }, events: [event] };
@@ -244,7 +259,7 @@ class ControlPlaneImpl implements ControlPlane {
         await w.deleteAllVersions(ref);
         await w.markItemDeleted(ref, now);
         const revision = await w.nextRevision();
-        const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion };
+        const event = this.#digested({ revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion });
         await w.appendEvent(event, now);
         return { result: { revision }, events: [event] };
       }
@@ -253,7 +268,7 @@ class ControlPlaneImpl implements ControlPlane {
       const version = await w.takeNextVersion(ref, item.kind, now);
       const revision = await w.nextRevision();
       await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
-      const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version };
+      const event = this.#digested({ revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version });
       await w.appendEvent(event, now);
       await this.#prune(w, ref);
       return { result: { revision }, events: [event] };
@@ -360,7 +375,7 @@ class ControlPlaneImpl implements ControlPlane {
         zeroize(next.dek);
       }
       const revision = await w.nextRevision();
-      const event: LogEvent = { revision, type: 'keyRotated', namespace, keyVersion: next.version };
+      const event = this.#digested({ revision, type: 'keyRotated', namespace, keyVersion: next.version });
       await w.appendEvent(event, now);
       logger.info({ namespace, keyVersion: next.version, resealed, actor, revision }, 'data key rotated');
       return { result: { namespace, keyVersion: next.version, revision }, events: [event] };
@@ -468,6 +483,15 @@ class ControlPlaneImpl implements ControlPlane {
     return this.#store.read((r) => r.eventsAfter(Math.max(0, Math.trunc(after)), bounded));
   }
 
+  logHead(): Promise<LogPage> {
+    return this.#store.read((r) => r.logHead());
+  }
+
+  logPage(after: number, limit: number): Promise<LogPage> {
+    const bounded = Math.max(1, Math.min(Math.trunc(limit), EVENTS_PAGE_MAX));
+    return this.#store.read((r) => r.logPage(Math.max(0, Math.trunc(after)), bounded));
+  }
+
   onCommitted(listener: (events: readonly LogEvent[]) => void): () => void {
     return this.#listeners.add(listener);
   }
@@ -548,6 +572,7 @@ export async function openControlPlaneOn(store: Store, options: ControlPlaneOpti
   validateOptions(options);
   const plane = new ControlPlaneImpl(options, store);
   try {
+    await plane.loadIdentity();
     await plane.verifyKek();
   } catch (err) {
     await plane.close();

@@ -6,11 +6,15 @@
 import type * as grpc from '@grpc/grpc-js';
 import { watchEventToWire, watchServiceDefinition, type WatchEvent } from '../../shared/watch-proto.ts';
 
-/** An event ready to write: its revision (for ordering) and its wire bytes. */
+/** An event ready to write: its revision and digest (for ordering and bookmarks) and its wire bytes. */
 export interface EncodedEvent {
   readonly revision: number;
+  readonly digest: string;
   readonly type: WatchEvent['type'];
   readonly namespace?: string;
+  /** For item events: the item's kind ('secret' deliveries are audited) and whether its layers went inline. */
+  readonly kind?: string;
+  readonly inline?: boolean;
   readonly bytes: Buffer;
 }
 
@@ -20,9 +24,17 @@ function watchMethod(): grpc.MethodDefinition<unknown, unknown> {
   return method;
 }
 
-export function encodeEvent(event: WatchEvent): EncodedEvent {
+export function encodeEvent(event: WatchEvent, kind?: string): EncodedEvent {
   const bytes = watchMethod().responseSerialize(watchEventToWire(event));
-  return { revision: event.revision, type: event.type, ...('namespace' in event ? { namespace: event.namespace } : {}), bytes };
+  return {
+    revision: event.revision,
+    digest: event.digest ?? '',
+    type: event.type,
+    ...('namespace' in event ? { namespace: event.namespace } : {}),
+    ...(kind !== undefined ? { kind } : event.type === 'itemChanged' ? { kind: event.kind } : {}),
+    ...('layers' in event && event.layers ? { inline: true } : {}),
+    bytes,
+  };
 }
 
 /** The WatchService definition with pre-encoded responses passed through untouched. */

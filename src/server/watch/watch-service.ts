@@ -9,14 +9,21 @@ import { AppError, GrpcStatus, toAppError } from '../../shared/errors.ts';
 import type { Clock, TimerHandle } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { validatePrefix } from '../../shared/paths.ts';
-import { watchRequestFromWire } from '../../shared/watch-proto.ts';
+import { watchRequestFromWire, type StartFrom } from '../../shared/watch-proto.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { AuditEntry, ControlPlane, LogEvent } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { ServerMetrics } from '../metrics.ts';
 import { encodeEvent, passThroughServiceDefinition } from './event-codec.ts';
-import { WatchStream, type EndReason } from './watch-stream.ts';
+import { WatchStream, type EndReason, type WatchLog } from './watch-stream.ts';
+
+/** For the log line: where the client asked to start (never more than ids and numbers). */
+function describeStart(start: StartFrom | undefined): string {
+  if (!start || start.kind === 'now') return 'now';
+  if (start.kind === 'legacy') return `since ${start.sinceRevision}`;
+  return `after ${start.position.storeId}@${start.position.revision}`;
+}
 
 export interface WatchServiceOptions {
   readonly controlPlane: ControlPlane;
@@ -27,6 +34,8 @@ export interface WatchServiceOptions {
   readonly metrics: ServerMetrics;
   readonly heartbeatInterval: Milliseconds;
   readonly bound: number;
+  /** Events per replay read (tests make it small). @default REPLAY_PAGE */
+  readonly replayPage?: number | undefined;
 }
 
 export interface WatchService {
@@ -47,14 +56,13 @@ interface StreamAuth {
 export async function createWatchService(options: WatchServiceOptions): Promise<WatchService> {
   const { controlPlane, metrics, logger } = options;
   const streams = new Map<WatchStream, StreamAuth>();
-  let latestRevision = await controlPlane.currentRevision();
   let nextId = 1;
+  const log: WatchLog = { page: (after, limit) => controlPlane.logPage(after, limit), head: () => controlPlane.logHead() };
   let highWater = 0;
   let closing = false;
 
   const unsubscribe = controlPlane.onCommitted((events: readonly LogEvent[]) => {
     for (const event of events) {
-      latestRevision = Math.max(latestRevision, event.revision);
       metrics.events.inc({ type: event.type });
       const encoded = encodeEvent(event);
       for (const stream of streams.keys()) stream.offer(encoded);
@@ -65,7 +73,6 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
   // would silently miss them, so end them; clients resume and get ResyncRequired.
   const unsubscribeLost =
     controlPlane.onEventsLost?.((lost) => {
-      latestRevision = Math.max(latestRevision, lost.compactedThrough);
       for (const stream of [...streams.keys()]) {
         stream.end(GrpcStatus.UNAVAILABLE, `This replica missed compacted events after revision ${lost.deliveredRevision}; reconnect and resume.`, 'error');
       }
@@ -114,11 +121,13 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         id: nextId++,
         subject: principal.subject,
         prefixes,
-        sinceRevision: request.sinceRevision,
+        start: request.start ?? { kind: 'now' },
+        environments: controlPlane.environments,
+        log,
         bound: options.bound,
         heartbeatInterval: options.heartbeatInterval,
         clock: options.clock,
-        latestRevision: () => latestRevision,
+        replayPage: options.replayPage,
         onQueueDepth: (depth) => {
           if (depth > highWater) {
             highWater = depth;
@@ -158,14 +167,10 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
           Math.max(0, principal.expiresAt - options.clock.now()),
         );
       }
-      const [current, oldest] = await Promise.all([controlPlane.currentRevision(), controlPlane.oldestRetainedRevision()]);
-      if (request.sinceRevision > current) {
-        stream.end(GrpcStatus.INVALID_ARGUMENT, `since_revision ${request.sinceRevision} is in the future; the current revision is ${current}.`, 'error');
-        return;
-      }
-      logger.info({ stream: stream.id, subject: principal.subject, prefixes, since: request.sinceRevision, agentId: request.agentId.slice(0, 128) }, 'watch stream opened');
+      logger.info({ stream: stream.id, subject: principal.subject, prefixes, start: describeStart(request.start), agentId: request.agentId.slice(0, 128) }, 'watch stream opened');
       await auditBestEffort({ subject: principal.subject, action: 'watch', target: prefixes.join(','), outcome: 'ok' });
-      await stream.start(controlPlane, current, oldest);
+      // Each read is one snapshot with the compaction boundary: whatever happened during the audit write is seen.
+      await stream.start();
     })().catch((err: unknown) => {
       const appError = toAppError(err);
       if (appError.httpStatus >= 500) logger.error({ code: appError.code, err: appError.message }, 'watch failed');
