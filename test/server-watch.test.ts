@@ -58,7 +58,8 @@ test('a watch sees writes, deletes and a rotation in revision order, and resumes
   const resumed = openWatch(server.grpcAddress, { prefixes: ['team-a/svc'], sinceRevision: lastApplied }, server.rootToken);
   const hb = await resumed.next();
   assert.equal(hb.type, 'heartbeat');
-  const replay = [await resumed.next(), await resumed.next()];
+  // Heartbeats come every second of real time; only the item events matter here.
+  const replay = (await resumed.until((e) => e.revision === m2.revision && e.type !== 'heartbeat')).filter((e) => e.type !== 'heartbeat');
   assert.deepEqual(replay.map((e) => [e.type, e.revision]), [['itemChanged', m1.revision], ['itemChanged', m2.revision]]);
   // then live, without gap or duplicate
   const live = await put('team-a/svc/limits', { rps: 40 });
@@ -120,7 +121,7 @@ test('heartbeats and the key-age policy run on the server clock (moved by the te
   const watch = openWatch(server.grpcAddress, { prefixes: ['aging'] }, server.rootToken);
   assert.equal((await watch.next()).type, 'heartbeat');
   const written = await put('aging/app/flag', true);
-  assert.equal((await watch.next()).revision, written.revision);
+  assert.equal((await watch.until((e) => e.type !== 'heartbeat')).at(-1)?.revision, written.revision);
   await http(server.adminUrl, 'POST', '/test/clock/advance?ms=10000');
   const heartbeat = await watch.next();
   assert.equal(heartbeat.type, 'heartbeat');
@@ -131,5 +132,16 @@ test('heartbeats and the key-age policy run on the server clock (moved by the te
   // The metric counts once the policy run has finished every due namespace, which may be after this event arrived.
   await server.waitForLog((l) => l.msg === 'data key rotated by age policy' && l.namespace === 'aging/app');
   assert.ok(((await metricValue(server.adminUrl, 'config_sidecar_server_key_rotations_total', 'trigger="policy"')) ?? 0) >= 1);
+  watch.close();
+});
+
+test('HTTP/2 keepalive pings from an agent every 100 ms are accepted: the stream stays up across heartbeats (1 s by default)', async () => {
+  const channelOptions = { 'grpc.keepalive_time_ms': 100, 'grpc.keepalive_timeout_ms': 1_000, 'grpc.keepalive_permit_without_calls': 1 };
+  const watch = openWatch(server.grpcAddress, { prefixes: ['pinged'], start: { kind: 'now' } }, server.rootToken, { channelOptions });
+  const first = await watch.next();
+  assert.equal(first.type === 'heartbeat' && first.intervalMs, 1_000);
+  // Two more real heartbeats: well over ten pings later the server has not sent GOAWAY (too_many_pings).
+  assert.equal((await watch.next(5_000)).type, 'heartbeat');
+  assert.equal((await watch.next(5_000)).type, 'heartbeat');
   watch.close();
 });

@@ -153,10 +153,10 @@ export function openWatch(
   address: string,
   request: { prefixes: string[]; sinceRevision?: number; start?: StartFrom; agentId?: string },
   token: string | undefined,
-  options: { stallAfterFirst?: boolean; credentials?: grpc.ChannelCredentials } = {},
+  options: { stallAfterFirst?: boolean; credentials?: grpc.ChannelCredentials; channelOptions?: grpc.ChannelOptions } = {},
 ): WatchHandle {
   const Client = watchClientConstructor();
-  const client = new Client(address, options.credentials ?? grpc.credentials.createInsecure());
+  const client = new Client(address, options.credentials ?? grpc.credentials.createInsecure(), options.channelOptions);
   const metadata = new grpc.Metadata();
   if (token) metadata.set('authorization', `Bearer ${token}`);
   const call = (client as unknown as { watch: (r: unknown, m: grpc.Metadata) => grpc.ClientReadableStream<unknown> }).watch(
