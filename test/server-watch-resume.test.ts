@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createAuthenticator } from '../src/server/auth/authenticator.ts';
 import { Policy } from '../src/server/auth/policy.ts';
-import type { ControlPlane } from '../src/server/control-plane.ts';
+import type { AuditEntry, ControlPlane } from '../src/server/control-plane.ts';
+import { INLINE_LAYERS_MAX_BYTES } from '../src/server/inline-layers.ts';
 import { createServerMetrics } from '../src/server/metrics.ts';
 import { SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
 import type { LogPage } from '../src/server/store/store.ts';
@@ -269,3 +270,80 @@ test('a backup copied back into the data dir reuses revisions: the digest tells 
 });
 
 
+
+/** Records the audit entries the Watch service writes. */
+function recordAudit(entries: AuditEntry[]) {
+  return (plane: ControlPlane): ControlPlane =>
+    new Proxy(plane, {
+      get(target, prop) {
+        if (prop === 'audit') {
+          return async (entry: AuditEntry) => {
+            entries.push(entry);
+            await target.audit(entry);
+          };
+        }
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+}
+
+test('change events carry every live layer of the item inline under 64 KiB, none above it; secret deliveries are audited once per stream', async (t) => {
+  const audits: AuditEntry[] = [];
+  const h = await harness(t, { wrap: recordAudit(audits) });
+  const ref = { namespace: 'app/a', name: 'db' };
+  await h.plane.putItem(ref, 'base', 'secret', Buffer.from('base-secret'), 'test');
+  const watch = h.watch({ prefixes: ['app'], start: { kind: 'now' } });
+  assert.equal((await watch.next()).type, 'heartbeat');
+  const prod = await h.plane.putItem(ref, 'prod', 'secret', Buffer.from('prod-secret'), 'test');
+  const changed = (await watch.until((e) => e.type === 'itemChanged')).at(-1);
+  assert.ok(changed?.type === 'itemChanged');
+  const envelope = await h.plane.getEnvelope(ref, 'prod');
+  const base = await h.plane.getEnvelope(ref, 'base');
+  assert.deepEqual(
+    changed.layers,
+    [
+      { ...(base.layers[0] as object), revision: 1 },
+      { ...(envelope.layers[0] as object), revision: prod.revision },
+    ],
+    'every env layer, least specific first, exactly as the envelope endpoint seals it',
+  );
+
+  // Over the bound: the event says "refetch" (no layers) and is still delivered.
+  const big = await h.plane.putItem({ namespace: 'app/a', name: 'big' }, 'base', 'secret', Buffer.alloc(INLINE_LAYERS_MAX_BYTES + 1, 7), 'test');
+  const bigEvent = (await watch.until((e) => e.revision === big.revision)).at(-1);
+  assert.ok(bigEvent?.type === 'itemChanged');
+  assert.equal(bigEvent.layers, undefined);
+
+  // A replay carries them too.
+  const replay = h.watch({ prefixes: ['app'], start: after(await positionAt(h.plane, 1)) });
+  const replayed = (await replay.until((e) => e.revision === big.revision)).filter((e) => e.type === 'itemChanged');
+  assert.deepEqual(replayed.map((e) => e.type === 'itemChanged' && e.layers?.length), [2, undefined]);
+  replay.close();
+
+  const deleted = await h.plane.deleteItem(ref, undefined, 'test');
+  const gone = (await watch.until((e) => e.revision === deleted.revision)).at(-1);
+  assert.ok(gone?.type === 'itemDeleted');
+  assert.deepEqual(gone.layers, [], 'a deleted item has no live layers left');
+  watch.close();
+
+  const inline = () => audits.filter((a) => a.action === 'envelope');
+  await waitFor(() => inline().length === 2);
+  assert.deepEqual(
+    inline().map((a) => [a.subject, a.target, a.detail?.replace(/stream \d+/, 'stream N')]).sort(),
+    [
+      ['root', 'app', 'watch stream N: 1 sealed secret value(s) delivered inline'],
+      ['root', 'app', 'watch stream N: 1 sealed secret value(s) delivered inline'],
+    ],
+    'one aggregate row per stream, counting events that carried a sealed secret (not the one over the bound, not the delete); never a value',
+  );
+});
+
+/** Polls a condition the test cannot await directly (an audit write after a stream ended), with a deadline. */
+async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}

@@ -19,6 +19,7 @@ import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
 import type { LogPage, Store, StoreWriter } from './store/store.ts';
 import { eventDigest } from './event-digest.ts';
+import { inlineLayers, type ItemLayers } from './inline-layers.ts';
 
 /** Longest audit `detail` stored; details are short reasons, never payloads. */
 const AUDIT_DETAIL_MAX_CHARS = 500;
@@ -481,6 +482,18 @@ class ControlPlaneImpl implements ControlPlane {
     const bounded = Math.max(0, Math.min(Math.trunc(limit), EVENTS_PAGE_MAX));
     if (bounded === 0) return [];
     return this.#store.read((r) => r.eventsAfter(Math.max(0, Math.trunc(after)), bounded));
+  }
+
+  sealedLayers(refs: readonly ItemRef[]): Promise<Map<string, ItemLayers>> {
+    const unique = new Map(refs.map((ref) => [itemKey(ref), ref]));
+    return this.#store.read(async (r) => {
+      const out = new Map<string, ItemLayers>();
+      for (const [key, ref] of unique) {
+        const item = await r.getItem(ref);
+        out.set(key, item && !item.deleted ? inlineLayers(item.kind, await r.currentVersions(ref), this.environments) : { kind: item?.kind, layers: [] });
+      }
+      return out;
+    });
   }
 
   logHead(): Promise<LogPage> {

@@ -21,6 +21,7 @@ import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { LogPage } from './store/store.ts';
+import type { ItemLayers } from './inline-layers.ts';
 
 /**
  * An event as stored in the log (heartbeats and resyncs are stream-only), with
@@ -131,6 +132,12 @@ export interface ControlPlane {
   logPage(after: number, limit: number): Promise<LogPage>;
   /** The log's state and the digest of the newest event (`afterDigest`), from one snapshot. */
   logHead(): Promise<LogPage>;
+  /**
+   * The current live sealed layers of each item (keyed by `itemKey`), in one
+   * snapshot, for change events to carry inline (undefined layers: over
+   * INLINE_LAYERS_MAX_BYTES).
+   */
+  sealedLayers(refs: readonly ItemRef[]): Promise<Map<string, ItemLayers>>;
   /** Called after each commit with the new events in revision order. Returns unsubscribe. */
   onCommitted(listener: (events: readonly LogEvent[]) => void): () => void;
   /**

@@ -12,9 +12,9 @@ export interface EncodedEvent {
   readonly digest: string;
   readonly type: WatchEvent['type'];
   readonly namespace?: string;
-  /** For item events: the item's kind ('secret' deliveries are audited) and whether its layers went inline. */
+  /** For item events: the item's kind ('secret' deliveries are audited) and how many sealed layers went inline. */
   readonly kind?: string;
-  readonly inline?: boolean;
+  readonly inlineLayers?: number;
   readonly bytes: Buffer;
 }
 
@@ -32,7 +32,7 @@ export function encodeEvent(event: WatchEvent, kind?: string): EncodedEvent {
     type: event.type,
     ...('namespace' in event ? { namespace: event.namespace } : {}),
     ...(kind !== undefined ? { kind } : event.type === 'itemChanged' ? { kind: event.kind } : {}),
-    ...('layers' in event && event.layers ? { inline: true } : {}),
+    ...('layers' in event && event.layers ? { inlineLayers: event.layers.length } : {}),
     bytes,
   };
 }

@@ -5,7 +5,7 @@
  * re-checked when the policy changes and ended when their credential expires.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { AppError, GrpcStatus, toAppError } from '../../shared/errors.ts';
+import { AppError, describeError, GrpcStatus, toAppError } from '../../shared/errors.ts';
 import type { Clock, TimerHandle } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { validatePrefix } from '../../shared/paths.ts';
@@ -15,7 +15,8 @@ import type { AuditEntry, ControlPlane, LogEvent } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { ServerMetrics } from '../metrics.ts';
-import { encodeEvent, passThroughServiceDefinition } from './event-codec.ts';
+import { passThroughServiceDefinition } from './event-codec.ts';
+import { encodeEvents, type LayerSource } from './event-encoder.ts';
 import { WatchStream, type EndReason, type WatchLog } from './watch-stream.ts';
 
 /** For the log line: where the client asked to start (never more than ids and numbers). */
@@ -51,22 +52,40 @@ export interface WatchService {
 interface StreamAuth {
   readonly principal: Principal;
   expiry?: TimerHandle;
+  /** Secret values sent inline since the last audit row for this stream. */
+  secretsInline: number;
 }
+
+/**
+ * Secrets a stream delivers inline are audited in aggregate: one row per
+ * stream when it ends and at most one per stream per this interval, instead of
+ * a row per event (a hot secret fanned out to every pod would flood the log).
+ */
+export const INLINE_AUDIT_INTERVAL_MS: Milliseconds = 10 * 60 * 1000;
 
 export async function createWatchService(options: WatchServiceOptions): Promise<WatchService> {
   const { controlPlane, metrics, logger } = options;
   const streams = new Map<WatchStream, StreamAuth>();
   let nextId = 1;
-  const log: WatchLog = { page: (after, limit) => controlPlane.logPage(after, limit), head: () => controlPlane.logHead() };
+  const layerSource: LayerSource = (refs) => controlPlane.sealedLayers(refs);
+  const log: WatchLog = {
+    page: (after, limit) => controlPlane.logPage(after, limit),
+    head: () => controlPlane.logHead(),
+    encode: (events) => encodeEvents(events, layerSource, logger),
+  };
   let highWater = 0;
   let closing = false;
 
+  // Events are encoded (with their layers read) in commit order, one batch at a time.
+  let dispatching: Promise<void> = Promise.resolve();
+  const dispatch = async (events: readonly LogEvent[]): Promise<void> => {
+    const live = [...streams.keys()];
+    const encoded = await encodeEvents(events, layerSource, logger, (event) => live.some((s) => s.matches(event.namespace)));
+    for (const event of encoded) for (const stream of streams.keys()) stream.offer(event);
+  };
   const unsubscribe = controlPlane.onCommitted((events: readonly LogEvent[]) => {
-    for (const event of events) {
-      metrics.events.inc({ type: event.type });
-      const encoded = encodeEvent(event);
-      for (const stream of streams.keys()) stream.offer(encoded);
-    }
+    for (const event of events) metrics.events.inc({ type: event.type });
+    dispatching = dispatching.then(() => dispatch(events)).catch((err: unknown) => logger.error({ err: describeError(err) }, 'watch fan-out failed'));
   });
   // This replica could not deliver events that retention compacted first (a
   // PostgreSQL replica cut off from the database for too long): its streams
@@ -87,9 +106,31 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     }
   };
 
+  const auditInline = (stream: WatchStream, auth: StreamAuth): void => {
+    if (auth.secretsInline === 0) return;
+    const count = auth.secretsInline;
+    auth.secretsInline = 0;
+    void auditBestEffort({
+      subject: auth.principal.subject,
+      action: 'envelope',
+      target: stream.prefixes.join(','),
+      outcome: 'ok',
+      detail: `watch stream ${stream.id}: ${count} sealed secret value(s) delivered inline`,
+    });
+  };
+  let auditTimer: TimerHandle | undefined;
+  const scheduleInlineAudit = (): void => {
+    auditTimer = options.clock.setTimeout(() => {
+      for (const [stream, auth] of streams) auditInline(stream, auth);
+      scheduleInlineAudit();
+    }, INLINE_AUDIT_INTERVAL_MS);
+  };
+  scheduleInlineAudit();
+
   const onEnd = (stream: WatchStream, reason: EndReason): void => {
     const auth = streams.get(stream);
     auth?.expiry?.cancel();
+    if (auth) auditInline(stream, auth);
     if (streams.delete(stream)) metrics.watchers.dec();
     if (reason !== 'cancelled') metrics.watchEnded.inc({ reason });
     logger.info({ stream: stream.id, subject: stream.subject, reason }, 'watch stream ended');
@@ -117,6 +158,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         await auditBestEffort({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
         throw new AppError('permission_denied', `${principal.subject} may not read ${denied.join(', ')}.`);
       }
+      const auth: StreamAuth = { principal, secretsInline: 0 };
       const stream = new WatchStream({
         id: nextId++,
         subject: principal.subject,
@@ -135,6 +177,9 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
           }
         },
         onSent: () => metrics.eventsSent.inc(),
+        onDelivered: (event) => {
+          if (event.kind === 'secret' && (event.inlineLayers ?? 0) > 0) auth.secretsInline += 1;
+        },
         onEnd,
         sink: {
           write: (bytes) => call.write(bytes),
@@ -147,7 +192,6 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       });
       opened = stream;
       // Subscribe before reading the current revision: nothing committed in between is missed.
-      const auth: StreamAuth = { principal };
       streams.set(stream, auth);
       metrics.watchers.inc();
       call.on('cancelled', () => stream.end(GrpcStatus.CANCELLED, 'cancelled by the client', 'cancelled'));
@@ -197,6 +241,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     },
     close() {
       closing = true;
+      auditTimer?.cancel();
       unsubscribe();
       unsubscribeLost();
       for (const stream of [...streams.keys()]) stream.end(GrpcStatus.UNAVAILABLE, 'The server is shutting down; reconnect.', 'shutdown');
