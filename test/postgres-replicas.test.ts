@@ -351,7 +351,16 @@ describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, 
     assert.ok(!(await readFile(file)).includes('restore-me'), 'the dump holds no plaintext');
 
     const restoredUrl = await cluster.createDatabase();
-    await run(pgRestore, ['--no-owner', `--dbname=${restoredUrl}`, file]);
+    const restore = await run(process.execPath, [CLI, 'restore', '--from', file], { env: { ...env, CONFIG_SIDECAR_DATABASE_URL: restoredUrl } });
+    const ids = /new store id (\S+) \(was (\S+)\)/.exec(restore.stdout);
+    assert.ok(ids && ids[1] !== ids[2], `a restored database gets a new store id: ${restore.stdout}`);
+    const [[counter]] = [await cluster.query(restoredUrl, 'SELECT store_id, revision, compacted_through FROM revision_counter')];
+    assert.deepEqual([counter?.store_id, Number(counter?.compacted_through)], [ids[1], Number(counter?.revision)], 'the whole log counts as compacted');
+    await assert.rejects(
+      run(process.execPath, [CLI, 'restore', '--from', file], { env: { ...env, CONFIG_SIDECAR_DATABASE_URL: restoredUrl } }),
+      /already holds a store/,
+      'a database that holds a store is never restored over',
+    );
     await assert.rejects(
       startServerProcess({ dataDir: join(dir, 'other-kek'), env: { CONFIG_SIDECAR_DATABASE_URL: restoredUrl } }),
       /CONFIG_SIDECAR_KEK/,
