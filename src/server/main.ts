@@ -31,7 +31,15 @@ import { createWatchService } from './watch/watch-service.ts';
 export const KEY_AGE_CHECK_INTERVAL_MS = 60 * 60 * 1000;
 /** How long shutdown waits for the trace exporter to send buffered spans. */
 export const TRACING_SHUTDOWN_TIMEOUT_MS = 2_000;
-/** Pings idle Watch connections so streams of vanished agents are closed instead of held forever. */
+/**
+ * The server pings idle Watch connections so streams of vanished agents are
+ * closed instead of held forever. Agents ping too (HTTP/2 keepalive, to notice
+ * a frozen path within seconds): grpc-js servers answer client pings at any
+ * rate and never send GOAWAY too_many_pings, and permit_without_calls lets an
+ * agent ping between streams, so no server-side ping policy refuses them.
+ * (A proxy in between, e.g. Envoy or an ingress, may enforce its own minimum
+ * ping interval: allow at least the agent's; see docs/OPERATIONS.md.)
+ */
 export const GRPC_KEEPALIVE_TIME_MS = 30_000;
 export const GRPC_KEEPALIVE_TIMEOUT_MS = 10_000;
 export const OPENAPI_URL = new URL('./openapi.json', import.meta.url);

@@ -31,7 +31,7 @@ export const DEFAULT_MAX_VERSIONS = 20;
 export const DEFAULT_KEY_MAX_AGE = '90d';
 /** Requests per second per subject; bursts up to twice that. 0 disables the limit. */
 export const DEFAULT_RATE_LIMIT_PER_S = 200;
-export const DEFAULT_HEARTBEAT_INTERVAL = '10s';
+export const DEFAULT_HEARTBEAT_INTERVAL = '1s';
 /** Events queued per watch stream before a slow reader is ended. */
 export const DEFAULT_WATCH_BUFFER = 1024;
 export const DEFAULT_MAX_BODY = '1MiB';
