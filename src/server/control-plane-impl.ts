@@ -8,17 +8,19 @@
 import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
 import { AppError, describeError } from '../shared/errors.ts';
 import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
-import type { EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
+import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
 import type { Milliseconds } from '../shared/units.ts';
-import type { AuditEntry, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
+import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
 import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
-import type { Store, StoreWriter } from './store/store.ts';
+import type { LogPage, Store, StoreWriter } from './store/store.ts';
+import { eventDigest } from './event-digest.ts';
+import { inlineLayers, type ItemLayers } from './inline-layers.ts';
 
 /** Longest audit `detail` stored; details are short reasons, never payloads. */
 const AUDIT_DETAIL_MAX_CHARS = 500;
@@ -64,6 +66,11 @@ function validateOptions(options: ControlPlaneOptions): void {
   }
 }
 
+/** The `setRevision` stamp of a change-set member; nothing outside a set. */
+const inSet = (setRevision: number | undefined): { setRevision?: number } => (setRevision === undefined ? {} : { setRevision });
+/** A log event before its digest is taken (distributes over the union). */
+type UndigestedEvent = LogEvent extends infer E ? (E extends LogEvent ? Omit<E, 'digest'> : never) : never;
+
 interface WriteOutcome<T> {
   readonly result: T;
   readonly events: LogEvent[];
@@ -81,6 +88,7 @@ class ControlPlaneImpl implements ControlPlane {
   #auditFlush: Promise<void> | undefined;
   #auditWritable = true;
   #closed = false;
+  #storeId = '';
 
   constructor(options: ControlPlaneOptions, store: Store) {
     this.#options = options;
@@ -101,6 +109,16 @@ class ControlPlaneImpl implements ControlPlane {
 
   get #now(): number {
     return this.#options.clock.now();
+  }
+
+  /** Reads the store's identity once; a restore happens with the servers stopped. */
+  async loadIdentity(): Promise<void> {
+    this.#storeId = (await this.#store.read((r) => r.logState())).storeId;
+  }
+
+  /** The event with its digest, taken once at write time. */
+  #digested(event: UndigestedEvent): LogEvent {
+    return { ...event, digest: eventDigest(this.#storeId, event) } as LogEvent;
   }
 
   /** Refuses to start when the stored DEKs are wrapped by another KEK. */
@@ -196,7 +214,16 @@ class ControlPlaneImpl implements ControlPlane {
   }
 
   /** Seals `value` as the next version of `ref` in `env` and appends ItemChanged. */
-  async #writeVersion(w: StoreWriter, keys: TxKeys, ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<WriteOutcome<PutItemResponse>> {
+  async #writeVersion(
+    w: StoreWriter,
+    keys: TxKeys,
+    ref: ItemRef,
+    env: string,
+    kind: ItemKind,
+    value: Buffer,
+    actor: string,
+    setRevision?: number,
+  ): Promise<WriteOutcome<PutItemResponse>> {
     const now = this.#now;
     const version = await w.takeNextVersion(ref, kind, now);
     const key = await keys.current(ref.namespace, now);
@@ -217,7 +244,7 @@ class ControlPlaneImpl implements ControlPlane {
       deleted: false,
       sealed: sealedColumns(ref.namespace, key.version, sealed, CURRENT_AAD_VERSION),
     });
-    const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env };
+    const event = this.#digested({ revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env, ...inSet(setRevision) });
     await w.appendEvent(event, now);
     await this.#prune(w, ref);
     return { result: { version, revision }, events: [event] };
@@ -280,27 +307,66 @@ class ControlPlaneImpl implements ControlPlane {
   async deleteItem(refIn: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }> {
     const ref = checkRef(refIn);
     if (env !== undefined) chainFor(env, this.environments);
-    return this.#write(async (w) => {
-      const now = this.#now;
-      const item = await w.getItem(ref);
-      if (!item || item.deleted) throw notFound(ref);
-      if (env === undefined) {
-        await w.deleteAllVersions(ref);
-        await w.markItemDeleted(ref, now);
-        const revision = await w.nextRevision();
-        const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion };
-        await w.appendEvent(event, now);
-        return { result: { revision }, events: [event] };
-      }
-      const layer = (await w.currentVersions(ref)).find((row) => row.env === env);
-      if (!layer || layer.deleted) throw notFound(ref, ` in environment ${env}`);
-      const version = await w.takeNextVersion(ref, item.kind, now);
+    const { revision } = await this.#write((w) => this.#deleteStep(w, ref, env, actor));
+    return { revision };
+  }
+
+  /** Deletes one layer (a tombstone version) or the whole item and appends ItemDeleted. */
+  async #deleteStep(w: StoreWriter, ref: ItemRef, env: string | undefined, actor: string, setRevision?: number): Promise<WriteOutcome<{ revision: number; version: number }>> {
+    const now = this.#now;
+    const item = await w.getItem(ref);
+    if (!item || item.deleted) throw notFound(ref);
+    if (env === undefined) {
+      await w.deleteAllVersions(ref);
+      await w.markItemDeleted(ref, now);
       const revision = await w.nextRevision();
-      await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
-      const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version };
+      const event = this.#digested({ revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion, ...inSet(setRevision) });
       await w.appendEvent(event, now);
-      await this.#prune(w, ref);
-      return { result: { revision }, events: [event] };
+      return { result: { revision, version: item.lastVersion }, events: [event] };
+    }
+    const layer = (await w.currentVersions(ref)).find((row) => row.env === env);
+    if (!layer || layer.deleted) throw notFound(ref, ` in environment ${env}`);
+    const version = await w.takeNextVersion(ref, item.kind, now);
+    const revision = await w.nextRevision();
+    await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
+    const event = this.#digested({ revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version, ...inSet(setRevision) });
+    await w.appendEvent(event, now);
+    await this.#prune(w, ref);
+    return { result: { revision, version }, events: [event] };
+  }
+
+  async writeChangeSet(changesIn: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse> {
+    if (changesIn.length === 0) throw new AppError('invalid_argument', 'A change set needs at least one change.');
+    const seen = new Set<string>();
+    const changes = changesIn.map((change) => {
+      const ref = checkRef(change.ref);
+      if (change.env !== undefined) chainFor(change.env, this.environments);
+      const key = `${itemKey(ref)}@${change.env ?? '*'}`;
+      if (seen.has(key)) throw new AppError('invalid_argument', `${itemKey(ref)} appears twice in the change set${change.env ? ` (env ${change.env})` : ''}; give each item and environment once.`);
+      seen.add(key);
+      if (change.op === 'put') {
+        if (change.kind !== 'config' && change.kind !== 'secret') throw new AppError('invalid_argument', 'kind must be "config" or "secret".');
+        if (change.kind === 'config') assertJson(change.value);
+      }
+      return { ...change, ref };
+    });
+    return this.#write(async (w, keys) => {
+      // Each member takes exactly one revision, so the set's last one is known
+      // before the first event is written (the write lock is held from here on).
+      const setRevision = (await w.logState()).revision + changes.length;
+      const items: ChangeSetResponse['items'] = [];
+      const events: LogEvent[] = [];
+      for (const change of changes) {
+        const outcome =
+          change.op === 'put'
+            ? await this.#writeVersion(w, keys, change.ref, change.env, change.kind, change.value, actor, setRevision)
+            : await this.#deleteStep(w, change.ref, change.env, actor, setRevision);
+        items.push({ item: itemKey(change.ref), version: outcome.result.version });
+        events.push(...outcome.events);
+      }
+      const last = events.at(-1)?.revision;
+      if (last !== setRevision) throw new AppError('internal', `The change set ended at revision ${String(last)}, not the expected ${setRevision}.`);
+      return { result: { revision: setRevision, items }, events };
     });
   }
 
@@ -414,7 +480,7 @@ class ControlPlaneImpl implements ControlPlane {
         zeroize(next.dek);
       }
       const revision = await w.nextRevision();
-      const event: LogEvent = { revision, type: 'keyRotated', namespace, keyVersion: next.version };
+      const event = this.#digested({ revision, type: 'keyRotated', namespace, keyVersion: next.version });
       await w.appendEvent(event, now);
       logger.info({ namespace, keyVersion: next.version, resealed, actor, revision }, 'data key rotated');
       return { result: { namespace, keyVersion: next.version, revision }, events: [event] };
@@ -523,6 +589,27 @@ class ControlPlaneImpl implements ControlPlane {
     return this.#store.read((r) => r.eventsAfter(Math.max(0, Math.trunc(after)), bounded));
   }
 
+  sealedLayers(refs: readonly ItemRef[]): Promise<Map<string, ItemLayers>> {
+    const unique = new Map(refs.map((ref) => [itemKey(ref), ref]));
+    return this.#store.read(async (r) => {
+      const out = new Map<string, ItemLayers>();
+      for (const [key, ref] of unique) {
+        const item = await r.getItem(ref);
+        out.set(key, item && !item.deleted ? inlineLayers(item.kind, await r.currentVersions(ref), this.environments) : { kind: item?.kind, layers: [] });
+      }
+      return out;
+    });
+  }
+
+  logHead(): Promise<LogPage> {
+    return this.#store.read((r) => r.logHead());
+  }
+
+  logPage(after: number, limit: number): Promise<LogPage> {
+    const bounded = Math.max(1, Math.min(Math.trunc(limit), EVENTS_PAGE_MAX));
+    return this.#store.read((r) => r.logPage(Math.max(0, Math.trunc(after)), bounded));
+  }
+
   onCommitted(listener: (events: readonly LogEvent[]) => void): () => void {
     return this.#listeners.add(listener);
   }
@@ -608,7 +695,7 @@ class ControlPlaneImpl implements ControlPlane {
  */
 export async function openControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   validateOptions(options);
-  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger, poolSize: options.databasePoolSize });
+  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger, poolSize: options.databasePoolSize, access: options.storeAccess });
   return openControlPlaneOn(store, options);
 }
 
@@ -620,6 +707,7 @@ export async function openControlPlaneOn(store: Store, options: ControlPlaneOpti
   validateOptions(options);
   const plane = new ControlPlaneImpl(options, store);
   try {
+    await plane.loadIdentity();
     await plane.verifyKek();
     await plane.resealOlderAad();
   } catch (err) {

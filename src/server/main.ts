@@ -12,7 +12,7 @@ import { createAdminServer, listen } from '../shared/admin-server.ts';
 import { describeError } from '../shared/errors.ts';
 import { sendJson } from '../shared/http-io.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
-import type { ListenAddress } from '../shared/settings.ts';
+import { envNameFor, SettingError, type ListenAddress } from '../shared/settings.ts';
 import { startTracing } from '../shared/tracing.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { openControlPlane } from './control-plane-impl.ts';
@@ -31,7 +31,15 @@ import { createWatchService } from './watch/watch-service.ts';
 export const KEY_AGE_CHECK_INTERVAL_MS = 60 * 60 * 1000;
 /** How long shutdown waits for the trace exporter to send buffered spans. */
 export const TRACING_SHUTDOWN_TIMEOUT_MS = 2_000;
-/** Pings idle Watch connections so streams of vanished agents are closed instead of held forever. */
+/**
+ * The server pings idle Watch connections so streams of vanished agents are
+ * closed instead of held forever. Agents ping too (HTTP/2 keepalive, to notice
+ * a frozen path within seconds): grpc-js servers answer client pings at any
+ * rate and never send GOAWAY too_many_pings, and permit_without_calls lets an
+ * agent ping between streams, so no server-side ping policy refuses them.
+ * (A proxy in between, e.g. Envoy or an ingress, may enforce its own minimum
+ * ping interval: allow at least the agent's; see docs/OPERATIONS.md.)
+ */
 export const GRPC_KEEPALIVE_TIME_MS = 30_000;
 export const GRPC_KEEPALIVE_TIMEOUT_MS = 10_000;
 export const OPENAPI_URL = new URL('./openapi.json', import.meta.url);
@@ -60,6 +68,11 @@ export async function startServer(settings: ServerSettings, options: StartOption
   const clock = options.clock ?? offsetClock ?? systemClock;
   const tracing = await startTracing({ endpoint: settings.otelEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-server' });
   const metrics = createServerMetrics();
+  if (!settings.rootToken && !settings.authFile && !settings.jwt) {
+    logger.warn(
+      'no credentials configured: every API call and agent stream will be refused (401). Set CONFIG_SIDECAR_ROOT_TOKEN (or --root-token-file), --auth-file, or --jwt-issuer/--jwt-audience/--jwks-url (docs/AUTH.md)',
+    );
+  }
   if (settings.insecure) logger.warn('--insecure: plaintext listeners on non-loopback addresses; tokens and envelopes cross the network unencrypted');
 
   const controlPlane = await openControlPlane({
@@ -76,6 +89,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     logger,
   });
   const closers: Array<() => Promise<void> | void> = [];
+  const unbind: Array<() => void> = [];
   let draining = false;
   try {
     const policySource = await openPolicySource(settings.authFile, logger, (outcome) => metrics.authReloads.inc({ outcome }));
@@ -143,11 +157,17 @@ export async function startServer(settings: ServerSettings, options: StartOption
       'grpc.keepalive_permit_without_calls': 1,
     });
     grpcServer.addService(watch.definition, watch.implementation);
-    const grpcPort = await new Promise<number>((resolve, reject) => {
-      grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, tls ? tls.grpcCredentials() : insecureGrpcCredentials(), (err, port) => (err ? reject(err) : resolve(port)));
-    });
+    // Every listener that bound is closed again when a later one cannot bind, so a taken
+    // port ends the process (naming the flag) instead of leaving a half-started server.
+    unbind.push(() => grpcServer.forceShutdown());
+    const grpcPort = await bindListener('--grpc-listen', settings.grpcListen, () =>
+      new Promise<number>((resolve, reject) => {
+        grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, tls ? tls.grpcCredentials() : insecureGrpcCredentials(), (err, port) => (err ? reject(err) : resolve(port)));
+      }),
+    );
 
-    const httpBound = await listen(rest, settings.httpListen);
+    unbind.push(() => rest.close());
+    const httpBound = await bindListener('--http-listen', settings.httpListen, () => listen(rest, settings.httpListen));
     let ready = true;
     const admin = createAdminServer({
       registry: metrics.registry,
@@ -170,7 +190,8 @@ export async function startServer(settings: ServerSettings, options: StartOption
           }
         : undefined,
     });
-    const adminBound = await listen(admin, settings.adminListen);
+    unbind.push(() => admin.close());
+    const adminBound = await bindListener('--admin-listen', settings.adminListen, () => listen(admin, settings.adminListen));
 
     let keyAgeTimer: TimerHandle | undefined;
     const checkKeyAge = (): void => {
@@ -238,8 +259,25 @@ export async function startServer(settings: ServerSettings, options: StartOption
 
     return { http: httpBound, grpc: grpcBound, admin: adminBound, httpUrl, controlPlane, logger, close };
   } catch (err) {
+    for (const close of unbind.reverse()) close();
     for (const closer of closers.reverse()) await closer();
     await controlPlane.close();
     throw err;
+  }
+}
+
+/** Binds one listener; a failure becomes a SettingError naming the flag, its env twin and the address. */
+async function bindListener<T>(flag: string, address: ListenAddress, bind: () => Promise<T>): Promise<T> {
+  try {
+    return await bind();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason =
+      code === 'EADDRINUSE' || /address already in use|No address added/i.test(describeError(err))
+        ? 'is in use by another process; stop it or choose another port (port 0 picks a free one)'
+        : code === 'EACCES'
+          ? 'may not be bound by this user (ports below 1024 need privileges); choose a port above 1024'
+          : `cannot be bound (${describeError(err)})`;
+    throw new SettingError(`${flag} (${envNameFor(flag)})`, `${address.host}:${address.port} ${reason}`);
   }
 }

@@ -2,7 +2,8 @@
  * The server's Prometheus metrics, in one registry served by the admin
  * listener. Labels are bounded: routes are templates, never paths.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../shared/process-metrics.ts';
 
 export interface ServerMetrics {
   readonly registry: Registry;
@@ -23,7 +24,7 @@ export interface ServerMetrics {
 
 export function createServerMetrics(): ServerMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'config_sidecar_server_' });
+  collectProcessMetrics(registry, 'config_sidecar_server_');
   const p = 'config_sidecar_server_';
   return {
     registry,

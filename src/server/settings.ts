@@ -20,7 +20,7 @@ import {
   type ListenAddress,
 } from '../shared/settings.ts';
 import { SEGMENT_RE } from '../shared/paths.ts';
-import { kekFromBase64, type LocalKekProvider } from './kek.ts';
+import { KEK_MISSING_HINT, kekFromBase64, type LocalKekProvider } from './kek.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 
 export const DEFAULT_DATA_DIR = '.config-sidecar/server';
@@ -31,7 +31,7 @@ export const DEFAULT_MAX_VERSIONS = 20;
 export const DEFAULT_KEY_MAX_AGE = '90d';
 /** Requests per second per subject; bursts up to twice that. 0 disables the limit. */
 export const DEFAULT_RATE_LIMIT_PER_S = 200;
-export const DEFAULT_HEARTBEAT_INTERVAL = '10s';
+export const DEFAULT_HEARTBEAT_INTERVAL = '1s';
 /** Events queued per watch stream before a slow reader is ended. */
 export const DEFAULT_WATCH_BUFFER = 1024;
 export const DEFAULT_MAX_BODY = '1MiB';
@@ -132,7 +132,7 @@ const rawSchema = z
     jwksUrl: z.string().url().optional(),
     jwksFile: z.string().min(1).optional(),
     /** Base64 of 32 bytes, from CONFIG_SIDECAR_KEK or --kek-file. */
-    kek: z.string().min(1, 'is required: set CONFIG_SIDECAR_KEK (base64 of 32 bytes) or --kek-file'),
+    kek: z.string({ error: KEK_MISSING_HINT }).min(1, KEK_MISSING_HINT),
     rootToken: z.string().min(16, 'must be at least 16 characters').optional(),
   })
   .strict();

@@ -6,7 +6,8 @@
 import { namespaceMatchesPrefix } from '../../shared/paths.ts';
 import { bindingKeyOf, type Identity } from './identity.ts';
 
-export const ACTIONS = ['read', 'list', 'write', 'delete', 'rotate', 'admin'] as const;
+/** `agents:read` lists the agents whose prefixes a grant covers (GET /v1/agents). */
+export const ACTIONS = ['read', 'list', 'write', 'delete', 'rotate', 'admin', 'agents:read'] as const;
 export type Action = (typeof ACTIONS)[number];
 
 /** A prefix of `*` grants on every namespace. */
@@ -47,6 +48,13 @@ export class Policy {
    * `production/ml` never covers `production` nor `production/ml-admin`. Only
    * the root token is root: no name (a JWT `sub` of "root") grants it.
    */
+  /** Does `identity` hold `action` on at least one prefix (so a filtered list is an answer, not a 403)? */
+  holdsAnywhere(identity: Identity, action: Action): boolean {
+    const key = bindingKeyOf(identity);
+    if (key === undefined) return true;
+    return this.#grants(key).some((grant) => grant.actions.includes(action) || grant.actions.includes('admin'));
+  }
+
   allows(identity: Identity, action: Action, namespace: string): boolean {
     const key = bindingKeyOf(identity);
     if (key === undefined) return true;
