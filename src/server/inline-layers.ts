@@ -43,6 +43,8 @@ export function inlineLayers(kind: ItemKind | undefined, current: readonly Versi
       revision: row.revision,
       keyId: row.sealed.keyId,
       keyVersion: row.sealed.keyVersion,
+      // Agents open each layer with the AAD layout it names (absent = 1).
+      ...(row.sealed.aadVersion === 1 ? {} : { aadVersion: row.sealed.aadVersion }),
       ...sealedToWire(row.sealed),
     })),
   };
