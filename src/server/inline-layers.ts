@@ -43,6 +43,7 @@ export function inlineLayers(kind: ItemKind | undefined, current: readonly Versi
       revision: row.revision,
       keyId: row.sealed.keyId,
       keyVersion: row.sealed.keyVersion,
+      aadVersion: row.sealed.aadVersion,
       ...sealedToWire(row.sealed),
     })),
   };
