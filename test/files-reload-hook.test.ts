@@ -12,8 +12,9 @@ import { createServer, type Server } from 'node:http';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startAgentProcess, putItem, waitReady, type AgentProcess } from './helpers/agent-process.ts';
-import { makeTempDir, metricValue, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { defaultPod, makeAgentDir, startAgentProcess, putItem, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+import { makeVolume } from './helpers/pod-harness.ts';
+import { metricValue, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { spawnCli } from './helpers/process.ts';
 import { within } from './helpers/files-wait.ts';
 import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
@@ -58,8 +59,11 @@ before(async () => {
   server = await startServerProcess();
   await putItem(server, 'production/app/token', secret('t-0'));
   await putItem(server, 'production/app/other', secret('o-0'));
-  dir = await makeTempDir('cs-reload-hook-');
+  // As a pod runs it: the agent as 65532 and --files-dir a kubelet-made emptyDir, where the harness works.
+  const pod = defaultPod();
+  dir = await makeAgentDir(pod, 'cs-reload-hook-');
   filesDir = join(dir, 'files');
+  if (pod) await makeVolume(filesDir, pod.fsGroup);
   const reload = { http: `http://127.0.0.1:${port}/-/reload`, method: 'POST', timeout: '2s', retries: 1 };
   const files = [
     { path: 'token.txt', items: ['production/app/token'], onChange: reload },
