@@ -13,6 +13,8 @@ import { register as get } from './get.ts';
 import { register as watch } from './watch.ts';
 import { register as inject } from './inject.ts';
 import { register as doctor } from './doctor.ts';
+import { register as verify } from './verify.ts';
+import { register as exec } from './exec.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   server,
@@ -25,4 +27,6 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   watch,
   inject,
   doctor,
+  verify,
+  exec,
 ];

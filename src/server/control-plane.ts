@@ -9,6 +9,7 @@
  */
 import type { ItemRef } from '../shared/paths.ts';
 import type {
+  ChangeSetResponse,
   EnvelopeResponse,
   HistoryResponse,
   ItemKind,
@@ -28,6 +29,11 @@ import type { ItemLayers } from './inline-layers.ts';
  * its digest (hex; '' for events written before digests existed).
  */
 export type LogEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' | 'keyRotated' }> & { readonly digest: string };
+
+/** One member of an atomic change set, validated at the edge (env resolved). */
+export type ChangeOp =
+  | { readonly op: 'put'; readonly ref: ItemRef; readonly env: string; readonly kind: ItemKind; readonly value: Buffer }
+  | { readonly op: 'delete'; readonly ref: ItemRef; readonly env: string | undefined };
 
 /** Wraps and unwraps DEKs. File/env now; Vault Transit or a cloud KMS fit the same shape. */
 export interface KekProvider {
@@ -74,6 +80,12 @@ export interface AuditEntry {
   readonly detail?: string;
 }
 
+/** A server holds the store and creates it when missing; `backup` shares it; `rotate --kek` holds an existing one. */
+export interface StoreAccess {
+  readonly exclusive: boolean;
+  readonly create: boolean;
+}
+
 export interface ControlPlaneOptions {
   /** Embedded store directory (SQLite). Ignored when `databaseUrl` is set. */
   readonly dataDir: string;
@@ -93,6 +105,8 @@ export interface ControlPlaneOptions {
   readonly retainAge?: Milliseconds | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** How the embedded store is opened (`exclusive`, `create`: src/server/store/sqlite-store.ts); ignored by PostgreSQL. */
+  readonly storeAccess?: StoreAccess | undefined;
 }
 
 export interface ControlPlane {
@@ -105,6 +119,12 @@ export interface ControlPlane {
   deleteItem(ref: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }>;
   list(prefix: string): Promise<ListResponse['items']>;
   history(ref: ItemRef): Promise<HistoryResponse>;
+  /**
+   * Commits every change or none, in one transaction: the members take
+   * consecutive revisions and each event carries the set's last revision as
+   * `setRevision`. Throws like putItem / deleteItem for the first bad member.
+   */
+  writeChangeSet(changes: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse>;
   /** Writes a new version equal to `version` (same env layer). Throws not_found. */
   rollback(ref: ItemRef, version: number, actor: string): Promise<PutItemResponse>;
 
@@ -149,6 +169,10 @@ export interface ControlPlane {
   onEventsLost?(listener: (lost: { readonly deliveredRevision: number; readonly compactedThrough: number }) => void): () => void;
 
   audit(entry: AuditEntry): Promise<void>;
+  /** False while the last audit write failed (readiness: secret reads are refused then). */
+  readonly auditWritable: boolean;
+  /** Retention: deletes audit rows older than `maxAge` and beyond the newest `maxRows`. */
+  compactAudit(maxAge: Milliseconds, maxRows: number): Promise<{ age: number; rows: number }>;
   /** Online backup to a file (SQLite's backup API; pg_dump for PostgreSQL). */
   backup(toFile: string): Promise<void>;
   close(): Promise<void>;

@@ -15,6 +15,8 @@ export interface EncodedEvent {
   /** For item events: the item's kind ('secret' deliveries are audited) and how many sealed layers went inline. */
   readonly kind?: string;
   readonly inlineLayers?: number;
+  /** The last revision of the change set the event belongs to, if any. */
+  readonly setRevision?: number;
   readonly bytes: Buffer;
 }
 
@@ -33,6 +35,7 @@ export function encodeEvent(event: WatchEvent, kind?: string): EncodedEvent {
     ...('namespace' in event ? { namespace: event.namespace } : {}),
     ...(kind !== undefined ? { kind } : event.type === 'itemChanged' ? { kind: event.kind } : {}),
     ...('layers' in event && event.layers ? { inlineLayers: event.layers.length } : {}),
+    ...('setRevision' in event && event.setRevision ? { setRevision: event.setRevision } : {}),
     bytes,
   };
 }

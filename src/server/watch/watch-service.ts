@@ -15,6 +15,8 @@ import type { AuditEntry, ControlPlane, LogEvent } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { ServerMetrics } from '../metrics.ts';
+import type { RateLimiter } from '../rate-limiter.ts';
+import type { RefusalAudit } from '../refusal-audit.ts';
 import { passThroughServiceDefinition } from './event-codec.ts';
 import { encodeEvents, type LayerSource } from './event-encoder.ts';
 import { WatchStream, type EndReason, type WatchLog } from './watch-stream.ts';
@@ -37,6 +39,12 @@ export interface WatchServiceOptions {
   readonly bound: number;
   /** Events per replay read (tests make it small). @default REPLAY_PAGE */
   readonly replayPage?: number | undefined;
+  /** Open streams per pod key (auth/identity.ts); more are refused with RESOURCE_EXHAUSTED. */
+  readonly maxStreamsPerPod: number;
+  /** Watch opens per pod key; a burst of opens is refused with RESOURCE_EXHAUSTED. */
+  readonly openLimiter: RateLimiter;
+  /** Where refused opens are audited (aggregated). */
+  readonly refusals: RefusalAudit;
 }
 
 export interface WatchService {
@@ -51,6 +59,8 @@ export interface WatchService {
 
 interface StreamAuth {
   readonly principal: Principal;
+  /** When the credential ends (a reload of the auth file may move it for a static token). */
+  expiresAt: number | undefined;
   expiry?: TimerHandle;
   /** Secret values sent inline since the last audit row for this stream. */
   secretsInline: number;
@@ -66,6 +76,7 @@ export const INLINE_AUDIT_INTERVAL_MS: Milliseconds = 10 * 60 * 1000;
 export async function createWatchService(options: WatchServiceOptions): Promise<WatchService> {
   const { controlPlane, metrics, logger } = options;
   const streams = new Map<WatchStream, StreamAuth>();
+  const perPod = new Map<string, number>();
   let nextId = 1;
   const layerSource: LayerSource = (refs) => controlPlane.sealedLayers(refs);
   const log: WatchLog = {
@@ -127,10 +138,25 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
   };
   scheduleInlineAudit();
 
+  const scheduleExpiry = (stream: WatchStream, auth: StreamAuth): void => {
+    auth.expiry?.cancel();
+    auth.expiry = undefined;
+    if (auth.expiresAt === undefined) return;
+    auth.expiry = options.clock.setTimeout(
+      () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
+      Math.max(0, auth.expiresAt - options.clock.now()),
+    );
+  };
+
   const onEnd = (stream: WatchStream, reason: EndReason): void => {
     const auth = streams.get(stream);
     auth?.expiry?.cancel();
-    if (auth) auditInline(stream, auth);
+    if (auth) {
+      auditInline(stream, auth);
+      const left = (perPod.get(auth.principal.podKey) ?? 1) - 1;
+      if (left > 0) perPod.set(auth.principal.podKey, left);
+      else perPod.delete(auth.principal.podKey);
+    }
     if (streams.delete(stream)) metrics.watchers.dec();
     if (reason !== 'cancelled') metrics.watchEnded.inc({ reason });
     logger.info({ stream: stream.id, subject: stream.subject, reason }, 'watch stream ended');
@@ -150,15 +176,26 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       const request = watchRequestFromWire(call.request as Parameters<typeof watchRequestFromWire>[0]);
       const authorization = call.metadata.get('authorization')[0];
       const principal = await options.authenticator.authenticate(typeof authorization === 'string' ? authorization : undefined);
+      // Per pod, not per service account: every replica of a Deployment shares one.
+      try {
+        options.openLimiter.take(principal.podKey);
+      } catch (err) {
+        metrics.watchRefused.inc({ reason: 'rate' });
+        throw new AppError('rate_limited', `Too many Watch opens from this pod; ${toAppError(err).message}`);
+      }
+      if ((perPod.get(principal.podKey) ?? 0) >= options.maxStreamsPerPod) {
+        metrics.watchRefused.inc({ reason: 'streams' });
+        throw new AppError('resource_exhausted', `This pod already has ${options.maxStreamsPerPod} open Watch streams (--max-watch-streams-per-pod); close one first.`);
+      }
       if (request.prefixes.length === 0) throw new AppError('invalid_argument', 'A watch needs at least one prefix.');
       const prefixes = request.prefixes.map((p) => validatePrefix(p));
       const policy = options.policy();
-      const denied = prefixes.filter((p) => !policy.allows(principal.subject, 'read', p));
+      const denied = prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
       if (denied.length > 0) {
-        await auditBestEffort({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
+        await options.refusals.record({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
         throw new AppError('permission_denied', `${principal.subject} may not read ${denied.join(', ')}.`);
       }
-      const auth: StreamAuth = { principal, secretsInline: 0 };
+      const auth: StreamAuth = { principal, expiresAt: principal.expiresAt, secretsInline: 0 };
       const stream = new WatchStream({
         id: nextId++,
         subject: principal.subject,
@@ -193,6 +230,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       opened = stream;
       // Subscribe before reading the current revision: nothing committed in between is missed.
       streams.set(stream, auth);
+      perPod.set(principal.podKey, (perPod.get(principal.podKey) ?? 0) + 1);
       metrics.watchers.inc();
       call.on('cancelled', () => stream.end(GrpcStatus.CANCELLED, 'cancelled by the client', 'cancelled'));
       // The client may have gone while we authenticated; 'cancelled' will not fire again.
@@ -205,12 +243,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         stream.end(GrpcStatus.UNAVAILABLE, 'The server is shutting down; reconnect.', 'shutdown');
         return;
       }
-      if (principal.expiresAt !== undefined) {
-        auth.expiry = options.clock.setTimeout(
-          () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
-          Math.max(0, principal.expiresAt - options.clock.now()),
-        );
-      }
+      scheduleExpiry(stream, auth);
       logger.info({ stream: stream.id, subject: principal.subject, prefixes, start: describeStart(request.start), agentId: request.agentId.slice(0, 128) }, 'watch stream opened');
       await auditBestEffort({ subject: principal.subject, action: 'watch', target: prefixes.join(','), outcome: 'ok' });
       // Each read is one snapshot with the compaction boundary: whatever happened during the audit write is seen.
@@ -235,7 +268,16 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
           stream.end(GrpcStatus.UNAUTHENTICATED, 'The token was revoked.', 'permission');
           continue;
         }
-        const denied = stream.prefixes.filter((p) => !policy.allows(principal.subject, 'read', p));
+        // A reload that tightens (or lifts) a static token's `expires` applies to its open streams.
+        if (principal.via === 'token' && token && token.expiresAt !== auth.expiresAt) {
+          auth.expiresAt = token.expiresAt;
+          if (token.expiresAt !== undefined && token.expiresAt <= options.clock.now()) {
+            stream.end(GrpcStatus.UNAUTHENTICATED, 'The token has expired.', 'expired');
+            continue;
+          }
+          scheduleExpiry(stream, auth);
+        }
+        const denied = stream.prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
         if (denied.length > 0) stream.end(GrpcStatus.PERMISSION_DENIED, `Access to ${denied.join(', ')} was revoked.`, 'permission');
       }
     },

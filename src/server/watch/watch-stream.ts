@@ -92,6 +92,8 @@ export class WatchStream {
   /** The highest revision delivered or filtered out, and its digest. */
   #position: Position = { revision: 0, digest: '' };
   #storeId = '';
+  /** The set revision of a change set this stream has sent part of (0: none open). */
+  #openSet = 0;
   #heartbeat: TimerHandle | undefined;
   #drainWaiters: Array<() => void> = [];
 
@@ -133,6 +135,19 @@ export class WatchStream {
     if (event.revision <= this.#position.revision) return;
     this.#position = { revision: event.revision, digest: event.digest };
     if (matches) this.#send(event);
+    else this.#closeSetFilteredOut(event.revision);
+  }
+
+  /**
+   * A change set's last member fell outside this stream's prefixes after an
+   * earlier member was sent: a bookmark at the set's revision tells the agent
+   * the set is complete, so it applies its part now rather than at the next
+   * heartbeat. The position already stands at that revision.
+   */
+  #closeSetFilteredOut(revision: number): void {
+    if (this.#openSet === 0 || revision !== this.#openSet) return;
+    this.#openSet = 0;
+    this.#sendHeartbeat(revision);
   }
 
   /** Starts (now, replay or resync), then goes live. */
@@ -184,12 +199,14 @@ export class WatchStream {
       if (this.ended) return false;
       let next = 0;
       for (const event of page.events) {
-        if (this.matches(event.namespace)) {
+        const matches = this.matches(event.namespace);
+        if (matches) {
           await this.#whenWritable();
           if (this.ended) return false;
           this.#send(encoded[next++] as EncodedEvent);
         }
         this.#position = { revision: event.revision, digest: event.digest };
+        if (!matches) this.#closeSetFilteredOut(event.revision);
       }
       if (page.events.length < limit) return true;
       page = await this.#o.log.page(this.#position.revision, limit);
@@ -241,6 +258,7 @@ export class WatchStream {
   }
 
   #send(event: EncodedEvent): void {
+    this.#openSet = event.setRevision !== undefined && event.setRevision > event.revision ? event.setRevision : 0;
     this.#enqueue(event.bytes);
     this.#o.onDelivered?.(event);
   }
