@@ -17,6 +17,8 @@ import { Policy } from '../src/server/auth/policy.ts';
 import type { AuditEntry, ControlPlane } from '../src/server/control-plane.ts';
 import { INLINE_LAYERS_MAX_BYTES } from '../src/server/inline-layers.ts';
 import { createServerMetrics } from '../src/server/metrics.ts';
+import { createRateLimiter } from '../src/server/rate-limiter.ts';
+import { createRefusalAudit } from '../src/server/refusal-audit.ts';
 import { SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
 import type { LogPage } from '../src/server/store/store.ts';
 import { createWatchService } from '../src/server/watch/watch-service.ts';
@@ -54,6 +56,9 @@ async function serve(t: TestContext, plane: ControlPlane, clock: ManualClock, op
     openLimiter: createRateLimiter(0, clock),
     refusals: createRefusalAudit({ clock, write: (entry) => plane.audit(entry) }),
     replayPage: options.replayPage,
+    maxStreamsPerPod: 1_000,
+    openLimiter: createRateLimiter(0, clock),
+    refusals: createRefusalAudit({ write: (entry) => controlPlane.audit(entry), clock }),
   });
   const server = new grpc.Server();
   server.addService(service.definition, service.implementation);
