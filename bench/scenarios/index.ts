@@ -9,6 +9,7 @@ import { memory } from './memory.ts';
 import { startup } from './startup.ts';
 import { hitRatio } from './hit-ratio.ts';
 import { outage } from './outage.ts';
+import { hotKey } from './hot-key.ts';
 
 export interface Scenario {
   readonly id: string;
@@ -26,6 +27,7 @@ export const SCENARIOS: readonly Scenario[] = [
   { id: 'freshness-sse', title: 'Freshness, SSE', run: (ctx) => freshness(ctx, 'sse') },
   { id: 'freshness-files', title: 'Freshness, files', run: (ctx) => freshness(ctx, 'files') },
   { id: 'fan-out', title: 'Fan-out to watch streams', run: fanout },
+  { id: 'hot-key', title: 'Hot key: requests per change', run: hotKey },
   { id: 'memory', title: 'Memory (RSS)', run: memory },
   { id: 'start-up', title: 'Start-up to ready', run: startup },
   { id: 'hit-ratio', title: 'Hit ratio under writes', run: hitRatio },
