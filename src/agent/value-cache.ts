@@ -321,6 +321,15 @@ export class ValueCache {
       revalidateAfter: 0,
     });
     this.#trackVariant(ref, env, key);
+    const stored = this.#lru.peek(key);
+    if (stored?.state !== 'value' || stored.value !== value) {
+      // Over lru-cache's max entry size: never stored, so never disposed. The
+      // flight's waiters still get it (they resume in microtasks, before the
+      // immediate); the last lease to end zero-fills it.
+      value.life.leases += 1;
+      value.life.dropped = true;
+      setImmediate(() => release(value));
+    }
     const previousEtag = previous?.state === 'value' ? previous.value.etag : undefined;
     if (previous && previousEtag !== value.etag) this.#options.onChange?.(value, previousEtag);
   }
