@@ -17,6 +17,8 @@ export interface TcpProxy {
   cut(): void;
   freeze(): void;
   restore(): void;
+  /** Points new connections at another target (a server started again elsewhere); open ones are reset. */
+  retarget(target: string): void;
   close(): Promise<void>;
 }
 
@@ -26,7 +28,8 @@ interface Pair {
 }
 
 export async function startTcpProxy(target: string): Promise<TcpProxy> {
-  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  const split = (t: string): [string, number] => [t.slice(0, t.lastIndexOf(':')), Number(t.slice(t.lastIndexOf(':') + 1))];
+  let [host, port] = split(target);
   const pairs = new Set<Pair>();
   let mode: ProxyMode = 'forward';
 
@@ -83,6 +86,10 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     restore() {
       mode = 'forward';
       for (const pair of pairs) link(pair);
+    },
+    retarget(next) {
+      [host, port] = split(next);
+      for (const pair of [...pairs]) destroy(pair);
     },
     async close() {
       for (const pair of [...pairs]) destroy(pair);
