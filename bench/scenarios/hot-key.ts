@@ -43,7 +43,8 @@ async function serverRequests(adminUrl: string): Promise<number> {
 }
 
 export async function hotKey(ctx: Context): Promise<Omit<ScenarioResult, 'seconds'>> {
-  const server = await startServer(SUT_CORE);
+  // Every in-process agent uses the root token, one pod key: lift the per-pod stream cap (64).
+  const server = await startServer(SUT_CORE, ['--max-watch-streams-per-pod', String(AGENTS * 2)]);
   const client = new ServerClient(server);
   const logger = createLogger({ component: 'bench-agent', level: 'silent' });
   const agents: MiniAgent[] = [];
