@@ -24,6 +24,7 @@ import {
 } from '../shared/settings.ts';
 import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
 import { AppError } from '../shared/errors.ts';
+import { DEFAULT_ENV } from '../shared/protocol.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, describeFilesIssue, filesSchema } from './files/file-spec.ts';
@@ -35,7 +36,7 @@ export const DEFAULT_CACHE_TTL = '5m';
 export const DEFAULT_MAX_STALE = '1h';
 export const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
 export const DEFAULT_CACHE_MAX_BYTES = '64MiB';
-export const DEFAULT_ENV = 'prod';
+export { DEFAULT_ENV };
 /** Upper bound of the random delay spreading refetches after KeyRotated / ResyncRequired. */
 export const DEFAULT_REFETCH_JITTER = '1s';
 

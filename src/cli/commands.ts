@@ -13,6 +13,9 @@ import { register as watch } from './watch.ts';
 import { register as inject } from './inject.ts';
 import { register as doctor } from './doctor.ts';
 import { register as verify } from './verify.ts';
+import { register as list } from './list.ts';
+import { register as del } from './delete.ts';
+import { register as login } from './login.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   server,
@@ -20,6 +23,9 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   webhook,
   dev,
   itemCommands,
+  list,
+  del,
+  login,
   get,
   watch,
   inject,
