@@ -20,6 +20,8 @@ export interface ReadinessState {
   /** Why the server last refused or ended the stream (its own words), until the stream connects again. */
   readonly streamError?: string | undefined;
   readonly files?: { readonly ready: boolean; readonly files: Readonly<Record<string, { ok: boolean; detail?: string }>> } | undefined;
+  /** The memory limit, bounds, usage and headroom (memory-report.ts); informational. */
+  readonly memory?: { readonly ok: boolean; readonly detail: string } | undefined;
 }
 
 const seconds = (ms: Milliseconds): number => Math.round(ms / 1000);
@@ -43,6 +45,7 @@ export function agentReadiness(s: ReadinessState): Readiness {
     // An unreadable token file does not make the agent unready: the last token read stays in use.
     token: s.tokenHealthy ? { ok: true } : { ok: true, detail: 'token file unreadable; using the last token read' },
   };
+  if (s.memory) checks.memory = s.memory;
   let ready = prefetch.done && streamOk;
   if (s.files) {
     for (const [path, health] of Object.entries(s.files.files)) checks[`file:${path}`] = health;

@@ -8,6 +8,7 @@ import { register as agent } from './agent.ts';
 import { register as webhook } from './webhook.ts';
 import { register as dev } from './dev.ts';
 import { register as itemCommands } from './item-commands.ts';
+import { register as restore } from './restore.ts';
 import { register as get } from './get.ts';
 import { register as watch } from './watch.ts';
 import { register as inject } from './inject.ts';
@@ -16,6 +17,7 @@ import { register as verify } from './verify.ts';
 import { register as list } from './list.ts';
 import { register as del } from './delete.ts';
 import { register as login } from './login.ts';
+import { register as exec } from './exec.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   server,
@@ -23,6 +25,7 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   webhook,
   dev,
   itemCommands,
+  restore,
   list,
   del,
   login,
@@ -31,4 +34,5 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   inject,
   doctor,
   verify,
+  exec,
 ];

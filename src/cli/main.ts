@@ -36,6 +36,7 @@ Examples:
   $ config-sidecar server --data-dir /var/lib/config-sidecar
   $ config-sidecar agent --server http://127.0.0.1:8420 --server-grpc 127.0.0.1:8421 --prefix production/ml-service
   $ config-sidecar get production/ml-service/db-password # through the local agent
+  $ config-sidecar exec --env DB_PASSWORD=production/ml-service/db-password -- node server.js
   $ config-sidecar <command> --help                      # flags and examples of one command`,
 );
 

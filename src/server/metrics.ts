@@ -17,6 +17,9 @@ export interface ServerMetrics {
   readonly watchBufferHighWater: Gauge;
   readonly watchEnded: Counter<'reason'>;
   readonly authReloads: Counter<'outcome'>;
+  readonly connectionsShed: Counter<'reason'>;
+  readonly watchRefused: Counter<'reason'>;
+  readonly auditDropped: Counter<'reason'>;
 }
 
 export function createServerMetrics(): ServerMetrics {
@@ -45,5 +48,18 @@ export function createServerMetrics(): ServerMetrics {
     }),
     watchEnded: new Counter({ name: `${p}watch_streams_ended_total`, help: 'Watch streams ended by the server, by reason.', labelNames: ['reason'], registers: [registry] }),
     authReloads: new Counter({ name: `${p}auth_reloads_total`, help: 'Auth file reloads, by outcome.', labelNames: ['outcome'], registers: [registry] }),
+    connectionsShed: new Counter({
+      name: `${p}connections_shed_total`,
+      help: 'REST connections closed at --max-connections: oldest_pending (had not sent a request) or full (the newcomer).',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    watchRefused: new Counter({ name: `${p}watch_refused_total`, help: 'Watch opens refused by a per-pod limit, by reason (streams, rate).', labelNames: ['reason'], registers: [registry] }),
+    auditDropped: new Counter({
+      name: `${p}audit_rows_deleted_total`,
+      help: 'Audit rows deleted by retention (age, rows), and refusals folded into an aggregate row (aggregated).',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
   };
 }
