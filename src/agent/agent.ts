@@ -43,6 +43,7 @@ import { createUpstream } from './upstream.ts';
 import { release, ValueCache, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
 import { startWatchClient, type WatchClient } from './watch-client.ts';
+import { tracingRequested } from '../shared/otlp-endpoint.ts';
 
 /** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
@@ -145,9 +146,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   // The gauges read the cache at scrape time, after it exists.
   const metrics = createAgentMetrics({ entries: () => cache.size, bytes: () => cache.bytes });
 
-  // Tracing costs ~13 MiB and ~85 ms to load: only with --otlp-endpoint.
+  // Tracing costs ~13 MiB and ~85 ms to load: only with --otlp-endpoint or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT.
   let tracing: { tracer: Tracer; shutdown: () => Promise<void> } | undefined;
-  if (settings.otlpEndpoint) {
+  if (tracingRequested(settings.otlpEndpoint)) {
     const { startTracing } = await import('../shared/tracing.ts');
     tracing = await startTracing({ endpoint: settings.otlpEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-agent' });
   }
