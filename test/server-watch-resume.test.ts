@@ -5,8 +5,6 @@
  * for each kind of start, ResyncRequired for every position that cannot be
  * resumed, compaction during a replay, and heartbeats as bookmarks.
  */
-import { createRateLimiter } from '../src/server/rate-limiter.ts';
-import { createRefusalAudit } from '../src/server/refusal-audit.ts';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile } from 'node:fs/promises';
@@ -52,9 +50,6 @@ async function serve(t: TestContext, plane: ControlPlane, clock: ManualClock, op
     metrics: createServerMetrics(),
     heartbeatInterval: HEARTBEAT_MS,
     bound: 1024,
-    maxStreamsPerPod: 64,
-    openLimiter: createRateLimiter(0, clock),
-    refusals: createRefusalAudit({ clock, write: (entry) => plane.audit(entry) }),
     replayPage: options.replayPage,
     maxStreamsPerPod: 1_000,
     openLimiter: createRateLimiter(0, clock),
