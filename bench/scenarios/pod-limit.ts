@@ -25,6 +25,7 @@ const SAMPLE_MS = 100;
 /** Reads after the load that must all answer 200. */
 const CHECK_READS = 1_000;
 const LOAD_CONCURRENCY = 32;
+const PROGRESS_CHUNK = 5_000;
 /** Seeding and reading 100k items takes about this long on 2 shared cores. */
 const LARGE_LOAD_NEEDS_S = 180;
 
@@ -152,7 +153,12 @@ export async function podLimit(ctx: Context): Promise<Omit<ScenarioResult, 'seco
     accepted = opened.filter((o) => o.status === 'fulfilled').length;
     refused = opened.length - accepted;
     const started = Date.now();
-    await readAll(agent.socketPath, Array.from({ length: count }, (_, i) => itemPath(ITEMS_NS, i)), LOAD_CONCURRENCY);
+    // In chunks, so a slow run shows where it is (and what the agent holds) in the log.
+    for (let from = 0; from < count; from += PROGRESS_CHUNK) {
+      const to = Math.min(count, from + PROGRESS_CHUNK);
+      await readAll(agent.socketPath, Array.from({ length: to - from }, (_, i) => itemPath(ITEMS_NS, from + i)), LOAD_CONCURRENCY);
+      ctx.log(`pod-limit: ${to}/${count} read, RSS ${(rssBytes(agent.child.pid) / MiB).toFixed(1)} MiB, cgroup ${(cgroup.usage() / MiB).toFixed(1)} MiB, ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    }
     ctx.log(`pod-limit: ${count} items read through the agent under ${DEFAULT_MEMORY_LIMIT} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     // Reads keep answering after the load: the last items (cached) and the first (evicted, fetched again).
     const half = Math.min(count, CHECK_READS) / 2;
