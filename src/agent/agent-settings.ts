@@ -167,13 +167,17 @@ export const agentSettingsSchema = z
         message: `lists ${s.serverGrpc.length} address(es) but --server lists ${s.server.length}; they are paired by position`,
       });
     }
-    if (!s.serverCa && !s.insecure) {
+    // --server-ca secures https:// URLs only; it never makes an http:// URL safe.
+    if (!s.insecure) {
       for (const url of s.server) {
         const u = new URL(url);
         if (u.protocol === 'http:' && !isLoopbackHost(u.hostname.replace(/^\[|\]$/g, ''))) {
-          ctx.addIssue({ code: 'custom', path: ['server'], message: `${url} is plaintext to a non-loopback host; use https with --server-ca, or --insecure` });
+          const ca = s.serverCa ? ' (--server-ca applies to https:// URLs only)' : '';
+          ctx.addIssue({ code: 'custom', path: ['server'], message: `${url} is plaintext to a non-loopback host${ca}; use https:// with --server-ca, or --insecure` });
         }
       }
+    }
+    if (!s.serverCa && !s.insecure) {
       for (const addr of s.serverGrpc) {
         const host = addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
         if (!isLoopbackHost(host)) {
@@ -231,7 +235,13 @@ export function resolveAgentSettings(flags: Record<string, unknown>, file: Recor
 export async function loadAgentSettings(flags: Record<string, unknown>): Promise<AgentSettings> {
   const path = typeof flags.config === 'string' && flags.config !== '' ? flags.config : undefined;
   const file = path ? await readConfigFile(path) : {};
-  return resolveAgentSettings(flags, file);
+  try {
+    return resolveAgentSettings(flags, file);
+  } catch (err) {
+    // Flags are checked by commander, so an unknown key at the top can only come from the file: name it.
+    if (path && err instanceof SettingError && err.setting === 'configuration') throw new SettingError(`${AGENT_SETTING_LABELS.config ?? '--config'} file "${path}"`, err.detail);
+    throw err;
+  }
 }
 
 export type { Bytes, Milliseconds };

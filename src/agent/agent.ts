@@ -31,7 +31,7 @@ import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
 import { createTestHookRoutes, HoldGate, testHooksEnabled } from './test-hooks.ts';
-import { agentReadiness } from './readiness.ts';
+import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
 import { createTokenSource } from './token-source.ts';
 import { getHeapStatistics } from 'node:v8';
@@ -172,6 +172,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
+  let streamError: string | undefined;
   let everConnected = false;
   const cache = new ValueCache({
     loader,
@@ -183,6 +184,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     streamDownSince: () => streamDownSince,
     observer: metrics.cacheObserver,
     onBackgroundError: (ref, env, err: AppError) => logger.warn({ namespace: ref.namespace, name: ref.name, env, code: err.code }, 'background refresh failed'),
+    onChange: (value) => applier.valueChanged(value),
   });
   const hub = new AppliedEventsHub();
   const applier = new EventApplier({
@@ -212,16 +214,17 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     token,
     clock,
     logger,
-    appliedRevision: () => applier.appliedRevision,
+    start: () => applier.startFrom(),
     onEvent: (event) => applier.apply(event),
+    onError: (error) => {
+      streamError = describeStreamError(error.code, error.details);
+    },
     onState: (state) => {
       metrics.streamConnected.set(state.connected ? 1 : 0);
       if (state.connected) {
+        // What a (re)connect does to the cache is the applier's, on the stream's first message.
         streamDownSince = undefined;
-        if (!everConnected) {
-          // Values fetched before the stream existed could have missed an event: revalidate them.
-          for (const ref of cache.itemsUnder('')) cache.refresh(ref, settings.env);
-        }
+        streamError = undefined;
         everConnected = true;
         firstConnect();
       } else {
@@ -294,6 +297,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       appliedRevision: applier.appliedRevision,
       prefetch: { done: prefetchDone, total: settings.prefetch.length, failing: prefetchFailing },
       tokenHealthy: token.healthy,
+      streamError,
       files: filesHealth?.(),
       memory: memoryCheck(memory.memory, budget),
     });

@@ -26,7 +26,7 @@ export function register(program: Command): void {
     .addOption(opt('--config <file>', 'YAML file with any of these settings (camelCase keys, e.g. cacheTtl, prefetch, files); flags win'))
     .addOption(opt('--server <urls>', 'control plane REST URL(s), comma-separated, tried in order (e.g. http://127.0.0.1:8420)'))
     .addOption(opt('--server-grpc <addrs>', 'control plane gRPC host:port list, paired by position with --server'))
-    .addOption(opt('--server-ca <file>', 'CA bundle (PEM) for TLS to the server; plaintext is allowed only to loopback or with --insecure'))
+    .addOption(opt('--server-ca <file>', 'CA bundle (PEM) for TLS to the server (https:// URLs; it never makes an http:// URL acceptable); plaintext is allowed only to loopback or with --insecure'))
     .addOption(opt('--insecure', 'allow plaintext to a non-loopback server'))
     .addOption(opt('--token-file <file>', 'credential sent upstream (e.g. a projected service-account token); re-read when it changes'))
     .addOption(opt('--env <name>', 'environment layer chain to read (default: prod)'))

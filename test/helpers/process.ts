@@ -180,3 +180,43 @@ export async function waitForStart(child: LoggedProcess, predicate: (line: LogLi
     throw err;
   }
 }
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** True when the command was still running at the deadline and was killed. */
+  readonly timedOut: boolean;
+}
+
+/**
+ * Runs a CLI command to its end. One that outlives `timeoutMs` is SIGKILLed and
+ * reported with `timedOut`, so "it should have exited" fails instead of hanging.
+ */
+export function runCli(
+  args: readonly string[],
+  env: Record<string, string> = {},
+  options: { readonly stdin?: string; readonly timeoutMs?: number; readonly cwd?: string; readonly uid?: number; readonly gid?: number } = {},
+): Promise<CliResult> {
+  installHooks();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: options.cwd, uid: options.uid, gid: options.gid });
+    live.add(child);
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, options.timeoutMs ?? LOG_WAIT_TIMEOUT_MS);
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      live.delete(child);
+      resolve({ code, stdout, stderr, timedOut });
+    });
+    child.stdin.end(options.stdin ?? '');
+  });
+}
