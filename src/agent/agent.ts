@@ -269,6 +269,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const dataHooks = {
     deps,
     serveSse: sseHandler,
+    // Under a memory limit the connection cap comes from the budget (at most MAX_CONNECTIONS).
+    maxConnections: budget.maxConnections,
     onResponse: (listener: string, status: number) => {
       const key = `${listener}:${status}`;
       let child = requestCounters.get(key);
@@ -281,8 +283,6 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
-  // Under a memory limit the connection cap comes from the budget (never above the listener's own).
-  for (const server of [socketServer, tcpServer]) if (server) server.maxConnections = Math.min(server.maxConnections, budget.maxConnections);
   registerMemoryMetrics(metrics.registry, memory.memory, budget);
 
   // --- readiness and admin --------------------------------------------------
