@@ -22,6 +22,7 @@ import { createLogger, type Logger } from '../shared/logger.ts';
 import { namespaceMatchesAny, type ItemRef } from '../shared/paths.ts';
 import type { ListenAddress } from '../shared/settings.ts';
 import type { Milliseconds } from '../shared/units.ts';
+import type { WatchEvent } from '../shared/watch-proto.ts';
 import { createAgentMetrics, type AgentMetrics } from './agent-metrics.ts';
 import { loadAgentSettings, type AgentSettings } from './agent-settings.ts';
 import { AppliedEventsHub } from './applied-events.ts';
@@ -30,7 +31,9 @@ import { DekStore } from './dek-store.ts';
 import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
-import { createTestHookRoutes, HoldGate, testHooksEnabled } from './test-hooks.ts';
+import { createTestHookRoutes, HoldGate, StreamSplit, TEST_APPLY_SETS_ENV, testHooksEnabled } from './test-hooks.ts';
+import { ChangeSetAssembler } from './change-set-assembler.ts';
+import { AppliedPosition } from './applied-position.ts';
 import { agentReadiness } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
 import { createTokenSource } from './token-source.ts';
@@ -136,12 +139,21 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const upstream = tracing && wrappers ? wrappers.traceUpstream(tracing.tracer, plainUpstream) : plainUpstream;
   const deks = new DekStore(upstream, keyPair);
   const gate = hooks ? new HoldGate() : undefined;
-  const plainLoader: Loader = createEnvelopeLoader(upstream, deks, gate, {
-    decryptionFailed: (ref) => {
-      metrics.decryptionFailures.inc();
-      logger.error({ namespace: ref.namespace, name: ref.name }, 'envelope failed authentication; refused, not cached');
+  // Read lazily: the applier and the watch client are built below.
+  const position = new AppliedPosition({ applied: () => applier.appliedRevision, connected: () => watch.connected, clock });
+  const plainLoader: Loader = createEnvelopeLoader(
+    upstream,
+    deks,
+    gate,
+    {
+      decryptionFailed: (ref) => {
+        metrics.decryptionFailures.inc();
+        logger.error({ namespace: ref.namespace, name: ref.name }, 'envelope failed authentication; refused, not cached');
+      },
+      futureFill: (outcome) => metrics.futureFillWaits?.inc({ outcome }),
     },
-  });
+    position,
+  );
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
@@ -170,6 +182,24 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     metrics,
     logger,
   });
+  const assembler = new ChangeSetAssembler({
+    apply: (event) => {
+      applier.apply(event);
+      position.advanced();
+    },
+    applyBatch: (events) => {
+      applier.applyBatch(events);
+      position.advanced();
+    },
+  });
+  const membersOneByOne = hooks && (options.env ?? process.env)[TEST_APPLY_SETS_ENV] === 'members';
+  const applyEvent = membersOneByOne
+    ? (event: WatchEvent): void => {
+        applier.apply(event);
+        position.advanced();
+      }
+    : (event: WatchEvent): void => assembler.offer(event);
+  const split = hooks ? new StreamSplit() : undefined;
   const allowed = (ref: ItemRef): boolean => namespaceMatchesAny(ref.namespace, prefixes());
   const values = createValueSource(cache, settings.env, allowed);
 
@@ -186,9 +216,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     clock,
     logger,
     appliedRevision: () => applier.appliedRevision,
-    onEvent: (event) => applier.apply(event),
+    onEvent: split ? (event) => split.pass(event, applyEvent) : applyEvent,
     onState: (state) => {
       metrics.streamConnected.set(state.connected ? 1 : 0);
+      if (!state.connected) {
+        assembler.reset();
+        position.disconnected();
+      }
       if (state.connected) {
         streamDownSince = undefined;
         if (!everConnected) {
@@ -274,11 +308,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const adminServer = createAdminServer({
     registry: metrics.registry,
     readiness,
-    ...(hooks && offsetClock && gate
+    ...(hooks && offsetClock && gate && split
       ? {
           extraRoutes: createTestHookRoutes({
             clock: offsetClock,
             gate,
+            split,
+            deliver: applyEvent,
             stream: { pause: () => watch.pause(), resume: () => watch.resume() },
             appliedRevision: () => applier.appliedRevision,
             state: () => ({
@@ -444,6 +480,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       await draining;
       watch.close();
       applier.close();
+      position.close();
       await stopConfigWatcher?.();
       await stopFiles?.();
       cache.close();

@@ -12,9 +12,21 @@ import { namespaceMatchesAny, type ItemRef } from '../shared/paths.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { WatchEvent } from '../shared/watch-proto.ts';
 import type { AgentMetrics } from './agent-metrics.ts';
-import type { AppliedEventsHub } from './applied-events.ts';
+import type { AppliedEvent, AppliedEventsHub } from './applied-events.ts';
 import type { DekStore } from './dek-store.ts';
 import type { ValueCache } from './value-cache.ts';
+
+function appliedEventOf(event: Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' }>): AppliedEvent {
+  return {
+    type: event.type === 'itemChanged' ? 'changed' : 'deleted',
+    namespace: event.namespace,
+    name: event.name,
+    env: event.env || undefined,
+    version: event.version,
+    revision: event.revision,
+    ...(event.setRevision ? { setRevision: event.setRevision } : {}),
+  };
+}
 
 export interface EventApplierOptions {
   readonly cache: ValueCache;
@@ -70,20 +82,11 @@ export class EventApplier {
       case 'itemChanged':
       case 'itemDeleted': {
         if (!this.#served(event.namespace, event.type)) break;
-        const ref = { namespace: event.namespace, name: event.name };
-        const hot = this.#o.cache.invalidate(ref);
-        this.#o.metrics.invalidations.inc({ type: event.type });
-        // A hot key is refetched at once so the next read is a hit.
-        if (event.type === 'itemChanged') for (const variant of hot) this.#o.cache.refresh(variant.ref, variant.env);
+        const hot = this.#invalidate(event);
+        for (const variant of hot) this.#o.cache.refresh(variant.ref, variant.env);
         this.#advance(event.revision);
-        this.#o.hub.publish({
-          type: event.type === 'itemChanged' ? 'changed' : 'deleted',
-          namespace: event.namespace,
-          name: event.name,
-          env: event.env || undefined,
-          version: event.version,
-          revision: event.revision,
-        });
+        // Applied alone (a set of one, or the only member in this agent's prefixes): it ends its set here.
+        this.#o.hub.publish({ ...appliedEventOf(event), ...(event.setRevision ? { endsSet: true } : {}) });
         break;
       }
       case 'keyRotated': {
@@ -116,6 +119,36 @@ export class EventApplier {
     }
     this.#updateGauges();
     this.#o.metrics.eventApplySeconds.observe((performance.now() - started) / 1000);
+  }
+
+  /**
+   * Applies every member of a change set as one step: all are invalidated
+   * before any is refetched or announced, the applied revision moves once to
+   * the set's end, and the hub gets the members back to back (SSE writes them
+   * together; the file renderer publishes once). Synchronous, so no read on
+   * the event loop can fall between two members.
+   */
+  applyBatch(events: readonly WatchEvent[]): void {
+    const started = performance.now();
+    const members = events.filter(
+      (e): e is Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' }> => (e.type === 'itemChanged' || e.type === 'itemDeleted') && this.#served(e.namespace, e.type),
+    );
+    const hot = members.flatMap((event) => this.#invalidate(event));
+    const last = events.at(-1);
+    if (last) this.#advance(last.revision);
+    for (const variant of hot) this.#o.cache.refresh(variant.ref, variant.env);
+    members.forEach((event, i) => this.#o.hub.publish({ ...appliedEventOf(event), ...(i === members.length - 1 ? { endsSet: true } : {}) }));
+    this.#o.metrics.changeSetsApplied?.inc();
+    this.#updateGauges();
+    this.#o.metrics.eventApplySeconds.observe((performance.now() - started) / 1000);
+  }
+
+  /** Drops an item's cached variants; returns the hot ones to refetch (only after a change: a delete has nothing to fetch). */
+  #invalidate(event: Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' }>): Array<{ ref: ItemRef; env: string }> {
+    const hot = this.#o.cache.invalidate({ namespace: event.namespace, name: event.name }, event.revision);
+    this.#o.metrics.invalidations.inc({ type: event.type });
+    // A hot key is refetched at once so the next read is a hit.
+    return event.type === 'itemChanged' ? hot : [];
   }
 
   #served(namespace: string, type: string): boolean {

@@ -96,8 +96,14 @@ type Entry =
 interface Flight {
   readonly key: string;
   readonly promise: Promise<CachedValue>;
-  /** Set when an event for the key landed while this fetch was out: its result is never used. */
+  /**
+   * Set when an event for the key landed while this fetch was out: its result
+   * is used only when it is at least as new as every such event
+   * (`supersededThrough`), which a fetch that waited for its own revision to
+   * be applied is (applied-position.ts); otherwise it is never used.
+   */
   superseded: boolean;
+  supersededThrough: number;
   waiters: number;
 }
 
@@ -195,6 +201,8 @@ export class ValueCache {
   readonly #observer: CacheObserver;
   readonly #lru: LRUCache<string, Entry>;
   readonly #flights = new Map<string, Flight>();
+  /** Superseded fetches still out whose result may yet be used (see Flight); later events must reach them too. */
+  readonly #detached = new Set<Flight>();
   /** item key → cache keys (one per env) so an event finds every variant. */
   readonly #variants = new Map<string, Set<string>>();
   readonly #refs = new Map<string, { ref: ItemRef; env: string }>();
@@ -290,7 +298,6 @@ export class ValueCache {
       } finally {
         flight.waiters -= 1;
       }
-      if (flight.superseded) continue;
       // Evicted and zero-filled between the fetch settling and this continuation: fetch again.
       if (value.life.dropped && value.life.leases === 0) continue;
       return this.#result(value, existing ? 'coalesced' : 'miss', 0, this.#options.clock.now());
@@ -336,17 +343,19 @@ export class ValueCache {
 
   #startFlight(ref: ItemRef, env: string, key: string): Flight {
     const controller = new AbortController();
-    const flight: Flight = { key, superseded: false, waiters: 0, promise: undefined as unknown as Promise<CachedValue> };
+    const flight: Flight = { key, superseded: false, supersededThrough: 0, waiters: 0, promise: undefined as unknown as Promise<CachedValue> };
     const started = this.#options.clock.now();
     (flight as { promise: Promise<CachedValue> }).promise = this.#options
       .loader(ref, env, controller.signal)
       .then(
         (loaded) => {
           if (this.#flights.get(key) === flight) this.#flights.delete(key);
-          if (flight.superseded || this.#closed) {
+          this.#detached.delete(flight);
+          const outdated = flight.superseded && !(loaded.revision >= flight.supersededThrough);
+          if (outdated || this.#closed) {
             // An event for this key landed while we were fetching: never store or serve.
             zeroize(loaded.plaintext);
-            if (flight.superseded) this.#observer.superseded();
+            if (outdated) this.#observer.superseded();
             this.#forgetIfIdle(key);
             throw new AppError('unavailable', 'superseded');
           }
@@ -366,6 +375,7 @@ export class ValueCache {
         },
         (err: unknown) => {
           if (this.#flights.get(key) === flight) this.#flights.delete(key);
+          this.#detached.delete(flight);
           const appError = err instanceof AppError ? err : new AppError('internal', undefined, { cause: err });
           if (!flight.superseded) this.#onFailure(key, appError);
           this.#forgetIfIdle(key);
@@ -426,8 +436,10 @@ export class ValueCache {
   /**
    * Applies an event for one item: drops every env variant, supersedes any
    * fetch in flight, and returns the variants that were hot (to refetch).
+   * `revision` is the event's; a fetch in flight that returns a value at
+   * least that new is still good. Without it every fetch in flight is discarded.
    */
-  invalidate(ref: ItemRef): Array<{ ref: ItemRef; env: string }> {
+  invalidate(ref: ItemRef, revision = Number.POSITIVE_INFINITY): Array<{ ref: ItemRef; env: string }> {
     const item = itemKey(ref);
     const keys = this.#variants.get(item);
     if (!keys) return [];
@@ -438,7 +450,9 @@ export class ValueCache {
       if (flight) {
         flight.superseded = true;
         this.#flights.delete(key);
+        this.#detached.add(flight);
       }
+      for (const out of this.#detached) if (out.key === key) out.supersededThrough = Math.max(out.supersededThrough, revision);
       const entry = this.#lru.peek(key);
       const tracked = this.#refs.get(key);
       if (tracked && ((entry?.state === 'value' && now - entry.lastReadAt < HOT_WINDOW_MS) || (flight && flight.waiters > 0))) {
@@ -510,8 +524,12 @@ export class ValueCache {
 
   /** Drops everything and zero-fills every buffer (resync, shutdown). */
   clear(): void {
-    for (const flight of this.#flights.values()) flight.superseded = true;
+    for (const flight of [...this.#flights.values(), ...this.#detached]) {
+      flight.superseded = true;
+      flight.supersededThrough = Number.POSITIVE_INFINITY;
+    }
     this.#flights.clear();
+    this.#detached.clear();
     this.#lru.clear();
     this.#variants.clear();
     this.#refs.clear();
