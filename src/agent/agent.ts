@@ -9,7 +9,6 @@
  * tracing (OpenTelemetry SDK), the YAML parser (only with --config) and the
  * file renderer with its chokidar watcher (only with `files:`).
  */
-import { randomUUID } from 'node:crypto';
 import { unlink } from 'node:fs/promises';
 import type { Server, ServerResponse } from 'node:http';
 import type { Tracer } from '@opentelemetry/api';
@@ -33,6 +32,8 @@ import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
 import { createTestHookRoutes, HoldGate, StreamSplit, TEST_APPLY_SETS_ENV, testHooksEnabled } from './test-hooks.ts';
 import { ChangeSetAssembler } from './change-set-assembler.ts';
+import { resolveAgentId } from './agent-id.ts';
+import { FleetReporter } from './fleet-reporter.ts';
 import { AppliedPosition } from './applied-position.ts';
 import { agentReadiness } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
@@ -114,9 +115,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const offsetClock = hooks ? new OffsetClock() : undefined;
   const clock: Clock = options.clock ?? offsetClock ?? systemClock;
   if (hooks) logger.warn({ env: 'CONFIG_SIDECAR_TEST_HOOKS' }, 'TEST HOOKS ENABLED: debug routes on the admin listener can move the clock and hold fetches; never use in production');
-  const id = randomUUID();
   const keyPair = generateTransportKeyPair();
   const token = createTokenSource(settings.tokenFile, clock, logger);
+  const id = resolveAgentId(settings.agentId, token.current(), options.env ?? process.env);
   const prefixes = (): readonly string[] => settings.prefix;
   // The gauges read the cache at scrape time, after it exists.
   const metrics = createAgentMetrics({ entries: () => cache.size, bytes: () => cache.bytes });
@@ -182,21 +183,29 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     metrics,
     logger,
   });
+  let reportedRevision = -1;
+  const afterApply = (): void => {
+    position.advanced();
+    if (applier.appliedRevision !== reportedRevision) {
+      reportedRevision = applier.appliedRevision;
+      reporter.changed();
+    }
+  };
   const assembler = new ChangeSetAssembler({
     apply: (event) => {
       applier.apply(event);
-      position.advanced();
+      afterApply();
     },
     applyBatch: (events) => {
       applier.applyBatch(events);
-      position.advanced();
+      afterApply();
     },
   });
   const membersOneByOne = hooks && (options.env ?? process.env)[TEST_APPLY_SETS_ENV] === 'members';
   const applyEvent = membersOneByOne
     ? (event: WatchEvent): void => {
         applier.apply(event);
-        position.advanced();
+        afterApply();
       }
     : (event: WatchEvent): void => assembler.offer(event);
   const split = hooks ? new StreamSplit() : undefined;
@@ -223,6 +232,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         assembler.reset();
         position.disconnected();
       }
+      reporter.changed();
       if (state.connected) {
         streamDownSince = undefined;
         if (!everConnected) {
@@ -238,6 +248,28 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       }
     },
   });
+
+  let wasReady = false;
+  const reporter = new FleetReporter({
+    addresses: settings.serverGrpc,
+    caFile: settings.serverCa,
+    token,
+    clock,
+    logger,
+    agentId: id,
+    prefixes,
+    state: () => {
+      const ready = readiness().ready;
+      wasReady ||= ready;
+      return {
+        appliedRevision: applier.appliedRevision,
+        storeId: '',
+        connected: watch.connected,
+        health: !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded',
+      };
+    },
+  });
+  reporter.start();
 
   // --- data API -------------------------------------------------------------
   const socketPath = settings.socket;
@@ -481,6 +513,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       watch.close();
       applier.close();
       position.close();
+      reporter.close();
       await stopConfigWatcher?.();
       await stopFiles?.();
       cache.close();

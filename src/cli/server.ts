@@ -73,6 +73,7 @@ export function addServerOptions(command: Command): Command {
     .addOption(opt('--retain-age <duration>', 'also compact events older than this, e.g. 7d (default: by count only)'))
     .addOption(opt('--rate-limit <n>', 'requests per second per subject (burst 2x); 0 = off', '200'))
     .addOption(opt('--heartbeat-interval <duration>', 'Watch heartbeat interval', '10s'))
+    .addOption(opt('--agent-expiry <duration>', 'drop an agent from GET /v1/agents after this long without a report', '10m'))
     .addOption(opt('--watch-buffer <n>', 'events queued per watch stream before a slow reader is ended', '1024'))
     .addOption(opt('--max-body <size>', 'largest request body', '1MiB'))
     .addOption(opt('--shutdown-grace <duration>', 'on SIGTERM, time for in-flight requests and watch streams before connections are cut; the process exits at most 5s later', '10s'))

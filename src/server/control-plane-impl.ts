@@ -17,6 +17,7 @@ import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
 import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
+import { hasAgentReports, memoryAgentReports, type AgentReportTable } from './store/agent-reports.ts';
 import type { Store, StoreWriter } from './store/store.ts';
 
 /** Longest audit `detail` stored; details are short reasons, never payloads. */
@@ -70,6 +71,7 @@ interface WriteOutcome<T> {
 
 class ControlPlaneImpl implements ControlPlane {
   readonly environments: readonly string[];
+  readonly agentReports: AgentReportTable;
   readonly #options: ControlPlaneOptions;
   readonly #store: Store;
   readonly #keys: KeyRing;
@@ -84,6 +86,7 @@ class ControlPlaneImpl implements ControlPlane {
     this.#options = options;
     this.environments = Object.freeze([...options.environments]);
     this.#store = store;
+    this.agentReports = hasAgentReports(store) ? store.agentReports : memoryAgentReports();
     this.#keys = new KeyRing(options.kek, store);
     this.#listeners = new CommitListeners(options.logger);
     // An engine shared by several processes (PostgreSQL replicas) delivers

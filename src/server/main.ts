@@ -18,7 +18,9 @@ import type { ControlPlane } from './control-plane.ts';
 import { openControlPlane } from './control-plane-impl.ts';
 import { createAuthenticator, jwksFrom } from './auth/authenticator.ts';
 import { openPolicySource } from './auth/policy-source.ts';
-import { createServerMetrics } from './metrics.ts';
+import { createServerMetrics, registerFleetGauges } from './metrics.ts';
+import { AgentRegistry } from './fleet/agent-registry.ts';
+import { createReportService } from './fleet/report-service.ts';
 import { createRateLimiter } from './rate-limiter.ts';
 import { createRestServer } from './rest/rest-server.ts';
 import type { ServerSettings } from './settings.ts';
@@ -82,6 +84,21 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const authenticator = createAuthenticator({ rootToken: settings.rootToken, policy: policySource.current, jwt, clock });
     const rateLimiter = createRateLimiter(settings.rateLimit, clock);
     const openapi = await readFile(OPENAPI_URL);
+    const agents = new AgentRegistry({
+      table: controlPlane.agentReports,
+      clock,
+      policy: policySource.current,
+      currentRevision: () => controlPlane.currentRevision(),
+      expiry: settings.agentExpiry,
+    });
+    registerFleetGauges(metrics.registry, async () => {
+      const { agents: live } = await agents.list(() => true);
+      return {
+        connected: live.filter((a) => a.connected).length,
+        disconnected: live.filter((a) => !a.connected).length,
+        maxLag: Math.max(0, ...live.map((a) => a.lag)),
+      };
+    });
     const tls = settings.tlsCert && settings.tlsKey ? new TlsSource({ cert: settings.tlsCert, key: settings.tlsKey }, logger) : undefined;
 
     const rest: Server = createRestServer({
@@ -93,6 +110,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
         maxBody: settings.maxBody,
         openapi,
         logger,
+        agents,
         onRotated: (trigger) => metrics.rotations.inc({ trigger }),
       },
       metrics,
@@ -125,6 +143,8 @@ export async function startServer(settings: ServerSettings, options: StartOption
       'grpc.keepalive_permit_without_calls': 1,
     });
     grpcServer.addService(watch.definition, watch.implementation);
+    const fleet = createReportService({ registry: agents, authenticator, logger, metrics });
+    grpcServer.addService(fleet.definition, fleet.implementation);
     const grpcPort = await new Promise<number>((resolve, reject) => {
       grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, tls ? tls.grpcCredentials() : insecureGrpcCredentials(), (err, port) => (err ? reject(err) : resolve(port)));
     });

@@ -39,6 +39,8 @@ export const DEFAULT_MAX_BODY = '1MiB';
 export const DEFAULT_SHUTDOWN_GRACE = '10s';
 export const DEFAULT_TRACE_SAMPLE_RATIO = 0.1;
 export const DEFAULT_RETAIN_EVENTS = 100_000;
+/** Agents silent this long leave the fleet view. */
+export const DEFAULT_AGENT_EXPIRY = '10m';
 /** PostgreSQL connections per replica (plus one for LISTEN). */
 export const DEFAULT_DATABASE_POOL_SIZE = 10;
 
@@ -61,6 +63,7 @@ export const SERVER_FLAGS = {
   retainAge: '--retain-age',
   rateLimit: '--rate-limit',
   heartbeatInterval: '--heartbeat-interval',
+  agentExpiry: '--agent-expiry',
   watchBuffer: '--watch-buffer',
   maxBody: '--max-body',
   shutdownGrace: '--shutdown-grace',
@@ -101,6 +104,7 @@ const rawSchema = z
     retainAge: durationSchema.optional(),
     rateLimit: intSchema(0).default(DEFAULT_RATE_LIMIT_PER_S),
     heartbeatInterval: durationSchema.prefault(DEFAULT_HEARTBEAT_INTERVAL).refine((ms) => ms >= 100, 'must be at least 100ms'),
+    agentExpiry: durationSchema.prefault(DEFAULT_AGENT_EXPIRY).refine((ms) => ms >= 1_000 && ms <= 7 * 86_400_000, 'must be between 1s and 7d'),
     watchBuffer: intSchema(1).default(DEFAULT_WATCH_BUFFER),
     maxBody: sizeSchema.prefault(DEFAULT_MAX_BODY).refine((b) => b >= 1024, 'must be at least 1KiB'),
     shutdownGrace: durationSchema.prefault(DEFAULT_SHUTDOWN_GRACE).refine((ms) => ms >= 100 && ms <= 3_600_000, 'must be between 100ms and 1h'),
@@ -138,6 +142,8 @@ export interface ServerSettings {
   /** Requests per second per subject; 0 = unlimited. */
   readonly rateLimit: number;
   readonly heartbeatInterval: Milliseconds;
+  /** An agent that has not reported for this long is dropped from GET /v1/agents. */
+  readonly agentExpiry: Milliseconds;
   readonly watchBuffer: number;
   readonly maxBody: Bytes;
   /** SIGTERM: time for in-flight work before connections are cut; the process exits at most HARD_EXIT_MARGIN_MS later. */
@@ -187,6 +193,7 @@ export function parseServerSettings(raw: Record<string, unknown>, kekSetting = L
     retainAge: s.retainAge ? s.retainAge : undefined,
     rateLimit: s.rateLimit,
     heartbeatInterval: s.heartbeatInterval,
+    agentExpiry: s.agentExpiry,
     watchBuffer: s.watchBuffer,
     maxBody: s.maxBody,
     shutdownGrace: s.shutdownGrace,

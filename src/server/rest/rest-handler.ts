@@ -28,6 +28,7 @@ import type { AuditAction, ChangeOp, ControlPlane } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
+import type { AgentRegistry } from '../fleet/agent-registry.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
 
 export interface RestDeps {
@@ -38,6 +39,8 @@ export interface RestDeps {
   readonly maxBody: Bytes;
   readonly openapi: Buffer;
   readonly logger: Logger;
+  /** The fleet view (GET /v1/agents); absent in unit tests that do not need it. */
+  readonly agents?: AgentRegistry;
   /** Called after a successful API rotation (metrics). */
   readonly onRotated?: (trigger: 'api') => void;
 }
@@ -122,7 +125,7 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   ctx.subject = principal.subject;
   deps.rateLimiter.take(principal.subject);
   if (route.op === 'changes') return writeChangeSet(req, deps, principal.subject);
-  if (route.op === 'agents') throw new AppError('not_found', 'The fleet view is not enabled on this server.');
+  if (route.op === 'agents') return listAgents(deps, principal.subject);
   const action = ROUTE_ACTION[route.op];
   if (!deps.policy().allows(principal.subject, action, namespaceOf(route))) {
     await audit(deps, principal.subject, 'denied', targetOf(route), 'denied', `${action} ${route.op}`);
@@ -251,6 +254,21 @@ async function writeChangeSet(req: IncomingMessage, deps: RestDeps, subject: str
   } finally {
     for (const op of ops) if (op.op === 'put') zeroize(op.value);
   }
+}
+
+/**
+ * GET /v1/agents: the caller needs `agents:read` somewhere; an agent is listed
+ * when one of those grants covers one of its prefixes.
+ */
+async function listAgents(deps: RestDeps, subject: string): Promise<RestResult> {
+  const policy = deps.policy();
+  if (!policy.holdsAnywhere(subject, 'agents:read')) {
+    await audit(deps, subject, 'denied', '', 'denied', 'agents:read');
+    throw new AppError('permission_denied', `${subject} may not list agents; grant the agents:read action on the namespaces whose agents it may see.`);
+  }
+  if (!deps.agents) throw new AppError('unavailable', 'The fleet view is not enabled on this server.');
+  const view = await deps.agents.list((row) => row.prefixes.some((prefix) => policy.allows(subject, 'agents:read', prefix)));
+  return { status: 200, headers: { 'cache-control': 'no-store' }, body: view };
 }
 
 /** Secret bodies become bytes here; the string in the parsed JSON cannot be wiped, the Buffer can. */
