@@ -27,9 +27,9 @@ const SA = 'system:serviceaccount:team-a:app';
 const sha = (t: string) => createHash('sha256').update(t).digest('hex');
 const CONVERGE_WAIT_MS = 5_000;
 
-function runCli(args: string[]): Promise<{ code: number | null; output: string }> {
+function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
     child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
@@ -181,13 +181,26 @@ test('three agents a1..a3 converge in GET /v1/agents after a write; agents:read 
   assert.match(denied.json.error.message, /agents:read/);
   assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_agents', 'state="connected"'), 4);
 
+  // `status --item`: everyone serving team-a applied the item's latest revision (exit 0); a lagging agent makes it exit 1.
+  const cli = { CONFIG_SIDECAR_TOKEN: server.rootToken, CONFIG_SIDECAR_SERVER: server.httpUrl };
+  const ok = await runCli(['status', '--item', 'team-a/app/flag'], cli);
+  assert.equal(ok.code, 0, ok.output);
+  assert.match(ok.output, new RegExp(`team-a/app/flag: latest revision ${revision}; 3 of 3 agent\\(s\\) serving it have applied it`));
+  assert.equal((await report(server.rootToken, { agentId: 'slow-1', appliedRevision: revision - 2 })).code, GrpcStatus.OK);
+  const lagging = await runCli(['status', '--item', 'team-a/app/flag'], cli);
+  assert.equal(lagging.code, 1, lagging.output);
+  assert.match(lagging.output, /3 of 4 agent\(s\)[\s\S]*lagging:\n {2}slow-1 {2}applied \d+ \(2 behind\)/);
+  const denied403 = await runCli(['status'], { ...cli, CONFIG_SIDECAR_TOKEN: NOBODY_TOKEN });
+  assert.equal(denied403.code, 1);
+  assert.match(denied403.output, /agents:read.*\(permission_denied\)/);
+
   // a3 is killed; after the expiry only the agents that still report remain.
   await (agents[2] as AgentProcess).stop('SIGKILL');
   const advanced = await http(server.adminUrl, 'POST', '/test/clock/advance?ms=61000');
   assert.equal(advanced.status, 200, advanced.text);
   const next = await put('team-a/app/flag', 3);
   const after = await waitAgents((l) => !l.some((a) => a.id === 'a3') && ['a1', 'a2'].every((id) => l.some((a) => a.id === id && a.appliedRevision >= next)), 'a3 expired, a1 and a2 current');
-  assert.deepEqual(after.map((a) => a.id), ['a1', 'a2'], 'b1 (silent) expired too');
+  assert.deepEqual(after.map((a) => a.id), ['a1', 'a2'], 'b1 and slow-1 (silent) expired too');
 });
 
 test('a service-account token reports only as its own pod; an id owned by another subject is refused; an agent with a mismatched --agent-id does not start', async () => {

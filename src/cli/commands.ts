@@ -12,6 +12,7 @@ import { register as get } from './get.ts';
 import { register as watch } from './watch.ts';
 import { register as inject } from './inject.ts';
 import { register as doctor } from './doctor.ts';
+import { register as status } from './status.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   server,
@@ -23,4 +24,5 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   watch,
   inject,
   doctor,
+  status,
 ];
