@@ -26,6 +26,7 @@ export function formatSseEvent(event: AppliedEvent, prefix: string): string {
     ...(event.version !== undefined ? { version: event.version } : {}),
     revision: event.revision,
     ...(event.env ? { env: event.env } : {}),
+    ...(event.setRevision !== undefined ? { setRevision: event.setRevision, ...(event.endsSet ? { endsSet: true } : {}) } : {}),
   };
   // A set's members all carry the set's last revision as id, so a Last-Event-ID resume never lands inside a set.
   return `event: ${event.type}\nid: ${event.setRevision ?? event.revision}\ndata: ${JSON.stringify(data)}\n\n`;
