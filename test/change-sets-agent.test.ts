@@ -12,8 +12,9 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hook, openSse, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
-import { http, makeTempDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { defaultPod, hook, makeAgentDir, openSse, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+import { makeVolume } from './helpers/pod-harness.ts';
+import { http, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { startSnapshotReader } from './helpers/files-reader-run.ts';
 
 const TEST_TIMEOUT_MS = 120_000;
@@ -37,7 +38,9 @@ async function stack(t: { after(fn: () => unknown): void }, mode: 'atomic' | 'me
     await rm(server.dataDir, { recursive: true, force: true });
   });
   await writeSet(server, 0);
-  const dir = await makeTempDir('cs-sets-agent-');
+  // As a pod runs it: the agent as 65532, --files-dir a kubelet-made emptyDir (pod harness), where the harness works.
+  const pod = defaultPod();
+  const dir = await makeAgentDir(pod, 'cs-sets-agent-');
   cleanup.push(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
   const configPath = join(dir, 'agent.yaml');
   const files = [
@@ -47,6 +50,7 @@ async function stack(t: { after(fn: () => unknown): void }, mode: 'atomic' | 'me
   ];
   writeFileSync(configPath, `files: ${JSON.stringify(files)}\n`);
   const filesDir = join(dir, 'files');
+  if (pod) await makeVolume(filesDir, pod.fsGroup);
   const agent = await startAgentProcess(server, {
     prefixes: ['production'],
     args: ['--config', configPath, '--files-dir', filesDir, '--cache-ttl', '1h'],

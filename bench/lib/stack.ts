@@ -166,6 +166,8 @@ export interface AgentOptions {
   readonly dir?: string;
   /** The CLI entry to run (default: the TypeScript source). */
   readonly cli?: string;
+  /** A command that execs its trailing arguments (e.g. a shell joining a cgroup first); the PID stays the agent's. */
+  readonly wrap?: readonly string[];
 }
 
 export async function startAgent(server: Pick<ServerHandle, 'httpUrl' | 'grpcAddress' | 'rootToken'>, options: AgentOptions): Promise<AgentHandle> {
@@ -179,10 +181,12 @@ export async function startAgent(server: Pick<ServerHandle, 'httpUrl' | 'grpcAdd
     await writeFile(configPath, options.configYaml);
     configArgs.push('--config', configPath);
   }
+  const [command, ...prefix] = options.wrap?.length ? [...options.wrap, process.execPath] : [process.execPath];
   const child = startChild(
     'agent',
-    process.execPath,
+    command as string,
     [
+      ...prefix,
       ...(options.nodeArgs ?? IMAGE_NODE_ARGS),
       options.cli ?? CLI,
       'agent',

@@ -23,7 +23,7 @@ import type { ListenAddress } from '../shared/settings.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { WatchEvent } from '../shared/watch-proto.ts';
 import { createAgentMetrics, type AgentMetrics } from './agent-metrics.ts';
-import { loadAgentSettings, type AgentSettings } from './agent-settings.ts';
+import { AGENT_SETTING_LABELS, loadAgentSettings, type AgentSettings } from './agent-settings.ts';
 import { AppliedEventsHub } from './applied-events.ts';
 import { createDataServer, listenSocket, writePodToken } from './data-listeners.ts';
 import { DekStore } from './dek-store.ts';
@@ -35,9 +35,14 @@ import { ChangeSetAssembler } from './change-set-assembler.ts';
 import { resolveAgentId } from './agent-id.ts';
 import { FleetReporter } from './fleet-reporter.ts';
 import { AppliedPosition } from './applied-position.ts';
-import { agentReadiness } from './readiness.ts';
+import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
 import { createTokenSource } from './token-source.ts';
+import { getHeapStatistics } from 'node:v8';
+import { checkWritableDir } from './volume-access.ts';
+import { agentMemory, type AgentMemory } from './memory-budget.ts';
+import type { MemoryLimit } from './memory-limit.ts';
+import { memoryCheck, registerMemoryMetrics } from './memory-report.ts';
 import { createUpstream } from './upstream.ts';
 import { release, ValueCache, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
@@ -45,8 +50,8 @@ import { startWatchClient, type WatchClient } from './watch-client.ts';
 
 /** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
-/** Open SSE streams per agent; more get 429. */
-export const MAX_SSE_CLIENTS = 256;
+/** Open SSE streams per agent without a memory limit; under one the cap is derived (memory-budget.ts). More get 429. */
+export { MAX_SSE_CLIENTS } from './memory-budget.ts';
 /** Retry-After on that 429, in seconds. */
 export const SSE_RETRY_AFTER_S = 5;
 /** In-flight requests get this long to finish on SIGTERM. */
@@ -59,6 +64,8 @@ export interface StartAgentOptions {
   /** Raw flag values, kept so a config file reload merges flags over the new file. */
   readonly flags?: Record<string, unknown>;
   readonly env?: NodeJS.ProcessEnv;
+  /** The container's memory limit as detected (tests inject one); default: read at start (memory-limit.ts). */
+  readonly memory?: MemoryLimit;
 }
 
 export type ConfigListener = (next: AgentSettings, previous: AgentSettings) => void | Promise<void>;
@@ -74,6 +81,8 @@ export interface RunningAgent {
   readonly events: AppliedEventsHub;
   readonly values: ValueSource;
   readonly metrics: AgentMetrics;
+  /** The memory limit and the bounds derived from it. */
+  readonly memory: AgentMemory;
   readonly logger: Logger;
   readonly clock: Clock;
   appliedRevision(): number;
@@ -91,7 +100,7 @@ export interface RunningAgent {
 }
 
 /** Settings whose change needs a restart (listeners, upstream, cache sizing). */
-const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'maxStale'] as const;
+const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'memoryLimit', 'maxStale'] as const;
 
 function closeServer(server: Server | undefined): Promise<void> {
   if (!server?.listening) return Promise.resolve();
@@ -115,6 +124,24 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const offsetClock = hooks ? new OffsetClock() : undefined;
   const clock: Clock = options.clock ?? offsetClock ?? systemClock;
   if (hooks) logger.warn({ env: 'CONFIG_SIDECAR_TEST_HOOKS' }, 'TEST HOOKS ENABLED: debug routes on the admin listener can move the clock and hold fetches; never use in production');
+  // First: a --cache-max-bytes that cannot fit the limit stops the agent before anything starts.
+  const memory = agentMemory(settings, options.memory);
+  const { budget } = memory;
+  if (budget.warning) logger.warn({ limit: budget.limit }, budget.warning);
+  logger.info(
+    {
+      limit: budget.limit ?? 'none',
+      source: memory.memory.source,
+      cgroup: memory.memory.cgroupDir,
+      target: budget.target,
+      cacheMaxBytes: budget.cacheMaxBytes,
+      cacheMaxBytesFrom: budget.cacheMaxBytesFrom,
+      maxWatchStreams: budget.maxSseClients,
+      maxConnections: budget.maxConnections,
+      heapLimit: getHeapStatistics().heap_size_limit,
+    },
+    'memory budget',
+  );
   const keyPair = generateTransportKeyPair();
   const token = createTokenSource(settings.tokenFile, clock, logger);
   const id = resolveAgentId(settings.agentId, token.current(), options.env ?? process.env);
@@ -158,6 +185,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
+  let streamError: string | undefined;
   let everConnected = false;
   const cache = new ValueCache({
     loader,
@@ -165,10 +193,11 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     ttl: settings.cacheTtl,
     maxStale: settings.maxStale,
     maxEntries: settings.cacheMaxEntries,
-    maxBytes: settings.cacheMaxBytes,
+    maxBytes: budget.cacheMaxBytes,
     streamDownSince: () => streamDownSince,
     observer: metrics.cacheObserver,
     onBackgroundError: (ref, env, err: AppError) => logger.warn({ namespace: ref.namespace, name: ref.name, env, code: err.code }, 'background refresh failed'),
+    onChange: (value) => applier.valueChanged(value),
   });
   const hub = new AppliedEventsHub();
   const applier = new EventApplier({
@@ -224,8 +253,11 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     token,
     clock,
     logger,
-    appliedRevision: () => applier.appliedRevision,
+    start: () => applier.startFrom(),
     onEvent: split ? (event) => split.pass(event, applyEvent) : applyEvent,
+    onError: (error) => {
+      streamError = describeStreamError(error.code, error.details);
+    },
     onState: (state) => {
       metrics.streamConnected.set(state.connected ? 1 : 0);
       if (!state.connected) {
@@ -234,11 +266,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       }
       reporter.changed();
       if (state.connected) {
+        // What a (re)connect does to the cache is the applier's, on the stream's first message.
         streamDownSince = undefined;
-        if (!everConnected) {
-          // Values fetched before the stream existed could have missed an event: revalidate them.
-          for (const ref of cache.itemsUnder('')) cache.refresh(ref, settings.env);
-        }
+        streamError = undefined;
         everConnected = true;
         firstConnect();
       } else {
@@ -287,8 +317,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   };
   const requestCounters = new Map<string, { inc(): void }>();
   const sseHandler = (res: ServerResponse, result: { prefix: string; sinceRevision: number | undefined }): void => {
-    if (sseClients >= MAX_SSE_CLIENTS) {
-      sendError(res, new AppError('rate_limited', `At most ${MAX_SSE_CLIENTS} watch streams per agent.`, { headers: { 'retry-after': String(SSE_RETRY_AFTER_S) } }));
+    if (sseClients >= budget.maxSseClients) {
+      sendError(res, new AppError('rate_limited', `At most ${budget.maxSseClients} watch streams per agent.`, { headers: { 'retry-after': String(SSE_RETRY_AFTER_S) } }));
       return;
     }
     void serveSse(res, {
@@ -316,6 +346,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
+  // Under a memory limit the connection cap comes from the budget (never above the listener's own).
+  for (const server of [socketServer, tcpServer]) if (server) server.maxConnections = Math.min(server.maxConnections, budget.maxConnections);
+  registerMemoryMetrics(metrics.registry, memory.memory, budget);
 
   // --- readiness and admin --------------------------------------------------
   let prefetchDone = settings.prefetch.length === 0;
@@ -330,7 +363,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       appliedRevision: applier.appliedRevision,
       prefetch: { done: prefetchDone, total: settings.prefetch.length, failing: prefetchFailing },
       tokenHealthy: token.healthy,
+      streamError,
       files: filesHealth?.(),
+      memory: memoryCheck(memory.memory, budget),
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
@@ -363,6 +398,15 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   });
 
   // --- bind -----------------------------------------------------------------
+  if (settings.files?.length) {
+    // A files volume the agent cannot write is a start-up error, not a publication retried forever.
+    const { DEFAULT_FILES_DIR } = await import('./files/file-spec.ts');
+    await checkWritableDir(settings.filesDir ?? DEFAULT_FILES_DIR, AGENT_SETTING_LABELS.filesDir ?? '--files-dir').catch(async (err: unknown) => {
+      watch.close();
+      await upstream.close();
+      throw err;
+    });
+  }
   let httpAddress: ListenAddress | undefined;
   let adminAddress: ListenAddress;
   let tokenPath: string;
@@ -479,6 +523,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     events: hub,
     values,
     metrics,
+    memory,
     logger,
     clock,
     appliedRevision: () => applier.appliedRevision,

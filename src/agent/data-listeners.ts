@@ -10,7 +10,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
+import { CONNECTIONS_CHECK_MS, limitConnections } from '../shared/connection-limit.ts';
 import { SettingError } from '../shared/settings.ts';
+import { checkWritableDir, dirGroup, keepGroup } from './volume-access.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { errorResult, handleDataRequest, type BodyResult, type DataResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
 
@@ -24,6 +26,7 @@ export const MAX_HEADER_BYTES: Bytes = 16 * 1024;
 export const HEADERS_TIMEOUT_MS: Milliseconds = 10_000;
 export const REQUEST_TIMEOUT_MS: Milliseconds = 15_000;
 export const KEEPALIVE_TIMEOUT_MS: Milliseconds = 30_000;
+/** Connections per listener; past it the oldest one without a request yet is shed (shared/connection-limit.ts). */
 export const MAX_CONNECTIONS = 1024;
 /** Probing an existing socket file: how long to wait for a live agent to accept. */
 const PROBE_TIMEOUT_MS: Milliseconds = 500;
@@ -55,7 +58,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       requestTimeout: hooks.limits?.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
       keepAliveTimeout: KEEPALIVE_TIMEOUT_MS,
       // Enforce the timeouts promptly (Node checks every 30 s by default).
-      connectionsCheckingInterval: Math.min(1_000, hooks.limits?.headersTimeoutMs ?? HEADERS_TIMEOUT_MS),
+      connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_MS, hooks.limits?.headersTimeoutMs ?? HEADERS_TIMEOUT_MS),
       // Small responses go out at once.
       noDelay: true,
     },
@@ -66,7 +69,8 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
           hooks.onResponse?.(listener, 200);
           return;
         }
-        if (result.status === 413) res.shouldKeepAlive = false; // do not read the unwanted body
+        // 413: do not read the unwanted body; 401: a caller without the pod token never keeps a connection slot.
+        if (result.status === 413 || result.status === 401) res.shouldKeepAlive = false;
         send(res, result);
         hooks.onResponse?.(listener, result.status);
       };
@@ -76,7 +80,9 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       else respond(result);
     },
   );
-  server.maxConnections = MAX_CONNECTIONS;
+  // Per listener: a flood on the TCP listener never touches the socket's budget,
+  // and sheds its own oldest request-less connection before a client's.
+  limitConnections(server, { max: MAX_CONNECTIONS });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable) {
       socket.destroy();
@@ -116,6 +122,8 @@ function socketIsLive(path: string): Promise<boolean> {
  * path is not a socket (never deletes someone else's file).
  */
 export async function prepareSocketPath(path: string): Promise<void> {
+  // A kubelet-made volume (root:<fsGroup> 2777) is used as it is; only a missing directory is created.
+  await checkWritableDir(dirname(path), '--socket (CONFIG_SIDECAR_SOCKET)');
   await mkdir(dirname(path), { recursive: true, mode: SOCKET_DIR_MODE });
   let st;
   try {
@@ -131,7 +139,11 @@ export async function prepareSocketPath(path: string): Promise<void> {
   await unlink(path);
 }
 
-/** Listens on the Unix socket with mode 0660 (the umask is narrowed while binding, so there is no wider window). */
+/**
+ * Listens on the Unix socket with mode 0660 and the socket directory's group
+ * (the pod's fsGroup), so the app containers can connect (the umask is
+ * narrowed while binding, so there is no wider window).
+ */
 export async function listenSocket(server: Server, path: string): Promise<void> {
   await prepareSocketPath(path);
   const previous = process.umask(0o117);
@@ -146,16 +158,18 @@ export async function listenSocket(server: Server, path: string): Promise<void> 
   } finally {
     process.umask(previous);
   }
+  await keepGroup(path, await dirGroup(dirname(path)));
   await chmod(path, SOCKET_MODE);
 }
 
-/** Writes a fresh random pod token next to the socket (mode 0440) and returns it. */
+/** Writes a fresh random pod token next to the socket (mode 0440, the directory's group) and returns it. */
 export async function writePodToken(socketPath: string): Promise<{ path: string; token: Buffer }> {
   const path = join(dirname(socketPath), TOKEN_FILE_NAME);
   const token = Buffer.from(randomBytes(TOKEN_BYTES).toString('base64url'));
   const tmp = `${path}.${process.pid}.tmp`;
   await unlink(tmp).catch(() => {});
   await writeFile(tmp, token, { mode: TOKEN_FILE_MODE, flag: 'wx' });
+  await keepGroup(tmp, await dirGroup(dirname(path)));
   await chmod(tmp, TOKEN_FILE_MODE);
   await rename(tmp, path);
   return { path, token };

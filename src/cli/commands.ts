@@ -8,10 +8,13 @@ import { register as agent } from './agent.ts';
 import { register as webhook } from './webhook.ts';
 import { register as dev } from './dev.ts';
 import { register as itemCommands } from './item-commands.ts';
+import { register as restore } from './restore.ts';
 import { register as get } from './get.ts';
 import { register as watch } from './watch.ts';
 import { register as inject } from './inject.ts';
 import { register as doctor } from './doctor.ts';
+import { register as verify } from './verify.ts';
+import { register as exec } from './exec.ts';
 import { register as status } from './status.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
@@ -20,9 +23,12 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   webhook,
   dev,
   itemCommands,
+  restore,
   get,
   watch,
   inject,
   doctor,
+  verify,
+  exec,
   status,
 ];

@@ -9,7 +9,8 @@
 import { readFileSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { Option, type Command } from 'commander';
-import { envNameFor, readSecretSetting } from '../shared/settings.ts';
+import { envNameFor, readSecretSetting, SettingError } from '../shared/settings.ts';
+import type { StoreAccess } from '../server/control-plane.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:8420';
@@ -231,7 +232,12 @@ Examples:
     );
 }
 
-async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; kekFile?: string }) {
+/**
+ * Opens the store a command works on, never creating one: `rotate --kek` takes
+ * the store lock (refused while a server holds the directory); `backup` shares
+ * the file with a running server.
+ */
+async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; kekFile?: string }, storeAccess: StoreAccess) {
   const [{ loadLocalKek }, { openControlPlane }, { systemClock }, { createLogger }] = await Promise.all([
     import('../server/kek.ts'),
     import('../server/control-plane-impl.ts'),
@@ -239,7 +245,12 @@ async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; ke
     import('../shared/logger.ts'),
   ]);
   const kek = loadLocalKek({ file: flags.kekFile });
-  if (!kek) throw new CliError('the current KEK is required: --kek-file or CONFIG_SIDECAR_KEK', EXIT.usage);
+  if (!kek) {
+    throw new SettingError(
+      '--kek-file (CONFIG_SIDECAR_KEK)',
+      'the KEK the server runs with is required (base64 of 32 bytes; it unlocks the store\'s data keys): pass --kek-file FILE or set CONFIG_SIDECAR_KEK. `dev` keeps its KEK in .config-sidecar/dev-kek',
+    );
+  }
   const plane = await openControlPlane({
     dataDir: flags.dataDir,
     databaseUrl: flags.databaseUrl,
@@ -250,6 +261,7 @@ async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; ke
     retainEvents: 100_000,
     clock: systemClock,
     logger: createLogger({ component: 'cli', level: 'warn' }),
+    storeAccess,
   });
   return { plane, kek };
 }
@@ -259,7 +271,7 @@ async function rotateKek(flags: { dataDir: string; databaseUrl?: string; kekFile
   const text = readSecretSetting({ fileFlag: '--new-kek-file', file: flags.newKekFile, envVar: 'CONFIG_SIDECAR_NEW_KEK' });
   if (!text) throw new CliError('the new KEK is required: --new-kek-file or CONFIG_SIDECAR_NEW_KEK', EXIT.usage);
   const next = kekFromBase64(text, flags.newKekFile ? `--new-kek-file (${flags.newKekFile})` : 'CONFIG_SIDECAR_NEW_KEK');
-  const { plane, kek } = await openLocalPlane(flags);
+  const { plane, kek } = await openLocalPlane(flags, { exclusive: true, create: false });
   try {
     if (next.id === kek.id) throw new CliError('the new KEK is the same as the current one', EXIT.usage);
     const { rewrapped } = await plane.rotateKek(next);
@@ -292,7 +304,7 @@ Examples:
       action(async (flags: { to: string; dataDir: string; databaseUrl?: string; kekFile?: string }) => {
         const { existsSync } = await import('node:fs');
         if (existsSync(flags.to)) throw new CliError(`--to "${flags.to}" exists; choose a new file`, EXIT.usage);
-        const { plane } = await openLocalPlane(flags);
+        const { plane } = await openLocalPlane(flags, { exclusive: false, create: false });
         try {
           await plane.backup(flags.to);
         } finally {

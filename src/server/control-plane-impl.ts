@@ -5,20 +5,23 @@
  * Every change and its events commit in one transaction; listeners hear about
  * commits afterwards, in revision order.
  */
-import { open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
+import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
 import { AppError, describeError } from '../shared/errors.ts';
 import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
 import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
+import type { Milliseconds } from '../shared/units.ts';
 import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
 import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
+import type { LogPage, Store, StoreWriter } from './store/store.ts';
+import { eventDigest } from './event-digest.ts';
+import { inlineLayers, type ItemLayers } from './inline-layers.ts';
 import { hasAgentReports, memoryAgentReports, type AgentReportTable } from './store/agent-reports.ts';
-import type { Store, StoreWriter } from './store/store.ts';
 
 /** Longest audit `detail` stored; details are short reasons, never payloads. */
 const AUDIT_DETAIL_MAX_CHARS = 500;
@@ -33,9 +36,12 @@ function notFound(ref: ItemRef, detail = ''): AppError {
   return new AppError('not_found', `${itemKey(ref)} does not exist${detail}.`);
 }
 
-function identity(row: LiveVersion): ValueIdentity {
-  return { namespace: row.namespace, name: row.name, version: row.version, keyId: row.sealed.keyId, keyVersion: row.sealed.keyVersion };
+function identity(row: LiveVersion, kind: ItemKind): ValueIdentity {
+  return { namespace: row.namespace, name: row.name, version: row.version, env: row.env, kind, keyId: row.sealed.keyId, keyVersion: row.sealed.keyVersion };
 }
+
+/** Rows re-sealed per write transaction by the start-up AAD migration. */
+const AAD_RESEAL_BATCH = 100;
 
 function validateOptions(options: ControlPlaneOptions): void {
   const envs = options.environments;
@@ -63,6 +69,8 @@ function validateOptions(options: ControlPlaneOptions): void {
 
 /** The `setRevision` stamp of a change-set member; nothing outside a set. */
 const inSet = (setRevision: number | undefined): { setRevision?: number } => (setRevision === undefined ? {} : { setRevision });
+/** A log event before its digest is taken (distributes over the union). */
+type UndigestedEvent = LogEvent extends infer E ? (E extends LogEvent ? Omit<E, 'digest'> : never) : never;
 
 interface WriteOutcome<T> {
   readonly result: T;
@@ -80,7 +88,9 @@ class ControlPlaneImpl implements ControlPlane {
   readonly #lostListeners = new Set<(lost: EventsLost) => void>();
   #pendingAudit: Array<{ entry: AuditEntry; at: number }> = [];
   #auditFlush: Promise<void> | undefined;
+  #auditWritable = true;
   #closed = false;
+  #storeId = '';
 
   constructor(options: ControlPlaneOptions, store: Store) {
     this.#options = options;
@@ -104,6 +114,16 @@ class ControlPlaneImpl implements ControlPlane {
     return this.#options.clock.now();
   }
 
+  /** Reads the store's identity once; a restore happens with the servers stopped. */
+  async loadIdentity(): Promise<void> {
+    this.#storeId = (await this.#store.read((r) => r.logState())).storeId;
+  }
+
+  /** The event with its digest, taken once at write time. */
+  #digested(event: UndigestedEvent): LogEvent {
+    return { ...event, digest: eventDigest(this.#storeId, event) } as LogEvent;
+  }
+
   /** Refuses to start when the stored DEKs are wrapped by another KEK. */
   async verifyKek(): Promise<void> {
     const deks = await this.#store.read((r) => r.allDeks());
@@ -124,6 +144,45 @@ class ControlPlaneImpl implements ControlPlane {
         throw new SettingError(setting, `the configured KEK ${kek.id} cannot unwrap the stored data keys (${describeError(err)}); the store may be damaged`);
       }
     }
+  }
+
+  /**
+   * Re-seals every value still sealed with an older AAD layout under the
+   * current one (same key version, same plaintext, no event: readers see the
+   * same value and etag). Rows that fail to open are left as they are and
+   * logged: they stay unreadable, as before. Returns how many were re-sealed.
+   */
+  async resealOlderAad(): Promise<number> {
+    const pending = await this.#store.read((r) => r.versionsSealedBelowAad(CURRENT_AAD_VERSION));
+    let resealed = 0;
+    for (let i = 0; i < pending.length; i += AAD_RESEAL_BATCH) {
+      const batch = pending.slice(i, i + AAD_RESEAL_BATCH);
+      resealed += await this.#write(async (w, keys) => {
+        let done = 0;
+        for (const ref of batch) {
+          const row = await w.getVersion(ref, ref.version);
+          const item = await w.getItem(ref);
+          if (!row || row.deleted || !item || row.sealed.aadVersion >= CURRENT_AAD_VERSION) continue;
+          let plaintext: Buffer;
+          try {
+            plaintext = await this.#openLayer(row, item.kind, keys);
+          } catch {
+            continue;
+          }
+          const dek = await keys.dek(row.namespace, row.sealed.keyVersion);
+          try {
+            const sealed = seal(dek, plaintext, valueAad(identity(row, item.kind), CURRENT_AAD_VERSION));
+            await w.resealVersion(row, row.version, sealedColumns(row.sealed.keyId, row.sealed.keyVersion, sealed, CURRENT_AAD_VERSION));
+            done += 1;
+          } finally {
+            zeroize(plaintext, dek);
+          }
+        }
+        return { result: done, events: [] };
+      });
+    }
+    if (resealed > 0) this.#options.logger.info({ resealed, aadVersion: CURRENT_AAD_VERSION }, 'values re-sealed with the current AAD layout');
+    return resealed;
   }
 
   /** One write transaction with its keys; events reach listeners after commit. */
@@ -173,7 +232,7 @@ class ControlPlaneImpl implements ControlPlane {
     const key = await keys.current(ref.namespace, now);
     let sealed;
     try {
-      sealed = seal(key.dek, value, valueAad({ ...ref, version, keyId: ref.namespace, keyVersion: key.version }));
+      sealed = seal(key.dek, value, valueAad({ ...ref, version, env, kind, keyId: ref.namespace, keyVersion: key.version }, CURRENT_AAD_VERSION));
     } finally {
       zeroize(key.dek);
     }
@@ -186,18 +245,18 @@ class ControlPlaneImpl implements ControlPlane {
       createdAt: now,
       createdBy: actor,
       deleted: false,
-      sealed: sealedColumns(ref.namespace, key.version, sealed),
+      sealed: sealedColumns(ref.namespace, key.version, sealed, CURRENT_AAD_VERSION),
     });
-    const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env, ...inSet(setRevision) };
+    const event = this.#digested({ revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env, ...inSet(setRevision) });
     await w.appendEvent(event, now);
     await this.#prune(w, ref);
     return { result: { version, revision }, events: [event] };
   }
 
-  async #openLayer(row: LiveVersion, keys?: TxKeys): Promise<Buffer> {
+  async #openLayer(row: LiveVersion, kind: ItemKind, keys?: TxKeys): Promise<Buffer> {
     const dek = keys ? await keys.dek(row.namespace, row.sealed.keyVersion) : await this.#keys.dek(row.namespace, row.sealed.keyVersion);
     try {
-      return openSealed(dek, row.sealed, valueAad(identity(row)));
+      return openSealed(dek, row.sealed, valueAad(identity(row, kind), row.sealed.aadVersion));
     } catch (err) {
       this.#options.logger.error(
         { namespace: row.namespace, name: row.name, version: row.version, env: row.env, keyVersion: row.sealed.keyVersion },
@@ -239,7 +298,7 @@ class ControlPlaneImpl implements ControlPlane {
     const resolved = await this.#resolve(ref, env);
     const plaintexts: Buffer[] = [];
     try {
-      for (const layer of resolved.layers) plaintexts.push(await this.#openLayer(layer));
+      for (const layer of resolved.layers) plaintexts.push(await this.#openLayer(layer, resolved.kind));
     } catch (err) {
       zeroize(...plaintexts);
       throw err;
@@ -264,7 +323,7 @@ class ControlPlaneImpl implements ControlPlane {
       await w.deleteAllVersions(ref);
       await w.markItemDeleted(ref, now);
       const revision = await w.nextRevision();
-      const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion, ...inSet(setRevision) };
+      const event = this.#digested({ revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion, ...inSet(setRevision) });
       await w.appendEvent(event, now);
       return { result: { revision, version: item.lastVersion }, events: [event] };
     }
@@ -273,7 +332,7 @@ class ControlPlaneImpl implements ControlPlane {
     const version = await w.takeNextVersion(ref, item.kind, now);
     const revision = await w.nextRevision();
     await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
-    const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version, ...inSet(setRevision) };
+    const event = this.#digested({ revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version, ...inSet(setRevision) });
     await w.appendEvent(event, now);
     await this.#prune(w, ref);
     return { result: { revision, version }, events: [event] };
@@ -372,7 +431,7 @@ class ControlPlaneImpl implements ControlPlane {
       const old = await w.getVersion(ref, version);
       if (!old) throw new AppError('not_found', `${itemKey(ref)} has no version ${version} (never written, or pruned).`);
       if (old.deleted) throw new AppError('invalid_argument', `Version ${version} of ${itemKey(ref)} is a deletion marker; roll back to a version with a value.`);
-      const plaintext = await this.#openLayer(old, keys);
+      const plaintext = await this.#openLayer(old, item.kind, keys);
       try {
         return await this.#writeVersion(w, keys, ref, old.env, item.kind, plaintext, actor);
       } finally {
@@ -390,12 +449,22 @@ class ControlPlaneImpl implements ControlPlane {
       const now = this.#now;
       const next = await keys.rotate(namespace, now);
       let resealed = 0;
+      const kinds = new Map<string, ItemKind>();
+      const kindOf = async (row: LiveVersion): Promise<ItemKind> => {
+        let kind = kinds.get(row.name);
+        if (!kind) {
+          kind = (await w.getItem(row))?.kind ?? 'secret';
+          kinds.set(row.name, kind);
+        }
+        return kind;
+      };
       try {
         for (const row of await w.currentVersionsIn(namespace)) {
           if (row.deleted) continue;
+          const kind = await kindOf(row);
           let plaintext: Buffer;
           try {
-            plaintext = await this.#openLayer(row, keys);
+            plaintext = await this.#openLayer(row, kind, keys);
           } catch (err) {
             // A damaged row stays under its old key (still unreadable, still
             // reported on read); it must not block rotating everything else.
@@ -403,8 +472,8 @@ class ControlPlaneImpl implements ControlPlane {
             continue;
           }
           try {
-            const sealed = seal(next.dek, plaintext, valueAad({ ...identity(row), keyId: namespace, keyVersion: next.version }));
-            await w.resealVersion(row, row.version, sealedColumns(namespace, next.version, sealed));
+            const sealed = seal(next.dek, plaintext, valueAad({ ...identity(row, kind), keyId: namespace, keyVersion: next.version }, CURRENT_AAD_VERSION));
+            await w.resealVersion(row, row.version, sealedColumns(namespace, next.version, sealed, CURRENT_AAD_VERSION));
             resealed += 1;
           } finally {
             zeroize(plaintext);
@@ -414,7 +483,7 @@ class ControlPlaneImpl implements ControlPlane {
         zeroize(next.dek);
       }
       const revision = await w.nextRevision();
-      const event: LogEvent = { revision, type: 'keyRotated', namespace, keyVersion: next.version };
+      const event = this.#digested({ revision, type: 'keyRotated', namespace, keyVersion: next.version });
       await w.appendEvent(event, now);
       logger.info({ namespace, keyVersion: next.version, resealed, actor, revision }, 'data key rotated');
       return { result: { namespace, keyVersion: next.version, revision }, events: [event] };
@@ -483,6 +552,7 @@ class ControlPlaneImpl implements ControlPlane {
         version: layer.version,
         keyId: layer.sealed.keyId,
         keyVersion: layer.sealed.keyVersion,
+        ...(layer.sealed.aadVersion === 1 ? {} : { aadVersion: layer.sealed.aadVersion }),
         ...sealedToWire(layer.sealed),
       })),
     };
@@ -522,6 +592,27 @@ class ControlPlaneImpl implements ControlPlane {
     return this.#store.read((r) => r.eventsAfter(Math.max(0, Math.trunc(after)), bounded));
   }
 
+  sealedLayers(refs: readonly ItemRef[]): Promise<Map<string, ItemLayers>> {
+    const unique = new Map(refs.map((ref) => [itemKey(ref), ref]));
+    return this.#store.read(async (r) => {
+      const out = new Map<string, ItemLayers>();
+      for (const [key, ref] of unique) {
+        const item = await r.getItem(ref);
+        out.set(key, item && !item.deleted ? inlineLayers(item.kind, await r.currentVersions(ref), this.environments) : { kind: item?.kind, layers: [] });
+      }
+      return out;
+    });
+  }
+
+  logHead(): Promise<LogPage> {
+    return this.#store.read((r) => r.logHead());
+  }
+
+  logPage(after: number, limit: number): Promise<LogPage> {
+    const bounded = Math.max(1, Math.min(Math.trunc(limit), EVENTS_PAGE_MAX));
+    return this.#store.read((r) => r.logPage(Math.max(0, Math.trunc(after)), bounded));
+  }
+
   onCommitted(listener: (events: readonly LogEvent[]) => void): () => void {
     return this.#listeners.add(listener);
   }
@@ -540,6 +631,15 @@ class ControlPlaneImpl implements ControlPlane {
    * Audit entries arriving together are written in one transaction: every
    * secret read is audited, and a commit per read would make reads wait on fsync.
    */
+  get auditWritable(): boolean {
+    return this.#auditWritable;
+  }
+
+  async compactAudit(maxAge: Milliseconds, maxRows: number): Promise<{ age: number; rows: number }> {
+    const cutoff = this.#now - maxAge;
+    return this.#store.write((w) => w.compactAudit(cutoff, maxRows));
+  }
+
   audit(entry: AuditEntry): Promise<void> {
     this.#pendingAudit.push({ entry, at: this.#now });
     if (!this.#auditFlush) {
@@ -560,8 +660,16 @@ class ControlPlaneImpl implements ControlPlane {
           }
         });
       });
-      // Callers that do not await still must not crash the process on a failed flush.
-      flush.catch((err: unknown) => this.#options.logger.error({ err: describeError(err), entries: 'audit' }, 'writing the audit log failed'));
+      flush.then(
+        () => {
+          this.#auditWritable = true;
+        },
+        // Callers that do not await still must not crash the process on a failed flush.
+        (err: unknown) => {
+          this.#auditWritable = false;
+          this.#options.logger.error({ err: describeError(err), entries: 'audit' }, 'writing the audit log failed');
+        },
+      );
       this.#auditFlush = flush;
     }
     return this.#auditFlush;
@@ -590,7 +698,7 @@ class ControlPlaneImpl implements ControlPlane {
  */
 export async function openControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   validateOptions(options);
-  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger, poolSize: options.databasePoolSize });
+  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger, poolSize: options.databasePoolSize, access: options.storeAccess });
   return openControlPlaneOn(store, options);
 }
 
@@ -602,7 +710,9 @@ export async function openControlPlaneOn(store: Store, options: ControlPlaneOpti
   validateOptions(options);
   const plane = new ControlPlaneImpl(options, store);
   try {
+    await plane.loadIdentity();
     await plane.verifyKek();
+    await plane.resealOlderAad();
   } catch (err) {
     await plane.close();
     throw err;

@@ -12,7 +12,7 @@ import { createAdminServer, listen } from '../shared/admin-server.ts';
 import { describeError } from '../shared/errors.ts';
 import { sendJson } from '../shared/http-io.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
-import type { ListenAddress } from '../shared/settings.ts';
+import { envNameFor, SettingError, type ListenAddress } from '../shared/settings.ts';
 import { startTracing } from '../shared/tracing.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { openControlPlane } from './control-plane-impl.ts';
@@ -22,6 +22,8 @@ import { createServerMetrics, registerFleetGauges } from './metrics.ts';
 import { AgentRegistry } from './fleet/agent-registry.ts';
 import { createReportService } from './fleet/report-service.ts';
 import { createRateLimiter } from './rate-limiter.ts';
+import { startAuditUpkeep } from './audit-upkeep.ts';
+import { createRefusalAudit } from './refusal-audit.ts';
 import { createRestServer } from './rest/rest-server.ts';
 import type { ServerSettings } from './settings.ts';
 import { insecureGrpcCredentials, TlsSource, type TlsPair } from './tls-files.ts';
@@ -31,7 +33,15 @@ import { createWatchService } from './watch/watch-service.ts';
 export const KEY_AGE_CHECK_INTERVAL_MS = 60 * 60 * 1000;
 /** How long shutdown waits for the trace exporter to send buffered spans. */
 export const TRACING_SHUTDOWN_TIMEOUT_MS = 2_000;
-/** Pings idle Watch connections so streams of vanished agents are closed instead of held forever. */
+/**
+ * The server pings idle Watch connections so streams of vanished agents are
+ * closed instead of held forever. Agents ping too (HTTP/2 keepalive, to notice
+ * a frozen path within seconds): grpc-js servers answer client pings at any
+ * rate and never send GOAWAY too_many_pings, and permit_without_calls lets an
+ * agent ping between streams, so no server-side ping policy refuses them.
+ * (A proxy in between, e.g. Envoy or an ingress, may enforce its own minimum
+ * ping interval: allow at least the agent's; see docs/OPERATIONS.md.)
+ */
 export const GRPC_KEEPALIVE_TIME_MS = 30_000;
 export const GRPC_KEEPALIVE_TIMEOUT_MS = 10_000;
 export const OPENAPI_URL = new URL('./openapi.json', import.meta.url);
@@ -60,6 +70,11 @@ export async function startServer(settings: ServerSettings, options: StartOption
   const clock = options.clock ?? offsetClock ?? systemClock;
   const tracing = await startTracing({ endpoint: settings.otelEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-server' });
   const metrics = createServerMetrics();
+  if (!settings.rootToken && !settings.authFile && !settings.jwt) {
+    logger.warn(
+      'no credentials configured: every API call and agent stream will be refused (401). Set CONFIG_SIDECAR_ROOT_TOKEN (or --root-token-file), --auth-file, or --jwt-issuer/--jwt-audience/--jwks-url (docs/AUTH.md)',
+    );
+  }
   if (settings.insecure) logger.warn('--insecure: plaintext listeners on non-loopback addresses; tokens and envelopes cross the network unencrypted');
 
   const controlPlane = await openControlPlane({
@@ -76,6 +91,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     logger,
   });
   const closers: Array<() => Promise<void> | void> = [];
+  const unbind: Array<() => void> = [];
   let draining = false;
   try {
     const policySource = await openPolicySource(settings.authFile, logger, (outcome) => metrics.authReloads.inc({ outcome }));
@@ -83,6 +99,17 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const jwt = settings.jwt ? { settings: settings.jwt, keys: await jwksFrom(settings.jwt) } : undefined;
     const authenticator = createAuthenticator({ rootToken: settings.rootToken, policy: policySource.current, jwt, clock });
     const rateLimiter = createRateLimiter(settings.rateLimit, clock);
+    const refusals = createRefusalAudit({
+      clock,
+      write: (entry) =>
+        controlPlane.audit(entry).catch((err: unknown) => {
+          logger.error({ err: describeError(err), subject: entry.subject, action: entry.action }, 'audit write failed');
+        }),
+      onAggregated: (count) => metrics.auditDropped.inc({ reason: 'aggregated' }, count),
+    });
+    closers.push(() => refusals.flush());
+    const auditUpkeep = startAuditUpkeep({ controlPlane, clock, logger, metrics, retainAge: settings.auditRetainAge, maxRows: settings.auditMaxRows });
+    closers.push(() => auditUpkeep.close());
     const openapi = await readFile(OPENAPI_URL);
     const agents = new AgentRegistry({
       table: controlPlane.agentReports,
@@ -107,6 +134,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
         authenticator,
         policy: policySource.current,
         rateLimiter,
+        refusals,
         maxBody: settings.maxBody,
         openapi,
         logger,
@@ -118,6 +146,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
       logger,
       tls: tls?.current,
       draining: () => draining,
+      maxConnections: settings.maxConnections,
     });
     if (tls) {
       // node:https servers have setSecureContext; the listener type is the common http.Server.
@@ -135,6 +164,9 @@ export async function startServer(settings: ServerSettings, options: StartOption
       metrics,
       heartbeatInterval: settings.heartbeatInterval,
       bound: settings.watchBuffer,
+      maxStreamsPerPod: settings.maxWatchStreamsPerPod,
+      openLimiter: createRateLimiter(settings.watchOpenRate, clock),
+      refusals,
     });
     policySource.onChange((policy) => watch.recheck(policy));
     const grpcServer = new grpc.Server({
@@ -145,15 +177,29 @@ export async function startServer(settings: ServerSettings, options: StartOption
     grpcServer.addService(watch.definition, watch.implementation);
     const fleet = createReportService({ registry: agents, authenticator, logger, metrics });
     grpcServer.addService(fleet.definition, fleet.implementation);
-    const grpcPort = await new Promise<number>((resolve, reject) => {
-      grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, tls ? tls.grpcCredentials() : insecureGrpcCredentials(), (err, port) => (err ? reject(err) : resolve(port)));
-    });
+    // Every listener that bound is closed again when a later one cannot bind, so a taken
+    // port ends the process (naming the flag) instead of leaving a half-started server.
+    unbind.push(() => grpcServer.forceShutdown());
+    const grpcPort = await bindListener('--grpc-listen', settings.grpcListen, () =>
+      new Promise<number>((resolve, reject) => {
+        grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, tls ? tls.grpcCredentials() : insecureGrpcCredentials(), (err, port) => (err ? reject(err) : resolve(port)));
+      }),
+    );
 
-    const httpBound = await listen(rest, settings.httpListen);
+    unbind.push(() => rest.close());
+    const httpBound = await bindListener('--http-listen', settings.httpListen, () => listen(rest, settings.httpListen));
     let ready = true;
     const admin = createAdminServer({
       registry: metrics.registry,
-      readiness: () => ({ ready, checks: { store: { ok: ready }, watchStreams: { ok: true, detail: String(watch.openStreams) } } }),
+      // Secret reads fail closed without an audit row, so a failing audit log makes the replica not ready.
+      readiness: () => ({
+        ready: ready && controlPlane.auditWritable,
+        checks: {
+          store: { ok: ready },
+          audit: { ok: controlPlane.auditWritable, ...(controlPlane.auditWritable ? {} : { detail: 'audit writes are failing; secret reads are refused' }) },
+          watchStreams: { ok: true, detail: String(watch.openStreams) },
+        },
+      }),
       extraRoutes: offsetClock
         ? (req, res) => {
             const url = new URL(req.url ?? '/', 'http://admin');
@@ -164,7 +210,8 @@ export async function startServer(settings: ServerSettings, options: StartOption
           }
         : undefined,
     });
-    const adminBound = await listen(admin, settings.adminListen);
+    unbind.push(() => admin.close());
+    const adminBound = await bindListener('--admin-listen', settings.adminListen, () => listen(admin, settings.adminListen));
 
     let keyAgeTimer: TimerHandle | undefined;
     const checkKeyAge = (): void => {
@@ -232,8 +279,25 @@ export async function startServer(settings: ServerSettings, options: StartOption
 
     return { http: httpBound, grpc: grpcBound, admin: adminBound, httpUrl, controlPlane, logger, close };
   } catch (err) {
+    for (const close of unbind.reverse()) close();
     for (const closer of closers.reverse()) await closer();
     await controlPlane.close();
     throw err;
+  }
+}
+
+/** Binds one listener; a failure becomes a SettingError naming the flag, its env twin and the address. */
+async function bindListener<T>(flag: string, address: ListenAddress, bind: () => Promise<T>): Promise<T> {
+  try {
+    return await bind();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason =
+      code === 'EADDRINUSE' || /address already in use|No address added/i.test(describeError(err))
+        ? 'is in use by another process; stop it or choose another port (port 0 picks a free one)'
+        : code === 'EACCES'
+          ? 'may not be bound by this user (ports below 1024 need privileges); choose a port above 1024'
+          : `cannot be bound (${describeError(err)})`;
+    throw new SettingError(`${flag} (${envNameFor(flag)})`, `${address.host}:${address.port} ${reason}`);
   }
 }

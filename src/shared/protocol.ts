@@ -133,14 +133,16 @@ export type RotateResponse = z.infer<typeof rotateResponse>;
 /**
  * Ciphertext of every layer that contributes to the value for `env`, ordered
  * from the least to the most specific. The agent opens each layer with the
- * namespace DEK `keyVersion` and AAD `valueAad({namespace, name, version,
- * keyId, keyVersion})`, then merges `config` layers itself (secrets: last layer).
+ * namespace DEK `keyVersion` and AAD `valueAad({namespace, name, version, env,
+ * kind, keyId, keyVersion}, aadVersion)`, then merges `config` layers itself (secrets: last layer).
  */
 export const envelopeLayer = sealedWire.extend({
   env: z.string(),
   version: z.number().int(),
   keyId: z.string(),
   keyVersion: z.number().int(),
+  /** The AAD layout (`valueAad`); absent means 1 (a server from before v2). */
+  aadVersion: z.number().int().positive().optional(),
 });
 export type EnvelopeLayer = z.infer<typeof envelopeLayer>;
 

@@ -84,7 +84,7 @@ export class AgentRegistry {
     if (report.rollouts.length > REPORT_MAX_ROLLOUTS) throw new AppError('invalid_argument', `A report carries at most ${REPORT_MAX_ROLLOUTS} rollouts.`);
     const prefixes = report.prefixes.map((p) => validatePrefix(p).replace(/\/+$/, ''));
     const policy = this.#o.policy();
-    const denied = prefixes.filter((p) => !policy.allows(principal.subject, 'read', p));
+    const denied = prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
     if (denied.length > 0) throw new AppError('permission_denied', `${principal.subject} may not read ${denied.join(', ')}, so it cannot report serving them.`);
     const since = now - this.#expiry;
     const existing = await this.#o.table.get(id);

@@ -29,6 +29,7 @@ import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
 import type { AgentRegistry } from '../fleet/agent-registry.ts';
+import type { RefusalAudit } from '../refusal-audit.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
 
 export interface RestDeps {
@@ -36,6 +37,8 @@ export interface RestDeps {
   readonly authenticator: Authenticator;
   readonly policy: () => Policy;
   readonly rateLimiter: RateLimiter;
+  /** Where 401/403 refusals are audited (aggregated). */
+  readonly refusals: RefusalAudit;
   readonly maxBody: Bytes;
   readonly openapi: Buffer;
   readonly logger: Logger;
@@ -119,16 +122,17 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
     // Failed logins are rate limited per peer address before they cost an audit write,
     // so an unauthenticated flood cannot grow the audit log at line rate.
     deps.rateLimiter.take(`${ANONYMOUS}@${req.socket?.remoteAddress ?? 'unknown'}`);
-    await audit(deps, ANONYMOUS, 'denied', targetOf(route), 'denied', toAppError(err).code);
+    await deps.refusals.record({ subject: ANONYMOUS, action: 'denied', target: targetOf(route), outcome: 'denied', detail: toAppError(err).code });
     throw err;
   }
   ctx.subject = principal.subject;
-  deps.rateLimiter.take(principal.subject);
-  if (route.op === 'changes') return writeChangeSet(req, deps, principal.subject);
-  if (route.op === 'agents') return listAgents(deps, principal.subject);
+  // Per pod (or static token), not per subject: a Deployment's replicas share a service account.
+  deps.rateLimiter.take(principal.podKey);
+  if (route.op === 'changes') return writeChangeSet(req, deps, principal);
+  if (route.op === 'agents') return listAgents(deps, principal);
   const action = ROUTE_ACTION[route.op];
-  if (!deps.policy().allows(principal.subject, action, namespaceOf(route))) {
-    await audit(deps, principal.subject, 'denied', targetOf(route), 'denied', `${action} ${route.op}`);
+  if (!deps.policy().allows(principal.identity, action, namespaceOf(route))) {
+    await deps.refusals.record({ subject: principal.subject, action: 'denied', target: targetOf(route), outcome: 'denied', detail: `${action} ${route.op}` });
     throw new AppError('permission_denied', `${principal.subject} may not ${action} ${namespaceOf(route) || 'every namespace'}.`);
   }
   return execute(route, req, deps, principal.subject);
@@ -223,7 +227,8 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
  * POST /v1/changes: every member is parsed and authorised (write, or delete)
  * before anything is written; then one transaction commits them all.
  */
-async function writeChangeSet(req: IncomingMessage, deps: RestDeps, subject: string): Promise<RestResult> {
+async function writeChangeSet(req: IncomingMessage, deps: RestDeps, principal: Principal): Promise<RestResult> {
+  const subject = principal.subject;
   const body = parseBody(changeSetBody, await readJson(req, deps.maxBody));
   if (body.changes.length > CHANGE_SET_MAX_CHANGES) {
     throw new AppError('payload_too_large', `A change set holds at most ${CHANGE_SET_MAX_CHANGES} changes, not ${body.changes.length}; split it into several sets.`);
@@ -238,7 +243,7 @@ async function writeChangeSet(req: IncomingMessage, deps: RestDeps, subject: str
         throw new AppError('invalid_argument', `changes.${index}.item: ${toAppError(err).message}`);
       }
       const action = 'delete' in change ? 'delete' : 'write';
-      if (!deps.policy().allows(subject, action, ref.namespace)) {
+      if (!deps.policy().allows(principal.identity, action, ref.namespace)) {
         await audit(deps, subject, 'denied', itemKey(ref), 'denied', `${action} change set`);
         throw new AppError('permission_denied', `${subject} may not ${action} ${ref.namespace} (changes.${index}); nothing was written.`);
       }
@@ -260,14 +265,15 @@ async function writeChangeSet(req: IncomingMessage, deps: RestDeps, subject: str
  * GET /v1/agents: the caller needs `agents:read` somewhere; an agent is listed
  * when one of those grants covers one of its prefixes.
  */
-async function listAgents(deps: RestDeps, subject: string): Promise<RestResult> {
+async function listAgents(deps: RestDeps, principal: Principal): Promise<RestResult> {
   const policy = deps.policy();
-  if (!policy.holdsAnywhere(subject, 'agents:read')) {
+  const { subject } = principal;
+  if (!policy.holdsAnywhere(principal.identity, 'agents:read')) {
     await audit(deps, subject, 'denied', '', 'denied', 'agents:read');
     throw new AppError('permission_denied', `${subject} may not list agents; grant the agents:read action on the namespaces whose agents it may see.`);
   }
   if (!deps.agents) throw new AppError('unavailable', 'The fleet view is not enabled on this server.');
-  const view = await deps.agents.list((row) => row.prefixes.some((prefix) => policy.allows(subject, 'agents:read', prefix)));
+  const view = await deps.agents.list((row) => row.prefixes.some((prefix) => policy.allows(principal.identity, 'agents:read', prefix)));
   return { status: 200, headers: { 'cache-control': 'no-store' }, body: view };
 }
 
