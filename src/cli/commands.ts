@@ -18,6 +18,7 @@ import { register as list } from './list.ts';
 import { register as del } from './delete.ts';
 import { register as login } from './login.ts';
 import { register as exec } from './exec.ts';
+import { register as status } from './status.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   server,
@@ -35,4 +36,5 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   doctor,
   verify,
   exec,
+  status,
 ];

@@ -15,7 +15,7 @@ import type { StoreAccess } from '../server/control-plane.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
 import { call, DEFAULT_SERVER, outputFormat, outputOption, printAs, type ServerFlags } from './server-client.ts';
 
-function withServer(command: Command): Command {
+export function withServer(command: Command): Command {
   return command
     .addOption(new Option('--server <url>', `control plane REST URL (default: the one \`login\` stored, else ${DEFAULT_SERVER})`).env(envNameFor('--server')))
     .addOption(new Option('--token-file <file>', 'bearer token file (or set CONFIG_SIDECAR_TOKEN; default: the token `login` stored)').env(envNameFor('--token-file')));
@@ -43,12 +43,13 @@ function registerPut(program: Command): void {
   withServer(
     program
       .command('put')
-      .description('Write a new version of an item (one environment layer).')
-      .argument('<item>', 'namespace/name')
+      .description('Write a new version of an item (one environment layer), or a change set from a file (all or nothing).')
+      .argument('[item]', 'namespace/name (not with --from-file)')
       .argument('[value]', 'config: a JSON value; secrets must come from --file or stdin, never the command line')
       .addOption(new Option('--kind <kind>', 'config or secret').choices(['config', 'secret']).default('config'))
       .addOption(new Option('--env <name>', `environment layer to write (the one \`get\` and the agent read by default)`).env(envNameFor('--env')).default(DEFAULT_ENV))
-      .addOption(new Option('--file <file>', 'read the value from a file ("-" = stdin)')),
+      .addOption(new Option('--file <file>', 'read the value from a file ("-" = stdin)'))
+      .addOption(new Option('--from-file <changes.yaml>', 'write the change set in this YAML/JSON file atomically (POST /v1/changes); see docs/SERVER.md')),
   )
     .addHelpText(
       'after',
@@ -58,11 +59,30 @@ Examples:
   $ config-sidecar put production/ml-service/settings '{"replicas": 5}' --env prod
   $ printf %s "$DB_PASSWORD" | config-sidecar put production/ml-service/db-password --kind secret --file -
   $ config-sidecar put production/ml-service/tls-key --kind secret --file ./tls.key --env prod
+  $ config-sidecar put --from-file changes.yaml     # several items, committed together or not at all
+
+A change file lists up to 100 changes; a secret value can come from a file
+next to it (valueFile, read by the CLI), so it never sits in the YAML:
+  changes:
+    - { item: production/db/username, kind: secret, value: app-v2 }
+    - { item: production/db/password, kind: secret, valueFile: ./password.txt }
+    - { item: production/db/settings, env: prod, kind: config, value: { pool: 5 } }
+    - { item: production/db/old-flag, delete: true }
 
 Exit codes: 0 written, 1 refused, 2 bad usage, 3 server unreachable.`,
     )
     .action(
-      action(async (item: string, value: string | undefined, flags: ServerFlags & { kind: 'config' | 'secret'; env: string; file?: string; json?: boolean }) => {
+      action(async (item: string | undefined, value: string | undefined, flags: ServerFlags & { kind: 'config' | 'secret'; env: string; file?: string; fromFile?: string; json?: boolean }) => {
+        if (flags.fromFile !== undefined) {
+          if (item !== undefined || flags.file) throw new CliError('--from-file writes the items listed in the file; give no item, value or --file with it', EXIT.usage);
+          const { readChangeFile } = await import('./change-file.ts');
+          const body = readChangeFile(flags.fromFile);
+          const result = (await call(flags, 'POST', '/v1/changes', body)) as { revision?: number; items?: Array<{ item: string; version: number }> };
+          const items = result.items ?? [];
+          print(false, result, `wrote ${items.length} change(s) as one set at revision ${String(result.revision)}:\n${items.map((i) => `  ${i.item} version ${i.version}`).join('\n')}`);
+          return;
+        }
+        if (item === undefined) throw new CliError('give an item (namespace/name), or --from-file FILE for a change set', EXIT.usage);
         const path = itemPath(item);
         if (value !== undefined && flags.file) throw new CliError('give the value as an argument or --file, not both', EXIT.usage);
         let body: unknown;

@@ -79,6 +79,7 @@ export function addServerOptions(command: Command): Command {
     .addOption(opt('--audit-retain-age <duration>', 'audit rows older than this are deleted', '30d'))
     .addOption(opt('--audit-max-rows <n>', 'audit rows kept at most (oldest deleted first)', '1000000'))
     .addOption(opt('--heartbeat-interval <duration>', 'Watch heartbeat (bookmark) interval; agents treat 3 missed beats as a lost stream', '1s'))
+    .addOption(opt('--agent-expiry <duration>', 'drop an agent from GET /v1/agents after this long without a report', '10m'))
     .addOption(opt('--watch-buffer <n>', 'events queued per watch stream before a slow reader is ended', '1024'))
     .addOption(opt('--max-body <size>', 'largest request body', '1MiB'))
     .addOption(opt('--shutdown-grace <duration>', 'on SIGTERM, time for in-flight requests and watch streams before connections are cut; the process exits at most 5s later', '10s'))

@@ -199,5 +199,9 @@ export const sseEventData = z.object({
   name: z.string().optional(),
   version: z.number().int().optional(),
   revision: z.number().int(),
+  /** A member of a change set: the set's last revision (also the event's SSE id). */
+  setRevision: z.number().int().optional(),
+  /** On the last member of a set this agent applied: the set is complete. */
+  endsSet: z.literal(true).optional(),
 });
 export type SseEventData = z.infer<typeof sseEventData>;

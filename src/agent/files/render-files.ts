@@ -125,6 +125,8 @@ export class FileRenderer {
   #eventTimes: number[] = [];
   #verify = false;
   #publishNeeded = false;
+  /** Between the first and the last member of a change set: no batch may start. */
+  #openSet = false;
   #loop: Promise<void> | undefined;
   #guard: FileGuard | undefined;
   #started = false;
@@ -257,7 +259,13 @@ export class FileRenderer {
       this.#dirty.add(path);
       any = true;
     }
-    if (!any) return;
+    // The rest of a change set was published in the same step: render once, after its last member
+    // (and start no batch before it, or a file fed by a later member would be published old beside a new one).
+    this.#openSet = event.setRevision !== undefined && event.endsSet !== true;
+    if (!any) {
+      if (!this.#openSet) this.#kick();
+      return;
+    }
     this.#eventTimes.push(this.#clock.now());
     this.#kick();
   }
@@ -268,7 +276,7 @@ export class FileRenderer {
   }
 
   #kick(): void {
-    if (this.#loop || this.#stopped) return;
+    if (this.#loop || this.#stopped || this.#openSet) return;
     if (this.#dirty.size === 0 && !this.#verify && !this.#publishNeeded) return;
     this.#loop = this.#run().finally(() => {
       this.#loop = undefined;
@@ -340,7 +348,13 @@ export class FileRenderer {
   async #batch(paths: readonly string[], eventTimes: readonly number[]): Promise<void> {
     const states = paths.map((p) => this.#states.get(p)).filter((s): s is FileState => s !== undefined);
     const values = states.length > 0 ? await this.#readAll(states) : new Map<string, ItemValue | Error>();
-    if (this.#stopped) return;
+    // An event for these files landed while their items were being read: the values may straddle it
+    // (one item before, another after), so they are read again rather than published side by side.
+    if (this.#stopped || paths.some((path) => this.#dirty.has(path))) {
+      for (const v of values.values()) if (!(v instanceof Error)) v.value.fill(0);
+      if (!this.#stopped) this.#eventTimes = [...eventTimes, ...this.#eventTimes];
+      return;
+    }
     const candidates = new Map<string, Buffer>();
     try {
       for (const state of states) {

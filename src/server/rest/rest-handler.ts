@@ -29,6 +29,7 @@ import type { AuditAction, ChangeOp, ControlPlane } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
+import type { AgentRegistry } from '../fleet/agent-registry.ts';
 import type { RefusalAudit } from '../refusal-audit.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
 
@@ -42,6 +43,8 @@ export interface RestDeps {
   readonly maxBody: Bytes;
   readonly openapi: Buffer;
   readonly logger: Logger;
+  /** The fleet view (GET /v1/agents); absent in unit tests that do not need it. */
+  readonly agents?: AgentRegistry;
   /** Called after a successful API rotation (metrics). */
   readonly onRotated?: (trigger: 'api') => void;
 }
@@ -127,7 +130,7 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   // Per pod (or static token), not per subject: a Deployment's replicas share a service account.
   deps.rateLimiter.take(principal.podKey);
   if (route.op === 'changes') return writeChangeSet(req, deps, principal);
-  if (route.op === 'agents') throw new AppError('not_found', 'The fleet view is not enabled on this server.');
+  if (route.op === 'agents') return listAgents(deps, principal);
   const action = ROUTE_ACTION[route.op];
   if (!deps.policy().allows(principal.identity, action, namespaceOf(route))) {
     await deps.refusals.record({ subject: principal.subject, action: 'denied', target: targetOf(route), outcome: 'denied', detail: `${action} ${route.op}` });
@@ -271,6 +274,22 @@ async function writeChangeSet(req: IncomingMessage, deps: RestDeps, principal: P
   } finally {
     for (const op of ops) if (op.op === 'put') zeroize(op.value);
   }
+}
+
+/**
+ * GET /v1/agents: the caller needs `agents:read` somewhere; an agent is listed
+ * when one of those grants covers one of its prefixes.
+ */
+async function listAgents(deps: RestDeps, principal: Principal): Promise<RestResult> {
+  const policy = deps.policy();
+  const { subject } = principal;
+  if (!policy.holdsAnywhere(principal.identity, 'agents:read')) {
+    await audit(deps, subject, 'denied', '', 'denied', 'agents:read');
+    throw new AppError('permission_denied', `${subject} may not list agents; grant the agents:read action on the namespaces whose agents it may see.`);
+  }
+  if (!deps.agents) throw new AppError('unavailable', 'The fleet view is not enabled on this server.');
+  const view = await deps.agents.list((row) => row.prefixes.some((prefix) => policy.allows(principal.identity, 'agents:read', prefix)));
+  return { status: 200, headers: { 'cache-control': 'no-store' }, body: view };
 }
 
 /** Secret bodies become bytes here; the string in the parsed JSON cannot be wiped, the Buffer can. */
