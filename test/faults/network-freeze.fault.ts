@@ -23,8 +23,8 @@ test('frozen network between agent and server: cached reads keep answering (stal
   assert.equal((await http(server.httpUrl, 'PUT', `/v1/items/${ITEM}`, { token, body: { kind: 'secret', value: 'before-freeze' } })).status, 200);
   const rest = new URL(server.httpUrl);
   const [grpcHost, grpcPort] = [server.grpcAddress.slice(0, server.grpcAddress.lastIndexOf(':')), Number(server.grpcAddress.split(':').pop())];
-  const restProxy = await startTcpProxy({ host: rest.hostname, port: Number(rest.port) });
-  const grpcProxy = await startTcpProxy({ host: grpcHost, port: grpcPort });
+  const restProxy = await startTcpProxy(`${rest.hostname}:${rest.port}`);
+  const grpcProxy = await startTcpProxy(`${grpcHost}:${grpcPort}`);
   t.after(async () => {
     await restProxy.close();
     await grpcProxy.close();
@@ -51,8 +51,8 @@ test('frozen network between agent and server: cached reads keep answering (stal
 
   const put = await http(server.httpUrl, 'PUT', `/v1/items/${ITEM}`, { token, body: { kind: 'secret', value: 'written-during-freeze' } });
   assert.equal(put.status, 200);
-  restProxy.thaw();
-  grpcProxy.thaw();
+  restProxy.restore();
+  grpcProxy.restore();
   t.diagnostic('tried: wrote a new value while frozen, then thawed');
   const deadline = Date.now() + 30_000;
   let value: unknown;

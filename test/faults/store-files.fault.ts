@@ -56,8 +56,8 @@ test('truncated and corrupted store files are refused at start: non-zero exit, a
 
 /** A server behind proxies, so a restart on other ports keeps the agent's addresses. */
 async function proxied(t: { after: (fn: () => Promise<void>) => void }): Promise<{ rest: TcpProxy; grpc: TcpProxy; point: (s: ServerProcess) => void }> {
-  const rest = await startTcpProxy({ host: '127.0.0.1', port: 9 });
-  const grpc = await startTcpProxy({ host: '127.0.0.1', port: 9 });
+  const rest = await startTcpProxy('127.0.0.1:9');
+  const grpc = await startTcpProxy('127.0.0.1:9');
   t.after(async () => {
     await rest.close();
     await grpc.close();
@@ -66,8 +66,8 @@ async function proxied(t: { after: (fn: () => Promise<void>) => void }): Promise
     rest,
     grpc,
     point(s) {
-      rest.retarget({ host: '127.0.0.1', port: Number(new URL(s.httpUrl).port) });
-      grpc.retarget({ host: '127.0.0.1', port: Number(s.grpcAddress.split(':').pop()) });
+      rest.retarget(`127.0.0.1:${new URL(s.httpUrl).port}`);
+      grpc.retarget(s.grpcAddress);
     },
   };
 }
