@@ -25,6 +25,7 @@ import {
 import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
 import { AppError } from '../shared/errors.ts';
 import { AGENT_ID_RE } from '../shared/fleet-proto.ts';
+import { DEFAULT_ENV } from '../shared/protocol.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, describeFilesIssue, filesSchema } from './files/file-spec.ts';
@@ -39,7 +40,7 @@ export const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
 export const DEFAULT_CACHE_MAX_BYTES = '64MiB';
 /** `auto`: the container's limit (cgroup, memory-limit.ts); `none`: ignore it; a size: use that. */
 export const DEFAULT_MEMORY_LIMIT = 'auto';
-export const DEFAULT_ENV = 'prod';
+export { DEFAULT_ENV };
 /** Upper bound of the random delay spreading refetches after KeyRotated / ResyncRequired. */
 export const DEFAULT_REFETCH_JITTER = '1s';
 

@@ -47,6 +47,7 @@ import { createUpstream } from './upstream.ts';
 import { release, ValueCache, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
 import { startWatchClient, type WatchClient } from './watch-client.ts';
+import { tracingRequested } from '../shared/otlp-endpoint.ts';
 
 /** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
@@ -149,9 +150,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   // The gauges read the cache at scrape time, after it exists.
   const metrics = createAgentMetrics({ entries: () => cache.size, bytes: () => cache.bytes });
 
-  // Tracing costs ~13 MiB and ~85 ms to load: only with --otlp-endpoint.
+  // Tracing costs ~13 MiB and ~85 ms to load: only with --otlp-endpoint or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT.
   let tracing: { tracer: Tracer; shutdown: () => Promise<void> } | undefined;
-  if (settings.otlpEndpoint) {
+  if (tracingRequested(settings.otlpEndpoint)) {
     const { startTracing } = await import('../shared/tracing.ts');
     tracing = await startTracing({ endpoint: settings.otlpEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-agent' });
   }
@@ -334,6 +335,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const dataHooks = {
     deps,
     serveSse: sseHandler,
+    // Under a memory limit the connection cap comes from the budget (at most MAX_CONNECTIONS).
+    maxConnections: budget.maxConnections,
     onResponse: (listener: string, status: number) => {
       const key = `${listener}:${status}`;
       let child = requestCounters.get(key);
@@ -346,8 +349,6 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
-  // Under a memory limit the connection cap comes from the budget (never above the listener's own).
-  for (const server of [socketServer, tcpServer]) if (server) server.maxConnections = Math.min(server.maxConnections, budget.maxConnections);
   registerMemoryMetrics(metrics.registry, memory.memory, budget);
 
   // --- readiness and admin --------------------------------------------------

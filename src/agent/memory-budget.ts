@@ -9,7 +9,7 @@
  *   cache      = spare × CACHE_SHARE / CACHE_COST_FACTOR   (--cache-max-bytes)
  *   SSE cap    = spare × SSE_SHARE / SSE_CLIENT_BYTES, at most MAX_SSE_CLIENTS
  *   connections= spare × CONNECTION_SHARE / CONNECTION_BYTES, at most MAX_CONNECTIONS
- *   V8 young gen = 3 × SEMI_SPACE_BYTES (--max-semi-space-size; Node's default lets it reach 192 MiB)
+ *   V8 young gen = 3 × SEMI_SPACE_BYTES (--max-semi-space-size; Node's own default lets it reach 192 MiB)
  *   V8 old space = target − NATIVE_RESERVE_BYTES − young gen
  *
  * A flag wins over a derived value; a flag that cannot fit is an error naming
@@ -47,8 +47,8 @@ export const SSE_CLIENT_BYTES: Bytes = 64 * 1024;
 export const CONNECTION_BYTES: Bytes = 32 * 1024;
 /** What lies outside V8's old space: code, new space, Node's own allocations, buffers. */
 export const NATIVE_RESERVE_BYTES: Bytes = 48 * MiB;
-/** V8's semi-space under a limit; the young generation is three of them. */
-export const SEMI_SPACE_BYTES: Bytes = 8 * MiB;
+/** V8's semi-space under a limit, the same as the bin's shebang sets (docs/ARCHITECTURE.md); the young generation is three of them. */
+export const SEMI_SPACE_BYTES: Bytes = 16 * MiB;
 /** The smallest old space worth running with. */
 export const MIN_OLD_SPACE_BYTES: Bytes = 64 * MiB;
 export const CACHE_SHARE = 0.75;

@@ -44,7 +44,7 @@ export function register(program: Command): void {
     .addOption(opt('--agent-id <id>', 'id in the fleet view (GET /v1/agents); with a service-account token it must be the pod name (default: the token\'s pod name, else POD_NAME, else the hostname)'))
     .addOption(opt('--files-dir <dir>', 'directory for rendered files (default: /config-sidecar/files)'))
     .addOption(opt('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default: info)'))
-    .addOption(opt('--otlp-endpoint <url>', 'OTLP/HTTP traces endpoint; tracing is off (and not loaded) without it'))
+    .addOption(opt('--otlp-endpoint <url>', 'OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (or set OTEL_EXPORTER_OTLP_ENDPOINT); tracing is off (and not loaded) without either'))
     .addOption(opt('--trace-sample-ratio <ratio>', 'fraction of traces sampled, 0..1 (default: 0.1)'))
     .addHelpText(
       'after',

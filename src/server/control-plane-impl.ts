@@ -67,10 +67,11 @@ function validateOptions(options: ControlPlaneOptions): void {
   }
 }
 
-/** The `setRevision` stamp of a change-set member; nothing outside a set. */
-const inSet = (setRevision: number | undefined): { setRevision?: number } => (setRevision === undefined ? {} : { setRevision });
 /** A log event before its digest is taken (distributes over the union). */
 type UndigestedEvent = LogEvent extends infer E ? (E extends LogEvent ? Omit<E, 'digest'> : never) : never;
+
+/** The `setRevision` stamp of a change-set member; nothing outside a set. */
+const inSet = (setRevision: number | undefined): { setRevision?: number } => (setRevision === undefined ? {} : { setRevision });
 
 interface WriteOutcome<T> {
   readonly result: T;

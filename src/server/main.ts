@@ -68,7 +68,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
   const logger = options.logger ?? createLogger({ component: 'server', level: settings.logLevel });
   const offsetClock = options.testHooks ? new OffsetClock() : undefined;
   const clock = options.clock ?? offsetClock ?? systemClock;
-  const tracing = await startTracing({ endpoint: settings.otelEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-server' });
+  const tracing = await startTracing({ endpoint: settings.otlpEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-server' });
   const metrics = createServerMetrics();
   if (!settings.rootToken && !settings.authFile && !settings.jwt) {
     logger.warn(

@@ -83,7 +83,7 @@ export const SERVER_FLAGS = {
   maxBody: '--max-body',
   shutdownGrace: '--shutdown-grace',
   logLevel: '--log-level',
-  otelEndpoint: '--otel-endpoint',
+  otlpEndpoint: '--otlp-endpoint',
   traceSampleRatio: '--trace-sample-ratio',
   jwtIssuer: '--jwt-issuer',
   jwtAudience: '--jwt-audience',
@@ -129,7 +129,7 @@ const rawSchema = z
     maxBody: sizeSchema.prefault(DEFAULT_MAX_BODY).refine((b) => b >= 1024, 'must be at least 1KiB'),
     shutdownGrace: durationSchema.prefault(DEFAULT_SHUTDOWN_GRACE).refine((ms) => ms >= 100 && ms <= 3_600_000, 'must be between 100ms and 1h'),
     logLevel: z.enum(LOG_LEVELS as [string, ...string[]]).default('info'),
-    otelEndpoint: z.string().url().optional(),
+    otlpEndpoint: z.string().url().optional(),
     traceSampleRatio: z.coerce.number().min(0).max(1, 'must be between 0 and 1').default(DEFAULT_TRACE_SAMPLE_RATIO),
     jwtIssuer: z.string().min(1).optional(),
     jwtAudience: z.string().min(1).optional(),
@@ -176,7 +176,7 @@ export interface ServerSettings {
   /** SIGTERM: time for in-flight work before connections are cut; the process exits at most HARD_EXIT_MARGIN_MS later. */
   readonly shutdownGrace: Milliseconds;
   readonly logLevel: (typeof LOG_LEVELS)[number];
-  readonly otelEndpoint?: string | undefined;
+  readonly otlpEndpoint?: string | undefined;
   readonly traceSampleRatio: number;
   readonly jwt?: { readonly issuer: string; readonly audience: string; readonly jwksUrl?: string | undefined; readonly jwksFile?: string | undefined } | undefined;
   readonly kek: LocalKekProvider;
@@ -230,7 +230,7 @@ export function parseServerSettings(raw: Record<string, unknown>, kekSetting = L
     maxBody: s.maxBody,
     shutdownGrace: s.shutdownGrace,
     logLevel: s.logLevel as ServerSettings['logLevel'],
-    otelEndpoint: s.otelEndpoint,
+    otlpEndpoint: s.otlpEndpoint,
     traceSampleRatio: s.traceSampleRatio,
     jwt: s.jwtIssuer && s.jwtAudience ? { issuer: s.jwtIssuer, audience: s.jwtAudience, jwksUrl: s.jwksUrl, jwksFile: s.jwksFile } : undefined,
     kek: kekFromBase64(s.kek, kekSetting),

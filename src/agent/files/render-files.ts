@@ -114,6 +114,8 @@ export class FileRenderer {
   readonly #metrics: FileMetrics;
   readonly #writer: AtomicWriter;
   readonly #hooks: ReloadHooks;
+  /** Hooks of files changed since the loop was last idle: called once it is (a burst, a change set, is one call). */
+  #pendingHooks: ReloadHook[] = [];
   readonly #guardEnabled: boolean;
   readonly #abort = new AbortController();
   #states = new Map<string, FileState>();
@@ -282,6 +284,7 @@ export class FileRenderer {
         this.#kick();
         return;
       }
+      if (!this.#stopped && this.#pendingHooks.length > 0) this.#hooks.notify(this.#pendingHooks.splice(0));
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const w of waiters) w();
@@ -394,11 +397,10 @@ export class FileRenderer {
         this.#logger.info({ files: [...candidates.keys()], snapshot: result.snapshot }, 'files published');
         this.activity.emit('published', [...candidates.keys()]);
         // Files published for the first time (start, a new entry) are not a change the app must reload for.
-        const hooks = [...candidates.keys()].flatMap((path) => {
+        for (const path of candidates.keys()) {
           const state = this.#states.get(path);
-          return state?.published !== undefined && state.spec.onChange ? [state.spec.onChange] : ([] as ReloadHook[]);
-        });
-        if (hooks.length > 0) this.#hooks.notify(hooks);
+          if (state?.published !== undefined && state.spec.onChange) this.#pendingHooks.push(state.spec.onChange);
+        }
       }
     } catch (err) {
       for (const [path, bytes] of candidates) {

@@ -18,6 +18,7 @@ import {
   rollbackBody,
   type ChangeEntry,
   type DeksResponse,
+  type HistoryResponse,
   type ItemKind,
 } from '../../shared/protocol.ts';
 import { generateEphemeralKeyPair, parseTransportPublicKey, wrapDek, zeroize } from '../../shared/crypto.ts';
@@ -138,6 +139,20 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   return execute(route, req, deps, principal.subject);
 }
 
+/**
+ * The environments more specific than `env` whose newest version of the item is
+ * not a tombstone: what still overrides a write to `env` for readers there, so
+ * `put` can say so instead of leaving a write that no reader sees.
+ */
+export function liveLayersAfter(history: HistoryResponse, chain: readonly string[], env: string): string[] {
+  const newest = new Map<string, { version: number; deleted: boolean }>();
+  for (const v of history.versions) {
+    const seen = newest.get(v.env);
+    if (!seen || v.version > seen.version) newest.set(v.env, { version: v.version, deleted: v.deleted });
+  }
+  return chain.slice(chain.indexOf(env) + 1).filter((e) => newest.get(e)?.deleted === false);
+}
+
 function checkEnv(deps: RestDeps, env: string | undefined): string {
   const envs = deps.controlPlane.environments;
   if (env === undefined) return envs[0] as string;
@@ -167,7 +182,7 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
       try {
         const result = await cp.putItem(route.ref, env, body.kind, value, subject);
         await audit(deps, subject, 'write', itemKey(route.ref), 'ok', `env=${env} kind=${body.kind} version=${result.version}`);
-        return { status: 200, body: result };
+        return { status: 200, body: { ...result, overriddenBy: liveLayersAfter(await cp.history(route.ref), cp.environments, env) } };
       } finally {
         zeroize(value);
       }
