@@ -46,7 +46,7 @@ test('a misspelt key names the file and the key path and suggests the right key 
   await writeFile(authFile, 'roles:\n  - name: reader\n    rulez:\n      - prefixes: [production]\n        actions: [read]\n');
   const server = await runCli(['server', '--data-dir', `${dir}/data`, '--auth-file', authFile, '--http-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], {
     CONFIG_SIDECAR_KEK: (await import('node:crypto')).randomBytes(32).toString('base64'),
-  }, { timeoutMs: 15_000 });
+  }, { timeoutMs: 45_000 });
   assert.equal(server.code, 2, server.stderr);
   assert.ok(server.stderr.includes(`--auth-file (CONFIG_SIDECAR_AUTH_FILE): ${authFile}: roles.0: unknown key(s) "rulez" (did you mean "rules"?)`), server.stderr);
 });

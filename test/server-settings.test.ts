@@ -101,7 +101,7 @@ test('a taken --http-listen, --grpc-listen or --admin-listen port stops the serv
       t.after(() => removeDir(dataDir));
       const listen = { '--http-listen': '127.0.0.1:0', '--grpc-listen': '127.0.0.1:0', '--admin-listen': '127.0.0.1:0', [flag]: taken };
       const args = ['server', '--data-dir', dataDir, ...Object.entries(listen).flat()];
-      return { flag, result: await runCli(args, { CONFIG_SIDECAR_KEK: kek, CONFIG_SIDECAR_ROOT_TOKEN: 'root-token-0123456789' }, { timeoutMs: 15_000 }) };
+      return { flag, result: await runCli(args, { CONFIG_SIDECAR_KEK: kek, CONFIG_SIDECAR_ROOT_TOKEN: 'root-token-0123456789' }, { timeoutMs: 45_000 }) };
     }),
   );
   for (const { flag, result } of results) {
