@@ -18,6 +18,8 @@ const TOKENS = { a: 'pod-a-token-0123456789abcdef', b: 'pod-b-token-0123456789ab
 const sha = (t: string) => createHash('sha256').update(t).digest('hex');
 const MAX_CONNECTIONS = 100;
 const MAX_STREAMS = 3;
+const MAX_GRPC_CONNECTIONS = 16;
+const GRPC_FIRST_CALL_TIMEOUT_MS = 1_000;
 
 let server: ServerProcess;
 let dir: string;
@@ -40,7 +42,11 @@ before(async () => {
   authFile = join(dir, 'auth.yaml');
   await writeFile(authFile, authYaml());
   server = await startServerProcess({
-    args: ['--auth-file', authFile, '--max-connections', String(MAX_CONNECTIONS), '--max-watch-streams-per-pod', String(MAX_STREAMS), '--watch-open-rate', '2'],
+    args: ['--auth-file', authFile, '--max-connections', String(MAX_CONNECTIONS), '--max-watch-streams-per-pod', String(MAX_STREAMS),
+      '--max-grpc-connections',
+      String(MAX_GRPC_CONNECTIONS),
+      '--grpc-first-call-timeout',
+      `${GRPC_FIRST_CALL_TIMEOUT_MS}ms`, '--watch-open-rate', '2'],
   });
   assert.equal((await http(server.httpUrl, 'PUT', '/v1/items/production/app/key', { token: server.rootToken, body: { kind: 'secret', value: 'v' } })).status, 200);
 });
@@ -92,6 +98,73 @@ test(`idle connections past --max-connections (${MAX_CONNECTIONS}) are shed at o
     assert.ok(shedCount >= IDLE - MAX_CONNECTIONS, `shed ${shedCount}`);
   } finally {
     for (const s of sockets) s.destroy();
+  }
+});
+
+/** Opens `count` TCP connections to `address` that send `greeting` (or nothing) and then idle; counts closes. */
+function idleFlood(address: string, count: number, greeting?: string): { sockets: Socket[]; closedAtLeast(n: number, ms: number): Promise<void> } {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const sockets: Socket[] = [];
+  let closed = 0;
+  const waiters: Array<{ n: number; resolve: () => void }> = [];
+  for (let i = 0; i < count; i++) {
+    const socket = connect(port, host);
+    socket.on('error', () => {});
+    // Reading is what notices the server's FIN; the server's SETTINGS frame is discarded.
+    socket.resume();
+    if (greeting) socket.on('connect', () => socket.write(greeting));
+    socket.on('close', () => {
+      closed += 1;
+      for (const w of waiters.filter((x) => closed >= x.n)) w.resolve();
+    });
+    sockets.push(socket);
+  }
+  return {
+    sockets,
+    closedAtLeast: (n, ms) =>
+      new Promise<void>((resolve, reject) => {
+        if (closed >= n) return resolve();
+        waiters.push({ n, resolve });
+        setTimeout(() => reject(new Error(`${count} idle gRPC connections: ${closed} closed within ${ms} ms, wanted ${n}`)), ms).unref();
+      }),
+  };
+}
+
+test(`idle connections past --max-grpc-connections (${MAX_GRPC_CONNECTIONS}) are shed at once and a Watch stream still opens`, async () => {
+  const IDLE = 6 * MAX_GRPC_CONNECTIONS;
+  const flood = idleFlood(server.grpcAddress, IDLE);
+  try {
+    await flood.closedAtLeast(IDLE - MAX_GRPC_CONNECTIONS, 8_000);
+    const w = openWatch(server.grpcAddress, { prefixes: ['production/app'] }, server.rootToken);
+    watches.push(w);
+    assert.equal((await w.next(10_000)).type, 'heartbeat', 'a Watch opened and got its first heartbeat during the flood');
+    const shed = (await metricValue(server.adminUrl, 'config_sidecar_server_grpc_connections_shed_total', 'reason="oldest_pending"')) ?? 0;
+    // Counted as shed by the limit, not closed by the first-call timeout.
+    assert.ok(shed >= IDLE - MAX_GRPC_CONNECTIONS, `shed ${shed}`);
+    w.close();
+  } finally {
+    for (const s of flood.sockets) s.destroy();
+  }
+});
+
+test(`gRPC connections that start no call within --grpc-first-call-timeout (${GRPC_FIRST_CALL_TIMEOUT_MS} ms) are closed; a served one stays`, async () => {
+  const w = openWatch(server.grpcAddress, { prefixes: ['production/app'] }, server.rootToken);
+  watches.push(w);
+  assert.equal((await w.next()).type, 'heartbeat');
+  const started = Date.now();
+  // Silent sockets, and sockets that send the HTTP/2 preface and SETTINGS but never a call.
+  const silent = idleFlood(server.grpcAddress, 4);
+  const prefaceOnly = idleFlood(server.grpcAddress, 4, 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00');
+  try {
+    await Promise.all([silent.closedAtLeast(4, GRPC_FIRST_CALL_TIMEOUT_MS + 5_000), prefaceOnly.closedAtLeast(4, GRPC_FIRST_CALL_TIMEOUT_MS + 5_000)]);
+    assert.ok(Date.now() - started >= GRPC_FIRST_CALL_TIMEOUT_MS - 100, `closed after ${Date.now() - started} ms, not before the timeout`);
+    const timedOut = (await metricValue(server.adminUrl, 'config_sidecar_server_grpc_connections_shed_total', 'reason="first_call_timeout"')) ?? 0;
+    assert.ok(timedOut >= 8, `first_call_timeout ${timedOut}`);
+    // The Watch stream that started a call before the timeout is still live.
+    assert.equal((await w.next()).type, 'heartbeat', 'the served connection keeps its stream');
+  } finally {
+    for (const s of [...silent.sockets, ...prefaceOnly.sockets]) s.destroy();
+    w.close();
   }
 });
 

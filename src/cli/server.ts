@@ -74,6 +74,8 @@ export function addServerOptions(command: Command): Command {
     .addOption(opt('--retain-age <duration>', 'also compact events older than this, e.g. 7d (default: by count only)'))
     .addOption(opt('--rate-limit <n>', 'requests per second per pod (the JWT kubernetes.io.pod claim, else the token; burst 2x); 0 = off', '200'))
     .addOption(opt('--max-connections <n>', 'connections the REST listener holds; past it the oldest one that has not sent a request is shed', '4096'))
+    .addOption(opt('--max-grpc-connections <n>', 'connections the gRPC listener holds (one per agent); past it the oldest one that has not started a call is shed', '20000'))
+    .addOption(opt('--grpc-first-call-timeout <duration>', 'close a gRPC connection that starts no call (TLS handshake included) within this', '10s'))
     .addOption(opt('--max-watch-streams-per-pod <n>', 'open Watch streams per pod (or token); more are refused with RESOURCE_EXHAUSTED', '64'))
     .addOption(opt('--watch-open-rate <n>', 'Watch opens per second per pod (burst 2x); 0 = off', '10'))
     .addOption(opt('--audit-retain-age <duration>', 'audit rows older than this are deleted', '30d'))

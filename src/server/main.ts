@@ -24,6 +24,7 @@ import { createReportService } from './fleet/report-service.ts';
 import { createRateLimiter } from './rate-limiter.ts';
 import { startAuditUpkeep } from './audit-upkeep.ts';
 import { createRefusalAudit } from './refusal-audit.ts';
+import { createCallTracker, createGrpcListener } from './grpc-listener.ts';
 import { createRestServer } from './rest/rest-server.ts';
 import type { ServerSettings } from './settings.ts';
 import { insecureGrpcCredentials, TlsSource, type TlsPair } from './tls-files.ts';
@@ -169,7 +170,9 @@ export async function startServer(settings: ServerSettings, options: StartOption
       refusals,
     });
     policySource.onChange((policy) => watch.recheck(policy));
+    const calls = createCallTracker();
     const grpcServer = new grpc.Server({
+      interceptors: [calls.interceptor],
       'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
       'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
       'grpc.keepalive_permit_without_calls': 1,
@@ -180,11 +183,19 @@ export async function startServer(settings: ServerSettings, options: StartOption
     // Every listener that bound is closed again when a later one cannot bind, so a taken
     // port ends the process (naming the flag) instead of leaving a half-started server.
     unbind.push(() => grpcServer.forceShutdown());
-    const grpcPort = await bindListener('--grpc-listen', settings.grpcListen, () =>
-      new Promise<number>((resolve, reject) => {
-        grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, tls ? tls.grpcCredentials() : insecureGrpcCredentials(), (err, port) => (err ? reject(err) : resolve(port)));
-      }),
+    const grpcListener = createGrpcListener(
+      {
+        grpcServer,
+        credentials: tls ? tls.grpcCredentials() : insecureGrpcCredentials(),
+        maxConnections: settings.maxGrpcConnections,
+        firstCallTimeout: settings.grpcFirstCallTimeout,
+        clock,
+        onShed: (reason) => metrics.grpcConnectionsShed.inc({ reason }),
+      },
+      calls,
     );
+    unbind.push(() => grpcListener.close());
+    const grpcPort = (await bindListener('--grpc-listen', settings.grpcListen, () => listen(grpcListener.server, settings.grpcListen))).port;
 
     unbind.push(() => rest.close());
     const httpBound = await bindListener('--http-listen', settings.httpListen, () => listen(rest, settings.httpListen));
@@ -252,6 +263,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
         const restClosed = new Promise<void>((resolve) => rest.close(() => resolve()));
         rest.closeIdleConnections();
         watch.close();
+        grpcListener.close();
         const grpcClosed = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
         const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), settings.shutdownGrace).unref());
         if ((await Promise.race([Promise.all([restClosed, grpcClosed]), grace])) === 'timeout') {

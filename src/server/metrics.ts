@@ -18,6 +18,7 @@ export interface ServerMetrics {
   readonly watchEnded: Counter<'reason'>;
   readonly authReloads: Counter<'outcome'>;
   readonly connectionsShed: Counter<'reason'>;
+  readonly grpcConnectionsShed: Counter<'reason'>;
   readonly watchRefused: Counter<'reason'>;
   readonly auditDropped: Counter<'reason'>;
   /** Agent reports received, by outcome (ok or the refusal's error code). */
@@ -77,6 +78,12 @@ export function createServerMetrics(): ServerMetrics {
     connectionsShed: new Counter({
       name: `${p}connections_shed_total`,
       help: 'REST connections closed at --max-connections: oldest_pending (had not sent a request) or full (the newcomer).',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    grpcConnectionsShed: new Counter({
+      name: `${p}grpc_connections_shed_total`,
+      help: 'gRPC connections closed by the listener: oldest_pending (had not started a call) or full (the newcomer) at --max-grpc-connections, first_call_timeout (no call within --grpc-first-call-timeout).',
       labelNames: ['reason'],
       registers: [registry],
     }),

@@ -41,6 +41,9 @@ export const DEFAULT_TRACE_SAMPLE_RATIO = 0.1;
 export const DEFAULT_RETAIN_EVENTS = 100_000;
 /** Connections per listener (REST); past it the oldest one without a request yet is shed. */
 export const DEFAULT_MAX_CONNECTIONS = 4096;
+/** Each agent holds one gRPC connection; sized for a large cluster per replica. */
+export const DEFAULT_MAX_GRPC_CONNECTIONS = 20_000;
+export const DEFAULT_GRPC_FIRST_CALL_TIMEOUT = '10s';
 /** Open Watch streams per pod (auth/identity.ts pod key); an agent needs one, two while it reconnects. */
 export const DEFAULT_MAX_WATCH_STREAMS_PER_POD = 64;
 /** Watch opens per second per pod (burst twice that); 0 disables the limit. */
@@ -73,6 +76,8 @@ export const SERVER_FLAGS = {
   retainAge: '--retain-age',
   rateLimit: '--rate-limit',
   maxConnections: '--max-connections',
+  maxGrpcConnections: '--max-grpc-connections',
+  grpcFirstCallTimeout: '--grpc-first-call-timeout',
   maxWatchStreamsPerPod: '--max-watch-streams-per-pod',
   watchOpenRate: '--watch-open-rate',
   auditRetainAge: '--audit-retain-age',
@@ -119,6 +124,8 @@ const rawSchema = z
     retainAge: durationSchema.optional(),
     rateLimit: intSchema(0).default(DEFAULT_RATE_LIMIT_PER_S),
     maxConnections: intSchema(16).default(DEFAULT_MAX_CONNECTIONS),
+    maxGrpcConnections: intSchema(16).default(DEFAULT_MAX_GRPC_CONNECTIONS),
+    grpcFirstCallTimeout: durationSchema.prefault(DEFAULT_GRPC_FIRST_CALL_TIMEOUT).refine((ms) => ms >= 100 && ms <= 300_000, 'must be between 100ms and 5m'),
     maxWatchStreamsPerPod: intSchema(1).default(DEFAULT_MAX_WATCH_STREAMS_PER_POD),
     watchOpenRate: intSchema(0).default(DEFAULT_WATCH_OPEN_RATE),
     auditRetainAge: durationSchema.prefault(DEFAULT_AUDIT_RETAIN_AGE).refine((ms) => ms >= 60_000, 'must be at least 1m'),
@@ -163,6 +170,10 @@ export interface ServerSettings {
   readonly rateLimit: number;
   /** Connections the REST listener holds (shared/connection-limit.ts). */
   readonly maxConnections: number;
+  /** Connections the gRPC listener holds (grpc-listener.ts). */
+  readonly maxGrpcConnections: number;
+  /** A gRPC connection that starts no call within this is closed. */
+  readonly grpcFirstCallTimeout: Milliseconds;
   readonly maxWatchStreamsPerPod: number;
   /** Watch opens per second per pod; 0 = unlimited. */
   readonly watchOpenRate: number;
@@ -220,6 +231,8 @@ export function parseServerSettings(raw: Record<string, unknown>, kekSetting = L
     retainAge: s.retainAge ? s.retainAge : undefined,
     rateLimit: s.rateLimit,
     maxConnections: s.maxConnections,
+    maxGrpcConnections: s.maxGrpcConnections,
+    grpcFirstCallTimeout: s.grpcFirstCallTimeout,
     maxWatchStreamsPerPod: s.maxWatchStreamsPerPod,
     watchOpenRate: s.watchOpenRate,
     auditRetainAge: s.auditRetainAge,

@@ -3,6 +3,7 @@
  * `/readyz` (component-defined) and `/metrics` (Prometheus). It carries no
  * data, so it may bind to all interfaces for kubelet probes and scraping.
  */
+import type { Server as NetServer } from 'node:net';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import { sendError, sendJson } from './http-io.ts';
@@ -53,7 +54,7 @@ async function handle(options: AdminServerOptions, req: IncomingMessage, res: Se
 }
 
 /** Listens and resolves with the bound address (port 0 picks a free port). */
-export function listen(server: Server, address: ListenAddress): Promise<ListenAddress> {
+export function listen(server: NetServer, address: ListenAddress): Promise<ListenAddress> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(address.port, address.host, () => {

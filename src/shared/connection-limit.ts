@@ -29,6 +29,10 @@ export interface ConnectionLimitOptions {
 export interface ConnectionLimit {
   readonly open: number;
   readonly pending: number;
+  /** Marks a connection served (it may no longer be shed); HTTP listeners do this on their 'request' event. */
+  served(socket: Socket): void;
+  /** True while a connection has not been served yet. */
+  isPending(socket: Socket): boolean;
 }
 
 export function limitConnections(server: NetServer, options: ConnectionLimitOptions): ConnectionLimit {
@@ -63,5 +67,9 @@ export function limitConnections(server: NetServer, options: ConnectionLimitOpti
     get pending() {
       return pending.size;
     },
+    served: (socket) => {
+      pending.delete(socket);
+    },
+    isPending: (socket) => pending.has(socket),
   };
 }

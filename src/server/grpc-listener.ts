@@ -1,0 +1,99 @@
+/**
+ * The gRPC listener: our own net.Server whose accepted sockets are injected
+ * into grpc-js (Server.createConnectionInjector), so the same per-listener
+ * budget as REST applies (shared/connection-limit.ts). A connection is
+ * "pending" until it starts its first call; past the limit the oldest pending
+ * one is shed, and a connection that starts no call within the first-call
+ * timeout is closed, so idle or handshake-only floods cannot hold the slots
+ * agents need. TLS is done by grpc-js on the injected socket, so certificate
+ * reloads (tls-files.ts) keep working.
+ */
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import type { Clock, TimerHandle } from '../shared/clock.ts';
+import { limitConnections } from '../shared/connection-limit.ts';
+import type { Milliseconds } from '../shared/units.ts';
+
+export type GrpcShedReason = 'oldest_pending' | 'full' | 'first_call_timeout';
+
+export interface GrpcListenerOptions {
+  readonly grpcServer: grpc.Server;
+  readonly credentials: grpc.ServerCredentials;
+  readonly maxConnections: number;
+  readonly firstCallTimeout: Milliseconds;
+  readonly clock: Clock;
+  readonly onShed?: (reason: GrpcShedReason) => void;
+}
+
+export interface GrpcListener {
+  readonly server: NetServer;
+  /** Stops accepting and closes connections that never started a call; grpc-js closes the rest. */
+  close(): void;
+}
+
+/** The key grpc-js's call.getPeer() gives for a connection. */
+const peerKey = (address: string | undefined, port: number | undefined): string => (port ? `${address}:${port}` : String(address));
+
+/**
+ * Server interceptor that marks a connection served when a call starts on it.
+ * It must be in the grpc.Server's `interceptors` option, which is fixed at
+ * construction, hence created before the listener that uses it.
+ */
+export function createCallTracker(): { readonly interceptor: grpc.ServerInterceptor; onCall(listener: (peer: string) => void): void } {
+  let listener: (peer: string) => void = () => {};
+  return {
+    interceptor: (_method, call) => {
+      listener(call.getPeer());
+      return new grpc.ServerInterceptingCall(call);
+    },
+    onCall: (l) => {
+      listener = l;
+    },
+  };
+}
+
+export function createGrpcListener(options: GrpcListenerOptions, tracker: ReturnType<typeof createCallTracker>): GrpcListener {
+  const injector = options.grpcServer.createConnectionInjector(options.credentials);
+  const server = createServer({ noDelay: true });
+  const waiting = new Map<string, { readonly socket: Socket; readonly timer: TimerHandle }>();
+  const limit = limitConnections(server, { max: options.maxConnections, onShed: options.onShed });
+  const settle = (key: string): void => {
+    const entry = waiting.get(key);
+    if (!entry) return;
+    waiting.delete(key);
+    entry.timer.cancel();
+    limit.served(entry.socket);
+  };
+  tracker.onCall(settle);
+  // Registered after limitConnections: a newcomer it refused is already destroyed here.
+  server.on('connection', (socket: Socket) => {
+    socket.on('error', () => {});
+    if (socket.destroyed) return;
+    const key = peerKey(socket.remoteAddress, socket.remotePort);
+    const timer = options.clock.setTimeout(() => {
+      if (!limit.isPending(socket)) return;
+      waiting.delete(key);
+      socket.destroy();
+      options.onShed?.('first_call_timeout');
+    }, options.firstCallTimeout);
+    waiting.set(key, { socket, timer });
+    socket.once('close', () => {
+      if (waiting.get(key)?.socket === socket) {
+        waiting.delete(key);
+        timer.cancel();
+      }
+    });
+    injector.injectConnection(socket);
+  });
+  return {
+    server,
+    close: () => {
+      server.close();
+      for (const { socket, timer } of waiting.values()) {
+        timer.cancel();
+        socket.destroy();
+      }
+      waiting.clear();
+    },
+  };
+}
