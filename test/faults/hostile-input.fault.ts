@@ -12,7 +12,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose';
-import { http, makeTempDir, removeDir, startServerProcess, type ServerProcess } from '../helpers/server-process.ts';
+import { http, makeTempDir, metricValue, openWatch, removeDir, startServerProcess, type ServerProcess } from '../helpers/server-process.ts';
 import { socketGet, startAgentProcess, waitReady, type AgentProcess } from '../helpers/agent-process.ts';
 import { rawRequest, type RawTarget } from '../helpers/raw-http.ts';
 
@@ -20,6 +20,8 @@ const ISSUER = 'https://kubernetes.default.svc.cluster.local';
 const AUDIENCE = 'config-sidecar';
 const DEPLOYER = 'deployer-token-0123456789abcdef';
 const ITEM = 'team/app/secret';
+/** Small enough that the gRPC flood below passes it several times over. */
+const MAX_GRPC_CONNECTIONS = 256;
 const sha = (t: string) => createHash('sha256').update(t).digest('hex');
 
 let server: ServerProcess;
@@ -51,7 +53,7 @@ bindings:
   publicPem = await exportSPKI(publicKey);
   await writeFile(join(dir, 'jwks.json'), JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k', alg: 'RS256', use: 'sig' }] }));
   server = await startServerProcess({
-    args: ['--auth-file', join(dir, 'auth.yaml'), '--jwt-issuer', ISSUER, '--jwt-audience', AUDIENCE, '--jwks-file', join(dir, 'jwks.json'), '--max-body', '64KiB', '--rate-limit', '0'],
+    args: ['--auth-file', join(dir, 'auth.yaml'), '--jwt-issuer', ISSUER, '--jwt-audience', AUDIENCE, '--jwks-file', join(dir, 'jwks.json'), '--max-body', '64KiB', '--rate-limit', '0', '--max-grpc-connections', String(MAX_GRPC_CONNECTIONS)],
   });
   const put = await http(server.httpUrl, 'PUT', `/v1/items/${ITEM}`, { token: server.rootToken, body: { kind: 'secret', value: 's3cret-value' } });
   assert.equal(put.status, 200, put.text);
@@ -264,4 +266,24 @@ test('idle and slow floods: 1,500 stalled connections on each listener do not lo
     }
   }
   t.diagnostic('held: the oldest request-less connections were shed; every read was answered');
+});
+
+test(`gRPC idle flood: 1,500 silent or preface-only connections past --max-grpc-connections (${MAX_GRPC_CONNECTIONS}) do not stop a Watch`, async (t) => {
+  const [host, port] = [server.grpcAddress.slice(0, server.grpcAddress.lastIndexOf(':')), Number(server.grpcAddress.slice(server.grpcAddress.lastIndexOf(':') + 1))];
+  const target = { host, port };
+  const preface = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00';
+  const sockets = [...(await stalled(target, 750, '')), ...(await stalled(target, 750, preface))];
+  const w = openWatch(server.grpcAddress, { prefixes: ['team'] }, server.rootToken);
+  try {
+    const first = await w.next(10_000);
+    const shed = (await metricValue(server.adminUrl, 'config_sidecar_server_grpc_connections_shed_total', 'reason="oldest_pending"')) ?? 0;
+    t.diagnostic(`tried: 1,500 stalled gRPC connections (half sent the HTTP/2 preface); a Watch got its first ${first.type}; ${shed} connections shed`);
+    assert.equal(first.type, 'heartbeat');
+    assert.ok(shed >= 1_500 - MAX_GRPC_CONNECTIONS, `shed ${shed}`);
+  } finally {
+    w.close();
+    for (const s of sockets) s.destroy();
+  }
+  await still();
+  t.diagnostic('held: the oldest call-less connections were shed; the Watch opened; the agent\'s own stream was kept');
 });
