@@ -5,7 +5,7 @@ import { readFile, rename } from 'node:fs/promises';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { makeTempDir, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 
@@ -34,6 +34,21 @@ function peerFingerprint(url: string, ca: Buffer[], token: string): Promise<{ fi
   });
 }
 
+const FIRST_CALL_TIMEOUT_MS = 1_000;
+
+/** Completes a TLS (h2) handshake with the gRPC listener, then sends nothing; `closed` resolves with ms from handshake to close. */
+function handshakeOnly(address: string, ca: Buffer): Promise<{ closed: Promise<number> }> {
+  const port = Number(address.slice(address.lastIndexOf(':') + 1));
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, ca, ALPNProtocols: ['h2'] }, () => {
+      const at = Date.now();
+      socket.resume();
+      resolve({ closed: new Promise((done) => socket.once('close', () => done(Date.now() - at))) });
+    });
+    socket.on('error', reject);
+  });
+}
+
 test('TLS on REST and gRPC; both reload the certificate when the files change', async () => {
   const dir = await makeTempDir('cs-tls-');
   cleanup.push(() => removeDir(dir));
@@ -42,7 +57,7 @@ test('TLS on REST and gRPC; both reload the certificate when the files change', 
   const live = { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') };
   execFileSync('cp', [first.cert, live.cert]);
   execFileSync('cp', [first.key, live.key]);
-  const server: ServerProcess = await startServerProcess({ args: ['--tls-cert', live.cert, '--tls-key', live.key] });
+  const server: ServerProcess = await startServerProcess({ args: ['--tls-cert', live.cert, '--tls-key', live.key, '--grpc-first-call-timeout', `${FIRST_CALL_TIMEOUT_MS}ms`] });
   cleanup.push(() => removeDir(server.dataDir));
   cleanup.push(() => server.stop('SIGKILL'));
   assert.match(server.httpUrl, /^https:/);
@@ -54,6 +69,11 @@ test('TLS on REST and gRPC; both reload the certificate when the files change', 
 
   const watch = openWatch(server.grpcAddress, { prefixes: ['team'] }, server.rootToken, { credentials: grpc.credentials.createSsl(cas[0]) });
   assert.equal((await watch.next()).type, 'heartbeat', 'gRPC Watch over TLS');
+  // A client that finishes the TLS handshake but starts no call loses its connection at the first-call timeout.
+  const handshaken = await handshakeOnly(server.grpcAddress, cas[0] as Buffer);
+  const closedAfter = await handshaken.closed;
+  assert.ok(closedAfter >= FIRST_CALL_TIMEOUT_MS - 100 && closedAfter < FIRST_CALL_TIMEOUT_MS + 5_000, `closed ${closedAfter} ms after the handshake`);
+  assert.equal((await watch.next()).type, 'heartbeat', 'the Watch that started a call keeps its connection');
   watch.close();
   const untrusted = openWatch(server.grpcAddress, { prefixes: ['team'] }, server.rootToken, { credentials: grpc.credentials.createSsl(cas[1]) });
   assert.equal((await untrusted.status).code, grpc.status.UNAVAILABLE, 'the second certificate is not served yet');
