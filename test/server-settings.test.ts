@@ -17,6 +17,8 @@ test('server settings: defaults, units, and each bad value names its flag and en
   assert.deepEqual(s.environments, ['base', 'dev', 'staging', 'prod']);
   assert.deepEqual(s.httpListen, { host: '127.0.0.1', port: 8420 });
   assert.equal(s.shutdownGrace, 10_000);
+  assert.equal(s.maxGrpcConnections, 20_000);
+  assert.equal(s.grpcFirstCallTimeout, 10_000);
   const bad: Array<[Record<string, unknown>, RegExp]> = [
     [{ heartbeatInterval: '5 parsecs' }, /--heartbeat-interval \(CONFIG_SIDECAR_HEARTBEAT_INTERVAL\)/],
     [{ maxBody: 'lots' }, /--max-body/],
@@ -27,6 +29,8 @@ test('server settings: defaults, units, and each bad value names its flag and en
     [{ tlsCert: '/x.pem' }, /--tls-key/],
     [{ jwtIssuer: 'https://k8s' }, /--jwt-audience/],
     [{ rateLimit: '-1' }, /--rate-limit/],
+    [{ maxGrpcConnections: '3' }, /--max-grpc-connections \(CONFIG_SIDECAR_MAX_GRPC_CONNECTIONS\): must be at least 16/],
+    [{ grpcFirstCallTimeout: '10ms' }, /--grpc-first-call-timeout \(CONFIG_SIDECAR_GRPC_FIRST_CALL_TIMEOUT\): must be between/],
     [{ shutdownGrace: '0s' }, /--shutdown-grace \(CONFIG_SIDECAR_SHUTDOWN_GRACE\): must be between/],
   ];
   for (const [raw, message] of bad) {
