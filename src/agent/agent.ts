@@ -219,7 +219,6 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     readCached: (ref, env) => cache.readCached(ref, env),
     release: (result) => release(result.value),
   };
-  const requestCounters = new Map<string, { inc(): void }>();
   const sseHandler = (res: ServerResponse, result: { prefix: string; sinceRevision: number | undefined }): void => {
     if (sseClients >= MAX_SSE_CLIENTS) {
       sendError(res, new AppError('rate_limited', `At most ${MAX_SSE_CLIENTS} watch streams per agent.`, { headers: { 'retry-after': String(SSE_RETRY_AFTER_S) } }));
@@ -238,15 +237,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const dataHooks = {
     deps,
     serveSse: sseHandler,
-    onResponse: (listener: string, status: number) => {
-      const key = `${listener}:${status}`;
-      let child = requestCounters.get(key);
-      if (!child) {
-        child = metrics.requests.labels({ listener, status: String(status) });
-        requestCounters.set(key, child);
-      }
-      child.inc();
-    },
+    onResponse: (listener: string, status: number) => metrics.countResponse(listener, status),
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);

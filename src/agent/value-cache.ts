@@ -22,6 +22,7 @@ import { zeroize } from '../shared/crypto.ts';
 import { itemKey, type ItemRef } from '../shared/paths.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
+import { representations, type Representations } from './item-representation.ts';
 
 /** 404s are remembered this long so a caller polling a missing key does not hammer the server. */
 export const NEGATIVE_TTL_MS: Milliseconds = 2_000;
@@ -57,6 +58,8 @@ export interface CachedValue extends LoadedValue {
   readonly json: Buffer;
   /** When the server last confirmed this value (clock ms). */
   readonly fetchedAt: Milliseconds;
+  /** The data API's JSON and raw representations with their fixed headers, built at store time. */
+  readonly representations: Representations;
   /** Lease count: a value being written to a socket is zero-filled only once released. */
   readonly life: { leases: number; dropped: boolean };
 }
@@ -358,6 +361,7 @@ export class ValueCache {
             name: ref.name,
             env,
             json,
+            representations: representations({ kind: loaded.kind, etag: loaded.etag, revision: loaded.revision, plaintext, json }),
             fetchedAt: started,
             life: { leases: 0, dropped: false },
           };
