@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
-import { putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+import { CLI, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { defaultPod, makeAgentDir, putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 
 let server: ServerProcess;
 let dir: string;
@@ -17,7 +17,8 @@ const agents: AgentProcess[] = [];
 
 before(async () => {
   server = await startServerProcess();
-  dir = await makeTempDir('cs-agent-config-');
+  // The agent runs as the pod's uid (pod harness): its config file must be reachable as in a pod.
+  dir = await makeAgentDir(defaultPod(), 'cs-agent-config-');
   await putItem(server, 'production/ml/db-password', { kind: 'secret', value: 'from-yaml' });
   await putItem(server, 'production/ml/later', { kind: 'secret', value: 'added-on-reload' });
 });

@@ -150,6 +150,12 @@ describe('agent with a real server', () => {
     assert.equal((await socketGet(agent.socketPath, path, { via: '1.1 proxy' })).status, 403);
     assert.equal((await stat(agent.socketPath)).mode & 0o777, 0o660);
     assert.equal((await stat(agent.tokenPath)).mode & 0o777, 0o440);
+    if (agent.pod) {
+      // Run as the pod runs it (uid 65532 in the fsGroup, no capabilities): the pod's group gets both.
+      assert.equal((await stat(agent.socketPath)).gid, agent.pod.fsGroup);
+      assert.equal((await stat(agent.tokenPath)).gid, agent.pod.fsGroup);
+      assert.equal((await stat(agent.socketPath)).uid, agent.pod.agent.uid);
+    }
   });
 
   test('doctor passes every check against a live agent and names the failing one otherwise', async () => {

@@ -68,13 +68,15 @@ async function read(cache: ValueCache, ref: ItemRef = REF): Promise<string> {
   return text;
 }
 
-test('a fresh start adopts the first heartbeat revision; events advance it', () => {
+test('a fresh start adopts the first heartbeat revision; events and bookmarks advance it', () => {
   const { applier } = setup();
-  applier.apply({ type: 'heartbeat', revision: 40, currentRevision: 40, intervalMs: 10_000 });
+  assert.deepEqual(applier.startFrom(), { kind: 'now' });
+  applier.apply({ type: 'heartbeat', revision: 40, currentRevision: 40, intervalMs: 1_000, storeId: 's1' });
   assert.equal(applier.appliedRevision, 40);
-  applier.apply({ type: 'itemChanged', revision: 41, namespace: 'production/ml', name: 'x', kind: 'secret', version: 1, env: 'base' });
-  applier.apply({ type: 'heartbeat', revision: 45, currentRevision: 45, intervalMs: 10_000 });
-  assert.equal(applier.appliedRevision, 41, 'later heartbeats do not move the applied revision');
+  applier.apply({ type: 'itemChanged', revision: 41, namespace: 'production/ml', name: 'x', kind: 'secret', version: 1, env: 'base', digest: 'aa' });
+  assert.deepEqual(applier.position, { storeId: 's1', revision: 41, digest: 'aa' });
+  applier.apply({ type: 'heartbeat', revision: 45, currentRevision: 45, intervalMs: 1_000, storeId: 's1', digest: 'bb' });
+  assert.deepEqual(applier.position, { storeId: 's1', revision: 45, digest: 'bb' }, 'a heartbeat is a bookmark: nothing in our prefixes changed up to 45');
   assert.equal(applier.serverRevision, 45);
 });
 

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { open, valueAad, zeroize } from '../src/shared/crypto.ts';
+import { aadVersionOf, open, valueAad, zeroize } from '../src/shared/crypto.ts';
 import { AppError } from '../src/shared/errors.ts';
 import { SettingError } from '../src/shared/settings.ts';
 import type { KekProvider, LogEvent } from '../src/server/control-plane.ts';
@@ -222,7 +222,7 @@ function domainSuite(engine: PlaneEngine): void {
     const plain = open(
       dek,
       { iv: Buffer.from(layer.iv, 'base64'), ciphertext: Buffer.from(layer.ciphertext, 'base64'), tag: Buffer.from(layer.tag, 'base64') },
-      valueAad({ namespace: ML.namespace, name: ML.name, version: layer.version, keyId: layer.keyId, keyVersion: layer.keyVersion }),
+      valueAad({ namespace: ML.namespace, name: ML.name, version: layer.version, env: layer.env, kind: afterEnv.kind, keyId: layer.keyId, keyVersion: layer.keyVersion }, aadVersionOf(layer.aadVersion)),
     );
     assert.deepEqual(parse(plain), { n: 2 });
     await plane.rollback(ML, 1, 'a');

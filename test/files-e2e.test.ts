@@ -12,7 +12,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync, renameSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startAgentProcess, putItem, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+import { defaultPod, makeAgentDir, startAgentProcess, putItem, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+import { canRead, makeVolume, ownedByRoot } from './helpers/pod-harness.ts';
 import { CLI, makeTempDir, metricValue, startServerProcess, type LogLine, type ServerProcess } from './helpers/server-process.ts';
 import { startSnapshotReader } from './helpers/files-reader-run.ts';
 
@@ -67,9 +68,12 @@ async function stack(t: { after(fn: () => unknown): void }, files: Array<Record<
     await removeTree(server.dataDir);
   });
   for (const [path, body] of Object.entries(seed)) await putItem(server, path, body);
-  const dir = await makeTempDir('cs-files-e2e-');
+  // As a pod runs it: the agent as 65532 and --files-dir a kubelet-made emptyDir (pod harness), where the harness works.
+  const pod = defaultPod();
+  const dir = await makeAgentDir(pod, 'cs-files-e2e-');
   cleanup.push(() => removeTree(dir));
   const filesDir = join(dir, 'files');
+  if (pod) await makeVolume(filesDir, pod.fsGroup);
   const configPath = join(dir, 'agent.yaml');
   writeFileSync(configPath, yamlFiles(files));
   const agent = await startAgentProcess(server, {
@@ -110,6 +114,13 @@ test('a changed value reaches the files through the event stream (TTL 1h), with 
   assert.equal(statSync(pw).mode & 0o777, 0o400);
   assert.equal(statSync(join(s.filesDir, 'app.env')).mode & 0o777, 0o440);
   assert.equal(readFileSync(join(s.filesDir, 'app.env'), 'utf8'), "DB_PASSWORD='first'\nSETTINGS_LOG_LEVEL='info'\n");
+  const pod = s.agent.pod;
+  if (pod) {
+    assert.equal(statSync(join(s.filesDir, 'app.env')).gid, pod.fsGroup, 'files keep the volume group');
+    assert.equal(await canRead(pod.app, join(s.filesDir, 'app.env')), true, 'the app (in the fsGroup) reads a 0440 file');
+    assert.equal(await canRead(pod.app, pw), false, 'a 0400 file is for its owner only');
+    assert.equal(await canRead(pod.stranger, join(s.filesDir, 'app.env')), false);
+  }
 
   const published = s.published('db/password');
   await putItem(s.server, 'production/app/db-password', secret('second'));
@@ -117,6 +128,7 @@ test('a changed value reaches the files through the event stream (TTL 1h), with 
   assert.equal(readFileSync(pw, 'utf8'), 'second');
   assert.match(readFileSync(join(s.filesDir, 'app.env'), 'utf8'), /^DB_PASSWORD='second'$/m);
   assert.ok(((await metricValue(s.agent.adminUrl, 'config_sidecar_agent_files_renders_total', 'file="db/password"')) ?? 0) >= 2);
+  if (pod) assert.deepEqual(await ownedByRoot(s.filesDir), [], 'nothing in the files volume is root-owned');
 });
 
 test('two files fed by one item always read as one publication during 200 rapid writes', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {

@@ -41,7 +41,8 @@ test('a DEK response unwraps only with the caller’s key, for its own namespace
   const layer = envelope.layers.at(-1);
   assert.ok(layer);
   assert.equal(layer.keyVersion, deks.currentVersion, 'current values were re-encrypted under the new key');
-  const aad = valueAad({ namespace: ns, name: 'api-key', version: layer.version, keyId: layer.keyId, keyVersion: layer.keyVersion });
+  assert.equal(layer.aadVersion, 2, 'sealed with the v2 AAD layout');
+  const aad = valueAad({ namespace: ns, name: 'api-key', version: layer.version, env: layer.env, kind: envelope.kind, keyId: layer.keyId, keyVersion: layer.keyVersion }, 2);
   assert.equal(open(keys.get(layer.keyVersion) as Buffer, sealedFromWire(layer), aad).toString(), 'k-123');
   assert.ok(!server.output().includes('k-123'));
 });

@@ -86,3 +86,28 @@ test('env twins and secret files: CONFIG_SIDECAR_* sets a flag; --kek-file and -
   assert.equal(missingFile.code, 2);
   assert.match(missingFile.stderr, /--kek-file: cannot read/);
 });
+
+test('a taken --http-listen, --grpc-listen or --admin-listen port stops the server with exit 2 naming the flag; nothing keeps listening', async (t) => {
+  const { createServer } = await import('node:net');
+  const { makeTempDir, removeDir } = await import('./helpers/server-process.ts');
+  const { runCli } = await import('./helpers/process.ts');
+  const occupier = createServer();
+  await new Promise<void>((resolve) => occupier.listen(0, '127.0.0.1', resolve));
+  t.after(() => occupier.close());
+  const taken = `127.0.0.1:${(occupier.address() as { port: number }).port}`;
+  const results = await Promise.all(
+    (['--http-listen', '--grpc-listen', '--admin-listen'] as const).map(async (flag) => {
+      const dataDir = await makeTempDir();
+      t.after(() => removeDir(dataDir));
+      const listen = { '--http-listen': '127.0.0.1:0', '--grpc-listen': '127.0.0.1:0', '--admin-listen': '127.0.0.1:0', [flag]: taken };
+      const args = ['server', '--data-dir', dataDir, ...Object.entries(listen).flat()];
+      return { flag, result: await runCli(args, { CONFIG_SIDECAR_KEK: kek, CONFIG_SIDECAR_ROOT_TOKEN: 'root-token-0123456789' }, { timeoutMs: 15_000 }) };
+    }),
+  );
+  for (const { flag, result } of results) {
+    assert.equal(result.timedOut, false, `${flag}: the server exits instead of running half-started`);
+    assert.equal(result.code, 2, result.stderr);
+    const env = `CONFIG_SIDECAR_${flag.slice(2).replace('-', '_').toUpperCase()}`;
+    assert.ok(result.stderr.includes(`${flag} (${env}): ${taken} is in use by another process`), result.stderr);
+  }
+});

@@ -35,14 +35,17 @@ bindings:
 
 test('policy: whole-segment prefixes, admin implies every action, deny by default', () => {
   const policy = new Policy(parseAuthFile(AUTH));
-  assert.ok(policy.allows('ml', 'read', 'production/ml'));
-  assert.ok(policy.allows('ml', 'read', 'production/ml/inference'));
-  assert.ok(!policy.allows('ml', 'read', 'production/ml-admin'));
-  assert.ok(!policy.allows('ml', 'read', 'production'));
-  assert.ok(!policy.allows('ml', 'write', 'production/ml'));
-  assert.ok(policy.allows('ops-user', 'rotate', 'anything/at/all'));
-  assert.ok(!policy.allows('stranger', 'read', 'production/ml'));
-  assert.ok(policy.allows('root', 'delete', 'x'));
+  assert.ok(policy.allows({ kind: 'token', name: 'ml', tokenSha256: '' }, 'read', 'production/ml'));
+  assert.ok(policy.allows({ kind: 'token', name: 'ml', tokenSha256: '' }, 'read', 'production/ml/inference'));
+  assert.ok(!policy.allows({ kind: 'token', name: 'ml', tokenSha256: '' }, 'read', 'production/ml-admin'));
+  assert.ok(!policy.allows({ kind: 'token', name: 'ml', tokenSha256: '' }, 'read', 'production'));
+  assert.ok(!policy.allows({ kind: 'token', name: 'ml', tokenSha256: '' }, 'write', 'production/ml'));
+  assert.ok(policy.allows({ kind: 'jwt', issuer: 'i', sub: 'ops-user' }, 'rotate', 'anything/at/all'));
+  assert.ok(!policy.allows({ kind: 'jwt', issuer: 'i', sub: 'stranger' }, 'read', 'production/ml'));
+  assert.ok(policy.allows({ kind: 'root' }, 'delete', 'x'));
+  // Kinds never collide: a JWT sub named like the root or a static subject is neither.
+  assert.ok(!policy.allows({ kind: 'jwt', issuer: 'i', sub: 'root' }, 'read', 'x'));
+  assert.ok(!policy.allows({ kind: 'jwt', issuer: 'i', sub: 'ml' }, 'read', 'production/ml'));
 });
 
 test('auth file: strict parsing with the path of the problem', () => {
@@ -236,11 +239,11 @@ test('the auth file example in docs/AUTH.md parses and means what the text says'
   const example = /```yaml\n([\s\S]*?)```/.exec(markdown)?.[1];
   assert.ok(example, 'docs/AUTH.md has a yaml example');
   const policy = new Policy(parseAuthFile(example));
-  assert.ok(policy.allows('system:serviceaccount:production:ml-service', 'read', 'production/ml-service'));
-  assert.ok(!policy.allows('system:serviceaccount:production:ml-service', 'read', 'production/ml-service-admin'));
-  assert.ok(policy.allows('ci-deployer', 'write', 'staging/web'));
-  assert.ok(!policy.allows('ci-deployer', 'rotate', 'staging/web'));
-  assert.ok(policy.allows('oncall', 'rotate', 'anything'));
+  assert.ok(policy.allows({ kind: 'jwt', issuer: 'i', sub: 'system:serviceaccount:production:ml-service' }, 'read', 'production/ml-service'));
+  assert.ok(!policy.allows({ kind: 'jwt', issuer: 'i', sub: 'system:serviceaccount:production:ml-service' }, 'read', 'production/ml-service-admin'));
+  assert.ok(policy.allows({ kind: 'token', name: 'ci-deployer', tokenSha256: '' }, 'write', 'staging/web'));
+  assert.ok(!policy.allows({ kind: 'token', name: 'ci-deployer', tokenSha256: '' }, 'rotate', 'staging/web'));
+  assert.ok(policy.allows({ kind: 'token', name: 'oncall', tokenSha256: '' }, 'rotate', 'anything'));
 });
 
 test('watch events are serialised once: the registered service passes encoded bytes through', async () => {

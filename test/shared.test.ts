@@ -10,11 +10,17 @@ import { mergeLayers } from '../src/shared/merge.ts';
 
 test('sealed values open only under their own identity', () => {
   const dek = newDek();
-  const id = { namespace: 'production/ml', name: 'db', version: 3, keyId: 'production/ml', keyVersion: 1 };
-  const sealed = seal(dek, Buffer.from('s3cret'), valueAad(id));
-  assert.equal(open(dek, sealed, valueAad(id)).toString(), 's3cret');
-  assert.throws(() => open(dek, sealed, valueAad({ ...id, name: 'other' })), (e: unknown) => e instanceof AppError && e.code === 'decryption_failed');
-  assert.throws(() => open(dek, sealed, valueAad({ ...id, version: 4 })), /authentication/);
+  const id = { namespace: 'production/ml', name: 'db', version: 3, env: 'prod', kind: 'secret', keyId: 'production/ml', keyVersion: 1 } as const;
+  const sealed = seal(dek, Buffer.from('s3cret'), valueAad(id, 2));
+  assert.equal(open(dek, sealed, valueAad(id, 2)).toString(), 's3cret');
+  assert.throws(() => open(dek, sealed, valueAad({ ...id, name: 'other' }, 2)), (e: unknown) => e instanceof AppError && e.code === 'decryption_failed');
+  assert.throws(() => open(dek, sealed, valueAad({ ...id, version: 4 }, 2)), /authentication/);
+  // v2 binds the env layer and the kind; v1 did not, and a v2 seal never opens as v1.
+  assert.throws(() => open(dek, sealed, valueAad({ ...id, env: 'sandbox' }, 2)), /authentication/);
+  assert.throws(() => open(dek, sealed, valueAad({ ...id, kind: 'config' }, 2)), /authentication/);
+  assert.throws(() => open(dek, sealed, valueAad(id, 1)), /authentication/);
+  const v1 = seal(dek, Buffer.from('old'), valueAad(id, 1));
+  assert.equal(open(dek, v1, valueAad({ ...id, env: 'anything' }, 1)).toString(), 'old', 'v1 (still opened during the migration) ignores the env');
 });
 
 test('a wrapped DEK unwraps only for its namespace, version and recipient', () => {

@@ -9,6 +9,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { openSqliteStore, SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
+import { loadMigrations } from '../src/server/store/migrate.ts';
 import { tempDir } from './helpers/store-fixtures.ts';
 import { AppError } from '../src/shared/errors.ts';
 import type { LogEvent } from '../src/server/control-plane.ts';
@@ -22,6 +23,7 @@ function sealedOf(seed: number, keyVersion = 1): SealedColumns {
   return {
     keyId: REF.namespace,
     keyVersion,
+    aadVersion: 2,
     iv: Buffer.alloc(12, seed),
     // Every byte value, so an engine that mangles binary (text conversion, NUL truncation) fails.
     ciphertext: Buffer.from([0, 255, seed, 0, ...Array.from({ length: 256 }, (_, i) => i)]),
@@ -62,6 +64,7 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.deepEqual(await again.read((r) => r.logState()), { revision: 1, compactedThrough: 0 });
       const [row] = await again.read((r) => r.currentVersions(REF));
       assert.deepEqual(row?.sealed, sealedOf(1), 'binary columns round-trip byte for byte');
+      await again.close();
       const third = await reopen();
       assert.equal((await third.read((r) => r.getItem(REF)))?.lastVersion, 1, 'opening again migrates nothing twice');
     });
@@ -238,6 +241,22 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.equal((await store.read((r) => r.getItem(REF)))?.lastVersion, 1);
     });
 
+    test('a change-set member keeps its set revision in the log; other events have none', async (t) => {
+      const { store } = await engine.fresh(t);
+      const events: LogEvent[] = [];
+      await store.write(async (w) => {
+        const first = await w.nextRevision();
+        const second = await w.nextRevision();
+        events.push({ revision: first, type: 'itemChanged', namespace: 'a', name: 'user', kind: 'secret', version: 1, env: 'base', setRevision: second });
+        events.push({ revision: second, type: 'itemDeleted', namespace: 'a', name: 'old', env: '', version: 3, setRevision: second });
+        for (const event of events) await w.appendEvent(event, T0);
+      });
+      await putVersion(store, 'base', 1);
+      const read = await store.read((r) => r.eventsAfter(0, 10));
+      assert.deepEqual(read.slice(0, 2), events);
+      assert.equal((read[2] as { setRevision?: number }).setRevision, undefined);
+    });
+
     test('the event log replays after a revision, pages, and compacts to the newest N', async (t) => {
       const { store } = await engine.fresh(t);
       const events: LogEvent[] = [];
@@ -362,8 +381,8 @@ describe('sqlite engine specifics', () => {
     t.after(() => raw.close());
     assert.deepEqual({ ...raw.prepare('PRAGMA journal_mode').get() }, { journal_mode: 'wal' });
     assert.deepEqual(
-      raw.prepare('SELECT version, name FROM schema_migrations').all().map((r) => ({ ...r })),
-      [{ version: 1, name: 'init' }],
+      raw.prepare('SELECT version, name FROM schema_migrations ORDER BY version').all().map((r) => ({ ...r })),
+      loadMigrations().map((m) => ({ version: m.version, name: m.name })),
     );
   });
 

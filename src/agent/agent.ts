@@ -23,7 +23,7 @@ import { namespaceMatchesAny, type ItemRef } from '../shared/paths.ts';
 import type { ListenAddress } from '../shared/settings.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import { createAgentMetrics, type AgentMetrics } from './agent-metrics.ts';
-import { loadAgentSettings, type AgentSettings } from './agent-settings.ts';
+import { AGENT_SETTING_LABELS, loadAgentSettings, type AgentSettings } from './agent-settings.ts';
 import { AppliedEventsHub } from './applied-events.ts';
 import { createDataServer, listenSocket, writePodToken } from './data-listeners.ts';
 import { DekStore } from './dek-store.ts';
@@ -34,6 +34,7 @@ import { createTestHookRoutes, HoldGate, testHooksEnabled } from './test-hooks.t
 import { agentReadiness } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
 import { createTokenSource } from './token-source.ts';
+import { checkWritableDir } from './volume-access.ts';
 import { createUpstream } from './upstream.ts';
 import { release, ValueCache, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
@@ -156,6 +157,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     streamDownSince: () => streamDownSince,
     observer: metrics.cacheObserver,
     onBackgroundError: (ref, env, err: AppError) => logger.warn({ namespace: ref.namespace, name: ref.name, env, code: err.code }, 'background refresh failed'),
+    onChange: (value) => applier.valueChanged(value),
   });
   const hub = new AppliedEventsHub();
   const applier = new EventApplier({
@@ -185,16 +187,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     token,
     clock,
     logger,
-    appliedRevision: () => applier.appliedRevision,
+    start: () => applier.startFrom(),
     onEvent: (event) => applier.apply(event),
     onState: (state) => {
       metrics.streamConnected.set(state.connected ? 1 : 0);
       if (state.connected) {
+        // What a (re)connect does to the cache is the applier's, on the stream's first message.
         streamDownSince = undefined;
-        if (!everConnected) {
-          // Values fetched before the stream existed could have missed an event: revalidate them.
-          for (const ref of cache.itemsUnder('')) cache.refresh(ref, settings.env);
-        }
         everConnected = true;
         firstConnect();
       } else {
@@ -286,6 +285,15 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   });
 
   // --- bind -----------------------------------------------------------------
+  if (settings.files?.length) {
+    // A files volume the agent cannot write is a start-up error, not a publication retried forever.
+    const { DEFAULT_FILES_DIR } = await import('./files/file-spec.ts');
+    await checkWritableDir(settings.filesDir ?? DEFAULT_FILES_DIR, AGENT_SETTING_LABELS.filesDir ?? '--files-dir').catch(async (err: unknown) => {
+      watch.close();
+      await upstream.close();
+      throw err;
+    });
+  }
   let httpAddress: ListenAddress | undefined;
   let adminAddress: ListenAddress;
   let tokenPath: string;

@@ -11,6 +11,7 @@ import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { SettingError } from '../shared/settings.ts';
+import { checkWritableDir, dirGroup, keepGroup } from './volume-access.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { errorResult, handleDataRequest, type BodyResult, type DataResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
 
@@ -117,6 +118,8 @@ function socketIsLive(path: string): Promise<boolean> {
  * path is not a socket (never deletes someone else's file).
  */
 export async function prepareSocketPath(path: string): Promise<void> {
+  // A kubelet-made volume (root:<fsGroup> 2777) is used as it is; only a missing directory is created.
+  await checkWritableDir(dirname(path), '--socket (CONFIG_SIDECAR_SOCKET)');
   await mkdir(dirname(path), { recursive: true, mode: SOCKET_DIR_MODE });
   let st;
   try {
@@ -132,7 +135,11 @@ export async function prepareSocketPath(path: string): Promise<void> {
   await unlink(path);
 }
 
-/** Listens on the Unix socket with mode 0660 (the umask is narrowed while binding, so there is no wider window). */
+/**
+ * Listens on the Unix socket with mode 0660 and the socket directory's group
+ * (the pod's fsGroup), so the app containers can connect (the umask is
+ * narrowed while binding, so there is no wider window).
+ */
 export async function listenSocket(server: Server, path: string): Promise<void> {
   await prepareSocketPath(path);
   const previous = process.umask(0o117);
@@ -147,16 +154,18 @@ export async function listenSocket(server: Server, path: string): Promise<void> 
   } finally {
     process.umask(previous);
   }
+  await keepGroup(path, await dirGroup(dirname(path)));
   await chmod(path, SOCKET_MODE);
 }
 
-/** Writes a fresh random pod token next to the socket (mode 0440) and returns it. */
+/** Writes a fresh random pod token next to the socket (mode 0440, the directory's group) and returns it. */
 export async function writePodToken(socketPath: string): Promise<{ path: string; token: Buffer }> {
   const path = join(dirname(socketPath), TOKEN_FILE_NAME);
   const token = Buffer.from(randomBytes(TOKEN_BYTES).toString('base64url'));
   const tmp = `${path}.${process.pid}.tmp`;
   await unlink(tmp).catch(() => {});
   await writeFile(tmp, token, { mode: TOKEN_FILE_MODE, flag: 'wx' });
+  await keepGroup(tmp, await dirGroup(dirname(path)));
   await chmod(tmp, TOKEN_FILE_MODE);
   await rename(tmp, path);
   return { path, token };

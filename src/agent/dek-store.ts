@@ -81,6 +81,11 @@ export class DekStore {
     return flight.promise;
   }
 
+  /** True when keys for the namespace are held. */
+  has(namespace: string): boolean {
+    return this.#sets.has(namespace);
+  }
+
   /** Drops a namespace's keys (KeyRotated, resync). */
   invalidate(namespace: string): void {
     const flight = this.#flights.get(namespace);

@@ -1,20 +1,36 @@
 /**
- * Applies Watch events to the agent's state, in stream order and
- * synchronously (so nothing interleaves between invalidation and
- * announcement): the cache first, then the applied revision, then the
- * applied-events hub (SSE and file renderer). Refetches after KeyRotated and
- * ResyncRequired are spread over a random delay so a fleet of agents does not
- * hit the server at once; a caller that reads meanwhile fetches at once.
+ * The one module that owns the rules from the watch stream to the cache,
+ * the files and SSE (docs/ARCHITECTURE.md, "Freshness protocol"). Events are
+ * applied in stream order and synchronously (nothing interleaves between
+ * invalidation and announcement): the cache first, then the applied
+ * position, then the applied-events hub (SSE and file renderer).
+ *
+ * - Position: the agent's applied position is (store id, revision, digest).
+ *   A stream starts `now` when the agent has none, else `after` it. A
+ *   heartbeat advances it (a bookmark) when nothing in the prefixes changed.
+ * - A start from `now` supersedes every fill in flight and every cached value
+ *   (a cache-wide generation) and revalidates every (item, env) served; a
+ *   fill whose ETag changed is announced, so files and SSE learn of it.
+ * - ResyncRequired, or another store id: drop everything (values, data keys,
+ *   remembered 404s), adopt the position it carries, refetch what is hot.
+ * - A change with inline layers is applied locally (no request); without,
+ *   hot variants are refetched. Background refetches (after a rotation,
+ *   resync or connect) are spread over a random delay so a fleet of agents
+ *   does not hit the server at once; a caller that reads meanwhile fetches
+ *   at once.
  */
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import type { Logger } from '../shared/logger.ts';
 import { namespaceMatchesAny, type ItemRef } from '../shared/paths.ts';
+import type { ItemKind } from '../shared/protocol.ts';
 import type { Milliseconds } from '../shared/units.ts';
-import type { WatchEvent } from '../shared/watch-proto.ts';
+import type { LogPosition, StartFrom, WatchEvent } from '../shared/watch-proto.ts';
 import type { AgentMetrics } from './agent-metrics.ts';
 import type { AppliedEventsHub } from './applied-events.ts';
+import type { CachedValue } from './cache/cached-value.ts';
 import type { DekStore } from './dek-store.ts';
-import type { ValueCache } from './value-cache.ts';
+import { inlineLoaders } from './inline-layers.ts';
+import type { ValueCache, Variant } from './value-cache.ts';
 
 export interface EventApplierOptions {
   readonly cache: ValueCache;
@@ -31,22 +47,31 @@ export interface EventApplierOptions {
   readonly logger: Logger;
 }
 
+type ItemEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' }>;
+
 export class EventApplier {
   readonly #o: EventApplierOptions;
   readonly #random: () => number;
   readonly #timers = new Set<TimerHandle>();
-  #applied = 0;
+  #position: LogPosition | undefined;
+  /** The start of the stream whose first message has not arrived yet. */
+  #opening: StartFrom | undefined;
+  #environments: readonly string[] = [];
   #serverRevision = 0;
-  #sawHeartbeat = false;
 
   constructor(options: EventApplierOptions) {
     this.#o = options;
     this.#random = options.random ?? Math.random;
   }
 
-  /** The last revision applied; the stream resumes after it. */
+  /** The revision of the applied position (0 before the first heartbeat). */
   get appliedRevision(): number {
-    return this.#applied;
+    return this.#position?.revision ?? 0;
+  }
+
+  /** The applied position; undefined until the stream first told us where we are. */
+  get position(): LogPosition | undefined {
+    return this.#position;
   }
 
   /** The server's revision at its last heartbeat. */
@@ -54,68 +79,119 @@ export class EventApplier {
     return this.#serverRevision;
   }
 
+  /** Where the next stream starts (called once per attempt, before it opens). */
+  startFrom(): StartFrom {
+    const start: StartFrom = this.#position ? { kind: 'after', position: this.#position } : { kind: 'now' };
+    this.#opening = start;
+    return start;
+  }
+
+  /**
+   * A fill replaced a value with another ETag (TTL refresh, revalidation,
+   * refetch after a resync): announce it so files and SSE clients see it.
+   */
+  valueChanged(value: CachedValue): void {
+    this.#o.hub.publish({ type: 'changed', namespace: value.namespace, name: value.name, env: value.env, version: value.version, revision: Math.max(value.revision, this.appliedRevision) });
+  }
+
   apply(event: WatchEvent): void {
     const started = performance.now();
+    const opening = this.#opening;
+    this.#opening = undefined;
     switch (event.type) {
-      case 'heartbeat':
+      case 'heartbeat': {
         this.#serverRevision = Math.max(this.#serverRevision, event.currentRevision);
-        if (!this.#sawHeartbeat) {
-          this.#sawHeartbeat = true;
-          // A fresh start (since 0) begins at the server's current revision; resume from there next time.
-          if (this.#applied === 0) this.#applied = event.currentRevision;
-          this.#o.hub.setFloor(this.#applied);
+        if (event.environments?.length) this.#environments = event.environments;
+        const at: LogPosition = { storeId: event.storeId ?? '', revision: event.revision || event.currentRevision, digest: event.digest ?? '' };
+        if (this.#position && at.storeId !== '' && this.#position.storeId !== '' && at.storeId !== this.#position.storeId) {
+          this.#resync(at, 'store', `store id changed from ${this.#position.storeId} to ${at.storeId}`);
+        } else if (!this.#position || opening?.kind === 'now') {
+          this.#startedNow(at);
+        } else if (opening === undefined && at.revision > this.#position.revision) {
+          // A bookmark: nothing in our prefixes changed up to here. (The first
+          // heartbeat of a resume precedes its replay and moves nothing.)
+          this.#position = { storeId: at.storeId || this.#position.storeId, revision: at.revision, digest: at.digest };
         }
-        this.#updateGauges();
-        return;
-      case 'itemChanged':
-      case 'itemDeleted': {
-        if (!this.#served(event.namespace, event.type)) break;
-        const ref = { namespace: event.namespace, name: event.name };
-        const hot = this.#o.cache.invalidate(ref);
-        this.#o.metrics.invalidations.inc({ type: event.type });
-        // A hot key is refetched at once so the next read is a hit.
-        if (event.type === 'itemChanged') for (const variant of hot) this.#o.cache.refresh(variant.ref, variant.env);
-        this.#advance(event.revision);
-        this.#o.hub.publish({
-          type: event.type === 'itemChanged' ? 'changed' : 'deleted',
-          namespace: event.namespace,
-          name: event.name,
-          env: event.env || undefined,
-          version: event.version,
-          revision: event.revision,
-        });
         break;
       }
+      case 'itemChanged':
+      case 'itemDeleted':
+        if (this.#served(event.namespace, event.type)) this.#applyItem(event);
+        this.#advance(event);
+        break;
       case 'keyRotated': {
-        if (!this.#served(event.namespace, event.type)) break;
-        this.#o.deks.invalidate(event.namespace);
-        this.#o.metrics.invalidations.inc({ type: event.type });
-        // Re-encryption keeps every plaintext, so cached values stay correct;
-        // hot ones are refetched under the new key, spread over the jitter window.
-        for (const variant of this.#o.cache.variantsIn(event.namespace)) {
-          if (variant.hot) this.#later(() => this.#o.cache.refresh(variant.ref, variant.env));
+        if (this.#served(event.namespace, event.type)) {
+          this.#o.deks.invalidate(event.namespace);
+          this.#o.metrics.invalidations.inc({ type: event.type });
+          // Re-encryption keeps every plaintext, so cached values stay correct;
+          // hot ones are refetched under the new key, spread over the jitter window.
+          for (const variant of this.#o.cache.variantsIn(event.namespace)) {
+            if (variant.hot) this.#later(() => this.#o.cache.refresh(variant.ref, variant.env));
+          }
+          this.#advance(event);
+          this.#o.hub.publish({ type: 'rotated', namespace: event.namespace, version: event.keyVersion, revision: event.revision });
+        } else {
+          this.#advance(event);
         }
-        this.#advance(event.revision);
-        this.#o.hub.publish({ type: 'rotated', namespace: event.namespace, version: event.keyVersion, revision: event.revision });
         break;
       }
       case 'resyncRequired': {
-        const reload = new Map<string, ItemRef>();
-        for (const ref of this.#o.prefetch()) reload.set(`${ref.namespace}/${ref.name}`, ref);
-        for (const variant of this.#o.cache.hotVariants()) reload.set(`${variant.namespace}/${variant.name}`, variant);
-        this.#o.cache.clear();
-        this.#o.deks.clear();
-        this.#o.metrics.invalidations.inc({ type: event.type });
-        this.#o.logger.warn({ oldestRevision: event.oldestRevision, currentRevision: event.currentRevision, reason: event.reason }, 'resync required: cache dropped');
-        this.#applied = Math.max(this.#applied, event.currentRevision);
+        if (event.environments?.length) this.#environments = event.environments;
         this.#serverRevision = Math.max(this.#serverRevision, event.currentRevision);
-        for (const ref of reload.values()) this.#later(() => this.#o.cache.refresh(ref, this.#o.env));
-        this.#o.hub.publish({ type: 'resync', namespace: '', revision: this.#applied, reason: 'server' });
+        const at: LogPosition = { storeId: event.storeId ?? this.#position?.storeId ?? '', revision: event.revision || event.currentRevision, digest: event.digest ?? '' };
+        this.#resync(at, 'server', event.reason);
         break;
       }
     }
     this.#updateGauges();
     this.#o.metrics.eventApplySeconds.observe((performance.now() - started) / 1000);
+  }
+
+  /** First message of a stream that started `now`: nothing cached can be vouched for. */
+  #startedNow(at: LogPosition): void {
+    this.#position = at;
+    this.#o.hub.setFloor(at.revision);
+    this.#o.cache.supersedeAll();
+    // Values filled before the stream existed could have missed an event:
+    // revalidate every (item, env) served; a changed ETag is announced.
+    for (const variant of this.#o.cache.variants()) this.#later(() => this.#o.cache.refresh(variant.ref, variant.env));
+  }
+
+  #resync(at: LogPosition, cause: 'server' | 'store', reason: string): void {
+    const reload = new Map<string, { ref: ItemRef; env: string }>();
+    for (const ref of this.#o.prefetch()) reload.set(`${this.#o.env}\u0000${ref.namespace}/${ref.name}`, { ref, env: this.#o.env });
+    for (const variant of this.#o.cache.hotVariants()) reload.set(`${variant.env}\u0000${variant.ref.namespace}/${variant.ref.name}`, variant);
+    this.#o.cache.clear();
+    this.#o.deks.clear();
+    this.#o.metrics.invalidations.inc({ type: 'resyncRequired' });
+    this.#o.logger.warn({ cause, reason, storeId: at.storeId, revision: at.revision, previousRevision: this.#position?.revision ?? 0 }, 'resync required: cache dropped');
+    this.#position = at;
+    this.#o.hub.setFloor(at.revision);
+    for (const { ref, env } of reload.values()) this.#later(() => this.#o.cache.refresh(ref, env));
+    this.#o.hub.publish({ type: 'resync', namespace: '', revision: at.revision, reason: 'server' });
+  }
+
+  #applyItem(event: ItemEvent): void {
+    const ref = { namespace: event.namespace, name: event.name };
+    const kind: ItemKind | undefined = event.type === 'itemChanged' ? (event.kind as ItemKind) : this.#o.cache.kindOf(ref);
+    const variants = this.#o.cache.invalidate(ref);
+    this.#o.metrics.invalidations.inc({ type: event.type });
+    const loaders = event.layers && kind ? inlineLoaders({ ref, kind, layers: event.layers }, variants.map((v) => v.env), this.#environments, this.#o.deks) : undefined;
+    if (loaders) {
+      // One local decrypt per event; every variant served is refilled with no request.
+      for (const variant of variants) this.#o.cache.fill(variant.ref, variant.env, loaders.get(variant.env) as NonNullable<ReturnType<typeof loaders.get>>);
+    } else if (event.type === 'itemChanged') {
+      // A hot key is refetched at once so the next read is a hit.
+      for (const variant of variants) if (variant.hot) this.#o.cache.refresh(variant.ref, variant.env);
+    }
+    this.#o.hub.publish({
+      type: event.type === 'itemChanged' ? 'changed' : 'deleted',
+      namespace: event.namespace,
+      name: event.name,
+      env: event.env || undefined,
+      version: event.version,
+      revision: event.revision,
+    });
   }
 
   #served(namespace: string, type: string): boolean {
@@ -126,8 +202,10 @@ export class EventApplier {
     return false;
   }
 
-  #advance(revision: number): void {
-    if (revision > this.#applied) this.#applied = revision;
+  #advance(event: WatchEvent): void {
+    if (event.revision > this.appliedRevision) {
+      this.#position = { storeId: this.#position?.storeId ?? '', revision: event.revision, digest: event.digest ?? '' };
+    }
   }
 
   #later(fn: () => void): void {
@@ -144,8 +222,8 @@ export class EventApplier {
   }
 
   #updateGauges(): void {
-    this.#o.metrics.appliedRevision.set(this.#applied);
-    this.#o.metrics.revisionLag.set(Math.max(0, this.#serverRevision - this.#applied));
+    this.#o.metrics.appliedRevision.set(this.appliedRevision);
+    this.#o.metrics.revisionLag.set(Math.max(0, this.#serverRevision - this.appliedRevision));
   }
 
   close(): void {
@@ -153,3 +231,5 @@ export class EventApplier {
     this.#timers.clear();
   }
 }
+
+export type { Variant };

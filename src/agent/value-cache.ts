@@ -4,25 +4,24 @@
  * max-stale, short negative caching of 404s, and invalidation by applied
  * events. It knows nothing of HTTP or gRPC: values come from a `Loader`.
  *
- * No stale read after an applied event: every upstream fetch is a `Flight`
- * record that acts as the key's generation. `invalidate()` marks the key's
- * flight superseded and detaches it, so a response that was in flight when
- * the event landed is never stored and never handed to a caller; waiting
- * callers fetch again.
- *
- * Freshness: while the watch stream is connected an entry is fresh until its
- * TTL (a backstop for lost events). While the stream is down an entry is
- * "stale since" max(stream down, fetched) and is served with its staleness
- * until max-stale, when it must be refetched or the read fails.
+ * Its parts live in cache/: the cached-value representation
+ * (cache/cached-value.ts), the pure freshness decision (cache/freshness.ts),
+ * and fills in flight with their per-key and cache-wide generations
+ * (cache/fill-flights.ts). What the watch stream does to the cache is decided
+ * in event-applier.ts, never here.
  */
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../shared/clock.ts';
-import { AppError } from '../shared/errors.ts';
+import { AppError, clientActionOf } from '../shared/errors.ts';
 import { zeroize } from '../shared/crypto.ts';
 import { itemKey, type ItemRef } from '../shared/paths.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
-import { representations, type Representations } from './item-representation.ts';
+import { drop, isZeroed, release, retain, toCachedValue, type CachedValue, type Loader } from './cache/cached-value.ts';
+import { FillFlights, type Flight } from './cache/fill-flights.ts';
+import { freshness, staleIfError } from './cache/freshness.ts';
+
+export { release, retain, type CachedValue, type LoadedValue, type Loader } from './cache/cached-value.ts';
 
 /** 404s are remembered this long so a caller polling a missing key does not hammer the server. */
 export const NEGATIVE_TTL_MS: Milliseconds = 2_000;
@@ -37,51 +36,6 @@ export const MAX_SUPERSEDED_RETRIES = 5;
 /** Fixed per-entry overhead counted against the byte budget. */
 const ENTRY_OVERHEAD_BYTES: Bytes = 256;
 
-/** What a loader returns: one decrypted, merged value. */
-export interface LoadedValue {
-  readonly kind: ItemKind;
-  readonly version: number;
-  readonly revision: number;
-  readonly etag: string;
-  /** Merged JSON bytes (config) or raw bytes (secret). Owned by the cache from now on. */
-  readonly plaintext: Buffer;
-}
-
-export type Loader = (ref: ItemRef, env: string, signal: AbortSignal) => Promise<LoadedValue>;
-
-/** A cached value, with its data-API JSON body rendered once at store time. */
-export interface CachedValue extends LoadedValue {
-  readonly namespace: string;
-  readonly name: string;
-  readonly env: string;
-  /** `{ namespace, name, kind, env, version, revision, value[, encoding] }` as bytes. */
-  readonly json: Buffer;
-  /** When the server last confirmed this value (clock ms). */
-  readonly fetchedAt: Milliseconds;
-  /** The data API's JSON and raw representations with their fixed headers, built at store time. */
-  readonly representations: Representations;
-  /** Lease count: a value being written to a socket is zero-filled only once released. */
-  readonly life: { leases: number; dropped: boolean };
-}
-
-/** Holds a value's buffers while a response is written from them. */
-export function retain(value: CachedValue): void {
-  value.life.leases += 1;
-}
-
-/** Ends a `retain`; zero-fills the buffers if the cache dropped the value meanwhile. */
-export function release(value: CachedValue): void {
-  value.life.leases -= 1;
-  if (value.life.leases === 0 && value.life.dropped) zeroize(value.plaintext, value.json);
-}
-
-/** The cache lets go of a value: zero-fill now, or when its last lease ends. */
-function drop(value: CachedValue): void {
-  if (value.life.dropped) return;
-  value.life.dropped = true;
-  if (value.life.leases === 0) zeroize(value.plaintext, value.json);
-}
-
 /** A read's outcome. `value` is retained for the caller: call `release(value)` when done with its buffers. */
 export interface ReadResult {
   readonly value: CachedValue;
@@ -92,16 +46,17 @@ export interface ReadResult {
   readonly ageSeconds: number;
 }
 
+/** `generation`: the cache-wide generation the value was filled in (older = superseded). */
 type Entry =
-  | { readonly state: 'value'; readonly value: CachedValue; lastReadAt: Milliseconds; reads: number; revalidateAfter: Milliseconds }
+  | { readonly state: 'value'; readonly value: CachedValue; readonly generation: number; lastReadAt: Milliseconds; reads: number; revalidateAfter: Milliseconds }
   | { readonly state: 'absent'; readonly until: Milliseconds; readonly error: AppError };
 
-interface Flight {
-  readonly key: string;
-  readonly promise: Promise<CachedValue>;
-  /** Set when an event for the key landed while this fetch was out: its result is never used. */
-  superseded: boolean;
-  waiters: number;
+/** One (item, env) the cache holds or is filling. */
+export interface Variant {
+  readonly ref: ItemRef;
+  readonly env: string;
+  /** Read within the hot window, or a caller is waiting on its fill. */
+  readonly hot: boolean;
 }
 
 /** Counters the cache reports; the agent wires them to Prometheus. */
@@ -139,65 +94,25 @@ export interface ValueCacheOptions {
   readonly observer?: CacheObserver;
   /** Background work failed (logged by the agent; never carries a value). */
   readonly onBackgroundError?: (ref: ItemRef, env: string, err: AppError) => void;
+  /**
+   * A fill replaced a value (or a remembered 404) with a different ETag: TTL
+   * refreshes, revalidation and resync reach files and SSE through this.
+   */
+  readonly onChange?: (value: CachedValue, previousEtag: string | undefined) => void;
 }
 
 /** Upstream failures after which the last good value may still be served. */
 export function isTransient(err: AppError): boolean {
-  return err.code === 'unavailable' || err.code === 'upstream_error' || err.code === 'upstream_timeout' || err.code === 'store_unavailable';
-}
-
-/** Failures that mean the data is gone or no longer ours: the entry is dropped. */
-function dropsEntry(err: AppError): boolean {
-  return err.code === 'not_found' || err.code === 'permission_denied' || err.code === 'unauthenticated' || err.code === 'decryption_failed';
+  return clientActionOf(err.code) === 'retry';
 }
 
 const cacheKey = (ref: ItemRef, env: string): string => `${env}\u0000${ref.namespace}/${ref.name}`;
-
-function renderJson(ref: ItemRef, env: string, loaded: LoadedValue): Buffer {
-  let value: unknown;
-  let encoding: 'utf8' | 'base64' | undefined;
-  if (loaded.kind === 'config') {
-    value = JSON.parse(loaded.plaintext.toString('utf8')) as unknown;
-  } else {
-    const text = new TextDecoder('utf-8', { fatal: false }).decode(loaded.plaintext);
-    const valid = Buffer.byteLength(text) === loaded.plaintext.length && !text.includes('\uFFFD');
-    value = valid ? text : loaded.plaintext.toString('base64');
-    encoding = valid ? 'utf8' : 'base64';
-  }
-  return Buffer.from(
-    JSON.stringify({
-      namespace: ref.namespace,
-      name: ref.name,
-      kind: loaded.kind,
-      env,
-      version: loaded.version,
-      revision: loaded.revision,
-      value,
-      ...(encoding ? { encoding } : {}),
-    }),
-  );
-}
-
-/**
- * Copies an entry's two buffers into one allocation of its own and zero-fills
- * the inputs. Why: small `Buffer.from` results are slices of Node's shared
- * 8 KiB pool, which the loader's transient buffers (base64 decode, decipher
- * output) also fill, so a long-lived entry kept whole slabs of dead bytes
- * alive: about 2.5× the cached bytes in external memory at 10k × 1 KiB.
- */
-function packBuffers(plaintext: Buffer, json: Buffer): { plaintext: Buffer; json: Buffer } {
-  const packed = Buffer.allocUnsafeSlow(plaintext.length + json.length);
-  plaintext.copy(packed, 0);
-  json.copy(packed, plaintext.length);
-  zeroize(plaintext, json);
-  return { plaintext: packed.subarray(0, plaintext.length), json: packed.subarray(plaintext.length) };
-}
 
 export class ValueCache {
   readonly #options: ValueCacheOptions;
   readonly #observer: CacheObserver;
   readonly #lru: LRUCache<string, Entry>;
-  readonly #flights = new Map<string, Flight>();
+  readonly #flights = new FillFlights<CachedValue>();
   /** item key → cache keys (one per env) so an event finds every variant. */
   readonly #variants = new Map<string, Set<string>>();
   readonly #refs = new Map<string, { ref: ItemRef; env: string }>();
@@ -224,6 +139,11 @@ export class ValueCache {
 
   get bytes(): Bytes {
     return this.#lru.calculatedSize;
+  }
+
+  /** The cache-wide generation (bumped by `supersedeAll`). */
+  get generation(): number {
+    return this.#flights.generation;
   }
 
   /**
@@ -257,7 +177,14 @@ export class ValueCache {
     if (entry?.state !== 'value') return undefined;
     entry.lastReadAt = now;
     entry.reads += 1;
-    const fresh = this.#freshness(entry.value, now);
+    const fresh = freshness({
+      now,
+      fetchedAt: entry.value.fetchedAt,
+      superseded: entry.generation !== this.#flights.generation,
+      streamDownSince: this.#options.streamDownSince(),
+      ttl: this.#options.ttl,
+      maxStale: this.#options.maxStale,
+    });
     if (fresh.kind === 'fresh') {
       this.#observer.hit();
       if (now - entry.value.fetchedAt > this.#options.ttl * REFRESH_AHEAD_FRACTION && entry.reads > 1) this.#background(ref, env);
@@ -272,14 +199,14 @@ export class ValueCache {
       }
       return this.#result(entry.value, 'stale', fresh.staleMs, now);
     }
-    // Expired (TTL, or past max-stale): only a foreground fetch may answer.
+    // Expired (TTL, superseded, or past max-stale): only a foreground fetch may answer.
     return undefined;
   }
 
   async #fetchForCaller(ref: ItemRef, env: string, key: string, signal: AbortSignal | undefined): Promise<ReadResult> {
     for (let attempt = 0; attempt <= MAX_SUPERSEDED_RETRIES; attempt++) {
       const existing = this.#flights.get(key);
-      const flight = existing ?? this.#startFlight(ref, env, key);
+      const flight = existing ?? this.#startFlight(ref, env, key, this.#options.loader);
       if (existing) this.#observer.coalesced();
       else this.#observer.miss();
       flight.waiters += 1;
@@ -295,7 +222,7 @@ export class ValueCache {
       }
       if (flight.superseded) continue;
       // Evicted and zero-filled between the fetch settling and this continuation: fetch again.
-      if (value.life.dropped && value.life.leases === 0) continue;
+      if (isZeroed(value)) continue;
       return this.#result(value, existing ? 'coalesced' : 'miss', 0, this.#options.clock.now());
     }
     throw new AppError('unavailable', 'The value changed repeatedly while it was being fetched; retry.');
@@ -306,25 +233,20 @@ export class ValueCache {
     const entry = this.#lru.get(key);
     const now = this.#options.clock.now();
     if (entry?.state === 'value' && isTransient(err)) {
-      const downSince = this.#options.streamDownSince();
-      const staleSince = downSince === undefined ? entry.value.fetchedAt + this.#options.ttl : Math.max(downSince, entry.value.fetchedAt);
-      const staleMs = Math.max(0, now - staleSince);
-      if (staleMs <= this.#options.maxStale) {
+      const staleMs = staleIfError({
+        now,
+        fetchedAt: entry.value.fetchedAt,
+        streamDownSince: this.#options.streamDownSince(),
+        ttl: this.#options.ttl,
+        maxStale: this.#options.maxStale,
+      });
+      if (staleMs !== undefined) {
         this.#observer.stale();
         return this.#result(entry.value, 'stale', staleMs, now);
       }
       throw new AppError('stale_expired', `The server is unreachable (${err.code}) and the cached value is older than max-stale.`);
     }
     throw err;
-  }
-
-  #freshness(value: CachedValue, now: Milliseconds): { kind: 'fresh' } | { kind: 'stale'; staleMs: Milliseconds } | { kind: 'expired' } {
-    const downSince = this.#options.streamDownSince();
-    if (downSince === undefined) {
-      return now - value.fetchedAt < this.#options.ttl ? { kind: 'fresh' } : { kind: 'expired' };
-    }
-    const staleMs = Math.max(0, now - Math.max(downSince, value.fetchedAt));
-    return staleMs <= this.#options.maxStale ? { kind: 'stale', staleMs } : { kind: 'expired' };
   }
 
   #result(value: CachedValue, source: ReadResult['source'], staleMs: Milliseconds, now: Milliseconds): ReadResult {
@@ -337,67 +259,57 @@ export class ValueCache {
     };
   }
 
-  #startFlight(ref: ItemRef, env: string, key: string): Flight {
+  #startFlight(ref: ItemRef, env: string, key: string, loader: Loader): Flight<CachedValue> {
     const controller = new AbortController();
-    const flight: Flight = { key, superseded: false, waiters: 0, promise: undefined as unknown as Promise<CachedValue> };
     const started = this.#options.clock.now();
-    (flight as { promise: Promise<CachedValue> }).promise = this.#options
-      .loader(ref, env, controller.signal)
-      .then(
+    const flight = this.#flights.start(key, (self) =>
+      loader(ref, env, controller.signal).then(
         (loaded) => {
-          if (this.#flights.get(key) === flight) this.#flights.delete(key);
-          if (flight.superseded || this.#closed) {
-            // An event for this key landed while we were fetching: never store or serve.
+          this.#flights.settle(self);
+          if (self.superseded || this.#closed) {
+            // An event (or a new generation) landed while we were fetching: never store or serve.
             zeroize(loaded.plaintext);
-            if (flight.superseded) this.#observer.superseded();
+            if (self.superseded) this.#observer.superseded();
             this.#forgetIfIdle(key);
             throw new AppError('unavailable', 'superseded');
           }
-          const { plaintext, json } = packBuffers(loaded.plaintext, renderJson(ref, env, loaded));
-          const value: CachedValue = {
-            ...loaded,
-            plaintext,
-            namespace: ref.namespace,
-            name: ref.name,
-            env,
-            json,
-            representations: representations({ kind: loaded.kind, etag: loaded.etag, revision: loaded.revision, plaintext, json }),
-            fetchedAt: started,
-            life: { leases: 0, dropped: false },
-          };
-          this.#store(ref, env, key, value);
+          const value = toCachedValue(ref, env, loaded, started);
+          this.#store(ref, env, key, value, self.generation);
           return value;
         },
         (err: unknown) => {
-          if (this.#flights.get(key) === flight) this.#flights.delete(key);
+          this.#flights.settle(self);
           const appError = err instanceof AppError ? err : new AppError('internal', undefined, { cause: err });
-          if (!flight.superseded) this.#onFailure(key, appError);
+          if (!self.superseded) this.#onFailure(key, appError);
           this.#forgetIfIdle(key);
           throw appError;
         },
-      );
+      ),
+    );
     // Background flights may have no waiter; their rejection is handled here.
     flight.promise.catch(() => {});
-    this.#flights.set(key, flight);
     this.#trackVariant(ref, env, key);
     return flight;
   }
 
-  #store(ref: ItemRef, env: string, key: string, value: CachedValue): void {
+  #store(ref: ItemRef, env: string, key: string, value: CachedValue, generation: number): void {
     const previous = this.#lru.get(key);
     this.#lru.set(key, {
       state: 'value',
       value,
+      generation,
       lastReadAt: previous?.state === 'value' ? previous.lastReadAt : this.#options.clock.now(),
       reads: previous?.state === 'value' ? previous.reads : 0,
       revalidateAfter: 0,
     });
     this.#trackVariant(ref, env, key);
+    const previousEtag = previous?.state === 'value' ? previous.value.etag : undefined;
+    if (previous && previousEtag !== value.etag) this.#options.onChange?.(value, previousEtag);
   }
 
   #onFailure(key: string, err: AppError): void {
     this.#observer.upstreamFailure(err.code);
-    if (!dropsEntry(err)) return;
+    if (clientActionOf(err.code) !== 'drop') return;
     // Revoked, deleted or corrupt: stop serving the old value now.
     const ref = this.#refs.get(key);
     this.#lru.delete(key);
@@ -408,10 +320,10 @@ export class ValueCache {
   }
 
   /** Starts a fetch nobody waits on (refresh-ahead, post-event refetch, stale revalidation). */
-  #background(ref: ItemRef, env: string): void {
+  #background(ref: ItemRef, env: string, loader: Loader = this.#options.loader, replace = false): void {
     const key = cacheKey(ref, env);
-    if (this.#closed || this.#flights.has(key)) return;
-    const flight = this.#startFlight(ref, env, key);
+    if (this.#closed || (!replace && this.#flights.has(key))) return;
+    const flight = this.#startFlight(ref, env, key, loader);
     flight.promise.catch((err: unknown) => {
       if (!flight.superseded && err instanceof AppError) this.#options.onBackgroundError?.(ref, env, err);
     });
@@ -422,35 +334,55 @@ export class ValueCache {
     release((await this.read(ref, env)).value);
   }
 
-  /** Refetches in the background without invalidating what is served meanwhile. */
+  /** Refetches in the background without invalidating what is served meanwhile (a current fill is reused). */
   refresh(ref: ItemRef, env: string): void {
     this.#background(ref, env);
   }
 
   /**
-   * Applies an event for one item: drops every env variant, supersedes any
-   * fetch in flight, and returns the variants that were hot (to refetch).
+   * Fills a variant from `loader` (an event's inline layers), superseding any
+   * fill in flight; readers wait on it as on a fetch.
    */
-  invalidate(ref: ItemRef): Array<{ ref: ItemRef; env: string }> {
+  fill(ref: ItemRef, env: string, loader: Loader): void {
+    this.#background(ref, env, loader, true);
+  }
+
+  /**
+   * Applies an event for one item: drops every env variant, supersedes any
+   * fetch in flight, and returns the variants (hot ones to refetch).
+   */
+  invalidate(ref: ItemRef): Variant[] {
     const item = itemKey(ref);
     const keys = this.#variants.get(item);
     if (!keys) return [];
-    const hot: Array<{ ref: ItemRef; env: string }> = [];
+    const out: Variant[] = [];
     const now = this.#options.clock.now();
     for (const key of [...keys]) {
-      const flight = this.#flights.get(key);
-      if (flight) {
-        flight.superseded = true;
-        this.#flights.delete(key);
-      }
+      const flight = this.#flights.supersede(key);
       const entry = this.#lru.peek(key);
       const tracked = this.#refs.get(key);
-      if (tracked && ((entry?.state === 'value' && now - entry.lastReadAt < HOT_WINDOW_MS) || (flight && flight.waiters > 0))) {
-        hot.push(tracked);
-      }
+      if (tracked) out.push({ ...tracked, hot: (entry?.state === 'value' && now - entry.lastReadAt < HOT_WINDOW_MS) || (flight !== undefined && flight.waiters > 0) });
       if (entry) this.#lru.delete(key);
     }
-    return hot;
+    return out;
+  }
+
+  /**
+   * Begins a new cache-wide generation: every fill in flight is superseded and
+   * every cached value must be revalidated before it is served fresh again
+   * (kept meanwhile for stale-if-error and to compare ETags).
+   */
+  supersedeAll(): void {
+    for (const key of this.#flights.supersedeAll()) this.#forgetIfIdle(key);
+  }
+
+  /** The kind of any cached variant of the item (undefined when none is cached). */
+  kindOf(ref: ItemRef): ItemKind | undefined {
+    for (const key of this.#variants.get(itemKey(ref)) ?? []) {
+      const entry = this.#lru.peek(key);
+      if (entry?.state === 'value') return entry.value.kind;
+    }
+    return undefined;
   }
 
   /** Every cached or in-flight item under a namespace prefix (exact namespace when `exact`). */
@@ -463,27 +395,26 @@ export class ValueCache {
     return [...out.values()];
   }
 
-  /** Variants of cached items under a namespace (for rotation refreshes). */
-  variantsIn(namespace: string): Array<{ ref: ItemRef; env: string; hot: boolean }> {
+  /** Every (item, env) the cache holds or is filling, optionally in one namespace. */
+  variants(namespace?: string): Variant[] {
     const now = this.#options.clock.now();
-    const out: Array<{ ref: ItemRef; env: string; hot: boolean }> = [];
+    const out: Variant[] = [];
     for (const [key, tracked] of this.#refs) {
-      if (tracked.ref.namespace !== namespace) continue;
+      if (namespace !== undefined && tracked.ref.namespace !== namespace) continue;
       const entry = this.#lru.peek(key);
       out.push({ ...tracked, hot: entry?.state === 'value' && now - entry.lastReadAt < HOT_WINDOW_MS });
     }
     return out;
   }
 
-  /** Items read within the hot window (refetched after a resync). */
-  hotVariants(): ItemRef[] {
-    const now = this.#options.clock.now();
-    const out: ItemRef[] = [];
-    for (const [key, tracked] of this.#refs) {
-      const entry = this.#lru.peek(key);
-      if (entry?.state === 'value' && now - entry.lastReadAt < HOT_WINDOW_MS) out.push(tracked.ref);
-    }
-    return out;
+  /** Variants of cached items under a namespace (for rotation refreshes). */
+  variantsIn(namespace: string): Variant[] {
+    return this.variants(namespace);
+  }
+
+  /** Variants read within the hot window (refetched after a resync). */
+  hotVariants(): Variant[] {
+    return this.variants().filter((v) => v.hot);
   }
 
   #trackVariant(ref: ItemRef, env: string, key: string): void {
@@ -512,10 +443,9 @@ export class ValueCache {
     if (set?.size === 0) this.#variants.delete(item);
   }
 
-  /** Drops everything and zero-fills every buffer (resync, shutdown). */
+  /** Drops everything, remembered 404s included, and zero-fills every buffer (resync, new store, shutdown). */
   clear(): void {
-    for (const flight of this.#flights.values()) flight.superseded = true;
-    this.#flights.clear();
+    this.#flights.supersedeAll();
     this.#lru.clear();
     this.#variants.clear();
     this.#refs.clear();

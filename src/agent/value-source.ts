@@ -5,9 +5,9 @@
  * read API other agent modules (the file renderer) use: every read goes
  * through the cache, so it is coalesced and invalidated like an API read.
  */
-import { open, sealedFromWire, valueAad, zeroize } from '../shared/crypto.ts';
+import { aadVersionOf, open, sealedFromWire, valueAad, zeroize } from '../shared/crypto.ts';
 import { AppError } from '../shared/errors.ts';
-import { mergeLayers, type JsonValue } from '../shared/merge.ts';
+import { mergePlaintexts } from '../shared/item-layers.ts';
 import type { ItemRef } from '../shared/paths.ts';
 import { itemKey } from '../shared/paths.ts';
 import { KEY_VERSION_GONE, type DekStore } from './dek-store.ts';
@@ -45,30 +45,32 @@ function loadOnce(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer
       throw new AppError('upstream_error', 'The server answered for another item.');
     }
     const plaintexts: Buffer[] = [];
+    let keysRefreshed = false;
     try {
       for (const layer of envelope.layers) {
-        const dek = await deks.key(ref.namespace, layer.keyId, layer.keyVersion, signal);
-        const aad = valueAad({ namespace: ref.namespace, name: ref.name, version: layer.version, keyId: layer.keyId, keyVersion: layer.keyVersion });
-        try {
-          plaintexts.push(open(dek, sealedFromWire(layer), aad));
-        } catch (err) {
-          observer?.decryptionFailed(ref);
-          throw err;
+        // Both AAD layouts open during the server's re-seal migration; each layer names its own.
+        const aad = valueAad(
+          { namespace: ref.namespace, name: ref.name, version: layer.version, env: layer.env, kind: envelope.kind, keyId: layer.keyId, keyVersion: layer.keyVersion },
+          aadVersionOf(layer.aadVersion),
+        );
+        for (;;) {
+          const dek = await deks.key(ref.namespace, layer.keyId, layer.keyVersion, signal);
+          try {
+            plaintexts.push(open(dek, sealedFromWire(layer), aad));
+            break;
+          } catch (err) {
+            // Keys held from before a store reset or restore open nothing: fetch the namespace's keys once more.
+            if (!keysRefreshed && err instanceof AppError && err.code === 'decryption_failed') {
+              keysRefreshed = true;
+              deks.invalidate(ref.namespace);
+              continue;
+            }
+            observer?.decryptionFailed(ref);
+            throw err;
+          }
         }
       }
-      let plaintext: Buffer;
-      if (envelope.kind === 'config') {
-        let layers: JsonValue[];
-        try {
-          layers = plaintexts.map((p) => JSON.parse(p.toString('utf8')) as JsonValue);
-        } catch {
-          throw new AppError('upstream_error', 'A config layer is not valid JSON.');
-        }
-        plaintext = Buffer.from(JSON.stringify(mergeLayers(layers)));
-      } else {
-        // A secret is never merged: the most specific layer wins.
-        plaintext = Buffer.from(plaintexts[plaintexts.length - 1] as Buffer);
-      }
+      const plaintext = mergePlaintexts(envelope.kind, plaintexts);
       return { kind: envelope.kind, version: envelope.version, revision: envelope.revision, etag: envelope.etag, plaintext } satisfies LoadedValue;
     } finally {
       zeroize(...plaintexts);

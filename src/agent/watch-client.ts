@@ -1,9 +1,13 @@
 /**
- * The agent's end of the gRPC Watch stream. It resumes from the revision the
- * agent last applied, fails over across `--server-grpc` addresses, treats a
- * stream silent for 3 heartbeat intervals as dead, and reconnects with capped
- * exponential backoff and full jitter (never a tight loop). It knows nothing
- * of the cache: each event goes to `onEvent`.
+ * The agent's end of the gRPC Watch stream. It starts where `start()` says
+ * (`now`, or after the applied position), fails over across `--server-grpc`
+ * addresses, treats a stream silent for 3 heartbeat intervals as dead (and
+ * HTTP/2 keepalive pings catch a dead connection under it), and reconnects
+ * with the agent's own capped exponential backoff and full jitter (never a
+ * tight loop). Each attempt gets a fresh channel: grpc-js's channel keeps its
+ * own reconnect backoff (1 s × 1.6 up to 120 s), which would otherwise hold
+ * an attempt back well past our cap after an outage. It knows nothing of the
+ * cache: each event goes to `onEvent`.
  */
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
@@ -11,13 +15,18 @@ import { Backoff } from '../shared/backoff.ts';
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Milliseconds } from '../shared/units.ts';
-import { watchClientConstructor, watchEventFromWire, watchRequestToWire, type WatchEvent } from '../shared/watch-proto.ts';
+import { watchClientConstructor, watchEventFromWire, watchRequestToWire, type StartFrom, type WatchEvent } from '../shared/watch-proto.ts';
 import type { TokenSource } from './token-source.ts';
 
 /** Missed heartbeat intervals after which the stream is declared dead. */
 export const MISSED_HEARTBEATS_DEAD = 3;
 /** Heartbeat interval assumed until the server's first heartbeat says otherwise. */
-export const DEFAULT_HEARTBEAT_INTERVAL_MS: Milliseconds = 10_000;
+export const DEFAULT_HEARTBEAT_INTERVAL_MS: Milliseconds = 1_000;
+/** An attempt whose first message (always a heartbeat or a resync) has not come by then is abandoned. */
+export const FIRST_MESSAGE_TIMEOUT_MS: Milliseconds = 10_000;
+/** HTTP/2 keepalive ping interval and the wait for its answer. */
+export const KEEPALIVE_TIME_MS: Milliseconds = 10_000;
+export const KEEPALIVE_TIMEOUT_MS: Milliseconds = 5_000;
 export const RECONNECT_BASE_MS: Milliseconds = 200;
 export const RECONNECT_CAP_MS: Milliseconds = 10_000;
 /** A stream that stayed up this long resets the backoff. */
@@ -31,8 +40,8 @@ export interface WatchClientOptions {
   readonly token: TokenSource;
   readonly clock: Clock;
   readonly logger: Logger;
-  /** The last revision applied; the stream resumes after it. */
-  readonly appliedRevision: () => number;
+  /** Where the next attempt starts (now, or after the applied position). */
+  readonly start: () => StartFrom;
   readonly onEvent: (event: WatchEvent) => void;
   /** Connected (first message received) or lost. */
   readonly onState: (state: { connected: boolean; address: string; reason?: string }) => void;
@@ -52,13 +61,20 @@ type WireEvent = Parameters<typeof watchEventFromWire>[0];
 export function startWatchClient(options: WatchClientOptions): WatchClient {
   const Ctor = watchClientConstructor();
   const credentials = options.caFile ? grpc.credentials.createSsl(readFileSync(options.caFile)) : grpc.credentials.createInsecure();
-  const clients = options.addresses.map((address) => new Ctor(address, credentials, { 'grpc.keepalive_time_ms': 30_000 }));
+  const channelOptions = {
+    'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
+    'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+    // A fresh channel per attempt has no backoff of its own; these bound it anyway.
+    'grpc.initial_reconnect_backoff_ms': RECONNECT_BASE_MS,
+    'grpc.max_reconnect_backoff_ms': RECONNECT_CAP_MS,
+  };
   const backoff = new Backoff({ baseMs: RECONNECT_BASE_MS, capMs: RECONNECT_CAP_MS });
   let index = 0;
   let closed = false;
   let connected = false;
   let reconnects = 0;
   let call: grpc.ClientReadableStream<WireEvent> | undefined;
+  let client: grpc.Client | undefined;
   let watchdog: TimerHandle | undefined;
   let retry: TimerHandle | undefined;
   let heartbeatMs = DEFAULT_HEARTBEAT_INTERVAL_MS;
@@ -70,7 +86,12 @@ export function startWatchClient(options: WatchClientOptions): WatchClient {
     watchdog = options.clock.setTimeout(() => {
       options.logger.warn({ address: options.addresses[index], heartbeatMs }, 'watch stream silent for 3 heartbeat intervals; reconnecting');
       fail('heartbeat timeout');
-    }, heartbeatMs * MISSED_HEARTBEATS_DEAD);
+    }, connected ? heartbeatMs * MISSED_HEARTBEATS_DEAD : Math.max(FIRST_MESSAGE_TIMEOUT_MS, heartbeatMs * MISSED_HEARTBEATS_DEAD));
+  };
+
+  const closeChannel = (): void => {
+    client?.close();
+    client = undefined;
   };
 
   const fail = (reason: string): void => {
@@ -81,12 +102,13 @@ export function startWatchClient(options: WatchClientOptions): WatchClient {
     failed.removeAllListeners();
     failed.on('error', () => {});
     failed.cancel();
+    closeChannel();
     const address = options.addresses[index] as string;
     const wasConnected = connected;
     connected = false;
     if (wasConnected) options.onState({ connected: false, address, reason });
     if (wasConnected && options.clock.now() - connectedAt >= STABLE_STREAM_MS) backoff.reset();
-    if (!wasConnected) index = (index + 1) % clients.length; // never answered: try the next server
+    if (!wasConnected) index = (index + 1) % options.addresses.length; // never answered: try the next server
     schedule();
   };
 
@@ -99,31 +121,32 @@ export function startWatchClient(options: WatchClientOptions): WatchClient {
 
   const open = (): void => {
     if (closed || paused) return;
-    const client = clients[index] as unknown as {
+    closeChannel();
+    client = new Ctor(options.addresses[index] as string, credentials, channelOptions);
+    const stub = client as unknown as {
       Watch(request: unknown, metadata: grpc.Metadata): grpc.ClientReadableStream<WireEvent>;
     };
     const metadata = new grpc.Metadata();
     const token = options.token.current();
     if (token) metadata.set('authorization', `Bearer ${token}`);
-    const since = options.appliedRevision();
-    const stream = client.Watch(watchRequestToWire({ prefixes: options.prefixes, sinceRevision: since, agentId: options.agentId }), metadata);
+    const start = options.start();
+    const since = start.kind === 'after' ? start.position.revision : 0;
+    const stream = stub.Watch(watchRequestToWire({ prefixes: options.prefixes, sinceRevision: since, start, agentId: options.agentId }), metadata);
     call = stream;
     armWatchdog();
     stream.on('data', (wire: WireEvent) => {
       if (call !== stream) return;
-      armWatchdog();
       const event = watchEventFromWire(wire);
-      if (!connected) {
-        connected = true;
+      if (event?.type === 'heartbeat' && event.intervalMs > 0) heartbeatMs = event.intervalMs;
+      const first = !connected;
+      connected = true;
+      armWatchdog();
+      if (first) {
         connectedAt = options.clock.now();
-        options.logger.info({ address: options.addresses[index], sinceRevision: since }, 'watch stream connected');
+        options.logger.info({ address: options.addresses[index], start: start.kind, sinceRevision: since }, 'watch stream connected');
         options.onState({ connected: true, address: options.addresses[index] as string });
       }
       if (!event) return; // a newer server's event kind: ignore
-      if (event.type === 'heartbeat' && event.intervalMs > 0 && event.intervalMs !== heartbeatMs) {
-        heartbeatMs = event.intervalMs;
-        armWatchdog();
-      }
       options.onEvent(event);
     });
     stream.on('error', (err: grpc.ServiceError) => {
@@ -168,7 +191,7 @@ export function startWatchClient(options: WatchClientOptions): WatchClient {
         c.on('error', () => {});
         c.cancel();
       }
-      for (const client of clients) client.close();
+      closeChannel();
     },
   };
 }

@@ -12,6 +12,8 @@ import { register as get } from './get.ts';
 import { register as watch } from './watch.ts';
 import { register as inject } from './inject.ts';
 import { register as doctor } from './doctor.ts';
+import { register as verify } from './verify.ts';
+import { register as exec } from './exec.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   server,
@@ -23,4 +25,6 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   watch,
   inject,
   doctor,
+  verify,
+  exec,
 ];

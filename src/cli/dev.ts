@@ -7,7 +7,8 @@
  * import both `src/server` and `src/agent`.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
@@ -18,6 +19,14 @@ import type { RunningAgent } from '../agent/agent.ts';
 import { action } from './cli-util.ts';
 
 export const DEFAULT_DEV_DIR = '.config-sidecar';
+/**
+ * The store lives where `server`, `backup` and `rotate --kek` look by default
+ * (their --data-dir is .config-sidecar/server), so `backup --to F` in the same
+ * directory backs up the dev stack instead of an empty store.
+ */
+const DEV_STORE_SUBDIR = 'server';
+/** Where earlier builds kept the dev store; moved once to DEV_STORE_SUBDIR. */
+const OLD_DEV_STORE_SUBDIR = 'data';
 const CLI_PATH = fileURLToPath(new URL('./main.ts', import.meta.url));
 
 /** Sample items the agent prefetches and the printed commands use. */
@@ -84,6 +93,8 @@ The KEK and the root token are generated on first start and kept (mode 0600) in 
 async function runDev(flags: DevFlags): Promise<void> {
   const dir = resolve(flags.dir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  const dataDir = join(dir, DEV_STORE_SUBDIR);
+  if (!existsSync(dataDir) && existsSync(join(dir, OLD_DEV_STORE_SUBDIR))) await rename(join(dir, OLD_DEV_STORE_SUBDIR), dataDir);
   const kek = await devSecret(dir, 'dev-kek', () => randomBytes(32).toString('base64'));
   const rootToken = await devSecret(dir, 'root-token', () => randomBytes(24).toString('hex'));
   const [{ parseServerSettings }, { startServer }, { resolveAgentSettings }, { startAgent, DRAIN_TIMEOUT_MS }, { exitOnSignals }, { createLogger }, { pino }] =
@@ -97,7 +108,7 @@ async function runDev(flags: DevFlags): Promise<void> {
       import('pino'),
     ]);
   const serverSettings = parseServerSettings({
-    dataDir: join(dir, 'data'),
+    dataDir,
     httpListen: flags.serverHttpListen,
     grpcListen: flags.serverGrpcListen,
     adminListen: flags.serverAdminListen,

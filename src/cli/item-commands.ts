@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { Option, type Command } from 'commander';
 import { envNameFor, readSecretSetting } from '../shared/settings.ts';
+import type { StoreAccess } from '../server/control-plane.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:8420';
@@ -211,7 +212,12 @@ Examples:
     );
 }
 
-async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; kekFile?: string }) {
+/**
+ * Opens the store a command works on, never creating one: `rotate --kek` takes
+ * the store lock (refused while a server holds the directory); `backup` shares
+ * the file with a running server.
+ */
+async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; kekFile?: string }, storeAccess: StoreAccess) {
   const [{ loadLocalKek }, { openControlPlane }, { systemClock }, { createLogger }] = await Promise.all([
     import('../server/kek.ts'),
     import('../server/control-plane-impl.ts'),
@@ -230,6 +236,7 @@ async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; ke
     retainEvents: 100_000,
     clock: systemClock,
     logger: createLogger({ component: 'cli', level: 'warn' }),
+    storeAccess,
   });
   return { plane, kek };
 }
@@ -239,7 +246,7 @@ async function rotateKek(flags: { dataDir: string; databaseUrl?: string; kekFile
   const text = readSecretSetting({ fileFlag: '--new-kek-file', file: flags.newKekFile, envVar: 'CONFIG_SIDECAR_NEW_KEK' });
   if (!text) throw new CliError('the new KEK is required: --new-kek-file or CONFIG_SIDECAR_NEW_KEK', EXIT.usage);
   const next = kekFromBase64(text, flags.newKekFile ? `--new-kek-file (${flags.newKekFile})` : 'CONFIG_SIDECAR_NEW_KEK');
-  const { plane, kek } = await openLocalPlane(flags);
+  const { plane, kek } = await openLocalPlane(flags, { exclusive: true, create: false });
   try {
     if (next.id === kek.id) throw new CliError('the new KEK is the same as the current one', EXIT.usage);
     const { rewrapped } = await plane.rotateKek(next);
@@ -272,7 +279,7 @@ Examples:
       action(async (flags: { to: string; dataDir: string; databaseUrl?: string; kekFile?: string }) => {
         const { existsSync } = await import('node:fs');
         if (existsSync(flags.to)) throw new CliError(`--to "${flags.to}" exists; choose a new file`, EXIT.usage);
-        const { plane } = await openLocalPlane(flags);
+        const { plane } = await openLocalPlane(flags, { exclusive: false, create: false });
         try {
           await plane.backup(flags.to);
         } finally {

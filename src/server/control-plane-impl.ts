@@ -5,13 +5,13 @@
  * Every change and its events commit in one transaction; listeners hear about
  * commits afterwards, in revision order.
  */
-import { open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
+import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
 import { AppError, describeError } from '../shared/errors.ts';
 import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
-import type { EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
+import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
-import type { AuditEntry, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
+import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
@@ -32,9 +32,12 @@ function notFound(ref: ItemRef, detail = ''): AppError {
   return new AppError('not_found', `${itemKey(ref)} does not exist${detail}.`);
 }
 
-function identity(row: LiveVersion): ValueIdentity {
-  return { namespace: row.namespace, name: row.name, version: row.version, keyId: row.sealed.keyId, keyVersion: row.sealed.keyVersion };
+function identity(row: LiveVersion, kind: ItemKind): ValueIdentity {
+  return { namespace: row.namespace, name: row.name, version: row.version, env: row.env, kind, keyId: row.sealed.keyId, keyVersion: row.sealed.keyVersion };
 }
+
+/** Rows re-sealed per write transaction by the start-up AAD migration. */
+const AAD_RESEAL_BATCH = 100;
 
 function validateOptions(options: ControlPlaneOptions): void {
   const envs = options.environments;
@@ -59,6 +62,9 @@ function validateOptions(options: ControlPlaneOptions): void {
     throw new SettingError(`--key-max-age (${ENV_PREFIX}KEY_MAX_AGE)`, 'give a positive duration such as 90d');
   }
 }
+
+/** The `setRevision` stamp of a change-set member; nothing outside a set. */
+const inSet = (setRevision: number | undefined): { setRevision?: number } => (setRevision === undefined ? {} : { setRevision });
 
 interface WriteOutcome<T> {
   readonly result: T;
@@ -120,6 +126,45 @@ class ControlPlaneImpl implements ControlPlane {
     }
   }
 
+  /**
+   * Re-seals every value still sealed with an older AAD layout under the
+   * current one (same key version, same plaintext, no event: readers see the
+   * same value and etag). Rows that fail to open are left as they are and
+   * logged: they stay unreadable, as before. Returns how many were re-sealed.
+   */
+  async resealOlderAad(): Promise<number> {
+    const pending = await this.#store.read((r) => r.versionsSealedBelowAad(CURRENT_AAD_VERSION));
+    let resealed = 0;
+    for (let i = 0; i < pending.length; i += AAD_RESEAL_BATCH) {
+      const batch = pending.slice(i, i + AAD_RESEAL_BATCH);
+      resealed += await this.#write(async (w, keys) => {
+        let done = 0;
+        for (const ref of batch) {
+          const row = await w.getVersion(ref, ref.version);
+          const item = await w.getItem(ref);
+          if (!row || row.deleted || !item || row.sealed.aadVersion >= CURRENT_AAD_VERSION) continue;
+          let plaintext: Buffer;
+          try {
+            plaintext = await this.#openLayer(row, item.kind, keys);
+          } catch {
+            continue;
+          }
+          const dek = await keys.dek(row.namespace, row.sealed.keyVersion);
+          try {
+            const sealed = seal(dek, plaintext, valueAad(identity(row, item.kind), CURRENT_AAD_VERSION));
+            await w.resealVersion(row, row.version, sealedColumns(row.sealed.keyId, row.sealed.keyVersion, sealed, CURRENT_AAD_VERSION));
+            done += 1;
+          } finally {
+            zeroize(plaintext, dek);
+          }
+        }
+        return { result: done, events: [] };
+      });
+    }
+    if (resealed > 0) this.#options.logger.info({ resealed, aadVersion: CURRENT_AAD_VERSION }, 'values re-sealed with the current AAD layout');
+    return resealed;
+  }
+
   /** One write transaction with its keys; events reach listeners after commit. */
   async #write<T>(fn: (w: StoreWriter, keys: TxKeys) => Promise<WriteOutcome<T>>, afterCommit?: () => void): Promise<T> {
     let txKeys: TxKeys | undefined;
@@ -152,13 +197,22 @@ class ControlPlaneImpl implements ControlPlane {
   }
 
   /** Seals `value` as the next version of `ref` in `env` and appends ItemChanged. */
-  async #writeVersion(w: StoreWriter, keys: TxKeys, ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<WriteOutcome<PutItemResponse>> {
+  async #writeVersion(
+    w: StoreWriter,
+    keys: TxKeys,
+    ref: ItemRef,
+    env: string,
+    kind: ItemKind,
+    value: Buffer,
+    actor: string,
+    setRevision?: number,
+  ): Promise<WriteOutcome<PutItemResponse>> {
     const now = this.#now;
     const version = await w.takeNextVersion(ref, kind, now);
     const key = await keys.current(ref.namespace, now);
     let sealed;
     try {
-      sealed = seal(key.dek, value, valueAad({ ...ref, version, keyId: ref.namespace, keyVersion: key.version }));
+      sealed = seal(key.dek, value, valueAad({ ...ref, version, env, kind, keyId: ref.namespace, keyVersion: key.version }, CURRENT_AAD_VERSION));
     } finally {
       zeroize(key.dek);
     }
@@ -171,18 +225,18 @@ class ControlPlaneImpl implements ControlPlane {
       createdAt: now,
       createdBy: actor,
       deleted: false,
-      sealed: sealedColumns(ref.namespace, key.version, sealed),
+      sealed: sealedColumns(ref.namespace, key.version, sealed, CURRENT_AAD_VERSION),
     });
-    const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env };
+    const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env, ...inSet(setRevision) };
     await w.appendEvent(event, now);
     await this.#prune(w, ref);
     return { result: { version, revision }, events: [event] };
   }
 
-  async #openLayer(row: LiveVersion, keys?: TxKeys): Promise<Buffer> {
+  async #openLayer(row: LiveVersion, kind: ItemKind, keys?: TxKeys): Promise<Buffer> {
     const dek = keys ? await keys.dek(row.namespace, row.sealed.keyVersion) : await this.#keys.dek(row.namespace, row.sealed.keyVersion);
     try {
-      return openSealed(dek, row.sealed, valueAad(identity(row)));
+      return openSealed(dek, row.sealed, valueAad(identity(row, kind), row.sealed.aadVersion));
     } catch (err) {
       this.#options.logger.error(
         { namespace: row.namespace, name: row.name, version: row.version, env: row.env, keyVersion: row.sealed.keyVersion },
@@ -224,7 +278,7 @@ class ControlPlaneImpl implements ControlPlane {
     const resolved = await this.#resolve(ref, env);
     const plaintexts: Buffer[] = [];
     try {
-      for (const layer of resolved.layers) plaintexts.push(await this.#openLayer(layer));
+      for (const layer of resolved.layers) plaintexts.push(await this.#openLayer(layer, resolved.kind));
     } catch (err) {
       zeroize(...plaintexts);
       throw err;
@@ -236,27 +290,66 @@ class ControlPlaneImpl implements ControlPlane {
   async deleteItem(refIn: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }> {
     const ref = checkRef(refIn);
     if (env !== undefined) chainFor(env, this.environments);
-    return this.#write(async (w) => {
-      const now = this.#now;
-      const item = await w.getItem(ref);
-      if (!item || item.deleted) throw notFound(ref);
-      if (env === undefined) {
-        await w.deleteAllVersions(ref);
-        await w.markItemDeleted(ref, now);
-        const revision = await w.nextRevision();
-        const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion };
-        await w.appendEvent(event, now);
-        return { result: { revision }, events: [event] };
-      }
-      const layer = (await w.currentVersions(ref)).find((row) => row.env === env);
-      if (!layer || layer.deleted) throw notFound(ref, ` in environment ${env}`);
-      const version = await w.takeNextVersion(ref, item.kind, now);
+    const { revision } = await this.#write((w) => this.#deleteStep(w, ref, env, actor));
+    return { revision };
+  }
+
+  /** Deletes one layer (a tombstone version) or the whole item and appends ItemDeleted. */
+  async #deleteStep(w: StoreWriter, ref: ItemRef, env: string | undefined, actor: string, setRevision?: number): Promise<WriteOutcome<{ revision: number; version: number }>> {
+    const now = this.#now;
+    const item = await w.getItem(ref);
+    if (!item || item.deleted) throw notFound(ref);
+    if (env === undefined) {
+      await w.deleteAllVersions(ref);
+      await w.markItemDeleted(ref, now);
       const revision = await w.nextRevision();
-      await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
-      const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version };
+      const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion, ...inSet(setRevision) };
       await w.appendEvent(event, now);
-      await this.#prune(w, ref);
-      return { result: { revision }, events: [event] };
+      return { result: { revision, version: item.lastVersion }, events: [event] };
+    }
+    const layer = (await w.currentVersions(ref)).find((row) => row.env === env);
+    if (!layer || layer.deleted) throw notFound(ref, ` in environment ${env}`);
+    const version = await w.takeNextVersion(ref, item.kind, now);
+    const revision = await w.nextRevision();
+    await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
+    const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version, ...inSet(setRevision) };
+    await w.appendEvent(event, now);
+    await this.#prune(w, ref);
+    return { result: { revision, version }, events: [event] };
+  }
+
+  async writeChangeSet(changesIn: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse> {
+    if (changesIn.length === 0) throw new AppError('invalid_argument', 'A change set needs at least one change.');
+    const seen = new Set<string>();
+    const changes = changesIn.map((change) => {
+      const ref = checkRef(change.ref);
+      if (change.env !== undefined) chainFor(change.env, this.environments);
+      const key = `${itemKey(ref)}@${change.env ?? '*'}`;
+      if (seen.has(key)) throw new AppError('invalid_argument', `${itemKey(ref)} appears twice in the change set${change.env ? ` (env ${change.env})` : ''}; give each item and environment once.`);
+      seen.add(key);
+      if (change.op === 'put') {
+        if (change.kind !== 'config' && change.kind !== 'secret') throw new AppError('invalid_argument', 'kind must be "config" or "secret".');
+        if (change.kind === 'config') assertJson(change.value);
+      }
+      return { ...change, ref };
+    });
+    return this.#write(async (w, keys) => {
+      // Each member takes exactly one revision, so the set's last one is known
+      // before the first event is written (the write lock is held from here on).
+      const setRevision = (await w.logState()).revision + changes.length;
+      const items: ChangeSetResponse['items'] = [];
+      const events: LogEvent[] = [];
+      for (const change of changes) {
+        const outcome =
+          change.op === 'put'
+            ? await this.#writeVersion(w, keys, change.ref, change.env, change.kind, change.value, actor, setRevision)
+            : await this.#deleteStep(w, change.ref, change.env, actor, setRevision);
+        items.push({ item: itemKey(change.ref), version: outcome.result.version });
+        events.push(...outcome.events);
+      }
+      const last = events.at(-1)?.revision;
+      if (last !== setRevision) throw new AppError('internal', `The change set ended at revision ${String(last)}, not the expected ${setRevision}.`);
+      return { result: { revision: setRevision, items }, events };
     });
   }
 
@@ -318,7 +411,7 @@ class ControlPlaneImpl implements ControlPlane {
       const old = await w.getVersion(ref, version);
       if (!old) throw new AppError('not_found', `${itemKey(ref)} has no version ${version} (never written, or pruned).`);
       if (old.deleted) throw new AppError('invalid_argument', `Version ${version} of ${itemKey(ref)} is a deletion marker; roll back to a version with a value.`);
-      const plaintext = await this.#openLayer(old, keys);
+      const plaintext = await this.#openLayer(old, item.kind, keys);
       try {
         return await this.#writeVersion(w, keys, ref, old.env, item.kind, plaintext, actor);
       } finally {
@@ -336,12 +429,22 @@ class ControlPlaneImpl implements ControlPlane {
       const now = this.#now;
       const next = await keys.rotate(namespace, now);
       let resealed = 0;
+      const kinds = new Map<string, ItemKind>();
+      const kindOf = async (row: LiveVersion): Promise<ItemKind> => {
+        let kind = kinds.get(row.name);
+        if (!kind) {
+          kind = (await w.getItem(row))?.kind ?? 'secret';
+          kinds.set(row.name, kind);
+        }
+        return kind;
+      };
       try {
         for (const row of await w.currentVersionsIn(namespace)) {
           if (row.deleted) continue;
+          const kind = await kindOf(row);
           let plaintext: Buffer;
           try {
-            plaintext = await this.#openLayer(row, keys);
+            plaintext = await this.#openLayer(row, kind, keys);
           } catch (err) {
             // A damaged row stays under its old key (still unreadable, still
             // reported on read); it must not block rotating everything else.
@@ -349,8 +452,8 @@ class ControlPlaneImpl implements ControlPlane {
             continue;
           }
           try {
-            const sealed = seal(next.dek, plaintext, valueAad({ ...identity(row), keyId: namespace, keyVersion: next.version }));
-            await w.resealVersion(row, row.version, sealedColumns(namespace, next.version, sealed));
+            const sealed = seal(next.dek, plaintext, valueAad({ ...identity(row, kind), keyId: namespace, keyVersion: next.version }, CURRENT_AAD_VERSION));
+            await w.resealVersion(row, row.version, sealedColumns(namespace, next.version, sealed, CURRENT_AAD_VERSION));
             resealed += 1;
           } finally {
             zeroize(plaintext);
@@ -429,6 +532,7 @@ class ControlPlaneImpl implements ControlPlane {
         version: layer.version,
         keyId: layer.sealed.keyId,
         keyVersion: layer.sealed.keyVersion,
+        ...(layer.sealed.aadVersion === 1 ? {} : { aadVersion: layer.sealed.aadVersion }),
         ...sealedToWire(layer.sealed),
       })),
     };
@@ -536,7 +640,7 @@ class ControlPlaneImpl implements ControlPlane {
  */
 export async function openControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   validateOptions(options);
-  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger, poolSize: options.databasePoolSize });
+  const store = await openStore({ dataDir: options.dataDir, databaseUrl: options.databaseUrl, now: () => options.clock.now(), logger: options.logger, poolSize: options.databasePoolSize, access: options.storeAccess });
   return openControlPlaneOn(store, options);
 }
 
@@ -549,6 +653,7 @@ export async function openControlPlaneOn(store: Store, options: ControlPlaneOpti
   const plane = new ControlPlaneImpl(options, store);
   try {
     await plane.verifyKek();
+    await plane.resealOlderAad();
   } catch (err) {
     await plane.close();
     throw err;

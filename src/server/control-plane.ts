@@ -9,6 +9,7 @@
  */
 import type { ItemRef } from '../shared/paths.ts';
 import type {
+  ChangeSetResponse,
   EnvelopeResponse,
   HistoryResponse,
   ItemKind,
@@ -23,6 +24,11 @@ import type { Milliseconds } from '../shared/units.ts';
 
 /** An event as stored in the log (heartbeats and resyncs are stream-only). */
 export type LogEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' | 'keyRotated' }>;
+
+/** One member of an atomic change set, validated at the edge (env resolved). */
+export type ChangeOp =
+  | { readonly op: 'put'; readonly ref: ItemRef; readonly env: string; readonly kind: ItemKind; readonly value: Buffer }
+  | { readonly op: 'delete'; readonly ref: ItemRef; readonly env: string | undefined };
 
 /** Wraps and unwraps DEKs. File/env now; Vault Transit or a cloud KMS fit the same shape. */
 export interface KekProvider {
@@ -69,6 +75,12 @@ export interface AuditEntry {
   readonly detail?: string;
 }
 
+/** A server holds the store and creates it when missing; `backup` shares it; `rotate --kek` holds an existing one. */
+export interface StoreAccess {
+  readonly exclusive: boolean;
+  readonly create: boolean;
+}
+
 export interface ControlPlaneOptions {
   /** Embedded store directory (SQLite). Ignored when `databaseUrl` is set. */
   readonly dataDir: string;
@@ -88,6 +100,8 @@ export interface ControlPlaneOptions {
   readonly retainAge?: Milliseconds | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** How the embedded store is opened (`exclusive`, `create`: src/server/store/sqlite-store.ts); ignored by PostgreSQL. */
+  readonly storeAccess?: StoreAccess | undefined;
 }
 
 export interface ControlPlane {
@@ -100,6 +114,12 @@ export interface ControlPlane {
   deleteItem(ref: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }>;
   list(prefix: string): Promise<ListResponse['items']>;
   history(ref: ItemRef): Promise<HistoryResponse>;
+  /**
+   * Commits every change or none, in one transaction: the members take
+   * consecutive revisions and each event carries the set's last revision as
+   * `setRevision`. Throws like putItem / deleteItem for the first bad member.
+   */
+  writeChangeSet(changes: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse>;
   /** Writes a new version equal to `version` (same env layer). Throws not_found. */
   rollback(ref: ItemRef, version: number, actor: string): Promise<PutItemResponse>;
 

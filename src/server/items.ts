@@ -5,9 +5,10 @@
  * may remove.
  */
 import { AppError } from '../shared/errors.ts';
+import { assertJsonDepth } from '../shared/json-guard.ts';
 import { environmentChain, mergeLayers, type JsonValue } from '../shared/merge.ts';
 import type { ItemKind } from '../shared/protocol.ts';
-import { zeroize } from '../shared/crypto.ts';
+import { zeroize, type AadVersion } from '../shared/crypto.ts';
 import type { SealedColumns, VersionMeta, VersionRow } from './store/store.ts';
 
 /** A live (non-tombstone) version. */
@@ -64,6 +65,7 @@ export function resolveLayers(kind: ItemKind, current: readonly VersionRow[], ch
 
 /** Refuses a config value that is not JSON, before anything is stored. */
 export function assertJson(value: Buffer): void {
+  assertJsonDepth(value);
   try {
     JSON.parse(value.toString('utf8'));
   } catch {
@@ -100,6 +102,6 @@ export function pruneCandidates(history: readonly VersionMeta[], max: number): n
 }
 
 /** The sealed columns as stored, from a `seal()` result. */
-export function sealedColumns(keyId: string, keyVersion: number, sealed: { iv: Buffer; ciphertext: Buffer; tag: Buffer }): SealedColumns {
-  return { keyId, keyVersion, iv: sealed.iv, ciphertext: sealed.ciphertext, tag: sealed.tag };
+export function sealedColumns(keyId: string, keyVersion: number, sealed: { iv: Buffer; ciphertext: Buffer; tag: Buffer }, aadVersion: AadVersion): SealedColumns {
+  return { keyId, keyVersion, aadVersion, iv: sealed.iv, ciphertext: sealed.ciphertext, tag: sealed.tag };
 }

@@ -12,7 +12,7 @@ import { createAdminServer, listen } from '../shared/admin-server.ts';
 import { describeError } from '../shared/errors.ts';
 import { sendJson } from '../shared/http-io.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
-import type { ListenAddress } from '../shared/settings.ts';
+import { envNameFor, SettingError, type ListenAddress } from '../shared/settings.ts';
 import { startTracing } from '../shared/tracing.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { openControlPlane } from './control-plane-impl.ts';
@@ -74,6 +74,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     logger,
   });
   const closers: Array<() => Promise<void> | void> = [];
+  const unbind: Array<() => void> = [];
   let draining = false;
   try {
     const policySource = await openPolicySource(settings.authFile, logger, (outcome) => metrics.authReloads.inc({ outcome }));
@@ -125,11 +126,17 @@ export async function startServer(settings: ServerSettings, options: StartOption
       'grpc.keepalive_permit_without_calls': 1,
     });
     grpcServer.addService(watch.definition, watch.implementation);
-    const grpcPort = await new Promise<number>((resolve, reject) => {
-      grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, tls ? tls.grpcCredentials() : insecureGrpcCredentials(), (err, port) => (err ? reject(err) : resolve(port)));
-    });
+    // Every listener that bound is closed again when a later one cannot bind, so a taken
+    // port ends the process (naming the flag) instead of leaving a half-started server.
+    unbind.push(() => grpcServer.forceShutdown());
+    const grpcPort = await bindListener('--grpc-listen', settings.grpcListen, () =>
+      new Promise<number>((resolve, reject) => {
+        grpcServer.bindAsync(`${settings.grpcListen.host}:${settings.grpcListen.port}`, tls ? tls.grpcCredentials() : insecureGrpcCredentials(), (err, port) => (err ? reject(err) : resolve(port)));
+      }),
+    );
 
-    const httpBound = await listen(rest, settings.httpListen);
+    unbind.push(() => rest.close());
+    const httpBound = await bindListener('--http-listen', settings.httpListen, () => listen(rest, settings.httpListen));
     let ready = true;
     const admin = createAdminServer({
       registry: metrics.registry,
@@ -144,7 +151,8 @@ export async function startServer(settings: ServerSettings, options: StartOption
           }
         : undefined,
     });
-    const adminBound = await listen(admin, settings.adminListen);
+    unbind.push(() => admin.close());
+    const adminBound = await bindListener('--admin-listen', settings.adminListen, () => listen(admin, settings.adminListen));
 
     let keyAgeTimer: TimerHandle | undefined;
     const checkKeyAge = (): void => {
@@ -212,8 +220,25 @@ export async function startServer(settings: ServerSettings, options: StartOption
 
     return { http: httpBound, grpc: grpcBound, admin: adminBound, httpUrl, controlPlane, logger, close };
   } catch (err) {
+    for (const close of unbind.reverse()) close();
     for (const closer of closers.reverse()) await closer();
     await controlPlane.close();
     throw err;
+  }
+}
+
+/** Binds one listener; a failure becomes a SettingError naming the flag, its env twin and the address. */
+async function bindListener<T>(flag: string, address: ListenAddress, bind: () => Promise<T>): Promise<T> {
+  try {
+    return await bind();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason =
+      code === 'EADDRINUSE' || /address already in use|No address added/i.test(describeError(err))
+        ? 'is in use by another process; stop it or choose another port (port 0 picks a free one)'
+        : code === 'EACCES'
+          ? 'may not be bound by this user (ports below 1024 need privileges); choose a port above 1024'
+          : `cannot be bound (${describeError(err)})`;
+    throw new SettingError(`${flag} (${envNameFor(flag)})`, `${address.host}:${address.port} ${reason}`);
   }
 }

@@ -34,22 +34,48 @@ export interface SealedWire {
   readonly tag: string;
 }
 
-/** What the AAD of a stored value binds: its identity and the key that sealed it. */
+/** What the AAD of a stored value binds: its identity, its place and the key that sealed it. */
 export interface ValueIdentity {
   readonly namespace: string;
   readonly name: string;
   readonly version: number;
+  /** The environment layer the version belongs to (bound from AAD v2). */
+  readonly env: string;
+  /** The item's kind (bound from AAD v2). */
+  readonly kind: 'config' | 'secret';
   /** The DEK's id; by convention the namespace it belongs to. */
   readonly keyId: string;
   readonly keyVersion: number;
 }
 
 /**
- * AAD for a stored value. A ciphertext moved to another item, version or key
- * fails its tag check because this string differs.
+ * AAD layouts. v1 bound the item, version and key only, so a row whose `env`
+ * column was swapped with another's still opened (prod served a sandbox
+ * secret); v2 also binds the env layer, the kind and that the row is a live
+ * value (not a tombstone). Everything is sealed with v2; v1 is still opened
+ * while the store re-seals old rows at start, and by agents talking to an
+ * older server.
  */
-export function valueAad(id: ValueIdentity): Buffer {
-  return Buffer.from(`config-sidecar/value/v1|${id.namespace}/${id.name}@${id.version}|${id.keyId}#${id.keyVersion}`, 'utf8');
+export const AAD_VERSIONS = [1, 2] as const;
+export type AadVersion = (typeof AAD_VERSIONS)[number];
+export const CURRENT_AAD_VERSION: AadVersion = 2;
+
+/** A stored or received AAD version, or `decryption_failed` for one this build does not know (absent = 1). */
+export function aadVersionOf(value: number | undefined): AadVersion {
+  if (value === undefined || value === 0) return 1;
+  if ((AAD_VERSIONS as readonly number[]).includes(value)) return value as AadVersion;
+  throw new AppError('decryption_failed', `A sealed value names AAD version ${value}, which this build does not know; upgrade.`);
+}
+
+/**
+ * AAD for a stored value. A ciphertext moved to another item, version, key or
+ * (v2) environment layer or kind fails its tag check because this string differs.
+ */
+export function valueAad(id: ValueIdentity, aadVersion: AadVersion): Buffer {
+  const base = `${id.namespace}/${id.name}@${id.version}`;
+  const key = `${id.keyId}#${id.keyVersion}`;
+  if (aadVersion === 1) return Buffer.from(`config-sidecar/value/v1|${base}|${key}`, 'utf8');
+  return Buffer.from(`config-sidecar/value/v2|${base}|env=${id.env}|kind=${id.kind}|live|${key}`, 'utf8');
 }
 
 /** Overwrites a buffer with zeros; call on every secret buffer that is dropped. */

@@ -100,3 +100,29 @@ export function describeError(err: unknown): string {
 export function isErrorCode(code: string): code is ErrorCode {
   return Object.hasOwn(ERROR_CODES, code);
 }
+
+/**
+ * What a client of the control plane (the agent) does with each code the
+ * server answers with, read from the body's `error.code`: `retry` (transient:
+ * retry with backoff, and stale-if-error may serve the last good value),
+ * `drop` (the data is gone or no longer ours: stop serving it), anything else
+ * fails the call as is.
+ */
+export const CLIENT_ACTION: Readonly<Partial<Record<ErrorCode, 'retry' | 'drop'>>> = {
+  unavailable: 'retry',
+  store_unavailable: 'retry',
+  stale_expired: 'retry',
+  upstream_error: 'retry',
+  upstream_timeout: 'retry',
+  internal: 'retry',
+  rate_limited: 'retry',
+  resource_exhausted: 'retry',
+  not_found: 'drop',
+  permission_denied: 'drop',
+  unauthenticated: 'drop',
+  decryption_failed: 'drop',
+};
+
+export function clientActionOf(code: string): 'retry' | 'drop' | 'fail' {
+  return (isErrorCode(code) ? CLIENT_ACTION[code] : undefined) ?? 'fail';
+}

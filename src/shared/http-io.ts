@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AppError, errorBody, toAppError } from './errors.ts';
+import { parseUntrustedJson } from './json-guard.ts';
 import type { Bytes } from './units.ts';
 
 export const DEFAULT_MAX_BODY_BYTES: Bytes = 1024 * 1024;
@@ -31,14 +32,12 @@ export async function readBody(req: IncomingMessage, limit: Bytes = DEFAULT_MAX_
   return body;
 }
 
-/** Reads and parses a JSON body; malformed JSON is `invalid_json`. */
+/** Reads and parses a JSON body; malformed, too deeply nested or `__proto__`-keyed JSON is `invalid_json`. */
 export async function readJson(req: IncomingMessage, limit?: Bytes): Promise<unknown> {
   const body = await readBody(req, limit);
   if (body.length === 0) throw new AppError('invalid_json', 'The request body is empty; send a JSON object.');
   try {
-    return JSON.parse(body.toString('utf8')) as unknown;
-  } catch {
-    throw new AppError('invalid_json', 'The request body is not valid JSON.');
+    return parseUntrustedJson(body);
   } finally {
     body.fill(0);
   }

@@ -42,6 +42,33 @@ export type PutItemBody = z.infer<typeof putItemBody>;
 export const putItemResponse = z.object({ version: z.number().int(), revision: z.number().int() });
 export type PutItemResponse = z.infer<typeof putItemResponse>;
 
+// --- POST /v1/changes: an atomic change set ---------------------------------
+/** Most changes one set may hold; a larger set is a 413 (split it, or raise nothing: the bound is fixed). */
+export const CHANGE_SET_MAX_CHANGES = 100;
+
+const changeTarget = { item: z.string().min(1).max(600), env: z.string().min(1).max(63).optional() };
+/** One member of a set: a put (the PUT body plus the item path) or a delete. */
+export const changeEntry = z.union([
+  z.object({ ...changeTarget, kind: z.literal('config'), value: z.json() }).strict(),
+  z.object({ ...changeTarget, kind: z.literal('secret'), value: z.string() }).strict(),
+  z.object({ ...changeTarget, kind: z.literal('secret'), valueBase64: z.base64() }).strict(),
+  z.object({ ...changeTarget, delete: z.literal(true) }).strict(),
+]);
+export type ChangeEntry = z.infer<typeof changeEntry>;
+
+export const changeSetBody = z.object({ changes: z.array(changeEntry).min(1) }).strict();
+export type ChangeSetBody = z.infer<typeof changeSetBody>;
+
+/**
+ * `revision` is the set's last revision: on the watch stream the members are
+ * consecutive revisions, each carrying it as `set_revision`.
+ */
+export const changeSetResponse = z.object({
+  revision: z.number().int(),
+  items: z.array(z.object({ item: z.string(), version: z.number().int() })),
+});
+export type ChangeSetResponse = z.infer<typeof changeSetResponse>;
+
 // --- GET /v1/items/{namespace...}/{name}?env=ENV ---------------------------
 /**
  * `value` is the JSON value for `config`; for `secret` it is the UTF-8 text, or
@@ -106,14 +133,16 @@ export type RotateResponse = z.infer<typeof rotateResponse>;
 /**
  * Ciphertext of every layer that contributes to the value for `env`, ordered
  * from the least to the most specific. The agent opens each layer with the
- * namespace DEK `keyVersion` and AAD `valueAad({namespace, name, version,
- * keyId, keyVersion})`, then merges `config` layers itself (secrets: last layer).
+ * namespace DEK `keyVersion` and AAD `valueAad({namespace, name, version, env,
+ * kind, keyId, keyVersion}, aadVersion)`, then merges `config` layers itself (secrets: last layer).
  */
 export const envelopeLayer = sealedWire.extend({
   env: z.string(),
   version: z.number().int(),
   keyId: z.string(),
   keyVersion: z.number().int(),
+  /** The AAD layout (`valueAad`); absent means 1 (a server from before v2). */
+  aadVersion: z.number().int().positive().optional(),
 });
 export type EnvelopeLayer = z.infer<typeof envelopeLayer>;
 

@@ -52,6 +52,8 @@ export interface InlineLayer {
   readonly iv: string;
   readonly ciphertext: string;
   readonly tag: string;
+  /** The AAD layout (`valueAad`); absent means 1. */
+  readonly aadVersion?: number;
 }
 
 /**
@@ -97,6 +99,7 @@ interface WireLayer {
   iv?: Buffer;
   ciphertext?: Buffer;
   tag?: Buffer;
+  aadVersion?: number;
 }
 
 interface WireItemExtras {
@@ -209,6 +212,7 @@ function layersToWire(layers: readonly InlineLayer[] | undefined): WireItemExtra
       iv: Buffer.from(l.iv, 'base64'),
       ciphertext: Buffer.from(l.ciphertext, 'base64'),
       tag: Buffer.from(l.tag, 'base64'),
+      ...(l.aadVersion === undefined ? {} : { aadVersion: l.aadVersion }),
     })),
   };
 }
@@ -225,6 +229,7 @@ function extrasFromWire(wire: WireItemExtras): ItemEventExtras {
         iv: Buffer.from(l.iv ?? []).toString('base64'),
         ciphertext: Buffer.from(l.ciphertext ?? []).toString('base64'),
         tag: Buffer.from(l.tag ?? []).toString('base64'),
+        ...(l.aadVersion ? { aadVersion: l.aadVersion } : {}),
       }))
     : undefined;
   return { ...(layers ? { layers } : {}), ...(setRevision > 0 ? { setRevision } : {}) };

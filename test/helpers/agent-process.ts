@@ -5,14 +5,17 @@
  * its SSE stream, and drive its debug routes (clock, fetch hold).
  */
 import type { ChildProcess } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { chown, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { http, makeTempDir, type LogLine, type ServerProcess } from './server-process.ts';
 import { LOG_WAIT_TIMEOUT_MS, spawnCli, waitForStart } from './process.ts';
+import { DEFAULT_POD, makePodDir, makeVolume, podSupport, type PodSecurity } from './pod-harness.ts';
 
 export interface AgentProcess {
   readonly proc: ChildProcess;
+  /** The pod it runs in (uid 65532, kubelet-made volumes), or undefined when it runs as the test's own user. */
+  readonly pod: PodSecurity | undefined;
   readonly dir: string;
   readonly socketPath: string;
   readonly tokenPath: string;
@@ -33,13 +36,33 @@ export interface StartAgentOptions {
   readonly env?: Record<string, string>;
   /** Token sent upstream; default the server's root token. */
   readonly upstreamToken?: string;
+  /**
+   * The pod to run in (test/helpers/pod-harness.ts): the agent as its uid with no capabilities,
+   * the socket directory a kubelet-made volume. Default: DEFAULT_POD where the harness works
+   * (root), else the test's own user; `false` runs as the test's user (where root is the point).
+   */
+  readonly pod?: PodSecurity | false;
+}
+
+/** The pod tests run the agent in by default: DEFAULT_POD where the harness works, else none. */
+export function defaultPod(): PodSecurity | undefined {
+  return podSupport().ok ? DEFAULT_POD : undefined;
+}
+
+/** A directory for an agent's files: a pod's file system when running in one (traversable, volumes inside). */
+export function makeAgentDir(pod: PodSecurity | undefined, prefix = 'cs-agent-'): Promise<string> {
+  return pod ? makePodDir(prefix) : makeTempDir(prefix);
 }
 
 export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 'grpcAddress' | 'rootToken'>, options: StartAgentOptions = {}): Promise<AgentProcess> {
-  const dir = options.dir ?? (await makeTempDir('cs-agent-'));
+  const pod = options.pod === false ? undefined : (options.pod ?? defaultPod());
+  const dir = options.dir ?? (await makeAgentDir(pod));
   const tokenFile = join(dir, 'upstream-token');
-  await writeFile(tokenFile, options.upstreamToken ?? server.rootToken, { mode: 0o600 });
+  await writeFile(tokenFile, options.upstreamToken ?? server.rootToken, { mode: pod ? 0o440 : 0o600 });
+  // A projected service-account token in a pod with an fsGroup: root:fsGroup, group-readable.
+  if (pod) await chown(tokenFile, 0, pod.fsGroup);
   const socketPath = join(dir, 'run', 'agent.sock');
+  if (pod) await makeVolume(join(dir, 'run'), pod.fsGroup);
   const args = [
     'agent',
     '--server',
@@ -59,11 +82,12 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
     ...(options.args ?? []),
   ];
   // spawnCli SIGKILLs every child still running when the test process exits or is signalled.
-  const child = spawnCli('agent', args, { CONFIG_SIDECAR_TEST_HOOKS: '1', ...options.env });
+  const child = spawnCli('agent', args, { CONFIG_SIDECAR_TEST_HOOKS: '1', ...options.env }, pod ? { as: pod.agent } : {});
   // An agent that never gets listening is killed before the error reaches the caller.
   const listening = await waitForStart(child, (l) => l.msg === 'agent listening');
   return {
     proc: child.proc,
+    pod,
     dir,
     socketPath,
     tokenPath: listening.tokenFile as string,

@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { asIdentity, reachableProject, type PodIdentity } from './pod-harness.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 /** Default wait for a log line (start-up included). */
@@ -60,10 +61,22 @@ function isRunning(proc: ChildProcess): boolean {
   return proc.exitCode === null && proc.signalCode === null;
 }
 
+export interface SpawnOptions {
+  /** Run as this pod identity (no capabilities, no_new_privs) through the pod harness. */
+  readonly as?: PodIdentity;
+}
+
 /** Spawns `node src/cli/main.ts ...args` with piped output; `name` labels errors. */
-export function spawnCli(name: string, args: readonly string[], env: Record<string, string>): LoggedProcess {
+export function spawnCli(name: string, args: readonly string[], env: Record<string, string>, options: SpawnOptions = {}): LoggedProcess {
   installHooks();
-  const proc = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let command = process.execPath;
+  let argv = [CLI, ...args];
+  if (options.as) {
+    const project = reachableProject(options.as);
+    // setpriv execs the command, so the child's pid is the agent's own (signals reach it directly).
+    ({ command, args: argv } = asIdentity(options.as, project.node, [project.cli, ...args]));
+  }
+  const proc = spawn(command, argv, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
   const exited = new Promise<number | null>((resolve) =>
     proc.once('exit', (code) => {
@@ -166,4 +179,44 @@ export async function waitForStart(child: LoggedProcess, predicate: (line: LogLi
     await child.stop('SIGKILL');
     throw err;
   }
+}
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** True when the command was still running at the deadline and was killed. */
+  readonly timedOut: boolean;
+}
+
+/**
+ * Runs a CLI command to its end. One that outlives `timeoutMs` is SIGKILLed and
+ * reported with `timedOut`, so "it should have exited" fails instead of hanging.
+ */
+export function runCli(
+  args: readonly string[],
+  env: Record<string, string> = {},
+  options: { readonly stdin?: string; readonly timeoutMs?: number; readonly cwd?: string } = {},
+): Promise<CliResult> {
+  installHooks();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: options.cwd });
+    live.add(child);
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, options.timeoutMs ?? LOG_WAIT_TIMEOUT_MS);
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      live.delete(child);
+      resolve({ code, stdout, stderr, timedOut });
+    });
+    child.stdin.end(options.stdin ?? '');
+  });
 }

@@ -19,12 +19,20 @@
  * (no space, permission), the new snapshot is removed and the last good one
  * stays visible; the caller gets the error.
  *
+ * In a pod `--files-dir` is a kubelet-made emptyDir (root:<fsGroup>, 2777,
+ * setgid) and the agent runs as 65532 with no capabilities: the writer never
+ * changes the mode or owner of a directory it did not create, and every entry
+ * it creates keeps the files directory's group (setgid inheritance, else a
+ * chown to it), so files are readable by the pod's group (volume-access.ts).
+ *
  * All file-system calls go through `WriterFs`, so a test can inject ENOSPC or
- * EACCES (tests run as root, where permissions cannot be relied on).
+ * EACCES; the pod harness (test/helpers/pod-harness.ts) runs the real ones
+ * as the pod does.
  */
 import * as fsp from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { dirGroup, keepGroup, SETGID_BIT, type DirGroup } from '../volume-access.ts';
 
 export const DATA_DIR_NAME = '..data';
 export const DATA_DIR_TMP_NAME = '..data_tmp';
@@ -41,9 +49,12 @@ export interface FileContent {
 export interface WriterFs {
   /** Creates a new file with exactly `mode` (whatever the umask), writes `data` and fsyncs it. */
   writeFile(path: string, data: Buffer, mode: number): Promise<void>;
-  /** Creates a directory (and missing parents); the leaf gets exactly `mode`. */
+  /**
+   * Creates a directory (and missing parents) when missing; a leaf it created gets exactly
+   * `mode` (plus setgid when its parent has it). An existing directory is left as it is.
+   */
   mkdir(path: string, mode: number): Promise<void>;
-  /** A new unique directory, traversable by the group (0755). */
+  /** A new unique directory, traversable by the group (0755, plus setgid when its parent has it). */
   mkdtemp(prefix: string): Promise<string>;
   link(existing: string, path: string): Promise<void>;
   symlink(target: string, path: string): Promise<void>;
@@ -56,11 +67,21 @@ export interface WriterFs {
   fsyncDir(path: string): Promise<void>;
 }
 
+/** The group of the directory holding `path`: what a new entry there must carry. */
+const parentGroup = (path: string): Promise<DirGroup> => dirGroup(dirname(path));
+
+/** chmod that keeps the parent's setgid on a directory (chmod(2) without the bit clears it). */
+async function chmodDir(path: string, mode: number, group: DirGroup): Promise<void> {
+  await fsp.chmod(path, group.setgid ? mode | SETGID_BIT : mode);
+}
+
 export const nodeWriterFs: WriterFs = {
   async writeFile(path, data, mode) {
+    const group = await parentGroup(path);
     const handle = await fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
     try {
       await handle.writeFile(data);
+      await keepGroup(path, group);
       // The process umask may have cleared bits the operator asked for.
       await handle.chmod(mode);
       await handle.sync();
@@ -69,18 +90,28 @@ export const nodeWriterFs: WriterFs = {
     }
   },
   async mkdir(path, mode) {
-    await fsp.mkdir(path, { recursive: true, mode });
+    const group = await parentGroup(path).catch(() => undefined);
+    const created = await fsp.mkdir(path, { recursive: true, mode });
+    // Never touch a directory we did not create: in a pod it is the kubelet's (EPERM).
+    if (created === undefined) return;
+    const leafGroup = group ?? (await parentGroup(path));
+    await keepGroup(path, leafGroup);
     // The umask may have cleared bits the shared group needs to traverse.
-    await fsp.chmod(path, mode);
+    await chmodDir(path, mode, leafGroup);
   },
   async mkdtemp(prefix) {
+    const group = await parentGroup(prefix);
     const path = await fsp.mkdtemp(prefix);
+    await keepGroup(path, group);
     // mkdtemp creates 0700: the app containers' group could not reach the files.
-    await fsp.chmod(path, DIR_MODE);
+    await chmodDir(path, DIR_MODE, group);
     return path;
   },
   link: (existing, path) => fsp.link(existing, path),
-  symlink: (target, path) => fsp.symlink(target, path),
+  async symlink(target, path) {
+    await fsp.symlink(target, path);
+    await keepGroup(path, await parentGroup(path), { symlink: true });
+  },
   rename: (from, to) => fsp.rename(from, to),
   readlink: (path) => fsp.readlink(path),
   readFile: (path) => fsp.readFile(path),

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { validatePrefix } from '../../shared/paths.ts';
+import { jwtBindingKey, tokenBindingKey } from './identity.ts';
 import { ACTIONS, ALL_NAMESPACES, type Grant, type PolicyDocument } from './policy.ts';
 
 const prefixSchema = z.string().refine((p) => {
@@ -92,10 +93,16 @@ export function parseAuthFile(text: string): PolicyDocument {
     if (roles.has(role.name)) throw new AuthFileError(`roles: "${role.name}" is defined twice`);
     roles.set(role.name, role.rules);
   }
+  // A binding names a static-token subject when one is declared under that name,
+  // otherwise a service-account JWT `sub`: the two never share a binding.
+  const staticNames = new Set(file.subjects.map((s) => s.name));
   const bindings = new Map<string, string[]>();
   for (const binding of file.bindings) {
     if (!roles.has(binding.role)) throw new AuthFileError(`bindings: role "${binding.role}" is not defined under roles`);
-    for (const subject of binding.subjects) bindings.set(subject, [...(bindings.get(subject) ?? []), binding.role]);
+    for (const subject of binding.subjects) {
+      const key = staticNames.has(subject) ? tokenBindingKey(subject) : jwtBindingKey(subject);
+      bindings.set(key, [...(bindings.get(key) ?? []), binding.role]);
+    }
   }
   return { tokens, roles, bindings };
 }

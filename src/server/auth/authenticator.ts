@@ -1,5 +1,5 @@
 /**
- * Bearer token → principal. Three kinds, tried in order: the bootstrap root
+ * Bearer token → principal. Three kinds (identity.ts), tried in order: the bootstrap root
  * token, static tokens from the auth file (compared by SHA-256 hash, so the
  * file never holds a token), and Kubernetes service-account JWTs verified with
  * `jose` against the configured issuer, JWKS and audience. Time comes from the
@@ -11,11 +11,23 @@ import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey 
 import { AppError } from '../../shared/errors.ts';
 import type { Clock } from '../../shared/clock.ts';
 import { sha256Hex } from './auth-file.ts';
-import { ROOT_SUBJECT, type Policy } from './policy.ts';
+import { podFromClaims, podKeyOf, subjectLabel, type Identity } from './identity.ts';
+import type { Policy } from './policy.ts';
+
+/**
+ * Signature algorithms a service-account JWT may use (what Kubernetes issuers
+ * sign with). Pinned so a key is never used with an algorithm it was not meant
+ * for, whatever the token's header or the JWKS entry says.
+ */
+export const JWT_ALGORITHMS = ['RS256', 'ES256'] as const;
 
 export interface Principal {
+  readonly identity: Identity;
+  /** What audit rows and refusals name (`subjectLabel`). */
   readonly subject: string;
-  readonly via: 'root' | 'token' | 'jwt';
+  /** What per-caller limits key on (`podKeyOf`). */
+  readonly podKey: string;
+  readonly via: Identity['kind'];
   /** Epoch ms after which the credential is no longer valid (watch streams end then). */
   readonly expiresAt?: number | undefined;
   /** For static tokens: the SHA-256 the auth file lists, so a reload can tell whether it was revoked. */
@@ -55,13 +67,13 @@ export function createAuthenticator(options: {
       if (!match) throw new AppError('unauthenticated', 'Send "Authorization: Bearer <token>".');
       const token = match[1] as string;
       const hash = sha256Hex(token);
-      if (rootHash && timingSafeEqual(rootHash, Buffer.from(hash, 'hex'))) return { subject: ROOT_SUBJECT, via: 'root' };
+      if (rootHash && timingSafeEqual(rootHash, Buffer.from(hash, 'hex'))) return principalOf({ kind: 'root' });
       const entry = options.policy().doc.tokens.get(hash);
       if (entry) {
         if (entry.expiresAt !== undefined && entry.expiresAt <= options.clock.now()) {
           throw new AppError('unauthenticated', 'The token has expired.');
         }
-        return { subject: entry.subject, via: 'token', expiresAt: entry.expiresAt, tokenSha256: hash };
+        return { ...principalOf({ kind: 'token', name: entry.subject, tokenSha256: hash }), expiresAt: entry.expiresAt, tokenSha256: hash };
       }
       if (options.jwt && JWT_RE.test(token)) {
         try {
@@ -70,8 +82,10 @@ export function createAuthenticator(options: {
             audience: options.jwt.settings.audience,
             currentDate: new Date(options.clock.now()),
             requiredClaims: ['sub', 'exp'],
+            algorithms: [...JWT_ALGORITHMS],
           });
-          return { subject: payload.sub as string, via: 'jwt', expiresAt: (payload.exp as number) * 1000 };
+          const identity: Identity = { kind: 'jwt', issuer: options.jwt.settings.issuer, sub: payload.sub as string, pod: podFromClaims(payload) };
+          return { ...principalOf(identity), expiresAt: (payload.exp as number) * 1000 };
         } catch (err) {
           // The reason (expired, audience, signature) helps the operator; it holds no token.
           throw new AppError('unauthenticated', `The service-account token was refused: ${(err as { code?: string }).code ?? 'invalid'}.`);
@@ -80,4 +94,8 @@ export function createAuthenticator(options: {
       throw new AppError('unauthenticated', 'The bearer token is not recognised.');
     },
   };
+}
+
+function principalOf(identity: Identity): Principal {
+  return { identity, subject: subjectLabel(identity), podKey: podKeyOf(identity), via: identity.kind };
 }

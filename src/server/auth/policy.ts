@@ -4,8 +4,10 @@
  * auth file produces a new one and the listeners swap it atomically.
  */
 import { namespaceMatchesPrefix } from '../../shared/paths.ts';
+import { bindingKeyOf, type Identity } from './identity.ts';
 
-export const ACTIONS = ['read', 'list', 'write', 'delete', 'rotate', 'admin'] as const;
+/** `agents:read` lists the agents whose prefixes a grant covers (GET /v1/agents). */
+export const ACTIONS = ['read', 'list', 'write', 'delete', 'rotate', 'admin', 'agents:read'] as const;
 export type Action = (typeof ACTIONS)[number];
 
 /** A prefix of `*` grants on every namespace. */
@@ -21,38 +23,42 @@ export interface PolicyDocument {
   readonly tokens: ReadonlyMap<string, { readonly subject: string; readonly expiresAt?: number | undefined }>;
   /** role name → grants */
   readonly roles: ReadonlyMap<string, readonly Grant[]>;
-  /** subject → role names */
+  /** binding key (`tokenBindingKey` / `jwtBindingKey`) → role names */
   readonly bindings: ReadonlyMap<string, readonly string[]>;
 }
 
-/** The subject the root token authenticates as; it may do everything. */
-export const ROOT_SUBJECT = 'root';
-
 export class Policy {
   readonly doc: PolicyDocument;
-  readonly #rootSubjects: ReadonlySet<string>;
 
-  constructor(doc: PolicyDocument, rootSubjects: readonly string[] = [ROOT_SUBJECT]) {
+  constructor(doc: PolicyDocument) {
     this.doc = doc;
-    this.#rootSubjects = new Set(rootSubjects);
   }
 
   static empty(): Policy {
     return new Policy({ tokens: new Map(), roles: new Map(), bindings: new Map() });
   }
 
-  #grants(subject: string): Grant[] {
-    return (this.doc.bindings.get(subject) ?? []).flatMap((role) => this.doc.roles.get(role) ?? []);
+  #grants(key: string): Grant[] {
+    return (this.doc.bindings.get(key) ?? []).flatMap((role) => this.doc.roles.get(role) ?? []);
   }
 
   /**
    * May `subject` do `action` on everything under `namespace`? `admin` implies
    * every action. The namespace must lie under a granted prefix, so a grant on
-   * `production/ml` never covers `production` nor `production/ml-admin`.
+   * `production/ml` never covers `production` nor `production/ml-admin`. Only
+   * the root token is root: no name (a JWT `sub` of "root") grants it.
    */
-  allows(subject: string, action: Action, namespace: string): boolean {
-    if (this.#rootSubjects.has(subject)) return true;
-    return this.#grants(subject).some(
+  /** Does `identity` hold `action` on at least one prefix (so a filtered list is an answer, not a 403)? */
+  holdsAnywhere(identity: Identity, action: Action): boolean {
+    const key = bindingKeyOf(identity);
+    if (key === undefined) return true;
+    return this.#grants(key).some((grant) => grant.actions.includes(action) || grant.actions.includes('admin'));
+  }
+
+  allows(identity: Identity, action: Action, namespace: string): boolean {
+    const key = bindingKeyOf(identity);
+    if (key === undefined) return true;
+    return this.#grants(key).some(
       (grant) =>
         (grant.actions.includes(action) || grant.actions.includes('admin')) &&
         grant.prefixes.some((prefix) => prefix === ALL_NAMESPACES || namespaceMatchesPrefix(namespace, prefix)),

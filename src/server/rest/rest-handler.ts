@@ -8,12 +8,15 @@ import type { IncomingMessage } from 'node:http';
 import { isUtf8 } from 'node:buffer';
 import { AppError, toAppError } from '../../shared/errors.ts';
 import { readJson } from '../../shared/http-io.ts';
-import { itemKey, type ItemRef } from '../../shared/paths.ts';
+import { itemKey, parseItemPath, type ItemRef } from '../../shared/paths.ts';
 import {
+  CHANGE_SET_MAX_CHANGES,
+  changeSetBody,
   deksRequest,
   ITEM_KINDS,
   putItemBody,
   rollbackBody,
+  type ChangeEntry,
   type DeksResponse,
   type ItemKind,
 } from '../../shared/protocol.ts';
@@ -21,11 +24,11 @@ import { generateEphemeralKeyPair, parseTransportPublicKey, wrapDek, zeroize } f
 import type { Logger } from '../../shared/logger.ts';
 import type { Bytes } from '../../shared/units.ts';
 import type { z } from 'zod';
-import type { AuditAction, ControlPlane } from '../control-plane.ts';
+import type { AuditAction, ChangeOp, ControlPlane } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
-import { parseRoute, ROUTE_ACTION, type Route } from './routes.ts';
+import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
 
 export interface RestDeps {
   readonly controlPlane: ControlPlane;
@@ -72,6 +75,8 @@ function parseBody<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> {
 function targetOf(route: Route): string {
   switch (route.op) {
     case 'openapi':
+    case 'changes':
+    case 'agents':
       return '';
     case 'list':
       return route.prefix;
@@ -83,7 +88,9 @@ function targetOf(route: Route): string {
   }
 }
 
-function namespaceOf(route: Exclude<Route, { op: 'openapi' }>): string {
+type ItemRoute = Exclude<Route, { op: CollectionOp }>;
+
+function namespaceOf(route: ItemRoute): string {
   switch (route.op) {
     case 'list':
       return route.prefix;
@@ -113,9 +120,12 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
     throw err;
   }
   ctx.subject = principal.subject;
-  deps.rateLimiter.take(principal.subject);
+  // Per pod (or static token), not per subject: a Deployment's replicas share a service account.
+  deps.rateLimiter.take(principal.podKey);
+  if (route.op === 'changes') return writeChangeSet(req, deps, principal);
+  if (route.op === 'agents') throw new AppError('not_found', 'The fleet view is not enabled on this server.');
   const action = ROUTE_ACTION[route.op];
-  if (!deps.policy().allows(principal.subject, action, namespaceOf(route))) {
+  if (!deps.policy().allows(principal.identity, action, namespaceOf(route))) {
     await audit(deps, principal.subject, 'denied', targetOf(route), 'denied', `${action} ${route.op}`);
     throw new AppError('permission_denied', `${principal.subject} may not ${action} ${namespaceOf(route) || 'every namespace'}.`);
   }
@@ -129,7 +139,7 @@ function checkEnv(deps: RestDeps, env: string | undefined): string {
   return env;
 }
 
-async function execute(route: Exclude<Route, { op: 'openapi' }>, req: IncomingMessage, deps: RestDeps, subject: string): Promise<RestResult> {
+async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, subject: string): Promise<RestResult> {
   const cp = deps.controlPlane;
   switch (route.op) {
     case 'getItem': {
@@ -207,8 +217,46 @@ async function execute(route: Exclude<Route, { op: 'openapi' }>, req: IncomingMe
   }
 }
 
+/**
+ * POST /v1/changes: every member is parsed and authorised (write, or delete)
+ * before anything is written; then one transaction commits them all.
+ */
+async function writeChangeSet(req: IncomingMessage, deps: RestDeps, principal: Principal): Promise<RestResult> {
+  const subject = principal.subject;
+  const body = parseBody(changeSetBody, await readJson(req, deps.maxBody));
+  if (body.changes.length > CHANGE_SET_MAX_CHANGES) {
+    throw new AppError('payload_too_large', `A change set holds at most ${CHANGE_SET_MAX_CHANGES} changes, not ${body.changes.length}; split it into several sets.`);
+  }
+  const ops: ChangeOp[] = [];
+  try {
+    for (const [index, change] of body.changes.entries()) {
+      let ref: ItemRef;
+      try {
+        ref = parseItemPath(change.item);
+      } catch (err) {
+        throw new AppError('invalid_argument', `changes.${index}.item: ${toAppError(err).message}`);
+      }
+      const action = 'delete' in change ? 'delete' : 'write';
+      if (!deps.policy().allows(principal.identity, action, ref.namespace)) {
+        await audit(deps, subject, 'denied', itemKey(ref), 'denied', `${action} change set`);
+        throw new AppError('permission_denied', `${subject} may not ${action} ${ref.namespace} (changes.${index}); nothing was written.`);
+      }
+      if ('delete' in change) {
+        ops.push({ op: 'delete', ref, env: change.env === undefined ? undefined : checkEnv(deps, change.env) });
+      } else {
+        ops.push({ op: 'put', ref, env: checkEnv(deps, change.env), kind: change.kind, value: valueBytes(change) });
+      }
+    }
+    const result = await deps.controlPlane.writeChangeSet(ops, subject);
+    await audit(deps, subject, 'write', result.items.map((i) => i.item).join(',').slice(0, 400), 'ok', `change set revision=${result.revision} changes=${ops.length}`);
+    return { status: 200, body: result };
+  } finally {
+    for (const op of ops) if (op.op === 'put') zeroize(op.value);
+  }
+}
+
 /** Secret bodies become bytes here; the string in the parsed JSON cannot be wiped, the Buffer can. */
-function valueBytes(body: z.infer<typeof putItemBody>): Buffer {
+function valueBytes(body: z.infer<typeof putItemBody> | Exclude<ChangeEntry, { delete: true }>): Buffer {
   if (body.kind === 'config') return Buffer.from(JSON.stringify(body.value), 'utf8');
   if ('valueBase64' in body) return Buffer.from(body.valueBase64, 'base64');
   return Buffer.from(body.value, 'utf8');

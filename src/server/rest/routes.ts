@@ -9,6 +9,8 @@ import type { Action } from '../auth/policy.ts';
 
 export type Route =
   | { readonly op: 'openapi' }
+  | { readonly op: 'changes' }
+  | { readonly op: 'agents' }
   | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'putItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'deleteItem'; readonly ref: ItemRef; readonly env: string | undefined }
@@ -21,8 +23,15 @@ export type Route =
 
 export type RouteOp = Route['op'];
 
-/** The RBAC action each operation needs, on the namespace it touches. */
-export const ROUTE_ACTION: Readonly<Record<Exclude<RouteOp, 'openapi'>, Action>> = {
+/** Operations whose RBAC check is not one action on one namespace from the URL. */
+export type CollectionOp = 'openapi' | 'changes' | 'agents';
+
+/**
+ * The RBAC action each operation needs, on the namespace it touches. A change
+ * set is checked per member (write or delete) and the fleet view per agent
+ * (`agents:read`), in the handler.
+ */
+export const ROUTE_ACTION: Readonly<Record<Exclude<RouteOp, CollectionOp>, Action>> = {
   getItem: 'read',
   putItem: 'write',
   deleteItem: 'delete',
@@ -37,6 +46,8 @@ export const ROUTE_ACTION: Readonly<Record<Exclude<RouteOp, 'openapi'>, Action>>
 /** Route template for metric labels (bounded cardinality). */
 export const ROUTE_TEMPLATE: Readonly<Record<RouteOp, string>> = {
   openapi: '/v1/openapi.json',
+  changes: '/v1/changes',
+  agents: '/v1/agents',
   getItem: '/v1/items/{path}',
   putItem: '/v1/items/{path}',
   deleteItem: '/v1/items/{path}',
@@ -49,6 +60,13 @@ export const ROUTE_TEMPLATE: Readonly<Record<RouteOp, string>> = {
 };
 
 export const OPENAPI_PATH = '/v1/openapi.json';
+
+/** Collections addressed by an exact path, and the one method each accepts. */
+const EXACT_ROUTES: Readonly<Record<string, { readonly method: string; readonly op: 'openapi' | 'changes' | 'agents' }>> = {
+  [OPENAPI_PATH]: { method: 'GET', op: 'openapi' },
+  '/v1/changes': { method: 'POST', op: 'changes' },
+  '/v1/agents': { method: 'GET', op: 'agents' },
+};
 
 const METHODS: Readonly<Record<string, Readonly<Record<string, RouteOp>>>> = {
   items: { GET: 'getItem', PUT: 'putItem', DELETE: 'deleteItem' },
@@ -68,9 +86,10 @@ export function splitTarget(target: string): { path: string; query: URLSearchPar
 
 export function parseRoute(method: string, target: string): Route {
   const { path, query } = splitTarget(target);
-  if (path === OPENAPI_PATH) {
-    if (method !== 'GET') throw new AppError('method_not_allowed', 'Use GET for /v1/openapi.json.');
-    return { op: 'openapi' };
+  const exact = Object.hasOwn(EXACT_ROUTES, path) ? EXACT_ROUTES[path] : undefined;
+  if (exact) {
+    if (method !== exact.method) throw new AppError('method_not_allowed', `Use ${exact.method} for ${path}.`);
+    return { op: exact.op };
   }
   const match = /^\/v1\/([a-z]+)\/(.*)$/.exec(path);
   const resource = match?.[1] ?? '';

@@ -18,6 +18,8 @@ export interface OpenStoreOptions {
   readonly poolSize?: number | undefined;
   /** Drives the PostgreSQL event feed's catch-up timers. @default systemClock */
   readonly clock?: Clock | undefined;
+  /** Embedded store only: take the store lock, create a missing store. @default both */
+  readonly access?: { readonly exclusive: boolean; readonly create: boolean } | undefined;
 }
 
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
@@ -31,5 +33,5 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
       throw postgresStartError(err, url) ?? err;
     }
   }
-  return openSqliteStore({ dataDir: options.dataDir, now: options.now });
+  return openSqliteStore({ dataDir: options.dataDir, now: options.now, exclusive: options.access?.exclusive, create: options.access?.create });
 }

@@ -9,6 +9,7 @@ import type { ItemKind } from '../../shared/protocol.ts';
 import type { LogEvent } from '../control-plane.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import { AppError } from '../../shared/errors.ts';
+import { aadVersionOf } from '../../shared/crypto.ts';
 import type { Dialect } from './dialect.ts';
 import type {
   DekRow,
@@ -78,6 +79,7 @@ function versionRow(row: SqlRow): VersionRow {
     sealed: {
       keyId: text(row.key_id),
       keyVersion: num(row.key_version),
+      aadVersion: aadVersionOf(num(row.aad_version)),
       iv: bytes(row.iv),
       ciphertext: bytes(row.ciphertext),
       tag: bytes(row.tag),
@@ -95,14 +97,20 @@ function dekRow(row: SqlRow): DekRow {
   };
 }
 
+/** A change-set member's stamp (migration 016); 0 = not part of a set. */
+function setRevisionOf(row: SqlRow): { setRevision?: number } {
+  const setRevision = num(row.set_revision);
+  return setRevision > 0 ? { setRevision } : {};
+}
+
 function logEvent(row: SqlRow): LogEvent {
   const revision = num(row.revision);
   const namespace = text(row.namespace);
   switch (text(row.type)) {
     case 'itemChanged':
-      return { revision, type: 'itemChanged', namespace, name: text(row.name), kind: text(row.kind), version: num(row.version), env: text(row.env) };
+      return { revision, type: 'itemChanged', namespace, name: text(row.name), kind: text(row.kind), version: num(row.version), env: text(row.env), ...setRevisionOf(row) };
     case 'itemDeleted':
-      return { revision, type: 'itemDeleted', namespace, name: text(row.name), env: text(row.env), version: num(row.version) };
+      return { revision, type: 'itemDeleted', namespace, name: text(row.name), env: text(row.env), version: num(row.version), ...setRevisionOf(row) };
     case 'keyRotated':
       return { revision, type: 'keyRotated', namespace, keyVersion: num(row.key_version) };
     default:
@@ -111,7 +119,7 @@ function logEvent(row: SqlRow): LogEvent {
 }
 
 const VERSION_COLUMNS =
-  'v.namespace, v.name, v.version, v.env, v.key_id, v.key_version, v.iv, v.ciphertext, v.tag, v.deleted, v.revision, v.created_at, v.created_by';
+  'v.namespace, v.name, v.version, v.env, v.key_id, v.key_version, v.aad_version, v.iv, v.ciphertext, v.tag, v.deleted, v.revision, v.created_at, v.created_by';
 
 /** `namespace` equals the prefix or lies under it on a segment boundary; `substr` rather than LIKE because `_` is a LIKE wildcard and legal in segments. */
 const UNDER_PREFIX = '(? = \'\' OR namespace = ? OR substr(namespace, 1, ?) = ?)';
@@ -237,6 +245,11 @@ export class SqlStoreTx implements StoreWriter {
     return rows.map(versionRow).sort((a, b) => byItem(a, b) || a.version - b.version);
   }
 
+  async versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>> {
+    const rows = await this.#all('SELECT namespace, name, version FROM versions WHERE deleted = 0 AND aad_version < ? ORDER BY namespace, name, version', [aadVersion]);
+    return rows.map((row) => ({ namespace: text(row.namespace), name: text(row.name), version: num(row.version) }));
+  }
+
   async getVersion(ref: ItemRef, version: number): Promise<VersionRow | undefined> {
     const row = await this.#one(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE namespace = ? AND name = ? AND version = ?`, [
       ref.namespace,
@@ -267,8 +280,8 @@ export class SqlStoreTx implements StoreWriter {
   async insertVersion(row: VersionRow): Promise<void> {
     const s = row.sealed;
     await this.#run(
-      `INSERT INTO versions (namespace, name, version, env, key_id, key_version, iv, ciphertext, tag, deleted, revision, created_at, created_by)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO versions (namespace, name, version, env, key_id, key_version, aad_version, iv, ciphertext, tag, deleted, revision, created_at, created_by)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       [
         row.namespace,
         row.name,
@@ -276,6 +289,7 @@ export class SqlStoreTx implements StoreWriter {
         row.env,
         s?.keyId ?? null,
         s?.keyVersion ?? null,
+        s?.aadVersion ?? 1,
         s?.iv ?? null,
         s?.ciphertext ?? null,
         s?.tag ?? null,
@@ -288,9 +302,10 @@ export class SqlStoreTx implements StoreWriter {
   }
 
   async resealVersion(ref: ItemRef, version: number, sealed: SealedColumns): Promise<void> {
-    await this.#run('UPDATE versions SET key_id = ?, key_version = ?, iv = ?, ciphertext = ?, tag = ? WHERE namespace = ? AND name = ? AND version = ?', [
+    await this.#run('UPDATE versions SET key_id = ?, key_version = ?, aad_version = ?, iv = ?, ciphertext = ?, tag = ? WHERE namespace = ? AND name = ? AND version = ?', [
       sealed.keyId,
       sealed.keyVersion,
+      sealed.aadVersion,
       sealed.iv,
       sealed.ciphertext,
       sealed.tag,
@@ -374,21 +389,23 @@ export class SqlStoreTx implements StoreWriter {
     const common = [event.revision, event.type, event.namespace] as const;
     switch (event.type) {
       case 'itemChanged':
-        await this.#run('INSERT INTO events (revision, type, namespace, name, env, kind, version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+        await this.#run('INSERT INTO events (revision, type, namespace, name, env, kind, version, set_revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
           ...common,
           event.name,
           event.env,
           event.kind,
           event.version,
+          event.setRevision ?? 0,
           now,
         ]);
         return;
       case 'itemDeleted':
-        await this.#run('INSERT INTO events (revision, type, namespace, name, env, version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+        await this.#run('INSERT INTO events (revision, type, namespace, name, env, version, set_revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
           ...common,
           event.name,
           event.env,
           event.version,
+          event.setRevision ?? 0,
           now,
         ]);
         return;

@@ -5,7 +5,7 @@
  * since the domain awaits inside a transaction); a separate read-only
  * connection serves snapshots, so a read never sees a write in progress.
  */
-import { chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { backup as sqliteBackup, DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { AppError } from '../../shared/errors.ts';
@@ -13,6 +13,8 @@ import type { Milliseconds } from '../../shared/units.ts';
 import { sqliteDialect } from './dialect.ts';
 import { migrate } from './migrate.ts';
 import { Mutex } from './mutex.ts';
+import { checkStoreFileHeader, quickCheckStore } from './sqlite-file-check.ts';
+import { acquireStoreLock, type StoreLock } from './store-lock.ts';
 import { SqlStoreTx, type SqlConnection, type SqlParam, type SqlRow } from './sql-store.ts';
 import type { Store, StoreReader, StoreWriter } from './store.ts';
 
@@ -80,6 +82,14 @@ export interface SqliteStoreOptions {
   /** For `schema_migrations.applied_at`. */
   readonly now: () => Milliseconds;
   readonly busyTimeoutMs?: Milliseconds;
+  /**
+   * Take the store lock (src/server/store/store-lock.ts) for as long as the
+   * store is open: a server, `dev` and `rotate --kek` do; `backup` does not.
+   * @default true
+   */
+  readonly exclusive?: boolean;
+  /** Create the store when the file is missing (a server); false refuses instead (`backup`, `rotate --kek`). @default true */
+  readonly create?: boolean;
 }
 
 function openDatabase(file: string, readOnly: boolean, timeout: Milliseconds): DatabaseSync {
@@ -118,8 +128,11 @@ class SqliteStore implements Store {
   readonly #readLock = new Mutex();
   #closed = false;
 
-  constructor(file: string, writer: DatabaseSync, reader: DatabaseSync) {
+  readonly #lock: StoreLock | undefined;
+
+  constructor(file: string, writer: DatabaseSync, reader: DatabaseSync, lock: StoreLock | undefined) {
     this.file = file;
+    this.#lock = lock;
     this.#writer = writer;
     this.#reader = reader;
     this.#writerTx = new SqlStoreTx(new SqliteConnection(writer), sqliteDialect);
@@ -184,22 +197,34 @@ class SqliteStore implements Store {
         this.#closed = true;
         this.#reader.close();
         this.#writer.close();
+        this.#lock?.release();
       });
     });
   }
 }
 
-/** Opens (creating when absent) the SQLite store in `dataDir` and applies pending migrations. */
+/**
+ * Opens the SQLite store in `dataDir` and applies pending migrations. Only a
+ * missing file creates a new store (and only with `create`); an empty,
+ * headerless or damaged file is refused (src/server/store/sqlite-file-check.ts).
+ */
 export async function openSqliteStore(options: SqliteStoreOptions): Promise<Store> {
   const timeout = options.busyTimeoutMs ?? SQLITE_BUSY_TIMEOUT_MS;
+  const file = join(options.dataDir, SQLITE_FILE_NAME);
+  if (options.create === false && !existsSync(file)) {
+    throw new AppError('store_unavailable', `There is no store in ${options.dataDir} (${file} is missing). Check --data-dir: \`dev\` keeps its store in .config-sidecar/server.`);
+  }
   try {
     mkdirSync(options.dataDir, { recursive: true, mode: DATA_DIR_MODE });
   } catch (err) {
-    throw new AppError('store_unavailable', `Cannot create the data directory ${options.dataDir}: ${(err as Error).message}`, { cause: err });
+    throw new AppError('store_unavailable', `Cannot create the data directory ${options.dataDir} (--data-dir): ${(err as Error).message}`, { cause: err });
   }
-  const file = join(options.dataDir, SQLITE_FILE_NAME);
-  const writer = openDatabase(file, false, timeout);
+  const lock = options.exclusive === false ? undefined : acquireStoreLock(options.dataDir);
+  let writer: DatabaseSync | undefined;
   try {
+    const state = checkStoreFileHeader(file);
+    writer = openDatabase(file, false, timeout);
+    if (state === 'present') quickCheckStore(writer, file);
     chmodSync(file, DATA_FILE_MODE);
     writer.exec('PRAGMA journal_mode = WAL');
     // FULL: a write acknowledged to a client survives power loss, not only a crash.
@@ -210,10 +235,11 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Stor
     writer.exec('PRAGMA secure_delete = ON');
     const conn = new SqliteConnection(writer);
     await inTransaction(writer, 'BEGIN IMMEDIATE', () => migrate(conn, sqliteDialect, options.now()));
+    const reader = openDatabase(file, true, timeout);
+    return new SqliteStore(file, writer, reader, lock);
   } catch (err) {
-    writer.close();
+    writer?.close();
+    lock?.release();
     throw err;
   }
-  const reader = openDatabase(file, true, timeout);
-  return new SqliteStore(file, writer, reader);
 }

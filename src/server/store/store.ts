@@ -5,6 +5,7 @@
  * SQLite engine. Rows hold ciphertext and wrapped keys only: nothing readable
  * ever crosses this interface towards disk.
  */
+import type { AadVersion } from '../../shared/crypto.ts';
 import type { ItemRef } from '../../shared/paths.ts';
 import type { ItemKind } from '../../shared/protocol.ts';
 import type { LogEvent } from '../control-plane.ts';
@@ -24,6 +25,8 @@ export interface ItemRow extends ItemRef {
 export interface SealedColumns {
   readonly keyId: string;
   readonly keyVersion: number;
+  /** The AAD layout it was sealed with (`valueAad`). */
+  readonly aadVersion: AadVersion;
   readonly iv: Buffer;
   readonly ciphertext: Buffer;
   readonly tag: Buffer;
@@ -82,6 +85,8 @@ export interface StoreReader {
   /** The current versions of exactly one namespace. */
   currentVersionsIn(namespace: string): Promise<VersionRow[]>;
   getVersion(ref: ItemRef, version: number): Promise<VersionRow | undefined>;
+  /** Live versions sealed with an AAD layout older than `aadVersion` (the start-up re-seal), in key order. */
+  versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>>;
   /** Every stored version of an item, oldest first, without ciphertext. */
   versionHistory(ref: ItemRef): Promise<VersionMeta[]>;
 

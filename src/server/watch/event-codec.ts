@@ -11,6 +11,8 @@ export interface EncodedEvent {
   readonly revision: number;
   readonly type: WatchEvent['type'];
   readonly namespace?: string;
+  /** The last revision of the change set the event belongs to, if any. */
+  readonly setRevision?: number;
   readonly bytes: Buffer;
 }
 
@@ -22,7 +24,13 @@ function watchMethod(): grpc.MethodDefinition<unknown, unknown> {
 
 export function encodeEvent(event: WatchEvent): EncodedEvent {
   const bytes = watchMethod().responseSerialize(watchEventToWire(event));
-  return { revision: event.revision, type: event.type, ...('namespace' in event ? { namespace: event.namespace } : {}), bytes };
+  return {
+    revision: event.revision,
+    type: event.type,
+    ...('namespace' in event ? { namespace: event.namespace } : {}),
+    ...('setRevision' in event && event.setRevision ? { setRevision: event.setRevision } : {}),
+    bytes,
+  };
 }
 
 /** The WatchService definition with pre-encoded responses passed through untouched. */

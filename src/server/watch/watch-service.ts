@@ -105,7 +105,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       if (request.prefixes.length === 0) throw new AppError('invalid_argument', 'A watch needs at least one prefix.');
       const prefixes = request.prefixes.map((p) => validatePrefix(p));
       const policy = options.policy();
-      const denied = prefixes.filter((p) => !policy.allows(principal.subject, 'read', p));
+      const denied = prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
       if (denied.length > 0) {
         await auditBestEffort({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
         throw new AppError('permission_denied', `${principal.subject} may not read ${denied.join(', ')}.`);
@@ -186,7 +186,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
           stream.end(GrpcStatus.UNAUTHENTICATED, 'The token was revoked.', 'permission');
           continue;
         }
-        const denied = stream.prefixes.filter((p) => !policy.allows(principal.subject, 'read', p));
+        const denied = stream.prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
         if (denied.length > 0) stream.end(GrpcStatus.PERMISSION_DENIED, `Access to ${denied.join(', ')} was revoked.`, 'permission');
       }
     },

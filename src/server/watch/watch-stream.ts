@@ -57,6 +57,8 @@ export class WatchStream {
   #queue: Buffer[] = [];
   #blocked = false;
   #lastRevision = 0;
+  /** The set revision of a change set this stream has sent part of (0: none open). */
+  #openSet = 0;
   #heartbeat: TimerHandle | undefined;
   #drainWaiters: Array<() => void> = [];
 
@@ -77,7 +79,11 @@ export class WatchStream {
 
   /** Called by the hub, synchronously and in revision order, for every committed event. */
   offer(event: EncodedEvent): void {
-    if (this.#state === 'ended' || !this.matches(event.namespace)) return;
+    if (this.#state === 'ended') return;
+    if (!this.matches(event.namespace)) {
+      if (this.#state === 'live') this.#closeSetFilteredOut(event);
+      return;
+    }
     if (this.#state === 'starting') {
       if (this.#pendingLive.length >= this.#o.bound) {
         this.end(GrpcStatus.RESOURCE_EXHAUSTED, `The watcher fell more than ${this.#o.bound} events behind; reconnect with since_revision.`, 'slow');
@@ -89,7 +95,20 @@ export class WatchStream {
     }
     if (event.revision <= this.#lastRevision) return;
     this.#lastRevision = event.revision;
+    this.#openSet = event.setRevision !== undefined && event.setRevision > event.revision ? event.setRevision : 0;
     this.#enqueue(event.bytes);
+  }
+
+  /**
+   * A change set's last member fell outside this stream's prefixes after an
+   * earlier member was sent: a bookmark at the set's revision tells the agent
+   * the set is complete, so it applies its part now rather than at the next heartbeat.
+   */
+  #closeSetFilteredOut(event: EncodedEvent): void {
+    if (this.#openSet === 0 || event.revision !== this.#openSet) return;
+    this.#openSet = 0;
+    this.#lastRevision = Math.max(this.#lastRevision, event.revision);
+    this.#enqueue(encodeEvent({ type: 'heartbeat', revision: event.revision, currentRevision: event.revision, intervalMs: this.#o.heartbeatInterval }).bytes);
   }
 
   /** Replays the log after `sinceRevision` (or resyncs), then goes live. */
@@ -115,9 +134,17 @@ export class WatchStream {
         if (this.ended) return;
         for (const event of page) {
           this.#lastRevision = event.revision;
-          if (!namespaceMatchesAny(event.namespace, this.prefixes)) continue;
+          const setRevision = 'setRevision' in event ? (event.setRevision ?? 0) : 0;
+          if (!namespaceMatchesAny(event.namespace, this.prefixes)) {
+            if (this.#openSet !== 0 && event.revision === this.#openSet) {
+              this.#openSet = 0;
+              this.#enqueue(encodeEvent({ type: 'heartbeat', revision: event.revision, currentRevision: event.revision, intervalMs: this.#o.heartbeatInterval }).bytes);
+            }
+            continue;
+          }
           await this.#whenWritable();
           if (this.ended) return;
+          this.#openSet = setRevision > event.revision ? setRevision : 0;
           this.#enqueue(encodeEvent(event).bytes);
         }
         if (page.length < REPLAY_PAGE) break;

@@ -1,0 +1,67 @@
+/**
+ * Fills in flight and the generations that supersede them. Every upstream (or
+ * local, inline-layer) fill is a `Flight`; at most one per cache key is
+ * current. An applied event supersedes the key's flight (the per-key
+ * generation); a (re)connect from `now` or a resync supersedes every flight
+ * and starts a new cache-wide generation, so a response that was in flight
+ * when the stream could no longer vouch for it is never stored or handed out.
+ */
+export interface Flight<T> {
+  readonly key: string;
+  /** The cache-wide generation the fill started in. */
+  readonly generation: number;
+  readonly promise: Promise<T>;
+  /** Set when an event (or a new generation) landed while this fill was out: its result is never used. */
+  superseded: boolean;
+  waiters: number;
+}
+
+export class FillFlights<T> {
+  readonly #flights = new Map<string, Flight<T>>();
+  #generation = 0;
+
+  /** The current cache-wide generation. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  get(key: string): Flight<T> | undefined {
+    return this.#flights.get(key);
+  }
+
+  has(key: string): boolean {
+    return this.#flights.has(key);
+  }
+
+  /** Registers a fill; `run` receives the flight so its continuation can check `superseded`. */
+  start(key: string, run: (flight: Flight<T>) => Promise<T>): Flight<T> {
+    this.supersede(key);
+    const flight: Flight<T> = { key, generation: this.#generation, superseded: false, waiters: 0, promise: undefined as unknown as Promise<T> };
+    this.#flights.set(key, flight);
+    (flight as { promise: Promise<T> }).promise = run(flight);
+    return flight;
+  }
+
+  /** The fill settled: it stops being the key's current flight. */
+  settle(flight: Flight<T>): void {
+    if (this.#flights.get(flight.key) === flight) this.#flights.delete(flight.key);
+  }
+
+  /** Supersedes the key's flight; returns it (for its waiter count). */
+  supersede(key: string): Flight<T> | undefined {
+    const flight = this.#flights.get(key);
+    if (!flight) return undefined;
+    flight.superseded = true;
+    this.#flights.delete(key);
+    return flight;
+  }
+
+  /** Supersedes every flight and begins a new generation; returns the superseded flights' keys. */
+  supersedeAll(): string[] {
+    this.#generation += 1;
+    const keys = [...this.#flights.keys()];
+    for (const flight of this.#flights.values()) flight.superseded = true;
+    this.#flights.clear();
+    return keys;
+  }
+}
