@@ -32,6 +32,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOLD = join(ROOT, 'bench', 'refs', 'hold-entries.mjs');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 const SETTLE_MS = 1_500;
+/** A second reading, once V8's memory reducer (which starts 8 s after allocation slows) has had its turn. */
+const LATE_MS = 10_000;
 const PIPELINE = 16;
 
 const { values } = parseArgs({
@@ -133,7 +135,7 @@ const ctx = new Context(PROFILES.full, (msg) => process.stderr.write(`[footprint
 try {
   const base = await ctx.baseWith(count);
   const paths = Array.from({ length: count }, (_, i) => itemPath(ITEMS_NS, i));
-  const results = new Map<string, { idle: MemoryStatus[]; loaded: MemoryStatus[]; cpu: number[]; heap: string[] }>();
+  const results = new Map<string, { idle: MemoryStatus[]; loaded: MemoryStatus[]; late: MemoryStatus[]; cpu: number[]; heap: string[] }>();
   const refs: MemoryStatus[] = [];
   for (let rep = 0; rep < reps; rep++) {
     // Variants take turns so drift on a shared machine hits them alike.
@@ -153,19 +155,22 @@ try {
         await readAll(agent.socketPath, paths, 32);
         await sleep(SETTLE_MS);
         const loaded = memoryStatus(agent.child.pid);
+        await sleep(LATE_MS - SETTLE_MS);
+        const late = memoryStatus(agent.child.pid);
         const heap = await heapFigures(agent.adminUrl);
         const smaps = readFileSync(`/proc/${agent.child.pid}/smaps_rollup`, 'utf8')
           .split('\n')
           .filter((l) => /^(Rss|Pss_Anon|Pss_File|Anonymous|Shared_Clean|Private_Clean|Private_Dirty):/.test(l))
           .map((l) => l.replace(/\s+/g, ' '));
         const cpu = await cpuPerRead(agent.child.pid, agent.socketPath, paths, reads);
-        const r = results.get(v.name) ?? { idle: [], loaded: [], cpu: [], heap: [] };
+        const r = results.get(v.name) ?? { idle: [], loaded: [], late: [], cpu: [], heap: [] };
         r.idle.push(idle);
         r.loaded.push(loaded);
+        r.late.push(late);
         r.cpu.push(cpu);
         if (rep === 0) r.heap.push(...heap, ...smaps);
         results.set(v.name, r);
-        process.stderr.write(`[footprint] ${v.name} rep ${rep}: idle ${fmt(idle)}, loaded ${fmt(loaded)} (VmRSS / RssAnon / RssFile MiB), ${cpu.toFixed(2)} µs CPU per read\n`);
+        process.stderr.write(`[footprint] ${v.name} rep ${rep}: idle ${fmt(idle)}, loaded ${fmt(loaded)}, ${LATE_MS / 1000} s later ${fmt(late)} (VmRSS / RssAnon / RssFile MiB), ${cpu.toFixed(2)} µs CPU per read\n`);
         if (values['heap-snapshot'] && rep === 0) {
           agent.child.proc.kill('SIGUSR2');
           const dir = agent.dir;
@@ -199,12 +204,12 @@ try {
   const med = (xs: number[]): string => `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
   const refRss = median(refs.map((m) => m.vmRss));
   console.log(`${count} × ${VALUE_BYTES} B, ${reps} rep(s), ${reads} cached reads for CPU; bare Node + lru-cache VmRSS ${med(refs.map((m) => m.vmRss))} MiB`);
-  console.log('| variant | VmRSS idle | RssAnon idle | VmRSS loaded | RssAnon loaded | ratio to bare | KiB per entry (anon) | CPU µs/read |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log(`| variant | VmRSS idle | RssAnon idle | VmRSS loaded | RssAnon loaded | ratio to bare | KiB per entry (anon) | VmRSS ${LATE_MS / 1000} s after | RssAnon ${LATE_MS / 1000} s after | CPU µs/read |`);
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const [name, r] of results) {
     const perEntry = r.loaded.map((m, i) => ((m.rssAnon - (r.idle[i] as MemoryStatus).rssAnon) * 1024) / count);
     console.log(
-      `| ${name} | ${med(r.idle.map((m) => m.vmRss))} | ${med(r.idle.map((m) => m.rssAnon))} | ${med(r.loaded.map((m) => m.vmRss))} | ${med(r.loaded.map((m) => m.rssAnon))} | ${(median(r.loaded.map((m) => m.vmRss)) / refRss).toFixed(2)} | ${med(perEntry)} | ${med(r.cpu)} |`,
+      `| ${name} | ${med(r.idle.map((m) => m.vmRss))} | ${med(r.idle.map((m) => m.rssAnon))} | ${med(r.loaded.map((m) => m.vmRss))} | ${med(r.loaded.map((m) => m.rssAnon))} | ${(median(r.loaded.map((m) => m.vmRss)) / refRss).toFixed(2)} | ${med(perEntry)} | ${med(r.late.map((m) => m.vmRss))} | ${med(r.late.map((m) => m.rssAnon))} | ${med(r.cpu)} |`,
     );
   }
   for (const [name, r] of results) console.log(`\n${name}:\n  ${r.heap.join('\n  ')}`);

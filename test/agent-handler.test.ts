@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AppliedEventsHub } from '../src/agent/applied-events.ts';
-import { representations } from '../src/agent/item-representation.ts';
+import { rawEtag } from '../src/agent/item-representation.ts';
 import { handleDataRequest, type BodyResult, type DataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { agentReadiness, type ReadinessState } from '../src/agent/readiness.ts';
@@ -28,7 +28,7 @@ function value(): CachedValue {
     etag: '"3"',
     plaintext,
     json,
-    representations: representations({ kind: 'secret', etag: '"3"', revision: 7, plaintext, json }),
+    rawEtag: rawEtag('"3"'),
     fetchedAt: 0,
     life: { leases: 0, dropped: false },
   };

@@ -11,7 +11,7 @@ import { AppError, errorBody, toAppError } from '../shared/errors.ts';
 import { decodePathRemainder, namespaceMatchesAny, parseItemPath, validatePrefix, type ItemRef } from '../shared/paths.ts';
 import { HEADERS } from '../shared/protocol.ts';
 import type { Bytes } from '../shared/units.ts';
-import { JSON_CONTENT_TYPE } from './item-representation.ts';
+import { contentType, JSON_CONTENT_TYPE } from './item-representation.ts';
 import type { ReadResult } from './value-cache.ts';
 
 /** The data API takes no request body; anything larger is refused without reading it. */
@@ -159,27 +159,29 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
 }
 
 function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw: boolean): BodyResult {
-  // Everything but Age (and the staleness headers) was computed when the value was cached.
-  const rep = raw ? result.value.representations.raw : result.value.representations.json;
-  if (etagMatches(req.headers['if-none-match'], rep.etag)) {
+  const value = result.value;
+  // The ETag of either representation and both bodies were made when the value was cached.
+  const etag = raw ? value.rawEtag : value.etag;
+  if (etagMatches(req.headers['if-none-match'], etag)) {
     deps.release(result);
-    const headers: Record<string, string | number> = { etag: rep.etag, age: result.ageSeconds, [HEADERS.revision]: rep.revision, 'cache-control': 'no-store' };
+    const headers: Record<string, string | number> = { etag, age: result.ageSeconds, [HEADERS.revision]: value.revision, 'cache-control': 'no-store' };
     return { kind: 'body', status: 304, headers: result.source === 'stale' ? withStaleness(headers, result) : headers, body: undefined };
   }
+  const body = raw ? value.plaintext : value.json;
   const headers: Record<string, string | number> = {
-    etag: rep.etag,
+    etag,
     age: result.ageSeconds,
-    [HEADERS.revision]: rep.revision,
+    [HEADERS.revision]: value.revision,
     'cache-control': 'no-store',
-    'content-type': rep.contentType,
-    'content-length': rep.body.length,
+    'content-type': contentType(value.kind, raw),
+    'content-length': body.length,
   };
   if (result.source === 'stale') withStaleness(headers, result);
   if (req.method === 'HEAD') {
     deps.release(result);
     return { kind: 'body', status: 200, headers, body: undefined };
   }
-  return { kind: 'body', status: 200, headers, body: rep.body, release: () => deps.release(result) };
+  return { kind: 'body', status: 200, headers, body, release: () => deps.release(result) };
 }
 
 function withStaleness(headers: Record<string, string | number>, result: ReadResult): Record<string, string | number> {

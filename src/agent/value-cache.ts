@@ -17,7 +17,7 @@ import { zeroize } from '../shared/crypto.ts';
 import { itemKey, type ItemRef } from '../shared/paths.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
-import { drop, isZeroed, release, retain, toCachedValue, type CachedValue, type Loader } from './cache/cached-value.ts';
+import { drop, heldBytes, isZeroed, release, retain, toCachedValue, type CachedValue, type Loader } from './cache/cached-value.ts';
 import { FillFlights, type Flight } from './cache/fill-flights.ts';
 import { freshness, staleIfError } from './cache/freshness.ts';
 
@@ -124,7 +124,7 @@ export class ValueCache {
     this.#lru = new LRUCache<string, Entry>({
       max: options.maxEntries,
       maxSize: options.maxBytes,
-      sizeCalculation: (entry) => (entry.state === 'value' ? entry.value.plaintext.length + entry.value.json.length + ENTRY_OVERHEAD_BYTES : ENTRY_OVERHEAD_BYTES),
+      sizeCalculation: (entry) => (entry.state === 'value' ? heldBytes(entry.value) + ENTRY_OVERHEAD_BYTES : ENTRY_OVERHEAD_BYTES),
       dispose: (entry, key, reason) => {
         if (entry.state === 'value') drop(entry.value);
         if (reason === 'evict') this.#observer.eviction('capacity');
