@@ -31,7 +31,7 @@ const IMPORTS: ReadonlyArray<readonly [string, string]> = [
   ['mustache', 'mustache'],
   ['yaml (only with --config)', 'yaml'],
   ['chokidar (only with files: or --config)', 'chokidar'],
-  ['the CLI (dist/cli/program.js graph, no command run)', dist('cli/commands.js')],
+  ['every command module (dist/cli/commands.js graph, nothing run)', dist('cli/commands.js')],
   ['the agent (dist/agent/agent.js graph)', dist('agent/agent.js')],
 ];
 

@@ -271,3 +271,29 @@ test('an entry holds its value once when the plaintext appears verbatim in its J
     cache.close();
   }
 });
+
+test('an event drops every env variant of the item (one, two, then one again) and only that item', async () => {
+  const clock = new ManualClock();
+  const loads: string[] = [];
+  const cache = makeCache(async (ref, env) => {
+    loads.push(`${env}:${ref.name}`);
+    return secret(`${env}-${ref.name}`);
+  }, clock);
+  const other: ItemRef = { namespace: 'production/ml', name: 'other' };
+  const read = async (ref: ItemRef, env: string): Promise<void> => release((await cache.read(ref, env)).value);
+  await read(REF, 'prod');
+  await read(other, 'prod');
+  assert.deepEqual(cache.invalidate(REF).map((v) => v.env), ['prod']);
+  await read(REF, 'prod');
+  await read(REF, 'dev');
+  assert.deepEqual(cache.invalidate(REF).map((v) => v.env).sort(), ['dev', 'prod']);
+  await read(REF, 'dev');
+  assert.deepEqual(cache.invalidate(REF).map((v) => v.env), ['dev']);
+  assert.deepEqual(cache.invalidate(REF), [], 'nothing left of the item');
+  loads.length = 0;
+  await read(other, 'prod');
+  assert.deepEqual(loads, [], 'the other item stayed cached');
+  await read(REF, 'prod');
+  assert.deepEqual(loads, ['prod:db-password'], 'the invalidated item is fetched again');
+  cache.close();
+});
