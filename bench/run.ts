@@ -29,7 +29,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SCENARIO_LIMIT_S: Record<Profile['name'], number> = { full: 300, quick: 60, smoke: 60 };
 const SUITE_LIMIT_S: Record<Profile['name'], number> = { full: 480, quick: 95, smoke: 120 };
 const PROFILE_LOAD_S = 3;
-const RUN_LAST = new Set(['memory']);
+const RUN_LAST = new Set(['memory', 'pod-limit']);
 /** A scenario started near the end of the budget may overrun it by this much. */
 const GRACE_S: Record<Profile['name'], number> = { full: 60, quick: 10, smoke: 30 };
 const FRESHNESS_TARGET_MS: Record<string, number> = { 'freshness-api': 50, 'freshness-sse': 50, 'freshness-files': 100, 'fan-out': 500 };
@@ -41,6 +41,7 @@ const { values: args } = parseArgs({
     scenario: { type: 'string', multiple: true },
     out: { type: 'string' },
     'no-profile': { type: 'boolean', default: false },
+    'pod-limit-entries': { type: 'string' },
     list: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -55,6 +56,8 @@ if (args.help || args.list) {
   --scenario ID  run only this scenario (repeatable or comma-separated)
   --out DIR      where the reports go (default bench/results)
   --no-profile   do not profile the agent when a target is missed
+  --pod-limit-entries N
+                 entries loaded in the pod-limit scenario (default: the profile's, 100000 in full)
 
 Scenarios:
 ${SCENARIOS.map((s) => `  ${s.id.padEnd(20)} ${s.title}`).join('\n')}`);
@@ -78,7 +81,13 @@ if (HAS_TASKSET && CORES > 1 && process.env.CSB_PINNED !== '1') {
 }
 
 async function main(): Promise<void> {
-  const profile = PROFILES[args.smoke ? 'smoke' : args.quick ? 'quick' : 'full'];
+  const base = PROFILES[args.smoke ? 'smoke' : args.quick ? 'quick' : 'full'];
+  const podLimitEntries = args['pod-limit-entries'] === undefined ? base.podLimitEntries : Number(args['pod-limit-entries']);
+  if (!Number.isInteger(podLimitEntries) || podLimitEntries < 1) {
+    console.error(`--pod-limit-entries must be a positive whole number, got "${args['pod-limit-entries'] ?? ''}"`);
+    process.exit(2);
+  }
+  const profile = { ...base, podLimitEntries };
   const wanted = (args.scenario ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   const unknown = wanted.filter((id) => !SCENARIOS.some((s) => s.id === id));
   if (unknown.length) {

@@ -165,6 +165,9 @@ test('settings: unknown keys and bad values are refused naming the setting', () 
   assert.throws(() => resolveAgentSettings({ ...base, cacheTtl: 'soon' }), /--cache-ttl \(CONFIG_SIDECAR_CACHE_TTL\)/);
   assert.throws(() => resolveAgentSettings({ ...base, serverGrpc: '127.0.0.1:8421,127.0.0.1:9421' }), /paired by position/);
   assert.throws(() => resolveAgentSettings({ ...base, server: 'http://10.0.0.5:8420', serverGrpc: '10.0.0.5:8421' }), /--insecure/);
+  // A CA is for TLS: it never lifts the plaintext check on an http:// URL (issue 14).
+  assert.throws(() => resolveAgentSettings({ ...base, server: 'http://10.0.0.5:8420', serverGrpc: '10.0.0.5:8421', serverCa: '/etc/ca.pem' }), /--server-ca applies to https:\/\/ URLs only/);
+  assert.equal(resolveAgentSettings({ ...base, server: 'https://10.0.0.5:8420', serverGrpc: '10.0.0.5:8421', serverCa: '/etc/ca.pem' }).serverCa, '/etc/ca.pem');
   assert.throws(() => resolveAgentSettings({ ...base, httpListen: '0.0.0.0:8430' }), /--http-listen/);
   assert.throws(() => resolveAgentSettings({ ...base, prefetch: ['staging/x/db'] }), /outside every --prefix/);
   // The file gives a value; an absent flag does not override it.

@@ -8,6 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { AGENT_ENV, AGENT_NODE_FLAGS, runtimePlan } from '../src/cli/runtime-settings.ts';
+import { SEMI_SPACE_BYTES } from '../src/agent/memory-budget.ts';
 import { removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { putItem, socketGet, startAgentProcess, waitReady } from './helpers/agent-process.ts';
 
@@ -30,6 +31,10 @@ test('settings the operator gave are kept: a node flag (command line or NODE_OPT
   assert.equal(runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: [], env: { ...env, NODE_OPTIONS: '--max_semi_space_size=32' } }), undefined);
   const plan = runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: [], env });
   assert.equal(plan?.env.MALLOC_ARENA_MAX, '8');
+});
+
+test('the semi-space the bin sets is the one the memory budget counts on', () => {
+  assert.equal(semiSpaceFlag, `--max-semi-space-size=${SEMI_SPACE_BYTES / 2 ** 20}`);
 });
 
 test('other commands run as started', () => {

@@ -151,7 +151,8 @@ function domainSuite(engine: PlaneEngine): void {
     await plane.putItem(ML, 'prod', 'config', json({ a: 2 }), 'a');
     const { revision } = await plane.deleteItem(ML, 'prod', 'a');
     assert.deepEqual(parse((await plane.getItem(ML, 'prod')).value), { a: 1 });
-    assert.deepEqual(events.at(-1), { revision, type: 'itemDeleted', namespace: ML.namespace, name: ML.name, env: 'prod', version: 3 });
+    assert.deepEqual(events.at(-1), { revision, digest: events.at(-1)?.digest, type: 'itemDeleted', namespace: ML.namespace, name: ML.name, env: 'prod', version: 3 });
+    assert.match(events.at(-1)?.digest ?? '', /^[0-9a-f]{32}$/, 'each event gets a 16-byte digest when written');
     assert.equal((await plane.history(ML)).versions.at(-1)?.deleted, true);
     await assert.rejects(plane.deleteItem(ML, 'prod', 'a'), hasCode('not_found'), 'the layer is already gone');
     assert.deepEqual(
@@ -200,7 +201,7 @@ function domainSuite(engine: PlaneEngine): void {
 
     const rotated = await plane.rotateNamespace(ML.namespace, 'ops');
     assert.equal(rotated.keyVersion, 2);
-    assert.deepEqual(events, [{ revision: rotated.revision, type: 'keyRotated', namespace: ML.namespace, keyVersion: 2 }]);
+    assert.deepEqual(events, [{ revision: rotated.revision, digest: events[0]?.digest, type: 'keyRotated', namespace: ML.namespace, keyVersion: 2 }]);
 
     const afterEnv = await plane.getEnvelope(ML, 'base');
     assert.equal(afterEnv.layers[0]?.keyVersion, 2);

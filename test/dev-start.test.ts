@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { CLI, http, makeTempDir, removeDir } from './helpers/server-process.ts';
+import { runCli } from './helpers/process.ts';
 
 const children: ChildProcess[] = [];
 let dir = '';
@@ -68,11 +70,11 @@ function sh(command: string): Promise<{ code: number | null; stdout: string }> {
 
 test('npm start (config-sidecar dev) prints commands that work when pasted, and Ctrl-C stops both', async () => {
   dir = await makeTempDir('cs-dev-');
-  const state = join(dir, 'state');
+  // The default --dir (.config-sidecar in the working directory), as `npm start` runs it.
   const dev = spawn(
     process.execPath,
-    [CLI, 'dev', '--dir', state, '--server-http-listen', '127.0.0.1:0', '--server-grpc-listen', '127.0.0.1:0', '--server-admin-listen', '127.0.0.1:0', '--agent-http-listen', '127.0.0.1:0', '--agent-admin-listen', '127.0.0.1:0'],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '' } },
+    [CLI, 'dev', '--server-http-listen', '127.0.0.1:0', '--server-grpc-listen', '127.0.0.1:0', '--server-admin-listen', '127.0.0.1:0', '--agent-http-listen', '127.0.0.1:0', '--agent-admin-listen', '127.0.0.1:0'],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '' }, cwd: dir },
   );
   children.push(dev);
   const exited = new Promise<number | null>((resolve) => dev.once('exit', (code) => resolve(code)));
@@ -116,6 +118,14 @@ test('npm start (config-sidecar dev) prints commands that work when pasted, and 
   assert.equal(got.code, 0);
   assert.match(got.stdout.trim(), /^rotated-\d+$/);
   process.kill(-(watcher.pid as number), 'SIGINT');
+
+  // The obvious backup of the dev stack, from the same directory with the default --data-dir, holds its items.
+  const backup = await runCli(['backup', '--to', 'snapshot.db', '--kek-file', '.config-sidecar/dev-kek'], {}, { cwd: dir });
+  assert.equal(backup.code, 0, backup.stderr);
+  const snapshot = new DatabaseSync(join(dir, 'snapshot.db'), { readOnly: true });
+  const items = (snapshot.prepare("SELECT count(*) AS n FROM items WHERE namespace = 'production/ml-service'").get() as { n: number }).n;
+  snapshot.close();
+  assert.ok(items >= 2, `the backup holds the dev items (${items})`);
 
   const socketPath = /socket {3}(\S+)/.exec(banner)?.[1] ?? '';
   dev.kill('SIGINT');

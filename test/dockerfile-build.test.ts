@@ -9,14 +9,16 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { parseAllDocuments } from 'yaml';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { goldenCases, REPO_ROOT } from './helpers/k8s-cli.ts';
 import { waitReady } from './helpers/agent-process.ts';
+import { asIdentity, canRead, canUseSocket, makePodDir, makeVolume, ownedByRoot, podSecurity, podSupport, reachableProject, reachableTree, unreachableFor } from './helpers/pod-harness.ts';
 
 const DOCKERFILE = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
 const NPM_FLAGS = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'];
@@ -139,9 +141,16 @@ test('the built inject equals the golden output', () => {
   assert.equal(out.stdout, readFileSync(c.expectedPath, 'utf8'));
 });
 
+const rootTokenForImage = randomBytes(24).toString('hex');
+
 /** Spawns the built entrypoint and resolves with the first JSON log line whose msg matches. */
 function start(args: string[], env: NodeJS.ProcessEnv, msg: string): Promise<{ child: ChildProcess; line: Record<string, unknown> }> {
-  const child = spawn(bin, args, { cwd: runtime, env: runtimeEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  return startCommand(bin, args, runtime, msg, env);
+}
+
+/** Spawns `command` (the entrypoint, or it wrapped by the pod harness) and waits for a log line. */
+function startCommand(command: string, args: string[], cwd: string, msg: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; line: Record<string, unknown> }> {
+  const child = spawn(command, args, { cwd, env: runtimeEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -229,6 +238,124 @@ test('a server and an agent started from the built output serve a value over the
   assert.equal(item.status, 200, item.body);
   assert.equal((JSON.parse(item.body) as { value: unknown }).value, 'hello from the image');
   assert.equal(statSync(String(agent.line.socket)).mode & 0o777, 0o660);
+
+  for (const child of [agent.child, server.child]) {
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+  }
+});
+
+/**
+ * The image's user for real: the runtime stage's output runs as the injected
+ * sidecar runs, through the pod harness. The uids, groups and volumes come from
+ * what the injector emits for a pod (the built `inject` on a golden input: the
+ * sidecar's runAsUser/runAsGroup, the pod's fsGroup, its emptyDirs and their
+ * medium), not from a copy. The project tree is read-only and root-owned, as
+ * the container's read-only root filesystem; this file's temp dir is 0700
+ * (mktemp -d), so the harness must stage the tree where uid 65532 can reach it.
+ */
+test('the runtime stage runs as the injected securityContext (65532, fsGroup, no capabilities) from a read-only tree on kubelet-made volumes', async (t) => {
+  const support = podSupport();
+  if (!support.ok) {
+    t.skip(support.reason);
+    return;
+  }
+  const golden = goldenCases().find((c) => c.name === 'deployment-config-map');
+  assert.ok(golden);
+  const injected = run(['inject', '-f', '-'], golden.input);
+  assert.equal(injected.code, 0, injected.stderr);
+  const docs = parseAllDocuments(injected.stdout).map((d) => d.toJS() as Record<string, any>); // eslint-disable-line @typescript-eslint/no-explicit-any
+  const configMap = docs.find((d) => d.kind === 'ConfigMap');
+  const podSpec = docs.find((d) => d.kind === 'Deployment')?.spec.template.spec;
+  const sidecar = [...(podSpec.initContainers ?? []), ...podSpec.containers].find((c: { name: string }) => c.name === 'config-sidecar');
+  assert.ok(sidecar, 'the injector emitted the sidecar');
+  const fsGroup = podSpec.securityContext.fsGroup as number;
+  const sc = sidecar.securityContext;
+  assert.equal(sc.readOnlyRootFilesystem, true);
+  assert.deepEqual(sc.capabilities.drop, ['ALL']);
+  const pod = podSecurity(fsGroup, { uid: sc.runAsUser, gid: sc.runAsGroup });
+
+  // The pod's file system: each volume the sidecar mounts, made as the kubelet makes it.
+  const podDir = await makePodDir('cs-image-pod-');
+  const unmounts: Array<() => Promise<void>> = [];
+  t.after(async () => {
+    for (const u of unmounts.reverse()) await u();
+    rmSync(podDir, { recursive: true, force: true });
+  });
+  const mounts = new Map<string, string>();
+  for (const m of sidecar.volumeMounts as Array<{ name: string; mountPath: string }>) {
+    const volume = (podSpec.volumes as Array<Record<string, any>>).find((v) => v.name === m.name); // eslint-disable-line @typescript-eslint/no-explicit-any
+    const local = join(podDir, 'volumes', m.name);
+    mounts.set(m.mountPath, local);
+    if (volume?.emptyDir) {
+      const made = await makeVolume(local, fsGroup, volume.emptyDir.medium === 'Memory' ? { medium: 'Memory', sizeBytes: 4 * 1024 * 1024 } : {});
+      unmounts.push(() => made.unmount());
+    } else {
+      // projected token and ConfigMap volumes: root-owned files of group fsGroup with the volume's defaultMode.
+      mkdirSync(local, { recursive: true });
+      const mode = (volume?.projected?.defaultMode ?? volume?.configMap?.defaultMode ?? 0o644) as number;
+      const files: Record<string, string> = volume?.configMap ? (configMap?.data ?? {}) : { token: rootTokenForImage, 'ca.crt': '' };
+      for (const [name, text] of Object.entries(files)) {
+        writeFileSync(join(local, name), text, { mode });
+        chownSync(join(local, name), 0, fsGroup);
+      }
+      chmodSync(local, 0o755);
+    }
+  }
+  const localPath = (path: string): string => {
+    for (const [mountPath, local] of mounts) if (path === mountPath || path.startsWith(`${mountPath}/`)) return local + path.slice(mountPath.length);
+    return path;
+  };
+
+  // A read-only, root-owned project tree uid 65532 can reach (staged out of this 0700 temp dir when needed).
+  assert.ok(unreachableFor(join(runtime, 'dist', 'cli', 'main.js'), pod.agent) !== undefined, 'the test tree sits under a 0700 temp dir');
+  const tree = reachableTree(pod.agent, runtime, ['dist', 'node_modules', 'package.json'], 'dist/cli/main.js');
+  assert.equal(tree.staged, true, 'staged into a 0755 directory');
+  t.after(() => rmSync(tree.root, { recursive: true, force: true }));
+  execFileSync('chown', ['-R', '0:0', tree.root]);
+  execFileSync('chmod', ['-R', 'go-w', tree.root]);
+  const readOnly = spawnSync('sh', ['-c', `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1"`, 'sh', tree.root]).status === 0;
+  if (readOnly) unmounts.push(async () => void spawnSync('umount', ['-l', tree.root]));
+
+  // The server, as root (it is not what this test is about), from the same built output.
+  const rootToken = rootTokenForImage;
+  const server = await start(
+    ['server', `--data-dir=${join(dir, 'image-server')}`, '--http-listen=127.0.0.1:0', '--grpc-listen=127.0.0.1:0', '--admin-listen=127.0.0.1:0'],
+    { CONFIG_SIDECAR_KEK: randomBytes(32).toString('base64'), CONFIG_SIDECAR_ROOT_TOKEN: rootToken },
+    'server listening',
+  );
+  const httpUrl = String(server.line.http);
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  assert.equal(await put(`${httpUrl}/v1/items/production/shop/db-password?env=base`, rootToken, { kind: 'secret', value: 'pw-1' }), 200);
+  assert.equal(await put(`${httpUrl}/v1/items/production/shop/db-user?env=base`, rootToken, { kind: 'config', value: 'shop' }), 200);
+  assert.equal(await put(`${httpUrl}/v1/items/shared/tls/shop-key?env=base`, rootToken, { kind: 'secret', value: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }), 200);
+
+  // The injected args, pointed at this server and the local volumes; listeners on free loopback ports.
+  const args = (sidecar.args as string[])
+    .filter((a) => !a.startsWith('--server') && !a.startsWith('--http-listen') && !a.startsWith('--admin-listen'))
+    .map((a) => a.replace(/^(--[a-z-]+=)(\/.*)$/, (_m, flag: string, path: string) => flag + localPath(path)));
+  args.push(`--server=${httpUrl}`, `--server-grpc=${String(server.line.grpc)}`, '--http-listen=127.0.0.1:0', '--admin-listen=127.0.0.1:0');
+  const node = reachableProject(pod.agent).node;
+  const wrapped = asIdentity(pod.agent, node, [join(tree.root, 'dist', 'cli', 'main.js'), ...args]);
+  const agent = await startCommand(wrapped.command, wrapped.args, tree.root, 'agent listening');
+  await waitReady(String(agent.line.admin));
+
+  const socket = String(agent.line.socket);
+  const filesDir = localPath('/config-sidecar/files');
+  assert.equal(readFileSync(join(filesDir, 'db.env'), 'utf8'), "DB_PASSWORD='pw-1'\nDB_USER='shop'\n");
+  for (const path of [join(filesDir, 'db.env'), join(filesDir, 'tls/key.pem'), socket, String(agent.line.tokenFile)]) {
+    const st = statSync(path);
+    assert.equal(st.uid, pod.agent.uid, path);
+    assert.equal(st.gid, fsGroup, `${path} keeps the fsGroup`);
+    assert.equal(await canRead(pod.stranger, path), false, `a stranger cannot read ${path}`);
+  }
+  assert.equal(await canRead(pod.app, join(filesDir, 'db.env')), true, 'the app in the fsGroup reads the files');
+  assert.equal(await canUseSocket(pod.app, socket), true);
+  assert.equal(await canUseSocket(pod.stranger, socket), false);
+  assert.deepEqual(await ownedByRoot(filesDir), []);
+  if (readOnly) assert.equal(spawnSync('touch', [join(tree.root, 'x')]).status !== 0, true, 'the tree is read-only even for root');
+  else t.diagnostic('read-only bind mount unavailable here: the tree is root-owned and not writable by 65532');
 
   for (const child of [agent.child, server.child]) {
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

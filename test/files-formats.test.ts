@@ -36,15 +36,40 @@ function sourceInShell(file: string): Record<string, string> {
 const TRICKY: Record<string, string> = {
   double_quotes: 'say "hello"',
   spaces: '  leading and trailing  ',
-  dollar: '$HOME ${PATH} $(id) `id`',
+  dollar: '$HOME $PATH $(id) `id` ${unclosed',
   hash: 'a # not a comment #',
-  backslashes: 'C:\\path\\to\\n\\',
+  backslashes: 'C:\\path\\to\\n\\t',
   newline: 'line one\nline two',
   single_quote_plain: "it's fine",
   empty: '',
   unicode: 'grüße ✓',
-  mixed: `"q" $x #c \\ tail\\`,
+  mixed: `"q" $x #c \\ tail\\ end`,
 };
+
+/** A python3 that has python-dotenv (pip's, or Debian's python3-dotenv that .ci/run installs), or undefined. */
+const PYTHON_WITH_DOTENV = ['python3', '/usr/bin/python3'].find((python) => {
+  try {
+    execFileSync(python, ['-c', 'import dotenv'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+});
+
+/** python-dotenv's `dotenv_values(file)` with its default settings (interpolation on). */
+function pythonDotenv(file: string): Record<string, string> {
+  const script = 'import json, sys, dotenv; print(json.dumps(dotenv.dotenv_values(sys.argv[1])))';
+  return JSON.parse(execFileSync(PYTHON_WITH_DOTENV as string, ['-c', script, file], { env: { PATH: process.env.PATH ?? '' } }).toString('utf8')) as Record<string, string>;
+}
+
+test('env output reads back the same through python-dotenv (default settings, variable expansion on)', { skip: PYTHON_WITH_DOTENV ? false : 'python-dotenv is not installed (Debian: apt-get install python3-dotenv; .ci/run does)' }, (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'files-env-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const out = renderFile(spec({ items: ['app/settings'], format: 'env' }), values({ settings: config(TRICKY) }));
+  const file = join(dir, '.env');
+  writeFileSync(file, out);
+  assert.deepEqual(pythonDotenv(file), Object.fromEntries(Object.entries(TRICKY).map(([k, v]) => [k.toUpperCase(), v])));
+});
 
 test('env output round-trips through sh (set -a; . file) and both dotenv parsers', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'files-env-'));
@@ -66,6 +91,10 @@ test('env refuses values no quoting reads back identically, naming the key', () 
     quote_and_backslash: `it's a \\`,
     quote_and_backtick: "it's `x`",
     carriage_return: 'a\r\nb',
+    python_variable: 'pa${HOME}ss',
+    python_variable_default: '${X:-y}',
+    double_backslash: 'a\\\\b',
+    trailing_backslash: 'tail\\',
     nul: 'a\0b',
   };
   for (const [key, value] of Object.entries(refused)) {

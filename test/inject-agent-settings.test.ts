@@ -13,6 +13,7 @@ import { parse as parseYaml, stringify } from 'yaml';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
 import { parseAuthFile } from '../src/server/auth/auth-file.ts';
+import { jwtBindingKey } from '../src/server/auth/identity.ts';
 import { goldenCases, REPO_ROOT, runCli } from './helpers/k8s-cli.ts';
 import { kustomize, parseYamlObjects } from './helpers/k8s-schema.ts';
 import { podSpecsIn } from './helpers/k8s-pss.ts';
@@ -90,7 +91,7 @@ test("every injected sidecar's command line and agent config pass the agent's ow
 test("the server's auth policy ConfigMap parses with the server's own parser and grants the example agent its prefix", () => {
   const cm = dev.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'config-sidecar-auth') as Json;
   const policy = parseAuthFile(cm.data['auth.yaml'] as string);
-  assert.deepEqual(policy.bindings.get('system:serviceaccount:config-sidecar-example:shop'), ['example-shop-reader']);
+  assert.deepEqual(policy.bindings.get(jwtBindingKey('system:serviceaccount:config-sidecar-example:shop')), ['example-shop-reader']);
   assert.deepEqual(policy.roles.get('example-shop-reader'), [{ prefixes: ['example/shop'], actions: ['read', 'list'] }]);
 });
 

@@ -85,7 +85,7 @@ function record(store: FeedingStore): { revisions: number[]; reach(revision: num
 function append(store: FeedingStore, name: string): Promise<number> {
   return store.write(async (w) => {
     const revision = await w.nextRevision();
-    await w.appendEvent({ revision, type: 'itemChanged', namespace: 'feed/test', name, kind: 'config', version: 1, env: 'base' }, T0);
+    await w.appendEvent({ revision, digest: '', type: 'itemChanged', namespace: 'feed/test', name, kind: 'config', version: 1, env: 'base' }, T0);
     return revision;
   });
 }

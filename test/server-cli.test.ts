@@ -2,9 +2,10 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, http, makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import type { LogPosition } from '../src/shared/watch-proto.ts';
+import { CLI, http, makeTempDir, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 after(async () => {
@@ -87,12 +88,51 @@ test('backup while the server runs restores on a fresh server; rotate --kek re-w
   assert.equal(backup.code, 0, backup.stderr);
   const again = await run(['backup', '--to', backupFile, '--data-dir', server.dataDir], { CONFIG_SIDECAR_KEK: server.kek });
   assert.equal(again.code, 2, 'refuses to overwrite');
+  // An agent's position in the original store, and a write the backup does not have.
+  const watch = openWatch(server.grpcAddress, { prefixes: ['team'], start: { kind: 'now' } }, token);
+  const beat = await watch.next();
+  watch.close();
+  assert.ok(beat.type === 'heartbeat' && beat.storeId);
+  const original: LogPosition = { storeId: beat.storeId, revision: beat.revision, digest: beat.digest ?? '' };
+  assert.equal((await http(server.httpUrl, 'PUT', '/v1/items/team/app/later', { token, body: { kind: 'secret', value: 'not-in-the-backup' } })).status, 200);
+
   const restoredData = join(restoreDir, 'data');
-  await mkdir(restoredData);
-  await rename(backupFile, join(restoredData, 'config-sidecar.db'));
+  const noSource = await run(['restore', '--data-dir', restoredData]);
+  assert.equal(noSource.code, 2);
+  assert.match(noSource.stderr, /--from FILE/);
+  const notBackup = await run(['restore', '--from', join(restoreDir, 'missing.db'), '--data-dir', restoredData]);
+  assert.equal(notBackup.code, 2);
+  assert.match(notBackup.stderr, /does not exist/);
+  const restore = await run(['restore', '--from', backupFile, '--data-dir', restoredData]);
+  assert.equal(restore.code, 0, restore.stderr);
+  const newId = /new store id (\S+) \(was (\S+)\)/.exec(restore.stdout);
+  assert.ok(newId, restore.stdout);
+  assert.equal(newId[2], original.storeId, 'the backup carried the original identity');
+  assert.notEqual(newId[1], original.storeId, 'the restored store has a new one');
+  const twice = await run(['restore', '--from', backupFile, '--data-dir', restoredData]);
+  assert.equal(twice.code, 2, 'refuses a directory that holds a store');
+  assert.match(twice.stderr, /already holds a store/);
+
   const restored = await start(restoredData, server.kek, token);
   assert.equal((await http(restored.httpUrl, 'GET', '/v1/items/team/app/secret', { token })).json.value, 'keep-me');
+  assert.equal((await http(restored.httpUrl, 'GET', '/v1/items/team/app/later', { token })).status, 404, 'the restore has what the backup had');
+  // An agent resuming from the original store resyncs (its position is from another store), then gets live events.
+  const resumed = openWatch(restored.grpcAddress, { prefixes: ['team'], start: { kind: 'after', position: original } }, token);
+  const resync = await resumed.next();
+  assert.ok(resync.type === 'resyncRequired', `got ${resync.type}`);
+  assert.match(resync.reason, /another store/);
+  assert.equal(resync.storeId, newId[1]);
+  // A v1.0 agent (since_revision only) resyncs too: the restored log is compacted past every old revision.
+  const legacy = openWatch(restored.grpcAddress, { prefixes: ['team'], sinceRevision: original.revision }, token);
+  assert.equal((await legacy.next()).type, 'resyncRequired');
+  legacy.close();
+  const live = await http(restored.httpUrl, 'PUT', '/v1/items/team/app/secret', { token, body: { kind: 'secret', value: 'after-restore' } });
+  assert.ok((await resumed.until((e) => e.type === 'itemChanged')).some((e) => e.revision === live.json.revision));
+  resumed.close();
   assert.equal(await restored.stop(), 0);
+  const inPlace = await run(['restore', '--in-place', '--data-dir', restoredData]);
+  assert.equal(inPlace.code, 0, inPlace.stderr);
+  assert.match(inPlace.stdout, new RegExp(`marked .* as restored: new store id \\S+ \\(was ${newId[1]}\\)`));
 
   // KEK rotation is offline: stop, re-wrap, restart with the new key.
   assert.equal(await server.stop(), 0);

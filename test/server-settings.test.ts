@@ -10,7 +10,7 @@ const kek = randomBytes(32).toString('base64');
 
 test('server settings: defaults, units, and each bad value names its flag and env twin', () => {
   const s = parseServerSettings({ kek });
-  assert.equal(s.heartbeatInterval, 10_000);
+  assert.equal(s.heartbeatInterval, 1_000);
   assert.equal(s.keyMaxAge, 90 * 86_400_000);
   assert.equal(s.maxBody, 1024 * 1024);
   assert.equal(s.traceSampleRatio, 0.1);

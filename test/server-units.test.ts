@@ -6,15 +6,16 @@ import { Readable } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import { ManualClock } from '../src/shared/clock.ts';
 import { AppError, GrpcStatus } from '../src/shared/errors.ts';
-import { watchEventFromWire, watchServiceDefinition, type WatchEvent } from '../src/shared/watch-proto.ts';
+import { watchEventFromWire, watchServiceDefinition, type StartFrom, type WatchEvent } from '../src/shared/watch-proto.ts';
 import { Policy } from '../src/server/auth/policy.ts';
 import { AuthFileError, parseAuthFile, sha256Hex } from '../src/server/auth/auth-file.ts';
 import { createAuthenticator } from '../src/server/auth/authenticator.ts';
 import { createRateLimiter } from '../src/server/rate-limiter.ts';
 import { parseRoute } from '../src/server/rest/routes.ts';
 import { handleRest, type RestDeps } from '../src/server/rest/rest-handler.ts';
+import { createRefusalAudit } from '../src/server/refusal-audit.ts';
 import { encodeEvent } from '../src/server/watch/event-codec.ts';
-import { WatchStream, type StreamSink } from '../src/server/watch/watch-stream.ts';
+import { WatchStream, type StreamSink, type WatchLog } from '../src/server/watch/watch-stream.ts';
 import type { ControlPlane, LogEvent } from '../src/server/control-plane.ts';
 
 const AUTH = `
@@ -125,6 +126,7 @@ test('rest handler: the chain answers 401 → 403 → body checks, and builds a 
     authenticator: createAuthenticator({ policy: () => policy, clock: new ManualClock() }),
     policy: () => policy,
     rateLimiter: createRateLimiter(0, new ManualClock()),
+    refusals: createRefusalAudit({ clock: new ManualClock(), write: (e) => cp.audit(e) }),
     maxBody: 1024,
     openapi: Buffer.from('{}'),
     logger: { error() {} } as unknown as RestDeps['logger'],
@@ -165,21 +167,40 @@ class FakeSink extends EventEmitter implements StreamSink {
 }
 
 function changed(revision: number, namespace = 'app'): LogEvent {
-  return { type: 'itemChanged', revision, namespace, name: 'x', kind: 'config', version: revision, env: 'base' };
+  return { type: 'itemChanged', revision, digest: digestOf(revision), namespace, name: 'x', kind: 'config', version: revision, env: 'base' };
+}
+const digestOf = (revision: number): string => revision.toString(16).padStart(32, '0');
+
+/** An in-memory log: `events`, compacted through `compactedThrough`, current revision `revision`. */
+function memoryLog(state: { events: LogEvent[]; revision: number; compactedThrough: number; storeId?: string }): WatchLog {
+  const page = async (after: number, limit: number) => {
+    const at = state.events.find((e) => e.revision === after);
+    const afterDigest = after === 0 ? '' : at ? at.digest : after === state.compactedThrough ? digestOf(after) : undefined;
+    return {
+      storeId: state.storeId ?? 'store-1',
+      revision: state.revision,
+      compactedThrough: state.compactedThrough,
+      compactedDigest: digestOf(state.compactedThrough),
+      afterDigest,
+      events: state.events.filter((e) => e.revision > after && e.revision > state.compactedThrough).slice(0, limit),
+    };
+  };
+  return { page, head: () => page(state.revision, 1) };
 }
 
-function makeStream(sink: FakeSink, since: number, clock = new ManualClock(), bound = 4) {
+function makeStream(sink: FakeSink, start: StartFrom, log: WatchLog, clock = new ManualClock(), bound = 4) {
   const depths: number[] = [];
   const stream = new WatchStream({
     id: 1,
     subject: 's',
     prefixes: ['app'],
-    sinceRevision: since,
+    start,
+    environments: ['base', 'prod'],
+    log,
     sink,
     bound,
     heartbeatInterval: 1000,
     clock,
-    latestRevision: () => 0,
     onQueueDepth: (d) => depths.push(d),
     onSent: () => {},
     onEnd: () => {},
@@ -187,23 +208,25 @@ function makeStream(sink: FakeSink, since: number, clock = new ManualClock(), bo
   return { stream, depths };
 }
 
+const after = (revision: number, storeId = 'store-1'): StartFrom => ({ kind: 'after', position: { storeId, revision, digest: digestOf(revision) } });
+
 test('watch stream: replay then live with no gap or duplicate, other prefixes skipped', async () => {
   const sink = new FakeSink();
-  const { stream } = makeStream(sink, 2);
-  const log = [changed(3), changed(4, 'app-admin'), changed(5)];
+  const log = [changed(2), changed(3), changed(4, 'app-admin'), changed(5)];
+  const { stream } = makeStream(sink, after(2), memoryLog({ events: log, revision: 5, compactedThrough: 0 }));
   // Live events arrive while the replay is running, overlapping it.
   stream.offer(encodeEvent(changed(5)));
   stream.offer(encodeEvent(changed(6)));
-  const cp = { eventsAfter: async (after: number) => log.filter((e) => e.revision > after) } as unknown as ControlPlane;
-  await stream.start(cp, 5, 1);
+  await stream.start();
   stream.offer(encodeEvent(changed(7)));
   assert.deepEqual(sink.written.map((e) => [e.type, e.revision]), [['heartbeat', 2], ['itemChanged', 3], ['itemChanged', 5], ['itemChanged', 6], ['itemChanged', 7]]);
+  assert.deepEqual(sink.written[0], { type: 'heartbeat', revision: 2, digest: digestOf(2), currentRevision: 5, intervalMs: 1000, storeId: 'store-1', environments: ['base', 'prod'] });
 });
 
 test('watch stream: a reader that stops accepting is ended at the bound, and the queue never passes it', async () => {
   const sink = new FakeSink();
-  const { stream, depths } = makeStream(sink, 0);
-  await stream.start({} as ControlPlane, 10, 1);
+  const { stream, depths } = makeStream(sink, { kind: 'now' }, memoryLog({ events: [], revision: 10, compactedThrough: 10 }));
+  await stream.start();
   sink.accepting = false;
   for (let r = 11; r < 30; r++) stream.offer(encodeEvent(changed(r)));
   assert.equal(sink.status?.code, GrpcStatus.RESOURCE_EXHAUSTED);
@@ -211,17 +234,47 @@ test('watch stream: a reader that stops accepting is ended at the bound, and the
   assert.ok(stream.ended);
 });
 
-test('watch stream: heartbeats on the clock; a resync for a compacted revision', async () => {
+test('watch stream: heartbeats on the clock carry the filtered-out high-water mark; a resync for a compacted revision', async () => {
   const clock = new ManualClock();
   const sink = new FakeSink();
-  const { stream } = makeStream(sink, 3, clock);
-  await stream.start({} as ControlPlane, 50, 20);
-  assert.deepEqual(sink.written.map((e) => e.type), ['heartbeat', 'resyncRequired']);
+  const { stream } = makeStream(sink, { kind: 'legacy', sinceRevision: 3 }, memoryLog({ events: [changed(50)], revision: 50, compactedThrough: 20 }), clock);
+  await stream.start();
+  assert.deepEqual(sink.written.map((e) => e.type), ['resyncRequired']);
+  assert.deepEqual(sink.written[0], {
+    type: 'resyncRequired',
+    revision: 50,
+    digest: digestOf(50),
+    oldestRevision: 21,
+    currentRevision: 50,
+    reason: 'since_revision 3 is older than the retained log (oldest 21)',
+    storeId: 'store-1',
+    environments: ['base', 'prod'],
+  });
+  stream.offer(encodeEvent(changed(51, 'elsewhere')));
   clock.advance(1000);
-  assert.equal(sink.written.at(-1)?.type, 'heartbeat');
+  const beat = sink.written.at(-1);
+  assert.equal(beat?.type, 'heartbeat');
+  assert.deepEqual([beat?.revision, beat?.digest], [51, digestOf(51)], 'the bookmark covers the event filtered out');
   stream.end(GrpcStatus.UNAVAILABLE, 'bye', 'shutdown');
   clock.advance(5000);
-  assert.equal(sink.written.length, 3, 'no heartbeats after the end');
+  assert.equal(sink.written.length, 2, 'no heartbeats after the end');
+});
+
+test('watch stream start: another store, a digest mismatch, a future or compacted revision resync; a matching position replays', async () => {
+  const state = { events: [changed(5), changed(6), changed(7)], revision: 7, compactedThrough: 4 };
+  const first = async (start: StartFrom) => {
+    const sink = new FakeSink();
+    await makeStream(sink, start, memoryLog(state)).stream.start();
+    return sink.written[0];
+  };
+  const reason = (e: WatchEvent | undefined) => (e?.type === 'resyncRequired' ? e.reason : `not a resync: ${e?.type}`);
+  assert.match(reason(await first(after(6, 'store-0'))), /another store/);
+  assert.match(reason(await first({ kind: 'after', position: { storeId: 'store-1', revision: 6, digest: digestOf(99) } })), /digest mismatch/);
+  assert.match(reason(await first(after(8))), /in the future/);
+  assert.match(reason(await first({ kind: 'legacy', sinceRevision: 8 })), /in the future/);
+  assert.match(reason(await first(after(3))), /older than the retained log/);
+  assert.equal((await first(after(4)))?.type, 'heartbeat', 'exactly at the boundary is verified by the boundary digest');
+  assert.equal((await first(after(6)))?.type, 'heartbeat');
 });
 
 test('the OpenAPI document describes every route', async () => {

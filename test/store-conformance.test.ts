@@ -31,13 +31,16 @@ function sealedOf(seed: number, keyVersion = 1): SealedColumns {
   };
 }
 
+/** A stand-in event digest, distinct per revision. */
+const digestOf = (revision: number): string => revision.toString(16).padStart(32, '0');
+
 /** Writes one version of REF in `env` the way the domain layer does. */
 async function putVersion(store: Store, env: string, seed: number): Promise<{ version: number; revision: number }> {
   return store.write(async (w) => {
     const version = await w.takeNextVersion(REF, 'config', T0);
     const revision = await w.nextRevision();
     await w.insertVersion({ ...REF, version, env, revision, createdAt: T0 + seed, createdBy: 'tester', deleted: false, sealed: sealedOf(seed) });
-    await w.appendEvent({ revision, type: 'itemChanged', namespace: REF.namespace, name: REF.name, kind: 'config', version, env }, T0);
+    await w.appendEvent({ revision, digest: digestOf(revision), type: 'itemChanged', namespace: REF.namespace, name: REF.name, kind: 'config', version, env }, T0);
     return { version, revision };
   });
 }
@@ -57,11 +60,13 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
 
     test('a fresh store is migrated, empty, and reopens with its data', async (t) => {
       const { store, reopen } = await engine.fresh(t);
-      assert.deepEqual(await store.read((r) => r.logState()), { revision: 0, compactedThrough: 0 });
+      const { storeId } = await store.read((r) => r.logState());
+      assert.match(storeId, /^[0-9a-f-]{36}$/, 'a new store gets a random identity');
+      assert.deepEqual(await store.read((r) => r.logState()), { storeId, revision: 0, compactedThrough: 0, compactedDigest: '' });
       await putVersion(store, 'base', 1);
       await store.close();
       const again = await reopen();
-      assert.deepEqual(await again.read((r) => r.logState()), { revision: 1, compactedThrough: 0 });
+      assert.deepEqual(await again.read((r) => r.logState()), { storeId, revision: 1, compactedThrough: 0, compactedDigest: '' }, 'the identity is kept');
       const [row] = await again.read((r) => r.currentVersions(REF));
       assert.deepEqual(row?.sealed, sealedOf(1), 'binary columns round-trip byte for byte');
       await again.close();
@@ -181,7 +186,7 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
             const revision = await w.nextRevision();
             // Yield inside the transaction, as the domain does around KEK calls.
             await new Promise((resolve) => setImmediate(resolve));
-            await w.appendEvent({ revision, type: 'keyRotated', namespace: `ns${i}`, keyVersion: i }, T0);
+            await w.appendEvent({ revision, digest: digestOf(revision), type: 'keyRotated', namespace: `ns${i}`, keyVersion: i }, T0);
             return revision;
           },
           (revision) => committed.push(revision),
@@ -209,7 +214,7 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
             await new Promise((resolve) => setImmediate(resolve));
             const revision = await w.nextRevision();
             await w.insertVersion({ ...REF, version, env: 'base', revision, createdAt: T0, createdBy: `w${i}`, deleted: false, sealed: sealedOf(i) });
-            await w.appendEvent({ revision, type: 'itemChanged', namespace: REF.namespace, name: REF.name, kind: 'config', version, env: 'base' }, T0);
+            await w.appendEvent({ revision, digest: digestOf(revision), type: 'itemChanged', namespace: REF.namespace, name: REF.name, kind: 'config', version, env: 'base' }, T0);
             return { version, revision };
           }),
         );
@@ -247,8 +252,8 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       await store.write(async (w) => {
         const first = await w.nextRevision();
         const second = await w.nextRevision();
-        events.push({ revision: first, type: 'itemChanged', namespace: 'a', name: 'user', kind: 'secret', version: 1, env: 'base', setRevision: second });
-        events.push({ revision: second, type: 'itemDeleted', namespace: 'a', name: 'old', env: '', version: 3, setRevision: second });
+        events.push({ revision: first, digest: digestOf(first), type: 'itemChanged', namespace: 'a', name: 'user', kind: 'secret', version: 1, env: 'base', setRevision: second });
+        events.push({ revision: second, digest: digestOf(second), type: 'itemDeleted', namespace: 'a', name: 'old', env: '', version: 3, setRevision: second });
         for (const event of events) await w.appendEvent(event, T0);
       });
       await putVersion(store, 'base', 1);
@@ -257,18 +262,44 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.equal((read[2] as { setRevision?: number }).setRevision, undefined);
     });
 
+    test('one log page is one snapshot: state, the digest at the position, events; a restore marks a new identity and compacts everything', async (t) => {
+      const { store } = await engine.fresh(t);
+      const { storeId } = await store.read((r) => r.logState());
+      for (let i = 0; i < 5; i += 1) await putVersion(store, 'base', i);
+      const page = await store.read((r) => r.logPage(2, 2));
+      assert.deepEqual(
+        { ...page, events: page.events.map((e) => e.revision) },
+        { storeId, revision: 5, compactedThrough: 0, compactedDigest: '', afterDigest: digestOf(2), events: [3, 4] },
+      );
+      assert.equal((await store.read((r) => r.logPage(0, 10))).afterDigest, '', 'revision 0 has the empty digest');
+      assert.equal((await store.read((r) => r.logPage(9, 10))).afterDigest, undefined, 'no event stands in the future');
+      assert.deepEqual(await store.read(async (r) => (await r.logHead()).afterDigest), digestOf(5));
+      await store.write((w) => w.compactEvents(2));
+      const boundary = await store.read((r) => r.logPage(3, 10));
+      assert.deepEqual([boundary.compactedThrough, boundary.afterDigest, boundary.events.map((e) => e.revision)], [3, digestOf(3), [4, 5]], 'the boundary keeps its digest');
+      assert.equal((await store.read((r) => r.logPage(2, 10))).afterDigest, undefined, 'compacted');
+
+      const marked = await store.write((w) => w.markRestored('restored-id', 1_000, digestOf(0xabc)));
+      assert.deepEqual(marked, { storeId: 'restored-id', revision: 1_005, compactedThrough: 1_005, compactedDigest: digestOf(0xabc) });
+      assert.deepEqual(await store.read((r) => r.logState()), marked);
+      const head = await store.read((r) => r.logHead());
+      assert.deepEqual([head.afterDigest, head.events], [digestOf(0xabc), []], 'the head of a restored store is the marked boundary');
+      assert.equal((await putVersion(store, 'base', 9)).revision, 1_006, 'revisions continue after the bump');
+    });
+
     test('the event log replays after a revision, pages, and compacts to the newest N', async (t) => {
       const { store } = await engine.fresh(t);
+      const { storeId } = await store.read((r) => r.logState());
       const events: LogEvent[] = [];
       await store.write(async (w) => {
         for (let i = 0; i < 3; i += 1) {
           const revision = await w.nextRevision();
           const event: LogEvent =
             i === 0
-              ? { revision, type: 'itemChanged', namespace: 'a', name: 'b', kind: 'secret', version: 1, env: 'prod' }
+              ? { revision, digest: digestOf(revision), type: 'itemChanged', namespace: 'a', name: 'b', kind: 'secret', version: 1, env: 'prod' }
               : i === 1
-                ? { revision, type: 'itemDeleted', namespace: 'a', name: 'b', env: '', version: 1 }
-                : { revision, type: 'keyRotated', namespace: 'a', keyVersion: 2 };
+                ? { revision, digest: digestOf(revision), type: 'itemDeleted', namespace: 'a', name: 'b', env: '', version: 1 }
+                : { revision, digest: digestOf(revision), type: 'keyRotated', namespace: 'a', keyVersion: 2 };
           await w.appendEvent(event, T0);
           events.push(event);
         }
@@ -277,7 +308,7 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.deepEqual(await store.read((r) => r.eventsAfter(1, 1)), [events[1]]);
       for (let i = 0; i < 7; i += 1) await putVersion(store, 'base', i);
       await store.write((w) => w.compactEvents(4));
-      assert.deepEqual(await store.read((r) => r.logState()), { revision: 10, compactedThrough: 6 });
+      assert.deepEqual(await store.read((r) => r.logState()), { storeId, revision: 10, compactedThrough: 6, compactedDigest: digestOf(6) });
       assert.deepEqual(
         (await store.read((r) => r.eventsAfter(0, 100))).map((e) => e.revision),
         [7, 8, 9, 10],
@@ -286,12 +317,16 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.equal((await store.read((r) => r.logState())).compactedThrough, 6, 'compaction never moves backwards');
       await store.write(async (w) => {
         const revision = await w.nextRevision();
-        await w.appendEvent({ revision, type: 'keyRotated', namespace: 'a', keyVersion: 3 }, T0 + 1_000);
+        await w.appendEvent({ revision, digest: digestOf(revision), type: 'keyRotated', namespace: 'a', keyVersion: 3 }, T0 + 1_000);
       });
       await store.write((w) => w.compactEventsCreatedBefore(T0 - 1));
       assert.equal((await store.read((r) => r.logState())).compactedThrough, 6, 'nothing is older than the cutoff');
       await store.write((w) => w.compactEventsCreatedBefore(T0));
-      assert.deepEqual(await store.read((r) => r.logState()), { revision: 11, compactedThrough: 10 }, 'age compaction keeps the newer event');
+      assert.deepEqual(
+        await store.read((r) => r.logState()),
+        { storeId, revision: 11, compactedThrough: 10, compactedDigest: digestOf(10) },
+        'age compaction keeps the newer event and the boundary digest',
+      );
       assert.deepEqual(
         (await store.read((r) => r.eventsAfter(0, 100))).map((e) => e.revision),
         [11],

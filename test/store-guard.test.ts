@@ -155,3 +155,15 @@ test('only a missing store file makes a new store: an empty, headerless or damag
   assert.equal(verifyFresh.code, 0, verifyFresh.stderr);
   assert.match(verifyFresh.stdout, /ok \(PRAGMA integrity_check/);
 });
+
+test('a data dir the server user cannot write stops start-up naming --data-dir and the uid (run as uid 65532, as in a pod)', { skip: process.getuid?.() === 0 ? false : 'needs root to start the server as uid 65532' }, async () => {
+  const root = await makeTempDir();
+  cleanup.push(() => removeDir(root));
+  const dataDir = join(root, 'data');
+  await mkdir(dataDir, { mode: 0o755 }); // root-owned, not writable by 65532
+  const { chmod } = await import('node:fs/promises');
+  await chmod(root, 0o755);
+  const result = await runCli(serverArgs(dataDir), { CONFIG_SIDECAR_KEK: randomKekBase64() }, { timeoutMs: REFUSAL_TIMEOUT_MS, uid: 65532, gid: 65532 });
+  assert.equal(result.code, 1, result.stderr);
+  assert.match(result.stderr, new RegExp(`The data directory ${dataDir} \\(--data-dir, CONFIG_SIDECAR_DATA_DIR\\) is not writable by uid 65532`));
+});

@@ -97,7 +97,7 @@ test('the native sidecar is first, restartPolicy Always, with probes, bounded re
   assert.equal(sidecar?.startupProbe.httpGet.path, '/readyz');
   assert.equal(sidecar?.livenessProbe.httpGet.path, '/healthz');
   assert.ok(sidecar?.args.includes('--admin-listen=0.0.0.0:8431'));
-  assert.deepEqual(sidecar?.resources, { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '200m', memory: '256Mi' } });
+  assert.deepEqual(sidecar?.resources, { requests: { cpu: '50m', memory: '128Mi' }, limits: { cpu: '200m', memory: '256Mi' } });
   const token = (out.spec.volumes as Json[]).find((v) => v.name === 'config-sidecar-token');
   assert.deepEqual(token?.projected.sources[0], { serviceAccountToken: { audience: 'config-sidecar', expirationSeconds: 600, path: 'token' } });
   assert.equal((out.spec.securityContext as { fsGroup: number }).fsGroup, 65532);

@@ -27,7 +27,9 @@ export function watchSse(socketPath: string, prefix: string): SseWatcher {
   const req: ClientRequest = request({ socketPath, path: `/v1/watch?prefix=${encodeURIComponent(prefix)}`, method: 'GET' }, (res) => {
     if (res.statusCode !== 200) {
       failed(new Error(`SSE ${prefix}: HTTP ${res.statusCode}`));
+      // A refused watcher lets its connection go (as a client backing off on 429 does), not idle in keep-alive.
       res.resume();
+      req.destroy();
       return;
     }
     opened();

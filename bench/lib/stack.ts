@@ -158,6 +158,8 @@ export interface AgentOptions {
   readonly cli?: string;
   /** Extra environment (the agent otherwise gets PATH only). */
   readonly env?: Readonly<Record<string, string>>;
+  /** A command that execs its trailing arguments (e.g. a shell joining a cgroup first); the PID stays the agent's. */
+  readonly wrap?: readonly string[];
 }
 
 export async function startAgent(server: Pick<ServerHandle, 'httpUrl' | 'grpcAddress' | 'rootToken'>, options: AgentOptions): Promise<AgentHandle> {
@@ -171,10 +173,12 @@ export async function startAgent(server: Pick<ServerHandle, 'httpUrl' | 'grpcAdd
     await writeFile(configPath, options.configYaml);
     configArgs.push('--config', configPath);
   }
+  const [command, ...prefix] = options.wrap?.length ? [...options.wrap, process.execPath] : [process.execPath];
   const child = startChild(
     'agent',
-    process.execPath,
+    command as string,
     [
+      ...prefix,
       // No flags of our own: the bin re-executes itself with its runtime settings (src/cli/runtime-settings.ts), as in the image.
       ...(options.nodeArgs ?? []),
       options.cli ?? CLI,

@@ -59,6 +59,9 @@ export interface Profile {
   readonly memoryCounts: readonly number[];
   /** Fresh agents loaded per size up to 10k (100k is loaded once). */
   readonly memoryReps: number;
+  /** Pod limit: entries read through the agent under the injector's default memory limit, and SSE clients held open. */
+  readonly podLimitEntries: number;
+  readonly podLimitSseClients: number;
   readonly startupReps: number;
   readonly startupPrefetch: number;
   readonly hitRatioS: number;
@@ -82,6 +85,8 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     fanoutEvents: 10,
     memoryCounts: [1_000, 10_000, 100_000],
     memoryReps: 3,
+    podLimitEntries: 100_000,
+    podLimitSseClients: 1_000,
     startupReps: 5,
     startupPrefetch: 100,
     hitRatioS: 10,
@@ -103,6 +108,8 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     fanoutEvents: 5,
     memoryCounts: [1_000, 10_000],
     memoryReps: 1,
+    podLimitEntries: 10_000,
+    podLimitSseClients: 300,
     startupReps: 3,
     startupPrefetch: 100,
     hitRatioS: 3,
@@ -125,6 +132,8 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     fanoutEvents: 2,
     memoryCounts: [200],
     memoryReps: 3,
+    podLimitEntries: 200,
+    podLimitSseClients: 20,
     startupReps: 3,
     startupPrefetch: 10,
     hitRatioS: 0.5,

@@ -6,6 +6,7 @@ import { latencyFixedRate } from './latency.ts';
 import { freshness } from './freshness.ts';
 import { fanout } from './fanout.ts';
 import { memory } from './memory.ts';
+import { podLimit } from './pod-limit.ts';
 import { startup } from './startup.ts';
 import { hitRatio } from './hit-ratio.ts';
 import { outage } from './outage.ts';
@@ -27,6 +28,7 @@ export const SCENARIOS: readonly Scenario[] = [
   { id: 'freshness-files', title: 'Freshness, files', run: (ctx) => freshness(ctx, 'files') },
   { id: 'fan-out', title: 'Fan-out to watch streams', run: fanout },
   { id: 'memory', title: 'Memory (RSS)', run: memory },
+  { id: 'pod-limit', title: 'Pod limit: under a real memory limit', run: podLimit },
   { id: 'start-up', title: 'Start-up to ready', run: startup },
   { id: 'hit-ratio', title: 'Hit ratio under writes', run: hitRatio },
   { id: 'outage', title: 'Outage: server killed mid-run', run: outage },

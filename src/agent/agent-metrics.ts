@@ -3,7 +3,8 @@
  * the read path are plain `inc()` on label-less or pre-bound children: no
  * label lookup per request.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../shared/process-metrics.ts';
 import type { CacheObserver } from './value-cache.ts';
 
 const P = 'config_sidecar_agent_';
@@ -28,7 +29,7 @@ export interface AgentMetrics {
 
 export function createAgentMetrics(gauges: { entries: () => number; bytes: () => number }): AgentMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: P });
+  collectProcessMetrics(registry, P);
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> =>
     new Counter({ name: P + name, help, labelNames, registers: [registry] });
   // Counted per read on the hot path: kept in plain numbers and handed to prom-client when scraped,

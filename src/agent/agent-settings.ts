@@ -34,7 +34,10 @@ export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:8431';
 export const DEFAULT_CACHE_TTL = '5m';
 export const DEFAULT_MAX_STALE = '1h';
 export const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
+/** Without a container memory limit; under one, the bound is derived from it (memory-budget.ts). */
 export const DEFAULT_CACHE_MAX_BYTES = '64MiB';
+/** `auto`: the container's limit (cgroup, memory-limit.ts); `none`: ignore it; a size: use that. */
+export const DEFAULT_MEMORY_LIMIT = 'auto';
 export const DEFAULT_ENV = 'prod';
 /** Upper bound of the random delay spreading refetches after KeyRotated / ResyncRequired. */
 export const DEFAULT_REFETCH_JITTER = '1s';
@@ -62,6 +65,7 @@ const FLAGS = [
   'otlp-endpoint',
   'trace-sample-ratio',
   'files-dir',
+  'memory-limit',
 ] as const;
 
 const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
@@ -121,7 +125,10 @@ export const agentSettingsSchema = z
     adminListen: listenSchema.default(listenSchema.parse(DEFAULT_ADMIN_LISTEN)),
     cacheTtl: durationSchema.default(durationSchema.parse(DEFAULT_CACHE_TTL)),
     cacheMaxEntries: positiveInt.default(DEFAULT_CACHE_MAX_ENTRIES),
-    cacheMaxBytes: sizeSchema.default(sizeSchema.parse(DEFAULT_CACHE_MAX_BYTES)),
+    /** Unset: derived from the memory limit, or DEFAULT_CACHE_MAX_BYTES without one (memory-budget.ts). */
+    cacheMaxBytes: sizeSchema.optional(),
+    /** The container memory limit the bounds are derived from. */
+    memoryLimit: z.union([z.literal('auto'), z.literal('none'), sizeSchema.refine((n) => n > 0, 'must be above zero')]).default(DEFAULT_MEMORY_LIMIT),
     maxStale: durationSchema.default(durationSchema.parse(DEFAULT_MAX_STALE)),
     refetchJitter: durationSchema.default(durationSchema.parse(DEFAULT_REFETCH_JITTER)),
     logLevel: z.enum(LOG_LEVELS as [LogLevel, ...LogLevel[]]).default('info'),
@@ -160,13 +167,17 @@ export const agentSettingsSchema = z
         message: `lists ${s.serverGrpc.length} address(es) but --server lists ${s.server.length}; they are paired by position`,
       });
     }
-    if (!s.serverCa && !s.insecure) {
+    // --server-ca secures https:// URLs only; it never makes an http:// URL safe.
+    if (!s.insecure) {
       for (const url of s.server) {
         const u = new URL(url);
         if (u.protocol === 'http:' && !isLoopbackHost(u.hostname.replace(/^\[|\]$/g, ''))) {
-          ctx.addIssue({ code: 'custom', path: ['server'], message: `${url} is plaintext to a non-loopback host; use https with --server-ca, or --insecure` });
+          const ca = s.serverCa ? ' (--server-ca applies to https:// URLs only)' : '';
+          ctx.addIssue({ code: 'custom', path: ['server'], message: `${url} is plaintext to a non-loopback host${ca}; use https:// with --server-ca, or --insecure` });
         }
       }
+    }
+    if (!s.serverCa && !s.insecure) {
       for (const addr of s.serverGrpc) {
         const host = addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
         if (!isLoopbackHost(host)) {
@@ -224,7 +235,13 @@ export function resolveAgentSettings(flags: Record<string, unknown>, file: Recor
 export async function loadAgentSettings(flags: Record<string, unknown>): Promise<AgentSettings> {
   const path = typeof flags.config === 'string' && flags.config !== '' ? flags.config : undefined;
   const file = path ? await readConfigFile(path) : {};
-  return resolveAgentSettings(flags, file);
+  try {
+    return resolveAgentSettings(flags, file);
+  } catch (err) {
+    // Flags are checked by commander, so an unknown key at the top can only come from the file: name it.
+    if (path && err instanceof SettingError && err.setting === 'configuration') throw new SettingError(`${AGENT_SETTING_LABELS.config ?? '--config'} file "${path}"`, err.detail);
+    throw err;
+  }
 }
 
 export type { Bytes, Milliseconds };

@@ -31,10 +31,14 @@ import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
 import { createTestHookRoutes, HoldGate, testHooksEnabled } from './test-hooks.ts';
-import { agentReadiness } from './readiness.ts';
+import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
 import { createTokenSource } from './token-source.ts';
+import { getHeapStatistics } from 'node:v8';
 import { checkWritableDir } from './volume-access.ts';
+import { agentMemory, type AgentMemory } from './memory-budget.ts';
+import type { MemoryLimit } from './memory-limit.ts';
+import { memoryCheck, registerMemoryMetrics } from './memory-report.ts';
 import { createUpstream } from './upstream.ts';
 import { release, ValueCache, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
@@ -42,8 +46,8 @@ import { startWatchClient, type WatchClient } from './watch-client.ts';
 
 /** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
-/** Open SSE streams per agent; more get 429. */
-export const MAX_SSE_CLIENTS = 256;
+/** Open SSE streams per agent without a memory limit; under one the cap is derived (memory-budget.ts). More get 429. */
+export { MAX_SSE_CLIENTS } from './memory-budget.ts';
 /** Retry-After on that 429, in seconds. */
 export const SSE_RETRY_AFTER_S = 5;
 /** In-flight requests get this long to finish on SIGTERM. */
@@ -56,6 +60,8 @@ export interface StartAgentOptions {
   /** Raw flag values, kept so a config file reload merges flags over the new file. */
   readonly flags?: Record<string, unknown>;
   readonly env?: NodeJS.ProcessEnv;
+  /** The container's memory limit as detected (tests inject one); default: read at start (memory-limit.ts). */
+  readonly memory?: MemoryLimit;
 }
 
 export type ConfigListener = (next: AgentSettings, previous: AgentSettings) => void | Promise<void>;
@@ -71,6 +77,8 @@ export interface RunningAgent {
   readonly events: AppliedEventsHub;
   readonly values: ValueSource;
   readonly metrics: AgentMetrics;
+  /** The memory limit and the bounds derived from it. */
+  readonly memory: AgentMemory;
   readonly logger: Logger;
   readonly clock: Clock;
   appliedRevision(): number;
@@ -88,7 +96,7 @@ export interface RunningAgent {
 }
 
 /** Settings whose change needs a restart (listeners, upstream, cache sizing). */
-const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'maxStale'] as const;
+const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'memoryLimit', 'maxStale'] as const;
 
 function closeServer(server: Server | undefined): Promise<void> {
   if (!server?.listening) return Promise.resolve();
@@ -112,6 +120,24 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const offsetClock = hooks ? new OffsetClock() : undefined;
   const clock: Clock = options.clock ?? offsetClock ?? systemClock;
   if (hooks) logger.warn({ env: 'CONFIG_SIDECAR_TEST_HOOKS' }, 'TEST HOOKS ENABLED: debug routes on the admin listener can move the clock and hold fetches; never use in production');
+  // First: a --cache-max-bytes that cannot fit the limit stops the agent before anything starts.
+  const memory = agentMemory(settings, options.memory);
+  const { budget } = memory;
+  if (budget.warning) logger.warn({ limit: budget.limit }, budget.warning);
+  logger.info(
+    {
+      limit: budget.limit ?? 'none',
+      source: memory.memory.source,
+      cgroup: memory.memory.cgroupDir,
+      target: budget.target,
+      cacheMaxBytes: budget.cacheMaxBytes,
+      cacheMaxBytesFrom: budget.cacheMaxBytesFrom,
+      maxWatchStreams: budget.maxSseClients,
+      maxConnections: budget.maxConnections,
+      heapLimit: getHeapStatistics().heap_size_limit,
+    },
+    'memory budget',
+  );
   const id = randomUUID();
   const keyPair = generateTransportKeyPair();
   const token = createTokenSource(settings.tokenFile, clock, logger);
@@ -146,6 +172,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
+  let streamError: string | undefined;
   let everConnected = false;
   const cache = new ValueCache({
     loader,
@@ -153,7 +180,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     ttl: settings.cacheTtl,
     maxStale: settings.maxStale,
     maxEntries: settings.cacheMaxEntries,
-    maxBytes: settings.cacheMaxBytes,
+    maxBytes: budget.cacheMaxBytes,
     streamDownSince: () => streamDownSince,
     observer: metrics.cacheObserver,
     onBackgroundError: (ref, env, err: AppError) => logger.warn({ namespace: ref.namespace, name: ref.name, env, code: err.code }, 'background refresh failed'),
@@ -189,11 +216,15 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     logger,
     start: () => applier.startFrom(),
     onEvent: (event) => applier.apply(event),
+    onError: (error) => {
+      streamError = describeStreamError(error.code, error.details);
+    },
     onState: (state) => {
       metrics.streamConnected.set(state.connected ? 1 : 0);
       if (state.connected) {
         // What a (re)connect does to the cache is the applier's, on the stream's first message.
         streamDownSince = undefined;
+        streamError = undefined;
         everConnected = true;
         firstConnect();
       } else {
@@ -219,8 +250,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     release: (result) => release(result.value),
   };
   const sseHandler = (res: ServerResponse, result: { prefix: string; sinceRevision: number | undefined }): void => {
-    if (sseClients >= MAX_SSE_CLIENTS) {
-      sendError(res, new AppError('rate_limited', `At most ${MAX_SSE_CLIENTS} watch streams per agent.`, { headers: { 'retry-after': String(SSE_RETRY_AFTER_S) } }));
+    if (sseClients >= budget.maxSseClients) {
+      sendError(res, new AppError('rate_limited', `At most ${budget.maxSseClients} watch streams per agent.`, { headers: { 'retry-after': String(SSE_RETRY_AFTER_S) } }));
       return;
     }
     void serveSse(res, {
@@ -240,6 +271,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
+  // Under a memory limit the connection cap comes from the budget (never above the listener's own).
+  for (const server of [socketServer, tcpServer]) if (server) server.maxConnections = Math.min(server.maxConnections, budget.maxConnections);
+  registerMemoryMetrics(metrics.registry, memory.memory, budget);
 
   // --- readiness and admin --------------------------------------------------
   let prefetchDone = settings.prefetch.length === 0;
@@ -254,7 +288,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       appliedRevision: applier.appliedRevision,
       prefetch: { done: prefetchDone, total: settings.prefetch.length, failing: prefetchFailing },
       tokenHealthy: token.healthy,
+      streamError,
       files: filesHealth?.(),
+      memory: memoryCheck(memory.memory, budget),
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
@@ -410,6 +446,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     events: hub,
     values,
     metrics,
+    memory,
     logger,
     clock,
     appliedRevision: () => applier.appliedRevision,

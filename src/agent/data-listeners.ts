@@ -10,6 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
+import { CONNECTIONS_CHECK_MS, limitConnections } from '../shared/connection-limit.ts';
 import { SettingError } from '../shared/settings.ts';
 import { checkWritableDir, dirGroup, keepGroup } from './volume-access.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
@@ -25,6 +26,7 @@ export const MAX_HEADER_BYTES: Bytes = 16 * 1024;
 export const HEADERS_TIMEOUT_MS: Milliseconds = 10_000;
 export const REQUEST_TIMEOUT_MS: Milliseconds = 15_000;
 export const KEEPALIVE_TIMEOUT_MS: Milliseconds = 30_000;
+/** Connections per listener; past it the oldest one without a request yet is shed (shared/connection-limit.ts). */
 export const MAX_CONNECTIONS = 1024;
 /** Probing an existing socket file: how long to wait for a live agent to accept. */
 const PROBE_TIMEOUT_MS: Milliseconds = 500;
@@ -57,7 +59,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       requestTimeout: hooks.limits?.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
       keepAliveTimeout: KEEPALIVE_TIMEOUT_MS,
       // Enforce the timeouts promptly (Node checks every 30 s by default).
-      connectionsCheckingInterval: Math.min(1_000, hooks.limits?.headersTimeoutMs ?? HEADERS_TIMEOUT_MS),
+      connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_MS, hooks.limits?.headersTimeoutMs ?? HEADERS_TIMEOUT_MS),
       // Small responses go out at once.
       noDelay: true,
     },
@@ -68,7 +70,8 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
           hooks.onResponse?.(listener, 200);
           return;
         }
-        if (result.status === 413) res.shouldKeepAlive = false; // do not read the unwanted body
+        // 413: do not read the unwanted body; 401: a caller without the pod token never keeps a connection slot.
+        if (result.status === 413 || result.status === 401) res.shouldKeepAlive = false;
         send(res, result);
         hooks.onResponse?.(listener, result.status);
       };
@@ -78,7 +81,9 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       else respond(result);
     },
   );
-  server.maxConnections = MAX_CONNECTIONS;
+  // Per listener: a flood on the TCP listener never touches the socket's budget,
+  // and sheds its own oldest request-less connection before a client's.
+  limitConnections(server, { max: MAX_CONNECTIONS });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable) {
       socket.destroy();

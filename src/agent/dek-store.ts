@@ -10,6 +10,13 @@ import { unwrapDek, zeroize, type TransportKeyPair } from '../shared/crypto.ts';
 import { AppError } from '../shared/errors.ts';
 import type { Upstream } from './upstream.ts';
 
+/** A copy in its own memory (not a slice of Buffer's shared pool), for the caller to zero-fill. */
+function privateCopy(key: Buffer): Buffer {
+  const copy = Buffer.alloc(key.length);
+  key.copy(copy);
+  return copy;
+}
+
 /** Message prefix of the (transient) error for a key version the server no longer sends. */
 export const KEY_VERSION_GONE = 'data key version retired';
 
@@ -43,17 +50,21 @@ export class DekStore {
     this.#keyPair = keyPair;
   }
 
-  /** The DEK `version` of `namespace`, fetching the namespace's keys if it is not held. */
+  /**
+   * A private copy of DEK `version` of `namespace` (the caller zero-fills it),
+   * fetching the namespace's keys if they are not held. Never the held buffer:
+   * an eviction or rotation zero-fills that while a caller may still use it.
+   */
   async key(namespace: string, keyId: string, version: number, signal?: AbortSignal): Promise<Buffer> {
     const held = this.#sets.get(namespace)?.keys.get(version);
-    if (held) return held;
+    if (held) return privateCopy(held);
     // Unknown version (a rotation we have not seen yet): fetch once more.
     const set = await this.#fetch(namespace, signal);
     if (set.keyId !== keyId) throw new AppError('decryption_failed', `The envelope names key ${keyId}, the server sent ${set.keyId}.`);
     const key = set.keys.get(version);
     // Not tampering: a rotation retired the version between the envelope and the key fetch.
     if (!key) throw new AppError('upstream_error', `${KEY_VERSION_GONE}: no data key version ${version} for ${namespace}.`);
-    return key;
+    return privateCopy(key);
   }
 
   #fetch(namespace: string, signal?: AbortSignal): Promise<DekSet> {
@@ -64,14 +75,25 @@ export class DekStore {
       try {
         const response = await this.#upstream.fetchDeks(namespace, this.#keyPair.publicKeyBase64, signal);
         const keys = new Map<number, Buffer>();
-        for (const wrapped of response.keys) {
-          keys.set(
-            wrapped.version,
-            unwrapDek(wrapped, this.#keyPair, { namespace, keyVersion: wrapped.version, senderPublicKey: response.serverPublicKey }),
-          );
+        try {
+          for (const wrapped of response.keys) {
+            keys.set(
+              wrapped.version,
+              unwrapDek(wrapped, this.#keyPair, { namespace, keyVersion: wrapped.version, senderPublicKey: response.serverPublicKey }),
+            );
+          }
+        } catch (err) {
+          zeroize(...keys.values());
+          throw err;
         }
         const set: DekSet = { keyId: response.keyId, currentVersion: response.currentVersion, keys };
-        if (!flight.superseded) this.#sets.set(namespace, set);
+        if (!flight.superseded) {
+          this.#sets.set(namespace, set);
+        } else {
+          // Never held, so never disposed: zero-fill once this flight's waiters
+          // have copied their key (they resume in microtasks, before the immediate).
+          setImmediate(() => zeroize(...keys.values()));
+        }
         return set;
       } finally {
         if (this.#flights.get(namespace) === flight) this.#flights.delete(namespace);

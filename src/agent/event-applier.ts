@@ -107,6 +107,8 @@ export class EventApplier {
           this.#resync(at, 'store', `store id changed from ${this.#position.storeId} to ${at.storeId}`);
         } else if (!this.#position || opening?.kind === 'now') {
           this.#startedNow(at);
+        } else if (opening?.kind === 'after') {
+          this.#resumed(this.#position);
         } else if (opening === undefined && at.revision > this.#position.revision) {
           // A bookmark: nothing in our prefixes changed up to here. (The first
           // heartbeat of a resume precedes its replay and moves nothing.)
@@ -151,10 +153,26 @@ export class EventApplier {
   #startedNow(at: LogPosition): void {
     this.#position = at;
     this.#o.hub.setFloor(at.revision);
+    const served = this.#o.cache.variants();
     this.#o.cache.supersedeAll();
+    if (served.length === 0) return;
     // Values filled before the stream existed could have missed an event:
-    // revalidate every (item, env) served; a changed ETag is announced.
-    for (const variant of this.#o.cache.variants()) this.#later(() => this.#o.cache.refresh(variant.ref, variant.env));
+    // files and SSE clients re-read now (a read waits for a fresh fill), and
+    // every (item, env) served is revalidated in the background.
+    this.#o.hub.publish({ type: 'resync', namespace: '', revision: at.revision, reason: 'server' });
+    for (const variant of served) this.#later(() => this.#o.cache.refresh(variant.ref, variant.env));
+  }
+
+  /**
+   * First message of a resume after `at`: values filled from later revisions
+   * (REST is ahead of the stream, more so while it was down) cannot be
+   * vouched for — the server may have lost that history (a failover) — so
+   * they are dropped and re-read; the replay brings everything else.
+   */
+  #resumed(at: LogPosition): void {
+    for (const variant of this.#o.cache.dropNewerThan(at.revision)) {
+      this.#o.hub.publish({ type: 'changed', namespace: variant.ref.namespace, name: variant.ref.name, env: variant.env, revision: at.revision });
+    }
   }
 
   #resync(at: LogPosition, cause: 'server' | 'store', reason: string): void {

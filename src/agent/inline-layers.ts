@@ -44,7 +44,11 @@ export function inlineLoaders(item: InlineItem, envs: readonly string[], environ
           { namespace: item.ref.namespace, name: item.ref.name, version: layer.version, env: layer.env, kind: item.kind, keyId: layer.keyId, keyVersion: layer.keyVersion },
           aadVersionOf(layer.aadVersion),
         );
-        plaintexts.set(layer.env, open(dek, sealedFromWire(layer), aad));
+        try {
+          plaintexts.set(layer.env, open(dek, sealedFromWire(layer), aad));
+        } finally {
+          zeroize(dek);
+        }
       }
       const out = new Map<string, LoadedValue | AppError>();
       for (const [env, chain] of chains) {

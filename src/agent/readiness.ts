@@ -17,7 +17,11 @@ export interface ReadinessState {
   readonly appliedRevision: number;
   readonly prefetch: { readonly done: boolean; readonly total: number; readonly failing: readonly string[] };
   readonly tokenHealthy: boolean;
+  /** Why the server last refused or ended the stream (its own words), until the stream connects again. */
+  readonly streamError?: string | undefined;
   readonly files?: { readonly ready: boolean; readonly files: Readonly<Record<string, { ok: boolean; detail?: string }>> } | undefined;
+  /** The memory limit, bounds, usage and headroom (memory-report.ts); informational. */
+  readonly memory?: { readonly ok: boolean; readonly detail: string } | undefined;
 }
 
 const seconds = (ms: Milliseconds): number => Math.round(ms / 1000);
@@ -34,14 +38,33 @@ export function agentReadiness(s: ReadinessState): Readiness {
     stream:
       down === undefined
         ? { ok: true, detail: `connected; applied revision ${s.appliedRevision}` }
-        : { ok: streamOk, detail: `${s.everConnected ? 'disconnected' : 'not yet connected'} for ${seconds(s.now - down)}s (max-stale ${seconds(s.maxStale)}s)` },
+        : {
+            ok: streamOk,
+            detail: `${s.everConnected ? 'disconnected' : 'not yet connected'} for ${seconds(s.now - down)}s (max-stale ${seconds(s.maxStale)}s)${s.streamError ? `: ${s.streamError}` : ''}`,
+          },
     // An unreadable token file does not make the agent unready: the last token read stays in use.
     token: s.tokenHealthy ? { ok: true } : { ok: true, detail: 'token file unreadable; using the last token read' },
   };
+  if (s.memory) checks.memory = s.memory;
   let ready = prefetch.done && streamOk;
   if (s.files) {
     for (const [path, health] of Object.entries(s.files.files)) checks[`file:${path}`] = health;
     ready = ready && s.files.ready;
   }
   return { ready, checks };
+}
+
+/** gRPC UNAUTHENTICATED and PERMISSION_DENIED (numeric values from the gRPC spec). */
+const GRPC_UNAUTHENTICATED = 16;
+const GRPC_PERMISSION_DENIED = 7;
+
+/**
+ * The server's reason for ending the Watch stream, with what to check: a
+ * missing, wrong or expired token, or one too narrow for the prefixes.
+ */
+export function describeStreamError(code: number, details: string): string {
+  const reason = details || `gRPC status ${code}`;
+  if (code === GRPC_UNAUTHENTICATED) return `the server refused the agent's token: ${reason} (check --token-file and that the server knows the token)`;
+  if (code === GRPC_PERMISSION_DENIED) return `the server refused the prefixes for this token: ${reason} (check --prefix and the token's role bindings, docs/AUTH.md)`;
+  return `the server ended the stream: ${reason}`;
 }

@@ -3,16 +3,19 @@
  * bounded timeouts). Servers are tried in the order given: a connection
  * failure moves to the next one and the last one that answered is tried first
  * next time. Only idempotent reads are retried, with capped backoff and full
- * jitter. Every failure becomes an `AppError` the cache can classify:
- * `unavailable` / `upstream_timeout` / `upstream_error` (transient: stale-if-
- * error applies) or `not_found` / `permission_denied` (the entry is dropped).
+ * jitter; a 429 is retried after its `Retry-After`, within a bounded wait, so
+ * a caller waits for its value instead of getting an error while the server
+ * is reachable. Every failure becomes an `AppError` whose code comes from the
+ * server's body (`error.code`) and is classified by the one error table
+ * (`clientActionOf`): `retry` (transient: stale-if-error applies), `drop`
+ * (not_found / permission_denied / …: the entry is dropped), or fail as is.
  */
 import { readFileSync } from 'node:fs';
 import { createPool, type Pool } from '../shared/undici-pool.ts';
 import type { z } from 'zod';
 import { Backoff } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
-import { AppError } from '../shared/errors.ts';
+import { AppError, clientActionOf, isErrorCode, type ErrorCode } from '../shared/errors.ts';
 import type { ItemRef } from '../shared/paths.ts';
 import { deksResponse, envelopeResponse, errorResponse, type DeksResponse, type EnvelopeResponse } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
@@ -26,6 +29,10 @@ export const UPSTREAM_KEEPALIVE_MS: Milliseconds = 30_000;
 export const UPSTREAM_MAX_ATTEMPTS = 3;
 export const UPSTREAM_RETRY_BASE_MS: Milliseconds = 50;
 export const UPSTREAM_RETRY_CAP_MS: Milliseconds = 1_000;
+/** A call answered 429 keeps retrying after each Retry-After for at most this long in all. */
+export const UPSTREAM_RATE_LIMIT_BUDGET_MS: Milliseconds = 10_000;
+/** Retry-After assumed when a 429 carries none (or an unreadable one). */
+export const DEFAULT_RETRY_AFTER_MS: Milliseconds = 1_000;
 /** Largest upstream body accepted (an envelope with every layer). */
 export const UPSTREAM_MAX_BODY_BYTES: Bytes = 16 * 1024 * 1024;
 
@@ -49,6 +56,34 @@ const encodePath = (path: string): string => path.split('/').map(encodeURICompon
 
 /** Network-level failure: try the next server. */
 class ConnectionFailure extends Error {}
+
+/** The server answered 429: retry after `retryAfterMs`. */
+class RateLimited extends AppError {
+  readonly retryAfterMs: Milliseconds;
+  constructor(message: string, retryAfterMs: Milliseconds) {
+    super('rate_limited', message, { headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) } });
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** `Retry-After` as seconds or an HTTP date, in ms from `now`. */
+export function retryAfterMs(header: string | string[] | undefined, now: Milliseconds): Milliseconds {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined || value.trim() === '') return DEFAULT_RETRY_AFTER_MS;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, at - now) : DEFAULT_RETRY_AFTER_MS;
+}
+
+/** The code to act on when a body names none we know (an older or foreign server). */
+function codeOfStatus(status: number): ErrorCode {
+  if (status === 404) return 'not_found';
+  if (status === 403) return 'permission_denied';
+  if (status === 401) return 'unauthenticated';
+  if (status === 400) return 'bad_request';
+  if (status === 429) return 'rate_limited';
+  return 'upstream_error';
+}
 
 export function createUpstream(options: UpstreamOptions): Upstream {
   const ca = options.caFile ? readFileSync(options.caFile) : undefined;
@@ -121,12 +156,20 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     }
     const detail = errorResponse.safeParse(json);
     const message = detail.success ? detail.data.error.message : `HTTP ${status}`;
-    if (status === 404) throw new AppError('not_found', message);
-    if (status === 403) throw new AppError('permission_denied', `The server refused this agent: ${message}`);
-    if (status === 401) throw new AppError('unauthenticated', `The server refused the agent's credential: ${message}`);
-    if (status === 400) throw new AppError('invalid_path', message);
-    if (status === 429 || status >= 500) throw new AppError('upstream_error', `The server answered ${status}: ${message}`);
-    throw new AppError('upstream_error', `The server answered ${status}.`);
+    const named = detail.success ? detail.data.error.code : '';
+    const code: ErrorCode = isErrorCode(named) ? named : codeOfStatus(status);
+    if (code === 'rate_limited' || status === 429) throw new RateLimited(`The server is rate limiting this agent: ${message}`, retryAfterMs(response.headers['retry-after'], options.clock.now()));
+    switch (clientActionOf(code)) {
+      case 'drop':
+        if (code === 'permission_denied') throw new AppError(code, `The server refused this agent: ${message}`);
+        if (code === 'unauthenticated') throw new AppError(code, `The server refused the agent's credential: ${message}`);
+        throw new AppError(code, message);
+      case 'retry':
+        throw new AppError('upstream_error', `The server answered ${status} (${code}): ${message}`);
+      case 'fail':
+        // The request itself was refused (an unknown env, a bad path): the caller's error, as the server named it.
+        throw new AppError(status >= 500 ? 'upstream_error' : code, message);
+    }
   }
 
   /** One idempotent read with failover across servers and retries with backoff. */
@@ -142,6 +185,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     const attempts = Math.max(UPSTREAM_MAX_ATTEMPTS, pools.length);
     const started = performance.now();
     let last: AppError = new AppError('unavailable', 'No server configured.');
+    const rateLimitedUntil = options.clock.now() + UPSTREAM_RATE_LIMIT_BUDGET_MS;
     for (let attempt = 0; attempt < attempts; attempt++) {
       const index = (preferred + attempt) % pools.length;
       try {
@@ -150,6 +194,17 @@ export function createUpstream(options: UpstreamOptions): Upstream {
         options.observe?.(route, 'ok', performance.now() - started);
         return result;
       } catch (err) {
+        if (err instanceof RateLimited) {
+          // Not a failure of the server: wait as told (within the budget) and ask again; this try is free.
+          const wait = err.retryAfterMs;
+          if (options.clock.now() + wait > rateLimitedUntil || signal?.aborted) {
+            options.observe?.(route, err.code, performance.now() - started);
+            throw err;
+          }
+          await sleep(wait, signal);
+          attempt -= 1;
+          continue;
+        }
         if (err instanceof ConnectionFailure) {
           last = new AppError('unavailable', `Cannot reach the server (${err.message}).`);
         } else if (err instanceof AppError && (err.code === 'upstream_error' || err.code === 'upstream_timeout')) {

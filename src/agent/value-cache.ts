@@ -207,6 +207,24 @@ export class ValueCache {
     return undefined;
   }
 
+  /**
+   * What a read would serve now without the read's side effects (hotness,
+   * refresh-ahead, revalidation): for diagnostics and the simulation suite.
+   */
+  peek(ref: ItemRef, env: string): { value: CachedValue; fresh: boolean } | undefined {
+    const entry = this.#lru.peek(cacheKey(ref, env));
+    if (entry?.state !== 'value') return undefined;
+    const fresh = freshness({
+      now: this.#options.clock.now(),
+      fetchedAt: entry.value.fetchedAt,
+      superseded: entry.generation !== this.#flights.generation,
+      streamDownSince: this.#options.streamDownSince(),
+      ttl: this.#options.ttl,
+      maxStale: this.#options.maxStale,
+    });
+    return fresh.kind === 'expired' ? undefined : { value: entry.value, fresh: fresh.kind === 'fresh' };
+  }
+
   async #fetchForCaller(ref: ItemRef, env: string, key: string, signal: AbortSignal | undefined): Promise<ReadResult> {
     for (let attempt = 0; attempt <= MAX_SUPERSEDED_RETRIES; attempt++) {
       const existing = this.#flights.get(key);
@@ -307,6 +325,15 @@ export class ValueCache {
       revalidateAfter: 0,
     });
     this.#trackVariant(ref, env, key);
+    const stored = this.#lru.peek(key);
+    if (stored?.state !== 'value' || stored.value !== value) {
+      // Over lru-cache's max entry size: never stored, so never disposed. The
+      // flight's waiters still get it (they resume in microtasks, before the
+      // immediate); the last lease to end zero-fills it.
+      value.life.leases += 1;
+      value.life.dropped = true;
+      setImmediate(() => release(value));
+    }
     const previousEtag = previous?.state === 'value' ? previous.value.etag : undefined;
     if (previous && previousEtag !== value.etag) this.#options.onChange?.(value, previousEtag);
   }
@@ -378,6 +405,10 @@ export class ValueCache {
    */
   supersedeAll(): void {
     for (const key of this.#flights.supersedeAll()) this.#forgetIfIdle(key);
+    // A remembered 404 cannot be vouched for either, and is cheap to ask again.
+    const absent: string[] = [];
+    for (const [key, entry] of this.#lru.entries()) if (entry.state === 'absent') absent.push(key);
+    for (const key of absent) this.#lru.delete(key);
   }
 
   /** The kind of any cached variant of the item (undefined when none is cached). */
@@ -387,6 +418,25 @@ export class ValueCache {
       if (entry?.state === 'value') return entry.value.kind;
     }
     return undefined;
+  }
+
+  /**
+   * Drops every value filled from a revision after `revision`, and supersedes
+   * every fill in flight: on a resume they are ahead of the stream, and the
+   * server's history after the position may be gone (a failover that lost
+   * commits). Returns the dropped variants.
+   */
+  dropNewerThan(revision: number): Variant[] {
+    const dropped: Variant[] = [];
+    for (const key of this.#flights.supersedeFlights()) this.#forgetIfIdle(key);
+    const keys: string[] = [];
+    for (const [key, entry] of this.#lru.entries()) if (entry.state === 'value' && entry.value.revision > revision) keys.push(key);
+    for (const key of keys) {
+      const tracked = this.#refs.get(key);
+      if (tracked) dropped.push({ ...tracked, hot: true });
+      this.#lru.delete(key);
+    }
+    return dropped;
   }
 
   /** Every cached or in-flight item under a namespace prefix (exact namespace when `exact`). */

@@ -67,6 +67,8 @@ function loadOnce(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer
             }
             observer?.decryptionFailed(ref);
             throw err;
+          } finally {
+            zeroize(dek);
           }
         }
       }

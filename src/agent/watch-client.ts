@@ -45,6 +45,8 @@ export interface WatchClientOptions {
   readonly onEvent: (event: WatchEvent) => void;
   /** Connected (first message received) or lost. */
   readonly onState: (state: { connected: boolean; address: string; reason?: string }) => void;
+  /** The server ended a stream with an error (before or after connecting): its status and message, for /readyz. */
+  readonly onError?: (error: { code: number; details: string; address: string }) => void;
 }
 
 export interface WatchClient {
@@ -152,6 +154,7 @@ export function startWatchClient(options: WatchClientOptions): WatchClient {
     stream.on('error', (err: grpc.ServiceError) => {
       if (call !== stream) return;
       options.logger.warn({ address: options.addresses[index], code: err.code, details: err.details }, 'watch stream failed');
+      options.onError?.({ code: err.code, details: err.details, address: options.addresses[index] as string });
       fail(err.details || `grpc status ${err.code}`);
     });
     stream.on('end', () => {

@@ -10,6 +10,9 @@ import { envNameFor } from '../shared/settings.ts';
 import { action } from './cli-util.ts';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from './runtime-settings.ts';
 
+/** Set on the re-executed agent so it never re-executes again. */
+const HEAP_SET_ENV = 'CONFIG_SIDECAR_HEAP_SET';
+
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
 function opt(flags: string, description: string): Option {
@@ -24,7 +27,7 @@ export function register(program: Command): void {
     .addOption(opt('--config <file>', 'YAML file with any of these settings (camelCase keys, e.g. cacheTtl, prefetch, files); flags win'))
     .addOption(opt('--server <urls>', 'control plane REST URL(s), comma-separated, tried in order (e.g. http://127.0.0.1:8420)'))
     .addOption(opt('--server-grpc <addrs>', 'control plane gRPC host:port list, paired by position with --server'))
-    .addOption(opt('--server-ca <file>', 'CA bundle (PEM) for TLS to the server; plaintext is allowed only to loopback or with --insecure'))
+    .addOption(opt('--server-ca <file>', 'CA bundle (PEM) for TLS to the server (https:// URLs; it never makes an http:// URL acceptable); plaintext is allowed only to loopback or with --insecure'))
     .addOption(opt('--insecure', 'allow plaintext to a non-loopback server'))
     .addOption(opt('--token-file <file>', 'credential sent upstream (e.g. a projected service-account token); re-read when it changes'))
     .addOption(opt('--env <name>', 'environment layer chain to read (default: prod)'))
@@ -35,7 +38,8 @@ export function register(program: Command): void {
     .addOption(opt('--admin-listen <host:port>', '/healthz /readyz /metrics listener; carries no data (default: 127.0.0.1:8431)'))
     .addOption(opt('--cache-ttl <duration>', 'backstop TTL while the stream is up (default: 5m)'))
     .addOption(opt('--cache-max-entries <n>', 'cache entry bound (default: 100000)'))
-    .addOption(opt('--cache-max-bytes <size>', 'cache byte bound (default: 64MiB)'))
+    .addOption(opt('--cache-max-bytes <size>', 'cache byte bound (default: derived from the memory limit, 64MiB without one; a value that cannot fit the limit is refused)'))
+    .addOption(opt('--memory-limit <size>', 'container memory limit the cache, watch-stream and connection bounds and V8\'s heap are sized from: "auto" (the cgroup\'s), "none" or a size (default: auto)'))
     .addOption(opt('--max-stale <duration>', 'how long cached values are served while the server is unreachable (default: 1h)'))
     .addOption(opt('--refetch-jitter <duration>', 'upper bound of the random delay spreading refetches after a key rotation or resync (default: 1s)'))
     .addOption(opt('--files-dir <dir>', 'directory for rendered files (default: /config-sidecar/files)'))
@@ -71,8 +75,14 @@ zero-fills the cache and exits 0. A second signal, or a shutdown still running
           import('../shared/logger.ts'),
         ]);
         const settings = await loadAgentSettings(flags);
+        // Under a memory limit V8's old space must fit it: set at process start, so re-exec once
+        // (process.execve keeps the PID the kubelet and the signals know). A bound that cannot fit exits 2 here.
+        const { agentMemory, heapFlags } = await import('../agent/memory-budget.ts');
+        const memory = agentMemory(settings);
+        const heap = process.env[HEAP_SET_ENV] === undefined ? heapFlags(memory.budget, process.execArgv, process.env.NODE_OPTIONS) : undefined;
+        if (heap && process.execve) process.execve(process.execPath, [process.execPath, ...heap, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, [HEAP_SET_ENV]: '1' });
         const logger = createLogger({ component: 'agent', level: settings.logLevel });
-        const started = startAgent(settings, { flags, logger });
+        const started = startAgent(settings, { flags, logger, memory: memory.memory });
         // Installed before anything listens: a SIGTERM during start-up (which then finishes and closes)
         // must never meet the default action. close() drains for DRAIN_TIMEOUT_MS, then cuts connections.
         exitOnSignals({ close: async () => (await started).close(), logger, graceMs: DRAIN_TIMEOUT_MS });

@@ -8,6 +8,7 @@ import { register as agent } from './agent.ts';
 import { register as webhook } from './webhook.ts';
 import { register as dev } from './dev.ts';
 import { register as itemCommands } from './item-commands.ts';
+import { register as restore } from './restore.ts';
 import { register as get } from './get.ts';
 import { register as watch } from './watch.ts';
 import { register as inject } from './inject.ts';
@@ -21,6 +22,7 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   webhook,
   dev,
   itemCommands,
+  restore,
   get,
   watch,
   inject,

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { Option, type Command } from 'commander';
-import { envNameFor, readSecretSetting } from '../shared/settings.ts';
+import { envNameFor, readSecretSetting, SettingError } from '../shared/settings.ts';
 import type { StoreAccess } from '../server/control-plane.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
 
@@ -225,7 +225,12 @@ async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; ke
     import('../shared/logger.ts'),
   ]);
   const kek = loadLocalKek({ file: flags.kekFile });
-  if (!kek) throw new CliError('the current KEK is required: --kek-file or CONFIG_SIDECAR_KEK', EXIT.usage);
+  if (!kek) {
+    throw new SettingError(
+      '--kek-file (CONFIG_SIDECAR_KEK)',
+      'the KEK the server runs with is required (base64 of 32 bytes; it unlocks the store\'s data keys): pass --kek-file FILE or set CONFIG_SIDECAR_KEK. `dev` keeps its KEK in .config-sidecar/dev-kek',
+    );
+  }
   const plane = await openControlPlane({
     dataDir: flags.dataDir,
     databaseUrl: flags.databaseUrl,

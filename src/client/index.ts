@@ -1,7 +1,7 @@
 /**
- * `config-sidecar/client`: a small typed client for Node applications, talking
- * to the pod's agent over its Unix socket (or 127.0.0.1 with the pod token) on
- * an undici pool.
+ * `config-sidecar/client` (also published alone as `@config-sidecar/client`):
+ * a small typed client for Node applications, talking to the pod's agent over
+ * its Unix socket (or 127.0.0.1 with the pod token).
  *
  *   const client = createClient();                    // $CONFIG_SIDECAR_SOCKET or the default path
  *   const { value } = await client.get('production/ml-service/db-password');
@@ -10,12 +10,15 @@
  * `watch` is an async iterator over the agent's SSE stream that reconnects on
  * its own and resumes with `Last-Event-ID`, so an agent restart costs no
  * event: the agent replays what was missed, or sends an explicit `resync`
- * event (refetch what you use) when it cannot. It only imports undici and the
- * backoff helper, so an application pays for nothing else.
+ * event (refetch what you use) when it cannot.
+ *
+ * It uses Node's own `http` module (a keep-alive agent over the socket) and
+ * imports nothing from outside this folder, so the package installs alone,
+ * with no dependency, and runs on Node 20 and later, as ESM or CommonJS.
  */
 import { readFileSync } from 'node:fs';
-import { createPool, type Pool } from '../shared/undici-pool.ts';
-import { Backoff } from '../shared/backoff.ts';
+import { Agent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { parseSseBlock, takeBlocks } from './sse-parser.ts';
 
 export const DEFAULT_SOCKET_PATH = '/run/config-sidecar/agent.sock';
 export const SOCKET_ENV = 'CONFIG_SIDECAR_SOCKET';
@@ -23,6 +26,7 @@ const TOKEN_HEADER = 'x-config-sidecar-token';
 const REQUEST_TIMEOUT_MS = 10_000;
 const RECONNECT_BASE_MS = 100;
 const RECONNECT_CAP_MS = 5_000;
+const MAX_SOCKETS = 8;
 
 export interface ClientOptions {
   /** Unix socket of the agent. Default: $CONFIG_SIDECAR_SOCKET, else /run/config-sidecar/agent.sock. */
@@ -53,7 +57,7 @@ export interface Item<V = unknown> {
 
 export interface WatchEvent {
   readonly type: 'changed' | 'deleted' | 'rotated' | 'resync';
-  /** The revision; pass it as `lastEventId` to resume. */
+  /** The revision; pass it as `lastEventId` to resume. Events of one change set share it. */
   readonly id: string;
   readonly namespace: string;
   readonly name?: string;
@@ -98,41 +102,121 @@ const encodePath = (path: string): string =>
     .map(encodeURIComponent)
     .join('/');
 
+/** Where requests go: a Unix socket, or host and port. */
+type Target = { readonly socketPath: string } | { readonly host: string; readonly port: number };
+
+function targetOf(options: ClientOptions): Target {
+  if (!options.url) return { socketPath: options.socketPath ?? process.env[SOCKET_ENV] ?? DEFAULT_SOCKET_PATH };
+  const url = new URL(options.url);
+  if (url.protocol !== 'http:') throw new TypeError(`url: the agent's TCP listener speaks http on loopback; got ${url.protocol}`);
+  return { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 80) };
+}
+
+async function readBody(response: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of response) chunks.push(chunk as Buffer);
+  const body = Buffer.concat(chunks);
+  for (const chunk of chunks) chunk.fill(0);
+  return body;
+}
+
+/** The agent's `{ error: { code, message } }`, or the status line when the body is not that. */
+function agentError(status: number, body: Buffer): ConfigSidecarError {
+  let code = 'error';
+  let message = `HTTP ${status}`;
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as { error?: { code?: string; message?: string } };
+    code = parsed.error?.code ?? code;
+    message = parsed.error?.message ?? message;
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new ConfigSidecarError(code, status, message);
+}
+
+/** Full-jitter exponential backoff: uniform in [1, min(cap, base·2^attempt)]. */
+function backoffMs(attempt: number): number {
+  return Math.max(1, Math.floor(Math.random() * Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** Math.min(attempt, 20))));
+}
+
 export function createClient(options: ClientOptions = {}): ConfigSidecarClient {
-  const socketPath = options.url ? undefined : (options.socketPath ?? process.env[SOCKET_ENV] ?? DEFAULT_SOCKET_PATH);
-  const pool = createPool(options.url ?? 'http://agent', {
-    ...(socketPath ? { socketPath } : {}),
-    connections: 8,
-    headersTimeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS,
-  });
+  const target = targetOf(options);
+  const where = 'socketPath' in target ? ` at ${target.socketPath}` : ` at ${options.url}`;
   const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  const agent = new Agent({ keepAlive: true, maxSockets: MAX_SOCKETS });
 
   const headers = (extra: Record<string, string> = {}): Record<string, string> => {
     const token = options.token ?? (options.tokenFile ? readFileSync(options.tokenFile, 'utf8').trim() : undefined);
     return { ...(token ? { [TOKEN_HEADER]: token } : {}), ...extra };
   };
 
-  async function request(path: string, signal: AbortSignal | undefined): Promise<{ body: Buffer; headers: Record<string, string | string[] | undefined> }> {
-    let response;
+  /** Sends a GET and resolves with the response head; rejects with `unreachable` when the agent cannot be reached. */
+  function send(path: string, extraHeaders: Record<string, string>, signal: AbortSignal | undefined): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const req = httpRequest({ ...target, path, method: 'GET', headers: headers(extraHeaders), agent, ...(signal ? { signal } : {}) }, resolve);
+      req.once('error', (err) => reject(new ConfigSidecarError('unreachable', 0, `cannot reach the agent${where}: ${err.message}`, { cause: err })));
+      req.end();
+    });
+  }
+
+  async function request(path: string, signal: AbortSignal | undefined): Promise<{ body: Buffer; headers: IncomingHttpHeaders }> {
+    const response = await send(path, {}, signal ?? AbortSignal.timeout(timeoutMs));
+    let body: Buffer;
     try {
-      response = await pool.request({ method: 'GET', path, headers: headers(), signal: signal ?? AbortSignal.timeout(timeoutMs) });
+      body = await readBody(response);
     } catch (err) {
-      throw new ConfigSidecarError('unreachable', 0, `cannot reach the agent${socketPath ? ` at ${socketPath}` : ''}: ${(err as Error).message}`, { cause: err });
+      throw new ConfigSidecarError('unreachable', 0, `the agent${where} closed the response: ${(err as Error).message}`, { cause: err });
     }
-    const body = Buffer.from(await response.body.arrayBuffer());
-    if (response.statusCode !== 200) {
-      let code = 'error';
-      let message = `HTTP ${response.statusCode}`;
-      try {
-        const parsed = JSON.parse(body.toString('utf8')) as { error?: { code?: string; message?: string } };
-        code = parsed.error?.code ?? code;
-        message = parsed.error?.message ?? message;
-      } catch {
-        // not JSON: keep the status line
-      }
-      throw new ConfigSidecarError(code, response.statusCode, message);
-    }
+    if (response.statusCode !== 200) throw agentError(response.statusCode ?? 0, body);
     return { body, headers: response.headers };
+  }
+
+  async function* watchEvents(path: string, opts: WatchOptions): AsyncGenerator<WatchEvent> {
+    let lastEventId = opts.lastEventId;
+    let attempt = 0;
+    while (!opts.signal?.aborted) {
+      let response: IncomingMessage;
+      try {
+        response = await send(path, lastEventId ? { 'last-event-id': lastEventId, accept: 'text/event-stream' } : { accept: 'text/event-stream' }, opts.signal);
+      } catch (err) {
+        if (opts.signal?.aborted) return;
+        opts.onReconnect?.((err as Error).message);
+        await sleep(backoffMs(attempt++), opts.signal);
+        continue;
+      }
+      if (response.statusCode !== 200) {
+        const status = response.statusCode ?? 0;
+        const error = agentError(status, await readBody(response).catch(() => Buffer.alloc(0)));
+        // 4xx will not get better by retrying (bad prefix, forbidden); 5xx and 429 might.
+        if (status < 500 && status !== 429) throw error;
+        opts.onReconnect?.(`the agent answered ${status} (${error.code})`);
+        await sleep(backoffMs(attempt++), opts.signal);
+        continue;
+      }
+      let buffer = '';
+      try {
+        response.setEncoding('utf8');
+        for await (const chunk of response as AsyncIterable<string>) {
+          attempt = 0;
+          const { blocks, rest } = takeBlocks(buffer + chunk);
+          buffer = rest;
+          for (const block of blocks) {
+            const parsed = parseSseBlock(block);
+            if (!parsed || !parsed.event || !parsed.data) continue;
+            const payload = JSON.parse(parsed.data) as Omit<WatchEvent, 'type' | 'id'>;
+            lastEventId = parsed.id || lastEventId;
+            yield { ...payload, type: parsed.event as WatchEvent['type'], id: parsed.id };
+          }
+        }
+      } catch {
+        // The agent went away mid-stream: reconnect and resume below.
+      } finally {
+        response.destroy();
+      }
+      if (opts.signal?.aborted) return;
+      opts.onReconnect?.('the stream ended');
+      await sleep(backoffMs(attempt++), opts.signal);
+    }
   }
 
   return {
@@ -146,95 +230,12 @@ export function createClient(options: ClientOptions = {}): ConfigSidecarClient {
       return (await request(`/v1/items/${encodePath(path)}?format=raw`, opts.signal)).body;
     },
     watch(prefix, opts = {}) {
-      return watchEvents(pool, `/v1/watch?prefix=${encodeURIComponent(prefix.replace(/\/+$/, ''))}`, headers, opts);
+      return watchEvents(`/v1/watch?prefix=${encodeURIComponent(prefix.replace(/\/+$/, ''))}`, opts);
     },
     async close() {
-      await pool.close();
+      agent.destroy();
     },
   };
-}
-
-/** Parses one SSE block (`event:`/`id:`/`data:` lines); comments give undefined. */
-function parseBlock(block: string): WatchEvent | undefined {
-  let type = '';
-  let id = '';
-  let data = '';
-  for (const line of block.split('\n')) {
-    if (line === '' || line.startsWith(':')) continue;
-    const cut = line.indexOf(':');
-    const field = cut === -1 ? line : line.slice(0, cut);
-    const value = cut === -1 ? '' : line.slice(cut + 1).replace(/^ /, '');
-    if (field === 'event') type = value;
-    else if (field === 'id') id = value;
-    else if (field === 'data') data += data ? `\n${value}` : value;
-  }
-  if (!type || !data) return undefined;
-  const payload = JSON.parse(data) as Omit<WatchEvent, 'type' | 'id'>;
-  return { ...payload, type: type as WatchEvent['type'], id };
-}
-
-async function* watchEvents(
-  pool: Pool,
-  path: string,
-  headers: (extra?: Record<string, string>) => Record<string, string>,
-  options: WatchOptions,
-): AsyncGenerator<WatchEvent> {
-  let lastEventId = options.lastEventId;
-  const backoff = new Backoff({ baseMs: RECONNECT_BASE_MS, capMs: RECONNECT_CAP_MS });
-  while (!options.signal?.aborted) {
-    let response;
-    try {
-      response = await pool.request({
-        method: 'GET',
-        path,
-        headers: headers(lastEventId ? { 'last-event-id': lastEventId, accept: 'text/event-stream' } : { accept: 'text/event-stream' }),
-        signal: options.signal ?? null,
-        bodyTimeout: 0,
-      });
-    } catch (err) {
-      if (options.signal?.aborted) return;
-      options.onReconnect?.(`cannot reach the agent: ${(err as Error).message}`);
-      await sleep(backoff.next(), options.signal);
-      continue;
-    }
-    if (response.statusCode !== 200) {
-      const text = await response.body.text();
-      let code = 'error';
-      let message = `HTTP ${response.statusCode}`;
-      try {
-        const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } };
-        code = parsed.error?.code ?? code;
-        message = parsed.error?.message ?? message;
-      } catch {
-        // keep the status
-      }
-      // 4xx will not get better by retrying (bad prefix, forbidden); 5xx and 429 might.
-      if (response.statusCode < 500 && response.statusCode !== 429) throw new ConfigSidecarError(code, response.statusCode, message);
-      options.onReconnect?.(`the agent answered ${response.statusCode} (${code})`);
-      await sleep(backoff.next(), options.signal);
-      continue;
-    }
-    let buffer = '';
-    try {
-      for await (const chunk of response.body as AsyncIterable<Buffer>) {
-        backoff.reset();
-        buffer += chunk.toString('utf8');
-        let cut: number;
-        while ((cut = buffer.indexOf('\n\n')) !== -1) {
-          const event = parseBlock(buffer.slice(0, cut));
-          buffer = buffer.slice(cut + 2);
-          if (!event) continue;
-          lastEventId = event.id || lastEventId;
-          yield event;
-        }
-      }
-    } catch {
-      // The agent went away mid-stream: reconnect and resume below.
-    }
-    if (options.signal?.aborted) return;
-    options.onReconnect?.('the stream ended');
-    await sleep(backoff.next(), options.signal);
-  }
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

@@ -11,13 +11,16 @@ import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, t
 import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
+import type { Milliseconds } from '../shared/units.ts';
 import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
 import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
-import type { Store, StoreWriter } from './store/store.ts';
+import type { LogPage, Store, StoreWriter } from './store/store.ts';
+import { eventDigest } from './event-digest.ts';
+import { inlineLayers, type ItemLayers } from './inline-layers.ts';
 
 /** Longest audit `detail` stored; details are short reasons, never payloads. */
 const AUDIT_DETAIL_MAX_CHARS = 500;
@@ -65,6 +68,8 @@ function validateOptions(options: ControlPlaneOptions): void {
 
 /** The `setRevision` stamp of a change-set member; nothing outside a set. */
 const inSet = (setRevision: number | undefined): { setRevision?: number } => (setRevision === undefined ? {} : { setRevision });
+/** A log event before its digest is taken (distributes over the union). */
+type UndigestedEvent = LogEvent extends infer E ? (E extends LogEvent ? Omit<E, 'digest'> : never) : never;
 
 interface WriteOutcome<T> {
   readonly result: T;
@@ -81,7 +86,9 @@ class ControlPlaneImpl implements ControlPlane {
   readonly #lostListeners = new Set<(lost: EventsLost) => void>();
   #pendingAudit: Array<{ entry: AuditEntry; at: number }> = [];
   #auditFlush: Promise<void> | undefined;
+  #auditWritable = true;
   #closed = false;
+  #storeId = '';
 
   constructor(options: ControlPlaneOptions, store: Store) {
     this.#options = options;
@@ -102,6 +109,16 @@ class ControlPlaneImpl implements ControlPlane {
 
   get #now(): number {
     return this.#options.clock.now();
+  }
+
+  /** Reads the store's identity once; a restore happens with the servers stopped. */
+  async loadIdentity(): Promise<void> {
+    this.#storeId = (await this.#store.read((r) => r.logState())).storeId;
+  }
+
+  /** The event with its digest, taken once at write time. */
+  #digested(event: UndigestedEvent): LogEvent {
+    return { ...event, digest: eventDigest(this.#storeId, event) } as LogEvent;
   }
 
   /** Refuses to start when the stored DEKs are wrapped by another KEK. */
@@ -227,7 +244,7 @@ class ControlPlaneImpl implements ControlPlane {
       deleted: false,
       sealed: sealedColumns(ref.namespace, key.version, sealed, CURRENT_AAD_VERSION),
     });
-    const event: LogEvent = { revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env, ...inSet(setRevision) };
+    const event = this.#digested({ revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind, version, env, ...inSet(setRevision) });
     await w.appendEvent(event, now);
     await this.#prune(w, ref);
     return { result: { version, revision }, events: [event] };
@@ -303,7 +320,7 @@ class ControlPlaneImpl implements ControlPlane {
       await w.deleteAllVersions(ref);
       await w.markItemDeleted(ref, now);
       const revision = await w.nextRevision();
-      const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion, ...inSet(setRevision) };
+      const event = this.#digested({ revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env: '', version: item.lastVersion, ...inSet(setRevision) });
       await w.appendEvent(event, now);
       return { result: { revision, version: item.lastVersion }, events: [event] };
     }
@@ -312,7 +329,7 @@ class ControlPlaneImpl implements ControlPlane {
     const version = await w.takeNextVersion(ref, item.kind, now);
     const revision = await w.nextRevision();
     await w.insertVersion({ ...ref, version, env, revision, createdAt: now, createdBy: actor, deleted: true, sealed: null });
-    const event: LogEvent = { revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version, ...inSet(setRevision) };
+    const event = this.#digested({ revision, type: 'itemDeleted', namespace: ref.namespace, name: ref.name, env, version, ...inSet(setRevision) });
     await w.appendEvent(event, now);
     await this.#prune(w, ref);
     return { result: { revision, version }, events: [event] };
@@ -463,7 +480,7 @@ class ControlPlaneImpl implements ControlPlane {
         zeroize(next.dek);
       }
       const revision = await w.nextRevision();
-      const event: LogEvent = { revision, type: 'keyRotated', namespace, keyVersion: next.version };
+      const event = this.#digested({ revision, type: 'keyRotated', namespace, keyVersion: next.version });
       await w.appendEvent(event, now);
       logger.info({ namespace, keyVersion: next.version, resealed, actor, revision }, 'data key rotated');
       return { result: { namespace, keyVersion: next.version, revision }, events: [event] };
@@ -572,6 +589,27 @@ class ControlPlaneImpl implements ControlPlane {
     return this.#store.read((r) => r.eventsAfter(Math.max(0, Math.trunc(after)), bounded));
   }
 
+  sealedLayers(refs: readonly ItemRef[]): Promise<Map<string, ItemLayers>> {
+    const unique = new Map(refs.map((ref) => [itemKey(ref), ref]));
+    return this.#store.read(async (r) => {
+      const out = new Map<string, ItemLayers>();
+      for (const [key, ref] of unique) {
+        const item = await r.getItem(ref);
+        out.set(key, item && !item.deleted ? inlineLayers(item.kind, await r.currentVersions(ref), this.environments) : { kind: item?.kind, layers: [] });
+      }
+      return out;
+    });
+  }
+
+  logHead(): Promise<LogPage> {
+    return this.#store.read((r) => r.logHead());
+  }
+
+  logPage(after: number, limit: number): Promise<LogPage> {
+    const bounded = Math.max(1, Math.min(Math.trunc(limit), EVENTS_PAGE_MAX));
+    return this.#store.read((r) => r.logPage(Math.max(0, Math.trunc(after)), bounded));
+  }
+
   onCommitted(listener: (events: readonly LogEvent[]) => void): () => void {
     return this.#listeners.add(listener);
   }
@@ -590,6 +628,15 @@ class ControlPlaneImpl implements ControlPlane {
    * Audit entries arriving together are written in one transaction: every
    * secret read is audited, and a commit per read would make reads wait on fsync.
    */
+  get auditWritable(): boolean {
+    return this.#auditWritable;
+  }
+
+  async compactAudit(maxAge: Milliseconds, maxRows: number): Promise<{ age: number; rows: number }> {
+    const cutoff = this.#now - maxAge;
+    return this.#store.write((w) => w.compactAudit(cutoff, maxRows));
+  }
+
   audit(entry: AuditEntry): Promise<void> {
     this.#pendingAudit.push({ entry, at: this.#now });
     if (!this.#auditFlush) {
@@ -610,8 +657,16 @@ class ControlPlaneImpl implements ControlPlane {
           }
         });
       });
-      // Callers that do not await still must not crash the process on a failed flush.
-      flush.catch((err: unknown) => this.#options.logger.error({ err: describeError(err), entries: 'audit' }, 'writing the audit log failed'));
+      flush.then(
+        () => {
+          this.#auditWritable = true;
+        },
+        // Callers that do not await still must not crash the process on a failed flush.
+        (err: unknown) => {
+          this.#auditWritable = false;
+          this.#options.logger.error({ err: describeError(err), entries: 'audit' }, 'writing the audit log failed');
+        },
+      );
       this.#auditFlush = flush;
     }
     return this.#auditFlush;
@@ -652,6 +707,7 @@ export async function openControlPlaneOn(store: Store, options: ControlPlaneOpti
   validateOptions(options);
   const plane = new ControlPlaneImpl(options, store);
   try {
+    await plane.loadIdentity();
     await plane.verifyKek();
     await plane.resealOlderAad();
   } catch (err) {

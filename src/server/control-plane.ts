@@ -21,9 +21,14 @@ import type { WatchEvent } from '../shared/watch-proto.ts';
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Milliseconds } from '../shared/units.ts';
+import type { LogPage } from './store/store.ts';
+import type { ItemLayers } from './inline-layers.ts';
 
-/** An event as stored in the log (heartbeats and resyncs are stream-only). */
-export type LogEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' | 'keyRotated' }>;
+/**
+ * An event as stored in the log (heartbeats and resyncs are stream-only), with
+ * its digest (hex; '' for events written before digests existed).
+ */
+export type LogEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' | 'keyRotated' }> & { readonly digest: string };
 
 /** One member of an atomic change set, validated at the edge (env resolved). */
 export type ChangeOp =
@@ -138,6 +143,21 @@ export interface ControlPlane {
   oldestRetainedRevision(): Promise<number>;
   /** Events with revision > `after`, in order, at most `limit`. */
   eventsAfter(after: number, limit: number): Promise<LogEvent[]>;
+  /**
+   * One page of the log after `after` with the log's state (store id,
+   * revision, compaction boundary) and the digest at `after`, all from one
+   * snapshot, so a reader can tell whether the next revision it needs was
+   * compacted (the same code on SQLite and PostgreSQL).
+   */
+  logPage(after: number, limit: number): Promise<LogPage>;
+  /** The log's state and the digest of the newest event (`afterDigest`), from one snapshot. */
+  logHead(): Promise<LogPage>;
+  /**
+   * The current live sealed layers of each item (keyed by `itemKey`), in one
+   * snapshot, for change events to carry inline (undefined layers: over
+   * INLINE_LAYERS_MAX_BYTES).
+   */
+  sealedLayers(refs: readonly ItemRef[]): Promise<Map<string, ItemLayers>>;
   /** Called after each commit with the new events in revision order. Returns unsubscribe. */
   onCommitted(listener: (events: readonly LogEvent[]) => void): () => void;
   /**
@@ -149,6 +169,10 @@ export interface ControlPlane {
   onEventsLost?(listener: (lost: { readonly deliveredRevision: number; readonly compactedThrough: number }) => void): () => void;
 
   audit(entry: AuditEntry): Promise<void>;
+  /** False while the last audit write failed (readiness: secret reads are refused then). */
+  readonly auditWritable: boolean;
+  /** Retention: deletes audit rows older than `maxAge` and beyond the newest `maxRows`. */
+  compactAudit(maxAge: Milliseconds, maxRows: number): Promise<{ age: number; rows: number }>;
   /** Online backup to a file (SQLite's backup API; pg_dump for PostgreSQL). */
   backup(toFile: string): Promise<void>;
   close(): Promise<void>;

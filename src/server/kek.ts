@@ -15,6 +15,11 @@ import type { KekProvider } from './control-plane.ts';
 export const KEK_BYTES = 32;
 export const KEK_FILE_FLAG = '--kek-file';
 export const KEK_ENV_VAR = 'CONFIG_SIDECAR_KEK';
+/** What a user who has no KEK yet needs to read: what it is, how to make one, and to keep it. */
+export const KEK_MISSING_HINT =
+  'is required: the key-encryption key (KEK) wraps every data key of the store. ' +
+  'Make one with `openssl rand -base64 32 > kek.b64` (mode 0600) and pass --kek-file kek.b64, or `export CONFIG_SIDECAR_KEK=$(openssl rand -base64 32)`; ' +
+  'keep it with your backups: without it the store cannot be read';
 /** Hex characters of SHA-256(KEK) used as its id: enough to tell keys apart, useless to recover one. */
 const KEK_ID_HEX_CHARS = 16;
 /** First byte of a wrapped DEK, so the format can change without guessing. */

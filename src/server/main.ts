@@ -20,6 +20,8 @@ import { createAuthenticator, jwksFrom } from './auth/authenticator.ts';
 import { openPolicySource } from './auth/policy-source.ts';
 import { createServerMetrics } from './metrics.ts';
 import { createRateLimiter } from './rate-limiter.ts';
+import { startAuditUpkeep } from './audit-upkeep.ts';
+import { createRefusalAudit } from './refusal-audit.ts';
 import { createRestServer } from './rest/rest-server.ts';
 import type { ServerSettings } from './settings.ts';
 import { insecureGrpcCredentials, TlsSource, type TlsPair } from './tls-files.ts';
@@ -29,7 +31,15 @@ import { createWatchService } from './watch/watch-service.ts';
 export const KEY_AGE_CHECK_INTERVAL_MS = 60 * 60 * 1000;
 /** How long shutdown waits for the trace exporter to send buffered spans. */
 export const TRACING_SHUTDOWN_TIMEOUT_MS = 2_000;
-/** Pings idle Watch connections so streams of vanished agents are closed instead of held forever. */
+/**
+ * The server pings idle Watch connections so streams of vanished agents are
+ * closed instead of held forever. Agents ping too (HTTP/2 keepalive, to notice
+ * a frozen path within seconds): grpc-js servers answer client pings at any
+ * rate and never send GOAWAY too_many_pings, and permit_without_calls lets an
+ * agent ping between streams, so no server-side ping policy refuses them.
+ * (A proxy in between, e.g. Envoy or an ingress, may enforce its own minimum
+ * ping interval: allow at least the agent's; see docs/OPERATIONS.md.)
+ */
 export const GRPC_KEEPALIVE_TIME_MS = 30_000;
 export const GRPC_KEEPALIVE_TIMEOUT_MS = 10_000;
 export const OPENAPI_URL = new URL('./openapi.json', import.meta.url);
@@ -58,6 +68,11 @@ export async function startServer(settings: ServerSettings, options: StartOption
   const clock = options.clock ?? offsetClock ?? systemClock;
   const tracing = await startTracing({ endpoint: settings.otelEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-server' });
   const metrics = createServerMetrics();
+  if (!settings.rootToken && !settings.authFile && !settings.jwt) {
+    logger.warn(
+      'no credentials configured: every API call and agent stream will be refused (401). Set CONFIG_SIDECAR_ROOT_TOKEN (or --root-token-file), --auth-file, or --jwt-issuer/--jwt-audience/--jwks-url (docs/AUTH.md)',
+    );
+  }
   if (settings.insecure) logger.warn('--insecure: plaintext listeners on non-loopback addresses; tokens and envelopes cross the network unencrypted');
 
   const controlPlane = await openControlPlane({
@@ -82,6 +97,17 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const jwt = settings.jwt ? { settings: settings.jwt, keys: await jwksFrom(settings.jwt) } : undefined;
     const authenticator = createAuthenticator({ rootToken: settings.rootToken, policy: policySource.current, jwt, clock });
     const rateLimiter = createRateLimiter(settings.rateLimit, clock);
+    const refusals = createRefusalAudit({
+      clock,
+      write: (entry) =>
+        controlPlane.audit(entry).catch((err: unknown) => {
+          logger.error({ err: describeError(err), subject: entry.subject, action: entry.action }, 'audit write failed');
+        }),
+      onAggregated: (count) => metrics.auditDropped.inc({ reason: 'aggregated' }, count),
+    });
+    closers.push(() => refusals.flush());
+    const auditUpkeep = startAuditUpkeep({ controlPlane, clock, logger, metrics, retainAge: settings.auditRetainAge, maxRows: settings.auditMaxRows });
+    closers.push(() => auditUpkeep.close());
     const openapi = await readFile(OPENAPI_URL);
     const tls = settings.tlsCert && settings.tlsKey ? new TlsSource({ cert: settings.tlsCert, key: settings.tlsKey }, logger) : undefined;
 
@@ -91,6 +117,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
         authenticator,
         policy: policySource.current,
         rateLimiter,
+        refusals,
         maxBody: settings.maxBody,
         openapi,
         logger,
@@ -101,6 +128,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
       logger,
       tls: tls?.current,
       draining: () => draining,
+      maxConnections: settings.maxConnections,
     });
     if (tls) {
       // node:https servers have setSecureContext; the listener type is the common http.Server.
@@ -118,6 +146,9 @@ export async function startServer(settings: ServerSettings, options: StartOption
       metrics,
       heartbeatInterval: settings.heartbeatInterval,
       bound: settings.watchBuffer,
+      maxStreamsPerPod: settings.maxWatchStreamsPerPod,
+      openLimiter: createRateLimiter(settings.watchOpenRate, clock),
+      refusals,
     });
     policySource.onChange((policy) => watch.recheck(policy));
     const grpcServer = new grpc.Server({
@@ -140,7 +171,15 @@ export async function startServer(settings: ServerSettings, options: StartOption
     let ready = true;
     const admin = createAdminServer({
       registry: metrics.registry,
-      readiness: () => ({ ready, checks: { store: { ok: ready }, watchStreams: { ok: true, detail: String(watch.openStreams) } } }),
+      // Secret reads fail closed without an audit row, so a failing audit log makes the replica not ready.
+      readiness: () => ({
+        ready: ready && controlPlane.auditWritable,
+        checks: {
+          store: { ok: ready },
+          audit: { ok: controlPlane.auditWritable, ...(controlPlane.auditWritable ? {} : { detail: 'audit writes are failing; secret reads are refused' }) },
+          watchStreams: { ok: true, detail: String(watch.openStreams) },
+        },
+      }),
       extraRoutes: offsetClock
         ? (req, res) => {
             const url = new URL(req.url ?? '/', 'http://admin');

@@ -2,7 +2,8 @@
  * The server's Prometheus metrics, in one registry served by the admin
  * listener. Labels are bounded: routes are templates, never paths.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../shared/process-metrics.ts';
 
 export interface ServerMetrics {
   readonly registry: Registry;
@@ -16,11 +17,14 @@ export interface ServerMetrics {
   readonly watchBufferHighWater: Gauge;
   readonly watchEnded: Counter<'reason'>;
   readonly authReloads: Counter<'outcome'>;
+  readonly connectionsShed: Counter<'reason'>;
+  readonly watchRefused: Counter<'reason'>;
+  readonly auditDropped: Counter<'reason'>;
 }
 
 export function createServerMetrics(): ServerMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'config_sidecar_server_' });
+  collectProcessMetrics(registry, 'config_sidecar_server_');
   const p = 'config_sidecar_server_';
   return {
     registry,
@@ -44,5 +48,18 @@ export function createServerMetrics(): ServerMetrics {
     }),
     watchEnded: new Counter({ name: `${p}watch_streams_ended_total`, help: 'Watch streams ended by the server, by reason.', labelNames: ['reason'], registers: [registry] }),
     authReloads: new Counter({ name: `${p}auth_reloads_total`, help: 'Auth file reloads, by outcome.', labelNames: ['outcome'], registers: [registry] }),
+    connectionsShed: new Counter({
+      name: `${p}connections_shed_total`,
+      help: 'REST connections closed at --max-connections: oldest_pending (had not sent a request) or full (the newcomer).',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    watchRefused: new Counter({ name: `${p}watch_refused_total`, help: 'Watch opens refused by a per-pod limit, by reason (streams, rate).', labelNames: ['reason'], registers: [registry] }),
+    auditDropped: new Counter({
+      name: `${p}audit_rows_deleted_total`,
+      help: 'Audit rows deleted by retention (age, rows), and refusals folded into an aggregate row (aggregated).',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
   };
 }

@@ -20,7 +20,7 @@ import {
   type ListenAddress,
 } from '../shared/settings.ts';
 import { SEGMENT_RE } from '../shared/paths.ts';
-import { kekFromBase64, type LocalKekProvider } from './kek.ts';
+import { KEK_MISSING_HINT, kekFromBase64, type LocalKekProvider } from './kek.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 
 export const DEFAULT_DATA_DIR = '.config-sidecar/server';
@@ -31,7 +31,7 @@ export const DEFAULT_MAX_VERSIONS = 20;
 export const DEFAULT_KEY_MAX_AGE = '90d';
 /** Requests per second per subject; bursts up to twice that. 0 disables the limit. */
 export const DEFAULT_RATE_LIMIT_PER_S = 200;
-export const DEFAULT_HEARTBEAT_INTERVAL = '10s';
+export const DEFAULT_HEARTBEAT_INTERVAL = '1s';
 /** Events queued per watch stream before a slow reader is ended. */
 export const DEFAULT_WATCH_BUFFER = 1024;
 export const DEFAULT_MAX_BODY = '1MiB';
@@ -39,6 +39,16 @@ export const DEFAULT_MAX_BODY = '1MiB';
 export const DEFAULT_SHUTDOWN_GRACE = '10s';
 export const DEFAULT_TRACE_SAMPLE_RATIO = 0.1;
 export const DEFAULT_RETAIN_EVENTS = 100_000;
+/** Connections per listener (REST); past it the oldest one without a request yet is shed. */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+/** Open Watch streams per pod (auth/identity.ts pod key); an agent needs one, two while it reconnects. */
+export const DEFAULT_MAX_WATCH_STREAMS_PER_POD = 64;
+/** Watch opens per second per pod (burst twice that); 0 disables the limit. */
+export const DEFAULT_WATCH_OPEN_RATE = 10;
+/** Audit rows older than this are deleted. */
+export const DEFAULT_AUDIT_RETAIN_AGE = '30d';
+/** At most this many audit rows are kept (the oldest go first). */
+export const DEFAULT_AUDIT_MAX_ROWS = 1_000_000;
 /** PostgreSQL connections per replica (plus one for LISTEN). */
 export const DEFAULT_DATABASE_POOL_SIZE = 10;
 
@@ -60,6 +70,11 @@ export const SERVER_FLAGS = {
   retainEvents: '--retain-events',
   retainAge: '--retain-age',
   rateLimit: '--rate-limit',
+  maxConnections: '--max-connections',
+  maxWatchStreamsPerPod: '--max-watch-streams-per-pod',
+  watchOpenRate: '--watch-open-rate',
+  auditRetainAge: '--audit-retain-age',
+  auditMaxRows: '--audit-max-rows',
   heartbeatInterval: '--heartbeat-interval',
   watchBuffer: '--watch-buffer',
   maxBody: '--max-body',
@@ -100,6 +115,11 @@ const rawSchema = z
     retainEvents: intSchema(1).default(DEFAULT_RETAIN_EVENTS),
     retainAge: durationSchema.optional(),
     rateLimit: intSchema(0).default(DEFAULT_RATE_LIMIT_PER_S),
+    maxConnections: intSchema(16).default(DEFAULT_MAX_CONNECTIONS),
+    maxWatchStreamsPerPod: intSchema(1).default(DEFAULT_MAX_WATCH_STREAMS_PER_POD),
+    watchOpenRate: intSchema(0).default(DEFAULT_WATCH_OPEN_RATE),
+    auditRetainAge: durationSchema.prefault(DEFAULT_AUDIT_RETAIN_AGE).refine((ms) => ms >= 60_000, 'must be at least 1m'),
+    auditMaxRows: intSchema(1000).default(DEFAULT_AUDIT_MAX_ROWS),
     heartbeatInterval: durationSchema.prefault(DEFAULT_HEARTBEAT_INTERVAL).refine((ms) => ms >= 100, 'must be at least 100ms'),
     watchBuffer: intSchema(1).default(DEFAULT_WATCH_BUFFER),
     maxBody: sizeSchema.prefault(DEFAULT_MAX_BODY).refine((b) => b >= 1024, 'must be at least 1KiB'),
@@ -112,7 +132,7 @@ const rawSchema = z
     jwksUrl: z.string().url().optional(),
     jwksFile: z.string().min(1).optional(),
     /** Base64 of 32 bytes, from CONFIG_SIDECAR_KEK or --kek-file. */
-    kek: z.string().min(1, 'is required: set CONFIG_SIDECAR_KEK (base64 of 32 bytes) or --kek-file'),
+    kek: z.string({ error: KEK_MISSING_HINT }).min(1, KEK_MISSING_HINT),
     rootToken: z.string().min(16, 'must be at least 16 characters').optional(),
   })
   .strict();
@@ -135,8 +155,15 @@ export interface ServerSettings {
   readonly retainEvents: number;
   /** Events older than this are compacted too (0 or unset: by count only). */
   readonly retainAge?: Milliseconds | undefined;
-  /** Requests per second per subject; 0 = unlimited. */
+  /** Requests per second per pod (identity.ts pod key); 0 = unlimited. */
   readonly rateLimit: number;
+  /** Connections the REST listener holds (shared/connection-limit.ts). */
+  readonly maxConnections: number;
+  readonly maxWatchStreamsPerPod: number;
+  /** Watch opens per second per pod; 0 = unlimited. */
+  readonly watchOpenRate: number;
+  readonly auditRetainAge: Milliseconds;
+  readonly auditMaxRows: number;
   readonly heartbeatInterval: Milliseconds;
   readonly watchBuffer: number;
   readonly maxBody: Bytes;
@@ -186,6 +213,11 @@ export function parseServerSettings(raw: Record<string, unknown>, kekSetting = L
     retainEvents: s.retainEvents,
     retainAge: s.retainAge ? s.retainAge : undefined,
     rateLimit: s.rateLimit,
+    maxConnections: s.maxConnections,
+    maxWatchStreamsPerPod: s.maxWatchStreamsPerPod,
+    watchOpenRate: s.watchOpenRate,
+    auditRetainAge: s.auditRetainAge,
+    auditMaxRows: s.auditMaxRows,
     heartbeatInterval: s.heartbeatInterval,
     watchBuffer: s.watchBuffer,
     maxBody: s.maxBody,

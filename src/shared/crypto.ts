@@ -108,7 +108,19 @@ export function open(key: Buffer, sealed: Sealed, aad: Buffer): Buffer {
     const decipher = createDecipheriv(CIPHER, key, sealed.iv, { authTagLength: TAG_BYTES });
     decipher.setAAD(aad);
     decipher.setAuthTag(sealed.tag);
-    return Buffer.concat([decipher.update(sealed.ciphertext), decipher.final()]);
+    // update() hands out unauthenticated plaintext before final() checks the tag: wipe it on any failure.
+    const head = decipher.update(sealed.ciphertext);
+    let tail: Buffer;
+    try {
+      tail = decipher.final();
+    } catch (err) {
+      zeroize(head);
+      throw err;
+    }
+    if (tail.length === 0) return head;
+    const out = Buffer.concat([head, tail]);
+    zeroize(head, tail);
+    return out;
   } catch (err) {
     throw new AppError('decryption_failed', 'A sealed value failed authentication (GCM tag mismatch).', { cause: err });
   }

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { describeUnknownKeys } from './suggest.ts';
 import { parseDuration, parseSize, type Bytes, type Milliseconds } from './units.ts';
 
 export const ENV_PREFIX = 'CONFIG_SIDECAR_';
@@ -21,9 +22,12 @@ export function envNameFor(flag: string): string {
 export class SettingError extends Error {
   override readonly name = 'SettingError';
   readonly setting: string;
+  /** The message without the setting, to re-label it. */
+  readonly detail: string;
   constructor(setting: string, message: string) {
     super(`Invalid setting ${setting}: ${message}`);
     this.setting = setting;
+    this.detail = message;
   }
 }
 
@@ -115,12 +119,13 @@ export function parseSettings<S extends z.ZodType>(
 ): Readonly<z.infer<S>> {
   const result = schema.safeParse(raw);
   if (!result.success) {
-    const issue = result.error.issues[0];
+    // A misspelt key also leaves the right key missing; the spelling is the cause to report.
+    const issue = result.error.issues.find((i) => i.code === 'unrecognized_keys') ?? result.error.issues[0];
     const key = issue?.path.map(String).join('.') ?? '';
     const label = settingLabel(key.split('.')[0] ?? key, labels) + (key.includes('.') ? ` (${key})` : '');
     const message =
       issue?.code === 'unrecognized_keys'
-        ? `unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}; check the spelling against --help`
+        ? `${describeUnknownKeys(issue.keys, schema, issue.path)}; check the spelling against --help`
         : (issue?.message ?? 'invalid value');
     throw new SettingError(label || 'configuration', message);
   }

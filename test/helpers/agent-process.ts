@@ -79,6 +79,9 @@ export async function startAgentProcess(server: Pick<ServerProcess, 'httpUrl' | 
     '127.0.0.1:0',
     ...(options.prefixes ?? ['production']).flatMap((p) => ['--prefix', p]),
     ...(options.prefetch ?? []).flatMap((p) => ['--prefetch', p]),
+    // The machine's own cgroup limit must not change the caps a test counts on (429 after 256 streams);
+    // test/agent-memory.test.ts passes --memory-limit itself.
+    ...(options.args?.includes('--memory-limit') ? [] : ['--memory-limit', 'none']),
     ...(options.args ?? []),
   ];
   // spawnCli SIGKILLs every child still running when the test process exits or is signalled.

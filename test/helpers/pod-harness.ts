@@ -125,37 +125,49 @@ export interface ProjectPaths {
 let projectFor: ProjectPaths | undefined;
 
 /**
- * The project as `id` can reach it. The checkout itself when every directory
- * on the way is traversable; otherwise a copy in a 0755 directory under the
- * system temp dir (hard links when on one file system, else a full copy).
+ * `root` when `id` can reach `probe` (a path under it), else a copy of its
+ * `entries` in a fresh 0755 directory under the system temp dir: hard links
+ * where the file system allows (cheap), else a full copy. Throws a message
+ * saying what to do when neither works.
+ */
+export function reachableTree(id: PodIdentity, root: string, entries: readonly string[], probe: string): { root: string; staged: boolean } {
+  const blocked = unreachableFor(join(root, probe), id);
+  if (blocked === undefined) return { root, staged: false };
+  const stage = execFileSync('mktemp', ['-d', join(tmpdir(), 'cs-pod-stage-XXXXXX')], { encoding: 'utf8' }).trim();
+  execFileSync('chmod', ['0755', stage]);
+  for (const entry of entries) {
+    if (!existsSync(join(root, entry))) continue;
+    if (spawnSync('cp', ['-al', join(root, entry), stage]).status === 0) continue;
+    const copied = spawnSync('cp', ['-a', join(root, entry), stage]);
+    if (copied.status !== 0) {
+      throw new Error(
+        `pod harness: uid ${id.uid} cannot traverse ${blocked} to reach ${root}, and staging it in ${stage} failed (${copied.stderr.toString().trim()}). ` +
+          `Put the checkout under a directory others can traverse (chmod o+x ${blocked}), or free space in ${tmpdir()}.`,
+      );
+    }
+  }
+  const still = unreachableFor(join(stage, probe), id);
+  if (still !== undefined) throw new Error(`pod harness: uid ${id.uid} still cannot reach ${still} after staging ${root} into ${stage}; check the files' modes (o+r, o+x on directories)`);
+  return { root: stage, staged: true };
+}
+
+/**
+ * The project as `id` can reach it: the checkout itself when every directory
+ * on the way is traversable (node included), else a staged copy.
  */
 export function reachableProject(id: PodIdentity = DEFAULT_POD.agent, root = ROOT): ProjectPaths {
   if (projectFor && root === ROOT) return projectFor;
   const node = process.execPath;
-  const direct = { root, node, cli: join(root, 'src/cli/main.ts'), staged: false };
-  const blocked = unreachableFor(direct.cli, id) ?? unreachableFor(node, id);
-  if (blocked === undefined) return (projectFor = direct);
-  const stage = execFileSync('mktemp', ['-d', join(tmpdir(), 'cs-pod-stage-XXXXXX')], { encoding: 'utf8' }).trim();
-  execFileSync('chmod', ['0755', stage]);
-  for (const entry of PROJECT_ENTRIES) {
-    if (!existsSync(join(root, entry))) continue;
-    const linked = spawnSync('cp', ['-al', join(root, entry), stage]);
-    if (linked.status !== 0) {
-      const copied = spawnSync('cp', ['-a', join(root, entry), stage]);
-      if (copied.status !== 0) {
-        throw new Error(
-          `pod harness: uid ${id.uid} cannot traverse ${blocked} to reach the project, and staging it in ${stage} failed (${copied.stderr.toString().trim()}). ` +
-            `Check the project out under a directory others can traverse (chmod o+x ${blocked}), or free space in ${tmpdir()}.`,
-        );
-      }
-    }
+  if (!node.startsWith(root) && unreachableFor(node, id) !== undefined) {
+    throw new Error(`pod harness: uid ${id.uid} cannot run ${node} (${unreachableFor(node, id) ?? ''} is not traversable); use the project's own node (npm ci) or make its directory traversable`);
   }
-  const staged = { root: stage, node: join(stage, relative(root, node)), cli: join(stage, 'src/cli/main.ts'), staged: true };
-  if (!node.startsWith(root) || unreachableFor(staged.node, id) !== undefined || unreachableFor(staged.cli, id) !== undefined) {
-    throw new Error(`pod harness: uid ${id.uid} cannot reach ${node} or ${staged.cli} even after staging into ${stage}; run the tests from a checkout with the project's own node (npm ci)`);
+  const tree = reachableTree(id, root, PROJECT_ENTRIES, 'src/cli/main.ts');
+  if (!tree.staged && unreachableFor(node, id) !== undefined) {
+    throw new Error(`pod harness: uid ${id.uid} cannot reach ${node}; make its directory traversable`);
   }
-  if (root === ROOT) projectFor = staged;
-  return staged;
+  const paths = { root: tree.root, node: tree.staged && node.startsWith(root) ? join(tree.root, relative(root, node)) : node, cli: join(tree.root, 'src/cli/main.ts'), staged: tree.staged };
+  if (root === ROOT) projectFor = paths;
+  return paths;
 }
 
 /** A directory standing for the pod's file system: traversable by every identity (mkdtemp makes 0700). */

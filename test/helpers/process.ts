@@ -196,11 +196,11 @@ export interface CliResult {
 export function runCli(
   args: readonly string[],
   env: Record<string, string> = {},
-  options: { readonly stdin?: string; readonly timeoutMs?: number; readonly cwd?: string } = {},
+  options: { readonly stdin?: string; readonly timeoutMs?: number; readonly cwd?: string; readonly uid?: number; readonly gid?: number } = {},
 ): Promise<CliResult> {
   installHooks();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: options.cwd });
+    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: options.cwd, uid: options.uid, gid: options.gid });
     live.add(child);
     let stdout = '';
     let stderr = '';

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { backendEnvFor } from './postgres-backend.ts';
 import { spawnCli, waitForStart, type LogLine } from './process.ts';
-import { watchClientConstructor, watchEventFromWire, watchRequestToWire, type WatchEvent } from '../../src/shared/watch-proto.ts';
+import { watchClientConstructor, watchEventFromWire, watchRequestToWire, type StartFrom, type WatchEvent } from '../../src/shared/watch-proto.ts';
 
 export { CLI, type LogLine } from './process.ts';
 
@@ -151,16 +151,21 @@ export interface WatchHandle {
 
 export function openWatch(
   address: string,
-  request: { prefixes: string[]; sinceRevision?: number; agentId?: string },
+  request: { prefixes: string[]; sinceRevision?: number; start?: StartFrom; agentId?: string },
   token: string | undefined,
-  options: { stallAfterFirst?: boolean; credentials?: grpc.ChannelCredentials } = {},
+  options: { stallAfterFirst?: boolean; credentials?: grpc.ChannelCredentials; channelOptions?: grpc.ChannelOptions } = {},
 ): WatchHandle {
   const Client = watchClientConstructor();
-  const client = new Client(address, options.credentials ?? grpc.credentials.createInsecure());
+  const client = new Client(address, options.credentials ?? grpc.credentials.createInsecure(), options.channelOptions);
   const metadata = new grpc.Metadata();
   if (token) metadata.set('authorization', `Bearer ${token}`);
   const call = (client as unknown as { watch: (r: unknown, m: grpc.Metadata) => grpc.ClientReadableStream<unknown> }).watch(
-    watchRequestToWire({ prefixes: request.prefixes, sinceRevision: request.sinceRevision ?? 0, agentId: request.agentId ?? 'test' }),
+    watchRequestToWire({
+      prefixes: request.prefixes,
+      sinceRevision: request.sinceRevision ?? 0,
+      agentId: request.agentId ?? 'test',
+      ...(request.start ? { start: request.start } : {}),
+    }),
     metadata,
   );
   const queue: WatchEvent[] = [];

@@ -56,6 +56,14 @@ export class FillFlights<T> {
     return flight;
   }
 
+  /** Supersedes every flight (the generation stays); returns their keys. */
+  supersedeFlights(): string[] {
+    const keys = [...this.#flights.keys()];
+    for (const flight of this.#flights.values()) flight.superseded = true;
+    this.#flights.clear();
+    return keys;
+  }
+
   /** Supersedes every flight and begins a new generation; returns the superseded flights' keys. */
   supersedeAll(): string[] {
     this.#generation += 1;

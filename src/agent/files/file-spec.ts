@@ -15,7 +15,8 @@ import Mustache from 'mustache';
 import { z } from 'zod';
 import { AppError } from '../../shared/errors.ts';
 import { SEGMENT_RE, parseItemPath, type ItemRef } from '../../shared/paths.ts';
-import { SettingError } from '../../shared/settings.ts';
+import { durationSchema, isLoopbackHost, SettingError } from '../../shared/settings.ts';
+import { DEFAULT_HOOK_RETRIES, DEFAULT_HOOK_TIMEOUT_MS, type ReloadHook } from './reload-hook.ts';
 
 /** Where rendered files go unless `--files-dir` says otherwise. */
 export const DEFAULT_FILES_DIR = '/config-sidecar/files';
@@ -47,6 +48,8 @@ export interface FileSpec {
   readonly template?: string | undefined;
   /** File permission bits (0–0777); the owner-read bit is required so the guard can compare. */
   readonly mode: number;
+  /** Called after a publication that changed this file (reload-hook.ts); loopback only. */
+  readonly onChange?: ReloadHook | undefined;
 }
 
 /** Why a relative destination is refused, or undefined when it is fine. */
@@ -131,6 +134,33 @@ function templateProblem(template: string): string | undefined {
   return undefined;
 }
 
+/** A loopback http URL: the app's own reload endpoint, never a way to reach another host from the pod. */
+const hookUrlSchema = z.string().transform((value, ctx): string => {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  const host = url?.hostname.replace(/^\[|\]$/g, '');
+  if (!url || url.protocol !== 'http:' || !host || !isLoopbackHost(host) || url.username !== '' || url.password !== '') {
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not a loopback http URL; write e.g. http://127.0.0.1:8080/-/reload (the app's own endpoint, in the pod)` });
+    return z.NEVER;
+  }
+  return url.href;
+});
+
+/** `onChange: { http, method?, timeout?, retries? }`. */
+const onChangeSchema = z
+  .object({
+    http: hookUrlSchema,
+    method: z.enum(['POST', 'PUT', 'GET']).default('POST'),
+    timeout: durationSchema.refine((ms) => ms > 0 && ms <= 60_000, 'timeout must be between 1ms and 60s').default(DEFAULT_HOOK_TIMEOUT_MS),
+    retries: z.number().int().min(0).max(10).default(DEFAULT_HOOK_RETRIES),
+  })
+  .strict()
+  .transform((o): ReloadHook => Object.freeze({ url: o.http, method: o.method, timeoutMs: o.timeout, retries: o.retries }));
+
 /** The zod schema of one `files:` entry; the agent config schema uses it as `files: filesSchema`. */
 export const fileSpecSchema = z
   .object({
@@ -139,6 +169,7 @@ export const fileSpecSchema = z
     format: z.enum(FILE_FORMATS).default('raw'),
     template: z.string().max(MAX_TEMPLATE_LENGTH).optional(),
     mode: modeSchema.default(DEFAULT_FILE_MODE),
+    onChange: onChangeSchema.optional(),
   })
   .strict()
   .superRefine((spec, ctx) => {

@@ -65,23 +65,41 @@ export function envName(name: string): string {
   return name.replace(/[-.]/g, '_').toUpperCase();
 }
 
+/** What python-dotenv expands by default (`interpolate=True`), in any quoting: `${NAME}` and `${NAME:-default}`. */
+const PYTHON_DOTENV_VARIABLE_RE = /\$\{[^}:]*(?::-[^}]*)?\}/;
+
 /**
- * Quotes one value so that `sh` (`set -a; . file`) and the npm `dotenv`
- * parser both read back exactly the same string:
- *   - no `'` in the value → single quotes: literal in sh and in dotenv
- *     (dotenv expands `\n` only inside double quotes); newlines allowed;
+ * Quotes one value so that `sh` (`set -a; . file`), the npm `dotenv` parser
+ * and python-dotenv (`dotenv_values`, default settings) all read back exactly
+ * the same string:
+ *   - no `'` in the value → single quotes: literal in sh and in npm dotenv
+ *     (which expands `\n` only inside double quotes); newlines allowed;
+ *     python-dotenv also reads `\\` as one backslash and `\'` as a quote there,
+ *     so two backslashes in a row, or a value ending in one, are refused;
  *   - a `'` but none of `"` `$` `` ` `` `\` → double quotes: sh expands only
- *     those four there and dotenv treats them all as literal;
- *   - anything else (a `'` together with one of those four), a carriage return
- *     (dotenv rewrites CR LF to LF) or a NUL byte (sh cannot hold it) has no
- *     quoting both read identically, and is refused naming the key.
+ *     those four there and both dotenv parsers treat them all as literal;
+ *   - anything else (a `'` together with one of those four), `${…}` (which
+ *     python-dotenv replaces by a variable in any quoting), a carriage return
+ *     (npm dotenv rewrites CR LF to LF) or a NUL byte (sh cannot hold it) has
+ *     no quoting all three read identically, and is refused naming the key.
  */
 export function envQuote(key: string, value: string): string {
   if (value.includes('\0')) throw new FileRenderError('unrepresentable', `env key ${key}: the value contains a NUL byte, which a shell cannot hold`);
   if (value.includes('\r')) {
     throw new FileRenderError('unrepresentable', `env key ${key}: the value contains a carriage return, which dotenv rewrites; no quoting round-trips`);
   }
-  if (!value.includes("'")) return `'${value}'`;
+  if (PYTHON_DOTENV_VARIABLE_RE.test(value)) {
+    throw new FileRenderError('unrepresentable', `env key ${key}: the value contains \${…}, which python-dotenv replaces by a variable in any quoting`);
+  }
+  if (!value.includes("'")) {
+    if (value.includes('\\\\') || value.endsWith('\\')) {
+      throw new FileRenderError(
+        'unrepresentable',
+        `env key ${key}: the value has two backslashes in a row or ends in one, which python-dotenv reads differently inside quotes`,
+      );
+    }
+    return `'${value}'`;
+  }
   if (!/["$`\\]/.test(value)) return `"${value}"`;
   throw new FileRenderError(
     'unrepresentable',

@@ -34,6 +34,7 @@ import { FileGuard } from './file-guard.ts';
 import { fileMetrics, type FileMetrics } from './file-metrics.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, parseFileSpecs, type FileSpec } from './file-spec.ts';
 import { FileRenderError, renderFile, type ItemValue } from './formats.ts';
+import { ReloadHooks, type ReloadHook } from './reload-hook.ts';
 
 /** First retry of a failed file; doubles up to the cap (full jitter, shared/backoff.ts). */
 export const RETRY_BASE_MS = 500;
@@ -112,6 +113,7 @@ export class FileRenderer {
   readonly #clock: Clock;
   readonly #metrics: FileMetrics;
   readonly #writer: AtomicWriter;
+  readonly #hooks: ReloadHooks;
   readonly #guardEnabled: boolean;
   readonly #abort = new AbortController();
   #states = new Map<string, FileState>();
@@ -137,6 +139,7 @@ export class FileRenderer {
     this.#clock = options.clock ?? systemClock;
     this.#metrics = fileMetrics(options.registry);
     this.#writer = new AtomicWriter(options.filesDir, options.writerFs ? { fs: options.writerFs } : {});
+    this.#hooks = new ReloadHooks({ registry: options.registry, logger: this.#logger, clock: this.#clock });
     this.#guardEnabled = options.guard ?? true;
     for (const spec of options.specs) this.#states.set(spec.path, this.#newState(spec));
   }
@@ -215,6 +218,7 @@ export class FileRenderer {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#abort.abort();
+    this.#hooks.close();
     for (const state of this.#states.values()) state.retry?.cancel();
     await this.#guard?.close();
     await this.#loop;
@@ -375,6 +379,12 @@ export class FileRenderer {
         this.#metrics.publications.inc();
         this.#logger.info({ files: [...candidates.keys()], snapshot: result.snapshot }, 'files published');
         this.activity.emit('published', [...candidates.keys()]);
+        // Files published for the first time (start, a new entry) are not a change the app must reload for.
+        const hooks = [...candidates.keys()].flatMap((path) => {
+          const state = this.#states.get(path);
+          return state?.published !== undefined && state.spec.onChange ? [state.spec.onChange] : ([] as ReloadHook[]);
+        });
+        if (hooks.length > 0) this.#hooks.notify(hooks);
       }
     } catch (err) {
       for (const [path, bytes] of candidates) {

@@ -7,6 +7,7 @@
  * left behind. Prints lifecycle lines on stderr, never a value, and writes
  * nothing to disk.
  */
+import { constants } from 'node:os';
 import { basename } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ConfigSidecarError, type ConfigSidecarClient, type Item, type WatchEvent } from '../../client/index.ts';
@@ -128,7 +129,7 @@ export async function runExec(settings: ExecSettings, deps: ExecDeps): Promise<n
       stopping = true;
       coalescer.close();
       if (current && current !== replacing) void current.stop(settings.graceMs, signal);
-      else if (!current) finish(128 + 15);
+      else if (!current) finish(128 + (constants.signals[signal] ?? 0));
       return;
     }
     current?.signal(signal);
@@ -153,6 +154,7 @@ export async function runExec(settings: ExecSettings, deps: ExecDeps): Promise<n
       }
       return false;
     }
+    if (stopping) return false;
     const changed = changedNames(snapshot.env, next.env);
     snapshot = next;
     if (changed.length === 0) return false;
@@ -223,7 +225,8 @@ export async function runExec(settings: ExecSettings, deps: ExecDeps): Promise<n
   });
 
   try {
-    adopt(await SupervisedChild.start(settings.command, settings.args, childEnv(snapshot.env)));
+    // A SIGTERM between reading the values and here has already settled the exit code.
+    if (!stopping) adopt(await SupervisedChild.start(settings.command, settings.args, childEnv(snapshot.env)));
   } catch (err) {
     if (!(err instanceof SpawnError)) throw err;
     finish(err.exitCode);

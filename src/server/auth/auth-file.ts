@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { validatePrefix } from '../../shared/paths.ts';
+import { describeUnknownKeys } from '../../shared/suggest.ts';
 import { jwtBindingKey, tokenBindingKey } from './identity.ts';
 import { ACTIONS, ALL_NAMESPACES, type Grant, type PolicyDocument } from './policy.ts';
 
@@ -75,9 +76,9 @@ export function parseAuthFile(text: string): PolicyDocument {
   }
   const result = authFileSchema.safeParse(raw);
   if (!result.success) {
-    const issue = result.error.issues[0];
+    const issue = result.error.issues.find((i) => i.code === 'unrecognized_keys') ?? result.error.issues[0];
     const at = issue?.path.join('.') || '(top level)';
-    const what = issue?.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.join(', ')}` : issue?.message;
+    const what = issue?.code === 'unrecognized_keys' ? describeUnknownKeys(issue.keys, authFileSchema, issue.path) : issue?.message;
     throw new AuthFileError(`${at}: ${what}`);
   }
   const file = result.data;

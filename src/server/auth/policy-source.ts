@@ -6,7 +6,8 @@
  */
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from '../../shared/logger.ts';
-import { loadAuthFile } from './auth-file.ts';
+import { envNameFor, SettingError } from '../../shared/settings.ts';
+import { AuthFileError, loadAuthFile } from './auth-file.ts';
 import { Policy } from './policy.ts';
 
 export interface PolicySource {
@@ -18,12 +19,22 @@ export interface PolicySource {
 /** Coalesces editor write bursts into one reload. */
 const AUTH_FILE_STABILITY_MS = 50;
 
+/** At start a bad file stops the server, naming the flag, the file and the key path. */
+async function loadAtStart(authFile: string): ReturnType<typeof loadAuthFile> {
+  try {
+    return await loadAuthFile(authFile);
+  } catch (err) {
+    if (err instanceof AuthFileError) throw new SettingError(`--auth-file (${envNameFor('--auth-file')})`, `${authFile}: ${err.message}`);
+    throw err;
+  }
+}
+
 export async function openPolicySource(
   authFile: string | undefined,
   logger: Logger,
   onReload: (outcome: 'ok' | 'error') => void = () => {},
 ): Promise<PolicySource> {
-  let policy = authFile ? new Policy(await loadAuthFile(authFile)) : Policy.empty();
+  let policy = authFile ? new Policy(await loadAtStart(authFile)) : Policy.empty();
   const listeners = new Set<(policy: Policy) => void>();
   let watcher: FSWatcher | undefined;
   if (authFile) {

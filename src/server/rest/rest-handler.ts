@@ -28,6 +28,7 @@ import type { AuditAction, ChangeOp, ControlPlane } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
+import type { RefusalAudit } from '../refusal-audit.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
 
 export interface RestDeps {
@@ -35,6 +36,8 @@ export interface RestDeps {
   readonly authenticator: Authenticator;
   readonly policy: () => Policy;
   readonly rateLimiter: RateLimiter;
+  /** Where 401/403 refusals are audited (aggregated). */
+  readonly refusals: RefusalAudit;
   readonly maxBody: Bytes;
   readonly openapi: Buffer;
   readonly logger: Logger;
@@ -116,7 +119,7 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
     // Failed logins are rate limited per peer address before they cost an audit write,
     // so an unauthenticated flood cannot grow the audit log at line rate.
     deps.rateLimiter.take(`${ANONYMOUS}@${req.socket?.remoteAddress ?? 'unknown'}`);
-    await audit(deps, ANONYMOUS, 'denied', targetOf(route), 'denied', toAppError(err).code);
+    await deps.refusals.record({ subject: ANONYMOUS, action: 'denied', target: targetOf(route), outcome: 'denied', detail: toAppError(err).code });
     throw err;
   }
   ctx.subject = principal.subject;
@@ -126,7 +129,7 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   if (route.op === 'agents') throw new AppError('not_found', 'The fleet view is not enabled on this server.');
   const action = ROUTE_ACTION[route.op];
   if (!deps.policy().allows(principal.identity, action, namespaceOf(route))) {
-    await audit(deps, principal.subject, 'denied', targetOf(route), 'denied', `${action} ${route.op}`);
+    await deps.refusals.record({ subject: principal.subject, action: 'denied', target: targetOf(route), outcome: 'denied', detail: `${action} ${route.op}` });
     throw new AppError('permission_denied', `${principal.subject} may not ${action} ${namespaceOf(route) || 'every namespace'}.`);
   }
   return execute(route, req, deps, principal.subject);

@@ -5,7 +5,8 @@
  */
 import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { AppError, errorBody } from '../../shared/errors.ts';
+import { AppError, errorBody, toAppError } from '../../shared/errors.ts';
+import { CONNECTIONS_CHECK_MS, limitConnections } from '../../shared/connection-limit.ts';
 import { createServer as createHttpsServer } from 'node:https';
 import { context, propagation, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
 import { sendError, sendJson } from '../../shared/http-io.ts';
@@ -17,8 +18,10 @@ import { ROUTE_TEMPLATE } from './routes.ts';
 
 /** Request headers above this are refused by Node with 431 before we see them. */
 const MAX_HEADER_BYTES = 16 * 1024;
-/** A client that has not sent its headers by then is dropped. */
+/** A client that has not sent its headers by then is dropped (also an idle new connection). */
 const HEADERS_TIMEOUT_MS = 10_000;
+/** A TLS client that has not finished its handshake by then is dropped. */
+const TLS_HANDSHAKE_TIMEOUT_MS = 5_000;
 
 export interface RestServerOptions {
   readonly deps: RestDeps;
@@ -28,14 +31,24 @@ export interface RestServerOptions {
   readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
   /** True once shutdown began: answers carry `Connection: close` so keep-alive sockets do not hold it up. */
   readonly draining: () => boolean;
+  /** Connections held at most (shared/connection-limit.ts). */
+  readonly maxConnections: number;
 }
 
 export function createRestServer(options: RestServerOptions): Server {
   const listener = (req: IncomingMessage, res: ServerResponse): void => {
     void serve(options, req, res);
   };
-  const common = { maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: HEADERS_TIMEOUT_MS };
-  const server = options.tls ? createHttpsServer({ ...common, cert: options.tls.cert, key: options.tls.key }, listener) : createHttpServer(common, listener);
+  // Node enforces headersTimeout every 30 s by default, which lets idle connections pile up.
+  const common = { maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: CONNECTIONS_CHECK_MS };
+  const server = options.tls
+    ? createHttpsServer({ ...common, cert: options.tls.cert, key: options.tls.key, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, listener)
+    : createHttpServer(common, listener);
+  limitConnections(server, {
+    max: options.maxConnections,
+    event: options.tls ? 'secureConnection' : 'connection',
+    onShed: (reason) => options.metrics.connectionsShed.inc({ reason }),
+  });
   // Requests Node refuses before our handler (oversized headers, bad framing) still get the JSON error shape.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable) return socket.destroy();
@@ -71,8 +84,10 @@ async function serve(options: RestServerOptions, req: IncomingMessage, res: Serv
         sendJson(res, result.status, result.body, { ...result.headers });
       }
     } catch (err) {
-      if (options.draining() && !res.headersSent) res.setHeader('connection', 'close');
-      const appError = sendError(res, err);
+      const refused = toAppError(err);
+      // An unauthenticated caller never keeps a connection: it cannot hold a slot past its answer.
+      if ((options.draining() || refused.httpStatus === 401) && !res.headersSent) res.setHeader('connection', 'close');
+      const appError = sendError(res, refused);
       status = appError.httpStatus;
       span.setStatus({ code: SpanStatusCode.ERROR, message: appError.code });
       const fields = { code: appError.code, status, route: ctx.route?.op, subject: ctx.subject, method: req.method };

@@ -4,7 +4,7 @@
  * migration edited after it ran is refused instead of silently skipped. The
  * engine runs this inside one write transaction.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Dialect } from './dialect.ts';
@@ -12,6 +12,14 @@ import type { SqlConnection } from './sql-store.ts';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
 const MIGRATION_FILE_RE = /^(\d{3})_([a-z0-9_]+)\.sql$/;
+
+/** The migration that adds `revision_counter.store_id`. */
+const STORE_IDENTITY_MIGRATION = 3;
+
+/** A store's identity: random, so two stores (or a store and its restored backup) never share one. */
+export function newStoreId(): string {
+  return randomUUID();
+}
 
 export interface Migration {
   readonly version: number;
@@ -61,6 +69,10 @@ export async function migrate(conn: SqlConnection, dialect: Dialect, now: number
       now,
     ]);
     done.push(migration.version);
+  }
+  // A store gets its identity when it is created (or first migrated to 003); restore and reset give a new one.
+  if (migrations.some((m) => m.version === STORE_IDENTITY_MIGRATION)) {
+    await conn.run(dialect.placeholders("UPDATE revision_counter SET store_id = ? WHERE id = 1 AND store_id = ''"), [newStoreId()]);
   }
   return done;
 }

@@ -126,8 +126,7 @@ class PostgresStore implements FeedingStore {
   startFeed(options: PostgresStoreOptions, startAfter: number): void {
     this.#feed = new PgEventFeed({
       connection: { connectionString: this.#url },
-      readPage: (after, limit) =>
-        this.read(async (r) => ({ compactedThrough: (await r.logState()).compactedThrough, events: await r.eventsAfter(after, limit) })),
+      readPage: (after, limit) => this.read((r) => r.logPage(after, limit)),
       startAfter,
       logger: options.logger,
       clock: options.clock,

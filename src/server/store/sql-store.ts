@@ -14,6 +14,7 @@ import type { Dialect } from './dialect.ts';
 import type {
   DekRow,
   ItemRow,
+  LogPage,
   LogState,
   SealedColumns,
   StoredAudit,
@@ -106,13 +107,14 @@ function setRevisionOf(row: SqlRow): { setRevision?: number } {
 function logEvent(row: SqlRow): LogEvent {
   const revision = num(row.revision);
   const namespace = text(row.namespace);
+  const digest = text(row.digest);
   switch (text(row.type)) {
     case 'itemChanged':
-      return { revision, type: 'itemChanged', namespace, name: text(row.name), kind: text(row.kind), version: num(row.version), env: text(row.env), ...setRevisionOf(row) };
+      return { revision, digest, type: 'itemChanged', namespace, name: text(row.name), kind: text(row.kind), version: num(row.version), env: text(row.env), ...setRevisionOf(row) };
     case 'itemDeleted':
-      return { revision, type: 'itemDeleted', namespace, name: text(row.name), env: text(row.env), version: num(row.version), ...setRevisionOf(row) };
+      return { revision, digest, type: 'itemDeleted', namespace, name: text(row.name), env: text(row.env), version: num(row.version), ...setRevisionOf(row) };
     case 'keyRotated':
-      return { revision, type: 'keyRotated', namespace, keyVersion: num(row.key_version) };
+      return { revision, digest, type: 'keyRotated', namespace, keyVersion: num(row.key_version) };
     default:
       throw new AppError('internal', `The event log holds an unknown event type at revision ${revision}.`);
   }
@@ -386,10 +388,10 @@ export class SqlStoreTx implements StoreWriter {
   }
 
   async appendEvent(event: LogEvent, now: Milliseconds): Promise<void> {
-    const common = [event.revision, event.type, event.namespace] as const;
+    const common = [event.revision, event.type, event.namespace, event.digest] as const;
     switch (event.type) {
       case 'itemChanged':
-        await this.#run('INSERT INTO events (revision, type, namespace, name, env, kind, version, set_revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
+        await this.#run('INSERT INTO events (revision, type, namespace, digest, name, env, kind, version, set_revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', [
           ...common,
           event.name,
           event.env,
@@ -400,7 +402,7 @@ export class SqlStoreTx implements StoreWriter {
         ]);
         return;
       case 'itemDeleted':
-        await this.#run('INSERT INTO events (revision, type, namespace, name, env, version, set_revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+        await this.#run('INSERT INTO events (revision, type, namespace, digest, name, env, version, set_revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
           ...common,
           event.name,
           event.env,
@@ -410,37 +412,69 @@ export class SqlStoreTx implements StoreWriter {
         ]);
         return;
       case 'keyRotated':
-        await this.#run('INSERT INTO events (revision, type, namespace, key_version, created_at) VALUES (?, ?, ?, ?, ?)', [...common, event.keyVersion, now]);
+        await this.#run('INSERT INTO events (revision, type, namespace, digest, key_version, created_at) VALUES (?, ?, ?, ?, ?, ?)', [...common, event.keyVersion, now]);
         return;
     }
   }
 
   async compactEvents(keep: number): Promise<void> {
     const state = await this.logState();
-    const through = state.revision - Math.max(1, keep);
-    if (through <= state.compactedThrough) return;
-    await this.#run('DELETE FROM events WHERE revision <= ?', [through]);
-    await this.#run('UPDATE revision_counter SET compacted_through = ? WHERE id = 1', [through]);
+    await this.#compactThrough(state.revision - Math.max(1, keep), state);
   }
 
   async compactEventsCreatedBefore(cutoff: Milliseconds): Promise<void> {
     const row = await this.#one('SELECT MAX(revision) AS through FROM events WHERE created_at <= ?', [cutoff]);
-    const through = num(row?.through);
-    const state = await this.logState();
+    await this.#compactThrough(num(row?.through), await this.logState());
+  }
+
+  /** Deletes events up to `through`, keeping the digest of the last one for resumes exactly at the boundary. */
+  async #compactThrough(through: number, state: LogState): Promise<void> {
     if (through <= state.compactedThrough) return;
+    const boundary = await this.#one('SELECT digest FROM events WHERE revision = ?', [through]);
     await this.#run('DELETE FROM events WHERE revision <= ?', [through]);
-    await this.#run('UPDATE revision_counter SET compacted_through = ? WHERE id = 1', [through]);
+    await this.#run('UPDATE revision_counter SET compacted_through = ?, compacted_digest = ? WHERE id = 1', [through, text(boundary?.digest)]);
+  }
+
+  async markRestored(storeId: string, bump: number, digest: string): Promise<LogState> {
+    const state = await this.logState();
+    const revision = state.revision + bump;
+    await this.#run('DELETE FROM events');
+    await this.#run('UPDATE revision_counter SET store_id = ?, revision = ?, compacted_through = ?, compacted_digest = ? WHERE id = 1', [
+      storeId,
+      revision,
+      revision,
+      digest,
+    ]);
+    return { storeId, revision, compactedThrough: revision, compactedDigest: digest };
   }
 
   async logState(): Promise<LogState> {
-    const row = await this.#one('SELECT revision, compacted_through FROM revision_counter WHERE id = 1');
+    const row = await this.#one('SELECT revision, compacted_through, compacted_digest, store_id FROM revision_counter WHERE id = 1');
     if (!row) throw new AppError('internal', 'The revision counter row is missing.');
-    return { revision: num(row.revision), compactedThrough: num(row.compacted_through) };
+    return { storeId: text(row.store_id), revision: num(row.revision), compactedThrough: num(row.compacted_through), compactedDigest: text(row.compacted_digest) };
   }
 
   async eventsAfter(after: number, limit: number): Promise<LogEvent[]> {
     const rows = await this.#all('SELECT * FROM events WHERE revision > ? ORDER BY revision LIMIT ?', [after, limit]);
     return rows.map(logEvent);
+  }
+
+  async logHead(): Promise<LogPage> {
+    return this.logPage((await this.logState()).revision, 1);
+  }
+
+  async logPage(after: number, limit: number): Promise<LogPage> {
+    const state = await this.logState();
+    // The event at `after` itself comes with the page, for its digest.
+    const rows = await this.#all('SELECT * FROM events WHERE revision >= ? ORDER BY revision LIMIT ?', [after, limit + 1]);
+    const first = rows[0];
+    const atAfter = first !== undefined && num(first.revision) === after ? first : undefined;
+    const events = (atAfter ? rows.slice(1) : rows.slice(0, limit)).map(logEvent);
+    let afterDigest: string | undefined;
+    if (after === 0) afterDigest = '';
+    else if (atAfter) afterDigest = text(atAfter.digest);
+    else if (after === state.compactedThrough) afterDigest = state.compactedDigest;
+    return { ...state, afterDigest, events };
   }
 
   // --- audit -----------------------------------------------------------------
@@ -454,6 +488,13 @@ export class SqlStoreTx implements StoreWriter {
       entry.outcome,
       entry.detail,
     ]);
+  }
+
+  async compactAudit(before: Milliseconds, keepRows: number): Promise<{ age: number; rows: number }> {
+    const age = await this.#run('DELETE FROM audit_log WHERE at < ?', [before]);
+    const boundary = await this.#one('SELECT id FROM audit_log ORDER BY id DESC LIMIT 1 OFFSET ?', [keepRows]);
+    const rows = boundary ? await this.#run('DELETE FROM audit_log WHERE id <= ?', [num(boundary.id)]) : 0;
+    return { age, rows };
   }
 
   async recentAudit(limit: number): Promise<StoredAudit[]> {

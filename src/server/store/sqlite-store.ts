@@ -5,7 +5,7 @@
  * since the domain awaits inside a transaction); a separate read-only
  * connection serves snapshots, so a read never sees a write in progress.
  */
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { backup as sqliteBackup, DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { AppError } from '../../shared/errors.ts';
@@ -218,6 +218,15 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Stor
     mkdirSync(options.dataDir, { recursive: true, mode: DATA_DIR_MODE });
   } catch (err) {
     throw new AppError('store_unavailable', `Cannot create the data directory ${options.dataDir} (--data-dir): ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    accessSync(options.dataDir, constants.W_OK);
+  } catch {
+    throw new AppError(
+      'store_unavailable',
+      `The data directory ${options.dataDir} (--data-dir, CONFIG_SIDECAR_DATA_DIR) is not writable by uid ${process.getuid?.() ?? '?'}: ` +
+        'the store and its lock live there. Fix its owner or mode, or point --data-dir at a writable directory.',
+    );
   }
   const lock = options.exclusive === false ? undefined : acquireStoreLock(options.dataDir);
   let writer: DatabaseSync | undefined;

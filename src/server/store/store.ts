@@ -67,10 +67,26 @@ export interface StoredAudit {
 }
 
 export interface LogState {
+  /** The store's identity: random, new when the store is created, restored or reset. */
+  readonly storeId: string;
   /** The newest revision handed out (0 before the first write). */
   readonly revision: number;
   /** Every revision up to and including this one has been compacted away. */
   readonly compactedThrough: number;
+  /** The digest of the event at `compactedThrough` ('' for 0, or an event written before digests existed). */
+  readonly compactedDigest: string;
+}
+
+/** One page of the log and the log's state, read from one snapshot. */
+export interface LogPage extends LogState {
+  /**
+   * The digest of the event at the `after` the page was read for: '' for 0 and
+   * for an event written before digests existed; undefined when no event
+   * stands there (compacted, or beyond `revision`).
+   */
+  readonly afterDigest: string | undefined;
+  /** Events with revision > `after`, ascending, at most the limit. */
+  readonly events: LogEvent[];
 }
 
 /** Queries allowed in a read snapshot. */
@@ -101,6 +117,10 @@ export interface StoreReader {
   logState(): Promise<LogState>;
   /** Events with revision > `after`, ascending, at most `limit`. */
   eventsAfter(after: number, limit: number): Promise<LogEvent[]>;
+  /** The log state, the digest at `after` and the events after it, in this snapshot. */
+  logPage(after: number, limit: number): Promise<LogPage>;
+  /** The same at the newest revision: its digest (`afterDigest`) and no events. */
+  logHead(): Promise<LogPage>;
   /** Newest first, at most `limit` (for tests and admin views). */
   recentAudit(limit: number): Promise<StoredAudit[]>;
 }
@@ -127,7 +147,17 @@ export interface StoreWriter extends StoreReader {
   /** Deletes events created at or before `cutoff` (age retention); records how far it compacted. */
   compactEventsCreatedBefore(cutoff: Milliseconds): Promise<void>;
 
+  /**
+   * Marks a restored store (etcd's `--bump-revision --mark-compacted`): a new
+   * identity, the revision counter moved `bump` ahead, and the whole log
+   * compacted through it (its boundary digest `digest`), so every position
+   * taken from the store before the restore resyncs.
+   */
+  markRestored(storeId: string, bump: number, digest: string): Promise<LogState>;
+
   insertAudit(entry: StoredAudit): Promise<void>;
+  /** Deletes audit rows older than `before`, then all but the newest `keepRows`; returns how many went for each reason. */
+  compactAudit(before: Milliseconds, keepRows: number): Promise<{ age: number; rows: number }>;
 }
 
 export interface Store {

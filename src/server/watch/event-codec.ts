@@ -6,13 +6,17 @@
 import type * as grpc from '@grpc/grpc-js';
 import { watchEventToWire, watchServiceDefinition, type WatchEvent } from '../../shared/watch-proto.ts';
 
-/** An event ready to write: its revision (for ordering) and its wire bytes. */
+/** An event ready to write: its revision and digest (for ordering and bookmarks) and its wire bytes. */
 export interface EncodedEvent {
   readonly revision: number;
+  readonly digest: string;
   readonly type: WatchEvent['type'];
   readonly namespace?: string;
   /** The last revision of the change set the event belongs to, if any. */
   readonly setRevision?: number;
+  /** For item events: the item's kind ('secret' deliveries are audited) and how many sealed layers went inline. */
+  readonly kind?: string;
+  readonly inlineLayers?: number;
   readonly bytes: Buffer;
 }
 
@@ -22,13 +26,16 @@ function watchMethod(): grpc.MethodDefinition<unknown, unknown> {
   return method;
 }
 
-export function encodeEvent(event: WatchEvent): EncodedEvent {
+export function encodeEvent(event: WatchEvent, kind?: string): EncodedEvent {
   const bytes = watchMethod().responseSerialize(watchEventToWire(event));
   return {
     revision: event.revision,
+    digest: event.digest ?? '',
     type: event.type,
     ...('namespace' in event ? { namespace: event.namespace } : {}),
     ...('setRevision' in event && event.setRevision ? { setRevision: event.setRevision } : {}),
+    ...(kind !== undefined ? { kind } : event.type === 'itemChanged' ? { kind: event.kind } : {}),
+    ...('layers' in event && event.layers ? { inlineLayers: event.layers.length } : {}),
     bytes,
   };
 }

@@ -5,18 +5,28 @@
  * re-checked when the policy changes and ended when their credential expires.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { AppError, GrpcStatus, toAppError } from '../../shared/errors.ts';
+import { AppError, describeError, GrpcStatus, toAppError } from '../../shared/errors.ts';
 import type { Clock, TimerHandle } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { validatePrefix } from '../../shared/paths.ts';
-import { watchRequestFromWire } from '../../shared/watch-proto.ts';
+import { watchRequestFromWire, type StartFrom } from '../../shared/watch-proto.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { AuditEntry, ControlPlane, LogEvent } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { ServerMetrics } from '../metrics.ts';
-import { encodeEvent, passThroughServiceDefinition } from './event-codec.ts';
-import { WatchStream, type EndReason } from './watch-stream.ts';
+import type { RateLimiter } from '../rate-limiter.ts';
+import type { RefusalAudit } from '../refusal-audit.ts';
+import { passThroughServiceDefinition } from './event-codec.ts';
+import { encodeEvents, type LayerSource } from './event-encoder.ts';
+import { WatchStream, type EndReason, type WatchLog } from './watch-stream.ts';
+
+/** For the log line: where the client asked to start (never more than ids and numbers). */
+function describeStart(start: StartFrom | undefined): string {
+  if (!start || start.kind === 'now') return 'now';
+  if (start.kind === 'legacy') return `since ${start.sinceRevision}`;
+  return `after ${start.position.storeId}@${start.position.revision}`;
+}
 
 export interface WatchServiceOptions {
   readonly controlPlane: ControlPlane;
@@ -27,6 +37,14 @@ export interface WatchServiceOptions {
   readonly metrics: ServerMetrics;
   readonly heartbeatInterval: Milliseconds;
   readonly bound: number;
+  /** Open streams per pod key (auth/identity.ts); more are refused with RESOURCE_EXHAUSTED. */
+  readonly maxStreamsPerPod: number;
+  /** Watch opens per pod key; a burst of opens is refused with RESOURCE_EXHAUSTED. */
+  readonly openLimiter: RateLimiter;
+  /** Where refused opens are audited (aggregated). */
+  readonly refusals: RefusalAudit;
+  /** Events per replay read (tests make it small). @default REPLAY_PAGE */
+  readonly replayPage?: number | undefined;
 }
 
 export interface WatchService {
@@ -41,31 +59,50 @@ export interface WatchService {
 
 interface StreamAuth {
   readonly principal: Principal;
+  /** When the credential ends (a reload of the auth file may move it for a static token). */
+  expiresAt: number | undefined;
   expiry?: TimerHandle;
+  /** Secret values sent inline since the last audit row for this stream. */
+  secretsInline: number;
 }
+
+/**
+ * Secrets a stream delivers inline are audited in aggregate: one row per
+ * stream when it ends and at most one per stream per this interval, instead of
+ * a row per event (a hot secret fanned out to every pod would flood the log).
+ */
+export const INLINE_AUDIT_INTERVAL_MS: Milliseconds = 10 * 60 * 1000;
 
 export async function createWatchService(options: WatchServiceOptions): Promise<WatchService> {
   const { controlPlane, metrics, logger } = options;
   const streams = new Map<WatchStream, StreamAuth>();
-  let latestRevision = await controlPlane.currentRevision();
+  const perPod = new Map<string, number>();
   let nextId = 1;
+  const layerSource: LayerSource = (refs) => controlPlane.sealedLayers(refs);
+  const log: WatchLog = {
+    page: (after, limit) => controlPlane.logPage(after, limit),
+    head: () => controlPlane.logHead(),
+    encode: (events) => encodeEvents(events, layerSource, logger),
+  };
   let highWater = 0;
   let closing = false;
 
+  // Events are encoded (with their layers read) in commit order, one batch at a time.
+  let dispatching: Promise<void> = Promise.resolve();
+  const dispatch = async (events: readonly LogEvent[]): Promise<void> => {
+    const live = [...streams.keys()];
+    const encoded = await encodeEvents(events, layerSource, logger, (event) => live.some((s) => s.matches(event.namespace)));
+    for (const event of encoded) for (const stream of streams.keys()) stream.offer(event);
+  };
   const unsubscribe = controlPlane.onCommitted((events: readonly LogEvent[]) => {
-    for (const event of events) {
-      latestRevision = Math.max(latestRevision, event.revision);
-      metrics.events.inc({ type: event.type });
-      const encoded = encodeEvent(event);
-      for (const stream of streams.keys()) stream.offer(encoded);
-    }
+    for (const event of events) metrics.events.inc({ type: event.type });
+    dispatching = dispatching.then(() => dispatch(events)).catch((err: unknown) => logger.error({ err: describeError(err) }, 'watch fan-out failed'));
   });
   // This replica could not deliver events that retention compacted first (a
   // PostgreSQL replica cut off from the database for too long): its streams
   // would silently miss them, so end them; clients resume and get ResyncRequired.
   const unsubscribeLost =
     controlPlane.onEventsLost?.((lost) => {
-      latestRevision = Math.max(latestRevision, lost.compactedThrough);
       for (const stream of [...streams.keys()]) {
         stream.end(GrpcStatus.UNAVAILABLE, `This replica missed compacted events after revision ${lost.deliveredRevision}; reconnect and resume.`, 'error');
       }
@@ -80,9 +117,46 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     }
   };
 
+  const scheduleExpiry = (stream: WatchStream, auth: StreamAuth): void => {
+    auth.expiry?.cancel();
+    auth.expiry = undefined;
+    if (auth.expiresAt === undefined) return;
+    auth.expiry = options.clock.setTimeout(
+      () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
+      Math.max(0, auth.expiresAt - options.clock.now()),
+    );
+  };
+
+  const auditInline = (stream: WatchStream, auth: StreamAuth): void => {
+    if (auth.secretsInline === 0) return;
+    const count = auth.secretsInline;
+    auth.secretsInline = 0;
+    void auditBestEffort({
+      subject: auth.principal.subject,
+      action: 'envelope',
+      target: stream.prefixes.join(','),
+      outcome: 'ok',
+      detail: `watch stream ${stream.id}: ${count} sealed secret value(s) delivered inline`,
+    });
+  };
+  let auditTimer: TimerHandle | undefined;
+  const scheduleInlineAudit = (): void => {
+    auditTimer = options.clock.setTimeout(() => {
+      for (const [stream, auth] of streams) auditInline(stream, auth);
+      scheduleInlineAudit();
+    }, INLINE_AUDIT_INTERVAL_MS);
+  };
+  scheduleInlineAudit();
+
   const onEnd = (stream: WatchStream, reason: EndReason): void => {
     const auth = streams.get(stream);
     auth?.expiry?.cancel();
+    if (auth) {
+      const left = (perPod.get(auth.principal.podKey) ?? 1) - 1;
+      if (left > 0) perPod.set(auth.principal.podKey, left);
+      else perPod.delete(auth.principal.podKey);
+    }
+    if (auth) auditInline(stream, auth);
     if (streams.delete(stream)) metrics.watchers.dec();
     if (reason !== 'cancelled') metrics.watchEnded.inc({ reason });
     logger.info({ stream: stream.id, subject: stream.subject, reason }, 'watch stream ended');
@@ -102,23 +176,37 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       const request = watchRequestFromWire(call.request as Parameters<typeof watchRequestFromWire>[0]);
       const authorization = call.metadata.get('authorization')[0];
       const principal = await options.authenticator.authenticate(typeof authorization === 'string' ? authorization : undefined);
+      // Per pod, not per service account: every replica of a Deployment shares one.
+      try {
+        options.openLimiter.take(principal.podKey);
+      } catch (err) {
+        metrics.watchRefused.inc({ reason: 'rate' });
+        throw new AppError('rate_limited', `Too many Watch opens from this pod; ${toAppError(err).message}`);
+      }
+      if ((perPod.get(principal.podKey) ?? 0) >= options.maxStreamsPerPod) {
+        metrics.watchRefused.inc({ reason: 'streams' });
+        throw new AppError('resource_exhausted', `This pod already has ${options.maxStreamsPerPod} open Watch streams (--max-watch-streams-per-pod); close one first.`);
+      }
       if (request.prefixes.length === 0) throw new AppError('invalid_argument', 'A watch needs at least one prefix.');
       const prefixes = request.prefixes.map((p) => validatePrefix(p));
       const policy = options.policy();
       const denied = prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
       if (denied.length > 0) {
-        await auditBestEffort({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
+        await options.refusals.record({ subject: principal.subject, action: 'denied', target: denied.join(','), outcome: 'denied', detail: 'watch' });
         throw new AppError('permission_denied', `${principal.subject} may not read ${denied.join(', ')}.`);
       }
+      const auth: StreamAuth = { principal, expiresAt: principal.expiresAt, secretsInline: 0 };
       const stream = new WatchStream({
         id: nextId++,
         subject: principal.subject,
         prefixes,
-        sinceRevision: request.sinceRevision,
+        start: request.start ?? { kind: 'now' },
+        environments: controlPlane.environments,
+        log,
         bound: options.bound,
         heartbeatInterval: options.heartbeatInterval,
         clock: options.clock,
-        latestRevision: () => latestRevision,
+        replayPage: options.replayPage,
         onQueueDepth: (depth) => {
           if (depth > highWater) {
             highWater = depth;
@@ -126,6 +214,9 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
           }
         },
         onSent: () => metrics.eventsSent.inc(),
+        onDelivered: (event) => {
+          if (event.kind === 'secret' && (event.inlineLayers ?? 0) > 0) auth.secretsInline += 1;
+        },
         onEnd,
         sink: {
           write: (bytes) => call.write(bytes),
@@ -138,8 +229,8 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
       });
       opened = stream;
       // Subscribe before reading the current revision: nothing committed in between is missed.
-      const auth: StreamAuth = { principal };
       streams.set(stream, auth);
+      perPod.set(principal.podKey, (perPod.get(principal.podKey) ?? 0) + 1);
       metrics.watchers.inc();
       call.on('cancelled', () => stream.end(GrpcStatus.CANCELLED, 'cancelled by the client', 'cancelled'));
       // The client may have gone while we authenticated; 'cancelled' will not fire again.
@@ -152,20 +243,11 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         stream.end(GrpcStatus.UNAVAILABLE, 'The server is shutting down; reconnect.', 'shutdown');
         return;
       }
-      if (principal.expiresAt !== undefined) {
-        auth.expiry = options.clock.setTimeout(
-          () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
-          Math.max(0, principal.expiresAt - options.clock.now()),
-        );
-      }
-      const [current, oldest] = await Promise.all([controlPlane.currentRevision(), controlPlane.oldestRetainedRevision()]);
-      if (request.sinceRevision > current) {
-        stream.end(GrpcStatus.INVALID_ARGUMENT, `since_revision ${request.sinceRevision} is in the future; the current revision is ${current}.`, 'error');
-        return;
-      }
-      logger.info({ stream: stream.id, subject: principal.subject, prefixes, since: request.sinceRevision, agentId: request.agentId.slice(0, 128) }, 'watch stream opened');
+      scheduleExpiry(stream, auth);
+      logger.info({ stream: stream.id, subject: principal.subject, prefixes, start: describeStart(request.start), agentId: request.agentId.slice(0, 128) }, 'watch stream opened');
       await auditBestEffort({ subject: principal.subject, action: 'watch', target: prefixes.join(','), outcome: 'ok' });
-      await stream.start(controlPlane, current, oldest);
+      // Each read is one snapshot with the compaction boundary: whatever happened during the audit write is seen.
+      await stream.start();
     })().catch((err: unknown) => {
       const appError = toAppError(err);
       if (appError.httpStatus >= 500) logger.error({ code: appError.code, err: appError.message }, 'watch failed');
@@ -186,12 +268,22 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
           stream.end(GrpcStatus.UNAUTHENTICATED, 'The token was revoked.', 'permission');
           continue;
         }
+        // A reload that tightens (or lifts) a static token's `expires` applies to its open streams.
+        if (principal.via === 'token' && token && token.expiresAt !== auth.expiresAt) {
+          auth.expiresAt = token.expiresAt;
+          if (token.expiresAt !== undefined && token.expiresAt <= options.clock.now()) {
+            stream.end(GrpcStatus.UNAUTHENTICATED, 'The token has expired.', 'expired');
+            continue;
+          }
+          scheduleExpiry(stream, auth);
+        }
         const denied = stream.prefixes.filter((p) => !policy.allows(principal.identity, 'read', p));
         if (denied.length > 0) stream.end(GrpcStatus.PERMISSION_DENIED, `Access to ${denied.join(', ')} was revoked.`, 'permission');
       }
     },
     close() {
       closing = true;
+      auditTimer?.cancel();
       unsubscribe();
       unsubscribeLost();
       for (const stream of [...streams.keys()]) stream.end(GrpcStatus.UNAVAILABLE, 'The server is shutting down; reconnect.', 'shutdown');

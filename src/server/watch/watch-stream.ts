@@ -1,24 +1,35 @@
 /**
- * One Watch stream: replay from the log, then live events, in revision order
- * with no gap and no duplicate, through a bounded queue. Live events are
- * collected from the moment the stream subscribes (before it reads the
- * current revision), and deduplicated by revision after replay, which closes
- * the classic subscribe/replay race.
+ * One Watch stream: a start (now, a replay after a position, or a resync),
+ * then live events, in revision order with no gap and no duplicate, through a
+ * bounded queue. Live events are collected from the moment the stream
+ * subscribes (before it reads the log), and deduplicated by revision after
+ * replay, which closes the classic subscribe/replay race.
+ *
+ * Every log read is one snapshot carrying the compaction boundary, so a page
+ * showing that the next revision the stream needs was compacted (retention ran
+ * during the replay) turns into a ResyncRequired instead of a silent gap.
+ *
+ * The stream's position is the highest revision it has delivered or filtered
+ * out, with that event's digest; heartbeats carry it as a bookmark, so a client
+ * whose prefixes are quiet still advances and resumes without a resync.
  *
  * Backpressure: a message is handed to gRPC only while its writable accepts
  * more; otherwise it waits in the queue. A queue that would grow past the
  * bound ends the stream with RESOURCE_EXHAUSTED (the reader resumes from its
- * revision), so server memory never grows with a slow reader.
+ * position), so server memory never grows with a slow reader.
  */
 import { GrpcStatus, type GrpcStatusCode } from '../../shared/errors.ts';
 import type { Clock, TimerHandle } from '../../shared/clock.ts';
 import { namespaceMatchesAny } from '../../shared/paths.ts';
+import type { LogPosition, StartFrom } from '../../shared/watch-proto.ts';
 import type { Milliseconds } from '../../shared/units.ts';
-import type { ControlPlane } from '../control-plane.ts';
+import type { LogEvent } from '../control-plane.ts';
+import type { LogPage } from '../store/store.ts';
 import { encodeEvent, type EncodedEvent } from './event-codec.ts';
+import { decideStart, startRevision } from './start-position.ts';
 
 /** Events read from the log per query while replaying. */
-const REPLAY_PAGE = 500;
+export const REPLAY_PAGE = 500;
 
 /** The part of a gRPC server call a stream writes to. */
 export interface StreamSink {
@@ -28,23 +39,43 @@ export interface StreamSink {
   finish(code: GrpcStatusCode, details: string): void;
 }
 
+/** The log as a stream reads it: each call is one snapshot. */
+export interface WatchLog {
+  /** Events after `after` (at most `limit`), the log state and the digest at `after`. */
+  page(after: number, limit: number): Promise<LogPage>;
+  /** The log state and the digest of the newest event. */
+  head(): Promise<LogPage>;
+  /**
+   * Prepares replayed events the stream will send (e.g. inline sealed values),
+   * in one read for the page; returns them encoded, in order.
+   */
+  encode?(events: readonly LogEvent[]): Promise<EncodedEvent[]>;
+}
+
 export type EndReason = 'slow' | 'permission' | 'expired' | 'shutdown' | 'cancelled' | 'error';
 
 export interface WatchStreamOptions {
   readonly id: number;
   readonly subject: string;
   readonly prefixes: readonly string[];
-  readonly sinceRevision: number;
+  readonly start: StartFrom;
+  /** The store's environments, least to most specific (sent on Heartbeat and ResyncRequired). */
+  readonly environments: readonly string[];
+  readonly log: WatchLog;
   readonly sink: StreamSink;
   readonly bound: number;
   readonly heartbeatInterval: Milliseconds;
   readonly clock: Clock;
-  /** The newest revision the hub has dispatched (for heartbeats). */
-  readonly latestRevision: () => number;
+  /** Events per replay read. @default REPLAY_PAGE */
+  readonly replayPage?: number;
   readonly onQueueDepth: (depth: number) => void;
   readonly onSent: () => void;
+  /** Called for every item event this stream sends (secret deliveries are audited in aggregate). */
+  readonly onDelivered?: (event: EncodedEvent) => void;
   readonly onEnd: (stream: WatchStream, reason: EndReason) => void;
 }
+
+type Position = Omit<LogPosition, 'storeId'>;
 
 export class WatchStream {
   readonly id: number;
@@ -52,11 +83,15 @@ export class WatchStream {
   readonly prefixes: readonly string[];
   readonly #o: WatchStreamOptions;
   #state: 'starting' | 'live' | 'ended' = 'starting';
-  /** Live events that arrived while replaying. */
+  /** Live events under the prefixes that arrived while starting. */
   #pendingLive: EncodedEvent[] = [];
+  /** The newest live event offered while starting (matching or not): the bookmark once live. */
+  #pendingHigh: Position = { revision: 0, digest: '' };
   #queue: Buffer[] = [];
   #blocked = false;
-  #lastRevision = 0;
+  /** The highest revision delivered or filtered out, and its digest. */
+  #position: Position = { revision: 0, digest: '' };
+  #storeId = '';
   /** The set revision of a change set this stream has sent part of (0: none open). */
   #openSet = 0;
   #heartbeat: TimerHandle | undefined;
@@ -73,100 +108,160 @@ export class WatchStream {
     return this.#state === 'ended';
   }
 
+  /** The stream's bookmark (for tests and logs). */
+  get position(): LogPosition {
+    return { storeId: this.#storeId, ...this.#position };
+  }
+
   matches(namespace: string | undefined): boolean {
     return namespace !== undefined && namespaceMatchesAny(namespace, this.prefixes);
   }
 
-  /** Called by the hub, synchronously and in revision order, for every committed event. */
+  /** Called by the hub, in revision order, for every committed event. */
   offer(event: EncodedEvent): void {
     if (this.#state === 'ended') return;
-    if (!this.matches(event.namespace)) {
-      if (this.#state === 'live') this.#closeSetFilteredOut(event);
-      return;
-    }
+    const matches = this.matches(event.namespace);
     if (this.#state === 'starting') {
+      if (event.revision > this.#pendingHigh.revision) this.#pendingHigh = { revision: event.revision, digest: event.digest };
+      if (!matches) return;
       if (this.#pendingLive.length >= this.#o.bound) {
-        this.end(GrpcStatus.RESOURCE_EXHAUSTED, `The watcher fell more than ${this.#o.bound} events behind; reconnect with since_revision.`, 'slow');
+        this.end(GrpcStatus.RESOURCE_EXHAUSTED, `The watcher fell more than ${this.#o.bound} events behind; reconnect and resume.`, 'slow');
         return;
       }
       this.#pendingLive.push(event);
       this.#o.onQueueDepth(this.#pendingLive.length + this.#queue.length);
       return;
     }
-    if (event.revision <= this.#lastRevision) return;
-    this.#lastRevision = event.revision;
-    this.#openSet = event.setRevision !== undefined && event.setRevision > event.revision ? event.setRevision : 0;
-    this.#enqueue(event.bytes);
+    if (event.revision <= this.#position.revision) return;
+    this.#position = { revision: event.revision, digest: event.digest };
+    if (matches) this.#send(event);
+    else this.#closeSetFilteredOut(event.revision);
   }
 
   /**
    * A change set's last member fell outside this stream's prefixes after an
-   * earlier member was sent: a bookmark at the set's revision tells the agent
-   * the set is complete, so it applies its part now rather than at the next heartbeat.
+   * earlier member was sent: a bookmark at the set's revision (the position,
+   * already advanced to it) tells the agent the set is complete, so it applies
+   * its part now rather than at the next heartbeat.
    */
-  #closeSetFilteredOut(event: EncodedEvent): void {
-    if (this.#openSet === 0 || event.revision !== this.#openSet) return;
+  #closeSetFilteredOut(revision: number): void {
+    if (this.#openSet === 0 || revision !== this.#openSet) return;
     this.#openSet = 0;
-    this.#lastRevision = Math.max(this.#lastRevision, event.revision);
-    this.#enqueue(encodeEvent({ type: 'heartbeat', revision: event.revision, currentRevision: event.revision, intervalMs: this.#o.heartbeatInterval }).bytes);
+    this.#sendHeartbeat(revision);
   }
 
-  /** Replays the log after `sinceRevision` (or resyncs), then goes live. */
-  async start(controlPlane: ControlPlane, currentRevision: number, oldestRetained: number): Promise<void> {
-    const since = this.#o.sinceRevision;
-    const resync = since > 0 && since < oldestRetained - 1;
-    const startAt = since === 0 || resync ? currentRevision : since;
-    this.#enqueue(encodeEvent({ type: 'heartbeat', revision: startAt, currentRevision, intervalMs: this.#o.heartbeatInterval }).bytes);
-    this.#lastRevision = startAt;
-    if (resync) {
-      this.#enqueue(
-        encodeEvent({
-          type: 'resyncRequired',
-          revision: currentRevision,
-          oldestRevision: oldestRetained,
-          currentRevision,
-          reason: `since_revision ${since} is older than the retained log (oldest ${oldestRetained})`,
-        }).bytes,
-      );
-    } else if (since > 0) {
-      for (;;) {
-        const page = await controlPlane.eventsAfter(this.#lastRevision, REPLAY_PAGE);
-        if (this.ended) return;
-        for (const event of page) {
-          this.#lastRevision = event.revision;
-          const setRevision = 'setRevision' in event ? (event.setRevision ?? 0) : 0;
-          if (!namespaceMatchesAny(event.namespace, this.prefixes)) {
-            if (this.#openSet !== 0 && event.revision === this.#openSet) {
-              this.#openSet = 0;
-              this.#enqueue(encodeEvent({ type: 'heartbeat', revision: event.revision, currentRevision: event.revision, intervalMs: this.#o.heartbeatInterval }).bytes);
-            }
-            continue;
-          }
-          await this.#whenWritable();
-          if (this.ended) return;
-          this.#openSet = setRevision > event.revision ? setRevision : 0;
-          this.#enqueue(encodeEvent(event).bytes);
-        }
-        if (page.length < REPLAY_PAGE) break;
-      }
+  /** Starts (now, replay or resync), then goes live. */
+  async start(): Promise<void> {
+    const { log } = this.#o;
+    const at = startRevision(this.#o.start);
+    const first = at === undefined ? await log.head() : await log.page(at, this.#o.replayPage ?? REPLAY_PAGE);
+    if (this.ended) return;
+    this.#storeId = first.storeId;
+    const decision = decideStart(this.#o.start, first);
+    if (decision.kind === 'now') {
+      this.#position = { revision: first.revision, digest: first.afterDigest ?? '' };
+      this.#sendHeartbeat(first.revision);
+    } else if (decision.kind === 'resync') {
+      await this.#resync(decision.reason);
+    } else {
+      this.#position = { revision: decision.revision, digest: decision.digest };
+      this.#sendHeartbeat(first.revision);
+      if (!(await this.#replay(first))) return;
     }
     if (this.ended) return;
     this.#state = 'live';
     const pending = this.#pendingLive;
     this.#pendingLive = [];
     for (const event of pending) this.offer(event);
+    // Everything up to the newest event offered while starting was replayed or
+    // just sent (or is outside the prefixes), so it is a safe bookmark.
+    if (this.#pendingHigh.revision > this.#position.revision) this.#position = this.#pendingHigh;
     this.#scheduleHeartbeat();
+  }
+
+  /** Sends the pages after the position (or resyncs when one shows a gap); false when the stream ended. */
+  async #replay(firstPage: LogPage): Promise<boolean> {
+    const limit = this.#o.replayPage ?? REPLAY_PAGE;
+    let page = firstPage;
+    for (;;) {
+      if (page.storeId !== this.#storeId || page.compactedThrough > this.#position.revision) {
+        // Retention (or a restore) removed the next revision this stream needs while it replayed.
+        await this.#resync(
+          page.storeId !== this.#storeId
+            ? `the store changed identity during the replay (now ${page.storeId})`
+            : `revisions up to ${page.compactedThrough} were compacted during the replay (the stream had reached ${this.#position.revision})`,
+        );
+        return !this.ended;
+      }
+      const wanted = page.events.filter((event) => this.matches(event.namespace));
+      const { log } = this.#o;
+      const encoded = log.encode ? await log.encode(wanted) : wanted.map((e) => encodeEvent(e));
+      if (this.ended) return false;
+      let next = 0;
+      for (const event of page.events) {
+        if (this.matches(event.namespace)) {
+          await this.#whenWritable();
+          if (this.ended) return false;
+          this.#send(encoded[next++] as EncodedEvent);
+          this.#position = { revision: event.revision, digest: event.digest };
+        } else {
+          this.#position = { revision: event.revision, digest: event.digest };
+          this.#closeSetFilteredOut(event.revision);
+        }
+      }
+      if (page.events.length < limit) return true;
+      page = await this.#o.log.page(this.#position.revision, limit);
+      if (this.ended) return false;
+    }
+  }
+
+  /** Sends ResyncRequired and continues from the newest revision (read in one snapshot with its digest). */
+  async #resync(reason: string): Promise<void> {
+    const head = await this.#o.log.head();
+    if (this.ended) return;
+    this.#storeId = head.storeId;
+    this.#position = { revision: head.revision, digest: head.afterDigest ?? '' };
+    this.#enqueue(
+      encodeEvent({
+        type: 'resyncRequired',
+        revision: head.revision,
+        digest: this.#position.digest,
+        oldestRevision: head.compactedThrough + 1,
+        currentRevision: head.revision,
+        reason,
+        storeId: head.storeId,
+        environments: this.#o.environments,
+      }).bytes,
+    );
+  }
+
+  #sendHeartbeat(currentRevision: number): void {
+    this.#enqueue(
+      encodeEvent({
+        type: 'heartbeat',
+        revision: this.#position.revision,
+        digest: this.#position.digest,
+        currentRevision: Math.max(currentRevision, this.#position.revision),
+        intervalMs: this.#o.heartbeatInterval,
+        storeId: this.#storeId,
+        environments: this.#o.environments,
+      }).bytes,
+    );
   }
 
   #scheduleHeartbeat(): void {
     this.#heartbeat = this.#o.clock.setTimeout(() => {
       if (this.ended) return;
-      // Every event up to latestRevision has already been offered (the hub dispatches synchronously), so it is a safe bookmark.
-      const latest = Math.max(this.#o.latestRevision(), this.#lastRevision);
-      this.#lastRevision = latest;
-      this.#enqueue(encodeEvent({ type: 'heartbeat', revision: latest, currentRevision: latest, intervalMs: this.#o.heartbeatInterval }).bytes);
+      // The hub offers every event to every stream in order, so the position is everything this stream has seen.
+      this.#sendHeartbeat(this.#position.revision);
       this.#scheduleHeartbeat();
     }, this.#o.heartbeatInterval);
+  }
+
+  #send(event: EncodedEvent): void {
+    this.#openSet = event.setRevision !== undefined && event.setRevision > event.revision ? event.setRevision : 0;
+    this.#enqueue(event.bytes);
+    this.#o.onDelivered?.(event);
   }
 
   #whenWritable(): Promise<void> {
@@ -177,7 +272,7 @@ export class WatchStream {
   #enqueue(bytes: Buffer): void {
     if (this.ended) return;
     if (this.#queue.length >= this.#o.bound) {
-      this.end(GrpcStatus.RESOURCE_EXHAUSTED, `The watcher fell more than ${this.#o.bound} events behind; reconnect with since_revision.`, 'slow');
+      this.end(GrpcStatus.RESOURCE_EXHAUSTED, `The watcher fell more than ${this.#o.bound} events behind; reconnect and resume.`, 'slow');
       return;
     }
     this.#queue.push(bytes);

@@ -1,0 +1,199 @@
+/**
+ * Pod limit: the agent under a real memory limit, the injector's default
+ * (`config-sidecar.io/memory-limit`), with default flags, loaded with N × 1 KiB
+ * entries read through it and M SSE clients. The bench makes a transient
+ * memory cgroup (v2 `memory.max` where the host has the unified hierarchy, v1
+ * `memory.limit_in_bytes` otherwise; swap off) and starts the agent inside it,
+ * so the agent detects the limit itself (src/agent/memory-limit.ts) as in a
+ * pod. Needs root; otherwise the scenario is not run, with the reason shown.
+ *
+ * Pass: no OOM kill, peak RSS ≤ 80 % of the limit, and reads keep answering.
+ */
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseQuantity } from '../../src/webhook/quantity.ts';
+import { DEFAULT_MEMORY_LIMIT } from '../../src/webhook/annotations.ts';
+import { readAll, ITEMS_NS, itemPath, type Context } from '../lib/context.ts';
+import { rssBytes, SUT_CORE } from '../lib/proc.ts';
+import { watchSse, type SseWatcher } from '../lib/sse.ts';
+import { metric, startAgent, waitReady } from '../lib/stack.ts';
+import type { Row, ScenarioResult, TargetCheck } from '../lib/types.ts';
+
+const MiB = 2 ** 20;
+const TARGET_RATIO = 0.8;
+const SAMPLE_MS = 100;
+/** Reads after the load that must all answer 200. */
+const CHECK_READS = 1_000;
+const LOAD_CONCURRENCY = 32;
+/** Seeding and reading 100k items takes about this long on 2 shared cores. */
+const LARGE_LOAD_NEEDS_S = 180;
+
+interface Cgroup {
+  readonly version: 1 | 2;
+  readonly dir: string;
+  usage(): number;
+  peak(): number | undefined;
+  oomKills(): number;
+  remove(): void;
+}
+
+function readNumber(path: string): number | undefined {
+  try {
+    const n = Number(readFileSync(path, 'utf8').trim());
+    return Number.isFinite(n) ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A transient memory cgroup with `limit` bytes and no swap, or the reason there cannot be one. */
+function makeCgroup(limit: number): Cgroup | string {
+  if (process.getuid?.() !== 0) return 'needs root to create a memory cgroup';
+  const name = `csb-pod-limit-${process.pid}`;
+  if (existsSync('/sys/fs/cgroup/cgroup.controllers')) {
+    const dir = join('/sys/fs/cgroup', name);
+    try {
+      const controllers = readFileSync('/sys/fs/cgroup/cgroup.subtree_control', 'utf8');
+      if (!controllers.includes('memory')) writeFileSync('/sys/fs/cgroup/cgroup.subtree_control', '+memory');
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'memory.max'), String(limit));
+      if (existsSync(join(dir, 'memory.swap.max'))) writeFileSync(join(dir, 'memory.swap.max'), '0');
+    } catch (err) {
+      return `cannot make a cgroup v2 memory cgroup at ${dir}: ${(err as Error).message}`;
+    }
+    return {
+      version: 2,
+      dir,
+      usage: () => readNumber(join(dir, 'memory.current')) ?? Number.NaN,
+      peak: () => readNumber(join(dir, 'memory.peak')),
+      oomKills: () => Number(/oom_kill (\d+)/.exec(readFileSync(join(dir, 'memory.events'), 'utf8'))?.[1] ?? 0),
+      remove: () => rmdirSync(dir),
+    };
+  }
+  const dir = join('/sys/fs/cgroup/memory', name);
+  try {
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'memory.limit_in_bytes'), String(limit));
+    // Swap would hide an overrun; the memsw file exists only with swap accounting.
+    if (existsSync(join(dir, 'memory.memsw.limit_in_bytes'))) writeFileSync(join(dir, 'memory.memsw.limit_in_bytes'), String(limit));
+    if (existsSync(join(dir, 'memory.swappiness'))) writeFileSync(join(dir, 'memory.swappiness'), '0');
+  } catch (err) {
+    return `cannot make a cgroup v1 memory cgroup at ${dir}: ${(err as Error).message}`;
+  }
+  return {
+    version: 1,
+    dir,
+    usage: () => readNumber(join(dir, 'memory.usage_in_bytes')) ?? Number.NaN,
+    peak: () => readNumber(join(dir, 'memory.max_usage_in_bytes')),
+    oomKills: () => Number(/oom_kill (\d+)/.exec(readFileSync(join(dir, 'memory.oom_control'), 'utf8'))?.[1] ?? 0),
+    remove: () => rmdirSync(dir),
+  };
+}
+
+export async function podLimit(ctx: Context): Promise<Omit<ScenarioResult, 'seconds'>> {
+  const limit = parseQuantity(DEFAULT_MEMORY_LIMIT) ?? 256 * MiB;
+  let count = ctx.profile.podLimitEntries;
+  const sseClients = ctx.profile.podLimitSseClients;
+  const notes: string[] = [];
+  const setup = `the agent compiled to JavaScript, default flags (TTL 1 h), in a transient memory cgroup limited to the injector's default ${DEFAULT_MEMORY_LIMIT}; ${sseClients} SSE clients, then every one of N × 1 KiB items read through it`;
+  const cgroup = makeCgroup(limit);
+  if (typeof cgroup === 'string') {
+    return { id: 'pod-limit', title: 'Pod limit: the agent under a real memory limit', status: 'not-run', reason: cgroup, setup, rows: [], targets: [], notes: [`Not run: ${cgroup}.`] };
+  }
+  ctx.onCleanup(async () => {
+    try {
+      cgroup.remove();
+    } catch {
+      // Still holding a process that is being killed; the kernel frees an empty cgroup's memory anyway.
+    }
+  });
+  if (count > 10_000 && ctx.secondsLeft() < LARGE_LOAD_NEEDS_S) {
+    notes.push(`${count} entries would not fit the suite's time budget (${ctx.secondsLeft().toFixed(0)} s left); loaded 10000 instead.`);
+    count = 10_000;
+  }
+  const { cli } = await ctx.compiledCli();
+  const base = await ctx.baseWith(count);
+  // The agent joins the cgroup before it execs, so its whole life (start-up, re-exec) is charged there.
+  const join_ = `echo $$ > ${cgroup.dir}/cgroup.procs && exec "$@"`;
+  const agent = await startAgent(base.server, {
+    cli,
+    core: SUT_CORE,
+    prefixes: ['bench'],
+    args: ['--cache-ttl', '1h'],
+    wrap: ['/bin/sh', '-c', join_, 'sh'],
+  });
+  let peakRss = 0;
+  let peakUsage = 0;
+  let samples = 0;
+  const sampler = setInterval(() => {
+    try {
+      peakRss = Math.max(peakRss, rssBytes(agent.child.pid));
+      peakUsage = Math.max(peakUsage, cgroup.usage());
+      samples++;
+    } catch {
+      // The process is gone: the exit (an OOM kill) is reported below.
+    }
+  }, SAMPLE_MS);
+  const watchers: SseWatcher[] = [];
+  let accepted = 0;
+  let refused = 0;
+  let okReads = 0;
+  let checkReads = 0;
+  let failedReads = 0;
+  let killed = false;
+  let cacheMax = Number.NaN;
+  let entries = Number.NaN;
+  let budgetLine: Record<string, unknown> | undefined;
+  try {
+    await waitReady(agent.adminUrl);
+    budgetLine = JSON.parse(await agent.child.waitForLine((l) => l.includes('"memory budget"'))) as Record<string, unknown>;
+    for (let i = 0; i < sseClients; i++) watchers.push(watchSse(agent.socketPath, 'bench'));
+    const opened = await Promise.allSettled(watchers.map((w) => w.opened));
+    accepted = opened.filter((o) => o.status === 'fulfilled').length;
+    refused = opened.length - accepted;
+    const started = Date.now();
+    await readAll(agent.socketPath, Array.from({ length: count }, (_, i) => itemPath(ITEMS_NS, i)), LOAD_CONCURRENCY);
+    ctx.log(`pod-limit: ${count} items read through the agent under ${DEFAULT_MEMORY_LIMIT} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    // Reads keep answering after the load: the last items (cached) and the first (evicted, fetched again).
+    const half = Math.min(count, CHECK_READS) / 2;
+    const check = [...Array.from({ length: Math.ceil(half) }, (_, i) => itemPath(ITEMS_NS, count - 1 - i)), ...Array.from({ length: Math.floor(half) }, (_, i) => itemPath(ITEMS_NS, i))];
+    checkReads = check.length;
+    try {
+      await readAll(agent.socketPath, check, LOAD_CONCURRENCY);
+      okReads = check.length;
+    } catch (err) {
+      failedReads = 1;
+      notes.push(`A read after the load failed: ${(err as Error).message}`);
+    }
+    cacheMax = await metric(agent.adminUrl, 'config_sidecar_agent_memory_cache_max_bytes');
+    entries = await metric(agent.adminUrl, 'config_sidecar_agent_cache_entries');
+  } catch (err) {
+    notes.push(`The load stopped: ${(err as Error).message.slice(0, 300)}`);
+  } finally {
+    clearInterval(sampler);
+    for (const w of watchers) w.close();
+    killed = agent.child.proc.exitCode !== null || agent.child.proc.signalCode !== null;
+    await agent.stop();
+  }
+  const oomKills = cgroup.oomKills();
+  const kernelPeak = cgroup.peak();
+  const peak = Math.max(peakUsage, kernelPeak ?? 0);
+  const target = limit * TARGET_RATIO;
+  const rows: Row[] = [
+    { system: 'agent', metric: 'memory limit (cgroup)', unit: 'MiB', values: [limit / MiB], better: 'lower' },
+    { system: 'agent', metric: 'peak RSS', unit: 'MiB', values: [peakRss / MiB], better: 'lower' },
+    { system: 'agent', metric: `peak cgroup usage (cgroup v${cgroup.version}, page cache included)`, unit: 'MiB', values: [peak / MiB], better: 'lower' },
+    { system: 'agent', metric: 'headroom: 80 % of the limit minus peak RSS', unit: 'MiB', values: [(target - peakRss) / MiB], better: 'higher' },
+    { system: 'agent', metric: 'OOM kills', unit: 'count', values: [oomKills], better: 'lower' },
+  ];
+  notes.push(`${count} × 1 KiB read; the agent held ${entries} entries under a derived --cache-max-bytes of ${(cacheMax / MiB).toFixed(1)} MiB.`);
+  notes.push(`${sseClients} SSE clients: ${accepted} accepted, ${refused} refused (429: the cap derived from the limit).`);
+  notes.push(`RSS and cgroup usage sampled every ${SAMPLE_MS} ms (${samples} samples); the kernel's own peak: ${kernelPeak === undefined ? 'not kept' : `${(kernelPeak / MiB).toFixed(1)} MiB`}.`);
+  if (budgetLine) notes.push(`The agent's budget (its 'memory budget' log line): limit ${String(budgetLine.limit)} from ${String(budgetLine.source)}, cache ${String(budgetLine.cacheMaxBytes)} B, ${String(budgetLine.maxWatchStreams)} watch streams, V8 heap limit ${String(budgetLine.heapLimit)} B.`);
+  const targets: TargetCheck[] = [
+    { target: `no OOM kill under the injector's default limit ${DEFAULT_MEMORY_LIMIT}`, measured: `${oomKills} OOM kill(s)${killed ? ', the agent exited during the load' : ''}`, pass: oomKills === 0 && !killed },
+    { target: `peak RSS ≤ 80 % of the limit (${(target / MiB).toFixed(1)} MiB)`, measured: `${(peakRss / MiB).toFixed(1)} MiB`, pass: peakRss > 0 ? peakRss <= target : null },
+    { target: 'reads keep answering after the load', measured: `${okReads} of ${checkReads} answered 200`, pass: failedReads === 0 && checkReads > 0 && okReads === checkReads },
+  ];
+  return { id: 'pod-limit', title: 'Pod limit: the agent under a real memory limit', status: 'ok', setup, rows, targets, notes, extra: { limit, peakRss, peakUsage: peak, oomKills, accepted, refused } };
+}
