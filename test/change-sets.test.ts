@@ -141,3 +141,45 @@ test('a change set is all or nothing: a missing item to delete, a denied member,
   assert.equal(allowed.status, 200, allowed.text);
   assert.equal(allowed.json.revision, keep.json.revision + 1);
 });
+
+test('put --from-file writes a change set from YAML (a secret from valueFile); a refused set writes nothing and exits 1', async () => {
+  const { spawn } = await import('node:child_process');
+  const { CLI } = await import('./helpers/server-process.ts');
+  const run = (args: string[]): Promise<{ code: number | null; output: string }> =>
+    new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [CLI, ...args], {
+        env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_TOKEN: server.rootToken, CONFIG_SIDECAR_SERVER: server.httpUrl },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
+      child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
+      child.on('error', reject);
+      child.on('exit', (code) => resolve({ code, output }));
+    });
+  await writeFile(join(dir, 'password.txt'), 'from-a-file');
+  await writeFile(
+    join(dir, 'changes.yaml'),
+    `changes:
+  - { item: team-c/db/username, kind: secret, value: app-v3 }
+  - { item: team-c/db/password, kind: secret, valueFile: ./password.txt }
+  - { item: team-c/db/settings, env: prod, kind: config, value: { pool: 7 } }
+`,
+  );
+  const ok = await run(['put', '--from-file', join(dir, 'changes.yaml')]);
+  assert.equal(ok.code, 0, ok.output);
+  assert.match(ok.output, /wrote 3 change\(s\) as one set at revision \d+/);
+  assert.ok(!ok.output.includes('from-a-file'), 'the secret is not echoed');
+  assert.equal((await get('team-c/db/password')).json.value, 'from-a-file');
+  assert.deepEqual((await get('team-c/db/settings?env=prod')).json.value, { pool: 7 });
+
+  await writeFile(join(dir, 'bad.yaml'), 'changes:\n  - { item: team-c/db/username, kind: secret, value: app-v4 }\n  - { item: team-c/db/ghost, delete: true }\n');
+  const refused = await run(['put', '--from-file', join(dir, 'bad.yaml')]);
+  assert.equal(refused.code, 1, refused.output);
+  assert.match(refused.output, /ghost does not exist.*\(not_found\)/);
+  assert.equal((await get('team-c/db/username')).json.value, 'app-v3', 'nothing of the refused set was written');
+
+  const empty = await run(['put', '--from-file', join(dir, 'password.txt')]);
+  assert.equal(empty.code, 2, empty.output);
+  assert.match(empty.output, /needs a non-empty "changes:" list/);
+});

@@ -4,6 +4,9 @@
  * reads a value from a real agent, as ESM and as CommonJS, on this Node (24)
  * and on the machine's Node 20 when there is one; its types check from both
  * module systems. The packed code imports nothing from outside its folder.
+ * Where the pod harness works the apps run as the app container's user (uid
+ * 1000 in the pod's fsGroup, no capabilities) against an agent running as
+ * 65532, as in a pod.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +15,8 @@ import { readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
-import { putItem, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+import { defaultPod, putItem, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+import { asIdentity, makePodDir, reachableProject } from './helpers/pod-harness.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const NPM_ENV = { ...process.env, npm_config_update_notifier: 'false', npm_config_fund: 'false', npm_config_audit: 'false' };
@@ -20,6 +24,7 @@ const NPM_ENV = { ...process.env, npm_config_update_notifier: 'false', npm_confi
 let server: ServerProcess;
 let agent: AgentProcess;
 let project: string;
+const pod = defaultPod();
 
 /** The machine's Node 20, if any (the system node; this process runs on the project's Node 24). */
 function findNode20(): string | undefined {
@@ -42,7 +47,7 @@ const item = await client.get('production/pkg/greeting');
 let missing = '';
 try { await client.get('production/pkg/missing'); } catch (err) { missing = err instanceof ConfigSidecarError ? err.code : String(err); }
 await client.close();
-process.stdout.write(JSON.stringify({ value: item.value, version: item.version, missing, node: process.version }));
+process.stdout.write(JSON.stringify({ value: item.value, version: item.version, missing, node: process.version, uid: process.getuid() }));
 `;
 
 const CJS_APP = `
@@ -72,7 +77,7 @@ before(async () => {
   await putItem(server, 'production/pkg/settings', { kind: 'config', value: { rps: 7 } });
   agent = await startAgentProcess(server, { prefixes: ['production/pkg'] });
 
-  project = await makeTempDir('cs-client-pkg-');
+  project = pod ? await makePodDir('cs-client-pkg-') : await makeTempDir('cs-client-pkg-');
   // prepack builds dist/ (ESM, CommonJS, types) from the workspace's own tsconfig files.
   execFileSync('npm', ['pack', '-w', 'src/client', '--pack-destination', project, '--loglevel=error'], { cwd: ROOT, env: NPM_ENV, stdio: 'pipe' });
   const tarball = readdirSync(project).find((f) => f.endsWith('.tgz'));
@@ -106,17 +111,22 @@ test('the packed client installs alone: at most 3 packages, no import from outsi
 
 for (const runtime of ['node24', 'node20'] as const) {
   test(`ESM and CommonJS apps read values through the agent on ${runtime}`, (t) => {
-    const node = runtime === 'node24' ? process.execPath : findNode20();
+    const node = runtime === 'node24' ? (pod ? reachableProject(pod.app).node : process.execPath) : findNode20();
     if (!node) {
       t.skip('no Node 20 on this machine (looked for /usr/bin/node, /usr/local/bin/node, /bin/node)');
       return;
     }
     const env = { PATH: `${dirname(node)}:/usr/bin:/bin`, CONFIG_SIDECAR_SOCKET: agent.socketPath, AGENT_SOCKET: agent.socketPath };
-    const esm = JSON.parse(execFileSync(node, ['app.mjs'], { cwd: project, env, encoding: 'utf8' })) as Record<string, unknown>;
+    const run = (script: string): string => {
+      const { command, args } = pod ? asIdentity(pod.app, node, [script]) : { command: node, args: [script] };
+      return execFileSync(command, args, { cwd: project, env, encoding: 'utf8' });
+    };
+    const esm = JSON.parse(run('app.mjs')) as Record<string, unknown>;
     assert.equal(esm.value, 'hello-from-the-agent');
     assert.equal(esm.missing, 'not_found');
+    if (pod) assert.equal(esm.uid, pod.app.uid, "the app's own user, in the pod's fsGroup");
     assert.equal(typeof esm.version, 'number');
-    const cjs = JSON.parse(execFileSync(node, ['app.cjs'], { cwd: project, env, encoding: 'utf8' })) as Record<string, unknown>;
+    const cjs = JSON.parse(run('app.cjs')) as Record<string, unknown>;
     assert.deepEqual(cjs.value, { rps: 7 });
     assert.match(String(esm.node), runtime === 'node24' ? /^v24\./ : /^v20\./);
   });

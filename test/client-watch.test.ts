@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, ConfigSidecarError, type WatchEvent } from '../src/client/index.ts';
 import { removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
-import { putItem, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+import { hook, putItem, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 
 let server: ServerProcess;
 let agent: AgentProcess;
@@ -90,6 +90,35 @@ test('watch replays missed events by Last-Event-ID, and sends resync across an a
     assert.deepEqual([after.type, after.name, after.revision], ['changed', 'api-key', live.revision]);
     assert.ok(live.revision > missed.revision);
     assert.deepEqual((await client.get<{ rps: number }>('production/app/limits')).value, { rps: 200 });
+  } finally {
+    controller.abort();
+    await client.close();
+  }
+});
+
+test('watchSets yields a change set as one array, with the set revision as every member\'s id', async () => {
+  const client = createClient({ socketPath: agent.socketPath });
+  const controller = new AbortController();
+  try {
+    // Resume after a revision the agent applied: the ring replays anything later, so nothing depends on when the stream opens.
+    const { revision: before } = await putItem(server, 'production/app/limits', { kind: 'config', value: { rps: 150 } });
+    await hook(agent.adminUrl, 'GET', `/debug/wait-revision?atLeast=${before}`);
+    const it = client.watchSets('production/app', { signal: controller.signal, lastEventId: String(before) })[Symbol.asyncIterator]();
+    const { http } = await import('./helpers/server-process.ts');
+    const res = await http(server.httpUrl, 'POST', '/v1/changes', {
+      token: server.rootToken,
+      body: { changes: [{ item: 'production/app/api-key', kind: 'secret', value: 'key-2' }, { item: 'production/app/limits', kind: 'config', value: { rps: 200 } }] },
+    });
+    assert.equal(res.status, 200, res.text);
+    const set = (await it.next()).value as WatchEvent[];
+    assert.deepEqual(
+      set.map((e) => [e.name, e.revision, e.id, e.setRevision, e.endsSet ?? false]),
+      [
+        ['api-key', res.json.revision - 1, String(res.json.revision), res.json.revision, false],
+        ['limits', res.json.revision, String(res.json.revision), res.json.revision, true],
+      ],
+    );
+    assert.equal((await client.get<string>('production/app/api-key')).value, 'key-2');
   } finally {
     controller.abort();
     await client.close();

@@ -105,8 +105,11 @@ test('the Go example reads a value and prints watch events', async (t) => {
   const project = join(dir, 'go-example');
   execFileSync('mkdir', ['-p', project]);
   writeFileSync(join(project, 'main.go'), codeBlock('go'));
-  writeFileSync(join(project, 'go.mod'), 'module example.com/agentclient\n\ngo 1.21\n');
+  writeFileSync(join(project, 'go.mod'), 'module example.com/agentclient\n\ngo 1.18\n');
   const env = { PATH: process.env.PATH ?? '', HOME: dir, GOFLAGS: '-mod=mod', GOCACHE: join(dir, 'gocache'), GOPATH: join(dir, 'gopath'), CONFIG_SIDECAR_SOCKET: agent.socketPath };
-  const line = await firstLine(go, ['run', '.', 'production/langs/settings'], env, (l) => l.startsWith('{'), project);
-  assert.equal(JSON.parse(line).db.host.startsWith('db-'), true);
+  const { revision } = await putItem(server, 'production/langs/settings', { kind: 'config', value: { db: { host: 'db-go' }, rps: 7 } });
+  const lines: string[] = [];
+  const line = await firstLine(go, ['run', '.', 'production/langs/settings', String(revision - 1)], env, (l) => (lines.push(l), l.startsWith('changed')), project);
+  assert.deepEqual(JSON.parse(lines[0] ?? ''), { db: { host: 'db-go' }, rps: 7 }, 'the value first');
+  assert.match(line, new RegExp(`^changed ${revision} \\{.*"name":"settings"`));
 });

@@ -61,8 +61,18 @@ function output(child: ChildProcess): { text: () => string; until: (predicate: (
   };
 }
 
+/**
+ * The printed `npx config-sidecar` resolves to this package's bin; here it runs
+ * this checkout's CLI (npx would run the last build in dist/), after the
+ * printed `export` line, as a user pasting both into a shell would.
+ */
+let exportLine = '';
+function pasted(command: string): string {
+  return `${exportLine}; ${command.replaceAll('npx config-sidecar', `"${process.execPath}" "${CLI}"`)}`;
+}
+
 function sh(command: string): Promise<{ code: number | null; stdout: string }> {
-  const child = spawn('sh', ['-c', command], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('sh', ['-c', pasted(command)], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   const out = output(child);
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout: out.text() })));
@@ -81,7 +91,7 @@ test('npm start (config-sidecar dev) prints commands that work when pasted, and 
   const banner = await output(dev).until((t) => t.includes(' get production/ml-service/db-password'));
   const commands = banner
     .split('\n')
-    .filter((l) => l.startsWith('  ') && (l.includes('curl') || l.includes('main.ts')))
+    .filter((l) => l.startsWith('  ') && (l.includes('curl') || l.includes('npx config-sidecar')))
     .map((l) => l.trim());
   const find = (needle: string): string => {
     const found = commands.find((c) => c.includes(needle));
@@ -89,6 +99,14 @@ test('npm start (config-sidecar dev) prints commands that work when pasted, and 
     return found;
   };
   assert.match(banner, /socket {3}\S+agent\.sock/);
+  // Every URL: server REST and OpenAPI, gRPC, server admin, agent TCP and admin.
+  assert.match(banner, /server {3}http:\/\/127\.0\.0\.1:\d+ {2}\(REST; OpenAPI http:\/\/127\.0\.0\.1:\d+\/v1\/openapi\.json\)/);
+  assert.match(banner, /grpc {5}127\.0\.0\.1:\d+/);
+  assert.match(banner, /server-admin http:\/\/127\.0\.0\.1:\d+\/readyz {2}http:\/\/127\.0\.0\.1:\d+\/metrics/);
+  assert.match(banner, /tcp {6}http:\/\/127\.0\.0\.1:\d+/);
+  exportLine = banner.split('\n').find((l) => l.trim().startsWith('export CONFIG_SIDECAR_SERVER='))?.trim() ?? '';
+  assert.match(exportLine, /^export CONFIG_SIDECAR_SERVER=http:\S+ CONFIG_SIDECAR_TOKEN="\$\(cat \S+root-token\)" CONFIG_SIDECAR_SOCKET=\S+agent\.sock$/);
+  for (const command of commands.filter((c) => c.includes('config-sidecar '))) assert.match(command, /npx config-sidecar /, 'CLI commands are printed as npx config-sidecar');
 
   const secretRead = await sh(find('--unix-socket'));
   assert.equal(secretRead.code, 0);
@@ -99,7 +117,7 @@ test('npm start (config-sidecar dev) prints commands that work when pasted, and 
   // The printed watch command, in the background, sees the rotation and the new secret.
   const watchCommand = find(' watch production');
   // Its own process group, so the whole pasted pipeline can be stopped like Ctrl-C would.
-  const watcher = spawn('sh', ['-c', watchCommand], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const watcher = spawn('sh', ['-c', pasted(watchCommand)], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   children.push(watcher);
   const watched = output(watcher);
   // Wait until the agent counts the watcher's stream (its admin /metrics, printed in the banner).
@@ -117,6 +135,9 @@ test('npm start (config-sidecar dev) prints commands that work when pasted, and 
   const got = await sh(find(' get production/ml-service/db-password'));
   assert.equal(got.code, 0);
   assert.match(got.stdout.trim(), /^rotated-\d+$/);
+  const listed = await sh(find(' list production/ml-service'));
+  assert.equal(listed.code, 0);
+  assert.match(listed.stdout, /production\/ml-service\/db-password/);
   process.kill(-(watcher.pid as number), 'SIGINT');
 
   // The obvious backup of the dev stack, from the same directory with the default --data-dir, holds its items.

@@ -1,16 +1,19 @@
 /**
  * `config-sidecar exec` as a user runs it: a real server and agent, exec as a
  * real process, and a real child that writes the environment it was given to
- * a file (and counts the SIGHUPs it trapped). Restart on change, signal on
+ * a file (and counts the SIGHUPs it trapped). Where the pod harness works,
+ * exec and its child run as the app container's user (uid 1000 in the pod's
+ * fsGroup, no capabilities) against an agent running as 65532, as in a pod. Restart on change, signal on
  * change, debounce, the child's exit status, SIGTERM leaving no child, bad
  * usage, and no value ever in exec's own output.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { watch, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { removeDir, makeTempDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
-import { putItem, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+import { http, removeDir, makeTempDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { defaultPod, putItem, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+import { makePodDir, makeVolume, reachableProject } from './helpers/pod-harness.ts';
 import { spawnCli, type LoggedProcess } from './helpers/process.ts';
 import { within } from './helpers/files-wait.ts';
 
@@ -18,6 +21,12 @@ let server: ServerProcess;
 let agent: AgentProcess;
 let dir: string;
 let childScript: string;
+let stateDir: string;
+const pod = defaultPod();
+/** The node the child runs on: one the app's uid can reach. */
+const childNode = (): string => (pod ? reachableProject(pod.app).node : process.execPath);
+/** `config-sidecar exec ...` as the app container's user (where the harness works). */
+const execCli = (args: readonly string[], env: Record<string, string> = {}): LoggedProcess => spawnCli('exec', ['exec', ...args], env, pod ? { as: pod.app } : {});
 const secrets = new Set<string>();
 let runs = 0;
 
@@ -55,9 +64,13 @@ async function put(name: string, body: { kind: 'secret' | 'config'; value: unkno
 }
 
 before(async () => {
-  dir = await makeTempDir('cs-exec-');
+  dir = pod ? await makePodDir('cs-exec-') : await makeTempDir('cs-exec-');
   childScript = join(dir, 'child.mjs');
-  writeFileSync(childScript, CHILD);
+  writeFileSync(childScript, CHILD, { mode: 0o644 });
+  // Where the child writes what it was given: writable by the app's user, like an emptyDir.
+  stateDir = join(dir, 'state');
+  if (pod) await makeVolume(stateDir, pod.fsGroup);
+  else mkdirSync(stateDir);
   server = await startServerProcess();
   await put('db-password', { kind: 'secret', value: 'pw-initial-4f1c' });
   await put('limits', { kind: 'config', value: { rps: 100, db: { host: 'db-1.internal' } } });
@@ -75,8 +88,8 @@ after(async () => {
 /** Starts exec with `flags` around the child; returns the process and the child's state file. */
 function startExec(flags: readonly string[], childMode = '', env: Record<string, string> = {}): { exec: LoggedProcess; out: string } {
   runs += 1;
-  const out = join(dir, `state-${runs}.json`);
-  const exec = spawnCli('exec', ['exec', '--socket', agent.socketPath, ...flags, '--', process.execPath, childScript, out, childMode], { INHERITED: 'kept', ...env });
+  const out = join(stateDir, `state-${runs}.json`);
+  const exec = execCli(['--socket', agent.socketPath, ...flags, '--', childNode(), childScript, out, childMode], { INHERITED: 'kept', ...env });
   return { exec, out };
 }
 
@@ -90,7 +103,7 @@ function readState(out: string): ChildState | undefined {
 
 /** Waits until the child's state file satisfies `predicate` (woken by the file's rename, not a sleep). */
 async function waitForState(out: string, predicate: (s: ChildState) => boolean, what: string, timeoutMs = 20_000): Promise<ChildState> {
-  const watcher = watch(dir);
+  const watcher = watch(stateDir);
   try {
     return await within(
       new Promise<ChildState>((resolve) => {
@@ -183,13 +196,37 @@ test('ten changes within the debounce window give at most two restarts and end o
   }
 });
 
+test('a change set (two items in one POST /v1/changes) is one restart with both new values', async () => {
+  const { exec, out } = startExec(['--env', 'DB_PASSWORD=production/app/db-password', '--env', 'DB_HOST=production/app/limits#/db/host', '--debounce', '60s']);
+  try {
+    const first = await waitForState(out, (s) => s.password !== undefined, 'the first child');
+    secrets.add('pw-set-31aa');
+    const res = await http(server.httpUrl, 'POST', '/v1/changes', {
+      token: server.rootToken,
+      body: {
+        changes: [
+          { item: 'production/app/db-password', kind: 'secret', value: 'pw-set-31aa' },
+          { item: 'production/app/limits', kind: 'config', value: { rps: 100, db: { host: 'db-2.internal' } } },
+        ],
+      },
+    });
+    assert.equal(res.status, 200, res.text);
+    const next = await waitForState(out, (s) => s.password === 'pw-set-31aa' && s.host === 'db-2.internal', 'the child with both new values', 10_000);
+    assert.notEqual(next.pid, first.pid);
+    assert.equal(starts(out).length, 2, 'one restart for the set (a second would wait out the 60 s window)');
+  } finally {
+    await exec.stop();
+    assertNoValue(exec.output());
+  }
+});
+
 test('a child that exits non-zero ends exec with its status; a missing command is 127', async () => {
   const { exec, out } = startExec(['--env', 'DB_PASSWORD=production/app/db-password'], 'exit:7');
   assert.equal(await within(exec.exited, 'exec exit'), 7);
   assert.equal(starts(out).length, 1, 'exec does not restart a child that exited on its own');
   assertNoValue(exec.output());
 
-  const missing = spawnCli('exec', ['exec', '--socket', agent.socketPath, '--env', 'P=production/app/db-password', '--', 'no-such-command-x1'], {});
+  const missing = execCli(['--socket', agent.socketPath, '--env', 'P=production/app/db-password', '--', 'no-such-command-x1']);
   assert.equal(await within(missing.exited, 'exec exit'), 127);
   assert.match(missing.stderr(), /cannot start "no-such-command-x1": not found/);
 });
@@ -205,16 +242,16 @@ test('SIGTERM to exec leaves no child behind, even one that ignores SIGTERM (SIG
 });
 
 test('bad usage names the flag; an agent that never answers is a clear error after --wait', async () => {
-  const bad = spawnCli('exec', ['exec', '--socket', agent.socketPath, '--env', 'not a ref', '--', 'true'], {});
+  const bad = execCli(['--socket', agent.socketPath, '--env', 'not a ref', '--', 'true']);
   assert.equal(await within(bad.exited, 'exec exit'), 2);
   assert.match(bad.stderr(), /--env/);
-  const badChange = spawnCli('exec', ['exec', '--socket', agent.socketPath, '--env', 'A=production/app/limits', '--on-change', 'signal:SIGNOPE', '--', 'true'], {});
+  const badChange = execCli(['--socket', agent.socketPath, '--env', 'A=production/app/limits', '--on-change', 'signal:SIGNOPE', '--', 'true']);
   assert.equal(await within(badChange.exited, 'exec exit'), 2);
   assert.match(badChange.stderr(), /--on-change \(CONFIG_SIDECAR_ON_CHANGE\)/);
-  const missing = spawnCli('exec', ['exec', '--socket', agent.socketPath, '--env', 'A=production/app/nope', '--', 'true'], {});
+  const missing = execCli(['--socket', agent.socketPath, '--env', 'A=production/app/nope', '--', 'true']);
   assert.equal(await within(missing.exited, 'exec exit'), 1);
   assert.match(missing.stderr(), /production\/app\/nope.*not_found/);
-  const noAgent = spawnCli('exec', ['exec', '--socket', join(dir, 'no-agent.sock'), '--wait', '300ms', '--env', 'A=production/app/limits', '--', 'true'], {});
+  const noAgent = execCli(['--socket', join(dir, 'no-agent.sock'), '--wait', '300ms', '--env', 'A=production/app/limits', '--', 'true']);
   assert.equal(await within(noAgent.exited, 'exec exit'), 3);
   assert.match(noAgent.stderr(), /was not ready within 300ms.*--socket \(CONFIG_SIDECAR_SOCKET\)/);
 });

@@ -12,8 +12,9 @@ import { createServer, type Server } from 'node:http';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startAgentProcess, putItem, waitReady, type AgentProcess } from './helpers/agent-process.ts';
-import { makeTempDir, metricValue, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { defaultPod, makeAgentDir, startAgentProcess, putItem, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+import { makeVolume } from './helpers/pod-harness.ts';
+import { http, metricValue, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { spawnCli } from './helpers/process.ts';
 import { within } from './helpers/files-wait.ts';
 import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
@@ -58,15 +59,18 @@ before(async () => {
   server = await startServerProcess();
   await putItem(server, 'production/app/token', secret('t-0'));
   await putItem(server, 'production/app/other', secret('o-0'));
-  dir = await makeTempDir('cs-reload-hook-');
+  // As a pod runs it (where the pod harness works): the agent as 65532, --files-dir a kubelet-made emptyDir.
+  const pod = defaultPod();
+  dir = await makeAgentDir(pod, 'cs-reload-hook-');
   filesDir = join(dir, 'files');
+  if (pod) await makeVolume(filesDir, pod.fsGroup);
   const reload = { http: `http://127.0.0.1:${port}/-/reload`, method: 'POST', timeout: '2s', retries: 1 };
   const files = [
     { path: 'token.txt', items: ['production/app/token'], onChange: reload },
     { path: 'both.json', items: ['production/app/token', 'production/app/other'], format: 'json', onChange: reload },
     { path: 'other.txt', items: ['production/app/other'], onChange: { http: `http://localhost:${port}/other`, method: 'PUT' } },
   ];
-  writeFileSync(join(dir, 'agent.yaml'), `files: ${JSON.stringify(files)}\n`);
+  writeFileSync(join(dir, 'agent.yaml'), `files: ${JSON.stringify(files)}\n`, { mode: 0o644 });
   agent = await startAgentProcess(server, { prefixes: ['production'], args: ['--config', join(dir, 'agent.yaml'), '--files-dir', filesDir, '--cache-ttl', '1h'] });
   await waitReady(agent.adminUrl);
 });
@@ -98,6 +102,21 @@ test('each publication calls each hook of the changed files once; the start-up p
   assert.deepEqual(calls.slice(1).map((c) => `${c.method} ${c.url}`).sort(), ['POST /-/reload', 'PUT /other']);
   assert.equal(publications(), 3);
   assert.equal(await metric('calls_total', 'hook="http://localhost:' + (hooks.address() as { port: number }).port + '/other",outcome="ok"'), 1);
+});
+
+test('a change set touching files with both hooks is one change: one call per hook, after both files are published', async () => {
+  const before = calls.length;
+  const published = publications();
+  const res = await http(server.httpUrl, 'POST', '/v1/changes', {
+    token: server.rootToken,
+    body: { changes: [{ item: 'production/app/token', kind: 'secret', value: 't-set' }, { item: 'production/app/other', kind: 'secret', value: 'o-set' }] },
+  });
+  assert.equal(res.status, 200, res.text);
+  await callsReach(before + 2);
+  assert.deepEqual(calls.slice(before).map((c) => `${c.method} ${c.url}`).sort(), ['POST /-/reload', 'PUT /other']);
+  assert.ok(publications() > published);
+  assert.equal(readFileSync(join(filesDir, 'token.txt'), 'utf8'), 't-set');
+  assert.equal(readFileSync(join(filesDir, 'other.txt'), 'utf8'), 'o-set');
 });
 
 test('a failing hook is retried and counted; the files are published regardless', async () => {

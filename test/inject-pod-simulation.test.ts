@@ -5,13 +5,15 @@
  * temp dir. The sidecar runs with exactly the injected command line; once its
  * /readyz passes (the startupProbe's check), the init container's file read
  * and the main container's `config-sidecar get` through CONFIG_SIDECAR_SOCKET
- * both see the value.
+ * both see the value. Through the pod harness (where it works: root), each
+ * container runs as its securityContext resolves (uid, gid, the pod's fsGroup;
+ * no capabilities) and the emptyDirs are made as the kubelet makes them.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,24 +22,37 @@ import { CLI_MAIN, REPO_ROOT, runCli } from './helpers/k8s-cli.ts';
 import { kustomize, parseYamlObjects } from './helpers/k8s-schema.ts';
 import { podSpecsIn } from './helpers/k8s-pss.ts';
 import { waitReady } from './helpers/agent-process.ts';
+import { asIdentity, canRead, identityOf, makePodDir, makeVolume, podSupport, reachableProject, runAs, type PodIdentity, type Volume } from './helpers/pod-harness.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Kubernetes objects are walked freely
 type Json = Record<string, any>;
 
 let dir: string;
 const children: ChildProcess[] = [];
+const asPod = podSupport().ok;
+const memoryVolumes: Volume[] = [];
 
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'pod-sim-'));
+before(async () => {
+  dir = asPod ? await makePodDir('pod-sim-') : mkdtempSync(join(tmpdir(), 'pod-sim-'));
 });
 
-after(() => {
+after(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  for (const v of memoryVolumes) await v.unmount();
   rmSync(dir, { recursive: true, force: true });
 });
 
-function start(args: string[], env: NodeJS.ProcessEnv, msg: string): Promise<{ child: ChildProcess; line: Json }> {
-  const child = spawn(process.execPath, [CLI_MAIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts the CLI (as `as` through the pod harness when given) and waits for a log line. */
+function start(args: string[], env: NodeJS.ProcessEnv, msg: string, as?: PodIdentity): Promise<{ child: ChildProcess; line: Json }> {
+  let command = process.execPath;
+  let argv = [CLI_MAIN, ...args];
+  let cwd = REPO_ROOT;
+  if (as) {
+    const project = reachableProject(as);
+    ({ command, args: argv } = asIdentity(as, project.node, [project.cli, ...args]));
+    cwd = project.root;
+  }
+  const child = spawn(command, argv, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -91,11 +106,18 @@ test('the injected example Job: sidecar with its injected flags, then the file r
   assert.equal(sidecar?.name, 'config-sidecar');
   assert.equal(readFile?.name, 'read-file');
 
-  // 2. The pod's volumes, as directories.
+  // 2. The pod's volumes: emptyDirs as the kubelet makes them for the pod's fsGroup (root:fsGroup 2777, setgid;
+  //    medium Memory as tmpfs), the others as directories the kubelet fills below.
+  const fsGroup = job.spec.securityContext?.fsGroup as number | undefined;
+  assert.ok(fsGroup !== undefined, 'the injected pod has an fsGroup');
+  const sidecarUser = identityOf('sidecar', sidecar, job.spec);
+  const readFileUser = identityOf('read-file', readFile, job.spec);
+  const reportUser = identityOf('report', report, job.spec);
   const volumes: Record<string, string> = {};
   for (const v of job.spec.volumes as Json[]) {
     volumes[v.name as string] = join(dir, v.name as string);
-    mkdirSync(volumes[v.name as string] as string);
+    if (asPod && v.emptyDir) memoryVolumes.push(await makeVolume(volumes[v.name as string] as string, fsGroup, v.emptyDir.medium === 'Memory' ? { medium: 'Memory', sizeBytes: 4 * 1024 * 1024 } : {}));
+    else mkdirSync(volumes[v.name as string] as string);
   }
   const mapPath = (container: Json, path: string): string => {
     for (const m of (container.volumeMounts ?? []) as Json[]) {
@@ -120,9 +142,13 @@ test('the injected example Job: sidecar with its injected flags, then the file r
   }
 
   // 4. What the kubelet would project: the token and the ConfigMap.
-  writeFileSync(join(volumes['config-sidecar-token'] as string, 'token'), rootToken, { mode: 0o440 });
+  //    With an fsGroup both are root:fsGroup, readable through the group.
+  const tokenPath = join(volumes['config-sidecar-token'] as string, 'token');
+  writeFileSync(tokenPath, rootToken, { mode: 0o440 });
   const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'shop-agent') as Json;
-  writeFileSync(join(volumes['config-sidecar-config'] as string, 'agent.yaml'), cm.data['agent.yaml'] as string);
+  const configPath = join(volumes['config-sidecar-config'] as string, 'agent.yaml');
+  writeFileSync(configPath, cm.data['agent.yaml'] as string, { mode: 0o440 });
+  if (asPod) for (const path of [tokenPath, configPath]) chownSync(path, 0, fsGroup);
 
   // 5. The sidecar with its injected arguments; only addresses and paths are mapped.
   const args = (sidecar.args as string[]).map((arg) => {
@@ -132,19 +158,24 @@ test('the injected example Job: sidecar with its injected flags, then the file r
     if (flag === '--http-listen' || flag === '--admin-listen') return `${flag}=127.0.0.1:0`; // tests share the host's ports
     return value?.startsWith('/') ? `${flag}=${mapPath(sidecar, value)}` : arg;
   });
-  const agent = await start(args, {}, 'agent listening');
+  const agent = await start(args, {}, 'agent listening', asPod ? sidecarUser : undefined);
   // The startupProbe's check, bounded like its failureThreshold.
   await waitReady(String(agent.line.admin));
 
   // 6. The init container reads the rendered file.
   const filePath = mapPath(readFile, (readFile.command as string[])[1] as string);
+  if (asPod) assert.equal(await canRead(readFileUser, filePath), true, `the init container (uid ${readFileUser.uid}, groups ${readFileUser.groups.join(',')}) reads the file`);
   const rendered = readFileSync(filePath, 'utf8');
   assert.match(rendered, /hello from the shop/);
   assert.match(rendered, /s3cret value/);
 
   // 7. The main container reads through the socket its environment names.
   const socketEnv = (report.env as Json[]).find((e) => e.name === 'CONFIG_SIDECAR_SOCKET')?.value as string;
-  const got = await runCli(report.args as string[], '', { CONFIG_SIDECAR_SOCKET: mapPath(report, socketEnv) });
+  const socketVar = { CONFIG_SIDECAR_SOCKET: mapPath(report, socketEnv) };
+  const project = asPod ? reachableProject(reportUser) : undefined;
+  const got = project
+    ? await runAs(reportUser, project.node, [project.cli, ...(report.args as string[])], { PATH: process.env.PATH ?? '', ...socketVar })
+    : await runCli(report.args as string[], '', socketVar);
   assert.equal(got.code, 0, got.stderr);
   assert.match(got.stdout, /hello from the shop/);
 

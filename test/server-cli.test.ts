@@ -49,7 +49,8 @@ test('put, history, rollback and rotate through the CLI, with clear errors and e
 
   const rollback = await run(['rollback', item, '--to', '1'], env);
   assert.equal(rollback.code, 0, rollback.stderr);
-  const read = await http(server.httpUrl, 'GET', `/v1/items/${item}`, { token: server.rootToken });
+  // put writes the environment `get` and the agent read by default (prod).
+  const read = await http(server.httpUrl, 'GET', `/v1/items/${item}?env=prod`, { token: server.rootToken });
   assert.deepEqual(read.json.value, { replicas: 1 });
   assert.equal(read.json.version, 3);
 

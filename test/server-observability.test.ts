@@ -43,7 +43,7 @@ test('tracing: spans go to the OTLP endpoint and continue the caller’s trace',
   cleanup.push(() => new Promise((resolve) => collector.close(resolve)));
   const endpoint = `http://127.0.0.1:${(collector.address() as AddressInfo).port}/v1/traces`;
   const server: ServerProcess = await startServerProcess({
-    args: ['--otel-endpoint', endpoint, '--trace-sample-ratio', '0'],
+    args: ['--otlp-endpoint', endpoint, '--trace-sample-ratio', '0'],
     env: { OTEL_BSP_SCHEDULE_DELAY: '50', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' },
   });
   cleanup.push(() => removeDir(server.dataDir));
@@ -55,4 +55,34 @@ test('tracing: spans go to the OTLP endpoint and continue the caller’s trace',
   await received;
   assert.ok(bodies.some((b) => b.includes(traceId) || b.includes(Buffer.from(traceId, 'hex').toString('base64'))), 'the span carries the caller’s trace id');
   assert.ok(!bodies.join('').includes(server.rootToken), 'no token in spans');
+});
+
+test('tracing from OpenTelemetry’s standard OTEL_EXPORTER_OTLP_ENDPOINT (a base URL); the old --otel-endpoint is refused naming the new flag', { timeout: 30_000 }, async () => {
+  const paths: string[] = [];
+  let notify: () => void = () => {};
+  const received = new Promise<void>((resolve) => (notify = resolve));
+  const collector = createServer((req, res) => {
+    paths.push(req.url ?? '');
+    req.resume().on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      notify();
+    });
+  });
+  await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve));
+  cleanup.push(() => new Promise((resolve) => collector.close(resolve)));
+  const base = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`;
+  const server: ServerProcess = await startServerProcess({
+    args: ['--trace-sample-ratio', '1'],
+    env: { OTEL_EXPORTER_OTLP_ENDPOINT: base, OTEL_BSP_SCHEDULE_DELAY: '50', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' },
+  });
+  cleanup.push(() => removeDir(server.dataDir));
+  cleanup.push(() => server.stop('SIGKILL'));
+  assert.equal((await http(server.httpUrl, 'GET', '/v1/list/team', { token: server.rootToken })).status, 200);
+  await received;
+  assert.deepEqual([...new Set(paths)], ['/v1/traces']);
+
+  const { runCli } = await import('./helpers/process.ts');
+  const old = await runCli(['server', '--otel-endpoint', `${base}/v1/traces`], { CONFIG_SIDECAR_KEK: server.kek });
+  assert.equal(old.code, 2);
+  assert.match(old.stderr, /--otel-endpoint \(CONFIG_SIDECAR_OTEL_ENDPOINT\): was renamed: use --otlp-endpoint \(CONFIG_SIDECAR_OTLP_ENDPOINT\)/);
 });

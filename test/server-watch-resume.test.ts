@@ -5,8 +5,6 @@
  * for each kind of start, ResyncRequired for every position that cannot be
  * resumed, compaction during a replay, and heartbeats as bookmarks.
  */
-import { createRateLimiter } from '../src/server/rate-limiter.ts';
-import { createRefusalAudit } from '../src/server/refusal-audit.ts';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile } from 'node:fs/promises';
@@ -17,6 +15,8 @@ import { Policy } from '../src/server/auth/policy.ts';
 import type { AuditEntry, ControlPlane } from '../src/server/control-plane.ts';
 import { INLINE_LAYERS_MAX_BYTES } from '../src/server/inline-layers.ts';
 import { createServerMetrics } from '../src/server/metrics.ts';
+import { createRateLimiter } from '../src/server/rate-limiter.ts';
+import { createRefusalAudit } from '../src/server/refusal-audit.ts';
 import { SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
 import type { LogPage } from '../src/server/store/store.ts';
 import { createWatchService } from '../src/server/watch/watch-service.ts';
@@ -50,10 +50,10 @@ async function serve(t: TestContext, plane: ControlPlane, clock: ManualClock, op
     metrics: createServerMetrics(),
     heartbeatInterval: HEARTBEAT_MS,
     bound: 1024,
-    maxStreamsPerPod: 64,
-    openLimiter: createRateLimiter(0, clock),
-    refusals: createRefusalAudit({ clock, write: (entry) => plane.audit(entry) }),
     replayPage: options.replayPage,
+    maxStreamsPerPod: 1_000,
+    openLimiter: createRateLimiter(0, clock),
+    refusals: createRefusalAudit({ write: (entry) => controlPlane.audit(entry), clock }),
   });
   const server = new grpc.Server();
   server.addService(service.definition, service.implementation);

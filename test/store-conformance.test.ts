@@ -246,22 +246,6 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.equal((await store.read((r) => r.getItem(REF)))?.lastVersion, 1);
     });
 
-    test('a change-set member keeps its set revision in the log; other events have none', async (t) => {
-      const { store } = await engine.fresh(t);
-      const events: LogEvent[] = [];
-      await store.write(async (w) => {
-        const first = await w.nextRevision();
-        const second = await w.nextRevision();
-        events.push({ revision: first, digest: digestOf(first), type: 'itemChanged', namespace: 'a', name: 'user', kind: 'secret', version: 1, env: 'base', setRevision: second });
-        events.push({ revision: second, digest: digestOf(second), type: 'itemDeleted', namespace: 'a', name: 'old', env: '', version: 3, setRevision: second });
-        for (const event of events) await w.appendEvent(event, T0);
-      });
-      await putVersion(store, 'base', 1);
-      const read = await store.read((r) => r.eventsAfter(0, 10));
-      assert.deepEqual(read.slice(0, 2), events);
-      assert.equal((read[2] as { setRevision?: number }).setRevision, undefined);
-    });
-
     test('one log page is one snapshot: state, the digest at the position, events; a restore marks a new identity and compacts everything', async (t) => {
       const { store } = await engine.fresh(t);
       const { storeId } = await store.read((r) => r.logState());
@@ -285,6 +269,22 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       const head = await store.read((r) => r.logHead());
       assert.deepEqual([head.afterDigest, head.events], [digestOf(0xabc), []], 'the head of a restored store is the marked boundary');
       assert.equal((await putVersion(store, 'base', 9)).revision, 1_006, 'revisions continue after the bump');
+    });
+
+    test('a change-set member keeps its set revision in the log; other events have none', async (t) => {
+      const { store } = await engine.fresh(t);
+      const events: LogEvent[] = [];
+      await store.write(async (w) => {
+        const first = await w.nextRevision();
+        const second = await w.nextRevision();
+        events.push({ revision: first, digest: digestOf(first), type: 'itemChanged', namespace: 'a', name: 'user', kind: 'secret', version: 1, env: 'base', setRevision: second });
+        events.push({ revision: second, digest: digestOf(second), type: 'itemDeleted', namespace: 'a', name: 'old', env: '', version: 3, setRevision: second });
+        for (const event of events) await w.appendEvent(event, T0);
+      });
+      await putVersion(store, 'base', 1);
+      const read = await store.read((r) => r.eventsAfter(0, 10));
+      assert.deepEqual(read.slice(0, 2), events);
+      assert.equal((read[2] as { setRevision?: number }).setRevision, undefined);
     });
 
     test('the event log replays after a revision, pages, and compacts to the newest N', async (t) => {

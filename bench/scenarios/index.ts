@@ -10,6 +10,7 @@ import { podLimit } from './pod-limit.ts';
 import { startup } from './startup.ts';
 import { hitRatio } from './hit-ratio.ts';
 import { outage } from './outage.ts';
+import { hotKey } from './hot-key.ts';
 
 export interface Scenario {
   readonly id: string;
@@ -27,6 +28,7 @@ export const SCENARIOS: readonly Scenario[] = [
   { id: 'freshness-sse', title: 'Freshness, SSE', run: (ctx) => freshness(ctx, 'sse') },
   { id: 'freshness-files', title: 'Freshness, files', run: (ctx) => freshness(ctx, 'files') },
   { id: 'fan-out', title: 'Fan-out to watch streams', run: fanout },
+  { id: 'hot-key', title: 'Hot key: requests per change', run: hotKey },
   { id: 'memory', title: 'Memory (RSS)', run: memory },
   { id: 'pod-limit', title: 'Pod limit: under a real memory limit', run: podLimit },
   { id: 'start-up', title: 'Start-up to ready', run: startup },

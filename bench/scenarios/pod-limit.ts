@@ -24,9 +24,22 @@ const TARGET_RATIO = 0.8;
 const SAMPLE_MS = 100;
 /** Reads after the load that must all answer 200. */
 const CHECK_READS = 1_000;
-const LOAD_CONCURRENCY = 32;
+/**
+ * Readers, each its own connection (a pipelined connection is answered in
+ * order, so one miss would hold up the requests behind it), and requests in
+ * flight on each.
+ */
+const LOAD_CONNECTIONS = 8;
+const LOAD_PIPELINING = 4;
+const PROGRESS_CHUNK = 5_000;
 /** Seeding and reading 100k items takes about this long on 2 shared cores. */
 const LARGE_LOAD_NEEDS_S = 180;
+
+/** Reads every path once over LOAD_CONNECTIONS connections; throws on a non-200. */
+async function readParallel(socketPath: string, paths: readonly string[]): Promise<void> {
+  const share = Math.ceil(paths.length / LOAD_CONNECTIONS);
+  await Promise.all(Array.from({ length: LOAD_CONNECTIONS }, (_, i) => readAll(socketPath, paths.slice(i * share, (i + 1) * share), LOAD_PIPELINING)));
+}
 
 interface Cgroup {
   readonly version: 1 | 2;
@@ -152,14 +165,19 @@ export async function podLimit(ctx: Context): Promise<Omit<ScenarioResult, 'seco
     accepted = opened.filter((o) => o.status === 'fulfilled').length;
     refused = opened.length - accepted;
     const started = Date.now();
-    await readAll(agent.socketPath, Array.from({ length: count }, (_, i) => itemPath(ITEMS_NS, i)), LOAD_CONCURRENCY);
+    // In chunks, so a slow run shows where it is (and what the agent holds) in the log.
+    for (let from = 0; from < count; from += PROGRESS_CHUNK) {
+      const to = Math.min(count, from + PROGRESS_CHUNK);
+      await readParallel(agent.socketPath, Array.from({ length: to - from }, (_, i) => itemPath(ITEMS_NS, from + i)));
+      ctx.log(`pod-limit: ${to}/${count} read, RSS ${(rssBytes(agent.child.pid) / MiB).toFixed(1)} MiB, cgroup ${(cgroup.usage() / MiB).toFixed(1)} MiB, ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    }
     ctx.log(`pod-limit: ${count} items read through the agent under ${DEFAULT_MEMORY_LIMIT} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     // Reads keep answering after the load: the last items (cached) and the first (evicted, fetched again).
     const half = Math.min(count, CHECK_READS) / 2;
     const check = [...Array.from({ length: Math.ceil(half) }, (_, i) => itemPath(ITEMS_NS, count - 1 - i)), ...Array.from({ length: Math.floor(half) }, (_, i) => itemPath(ITEMS_NS, i))];
     checkReads = check.length;
     try {
-      await readAll(agent.socketPath, check, LOAD_CONCURRENCY);
+      await readParallel(agent.socketPath, check);
       okReads = check.length;
     } catch (err) {
       failedReads = 1;
@@ -177,6 +195,11 @@ export async function podLimit(ctx: Context): Promise<Omit<ScenarioResult, 'seco
   }
   const oomKills = cgroup.oomKills();
   const kernelPeak = cgroup.peak();
+  try {
+    cgroup.remove(); // empty now that the agent is gone; the cleanup hook covers a run cut short
+  } catch {
+    // left to the cleanup hook
+  }
   const peak = Math.max(peakUsage, kernelPeak ?? 0);
   const target = limit * TARGET_RATIO;
   const rows: Row[] = [

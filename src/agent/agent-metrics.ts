@@ -25,6 +25,10 @@ export interface AgentMetrics {
   countResponse(listener: string, status: number): void;
   readonly refused: Counter<'reason'>;
   readonly sseClients: Gauge;
+  /** Change sets applied as one unit. Optional so a hand-built metrics object in a unit test needs no change. */
+  readonly changeSetsApplied?: Counter;
+  /** Fills from a revision the agent had not applied yet, held until it had (or the wait ran out). */
+  readonly futureFillWaits?: Counter<'outcome'>;
 }
 
 export function createAgentMetrics(gauges: { entries: () => number; bytes: () => number }): AgentMetrics {
@@ -104,5 +108,7 @@ export function createAgentMetrics(gauges: { entries: () => number; bytes: () =>
     },
     refused: counter('refused_requests_total', 'Data API requests refused before routing, by reason.', ['reason']),
     sseClients: new Gauge({ name: `${P}sse_clients`, help: 'Open /v1/watch streams.', registers: [registry] }),
+    changeSetsApplied: counter('change_sets_applied_total', 'Change sets applied as one unit (every member at once).'),
+    futureFillWaits: counter('future_fill_waits_total', 'Fetched values newer than the applied revision, held until the stream applied it (applied) or the wait ran out (timeout).', ['outcome']),
   };
 }

@@ -24,6 +24,8 @@ import {
 } from '../shared/settings.ts';
 import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
 import { AppError } from '../shared/errors.ts';
+import { DEFAULT_ENV } from '../shared/protocol.ts';
+import { AGENT_ID_RE } from '../shared/fleet-proto.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, describeFilesIssue, filesSchema } from './files/file-spec.ts';
@@ -38,7 +40,7 @@ export const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
 export const DEFAULT_CACHE_MAX_BYTES = '64MiB';
 /** `auto`: the container's limit (cgroup, memory-limit.ts); `none`: ignore it; a size: use that. */
 export const DEFAULT_MEMORY_LIMIT = 'auto';
-export const DEFAULT_ENV = 'prod';
+export { DEFAULT_ENV };
 /** Upper bound of the random delay spreading refetches after KeyRotated / ResyncRequired. */
 export const DEFAULT_REFETCH_JITTER = '1s';
 
@@ -66,6 +68,7 @@ const FLAGS = [
   'trace-sample-ratio',
   'files-dir',
   'memory-limit',
+  'agent-id',
 ] as const;
 
 const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
@@ -134,6 +137,11 @@ export const agentSettingsSchema = z
     logLevel: z.enum(LOG_LEVELS as [LogLevel, ...LogLevel[]]).default('info'),
     otlpEndpoint: z.url().optional(),
     traceSampleRatio: z.coerce.number().min(0).max(1).default(0.1),
+    /**
+     * This agent's id in the fleet view (GET /v1/agents). Default: the pod
+     * name from a service-account token, else POD_NAME, else the hostname.
+     */
+    agentId: z.string().regex(AGENT_ID_RE, 'letters, digits, ".", "_", ":" and "-" (up to 253), starting with a letter or digit, e.g. the pod name').optional(),
     /** Where rendered files go (files renderer). */
     filesDir: z.string().optional(),
     /** File templates; each entry is checked with `filesSchema` from `src/agent/files/file-spec.ts` below. */

@@ -9,7 +9,6 @@
  * tracing (OpenTelemetry SDK), the YAML parser (only with --config) and the
  * file renderer with its chokidar watcher (only with `files:`).
  */
-import { randomUUID } from 'node:crypto';
 import { unlink } from 'node:fs/promises';
 import type { Server, ServerResponse } from 'node:http';
 import type { Tracer } from '@opentelemetry/api';
@@ -22,6 +21,7 @@ import { createLogger, type Logger } from '../shared/logger.ts';
 import { namespaceMatchesAny, type ItemRef } from '../shared/paths.ts';
 import type { ListenAddress } from '../shared/settings.ts';
 import type { Milliseconds } from '../shared/units.ts';
+import type { WatchEvent } from '../shared/watch-proto.ts';
 import { createAgentMetrics, type AgentMetrics } from './agent-metrics.ts';
 import { AGENT_SETTING_LABELS, loadAgentSettings, type AgentSettings } from './agent-settings.ts';
 import { AppliedEventsHub } from './applied-events.ts';
@@ -30,7 +30,11 @@ import { DekStore } from './dek-store.ts';
 import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
-import { createTestHookRoutes, HoldGate, testHooksEnabled } from './test-hooks.ts';
+import { createTestHookRoutes, HoldGate, StreamSplit, TEST_APPLY_SETS_ENV, testHooksEnabled } from './test-hooks.ts';
+import { ChangeSetAssembler } from './change-set-assembler.ts';
+import { resolveAgentId } from './agent-id.ts';
+import { FleetReporter } from './fleet-reporter.ts';
+import { AppliedPosition } from './applied-position.ts';
 import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
 import { createTokenSource } from './token-source.ts';
@@ -43,6 +47,7 @@ import { createUpstream } from './upstream.ts';
 import { release, ValueCache, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
 import { startWatchClient, type WatchClient } from './watch-client.ts';
+import { tracingRequested } from '../shared/otlp-endpoint.ts';
 
 /** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
@@ -138,16 +143,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     },
     'memory budget',
   );
-  const id = randomUUID();
   const keyPair = generateTransportKeyPair();
   const token = createTokenSource(settings.tokenFile, clock, logger);
+  const id = resolveAgentId(settings.agentId, token.current(), options.env ?? process.env);
   const prefixes = (): readonly string[] => settings.prefix;
   // The gauges read the cache at scrape time, after it exists.
   const metrics = createAgentMetrics({ entries: () => cache.size, bytes: () => cache.bytes });
 
-  // Tracing costs ~13 MiB and ~85 ms to load: only with --otlp-endpoint.
+  // Tracing costs ~13 MiB and ~85 ms to load: only with --otlp-endpoint or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT.
   let tracing: { tracer: Tracer; shutdown: () => Promise<void> } | undefined;
-  if (settings.otlpEndpoint) {
+  if (tracingRequested(settings.otlpEndpoint)) {
     const { startTracing } = await import('../shared/tracing.ts');
     tracing = await startTracing({ endpoint: settings.otlpEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-agent' });
   }
@@ -163,12 +168,21 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const upstream = tracing && wrappers ? wrappers.traceUpstream(tracing.tracer, plainUpstream) : plainUpstream;
   const deks = new DekStore(upstream, keyPair);
   const gate = hooks ? new HoldGate() : undefined;
-  const plainLoader: Loader = createEnvelopeLoader(upstream, deks, gate, {
-    decryptionFailed: (ref) => {
-      metrics.decryptionFailures.inc();
-      logger.error({ namespace: ref.namespace, name: ref.name }, 'envelope failed authentication; refused, not cached');
+  // Read lazily: the applier and the watch client are built below.
+  const position = new AppliedPosition({ applied: () => applier.appliedRevision, connected: () => watch.connected, clock });
+  const plainLoader: Loader = createEnvelopeLoader(
+    upstream,
+    deks,
+    gate,
+    {
+      decryptionFailed: (ref) => {
+        metrics.decryptionFailures.inc();
+        logger.error({ namespace: ref.namespace, name: ref.name }, 'envelope failed authentication; refused, not cached');
+      },
+      futureFill: (outcome) => metrics.futureFillWaits?.inc({ outcome }),
     },
-  });
+    position,
+  );
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
@@ -199,6 +213,32 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     metrics,
     logger,
   });
+  let reportedRevision = -1;
+  const afterApply = (): void => {
+    position.advanced();
+    if (applier.appliedRevision !== reportedRevision) {
+      reportedRevision = applier.appliedRevision;
+      reporter.changed();
+    }
+  };
+  const assembler = new ChangeSetAssembler({
+    apply: (event) => {
+      applier.apply(event);
+      afterApply();
+    },
+    applyBatch: (events) => {
+      applier.applyBatch(events);
+      afterApply();
+    },
+  });
+  const membersOneByOne = hooks && (options.env ?? process.env)[TEST_APPLY_SETS_ENV] === 'members';
+  const applyEvent = membersOneByOne
+    ? (event: WatchEvent): void => {
+        applier.apply(event);
+        afterApply();
+      }
+    : (event: WatchEvent): void => assembler.offer(event);
+  const split = hooks ? new StreamSplit() : undefined;
   const allowed = (ref: ItemRef): boolean => namespaceMatchesAny(ref.namespace, prefixes());
   const values = createValueSource(cache, settings.env, allowed);
 
@@ -215,12 +255,17 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     clock,
     logger,
     start: () => applier.startFrom(),
-    onEvent: (event) => applier.apply(event),
+    onEvent: split ? (event) => split.pass(event, applyEvent) : applyEvent,
     onError: (error) => {
       streamError = describeStreamError(error.code, error.details);
     },
     onState: (state) => {
       metrics.streamConnected.set(state.connected ? 1 : 0);
+      if (!state.connected) {
+        assembler.reset();
+        position.disconnected();
+      }
+      reporter.changed();
       if (state.connected) {
         // What a (re)connect does to the cache is the applier's, on the stream's first message.
         streamDownSince = undefined;
@@ -234,6 +279,28 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       }
     },
   });
+
+  let wasReady = false;
+  const reporter = new FleetReporter({
+    addresses: settings.serverGrpc,
+    caFile: settings.serverCa,
+    token,
+    clock,
+    logger,
+    agentId: id,
+    prefixes,
+    state: () => {
+      const ready = readiness().ready;
+      wasReady ||= ready;
+      return {
+        appliedRevision: applier.appliedRevision,
+        storeId: '',
+        connected: watch.connected,
+        health: !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded',
+      };
+    },
+  });
+  reporter.start();
 
   // --- data API -------------------------------------------------------------
   const socketPath = settings.socket;
@@ -267,12 +334,12 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const dataHooks = {
     deps,
     serveSse: sseHandler,
+    // Under a memory limit the connection cap comes from the budget (at most MAX_CONNECTIONS).
+    maxConnections: budget.maxConnections,
     onResponse: (listener: string, status: number) => metrics.countResponse(listener, status),
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
-  // Under a memory limit the connection cap comes from the budget (never above the listener's own).
-  for (const server of [socketServer, tcpServer]) if (server) server.maxConnections = Math.min(server.maxConnections, budget.maxConnections);
   registerMemoryMetrics(metrics.registry, memory.memory, budget);
 
   // --- readiness and admin --------------------------------------------------
@@ -300,11 +367,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const adminServer = createAdminServer({
     registry: metrics.registry,
     readiness,
-    ...(hooks && offsetClock && gate
+    ...(hooks && offsetClock && gate && split
       ? {
           extraRoutes: createTestHookRoutes({
             clock: offsetClock,
             gate,
+            split,
+            deliver: applyEvent,
             stream: { pause: () => watch.pause(), resume: () => watch.resume() },
             appliedRevision: () => applier.appliedRevision,
             state: () => ({
@@ -480,6 +549,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       await draining;
       watch.close();
       applier.close();
+      position.close();
+      reporter.close();
       await stopConfigWatcher?.();
       await stopFiles?.();
       cache.close();

@@ -25,6 +25,10 @@ export interface AppliedEvent {
   /** Item version (changed/deleted) or key version (rotated). */
   readonly version?: number | undefined;
   readonly revision: number;
+  /** For a member of a change set: the set's last revision (the SSE `id` of every member). */
+  readonly setRevision?: number | undefined;
+  /** True on the last member of a set this agent applied (the set's last revision may be outside its prefixes). */
+  readonly endsSet?: boolean | undefined;
   /** Why a resync happened: `server` (ResyncRequired), `overflow` (slow subscriber) or `gap` (resume too old). */
   readonly reason?: 'server' | 'overflow' | 'gap' | undefined;
 }
@@ -43,6 +47,8 @@ export interface SubscribeOptions {
 export interface AppliedEventsSubscription extends AsyncIterable<AppliedEvent> {
   /** Resolves with the next event, or undefined once closed. */
   next(): Promise<AppliedEvent | undefined>;
+  /** The queued head when it passes `predicate` (taken), else undefined; never waits. */
+  takeQueued(predicate: (event: AppliedEvent) => boolean): AppliedEvent | undefined;
   /** Events waiting (for tests and metrics). */
   readonly pending: number;
   readonly closed: boolean;
@@ -91,6 +97,12 @@ class Subscriber implements AppliedEventsSubscription {
     return new Promise((resolve) => {
       this.#waiter = resolve;
     });
+  }
+
+  takeQueued(predicate: (event: AppliedEvent) => boolean): AppliedEvent | undefined {
+    const head = this.#queue[0];
+    if (head === undefined || !predicate(head)) return undefined;
+    return this.#queue.shift();
   }
 
   get pending(): number {
@@ -189,7 +201,7 @@ export class AppliedEventsHub {
       if (this.#floor === undefined || since < this.#floor) {
         subscriber.offer({ type: 'resync', namespace: '', revision: this.#latest, reason: 'gap' });
       } else {
-        for (const event of this.#ring) if (event.revision > since) subscriber.offer(event);
+        for (const event of this.#ring) if ((event.setRevision ?? event.revision) > since) subscriber.offer(event);
       }
     }
     this.#subscribers.add(subscriber);

@@ -42,6 +42,8 @@ export interface DataServerHooks {
   readonly limits?: DataServerLimits;
   readonly serveSse: (res: ServerResponse, result: SseResult) => void;
   readonly onResponse?: (listener: ListenerKind, status: number) => void;
+  /** Connections per listener; default MAX_CONNECTIONS (under a memory limit the agent's budget, memory-budget.ts). */
+  readonly maxConnections?: number;
 }
 
 function send(res: ServerResponse, result: BodyResult): void {
@@ -83,7 +85,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
   );
   // Per listener: a flood on the TCP listener never touches the socket's budget,
   // and sheds its own oldest request-less connection before a client's.
-  limitConnections(server, { max: MAX_CONNECTIONS });
+  limitConnections(server, { max: hooks.maxConnections ?? MAX_CONNECTIONS });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable) {
       socket.destroy();

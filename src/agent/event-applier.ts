@@ -26,11 +26,23 @@ import type { ItemKind } from '../shared/protocol.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { LogPosition, StartFrom, WatchEvent } from '../shared/watch-proto.ts';
 import type { AgentMetrics } from './agent-metrics.ts';
-import type { AppliedEventsHub } from './applied-events.ts';
+import type { AppliedEvent, AppliedEventsHub } from './applied-events.ts';
 import type { CachedValue } from './cache/cached-value.ts';
 import type { DekStore } from './dek-store.ts';
 import { inlineLoaders } from './inline-layers.ts';
 import type { ValueCache, Variant } from './value-cache.ts';
+
+function appliedEventOf(event: Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' }>): AppliedEvent {
+  return {
+    type: event.type === 'itemChanged' ? 'changed' : 'deleted',
+    namespace: event.namespace,
+    name: event.name,
+    env: event.env || undefined,
+    version: event.version,
+    revision: event.revision,
+    ...(event.setRevision ? { setRevision: event.setRevision } : {}),
+  };
+}
 
 export interface EventApplierOptions {
   readonly cache: ValueCache;
@@ -118,8 +130,14 @@ export class EventApplier {
       }
       case 'itemChanged':
       case 'itemDeleted':
-        if (this.#served(event.namespace, event.type)) this.#applyItem(event);
-        this.#advance(event);
+        if (this.#served(event.namespace, event.type)) {
+          const applied = this.#applyItem(event);
+          this.#advance(event);
+          // Applied alone (a set of one, or the only member in this agent's prefixes): it ends its set here.
+          this.#o.hub.publish(event.setRevision ? { ...applied, endsSet: true } : applied);
+        } else {
+          this.#advance(event);
+        }
         break;
       case 'keyRotated': {
         if (this.#served(event.namespace, event.type)) {
@@ -189,10 +207,11 @@ export class EventApplier {
     this.#o.hub.publish({ type: 'resync', namespace: '', revision: at.revision, reason: 'server' });
   }
 
-  #applyItem(event: ItemEvent): void {
+  /** Invalidates and refills (inline) or refetches one item; returns what to announce (the caller publishes). */
+  #applyItem(event: ItemEvent): AppliedEvent {
     const ref = { namespace: event.namespace, name: event.name };
     const kind: ItemKind | undefined = event.type === 'itemChanged' ? (event.kind as ItemKind) : this.#o.cache.kindOf(ref);
-    const variants = this.#o.cache.invalidate(ref);
+    const variants = this.#o.cache.invalidate(ref, event.revision);
     this.#o.metrics.invalidations.inc({ type: event.type });
     const loaders = event.layers && kind ? inlineLoaders({ ref, kind, layers: event.layers }, variants.map((v) => v.env), this.#environments, this.#o.deks) : undefined;
     if (loaders) {
@@ -202,14 +221,29 @@ export class EventApplier {
       // A hot key is refetched at once so the next read is a hit.
       for (const variant of variants) if (variant.hot) this.#o.cache.refresh(variant.ref, variant.env);
     }
-    this.#o.hub.publish({
-      type: event.type === 'itemChanged' ? 'changed' : 'deleted',
-      namespace: event.namespace,
-      name: event.name,
-      env: event.env || undefined,
-      version: event.version,
-      revision: event.revision,
-    });
+    return appliedEventOf(event);
+  }
+
+  /**
+   * Applies every member of a change set as one step (change-set-assembler.ts):
+   * all are invalidated (and refilled) before any is announced, the applied
+   * position moves once to the set's end, and the hub gets the members back
+   * to back, the last marked `endsSet` (SSE writes them together; the file
+   * renderer publishes once). Synchronous, so no read on the event loop falls
+   * between two members.
+   */
+  applyBatch(events: readonly WatchEvent[]): void {
+    const started = performance.now();
+    this.#opening = undefined;
+    const announced: AppliedEvent[] = [];
+    for (const event of events) {
+      if ((event.type === 'itemChanged' || event.type === 'itemDeleted') && this.#served(event.namespace, event.type)) announced.push(this.#applyItem(event));
+    }
+    for (const event of events) this.#advance(event);
+    announced.forEach((event, i) => this.#o.hub.publish(i === announced.length - 1 ? { ...event, endsSet: true } : event));
+    this.#o.metrics.changeSetsApplied?.inc();
+    this.#updateGauges();
+    this.#o.metrics.eventApplySeconds.observe((performance.now() - started) / 1000);
   }
 
   #served(namespace: string, type: string): boolean {

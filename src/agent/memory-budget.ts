@@ -9,7 +9,7 @@
  *   cache      = spare × CACHE_SHARE / CACHE_COST_FACTOR   (--cache-max-bytes)
  *   SSE cap    = spare × SSE_SHARE / SSE_CLIENT_BYTES, at most MAX_SSE_CLIENTS
  *   connections= spare × CONNECTION_SHARE / CONNECTION_BYTES, at most MAX_CONNECTIONS
- *   V8 young gen = 3 × SEMI_SPACE_BYTES (--max-semi-space-size; Node's default lets it reach 192 MiB)
+ *   V8 young gen = 3 × SEMI_SPACE_BYTES (--max-semi-space-size; Node's own default lets it reach 192 MiB)
  *   V8 old space = target − NATIVE_RESERVE_BYTES − young gen
  *
  * A flag wins over a derived value; a flag that cannot fit is an error naming

@@ -26,8 +26,10 @@ export function formatSseEvent(event: AppliedEvent, prefix: string): string {
     ...(event.version !== undefined ? { version: event.version } : {}),
     revision: event.revision,
     ...(event.env ? { env: event.env } : {}),
+    ...(event.setRevision !== undefined ? { setRevision: event.setRevision, ...(event.endsSet ? { endsSet: true } : {}) } : {}),
   };
-  return `event: ${event.type}\nid: ${event.revision}\ndata: ${JSON.stringify(data)}\n\n`;
+  // A set's members all carry the set's last revision as id, so a Last-Event-ID resume never lands inside a set.
+  return `event: ${event.type}\nid: ${event.setRevision ?? event.revision}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
 export interface SseOptions {
@@ -73,7 +75,15 @@ export async function serveSse(res: ServerResponse, options: SseOptions): Promis
   try {
     for await (const event of subscription) {
       if (res.destroyed) break;
-      if (!res.write(formatSseEvent(event, prefix))) {
+      let chunk = formatSseEvent(event, prefix);
+      // The rest of a change set is already queued (the applier publishes it in one step): one write for all of it.
+      const setRevision = event.setRevision;
+      if (setRevision !== undefined) {
+        for (let member = subscription.takeQueued((e) => e.setRevision === setRevision); member; member = subscription.takeQueued((e) => e.setRevision === setRevision)) {
+          chunk += formatSseEvent(member, prefix);
+        }
+      }
+      if (!res.write(chunk)) {
         await new Promise<void>((resolve) => {
           const done = (): void => {
             res.off('drain', done);

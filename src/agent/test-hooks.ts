@@ -13,6 +13,13 @@
  *   GET  /debug/wait-revision?atLeast=N   long-poll until the agent applied revision N
  *   POST /debug/stream/pause              end the Watch stream and stay disconnected
  *   POST /debug/stream/resume             reconnect now (resuming from the applied revision)
+ *   POST /debug/stream/split?deliver=N    pass N more item events to the agent, then hold every later message
+ *   GET  /debug/stream/split-reached      long-poll: resolves once the N events passed
+ *   POST /debug/stream/unsplit            deliver the held messages in order and stop holding
+ *
+ * `CONFIG_SIDECAR_TEST_APPLY_SETS=members` (with the hooks only) applies the
+ * members of a change set one by one, as an agent without the assembler
+ * would, so a test can show that it notices the difference.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { OffsetClock } from '../shared/clock.ts';
@@ -21,8 +28,10 @@ import { sendJson } from '../shared/http-io.ts';
 import { SettingError } from '../shared/settings.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { FetchGate } from './value-source.ts';
+import type { WatchEvent } from '../shared/watch-proto.ts';
 
 export const TEST_HOOKS_ENV = 'CONFIG_SIDECAR_TEST_HOOKS';
+export const TEST_APPLY_SETS_ENV = 'CONFIG_SIDECAR_TEST_APPLY_SETS';
 /** Longest a long-poll debug route waits. */
 const LONG_POLL_MS: Milliseconds = 30_000;
 const WAIT_POLL_MS: Milliseconds = 10;
@@ -84,12 +93,52 @@ export class HoldGate implements FetchGate {
   }
 }
 
+/** Holds the stream's messages after the next N item events, as a network stall between two messages would. */
+export class StreamSplit {
+  #remaining: number | undefined;
+  #held: WatchEvent[] = [];
+  #onReached: Array<() => void> = [];
+
+  pass(event: WatchEvent, deliver: (event: WatchEvent) => void): void {
+    if (this.#remaining === undefined) {
+      deliver(event);
+      return;
+    }
+    if (this.#remaining === 0) {
+      this.#held.push(event);
+      return;
+    }
+    if (event.type === 'itemChanged' || event.type === 'itemDeleted') this.#remaining -= 1;
+    deliver(event);
+    if (this.#remaining === 0) for (const notify of this.#onReached.splice(0)) notify();
+  }
+
+  split(deliver: number): void {
+    this.#remaining = deliver;
+  }
+
+  whenReached(): Promise<void> {
+    if (this.#remaining === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#onReached.push(resolve));
+  }
+
+  unsplit(deliver: (event: WatchEvent) => void): number {
+    this.#remaining = undefined;
+    const held = this.#held.splice(0);
+    for (const event of held) deliver(event);
+    return held.length;
+  }
+}
+
 export interface TestHookDeps {
   readonly clock: OffsetClock;
   readonly gate: HoldGate;
   readonly state: () => Record<string, unknown>;
   readonly appliedRevision: () => number;
   readonly stream: { pause(): void; resume(): void };
+  readonly split: StreamSplit;
+  /** Where held stream messages go on unsplit. */
+  readonly deliver: (event: WatchEvent) => void;
 }
 
 function withTimeout(promise: Promise<void>, ms: Milliseconds): Promise<boolean> {
@@ -134,6 +183,21 @@ export function createTestHookRoutes(deps: TestHookDeps): (req: IncomingMessage,
       case 'POST /debug/stream/resume':
         deps.stream.resume();
         sendJson(res, 200, { paused: false });
+        return true;
+      case 'POST /debug/stream/split': {
+        const deliver = Number(url.searchParams.get('deliver'));
+        if (!Number.isInteger(deliver) || deliver < 0) throw new AppError('bad_request', 'deliver must be a non-negative integer');
+        deps.split.split(deliver);
+        sendJson(res, 200, { deliver });
+        return true;
+      }
+      case 'GET /debug/stream/split-reached': {
+        const ok = await withTimeout(deps.split.whenReached(), LONG_POLL_MS);
+        sendJson(res, ok ? 200 : 408, { reached: ok });
+        return true;
+      }
+      case 'POST /debug/stream/unsplit':
+        sendJson(res, 200, { delivered: deps.split.unsplit(deps.deliver) });
         return true;
       case 'GET /debug/state':
         sendJson(res, 200, deps.state());

@@ -242,7 +242,6 @@ export class ValueCache {
       } finally {
         flight.waiters -= 1;
       }
-      if (flight.superseded) continue;
       // Evicted and zero-filled between the fetch settling and this continuation: fetch again.
       if (isZeroed(value)) continue;
       return this.#result(value, existing ? 'coalesced' : 'miss', 0, this.#options.clock.now());
@@ -288,10 +287,11 @@ export class ValueCache {
       loader(ref, env, controller.signal).then(
         (loaded) => {
           this.#flights.settle(self);
-          if (self.superseded || this.#closed) {
-            // An event (or a new generation) landed while we were fetching: never store or serve.
+          const outdated = !this.#flights.usable(self, loaded.revision);
+          if (outdated || this.#closed) {
+            // An event (or a new generation) landed while we were fetching, newer than this value: never store or serve.
             zeroize(loaded.plaintext);
-            if (self.superseded) this.#observer.superseded();
+            if (outdated) this.#observer.superseded();
             this.#forgetIfIdle(key);
             throw new AppError('unavailable', 'superseded');
           }
@@ -381,15 +381,17 @@ export class ValueCache {
   /**
    * Applies an event for one item: drops every env variant, supersedes any
    * fetch in flight, and returns the variants (hot ones to refetch).
+   * `revision` is the event's: a fill in flight that returns a value at least
+   * that new is still good. Without it every fill in flight is discarded.
    */
-  invalidate(ref: ItemRef): Variant[] {
+  invalidate(ref: ItemRef, revision = Number.POSITIVE_INFINITY): Variant[] {
     const item = itemKey(ref);
     const keys = this.#variantKeys(item);
     if (keys.length === 0) return [];
     const out: Variant[] = [];
     const now = this.#options.clock.now();
     for (const key of keys) {
-      const flight = this.#flights.supersede(key);
+      const flight = this.#flights.supersede(key, revision);
       const entry = this.#lru.peek(key);
       const tracked = this.#refs.get(key);
       if (tracked) out.push({ ...tracked, hot: (entry?.state === 'value' && now - entry.lastReadAt < HOT_WINDOW_MS) || (flight !== undefined && flight.waiters > 0) });

@@ -22,10 +22,17 @@ export interface FetchGate {
 
 export interface LoaderObserver {
   decryptionFailed(ref: ItemRef): void;
+  /** A fetched value was newer than the applied revision and waited (see applied-position.ts). */
+  futureFill?(outcome: 'applied' | 'timeout' | 'disconnected'): void;
 }
 
-export function createEnvelopeLoader(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer?: LoaderObserver): Loader {
-  const once = loadOnce(upstream, deks, gate, observer);
+/** Holds a fill from a revision the agent has not applied yet (applied-position.ts). */
+export interface FillPosition {
+  waitFor(revision: number, signal?: AbortSignal): Promise<'current' | 'applied' | 'timeout' | 'disconnected'>;
+}
+
+export function createEnvelopeLoader(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer?: LoaderObserver, position?: FillPosition): Loader {
+  const once = loadOnce(upstream, deks, gate, observer, position);
   return async (ref, env, signal) => {
     try {
       return await once(ref, env, signal);
@@ -37,10 +44,15 @@ export function createEnvelopeLoader(upstream: Upstream, deks: DekStore, gate?: 
   };
 }
 
-function loadOnce(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer?: LoaderObserver): Loader {
+function loadOnce(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer?: LoaderObserver, position?: FillPosition): Loader {
   return async (ref, env, signal) => {
     const envelope = await upstream.fetchEnvelope(ref, env, signal);
     if (gate) await gate.afterFetch(itemKey(ref));
+    if (position) {
+      // The event for this value is still on its way: let it land first (it supersedes this fill, and the read retries on the new snapshot).
+      const outcome = await position.waitFor(envelope.revision, signal);
+      if (outcome === 'applied' || outcome === 'timeout') observer?.futureFill?.(outcome);
+    }
     if (envelope.namespace !== ref.namespace || envelope.name !== ref.name) {
       throw new AppError('upstream_error', 'The server answered for another item.');
     }

@@ -42,9 +42,10 @@ export function register(program: Command): void {
     .addOption(opt('--memory-limit <size>', 'container memory limit the cache, watch-stream and connection bounds and V8\'s heap are sized from: "auto" (the cgroup\'s), "none" or a size (default: auto)'))
     .addOption(opt('--max-stale <duration>', 'how long cached values are served while the server is unreachable (default: 1h)'))
     .addOption(opt('--refetch-jitter <duration>', 'upper bound of the random delay spreading refetches after a key rotation or resync (default: 1s)'))
+    .addOption(opt('--agent-id <id>', 'id in the fleet view (GET /v1/agents); with a service-account token it must be the pod name (default: the token\'s pod name, else POD_NAME, else the hostname)'))
     .addOption(opt('--files-dir <dir>', 'directory for rendered files (default: /config-sidecar/files)'))
     .addOption(opt('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default: info)'))
-    .addOption(opt('--otlp-endpoint <url>', 'OTLP/HTTP traces endpoint; tracing is off (and not loaded) without it'))
+    .addOption(opt('--otlp-endpoint <url>', 'OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (or set OTEL_EXPORTER_OTLP_ENDPOINT); tracing is off (and not loaded) without either'))
     .addOption(opt('--trace-sample-ratio <ratio>', 'fraction of traces sampled, 0..1 (default: 0.1)'))
     .addHelpText(
       'after',

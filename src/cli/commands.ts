@@ -14,7 +14,11 @@ import { register as watch } from './watch.ts';
 import { register as inject } from './inject.ts';
 import { register as doctor } from './doctor.ts';
 import { register as verify } from './verify.ts';
+import { register as list } from './list.ts';
+import { register as del } from './delete.ts';
+import { register as login } from './login.ts';
 import { register as exec } from './exec.ts';
+import { register as status } from './status.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   server,
@@ -23,10 +27,14 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   dev,
   itemCommands,
   restore,
+  list,
+  del,
+  login,
   get,
   watch,
   inject,
   doctor,
   verify,
   exec,
+  status,
 ];

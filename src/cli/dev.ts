@@ -10,7 +10,6 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { envNameFor } from '../shared/settings.ts';
 import type { ControlPlane } from '../server/control-plane.ts';
@@ -27,7 +26,6 @@ export const DEFAULT_DEV_DIR = '.config-sidecar';
 const DEV_STORE_SUBDIR = 'server';
 /** Where earlier builds kept the dev store; moved once to DEV_STORE_SUBDIR. */
 const OLD_DEV_STORE_SUBDIR = 'data';
-const CLI_PATH = fileURLToPath(new URL('./main.ts', import.meta.url));
 
 /** Sample items the agent prefetches and the printed commands use. */
 export const DEV_SECRET = 'production/ml-service/db-password';
@@ -165,16 +163,24 @@ async function runDev(flags: DevFlags): Promise<void> {
   await agent.ready;
   const tcp = agent.httpAddress ? `http://${agent.httpAddress.host}:${agent.httpAddress.port}` : undefined;
   const admin = `http://${agent.adminAddress.host}:${agent.adminAddress.port}`;
-  const cli = `${process.execPath} ${CLI_PATH}`;
+  const serverAdmin = `http://${bracket(server.admin.host)}:${server.admin.port}`;
+  // The package's bin, as the README writes it: `npx` finds it in this project (or an installed copy).
+  const cli = 'npx config-sidecar';
   const lines = [
     '',
     'config-sidecar dev is running: a server and an agent with sample data. Ctrl-C stops both.',
     '',
-    `  server   ${server.httpUrl}  (gRPC ${grpcAddress}; root token in ${tokenFile})`,
+    `  server   ${server.httpUrl}  (REST; OpenAPI ${server.httpUrl}/v1/openapi.json)`,
+    `  grpc     ${grpcAddress}  (Watch stream)`,
+    `  server-admin ${serverAdmin}/readyz  ${serverAdmin}/metrics`,
     `  socket   ${agent.socketPath}`,
     ...(tcp ? [`  tcp      ${tcp}  (token file ${agent.tokenPath})`] : []),
     `  admin    ${admin}/readyz  ${admin}/metrics`,
     `  files    ${agentSettings.filesDir}`,
+    `  store    ${dataDir}  (KEK ${join(dir, 'dev-kek')}, root token ${tokenFile})`,
+    '',
+    'In another terminal, point the CLI at this stack (server, root token, agent socket):',
+    `  export CONFIG_SIDECAR_SERVER=${server.httpUrl} CONFIG_SIDECAR_TOKEN="$(cat ${tokenFile})" CONFIG_SIDECAR_SOCKET=${agent.socketPath}`,
     '',
     'Read through the socket:',
     `  curl -s --unix-socket ${agent.socketPath} http://agent/v1/items/${DEV_SECRET}`,
@@ -182,15 +188,22 @@ async function runDev(flags: DevFlags): Promise<void> {
     ...(tcp ? ['Read over TCP with the pod token:', `  curl -s -H "X-Config-Sidecar-Token: $(cat ${agent.tokenPath})" ${tcp}/v1/items/${DEV_CONFIG}`] : []),
     'Rendered files (re-rendered on every change, published atomically through ..data):',
     ...DEV_FILES.map((f) => `  cat ${join(dir, 'files', f.path)}`),
-    'Watch changes arrive (in another terminal):',
-    `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} watch production`,
+    'Watch changes arrive (in another terminal, after the export above):',
+    `  ${cli} watch production`,
     'Rotate the namespace key, or write a new secret version, and see the event and the new value:',
-    `  ${cli} rotate ${DEV_NAMESPACE} --server ${server.httpUrl} --token-file ${tokenFile}`,
-    `  printf %s "rotated-$(date +%s)" | ${cli} put ${DEV_SECRET} --kind secret --env ${agentSettings.env} --file - --server ${server.httpUrl} --token-file ${tokenFile}`,
-    `  CONFIG_SIDECAR_SOCKET=${agent.socketPath} ${cli} get ${DEV_SECRET}`,
+    `  ${cli} rotate ${DEV_NAMESPACE}`,
+    `  printf %s "rotated-$(date +%s)" | ${cli} put ${DEV_SECRET} --kind secret --file -`,
+    `  ${cli} get ${DEV_SECRET}`,
+    'List items, and back up the store:',
+    `  ${cli} list ${DEV_NAMESPACE}`,
+    `  ${cli} backup --to ./config-sidecar-backup.db --data-dir ${dataDir} --kek-file ${join(dir, 'dev-kek')}`,
     '',
   ];
   if (!stopping) process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+function bracket(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
 }
 
 /** Seeds the server engineers' sample set (src/server/sample-data.ts) on an empty store. */

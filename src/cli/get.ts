@@ -2,10 +2,15 @@
  * `config-sidecar get <namespace/name>`: reads one value through the local
  * agent's socket (what an application sees), or with `--server` straight
  * from the control plane's REST API (an operator's view; needs a token).
+ * Only the flag switches to the server: CONFIG_SIDECAR_SERVER, exported for
+ * `put` and friends, gives the URL for `--server` but never changes where a
+ * plain `get` reads. Both read DEFAULT_ENV unless told otherwise, like `put`.
  */
 import { Option, type Command } from 'commander';
-import { envNameFor, readSecretSetting } from '../shared/settings.ts';
+import { DEFAULT_ENV } from '../shared/protocol.ts';
+import { envNameFor } from '../shared/settings.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
+import { call, DEFAULT_SERVER, outputFormat, outputOption, printAs, type ServerFlags } from './server-client.ts';
 
 export function register(program: Command): void {
   program
@@ -13,10 +18,11 @@ export function register(program: Command): void {
     .description('Print one value: through the local agent (default), or from the server with --server.')
     .argument('<item>', 'namespace/name, e.g. production/ml-service/db-password')
     .addOption(new Option('--socket <path>', 'agent socket (default: /run/config-sidecar/agent.sock)').env('CONFIG_SIDECAR_SOCKET'))
-    .addOption(new Option('--server <url>', 'read from the control plane REST API instead of the agent').env(envNameFor('--server')))
-    .addOption(new Option('--token-file <file>', 'bearer token for --server (or set CONFIG_SIDECAR_TOKEN)').env(envNameFor('--token-file')))
-    .addOption(new Option('--env <name>', 'environment for --server reads (the agent serves its own --env)').env(envNameFor('--env')))
-    .addOption(new Option('--json', 'print the whole item as JSON (identity, version, revision, value)'))
+    .addOption(new Option('--server [url]', `read from the control plane REST API instead of the agent (URL default: CONFIG_SIDECAR_SERVER, the \`login\` server, ${DEFAULT_SERVER})`))
+    .addOption(new Option('--token-file <file>', 'bearer token for --server (or set CONFIG_SIDECAR_TOKEN; default: the token `login` stored)').env(envNameFor('--token-file')))
+    .addOption(new Option('--env <name>', 'environment for --server reads (the agent serves its own --env, by default the same)').env(envNameFor('--env')).default(DEFAULT_ENV))
+    .addOption(outputOption())
+    .addOption(new Option('--json', 'same as -o json: the whole item (identity, version, revision, value)'))
     .addHelpText(
       'after',
       `
@@ -24,15 +30,17 @@ Examples:
   $ config-sidecar get production/ml-service/db-password
   $ CONFIG_SIDECAR_SOCKET=.config-sidecar/run/agent.sock config-sidecar get production/ml-service/settings --json
   $ CONFIG_SIDECAR_TOKEN=... config-sidecar get production/ml-service/settings --server http://127.0.0.1:8420 --env staging
+  $ config-sidecar login && config-sidecar get production/ml-service/settings --server -o yaml
 
 Exit codes: 0 printed, 1 refused or not found, 2 bad usage, 3 agent or server unreachable.`,
     )
     .action(
-      action(async (item: string, flags: { socket?: string; server?: string; tokenFile?: string; env?: string; json?: boolean }) => {
+      action(async (item: string, flags: ServerFlags & { socket?: string; env: string; json?: boolean; output?: string }) => {
         if (!/^[^/]+(\/[^/]+)+$/.test(item)) throw new CliError(`"${item}" is not namespace/name`, EXIT.usage);
-        const printed = flags.server ? await fromServer(item, flags) : await fromAgent(item, flags.socket);
-        if (flags.json) {
-          process.stdout.write(`${JSON.stringify(printed.item, null, 2)}\n`);
+        const printed = flags.server !== undefined ? await fromServer(item, flags) : await fromAgent(item, flags.socket);
+        const format = outputFormat(flags);
+        if (format !== 'text') {
+          await printAs(format, printed.item, () => '');
         } else {
           process.stdout.write(printed.text);
           if (!printed.text.endsWith('\n') && process.stdout.isTTY) process.stdout.write('\n');
@@ -69,20 +77,8 @@ async function fromAgent(item: string, socketPath: string | undefined): Promise<
   }
 }
 
-async function fromServer(item: string, flags: { server?: string; tokenFile?: string; env?: string }): Promise<Printed> {
-  const token = readSecretSetting({ fileFlag: '--token-file', file: flags.tokenFile, envVar: 'CONFIG_SIDECAR_TOKEN' });
-  if (!token) throw new CliError('--server needs a token: --token-file or CONFIG_SIDECAR_TOKEN', EXIT.usage);
-  const { request } = await import('undici');
-  const path = `/v1/items/${item.split('/').map(encodeURIComponent).join('/')}${flags.env ? `?env=${encodeURIComponent(flags.env)}` : ''}`;
-  let response;
-  try {
-    response = await request(new URL(path, flags.server), { headers: { authorization: `Bearer ${token}` } });
-  } catch (err) {
-    throw new CliError(`cannot reach the server at ${flags.server}: ${(err as Error).message}`, EXIT.unreachable);
-  }
-  const body = (await response.body.json()) as Record<string, unknown> & { error?: { code: string; message: string } };
-  if (response.statusCode !== 200) {
-    throw new CliError(`${body.error?.message ?? `HTTP ${response.statusCode}`} (${body.error?.code ?? 'error'})`, response.statusCode === 400 ? EXIT.usage : EXIT.failed);
-  }
+async function fromServer(item: string, flags: ServerFlags & { env: string }): Promise<Printed> {
+  const path = `/v1/items/${item.split('/').map(encodeURIComponent).join('/')}?env=${encodeURIComponent(flags.env)}`;
+  const body = await call(flags, 'GET', path);
   return { item: body, text: render(body as { kind: string; value: unknown; encoding?: string }) };
 }

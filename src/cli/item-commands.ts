@@ -9,62 +9,21 @@
 import { readFileSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { Option, type Command } from 'commander';
+import { DEFAULT_ENV } from '../shared/protocol.ts';
 import { envNameFor, readSecretSetting, SettingError } from '../shared/settings.ts';
 import type { StoreAccess } from '../server/control-plane.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
+import { call, DEFAULT_SERVER, outputFormat, outputOption, printAs, type ServerFlags } from './server-client.ts';
 
-const DEFAULT_SERVER = 'http://127.0.0.1:8420';
-
-interface ServerFlags {
-  server?: string;
-  tokenFile?: string;
-}
-
-function withServer(command: Command): Command {
+export function withServer(command: Command): Command {
   return command
-    .addOption(new Option('--server <url>', 'control plane REST URL').env(envNameFor('--server')).default(DEFAULT_SERVER))
-    .addOption(new Option('--token-file <file>', 'bearer token file (or set CONFIG_SIDECAR_TOKEN)').env(envNameFor('--token-file')));
+    .addOption(new Option('--server <url>', `control plane REST URL (default: the one \`login\` stored, else ${DEFAULT_SERVER})`).env(envNameFor('--server')))
+    .addOption(new Option('--token-file <file>', 'bearer token file (or set CONFIG_SIDECAR_TOKEN; default: the token `login` stored)').env(envNameFor('--token-file')));
 }
 
 function itemPath(item: string): string {
   if (!/^[^/]+(\/[^/]+)+$/.test(item)) throw new CliError(`"${item}" is not namespace/name, e.g. production/ml-service/db-password`, EXIT.usage);
   return item.split('/').map(encodeURIComponent).join('/');
-}
-
-/** One REST call; server errors become CliErrors with the server's code, transport errors exit 3. */
-async function call(flags: ServerFlags, method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
-  const token = readSecretSetting({ fileFlag: '--token-file', file: flags.tokenFile, envVar: 'CONFIG_SIDECAR_TOKEN' });
-  if (!token) throw new CliError('a token is required: set CONFIG_SIDECAR_TOKEN or --token-file', EXIT.usage);
-  const { request } = await import('undici');
-  const server = flags.server ?? DEFAULT_SERVER;
-  let url: URL;
-  try {
-    url = new URL(path, server);
-  } catch {
-    throw new CliError(`--server "${server}" is not a URL; write e.g. ${DEFAULT_SERVER}`, EXIT.usage);
-  }
-  let response;
-  try {
-    response = await request(url, {
-      method: method as 'GET',
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-  } catch (err) {
-    throw new CliError(`cannot reach the server at ${server}: ${(err as Error).message}. Is it running? (--server / CONFIG_SIDECAR_SERVER)`, EXIT.unreachable);
-  }
-  const text = await response.body.text();
-  let parsed: Record<string, unknown> & { error?: { code?: string; message?: string } };
-  try {
-    parsed = JSON.parse(text) as typeof parsed;
-  } catch {
-    throw new CliError(`the server answered HTTP ${response.statusCode} with a non-JSON body; is ${server} a config-sidecar server?`, EXIT.failed);
-  }
-  if (response.statusCode >= 300) {
-    const code = parsed.error?.code ?? 'error';
-    throw new CliError(`${parsed.error?.message ?? `HTTP ${response.statusCode}`} (${code})`, response.statusCode === 400 ? EXIT.usage : EXIT.failed);
-  }
-  return parsed;
 }
 
 function print(json: boolean | undefined, value: unknown, text: string): void {
@@ -84,12 +43,13 @@ function registerPut(program: Command): void {
   withServer(
     program
       .command('put')
-      .description('Write a new version of an item (one environment layer).')
-      .argument('<item>', 'namespace/name')
+      .description('Write a new version of an item (one environment layer), or a change set from a file (all or nothing).')
+      .argument('[item]', 'namespace/name (not with --from-file)')
       .argument('[value]', 'config: a JSON value; secrets must come from --file or stdin, never the command line')
       .addOption(new Option('--kind <kind>', 'config or secret').choices(['config', 'secret']).default('config'))
-      .addOption(new Option('--env <name>', 'environment layer to write').env(envNameFor('--env')).default('base'))
-      .addOption(new Option('--file <file>', 'read the value from a file ("-" = stdin)')),
+      .addOption(new Option('--env <name>', `environment layer to write (the one \`get\` and the agent read by default)`).env(envNameFor('--env')).default(DEFAULT_ENV))
+      .addOption(new Option('--file <file>', 'read the value from a file ("-" = stdin)'))
+      .addOption(new Option('--from-file <changes.yaml>', 'write the change set in this YAML/JSON file atomically (POST /v1/changes); see docs/SERVER.md')),
   )
     .addHelpText(
       'after',
@@ -99,11 +59,30 @@ Examples:
   $ config-sidecar put production/ml-service/settings '{"replicas": 5}' --env prod
   $ printf %s "$DB_PASSWORD" | config-sidecar put production/ml-service/db-password --kind secret --file -
   $ config-sidecar put production/ml-service/tls-key --kind secret --file ./tls.key --env prod
+  $ config-sidecar put --from-file changes.yaml     # several items, committed together or not at all
+
+A change file lists up to 100 changes; a secret value can come from a file
+next to it (valueFile, read by the CLI), so it never sits in the YAML:
+  changes:
+    - { item: production/db/username, kind: secret, value: app-v2 }
+    - { item: production/db/password, kind: secret, valueFile: ./password.txt }
+    - { item: production/db/settings, env: prod, kind: config, value: { pool: 5 } }
+    - { item: production/db/old-flag, delete: true }
 
 Exit codes: 0 written, 1 refused, 2 bad usage, 3 server unreachable.`,
     )
     .action(
-      action(async (item: string, value: string | undefined, flags: ServerFlags & { kind: 'config' | 'secret'; env: string; file?: string; json?: boolean }) => {
+      action(async (item: string | undefined, value: string | undefined, flags: ServerFlags & { kind: 'config' | 'secret'; env: string; file?: string; fromFile?: string; json?: boolean }) => {
+        if (flags.fromFile !== undefined) {
+          if (item !== undefined || flags.file) throw new CliError('--from-file writes the items listed in the file; give no item, value or --file with it', EXIT.usage);
+          const { readChangeFile } = await import('./change-file.ts');
+          const body = readChangeFile(flags.fromFile);
+          const result = (await call(flags, 'POST', '/v1/changes', body)) as { revision?: number; items?: Array<{ item: string; version: number }> };
+          const items = result.items ?? [];
+          print(false, result, `wrote ${items.length} change(s) as one set at revision ${String(result.revision)}:\n${items.map((i) => `  ${i.item} version ${i.version}`).join('\n')}`);
+          return;
+        }
+        if (item === undefined) throw new CliError('give an item (namespace/name), or --from-file FILE for a change set', EXIT.usage);
         const path = itemPath(item);
         if (value !== undefined && flags.file) throw new CliError('give the value as an argument or --file, not both', EXIT.usage);
         let body: unknown;
@@ -124,21 +103,32 @@ Exit codes: 0 written, 1 refused, 2 bad usage, 3 server unreachable.`,
         }
         const result = await call(flags, 'PUT', `/v1/items/${path}?env=${encodeURIComponent(flags.env)}`, body);
         print(false, result, `wrote ${item} (${flags.env}) version ${String(result.version)}, revision ${String(result.revision)}`);
+        const overriddenBy = Array.isArray(result.overriddenBy) ? (result.overriddenBy as string[]) : [];
+        if (overriddenBy.length > 0) {
+          const how = flags.kind === 'secret' ? 'replaces it' : 'is merged over it';
+          process.stderr.write(
+            `config-sidecar: note: the ${overriddenBy.join(', ')} layer(s) of ${item} still override this write: a reader in ${overriddenBy.join(' or ')} gets that layer, which ${how}. ` +
+              `Write with --env ${overriddenBy[overriddenBy.length - 1] as string}, or delete those layers (config-sidecar delete ${item} --env ENV).\n`,
+          );
+        }
       }),
     );
 }
 
 function registerHistory(program: Command): void {
-  withServer(program.command('history').description('List the versions of an item.').argument('<item>', 'namespace/name').addOption(new Option('--json', 'print JSON')))
+  withServer(
+    program.command('history').description('List the versions of an item.').argument('<item>', 'namespace/name').addOption(outputOption()).addOption(new Option('--json', 'same as -o json')),
+  )
     .addHelpText(
       'after',
       `
 Examples:
   $ config-sidecar history production/ml-service/settings
-  $ config-sidecar history production/ml-service/settings --json | jq '.versions[-1]'`,
+  $ config-sidecar history production/ml-service/settings -o json | jq '.versions[-1]'
+  $ config-sidecar history production/ml-service/settings -o yaml`,
     )
     .action(
-      action(async (item: string, flags: ServerFlags & { json?: boolean }) => {
+      action(async (item: string, flags: ServerFlags & { json?: boolean; output?: string }) => {
         const result = (await call(flags, 'GET', `/v1/history/${itemPath(item)}`)) as {
           kind: string;
           versions: Array<{ version: number; env: string; revision: number; createdAt: string; createdBy: string; deleted: boolean }>;
@@ -146,7 +136,7 @@ Examples:
         const lines = [`${item} (${result.kind})`, 'VERSION  ENV       REVISION  CREATED                   BY', ...result.versions.map((v) =>
           `${String(v.version).padEnd(8)} ${v.env.padEnd(9)} ${String(v.revision).padEnd(9)} ${v.createdAt.padEnd(25)} ${v.createdBy}${v.deleted ? '  (deleted)' : ''}`,
         )];
-        print(flags.json, result, lines.join('\n'));
+        await printAs(outputFormat(flags), result, () => lines.join('\n'));
       }),
     );
 }

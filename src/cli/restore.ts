@@ -56,7 +56,7 @@ async function restore(flags: RestoreFlags): Promise<void> {
         throw new CliError(`--data-dir "${flags.dataDir}" holds no store (${SQLITE_FILE_NAME}); point it at the restored data directory`, EXIT.usage);
       }
       const { openSqliteStore } = await import('../server/store/sqlite-store.ts');
-      const store = await openSqliteStore({ dataDir: flags.dataDir, now });
+      const store = await openSqliteStore({ dataDir: flags.dataDir, now, create: false });
       try {
         outcome = await restoreModule.markRestored(store);
       } finally {

@@ -6,7 +6,7 @@
  */
 import type { Command} from 'commander';
 import { Option } from 'commander';
-import { envNameFor, readSecretSetting } from '../shared/settings.ts';
+import { envNameFor, readSecretSetting, SettingError } from '../shared/settings.ts';
 import { action } from './cli-util.ts';
 
 const ROOT_TOKEN_ENV = 'CONFIG_SIDECAR_ROOT_TOKEN';
@@ -43,6 +43,7 @@ export interface ServerCliOptions {
   maxBody?: string;
   shutdownGrace?: string;
   logLevel?: string;
+  otlpEndpoint?: string;
   otelEndpoint?: string;
   traceSampleRatio?: string;
   jwtIssuer?: string;
@@ -78,11 +79,13 @@ export function addServerOptions(command: Command): Command {
     .addOption(opt('--audit-retain-age <duration>', 'audit rows older than this are deleted', '30d'))
     .addOption(opt('--audit-max-rows <n>', 'audit rows kept at most (oldest deleted first)', '1000000'))
     .addOption(opt('--heartbeat-interval <duration>', 'Watch heartbeat (bookmark) interval; agents treat 3 missed beats as a lost stream', '1s'))
+    .addOption(opt('--agent-expiry <duration>', 'drop an agent from GET /v1/agents after this long without a report', '10m'))
     .addOption(opt('--watch-buffer <n>', 'events queued per watch stream before a slow reader is ended', '1024'))
     .addOption(opt('--max-body <size>', 'largest request body', '1MiB'))
     .addOption(opt('--shutdown-grace <duration>', 'on SIGTERM, time for in-flight requests and watch streams before connections are cut; the process exits at most 5s later', '10s'))
     .addOption(opt('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info'))
-    .addOption(opt('--otel-endpoint <url>', 'OTLP/HTTP traces endpoint; tracing is off without it'))
+    .addOption(opt('--otlp-endpoint <url>', 'OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (or set OTEL_EXPORTER_OTLP_ENDPOINT); tracing is off without either'))
+    .addOption(opt('--otel-endpoint <url>', 'renamed to --otlp-endpoint').hideHelp())
     .addOption(opt('--trace-sample-ratio <ratio>', 'fraction of root traces sampled', '0.1'))
     .addOption(opt('--jwt-issuer <url>', 'Kubernetes service-account token issuer'))
     .addOption(opt('--jwt-audience <aud>', 'audience the projected token must carry'))
@@ -94,7 +97,10 @@ export function addServerOptions(command: Command): Command {
 export function rawServerSettings(o: ServerCliOptions, env: NodeJS.ProcessEnv = process.env): { raw: Record<string, unknown>; kekSetting: string } {
   const kek = readSecretSetting({ fileFlag: '--kek-file', file: o.kekFile, envVar: KEK_ENV, env });
   const rootToken = readSecretSetting({ fileFlag: '--root-token-file', file: o.rootTokenFile, envVar: ROOT_TOKEN_ENV, env });
-  const { kekFile, rootTokenFile, jwtIssuer, ...rest } = o;
+  // The old name is refused rather than ignored: a silently dropped endpoint would look like "no traces" later.
+  if (o.otelEndpoint !== undefined) throw new SettingError('--otel-endpoint (CONFIG_SIDECAR_OTEL_ENDPOINT)', 'was renamed: use --otlp-endpoint (CONFIG_SIDECAR_OTLP_ENDPOINT) or OpenTelemetry\'s OTEL_EXPORTER_OTLP_ENDPOINT');
+  const { kekFile, rootTokenFile, jwtIssuer, otelEndpoint, ...rest } = o;
+  void otelEndpoint;
   void rootTokenFile;
   return {
     raw: { ...rest, jwtIssuer, kek, rootToken, insecure: o.insecure === true || (o.insecure as unknown) === 'true' },

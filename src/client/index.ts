@@ -10,7 +10,11 @@
  * `watch` is an async iterator over the agent's SSE stream that reconnects on
  * its own and resumes with `Last-Event-ID`, so an agent restart costs no
  * event: the agent replays what was missed, or sends an explicit `resync`
- * event (refetch what you use) when it cannot.
+ * event (refetch what you use) when it cannot. A change set (several items
+ * changed atomically, `POST /v1/changes`) arrives as consecutive events with
+ * the same `setRevision` (also their SSE id), the last one marked `endsSet`;
+ * `watchSets` yields each set as one array, and a resume never starts inside
+ * a set (the resume point only moves at the end of one).
  *
  * It uses Node's own `http` module (a keep-alive agent over the socket) and
  * imports nothing from outside this folder, so the package installs alone,
@@ -63,6 +67,10 @@ export interface WatchEvent {
   readonly name?: string;
   readonly version?: number;
   readonly revision: number;
+  /** Set on the members of a change set: the set's last revision. */
+  readonly setRevision?: number;
+  /** True on the last member of a set this agent serves: act on the set now. */
+  readonly endsSet?: true;
 }
 
 export interface WatchOptions {
@@ -92,6 +100,13 @@ export interface ConfigSidecarClient {
   /** The raw bytes (a secret's bytes, or a config's merged JSON). */
   getRaw(path: string, options?: { signal?: AbortSignal }): Promise<Buffer>;
   watch(prefix: string, options?: WatchOptions): AsyncIterable<WatchEvent>;
+  /**
+   * The same stream with each change set delivered as one array (every
+   * member, in revision order); any other event is an array of one. Reload
+   * what a set touched once, after the array, and no reader of yours sees
+   * one member new and another old.
+   */
+  watchSets(prefix: string, options?: WatchOptions): AsyncIterable<readonly WatchEvent[]>;
   close(): Promise<void>;
 }
 
@@ -204,7 +219,8 @@ export function createClient(options: ClientOptions = {}): ConfigSidecarClient {
             const parsed = parseSseBlock(block);
             if (!parsed || !parsed.event || !parsed.data) continue;
             const payload = JSON.parse(parsed.data) as Omit<WatchEvent, 'type' | 'id'>;
-            lastEventId = parsed.id || lastEventId;
+            // Inside a set the resume point stays before it, so a reconnect mid-set replays the whole set.
+            if (payload.setRevision === undefined || payload.endsSet) lastEventId = parsed.id || lastEventId;
             yield { ...payload, type: parsed.event as WatchEvent['type'], id: parsed.id };
           }
         }
@@ -232,10 +248,34 @@ export function createClient(options: ClientOptions = {}): ConfigSidecarClient {
     watch(prefix, opts = {}) {
       return watchEvents(`/v1/watch?prefix=${encodeURIComponent(prefix.replace(/\/+$/, ''))}`, opts);
     },
+    watchSets(prefix, opts = {}) {
+      return groupSets(watchEvents(`/v1/watch?prefix=${encodeURIComponent(prefix.replace(/\/+$/, ''))}`, opts));
+    },
     async close() {
       agent.destroy();
     },
   };
+}
+
+/** Collects each change set's members into one array (a reconnect mid-set starts the set again). */
+async function* groupSets(events: AsyncIterable<WatchEvent>): AsyncGenerator<readonly WatchEvent[]> {
+  let pending: WatchEvent[] = [];
+  for await (const event of events) {
+    if (event.setRevision === undefined) {
+      if (pending.length > 0) yield pending;
+      pending = [];
+      yield [event];
+      continue;
+    }
+    // A member of another set than the one pending: the pending one was cut by a reconnect and is replayed.
+    if (pending.length > 0 && pending[0]?.setRevision !== event.setRevision) pending = [];
+    if (pending.some((e) => e.revision === event.revision)) pending = pending.filter((e) => e.revision < event.revision);
+    pending.push(event);
+    if (event.endsSet) {
+      yield pending;
+      pending = [];
+    }
+  }
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

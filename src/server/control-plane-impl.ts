@@ -21,6 +21,7 @@ import { openStore } from './store/open-store.ts';
 import type { LogPage, Store, StoreWriter } from './store/store.ts';
 import { eventDigest } from './event-digest.ts';
 import { inlineLayers, type ItemLayers } from './inline-layers.ts';
+import { hasAgentReports, memoryAgentReports, type AgentReportTable } from './store/agent-reports.ts';
 
 /** Longest audit `detail` stored; details are short reasons, never payloads. */
 const AUDIT_DETAIL_MAX_CHARS = 500;
@@ -66,10 +67,11 @@ function validateOptions(options: ControlPlaneOptions): void {
   }
 }
 
-/** The `setRevision` stamp of a change-set member; nothing outside a set. */
-const inSet = (setRevision: number | undefined): { setRevision?: number } => (setRevision === undefined ? {} : { setRevision });
 /** A log event before its digest is taken (distributes over the union). */
 type UndigestedEvent = LogEvent extends infer E ? (E extends LogEvent ? Omit<E, 'digest'> : never) : never;
+
+/** The `setRevision` stamp of a change-set member; nothing outside a set. */
+const inSet = (setRevision: number | undefined): { setRevision?: number } => (setRevision === undefined ? {} : { setRevision });
 
 interface WriteOutcome<T> {
   readonly result: T;
@@ -78,6 +80,7 @@ interface WriteOutcome<T> {
 
 class ControlPlaneImpl implements ControlPlane {
   readonly environments: readonly string[];
+  readonly agentReports: AgentReportTable;
   readonly #options: ControlPlaneOptions;
   readonly #store: Store;
   readonly #keys: KeyRing;
@@ -94,6 +97,7 @@ class ControlPlaneImpl implements ControlPlane {
     this.#options = options;
     this.environments = Object.freeze([...options.environments]);
     this.#store = store;
+    this.agentReports = hasAgentReports(store) ? store.agentReports : memoryAgentReports();
     this.#keys = new KeyRing(options.kek, store);
     this.#listeners = new CommitListeners(options.logger);
     // An engine shared by several processes (PostgreSQL replicas) delivers

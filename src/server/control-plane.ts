@@ -18,6 +18,7 @@ import type {
   RotateResponse,
 } from '../shared/protocol.ts';
 import type { WatchEvent } from '../shared/watch-proto.ts';
+import type { AgentReportTable } from './store/agent-reports.ts';
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Milliseconds } from '../shared/units.ts';
@@ -111,6 +112,8 @@ export interface ControlPlaneOptions {
 
 export interface ControlPlane {
   readonly environments: readonly string[];
+  /** Agents' last reports (fleet view): the shared table on PostgreSQL, memory on the embedded store. */
+  readonly agentReports: AgentReportTable;
 
   putItem(ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<PutItemResponse>;
   /** Throws not_found, decryption_failed. */

@@ -43,7 +43,8 @@ export function inlineLayers(kind: ItemKind | undefined, current: readonly Versi
       revision: row.revision,
       keyId: row.sealed.keyId,
       keyVersion: row.sealed.keyVersion,
-      aadVersion: row.sealed.aadVersion,
+      // As GET /v1/envelopes: absent means layout 1, so the agent can rebuild the AAD.
+      ...(row.sealed.aadVersion === 1 ? {} : { aadVersion: row.sealed.aadVersion }),
       ...sealedToWire(row.sealed),
     })),
   };

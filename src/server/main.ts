@@ -18,7 +18,9 @@ import type { ControlPlane } from './control-plane.ts';
 import { openControlPlane } from './control-plane-impl.ts';
 import { createAuthenticator, jwksFrom } from './auth/authenticator.ts';
 import { openPolicySource } from './auth/policy-source.ts';
-import { createServerMetrics } from './metrics.ts';
+import { createServerMetrics, registerFleetGauges } from './metrics.ts';
+import { AgentRegistry } from './fleet/agent-registry.ts';
+import { createReportService } from './fleet/report-service.ts';
 import { createRateLimiter } from './rate-limiter.ts';
 import { startAuditUpkeep } from './audit-upkeep.ts';
 import { createRefusalAudit } from './refusal-audit.ts';
@@ -66,7 +68,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
   const logger = options.logger ?? createLogger({ component: 'server', level: settings.logLevel });
   const offsetClock = options.testHooks ? new OffsetClock() : undefined;
   const clock = options.clock ?? offsetClock ?? systemClock;
-  const tracing = await startTracing({ endpoint: settings.otelEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-server' });
+  const tracing = await startTracing({ endpoint: settings.otlpEndpoint, sampleRatio: settings.traceSampleRatio, serviceName: 'config-sidecar-server' });
   const metrics = createServerMetrics();
   if (!settings.rootToken && !settings.authFile && !settings.jwt) {
     logger.warn(
@@ -109,6 +111,21 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const auditUpkeep = startAuditUpkeep({ controlPlane, clock, logger, metrics, retainAge: settings.auditRetainAge, maxRows: settings.auditMaxRows });
     closers.push(() => auditUpkeep.close());
     const openapi = await readFile(OPENAPI_URL);
+    const agents = new AgentRegistry({
+      table: controlPlane.agentReports,
+      clock,
+      policy: policySource.current,
+      currentRevision: () => controlPlane.currentRevision(),
+      expiry: settings.agentExpiry,
+    });
+    registerFleetGauges(metrics.registry, async () => {
+      const { agents: live } = await agents.list(() => true);
+      return {
+        connected: live.filter((a) => a.connected).length,
+        disconnected: live.filter((a) => !a.connected).length,
+        maxLag: Math.max(0, ...live.map((a) => a.lag)),
+      };
+    });
     const tls = settings.tlsCert && settings.tlsKey ? new TlsSource({ cert: settings.tlsCert, key: settings.tlsKey }, logger) : undefined;
 
     const rest: Server = createRestServer({
@@ -121,6 +138,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
         maxBody: settings.maxBody,
         openapi,
         logger,
+        agents,
         onRotated: (trigger) => metrics.rotations.inc({ trigger }),
       },
       metrics,
@@ -157,6 +175,8 @@ export async function startServer(settings: ServerSettings, options: StartOption
       'grpc.keepalive_permit_without_calls': 1,
     });
     grpcServer.addService(watch.definition, watch.implementation);
+    const fleet = createReportService({ registry: agents, authenticator, logger, metrics });
+    grpcServer.addService(fleet.definition, fleet.implementation);
     // Every listener that bound is closed again when a later one cannot bind, so a taken
     // port ends the process (naming the flag) instead of leaving a half-started server.
     unbind.push(() => grpcServer.forceShutdown());

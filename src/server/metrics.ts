@@ -20,6 +20,32 @@ export interface ServerMetrics {
   readonly connectionsShed: Counter<'reason'>;
   readonly watchRefused: Counter<'reason'>;
   readonly auditDropped: Counter<'reason'>;
+  /** Agent reports received, by outcome (ok or the refusal's error code). */
+  readonly agentReports?: Counter<'outcome'>;
+}
+
+/** Fleet gauges read at scrape time: live agents by state and the largest lag. */
+export function registerFleetGauges(registry: Registry, snapshot: () => Promise<{ connected: number; disconnected: number; maxLag: number }>): void {
+  const p = 'config_sidecar_server_';
+  new Gauge({
+    name: `${p}agents`,
+    help: 'Agents that reported within --agent-expiry, by watch stream state (connected, disconnected).',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      this.set({ state: 'connected' }, s.connected);
+      this.set({ state: 'disconnected' }, s.disconnected);
+    },
+  });
+  new Gauge({
+    name: `${p}agent_max_lag_revisions`,
+    help: 'The largest lag (current revision minus applied revision) among live agents.',
+    registers: [registry],
+    async collect() {
+      this.set((await snapshot()).maxLag);
+    },
+  });
 }
 
 export function createServerMetrics(): ServerMetrics {
@@ -61,5 +87,6 @@ export function createServerMetrics(): ServerMetrics {
       labelNames: ['reason'],
       registers: [registry],
     }),
+    agentReports: new Counter({ name: `${p}agent_reports_total`, help: 'Agent reports received, by outcome (ok or the error code).', labelNames: ['outcome'], registers: [registry] }),
   };
 }

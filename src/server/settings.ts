@@ -49,6 +49,8 @@ export const DEFAULT_WATCH_OPEN_RATE = 10;
 export const DEFAULT_AUDIT_RETAIN_AGE = '30d';
 /** At most this many audit rows are kept (the oldest go first). */
 export const DEFAULT_AUDIT_MAX_ROWS = 1_000_000;
+/** Agents silent this long leave the fleet view. */
+export const DEFAULT_AGENT_EXPIRY = '10m';
 /** PostgreSQL connections per replica (plus one for LISTEN). */
 export const DEFAULT_DATABASE_POOL_SIZE = 10;
 
@@ -76,11 +78,12 @@ export const SERVER_FLAGS = {
   auditRetainAge: '--audit-retain-age',
   auditMaxRows: '--audit-max-rows',
   heartbeatInterval: '--heartbeat-interval',
+  agentExpiry: '--agent-expiry',
   watchBuffer: '--watch-buffer',
   maxBody: '--max-body',
   shutdownGrace: '--shutdown-grace',
   logLevel: '--log-level',
-  otelEndpoint: '--otel-endpoint',
+  otlpEndpoint: '--otlp-endpoint',
   traceSampleRatio: '--trace-sample-ratio',
   jwtIssuer: '--jwt-issuer',
   jwtAudience: '--jwt-audience',
@@ -121,11 +124,12 @@ const rawSchema = z
     auditRetainAge: durationSchema.prefault(DEFAULT_AUDIT_RETAIN_AGE).refine((ms) => ms >= 60_000, 'must be at least 1m'),
     auditMaxRows: intSchema(1000).default(DEFAULT_AUDIT_MAX_ROWS),
     heartbeatInterval: durationSchema.prefault(DEFAULT_HEARTBEAT_INTERVAL).refine((ms) => ms >= 100, 'must be at least 100ms'),
+    agentExpiry: durationSchema.prefault(DEFAULT_AGENT_EXPIRY).refine((ms) => ms >= 1_000 && ms <= 7 * 86_400_000, 'must be between 1s and 7d'),
     watchBuffer: intSchema(1).default(DEFAULT_WATCH_BUFFER),
     maxBody: sizeSchema.prefault(DEFAULT_MAX_BODY).refine((b) => b >= 1024, 'must be at least 1KiB'),
     shutdownGrace: durationSchema.prefault(DEFAULT_SHUTDOWN_GRACE).refine((ms) => ms >= 100 && ms <= 3_600_000, 'must be between 100ms and 1h'),
     logLevel: z.enum(LOG_LEVELS as [string, ...string[]]).default('info'),
-    otelEndpoint: z.string().url().optional(),
+    otlpEndpoint: z.string().url().optional(),
     traceSampleRatio: z.coerce.number().min(0).max(1, 'must be between 0 and 1').default(DEFAULT_TRACE_SAMPLE_RATIO),
     jwtIssuer: z.string().min(1).optional(),
     jwtAudience: z.string().min(1).optional(),
@@ -165,12 +169,14 @@ export interface ServerSettings {
   readonly auditRetainAge: Milliseconds;
   readonly auditMaxRows: number;
   readonly heartbeatInterval: Milliseconds;
+  /** An agent that has not reported for this long is dropped from GET /v1/agents. */
+  readonly agentExpiry: Milliseconds;
   readonly watchBuffer: number;
   readonly maxBody: Bytes;
   /** SIGTERM: time for in-flight work before connections are cut; the process exits at most HARD_EXIT_MARGIN_MS later. */
   readonly shutdownGrace: Milliseconds;
   readonly logLevel: (typeof LOG_LEVELS)[number];
-  readonly otelEndpoint?: string | undefined;
+  readonly otlpEndpoint?: string | undefined;
   readonly traceSampleRatio: number;
   readonly jwt?: { readonly issuer: string; readonly audience: string; readonly jwksUrl?: string | undefined; readonly jwksFile?: string | undefined } | undefined;
   readonly kek: LocalKekProvider;
@@ -219,11 +225,12 @@ export function parseServerSettings(raw: Record<string, unknown>, kekSetting = L
     auditRetainAge: s.auditRetainAge,
     auditMaxRows: s.auditMaxRows,
     heartbeatInterval: s.heartbeatInterval,
+    agentExpiry: s.agentExpiry,
     watchBuffer: s.watchBuffer,
     maxBody: s.maxBody,
     shutdownGrace: s.shutdownGrace,
     logLevel: s.logLevel as ServerSettings['logLevel'],
-    otelEndpoint: s.otelEndpoint,
+    otlpEndpoint: s.otlpEndpoint,
     traceSampleRatio: s.traceSampleRatio,
     jwt: s.jwtIssuer && s.jwtAudience ? { issuer: s.jwtIssuer, audience: s.jwtAudience, jwksUrl: s.jwksUrl, jwksFile: s.jwksFile } : undefined,
     kek: kekFromBase64(s.kek, kekSetting),

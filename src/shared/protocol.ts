@@ -19,6 +19,12 @@ export const ITEM_KINDS = ['config', 'secret'] as const;
 export type ItemKind = (typeof ITEM_KINDS)[number];
 
 export const DEFAULT_ENVIRONMENTS = ['base', 'dev', 'staging', 'prod'] as const;
+/**
+ * The environment read and written when none is named: what the agent serves
+ * (`--env`), `get --server` reads and `put` writes, so the three agree. The
+ * most specific of DEFAULT_ENVIRONMENTS; CONFIG_SIDECAR_ENV changes it for all.
+ */
+export const DEFAULT_ENV = 'prod';
 export const BASE_ENV = 'base';
 
 /** Header names shared by the agent, its client and the server. */
@@ -39,7 +45,12 @@ export const putItemBody = z.union([
 ]);
 export type PutItemBody = z.infer<typeof putItemBody>;
 
-export const putItemResponse = z.object({ version: z.number().int(), revision: z.number().int() });
+export const putItemResponse = z.object({
+  version: z.number().int(),
+  revision: z.number().int(),
+  /** PUT: the more specific environments holding a live layer of the item, which readers there see over the written one. */
+  overriddenBy: z.array(z.string()).optional(),
+});
 export type PutItemResponse = z.infer<typeof putItemResponse>;
 
 // --- POST /v1/changes: an atomic change set ---------------------------------
@@ -188,5 +199,9 @@ export const sseEventData = z.object({
   name: z.string().optional(),
   version: z.number().int().optional(),
   revision: z.number().int(),
+  /** A member of a change set: the set's last revision (also the event's SSE id). */
+  setRevision: z.number().int().optional(),
+  /** On the last member of a set this agent applied: the set is complete. */
+  endsSet: z.literal(true).optional(),
 });
 export type SseEventData = z.infer<typeof sseEventData>;

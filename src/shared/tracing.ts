@@ -5,9 +5,10 @@
  * depends on) at zero cost.
  */
 import { trace, type Tracer } from '@opentelemetry/api';
+import { tracingRequested } from './otlp-endpoint.ts';
 
 export interface TracingSettings {
-  /** OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces. Unset = tracing off. */
+  /** OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces. Unset: OTEL_EXPORTER_OTLP_* from the environment, else tracing off. */
   readonly endpoint?: string | undefined;
   /** Fraction of root traces sampled, 0..1. @default 0.1 */
   readonly sampleRatio: number;
@@ -20,7 +21,7 @@ export interface TracingHandle {
 }
 
 export async function startTracing(settings: TracingSettings): Promise<TracingHandle> {
-  if (!settings.endpoint) {
+  if (!tracingRequested(settings.endpoint)) {
     return { tracer: trace.getTracer(settings.serviceName), shutdown: async () => {} };
   }
   const [{ NodeSDK }, { OTLPTraceExporter }, { ParentBasedSampler, TraceIdRatioBasedSampler }] = await Promise.all([
@@ -30,7 +31,8 @@ export async function startTracing(settings: TracingSettings): Promise<TracingHa
   ]);
   const sdk = new NodeSDK({
     serviceName: settings.serviceName,
-    traceExporter: new OTLPTraceExporter({ url: settings.endpoint }),
+    // Without a flag value the exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT itself, with the standard semantics.
+    traceExporter: new OTLPTraceExporter(settings.endpoint ? { url: settings.endpoint } : {}),
     // Parent-based: a caller's sampled trace context is honoured.
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(settings.sampleRatio) }),
     instrumentations: [],

@@ -90,6 +90,8 @@ export function sidecarContainer(spec: InjectionSpec, settings: InjectorSettings
     // Native sidecar (Kubernetes >= 1.29): starts before the app, runs beside it, and does not keep a Job alive.
     restartPolicy: 'Always',
     args: agentArgs(spec, settings),
+    // The agent's id in the fleet view (GET /v1/agents); the projected token names the same pod.
+    env: [{ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
     ports: [{ name: ADMIN_PORT_NAME, containerPort: spec.adminPort, protocol: 'TCP' }],
     startupProbe: {
       ...probe('/readyz'),

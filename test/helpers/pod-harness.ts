@@ -191,9 +191,9 @@ export interface Volume {
   unmount(): Promise<void>;
 }
 
-function run(command: string, args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(command: string, args: readonly string[], env?: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    execFile(command, [...args], { encoding: 'utf8', timeout: 20_000 }, (err, stdout, stderr) => {
+    execFile(command, [...args], { encoding: 'utf8', timeout: 20_000, ...(env ? { env } : {}) }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
       done({ code, stdout, stderr });
     });
@@ -221,9 +221,34 @@ export async function makeVolume(path: string, fsGroup: number, options: VolumeO
 }
 
 /** Runs `command` as `id` (no capabilities); exit code and output. */
-export function runAs(id: PodIdentity, command: string, args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export function runAs(id: PodIdentity, command: string, args: readonly string[], env?: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
   const wrapped = asIdentity(id, command, args);
-  return run(wrapped.command, wrapped.args);
+  return run(wrapped.command, wrapped.args, env);
+}
+
+interface SecurityContextLike {
+  readonly runAsUser?: number;
+  readonly runAsGroup?: number;
+  readonly fsGroup?: number;
+  readonly supplementalGroups?: readonly number[];
+}
+
+/**
+ * The identity a container of a pod spec runs as, as the kubelet resolves it:
+ * the container's runAsUser/runAsGroup over the pod's, the image's user
+ * (`imageUser`) when neither sets one, and the pod's fsGroup and
+ * supplementalGroups as supplementary groups.
+ */
+export function identityOf(
+  name: string,
+  container: { securityContext?: SecurityContextLike },
+  pod: { securityContext?: SecurityContextLike },
+  imageUser: { uid: number; gid: number } = { uid: AGENT_UID, gid: AGENT_UID },
+): PodIdentity {
+  const uid = container.securityContext?.runAsUser ?? pod.securityContext?.runAsUser ?? imageUser.uid;
+  const gid = container.securityContext?.runAsGroup ?? pod.securityContext?.runAsGroup ?? imageUser.gid;
+  const groups = [pod.securityContext?.fsGroup, ...(pod.securityContext?.supplementalGroups ?? [])].filter((g): g is number => g !== undefined);
+  return { name, uid, gid, groups };
 }
 
 /** Whether `id` can read the file at `path` (through every symlink, as an app does). */

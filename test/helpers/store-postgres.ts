@@ -91,6 +91,8 @@ export interface ThrowawayPostgres {
   createDatabase(): Promise<string>;
   /** Stops the database server, keeping its data (`pg_ctl stop -m fast`: clients are disconnected). */
   shutdown(): Promise<void>;
+  /** Crashes the database server (`pg_ctl stop -m immediate`: no checkpoint, WAL recovery on the next start), keeping its data. */
+  crash(): Promise<void>;
   /** Starts it again on the same socket; resolves once it accepts connections. */
   restart(): Promise<void>;
   /** Runs one statement on `url` and returns its rows. */
@@ -119,6 +121,9 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
     createDatabase: () => createDatabaseOn(urlFor('postgres')),
     async shutdown() {
       await run(join(bin, 'pg_ctl'), ['-D', data, '-m', 'fast', '-w', 'stop'], { ...as, cwd: dir });
+    },
+    async crash() {
+      await run(join(bin, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop'], { ...as, cwd: dir });
     },
     async restart() {
       await start();

@@ -1,7 +1,8 @@
 /**
  * The `onChange: { http }` reload hooks of rendered files (the Prometheus /
- * Envoy `/-/reload` style): after a publication that changed a file, each
- * distinct hook of the changed files is called once, on loopback only. Calls
+ * Envoy `/-/reload` style): once the renderer is idle after publications that
+ * changed files, each distinct hook of those files is called once, on
+ * loopback only. Calls
  * are coalesced per hook (a publication during a call queues exactly one more
  * call), bounded by a timeout, retried with backoff, and counted per outcome.
  * They run beside the renderer and never hold up a publication. There is no

@@ -114,6 +114,8 @@ export class FileRenderer {
   readonly #metrics: FileMetrics;
   readonly #writer: AtomicWriter;
   readonly #hooks: ReloadHooks;
+  /** Hooks of files changed since the loop was last idle: called once it is (a burst, a change set, is one call). */
+  #pendingHooks: ReloadHook[] = [];
   readonly #guardEnabled: boolean;
   readonly #abort = new AbortController();
   #states = new Map<string, FileState>();
@@ -123,6 +125,8 @@ export class FileRenderer {
   #eventTimes: number[] = [];
   #verify = false;
   #publishNeeded = false;
+  /** Between the first and the last member of a change set: no batch may start. */
+  #openSet = false;
   #loop: Promise<void> | undefined;
   #guard: FileGuard | undefined;
   #started = false;
@@ -255,7 +259,13 @@ export class FileRenderer {
       this.#dirty.add(path);
       any = true;
     }
-    if (!any) return;
+    // The rest of a change set was published in the same step: render once, after its last member
+    // (and start no batch before it, or a file fed by a later member would be published old beside a new one).
+    this.#openSet = event.setRevision !== undefined && event.endsSet !== true;
+    if (!any) {
+      if (!this.#openSet) this.#kick();
+      return;
+    }
     this.#eventTimes.push(this.#clock.now());
     this.#kick();
   }
@@ -266,7 +276,7 @@ export class FileRenderer {
   }
 
   #kick(): void {
-    if (this.#loop || this.#stopped) return;
+    if (this.#loop || this.#stopped || this.#openSet) return;
     if (this.#dirty.size === 0 && !this.#verify && !this.#publishNeeded) return;
     this.#loop = this.#run().finally(() => {
       this.#loop = undefined;
@@ -274,6 +284,7 @@ export class FileRenderer {
         this.#kick();
         return;
       }
+      if (!this.#stopped && this.#pendingHooks.length > 0) this.#hooks.notify(this.#pendingHooks.splice(0));
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const w of waiters) w();
@@ -337,7 +348,13 @@ export class FileRenderer {
   async #batch(paths: readonly string[], eventTimes: readonly number[]): Promise<void> {
     const states = paths.map((p) => this.#states.get(p)).filter((s): s is FileState => s !== undefined);
     const values = states.length > 0 ? await this.#readAll(states) : new Map<string, ItemValue | Error>();
-    if (this.#stopped) return;
+    // An event for these files landed while their items were being read: the values may straddle it
+    // (one item before, another after), so they are read again rather than published side by side.
+    if (this.#stopped || paths.some((path) => this.#dirty.has(path))) {
+      for (const v of values.values()) if (!(v instanceof Error)) v.value.fill(0);
+      if (!this.#stopped) this.#eventTimes = [...eventTimes, ...this.#eventTimes];
+      return;
+    }
     const candidates = new Map<string, Buffer>();
     try {
       for (const state of states) {
@@ -380,11 +397,10 @@ export class FileRenderer {
         this.#logger.info({ files: [...candidates.keys()], snapshot: result.snapshot }, 'files published');
         this.activity.emit('published', [...candidates.keys()]);
         // Files published for the first time (start, a new entry) are not a change the app must reload for.
-        const hooks = [...candidates.keys()].flatMap((path) => {
+        for (const path of candidates.keys()) {
           const state = this.#states.get(path);
-          return state?.published !== undefined && state.spec.onChange ? [state.spec.onChange] : ([] as ReloadHook[]);
-        });
-        if (hooks.length > 0) this.#hooks.notify(hooks);
+          if (state?.published !== undefined && state.spec.onChange) this.#pendingHooks.push(state.spec.onChange);
+        }
       }
     } catch (err) {
       for (const [path, bytes] of candidates) {

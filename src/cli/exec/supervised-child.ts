@@ -4,7 +4,9 @@
  * (SIGTERM, then SIGKILL), the way the kubelet stops a container.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { constants } from 'node:os';
+import { delimiter, join } from 'node:path';
 import type { Milliseconds } from '../../shared/units.ts';
 
 export interface ExitStatus {
@@ -17,6 +19,22 @@ export function exitCodeOf(status: ExitStatus): number {
   if (status.code !== null) return status.code;
   const number = status.signal ? constants.signals[status.signal] : undefined;
   return 128 + (number ?? 0);
+}
+
+/**
+ * Whether `command` exists as given or in a PATH directory. execvp reports
+ * EACCES when some PATH directory is unreadable to this user even though the
+ * command is in none of them; a shell says "not found" (127) then.
+ */
+function onPath(command: string, path: string | undefined): boolean {
+  const candidates = command.includes('/') ? [command] : (path ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, command));
+  return candidates.some((candidate) => {
+    try {
+      return statSync(candidate).isFile();
+    } catch {
+      return false;
+    }
+  });
 }
 
 export class SpawnError extends Error {
@@ -50,7 +68,7 @@ export class SupervisedChild {
       const proc = spawn(command, args, { env, stdio: 'inherit' });
       const exited = new Promise<ExitStatus>((done) => proc.once('exit', (code, signal) => done({ code, signal })));
       proc.once('error', (err: NodeJS.ErrnoException) => {
-        const notFound = err.code === 'ENOENT';
+        const notFound = err.code === 'ENOENT' || (err.code === 'EACCES' && !onPath(command, env.PATH));
         reject(new SpawnError(`cannot start "${command}": ${notFound ? 'not found on PATH' : (err.code ?? err.message)}`, notFound ? 127 : 126));
       });
       proc.once('spawn', () => resolve(new SupervisedChild(proc, exited)));

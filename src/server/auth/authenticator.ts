@@ -32,6 +32,8 @@ export interface Principal {
   readonly expiresAt?: number | undefined;
   /** For static tokens: the SHA-256 the auth file lists, so a reload can tell whether it was revoked. */
   readonly tokenSha256?: string | undefined;
+  /** For a service-account JWT bound to a pod: the `kubernetes.io.pod.name` claim (the only agent id it may report as). */
+  readonly podName?: string | undefined;
 }
 
 export interface JwtSettings {
@@ -85,7 +87,8 @@ export function createAuthenticator(options: {
             algorithms: [...JWT_ALGORITHMS],
           });
           const identity: Identity = { kind: 'jwt', issuer: options.jwt.settings.issuer, sub: payload.sub as string, pod: podFromClaims(payload) };
-          return { ...principalOf(identity), expiresAt: (payload.exp as number) * 1000 };
+          const podName = (payload['kubernetes.io'] as { pod?: { name?: unknown } } | undefined)?.pod?.name;
+          return { ...principalOf(identity), expiresAt: (payload.exp as number) * 1000, ...(typeof podName === 'string' ? { podName } : {}) };
         } catch (err) {
           // The reason (expired, audience, signature) helps the operator; it holds no token.
           throw new AppError('unauthenticated', `The service-account token was refused: ${(err as { code?: string }).code ?? 'invalid'}.`);

@@ -18,6 +18,7 @@ import {
   rollbackBody,
   type ChangeEntry,
   type DeksResponse,
+  type HistoryResponse,
   type ItemKind,
 } from '../../shared/protocol.ts';
 import { generateEphemeralKeyPair, parseTransportPublicKey, wrapDek, zeroize } from '../../shared/crypto.ts';
@@ -28,6 +29,7 @@ import type { AuditAction, ChangeOp, ControlPlane } from '../control-plane.ts';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
+import type { AgentRegistry } from '../fleet/agent-registry.ts';
 import type { RefusalAudit } from '../refusal-audit.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
 
@@ -41,6 +43,8 @@ export interface RestDeps {
   readonly maxBody: Bytes;
   readonly openapi: Buffer;
   readonly logger: Logger;
+  /** The fleet view (GET /v1/agents); absent in unit tests that do not need it. */
+  readonly agents?: AgentRegistry;
   /** Called after a successful API rotation (metrics). */
   readonly onRotated?: (trigger: 'api') => void;
 }
@@ -126,13 +130,27 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   // Per pod (or static token), not per subject: a Deployment's replicas share a service account.
   deps.rateLimiter.take(principal.podKey);
   if (route.op === 'changes') return writeChangeSet(req, deps, principal);
-  if (route.op === 'agents') throw new AppError('not_found', 'The fleet view is not enabled on this server.');
+  if (route.op === 'agents') return listAgents(deps, principal);
   const action = ROUTE_ACTION[route.op];
   if (!deps.policy().allows(principal.identity, action, namespaceOf(route))) {
     await deps.refusals.record({ subject: principal.subject, action: 'denied', target: targetOf(route), outcome: 'denied', detail: `${action} ${route.op}` });
     throw new AppError('permission_denied', `${principal.subject} may not ${action} ${namespaceOf(route) || 'every namespace'}.`);
   }
   return execute(route, req, deps, principal.subject);
+}
+
+/**
+ * The environments more specific than `env` whose newest version of the item is
+ * not a tombstone: what still overrides a write to `env` for readers there, so
+ * `put` can say so instead of leaving a write that no reader sees.
+ */
+export function liveLayersAfter(history: HistoryResponse, chain: readonly string[], env: string): string[] {
+  const newest = new Map<string, { version: number; deleted: boolean }>();
+  for (const v of history.versions) {
+    const seen = newest.get(v.env);
+    if (!seen || v.version > seen.version) newest.set(v.env, { version: v.version, deleted: v.deleted });
+  }
+  return chain.slice(chain.indexOf(env) + 1).filter((e) => newest.get(e)?.deleted === false);
 }
 
 function checkEnv(deps: RestDeps, env: string | undefined): string {
@@ -164,7 +182,7 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
       try {
         const result = await cp.putItem(route.ref, env, body.kind, value, subject);
         await audit(deps, subject, 'write', itemKey(route.ref), 'ok', `env=${env} kind=${body.kind} version=${result.version}`);
-        return { status: 200, body: result };
+        return { status: 200, body: { ...result, overriddenBy: liveLayersAfter(await cp.history(route.ref), cp.environments, env) } };
       } finally {
         zeroize(value);
       }
@@ -256,6 +274,22 @@ async function writeChangeSet(req: IncomingMessage, deps: RestDeps, principal: P
   } finally {
     for (const op of ops) if (op.op === 'put') zeroize(op.value);
   }
+}
+
+/**
+ * GET /v1/agents: the caller needs `agents:read` somewhere; an agent is listed
+ * when one of those grants covers one of its prefixes.
+ */
+async function listAgents(deps: RestDeps, principal: Principal): Promise<RestResult> {
+  const policy = deps.policy();
+  const { subject } = principal;
+  if (!policy.holdsAnywhere(principal.identity, 'agents:read')) {
+    await audit(deps, subject, 'denied', '', 'denied', 'agents:read');
+    throw new AppError('permission_denied', `${subject} may not list agents; grant the agents:read action on the namespaces whose agents it may see.`);
+  }
+  if (!deps.agents) throw new AppError('unavailable', 'The fleet view is not enabled on this server.');
+  const view = await deps.agents.list((row) => row.prefixes.some((prefix) => policy.allows(principal.identity, 'agents:read', prefix)));
+  return { status: 200, headers: { 'cache-control': 'no-store' }, body: view };
 }
 
 /** Secret bodies become bytes here; the string in the parsed JSON cannot be wiped, the Buffer can. */

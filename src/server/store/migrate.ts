@@ -14,7 +14,7 @@ export const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta
 const MIGRATION_FILE_RE = /^(\d{3})_([a-z0-9_]+)\.sql$/;
 
 /** The migration that adds `revision_counter.store_id`. */
-const STORE_IDENTITY_MIGRATION = 3;
+const STORE_IDENTITY_MIGRATION = 11;
 
 /** A store's identity: random, so two stores (or a store and its restored backup) never share one. */
 export function newStoreId(): string {
@@ -70,7 +70,7 @@ export async function migrate(conn: SqlConnection, dialect: Dialect, now: number
     ]);
     done.push(migration.version);
   }
-  // A store gets its identity when it is created (or first migrated to 003); restore and reset give a new one.
+  // A store gets its identity when it is created (or first migrated to 011); restore and reset give a new one.
   if (migrations.some((m) => m.version === STORE_IDENTITY_MIGRATION)) {
     await conn.run(dialect.placeholders("UPDATE revision_counter SET store_id = ? WHERE id = 1 AND store_id = ''"), [newStoreId()]);
   }

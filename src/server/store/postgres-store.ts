@@ -14,6 +14,7 @@ import type { Clock } from '../../shared/clock.ts';
 import { AppError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Milliseconds } from '../../shared/units.ts';
+import { sqlAgentReports, type AgentReportTable, type ReportingStore } from './agent-reports.ts';
 import type { FeedingStore } from './committed-feed.ts';
 import { postgresDialect } from './dialect.ts';
 import { migrate } from './migrate.ts';
@@ -103,7 +104,7 @@ function lockingWriter(tx: PgTx, lock: () => Promise<void>): StoreWriter {
   });
 }
 
-class PostgresStore implements FeedingStore {
+class PostgresStore implements FeedingStore, ReportingStore {
   readonly engine = 'postgres';
   readonly #pool: pg.Pool;
   readonly #url: string;
@@ -117,6 +118,33 @@ class PostgresStore implements FeedingStore {
     this.#pool = pool;
     this.#url = url;
   }
+
+  /** Agents' reports in the shared table, one autocommit statement each: no transaction, no revision lock. */
+  readonly agentReports: AgentReportTable = sqlAgentReports(
+    async (fn) => {
+      if (this.#closed) throw new AppError('store_unavailable', 'The store is closed.');
+      let client: pg.PoolClient;
+      try {
+        client = await this.#pool.connect();
+      } catch (err) {
+        throw mapPgError(err);
+      }
+      let broken = false;
+      const onLost = (): void => {
+        broken = true;
+      };
+      client.on('error', onLost);
+      try {
+        return await fn(new PgConnection(client));
+      } catch (err) {
+        throw mapPgError(err);
+      } finally {
+        client.off('error', onLost);
+        client.release(broken);
+      }
+    },
+    (sql) => postgresDialect.placeholders(sql),
+  );
 
   get committedEvents(): PgEventFeed {
     if (!this.#feed) throw new AppError('internal', 'The PostgreSQL event feed is not started.');

@@ -18,6 +18,7 @@ import type { Milliseconds } from '../../shared/units.ts';
 import { randomDigest } from '../event-digest.ts';
 import { newStoreId } from './migrate.ts';
 import { openSqliteStore, SQLITE_FILE_NAME } from './sqlite-store.ts';
+import { acquireStoreLock, type StoreLock } from './store-lock.ts';
 import type { LogState, Store } from './store.ts';
 
 /**
@@ -60,15 +61,13 @@ async function exists(path: string): Promise<boolean> {
  */
 export async function restoreSqlite(from: string, dataDir: string, now: () => Milliseconds): Promise<RestoreOutcome> {
   const target = join(dataDir, SQLITE_FILE_NAME);
-  if (await exists(target)) {
-    throw new AppError('conflict', `${dataDir} already holds a store (${SQLITE_FILE_NAME}); restore into a new directory, or move the old store away first.`);
-  }
   let source: DatabaseSync;
   try {
     source = new DatabaseSync(from, { readOnly: true });
   } catch (err) {
     throw new AppError('invalid_argument', `Cannot open ${from} as a SQLite backup: ${(err as Error).message}`, { cause: err });
   }
+  let lock: StoreLock | undefined;
   try {
     try {
       source.prepare('SELECT version FROM schema_migrations').all();
@@ -77,16 +76,28 @@ export async function restoreSqlite(from: string, dataDir: string, now: () => Mi
       throw new AppError('invalid_argument', `${from} is not a config-sidecar store backup (made by \`config-sidecar backup\`).`, { cause: err });
     }
     await mkdir(dataDir, { recursive: true, mode: DATA_DIR_MODE });
+    // Held from before the check until the store is marked: no server can start on a half-restored directory.
+    lock = acquireStoreLock(dataDir);
+    if (await exists(target)) {
+      throw new AppError('conflict', `${dataDir} already holds a store (${SQLITE_FILE_NAME}); restore into a new directory, or move the old store away first.`);
+    }
     await sqliteBackup(source, target);
     await chmod(target, DATA_FILE_MODE);
+  } catch (err) {
+    lock?.release();
+    throw err;
   } finally {
     source.close();
   }
-  const store = await openSqliteStore({ dataDir, now });
   try {
-    return await markRestored(store);
+    const store = await openSqliteStore({ dataDir, now, exclusive: false, create: false });
+    try {
+      return await markRestored(store);
+    } finally {
+      await store.close();
+    }
   } finally {
-    await store.close();
+    lock.release();
   }
 }
 

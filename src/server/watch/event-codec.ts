@@ -12,11 +12,11 @@ export interface EncodedEvent {
   readonly digest: string;
   readonly type: WatchEvent['type'];
   readonly namespace?: string;
-  /** The last revision of the change set the event belongs to, if any. */
-  readonly setRevision?: number;
   /** For item events: the item's kind ('secret' deliveries are audited) and how many sealed layers went inline. */
   readonly kind?: string;
   readonly inlineLayers?: number;
+  /** The last revision of the change set the event belongs to, if any. */
+  readonly setRevision?: number;
   readonly bytes: Buffer;
 }
 
@@ -33,9 +33,9 @@ export function encodeEvent(event: WatchEvent, kind?: string): EncodedEvent {
     digest: event.digest ?? '',
     type: event.type,
     ...('namespace' in event ? { namespace: event.namespace } : {}),
-    ...('setRevision' in event && event.setRevision ? { setRevision: event.setRevision } : {}),
     ...(kind !== undefined ? { kind } : event.type === 'itemChanged' ? { kind: event.kind } : {}),
     ...('layers' in event && event.layers ? { inlineLayers: event.layers.length } : {}),
+    ...('setRevision' in event && event.setRevision ? { setRevision: event.setRevision } : {}),
     bytes,
   };
 }

@@ -37,14 +37,14 @@ export interface WatchServiceOptions {
   readonly metrics: ServerMetrics;
   readonly heartbeatInterval: Milliseconds;
   readonly bound: number;
+  /** Events per replay read (tests make it small). @default REPLAY_PAGE */
+  readonly replayPage?: number | undefined;
   /** Open streams per pod key (auth/identity.ts); more are refused with RESOURCE_EXHAUSTED. */
   readonly maxStreamsPerPod: number;
   /** Watch opens per pod key; a burst of opens is refused with RESOURCE_EXHAUSTED. */
   readonly openLimiter: RateLimiter;
   /** Where refused opens are audited (aggregated). */
   readonly refusals: RefusalAudit;
-  /** Events per replay read (tests make it small). @default REPLAY_PAGE */
-  readonly replayPage?: number | undefined;
 }
 
 export interface WatchService {
@@ -117,16 +117,6 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     }
   };
 
-  const scheduleExpiry = (stream: WatchStream, auth: StreamAuth): void => {
-    auth.expiry?.cancel();
-    auth.expiry = undefined;
-    if (auth.expiresAt === undefined) return;
-    auth.expiry = options.clock.setTimeout(
-      () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
-      Math.max(0, auth.expiresAt - options.clock.now()),
-    );
-  };
-
   const auditInline = (stream: WatchStream, auth: StreamAuth): void => {
     if (auth.secretsInline === 0) return;
     const count = auth.secretsInline;
@@ -148,15 +138,25 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
   };
   scheduleInlineAudit();
 
+  const scheduleExpiry = (stream: WatchStream, auth: StreamAuth): void => {
+    auth.expiry?.cancel();
+    auth.expiry = undefined;
+    if (auth.expiresAt === undefined) return;
+    auth.expiry = options.clock.setTimeout(
+      () => stream.end(GrpcStatus.UNAUTHENTICATED, 'The credential expired; reconnect with a fresh token.', 'expired'),
+      Math.max(0, auth.expiresAt - options.clock.now()),
+    );
+  };
+
   const onEnd = (stream: WatchStream, reason: EndReason): void => {
     const auth = streams.get(stream);
     auth?.expiry?.cancel();
     if (auth) {
+      auditInline(stream, auth);
       const left = (perPod.get(auth.principal.podKey) ?? 1) - 1;
       if (left > 0) perPod.set(auth.principal.podKey, left);
       else perPod.delete(auth.principal.podKey);
     }
-    if (auth) auditInline(stream, auth);
     if (streams.delete(stream)) metrics.watchers.dec();
     if (reason !== 'cancelled') metrics.watchEnded.inc({ reason });
     logger.info({ stream: stream.id, subject: stream.subject, reason }, 'watch stream ended');

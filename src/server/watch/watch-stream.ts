@@ -140,9 +140,9 @@ export class WatchStream {
 
   /**
    * A change set's last member fell outside this stream's prefixes after an
-   * earlier member was sent: a bookmark at the set's revision (the position,
-   * already advanced to it) tells the agent the set is complete, so it applies
-   * its part now rather than at the next heartbeat.
+   * earlier member was sent: a bookmark at the set's revision tells the agent
+   * the set is complete, so it applies its part now rather than at the next
+   * heartbeat. The position already stands at that revision.
    */
   #closeSetFilteredOut(revision: number): void {
     if (this.#openSet === 0 || revision !== this.#openSet) return;
@@ -199,15 +199,14 @@ export class WatchStream {
       if (this.ended) return false;
       let next = 0;
       for (const event of page.events) {
-        if (this.matches(event.namespace)) {
+        const matches = this.matches(event.namespace);
+        if (matches) {
           await this.#whenWritable();
           if (this.ended) return false;
           this.#send(encoded[next++] as EncodedEvent);
-          this.#position = { revision: event.revision, digest: event.digest };
-        } else {
-          this.#position = { revision: event.revision, digest: event.digest };
-          this.#closeSetFilteredOut(event.revision);
         }
+        this.#position = { revision: event.revision, digest: event.digest };
+        if (!matches) this.#closeSetFilteredOut(event.revision);
       }
       if (page.events.length < limit) return true;
       page = await this.#o.log.page(this.#position.revision, limit);

@@ -1,4 +1,5 @@
 -- Store identity and event digests (the watch protocol's log positions).
+-- Numbered 011 after the issue, so migrations added in parallel branches do not collide.
 -- A position is (store id, revision, digest of the event at that revision):
 -- the id changes when a store is created, restored or reset, and the digest
 -- tells apart two events that reuse one revision number (a restored backup, a

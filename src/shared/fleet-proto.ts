@@ -1,0 +1,101 @@
+/**
+ * The FleetService contract (watch.proto v1.2): an agent's report of where it
+ * is, and the server's answer. Loaded from the same .proto as Watch, with the
+ * same loader options; uint64 travels as a string and becomes a number here.
+ */
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { WATCH_PROTO_PATH } from './watch-proto.ts';
+
+export const FLEET_SERVICE_NAME = 'configsidecar.v1.FleetService';
+
+/** An agent id: a pod name (DNS-1123) or a hostname, a little more liberal. */
+export const AGENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$/;
+
+export const AGENT_HEALTH = ['ok', 'degraded', 'starting'] as const;
+export type AgentHealth = (typeof AGENT_HEALTH)[number];
+
+export interface RolloutVersion {
+  readonly rollout: string;
+  readonly item: string;
+  readonly version: number;
+}
+
+export interface AgentReport {
+  readonly agentId: string;
+  readonly prefixes: readonly string[];
+  readonly appliedRevision: number;
+  readonly storeId: string;
+  readonly connected: boolean;
+  readonly health: AgentHealth;
+  readonly rollouts: readonly RolloutVersion[];
+}
+
+export interface ReportAck {
+  readonly currentRevision: number;
+  readonly nextReportMs: number;
+}
+
+interface WireReport {
+  agentId?: string;
+  prefixes?: string[];
+  appliedRevision?: string;
+  storeId?: string;
+  connected?: boolean;
+  health?: string;
+  rollouts?: Array<{ rollout?: string; item?: string; version?: string }>;
+}
+
+interface WireAck {
+  currentRevision?: string;
+  nextReportMs?: number;
+}
+
+let cached: grpc.ServiceDefinition | undefined;
+
+export function fleetServiceDefinition(): grpc.ServiceDefinition {
+  if (!cached) {
+    const definition = protoLoader.loadSync(WATCH_PROTO_PATH, { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true });
+    const pkg = grpc.loadPackageDefinition(definition) as unknown as { configsidecar: { v1: { FleetService: grpc.ServiceClientConstructor } } };
+    cached = pkg.configsidecar.v1.FleetService.service;
+  }
+  return cached;
+}
+
+export function fleetClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeClientConstructor(fleetServiceDefinition(), FLEET_SERVICE_NAME);
+}
+
+export function reportToWire(report: AgentReport): WireReport {
+  return {
+    agentId: report.agentId,
+    prefixes: [...report.prefixes],
+    appliedRevision: String(report.appliedRevision),
+    storeId: report.storeId,
+    connected: report.connected,
+    health: report.health,
+    rollouts: report.rollouts.map((r) => ({ rollout: r.rollout, item: r.item, version: String(r.version) })),
+  };
+}
+
+/** Unknown health values (a newer agent) read as degraded rather than failing the report. */
+export function reportFromWire(wire: WireReport): AgentReport {
+  const health = AGENT_HEALTH.includes(wire.health as AgentHealth) ? (wire.health as AgentHealth) : 'degraded';
+  return {
+    agentId: wire.agentId ?? '',
+    prefixes: wire.prefixes ?? [],
+    appliedRevision: Number(wire.appliedRevision ?? 0),
+    storeId: wire.storeId ?? '',
+    connected: wire.connected ?? false,
+    health,
+    rollouts: (wire.rollouts ?? []).map((r) => ({ rollout: r.rollout ?? '', item: r.item ?? '', version: Number(r.version ?? 0) })),
+  };
+}
+
+export function ackToWire(ack: ReportAck): WireAck {
+  return { currentRevision: String(ack.currentRevision), nextReportMs: ack.nextReportMs };
+}
+
+export function ackFromWire(wire: WireAck): ReportAck {
+  return { currentRevision: Number(wire.currentRevision ?? 0), nextReportMs: wire.nextReportMs ?? 0 };
+}
