@@ -127,3 +127,19 @@ test('the harness finds a directory uid 65532 cannot traverse (a checkout under 
   const project = reachableProject(pod.agent);
   assert.equal(unreachableFor(project.cli, pod.agent), undefined);
 });
+
+test('the pod token is written next to the socket, readable by the pod group only, with the TCP listener off too', { skip }, async () => {
+  assert.ok(server);
+  const agent = await startAgentProcess(server, { prefixes: ['production/app'], pod, args: ['--http-listen', 'off'] });
+  cleanups.push(async () => {
+    await agent.stop();
+    await rm(agent.dir, { recursive: true, force: true });
+  });
+  assert.equal(agent.httpUrl, 'off');
+  assert.equal(agent.tokenPath, join(agent.dir, 'run', 'token'));
+  const st = await stat(agent.tokenPath);
+  assert.equal(st.mode & 0o777, 0o440);
+  assert.equal(st.gid, pod.fsGroup);
+  assert.equal(await canRead(pod.app, agent.tokenPath), true);
+  assert.equal(await canRead(pod.stranger, agent.tokenPath), false);
+});

@@ -320,11 +320,29 @@ test('change events carry every live layer of the item inline under 64 KiB, none
   assert.ok(bigEvent?.type === 'itemChanged');
   assert.equal(bigEvent.layers, undefined);
 
+  const inline = () => audits.filter((a) => a.action === 'envelope');
   // A replay carries them too.
   const replay = h.watch({ prefixes: ['app'], start: after(await positionAt(h.plane, 1)) });
   const replayed = (await replay.until((e) => e.revision === big.revision)).filter((e) => e.type === 'itemChanged');
   assert.deepEqual(replayed.map((e) => e.type === 'itemChanged' && e.layers?.length), [2, undefined]);
   replay.close();
+  // The server notices the cancel asynchronously; its aggregate row says the stream is gone.
+  await waitFor(() => inline().length === 1);
+
+  // Replayed after the item changed again, an event goes without layers (they are not its state): the agent refetches.
+  const later = await h.plane.putItem(ref, 'prod', 'secret', Buffer.from('prod-secret-2'), 'test');
+  const stale = h.watch({ prefixes: ['app'], start: after(await positionAt(h.plane, 1)) });
+  const staleEvents = (await stale.until((e) => e.revision === later.revision)).filter((e) => e.type === 'itemChanged');
+  assert.deepEqual(
+    staleEvents.map((e) => [e.revision, e.type === 'itemChanged' && e.layers?.length]),
+    [
+      [prod.revision, undefined],
+      [big.revision, undefined],
+      [later.revision, 2],
+    ],
+  );
+  stale.close();
+  await waitFor(() => inline().length === 2);
 
   const deleted = await h.plane.deleteItem(ref, undefined, 'test');
   const gone = (await watch.until((e) => e.revision === deleted.revision)).at(-1);
@@ -332,13 +350,13 @@ test('change events carry every live layer of the item inline under 64 KiB, none
   assert.deepEqual(gone.layers, [], 'a deleted item has no live layers left');
   watch.close();
 
-  const inline = () => audits.filter((a) => a.action === 'envelope');
-  await waitFor(() => inline().length === 2);
+  await waitFor(() => inline().length === 3);
   assert.deepEqual(
     inline().map((a) => [a.subject, a.target, a.detail?.replace(/stream \d+/, 'stream N')]).sort(),
     [
       ['root', 'app', 'watch stream N: 1 sealed secret value(s) delivered inline'],
       ['root', 'app', 'watch stream N: 1 sealed secret value(s) delivered inline'],
+      ['root', 'app', 'watch stream N: 2 sealed secret value(s) delivered inline'],
     ],
     'one aggregate row per stream, counting events that carried a sealed secret (not the one over the bound, not the delete); never a value',
   );

@@ -37,17 +37,19 @@ interface Flight {
 export class DekStore {
   readonly #upstream: Upstream;
   readonly #keyPair: TransportKeyPair;
-  readonly #sets = new LRUCache<string, DekSet>({
-    max: MAX_DEK_NAMESPACES,
-    dispose: (set) => {
-      for (const key of set.keys.values()) zeroize(key);
-    },
-  });
+  readonly #sets: LRUCache<string, DekSet>;
   readonly #flights = new Map<string, Flight>();
 
-  constructor(upstream: Upstream, keyPair: TransportKeyPair) {
+  /** `maxNamespaces` (default MAX_DEK_NAMESPACES): lru-cache allocates its slots up front, so many short-lived stores (the simulation suite) ask for fewer. */
+  constructor(upstream: Upstream, keyPair: TransportKeyPair, options: { maxNamespaces?: number } = {}) {
     this.#upstream = upstream;
     this.#keyPair = keyPair;
+    this.#sets = new LRUCache<string, DekSet>({
+      max: options.maxNamespaces ?? MAX_DEK_NAMESPACES,
+      dispose: (set) => {
+        for (const key of set.keys.values()) zeroize(key);
+      },
+    });
   }
 
   /**

@@ -599,7 +599,7 @@ class ControlPlaneImpl implements ControlPlane {
       const out = new Map<string, ItemLayers>();
       for (const [key, ref] of unique) {
         const item = await r.getItem(ref);
-        out.set(key, item && !item.deleted ? inlineLayers(item.kind, await r.currentVersions(ref), this.environments) : { kind: item?.kind, layers: [] });
+        out.set(key, item && !item.deleted ? inlineLayers(item.kind, await r.currentVersions(ref), this.environments) : { kind: item?.kind, deleted: true, revision: 0, layers: [] });
       }
       return out;
     });

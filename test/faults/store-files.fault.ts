@@ -77,10 +77,11 @@ async function agentValue(socketPath: string, item: string): Promise<{ status: n
   return { status: res.status, value: res.json?.value };
 }
 
+/** Re-reads until `probe` holds; a read refused at the transport (the agent reconnecting under load) counts as not yet. */
 async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 30_000): Promise<number> {
   const started = Date.now();
   while (Date.now() - started < timeoutMs) {
-    if (await probe()) return Date.now() - started;
+    if (await probe().catch(() => false)) return Date.now() - started;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return assert.fail(`${what} within ${timeoutMs} ms`);

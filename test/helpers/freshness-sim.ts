@@ -136,7 +136,7 @@ export class World {
       fetchDeks: async (namespace, publicKey) => this.epoch.keyring.fetchDeks(namespace, publicKey),
       close: async () => {},
     };
-    this.deks = new DekStore(upstream, KEY_PAIR);
+    this.deks = new DekStore(upstream, KEY_PAIR, { maxNamespaces: 8 });
     const late: { applier?: EventApplier } = {};
     this.cache = new ValueCache({
       loader: (ref, env) => this.#load(ref, env),

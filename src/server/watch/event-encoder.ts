@@ -1,6 +1,7 @@
 /**
- * Turns log events into wire bytes with the item's current sealed layers
- * inline (one store read per batch, one encode per event for every stream).
+ * Turns log events into wire bytes with the item's sealed layers inline when
+ * they are exactly its state at the event (one store read per batch, one
+ * encode per event for every stream).
  * A failed read sends the events without layers: agents then refetch, which
  * is slower but never wrong, and the stream's order is kept.
  */
@@ -8,7 +9,7 @@ import { itemKey, type ItemRef } from '../../shared/paths.ts';
 import { describeError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { LogEvent } from '../control-plane.ts';
-import type { ItemLayers } from '../inline-layers.ts';
+import { layersForEvent, type ItemLayers } from '../inline-layers.ts';
 import { encodeEvent, type EncodedEvent } from './event-codec.ts';
 
 export type LayerSource = (refs: readonly ItemRef[]) => Promise<Map<string, ItemLayers>>;
@@ -41,6 +42,7 @@ export async function encodeEvents(
     const found = layers.get(itemKey(event));
     if (!found) return encodeEvent(event);
     const kind = found.kind ?? (event.type === 'itemChanged' ? event.kind : undefined);
-    return encodeEvent(found.layers ? { ...event, layers: found.layers } : event, kind);
+    const inline = layersForEvent(found, event);
+    return encodeEvent(inline ? { ...event, layers: inline } : event, kind);
   });
 }
