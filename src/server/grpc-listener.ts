@@ -2,14 +2,14 @@
  * The gRPC listener: our own net.Server whose accepted sockets are injected
  * into grpc-js (Server.createConnectionInjector), so the same per-listener
  * budget as REST applies (shared/connection-limit.ts). A connection is
- * "pending" until it starts its first call; past the limit the oldest pending
- * one is shed, and a connection that starts no call within the first-call
- * timeout is closed, so idle or handshake-only floods cannot hold the slots
+ * "pending" until one of our handlers gets its first call; past the limit
+ * the oldest pending one is shed, and a connection that starts no call within
+ * the first-call timeout is closed, so idle or handshake-only floods cannot hold the slots
  * agents need. TLS is done by grpc-js on the injected socket, so certificate
  * reloads (tls-files.ts) keep working.
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import { limitConnections } from '../shared/connection-limit.ts';
 import type { Milliseconds } from '../shared/units.ts';
@@ -34,17 +34,34 @@ export interface GrpcListener {
 /** The key grpc-js's call.getPeer() gives for a connection. */
 const peerKey = (address: string | undefined, port: number | undefined): string => (port ? `${address}:${port}` : String(address));
 
+export interface CallTracker {
+  /** Wraps a service implementation so each call it handles marks its connection served. */
+  track<T extends object>(implementation: T): T;
+  onCall(listener: (peer: string) => void): void;
+}
+
 /**
- * Server interceptor that marks a connection served when a call starts on it.
- * It must be in the grpc.Server's `interceptors` option, which is fixed at
- * construction, hence created before the listener that uses it.
+ * Marks a connection served when one of our handlers gets a call on it. The
+ * handlers are wrapped rather than a grpc-js server interceptor added: an
+ * interceptor changes how Watch streams end and resume (seen as a replayed
+ * event in the replica failover test); a call to an unknown method does not
+ * count as served.
  */
-export function createCallTracker(): { readonly interceptor: grpc.ServerInterceptor; onCall(listener: (peer: string) => void): void } {
+export function createCallTracker(): CallTracker {
   let listener: (peer: string) => void = () => {};
   return {
-    interceptor: (_method, call) => {
-      listener(call.getPeer());
-      return new grpc.ServerInterceptingCall(call);
+    track: <T extends object>(implementation: T): T => {
+      const wrapped: Record<string, unknown> = {};
+      for (const [name, handler] of Object.entries(implementation) as Array<[string, unknown]>) {
+        wrapped[name] =
+          typeof handler === 'function'
+            ? (call: { getPeer(): string }, ...rest: unknown[]): unknown => {
+                listener(call.getPeer());
+                return (handler as (...args: unknown[]) => unknown).call(implementation, call, ...rest);
+              }
+            : handler;
+      }
+      return wrapped as T;
     },
     onCall: (l) => {
       listener = l;
@@ -52,9 +69,9 @@ export function createCallTracker(): { readonly interceptor: grpc.ServerIntercep
   };
 }
 
-export function createGrpcListener(options: GrpcListenerOptions, tracker: ReturnType<typeof createCallTracker>): GrpcListener {
+export function createGrpcListener(options: GrpcListenerOptions, tracker: CallTracker): GrpcListener {
   const injector = options.grpcServer.createConnectionInjector(options.credentials);
-  const server = createServer({ noDelay: true });
+  const server = createServer();
   const waiting = new Map<string, { readonly socket: Socket; readonly timer: TimerHandle }>();
   const limit = limitConnections(server, { max: options.maxConnections, onShed: options.onShed });
   const settle = (key: string): void => {

@@ -172,14 +172,13 @@ export async function startServer(settings: ServerSettings, options: StartOption
     policySource.onChange((policy) => watch.recheck(policy));
     const calls = createCallTracker();
     const grpcServer = new grpc.Server({
-      interceptors: [calls.interceptor],
       'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
       'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
       'grpc.keepalive_permit_without_calls': 1,
     });
-    grpcServer.addService(watch.definition, watch.implementation);
+    grpcServer.addService(watch.definition, calls.track(watch.implementation));
     const fleet = createReportService({ registry: agents, authenticator, logger, metrics });
-    grpcServer.addService(fleet.definition, fleet.implementation);
+    grpcServer.addService(fleet.definition, calls.track(fleet.implementation));
     // Every listener that bound is closed again when a later one cannot bind, so a taken
     // port ends the process (naming the flag) instead of leaving a half-started server.
     unbind.push(() => grpcServer.forceShutdown());
