@@ -29,7 +29,7 @@ import { AppError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { itemKey, namespaceMatchesPrefix, type ItemRef } from '../../shared/paths.ts';
 import type { AppliedEvent } from '../applied-events.ts';
-import { AtomicWriter, DATA_DIR_NAME, PublishError, type FileContent, type WriterFs } from './atomic-writer.ts';
+import { AtomicWriter, DATA_DIR_NAME, PublishError, type FileContent, type FilePublisher, type WriterFs } from './atomic-writer.ts';
 import { FileGuard } from './file-guard.ts';
 import { fileMetrics, type FileMetrics } from './file-metrics.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, parseFileSpecs, type FileSpec } from './file-spec.ts';
@@ -62,6 +62,8 @@ export interface FileRendererOptions {
   readonly clock?: Clock;
   /** Injected file-system layer for the atomic writer (tests inject ENOSPC / EACCES). */
   readonly writerFs?: WriterFs;
+  /** Replaces the atomic writer (the freshness simulation publishes in memory, with `guard: false`). */
+  readonly writer?: FilePublisher;
   /** Watch the rendered files with chokidar and restore foreign changes. @default true */
   readonly guard?: boolean;
 }
@@ -112,7 +114,7 @@ export class FileRenderer {
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #metrics: FileMetrics;
-  readonly #writer: AtomicWriter;
+  readonly #writer: FilePublisher;
   readonly #hooks: ReloadHooks;
   /** Hooks of files changed since the loop was last idle: called once it is (a burst, a change set, is one call). */
   #pendingHooks: ReloadHook[] = [];
@@ -142,7 +144,7 @@ export class FileRenderer {
     this.#logger = options.logger.child({ module: 'files' });
     this.#clock = options.clock ?? systemClock;
     this.#metrics = fileMetrics(options.registry);
-    this.#writer = new AtomicWriter(options.filesDir, options.writerFs ? { fs: options.writerFs } : {});
+    this.#writer = options.writer ?? new AtomicWriter(options.filesDir, options.writerFs ? { fs: options.writerFs } : {});
     this.#hooks = new ReloadHooks({ registry: options.registry, logger: this.#logger, clock: this.#clock });
     this.#guardEnabled = options.guard ?? true;
     for (const spec of options.specs) this.#states.set(spec.path, this.#newState(spec));
