@@ -243,3 +243,57 @@ test('capacity eviction zero-fills and counts', async () => {
   assert.equal(evictions, 1);
   assert.ok(buffer.every((b) => b === 0));
 });
+
+test('an entry holds its value once when the plaintext appears verbatim in its JSON body; both bodies stay exact and are zero-filled on drop', async () => {
+  const clock = new ManualClock();
+  const cases: Array<{ loaded: LoadedValue; shared: boolean }> = [
+    { loaded: secret('x'.repeat(1024)), shared: true },
+    { loaded: { kind: 'config', version: 1, revision: 1, etag: '"1"', plaintext: Buffer.from('{"batchSize":64,"model":"resnet"}') }, shared: true },
+    // Needs escaping in JSON, or is not UTF-8 (base64 in JSON): stored side by side.
+    { loaded: secret('line "one"\n'), shared: false },
+    { loaded: { ...secret(''), plaintext: Buffer.from([0xff, 0xfe, 0x00, 0x01]) }, shared: false },
+  ];
+  for (const { loaded, shared } of cases) {
+    const expected = Buffer.from(loaded.plaintext);
+    const cache = makeCache(async () => ({ ...loaded, plaintext: Buffer.from(expected) }), clock);
+    const result = await cache.read(REF, 'prod');
+    const { plaintext, json } = result.value;
+    assert.deepEqual(plaintext, expected, 'raw body is the value');
+    const doc = JSON.parse(json.toString()) as { value: unknown; encoding?: string };
+    if (loaded.kind === 'config') assert.deepEqual(doc.value, JSON.parse(expected.toString()));
+    else assert.deepEqual(doc.encoding === 'base64' ? Buffer.from(doc.value as string, 'base64') : Buffer.from(doc.value as string), expected);
+    assert.equal(plaintext.buffer === json.buffer && plaintext.byteOffset >= json.byteOffset && plaintext.byteOffset + plaintext.length <= json.byteOffset + json.length, shared, expected.toString());
+    // The byte bound counts what is held: one JSON body (+ the plaintext when it is not inside it) + the fixed overhead.
+    assert.equal(cache.bytes, json.length + (shared ? 0 : plaintext.length) + 256);
+    release(result.value);
+    cache.invalidate(REF);
+    assert.ok(plaintext.every((b) => b === 0) && json.every((b) => b === 0), 'zero-filled on drop');
+    cache.close();
+  }
+});
+
+test('an event drops every env variant of the item (one, two, then one again) and only that item', async () => {
+  const clock = new ManualClock();
+  const loads: string[] = [];
+  const cache = makeCache(async (ref, env) => {
+    loads.push(`${env}:${ref.name}`);
+    return secret(`${env}-${ref.name}`);
+  }, clock);
+  const other: ItemRef = { namespace: 'production/ml', name: 'other' };
+  const read = async (ref: ItemRef, env: string): Promise<void> => release((await cache.read(ref, env)).value);
+  await read(REF, 'prod');
+  await read(other, 'prod');
+  assert.deepEqual(cache.invalidate(REF).map((v) => v.env), ['prod']);
+  await read(REF, 'prod');
+  await read(REF, 'dev');
+  assert.deepEqual(cache.invalidate(REF).map((v) => v.env).sort(), ['dev', 'prod']);
+  await read(REF, 'dev');
+  assert.deepEqual(cache.invalidate(REF).map((v) => v.env), ['dev']);
+  assert.deepEqual(cache.invalidate(REF), [], 'nothing left of the item');
+  loads.length = 0;
+  await read(other, 'prod');
+  assert.deepEqual(loads, [], 'the other item stayed cached');
+  await read(REF, 'prod');
+  assert.deepEqual(loads, ['prod:db-password'], 'the invalidated item is fetched again');
+  cache.close();
+});

@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AppliedEventsHub } from '../src/agent/applied-events.ts';
+import { rawEtag } from '../src/agent/item-representation.ts';
 import { handleDataRequest, type BodyResult, type DataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { agentReadiness, type ReadinessState } from '../src/agent/readiness.ts';
@@ -16,6 +17,7 @@ const TOKEN = Buffer.from('pod-token-0123456789');
 
 function value(): CachedValue {
   const json = Buffer.from('{"value":"s3cret"}');
+  const plaintext = Buffer.from('s3cret');
   return {
     namespace: 'production/ml',
     name: 'db',
@@ -24,8 +26,9 @@ function value(): CachedValue {
     version: 3,
     revision: 7,
     etag: '"3"',
-    plaintext: Buffer.from('s3cret'),
+    plaintext,
     json,
+    rawEtag: rawEtag('"3"'),
     fetchedAt: 0,
     life: { leases: 0, dropped: false },
   };

@@ -82,8 +82,8 @@ test('derived bounds keep the agent under 80 % of the limit; a --cache-max-bytes
     (err: unknown) => err instanceof SettingError && /--cache-max-bytes/.test(err.message) && /512MiB/.test(err.message) && /256MiB/.test(err.message),
   );
   assert.match(deriveMemoryBudget({ limit: 64 * MiB, cacheMaxBytes: undefined, filesConfigured: false }).warning ?? '', /64MiB/);
-  assert.deepEqual(heapFlags(b, [], undefined), [`--max-old-space-size=${Math.floor((b.oldSpaceBytes ?? 0) / MiB)}`, '--max-semi-space-size=16']);
-  assert.deepEqual(heapFlags(b, ['--max-old-space-size=300'], undefined), ['--max-semi-space-size=16'], "the operator's flag wins");
+  assert.deepEqual(heapFlags(b, [], undefined), [`--max-old-space-size=${Math.floor((b.oldSpaceBytes ?? 0) / MiB)}`, '--max-semi-space-size=4']);
+  assert.deepEqual(heapFlags(b, ['--max-old-space-size=300'], undefined), ['--max-semi-space-size=4'], "the operator's flag wins");
   assert.equal(heapFlags(b, [], '--max-old-space-size-percentage=50 --max-semi-space-size=4'), undefined);
   assert.equal(heapFlags(none, [], undefined), undefined, 'no limit: Node decides');
 });

@@ -119,14 +119,17 @@ export class Context {
       this.onCleanup(() => rm(out, { recursive: true, force: true }));
       const started = Date.now();
       const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-      const r = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.json'), '--outDir', out, '--declaration', 'false'], { encoding: 'utf8', timeout: 120_000 });
-      const cli = join(out, 'cli', 'main.js');
+      // dist/ below a copy of package.json, as the package ships: the CLI reads its version from ../../package.json.
+      const dist = join(out, 'dist');
+      const r = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.json'), '--outDir', dist, '--declaration', 'false'], { encoding: 'utf8', timeout: 120_000 });
+      const cli = join(dist, 'cli', 'main.js');
       if (!existsSync(cli)) {
         this.log(`compiling the CLI failed (${r.stdout.slice(0, 300)}); measuring the TypeScript source instead`);
         return { cli: CLI, compiled: false };
       }
       // Non-TypeScript assets (proto, SQL, JSON), as `npm run build` copies them.
-      cpSync(join(ROOT, 'src'), out, { recursive: true, filter: (f) => !f.endsWith('.ts') });
+      cpSync(join(ROOT, 'src'), dist, { recursive: true, filter: (f) => !f.endsWith('.ts') });
+      cpSync(join(ROOT, 'package.json'), join(out, 'package.json'));
       this.log(`compiled the CLI to JavaScript in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       return { cli, compiled: true };
     })();

@@ -133,6 +133,22 @@ export function rssBytes(pid: number): number {
   return kib === undefined ? Number.NaN : Number(kib) * 1024;
 }
 
+/** The memory figures of /proc/PID/status, in MiB: VmRSS and its anonymous and file-backed parts. */
+export interface MemoryStatus {
+  readonly vmRss: number;
+  readonly rssAnon: number;
+  readonly rssFile: number;
+}
+
+export function memoryStatus(pid: number): MemoryStatus {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const mib = (field: string): number => {
+    const kib = new RegExp(`${field}:\\s+(\\d+)\\s+kB`).exec(status)?.[1];
+    return kib === undefined ? Number.NaN : Number(kib) / 1024;
+  };
+  return { vmRss: mib('VmRSS'), rssAnon: mib('RssAnon'), rssFile: mib('RssFile') + mib('RssShmem') };
+}
+
 export function which(binary: string, extraDirs: readonly string[] = ['/usr/sbin', '/usr/local/sbin', '/sbin']): string | undefined {
   const r = spawnSync('sh', ['-c', `command -v ${binary}`], { encoding: 'utf8', env: { PATH: `${process.env.PATH ?? ''}:${extraDirs.join(':')}` } });
   const path = r.stdout.trim();

@@ -5,7 +5,7 @@
  * from the repo's CLI on Node 24 and pinned with taskset.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,16 +15,6 @@ import { startChild, type Child } from './proc.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
-/**
- * The node flags the `config-sidecar` bin (and so the container entrypoint)
- * runs with, read from the CLI's `#!/usr/bin/env -S node …` line, so the bench
- * measures the agent as the image runs it even when it spawns `node <cli>`.
- */
-export const IMAGE_NODE_ARGS: readonly string[] = (() => {
-  const shebang = readFileSync(CLI, 'utf8').split('\n', 1)[0] ?? '';
-  const match = /^#!\/usr\/bin\/env -S node(.*)$/.exec(shebang);
-  return (match?.[1] ?? '').split(' ').filter((arg) => arg.startsWith('--'));
-})();
 /** Concurrent PUTs while seeding (the server serialises writes in SQLite anyway). */
 const SEED_CONCURRENCY = 8;
 
@@ -166,6 +156,8 @@ export interface AgentOptions {
   readonly dir?: string;
   /** The CLI entry to run (default: the TypeScript source). */
   readonly cli?: string;
+  /** Extra environment (the agent otherwise gets PATH only). */
+  readonly env?: Readonly<Record<string, string>>;
   /** A command that execs its trailing arguments (e.g. a shell joining a cgroup first); the PID stays the agent's. */
   readonly wrap?: readonly string[];
 }
@@ -187,7 +179,8 @@ export async function startAgent(server: Pick<ServerHandle, 'httpUrl' | 'grpcAdd
     command as string,
     [
       ...prefix,
-      ...(options.nodeArgs ?? IMAGE_NODE_ARGS),
+      // No flags of our own: the bin re-executes itself with its runtime settings (src/cli/runtime-settings.ts), as in the image.
+      ...(options.nodeArgs ?? []),
       options.cli ?? CLI,
       'agent',
       '--server',
@@ -207,7 +200,7 @@ export async function startAgent(server: Pick<ServerHandle, 'httpUrl' | 'grpcAdd
       ...configArgs,
       ...(options.args ?? []),
     ],
-    { core: options.core, env: { PATH: process.env.PATH ?? '' }, cwd: dir },
+    { core: options.core, env: { PATH: process.env.PATH ?? '', ...options.env }, cwd: dir },
   );
   const line = await child.waitForLine((l) => l.includes('"agent listening"'));
   const info = JSON.parse(line) as { http: string; admin: string; tokenFile: string };

@@ -7,7 +7,7 @@
 import { createServer, connect, type AddressInfo, type Server } from 'node:net';
 import { seedRange, type Context } from '../lib/context.ts';
 import { startChild, SUT_CORE } from '../lib/proc.ts';
-import { IMAGE_NODE_ARGS, keyName, tempDir } from '../lib/stack.ts';
+import { keyName, tempDir } from '../lib/stack.ts';
 import { median } from '../lib/stats.ts';
 import { request } from 'undici';
 import { rm, writeFile } from 'node:fs/promises';
@@ -71,7 +71,6 @@ export async function startup(ctx: Context): Promise<Omit<ScenarioResult, 'secon
         'agent-startup',
         process.execPath,
         [
-          ...IMAGE_NODE_ARGS,
           cli,
           'agent',
           '--server',

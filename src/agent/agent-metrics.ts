@@ -21,7 +21,8 @@ export interface AgentMetrics {
   readonly appliedRevision: Gauge;
   readonly revisionLag: Gauge;
   readonly eventApplySeconds: Histogram;
-  readonly requests: Counter<'listener' | 'status'>;
+  /** One data API response (batched: reaches `requests_total` when scraped). */
+  countResponse(listener: string, status: number): void;
   readonly refused: Counter<'reason'>;
   readonly sseClients: Gauge;
   /** Change sets applied as one unit. Optional so a hand-built metrics object in a unit test needs no change. */
@@ -35,7 +36,31 @@ export function createAgentMetrics(gauges: { entries: () => number; bytes: () =>
   collectProcessMetrics(registry, P);
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> =>
     new Counter({ name: P + name, help, labelNames, registers: [registry] });
-  const hits = counter('cache_hits_total', 'Reads answered from the cache.');
+  // Counted per read on the hot path: kept in plain numbers and handed to prom-client when scraped,
+  // so a cached read does no label hashing (prom-client hashes the label set on every inc).
+  let pendingHits = 0;
+  const pendingResponses: Record<string, Map<number, number>> = { socket: new Map(), tcp: new Map() };
+  new Counter({
+    name: `${P}cache_hits_total`,
+    help: 'Reads answered from the cache.',
+    registers: [registry],
+    collect() {
+      if (pendingHits > 0) this.inc(pendingHits);
+      pendingHits = 0;
+    },
+  });
+  new Counter({
+    name: `${P}requests_total`,
+    help: 'Data API requests by listener and status.',
+    labelNames: ['listener', 'status'],
+    registers: [registry],
+    collect() {
+      for (const [listener, byStatus] of Object.entries(pendingResponses)) {
+        for (const [status, n] of byStatus) this.inc({ listener, status: String(status) }, n);
+        byStatus.clear();
+      }
+    },
+  });
   const misses = counter('cache_misses_total', 'Reads that started an upstream fetch.');
   const coalesced = counter('cache_coalesced_waits_total', 'Reads that joined a fetch already in flight.');
   const stale = counter('cache_stale_serves_total', 'Reads answered with a stale value (server unreachable).');
@@ -47,7 +72,9 @@ export function createAgentMetrics(gauges: { entries: () => number; bytes: () =>
   return {
     registry,
     cacheObserver: {
-      hit: () => hits.inc(),
+      hit: () => {
+        pendingHits += 1;
+      },
       miss: () => misses.inc(),
       coalesced: () => coalesced.inc(),
       stale: () => stale.inc(),
@@ -75,7 +102,10 @@ export function createAgentMetrics(gauges: { entries: () => number; bytes: () =>
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
       registers: [registry],
     }),
-    requests: counter('requests_total', 'Data API requests by listener and status.', ['listener', 'status']),
+    countResponse(listener, status) {
+      const byStatus = pendingResponses[listener] ?? (pendingResponses[listener] = new Map());
+      byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
+    },
     refused: counter('refused_requests_total', 'Data API requests refused before routing, by reason.', ['reason']),
     sseClients: new Gauge({ name: `${P}sse_clients`, help: 'Open /v1/watch streams.', registers: [registry] }),
     changeSetsApplied: counter('change_sets_applied_total', 'Change sets applied as one unit (every member at once).'),

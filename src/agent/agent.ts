@@ -316,7 +316,6 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     readCached: (ref, env) => cache.readCached(ref, env),
     release: (result) => release(result.value),
   };
-  const requestCounters = new Map<string, { inc(): void }>();
   const sseHandler = (res: ServerResponse, result: { prefix: string; sinceRevision: number | undefined }): void => {
     if (sseClients >= budget.maxSseClients) {
       sendError(res, new AppError('rate_limited', `At most ${budget.maxSseClients} watch streams per agent.`, { headers: { 'retry-after': String(SSE_RETRY_AFTER_S) } }));
@@ -337,15 +336,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     serveSse: sseHandler,
     // Under a memory limit the connection cap comes from the budget (at most MAX_CONNECTIONS).
     maxConnections: budget.maxConnections,
-    onResponse: (listener: string, status: number) => {
-      const key = `${listener}:${status}`;
-      let child = requestCounters.get(key);
-      if (!child) {
-        child = metrics.requests.labels({ listener, status: String(status) });
-        requestCounters.set(key, child);
-      }
-      child.inc();
-    },
+    onResponse: (listener: string, status: number) => metrics.countResponse(listener, status),
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);

@@ -47,7 +47,8 @@ export interface DataServerHooks {
 }
 
 function send(res: ServerResponse, result: BodyResult): void {
-  if (result.release) res.once('close', result.release);
+  // 'close' fires once per response; `on` skips the wrapper `once` allocates per request.
+  if (result.release) res.on('close', result.release);
   res.writeHead(result.status, result.headers);
   res.end(result.body);
 }

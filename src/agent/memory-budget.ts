@@ -47,8 +47,12 @@ export const SSE_CLIENT_BYTES: Bytes = 64 * 1024;
 export const CONNECTION_BYTES: Bytes = 32 * 1024;
 /** What lies outside V8's old space: code, new space, Node's own allocations, buffers. */
 export const NATIVE_RESERVE_BYTES: Bytes = 48 * MiB;
-/** V8's semi-space under a limit, the same as the bin's shebang sets (docs/ARCHITECTURE.md); the young generation is three of them. */
-export const SEMI_SPACE_BYTES: Bytes = 16 * MiB;
+/**
+ * V8's semi-space; the young generation is three of them. The bin runs every
+ * agent with this size, limit or not (AGENT_NODE_FLAGS in
+ * src/cli/runtime-settings.ts, kept equal by test/agent-runtime.test.ts).
+ */
+export const SEMI_SPACE_BYTES: Bytes = 4 * MiB;
 /** The smallest old space worth running with. */
 export const MIN_OLD_SPACE_BYTES: Bytes = 64 * MiB;
 export const CACHE_SHARE = 0.75;

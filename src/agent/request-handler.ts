@@ -11,6 +11,7 @@ import { AppError, errorBody, toAppError } from '../shared/errors.ts';
 import { decodePathRemainder, namespaceMatchesAny, parseItemPath, validatePrefix, type ItemRef } from '../shared/paths.ts';
 import { HEADERS } from '../shared/protocol.ts';
 import type { Bytes } from '../shared/units.ts';
+import { contentType, JSON_CONTENT_TYPE } from './item-representation.ts';
 import type { ReadResult } from './value-cache.ts';
 
 /** The data API takes no request body; anything larger is refused without reading it. */
@@ -60,7 +61,6 @@ export interface HandlerDeps {
   release(result: ReadResult): void;
 }
 
-const JSON_TYPE = 'application/json; charset=utf-8';
 
 export function errorResult(err: unknown): BodyResult {
   const appError = toAppError(err);
@@ -68,7 +68,7 @@ export function errorResult(err: unknown): BodyResult {
   return {
     kind: 'body',
     status: appError.httpStatus,
-    headers: { 'content-type': JSON_TYPE, 'content-length': body.length, 'cache-control': 'no-store', ...appError.headers },
+    headers: { 'content-type': JSON_CONTENT_TYPE, 'content-length': body.length, 'cache-control': 'no-store', ...appError.headers },
     body,
   };
 }
@@ -160,29 +160,34 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
 
 function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw: boolean): BodyResult {
   const value = result.value;
-  const etag = raw ? `${value.etag.slice(0, -1)}-raw"` : value.etag;
+  // The ETag of either representation and both bodies were made when the value was cached.
+  const etag = raw ? value.rawEtag : value.etag;
+  if (etagMatches(req.headers['if-none-match'], etag)) {
+    deps.release(result);
+    const headers: Record<string, string | number> = { etag, age: result.ageSeconds, [HEADERS.revision]: value.revision, 'cache-control': 'no-store' };
+    return { kind: 'body', status: 304, headers: result.source === 'stale' ? withStaleness(headers, result) : headers, body: undefined };
+  }
+  const body = raw ? value.plaintext : value.json;
   const headers: Record<string, string | number> = {
     etag,
     age: result.ageSeconds,
     [HEADERS.revision]: value.revision,
     'cache-control': 'no-store',
+    'content-type': contentType(value.kind, raw),
+    'content-length': body.length,
   };
-  if (result.source === 'stale') {
-    headers.warning = STALE_WARNING;
-    headers[HEADERS.stale] = result.staleSeconds;
-  }
-  if (etagMatches(req.headers['if-none-match'], etag)) {
-    deps.release(result);
-    return { kind: 'body', status: 304, headers, body: undefined };
-  }
-  const body = raw ? value.plaintext : value.json;
-  headers['content-type'] = raw ? (value.kind === 'config' ? JSON_TYPE : 'application/octet-stream') : JSON_TYPE;
-  headers['content-length'] = body.length;
+  if (result.source === 'stale') withStaleness(headers, result);
   if (req.method === 'HEAD') {
     deps.release(result);
     return { kind: 'body', status: 200, headers, body: undefined };
   }
   return { kind: 'body', status: 200, headers, body, release: () => deps.release(result) };
+}
+
+function withStaleness(headers: Record<string, string | number>, result: ReadResult): Record<string, string | number> {
+  headers.warning = STALE_WARNING;
+  headers[HEADERS.stale] = result.staleSeconds;
+  return headers;
 }
 
 function watchStream(req: DataRequest, deps: HandlerDeps, query: URLSearchParams): SseResult {

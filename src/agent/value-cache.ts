@@ -17,7 +17,7 @@ import { zeroize } from '../shared/crypto.ts';
 import { itemKey, type ItemRef } from '../shared/paths.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
-import { drop, isZeroed, release, retain, toCachedValue, type CachedValue, type Loader } from './cache/cached-value.ts';
+import { drop, heldBytes, isZeroed, release, retain, toCachedValue, type CachedValue, type Loader } from './cache/cached-value.ts';
 import { FillFlights, type Flight } from './cache/fill-flights.ts';
 import { freshness, staleIfError } from './cache/freshness.ts';
 
@@ -113,8 +113,12 @@ export class ValueCache {
   readonly #observer: CacheObserver;
   readonly #lru: LRUCache<string, Entry>;
   readonly #flights = new FillFlights<CachedValue>();
-  /** item key → cache keys (one per env) so an event finds every variant. */
-  readonly #variants = new Map<string, Set<string>>();
+  /**
+   * item key → cache keys (one per env) so an event finds every variant. An
+   * item read in one env (the usual case) maps to its key alone: a `Set` per
+   * item was ~0.1 KiB of heap per entry.
+   */
+  readonly #variants = new Map<string, string | Set<string>>();
   readonly #refs = new Map<string, { ref: ItemRef; env: string }>();
   #closed = false;
 
@@ -124,7 +128,7 @@ export class ValueCache {
     this.#lru = new LRUCache<string, Entry>({
       max: options.maxEntries,
       maxSize: options.maxBytes,
-      sizeCalculation: (entry) => (entry.state === 'value' ? entry.value.plaintext.length + entry.value.json.length + ENTRY_OVERHEAD_BYTES : ENTRY_OVERHEAD_BYTES),
+      sizeCalculation: (entry) => (entry.state === 'value' ? heldBytes(entry.value) + ENTRY_OVERHEAD_BYTES : ENTRY_OVERHEAD_BYTES),
       dispose: (entry, key, reason) => {
         if (entry.state === 'value') drop(entry.value);
         if (reason === 'evict') this.#observer.eviction('capacity');
@@ -382,11 +386,11 @@ export class ValueCache {
    */
   invalidate(ref: ItemRef, revision = Number.POSITIVE_INFINITY): Variant[] {
     const item = itemKey(ref);
-    const keys = this.#variants.get(item);
-    if (!keys) return [];
+    const keys = this.#variantKeys(item);
+    if (keys.length === 0) return [];
     const out: Variant[] = [];
     const now = this.#options.clock.now();
-    for (const key of [...keys]) {
+    for (const key of keys) {
       const flight = this.#flights.supersede(key, revision);
       const entry = this.#lru.peek(key);
       const tracked = this.#refs.get(key);
@@ -411,7 +415,7 @@ export class ValueCache {
 
   /** The kind of any cached variant of the item (undefined when none is cached). */
   kindOf(ref: ItemRef): ItemKind | undefined {
-    for (const key of this.#variants.get(itemKey(ref)) ?? []) {
+    for (const key of this.#variantKeys(itemKey(ref))) {
       const entry = this.#lru.peek(key);
       if (entry?.state === 'value') return entry.value.kind;
     }
@@ -469,14 +473,19 @@ export class ValueCache {
     return this.variants().filter((v) => v.hot);
   }
 
+  /** The item's cache keys, as a copy (callers delete while iterating). */
+  #variantKeys(item: string): string[] {
+    const keys = this.#variants.get(item);
+    return keys === undefined ? [] : typeof keys === 'string' ? [keys] : [...keys];
+  }
+
   #trackVariant(ref: ItemRef, env: string, key: string): void {
     const item = itemKey(ref);
-    let set = this.#variants.get(item);
-    if (!set) {
-      set = new Set();
-      this.#variants.set(item, set);
-    }
-    set.add(key);
+    const keys = this.#variants.get(item);
+    if (keys === undefined) this.#variants.set(item, key);
+    else if (typeof keys === 'string') {
+      if (keys !== key) this.#variants.set(item, new Set([keys, key]));
+    } else keys.add(key);
     if (!this.#refs.has(key)) this.#refs.set(key, { ref, env });
   }
 
@@ -490,9 +499,12 @@ export class ValueCache {
     if (!tracked) return;
     this.#refs.delete(key);
     const item = itemKey(tracked.ref);
-    const set = this.#variants.get(item);
-    set?.delete(key);
-    if (set?.size === 0) this.#variants.delete(item);
+    const keys = this.#variants.get(item);
+    if (keys === key) this.#variants.delete(item);
+    else if (typeof keys === 'object') {
+      keys.delete(key);
+      if (keys.size === 0) this.#variants.delete(item);
+    }
   }
 
   /** Drops everything, remembered 404s included, and zero-fills every buffer (resync, new store, shutdown). */

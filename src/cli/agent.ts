@@ -8,6 +8,7 @@
 import { Option, type Command } from 'commander';
 import { envNameFor } from '../shared/settings.ts';
 import { action } from './cli-util.ts';
+import { AGENT_ENV, AGENT_NODE_FLAGS } from './runtime-settings.ts';
 
 /** Set on the re-executed agent so it never re-executes again. */
 const HEAP_SET_ENV = 'CONFIG_SIDECAR_HEAP_SET';
@@ -56,6 +57,11 @@ Examples:
   $ CONFIG_SIDECAR_SERVER=https://cs-1:8420,https://cs-2:8420 CONFIG_SIDECAR_SERVER_GRPC=cs-1:8421,cs-2:8421 \\
       CONFIG_SIDECAR_SERVER_CA=/etc/config-sidecar/ca.pem config-sidecar agent --config /etc/config-sidecar/agent.yaml
   $ curl --unix-socket /run/config-sidecar/agent.sock http://agent/v1/items/production/ml-service/db-password
+
+Runtime: the process re-executes itself once at start (same PID) with node
+${AGENT_NODE_FLAGS.join(' ')} and ${Object.entries(AGENT_ENV).map(([k, v]) => `${k}=${v}`).join(' ')},
+chosen for a small footprint; a node flag you pass (or set in NODE_OPTIONS) and
+an environment variable you set are kept as given.
 
 SIGTERM or SIGINT stops accepting, drains in-flight requests, closes the stream,
 zero-fills the cache and exits 0. A second signal, or a shutdown still running

@@ -1,43 +1,19 @@
-#!/usr/bin/env -S node --max-semi-space-size=16
-// The flag caps V8's young generation at 2 × 16 MiB, Node's default before
-// V8 11 made it scale with the heap limit: on a host with a 4 GiB heap limit
-// it grows to 128 MiB under load and stays resident, which is most of the
-// agent's RSS after a 10k-entry load (docs/ARCHITECTURE.md, "Footprint").
-// It applies when run as `config-sidecar` (the image's entrypoint, npm's bin
-// link); `node dist/cli/main.js` takes it as a node option.
+#!/usr/bin/env node
 /**
- * `config-sidecar`: one CLI for every component, in the style of `vault server`
- * / `vault agent`. This is the composition root: each command module registers
- * its flags here and imports its component lazily in its action, so `--help`
- * and the agent's start-up never load code they do not run.
+ * The `config-sidecar` bin. Before loading anything else it re-executes itself
+ * (same PID) with the runtime settings of the command it runs
+ * (runtime-settings.ts), so the agent has the same footprint however it is
+ * started; then it loads the CLI.
  */
-import { readFileSync } from 'node:fs';
-import { Command } from 'commander';
-import { COMMAND_MODULES } from './commands.ts';
+import { runtimePlan } from './runtime-settings.ts';
 
-// This package's own version: npm sets npm_package_version to the version of the
-// project npm runs in, which is the caller's when run through npx or a script.
-// The path holds from src/cli and dist/cli alike.
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-
-const program = new Command('config-sidecar')
-  .description('A low-latency config and secrets sidecar for Kubernetes.')
-  .version(version)
-  .showHelpAfterError('(add --help for usage and examples)')
-  .configureHelp({ sortSubcommands: false });
-
-for (const register of COMMAND_MODULES) register(program);
-
-program.addHelpText(
-  'after',
-  `
-Examples:
-  $ config-sidecar dev                                   # server + agent with sample data
-  $ config-sidecar server --data-dir /var/lib/config-sidecar
-  $ config-sidecar agent --server http://127.0.0.1:8420 --server-grpc 127.0.0.1:8421 --prefix production/ml-service
-  $ config-sidecar get production/ml-service/db-password # through the local agent
-  $ config-sidecar exec --env DB_PASSWORD=production/ml-service/db-password -- node server.js
-  $ config-sidecar <command> --help                      # flags and examples of one command`,
-);
-
-await program.parseAsync(process.argv);
+const plan = runtimePlan({ execPath: process.execPath, argv: process.argv, execArgv: process.execArgv, env: process.env });
+if (plan && typeof process.execve === 'function') {
+  try {
+    process.execve(plan.file, plan.args, plan.env);
+  } catch (err) {
+    // Without the settings the agent still runs, only with a larger footprint.
+    process.stderr.write(`config-sidecar: running without the runtime settings (${(err as Error).message})\n`);
+  }
+}
+await import('./program.ts');

@@ -7,6 +7,7 @@ import { zeroize } from '../../shared/crypto.ts';
 import type { ItemRef } from '../../shared/paths.ts';
 import type { ItemKind } from '../../shared/protocol.ts';
 import type { Milliseconds } from '../../shared/units.ts';
+import { rawEtag } from '../item-representation.ts';
 
 /** What a loader returns: one decrypted, merged value. */
 export interface LoadedValue {
@@ -29,6 +30,8 @@ export interface CachedValue extends LoadedValue {
   readonly json: Buffer;
   /** When the server last confirmed this value (clock ms). */
   readonly fetchedAt: Milliseconds;
+  /** ETag of the raw representation (`etag` is the JSON one's), derived once at store time. */
+  readonly rawEtag: string;
   /** Lease count: a value being written to a socket is zero-filled only once released. */
   readonly life: { leases: number; dropped: boolean };
 }
@@ -82,18 +85,37 @@ function renderJson(ref: ItemRef, env: string, loaded: LoadedValue): Buffer {
 }
 
 /**
- * Copies an entry's two buffers into one allocation of its own and zero-fills
- * the inputs. Why: small `Buffer.from` results are slices of Node's shared
- * 8 KiB pool, which the loader's transient buffers (base64 decode, decipher
- * output) also fill, so a long-lived entry kept whole slabs of dead bytes
- * alive: about 2.5× the cached bytes in external memory at 10k × 1 KiB.
+ * Puts an entry's bytes in one allocation of its own and zero-fills the
+ * inputs. When the plaintext appears verbatim in the rendered JSON (text that
+ * needs no escaping, compact JSON config: the usual case) the raw body is a
+ * view into the JSON body, so the value is held once; otherwise both are
+ * copied side by side. Why one allocation: small `Buffer.from` results are
+ * slices of Node's shared 8 KiB pool, which the loader's transient buffers
+ * (base64 decode, decipher output) also fill, so a long-lived entry kept
+ * whole slabs of dead bytes alive (about 2.5× the cached bytes at 10k × 1 KiB).
  */
 function packBuffers(plaintext: Buffer, json: Buffer): { plaintext: Buffer; json: Buffer } {
-  const packed = Buffer.allocUnsafeSlow(plaintext.length + json.length);
-  plaintext.copy(packed, 0);
-  json.copy(packed, plaintext.length);
+  const at = json.indexOf(plaintext);
+  const packed = Buffer.allocUnsafeSlow(at === -1 ? plaintext.length + json.length : json.length);
+  let packedJson: Buffer;
+  let packedPlaintext: Buffer;
+  if (at === -1) {
+    plaintext.copy(packed, 0);
+    json.copy(packed, plaintext.length);
+    packedPlaintext = packed.subarray(0, plaintext.length);
+    packedJson = packed.subarray(plaintext.length);
+  } else {
+    json.copy(packed, 0);
+    packedJson = packed;
+    packedPlaintext = packed.subarray(at, at + plaintext.length);
+  }
   zeroize(plaintext, json);
-  return { plaintext: packed.subarray(0, plaintext.length), json: packed.subarray(plaintext.length) };
+  return { plaintext: packedPlaintext, json: packedJson };
+}
+
+/** Bytes an entry holds: its one allocation (the plaintext may be a view into the JSON body). */
+export function heldBytes(value: Pick<CachedValue, 'plaintext' | 'json'>): number {
+  return value.plaintext.buffer === value.json.buffer ? value.json.buffer.byteLength : value.plaintext.length + value.json.length;
 }
 
 /** Builds the cached form of a loaded value; the loaded plaintext is zero-filled. */
@@ -109,6 +131,7 @@ export function toCachedValue(ref: ItemRef, env: string, loaded: LoadedValue, fe
     name: ref.name,
     env,
     json,
+    rawEtag: rawEtag(loaded.etag),
     fetchedAt,
     life: { leases: 0, dropped: false },
   };

@@ -1,0 +1,219 @@
+/**
+ * Footprint experiments (docs/ARCHITECTURE.md, "Footprint"): the compiled
+ * agent run under several node flag / environment variants, in one run, next
+ * to a bare Node process holding the same buffers. For each variant and
+ * repetition: /proc/PID/status (VmRSS, RssAnon, RssFile) idle and after
+ * reading N × 1 KiB through the socket, the heap figures the agent's /metrics
+ * reports, and the agent's CPU per cached read over `--reads` requests
+ * (pipelined on one socket connection, the generator on the other core).
+ * `--heap-snapshot` writes one snapshot after the load and prints its largest
+ * retainers by constructor.
+ *
+ *   npm run build && taskset -c 1 node bench/footprint.ts --count 10000 --reps 3 \
+ *     --variant 'bin|' --variant 'semi8|--max-semi-space-size=8' --variant 'arena2||MALLOC_ARENA_MAX=2'
+ *
+ * A variant is `name|node flags|ENV=value …`; an empty flag field runs the
+ * bin as installed (`dist/cli/main.js` with its own runtime settings), a
+ * non-empty one passes those flags to node in front of it.
+ */
+import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Client } from 'undici';
+import { readAll, Context, ITEMS_NS, itemPath, VALUE_BYTES } from './lib/context.ts';
+import { cpuSeconds, memoryStatus, startChild, stopAllChildren, SUT_CORE, type MemoryStatus } from './lib/proc.ts';
+import { startAgent, waitReady } from './lib/stack.ts';
+import { median } from './lib/stats.ts';
+import { PROFILES } from './lib/types.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const HOLD = join(ROOT, 'bench', 'refs', 'hold-entries.mjs');
+const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const SETTLE_MS = 1_500;
+/** A second reading, once V8's memory reducer (which starts 8 s after allocation slows) has had its turn. */
+const LATE_MS = 10_000;
+const PIPELINE = 16;
+
+const { values } = parseArgs({
+  options: {
+    count: { type: 'string', default: '10000' },
+    reps: { type: 'string', default: '1' },
+    reads: { type: 'string', default: '50000' },
+    variant: { type: 'string', multiple: true, default: ['bin|'] },
+    'heap-snapshot': { type: 'boolean', default: false },
+  },
+});
+const count = Number(values.count);
+const reps = Number(values.reps);
+const reads = Number(values.reads);
+
+interface Variant {
+  readonly name: string;
+  readonly nodeArgs: string[] | undefined;
+  readonly env: Record<string, string>;
+}
+
+const variants: Variant[] = values.variant.map((spec) => {
+  const [name = spec, flags = '', env = ''] = spec.split('|');
+  return {
+    name,
+    nodeArgs: flags.trim() === '' ? undefined : flags.trim().split(/\s+/),
+    env: Object.fromEntries(env.trim() === '' ? [] : env.trim().split(/\s+/).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
+  };
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const fmt = (m: MemoryStatus): string => `${m.vmRss.toFixed(1)} / ${m.rssAnon.toFixed(1)} / ${m.rssFile.toFixed(1)}`;
+
+/** Reads `total` cached keys pipelined on one connection; resolves with the agent's CPU µs per read. */
+async function cpuPerRead(pid: number, socketPath: string, paths: readonly string[], total: number): Promise<number> {
+  const client = new Client('http://localhost', { socketPath, pipelining: PIPELINE });
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < total) {
+      const path = paths[next++ % paths.length] as string;
+      const res = await client.request({ method: 'GET', path });
+      await res.body.dump();
+    }
+  };
+  const before = cpuSeconds(pid);
+  try {
+    await Promise.all(Array.from({ length: PIPELINE }, worker));
+  } finally {
+    await client.close();
+  }
+  return ((cpuSeconds(pid) - before) / total) * 1e6;
+}
+
+/** The heap figures of the agent's default metrics (MiB): heap used/total, external, each V8 space's size. */
+async function heapFigures(adminUrl: string): Promise<string[]> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^config_sidecar_agent_(nodejs_heap_size_used_bytes|nodejs_heap_size_total_bytes|nodejs_external_memory_bytes|nodejs_heap_space_size_total_bytes\{space="(\w+)"\}|cache_bytes|cache_entries) (\S+)$/.exec(line);
+    if (!m) continue;
+    const value = Number(m[3]);
+    out.push(m[1]?.startsWith('cache_entries') ? `cache entries ${value}` : `${m[2] ? `space ${m[2]} total` : m[1]} ${(value / 2 ** 20).toFixed(1)} MiB`);
+  }
+  return out;
+}
+
+/** Largest self sizes in a heap snapshot, grouped by node type and constructor name. */
+function summariseSnapshot(file: string): string[] {
+  const snap = JSON.parse(readFileSync(file, 'utf8')) as {
+    snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
+    nodes: number[];
+    strings: string[];
+  };
+  const fields = snap.snapshot.meta.node_fields;
+  const width = fields.length;
+  const typeAt = fields.indexOf('type');
+  const nameAt = fields.indexOf('name');
+  const sizeAt = fields.indexOf('self_size');
+  const types = snap.snapshot.meta.node_types[0];
+  const groups = new Map<string, { count: number; bytes: number }>();
+  let total = 0;
+  for (let i = 0; i < snap.nodes.length; i += width) {
+    const type = types[snap.nodes[i + typeAt] as number] ?? '?';
+    const rawName = snap.strings[snap.nodes[i + nameAt] as number] ?? '?';
+    const name = type === 'string' || type === 'concatenated string' || type === 'sliced string' ? '(strings)' : type === 'code' ? '(code)' : rawName.slice(0, 60);
+    const key = `${type} ${name}`;
+    const size = snap.nodes[i + sizeAt] as number;
+    total += size;
+    const g = groups.get(key) ?? { count: 0, bytes: 0 };
+    g.count += 1;
+    g.bytes += size;
+    groups.set(key, g);
+  }
+  const top = [...groups].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, 25);
+  return [`heap snapshot: ${(total / 2 ** 20).toFixed(1)} MiB in ${snap.nodes.length / width} objects`, ...top.map(([k, g]) => `  ${(g.bytes / 2 ** 20).toFixed(2).padStart(7)} MiB ${String(g.count).padStart(7)} × ${k}`)];
+}
+
+const ctx = new Context(PROFILES.full, (msg) => process.stderr.write(`[footprint] ${msg}\n`));
+try {
+  const base = await ctx.baseWith(count);
+  const paths = Array.from({ length: count }, (_, i) => itemPath(ITEMS_NS, i));
+  const results = new Map<string, { idle: MemoryStatus[]; loaded: MemoryStatus[]; late: MemoryStatus[]; cpu: number[]; heap: string[] }>();
+  const refs: MemoryStatus[] = [];
+  for (let rep = 0; rep < reps; rep++) {
+    // Variants take turns so drift on a shared machine hits them alike.
+    for (const v of variants) {
+      const agent = await startAgent(base.server, {
+        cli: CLI,
+        core: SUT_CORE,
+        prefixes: ['bench'],
+        args: ['--cache-ttl', '1h'],
+        nodeArgs: [...(v.nodeArgs ?? []), ...(values['heap-snapshot'] && rep === 0 ? ['--heapsnapshot-signal=SIGUSR2'] : [])],
+        env: v.env,
+      });
+      try {
+        await waitReady(agent.adminUrl);
+        await sleep(SETTLE_MS);
+        const idle = memoryStatus(agent.child.pid);
+        await readAll(agent.socketPath, paths, 32);
+        await sleep(SETTLE_MS);
+        const loaded = memoryStatus(agent.child.pid);
+        await sleep(LATE_MS - SETTLE_MS);
+        const late = memoryStatus(agent.child.pid);
+        const heap = await heapFigures(agent.adminUrl);
+        const smaps = readFileSync(`/proc/${agent.child.pid}/smaps_rollup`, 'utf8')
+          .split('\n')
+          .filter((l) => /^(Rss|Pss_Anon|Pss_File|Anonymous|Shared_Clean|Private_Clean|Private_Dirty):/.test(l))
+          .map((l) => l.replace(/\s+/g, ' '));
+        const cpu = await cpuPerRead(agent.child.pid, agent.socketPath, paths, reads);
+        const r = results.get(v.name) ?? { idle: [], loaded: [], late: [], cpu: [], heap: [] };
+        r.idle.push(idle);
+        r.loaded.push(loaded);
+        r.late.push(late);
+        r.cpu.push(cpu);
+        if (rep === 0) r.heap.push(...heap, ...smaps);
+        results.set(v.name, r);
+        process.stderr.write(`[footprint] ${v.name} rep ${rep}: idle ${fmt(idle)}, loaded ${fmt(loaded)}, ${LATE_MS / 1000} s later ${fmt(late)} (VmRSS / RssAnon / RssFile MiB), ${cpu.toFixed(2)} µs CPU per read\n`);
+        if (values['heap-snapshot'] && rep === 0) {
+          agent.child.proc.kill('SIGUSR2');
+          const dir = agent.dir;
+          const deadline = Date.now() + 60_000;
+          let file: string | undefined;
+          // The snapshot is complete once the agent answers again (writing it blocks the event loop).
+          while (!file && Date.now() < deadline) {
+            await sleep(200);
+            file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot'));
+          }
+          await waitReady(agent.adminUrl, 60_000);
+          if (file) {
+            const kept = join(tmpdir(), `footprint-${v.name}.heapsnapshot`);
+            copyFileSync(join(dir, file), kept);
+            r.heap.push(...summariseSnapshot(kept), `  (kept as ${kept})`);
+          }
+        }
+      } finally {
+        await agent.stop();
+      }
+    }
+    const hold = startChild('hold-entries', process.execPath, [HOLD, String(count), String(VALUE_BYTES)], { core: SUT_CORE });
+    try {
+      await hold.waitForLine((l) => l.startsWith('holding '));
+      await sleep(SETTLE_MS / 4);
+      refs.push(memoryStatus(hold.pid));
+    } finally {
+      await hold.stop();
+    }
+  }
+  const med = (xs: number[]): string => `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
+  const refRss = median(refs.map((m) => m.vmRss));
+  console.log(`${count} × ${VALUE_BYTES} B, ${reps} rep(s), ${reads} cached reads for CPU; bare Node + lru-cache VmRSS ${med(refs.map((m) => m.vmRss))} MiB`);
+  console.log(`| variant | VmRSS idle | RssAnon idle | VmRSS loaded | RssAnon loaded | ratio to bare | KiB per entry (anon) | VmRSS ${LATE_MS / 1000} s after | RssAnon ${LATE_MS / 1000} s after | CPU µs/read |`);
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const [name, r] of results) {
+    const perEntry = r.loaded.map((m, i) => ((m.rssAnon - (r.idle[i] as MemoryStatus).rssAnon) * 1024) / count);
+    console.log(
+      `| ${name} | ${med(r.idle.map((m) => m.vmRss))} | ${med(r.idle.map((m) => m.rssAnon))} | ${med(r.loaded.map((m) => m.vmRss))} | ${med(r.loaded.map((m) => m.rssAnon))} | ${(median(r.loaded.map((m) => m.vmRss)) / refRss).toFixed(2)} | ${med(perEntry)} | ${med(r.late.map((m) => m.vmRss))} | ${med(r.late.map((m) => m.rssAnon))} | ${med(r.cpu)} |`,
+    );
+  }
+  for (const [name, r] of results) console.log(`\n${name}:\n  ${r.heap.join('\n  ')}`);
+} finally {
+  await ctx.close();
+  await stopAllChildren();
+}

@@ -1,0 +1,73 @@
+/**
+ * What each import costs a fresh Node process (docs/ARCHITECTURE.md,
+ * "Footprint"): VmRSS and RssAnon after `import(spec)` and a full GC, minus a
+ * bare process's, median of `--reps` fresh processes, plus the import's wall
+ * time. Imports share dependencies, so the figures overlap and do not add up.
+ *
+ *   npm run build && node bench/import-cost.ts --reps 3
+ */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { median } from './lib/stats.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const dist = (path: string): string => pathToFileURL(`${ROOT}dist/${path}`).href;
+
+const { values } = parseArgs({ options: { reps: { type: 'string', default: '3' } } });
+const reps = Number(values.reps);
+
+/** What the agent's process loads, package by package, then the agent's own graph. */
+const IMPORTS: ReadonlyArray<readonly [string, string]> = [
+  ['zod', 'zod'],
+  ['prom-client', 'prom-client'],
+  ['@opentelemetry/api (prom-client loads it)', '@opentelemetry/api'],
+  ['pino', 'pino'],
+  ['@grpc/grpc-js', '@grpc/grpc-js'],
+  ['@grpc/proto-loader', '@grpc/proto-loader'],
+  ['undici Pool (shared/undici-pool)', dist('shared/undici-pool.js')],
+  ['lru-cache', 'lru-cache'],
+  ['commander', 'commander'],
+  ['mustache', 'mustache'],
+  ['yaml (only with --config)', 'yaml'],
+  ['chokidar (only with files: or --config)', 'chokidar'],
+  ['every command module (dist/cli/commands.js graph, nothing run)', dist('cli/commands.js')],
+  ['the agent (dist/agent/agent.js graph)', dist('agent/agent.js')],
+];
+
+const PROBE = `
+const t0 = performance.now();
+if (process.argv[1]) await import(process.argv[1]);
+const ms = performance.now() - t0;
+globalThis.gc(); globalThis.gc();
+const s = (await import('node:fs')).readFileSync('/proc/self/status', 'utf8');
+const kib = (f) => Number(new RegExp(f + ':\\\\s+(\\\\d+)').exec(s)[1]);
+process.stdout.write(JSON.stringify({ vmRss: kib('VmRSS') / 1024, rssAnon: kib('RssAnon') / 1024, ms }));
+`;
+
+interface Probe {
+  vmRss: number;
+  rssAnon: number;
+  ms: number;
+}
+
+function probe(spec: string): Probe {
+  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', PROBE, spec], { cwd: ROOT, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`import(${spec}) failed: ${r.stderr.slice(0, 500)}`);
+  return JSON.parse(r.stdout) as Probe;
+}
+
+const bare: Probe[] = [];
+const results = new Map<string, Probe[]>();
+for (let rep = 0; rep < reps; rep++) {
+  bare.push(probe(''));
+  for (const [name, spec] of IMPORTS) results.set(name, [...(results.get(name) ?? []), probe(spec)]);
+}
+const bareVm = median(bare.map((p) => p.vmRss));
+const bareAnon = median(bare.map((p) => p.rssAnon));
+console.log(`bare node: VmRSS ${bareVm.toFixed(1)} MiB, RssAnon ${bareAnon.toFixed(1)} MiB (median of ${reps})`);
+console.log('| import | +VmRSS MiB | +RssAnon MiB | import ms |');
+console.log('| --- | --- | --- | --- |');
+for (const [name, ps] of results) {
+  console.log(`| ${name} | ${(median(ps.map((p) => p.vmRss)) - bareVm).toFixed(1)} | ${(median(ps.map((p) => p.rssAnon)) - bareAnon).toFixed(1)} | ${median(ps.map((p) => p.ms)).toFixed(0)} |`);
+}

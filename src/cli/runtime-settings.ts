@@ -1,0 +1,56 @@
+/**
+ * The runtime settings the agent runs with, wherever it is started from (the
+ * image's entrypoint, npm's bin link, `node dist/cli/main.js agent`, the
+ * injector): node flags and malloc's environment cannot be set from inside a
+ * running process, so the bin re-executes itself once with them through
+ * `process.execve`, which keeps the PID (the kubelet, the bench and
+ * `kill $PID` see one process). Each value was chosen by measurement
+ * (docs/ARCHITECTURE.md, "Footprint": memory saved next to CPU per read).
+ * A setting the operator already gave (a node flag on the command line or in
+ * NODE_OPTIONS, or the environment variable) is left as it is.
+ */
+
+/** Commands that run long enough for their footprint to matter. */
+const COMMANDS = new Set(['agent']);
+
+/**
+ * Node flags for the agent. The young generation otherwise scales with the
+ * heap limit (64 MiB per semi-space on a host with a 4 GiB limit) and stays
+ * resident once a load has grown it.
+ */
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+
+/**
+ * Environment for the agent's process. glibc otherwise creates up to 8 malloc
+ * arenas per core for Node's threads, each keeping freed memory resident.
+ */
+export const AGENT_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
+
+export interface RuntimeInput {
+  readonly execPath: string;
+  /** `process.argv`: [node, script, command, ...]. */
+  readonly argv: readonly string[];
+  readonly execArgv: readonly string[];
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+export interface ReexecPlan {
+  readonly file: string;
+  readonly args: string[];
+  readonly env: Record<string, string>;
+}
+
+const flagName = (flag: string): string => flag.split('=', 1)[0]?.replaceAll('_', '-') ?? flag;
+
+/** The re-exec that applies the missing settings, or undefined when nothing is missing (or the command is not the agent). */
+export function runtimePlan(input: RuntimeInput): ReexecPlan | undefined {
+  if (!COMMANDS.has(input.argv[2] ?? '')) return undefined;
+  const given = new Set([...input.execArgv, ...(input.env.NODE_OPTIONS ?? '').split(/\s+/)].filter((f) => f.startsWith('--')).map(flagName));
+  const flags = AGENT_NODE_FLAGS.filter((flag) => !given.has(flagName(flag)));
+  const envToSet = Object.entries(AGENT_ENV).filter(([name]) => input.env[name] === undefined);
+  if (flags.length === 0 && envToSet.length === 0) return undefined;
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(input.env)) if (value !== undefined) env[name] = value;
+  for (const [name, value] of envToSet) env[name] = value;
+  return { file: input.execPath, args: [input.execPath, ...input.execArgv, ...flags, ...input.argv.slice(1)], env };
+}

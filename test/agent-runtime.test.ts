@@ -1,0 +1,77 @@
+/**
+ * The agent's runtime settings (src/cli/runtime-settings.ts): however the bin
+ * is started, the agent process runs with the chosen node flags and malloc
+ * environment, keeps the PID it was spawned with, and leaves a setting the
+ * operator gave alone.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { AGENT_ENV, AGENT_NODE_FLAGS, runtimePlan } from '../src/cli/runtime-settings.ts';
+import { SEMI_SPACE_BYTES } from '../src/agent/memory-budget.ts';
+import { removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { putItem, socketGet, startAgentProcess, waitReady } from './helpers/agent-process.ts';
+
+const NODE = '/usr/bin/node';
+const SCRIPT = '/app/dist/cli/main.js';
+const semiSpaceFlag = AGENT_NODE_FLAGS.find((f) => f.startsWith('--max-semi-space-size='));
+
+test('the agent command is re-executed once with the node flags and environment, keeping argv', () => {
+  const plan = runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent', '--prefix', 'p'], execArgv: ['--enable-source-maps'], env: { PATH: '/bin' } });
+  assert.ok(plan);
+  assert.deepEqual(plan.args, [NODE, '--enable-source-maps', ...AGENT_NODE_FLAGS, SCRIPT, 'agent', '--prefix', 'p']);
+  assert.deepEqual(plan.env, { PATH: '/bin', ...AGENT_ENV });
+  // The re-executed process sees everything in place and runs on: no loop.
+  assert.equal(runtimePlan({ execPath: NODE, argv: plan.args.filter((a) => !a.startsWith('--max') && a !== '--enable-source-maps'), execArgv: [...AGENT_NODE_FLAGS], env: plan.env }), undefined);
+});
+
+test('settings the operator gave are kept: a node flag (command line or NODE_OPTIONS) and the environment variable', () => {
+  const env = { MALLOC_ARENA_MAX: '8' };
+  assert.equal(runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: ['--max-semi-space-size=32'], env }), undefined);
+  assert.equal(runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: [], env: { ...env, NODE_OPTIONS: '--max_semi_space_size=32' } }), undefined);
+  const plan = runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: [], env });
+  assert.equal(plan?.env.MALLOC_ARENA_MAX, '8');
+});
+
+test('the semi-space the bin sets is the one the memory budget counts on', () => {
+  assert.equal(semiSpaceFlag, `--max-semi-space-size=${SEMI_SPACE_BYTES / 2 ** 20}`);
+});
+
+test('other commands run as started', () => {
+  for (const command of ['server', 'get', 'dev', 'webhook']) {
+    assert.equal(runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, command], execArgv: [], env: {} }), undefined, command);
+  }
+  assert.equal(runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT], execArgv: [], env: {} }), undefined);
+});
+
+let server: ServerProcess;
+
+before(async () => {
+  server = await startServerProcess();
+  await putItem(server, 'production/rt/secret', { kind: 'secret', value: 'runtime-secret' });
+});
+
+after(async () => {
+  await server?.stop();
+  await removeDir(server?.dataDir ?? '');
+});
+
+test('a real agent process keeps its PID and runs with the flags and environment, and serves', async () => {
+  const agent = await startAgentProcess(server, { prefetch: ['production/rt/secret'] });
+  try {
+    await waitReady(agent.adminUrl);
+    const pid = agent.proc.pid as number;
+    // The process the test spawned (same PID) is the one that answered "listening" and now holds the settings.
+    const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    const environ = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+    assert.ok(semiSpaceFlag && cmdline.includes(semiSpaceFlag), cmdline.join(' '));
+    for (const [name, value] of Object.entries(AGENT_ENV)) assert.ok(environ.includes(`${name}=${value}`), name);
+    assert.equal(cmdline.filter((a) => a === 'agent').length, 1);
+    const res = await socketGet(agent.socketPath, '/v1/items/production/rt/secret?format=raw');
+    assert.equal(res.status, 200);
+    assert.equal(res.body.toString(), 'runtime-secret');
+  } finally {
+    assert.equal(await agent.stop('SIGTERM'), 0);
+    await removeDir(agent.dir);
+  }
+});
