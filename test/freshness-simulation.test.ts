@@ -16,7 +16,8 @@
  *      server's newest state and SSE clients received every announcement.
  * Failures print fast-check's seed and the shrunk schedule with the agent's
  * trace. SIM_BUG=<bug> reintroduces a known bug to show the suite catches it
- * (see Bug in the helper); SIM_RUNS overrides the number of schedules.
+ * (see Bug in the helper); SIM_RUNS overrides the number of schedules;
+ * SIM_SEED and SIM_PATH replay the seed and path a failure printed.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -192,6 +193,7 @@ test(`freshness simulation: ${RUNS} schedules keep invariants (a), (b), (c)${BUG
         w.hub.closeAll();
       }
     }),
-    { numRuns: RUNS, verbose: 1 },
+    // SIM_SEED and SIM_PATH replay a printed failure.
+    { numRuns: RUNS, verbose: 1, ...(process.env.SIM_SEED ? { seed: Number(process.env.SIM_SEED), path: process.env.SIM_PATH } : {}) },
   );
 });

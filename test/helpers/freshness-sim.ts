@@ -223,6 +223,8 @@ export class World {
       this.published.push(event);
       publish(event);
     };
+    this.renderer.activity.on('published', (paths) => this.trace.push(`files published ${paths.join(',')}`));
+    this.renderer.activity.on('failed', (path, reason) => this.trace.push(`file ${path} failed (${reason})`));
     void this.renderer.start();
   }
 

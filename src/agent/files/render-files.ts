@@ -351,10 +351,14 @@ export class FileRenderer {
     const states = paths.map((p) => this.#states.get(p)).filter((s): s is FileState => s !== undefined);
     const values = states.length > 0 ? await this.#readAll(states) : new Map<string, ItemValue | Error>();
     // An event for these files landed while their items were being read: the values may straddle it
-    // (one item before, another after), so they are read again rather than published side by side.
+    // (one item before, another after), so they are all read again rather than published side by side.
     if (this.#stopped || paths.some((path) => this.#dirty.has(path))) {
       for (const v of values.values()) if (!(v instanceof Error)) v.value.fill(0);
-      if (!this.#stopped) this.#eventTimes = [...eventTimes, ...this.#eventTimes];
+      if (!this.#stopped) {
+        this.#eventTimes = [...eventTimes, ...this.#eventTimes];
+        // The whole batch is read again: a file the new event did not touch was still not published.
+        for (const path of paths) this.#dirty.add(path);
+      }
       return;
     }
     const candidates = new Map<string, Buffer>();
