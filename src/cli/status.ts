@@ -8,8 +8,8 @@
 import { Option, type Command } from 'commander';
 import { namespaceMatchesPrefix } from '../shared/paths.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
-import { call, type ServerFlags } from './server-client.ts';
 import { withServer } from './item-commands.ts';
+import { call, type ServerFlags } from './server-client.ts';
 
 interface AgentRow {
   id: string;
