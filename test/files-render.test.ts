@@ -208,3 +208,44 @@ test('reconfigure renders new files and deletes removed ones', async (t) => {
   assert.equal(readFileSync(join(h.dir, 'pw'), 'utf8'), 's3cret');
   assert.deepEqual(Object.keys(h.renderer.health().files).sort(), ['new/settings.yaml', 'pw']);
 });
+
+test('a batch restarted by an event for one of its files still publishes the others (found by the freshness simulation)', async (t) => {
+  let gate: (() => void) | undefined;
+  const values = new MemoryValues();
+  values.set('app/a', 'config', '"a1"');
+  values.set('app/b', 'config', '"b1"');
+  // Holds app/a's read while `gate` is set, so an event can land mid-batch.
+  const held: FilesValueSource = {
+    defaultEnv: 'prod',
+    read: async (ref, env) => {
+      if (ref.name === 'a' && gate === undefined) await new Promise<void>((resolve) => (gate = resolve));
+      return values.read(ref, env);
+    },
+  };
+  const root = mkdtempSync(join(tmpdir(), 'files-render-'));
+  const dir = join(root, 'files');
+  const hub = new AppliedEventsHub();
+  const renderer = new FileRenderer({ filesDir: dir, specs: parseFileSpecs([{ path: 'a.json', items: ['app/a'], format: 'raw' }, { path: 'b.json', items: ['app/b'], format: 'raw' }]), values: held, events: hub, registry: new Registry(), logger: createLogger({ component: 'test', level: 'silent' }), guard: false });
+  t.after(async () => {
+    gate?.();
+    await renderer.stop();
+    rmSync(root, { recursive: true, force: true });
+  });
+  const started = renderer.start();
+  await new Promise<void>((resolve) => {
+    const wait = (): void => void (gate ? resolve() : setImmediate(wait));
+    wait();
+  });
+  const open = gate as () => void;
+  gate = () => {}; // later reads of app/a pass
+  values.set('app/a', 'config', '"a2"');
+  values.set('app/b', 'config', '"b2"');
+  // b changes while the first batch (a.json and b.json) is still reading app/a: the batch is read again.
+  hub.publish({ type: 'changed', namespace: 'app', name: 'b', version: 2, revision: 2 });
+  await new Promise((resolve) => setImmediate(resolve));
+  open();
+  await started;
+  await renderer.settled();
+  assert.equal(readFileSync(join(dir, 'a.json'), 'utf8'), 'a2', 'a.json was in the restarted batch and must be published');
+  assert.equal(readFileSync(join(dir, 'b.json'), 'utf8'), 'b2');
+});

@@ -4,17 +4,20 @@
  * order), stream deliveries, heartbeats (bookmarks), stream drops and
  * resumes, compaction, server restarts, restores (a new store id, revisions
  * going back) and failover to a replica that lost commits, against the real
- * cache, event applier, DEK store and applied-events hub (test/helpers/
+ * cache, event applier, DEK store, applied-events hub and files publisher
+ * (the real FileRenderer writing to an in-memory volume; test/helpers/
  * freshness-sim.ts). After every step it checks:
  *  (a) after the agent applied position P, no fresh read, cached value or
- *      settled file shows a version older than the newest write at or before P;
+ *      published file (once the renderer is idle, healthy, and its read was
+ *      not stale-marked) shows a version older than the newest write at or before P;
  *  (b) every write up to P was applied, or superseded by a resync or a start
  *      from now: never skipped; and every heartbeat is adopted as a bookmark;
- *  (c) once the network heals, reads, files and the position converge on the
+ *  (c) once the network heals, reads, published files and the position converge on the
  *      server's newest state and SSE clients received every announcement.
  * Failures print fast-check's seed and the shrunk schedule with the agent's
  * trace. SIM_BUG=<bug> reintroduces a known bug to show the suite catches it
- * (see Bug in the helper); SIM_RUNS overrides the number of schedules.
+ * (see Bug in the helper); SIM_RUNS overrides the number of schedules;
+ * SIM_SEED and SIM_PATH replay the seed and path a failure printed.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -116,7 +119,6 @@ async function converge(w: World): Promise<void> {
       await flush();
     }
     w.clock.advance(JITTER_MS + 1);
-    w.retryViews();
     await flush();
     if (w.fetches.length === 0 && (w.conn?.queue.length ?? 0) === 0) break;
   }
@@ -142,17 +144,23 @@ async function converge(w: World): Promise<void> {
     const shown = await reading;
     if (JSON.stringify(shown) !== JSON.stringify(expected)) throw new Violation(`not converged: read ${ref.name}/${env} shows ${JSON.stringify(shown)}, the server has ${JSON.stringify(expected)}`);
   }
-  w.retryViews();
-  for (let i = 0; i < 10 && w.fetches.length > 0; i++) {
-    w.answer(0);
-    await flush();
+  // Failed files are retried on the renderer's backoff; every read they make is answered until it idles.
+  w.retryFiles();
+  for (let i = 0; i < 20; i++) {
+    while (w.fetches.length > 0) {
+      w.answer(0);
+      await flush();
+    }
+    await w.settleFiles();
+    if (w.filesIdle && w.fetches.length === 0) break;
   }
-  await flush();
+  if (!w.filesIdle) throw new Violation('not converged: the files publisher never went idle');
   FILES.forEach((f, i) => {
-    const view = w.views[i];
+    const file = w.fileShown(i);
     const expected = asMap(w.expected(w.epoch, f.ref, f.env, head));
-    if (!view || JSON.stringify(view.shown ?? {}) !== JSON.stringify(expected)) {
-      throw new Violation(`not converged: file ${f.ref.name}/${f.env} shows ${JSON.stringify(view?.shown)}, the server has ${JSON.stringify(expected)}`);
+    const converged = Object.keys(expected).length === 0 ? !file.ok : file.ok && JSON.stringify(file.shown) === JSON.stringify(expected);
+    if (!converged) {
+      throw new Violation(`not converged: file ${f.path} (${f.ref.name}/${f.env}) shows ${JSON.stringify(file.shown)} (${file.ok ? 'healthy' : 'unhealthy'}), the server has ${JSON.stringify(expected)}`);
     }
   });
   if (w.sseReceived.length !== w.published.length) throw new Violation(`SSE client got ${w.sseReceived.length} of ${w.published.length} announcements`);
@@ -169,6 +177,7 @@ test(`freshness simulation: ${RUNS} schedules keep invariants (a), (b), (c)${BUG
         for (const s of steps) {
           run(w, s);
           await flush();
+          await w.settleFiles();
           w.checkState();
         }
         await converge(w);
@@ -178,11 +187,13 @@ test(`freshness simulation: ${RUNS} schedules keep invariants (a), (b), (c)${BUG
         }
         throw err;
       } finally {
+        await w.renderer.stop();
         w.applier.close();
         w.cache.close();
         w.hub.closeAll();
       }
     }),
-    { numRuns: RUNS, verbose: 1 },
+    // SIM_SEED and SIM_PATH replay a printed failure.
+    { numRuns: RUNS, verbose: 1, ...(process.env.SIM_SEED ? { seed: Number(process.env.SIM_SEED), path: process.env.SIM_PATH } : {}) },
   );
 });

@@ -6,6 +6,7 @@
  */
 import { AppError } from '../shared/errors.ts';
 import { assertJsonDepth } from '../shared/json-guard.ts';
+import { contributingLayers, layersEtag } from '../shared/item-layers.ts';
 import { environmentChain, mergeLayers, type JsonValue } from '../shared/merge.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import { zeroize, type AadVersion } from '../shared/crypto.ts';
@@ -33,26 +34,12 @@ export function chainFor(env: string, environments: readonly string[]): string[]
 }
 
 /**
- * The etag lists every contributing version in chain order. Versions are unique
- * per item (across environments and deletions), so the list changes whenever
- * the set of contributing writes does, and not when a rotation re-seals them.
- */
-export function layersEtag(layers: readonly LiveVersion[]): string {
-  return `"${layers.map((layer) => layer.version).join('.')}"`;
-}
-
-/**
  * Picks the contributing layers from an item's current versions, or undefined
  * when no layer of the chain has a value.
  */
 export function resolveLayers(kind: ItemKind, current: readonly VersionRow[], chain: readonly string[]): ResolvedLayers | undefined {
-  const byEnv = new Map(current.map((row) => [row.env, row]));
-  const live: LiveVersion[] = [];
-  for (const env of chain) {
-    const row = byEnv.get(env);
-    if (row && !row.deleted) live.push(row);
-  }
-  const layers = kind === 'secret' ? live.slice(-1) : live;
+  const live = current.filter((row): row is LiveVersion => !row.deleted);
+  const layers = contributingLayers(kind, live, chain);
   if (layers.length === 0) return undefined;
   return {
     kind,

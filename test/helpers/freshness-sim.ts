@@ -3,8 +3,10 @@
  * an in-memory control plane that keeps the v1.1 watch contract (positions,
  * store identity, digests, bookmarks, compaction, inline layers, restores and
  * failover to a lagging replica) and an agent made of the real ValueCache,
- * EventApplier, DekStore and applied-events hub on a ManualClock, with a file
- * view and an SSE client that follow the hub as the renderer and /v1/watch do.
+ * EventApplier, DekStore, applied-events hub and files publisher (the real
+ * FileRenderer and its formats, publishing through an in-memory writer, no
+ * chokidar guard) on a ManualClock, and an SSE client that follows the hub as
+ * /v1/watch does.
  * Every step is driven by the test's scheduler; nothing here waits on time.
  */
 import { ManualClock } from '../../src/shared/clock.ts';
@@ -21,6 +23,10 @@ import { DekStore } from '../../src/agent/dek-store.ts';
 import { EventApplier } from '../../src/agent/event-applier.ts';
 import type { Upstream } from '../../src/agent/upstream.ts';
 import { release, ValueCache, type LoadedValue } from '../../src/agent/value-cache.ts';
+import type { FileContent, FilePublisher, PublishResult } from '../../src/agent/files/atomic-writer.ts';
+import { parseFileSpecs } from '../../src/agent/files/file-spec.ts';
+import { FileRenderer, RETRY_CAP_MS, type AppliedEventSource, type FilesValueSource } from '../../src/agent/files/render-files.ts';
+import { Registry } from 'prom-client';
 import { SealedKeyring } from './sealed-keyring.ts';
 
 export const PREFIX = 'ns';
@@ -30,17 +36,21 @@ export const ITEMS: readonly ItemRef[] = [
   { namespace: 'other', name: 'c' }, // outside the agent's prefix: filtered, covered by bookmarks
 ];
 export const ENVIRONMENTS = ['base', 'staging', 'prod'] as const;
-/** (item, env) pairs an app reads; the files view renders a/prod and b/staging (its own env). */
+/** (item, env) pairs an app reads; the files publisher renders a/prod (the agent's --env) and b/staging (the item's own env). */
 export const READS: ReadonlyArray<{ ref: ItemRef; env: string }> = [
   { ref: ITEMS[0] as ItemRef, env: 'prod' },
   { ref: ITEMS[0] as ItemRef, env: 'staging' },
   { ref: ITEMS[1] as ItemRef, env: 'prod' },
   { ref: ITEMS[1] as ItemRef, env: 'staging' },
 ];
-export const FILES: ReadonlyArray<{ ref: ItemRef; env: string }> = [
-  { ref: ITEMS[0] as ItemRef, env: 'prod' },
-  { ref: ITEMS[1] as ItemRef, env: 'staging' },
+export const FILES: ReadonlyArray<{ ref: ItemRef; env: string; path: string }> = [
+  { ref: ITEMS[0] as ItemRef, env: 'prod', path: 'a.json' },
+  { ref: ITEMS[1] as ItemRef, env: 'staging', path: 'b.json' },
 ];
+const FILE_SPECS = parseFileSpecs([
+  { path: 'a.json', items: ['ns/a'], format: 'raw' },
+  { path: 'b.json', items: [{ item: 'ns/b', env: 'staging' }], format: 'raw' },
+]);
 export const JITTER_MS = 500;
 export const TTL_MS = 20_000;
 
@@ -83,14 +93,19 @@ interface Fetch {
 
 export type Shown = Readonly<Record<string, number>>;
 
-interface View {
-  readonly ref: ItemRef;
-  readonly env: string;
-  shown: Shown | undefined;
-  shownStale: boolean;
-  /** Events seen / re-reads settled; equal = the view is up to date with what it was told. */
-  seq: number;
-  settled: number;
+/** The files volume in memory: what the renderer's last publication made visible. */
+export class MemoryWriter implements FilePublisher {
+  readonly files = new Map<string, Buffer>();
+  #snapshots = 0;
+
+  async publish(files: ReadonlyMap<string, FileContent>): Promise<PublishResult> {
+    const same = files.size === this.files.size && [...files].every(([path, c]) => this.files.get(path)?.equals(c.data));
+    if (same) return { changed: false, snapshot: `..mem${this.#snapshots}`, written: [], linked: [] };
+    this.files.clear();
+    // The renderer zero-fills the buffers it replaces: the volume keeps its own copy.
+    for (const [path, c] of files) this.files.set(path, Buffer.from(c.data));
+    return { changed: true, snapshot: `..mem${++this.#snapshots}`, written: [...files.keys()], linked: [] };
+  }
 }
 
 /** Violations carry a message the shrunk counterexample prints. */
@@ -99,9 +114,10 @@ export class Violation extends Error {}
 const KEY_PAIR = generateTransportKeyPair();
 const LOGGER = createLogger({ component: 'sim', level: 'silent' });
 let sharedMetrics: AgentMetrics | undefined;
+const FILE_REGISTRY = new Registry();
 
 /** Test-only reintroductions of known bugs, to show the suite catches them. */
-export type Bug = 'none' | 'ignore-bookmarks' | 'rev0-as-now' | 'no-supersede-on-connect';
+export type Bug = 'none' | 'ignore-bookmarks' | 'rev0-as-now' | 'no-supersede-on-connect' | 'files-miss-resync';
 
 export class World {
   readonly clock = new ManualClock();
@@ -117,7 +133,12 @@ export class World {
   readonly hub = new AppliedEventsHub();
   readonly applier: EventApplier;
   readonly deks: DekStore;
-  readonly views: View[];
+  readonly writer = new MemoryWriter();
+  readonly renderer: FileRenderer;
+  /** Whether the renderer's latest read of (item, env) was served stale (stream down): a file cannot carry the mark. */
+  readonly #fileReadStale = new Map<string, boolean>();
+  /** The renderer had nothing running or queued at the last settleFiles(). */
+  filesIdle = false;
   readonly published: AppliedEvent[] = [];
   readonly sseReceived: AppliedEvent[] = [];
   /** Write ids the agent has applied from the stream since its last floor. */
@@ -170,11 +191,29 @@ export class World {
     late.applier = this.applier;
     this.#installBug();
     this.streamDownSince = this.clock.now();
-    this.views = FILES.map((f) => ({ ref: f.ref, env: f.env, shown: undefined, shownStale: false, seq: 1, settled: 0 }));
-    const files = this.hub.subscribe({});
-    void (async () => {
-      for await (const event of files) this.#onFileEvent(event);
-    })();
+    const values: FilesValueSource = {
+      defaultEnv: 'prod',
+      read: async (ref, env = 'prod', signal) => {
+        const result = await this.cache.read(ref, env, signal ? { signal } : {});
+        this.#fileReadStale.set(`${ref.name}/${env}`, result.source === 'stale');
+        const out = { kind: result.value.kind, version: result.value.version, plaintext: Buffer.from(result.value.plaintext) };
+        release(result.value);
+        return out;
+      },
+    };
+    // The old agent: first-connect revalidation reached the cache but not the renderer.
+    const events: AppliedEventSource =
+      bug === 'files-miss-resync'
+        ? {
+            subscribe: (options) => {
+              const all = this.hub.subscribe(options);
+              return (async function* () {
+                for await (const event of all) if (event.type !== 'resync') yield event;
+              })();
+            },
+          }
+        : this.hub;
+    this.renderer = new FileRenderer({ filesDir: '/sim', specs: FILE_SPECS, values, events, registry: FILE_REGISTRY, logger: LOGGER, clock: this.clock, writer: this.writer, guard: false });
     const sse = this.hub.subscribe({});
     void (async () => {
       for await (const event of sse) this.sseReceived.push(event);
@@ -184,7 +223,9 @@ export class World {
       this.published.push(event);
       publish(event);
     };
-    for (const view of this.views) this.#renderView(view, view.seq);
+    this.renderer.activity.on('published', (paths) => this.trace.push(`files published ${paths.join(',')}`));
+    this.renderer.activity.on('failed', (path, reason) => this.trace.push(`file ${path} failed (${reason})`));
+    void this.renderer.start();
   }
 
   #installBug(): void {
@@ -206,6 +247,7 @@ export class World {
         this.cache.supersedeAll = () => {};
         break;
       case 'rev0-as-now': // see connect()
+      case 'files-miss-resync': // see the constructor
       case 'none':
         break;
     }
@@ -415,39 +457,27 @@ export class World {
     );
   }
 
-  #onFileEvent(event: AppliedEvent): void {
-    for (const view of this.views) {
-      const affects = event.type === 'resync' || (event.namespace === view.ref.namespace && (event.type === 'rotated' || event.name === view.ref.name));
-      if (!affects) continue;
-      view.seq += 1;
-      this.#renderView(view, view.seq);
-    }
+  /** Lets the renderer run what it can without a server answer, and records whether it went idle. */
+  async settleFiles(): Promise<void> {
+    let idle = false;
+    void this.renderer.settled().then(() => {
+      idle = true;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    this.filesIdle = idle;
   }
 
-  #renderView(view: View, seq: number): void {
-    this.cache.read(view.ref, view.env).then(
-      (result) => {
-        const shown = JSON.parse(result.value.plaintext.toString()) as Shown;
-        const stale = result.source === 'stale';
-        release(result.value);
-        if (seq < view.settled) return;
-        view.shown = shown;
-        view.shownStale = stale;
-        view.settled = seq;
-      },
-      (err: unknown) => {
-        if (err instanceof AppError && err.code === 'not_found' && seq >= view.settled) {
-          view.shown = {};
-          view.shownStale = false;
-          view.settled = seq;
-        }
-      },
-    );
+  /** The renderer retries a failed file with backoff on the clock: move past its cap. */
+  retryFiles(): void {
+    this.clock.advance(RETRY_CAP_MS + 1);
   }
 
-  /** Re-renders views whose last render failed (the renderer retries with backoff). */
-  retryViews(): void {
-    for (const view of this.views) if (view.settled < view.seq) this.#renderView(view, view.seq);
+  /** What file `path` shows on the volume, when it is current (published, healthy, not rendered from a stale read). */
+  fileShown(index: number): { shown: Shown | undefined; ok: boolean; stale: boolean } {
+    const f = FILES[index] as (typeof FILES)[number];
+    const bytes = this.writer.files.get(f.path);
+    const ok = this.renderer.health().files[f.path]?.ok === true;
+    return { shown: bytes ? (JSON.parse(bytes.toString()) as Shown) : undefined, ok, stale: this.#fileReadStale.get(`${f.ref.name}/${f.env}`) === true };
   }
 
   // --- invariants ---------------------------------------------------------------
@@ -492,8 +522,11 @@ export class World {
       const peeked = this.cache.peek(ref, env);
       if (peeked?.fresh) this.check(`cached ${ref.name}/${env}`, ref, env, JSON.parse(peeked.value.plaintext.toString()) as Shown);
     }
-    for (const view of this.views) {
-      if (view.settled === view.seq && view.shown && !view.shownStale) this.check(`file ${view.ref.name}/${view.env}`, view.ref, view.env, view.shown);
+    if (this.filesIdle) {
+      FILES.forEach((f, i) => {
+        const file = this.fileShown(i);
+        if (file.shown && file.ok && !file.stale) this.check(`file ${f.path} (${f.ref.name}/${f.env})`, f.ref, f.env, file.shown);
+      });
     }
     // (b) Every write up to the applied position was applied, or superseded by a resync / a start from now.
     const p = this.applier.position;

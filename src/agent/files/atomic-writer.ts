@@ -167,12 +167,21 @@ function topLevel(path: string): string {
   return cut === -1 ? path : path.slice(0, cut);
 }
 
+/**
+ * What the renderer publishes through: the atomic writer on a real volume, or
+ * an in-memory writer in the freshness simulation (test/helpers/freshness-sim.ts).
+ */
+export interface FilePublisher {
+  /** Makes `files` the complete visible set in one step; resolves once it is visible. */
+  publish(files: ReadonlyMap<string, FileContent>): Promise<PublishResult>;
+}
+
 export interface AtomicWriterOptions {
   readonly fs?: WriterFs;
   readonly now?: () => Date;
 }
 
-export class AtomicWriter {
+export class AtomicWriter implements FilePublisher {
   readonly dir: string;
   readonly #fs: WriterFs;
   readonly #now: () => Date;

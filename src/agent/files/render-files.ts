@@ -29,7 +29,7 @@ import { AppError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { itemKey, namespaceMatchesPrefix, type ItemRef } from '../../shared/paths.ts';
 import type { AppliedEvent } from '../applied-events.ts';
-import { AtomicWriter, DATA_DIR_NAME, PublishError, type FileContent, type WriterFs } from './atomic-writer.ts';
+import { AtomicWriter, DATA_DIR_NAME, PublishError, type FileContent, type FilePublisher, type WriterFs } from './atomic-writer.ts';
 import { FileGuard } from './file-guard.ts';
 import { fileMetrics, type FileMetrics } from './file-metrics.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, parseFileSpecs, type FileSpec } from './file-spec.ts';
@@ -62,6 +62,8 @@ export interface FileRendererOptions {
   readonly clock?: Clock;
   /** Injected file-system layer for the atomic writer (tests inject ENOSPC / EACCES). */
   readonly writerFs?: WriterFs;
+  /** Replaces the atomic writer (the freshness simulation publishes in memory, with `guard: false`). */
+  readonly writer?: FilePublisher;
   /** Watch the rendered files with chokidar and restore foreign changes. @default true */
   readonly guard?: boolean;
 }
@@ -112,7 +114,7 @@ export class FileRenderer {
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #metrics: FileMetrics;
-  readonly #writer: AtomicWriter;
+  readonly #writer: FilePublisher;
   readonly #hooks: ReloadHooks;
   /** Hooks of files changed since the loop was last idle: called once it is (a burst, a change set, is one call). */
   #pendingHooks: ReloadHook[] = [];
@@ -142,7 +144,7 @@ export class FileRenderer {
     this.#logger = options.logger.child({ module: 'files' });
     this.#clock = options.clock ?? systemClock;
     this.#metrics = fileMetrics(options.registry);
-    this.#writer = new AtomicWriter(options.filesDir, options.writerFs ? { fs: options.writerFs } : {});
+    this.#writer = options.writer ?? new AtomicWriter(options.filesDir, options.writerFs ? { fs: options.writerFs } : {});
     this.#hooks = new ReloadHooks({ registry: options.registry, logger: this.#logger, clock: this.#clock });
     this.#guardEnabled = options.guard ?? true;
     for (const spec of options.specs) this.#states.set(spec.path, this.#newState(spec));
@@ -349,10 +351,14 @@ export class FileRenderer {
     const states = paths.map((p) => this.#states.get(p)).filter((s): s is FileState => s !== undefined);
     const values = states.length > 0 ? await this.#readAll(states) : new Map<string, ItemValue | Error>();
     // An event for these files landed while their items were being read: the values may straddle it
-    // (one item before, another after), so they are read again rather than published side by side.
+    // (one item before, another after), so they are all read again rather than published side by side.
     if (this.#stopped || paths.some((path) => this.#dirty.has(path))) {
       for (const v of values.values()) if (!(v instanceof Error)) v.value.fill(0);
-      if (!this.#stopped) this.#eventTimes = [...eventTimes, ...this.#eventTimes];
+      if (!this.#stopped) {
+        this.#eventTimes = [...eventTimes, ...this.#eventTimes];
+        // The whole batch is read again: a file the new event did not touch was still not published.
+        for (const path of paths) this.#dirty.add(path);
+      }
       return;
     }
     const candidates = new Map<string, Buffer>();

@@ -121,28 +121,7 @@ class PostgresStore implements FeedingStore, ReportingStore {
 
   /** Agents' reports in the shared table, one autocommit statement each: no transaction, no revision lock. */
   readonly agentReports: AgentReportTable = sqlAgentReports(
-    async (fn) => {
-      if (this.#closed) throw new AppError('store_unavailable', 'The store is closed.');
-      let client: pg.PoolClient;
-      try {
-        client = await this.#pool.connect();
-      } catch (err) {
-        throw mapPgError(err);
-      }
-      let broken = false;
-      const onLost = (): void => {
-        broken = true;
-      };
-      client.on('error', onLost);
-      try {
-        return await fn(new PgConnection(client));
-      } catch (err) {
-        throw mapPgError(err);
-      } finally {
-        client.off('error', onLost);
-        client.release(broken);
-      }
-    },
+    (fn) => this.#withClient((client) => fn(new PgConnection(client))),
     (sql) => postgresDialect.placeholders(sql),
   );
 
@@ -163,7 +142,8 @@ class PostgresStore implements FeedingStore, ReportingStore {
     this.#feed.start();
   }
 
-  async #transaction<T>(begin: string, fn: (conn: PgConnection) => Promise<T>): Promise<T> {
+  /** A pooled client for `fn`, released as broken when its connection was lost meanwhile or `markBroken` was called. */
+  async #withClient<T>(fn: (client: pg.PoolClient, markBroken: () => void) => Promise<T>): Promise<T> {
     if (this.#closed) throw new AppError('store_unavailable', 'The store is closed.');
     let client: pg.PoolClient;
     try {
@@ -172,29 +152,39 @@ class PostgresStore implements FeedingStore, ReportingStore {
       throw mapPgError(err);
     }
     let broken = false;
-    // A connection lost between two queries of this transaction (the domain
-    // awaits in between) is emitted as 'error' on the client; unhandled, it
-    // would crash the process. The next query fails and maps to 503 instead.
-    const onLost = (): void => {
+    // A connection lost between two queries (the domain awaits in between) is
+    // emitted as 'error' on the client; unhandled, it would crash the process.
+    // The next query fails and maps to 503 instead.
+    const markBroken = (): void => {
       broken = true;
     };
-    client.on('error', onLost);
+    client.on('error', markBroken);
     try {
-      await client.query(begin);
-      const result = await fn(new PgConnection(client));
-      await client.query('COMMIT');
-      return result;
+      return await fn(client, markBroken);
     } catch (err) {
-      try {
-        await client.query('ROLLBACK');
-      } catch {
-        broken = true;
-      }
       throw mapPgError(err);
     } finally {
-      client.off('error', onLost);
+      client.off('error', markBroken);
       client.release(broken);
     }
+  }
+
+  #transaction<T>(begin: string, fn: (conn: PgConnection) => Promise<T>): Promise<T> {
+    return this.#withClient(async (client, markBroken) => {
+      try {
+        await client.query(begin);
+        const result = await fn(new PgConnection(client));
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        try {
+          await client.query('ROLLBACK');
+        } catch {
+          markBroken();
+        }
+        throw err;
+      }
+    });
   }
 
   read<T>(fn: (reader: StoreReader) => Promise<T>): Promise<T> {
