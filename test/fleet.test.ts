@@ -5,6 +5,7 @@
  * clock is moved through its test hook, no sleeping), and a service-account
  * token can only report as its own pod.
  */
+import type { AgentView } from '../src/shared/fleet-proto.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -96,25 +97,14 @@ after(async () => {
   await removeDir(dir);
 });
 
-interface Listed {
-  id: string;
-  subject: string;
-  prefixes: string[];
-  appliedRevision: number;
-  lag: number;
-  connected: boolean;
-  lastSeen: string;
-  health: string;
-}
-
-async function listAgents(token = server.rootToken): Promise<Listed[]> {
+async function listAgents(token = server.rootToken): Promise<AgentView[]> {
   const res = await http(server.httpUrl, 'GET', '/v1/agents', { token });
   assert.equal(res.status, 200, res.text);
-  return res.json.agents as Listed[];
+  return res.json.agents as AgentView[];
 }
 
 /** Polls the fleet view (what an operator would do) until `predicate` holds. */
-async function waitAgents(predicate: (agents: Listed[]) => boolean, what: string): Promise<Listed[]> {
+async function waitAgents(predicate: (agents: AgentView[]) => boolean, what: string): Promise<AgentView[]> {
   const deadline = Date.now() + CONVERGE_WAIT_MS;
   for (;;) {
     const listed = await listAgents();
@@ -170,7 +160,7 @@ test('three agents a1..a3 converge in GET /v1/agents after a write; agents:read 
   const listed = await waitAgents((l) => ['a1', 'a2', 'a3'].every((id) => l.some((a) => a.id === id && a.appliedRevision >= revision)), `all three at ≥ ${revision}`);
   const convergedMs = Date.now() - written;
   assert.ok(convergedMs < CONVERGE_WAIT_MS, `converged in ${convergedMs} ms (target: within a second, measured in bench)`);
-  const a1 = listed.find((a) => a.id === 'a1') as Listed;
+  const a1 = listed.find((a) => a.id === 'a1') as AgentView;
   assert.deepEqual({ subject: a1.subject, prefixes: a1.prefixes, connected: a1.connected, health: a1.health, lag: a1.lag }, { subject: 'root', prefixes: ['team-a'], connected: true, health: 'ok', lag: 0 });
   assert.ok(!Number.isNaN(Date.parse(a1.lastSeen)));
 

@@ -5,29 +5,19 @@
  * agent by lag. Exit 0 when every listed agent is caught up, 1 when some lag
  * (so a rollout script can wait on it), 2/3 as every command.
  */
+import type { AgentView, AgentsResponse } from '../shared/fleet-proto.ts';
 import { Option, type Command } from 'commander';
 import { namespaceMatchesPrefix } from '../shared/paths.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
 import { withServer } from './item-commands.ts';
 import { call, type ServerFlags } from './server-client.ts';
 
-interface AgentRow {
-  id: string;
-  subject: string;
-  prefixes: string[];
-  appliedRevision: number;
-  lag: number;
-  connected: boolean;
-  lastSeen: string;
-  health: string;
-}
-
 function ago(iso: string): string {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
   return s < 90 ? `${s}s ago` : `${Math.round(s / 60)}m ago`;
 }
 
-function line(a: AgentRow, behind: number): string {
+function line(a: AgentView, behind: number): string {
   return `  ${a.id}  applied ${a.appliedRevision}${behind > 0 ? ` (${behind} behind)` : ''}  ${a.connected ? 'connected' : 'DISCONNECTED'}  ${a.health}  seen ${ago(a.lastSeen)}`;
 }
 
@@ -50,7 +40,7 @@ Exit codes: 0 every agent caught up, 1 some lag (or refused), 2 bad usage, 3 ser
     )
     .action(
       action(async (flags: ServerFlags & { item?: string; json?: boolean }) => {
-        const fleet = (await call(flags, 'GET', '/v1/agents')) as unknown as { currentRevision: number; agents: AgentRow[] };
+        const fleet = (await call(flags, 'GET', '/v1/agents')) as unknown as AgentsResponse;
         let target = fleet.currentRevision;
         let agents = fleet.agents;
         let title = `${agents.length} agent(s); server revision ${fleet.currentRevision}`;

@@ -99,3 +99,23 @@ export function ackToWire(ack: ReportAck): WireAck {
 export function ackFromWire(wire: WireAck): ReportAck {
   return { currentRevision: Number(wire.currentRevision ?? 0), nextReportMs: wire.nextReportMs ?? 0 };
 }
+
+/** One agent as GET /v1/agents lists it. */
+export interface AgentView {
+  readonly id: string;
+  readonly subject: string;
+  readonly prefixes: readonly string[];
+  readonly appliedRevision: number;
+  /** The server's current revision minus the agent's applied one (0 when caught up). */
+  readonly lag: number;
+  readonly connected: boolean;
+  readonly lastSeen: string;
+  readonly health: AgentHealth;
+  readonly rollouts: readonly RolloutVersion[];
+}
+
+/** GET /v1/agents */
+export interface AgentsResponse {
+  readonly currentRevision: number;
+  readonly agents: readonly AgentView[];
+}

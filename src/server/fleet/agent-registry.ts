@@ -7,7 +7,7 @@
  */
 import type { Clock } from '../../shared/clock.ts';
 import { AppError } from '../../shared/errors.ts';
-import { AGENT_ID_RE, type AgentHealth, type AgentReport, type ReportAck, type RolloutVersion } from '../../shared/fleet-proto.ts';
+import { AGENT_ID_RE, type AgentReport, type AgentsResponse, type ReportAck } from '../../shared/fleet-proto.ts';
 import { validatePrefix } from '../../shared/paths.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { Principal } from '../auth/authenticator.ts';
@@ -25,19 +25,6 @@ export const REPORT_INTERVAL_MS: Milliseconds = 10_000;
 /** Bounds on what one report may carry. */
 export const REPORT_MAX_PREFIXES = 64;
 export const REPORT_MAX_ROLLOUTS = 256;
-
-export interface AgentView {
-  readonly id: string;
-  readonly subject: string;
-  readonly prefixes: readonly string[];
-  readonly appliedRevision: number;
-  /** The server's current revision minus the agent's applied one (0 when caught up). */
-  readonly lag: number;
-  readonly connected: boolean;
-  readonly lastSeen: string;
-  readonly health: AgentHealth;
-  readonly rollouts: readonly RolloutVersion[];
-}
 
 export interface AgentRegistryOptions {
   readonly table: AgentReportTable;
@@ -116,7 +103,7 @@ export class AgentRegistry {
   }
 
   /** Live agents passing `visible`, with their lag against the current revision. */
-  async list(visible: (row: AgentReportRow) => boolean): Promise<{ currentRevision: number; agents: AgentView[] }> {
+  async list(visible: (row: AgentReportRow) => boolean): Promise<AgentsResponse> {
     const now = this.#o.clock.now();
     const [rows, currentRevision] = await Promise.all([this.#o.table.seenSince(now - this.#expiry), this.#o.currentRevision()]);
     const agents = rows.filter(visible).map((row) => ({
