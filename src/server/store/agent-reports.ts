@@ -6,22 +6,17 @@
  * SQLite write lock that revisions are taken under. Either way a report is
  * one small upsert outside any revision transaction.
  */
-import type { AgentHealth, RolloutVersion } from '../../shared/fleet-proto.ts';
+import type { AgentHealth, AgentReport, RolloutVersion } from '../../shared/fleet-proto.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { SqlConnection, SqlParam, SqlRow } from './sql-store.ts';
 import type { Store } from './store.ts';
 
-export interface AgentReportRow {
+/** A stored report: what the agent said (its id checked against its subject), and when. */
+export type AgentReportRow = Omit<AgentReport, 'agentId'> & {
   readonly id: string;
   readonly subject: string;
-  readonly prefixes: readonly string[];
-  readonly appliedRevision: number;
-  readonly storeId: string;
-  readonly connected: boolean;
-  readonly health: AgentHealth;
-  readonly rollouts: readonly RolloutVersion[];
   readonly lastSeen: Milliseconds;
-}
+};
 
 export interface AgentReportTable {
   upsert(row: AgentReportRow): Promise<void>;
