@@ -80,6 +80,45 @@ export const changeSetResponse = z.object({
 });
 export type ChangeSetResponse = z.infer<typeof changeSetResponse>;
 
+// --- /v1/rollouts: staged rollouts of a change set (issue 17) --------------
+/** Percent steps are increasing, each 1..100, the last 100. */
+export const rolloutStartBody = z.object({
+  changes: z.array(changeEntry).min(1).max(CHANGE_SET_MAX_CHANGES),
+  steps: z.array(z.number().int().min(1).max(100)).min(1).max(10),
+  bakeSeconds: z.number().int().min(0).max(7 * 24 * 3600),
+  maxUnhealthy: z.number().int().min(0).max(10_000),
+}).strict();
+export type RolloutStartBody = z.infer<typeof rolloutStartBody>;
+
+export const ROLLOUT_STATES = ['rolling', 'paused', 'completed', 'rolled_back', 'aborted'] as const;
+export type RolloutState = (typeof ROLLOUT_STATES)[number];
+
+/** GET /v1/rollouts/{id}; POST /v1/rollouts answers the same view (at least id and state). */
+export interface RolloutView {
+  readonly id: string;
+  readonly state: RolloutState;
+  /** Index into steps of the current (or last) step. */
+  readonly step: number;
+  readonly steps: readonly number[];
+  readonly percent: number;
+  /** The items the rollout changes (namespace/name), for display and one-active-rollout-per-item. */
+  readonly items: readonly string[];
+  readonly canary: readonly string[];
+  readonly unhealthy: ReadonlyArray<{ readonly agent: string; readonly reason: string }>;
+  readonly bakeSeconds: number;
+  readonly maxUnhealthy: number;
+  readonly createdAt: string;
+  /** When the current step started (ISO time). */
+  readonly stepStartedAt: string;
+  /** Why it ended, for rolled_back / aborted. */
+  readonly reason?: string;
+}
+
+/** GET /v1/rollouts */
+export interface RolloutsResponse {
+  readonly rollouts: readonly RolloutView[];
+}
+
 // --- GET /v1/items/{namespace...}/{name}?env=ENV ---------------------------
 /**
  * `value` is the JSON value for `config`; for `secret` it is the UTF-8 text, or
