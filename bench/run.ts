@@ -22,6 +22,7 @@ import { readAll, ITEMS_NS, itemPath } from './lib/context.ts';
 import { startAgent, tempDir, waitReady } from './lib/stack.ts';
 import { PROFILES, type Profile, type ScenarioResult } from './lib/types.ts';
 import { SCENARIOS } from './scenarios/index.ts';
+import { parseQuantity } from '../src/webhook/quantity.ts';
 import type { LatencySummary } from './lib/load.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -42,6 +43,8 @@ const { values: args } = parseArgs({
     out: { type: 'string' },
     'no-profile': { type: 'boolean', default: false },
     'pod-limit-entries': { type: 'string' },
+    'pod-limit-memory': { type: 'string' },
+    'time-limit': { type: 'string' },
     list: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -58,6 +61,12 @@ if (args.help || args.list) {
   --no-profile   do not profile the agent when a target is missed
   --pod-limit-entries N
                  entries loaded in the pod-limit scenario (default: the profile's, 100000 in full)
+  --time-limit S  seconds for the whole run and for each scenario in it (default: the profile's,
+                 ${SUITE_LIMIT_S.full} s and ${SCENARIO_LIMIT_S.full} s per scenario in full); the memory scenario's 100k
+                 size and pod-limit at 100k entries under two limits need about 900 s alone
+  --pod-limit-memory Q[,Q]
+                 limits the pod-limit scenario runs under besides the injector's default
+                 (Kubernetes quantities; default: the profile's, 128Mi in full)
 
 Scenarios:
 ${SCENARIOS.map((s) => `  ${s.id.padEnd(20)} ${s.title}`).join('\n')}`);
@@ -87,7 +96,20 @@ async function main(): Promise<void> {
     console.error(`--pod-limit-entries must be a positive whole number, got "${args['pod-limit-entries'] ?? ''}"`);
     process.exit(2);
   }
-  const profile = { ...base, podLimitEntries };
+  const podLimitMemory = args['pod-limit-memory'] === undefined ? base.podLimitMemory : args['pod-limit-memory'].split(',').map((q) => q.trim()).filter(Boolean);
+  const badQuantity = podLimitMemory.find((q) => parseQuantity(q) === undefined);
+  if (badQuantity !== undefined) {
+    console.error(`--pod-limit-memory takes Kubernetes memory quantities such as 128Mi, got "${badQuantity}"`);
+    process.exit(2);
+  }
+  const profile = { ...base, podLimitEntries, podLimitMemory };
+  const timeLimitS = args['time-limit'] === undefined ? undefined : Number(args['time-limit']);
+  if (timeLimitS !== undefined && !(Number.isFinite(timeLimitS) && timeLimitS > 0)) {
+    console.error(`--time-limit takes a number of seconds, got "${args['time-limit'] ?? ''}"`);
+    process.exit(2);
+  }
+  const suiteLimitS = timeLimitS ?? SUITE_LIMIT_S[profile.name];
+  const scenarioLimitS = timeLimitS ?? SCENARIO_LIMIT_S[profile.name];
   const wanted = (args.scenario ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   const unknown = wanted.filter((id) => !SCENARIOS.some((s) => s.id === id));
   if (unknown.length) {
@@ -111,19 +133,19 @@ async function main(): Promise<void> {
     caveats.push(`The machine was not idle (load average ${machineLoad.map((l) => l.toFixed(2)).join(' / ')} at start): other work shares these cores, so absolute figures are noisy; the ratios to references measured in the same run are the meaningful part.`);
   }
   const ctx = new Context(profile, log);
-  ctx.deadline = t0 + SUITE_LIMIT_S[profile.name] * 1000;
+  ctx.deadline = t0 + suiteLimitS * 1000;
   const results: ScenarioResult[] = [];
   try {
     for (const s of selected) {
       const elapsed = (Date.now() - t0) / 1000;
-      if (elapsed > SUITE_LIMIT_S[profile.name]) {
-        results.push(notRun(s.id, s.title, `suite time budget (${SUITE_LIMIT_S[profile.name]} s) used up before this scenario`));
+      if (elapsed > suiteLimitS) {
+        results.push(notRun(s.id, s.title, `suite time budget (${suiteLimitS} s) used up before this scenario`));
         continue;
       }
       log(`▶ ${s.id}`);
       const started = Date.now();
       try {
-        const limitS = Math.max(30, Math.min(SCENARIO_LIMIT_S[profile.name], ctx.secondsLeft() + GRACE_S[profile.name]));
+        const limitS = Math.max(30, Math.min(scenarioLimitS, ctx.secondsLeft() + GRACE_S[profile.name]));
         const r = await withTimeout(s.run(ctx), limitS * 1000, s.id);
         results.push({ ...r, seconds: (Date.now() - started) / 1000 });
         for (const t of r.targets) log(`  ${t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'MISS'} ${t.target}: ${t.measured}`);
