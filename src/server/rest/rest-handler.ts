@@ -21,7 +21,7 @@ import {
   type HistoryResponse,
   type ItemKind,
 } from '../../shared/protocol.ts';
-import { generateEphemeralKeyPair, parseTransportPublicKey, wrapDek, zeroize } from '../../shared/crypto.ts';
+import { dekWrapper, generateEphemeralKeyPair, parseTransportPublicKey, zeroize } from '../../shared/crypto.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Bytes } from '../../shared/units.ts';
 import type { z } from 'zod';
@@ -221,17 +221,19 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
       const set = await cp.getDeks(route.namespace);
       // One fresh ephemeral key per response: a captured response is useless to anyone but the caller.
       const ephemeral = generateEphemeralKeyPair();
+      const wrapper = dekWrapper(recipient, ephemeral);
       try {
         const response: DeksResponse = {
           namespace: set.namespace,
           keyId: set.keyId,
           currentVersion: set.currentVersion,
           serverPublicKey: ephemeral.publicKeyBase64,
-          keys: set.keys.map((k) => ({ version: k.version, ...wrapDek(k.dek, recipient, ephemeral, { namespace: set.namespace, keyVersion: k.version }) })),
+          keys: set.keys.map((k) => ({ version: k.version, ...wrapper.wrap(k.dek, { namespace: set.namespace, keyVersion: k.version }) })),
         };
         await auditRead(deps, subject, 'deks', route.namespace, `versions=${set.keys.map((k) => k.version).join(',')}`);
         return { status: 200, body: response };
       } finally {
+        wrapper.done();
         for (const k of set.keys) zeroize(k.dek);
       }
     }
