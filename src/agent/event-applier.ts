@@ -92,6 +92,16 @@ export class EventApplier {
     return this.#serverRevision;
   }
 
+  /**
+   * Adopts the position of a restored snapshot (before the first stream), so
+   * the stream resumes after it instead of starting from `now`.
+   */
+  restore(position: LogPosition): void {
+    if (this.#position) return;
+    this.#position = position;
+    this.#updateGauges();
+  }
+
   /** Where the next stream starts (called once per attempt, before it opens). */
   startFrom(): StartFrom {
     const start: StartFrom = this.#position ? { kind: 'after', position: this.#position } : { kind: 'now' };
@@ -191,6 +201,8 @@ export class EventApplier {
    * they are dropped and re-read; the replay brings everything else.
    */
   #resumed(at: LogPosition): void {
+    // After a warm restart this is the process's first stream: SSE resumes from before it get a resync.
+    this.#o.hub.setFloor(at.revision);
     for (const variant of this.#o.cache.dropNewerThan(at.revision)) {
       this.#o.hub.publish({ type: 'changed', namespace: variant.ref.namespace, name: variant.ref.name, env: variant.env, revision: at.revision });
     }
