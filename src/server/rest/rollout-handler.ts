@@ -46,6 +46,8 @@ export async function startRollout(req: IncomingMessage, deps: RestDeps, princip
   const ops: ChangeOp[] = [];
   try {
     await changeOpsOf(body.changes, deps, principal, 'rollout', ops);
+    const ringed = ops.findIndex((op) => op.op === 'put' && op.ring !== undefined);
+    if (ringed >= 0) throw new AppError('invalid_argument', `changes.${ringed}: key-ring options (ringGrace, revokePrevious) are not part of a staged rollout; write the ring with POST /v1/changes.`);
     const record = await rollouts.start({ steps: body.steps, bakeSeconds: body.bakeSeconds, maxUnhealthy: body.maxUnhealthy, changes: ops }, principal.subject);
     await audit(deps, principal.subject, 'rollout', `${record.id}: ${record.items.join(',')}`.slice(0, 400), 'ok', `started steps=${body.steps.join(',')} canary=${record.canary.length}`);
     return { status: 201, headers: NO_STORE, body: rolloutView(record) };

@@ -6,6 +6,7 @@
 import { AppError } from '../../shared/errors.ts';
 import { decodePathRemainder, parseItemPath, validateNamespace, validatePrefix, type ItemRef } from '../../shared/paths.ts';
 import { ROLLOUT_ACTIONS, ROLLOUT_ID_RE, type RolloutAction } from '../../shared/protocol.ts';
+import { wantsRing } from '../../shared/ring-proto.ts';
 import type { Action } from '../auth/policy.ts';
 
 export type Route =
@@ -16,14 +17,14 @@ export type Route =
   | { readonly op: 'rolloutStart' }
   | { readonly op: 'rollout'; readonly id: string }
   | { readonly op: 'rolloutAction'; readonly id: string; readonly action: RolloutAction }
-  | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined; readonly rollout?: string }
+  | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean; readonly rollout?: string }
   | { readonly op: 'putItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'deleteItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'list'; readonly prefix: string }
   | { readonly op: 'history'; readonly ref: ItemRef }
   | { readonly op: 'rollback'; readonly ref: ItemRef }
-  | { readonly op: 'rotate'; readonly namespace: string }
-  | { readonly op: 'envelope'; readonly ref: ItemRef; readonly env: string | undefined; readonly rollout?: string }
+  | { readonly op: 'rotate'; readonly namespace: string; readonly retirePrevious?: boolean }
+  | { readonly op: 'envelope'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean; readonly rollout?: string }
   | { readonly op: 'deks'; readonly namespace: string };
 
 export type RouteOp = Route['op'];
@@ -113,6 +114,14 @@ function rolloutRoute(method: string, path: string): Route | undefined {
   return { op: 'rolloutAction', id, action: action as RolloutAction };
 }
 
+/** `?retire-previous=true` on a rotation (issue 20); anything else but false is refused rather than ignored. */
+function retirePrevious(query: URLSearchParams): boolean {
+  const value = query.get('retire-previous');
+  if (value === null || value === 'false' || value === '0') return false;
+  if (value === 'true' || value === '1') return true;
+  throw new AppError('invalid_argument', `retire-previous must be true or false, not ${JSON.stringify(value.slice(0, 20))}.`);
+}
+
 export function parseRoute(method: string, target: string): Route {
   const { path, query } = splitTarget(target);
   const rollout = rolloutRoute(method, path);
@@ -137,17 +146,22 @@ export function parseRoute(method: string, target: string): Route {
     case 'list':
       return { op, prefix: rest === '' ? '' : validatePrefix(rest) };
     case 'rotate':
+      return { op, namespace: validateNamespace(rest.replace(/\/+$/, '')), ...(retirePrevious(query) ? { retirePrevious: true } : {}) };
     case 'deks':
       return { op, namespace: validateNamespace(rest.replace(/\/+$/, '')) };
     case 'history':
     case 'rollback':
       return { op, ref: parseItemPath(rest) };
-    default: {
+    case 'getItem':
+    case 'envelope': {
+      const ring = wantsRing(query) ? { ring: true } : {};
       const rolloutParam = query.get('rollout');
-      if (rolloutParam === null || rolloutParam === '') return { op, ref: parseItemPath(rest), env };
-      if (op !== 'getItem' && op !== 'envelope') throw new AppError('invalid_argument', '?rollout= applies to reads (GET /v1/items, /v1/envelopes) only.');
+      if (rolloutParam === null || rolloutParam === '') return { op, ref: parseItemPath(rest), env, ...ring };
       if (!ROLLOUT_ID_RE.test(rolloutParam)) throw new AppError('invalid_argument', 'rollout must be a rollout id as POST /v1/rollouts answered it.');
-      return { op, ref: parseItemPath(rest), env, rollout: rolloutParam };
+      return { op, ref: parseItemPath(rest), env, ...ring, rollout: rolloutParam };
     }
+    default:
+      if (query.get('rollout')) throw new AppError('invalid_argument', '?rollout= applies to reads (GET /v1/items, /v1/envelopes) only.');
+      return { op, ref: parseItemPath(rest), env };
   }
 }
