@@ -1,0 +1,99 @@
+/**
+ * The status page's wiring: ask for a token once, then poll the API and
+ * redraw each panel; a panel whose call fails shows the server's message
+ * while the others keep updating. Polling rather than a stream: four small
+ * GETs every POLL_MS cost less than holding a connection per open tab, and a
+ * server restart needs no reconnect logic.
+ */
+import { api, ApiError, token } from './api.js';
+import { el, fill } from './dom.js';
+import { fleetView, itemsView, keysView, rolloutsView } from './views.js';
+
+const POLL_MS = 2000;
+/** Asked before they run: both change what every agent serves at once. */
+const CONFIRMED_ACTIONS = new Set(['promote', 'abort']);
+
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+let timer = undefined;
+let generation = 0;
+
+function notice(message, kind = 'error') {
+  const node = $('notice');
+  node.textContent = message;
+  node.className = kind;
+  node.hidden = message === '';
+}
+
+function showLogin(message) {
+  clearTimeout(timer);
+  generation += 1;
+  $('panels').hidden = true;
+  $('forget-token').hidden = true;
+  $('login').hidden = false;
+  $('updated').textContent = '';
+  notice(message ?? '');
+  $('token').focus();
+}
+
+function failed(reason) {
+  return el('p', { className: 'error' }, reason instanceof ApiError ? `${reason.message} (${reason.code})` : String(reason));
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  const mine = ++generation;
+  const [fleet, items, rollouts, keys] = await Promise.allSettled([
+    api('GET', '/v1/agents'),
+    api('GET', '/v1/list/'),
+    api('GET', '/v1/rollouts'),
+    api('GET', '/v1/keys'),
+  ]);
+  // A newer refresh (an action, a new token) started meanwhile: its answer wins.
+  if (mine !== generation) return;
+  const refused = [fleet, items, rollouts, keys].find((r) => r.status === 'rejected' && r.reason instanceof ApiError && r.reason.status === 401);
+  if (refused) {
+    token.clear();
+    showLogin(`The server refused the token: ${refused.reason.message}`);
+    return;
+  }
+  $('login').hidden = true;
+  $('panels').hidden = false;
+  $('forget-token').hidden = false;
+  fill($('rollouts-panel'), ...(rollouts.status === 'fulfilled' ? rolloutsView(rollouts.value, act) : [failed(rollouts.reason)]));
+  fill($('fleet-panel'), ...(fleet.status === 'fulfilled' ? fleetView(fleet.value) : [failed(fleet.reason)]));
+  const fleetValue = fleet.status === 'fulfilled' ? fleet.value : undefined;
+  fill($('items-panel'), ...(items.status === 'fulfilled' ? itemsView(items.value, fleetValue) : [failed(items.reason)]));
+  fill($('keys-panel'), ...(keys.status === 'fulfilled' ? keysView(keys.value) : [failed(keys.reason)]));
+  $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  timer = setTimeout(refresh, POLL_MS);
+}
+
+async function act(id, action) {
+  if (CONFIRMED_ACTIONS.has(action) && !window.confirm(`${action[0].toUpperCase()}${action.slice(1)} rollout ${id}?`)) return;
+  try {
+    await api('POST', `/v1/rollouts/${encodeURIComponent(id)}/${action}`);
+    notice(`Rollout ${id}: ${action} done.`, 'ok');
+  } catch (err) {
+    notice(`Rollout ${id}: ${action} failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  await refresh();
+}
+
+$('login').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const input = /** @type {HTMLInputElement} */ ($('token'));
+  const value = input.value.trim();
+  input.value = '';
+  if (value === '') return;
+  token.set(value);
+  notice('');
+  void refresh();
+});
+
+$('forget-token').addEventListener('click', () => {
+  token.clear();
+  showLogin('The token was removed from this tab.');
+});
+
+if (token.get()) void refresh();
+else showLogin();
