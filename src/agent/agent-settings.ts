@@ -43,6 +43,8 @@ export const DEFAULT_MEMORY_LIMIT = 'auto';
 export { DEFAULT_ENV };
 /** Upper bound of the random delay spreading refetches after KeyRotated / ResyncRequired. */
 export const DEFAULT_REFETCH_JITTER = '1s';
+/** How often, at most, the warm-restart snapshot is rewritten (deletions and revocations: at once). */
+export const DEFAULT_SNAPSHOT_INTERVAL = '5s';
 
 /** camelCase key → `--flag (ENV)` for error messages. */
 const FLAGS = [
@@ -67,6 +69,8 @@ const FLAGS = [
   'otlp-endpoint',
   'trace-sample-ratio',
   'files-dir',
+  'snapshot-dir',
+  'snapshot-interval',
   'memory-limit',
   'agent-id',
 ] as const;
@@ -144,6 +148,12 @@ export const agentSettingsSchema = z
     agentId: z.string().regex(AGENT_ID_RE, 'letters, digits, ".", "_", ":" and "-" (up to 253), starting with a letter or digit, e.g. the pod name').optional(),
     /** Where rendered files go (files renderer). */
     filesDir: z.string().optional(),
+    /**
+     * Warm restart (issue 19): the agent-private, memory-backed directory for
+     * the sealed snapshot and its key. Unset: no snapshot.
+     */
+    snapshotDir: z.string().min(1).optional(),
+    snapshotInterval: durationSchema.pipe(z.number().min(100, 'must be at least 100ms')).default(durationSchema.parse(DEFAULT_SNAPSHOT_INTERVAL)),
     /** File templates; each entry is checked with `filesSchema` from `src/agent/files/file-spec.ts` below. */
     files: z.array(z.unknown()).optional(),
   })

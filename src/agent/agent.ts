@@ -48,6 +48,8 @@ import { release, ValueCache, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
 import { startWatchClient, type WatchClient } from './watch-client.ts';
 import { tracingRequested } from '../shared/otlp-endpoint.ts';
+import type { RestoredSnapshot } from './snapshot/snapshot-restore.ts';
+import type { Snapshotter } from './snapshot/snapshotter.ts';
 
 /** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
@@ -96,12 +98,18 @@ export interface RunningAgent {
   reloadConfigFile(): Promise<{ ok: true } | { ok: false; error: string }>;
   /** Called after each applied reload; returns an unsubscribe function. */
   onConfigChange(listener: ConfigListener): () => void;
+  /**
+   * Rewrites the warm-restart snapshot now rather than at the next interval
+   * (a no-op without --snapshot-dir): for whatever makes values in it
+   * unservable, such as a retired data key.
+   */
+  requestSnapshotNow(): void;
   /** Stop accepting, drain, close the stream, zero the cache. Safe to call twice. */
   close(): Promise<void>;
 }
 
 /** Settings whose change needs a restart (listeners, upstream, cache sizing). */
-const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'memoryLimit', 'maxStale'] as const;
+const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'memoryLimit', 'maxStale', 'snapshotDir', 'snapshotInterval'] as const;
 
 function closeServer(server: Server | undefined): Promise<void> {
   if (!server?.listening) return Promise.resolve();
@@ -186,6 +194,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
+  // Warm restart (--snapshot-dir): loaded only when configured.
+  const warm = settings.snapshotDir ? await import('./snapshot/warm-restart.ts') : undefined;
+  let snapshotter: Snapshotter | undefined;
   let streamError: string | undefined;
   let everConnected = false;
   const cache = new ValueCache({
@@ -196,7 +207,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     maxEntries: settings.cacheMaxEntries,
     maxBytes: budget.cacheMaxBytes,
     streamDownSince: () => streamDownSince,
-    observer: metrics.cacheObserver,
+    // With a snapshot, a value dropped by a failure (revoked, deleted) is taken out of it at once.
+    observer: warm ? warm.observeDrops(metrics.cacheObserver, () => snapshotter?.requestNow()) : metrics.cacheObserver,
     onBackgroundError: (ref, env, err: AppError) => logger.warn({ namespace: ref.namespace, name: ref.name, env, code: err.code }, 'background refresh failed'),
     onChange: (value) => applier.valueChanged(value),
   });
@@ -241,6 +253,31 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const split = hooks ? new StreamSplit() : undefined;
   const allowed = (ref: ItemRef): boolean => namespaceMatchesAny(ref.namespace, prefixes());
   const values = createValueSource(cache, settings.env, allowed);
+
+  // Before the stream starts: a restored snapshot decides where it resumes and what is served meanwhile.
+  let restored: RestoredSnapshot | undefined;
+  if (warm && settings.snapshotDir) {
+    try {
+      const started = await warm.startWarmRestart({
+        dir: settings.snapshotDir,
+        settings,
+        cache,
+        applier,
+        hub,
+        clock,
+        logger,
+        registry: metrics.registry,
+        streamDownSince: () => streamDownSince,
+        connected: () => watch.connected,
+      });
+      restored = started.restored;
+      snapshotter = started.snapshotter;
+    } catch (err) {
+      await upstream.close();
+      throw err;
+    }
+    if (restored) streamDownSince = restored.takenAt;
+  }
 
   let firstConnect: () => void = () => {};
   const connectedOnce = new Promise<void>((resolve) => {
@@ -343,7 +380,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   registerMemoryMetrics(metrics.registry, memory.memory, budget);
 
   // --- readiness and admin --------------------------------------------------
-  let prefetchDone = settings.prefetch.length === 0;
+  // Prefetched items restored from a snapshot are loaded: served stale-marked until the stream resumes.
+  let prefetchDone = settings.prefetch.length === 0 || (restored !== undefined && settings.prefetch.every((ref) => cache.peek(ref, settings.env) !== undefined));
   let prefetchFailing: readonly string[] = [];
   let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
   const readiness = (): Readiness =>
@@ -358,6 +396,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       streamError,
       files: filesHealth?.(),
       memory: memoryCheck(memory.memory, budget),
+      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values },
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
@@ -535,6 +574,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         return { ok: false, error };
       }
     },
+    requestSnapshotNow() {
+      snapshotter?.requestNow();
+    },
     onConfigChange(listener) {
       configListeners.add(listener);
       return () => configListeners.delete(listener);
@@ -547,6 +589,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       const draining = Promise.all([closeServer(socketServer), closeServer(tcpServer)]);
       hub.closeAll(); // ends SSE streams so the drain can finish
       await draining;
+      // The last snapshot, while the stream still vouches for the values.
+      await snapshotter?.close();
       watch.close();
       applier.close();
       position.close();

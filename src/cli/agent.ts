@@ -44,6 +44,8 @@ export function register(program: Command): void {
     .addOption(opt('--refetch-jitter <duration>', 'upper bound of the random delay spreading refetches after a key rotation or resync (default: 1s)'))
     .addOption(opt('--agent-id <id>', 'id in the fleet view (GET /v1/agents); with a service-account token it must be the pod name (default: the token\'s pod name, else POD_NAME, else the hostname)'))
     .addOption(opt('--files-dir <dir>', 'directory for rendered files (default: /config-sidecar/files)'))
+    .addOption(opt('--snapshot-dir <dir>', 'warm restart: keep a sealed snapshot of the served values and the applied position here, served stale-marked after a restart while the server is unreachable; an agent-private memory-backed volume (the injector mounts one). Off without it'))
+    .addOption(opt('--snapshot-interval <duration>', 'rewrite the snapshot at most this often (deletions and revocations at once, and on SIGTERM) (default: 5s)'))
     .addOption(opt('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default: info)'))
     .addOption(opt('--otlp-endpoint <url>', 'OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (or set OTEL_EXPORTER_OTLP_ENDPOINT); tracing is off (and not loaded) without either'))
     .addOption(opt('--trace-sample-ratio <ratio>', 'fraction of traces sampled, 0..1 (default: 0.1)'))
