@@ -31,7 +31,17 @@ interface PageElement {
   readonly classList: { contains(name: string): boolean };
   querySelector(selector: string): PageElement | null;
 }
-declare const document: { querySelector(selector: string): PageElement | null; querySelectorAll(selector: string): { readonly length: number } };
+/** A node a page function builds or appends. */
+type PageNode = object;
+interface PageContainer extends PageElement {
+  append(...nodes: PageNode[]): void;
+  querySelectorAll(selector: string): ArrayLike<PageElement> & Iterable<PageElement & { click(): void }>;
+}
+declare const document: {
+  querySelector(selector: string): PageElement | null;
+  querySelectorAll(selector: string): { readonly length: number };
+  createElement(tag: string): PageContainer;
+};
 declare const window: Record<string, unknown>;
 declare const sessionStorage: { readonly length: number };
 
@@ -185,7 +195,9 @@ test('in Chromium: a token entered once shows the fleet, items converged, key ag
   await until(page, 'team-a/app converged on 2 of 2 agents', () => document.querySelector('#items-panel tr[data-item="team-a/app"]')?.textContent?.includes('2/2') === true);
   // Key ages: the namespace's data key, never a value.
   await until(page, 'the team-a key age listed', () => /team-a\s*1\s*\d+ s/.test(document.querySelector('#keys-panel')?.textContent ?? ''));
-  assert.doesNotMatch(await page.locator('body').innerText(), /s3cr3t-value|blue/);
+  const shown = await page.locator('body').innerText();
+  assert.doesNotMatch(shown, /s3cr3t-value|blue/);
+  assert.doesNotMatch(shown, /\b(null|undefined|NaN|\[object Object\])\b/, 'no placeholder leaked into the page');
 
   // The token lives in this tab's sessionStorage: a reload needs no second entry.
   await page.reload();
@@ -234,3 +246,43 @@ async function rolloutPart(page: Page): Promise<void> {
   const after = await http(server.httpUrl, 'GET', `/v1/rollouts/${id}`, { token: server.rootToken });
   assert.equal(after.json.state, 'aborted', after.text);
 }
+
+test('in Chromium, views.js alone: a rollout card shows step, canaries and a canary\'s markup reason as text, with the buttons its state allows', { skip: NO_CHROMIUM }, async (t) => {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: process.getuid?.() === 0 ? ['--no-sandbox'] : [] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`${server.httpUrl}/ui/`);
+  const now = new Date().toISOString();
+  const base = { steps: [30, 100], items: ['team-a/app'], bakeSeconds: 300, maxUnhealthy: 1, createdAt: now, stepStartedAt: now };
+  const views = [
+    { ...base, id: 'r-rolling', state: 'rolling', step: 0, percent: 30, canary: ['web-1'], unhealthy: [{ agent: 'web-1', reason: MARKUP_SUBJECT }] },
+    { ...base, id: 'r-paused', state: 'paused', step: 0, percent: 30, canary: ['web-1'], unhealthy: [] },
+    { ...base, id: 'r-back', state: 'rolled_back', step: 0, percent: 30, canary: [], unhealthy: [], reason: `canary web-1 unhealthy: ${MARKUP_SUBJECT}` },
+  ];
+  // The module is loaded the way the page loads it (same origin, under the CSP); only its input is made up.
+  const rendered = await page.evaluate(async (rollouts) => {
+    const url = '/ui/views.js';
+    const { rolloutsView } = (await import(url)) as { rolloutsView: (a: unknown, on: (id: string, action: string) => void) => PageNode[] };
+    const clicks: string[] = [];
+    const host = document.createElement('div');
+    host.append(...rolloutsView({ rollouts }, (id, action) => clicks.push(`${id}:${action}`)));
+    for (const button of host.querySelectorAll('button')) button.click();
+    const card = (id: string) => host.querySelector(`article[data-rollout="${id}"]`);
+    return {
+      step: card('r-rolling')?.querySelector('.step')?.textContent,
+      canary: card('r-rolling')?.querySelector('.canary')?.textContent,
+      reason: card('r-rolling')?.querySelector('.unhealthy .reason')?.textContent,
+      endReason: card('r-back')?.querySelector('dd.reason')?.textContent,
+      elements: host.querySelectorAll('img, b').length,
+      clicks,
+    };
+  }, views);
+  assert.deepEqual(rendered, {
+    step: '1 of 2: 30% ([30%] → 100%)',
+    canary: 'web-1',
+    reason: MARKUP_SUBJECT,
+    endReason: `canary web-1 unhealthy: ${MARKUP_SUBJECT}`,
+    elements: 0,
+    clicks: ['r-rolling:promote', 'r-rolling:pause', 'r-rolling:abort', 'r-paused:resume', 'r-paused:promote', 'r-paused:abort'],
+  });
+});

@@ -41,8 +41,8 @@ export function table(headings, rows, rowProps) {
   );
 }
 
-/** Replaces a panel's body with `content`. */
+/** Replaces a panel's body with `content` (null entries, e.g. an absent footnote, are left out). */
 export function fill(panel, ...content) {
   const body = panel.querySelector('.panel-body');
-  body.replaceChildren(...content);
+  body.replaceChildren(...content.filter((node) => node !== null && node !== undefined));
 }

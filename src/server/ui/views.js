@@ -26,6 +26,10 @@ export function formatAge(seconds) {
   return `${Math.floor(seconds / 86400)} d`;
 }
 
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 function badge(text, kind) {
   return el('span', { className: `badge ${kind ?? ''}` }, text);
 }
@@ -40,7 +44,7 @@ export function fleetView(fleet) {
   if (agents.length === 0) return [el('p', { className: 'empty' }, `No agents have reported (server revision ${fleet.currentRevision}).`)];
   const connected = agents.filter((a) => a.connected).length;
   const maxLag = Math.max(0, ...agents.map((a) => a.lag));
-  const summary = el('p', { className: 'summary' }, `${agents.length} agents, ${connected} connected, largest lag ${maxLag} revisions; server at revision ${fleet.currentRevision}.`);
+  const summary = el('p', { className: 'summary' }, `${plural(agents.length, 'agent')}, ${connected} connected, largest lag ${maxLag} revisions; server at revision ${fleet.currentRevision}.`);
   const rows = agents.slice(0, MAX_ROWS).map((a) => [
     a.id,
     a.subject,
