@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { KeysResponse } from '../src/shared/protocol.ts';
@@ -21,6 +22,8 @@ const NO_CHROMIUM = existsSync(CHROMIUM) ? false : `Chromium is not installed at
 /** A static-token subject name is free text: it reaches the page as an agent's subject. */
 const MARKUP_SUBJECT = '<img src=x onerror="window.__pwned=1">ops<b>bold</b>';
 const MARKUP_TOKEN = 'markup-subject-token-0123456789abcdef';
+/** A canary's health reason (at most 200 printable characters) carrying markup. */
+const MARKUP_REASON = '<img src=x onerror="window.__pwned=2"><script>window.__pwned=3</script>db down';
 const VIEWER_TOKEN = 'viewer-token-0123456789abcdef';
 const PAGE_WAIT_MS = 15_000;
 const sha = (t: string) => createHash('sha256').update(t).digest('hex');
@@ -188,7 +191,7 @@ test('in Chromium: a token entered once shows the fleet, items converged, key ag
   const markupRow = page.locator('#fleet-panel tr[data-agent="ui-agent-2"]');
   assert.equal(await markupRow.locator('td').nth(1).textContent(), MARKUP_SUBJECT);
   assert.equal(await markupRow.locator('td').nth(2).textContent(), 'ok');
-  assert.equal(await page.locator('img, b').count(), 0, 'markup from the API became elements');
+  assert.equal(await page.locator('img, b, main script').count(), 0, 'markup from the API became elements');
   assert.equal(await page.evaluate(() => window.__pwned), undefined);
 
   // Items: team-a/app is applied by both agents covering team-a (they report within a moment).
@@ -224,27 +227,66 @@ test('in Chromium: a token entered once shows the fleet, items converged, key ag
 async function rolloutPart(page: Page): Promise<void> {
   const start = await http(server.httpUrl, 'POST', '/v1/rollouts', {
     token: server.rootToken,
-    body: { changes: [{ item: 'team-a/app', kind: 'config', value: { color: 'green' } }], steps: [50, 100], bakeSeconds: 3600, maxUnhealthy: 0 },
+    body: { changes: [{ item: 'team-a/app', kind: 'config', value: { color: 'green' } }], steps: [50, 100], bakeSeconds: 3600, maxUnhealthy: 1 },
   });
-  assert.equal(start.status, 200, start.text);
+  assert.ok(start.status === 200 || start.status === 201, start.text);
   const id = start.json.id as string;
+  // 50% of the two agents covering team-a: one canary, listed as soon as the rollout exists.
+  const created = await http(server.httpUrl, 'GET', `/v1/rollouts/${id}`, { token: server.rootToken });
+  assert.equal(created.json.state, 'rolling', created.text);
+  assert.equal(created.json.canary.length, 1, created.text);
+  const canaryId = created.json.canary[0] as string;
+  const canary = agents[Number(/^ui-agent-([12])$/.exec(canaryId)?.[1]) - 1];
+  assert.ok(canary, `the canary ${canaryId} is one of the test's agents`);
   await until(
     page,
-    `rollout ${id} shown rolling at 50% with one canary`,
-    (rid: string) => {
+    `rollout ${id} shown rolling at step 1 of 2 (50%) with canary ${canaryId}`,
+    (expected) => {
+      const [rid, cid] = expected.split(' ');
       const card = document.querySelector(`article[data-rollout="${rid}"]`);
-      return card?.classList.contains('rolling') === true && /^ui-agent-[12]$/.test(card.querySelector('.canary')?.textContent ?? '') && /1 of 2: 50%/.test(card.querySelector('.step')?.textContent ?? '');
+      return card?.classList.contains('rolling') === true && card.querySelector('.canary')?.textContent === cid && /^1 of 2: 50%/.test(card.querySelector('.step')?.textContent ?? '');
     },
-    id,
+    `${id} ${canaryId}`,
   );
+
+  // The canary's application reports itself unhealthy through its agent, with markup in the reason;
+  // one unhealthy canary is within maxUnhealthy, so the rollout keeps rolling and the page lists it.
+  const health = await socketPost(canary.socketPath, '/v1/health', { healthy: false, reason: MARKUP_REASON });
+  assert.ok(health.status >= 200 && health.status < 300, `POST /v1/health: ${health.status} ${health.body}`);
+  await until(
+    page,
+    `the canary's reason shown as text on rollout ${id}`,
+    (expected) => {
+      const [rid, reason] = expected.split('\n');
+      return document.querySelector(`article[data-rollout="${rid}"] .unhealthy .reason`)?.textContent === reason;
+    },
+    `${id}\n${MARKUP_REASON}`,
+  );
+  assert.equal(await page.locator('img, b, main script').count(), 0, 'a health reason became elements');
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+
   const card = page.locator(`article[data-rollout="${id}"]`);
   assert.deepEqual(await card.locator('button').allTextContents(), ['Promote', 'Pause', 'Abort']);
   page.once('dialog', (dialog) => void dialog.accept());
   await card.locator('button[data-action=abort]').click();
-  await until(page, `rollout ${id} shown aborted`, (rid: string) => document.querySelector(`article[data-rollout="${rid}"]`)?.classList.contains('aborted') === true, id);
+  await until(page, `rollout ${id} shown aborted`, (rid) => document.querySelector(`article[data-rollout="${rid}"]`)?.classList.contains('aborted') === true, id);
   assert.equal(await card.locator('button').count(), 0);
   const after = await http(server.httpUrl, 'GET', `/v1/rollouts/${id}`, { token: server.rootToken });
   assert.equal(after.json.state, 'aborted', after.text);
+}
+
+/** A JSON POST over an agent's Unix socket (what the application in the pod does). */
+function socketPost(socketPath: string, path: string, body: unknown): Promise<{ status: number; body: string }> {
+  const payload = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
 }
 
 test('in Chromium, views.js alone: a rollout card shows step, canaries and a canary\'s markup reason as text, with the buttons its state allows', { skip: NO_CHROMIUM }, async (t) => {

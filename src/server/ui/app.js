@@ -16,6 +16,7 @@ const CONFIRMED_ACTIONS = new Set(['promote', 'abort']);
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 let timer = undefined;
 let generation = 0;
+let missedWhileHidden = false;
 
 function notice(message, kind = 'error') {
   const node = $('notice');
@@ -59,14 +60,40 @@ async function refresh() {
   $('login').hidden = true;
   $('panels').hidden = false;
   $('forget-token').hidden = false;
-  fill($('rollouts-panel'), ...(rollouts.status === 'fulfilled' ? rolloutsView(rollouts.value, act) : [failed(rollouts.reason)]));
-  fill($('fleet-panel'), ...(fleet.status === 'fulfilled' ? fleetView(fleet.value) : [failed(fleet.reason)]));
   const fleetValue = fleet.status === 'fulfilled' ? fleet.value : undefined;
-  fill($('items-panel'), ...(items.status === 'fulfilled' ? itemsView(items.value, fleetValue) : [failed(items.reason)]));
-  fill($('keys-panel'), ...(keys.status === 'fulfilled' ? keysView(keys.value) : [failed(keys.reason)]));
+  draw('rollouts-panel', rollouts, (value) => rolloutsView(value, act));
+  draw('fleet-panel', fleet, fleetView);
+  draw('items-panel', items, (value) => itemsView(value, fleetValue));
+  draw('keys-panel', keys, keysView);
   $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
-  timer = setTimeout(refresh, POLL_MS);
+  schedule();
 }
+
+/** One panel from one settled call; an answer the view cannot draw (a newer server?) says so in that panel only. */
+function draw(panelId, settled, view) {
+  let content;
+  try {
+    content = settled.status === 'fulfilled' ? view(settled.value) : [failed(settled.reason)];
+  } catch (err) {
+    content = [failed(`This page could not show the answer: ${err instanceof Error ? err.message : String(err)}`)];
+  }
+  fill($(panelId), ...content);
+}
+
+/** The next poll; a hidden tab skips polls and catches up when it is shown again. */
+function schedule() {
+  clearTimeout(timer);
+  timer = setTimeout(() => {
+    if (document.hidden) missedWhileHidden = true;
+    else void refresh();
+  }, POLL_MS);
+}
+
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden || !missedWhileHidden || !token.get()) return;
+  missedWhileHidden = false;
+  void refresh();
+});
 
 async function act(id, action) {
   if (CONFIRMED_ACTIONS.has(action) && !window.confirm(`${action[0].toUpperCase()}${action.slice(1)} rollout ${id}?`)) return;
