@@ -25,6 +25,8 @@ const MARKUP_TOKEN = 'markup-subject-token-0123456789abcdef';
 /** A canary's health reason (at most 200 printable characters) carrying markup. */
 const MARKUP_REASON = '<img src=x onerror="window.__pwned=2"><script>window.__pwned=3</script>db down';
 const VIEWER_TOKEN = 'viewer-token-0123456789abcdef';
+/** An operator's usual role: list and agents:read on its namespaces only (not every namespace). */
+const OPERATOR_TOKEN = 'operator-token-0123456789abcdef';
 const PAGE_WAIT_MS = 15_000;
 const sha = (t: string) => createHash('sha256').update(t).digest('hex');
 
@@ -65,6 +67,9 @@ subjects:
   - name: viewer
     tokens:
       - sha256: ${sha(VIEWER_TOKEN)}
+  - name: operator
+    tokens:
+      - sha256: ${sha(OPERATOR_TOKEN)}
 roles:
   - name: team-a-reader
     rules:
@@ -74,7 +79,13 @@ roles:
     rules:
       - prefixes: [team-a]
         actions: [agents:read]
+  - name: team-a-operator
+    rules:
+      - prefixes: [team-a]
+        actions: [list, agents:read]
 bindings:
+  - role: team-a-operator
+    subjects: [operator]
   - role: team-a-reader
     subjects: [${JSON.stringify(MARKUP_SUBJECT)}]
   - role: fleet-viewer
@@ -128,11 +139,13 @@ test('/ui/ serves the page and its modules without a token, with a strict CSP, n
 test('API answers are no-store and nosniff, errors included; GET /v1/keys lists key ages (no key material) to callers who may list', async () => {
   const put = await http(server.httpUrl, 'PUT', '/v1/items/team-a/keyed', { token: server.rootToken, body: { kind: 'secret', value: 's3cr3t-value' } });
   assert.equal(put.status, 200, put.text);
+  assert.equal((await http(server.httpUrl, 'PUT', '/v1/items/team-b/other', { token: server.rootToken, body: { kind: 'config', value: 1 } })).status, 200);
   const keys = await http(server.httpUrl, 'GET', '/v1/keys', { token: server.rootToken });
   assert.equal(keys.status, 200, keys.text);
   assert.equal(header(keys, 'cache-control'), 'no-store');
   assert.equal(header(keys, 'x-content-type-options'), 'nosniff');
   const body = keys.json as KeysResponse;
+  assert.deepEqual(body.keys.map((k) => k.namespace), ['team-a', 'team-b']);
   const teamA = body.keys.find((k) => k.namespace === 'team-a');
   assert.ok(teamA, keys.text);
   assert.deepEqual(Object.keys(teamA).sort(), ['ageSeconds', 'createdAt', 'namespace', 'rotationDueAt', 'version']);
@@ -141,6 +154,10 @@ test('API answers are no-store and nosniff, errors included; GET /v1/keys lists 
   // The default --key-max-age is 90 days.
   assert.equal(Date.parse(teamA.rotationDueAt) - Date.parse(teamA.createdAt), 90 * 24 * 3600 * 1000);
 
+  // An operator listing team-a only sees team-a's key, though it may not list every namespace.
+  assert.equal((await http(server.httpUrl, 'GET', '/v1/list/', { token: OPERATOR_TOKEN })).status, 403);
+  const own = await http(server.httpUrl, 'GET', '/v1/keys', { token: OPERATOR_TOKEN });
+  assert.deepEqual((own.json as KeysResponse).keys.map((k) => k.namespace), ['team-a']);
   const denied = await http(server.httpUrl, 'GET', '/v1/keys', { token: VIEWER_TOKEN });
   assert.equal(denied.status, 403, denied.text);
   assert.match(denied.json.error.message, /grant the list action/);
@@ -222,6 +239,12 @@ test('in Chromium: a token entered once shows the fleet, items converged, key ag
   await page.click('#forget-token');
   assert.equal(await page.isVisible('#login'), true);
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+
+  // An operator who may list team-a only (not every namespace) still sees its items, listed per namespace.
+  await page.fill('#token', OPERATOR_TOKEN);
+  await page.click('#login button[type=submit]');
+  await until(page, 'the operator sees team-a/app converged', () => document.querySelector('#items-panel tr[data-item="team-a/app"]')?.textContent?.includes('2/2') === true);
+  assert.equal(await page.locator('#fleet-panel tr[data-agent]').count(), 2);
 });
 
 async function rolloutPart(page: Page): Promise<void> {

@@ -10,6 +10,8 @@ import { el, fill } from './dom.js';
 import { fleetView, itemsView, keysView, rolloutsView } from './views.js';
 
 const POLL_MS = 2000;
+/** Namespaces listed one by one at most, when the token may not list everything. */
+const MAX_NAMESPACE_LISTS = 20;
 /** Asked before they run: both change what every agent serves at once. */
 const CONFIRMED_ACTIONS = new Set(['promote', 'abort']);
 
@@ -43,12 +45,8 @@ function failed(reason) {
 async function refresh() {
   clearTimeout(timer);
   const mine = ++generation;
-  const [fleet, items, rollouts, keys] = await Promise.allSettled([
-    api('GET', '/v1/agents'),
-    api('GET', '/v1/list/'),
-    api('GET', '/v1/rollouts'),
-    api('GET', '/v1/keys'),
-  ]);
+  const keysCall = api('GET', '/v1/keys');
+  const [fleet, items, rollouts, keys] = await Promise.allSettled([api('GET', '/v1/agents'), listItems(keysCall), api('GET', '/v1/rollouts'), keysCall]);
   // A newer refresh (an action, a new token) started meanwhile: its answer wins.
   if (mine !== generation) return;
   const refused = [fleet, items, rollouts, keys].find((r) => r.status === 'rejected' && r.reason instanceof ApiError && r.reason.status === 401);
@@ -67,6 +65,26 @@ async function refresh() {
   draw('keys-panel', keys, keysView);
   $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
   schedule();
+}
+
+/**
+ * Every item the token may list: one call when it may list everything; else,
+ * as an operator's role usually grants `list` on some namespaces only, one
+ * call per namespace GET /v1/keys shows it (the same `list` check), at most
+ * MAX_NAMESPACE_LISTS of them.
+ */
+async function listItems(keysCall) {
+  try {
+    return await api('GET', '/v1/list/');
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 403) throw err;
+    const namespaces = (await keysCall).keys.map((k) => k.namespace);
+    const lists = await Promise.all(namespaces.slice(0, MAX_NAMESPACE_LISTS).map((ns) => api('GET', `/v1/list/${ns.split('/').map(encodeURIComponent).join('/')}`)));
+    const items = new Map();
+    // A namespace's list includes the namespaces under it: keep each item once.
+    for (const item of lists.flatMap((l) => l.items)) items.set(`${item.namespace}/${item.name}`, item);
+    return { items: [...items.values()].sort((a, b) => (a.namespace === b.namespace ? a.name.localeCompare(b.name) : a.namespace.localeCompare(b.namespace))), listedNamespaces: Math.min(namespaces.length, MAX_NAMESPACE_LISTS), namespaces: namespaces.length };
+  }
 }
 
 /** One panel from one settled call; an answer the view cannot draw (a newer server?) says so in that panel only. */

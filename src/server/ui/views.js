@@ -61,7 +61,7 @@ export function fleetView(fleet) {
 }
 
 /**
- * @param {{ items: any[] }} list
+ * @param {{ items: any[], listedNamespaces?: number, namespaces?: number }} list one list, or the lists of the first `listedNamespaces` of `namespaces`
  * @param {{ agents: any[] } | undefined} fleet undefined when the fleet could not be read
  */
 export function itemsView(list, fleet) {
@@ -78,7 +78,8 @@ export function itemsView(list, fleet) {
     return [`${item.namespace}/${item.name}`, item.kind, String(item.version), String(item.revision), item.envs.join(', '), converged, behind];
   });
   const headings = ['Item', 'Kind', 'Version', 'Revision', 'Environments', 'Agents converged', 'Behind'];
-  return [table(headings, rows, (i) => ({ 'data-item': `${items[i].namespace}/${items[i].name}` })), truncated(items.length)];
+  const partial = list.namespaces > list.listedNamespaces ? el('p', { className: 'hint' }, `Items of the first ${list.listedNamespaces} of ${list.namespaces} namespaces.`) : null;
+  return [table(headings, rows, (i) => ({ 'data-item': `${items[i].namespace}/${items[i].name}` })), truncated(items.length), partial];
 }
 
 /**
