@@ -122,6 +122,11 @@ test('/ui/ serves the page and its modules without a token, with a strict CSP, n
   const again = await http(server.httpUrl, 'GET', '/ui/app.js', { headers: { 'if-none-match': header(script, 'etag') } });
   assert.equal(again.status, 304);
 
+  const head = await http(server.httpUrl, 'HEAD', '/ui/views.js');
+  assert.equal(head.status, 200);
+  assert.equal(header(head, 'content-type'), 'text/javascript; charset=utf-8');
+  assert.equal(head.text, '');
+
   const bare = await http(server.httpUrl, 'GET', '/ui');
   assert.equal(bare.status, 308);
   assert.equal(header(bare, 'location'), '/ui/');
