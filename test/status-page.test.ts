@@ -40,6 +40,7 @@ interface PageElement {
 type PageNode = object;
 interface PageContainer extends PageElement {
   append(...nodes: PageNode[]): void;
+  readonly textContent: string | null;
   querySelectorAll(selector: string): ArrayLike<PageElement> & Iterable<PageElement & { click(): void }>;
 }
 declare const document: {
@@ -290,6 +291,16 @@ async function rolloutPart(page: Page): Promise<void> {
     },
     `${id}\n${MARKUP_REASON}`,
   );
+  // The fleet shows the application's signal beside the agent, reason as text too.
+  await until(
+    page,
+    `the canary ${canaryId} shown unhealthy in the fleet`,
+    (expected) => {
+      const [cid, reason] = expected.split('\n');
+      return document.querySelector(`#fleet-panel tr[data-agent="${cid}"] .reason`)?.textContent === reason;
+    },
+    `${canaryId}\n${MARKUP_REASON}`,
+  );
   assert.equal(await page.locator('img, b, main script').count(), 0, 'a health reason became elements');
   assert.equal(await page.evaluate(() => window.__pwned), undefined);
 
@@ -317,7 +328,7 @@ function socketPost(socketPath: string, path: string, body: unknown): Promise<{ 
   });
 }
 
-test('in Chromium, views.js alone: a rollout card shows step, canaries and a canary\'s markup reason as text, with the buttons its state allows', { skip: NO_CHROMIUM }, async (t) => {
+test('in Chromium, views.js alone: a rollout card shows step, canaries and a canary\'s markup reason as text, with the buttons its state allows; the fleet shows an application\'s reason as text', { skip: NO_CHROMIUM }, async (t) => {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: process.getuid?.() === 0 ? ['--no-sandbox'] : [] });
   t.after(() => browser.close());
   const page = await browser.newPage();
@@ -343,7 +354,7 @@ test('in Chromium, views.js alone: a rollout card shows step, canaries and a can
       canary: card('r-rolling')?.querySelector('.canary')?.textContent,
       reason: card('r-rolling')?.querySelector('.unhealthy .reason')?.textContent,
       endReason: card('r-back')?.querySelector('dd.reason')?.textContent,
-      elements: host.querySelectorAll('img, b').length,
+      elements: host.querySelectorAll('img, b, script').length,
       clicks,
     };
   }, views);
@@ -355,4 +366,16 @@ test('in Chromium, views.js alone: a rollout card shows step, canaries and a can
     elements: 0,
     clicks: ['r-rolling:promote', 'r-rolling:pause', 'r-rolling:abort', 'r-paused:resume', 'r-paused:promote', 'r-paused:abort'],
   });
+
+  const agent = { id: 'web-1', subject: 'ops', prefixes: ['team-a'], appliedRevision: 3, lag: 0, connected: true, lastSeen: now, health: 'ok', rollouts: [], appHealth: 'unhealthy', healthReason: MARKUP_REASON };
+  const fleet = await page.evaluate(async (agents) => {
+    const url = '/ui/views.js';
+    const { fleetView } = (await import(url)) as { fleetView: (a: unknown) => PageNode[] };
+    const host = document.createElement('div');
+    host.append(...fleetView({ currentRevision: 3, agents }).filter((n) => n !== null));
+    return { application: host.querySelector('tr[data-agent="web-1"] .reason')?.textContent, elements: host.querySelectorAll('img, b, script').length, text: host.textContent };
+  }, [agent]);
+  assert.equal(fleet.application, MARKUP_REASON);
+  assert.equal(fleet.elements, 0);
+  assert.match(fleet.text ?? '', /^1 agent, 1 connected/);
 });

@@ -13,6 +13,7 @@ const MAX_ROWS = 500;
 const MAX_FINISHED_ROLLOUTS = 10;
 
 const HEALTH_CLASS = { ok: 'good', degraded: 'bad', starting: 'warn' };
+const APP_HEALTH_CLASS = { healthy: 'good', unhealthy: 'bad' };
 const STATE_CLASS = { rolling: 'warn', paused: 'warn', completed: 'good', rolled_back: 'bad', aborted: 'bad' };
 const ACTIVE_STATES = new Set(['rolling', 'paused']);
 /** The actions each state allows, in button order. */
@@ -49,6 +50,7 @@ export function fleetView(fleet) {
     a.id,
     a.subject,
     badge(a.health, HEALTH_CLASS[a.health]),
+    appHealth(a),
     a.connected ? 'yes' : badge('no', 'bad'),
     a.lag === 0 ? '0' : badge(String(a.lag), 'warn'),
     String(a.appliedRevision),
@@ -56,8 +58,14 @@ export function fleetView(fleet) {
     a.prefixes.join(', '),
     a.rollouts.map((r) => `${r.rollout}: ${r.item} v${r.version}`).join('; '),
   ]);
-  const headings = ['Agent', 'Subject', 'Health', 'Connected', 'Lag', 'Applied revision', 'Last seen', 'Prefixes', 'Serving rollouts'];
+  const headings = ['Agent', 'Subject', 'Health', 'Application', 'Connected', 'Lag', 'Applied revision', 'Last seen', 'Prefixes', 'Serving rollouts'];
   return [summary, table(headings, rows, (i) => ({ 'data-agent': agents[i].id })), truncated(agents.length)];
+}
+
+/** The application's own signal as its agent last heard it, with its reason (free text from the pod). */
+function appHealth(agent) {
+  if (agent.appHealth === undefined || agent.appHealth === 'unknown') return agent.healthReason ?? '';
+  return el('span', {}, badge(agent.appHealth, APP_HEALTH_CLASS[agent.appHealth]), agent.healthReason ? ' ' : null, agent.healthReason ? el('span', { className: 'reason' }, agent.healthReason) : null);
 }
 
 /**
