@@ -406,7 +406,7 @@ export class ValueCache {
       zeroize(loaded.plaintext);
       return;
     }
-    this.#store(ref, env, key, toCachedValue(ref, env, loaded, confirmedAt), this.#flights.generation);
+    this.#store(key, toCachedValue(ref, env, loaded, confirmedAt), this.#flights.generation);
   }
 
   /**
