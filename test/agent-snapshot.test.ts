@@ -19,7 +19,8 @@ import { openSnapshot, scopeOf, sealSnapshot, type SnapshotValue } from '../src/
 import { loadSnapshotKey, SNAPSHOT_FILE } from '../src/agent/snapshot/snapshot-files.ts';
 import { createSnapshotMetrics } from '../src/agent/snapshot/snapshot-metrics.ts';
 import { restoreSnapshot } from '../src/agent/snapshot/snapshot-restore.ts';
-import { Snapshotter, type SnapshotContent } from '../src/agent/snapshot/snapshotter.ts';
+import { observeDrops, Snapshotter, type SnapshotContent } from '../src/agent/snapshot/snapshotter.ts';
+import { AppError } from '../src/shared/errors.ts';
 import { ValueCache, release } from '../src/agent/value-cache.ts';
 import { deriveMemoryBudget } from '../src/agent/memory-budget.ts';
 import { agentReadiness } from '../src/agent/readiness.ts';
@@ -190,4 +191,29 @@ test('the snapshot pages count in the memory budget; /readyz says when it serves
   const tooOld = agentReadiness({ ...base, now: 140_000, streamDownSince: 70_000, snapshot: { takenAt: 70_000, revision: 42, values: 2 } });
   assert.equal(tooOld.ready, false);
   assert.equal(agentReadiness({ ...base, streamDownSince: 70_000 }).ready, false, 'without a snapshot: not before the first connection');
+});
+
+test('a value dropped because access was revoked (403/401/404, a failed tag) asks for a rewrite; a transient failure does not', async () => {
+  const clock = new ManualClock();
+  let failWith = new AppError('unavailable', 'the server is down');
+  let drops = 0;
+  const counted: string[] = [];
+  const base = { hit() {}, miss() {}, coalesced() {}, stale() {}, eviction() {}, superseded() {}, upstreamFailure: (code: string) => counted.push(code) };
+  const cache = new ValueCache({
+    loader: () => Promise.reject(failWith),
+    clock,
+    ttl: 300_000,
+    maxStale: 3_600_000,
+    maxEntries: 100,
+    maxBytes: MiB,
+    streamDownSince: () => undefined,
+    observer: observeDrops(base, () => (drops += 1)),
+  });
+  const ref = { namespace: 'production/app', name: 'db-password' };
+  await assert.rejects(cache.read(ref, 'prod'), /the server is down/);
+  assert.equal(drops, 0);
+  failWith = new AppError('permission_denied', 'revoked');
+  await assert.rejects(cache.read(ref, 'prod'), /revoked/);
+  assert.equal(drops, 1);
+  assert.deepEqual(counted, ['unavailable', 'permission_denied'], 'the metrics observer still sees every failure');
 });
