@@ -12,13 +12,15 @@ import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, Li
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
 import type { Milliseconds } from '../shared/units.ts';
-import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
-import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
+import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemRing, ItemValue, KekProvider, LogEvent, RotateOptions } from './control-plane.ts';
+import { ringEtag, type RingEnvelopeResponse, type RingWrite } from '../shared/ring-proto.ts';
+import { ringMembers, type RingMember } from './item-rings.ts';
+import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion, type ResolvedLayers } from './items.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
 import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
-import type { LogPage, Store, StoreWriter } from './store/store.ts';
+import type { LogPage, Store, StoreReader, StoreWriter, VersionRow } from './store/store.ts';
 import { eventDigest } from './event-digest.ts';
 import { inlineLayers, type ItemLayers } from './inline-layers.ts';
 import { hasAgentReports, memoryAgentReports, type AgentReportTable } from './store/agent-reports.ts';
@@ -38,6 +40,17 @@ function notFound(ref: ItemRef, detail = ''): AppError {
 
 function identity(row: LiveVersion, kind: ItemKind): ValueIdentity {
   return { namespace: row.namespace, name: row.name, version: row.version, env: row.env, kind, keyId: row.sealed.keyId, keyVersion: row.sealed.keyVersion };
+}
+
+function wireLayer(layer: LiveVersion): EnvelopeResponse['layers'][number] {
+  return {
+    env: layer.env,
+    version: layer.version,
+    keyId: layer.sealed.keyId,
+    keyVersion: layer.sealed.keyVersion,
+    ...(layer.sealed.aadVersion === 1 ? {} : { aadVersion: layer.sealed.aadVersion }),
+    ...sealedToWire(layer.sealed),
+  };
 }
 
 /** Rows re-sealed per write transaction by the start-up AAD migration. */
@@ -100,6 +113,11 @@ class ControlPlaneImpl implements ControlPlane {
     this.agentReports = hasAgentReports(store) ? store.agentReports : memoryAgentReports();
     this.#keys = new KeyRing(options.kek, store);
     this.#listeners = new CommitListeners(options.logger);
+    // Every replica hears every rotation: unwrapped older key versions leave
+    // this process's memory (re-unwrapped from the store while still stored).
+    this.#listeners.add((events) => {
+      for (const event of events) if (event.type === 'keyRotated') this.#keys.forgetBelow(event.namespace, event.keyVersion);
+    });
     // An engine shared by several processes (PostgreSQL replicas) delivers
     // every process's commits itself; otherwise this process's writes are all.
     if (hasCommittedFeed(store)) {
@@ -213,7 +231,10 @@ class ControlPlaneImpl implements ControlPlane {
   }
 
   async #prune(w: StoreWriter, ref: ItemRef): Promise<void> {
-    const doomed = pruneCandidates(await w.versionHistory(ref), this.#options.maxVersionsPerItem);
+    const history = await w.versionHistory(ref);
+    const item = await w.getItem(ref);
+    const ring = new Set(item ? ringMembers(item, history, this.#now).map((member) => member.version) : []);
+    const doomed = pruneCandidates(history, this.#options.maxVersionsPerItem, ring);
     if (doomed.length > 0) await w.deleteVersions(ref, doomed);
   }
 
@@ -227,9 +248,14 @@ class ControlPlaneImpl implements ControlPlane {
     value: Buffer,
     actor: string,
     setRevision?: number,
+    ring?: RingWrite,
   ): Promise<WriteOutcome<PutItemResponse>> {
     const now = this.#now;
     const version = await w.takeNextVersion(ref, kind, now);
+    if (ring) {
+      const item = await w.getItem(ref);
+      await w.setRing(ref, ring.grace ?? item?.ringGrace ?? 0, ring.revokePrevious ? version : (item?.ringFloor ?? 0));
+    }
     const key = await keys.current(ref.namespace, now);
     let sealed;
     try {
@@ -273,12 +299,12 @@ class ControlPlaneImpl implements ControlPlane {
 
   // --- items -------------------------------------------------------------------
 
-  async putItem(refIn: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<PutItemResponse> {
+  async putItem(refIn: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string, ring?: RingWrite): Promise<PutItemResponse> {
     const ref = checkRef(refIn);
     chainFor(env, this.environments);
     if (kind !== 'config' && kind !== 'secret') throw new AppError('invalid_argument', 'kind must be "config" or "secret".');
     if (kind === 'config') assertJson(value);
-    return this.#write((w, keys) => this.#writeVersion(w, keys, ref, env, kind, value, actor));
+    return this.#write((w, keys) => this.#writeVersion(w, keys, ref, env, kind, value, actor, undefined, ring));
   }
 
   async #resolve(ref: ItemRef, env: string) {
@@ -306,6 +332,87 @@ class ControlPlaneImpl implements ControlPlane {
     }
     const value = resolved.kind === 'config' ? mergeConfigBuffers(plaintexts) : (plaintexts[0] as Buffer);
     return { ...ref, kind: resolved.kind, env, version: resolved.version, revision: resolved.revision, etag: resolved.etag, value };
+  }
+
+  /**
+   * One snapshot of what a ring read serves: the resolved current layers and,
+   * per ring member of the serving (most specific) layer, its sealed row.
+   */
+  async #ringSnapshot(ref: ItemRef, env: string): Promise<{ resolved: ResolvedLayers; members: Array<{ member: RingMember; row: LiveVersion }> }> {
+    const chain = chainFor(env, this.environments);
+    const now = this.#now;
+    const snapshot = await this.#store.read(async (r: StoreReader) => {
+      const item = await r.getItem(ref);
+      if (!item || item.deleted) return undefined;
+      const current = await r.currentVersions(ref);
+      const resolved = resolveLayers(item.kind, current, chain);
+      if (!resolved) return { resolved, members: [] };
+      const serving = resolved.layers.at(-1) as LiveVersion;
+      const members: Array<{ member: RingMember; row: LiveVersion }> = [];
+      for (const member of ringMembers(item, await r.versionHistory(ref), now, serving.env)) {
+        const row: VersionRow | undefined = await r.getVersion(ref, member.version);
+        if (row && !row.deleted) members.push({ member, row });
+      }
+      return { resolved, members };
+    });
+    if (!snapshot) throw notFound(ref);
+    if (!snapshot.resolved) throw notFound(ref, ` in environment ${env} or the environments it inherits from`);
+    return { resolved: snapshot.resolved, members: snapshot.members };
+  }
+
+  /** A ring member's layers: the current ones with the serving layer replaced by the member's version. */
+  #memberLayers(resolved: ResolvedLayers, row: LiveVersion): LiveVersion[] {
+    return [...resolved.layers.slice(0, -1), row];
+  }
+
+  async #openLayers(layers: readonly LiveVersion[], kind: ItemKind): Promise<Buffer> {
+    const plaintexts: Buffer[] = [];
+    try {
+      for (const layer of layers) plaintexts.push(await this.#openLayer(layer, kind));
+    } catch (err) {
+      zeroize(...plaintexts);
+      throw err;
+    }
+    return kind === 'config' ? mergeConfigBuffers(plaintexts) : (plaintexts[0] as Buffer);
+  }
+
+  async getRing(refIn: ItemRef, env: string): Promise<ItemRing> {
+    const ref = checkRef(refIn);
+    const { resolved, members } = await this.#ringSnapshot(ref, env);
+    const kind = resolved.kind;
+    const current = { version: resolved.version, value: await this.#openLayers(resolved.layers, kind) };
+    const previous: Array<ItemRing['previous'][number]> = [];
+    try {
+      for (const { member, row } of members) {
+        previous.push({ version: member.version, value: await this.#openLayers(this.#memberLayers(resolved, row), kind), retiredAt: member.retiredAt, expiresAt: member.expiresAt });
+      }
+    } catch (err) {
+      zeroize(current.value, ...previous.map((p) => p.value));
+      throw err;
+    }
+    return {
+      ...ref,
+      kind,
+      env,
+      revision: resolved.revision,
+      etag: ringEtag(resolved.etag, previous.map((p) => p.version)),
+      current,
+      previous,
+    };
+  }
+
+  async getRingEnvelope(refIn: ItemRef, env: string): Promise<RingEnvelopeResponse> {
+    const ref = checkRef(refIn);
+    const { resolved, members } = await this.#ringSnapshot(ref, env);
+    return {
+      ...this.#envelopeOf(ref, env, resolved),
+      previous: members.map(({ member, row }) => ({
+        version: member.version,
+        retiredAt: new Date(member.retiredAt).toISOString(),
+        expiresAt: new Date(member.expiresAt).toISOString(),
+        layers: this.#memberLayers(resolved, row).map(wireLayer),
+      })),
+    };
   }
 
   async deleteItem(refIn: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }> {
@@ -363,7 +470,7 @@ class ControlPlaneImpl implements ControlPlane {
       for (const change of changes) {
         const outcome =
           change.op === 'put'
-            ? await this.#writeVersion(w, keys, change.ref, change.env, change.kind, change.value, actor, setRevision)
+            ? await this.#writeVersion(w, keys, change.ref, change.env, change.kind, change.value, actor, setRevision, change.ring)
             : await this.#deleteStep(w, change.ref, change.env, actor, setRevision);
         items.push({ item: itemKey(change.ref), version: outcome.result.version });
         events.push(...outcome.events);
@@ -443,10 +550,11 @@ class ControlPlaneImpl implements ControlPlane {
 
   // --- keys ---------------------------------------------------------------------
 
-  async rotateNamespace(namespaceIn: string, actor: string): Promise<RotateResponse> {
+  async rotateNamespace(namespaceIn: string, actor: string, options: RotateOptions = {}): Promise<RotateResponse> {
     const namespace = validateNamespace(namespaceIn);
     const logger = this.#options.logger;
-    return this.#write(async (w, keys) => {
+    const retire = options.retirePrevious === true;
+    const result = await this.#write(async (w, keys) => {
       const now = this.#now;
       const next = await keys.rotate(namespace, now);
       let resealed = 0;
@@ -459,8 +567,10 @@ class ControlPlaneImpl implements ControlPlane {
         }
         return kind;
       };
+      // Retiring re-seals history too, so no row needs an older key afterwards.
+      const rows = retire ? await w.liveVersionsIn(namespace) : await w.currentVersionsIn(namespace);
       try {
-        for (const row of await w.currentVersionsIn(namespace)) {
+        for (const row of rows) {
           if (row.deleted) continue;
           const kind = await kindOf(row);
           let plaintext: Buffer;
@@ -483,12 +593,19 @@ class ControlPlaneImpl implements ControlPlane {
       } finally {
         zeroize(next.dek);
       }
+      const retiredVersions = retire ? await w.deleteDeksBelow(namespace, next.version) : [];
       const revision = await w.nextRevision();
       const event = this.#digested({ revision, type: 'keyRotated', namespace, keyVersion: next.version });
       await w.appendEvent(event, now);
-      logger.info({ namespace, keyVersion: next.version, resealed, actor, revision }, 'data key rotated');
-      return { result: { namespace, keyVersion: next.version, revision }, events: [event] };
+      logger.info({ namespace, keyVersion: next.version, resealed, retiredVersions, actor, revision }, retire ? 'data key rotated; older versions retired' : 'data key rotated');
+      const out: RotateResponse = { namespace, keyVersion: next.version, revision, ...(retire ? { retiredVersions, resealed } : {}) };
+      return { result: out, events: [event] };
     });
+    // The destroyed wrapped keys must not linger in the engine's logs (PostgreSQL: see docs/SERVER.md).
+    if (retire && !(await this.#store.scrub())) {
+      logger.warn({ namespace }, 'copies of the retired wrapped keys may remain in the write-ahead log until the next checkpoint');
+    }
+    return result;
   }
 
   async rotateDueKeys(actor: string): Promise<RotateResponse[]> {
@@ -540,30 +657,26 @@ class ControlPlaneImpl implements ControlPlane {
 
   async getEnvelope(refIn: ItemRef, env: string): Promise<EnvelopeResponse> {
     const ref = checkRef(refIn);
-    const resolved = await this.#resolve(ref, env);
-    return {
-      ...ref,
-      kind: resolved.kind,
-      env,
-      version: resolved.version,
-      revision: resolved.revision,
-      etag: resolved.etag,
-      layers: resolved.layers.map((layer) => ({
-        env: layer.env,
-        version: layer.version,
-        keyId: layer.sealed.keyId,
-        keyVersion: layer.sealed.keyVersion,
-        ...(layer.sealed.aadVersion === 1 ? {} : { aadVersion: layer.sealed.aadVersion }),
-        ...sealedToWire(layer.sealed),
-      })),
-    };
+    return this.#envelopeOf(ref, env, await this.#resolve(ref, env));
+  }
+
+  #envelopeOf(ref: ItemRef, env: string, resolved: ResolvedLayers): EnvelopeResponse {
+    return { ...ref, kind: resolved.kind, env, version: resolved.version, revision: resolved.revision, etag: resolved.etag, layers: resolved.layers.map(wireLayer) };
   }
 
   async getDeks(namespaceIn: string): Promise<DekSet> {
     const namespace = validateNamespace(namespaceIn);
+    const now = this.#now;
+    // Only what agents can need: the current key, the keys of current values and of ring members within their grace.
     const found = await this.#store.read(async (r) => {
       const current = await r.currentDek(namespace);
-      return current ? { current: current.version, inUse: await r.dekVersionsInUse(namespace) } : undefined;
+      if (!current) return undefined;
+      const inUse = new Set<number>();
+      for (const row of await r.currentVersionsIn(namespace)) if (!row.deleted) inUse.add(row.sealed.keyVersion);
+      for (const item of await r.ringItemsIn(namespace)) {
+        for (const member of ringMembers(item, await r.versionHistory(item), now)) if (member.keyVersion !== null) inUse.add(member.keyVersion);
+      }
+      return { current: current.version, inUse: [...inUse] };
     });
     if (!found) throw new AppError('not_found', `The namespace ${namespace} has no data key yet (nothing was written to it).`);
     const versions = [...new Set([...found.inUse, found.current])].sort((a, b) => a - b);

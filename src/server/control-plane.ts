@@ -24,6 +24,7 @@ import type { Logger } from '../shared/logger.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { LogPage } from './store/store.ts';
 import type { ItemLayers } from './inline-layers.ts';
+import type { RingEnvelopeResponse, RingWrite } from '../shared/ring-proto.ts';
 
 /**
  * An event as stored in the log (heartbeats and resyncs are stream-only), with
@@ -33,7 +34,7 @@ export type LogEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted'
 
 /** One member of an atomic change set, validated at the edge (env resolved). */
 export type ChangeOp =
-  | { readonly op: 'put'; readonly ref: ItemRef; readonly env: string; readonly kind: ItemKind; readonly value: Buffer }
+  | { readonly op: 'put'; readonly ref: ItemRef; readonly env: string; readonly kind: ItemKind; readonly value: Buffer; readonly ring?: RingWrite | undefined }
   | { readonly op: 'delete'; readonly ref: ItemRef; readonly env: string | undefined };
 
 /** Wraps and unwraps DEKs. File/env now; Vault Transit or a cloud KMS fit the same shape. */
@@ -62,11 +63,28 @@ export interface ItemValue extends ItemRef {
   readonly value: Buffer;
 }
 
+/** An item's key ring (issue 20): the current value and the previous versions still within their grace, newest first. */
+export interface ItemRing extends ItemRef {
+  readonly kind: ItemKind;
+  readonly env: string;
+  readonly revision: number;
+  /** Quoted; changes when the current value or the ring's membership does (`ringEtag`). */
+  readonly etag: string;
+  /** Plaintexts below: zero-fill after use. */
+  readonly current: { readonly version: number; readonly value: Buffer };
+  readonly previous: ReadonlyArray<{ readonly version: number; readonly value: Buffer; readonly retiredAt: Milliseconds; readonly expiresAt: Milliseconds }>;
+}
+
+export interface RotateOptions {
+  /** Re-seal every row, history included, under the new key and destroy the older wrapped keys. */
+  readonly retirePrevious?: boolean;
+}
+
 export interface DekSet {
   readonly namespace: string;
   readonly keyId: string;
   readonly currentVersion: number;
-  /** Plaintext DEKs, every version still referenced. Zero-fill after wrapping. */
+  /** Plaintext DEKs: the current version and those current values and ring members use. Zero-fill after wrapping. */
   readonly keys: ReadonlyArray<{ readonly version: number; readonly dek: Buffer }>;
 }
 
@@ -115,9 +133,14 @@ export interface ControlPlane {
   /** Agents' last reports (fleet view): the shared table on PostgreSQL, memory on the embedded store. */
   readonly agentReports: AgentReportTable;
 
-  putItem(ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<PutItemResponse>;
+  /** `ring` sets the item's key-ring grace and/or revokes its previous versions. */
+  putItem(ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string, ring?: RingWrite): Promise<PutItemResponse>;
   /** Throws not_found, decryption_failed. */
   getItem(ref: ItemRef, env: string): Promise<ItemValue>;
+  /** The item's key ring as served for `env` (an item without a ring: current only). Throws like getItem. */
+  getRing(ref: ItemRef, env: string): Promise<ItemRing>;
+  /** The same as ciphertext layers for an agent. */
+  getRingEnvelope(ref: ItemRef, env: string): Promise<RingEnvelopeResponse>;
   /** `env` deletes one layer; undefined deletes the whole item. */
   deleteItem(ref: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }>;
   list(prefix: string): Promise<ListResponse['items']>;
@@ -132,7 +155,7 @@ export interface ControlPlane {
   rollback(ref: ItemRef, version: number, actor: string): Promise<PutItemResponse>;
 
   /** New DEK version; re-encrypts the namespace's current versions in one transaction; appends KeyRotated. */
-  rotateNamespace(namespace: string, actor: string): Promise<RotateResponse>;
+  rotateNamespace(namespace: string, actor: string, options?: RotateOptions): Promise<RotateResponse>;
   /** Rotates every namespace whose current DEK is older than keyMaxAge. */
   rotateDueKeys(actor: string): Promise<RotateResponse[]>;
   /** Re-wraps every DEK under `next` without touching values. */

@@ -37,11 +37,18 @@ export const HEADERS = {
 
 const sealedWire = z.object({ iv: z.string(), ciphertext: z.string(), tag: z.string() });
 
+/**
+ * Key-ring write options (issue 20; parsed by shared/ring-proto.ts): how long
+ * a version that stops being current stays readable (`24h`, `0s` = off,
+ * absent = keep the item's setting), and ending every previous version's grace.
+ */
+const ringWrite = { ringGrace: z.string().min(1).max(32).optional(), revokePrevious: z.boolean().optional() };
+
 // --- PUT /v1/items/{namespace...}/{name}?env=ENV ---------------------------
 export const putItemBody = z.union([
-  z.object({ kind: z.literal('config'), value: z.json() }).strict(),
-  z.object({ kind: z.literal('secret'), value: z.string() }).strict(),
-  z.object({ kind: z.literal('secret'), valueBase64: z.base64() }).strict(),
+  z.object({ kind: z.literal('config'), value: z.json(), ...ringWrite }).strict(),
+  z.object({ kind: z.literal('secret'), value: z.string(), ...ringWrite }).strict(),
+  z.object({ kind: z.literal('secret'), valueBase64: z.base64(), ...ringWrite }).strict(),
 ]);
 export type PutItemBody = z.infer<typeof putItemBody>;
 
@@ -60,9 +67,9 @@ export const CHANGE_SET_MAX_CHANGES = 100;
 const changeTarget = { item: z.string().min(1).max(600), env: z.string().min(1).max(63).optional() };
 /** One member of a set: a put (the PUT body plus the item path) or a delete. */
 export const changeEntry = z.union([
-  z.object({ ...changeTarget, kind: z.literal('config'), value: z.json() }).strict(),
-  z.object({ ...changeTarget, kind: z.literal('secret'), value: z.string() }).strict(),
-  z.object({ ...changeTarget, kind: z.literal('secret'), valueBase64: z.base64() }).strict(),
+  z.object({ ...changeTarget, kind: z.literal('config'), value: z.json(), ...ringWrite }).strict(),
+  z.object({ ...changeTarget, kind: z.literal('secret'), value: z.string(), ...ringWrite }).strict(),
+  z.object({ ...changeTarget, kind: z.literal('secret'), valueBase64: z.base64(), ...ringWrite }).strict(),
   z.object({ ...changeTarget, delete: z.literal(true) }).strict(),
 ]);
 export type ChangeEntry = z.infer<typeof changeEntry>;
@@ -176,7 +183,15 @@ export const rollbackBody = z.object({ version: z.number().int().positive() }).s
 export type RollbackBody = z.infer<typeof rollbackBody>;
 
 // --- POST /v1/rotate/{namespace...} -----------------------------------------
-export const rotateResponse = z.object({ namespace: z.string(), keyVersion: z.number().int(), revision: z.number().int() });
+export const rotateResponse = z.object({
+  namespace: z.string(),
+  keyVersion: z.number().int(),
+  revision: z.number().int(),
+  /** `?retire-previous=true`: the key versions destroyed (issue 20). */
+  retiredVersions: z.array(z.number().int()).optional(),
+  /** `?retire-previous=true`: rows re-sealed under the new key, history included. */
+  resealed: z.number().int().optional(),
+});
 export type RotateResponse = z.infer<typeof rotateResponse>;
 
 // --- GET /v1/envelopes/{namespace...}/{name}?env=ENV (agent-facing) ----------

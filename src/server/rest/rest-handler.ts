@@ -21,7 +21,7 @@ import {
   type HistoryResponse,
   type ItemKind,
 } from '../../shared/protocol.ts';
-import { generateEphemeralKeyPair, parseTransportPublicKey, wrapDek, zeroize } from '../../shared/crypto.ts';
+import { dekWrapper, generateEphemeralKeyPair, parseTransportPublicKey, zeroize } from '../../shared/crypto.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Bytes } from '../../shared/units.ts';
 import type { z } from 'zod';
@@ -32,6 +32,8 @@ import type { RateLimiter } from '../rate-limiter.ts';
 import type { AgentRegistry } from '../fleet/agent-registry.ts';
 import type { RefusalAudit } from '../refusal-audit.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
+import { ringWriteOf, type RingWrite } from '../../shared/ring-proto.ts';
+import { ringJson } from '../../shared/ring-json.ts';
 
 export interface RestDeps {
   readonly controlPlane: ControlPlane;
@@ -165,6 +167,7 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
   switch (route.op) {
     case 'getItem': {
       const env = checkEnv(deps, route.env);
+      if (route.ring) return getRing(route.ref, env, req, deps, subject);
       const item = await cp.getItem(route.ref, env);
       try {
         if (item.kind === 'secret') await auditRead(deps, subject, 'read', itemKey(route.ref), `env=${env}`);
@@ -178,10 +181,11 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
     case 'putItem': {
       const env = checkEnv(deps, route.env);
       const body = parseBody(putItemBody, await readJson(req, deps.maxBody));
+      const ring = ringWriteOf(body);
       const value = valueBytes(body);
       try {
-        const result = await cp.putItem(route.ref, env, body.kind, value, subject);
-        await audit(deps, subject, 'write', itemKey(route.ref), 'ok', `env=${env} kind=${body.kind} version=${result.version}`);
+        const result = await cp.putItem(route.ref, env, body.kind, value, subject, ring);
+        await audit(deps, subject, 'write', itemKey(route.ref), 'ok', `env=${env} kind=${body.kind} version=${result.version}${ringDetail(ring)}`);
         return { status: 200, body: { ...result, overriddenBy: liveLayersAfter(await cp.history(route.ref), cp.environments, env) } };
       } finally {
         zeroize(value);
@@ -204,14 +208,15 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
       return { status: 200, body: result };
     }
     case 'rotate': {
-      const result = await cp.rotateNamespace(route.namespace, subject);
+      const result = await cp.rotateNamespace(route.namespace, subject, route.retirePrevious ? { retirePrevious: true } : {});
       deps.onRotated?.('api');
-      await audit(deps, subject, 'rotate', route.namespace, 'ok', `keyVersion=${result.keyVersion}`);
+      const retired = result.retiredVersions ? ` retired=${result.retiredVersions.join(',') || 'none'} resealed=${result.resealed ?? 0}` : '';
+      await audit(deps, subject, 'rotate', route.namespace, 'ok', `keyVersion=${result.keyVersion}${retired}`);
       return { status: 200, body: result };
     }
     case 'envelope': {
       const env = checkEnv(deps, route.env);
-      const envelope = await cp.getEnvelope(route.ref, env);
+      const envelope = route.ring ? await cp.getRingEnvelope(route.ref, env) : await cp.getEnvelope(route.ref, env);
       await auditRead(deps, subject, 'envelope', itemKey(route.ref), `env=${env}`);
       return { status: 200, headers: { etag: envelope.etag, 'x-config-revision': String(envelope.revision) }, body: envelope };
     }
@@ -221,17 +226,19 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
       const set = await cp.getDeks(route.namespace);
       // One fresh ephemeral key per response: a captured response is useless to anyone but the caller.
       const ephemeral = generateEphemeralKeyPair();
+      const wrapper = dekWrapper(recipient, ephemeral);
       try {
         const response: DeksResponse = {
           namespace: set.namespace,
           keyId: set.keyId,
           currentVersion: set.currentVersion,
           serverPublicKey: ephemeral.publicKeyBase64,
-          keys: set.keys.map((k) => ({ version: k.version, ...wrapDek(k.dek, recipient, ephemeral, { namespace: set.namespace, keyVersion: k.version }) })),
+          keys: set.keys.map((k) => ({ version: k.version, ...wrapper.wrap(k.dek, { namespace: set.namespace, keyVersion: k.version }) })),
         };
         await auditRead(deps, subject, 'deks', route.namespace, `versions=${set.keys.map((k) => k.version).join(',')}`);
         return { status: 200, body: response };
       } finally {
+        wrapper.done();
         for (const k of set.keys) zeroize(k.dek);
       }
     }
@@ -265,7 +272,8 @@ async function writeChangeSet(req: IncomingMessage, deps: RestDeps, principal: P
       if ('delete' in change) {
         ops.push({ op: 'delete', ref, env: change.env === undefined ? undefined : checkEnv(deps, change.env) });
       } else {
-        ops.push({ op: 'put', ref, env: checkEnv(deps, change.env), kind: change.kind, value: valueBytes(change) });
+        const ring = ringWriteOf(change, `changes.${index}.`);
+        ops.push({ op: 'put', ref, env: checkEnv(deps, change.env), kind: change.kind, value: valueBytes(change), ...(ring ? { ring } : {}) });
       }
     }
     const result = await deps.controlPlane.writeChangeSet(ops, subject);
@@ -290,6 +298,25 @@ async function listAgents(deps: RestDeps, principal: Principal): Promise<RestRes
   if (!deps.agents) throw new AppError('unavailable', 'The fleet view is not enabled on this server.');
   const view = await deps.agents.list((row) => row.prefixes.some((prefix) => policy.allows(principal.identity, 'agents:read', prefix)));
   return { status: 200, headers: { 'cache-control': 'no-store' }, body: view };
+}
+
+function ringDetail(ring: RingWrite | undefined): string {
+  if (!ring) return '';
+  return `${ring.grace === undefined ? '' : ` ringGrace=${ring.grace}ms`}${ring.revokePrevious ? ' revokePrevious' : ''}`;
+}
+
+/** GET ?ring=1: the current value and the previous versions within their grace (audited like a read). */
+async function getRing(ref: ItemRef, env: string, req: IncomingMessage, deps: RestDeps, subject: string): Promise<RestResult> {
+  const ring = await deps.controlPlane.getRing(ref, env);
+  const plaintexts = [ring.current.value, ...ring.previous.map((p) => p.value)];
+  try {
+    if (ring.kind === 'secret') await auditRead(deps, subject, 'read', itemKey(ref), `env=${env} ring versions=${[ring.current.version, ...ring.previous.map((p) => p.version)].join(',')}`);
+    const headers = { etag: ring.etag, 'x-config-revision': String(ring.revision) };
+    if (req.headers['if-none-match'] === ring.etag) return { status: 304, headers };
+    return { status: 200, headers, raw: ringJson(ring), sensitive: true };
+  } finally {
+    zeroize(...plaintexts);
+  }
 }
 
 /** Secret bodies become bytes here; the string in the parsed JSON cannot be wiped, the Buffer can. */

@@ -5,20 +5,21 @@
  */
 import { AppError } from '../../shared/errors.ts';
 import { decodePathRemainder, parseItemPath, validateNamespace, validatePrefix, type ItemRef } from '../../shared/paths.ts';
+import { wantsRing } from '../../shared/ring-proto.ts';
 import type { Action } from '../auth/policy.ts';
 
 export type Route =
   | { readonly op: 'openapi' }
   | { readonly op: 'changes' }
   | { readonly op: 'agents' }
-  | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined }
+  | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean }
   | { readonly op: 'putItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'deleteItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'list'; readonly prefix: string }
   | { readonly op: 'history'; readonly ref: ItemRef }
   | { readonly op: 'rollback'; readonly ref: ItemRef }
-  | { readonly op: 'rotate'; readonly namespace: string }
-  | { readonly op: 'envelope'; readonly ref: ItemRef; readonly env: string | undefined }
+  | { readonly op: 'rotate'; readonly namespace: string; readonly retirePrevious?: boolean }
+  | { readonly op: 'envelope'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean }
   | { readonly op: 'deks'; readonly namespace: string };
 
 export type RouteOp = Route['op'];
@@ -84,6 +85,14 @@ export function splitTarget(target: string): { path: string; query: URLSearchPar
   return q < 0 ? { path: target, query: new URLSearchParams() } : { path: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) };
 }
 
+/** `?retire-previous=true` on a rotation (issue 20); anything else but false is refused rather than ignored. */
+function retirePrevious(query: URLSearchParams): boolean {
+  const value = query.get('retire-previous');
+  if (value === null || value === 'false' || value === '0') return false;
+  if (value === 'true' || value === '1') return true;
+  throw new AppError('invalid_argument', `retire-previous must be true or false, not ${JSON.stringify(value.slice(0, 20))}.`);
+}
+
 export function parseRoute(method: string, target: string): Route {
   const { path, query } = splitTarget(target);
   const exact = Object.hasOwn(EXACT_ROUTES, path) ? EXACT_ROUTES[path] : undefined;
@@ -106,11 +115,15 @@ export function parseRoute(method: string, target: string): Route {
     case 'list':
       return { op, prefix: rest === '' ? '' : validatePrefix(rest) };
     case 'rotate':
+      return { op, namespace: validateNamespace(rest.replace(/\/+$/, '')), ...(retirePrevious(query) ? { retirePrevious: true } : {}) };
     case 'deks':
       return { op, namespace: validateNamespace(rest.replace(/\/+$/, '')) };
     case 'history':
     case 'rollback':
       return { op, ref: parseItemPath(rest) };
+    case 'getItem':
+    case 'envelope':
+      return { op, ref: parseItemPath(rest), env, ...(wantsRing(query) ? { ring: true } : {}) };
     default:
       return { op, ref: parseItemPath(rest), env };
   }

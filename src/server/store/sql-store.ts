@@ -60,6 +60,8 @@ function itemRow(row: SqlRow): ItemRow {
     deleted: num(row.deleted) !== 0,
     createdAt: num(row.created_at),
     updatedAt: num(row.updated_at),
+    ringGrace: num(row.ring_grace),
+    ringFloor: num(row.ring_floor),
   };
 }
 
@@ -230,6 +232,15 @@ export class SqlStoreTx implements StoreWriter {
     await this.#run('UPDATE items SET deleted = 1, updated_at = ? WHERE namespace = ? AND name = ?', [now, ref.namespace, ref.name]);
   }
 
+  async setRing(ref: ItemRef, grace: Milliseconds, floor: number): Promise<void> {
+    await this.#run('UPDATE items SET ring_grace = ?, ring_floor = ? WHERE namespace = ? AND name = ?', [grace, floor, ref.namespace, ref.name]);
+  }
+
+  async ringItemsIn(namespace: string): Promise<ItemRow[]> {
+    const rows = await this.#all('SELECT * FROM items WHERE namespace = ? AND deleted = 0 AND ring_grace > 0', [namespace]);
+    return rows.map(itemRow).sort(byItem);
+  }
+
   // --- versions ------------------------------------------------------------
 
   async currentVersions(ref: ItemRef): Promise<VersionRow[]> {
@@ -277,6 +288,11 @@ export class SqlStoreTx implements StoreWriter {
       createdBy: text(row.created_by),
       keyVersion: row.key_version === null ? null : num(row.key_version),
     }));
+  }
+
+  async liveVersionsIn(namespace: string): Promise<VersionRow[]> {
+    const rows = await this.#all(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE namespace = ? AND deleted = 0`, [namespace]);
+    return rows.map(versionRow).sort((a, b) => byItem(a, b) || a.version - b.version);
   }
 
   async insertVersion(row: VersionRow): Promise<void> {
@@ -354,6 +370,17 @@ export class SqlStoreTx implements StoreWriter {
   async dekVersionsInUse(namespace: string): Promise<number[]> {
     const rows = await this.#all('SELECT DISTINCT key_version FROM versions WHERE namespace = ? AND deleted = 0 ORDER BY key_version', [namespace]);
     return rows.map((row) => num(row.key_version));
+  }
+
+  async dekVersionsOf(namespace: string): Promise<number[]> {
+    const rows = await this.#all('SELECT version FROM deks WHERE namespace = ?', [namespace]);
+    return rows.map((row) => num(row.version)).sort((a, b) => a - b);
+  }
+
+  async deleteDeksBelow(namespace: string, version: number): Promise<number[]> {
+    const doomed = (await this.dekVersionsOf(namespace)).filter((v) => v < version);
+    await this.#run('DELETE FROM deks WHERE namespace = ? AND version < ?', [namespace, version]);
+    return doomed;
   }
 
   async insertDek(row: DekRow): Promise<void> {

@@ -19,6 +19,10 @@ export interface ItemRow extends ItemRef {
   readonly deleted: boolean;
   readonly createdAt: Milliseconds;
   readonly updatedAt: Milliseconds;
+  /** Key ring (issue 20): how long a version that stops being current stays readable; 0 = no ring. */
+  readonly ringGrace: Milliseconds;
+  /** Versions below this are out of the ring at once (`revokePrevious`); 0 = none revoked. */
+  readonly ringFloor: number;
 }
 
 /** The sealed part of a version; null fields only on tombstones. */
@@ -105,6 +109,10 @@ export interface StoreReader {
   versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>>;
   /** Every stored version of an item, oldest first, without ciphertext. */
   versionHistory(ref: ItemRef): Promise<VersionMeta[]>;
+  /** Every live (not tombstone) version of every item in exactly one namespace, history included (re-seal under a new key). */
+  liveVersionsIn(namespace: string): Promise<VersionRow[]>;
+  /** Live items of exactly one namespace that keep a key ring (ring grace > 0). */
+  ringItemsIn(namespace: string): Promise<ItemRow[]>;
 
   getDek(namespace: string, version: number): Promise<DekRow | undefined>;
   currentDek(namespace: string): Promise<DekRow | undefined>;
@@ -113,6 +121,8 @@ export interface StoreReader {
   allDeks(): Promise<DekRow[]>;
   /** Key versions of a namespace that some stored version is sealed with. */
   dekVersionsInUse(namespace: string): Promise<number[]>;
+  /** Every stored DEK version of one namespace, ascending. */
+  dekVersionsOf(namespace: string): Promise<number[]>;
 
   logState(): Promise<LogState>;
   /** Events with revision > `after`, ascending, at most `limit`. */
@@ -130,6 +140,8 @@ export interface StoreWriter extends StoreReader {
   /** Creates or revives an item (kind may change only while deleted) and takes its next version number. */
   takeNextVersion(ref: ItemRef, kind: ItemKind, now: Milliseconds): Promise<number>;
   markItemDeleted(ref: ItemRef, now: Milliseconds): Promise<void>;
+  /** Sets the item's key-ring grace (ms, 0 = off) and floor (versions below it leave the ring). */
+  setRing(ref: ItemRef, grace: Milliseconds, floor: number): Promise<void>;
   insertVersion(row: VersionRow): Promise<void>;
   /** Re-seals a version in place (key rotation); the value is unchanged. */
   resealVersion(ref: ItemRef, version: number, sealed: SealedColumns): Promise<void>;
@@ -138,6 +150,8 @@ export interface StoreWriter extends StoreReader {
 
   insertDek(row: DekRow): Promise<void>;
   rewrapDek(namespace: string, version: number, wrapped: Buffer, kekId: string): Promise<void>;
+  /** Destroys the wrapped DEK versions of a namespace below `version`; returns the versions deleted. */
+  deleteDeksBelow(namespace: string, version: number): Promise<number[]>;
 
   /** Takes the next global revision from the counter row, inside this transaction. */
   nextRevision(): Promise<number>;
