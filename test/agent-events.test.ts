@@ -40,6 +40,7 @@ function setup(): { clock: ManualClock; applier: EventApplier; cache: ValueCache
   })();
   const upstream: Upstream = {
     fetchEnvelope: () => Promise.reject(new Error('unused')),
+    fetchRingEnvelope: () => Promise.reject(new Error('unused')),
     fetchDeks: () => Promise.reject(new Error('unused')),
     close: async () => {},
   };
