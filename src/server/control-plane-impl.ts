@@ -628,6 +628,10 @@ class ControlPlaneImpl implements ControlPlane {
     return result;
   }
 
+  async namespacesWithKeys(): Promise<string[]> {
+    return (await this.#store.read((r) => r.currentDeks())).map((row) => row.namespace);
+  }
+
   async rotateDueKeys(actor: string): Promise<RotateResponse[]> {
     const cutoff = this.#now - this.#options.keyMaxAge;
     const due = (await this.#store.read((r) => r.currentDeks())).filter((row) => row.createdAt <= cutoff);
