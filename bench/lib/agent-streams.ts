@@ -64,6 +64,45 @@ function messageReader(onMessage: (payload: Buffer) => void): (chunk: Buffer) =>
   };
 }
 
+/**
+ * The revision of an ItemChanged WatchEvent, else undefined, read from the
+ * top-level fields only (revision = 1, item_changed = 2): thousands of copies
+ * of each event arrive here, and a full decode would make the load process,
+ * not the server, the bottleneck. The decoding path is checked once per
+ * stream on its first message (see openOne).
+ */
+export function itemChangedRevision(payload: Buffer): number | undefined {
+  let offset = 0;
+  let revision = 0;
+  let itemChanged = false;
+  const varint = (): number => {
+    let value = 0;
+    let scale = 1;
+    for (;;) {
+      const byte = payload[offset++] ?? 0;
+      value += (byte & 0x7f) * scale;
+      if (byte < 0x80 || offset >= payload.length) return value;
+      scale *= 128;
+    }
+  };
+  while (offset < payload.length) {
+    const tag = varint();
+    const field = Math.floor(tag / 8);
+    const wireType = tag & 7;
+    if (wireType === 0) {
+      const value = varint();
+      if (field === 1) revision = value;
+    } else if (wireType === 2) {
+      const length = varint();
+      if (field === 2) itemChanged = true;
+      offset += length;
+    } else if (wireType === 1) offset += 8;
+    else if (wireType === 5) offset += 4;
+    else return undefined;
+  }
+  return itemChanged ? revision : undefined;
+}
+
 function openOne(index: number, address: string, token: string, prefix: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const session = connect(`http://${address}`);
@@ -97,17 +136,22 @@ function openOne(index: number, address: string, token: string, prefix: string):
         const at = Number(process.hrtime.bigint());
         if (first) {
           first = false;
+          // The first message is a full decode: a stream that does not speak the protocol fails here.
+          if (!watchEventFromWire(method.responseDeserialize(payload) as WireEvent)) {
+            reject(new Error('the first message is not a WatchEvent'));
+            return;
+          }
           resolve();
         }
-        const event = watchEventFromWire(method.responseDeserialize(payload) as WireEvent);
-        if (event?.type !== 'itemChanged') return;
-        let times = arrivals.get(event.revision);
+        const revision = itemChangedRevision(payload);
+        if (revision === undefined) return;
+        let times = arrivals.get(revision);
         if (!times) {
           times = new Float64Array(agents.length);
-          arrivals.set(event.revision, times);
+          arrivals.set(revision, times);
         }
         times[index] = at;
-        onArrival?.(event.revision);
+        onArrival?.(revision);
       }),
     );
     stream.on('error', fail);

@@ -11,7 +11,7 @@
  */
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { loadavg } from 'node:os';
+import { loadavg, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { ChildMessage, ParentMessage } from '../lib/agent-streams.ts';
 import { cpuSeconds, HAS_TASKSET, LOAD_CORE, rssBytes, SUT_CORE } from '../lib/proc.ts';
@@ -33,6 +33,8 @@ const DELIVERY_TIMEOUT_MS = 10_000;
 const IDLE_SAMPLE_MS = 3_000;
 /** Pause between writes, so each is measured on its own. */
 const WRITE_GAP_MS = 200;
+/** Niceness of the load processes (the writer and the server stay at 0). */
+const LOAD_NICE = 10;
 const SERVER_FLAGS = ['--max-watch-streams-per-pod', '1000000', '--watch-open-rate', '0', '--max-grpc-connections', '1000000'];
 
 interface LoadProcess {
@@ -43,8 +45,10 @@ interface LoadProcess {
 
 function startLoadProcess(): LoadProcess {
   const proc = fork(AGENT_SCRIPT, [], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  // Every thread of the load process on the load core (fork cannot go through taskset).
+  // Every thread of the load process on the load core (fork cannot go through taskset), at a lower
+  // priority than this process, so the writer reads its acknowledgement while the agents decode events.
   if (HAS_TASKSET && proc.pid) spawnSync('taskset', ['-a', '-p', '-c', String(LOAD_CORE), String(proc.pid)], { stdio: 'ignore' });
+  if (proc.pid) setPriority(proc.pid, LOAD_NICE);
   const inbox: ChildMessage[] = [];
   const waiters: Array<{ type: string; resolve: (m: ChildMessage) => void; reject: (err: Error) => void }> = [];
   proc.on('message', (m: ChildMessage) => {

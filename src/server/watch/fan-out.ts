@@ -41,6 +41,8 @@ export interface FanOutOptions {
   readonly slice?: number;
   /** Gives the event loop a turn between slices (tests may count them). @default setImmediate */
   readonly yieldTurn?: () => Promise<void>;
+  /** Waits before a batch's first slice. @default a zero timer */
+  readonly firstTurn?: () => Promise<void>;
 }
 
 interface Batch {
@@ -49,11 +51,18 @@ interface Batch {
 }
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+/**
+ * A timer runs after this loop iteration's immediates, where the committing
+ * request finishes (its audit row is flushed on an immediate, then it
+ * answers): the writer is not kept waiting behind a slice.
+ */
+const afterThisIteration = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 0));
 
 export class FanOut {
   readonly #o: FanOutOptions;
   readonly #slice: number;
   readonly #yield: () => Promise<void>;
+  readonly #first: () => Promise<void>;
   #pending: Batch[] = [];
   #running: Promise<void> | undefined;
   #closed = false;
@@ -62,6 +71,7 @@ export class FanOut {
     this.#o = options;
     this.#slice = Math.max(1, options.slice ?? FAN_OUT_SLICE);
     this.#yield = options.yieldTurn ?? nextTurn;
+    this.#first = options.firstTurn ?? options.yieldTurn ?? afterThisIteration;
   }
 
   /** Queues committed events for every stream (or only `audience`'s); returns at once. */
@@ -86,7 +96,7 @@ export class FanOut {
 
   async #drain(): Promise<void> {
     // The committing request answers first: delivery starts on a later turn.
-    await this.#yield();
+    await this.#first();
     for (let batch = this.#pending.shift(); batch && !this.#closed; batch = this.#pending.shift()) {
       try {
         await this.#deliver(batch);
