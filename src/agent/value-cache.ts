@@ -17,7 +17,7 @@ import { zeroize } from '../shared/crypto.ts';
 import { itemKey, type ItemRef } from '../shared/paths.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
-import { drop, heldBytes, isZeroed, release, retain, toCachedValue, type CachedValue, type Loader } from './cache/cached-value.ts';
+import { drop, heldBytes, isZeroed, release, retain, toCachedValue, type CachedValue, type LoadedValue, type Loader } from './cache/cached-value.ts';
 import { FillFlights, type Flight } from './cache/fill-flights.ts';
 import { freshness, staleIfError } from './cache/freshness.ts';
 
@@ -392,6 +392,21 @@ export class ValueCache {
    */
   fill(ref: ItemRef, env: string, loader: Loader): void {
     this.#background(ref, env, loader, true);
+  }
+
+  /**
+   * Puts a value restored from the warm-restart snapshot in the cache, as last
+   * confirmed by the server at `confirmedAt`, in the current generation (the
+   * stream's resume after the snapshot's position vouches for it or replays
+   * what changed). Never replaces a value or a fill already there.
+   */
+  restore(ref: ItemRef, env: string, loaded: LoadedValue, confirmedAt: Milliseconds): void {
+    const key = cacheKey(ref, env);
+    if (this.#closed || this.#lru.has(key) || this.#flights.has(key)) {
+      zeroize(loaded.plaintext);
+      return;
+    }
+    this.#store(key, toCachedValue(ref, env, loaded, confirmedAt), this.#flights.generation);
   }
 
   /**
