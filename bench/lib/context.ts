@@ -123,7 +123,8 @@ export class Context {
   compiledCli(): Promise<{ cli: string; compiled: boolean }> {
     this.compiled ??= (async () => {
       // Inside the repo, so the compiled code resolves the project's node_modules.
-      const out = join(ROOT, 'bench', '.build');
+      // One per run: two bench runs at once (memory next to pod-limit) must not delete each other's build.
+      const out = join(ROOT, 'bench', `.build-${process.pid}`);
       await rm(out, { recursive: true, force: true });
       this.onCleanup(() => rm(out, { recursive: true, force: true }));
       const started = Date.now();
