@@ -31,13 +31,17 @@ export interface DataRequest {
   readonly listener: ListenerKind;
 }
 
-/** A complete response; `release` ends the value lease once the body is written. */
+/**
+ * A complete response. `lease` is the read whose value the body is written
+ * from: the listener hands it to `HandlerDeps.release` once the bytes have
+ * left (data, not a closure, so a read allocates no function).
+ */
 export interface BodyResult {
   readonly kind: 'body';
   readonly status: number;
   readonly headers: Record<string, string | number>;
   readonly body: Buffer | undefined;
-  readonly release?: (() => void) | undefined;
+  readonly lease?: ReadResult | undefined;
 }
 
 /** Hand the connection to the SSE stream. */
@@ -105,17 +109,37 @@ export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'
   if (req.url.length > MAX_URL_LENGTH) throw new AppError('invalid_path', `The URL is longer than ${MAX_URL_LENGTH} characters.`);
 }
 
-/** Parsed item paths, so a hot key's path is validated once, not per request. */
-const PATH_MEMO_MAX = 10_000;
-const pathMemo = new Map<string, ItemRef>();
+/** An item read's URL, parsed: the item and the representation asked for. */
+interface ItemUrl {
+  readonly ref: ItemRef;
+  readonly raw: boolean;
+}
 
-function itemRef(remainder: string): ItemRef {
-  const memo = pathMemo.get(remainder);
+/**
+ * Parsed item URLs (path and `format`), so a hot key's URL is split, decoded
+ * and validated once, not per request: a cached read then costs one map
+ * lookup here. Only valid URLs are kept; a bad one throws each time.
+ */
+const URL_MEMO_MAX = 10_000;
+const urlMemo = new Map<string, ItemUrl>();
+
+function parseItemUrl(url: string): ItemUrl | undefined {
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  if (!path.startsWith(ITEMS_ROUTE)) return undefined;
+  const format = formatParam(q === -1 ? undefined : url.slice(q + 1));
+  if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');
+  return { ref: parseItemPath(decodePathRemainder(path.slice(ITEMS_ROUTE.length))), raw: format === 'raw' };
+}
+
+function itemUrl(url: string): ItemUrl | undefined {
+  const memo = urlMemo.get(url);
   if (memo) return memo;
-  const ref = parseItemPath(decodePathRemainder(remainder));
-  if (pathMemo.size >= PATH_MEMO_MAX) pathMemo.clear();
-  pathMemo.set(remainder, ref);
-  return ref;
+  const parsed = parseItemUrl(url);
+  if (!parsed) return undefined;
+  if (urlMemo.size >= URL_MEMO_MAX) urlMemo.clear();
+  urlMemo.set(url, parsed);
+  return parsed;
 }
 
 /**
@@ -137,21 +161,19 @@ function formatParam(search: string | undefined): string {
 export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResult | Promise<DataResult> {
   try {
     checkCaller(req, deps);
-    const q = req.url.indexOf('?');
-    const path = q === -1 ? req.url : req.url.slice(0, q);
-    const search = q === -1 ? undefined : req.url.slice(q + 1);
-    if (path.startsWith(ITEMS_ROUTE)) {
-      const ref = itemRef(path.slice(ITEMS_ROUTE.length));
+    const item = itemUrl(req.url);
+    if (item) {
+      const { ref, raw } = item;
       if (!namespaceMatchesAny(ref.namespace, deps.prefixes())) {
         throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${deps.prefixes().join(', ')}).`);
       }
-      const format = formatParam(search);
-      if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');
       const hit = deps.readCached?.(ref, deps.env);
-      if (hit) return itemResult(req, deps, hit, format === 'raw');
-      return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, format === 'raw'), errorResult);
+      if (hit) return itemResult(req, deps, hit, raw);
+      return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, raw), errorResult);
     }
-    if (path === WATCH_ROUTE) return watchStream(req, deps, new URLSearchParams(search));
+    const q = req.url.indexOf('?');
+    const path = q === -1 ? req.url : req.url.slice(0, q);
+    if (path === WATCH_ROUTE) return watchStream(req, deps, new URLSearchParams(q === -1 ? '' : req.url.slice(q + 1)));
     throw new AppError('not_found', `No route ${path.slice(0, 100)}; use /v1/items/<namespace>/<name> or /v1/watch?prefix=<namespace>.`);
   } catch (err) {
     return errorResult(err);
@@ -162,16 +184,18 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw
   const value = result.value;
   // The ETag of either representation and both bodies were made when the value was cached.
   const etag = raw ? value.rawEtag : value.etag;
-  if (etagMatches(req.headers['if-none-match'], etag)) {
+  const ifNoneMatch = req.headers['if-none-match'];
+  if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, etag)) {
     deps.release(result);
-    const headers: Record<string, string | number> = { etag, age: result.ageSeconds, [HEADERS.revision]: value.revision, 'cache-control': 'no-store' };
+    const headers: Record<string, string | number> = { etag, age: result.ageSeconds, 'x-config-revision': value.revision, 'cache-control': 'no-store' };
     return { kind: 'body', status: 304, headers: result.source === 'stale' ? withStaleness(headers, result) : headers, body: undefined };
   }
   const body = raw ? value.plaintext : value.json;
+  // One literal with fixed keys (HEADERS.revision spelt out): V8 builds it from a template.
   const headers: Record<string, string | number> = {
     etag,
     age: result.ageSeconds,
-    [HEADERS.revision]: value.revision,
+    'x-config-revision': value.revision,
     'cache-control': 'no-store',
     'content-type': contentType(value.kind, raw),
     'content-length': body.length,
@@ -181,7 +205,7 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw
     deps.release(result);
     return { kind: 'body', status: 200, headers, body: undefined };
   }
-  return { kind: 'body', status: 200, headers, body, release: () => deps.release(result) };
+  return { kind: 'body', status: 200, headers, body, lease: result };
 }
 
 function withStaleness(headers: Record<string, string | number>, result: ReadResult): Record<string, string | number> {
