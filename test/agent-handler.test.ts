@@ -192,3 +192,14 @@ test('readiness: prefetch and stream, or within max-stale once the stream has be
   assert.equal(agentReadiness({ ...base, streamDownSince: 90_000, everConnected: false }).ready, false, 'never connected');
   assert.equal(agentReadiness({ ...base, files: { ready: false, files: { 'a.env': { ok: false, detail: 'missing item' } } } }).ready, false);
 });
+
+test('a URL read before is refused once the prefixes no longer cover it', async () => {
+  let prefixes: readonly string[] = ['production/ml'];
+  const d = { ...deps(), prefixes: () => prefixes };
+  assert.equal((await body(req('/v1/items/production/ml/db'), d)).status, 200);
+  assert.equal((await body(req('/v1/items/production/ml/db'), d)).status, 200, 'same list: the remembered decision');
+  prefixes = ['production/other'];
+  const refused = await body(req('/v1/items/production/ml/db'), d);
+  assert.equal(refused.status, 403);
+  assert.equal(code(refused), 'permission_denied');
+});

@@ -113,6 +113,11 @@ export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'
 interface ItemUrl {
   readonly ref: ItemRef;
   readonly raw: boolean;
+  /**
+   * The prefix list (by identity) the item was last found inside, so a hot
+   * key skips the prefix match; a different list (a reload) matches again.
+   */
+  allowedBy?: readonly string[];
 }
 
 /**
@@ -164,8 +169,12 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
     const item = itemUrl(req.url);
     if (item) {
       const { ref, raw } = item;
-      if (!namespaceMatchesAny(ref.namespace, deps.prefixes())) {
-        throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${deps.prefixes().join(', ')}).`);
+      const prefixes = deps.prefixes();
+      if (item.allowedBy !== prefixes) {
+        if (!namespaceMatchesAny(ref.namespace, prefixes)) {
+          throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${prefixes.join(', ')}).`);
+        }
+        item.allowedBy = prefixes;
       }
       const hit = deps.readCached?.(ref, deps.env);
       if (hit) return itemResult(req, deps, hit, raw);
