@@ -114,6 +114,7 @@ test('bad requests are refused with the right status and a JSON error', async ()
     [req('/v1/items/production/ml/db', { headers: { via: '1.1 proxy' } }), 403, 'forwarded_request'],
     [req('/v1/items/production/ml/db', { listener: 'tcp' }), 401, 'unauthenticated'],
     [req('/v1/items/production/ml/db', { listener: 'tcp', headers: { 'x-config-sidecar-token': 'wrong-token-0123456789' } }), 401, 'unauthenticated'],
+    [req('/v1/items/production/ml/db', { listener: 'tcp', headers: { 'x-config-sidecar-token': 'pod-token-0123456780' } }), 401, 'unauthenticated'],
     [req('/v1/watch?prefix=production'), 403, 'permission_denied'],
   ];
   for (const [r, status, errorCode] of cases) {

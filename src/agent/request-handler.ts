@@ -77,10 +77,20 @@ export function errorResult(err: unknown): BodyResult {
   };
 }
 
+/**
+ * Where a presented pod token is compared: one buffer, reused and zero-filled
+ * after each comparison (`Buffer.from` per request cost an allocation and left
+ * a copy of the token in Node's shared pool).
+ */
+let tokenScratch = Buffer.alloc(0);
+
 function tokenMatches(presented: string | string[] | undefined, expected: Buffer): boolean {
-  if (typeof presented !== 'string') return false;
-  const given = Buffer.from(presented);
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  if (typeof presented !== 'string' || Buffer.byteLength(presented) !== expected.length) return false;
+  if (tokenScratch.length !== expected.length) tokenScratch = Buffer.alloc(expected.length);
+  tokenScratch.write(presented);
+  const matches = timingSafeEqual(tokenScratch, expected);
+  tokenScratch.fill(0);
+  return matches;
 }
 
 function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
