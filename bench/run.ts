@@ -42,6 +42,7 @@ const { values: args } = parseArgs({
     out: { type: 'string' },
     'no-profile': { type: 'boolean', default: false },
     'pod-limit-entries': { type: 'string' },
+    keys: { type: 'string' },
     list: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -58,6 +59,8 @@ if (args.help || args.list) {
   --no-profile   do not profile the agent when a target is missed
   --pod-limit-entries N
                  entries loaded in the pod-limit scenario (default: the profile's, 100000 in full)
+  --keys N       items seeded and read in the cached-read, latency and cost scenarios
+                 (default: the profile's, 10000 in full; fewer warm faster on a loaded machine)
 
 Scenarios:
 ${SCENARIOS.map((s) => `  ${s.id.padEnd(20)} ${s.title}`).join('\n')}`);
@@ -87,7 +90,12 @@ async function main(): Promise<void> {
     console.error(`--pod-limit-entries must be a positive whole number, got "${args['pod-limit-entries'] ?? ''}"`);
     process.exit(2);
   }
-  const profile = { ...base, podLimitEntries };
+  const keys = args.keys === undefined ? base.keys : Number(args.keys);
+  if (!Number.isInteger(keys) || keys < 1) {
+    console.error(`--keys must be a positive whole number, got "${args.keys ?? ''}"`);
+    process.exit(2);
+  }
+  const profile = { ...base, podLimitEntries, keys };
   const wanted = (args.scenario ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   const unknown = wanted.filter((id) => !SCENARIOS.some((s) => s.id === id));
   if (unknown.length) {
