@@ -113,7 +113,8 @@ export class DekStore {
    * A new key version exists (KeyRotated). Held versions stay: a version's key
    * never changes, and dropping them would make the next change event wait on
    * a fetch of every version. A fetch in flight is superseded, since its
-   * answer may predate the new version.
+   * answer may predate the new version. The next fetch's set replaces the held
+   * one, zero-filling versions the server no longer offers.
    */
   rotated(namespace: string): void {
     const flight = this.#flights.get(namespace);
