@@ -20,6 +20,8 @@ import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
 const ITEM = 'team-a/app/flag';
 const WAIT_MS = 10_000;
 const ROLLBACK_WAIT_MS = 5_000;
+/** Agents reconnect with capped (10 s), jittered backoff after the server was gone. */
+const RECONNECT_WAIT_MS = 30_000;
 
 let server: ServerProcess;
 let httpProxy: TcpProxy;
@@ -133,7 +135,7 @@ test('30% of three agents: one canary serves the candidate, listed at creation; 
   grpcProxy.retarget(server.grpcAddress);
   const afterRestart = await rollout(first.id);
   assert.deepEqual({ state: afterRestart.state, canary: afterRestart.canary }, { state: 'rolling', canary: [canary] });
-  await until('three agents connected after the restart', connectedAgents);
+  await until('three agents connected after the restart', connectedAgents, RECONNECT_WAIT_MS);
   assert.deepEqual(await served(), Object.fromEntries([...agents.keys()].map((id) => [id, id === canary ? 'v2' : 'v1'])));
 
   // --- promote: all three serve v2, which is now the stable version ---
