@@ -72,6 +72,7 @@ export function agentArgs(spec: InjectionSpec, settings: InjectorSettings): stri
   if (spec.configMap) args.push(`--config=${PATHS.configDir}/${spec.configMapKey}`);
   if (spec.cacheTtl) args.push(`--cache-ttl=${spec.cacheTtl}`);
   if (spec.maxStale) args.push(`--max-stale=${spec.maxStale}`);
+  if (spec.appHealthUrl) args.push(`--app-health-url=${spec.appHealthUrl}`);
   return args;
 }
 
