@@ -12,7 +12,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { RolloutView } from '../src/shared/protocol.ts';
@@ -234,5 +235,29 @@ test('the CLI drives a rollout: start from a change file, the next step after th
     assert.match(list.output, new RegExp(`rollout ${view.id}: aborted`));
   } finally {
     await removeDir(dir);
+  }
+});
+
+test('--app-health-url: the agent probes the application on loopback and reports what it answers, with the reason', async () => {
+  let status = 503;
+  const app = createServer((req, res) => {
+    res.writeHead(req.url === '/healthz' ? status : 404).end();
+  });
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  try {
+    const url = `http://127.0.0.1:${(app.address() as AddressInfo).port}/healthz`;
+    const upstream = { httpUrl: `http://${httpProxy.address}`, grpcAddress: grpcProxy.address, rootToken: server.rootToken };
+    const probed = await startAgentProcess(upstream, { prefixes: ['team-a'], args: ['--agent-id', 'a4', '--app-health-url', url] });
+    try {
+      const view = async (): Promise<AgentView | undefined> => ((await api('GET', '/v1/agents')).json?.agents as AgentView[] | undefined)?.find((a) => a.id === 'a4');
+      const sick = await until('a4 reports its application unhealthy', async () => ((await view())?.appHealth === 'unhealthy' ? view() : undefined));
+      assert.equal(sick?.healthReason, 'probe /healthz answered 503');
+      status = 200;
+      await until('a4 reports its application healthy', async () => ((await view())?.appHealth === 'healthy' ? true : undefined));
+    } finally {
+      await probed.stop('SIGKILL');
+    }
+  } finally {
+    app.close();
   }
 });
