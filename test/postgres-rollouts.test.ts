@@ -112,4 +112,28 @@ describe('PostgreSQL: staged rollouts across two replicas', { skip: SKIP }, () =
     const leases = await cluster.query(url, `SELECT lease_owner FROM rollouts WHERE id = '${badView.id}'`);
     assert.match(String(leases[0]?.lease_owner), /^replica-[0-9a-f]{12}$/, 'one replica held the drive lease');
   });
+
+  test('the replica driving a rollout is killed: the other takes its lease over when it lapses and completes the rollout', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const [a, b] = (await Promise.all([set.start(), set.start()])) as [ServerProcess, ServerProcess];
+    const api = (server: ServerProcess, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(server.httpUrl, method, path, { token: set.rootToken, ...(body === undefined ? {} : { body }) });
+    assert.equal((await api(a, 'PUT', '/v1/items/quiet/app/flag', { kind: 'config', value: 1 })).status, 200);
+    // No agent serves quiet/: no canaries; after the bake the driver completes the rollout.
+    const started = await api(a, 'POST', '/v1/rollouts', { changes: [{ item: 'quiet/app/flag', kind: 'config', value: 2 }], steps: [50, 100], bakeSeconds: 3, maxUnhealthy: 0 });
+    assert.equal(started.status, 201, started.text);
+    const id = started.json.id as string;
+    const taken = (server: ServerProcess, timeoutMs: number) => server.waitForLog((l) => l.msg === 'rollout lease taken: this replica drives it' && l.rollout === id, timeoutMs).then(() => server);
+    const driver = await Promise.any([taken(a, 5_000), taken(b, 5_000)]);
+    const survivor = driver === a ? b : a;
+    await driver.stop('SIGKILL');
+    // The lease (5 s) lapses; the survivor's next tick takes it.
+    await taken(survivor, 15_000);
+    const done = await until('completed by the survivor', async () => {
+      const view = (await api(survivor, 'GET', `/v1/rollouts/${id}`)).json as RolloutView;
+      return view.state === 'completed' ? view : undefined;
+    });
+    assert.equal(done.percent, 100);
+    assert.equal((await api(survivor, 'GET', '/v1/items/quiet/app/flag')).json.value, 2);
+  });
 });

@@ -73,6 +73,8 @@ export class RolloutService {
   #lastDrive = -Infinity;
   #again = false;
   #closed = false;
+  /** Rollouts whose lease this replica held at its last drive (a takeover is logged once). */
+  #held = new Set<string>();
   /** Canaries of the active rollouts this replica last judged: only their reports prompt a drive. */
   #canaries = new Set<string>();
 
@@ -195,14 +197,23 @@ export class RolloutService {
       const ids = await this.#o.controlPlane.activeRolloutIds();
       if (ids.length === 0) {
         this.#canaries.clear();
+        this.#held.clear();
         return;
       }
+      for (const id of this.#held) if (!ids.includes(id)) this.#held.delete(id);
       const canaries = new Set<string>();
       const reports = await this.#liveReports();
       const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', healthReason: r.healthReason ?? '' }]));
       for (const id of ids) {
         if (this.#closed) return;
-        if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) continue;
+        if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
+          this.#held.delete(id);
+          continue;
+        }
+        if (!this.#held.has(id)) {
+          this.#held.add(id);
+          this.#o.logger.info({ rollout: id, owner: this.#owner }, 'rollout lease taken: this replica drives it');
+        }
         const record = await this.#o.controlPlane.getRollout(id);
         if (!record || !isActive(record.state)) continue;
         for (const agent of record.canary) canaries.add(agent);
