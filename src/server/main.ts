@@ -121,7 +121,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
       policy: policySource.current,
       currentRevision: () => controlPlane.currentRevision(),
       expiry: settings.agentExpiry,
-      onReport: () => rollouts.poke(),
+      onReport: (agentId) => rollouts.reported(agentId),
     });
     const rollouts = new RolloutService({ controlPlane, reports: controlPlane.agentReports, agentExpiry: agents.expiry, clock, logger });
     rollouts.startDriving();
