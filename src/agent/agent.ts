@@ -34,6 +34,8 @@ import { createTestHookRoutes, HoldGate, StreamSplit, TEST_APPLY_SETS_ENV, testH
 import { ChangeSetAssembler } from './change-set-assembler.ts';
 import { resolveAgentId } from './agent-id.ts';
 import { FleetReporter } from './fleet-reporter.ts';
+import { AppHealthSignal, parseHealthBody, startAppHealthProbe } from './app-health.ts';
+import { RolloutTracker } from './rollout-tracker.ts';
 import { AppliedPosition } from './applied-position.ts';
 import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
@@ -188,6 +190,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         logger.error({ namespace: ref.namespace, name: ref.name }, 'envelope failed authentication; refused, not cached');
       },
       futureFill: (outcome) => metrics.futureFillWaits?.inc({ outcome }),
+      fetched: (ref, rollout, version) => rollouts.fetched(ref, rollout, version),
     },
     position,
   );
@@ -225,6 +228,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     metrics,
     logger,
   });
+  // Staged rollouts: which candidates this agent serves, and the application's own health signal.
+  const appHealth = new AppHealthSignal(() => reporter.changed());
+  const rollouts = new RolloutTracker((applied) => {
+    if (applied !== undefined) appHealth.reset();
+    reporter.changed();
+  });
+  const appHealthProbe = settings.appHealthUrl ? startAppHealthProbe(settings.appHealthUrl, appHealth, clock) : undefined;
+  const forgetRollouts = (event: WatchEvent): void => {
+    if (event.type === 'itemChanged' || event.type === 'itemDeleted') rollouts.forget({ namespace: event.namespace, name: event.name });
+  };
   let reportedRevision = -1;
   const afterApply = (): void => {
     position.advanced();
@@ -235,10 +248,12 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   };
   const assembler = new ChangeSetAssembler({
     apply: (event) => {
+      forgetRollouts(event);
       applier.apply(event);
       afterApply();
     },
     applyBatch: (events) => {
+      events.forEach(forgetRollouts);
       applier.applyBatch(events);
       afterApply();
     },
@@ -246,6 +261,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const membersOneByOne = hooks && (options.env ?? process.env)[TEST_APPLY_SETS_ENV] === 'members';
   const applyEvent = membersOneByOne
     ? (event: WatchEvent): void => {
+        forgetRollouts(event);
         applier.apply(event);
         afterApply();
       }
@@ -329,11 +345,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     state: () => {
       const ready = readiness().ready;
       wasReady ||= ready;
+      const health = !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded';
+      const app = appHealth.state;
       return {
         appliedRevision: applier.appliedRevision,
         storeId: '',
         connected: watch.connected,
-        health: !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded',
+        health,
+        rollouts: rollouts.list(),
+        appHealth: app.appHealth,
+        healthReason: app.appHealth === 'unhealthy' ? app.reason : health === 'degraded' ? (watch.connected ? 'not ready' : `watch stream down${streamError ? `: ${streamError}` : ''}`).slice(0, 200) : '',
       };
     },
   });
@@ -374,6 +395,11 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     // Under a memory limit the connection cap comes from the budget (at most MAX_CONNECTIONS).
     maxConnections: budget.maxConnections,
     onResponse: (listener: string, status: number) => metrics.countResponse(listener, status),
+    appHealth: (body: Buffer) => {
+      const { healthy, reason } = parseHealthBody(body);
+      appHealth.set(healthy, reason);
+      return appHealth.state;
+    },
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
@@ -595,6 +621,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       applier.close();
       position.close();
       reporter.close();
+      appHealthProbe?.close();
       await stopConfigWatcher?.();
       await stopFiles?.();
       cache.close();
