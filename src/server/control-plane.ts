@@ -178,6 +178,8 @@ export interface ControlPlane {
 
   /** New DEK version; re-encrypts the namespace's current versions in one transaction; appends KeyRotated. */
   rotateNamespace(namespace: string, actor: string, options?: RotateOptions): Promise<RotateResponse>;
+  /** Every namespace that has a data key (offline re-seal of the whole store). */
+  namespacesWithKeys(): Promise<string[]>;
   /** Rotates every namespace whose current DEK is older than keyMaxAge. */
   rotateDueKeys(actor: string): Promise<RotateResponse[]>;
   /** Re-wraps every DEK under `next` without touching values. */

@@ -32,9 +32,9 @@ import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
 import type { AgentRegistry } from '../fleet/agent-registry.ts';
 import type { RefusalAudit } from '../refusal-audit.ts';
-import { statusPageResult, type StatusPage } from './status-page.ts';
 import type { RolloutService } from '../rollouts/rollout-service.ts';
 import { actOnRollout, candidateEnvelope, candidateItem, envelopeRollout, getRollout, listRollouts, startRollout } from './rollout-handler.ts';
+import { statusPageResult, type StatusPage } from './status-page.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
 import { ringWriteOf, type RingWrite } from '../../shared/ring-proto.ts';
 import { ringJson } from '../../shared/ring-json.ts';
@@ -95,9 +95,9 @@ function targetOf(route: Route): string {
     case 'statusPage':
     case 'changes':
     case 'agents':
-    case 'keys':
     case 'rollouts':
     case 'rolloutStart':
+    case 'keys':
       return '';
     case 'rollout':
     case 'rolloutAction':
@@ -152,11 +152,11 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   deps.rateLimiter.take(principal.podKey);
   if (route.op === 'changes') return writeChangeSet(req, deps, principal);
   if (route.op === 'agents') return listAgents(deps, principal);
-  if (route.op === 'keys') return listKeyAges(deps, principal);
   if (route.op === 'rollouts') return listRollouts(deps, principal);
   if (route.op === 'rolloutStart') return startRollout(req, deps, principal);
   if (route.op === 'rollout') return getRollout(route.id, deps, principal);
   if (route.op === 'rolloutAction') return actOnRollout(route.id, route.action, deps, principal);
+  if (route.op === 'keys') return listKeyAges(deps, principal);
   const action = ROUTE_ACTION[route.op];
   if (!deps.policy().allows(principal.identity, action, namespaceOf(route))) {
     await deps.refusals.record({ subject: principal.subject, action: 'denied', target: targetOf(route), outcome: 'denied', detail: `${action} ${route.op}` });

@@ -15,12 +15,12 @@ export type Route =
   | { readonly op: 'statusPage'; readonly asset: string | undefined }
   | { readonly op: 'changes' }
   | { readonly op: 'agents' }
-  | { readonly op: 'keys' }
   | { readonly op: 'rollouts' }
   | { readonly op: 'rolloutStart' }
   | { readonly op: 'rollout'; readonly id: string }
   | { readonly op: 'rolloutAction'; readonly id: string; readonly action: RolloutAction }
   | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean; readonly rollout?: string }
+  | { readonly op: 'keys' }
   | { readonly op: 'putItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'deleteItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'list'; readonly prefix: string }
@@ -58,11 +58,11 @@ export const ROUTE_TEMPLATE: Readonly<Record<RouteOp, string>> = {
   statusPage: '/ui/',
   changes: '/v1/changes',
   agents: '/v1/agents',
-  keys: '/v1/keys',
   rollouts: '/v1/rollouts',
   rolloutStart: '/v1/rollouts',
   rollout: '/v1/rollouts/{id}',
   rolloutAction: '/v1/rollouts/{id}/{action}',
+  keys: '/v1/keys',
   getItem: '/v1/items/{path}',
   putItem: '/v1/items/{path}',
   deleteItem: '/v1/items/{path}',
@@ -130,9 +130,9 @@ function retirePrevious(query: URLSearchParams): boolean {
 
 export function parseRoute(method: string, target: string): Route {
   const { path, query } = splitTarget(target);
-  if (path === '/ui' || path.startsWith('/ui/')) return { op: 'statusPage', asset: path === '/ui' ? undefined : path.slice('/ui/'.length) };
   const rollout = rolloutRoute(method, path);
   if (rollout) return rollout;
+  if (path === '/ui' || path.startsWith('/ui/')) return { op: 'statusPage', asset: path === '/ui' ? undefined : path.slice('/ui/'.length) };
   const exact = Object.hasOwn(EXACT_ROUTES, path) ? EXACT_ROUTES[path] : undefined;
   if (exact) {
     if (method !== exact.method) throw new AppError('method_not_allowed', `Use ${exact.method} for ${path}.`);
