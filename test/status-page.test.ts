@@ -376,6 +376,18 @@ test('in Chromium, views.js alone: a rollout card shows step, canaries and a can
     clicks: ['r-rolling:promote', 'r-rolling:pause', 'r-rolling:abort', 'r-paused:resume', 'r-paused:promote', 'r-paused:abort'],
   });
 
+  // Active ones first, then the newest ten finished, newest first, whatever order the server lists them in.
+  const finished = Array.from({ length: 12 }, (_, i) => ({ ...views[2], id: `r-old-${i}`, createdAt: new Date(Date.parse(now) - (12 - i) * 60_000).toISOString() }));
+  const order = await page.evaluate(async (rollouts) => {
+    const url = '/ui/views.js';
+    const { rolloutsView } = (await import(url)) as { rolloutsView: (a: unknown, on: () => void) => PageNode[] };
+    const host = document.createElement('div');
+    host.append(...rolloutsView({ rollouts }, () => undefined));
+    return { ids: [...host.querySelectorAll('article')].map((a) => (a as unknown as { dataset: { rollout: string } }).dataset.rollout), text: host.textContent };
+  }, [...finished, views[0]]);
+  assert.deepEqual(order.ids, ['r-rolling', ...Array.from({ length: 10 }, (_, i) => `r-old-${11 - i}`)]);
+  assert.match(order.text ?? '', /2 older finished rollouts not shown\./);
+
   const agent = { id: 'web-1', subject: 'ops', prefixes: ['team-a'], appliedRevision: 3, lag: 0, connected: true, lastSeen: now, health: 'ok', rollouts: [], appHealth: 'unhealthy', healthReason: MARKUP_REASON };
   const fleet = await page.evaluate(async (agents) => {
     const url = '/ui/views.js';

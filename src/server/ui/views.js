@@ -95,12 +95,16 @@ export function itemsView(list, fleet) {
  * @param {(id: string, action: string) => void} onAction
  */
 export function rolloutsView(answer, onAction) {
-  const active = answer.rollouts.filter((r) => ACTIVE_STATES.has(r.state));
-  const finished = answer.rollouts.filter((r) => !ACTIVE_STATES.has(r.state)).slice(-MAX_FINISHED_ROLLOUTS).reverse();
+  // Newest first, whatever order the server lists them in.
+  const newestFirst = [...answer.rollouts].sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt));
+  const active = newestFirst.filter((r) => ACTIVE_STATES.has(r.state));
+  const allFinished = newestFirst.filter((r) => !ACTIVE_STATES.has(r.state));
+  const finished = allFinished.slice(0, MAX_FINISHED_ROLLOUTS);
   if (active.length + finished.length === 0) return [el('p', { className: 'empty' }, 'No rollouts.')];
   const nodes = [];
   if (active.length === 0) nodes.push(el('p', { className: 'empty' }, 'No rollout in progress.'));
   for (const r of [...active, ...finished]) nodes.push(rolloutCard(r, onAction));
+  if (allFinished.length > finished.length) nodes.push(el('p', { className: 'hint' }, `${allFinished.length - finished.length} older finished rollouts not shown.`));
   return nodes;
 }
 
