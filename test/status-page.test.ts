@@ -313,12 +313,15 @@ async function rolloutPart(page: Page): Promise<void> {
   assert.equal(await page.locator('img, b, main script').count(), 0, 'a health reason became elements');
   assert.equal(await page.evaluate(() => window.__pwned), undefined);
 
+  // The item shows which rollout holds it.
+  assert.equal(await page.locator('#items-panel tr[data-item="team-a/app"] .rollout').textContent(), `rolling ${id} at 50%`);
   const card = page.locator(`article[data-rollout="${id}"]`);
   assert.deepEqual(await card.locator('button').allTextContents(), ['Promote', 'Pause', 'Abort']);
   page.once('dialog', (dialog) => void dialog.accept());
   await card.locator('button[data-action=abort]').click();
   await until(page, `rollout ${id} shown aborted`, (rid) => document.querySelector(`article[data-rollout="${rid}"]`)?.classList.contains('aborted') === true, id);
   assert.equal(await card.locator('button').count(), 0);
+  assert.equal(await page.locator('#items-panel tr[data-item="team-a/app"] .rollout').count(), 0, 'an aborted rollout holds the item no more');
   const after = await http(server.httpUrl, 'GET', `/v1/rollouts/${id}`, { token: server.rootToken });
   assert.equal(after.json.state, 'aborted', after.text);
 }
