@@ -25,6 +25,7 @@ import {
 } from '../shared/settings.ts';
 import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
 import { AppError } from '../shared/errors.ts';
+import { loopbackUrlProblem } from './app-health.ts';
 import { AGENT_ID_RE } from '../shared/fleet-proto.ts';
 import { DEFAULT_ENV } from '../shared/protocol.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
@@ -74,6 +75,7 @@ const FLAGS = [
   'snapshot-interval',
   'memory-limit',
   'agent-id',
+  'app-health-url',
 ] as const;
 
 const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
@@ -147,6 +149,14 @@ export const agentSettingsSchema = z
      * name from a service-account token, else POD_NAME, else the hostname.
      */
     agentId: z.string().regex(AGENT_ID_RE, 'letters, digits, ".", "_", ":" and "-" (up to 253), starting with a letter or digit, e.g. the pod name').optional(),
+    /** Probed as the application's health signal for staged rollouts (app-health.ts); loopback only. */
+    appHealthUrl: z
+      .string()
+      .superRefine((url, ctx) => {
+        const problem = loopbackUrlProblem(url);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .optional(),
     /** Where rendered files go (files renderer). */
     filesDir: z.string().optional(),
     /**

@@ -27,6 +27,7 @@ import { AGENT_SETTING_LABELS, loadAgentSettings, type AgentSettings } from './a
 import { AppliedEventsHub } from './applied-events.ts';
 import { createDataServer, listenSocket, writePodToken } from './data-listeners.ts';
 import { DekStore } from './dek-store.ts';
+import { RingStore } from './ring-store.ts';
 import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
@@ -34,6 +35,8 @@ import { createTestHookRoutes, HoldGate, StreamSplit, TEST_APPLY_SETS_ENV, testH
 import { ChangeSetAssembler } from './change-set-assembler.ts';
 import { resolveAgentId } from './agent-id.ts';
 import { FleetReporter } from './fleet-reporter.ts';
+import { AppHealthSignal, parseHealthBody, startAppHealthProbe } from './app-health.ts';
+import { RolloutTracker } from './rollout-tracker.ts';
 import { AppliedPosition } from './applied-position.ts';
 import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
@@ -188,6 +191,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         logger.error({ namespace: ref.namespace, name: ref.name }, 'envelope failed authentication; refused, not cached');
       },
       futureFill: (outcome) => metrics.futureFillWaits?.inc({ outcome }),
+      fetched: (ref, rollout, version) => rollouts.fetched(ref, rollout, version),
     },
     position,
   );
@@ -213,7 +217,15 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     onChange: (value) => applier.valueChanged(value),
   });
   const hub = new AppliedEventsHub();
+  const rings = new RingStore({
+    upstream,
+    deks,
+    clock,
+    // A previous version aged out: files re-render and SSE clients hear it, at the applied revision.
+    onAgedOut: (ref, env, version) => hub.publish({ type: 'changed', namespace: ref.namespace, name: ref.name, env, version, revision: applier.appliedRevision }),
+  });
   const applier = new EventApplier({
+    rings,
     cache,
     deks,
     hub,
@@ -225,6 +237,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     metrics,
     logger,
   });
+  // Staged rollouts: which candidates this agent serves, and the application's own health signal.
+  const appHealth = new AppHealthSignal(() => reporter.changed());
+  const rollouts = new RolloutTracker((applied) => {
+    if (applied !== undefined) appHealth.reset();
+    reporter.changed();
+  });
+  const appHealthProbe = settings.appHealthUrl ? startAppHealthProbe(settings.appHealthUrl, appHealth, clock) : undefined;
+  const forgetRollouts = (event: WatchEvent): void => {
+    if (event.type === 'itemChanged' || event.type === 'itemDeleted') rollouts.forget({ namespace: event.namespace, name: event.name });
+  };
   let reportedRevision = -1;
   const afterApply = (): void => {
     position.advanced();
@@ -235,10 +257,12 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   };
   const assembler = new ChangeSetAssembler({
     apply: (event) => {
+      forgetRollouts(event);
       applier.apply(event);
       afterApply();
     },
     applyBatch: (events) => {
+      events.forEach(forgetRollouts);
       applier.applyBatch(events);
       afterApply();
     },
@@ -246,13 +270,14 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const membersOneByOne = hooks && (options.env ?? process.env)[TEST_APPLY_SETS_ENV] === 'members';
   const applyEvent = membersOneByOne
     ? (event: WatchEvent): void => {
+        forgetRollouts(event);
         applier.apply(event);
         afterApply();
       }
     : (event: WatchEvent): void => assembler.offer(event);
   const split = hooks ? new StreamSplit() : undefined;
   const allowed = (ref: ItemRef): boolean => namespaceMatchesAny(ref.namespace, prefixes());
-  const values = createValueSource(cache, settings.env, allowed);
+  const values = createValueSource(cache, settings.env, allowed, rings);
 
   // Before the stream starts: a restored snapshot decides where it resumes and what is served meanwhile.
   let restored: RestoredSnapshot | undefined;
@@ -329,11 +354,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     state: () => {
       const ready = readiness().ready;
       wasReady ||= ready;
+      const health = !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded';
+      const app = appHealth.state;
       return {
         appliedRevision: applier.appliedRevision,
         storeId: '',
         connected: watch.connected,
-        health: !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded',
+        health,
+        rollouts: rollouts.list(),
+        appHealth: app.appHealth,
+        healthReason: app.appHealth === 'unhealthy' ? app.reason : health === 'degraded' ? (watch.connected ? 'not ready' : `watch stream down${streamError ? `: ${streamError}` : ''}`).slice(0, 200) : '',
       };
     },
   });
@@ -352,6 +382,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     read: (ref, env) => cache.read(ref, env),
     readCached: (ref, env) => cache.readCached(ref, env),
     release: (result) => release(result.value),
+    readRing: (ref, env) => rings.read(ref, env),
   };
   const sseHandler = (res: ServerResponse, result: { prefix: string; sinceRevision: number | undefined }): void => {
     if (sseClients >= budget.maxSseClients) {
@@ -374,6 +405,11 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     // Under a memory limit the connection cap comes from the budget (at most MAX_CONNECTIONS).
     maxConnections: budget.maxConnections,
     onResponse: (listener: string, status: number) => metrics.countResponse(listener, status),
+    appHealth: (body: Buffer) => {
+      const { healthy, reason } = parseHealthBody(body);
+      appHealth.set(healthy, reason);
+      return appHealth.state;
+    },
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
@@ -421,6 +457,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
               connected: watch.connected,
               reconnects: watch.reconnects,
               cacheEntries: cache.size,
+              dekVersions: deks.heldVersions(),
               now: clock.now(),
             }),
           }),
@@ -597,6 +634,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       applier.close();
       position.close();
       reporter.close();
+      appHealthProbe?.close();
       await stopConfigWatcher?.();
       await stopFiles?.();
       cache.close();

@@ -43,6 +43,7 @@ export function register(program: Command): void {
     .addOption(opt('--max-stale <duration>', 'how long cached values are served while the server is unreachable (default: 1h)'))
     .addOption(opt('--refetch-jitter <duration>', 'upper bound of the random delay spreading refetches after a key rotation or resync (default: 1s)'))
     .addOption(opt('--agent-id <id>', 'id in the fleet view (GET /v1/agents); with a service-account token it must be the pod name (default: the token\'s pod name, else POD_NAME, else the hostname)'))
+    .addOption(opt('--app-health-url <url>', 'probe this loopback URL every 2 s as the application\'s health signal for staged rollouts (2xx healthy); the application can also POST /v1/health to the agent'))
     .addOption(opt('--files-dir <dir>', 'directory for rendered files (default: /config-sidecar/files)'))
     .addOption(opt('--snapshot-dir <dir>', 'warm restart: keep a sealed snapshot of the served values and the applied position here, served stale-marked after a restart while the server is unreachable; an agent-private memory-backed volume (the injector mounts one). Off without it'))
     .addOption(opt('--snapshot-interval <duration>', 'rewrite the snapshot at most this often (deletions and revocations at once, and on SIGTERM) (default: 5s)'))

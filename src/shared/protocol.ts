@@ -32,6 +32,8 @@ export const HEADERS = {
   revision: 'x-config-revision',
   stale: 'x-config-stale',
   podToken: 'x-config-sidecar-token',
+  /** The agent's id on its reads from the server, so a rollout's canary is answered with the candidate. */
+  agentId: 'x-config-sidecar-agent-id',
   retryAfter: 'retry-after',
 } as const;
 
@@ -120,6 +122,11 @@ export interface RolloutView {
   /** Why it ended, for rolled_back / aborted. */
   readonly reason?: string;
 }
+
+/** A rollout id as the server makes them (`ro-` and 12 hex digits); paths accept this shape only. */
+export const ROLLOUT_ID_RE = /^[a-z0-9][a-z0-9-]{0,63}$/;
+export const ROLLOUT_ACTIONS = ['promote', 'pause', 'resume', 'abort'] as const;
+export type RolloutAction = (typeof ROLLOUT_ACTIONS)[number];
 
 /** GET /v1/rollouts */
 export interface RolloutsResponse {
@@ -220,6 +227,8 @@ export const envelopeResponse = z.object({
   revision: z.number().int(),
   etag: z.string(),
   layers: z.array(envelopeLayer).min(1),
+  /** Set when this is a staged rollout's candidate (the caller is its canary, or asked with ?rollout=). */
+  rollout: z.string().optional(),
 });
 export type EnvelopeResponse = z.infer<typeof envelopeResponse>;
 
@@ -240,6 +249,22 @@ export const deksResponse = z.object({
   keys: z.array(sealedWire.extend({ version: z.number().int() })),
 });
 export type DeksResponse = z.infer<typeof deksResponse>;
+
+// --- GET /v1/keys: data-key ages (metadata only, never key material) ------
+/** One namespace's current data key, as the status page and `rotate` planning see it. */
+export interface KeyAgeView {
+  readonly namespace: string;
+  readonly version: number;
+  readonly createdAt: string;
+  readonly ageSeconds: number;
+  /** When the age policy (--key-max-age) rotates it. */
+  readonly rotationDueAt: string;
+}
+
+/** GET /v1/keys: the namespaces the caller may `list`, in name order. */
+export interface KeysResponse {
+  readonly keys: readonly KeyAgeView[];
+}
 
 // --- errors --------------------------------------------------------------
 export const errorResponse = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
