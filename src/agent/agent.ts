@@ -35,6 +35,8 @@ import { createTestHookRoutes, HoldGate, StreamSplit, TEST_APPLY_SETS_ENV, testH
 import { ChangeSetAssembler } from './change-set-assembler.ts';
 import { resolveAgentId } from './agent-id.ts';
 import { FleetReporter } from './fleet-reporter.ts';
+import { AppHealthSignal, parseHealthBody, startAppHealthProbe } from './app-health.ts';
+import { RolloutTracker } from './rollout-tracker.ts';
 import { AppliedPosition } from './applied-position.ts';
 import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
@@ -49,6 +51,8 @@ import { release, ValueCache, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
 import { startWatchClient, type WatchClient } from './watch-client.ts';
 import { tracingRequested } from '../shared/otlp-endpoint.ts';
+import type { RestoredSnapshot } from './snapshot/snapshot-restore.ts';
+import type { Snapshotter } from './snapshot/snapshotter.ts';
 
 /** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
@@ -97,12 +101,18 @@ export interface RunningAgent {
   reloadConfigFile(): Promise<{ ok: true } | { ok: false; error: string }>;
   /** Called after each applied reload; returns an unsubscribe function. */
   onConfigChange(listener: ConfigListener): () => void;
+  /**
+   * Rewrites the warm-restart snapshot now rather than at the next interval
+   * (a no-op without --snapshot-dir): for whatever makes values in it
+   * unservable, such as a retired data key.
+   */
+  requestSnapshotNow(): void;
   /** Stop accepting, drain, close the stream, zero the cache. Safe to call twice. */
   close(): Promise<void>;
 }
 
 /** Settings whose change needs a restart (listeners, upstream, cache sizing). */
-const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'memoryLimit', 'maxStale'] as const;
+const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'memoryLimit', 'maxStale', 'snapshotDir', 'snapshotInterval'] as const;
 
 function closeServer(server: Server | undefined): Promise<void> {
   if (!server?.listening) return Promise.resolve();
@@ -181,12 +191,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         logger.error({ namespace: ref.namespace, name: ref.name }, 'envelope failed authentication; refused, not cached');
       },
       futureFill: (outcome) => metrics.futureFillWaits?.inc({ outcome }),
+      fetched: (ref, rollout, version) => rollouts.fetched(ref, rollout, version),
     },
     position,
   );
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
+  // Warm restart (--snapshot-dir): loaded only when configured.
+  const warm = settings.snapshotDir ? await import('./snapshot/warm-restart.ts') : undefined;
+  let snapshotter: Snapshotter | undefined;
   let streamError: string | undefined;
   let everConnected = false;
   const cache = new ValueCache({
@@ -197,7 +211,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     maxEntries: settings.cacheMaxEntries,
     maxBytes: budget.cacheMaxBytes,
     streamDownSince: () => streamDownSince,
-    observer: metrics.cacheObserver,
+    // With a snapshot, a value dropped by a failure (revoked, deleted) is taken out of it at once.
+    observer: warm ? warm.observeDrops(metrics.cacheObserver, () => snapshotter?.requestNow()) : metrics.cacheObserver,
     onBackgroundError: (ref, env, err: AppError) => logger.warn({ namespace: ref.namespace, name: ref.name, env, code: err.code }, 'background refresh failed'),
     onChange: (value) => applier.valueChanged(value),
   });
@@ -222,6 +237,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     metrics,
     logger,
   });
+  // Staged rollouts: which candidates this agent serves, and the application's own health signal.
+  const appHealth = new AppHealthSignal(() => reporter.changed());
+  const rollouts = new RolloutTracker((applied) => {
+    if (applied !== undefined) appHealth.reset();
+    reporter.changed();
+  });
+  const appHealthProbe = settings.appHealthUrl ? startAppHealthProbe(settings.appHealthUrl, appHealth, clock) : undefined;
+  const forgetRollouts = (event: WatchEvent): void => {
+    if (event.type === 'itemChanged' || event.type === 'itemDeleted') rollouts.forget({ namespace: event.namespace, name: event.name });
+  };
   let reportedRevision = -1;
   const afterApply = (): void => {
     position.advanced();
@@ -232,10 +257,12 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   };
   const assembler = new ChangeSetAssembler({
     apply: (event) => {
+      forgetRollouts(event);
       applier.apply(event);
       afterApply();
     },
     applyBatch: (events) => {
+      events.forEach(forgetRollouts);
       applier.applyBatch(events);
       afterApply();
     },
@@ -243,6 +270,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const membersOneByOne = hooks && (options.env ?? process.env)[TEST_APPLY_SETS_ENV] === 'members';
   const applyEvent = membersOneByOne
     ? (event: WatchEvent): void => {
+        forgetRollouts(event);
         applier.apply(event);
         afterApply();
       }
@@ -250,6 +278,35 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const split = hooks ? new StreamSplit() : undefined;
   const allowed = (ref: ItemRef): boolean => namespaceMatchesAny(ref.namespace, prefixes());
   const values = createValueSource(cache, settings.env, allowed, rings);
+
+  // Before the stream starts: a restored snapshot decides where it resumes and what is served meanwhile.
+  let restored: RestoredSnapshot | undefined;
+  if (warm && settings.snapshotDir) {
+    try {
+      const started = await warm.startWarmRestart({
+        dir: settings.snapshotDir,
+        settings,
+        cache,
+        applier,
+        hub,
+        clock,
+        logger,
+        registry: metrics.registry,
+        streamDownSince: () => streamDownSince,
+        connected: () => watch.connected,
+      });
+      restored = started.restored;
+      snapshotter = started.snapshotter;
+    } catch (err) {
+      await upstream.close();
+      throw err;
+    }
+    if (restored) streamDownSince = restored.takenAt;
+    // A rotation may have retired data keys (issue 20): the snapshot is rewritten at once, not at the next interval.
+    void (async () => {
+      for await (const event of hub.subscribe({ filter: (e) => e.type === 'rotated' })) if (event.type === 'rotated') snapshotter?.requestNow();
+    })();
+  }
 
   let firstConnect: () => void = () => {};
   const connectedOnce = new Promise<void>((resolve) => {
@@ -301,11 +358,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     state: () => {
       const ready = readiness().ready;
       wasReady ||= ready;
+      const health = !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded';
+      const app = appHealth.state;
       return {
         appliedRevision: applier.appliedRevision,
         storeId: '',
         connected: watch.connected,
-        health: !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded',
+        health,
+        rollouts: rollouts.list(),
+        appHealth: app.appHealth,
+        healthReason: app.appHealth === 'unhealthy' ? app.reason : health === 'degraded' ? (watch.connected ? 'not ready' : `watch stream down${streamError ? `: ${streamError}` : ''}`).slice(0, 200) : '',
       };
     },
   });
@@ -347,13 +409,19 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     // Under a memory limit the connection cap comes from the budget (at most MAX_CONNECTIONS).
     maxConnections: budget.maxConnections,
     onResponse: (listener: string, status: number) => metrics.countResponse(listener, status),
+    appHealth: (body: Buffer) => {
+      const { healthy, reason } = parseHealthBody(body);
+      appHealth.set(healthy, reason);
+      return appHealth.state;
+    },
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
   registerMemoryMetrics(metrics.registry, memory.memory, budget);
 
   // --- readiness and admin --------------------------------------------------
-  let prefetchDone = settings.prefetch.length === 0;
+  // Prefetched items restored from a snapshot are loaded: served stale-marked until the stream resumes.
+  let prefetchDone = settings.prefetch.length === 0 || (restored !== undefined && settings.prefetch.every((ref) => cache.peek(ref, settings.env) !== undefined));
   let prefetchFailing: readonly string[] = [];
   let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
   const readiness = (): Readiness =>
@@ -368,6 +436,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       streamError,
       files: filesHealth?.(),
       memory: memoryCheck(memory.memory, budget),
+      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values },
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
@@ -546,6 +615,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         return { ok: false, error };
       }
     },
+    requestSnapshotNow() {
+      snapshotter?.requestNow();
+    },
     onConfigChange(listener) {
       configListeners.add(listener);
       return () => configListeners.delete(listener);
@@ -558,10 +630,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       const draining = Promise.all([closeServer(socketServer), closeServer(tcpServer)]);
       hub.closeAll(); // ends SSE streams so the drain can finish
       await draining;
+      // The last snapshot, while the stream still vouches for the values.
+      await snapshotter?.close();
       watch.close();
       applier.close();
       position.close();
       reporter.close();
+      appHealthProbe?.close();
       await stopConfigWatcher?.();
       await stopFiles?.();
       cache.close();

@@ -14,10 +14,11 @@
  * - ResyncRequired, or another store id: drop everything (values, data keys,
  *   remembered 404s), adopt the position it carries, refetch what is hot.
  * - A change with inline layers is applied locally (no request); without,
- *   hot variants are refetched. Background refetches (after a rotation,
- *   resync or connect) are spread over a random delay so a fleet of agents
- *   does not hit the server at once; a caller that reads meanwhile fetches
- *   at once.
+ *   hot variants are refetched. A key rotation refetches no value (plaintext
+ *   and ETag are unchanged), only the new data key. Background fetches (that
+ *   key, refetches after a resync or connect) are spread over a random delay
+ *   so a fleet of agents does not hit the server at once; a caller that
+ *   needs one meanwhile fetches at once.
  */
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -93,6 +94,16 @@ export class EventApplier {
     return this.#serverRevision;
   }
 
+  /**
+   * Adopts the position of a restored snapshot (before the first stream), so
+   * the stream resumes after it instead of starting from `now`.
+   */
+  restore(position: LogPosition): void {
+    if (this.#position) return;
+    this.#position = position;
+    this.#updateGauges();
+  }
+
   /** Where the next stream starts (called once per attempt, before it opens). */
   startFrom(): StartFrom {
     const start: StartFrom = this.#position ? { kind: 'after', position: this.#position } : { kind: 'now' };
@@ -143,13 +154,15 @@ export class EventApplier {
         break;
       case 'keyRotated': {
         if (this.#served(event.namespace, event.type)) {
-          this.#o.deks.invalidate(event.namespace);
           this.#o.metrics.invalidations.inc({ type: event.type });
-          // Re-encryption keeps every plaintext, so cached values stay correct;
-          // hot ones are refetched under the new key, spread over the jitter window.
-          for (const variant of this.#o.cache.variantsIn(event.namespace)) {
-            if (variant.hot) this.#later(() => this.#o.cache.refresh(variant.ref, variant.env));
-          }
+          // Re-encryption keeps every plaintext and ETag, so cached values stay
+          // as they are and nothing is refetched (refetching each hot value cost
+          // a request per key and loaded the server while the next change was
+          // being applied). Only the new data key is fetched, once, spread over
+          // the jitter window; a change that needs it sooner fetches it at once.
+          const known = this.#o.deks.has(event.namespace);
+          this.#o.deks.rotated(event.namespace, event.keyVersion);
+          if (known) this.#later(() => this.#o.deks.prefetch(event.namespace, event.keyVersion));
           this.#advance(event);
           this.#o.hub.publish({ type: 'rotated', namespace: event.namespace, version: event.keyVersion, revision: event.revision });
         } else {
@@ -193,6 +206,8 @@ export class EventApplier {
   #resumed(at: LogPosition): void {
     // Rings are few and read on demand: none is vouched for across a gap.
     this.#o.rings?.clear();
+    // After a warm restart this is the process's first stream: SSE resumes from before it get a resync.
+    this.#o.hub.setFloor(at.revision);
     for (const variant of this.#o.cache.dropNewerThan(at.revision)) {
       this.#o.hub.publish({ type: 'changed', namespace: variant.ref.namespace, name: variant.ref.name, env: variant.env, revision: at.revision });
     }

@@ -23,6 +23,8 @@ const FORWARDED_HEADERS = ['x-forwarded-for', 'forwarded', 'via'] as const;
 const STALE_WARNING = '110 - "Response is Stale"';
 const ITEMS_ROUTE = '/v1/items/';
 const WATCH_ROUTE = '/v1/watch';
+/** POST: the application's health signal (app-health.ts); the one route that takes a body. */
+export const HEALTH_ROUTE = '/v1/health';
 
 export type ListenerKind = 'socket' | 'tcp';
 
@@ -50,7 +52,12 @@ export interface SseResult {
   readonly sinceRevision: number | undefined;
 }
 
-export type DataResult = BodyResult | SseResult;
+/** Read the (small) body and hand it to the health signal. */
+export interface HealthResult {
+  readonly kind: 'health';
+}
+
+export type DataResult = BodyResult | SseResult | HealthResult;
 
 export interface HandlerDeps {
   readonly prefixes: () => readonly string[];
@@ -99,8 +106,8 @@ export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'
   if (req.listener === 'tcp' && !tokenMatches(req.headers[HEADERS.podToken], deps.podToken)) {
     throw new AppError('unauthenticated', `Send the pod token (the file "token" next to the agent socket) in ${HEADERS.podToken}.`);
   }
-  if (req.method !== 'GET' && req.method !== 'HEAD') {
-    throw new AppError('method_not_allowed', 'The data API is read-only: use GET.', { headers: { allow: 'GET, HEAD' } });
+  if (req.method !== 'GET' && req.method !== 'HEAD' && !(req.method === 'POST' && req.url === HEALTH_ROUTE)) {
+    throw new AppError('method_not_allowed', `The data API is read-only: use GET (POST only for ${HEALTH_ROUTE}).`, { headers: { allow: 'GET, HEAD' } });
   }
   const length = Number(req.headers['content-length'] ?? 0);
   if (req.headers['transfer-encoding'] !== undefined || !(length <= MAX_REQUEST_BODY_BYTES)) {
@@ -160,6 +167,10 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
       return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, format === 'raw'), errorResult);
     }
     if (path === WATCH_ROUTE) return watchStream(req, deps, new URLSearchParams(search));
+    if (path === HEALTH_ROUTE) {
+      if (req.method !== 'POST') throw new AppError('method_not_allowed', `Use POST for ${HEALTH_ROUTE} with {"healthy": true|false, "reason"?: "..."}.`, { headers: { allow: 'POST' } });
+      return { kind: 'health' };
+    }
     throw new AppError('not_found', `No route ${path.slice(0, 100)}; use /v1/items/<namespace>/<name> or /v1/watch?prefix=<namespace>.`);
   } catch (err) {
     return errorResult(err);

@@ -18,7 +18,7 @@ import { Backoff } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
 import { AppError, clientActionOf, isErrorCode, type ErrorCode } from '../shared/errors.ts';
 import type { ItemRef } from '../shared/paths.ts';
-import { deksResponse, envelopeResponse, errorResponse, type DeksResponse, type EnvelopeResponse } from '../shared/protocol.ts';
+import { deksResponse, envelopeResponse, errorResponse, HEADERS, type DeksResponse, type EnvelopeResponse } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import type { TokenSource } from './token-source.ts';
 
@@ -120,7 +120,8 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     signal: AbortSignal | undefined,
   ): Promise<z.infer<S>> {
     const token = options.token.current();
-    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': `config-sidecar-agent/${options.agentId}` };
+    // The agent id lets the server answer a staged rollout's canary with the candidate.
+    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': `config-sidecar-agent/${options.agentId}`, [HEADERS.agentId]: options.agentId };
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     let response: Awaited<ReturnType<Pool['request']>>;

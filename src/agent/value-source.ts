@@ -24,6 +24,8 @@ export interface LoaderObserver {
   decryptionFailed(ref: ItemRef): void;
   /** A fetched value was newer than the applied revision and waited (see applied-position.ts). */
   futureFill?(outcome: 'applied' | 'timeout' | 'disconnected'): void;
+  /** A value was fetched: a staged rollout's candidate (its id) or the stable version (undefined). */
+  fetched?(ref: ItemRef, rollout: string | undefined, version: number): void;
 }
 
 /** Holds a fill from a revision the agent has not applied yet (applied-position.ts). */
@@ -57,6 +59,7 @@ function loadOnce(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer
       throw new AppError('upstream_error', 'The server answered for another item.');
     }
     const plaintext = await openLayers(ref, envelope.kind, envelope.layers, deks, signal, () => observer?.decryptionFailed(ref));
+    observer?.fetched?.(ref, envelope.rollout, envelope.version);
     return { kind: envelope.kind, version: envelope.version, revision: envelope.revision, etag: envelope.etag, plaintext } satisfies LoadedValue;
   };
 }

@@ -5,17 +5,18 @@
  * Every change and its events commit in one transaction; listeners hear about
  * commits afterwards, in revision order.
  */
-import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
+import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedFromWire, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
 import { AppError, describeError } from '../shared/errors.ts';
-import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
+import { itemKey, parseItemPath, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
 import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
 import type { Milliseconds } from '../shared/units.ts';
-import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemRing, ItemValue, KekProvider, LogEvent, RotateOptions } from './control-plane.ts';
+import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemRing, ItemValue, KekProvider, LogEvent, RolloutChange, RolloutStart, RotateOptions } from './control-plane.ts';
 import { ringEtag, type RingEnvelopeResponse, type RingWrite } from '../shared/ring-proto.ts';
 import { ringMembers, type RingMember } from './item-rings.ts';
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion, type ResolvedLayers } from './items.ts';
+import { ACTIVE_ROLLOUT_STATES, isActive, rolloutAad, rolloutFromRow, rolloutToRow, type CandidateChange, type RolloutRecord } from './rollouts/rollout-record.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
 import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
@@ -251,6 +252,7 @@ class ControlPlaneImpl implements ControlPlane {
     ring?: RingWrite,
   ): Promise<WriteOutcome<PutItemResponse>> {
     const now = this.#now;
+    await this.#refuseInRollout(w, ref);
     const version = await w.takeNextVersion(ref, kind, now);
     if (ring) {
       const item = await w.getItem(ref);
@@ -278,6 +280,14 @@ class ControlPlaneImpl implements ControlPlane {
     await w.appendEvent(event, now);
     await this.#prune(w, ref);
     return { result: { version, revision }, events: [event] };
+  }
+
+  /** One active rollout per item: a direct write would bypass its canaries and be overwritten by its completion. */
+  async #refuseInRollout(w: StoreReader, ref: ItemRef): Promise<void> {
+    const holder = await w.activeRolloutOf(itemKey(ref));
+    if (holder !== undefined) {
+      throw new AppError('conflict', `${itemKey(ref)} is in active rollout ${holder}; promote or abort it (config-sidecar rollout promote|abort ${holder}) before writing the item directly.`);
+    }
   }
 
   async #openLayer(row: LiveVersion, kind: ItemKind, keys?: TxKeys): Promise<Buffer> {
@@ -322,7 +332,10 @@ class ControlPlaneImpl implements ControlPlane {
 
   async getItem(refIn: ItemRef, env: string): Promise<ItemValue> {
     const ref = checkRef(refIn);
-    const resolved = await this.#resolve(ref, env);
+    return this.#valueOf(ref, env, await this.#resolve(ref, env));
+  }
+
+  async #valueOf(ref: ItemRef, env: string, resolved: ResolvedLayers): Promise<ItemValue> {
     const plaintexts: Buffer[] = [];
     try {
       for (const layer of resolved.layers) plaintexts.push(await this.#openLayer(layer, resolved.kind));
@@ -425,6 +438,7 @@ class ControlPlaneImpl implements ControlPlane {
   /** Deletes one layer (a tombstone version) or the whole item and appends ItemDeleted. */
   async #deleteStep(w: StoreWriter, ref: ItemRef, env: string | undefined, actor: string, setRevision?: number): Promise<WriteOutcome<{ revision: number; version: number }>> {
     const now = this.#now;
+    await this.#refuseInRollout(w, ref);
     const item = await w.getItem(ref);
     if (!item || item.deleted) throw notFound(ref);
     if (env === undefined) {
@@ -446,7 +460,8 @@ class ControlPlaneImpl implements ControlPlane {
     return { result: { revision, version }, events: [event] };
   }
 
-  async writeChangeSet(changesIn: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse> {
+  /** Validates a change set's members (refs, envs, no duplicates, kinds, JSON). */
+  #checkChanges(changesIn: readonly ChangeOp[]): ChangeOp[] {
     if (changesIn.length === 0) throw new AppError('invalid_argument', 'A change set needs at least one change.');
     const seen = new Set<string>();
     const changes = changesIn.map((change) => {
@@ -461,6 +476,11 @@ class ControlPlaneImpl implements ControlPlane {
       }
       return { ...change, ref };
     });
+    return changes;
+  }
+
+  async writeChangeSet(changesIn: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse> {
+    const changes = this.#checkChanges(changesIn);
     return this.#write(async (w, keys) => {
       // Each member takes exactly one revision, so the set's last one is known
       // before the first event is written (the write lock is held from here on).
@@ -694,6 +714,203 @@ class ControlPlaneImpl implements ControlPlane {
     return { namespace, keyId: namespace, currentVersion: found.current, keys };
   }
 
+  // --- staged rollouts ---------------------------------------------------------------
+
+  /** One itemChanged per item (no new version) so every agent serving it asks again; consecutive revisions as one set. */
+  async #touch(w: StoreWriter, record: RolloutRecord): Promise<LogEvent[]> {
+    const now = this.#now;
+    const setRevision = (await w.logState()).revision + record.items.length;
+    const events: LogEvent[] = [];
+    for (const item of record.items) {
+      const ref = parseItemPath(item);
+      const row = await w.getItem(ref);
+      const put = record.candidate.find((c): c is Extract<CandidateChange, { op: 'put' }> => c.op === 'put' && c.item === item);
+      const revision = await w.nextRevision();
+      const event = this.#digested({ revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind: row?.kind ?? put?.kind ?? 'config', version: row?.lastVersion ?? 0, env: '', ...inSet(setRevision) });
+      await w.appendEvent(event, now);
+      events.push(event);
+    }
+    return events;
+  }
+
+  async startRollout(start: RolloutStart, actor: string): Promise<RolloutRecord> {
+    const changes = this.#checkChanges(start.changes);
+    return this.#write(async (w, keys) => {
+      const now = this.#now;
+      const items = [...new Set(changes.map((c) => itemKey(c.ref)))];
+      const candidate: CandidateChange[] = [];
+      for (const change of changes) {
+        const item = itemKey(change.ref);
+        const existing = await w.getItem(change.ref);
+        if (change.op === 'delete') {
+          if (!existing || existing.deleted) throw notFound(change.ref);
+          candidate.push({ op: 'delete', item, env: change.env ?? '' });
+          continue;
+        }
+        if (existing && !existing.deleted && existing.kind !== change.kind) {
+          throw new AppError('conflict', `${item} is a ${existing.kind}; delete it before writing it as a ${change.kind}.`);
+        }
+        const key = await keys.current(change.ref.namespace, now);
+        try {
+          const sealed = seal(key.dek, change.value, rolloutAad(start.id, item, change.env, change.kind));
+          candidate.push({ op: 'put', item, env: change.env, kind: change.kind, keyVersion: key.version, sealed: sealedToWire(sealed) });
+        } finally {
+          zeroize(key.dek);
+        }
+      }
+      await w.setRolloutItems(start.id, items);
+      const draft: RolloutRecord = {
+        id: start.id,
+        state: 'rolling',
+        steps: [...start.steps],
+        step: 0,
+        bakeSeconds: start.bakeSeconds,
+        maxUnhealthy: start.maxUnhealthy,
+        items,
+        canary: [...start.canary],
+        unhealthy: [],
+        createdAt: now,
+        createdBy: actor,
+        stepStartedAt: now,
+        revision: 0,
+        candidate,
+      };
+      const events = start.canary.length > 0 ? await this.#touch(w, draft) : [];
+      const record = { ...draft, revision: events.at(-1)?.revision ?? (await w.logState()).revision };
+      await w.insertRollout({ ...rolloutToRow(record, now), leaseOwner: '', leaseUntil: 0 });
+      return { result: record, events };
+    });
+  }
+
+  async changeRollout(id: string, change: (record: RolloutRecord) => RolloutChange | undefined, actor: string): Promise<RolloutRecord> {
+    return this.#write(async (w, keys) => {
+      const row = await w.getRollout(id);
+      if (!row) throw new AppError('not_found', `There is no rollout ${id}.`);
+      const next = change(rolloutFromRow(row));
+      if (!next) return { result: rolloutFromRow(row), events: [] };
+      let record = next.record;
+      let events: LogEvent[] = [];
+      // Released before the completion writes them (the write path refuses items of active rollouts).
+      if (next.complete || !isActive(record.state)) await w.setRolloutItems(id, []);
+      if (next.complete) {
+        const setRevision = (await w.logState()).revision + record.candidate.length;
+        for (const c of record.candidate) {
+          const ref = parseItemPath(c.item);
+          if (c.op === 'delete') {
+            events.push(...(await this.#deleteStep(w, ref, c.env === '' ? undefined : c.env, actor, setRevision)).events);
+            continue;
+          }
+          const dek = await keys.dek(ref.namespace, c.keyVersion);
+          let value: Buffer;
+          try {
+            value = openSealed(dek, sealedFromWire(c.sealed), rolloutAad(id, c.item, c.env, c.kind));
+          } finally {
+            zeroize(dek);
+          }
+          try {
+            events.push(...(await this.#writeVersion(w, keys, ref, c.env, c.kind, value, actor, setRevision)).events);
+          } finally {
+            zeroize(value);
+          }
+        }
+        record = { ...record, state: 'completed', revision: setRevision };
+      } else if (next.touch) {
+        events = await this.#touch(w, record);
+        record = { ...record, revision: events.at(-1)?.revision ?? record.revision };
+      }
+      await w.updateRollout({ ...rolloutToRow(record, this.#now), leaseOwner: row.leaseOwner, leaseUntil: row.leaseUntil });
+      return { result: record, events };
+    });
+  }
+
+  async getRollout(id: string): Promise<RolloutRecord | undefined> {
+    const row = await this.#store.read((r) => r.getRollout(id));
+    return row ? rolloutFromRow(row) : undefined;
+  }
+
+  async listRollouts(limit: number): Promise<RolloutRecord[]> {
+    return (await this.#store.read((r) => r.listRollouts(limit))).map(rolloutFromRow);
+  }
+
+  activeRolloutIds(): Promise<string[]> {
+    return this.#store.read((r) => r.rolloutIdsIn(ACTIVE_ROLLOUT_STATES));
+  }
+
+  async activeRolloutOf(ref: ItemRef): Promise<RolloutRecord | undefined> {
+    const row = await this.#store.read(async (r) => {
+      const id = await r.activeRolloutOf(itemKey(ref));
+      return id === undefined ? undefined : r.getRollout(id);
+    });
+    return row ? rolloutFromRow(row) : undefined;
+  }
+
+  takeRolloutLease(id: string, owner: string, ttl: Milliseconds): Promise<boolean> {
+    const now = this.#now;
+    return this.#store.write((w) => w.takeRolloutLease(id, owner, now, now + ttl));
+  }
+
+  /**
+   * The item's layers with the rollout's members applied: each put re-sealed
+   * under the namespace's current key as the version the completion will
+   * write (writes to the item wait for the rollout, so the number holds),
+   * with the rollout's revision, so its ETag differs from the stable one.
+   */
+  async #candidateResolved(ref: ItemRef, env: string, rolloutId: string): Promise<ResolvedLayers> {
+    const chain = chainFor(env, this.environments);
+    const item = itemKey(ref);
+    const snap = await this.#store.read(async (r) => {
+      const row = await r.getRollout(rolloutId);
+      if (!row) return undefined;
+      const found = await r.getItem(ref);
+      return { record: rolloutFromRow(row), found, current: found && !found.deleted ? await r.currentVersions(ref) : [], dek: await r.currentDek(ref.namespace) };
+    });
+    if (!snap) throw new AppError('not_found', `There is no rollout ${rolloutId}.`);
+    const { record, found } = snap;
+    if (!isActive(record.state)) throw new AppError('conflict', `Rollout ${rolloutId} is ${record.state}; its candidate is no longer served (read without ?rollout).`);
+    if (!record.items.includes(item)) throw new AppError('not_found', `${item} is not part of rollout ${rolloutId}.`);
+    let rows: VersionRow[] = [...snap.current];
+    let kind: ItemKind | undefined = found && !found.deleted ? found.kind : undefined;
+    let version = found?.lastVersion ?? 0;
+    for (const c of record.candidate) {
+      if (c.item !== item) continue;
+      if (c.op === 'delete' && c.env === '') {
+        rows = [];
+        kind = undefined;
+        continue;
+      }
+      version += 1;
+      const base = { ...ref, version, env: c.env, revision: record.revision, createdAt: record.createdAt, createdBy: record.createdBy };
+      if (c.op === 'delete') {
+        rows = [...rows.filter((v) => v.env !== c.env), { ...base, deleted: true, sealed: null }];
+        continue;
+      }
+      if (!snap.dek) throw new AppError('internal', `The namespace ${ref.namespace} has no data key.`);
+      kind = c.kind;
+      const [held, current] = [await this.#keys.dek(ref.namespace, c.keyVersion), await this.#keys.dek(ref.namespace, snap.dek.version)];
+      let value: Buffer | undefined;
+      try {
+        value = openSealed(held, sealedFromWire(c.sealed), rolloutAad(rolloutId, item, c.env, c.kind));
+        const sealed = seal(current, value, valueAad({ ...ref, version, env: c.env, kind: c.kind, keyId: ref.namespace, keyVersion: snap.dek.version }, CURRENT_AAD_VERSION));
+        rows = [...rows.filter((v) => v.env !== c.env), { ...base, deleted: false, sealed: sealedColumns(ref.namespace, snap.dek.version, sealed, CURRENT_AAD_VERSION) }];
+      } finally {
+        zeroize(held, current, value);
+      }
+    }
+    const resolved = kind === undefined ? undefined : resolveLayers(kind, rows, chain);
+    if (!resolved) throw notFound(ref, ` in environment ${env} as rollout ${rolloutId} leaves it`);
+    return { ...resolved, revision: Math.max(resolved.revision, record.revision) };
+  }
+
+  async candidateEnvelope(refIn: ItemRef, env: string, rolloutId: string): Promise<EnvelopeResponse> {
+    const ref = checkRef(refIn);
+    return this.#envelopeOf(ref, env, await this.#candidateResolved(ref, env, rolloutId));
+  }
+
+  async candidateItem(refIn: ItemRef, env: string, rolloutId: string): Promise<ItemValue> {
+    const ref = checkRef(refIn);
+    return this.#valueOf(ref, env, await this.#candidateResolved(ref, env, rolloutId));
+  }
+
   // --- event log ---------------------------------------------------------------------
 
   async currentRevision(): Promise<number> {
@@ -716,6 +933,11 @@ class ControlPlaneImpl implements ControlPlane {
       const out = new Map<string, ItemLayers>();
       for (const [key, ref] of unique) {
         const item = await r.getItem(ref);
+        // Canaries and the rest serve different values of an item in an active rollout: every agent asks (candidate-aware read path).
+        if (await r.activeRolloutOf(key)) {
+          out.set(key, { kind: item?.kind, deleted: false, revision: 0, layers: undefined });
+          continue;
+        }
         out.set(key, item && !item.deleted ? inlineLayers(item.kind, await r.currentVersions(ref), this.environments) : { kind: item?.kind, deleted: true, revision: 0, layers: [] });
       }
       return out;

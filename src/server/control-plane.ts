@@ -24,6 +24,7 @@ import type { Logger } from '../shared/logger.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { LogPage } from './store/store.ts';
 import type { ItemLayers } from './inline-layers.ts';
+import type { RolloutRecord } from './rollouts/rollout-record.ts';
 import type { RingEnvelopeResponse, RingWrite } from '../shared/ring-proto.ts';
 
 /**
@@ -88,7 +89,7 @@ export interface DekSet {
   readonly keys: ReadonlyArray<{ readonly version: number; readonly dek: Buffer }>;
 }
 
-export type AuditAction = 'read' | 'list' | 'write' | 'delete' | 'rollback' | 'rotate' | 'envelope' | 'deks' | 'watch' | 'denied' | 'admin';
+export type AuditAction = 'read' | 'list' | 'write' | 'delete' | 'rollback' | 'rotate' | 'envelope' | 'deks' | 'watch' | 'denied' | 'admin' | 'rollout';
 
 export interface AuditEntry {
   readonly subject: string;
@@ -126,6 +127,26 @@ export interface ControlPlaneOptions {
   readonly logger: Logger;
   /** How the embedded store is opened (`exclusive`, `create`: src/server/store/sqlite-store.ts); ignored by PostgreSQL. */
   readonly storeAccess?: StoreAccess | undefined;
+}
+
+/** A staged rollout's start, validated at the edge (src/server/rollouts). */
+export interface RolloutStart {
+  readonly id: string;
+  readonly steps: readonly number[];
+  readonly bakeSeconds: number;
+  readonly maxUnhealthy: number;
+  readonly changes: readonly ChangeOp[];
+  /** The first step's canaries, chosen before the transaction. */
+  readonly canary: readonly string[];
+}
+
+/** A rollout transition: the new record, and what else commits with it. */
+export interface RolloutChange {
+  readonly record: RolloutRecord;
+  /** Who serves the candidate changed: announce the items again (one event each, as a set). */
+  readonly touch?: boolean;
+  /** Write the candidate as a change set; the rollout becomes completed. */
+  readonly complete?: boolean;
 }
 
 export interface ControlPlane {
@@ -195,6 +216,32 @@ export interface ControlPlane {
    * resume, and get ResyncRequired. Returns unsubscribe.
    */
   onEventsLost?(listener: (lost: { readonly deliveredRevision: number; readonly compactedThrough: number }) => void): () => void;
+
+  /**
+   * Stores a new rollout (state rolling, step 0) with its candidate sealed and
+   * its items held (a direct write to them is a conflict until it ends; an
+   * item in another active rollout is a conflict), and announces the items
+   * when there are canaries. Throws like writeChangeSet for a bad member.
+   */
+  startRollout(start: RolloutStart, actor: string): Promise<RolloutRecord>;
+  /**
+   * Reads the rollout in a write transaction and stores what `change`
+   * returns (undefined: nothing), with its touch events or completion change
+   * set. Ending states release the items. Throws not_found.
+   */
+  changeRollout(id: string, change: (record: RolloutRecord) => RolloutChange | undefined, actor: string): Promise<RolloutRecord>;
+  getRollout(id: string): Promise<RolloutRecord | undefined>;
+  /** Newest first. */
+  listRollouts(limit: number): Promise<RolloutRecord[]>;
+  /** Rolling or paused rollouts, oldest first. */
+  activeRolloutIds(): Promise<string[]>;
+  /** The active rollout holding the item, if any. */
+  activeRolloutOf(ref: ItemRef): Promise<RolloutRecord | undefined>;
+  /** Takes or renews the rollout's drive lease for `owner` (one replica drives a rollout at a time). */
+  takeRolloutLease(id: string, owner: string, ttl: Milliseconds): Promise<boolean>;
+  /** The item as the rollout's candidate makes it (canaries, `?rollout=`); throws not_found, conflict (not active). */
+  candidateEnvelope(ref: ItemRef, env: string, rolloutId: string): Promise<EnvelopeResponse>;
+  candidateItem(ref: ItemRef, env: string, rolloutId: string): Promise<ItemValue>;
 
   audit(entry: AuditEntry): Promise<void>;
   /** False while the last audit write failed (readiness: secret reads are refused then). */

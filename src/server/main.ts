@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
+import { RolloutService } from './rollouts/rollout-service.ts';
 import { OffsetClock, systemClock, type Clock, type TimerHandle } from '../shared/clock.ts';
 import { createAdminServer, listen } from '../shared/admin-server.ts';
 import { describeError } from '../shared/errors.ts';
@@ -118,7 +119,11 @@ export async function startServer(settings: ServerSettings, options: StartOption
       policy: policySource.current,
       currentRevision: () => controlPlane.currentRevision(),
       expiry: settings.agentExpiry,
+      onReport: () => rollouts.poke(),
     });
+    const rollouts = new RolloutService({ controlPlane, reports: controlPlane.agentReports, agentExpiry: agents.expiry, clock, logger });
+    rollouts.startDriving();
+    closers.push(() => rollouts.close());
     registerFleetGauges(metrics.registry, async () => {
       const { agents: live } = await agents.list(() => true);
       return {
@@ -140,6 +145,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
         openapi,
         logger,
         agents,
+        rollouts,
         onRotated: (trigger) => metrics.rotations.inc({ trigger }),
       },
       metrics,

@@ -32,6 +32,8 @@ export const HEADERS = {
   revision: 'x-config-revision',
   stale: 'x-config-stale',
   podToken: 'x-config-sidecar-token',
+  /** The agent's id on its reads from the server, so a rollout's canary is answered with the candidate. */
+  agentId: 'x-config-sidecar-agent-id',
   retryAfter: 'retry-after',
 } as const;
 
@@ -120,6 +122,11 @@ export interface RolloutView {
   /** Why it ended, for rolled_back / aborted. */
   readonly reason?: string;
 }
+
+/** A rollout id as the server makes them (`ro-` and 12 hex digits); paths accept this shape only. */
+export const ROLLOUT_ID_RE = /^[a-z0-9][a-z0-9-]{0,63}$/;
+export const ROLLOUT_ACTIONS = ['promote', 'pause', 'resume', 'abort'] as const;
+export type RolloutAction = (typeof ROLLOUT_ACTIONS)[number];
 
 /** GET /v1/rollouts */
 export interface RolloutsResponse {
@@ -220,6 +227,8 @@ export const envelopeResponse = z.object({
   revision: z.number().int(),
   etag: z.string(),
   layers: z.array(envelopeLayer).min(1),
+  /** Set when this is a staged rollout's candidate (the caller is its canary, or asked with ?rollout=). */
+  rollout: z.string().optional(),
 });
 export type EnvelopeResponse = z.infer<typeof envelopeResponse>;
 

@@ -21,7 +21,7 @@ import {
   type HistoryResponse,
   type ItemKind,
 } from '../../shared/protocol.ts';
-import { generateEphemeralKeyPair, parseTransportPublicKey, wrapDek, zeroize } from '../../shared/crypto.ts';
+import { dekWrapper, generateEphemeralKeyPair, parseTransportPublicKey, zeroize } from '../../shared/crypto.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Bytes } from '../../shared/units.ts';
 import type { z } from 'zod';
@@ -31,6 +31,8 @@ import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
 import type { AgentRegistry } from '../fleet/agent-registry.ts';
 import type { RefusalAudit } from '../refusal-audit.ts';
+import type { RolloutService } from '../rollouts/rollout-service.ts';
+import { actOnRollout, candidateEnvelope, candidateItem, envelopeRollout, getRollout, listRollouts, startRollout } from './rollout-handler.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
 import { ringWriteOf, type RingWrite } from '../../shared/ring-proto.ts';
 import { ringJson } from '../../shared/ring-json.ts';
@@ -47,6 +49,8 @@ export interface RestDeps {
   readonly logger: Logger;
   /** The fleet view (GET /v1/agents); absent in unit tests that do not need it. */
   readonly agents?: AgentRegistry;
+  /** Staged rollouts (/v1/rollouts, candidate reads); absent in unit tests that do not need them. */
+  readonly rollouts?: RolloutService;
   /** Called after a successful API rotation (metrics). */
   readonly onRotated?: (trigger: 'api') => void;
 }
@@ -68,7 +72,7 @@ export interface RequestContext {
 
 const ANONYMOUS = '(unauthenticated)';
 
-function parseBody<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> {
+export function parseBody<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> {
   const result = schema.safeParse(raw);
   if (result.success) return result.data;
   // A union's first issue is opaque; name the usual mistake (the kind) directly.
@@ -86,7 +90,12 @@ function targetOf(route: Route): string {
     case 'openapi':
     case 'changes':
     case 'agents':
+    case 'rollouts':
+    case 'rolloutStart':
       return '';
+    case 'rollout':
+    case 'rolloutAction':
+      return route.id;
     case 'list':
       return route.prefix;
     case 'rotate':
@@ -133,10 +142,27 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   deps.rateLimiter.take(principal.podKey);
   if (route.op === 'changes') return writeChangeSet(req, deps, principal);
   if (route.op === 'agents') return listAgents(deps, principal);
+  if (route.op === 'rollouts') return listRollouts(deps, principal);
+  if (route.op === 'rolloutStart') return startRollout(req, deps, principal);
+  if (route.op === 'rollout') return getRollout(route.id, deps, principal);
+  if (route.op === 'rolloutAction') return actOnRollout(route.id, route.action, deps, principal);
   const action = ROUTE_ACTION[route.op];
   if (!deps.policy().allows(principal.identity, action, namespaceOf(route))) {
     await deps.refusals.record({ subject: principal.subject, action: 'denied', target: targetOf(route), outcome: 'denied', detail: `${action} ${route.op}` });
     throw new AppError('permission_denied', `${principal.subject} may not ${action} ${namespaceOf(route) || 'every namespace'}.`);
+  }
+  if (route.op === 'getItem' && route.rollout !== undefined) return candidateItem(req, route.ref, route.env, route.rollout, deps, principal.subject);
+  // A ring read (issue 20) is the stable key ring; a canary's candidate is a plain envelope.
+  if (route.op === 'envelope' && (route.ring !== true || route.rollout !== undefined)) {
+    const rollout = await envelopeRollout(req, route.ref, route.rollout, deps, principal);
+    if (rollout !== undefined) {
+      try {
+        return await candidateEnvelope(route.ref, route.env, rollout, deps, principal.subject);
+      } catch (err) {
+        // A canary's rollout ended since it was looked up: the stable version is the answer (the ending's events follow).
+        if (route.rollout !== undefined || toAppError(err).code !== 'conflict') throw err;
+      }
+    }
   }
   return execute(route, req, deps, principal.subject);
 }
@@ -155,7 +181,7 @@ export function liveLayersAfter(history: HistoryResponse, chain: readonly string
   return chain.slice(chain.indexOf(env) + 1).filter((e) => newest.get(e)?.deleted === false);
 }
 
-function checkEnv(deps: RestDeps, env: string | undefined): string {
+export function checkEnv(deps: RestDeps, env: string | undefined): string {
   const envs = deps.controlPlane.environments;
   if (env === undefined) return envs[0] as string;
   if (!envs.includes(env)) throw new AppError('invalid_argument', `Unknown environment "${env.slice(0, 64)}"; use one of ${envs.join(', ')}.`);
@@ -226,17 +252,19 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
       const set = await cp.getDeks(route.namespace);
       // One fresh ephemeral key per response: a captured response is useless to anyone but the caller.
       const ephemeral = generateEphemeralKeyPair();
+      const wrapper = dekWrapper(recipient, ephemeral);
       try {
         const response: DeksResponse = {
           namespace: set.namespace,
           keyId: set.keyId,
           currentVersion: set.currentVersion,
           serverPublicKey: ephemeral.publicKeyBase64,
-          keys: set.keys.map((k) => ({ version: k.version, ...wrapDek(k.dek, recipient, ephemeral, { namespace: set.namespace, keyVersion: k.version }) })),
+          keys: set.keys.map((k) => ({ version: k.version, ...wrapper.wrap(k.dek, { namespace: set.namespace, keyVersion: k.version }) })),
         };
         await auditRead(deps, subject, 'deks', route.namespace, `versions=${set.keys.map((k) => k.version).join(',')}`);
         return { status: 200, body: response };
       } finally {
+        wrapper.done();
         for (const k of set.keys) zeroize(k.dek);
       }
     }
@@ -255,30 +283,39 @@ async function writeChangeSet(req: IncomingMessage, deps: RestDeps, principal: P
   }
   const ops: ChangeOp[] = [];
   try {
-    for (const [index, change] of body.changes.entries()) {
-      let ref: ItemRef;
-      try {
-        ref = parseItemPath(change.item);
-      } catch (err) {
-        throw new AppError('invalid_argument', `changes.${index}.item: ${toAppError(err).message}`);
-      }
-      const action = 'delete' in change ? 'delete' : 'write';
-      if (!deps.policy().allows(principal.identity, action, ref.namespace)) {
-        await audit(deps, subject, 'denied', itemKey(ref), 'denied', `${action} change set`);
-        throw new AppError('permission_denied', `${subject} may not ${action} ${ref.namespace} (changes.${index}); nothing was written.`);
-      }
-      if ('delete' in change) {
-        ops.push({ op: 'delete', ref, env: change.env === undefined ? undefined : checkEnv(deps, change.env) });
-      } else {
-        const ring = ringWriteOf(change, `changes.${index}.`);
-        ops.push({ op: 'put', ref, env: checkEnv(deps, change.env), kind: change.kind, value: valueBytes(change), ...(ring ? { ring } : {}) });
-      }
-    }
+    await changeOpsOf(body.changes, deps, principal, 'change set', ops);
     const result = await deps.controlPlane.writeChangeSet(ops, subject);
     await audit(deps, subject, 'write', result.items.map((i) => i.item).join(',').slice(0, 400), 'ok', `change set revision=${result.revision} changes=${ops.length}`);
     return { status: 200, body: result };
   } finally {
     for (const op of ops) if (op.op === 'put') zeroize(op.value);
+  }
+}
+
+/**
+ * Parses and authorises each member (write, or delete) into `ops` (the caller
+ * zero-fills their values, also when this throws part way).
+ */
+export async function changeOpsOf(changes: readonly ChangeEntry[], deps: RestDeps, principal: Principal, what: string, ops: ChangeOp[]): Promise<void> {
+  const subject = principal.subject;
+  for (const [index, change] of changes.entries()) {
+    let ref: ItemRef;
+    try {
+      ref = parseItemPath(change.item);
+    } catch (err) {
+      throw new AppError('invalid_argument', `changes.${index}.item: ${toAppError(err).message}`);
+    }
+    const action = 'delete' in change ? 'delete' : 'write';
+    if (!deps.policy().allows(principal.identity, action, ref.namespace)) {
+      await audit(deps, subject, 'denied', itemKey(ref), 'denied', `${action} ${what}`);
+      throw new AppError('permission_denied', `${subject} may not ${action} ${ref.namespace} (changes.${index}); nothing was written.`);
+    }
+    if ('delete' in change) {
+      ops.push({ op: 'delete', ref, env: change.env === undefined ? undefined : checkEnv(deps, change.env) });
+    } else {
+      const ring = ringWriteOf(change, `changes.${index}.`);
+      ops.push({ op: 'put', ref, env: checkEnv(deps, change.env), kind: change.kind, value: valueBytes(change), ...(ring ? { ring } : {}) });
+    }
   }
 }
 
@@ -328,7 +365,7 @@ function valueBytes(body: z.infer<typeof putItemBody> | Exclude<ChangeEntry, { d
  * Builds the GET body around the plaintext bytes without parsing them: a config
  * value is already JSON; a secret is UTF-8 text when valid, else base64.
  */
-function itemJson(ref: ItemRef, kind: ItemKind, env: string, item: { version: number; revision: number; etag: string; value: Buffer }): Buffer {
+export function itemJson(ref: ItemRef, kind: ItemKind, env: string, item: { version: number; revision: number; etag: string; value: Buffer }): Buffer {
   const head = { namespace: ref.namespace, name: ref.name, kind, env, version: item.version, revision: item.revision, etag: item.etag };
   const prefix = Buffer.from(`${JSON.stringify(head).slice(0, -1)},"value":`, 'utf8');
   let value: Buffer;
@@ -350,7 +387,7 @@ function itemJson(ref: ItemRef, kind: ItemKind, env: string, item: { version: nu
  * Reads of secrets, envelopes and DEKs fail closed: no audit entry, no answer
  * (as Vault does), so a secret is never served unrecorded.
  */
-async function auditRead(deps: RestDeps, subject: string, action: AuditAction, target: string, detail: string): Promise<void> {
+export async function auditRead(deps: RestDeps, subject: string, action: AuditAction, target: string, detail: string): Promise<void> {
   try {
     await deps.controlPlane.audit({ subject, action, target, outcome: 'ok', detail });
   } catch (err) {
@@ -360,7 +397,7 @@ async function auditRead(deps: RestDeps, subject: string, action: AuditAction, t
 }
 
 /** Denials and writes (already committed) are audited best effort: a failure is logged, the answer stands. */
-async function audit(deps: RestDeps, subject: string, action: AuditAction, target: string, outcome: 'ok' | 'denied' | 'error', detail?: string): Promise<void> {
+export async function audit(deps: RestDeps, subject: string, action: AuditAction, target: string, outcome: 'ok' | 'denied' | 'error', detail?: string): Promise<void> {
   try {
     await deps.controlPlane.audit({ subject, action, target, outcome, ...(detail ? { detail } : {}) });
   } catch (err) {

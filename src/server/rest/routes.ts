@@ -5,6 +5,7 @@
  */
 import { AppError } from '../../shared/errors.ts';
 import { decodePathRemainder, parseItemPath, validateNamespace, validatePrefix, type ItemRef } from '../../shared/paths.ts';
+import { ROLLOUT_ACTIONS, ROLLOUT_ID_RE, type RolloutAction } from '../../shared/protocol.ts';
 import { wantsRing } from '../../shared/ring-proto.ts';
 import type { Action } from '../auth/policy.ts';
 
@@ -12,20 +13,24 @@ export type Route =
   | { readonly op: 'openapi' }
   | { readonly op: 'changes' }
   | { readonly op: 'agents' }
-  | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean }
+  | { readonly op: 'rollouts' }
+  | { readonly op: 'rolloutStart' }
+  | { readonly op: 'rollout'; readonly id: string }
+  | { readonly op: 'rolloutAction'; readonly id: string; readonly action: RolloutAction }
+  | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean; readonly rollout?: string }
   | { readonly op: 'putItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'deleteItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'list'; readonly prefix: string }
   | { readonly op: 'history'; readonly ref: ItemRef }
   | { readonly op: 'rollback'; readonly ref: ItemRef }
   | { readonly op: 'rotate'; readonly namespace: string; readonly retirePrevious?: boolean }
-  | { readonly op: 'envelope'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean }
+  | { readonly op: 'envelope'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean; readonly rollout?: string }
   | { readonly op: 'deks'; readonly namespace: string };
 
 export type RouteOp = Route['op'];
 
 /** Operations whose RBAC check is not one action on one namespace from the URL. */
-export type CollectionOp = 'openapi' | 'changes' | 'agents';
+export type CollectionOp = 'openapi' | 'changes' | 'agents' | 'rollouts' | 'rolloutStart' | 'rollout' | 'rolloutAction';
 
 /**
  * The RBAC action each operation needs, on the namespace it touches. A change
@@ -49,6 +54,10 @@ export const ROUTE_TEMPLATE: Readonly<Record<RouteOp, string>> = {
   openapi: '/v1/openapi.json',
   changes: '/v1/changes',
   agents: '/v1/agents',
+  rollouts: '/v1/rollouts',
+  rolloutStart: '/v1/rollouts',
+  rollout: '/v1/rollouts/{id}',
+  rolloutAction: '/v1/rollouts/{id}/{action}',
   getItem: '/v1/items/{path}',
   putItem: '/v1/items/{path}',
   deleteItem: '/v1/items/{path}',
@@ -69,7 +78,7 @@ const EXACT_ROUTES: Readonly<Record<string, { readonly method: string; readonly 
   '/v1/agents': { method: 'GET', op: 'agents' },
 };
 
-const METHODS: Readonly<Record<string, Readonly<Record<string, RouteOp>>>> = {
+const METHODS: Readonly<Record<string, Readonly<Record<string, Exclude<RouteOp, CollectionOp>>>>> = {
   items: { GET: 'getItem', PUT: 'putItem', DELETE: 'deleteItem' },
   list: { GET: 'list' },
   history: { GET: 'history' },
@@ -85,6 +94,26 @@ export function splitTarget(target: string): { path: string; query: URLSearchPar
   return q < 0 ? { path: target, query: new URLSearchParams() } : { path: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) };
 }
 
+/** /v1/rollouts, /v1/rollouts/{id} and /v1/rollouts/{id}/{action}; undefined for any other path. */
+function rolloutRoute(method: string, path: string): Route | undefined {
+  if (path !== '/v1/rollouts' && !path.startsWith('/v1/rollouts/')) return undefined;
+  const parts = path.split('/').slice(3);
+  if (parts.length === 0) {
+    if (method === 'GET') return { op: 'rollouts' };
+    if (method === 'POST') return { op: 'rolloutStart' };
+    throw new AppError('method_not_allowed', 'Use GET (list) or POST (start) for /v1/rollouts.');
+  }
+  const [id = '', action, ...extra] = parts;
+  if (!ROLLOUT_ID_RE.test(id) || extra.length > 0) throw new AppError('not_found', `No route ${path.slice(0, 100)}; a rollout is /v1/rollouts/{id} with the id POST /v1/rollouts answered.`);
+  if (action === undefined) {
+    if (method !== 'GET') throw new AppError('method_not_allowed', `Use GET for /v1/rollouts/${id}.`);
+    return { op: 'rollout', id };
+  }
+  if (!ROLLOUT_ACTIONS.includes(action as RolloutAction)) throw new AppError('not_found', `No rollout action ${action.slice(0, 40)}; use ${ROLLOUT_ACTIONS.join(', ')}.`);
+  if (method !== 'POST') throw new AppError('method_not_allowed', `Use POST for /v1/rollouts/${id}/${action}.`);
+  return { op: 'rolloutAction', id, action: action as RolloutAction };
+}
+
 /** `?retire-previous=true` on a rotation (issue 20); anything else but false is refused rather than ignored. */
 function retirePrevious(query: URLSearchParams): boolean {
   const value = query.get('retire-previous');
@@ -95,6 +124,8 @@ function retirePrevious(query: URLSearchParams): boolean {
 
 export function parseRoute(method: string, target: string): Route {
   const { path, query } = splitTarget(target);
+  const rollout = rolloutRoute(method, path);
+  if (rollout) return rollout;
   const exact = Object.hasOwn(EXACT_ROUTES, path) ? EXACT_ROUTES[path] : undefined;
   if (exact) {
     if (method !== exact.method) throw new AppError('method_not_allowed', `Use ${exact.method} for ${path}.`);
@@ -122,9 +153,15 @@ export function parseRoute(method: string, target: string): Route {
     case 'rollback':
       return { op, ref: parseItemPath(rest) };
     case 'getItem':
-    case 'envelope':
-      return { op, ref: parseItemPath(rest), env, ...(wantsRing(query) ? { ring: true } : {}) };
+    case 'envelope': {
+      const ring = wantsRing(query) ? { ring: true } : {};
+      const rolloutParam = query.get('rollout');
+      if (rolloutParam === null || rolloutParam === '') return { op, ref: parseItemPath(rest), env, ...ring };
+      if (!ROLLOUT_ID_RE.test(rolloutParam)) throw new AppError('invalid_argument', 'rollout must be a rollout id as POST /v1/rollouts answered it.');
+      return { op, ref: parseItemPath(rest), env, ...ring, rollout: rolloutParam };
+    }
     default:
+      if (query.get('rollout')) throw new AppError('invalid_argument', '?rollout= applies to reads (GET /v1/items, /v1/envelopes) only.');
       return { op, ref: parseItemPath(rest), env };
   }
 }

@@ -17,6 +17,7 @@ import type {
   LogPage,
   LogState,
   SealedColumns,
+  RolloutRow,
   StoredAudit,
   StoreWriter,
   VersionMeta,
@@ -49,6 +50,19 @@ function bytes(value: unknown): Buffer {
   if (Buffer.isBuffer(value)) return value;
   if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   throw new AppError('internal', 'A binary column holds a non-binary value.');
+}
+
+function rolloutRow(row: SqlRow): RolloutRow {
+  return {
+    id: text(row.id),
+    state: text(row.state),
+    doc: text(row.doc),
+    candidate: text(row.candidate),
+    leaseOwner: text(row.lease_owner),
+    leaseUntil: num(row.lease_until),
+    createdAt: num(row.created_at),
+    updatedAt: num(row.updated_at),
+  };
 }
 
 function itemRow(row: SqlRow): ItemRow {
@@ -534,5 +548,65 @@ export class SqlStoreTx implements StoreWriter {
       outcome: text(row.outcome),
       detail: text(row.detail),
     }));
+  }
+
+  // --- rollouts --------------------------------------------------------------
+
+  async getRollout(id: string): Promise<RolloutRow | undefined> {
+    const row = await this.#one('SELECT * FROM rollouts WHERE id = ?', [id]);
+    return row ? rolloutRow(row) : undefined;
+  }
+
+  async listRollouts(limit: number): Promise<RolloutRow[]> {
+    return (await this.#all('SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT ?', [limit])).map(rolloutRow);
+  }
+
+  async rolloutIdsIn(states: readonly string[]): Promise<string[]> {
+    if (states.length === 0) return [];
+    const rows = await this.#all(`SELECT id FROM rollouts WHERE state IN (${states.map(() => '?').join(', ')}) ORDER BY created_at, id`, states);
+    return rows.map((row) => text(row.id));
+  }
+
+  async activeRolloutOf(item: string): Promise<string | undefined> {
+    const row = await this.#one('SELECT rollout_id FROM rollout_items WHERE item = ?', [item]);
+    return row ? text(row.rollout_id) : undefined;
+  }
+
+  async insertRollout(row: RolloutRow): Promise<void> {
+    await this.#run('INSERT INTO rollouts (id, state, doc, candidate, lease_owner, lease_until, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+      row.id,
+      row.state,
+      row.doc,
+      row.candidate,
+      row.leaseOwner,
+      row.leaseUntil,
+      row.createdAt,
+      row.updatedAt,
+    ]);
+  }
+
+  async updateRollout(row: RolloutRow): Promise<void> {
+    await this.#run('UPDATE rollouts SET state = ?, doc = ?, candidate = ?, updated_at = ? WHERE id = ?', [row.state, row.doc, row.candidate, row.updatedAt, row.id]);
+  }
+
+  async setRolloutItems(id: string, items: readonly string[]): Promise<void> {
+    await this.#run('DELETE FROM rollout_items WHERE rollout_id = ?', [id]);
+    for (const item of items) {
+      const holder = await this.activeRolloutOf(item);
+      if (holder !== undefined) throw new AppError('conflict', `${item} is already in active rollout ${holder}; promote or abort it first (one active rollout per item).`);
+      await this.#run('INSERT INTO rollout_items (item, rollout_id) VALUES (?, ?)', [item, id]);
+    }
+  }
+
+  async takeRolloutLease(id: string, owner: string, now: Milliseconds, until: Milliseconds): Promise<boolean> {
+    const changed = await this.#run('UPDATE rollouts SET lease_owner = ?, lease_until = ? WHERE id = ? AND (lease_owner = ? OR lease_owner = ? OR lease_until < ?)', [
+      owner,
+      until,
+      id,
+      owner,
+      '',
+      now,
+    ]);
+    return changed > 0;
   }
 }

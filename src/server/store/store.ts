@@ -70,6 +70,22 @@ export interface StoredAudit {
   readonly detail: string;
 }
 
+/**
+ * One staged rollout as stored: `state` as a column for queries, the rest of
+ * the record as JSON the rollout module owns (src/server/rollouts), and the
+ * candidate values sealed (JSON of base64 ciphertext).
+ */
+export interface RolloutRow {
+  readonly id: string;
+  readonly state: string;
+  readonly doc: string;
+  readonly candidate: string;
+  readonly leaseOwner: string;
+  readonly leaseUntil: Milliseconds;
+  readonly createdAt: Milliseconds;
+  readonly updatedAt: Milliseconds;
+}
+
 export interface LogState {
   /** The store's identity: random, new when the store is created, restored or reset. */
   readonly storeId: string;
@@ -133,6 +149,14 @@ export interface StoreReader {
   logHead(): Promise<LogPage>;
   /** Newest first, at most `limit` (for tests and admin views). */
   recentAudit(limit: number): Promise<StoredAudit[]>;
+
+  getRollout(id: string): Promise<RolloutRow | undefined>;
+  /** Newest first, at most `limit`. */
+  listRollouts(limit: number): Promise<RolloutRow[]>;
+  /** Ids of the rollouts in these states, oldest first. */
+  rolloutIdsIn(states: readonly string[]): Promise<string[]>;
+  /** The active rollout holding `item` (namespace/name), if any. */
+  activeRolloutOf(item: string): Promise<string | undefined>;
 }
 
 /** Queries and changes allowed inside a write transaction. */
@@ -170,6 +194,14 @@ export interface StoreWriter extends StoreReader {
   markRestored(storeId: string, bump: number, digest: string): Promise<LogState>;
 
   insertAudit(entry: StoredAudit): Promise<void>;
+
+  insertRollout(row: RolloutRow): Promise<void>;
+  /** Writes state, doc, candidate and updatedAt (not the lease). */
+  updateRollout(row: RolloutRow): Promise<void>;
+  /** Replaces the rollout's rows in rollout_items (none: it is no longer active); a conflict on an item throws. */
+  setRolloutItems(id: string, items: readonly string[]): Promise<void>;
+  /** Takes or renews the lease when free, lapsed or already `owner`'s; false when another holds it. */
+  takeRolloutLease(id: string, owner: string, now: Milliseconds, until: Milliseconds): Promise<boolean>;
   /** Deletes audit rows older than `before`, then all but the newest `keepRows`; returns how many went for each reason. */
   compactAudit(before: Milliseconds, keepRows: number): Promise<{ age: number; rows: number }>;
 }
