@@ -189,6 +189,9 @@ test('bad ring input gets a clear 400; a ring of symmetric keys is refused for j
   assert.ok(!res.body.toString().includes('c2VjcmV0'), 'the refusal never carries the key');
   const raw = await socketGet(s.agent.socketPath, `/v1/items/${ITEM}?ring=1&format=raw`);
   assert.equal(raw.status, 400);
+  const withRollout = await http(s.server.httpUrl, 'GET', `/v1/items/${ITEM}?env=prod&ring=1&rollout=r-1`, { token: s.server.rootToken });
+  assert.equal(withRollout.status, 400);
+  assert.match(withRollout.json.error.message, /ring=1 reads the stable key ring/);
 });
 
 test('after rotate ?retire-previous=true no agent holds the old data-key version, its warm-restart snapshot is rewritten, history still reads, the old wrapped key is gone and the audit names it', { timeout: TEST_TIMEOUT_MS }, async (t) => {

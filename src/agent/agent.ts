@@ -641,6 +641,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       await stopFiles?.();
       cache.close();
       deks.clear();
+      rings.clear();
       zeroize(podToken);
       await upstream.close();
       await closeServer(adminServer);
