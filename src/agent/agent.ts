@@ -475,6 +475,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     const { DEFAULT_FILES_DIR } = await import('./files/file-spec.ts');
     await checkWritableDir(settings.filesDir ?? DEFAULT_FILES_DIR, AGENT_SETTING_LABELS.filesDir ?? '--files-dir').catch(async (err: unknown) => {
       watch.close();
+      await snapshotter?.close();
       await upstream.close();
       throw err;
     });
@@ -491,6 +492,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     adminAddress = await listen(adminServer, settings.adminListen);
   } catch (err) {
     watch.close();
+    await snapshotter?.close();
     await Promise.all([closeServer(socketServer), closeServer(tcpServer), closeServer(adminServer)]);
     await upstream.close();
     throw err;

@@ -204,10 +204,10 @@ export class EventApplier {
    * they are dropped and re-read; the replay brings everything else.
    */
   #resumed(at: LogPosition): void {
-    // Rings are few and read on demand: none is vouched for across a gap.
-    this.#o.rings?.clear();
     // After a warm restart this is the process's first stream: SSE resumes from before it get a resync.
     this.#o.hub.setFloor(at.revision);
+    // Rings are few and read on demand: none is vouched for across a gap.
+    this.#o.rings?.clear();
     for (const variant of this.#o.cache.dropNewerThan(at.revision)) {
       this.#o.hub.publish({ type: 'changed', namespace: variant.ref.namespace, name: variant.ref.name, env: variant.env, revision: at.revision });
     }

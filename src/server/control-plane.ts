@@ -10,6 +10,7 @@
 import type { ItemRef } from '../shared/paths.ts';
 import type {
   ChangeSetResponse,
+  KeyAgeView,
   EnvelopeResponse,
   HistoryResponse,
   ItemKind,
@@ -186,6 +187,8 @@ export interface ControlPlane {
 
   getEnvelope(ref: ItemRef, env: string): Promise<EnvelopeResponse>;
   getDeks(namespace: string): Promise<DekSet>;
+  /** The current data key of every namespace: version and age, never the key. */
+  keyAges(): Promise<KeyAgeView[]>;
 
   currentRevision(): Promise<number>;
   /** The oldest revision a resume may name (since_revision >= this - 1 replays fully). */
