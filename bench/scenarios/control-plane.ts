@@ -11,11 +11,11 @@
  */
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { loadavg, setPriority } from 'node:os';
+import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { ChildMessage, ParentMessage } from '../lib/agent-streams.ts';
 import { cpuSeconds, HAS_TASKSET, LOAD_CORE, rssBytes, SUT_CORE } from '../lib/proc.ts';
-import { keyName, ServerClient, startServer, valueFor, type ServerHandle } from '../lib/stack.ts';
+import { keyName, metric, ServerClient, startServer, valueFor, type ServerHandle } from '../lib/stack.ts';
 import { median, percentile } from '../lib/stats.ts';
 import { VALUE_BYTES, type Context } from '../lib/context.ts';
 import type { Row, ScenarioResult, TargetCheck } from '../lib/types.ts';
@@ -33,8 +33,6 @@ const DELIVERY_TIMEOUT_MS = 10_000;
 const IDLE_SAMPLE_MS = 3_000;
 /** Pause between writes, so each is measured on its own. */
 const WRITE_GAP_MS = 200;
-/** Niceness of the load processes (the writer and the server stay at 0). */
-const LOAD_NICE = 10;
 const SERVER_FLAGS = ['--max-watch-streams-per-pod', '1000000', '--watch-open-rate', '0', '--max-grpc-connections', '1000000'];
 
 interface LoadProcess {
@@ -45,10 +43,8 @@ interface LoadProcess {
 
 function startLoadProcess(): LoadProcess {
   const proc = fork(AGENT_SCRIPT, [], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  // Every thread of the load process on the load core (fork cannot go through taskset), at a lower
-  // priority than this process, so the writer reads its acknowledgement while the agents decode events.
+  // Every thread of the load process on the load core (fork cannot go through taskset).
   if (HAS_TASKSET && proc.pid) spawnSync('taskset', ['-a', '-p', '-c', String(LOAD_CORE), String(proc.pid)], { stdio: 'ignore' });
-  if (proc.pid) setPriority(proc.pid, LOAD_NICE);
   const inbox: ChildMessage[] = [];
   const waiters: Array<{ type: string; resolve: (m: ChildMessage) => void; reject: (err: Error) => void }> = [];
   proc.on('message', (m: ChildMessage) => {
@@ -148,7 +144,15 @@ interface Level {
   readonly rssMiB: number;
   readonly kibPerAgent: number;
   readonly idleCpuPct: number;
+  /** The server's own time from commit to the last stream offered the event (its metric), mean per write. */
+  readonly serverFanOutMs: number;
   readonly cpuUsPerDelivery: number;
+}
+
+/** The server's fan-out histogram's sum (seconds) and count. */
+async function fanOutSeconds(server: ServerHandle): Promise<{ sum: number; count: number }> {
+  const name = 'config_sidecar_server_watch_fanout_duration_seconds';
+  return { sum: await metric(server.adminUrl, `${name}_sum`), count: await metric(server.adminUrl, `${name}_count`) };
 }
 
 async function measureLevel(client: ServerClient, server: ServerHandle, fleets: readonly Fleet[], agents: number, writes: number, idleRss: number, from: number): Promise<Level> {
@@ -161,6 +165,7 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
   const acks: number[] = [];
   const lags: number[] = [];
   let missing = 0;
+  const fanOut0 = await fanOutSeconds(server);
   const cpu0 = cpuSeconds(pid);
   const t0 = Date.now();
   for (let k = 0; k < writes; k++) {
@@ -172,6 +177,8 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
   }
   // CPU over the writes, less the streams' steady cost over the same time (heartbeats).
   const busyCpu = Math.max(0, cpuSeconds(pid) - cpu0 - idleCpuPerMs * (Date.now() - t0));
+  const fanOut1 = await fanOutSeconds(server);
+  const serverFanOutMs = ((fanOut1.sum - fanOut0.sum) / Math.max(1, fanOut1.count - fanOut0.count)) * 1000;
   return {
     agents,
     acksMs: acks,
@@ -182,6 +189,7 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
     rssMiB: rss / 2 ** 20,
     kibPerAgent: (rss - idleRss) / 1024 / agents,
     idleCpuPct: idleCpuPerMs * 1000 * 100,
+    serverFanOutMs,
     cpuUsPerDelivery: (busyCpu * 1e6) / Math.max(1, lags.length),
   };
 }
@@ -221,7 +229,7 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
       from += writes;
       results.push(level);
       ctx.log(
-        `${agents} agents: ack median ${median(level.acksMs).toFixed(1)} ms (none: ${median(baseline).toFixed(1)}), delivery p50 ${level.p50Ms.toFixed(1)} p99 ${level.p99Ms.toFixed(1)} ms, missing ${level.missing}, RSS ${level.rssMiB.toFixed(0)} MiB (${level.kibPerAgent.toFixed(1)} KiB/agent), ${level.cpuUsPerDelivery.toFixed(1)} µs CPU/delivery, idle ${level.idleCpuPct.toFixed(1)} % CPU`,
+        `${agents} agents: ack median ${median(level.acksMs).toFixed(1)} ms (none: ${median(baseline).toFixed(1)}), delivery p50 ${level.p50Ms.toFixed(1)} p99 ${level.p99Ms.toFixed(1)} ms (server fan-out ${level.serverFanOutMs.toFixed(1)} ms), missing ${level.missing}, RSS ${level.rssMiB.toFixed(0)} MiB (${level.kibPerAgent.toFixed(1)} KiB/agent), ${level.cpuUsPerDelivery.toFixed(1)} µs CPU/delivery, idle ${level.idleCpuPct.toFixed(1)} % CPU`,
       );
     }
     const idleMiB = idleRss / 2 ** 20;
@@ -232,6 +240,7 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
         { system: who, metric: 'write acknowledged', unit: 'ms', values: l.acksMs, better: 'lower' },
         { system: who, metric: 'delivery to every stream p50', unit: 'ms', values: [l.p50Ms], better: 'lower' },
         { system: who, metric: 'delivery to every stream p99', unit: 'ms', values: [l.p99Ms], better: 'lower' },
+        { system: who, metric: 'server fan-out (commit → last stream offered), mean', unit: 'ms', values: [l.serverFanOutMs], better: 'lower' },
         { system: who, metric: 'missing deliveries', unit: 'count', values: [l.missing], better: 'lower' },
         { system: who, metric: 'RSS', unit: 'MiB', values: [l.rssMiB], better: 'lower', note: `idle ${idleMiB.toFixed(0)} MiB` },
         { system: who, metric: 'RSS per agent', unit: 'KiB', values: [l.kibPerAgent], better: 'lower' },
