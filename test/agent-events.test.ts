@@ -1,7 +1,7 @@
 /**
  * Unit tests of the event applier with a real cache and hub on a ManualClock
  * (the loader is scripted): a change refetches a hot key at once, a key
- * rotation keeps serving and spreads refetches over the jitter window, a
+ * rotation keeps serving and fetches only the new data key (jittered), a
  * resync drops everything and reloads the prefetch set, and the applied
  * revision follows the stream.
  */
@@ -9,7 +9,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../src/shared/clock.ts';
 import { createLogger } from '../src/shared/logger.ts';
-import { generateTransportKeyPair } from '../src/shared/crypto.ts';
+import { generateEphemeralKeyPair, generateTransportKeyPair, newDek, parseTransportPublicKey, wrapDek, zeroize, type TransportKeyPair } from '../src/shared/crypto.ts';
+import type { DeksResponse } from '../src/shared/protocol.ts';
 import type { ItemRef } from '../src/shared/paths.ts';
 import { AppliedEventsHub, type AppliedEvent } from '../src/agent/applied-events.ts';
 import { createAgentMetrics } from '../src/agent/agent-metrics.ts';
@@ -21,7 +22,7 @@ import { release, ValueCache, type Loader } from '../src/agent/value-cache.ts';
 const REF: ItemRef = { namespace: 'production/ml', name: 'db' };
 const JITTER_MS = 1_000;
 
-function setup(): { clock: ManualClock; applier: EventApplier; cache: ValueCache; hub: AppliedEventsHub; loads: string[]; events: AppliedEvent[] } {
+function setup(keys?: KeyServer): { clock: ManualClock; applier: EventApplier; cache: ValueCache; hub: AppliedEventsHub; loads: string[]; events: AppliedEvent[]; deks: DekStore; transport: TransportKeyPair } {
   const clock = new ManualClock();
   const loads: string[] = [];
   let version = 0;
@@ -40,12 +41,15 @@ function setup(): { clock: ManualClock; applier: EventApplier; cache: ValueCache
   })();
   const upstream: Upstream = {
     fetchEnvelope: () => Promise.reject(new Error('unused')),
-    fetchDeks: () => Promise.reject(new Error('unused')),
+    fetchRingEnvelope: () => Promise.reject(new Error('unused')),
+    fetchDeks: (namespace, publicKey) => (keys ? keys.fetch(namespace, publicKey) : Promise.reject(new Error('unused'))),
     close: async () => {},
   };
+  const transport = generateTransportKeyPair();
+  const deks = new DekStore(upstream, transport);
   const applier = new EventApplier({
     cache,
-    deks: new DekStore(upstream, generateTransportKeyPair()),
+    deks,
     hub,
     prefixes: () => ['production/ml'],
     prefetch: () => [REF],
@@ -56,8 +60,43 @@ function setup(): { clock: ManualClock; applier: EventApplier; cache: ValueCache
     metrics: createAgentMetrics({ entries: () => cache.size, bytes: () => cache.bytes }),
     logger: createLogger({ component: 'test', level: 'silent' }),
   });
-  return { clock, applier, cache, hub, loads, events };
+  return { clock, applier, cache, hub, loads, events, deks, transport };
 }
+
+/** The server's data keys for one namespace, by version, as POST /v1/deks wraps them; counts the calls and can hold one. */
+class KeyServer {
+  readonly versions = new Map<number, Buffer>([[1, newDek()]]);
+  fetches = 0;
+  #hold: Promise<void> | undefined;
+
+  rotate(): number {
+    const version = this.versions.size + 1;
+    this.versions.set(version, newDek());
+    return version;
+  }
+
+  /** The next fetch answers with the keys of the moment it was asked, once `release` is called. */
+  hold(): () => void {
+    let release = (): void => {};
+    this.#hold = new Promise((resolve) => {
+      release = resolve;
+    });
+    return release;
+  }
+
+  async fetch(namespace: string, publicKey: string): Promise<DeksResponse> {
+    this.fetches += 1;
+    const ephemeral = generateEphemeralKeyPair();
+    const recipient = parseTransportPublicKey(publicKey);
+    const keys = [...this.versions].map(([version, dek]) => ({ version, ...wrapDek(dek, recipient, ephemeral, { namespace, keyVersion: version }) }));
+    const hold = this.#hold;
+    this.#hold = undefined;
+    await hold;
+    return { namespace, keyId: NS, currentVersion: keys.length, serverPublicKey: ephemeral.publicKeyBase64, keys };
+  }
+}
+
+const NS = 'production/ml';
 
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -90,16 +129,39 @@ test('a change refetches a hot key at once and announces it after invalidating',
   assert.deepEqual(events.map((e) => [e.type, e.name, e.revision]), [['changed', 'db', 2]]);
 });
 
-test('a key rotation keeps serving and refetches hot keys after the jitter delay', async () => {
-  const { applier, cache, clock, loads, events } = setup();
+test('a key rotation keeps every value and held key, and fetches the new data key once after the jitter delay', async () => {
+  // Before: every hot value was refetched (a request per key) and the held keys dropped, so the change after a rotation waited on a fetch of every key version.
+  const keys = new KeyServer();
+  const { applier, cache, clock, loads, events, deks } = setup(keys);
   await read(cache);
-  applier.apply({ type: 'keyRotated', revision: 3, namespace: 'production/ml', keyVersion: 2 });
+  zeroize(await deks.key(NS, NS, 1));
+  assert.equal(keys.fetches, 1);
+  const version = keys.rotate();
+  applier.apply({ type: 'keyRotated', revision: 3, namespace: NS, keyVersion: version });
   assert.equal(await read(cache), 'db-v1', 'plaintext is unchanged by re-encryption: still served');
-  assert.equal(loads.length, 1);
+  zeroize(await deks.key(NS, NS, 1));
+  assert.equal(keys.fetches, 1, 'the held key version is kept');
   clock.advance(JITTER_MS * 0.5);
-  assert.equal(loads.length, 2, 'refetched at the jittered time');
   await settle();
+  assert.equal(keys.fetches, 2, 'the new key is fetched at the jittered time');
+  assert.deepEqual(loads, ['db'], 'no value is refetched: plaintext and ETag are unchanged');
+  zeroize(await deks.key(NS, NS, version));
+  assert.equal(keys.fetches, 2, 'the change after the rotation opens with the prefetched key');
   assert.deepEqual(events.map((e) => [e.type, e.version]), [['rotated', 2]]);
+});
+
+test('a key fetch in flight when a rotation lands is not trusted for the new version', async () => {
+  const keys = new KeyServer();
+  const { applier, deks } = setup(keys);
+  const release = keys.hold();
+  const before = deks.key(NS, NS, 1);
+  const version = keys.rotate();
+  applier.apply({ type: 'keyRotated', revision: 3, namespace: NS, keyVersion: version });
+  // The inline layers of the next change name the new version before the jittered prefetch ran.
+  const after = deks.key(NS, NS, version);
+  release();
+  zeroize(await before, await after);
+  assert.equal(keys.fetches, 2, 'the new version is fetched anew, not read from the answer that predates it');
 });
 
 test('a resync drops everything, announces it, and reloads the prefetch set spread over the jitter', async () => {

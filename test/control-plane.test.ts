@@ -215,8 +215,8 @@ function domainSuite(engine: PlaneEngine): void {
     assert.equal(deks.currentVersion, 2);
     assert.deepEqual(
       deks.keys.map((k) => k.version),
-      [1, 2],
-      'key 1 still seals the old version 1 in history',
+      [2],
+      'key 1 seals only version 1 in history, which no agent reads (issue 20: agents get only the keys current values and ring members use)',
     );
     const layer = afterEnv.layers[0]!;
     const dek = deks.keys.find((k) => k.version === layer.keyVersion)!.dek;
@@ -493,10 +493,11 @@ test('unwrapped DEKs are zero-filled on close, and callers zero-filling their co
   const deks = await plane.getDeks(DB_PASSWORD.namespace);
   zeroize(...deks.keys.map((k) => k.dek));
   assert.equal((await plane.getItem(DB_PASSWORD, 'prod')).value.toString(), 'pw', 'the cache kept its own copy');
-  await plane.rotateNamespace(DB_PASSWORD.namespace, 'a');
-  assert.equal((await plane.getItem(DB_PASSWORD, 'prod')).value.toString(), 'pw');
   assert.ok(unwrapped.length > 0);
   assert.ok(unwrapped.some((dek) => dek.some((byte) => byte !== 0)), 'still in use while open');
+  await plane.rotateNamespace(DB_PASSWORD.namespace, 'a');
+  assert.equal((await plane.getItem(DB_PASSWORD, 'prod')).value.toString(), 'pw');
+  assert.ok(unwrapped.every((dek) => dek.every((byte) => byte === 0)), 'the rotation dropped (zero-filled) the older key versions held unwrapped');
   await plane.close();
   assert.ok(
     unwrapped.every((dek) => dek.every((byte) => byte === 0)),

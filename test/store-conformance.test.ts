@@ -91,7 +91,28 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       const revived = await store.write((w) => w.takeNextVersion(REF, 'secret', T0 + 6));
       assert.equal(revived, 3, 'a deleted item may change kind and keeps counting');
       const item = await store.read((r) => r.getItem(REF));
-      assert.deepEqual(item, { ...REF, kind: 'secret', lastVersion: 3, deleted: false, createdAt: T0, updatedAt: T0 + 6 });
+      assert.deepEqual(item, { ...REF, kind: 'secret', lastVersion: 3, deleted: false, createdAt: T0, updatedAt: T0 + 6, ringGrace: 0, ringFloor: 0 });
+    });
+
+    test('key rings and retired data keys: the ring setting is kept with the item, live history lists per namespace, older wrapped keys are destroyed', async (t) => {
+      const { store, reopen } = await engine.fresh(t);
+      await putVersion(store, 'prod', 1);
+      await putVersion(store, 'prod', 2);
+      await store.write(async (w) => {
+        await w.setRing(REF, 3_600_000, 2);
+        for (const version of [1, 2, 3]) await w.insertDek({ namespace: REF.namespace, version, wrapped: Buffer.alloc(40, version), kekId: 'k', createdAt: T0 });
+        await w.insertDek({ namespace: 'production/other', version: 1, wrapped: Buffer.alloc(40, 9), kekId: 'k', createdAt: T0 });
+      });
+      await store.close();
+      const again = await reopen();
+      const item = await again.read((r) => r.getItem(REF));
+      assert.deepEqual([item?.ringGrace, item?.ringFloor], [3_600_000, 2]);
+      assert.deepEqual((await again.read((r) => r.ringItemsIn(REF.namespace))).map((i) => i.name), [REF.name]);
+      assert.deepEqual(await again.read((r) => r.ringItemsIn('production/other')), []);
+      assert.deepEqual((await again.read((r) => r.liveVersionsIn(REF.namespace))).map((v) => v.version), [1, 2]);
+      assert.deepEqual(await again.write((w) => w.deleteDeksBelow(REF.namespace, 3)), [1, 2]);
+      assert.deepEqual(await again.read((r) => r.dekVersionsOf(REF.namespace)), [3]);
+      assert.deepEqual(await again.read((r) => r.dekVersionsOf('production/other')), [1], 'other namespaces keep theirs');
     });
 
     test('current versions are the newest per env, tombstones included; history is ordered', async (t) => {

@@ -24,6 +24,7 @@ import {
 } from '../shared/settings.ts';
 import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
 import { AppError } from '../shared/errors.ts';
+import { loopbackUrlProblem } from './app-health.ts';
 import { AGENT_ID_RE } from '../shared/fleet-proto.ts';
 import { DEFAULT_ENV } from '../shared/protocol.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
@@ -43,6 +44,8 @@ export const DEFAULT_MEMORY_LIMIT = 'auto';
 export { DEFAULT_ENV };
 /** Upper bound of the random delay spreading refetches after KeyRotated / ResyncRequired. */
 export const DEFAULT_REFETCH_JITTER = '1s';
+/** How often, at most, the warm-restart snapshot is rewritten (deletions and revocations: at once). */
+export const DEFAULT_SNAPSHOT_INTERVAL = '5s';
 
 /** camelCase key → `--flag (ENV)` for error messages. */
 const FLAGS = [
@@ -67,8 +70,11 @@ const FLAGS = [
   'otlp-endpoint',
   'trace-sample-ratio',
   'files-dir',
+  'snapshot-dir',
+  'snapshot-interval',
   'memory-limit',
   'agent-id',
+  'app-health-url',
 ] as const;
 
 const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
@@ -142,8 +148,22 @@ export const agentSettingsSchema = z
      * name from a service-account token, else POD_NAME, else the hostname.
      */
     agentId: z.string().regex(AGENT_ID_RE, 'letters, digits, ".", "_", ":" and "-" (up to 253), starting with a letter or digit, e.g. the pod name').optional(),
+    /** Probed as the application's health signal for staged rollouts (app-health.ts); loopback only. */
+    appHealthUrl: z
+      .string()
+      .superRefine((url, ctx) => {
+        const problem = loopbackUrlProblem(url);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .optional(),
     /** Where rendered files go (files renderer). */
     filesDir: z.string().optional(),
+    /**
+     * Warm restart (issue 19): the agent-private, memory-backed directory for
+     * the sealed snapshot and its key. Unset: no snapshot.
+     */
+    snapshotDir: z.string().min(1).optional(),
+    snapshotInterval: durationSchema.pipe(z.number().min(100, 'must be at least 100ms')).default(durationSchema.parse(DEFAULT_SNAPSHOT_INTERVAL)),
     /** File templates; each entry is checked with `filesSchema` from `src/agent/files/file-spec.ts` below. */
     files: z.array(z.unknown()).optional(),
   })

@@ -27,6 +27,7 @@ import { AGENT_SETTING_LABELS, loadAgentSettings, type AgentSettings } from './a
 import { AppliedEventsHub } from './applied-events.ts';
 import { createDataServer, listenSocket, writePodToken } from './data-listeners.ts';
 import { DekStore } from './dek-store.ts';
+import { RingStore } from './ring-store.ts';
 import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
@@ -34,6 +35,8 @@ import { createTestHookRoutes, HoldGate, StreamSplit, TEST_APPLY_SETS_ENV, testH
 import { ChangeSetAssembler } from './change-set-assembler.ts';
 import { resolveAgentId } from './agent-id.ts';
 import { FleetReporter } from './fleet-reporter.ts';
+import { AppHealthSignal, parseHealthBody, startAppHealthProbe } from './app-health.ts';
+import { RolloutTracker } from './rollout-tracker.ts';
 import { AppliedPosition } from './applied-position.ts';
 import { agentReadiness, describeStreamError } from './readiness.ts';
 import { prefetchAll } from './prefetcher.ts';
@@ -48,6 +51,8 @@ import { release, ValueCache, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
 import { startWatchClient, type WatchClient } from './watch-client.ts';
 import { tracingRequested } from '../shared/otlp-endpoint.ts';
+import type { RestoredSnapshot } from './snapshot/snapshot-restore.ts';
+import type { Snapshotter } from './snapshot/snapshotter.ts';
 
 /** Prefetch waits this long for the stream first, so no change slips between fetch and stream start. */
 export const PREFETCH_STREAM_WAIT_MS: Milliseconds = 3_000;
@@ -96,12 +101,18 @@ export interface RunningAgent {
   reloadConfigFile(): Promise<{ ok: true } | { ok: false; error: string }>;
   /** Called after each applied reload; returns an unsubscribe function. */
   onConfigChange(listener: ConfigListener): () => void;
+  /**
+   * Rewrites the warm-restart snapshot now rather than at the next interval
+   * (a no-op without --snapshot-dir): for whatever makes values in it
+   * unservable, such as a retired data key.
+   */
+  requestSnapshotNow(): void;
   /** Stop accepting, drain, close the stream, zero the cache. Safe to call twice. */
   close(): Promise<void>;
 }
 
 /** Settings whose change needs a restart (listeners, upstream, cache sizing). */
-const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'memoryLimit', 'maxStale'] as const;
+const RESTART_KEYS = ['server', 'serverGrpc', 'serverCa', 'insecure', 'tokenFile', 'env', 'prefix', 'socket', 'httpListen', 'adminListen', 'cacheTtl', 'cacheMaxEntries', 'cacheMaxBytes', 'memoryLimit', 'maxStale', 'snapshotDir', 'snapshotInterval'] as const;
 
 function closeServer(server: Server | undefined): Promise<void> {
   if (!server?.listening) return Promise.resolve();
@@ -180,12 +191,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         logger.error({ namespace: ref.namespace, name: ref.name }, 'envelope failed authentication; refused, not cached');
       },
       futureFill: (outcome) => metrics.futureFillWaits?.inc({ outcome }),
+      fetched: (ref, rollout, version) => rollouts.fetched(ref, rollout, version),
     },
     position,
   );
   const loader = tracing && wrappers ? wrappers.traceLoader(tracing.tracer, plainLoader) : plainLoader;
 
   let streamDownSince: Milliseconds | undefined = clock.now();
+  // Warm restart (--snapshot-dir): loaded only when configured.
+  const warm = settings.snapshotDir ? await import('./snapshot/warm-restart.ts') : undefined;
+  let snapshotter: Snapshotter | undefined;
   let streamError: string | undefined;
   let everConnected = false;
   const cache = new ValueCache({
@@ -196,12 +211,21 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     maxEntries: settings.cacheMaxEntries,
     maxBytes: budget.cacheMaxBytes,
     streamDownSince: () => streamDownSince,
-    observer: metrics.cacheObserver,
+    // With a snapshot, a value dropped by a failure (revoked, deleted) is taken out of it at once.
+    observer: warm ? warm.observeDrops(metrics.cacheObserver, () => snapshotter?.requestNow()) : metrics.cacheObserver,
     onBackgroundError: (ref, env, err: AppError) => logger.warn({ namespace: ref.namespace, name: ref.name, env, code: err.code }, 'background refresh failed'),
     onChange: (value) => applier.valueChanged(value),
   });
   const hub = new AppliedEventsHub();
+  const rings = new RingStore({
+    upstream,
+    deks,
+    clock,
+    // A previous version aged out: files re-render and SSE clients hear it, at the applied revision.
+    onAgedOut: (ref, env, version) => hub.publish({ type: 'changed', namespace: ref.namespace, name: ref.name, env, version, revision: applier.appliedRevision }),
+  });
   const applier = new EventApplier({
+    rings,
     cache,
     deks,
     hub,
@@ -213,6 +237,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     metrics,
     logger,
   });
+  // Staged rollouts: which candidates this agent serves, and the application's own health signal.
+  const appHealth = new AppHealthSignal(() => reporter.changed());
+  const rollouts = new RolloutTracker((applied) => {
+    if (applied !== undefined) appHealth.reset();
+    reporter.changed();
+  });
+  const appHealthProbe = settings.appHealthUrl ? startAppHealthProbe(settings.appHealthUrl, appHealth, clock) : undefined;
+  const forgetRollouts = (event: WatchEvent): void => {
+    if (event.type === 'itemChanged' || event.type === 'itemDeleted') rollouts.forget({ namespace: event.namespace, name: event.name });
+  };
   let reportedRevision = -1;
   const afterApply = (): void => {
     position.advanced();
@@ -223,10 +257,12 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   };
   const assembler = new ChangeSetAssembler({
     apply: (event) => {
+      forgetRollouts(event);
       applier.apply(event);
       afterApply();
     },
     applyBatch: (events) => {
+      events.forEach(forgetRollouts);
       applier.applyBatch(events);
       afterApply();
     },
@@ -234,13 +270,39 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const membersOneByOne = hooks && (options.env ?? process.env)[TEST_APPLY_SETS_ENV] === 'members';
   const applyEvent = membersOneByOne
     ? (event: WatchEvent): void => {
+        forgetRollouts(event);
         applier.apply(event);
         afterApply();
       }
     : (event: WatchEvent): void => assembler.offer(event);
   const split = hooks ? new StreamSplit() : undefined;
   const allowed = (ref: ItemRef): boolean => namespaceMatchesAny(ref.namespace, prefixes());
-  const values = createValueSource(cache, settings.env, allowed);
+  const values = createValueSource(cache, settings.env, allowed, rings);
+
+  // Before the stream starts: a restored snapshot decides where it resumes and what is served meanwhile.
+  let restored: RestoredSnapshot | undefined;
+  if (warm && settings.snapshotDir) {
+    try {
+      const started = await warm.startWarmRestart({
+        dir: settings.snapshotDir,
+        settings,
+        cache,
+        applier,
+        hub,
+        clock,
+        logger,
+        registry: metrics.registry,
+        streamDownSince: () => streamDownSince,
+        connected: () => watch.connected,
+      });
+      restored = started.restored;
+      snapshotter = started.snapshotter;
+    } catch (err) {
+      await upstream.close();
+      throw err;
+    }
+    if (restored) streamDownSince = restored.takenAt;
+  }
 
   let firstConnect: () => void = () => {};
   const connectedOnce = new Promise<void>((resolve) => {
@@ -292,11 +354,16 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     state: () => {
       const ready = readiness().ready;
       wasReady ||= ready;
+      const health = !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded';
+      const app = appHealth.state;
       return {
         appliedRevision: applier.appliedRevision,
         storeId: '',
         connected: watch.connected,
-        health: !wasReady ? 'starting' : ready && watch.connected ? 'ok' : 'degraded',
+        health,
+        rollouts: rollouts.list(),
+        appHealth: app.appHealth,
+        healthReason: app.appHealth === 'unhealthy' ? app.reason : health === 'degraded' ? (watch.connected ? 'not ready' : `watch stream down${streamError ? `: ${streamError}` : ''}`).slice(0, 200) : '',
       };
     },
   });
@@ -315,6 +382,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     read: (ref, env) => cache.read(ref, env),
     readCached: (ref, env) => cache.readCached(ref, env),
     release: (result) => release(result.value),
+    readRing: (ref, env) => rings.read(ref, env),
   };
   const sseHandler = (res: ServerResponse, result: { prefix: string; sinceRevision: number | undefined }): void => {
     if (sseClients >= budget.maxSseClients) {
@@ -337,13 +405,19 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     // Under a memory limit the connection cap comes from the budget (at most MAX_CONNECTIONS).
     maxConnections: budget.maxConnections,
     onResponse: (listener: string, status: number) => metrics.countResponse(listener, status),
+    appHealth: (body: Buffer) => {
+      const { healthy, reason } = parseHealthBody(body);
+      appHealth.set(healthy, reason);
+      return appHealth.state;
+    },
   };
   const socketServer = createDataServer('socket', dataHooks);
   const tcpServer = settings.httpListen === 'off' ? undefined : createDataServer('tcp', dataHooks);
   registerMemoryMetrics(metrics.registry, memory.memory, budget);
 
   // --- readiness and admin --------------------------------------------------
-  let prefetchDone = settings.prefetch.length === 0;
+  // Prefetched items restored from a snapshot are loaded: served stale-marked until the stream resumes.
+  let prefetchDone = settings.prefetch.length === 0 || (restored !== undefined && settings.prefetch.every((ref) => cache.peek(ref, settings.env) !== undefined));
   let prefetchFailing: readonly string[] = [];
   let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
   const readiness = (): Readiness =>
@@ -358,6 +432,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       streamError,
       files: filesHealth?.(),
       memory: memoryCheck(memory.memory, budget),
+      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values },
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
@@ -382,6 +457,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
               connected: watch.connected,
               reconnects: watch.reconnects,
               cacheEntries: cache.size,
+              dekVersions: deks.heldVersions(),
               now: clock.now(),
             }),
           }),
@@ -395,6 +471,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     const { DEFAULT_FILES_DIR } = await import('./files/file-spec.ts');
     await checkWritableDir(settings.filesDir ?? DEFAULT_FILES_DIR, AGENT_SETTING_LABELS.filesDir ?? '--files-dir').catch(async (err: unknown) => {
       watch.close();
+      await snapshotter?.close();
       await upstream.close();
       throw err;
     });
@@ -411,6 +488,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     adminAddress = await listen(adminServer, settings.adminListen);
   } catch (err) {
     watch.close();
+    await snapshotter?.close();
     await Promise.all([closeServer(socketServer), closeServer(tcpServer), closeServer(adminServer)]);
     await upstream.close();
     throw err;
@@ -535,6 +613,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         return { ok: false, error };
       }
     },
+    requestSnapshotNow() {
+      snapshotter?.requestNow();
+    },
     onConfigChange(listener) {
       configListeners.add(listener);
       return () => configListeners.delete(listener);
@@ -547,10 +628,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       const draining = Promise.all([closeServer(socketServer), closeServer(tcpServer)]);
       hub.closeAll(); // ends SSE streams so the drain can finish
       await draining;
+      // The last snapshot, while the stream still vouches for the values.
+      await snapshotter?.close();
       watch.close();
       applier.close();
       position.close();
       reporter.close();
+      appHealthProbe?.close();
       await stopConfigWatcher?.();
       await stopFiles?.();
       cache.close();

@@ -14,7 +14,8 @@ import { CONNECTIONS_CHECK_MS, limitConnections } from '../shared/connection-lim
 import { SettingError } from '../shared/settings.ts';
 import { checkWritableDir, dirGroup, keepGroup } from './volume-access.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
-import { errorResult, handleDataRequest, type BodyResult, type DataResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
+import { AppError } from '../shared/errors.ts';
+import { errorResult, handleDataRequest, MAX_REQUEST_BODY_BYTES, type BodyResult, type DataResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
 
 export const SOCKET_MODE = 0o660;
 export const SOCKET_DIR_MODE = 0o750;
@@ -44,6 +45,27 @@ export interface DataServerHooks {
   readonly onResponse?: (listener: ListenerKind, status: number) => void;
   /** Connections per listener; default MAX_CONNECTIONS (under a memory limit the agent's budget, memory-budget.ts). */
   readonly maxConnections?: number;
+  /** POST /v1/health: takes the body, answers the state it now reports (throws AppError for a bad body). */
+  readonly appHealth?: (body: Buffer) => unknown;
+}
+
+/** Reads a POST /v1/health body (at most MAX_REQUEST_BODY_BYTES, checked before routing) and answers the health state. */
+function healthResponse(req: IncomingMessage, hooks: DataServerHooks): Promise<BodyResult> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_REQUEST_BODY_BYTES) reject(new AppError('payload_too_large', `The health body is at most ${MAX_REQUEST_BODY_BYTES} bytes.`));
+      else chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  }).then((body) => {
+    if (!hooks.appHealth) throw new AppError('not_found', 'This agent takes no health signal.');
+    const json = Buffer.from(JSON.stringify(hooks.appHealth(body)));
+    return { kind: 'body', status: 200, headers: { 'content-type': 'application/json', 'content-length': json.length, 'cache-control': 'no-store' }, body: json } satisfies BodyResult;
+  });
 }
 
 function send(res: ServerResponse, result: BodyResult): void {
@@ -70,6 +92,10 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
         if (result.kind === 'sse') {
           hooks.serveSse(res, result);
           hooks.onResponse?.(listener, 200);
+          return;
+        }
+        if (result.kind === 'health') {
+          healthResponse(req, hooks).then(respond, (err: unknown) => respond(errorResult(err)));
           return;
         }
         // 413: do not read the unwanted body; 401: a caller without the pod token never keeps a connection slot.

@@ -6,7 +6,7 @@
  * as the value cache does.
  */
 import { LRUCache } from 'lru-cache';
-import { unwrapDek, zeroize, type TransportKeyPair } from '../shared/crypto.ts';
+import { dekUnwrapper, zeroize, type TransportKeyPair } from '../shared/crypto.ts';
 import { AppError } from '../shared/errors.ts';
 import type { Upstream } from './upstream.ts';
 
@@ -58,7 +58,8 @@ export class DekStore {
    * an eviction or rotation zero-fills that while a caller may still use it.
    */
   async key(namespace: string, keyId: string, version: number, signal?: AbortSignal): Promise<Buffer> {
-    const held = this.#sets.get(namespace)?.keys.get(version);
+    const heldSet = this.#sets.get(namespace);
+    const held = heldSet?.keyId === keyId ? heldSet.keys.get(version) : undefined;
     if (held) return privateCopy(held);
     // Unknown version (a rotation we have not seen yet): fetch once more.
     const set = await this.#fetch(namespace, signal);
@@ -77,16 +78,14 @@ export class DekStore {
       try {
         const response = await this.#upstream.fetchDeks(namespace, this.#keyPair.publicKeyBase64, signal);
         const keys = new Map<number, Buffer>();
+        const unwrapper = dekUnwrapper(this.#keyPair, response.serverPublicKey);
         try {
-          for (const wrapped of response.keys) {
-            keys.set(
-              wrapped.version,
-              unwrapDek(wrapped, this.#keyPair, { namespace, keyVersion: wrapped.version, senderPublicKey: response.serverPublicKey }),
-            );
-          }
+          for (const wrapped of response.keys) keys.set(wrapped.version, unwrapper.unwrap(wrapped, { namespace, keyVersion: wrapped.version }));
         } catch (err) {
           zeroize(...keys.values());
           throw err;
+        } finally {
+          unwrapper.done();
         }
         const set: DekSet = { keyId: response.keyId, currentVersion: response.currentVersion, keys };
         if (!flight.superseded) {
@@ -110,7 +109,31 @@ export class DekStore {
     return this.#sets.has(namespace);
   }
 
-  /** Drops a namespace's keys (KeyRotated, resync). */
+  /**
+   * A new key version exists (KeyRotated). Held versions stay: a version's key
+   * never changes, and dropping them would make the next change event wait on
+   * a fetch of every version. A fetch in flight is superseded, since its
+   * answer may predate the new version.
+   */
+  rotated(namespace: string): void {
+    const flight = this.#flights.get(namespace);
+    if (flight) {
+      flight.superseded = true;
+      this.#flights.delete(namespace);
+    }
+  }
+
+  /**
+   * Fetches the namespace's keys ahead of need when `version` is not held (after
+   * a rotation, spread over the refetch jitter); a failure is left for the
+   * caller that needs the key to meet, with its own fetch.
+   */
+  prefetch(namespace: string, version: number): void {
+    if (this.#sets.get(namespace)?.keys.has(version)) return;
+    this.#fetch(namespace).catch(() => {});
+  }
+
+  /** Drops a namespace's keys (a key that no longer opens its values, resync). */
   invalidate(namespace: string): void {
     const flight = this.#flights.get(namespace);
     if (flight) {
@@ -128,5 +151,12 @@ export class DekStore {
 
   get size(): number {
     return this.#sets.size;
+  }
+
+  /** The key versions held per namespace (the test hooks' state: which keys this agent holds). */
+  heldVersions(): Record<string, number[]> {
+    const out: Record<string, number[]> = {};
+    for (const [namespace, set] of this.#sets.entries()) out[namespace] = [...set.keys.keys()].sort((a, b) => a - b);
+    return out;
   }
 }

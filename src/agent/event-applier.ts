@@ -14,10 +14,11 @@
  * - ResyncRequired, or another store id: drop everything (values, data keys,
  *   remembered 404s), adopt the position it carries, refetch what is hot.
  * - A change with inline layers is applied locally (no request); without,
- *   hot variants are refetched. Background refetches (after a rotation,
- *   resync or connect) are spread over a random delay so a fleet of agents
- *   does not hit the server at once; a caller that reads meanwhile fetches
- *   at once.
+ *   hot variants are refetched. A key rotation refetches no value (plaintext
+ *   and ETag are unchanged), only the new data key. Background fetches (that
+ *   key, refetches after a resync or connect) are spread over a random delay
+ *   so a fleet of agents does not hit the server at once; a caller that
+ *   needs one meanwhile fetches at once.
  */
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -57,6 +58,8 @@ export interface EventApplierOptions {
   readonly random?: () => number;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
+  /** Key rings held apart from the cache (ring-store.ts), invalidated with it. */
+  readonly rings?: { invalidate(ref: ItemRef): void; clear(): void } | undefined;
 }
 
 type ItemEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' }>;
@@ -89,6 +92,16 @@ export class EventApplier {
   /** The server's revision at its last heartbeat. */
   get serverRevision(): number {
     return this.#serverRevision;
+  }
+
+  /**
+   * Adopts the position of a restored snapshot (before the first stream), so
+   * the stream resumes after it instead of starting from `now`.
+   */
+  restore(position: LogPosition): void {
+    if (this.#position) return;
+    this.#position = position;
+    this.#updateGauges();
   }
 
   /** Where the next stream starts (called once per attempt, before it opens). */
@@ -141,13 +154,15 @@ export class EventApplier {
         break;
       case 'keyRotated': {
         if (this.#served(event.namespace, event.type)) {
-          this.#o.deks.invalidate(event.namespace);
           this.#o.metrics.invalidations.inc({ type: event.type });
-          // Re-encryption keeps every plaintext, so cached values stay correct;
-          // hot ones are refetched under the new key, spread over the jitter window.
-          for (const variant of this.#o.cache.variantsIn(event.namespace)) {
-            if (variant.hot) this.#later(() => this.#o.cache.refresh(variant.ref, variant.env));
-          }
+          // Re-encryption keeps every plaintext and ETag, so cached values stay
+          // as they are and nothing is refetched (refetching each hot value cost
+          // a request per key and loaded the server while the next change was
+          // being applied). Only the new data key is fetched, once, spread over
+          // the jitter window; a change that needs it sooner fetches it at once.
+          const known = this.#o.deks.has(event.namespace);
+          this.#o.deks.rotated(event.namespace);
+          if (known) this.#later(() => this.#o.deks.prefetch(event.namespace, event.keyVersion));
           this.#advance(event);
           this.#o.hub.publish({ type: 'rotated', namespace: event.namespace, version: event.keyVersion, revision: event.revision });
         } else {
@@ -173,6 +188,7 @@ export class EventApplier {
     this.#o.hub.setFloor(at.revision);
     const served = this.#o.cache.variants();
     this.#o.cache.supersedeAll();
+    this.#o.rings?.clear();
     if (served.length === 0) return;
     // Values filled before the stream existed could have missed an event:
     // files and SSE clients re-read now (a read waits for a fresh fill), and
@@ -188,6 +204,10 @@ export class EventApplier {
    * they are dropped and re-read; the replay brings everything else.
    */
   #resumed(at: LogPosition): void {
+    // After a warm restart this is the process's first stream: SSE resumes from before it get a resync.
+    this.#o.hub.setFloor(at.revision);
+    // Rings are few and read on demand: none is vouched for across a gap.
+    this.#o.rings?.clear();
     for (const variant of this.#o.cache.dropNewerThan(at.revision)) {
       this.#o.hub.publish({ type: 'changed', namespace: variant.ref.namespace, name: variant.ref.name, env: variant.env, revision: at.revision });
     }
@@ -198,6 +218,7 @@ export class EventApplier {
     for (const ref of this.#o.prefetch()) reload.set(`${this.#o.env}\u0000${ref.namespace}/${ref.name}`, { ref, env: this.#o.env });
     for (const variant of this.#o.cache.hotVariants()) reload.set(`${variant.env}\u0000${variant.ref.namespace}/${variant.ref.name}`, variant);
     this.#o.cache.clear();
+    this.#o.rings?.clear();
     this.#o.deks.clear();
     this.#o.metrics.invalidations.inc({ type: 'resyncRequired' });
     this.#o.logger.warn({ cause, reason, storeId: at.storeId, revision: at.revision, previousRevision: this.#position?.revision ?? 0 }, 'resync required: cache dropped');
@@ -212,6 +233,7 @@ export class EventApplier {
     const ref = { namespace: event.namespace, name: event.name };
     const kind: ItemKind | undefined = event.type === 'itemChanged' ? (event.kind as ItemKind) : this.#o.cache.kindOf(ref);
     const variants = this.#o.cache.invalidate(ref, event.revision);
+    this.#o.rings?.invalidate(ref);
     this.#o.metrics.invalidations.inc({ type: event.type });
     const loaders = event.layers && kind ? inlineLoaders({ ref, kind, layers: event.layers }, variants.map((v) => v.env), this.#environments, this.#o.deks) : undefined;
     if (loaders) {

@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Backoff } from '../shared/backoff.ts';
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import { GrpcStatus } from '../shared/errors.ts';
-import { ackFromWire, fleetClientConstructor, reportToWire, type AgentHealth, type AgentReport } from '../shared/fleet-proto.ts';
+import { ackFromWire, fleetClientConstructor, reportToWire, type AgentReport } from '../shared/fleet-proto.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { TokenSource } from './token-source.ts';
@@ -32,7 +32,7 @@ export interface FleetReporterOptions {
   readonly logger: Logger;
   readonly agentId: string;
   readonly prefixes: () => readonly string[];
-  readonly state: () => { appliedRevision: number; storeId: string; connected: boolean; health: AgentHealth };
+  readonly state: () => Omit<AgentReport, 'agentId' | 'prefixes'>;
 }
 
 type ReportClient = grpc.Client & { Report(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void): void };
@@ -88,7 +88,7 @@ export class FleetReporter {
     this.#dirty = false;
     this.#lastSent = this.#o.clock.now();
     const state = this.#o.state();
-    const report: AgentReport = { agentId: this.#o.agentId, prefixes: this.#o.prefixes(), rollouts: [], ...state };
+    const report: AgentReport = { agentId: this.#o.agentId, prefixes: this.#o.prefixes(), ...state };
     const metadata = new grpc.Metadata();
     const token = this.#o.token.current();
     if (token) metadata.set('authorization', `Bearer ${token}`);

@@ -6,7 +6,7 @@
  *
  *   target     = 80 % of the limit
  *   spare      = target − BASELINE_RSS_BYTES − (files ? FILES_RESERVE_BYTES : 0)
- *   cache      = spare × CACHE_SHARE / CACHE_COST_FACTOR   (--cache-max-bytes)
+ *   cache      = spare × CACHE_SHARE / (CACHE_COST_FACTOR + (snapshot ? SNAPSHOT_PAGES_FACTOR : 0))   (--cache-max-bytes)
  *   SSE cap    = spare × SSE_SHARE / SSE_CLIENT_BYTES, at most MAX_SSE_CLIENTS
  *   connections= spare × CONNECTION_SHARE / CONNECTION_BYTES, at most MAX_CONNECTIONS
  *   V8 young gen = 3 × SEMI_SPACE_BYTES (--max-semi-space-size; Node's own default lets it reach 192 MiB)
@@ -41,6 +41,13 @@ export const FILES_RESERVE_BYTES: Bytes = 16 * MiB;
  * for 64 MiB at 100k).
  */
 export const CACHE_COST_FACTOR = 4;
+/**
+ * Memory-backed pages of the warm-restart snapshot per byte counted against
+ * --cache-max-bytes: the snapshot holds at most the cached plaintext (under
+ * the counted bytes) plus a small header per value, and while a new one is
+ * written the old one still exists until the rename: two copies at peak.
+ */
+export const SNAPSHOT_PAGES_FACTOR = 2;
 /** One open /v1/watch stream: socket, HTTP state, subscription and a queued event or two. */
 export const SSE_CLIENT_BYTES: Bytes = 64 * 1024;
 /** One idle keep-alive connection on a data listener. */
@@ -89,6 +96,8 @@ export interface BudgetInput {
   /** --cache-max-bytes when given. */
   readonly cacheMaxBytes: Bytes | undefined;
   readonly filesConfigured: boolean;
+  /** --snapshot-dir is set: its tmpfs pages are charged to the agent's cgroup too. */
+  readonly snapshotConfigured?: boolean;
 }
 
 export function deriveMemoryBudget(input: BudgetInput): MemoryBudget {
@@ -108,11 +117,12 @@ export function deriveMemoryBudget(input: BudgetInput): MemoryBudget {
   }
   const target = Math.floor(limit * MEMORY_TARGET_RATIO);
   const spare = Math.max(0, target - BASELINE_RSS_BYTES - (input.filesConfigured ? FILES_RESERVE_BYTES : 0));
-  const fitting = Math.floor((spare * CACHE_SHARE) / CACHE_COST_FACTOR);
+  const costFactor = CACHE_COST_FACTOR + (input.snapshotConfigured ? SNAPSHOT_PAGES_FACTOR : 0);
+  const fitting = Math.floor((spare * CACHE_SHARE) / costFactor);
   if (input.cacheMaxBytes !== undefined && input.cacheMaxBytes > fitting) {
     throw new SettingError(
       '--cache-max-bytes (CONFIG_SIDECAR_CACHE_MAX_BYTES)',
-      `${describeBytes(input.cacheMaxBytes)} cannot fit the memory limit ${describeBytes(limit)}: a full cache needs about ${describeBytes(input.cacheMaxBytes * CACHE_COST_FACTOR)} resident ` +
+      `${describeBytes(input.cacheMaxBytes)} cannot fit the memory limit ${describeBytes(limit)}: a full cache needs about ${describeBytes(input.cacheMaxBytes * costFactor)} resident${input.snapshotConfigured ? ' (with its snapshot\'s memory-backed pages)' : ''} ` +
         `on top of the agent's ${describeBytes(BASELINE_RSS_BYTES)}, and at most ${describeBytes(fitting)} keeps it under ${Math.round(MEMORY_TARGET_RATIO * 100)} % of the limit. ` +
         `Lower --cache-max-bytes, or raise the container's memory limit (annotation config-sidecar.io/memory-limit).`,
     );
@@ -138,10 +148,12 @@ export interface AgentMemory {
 }
 
 /** `--memory-limit` over what was detected (`auto`), then the budget; throws a SettingError for a flag that cannot fit. */
-export function agentMemory(settings: { memoryLimit: 'auto' | 'none' | Bytes; cacheMaxBytes?: Bytes | undefined; files?: readonly unknown[] | undefined }, detected: MemoryLimit = detectMemoryLimit()): AgentMemory {
+export function agentMemory(
+  settings: { memoryLimit: 'auto' | 'none' | Bytes; cacheMaxBytes?: Bytes | undefined; files?: readonly unknown[] | undefined; snapshotDir?: string | undefined },
+  detected: MemoryLimit = detectMemoryLimit()): AgentMemory {
   const memory: MemoryLimit =
     settings.memoryLimit === 'auto' ? detected : settings.memoryLimit === 'none' ? { ...detected, limit: undefined, source: 'none' } : withLimitFlag(detected, settings.memoryLimit);
-  const budget = deriveMemoryBudget({ limit: memory.limit, cacheMaxBytes: settings.cacheMaxBytes, filesConfigured: (settings.files?.length ?? 0) > 0 });
+  const budget = deriveMemoryBudget({ limit: memory.limit, cacheMaxBytes: settings.cacheMaxBytes, filesConfigured: (settings.files?.length ?? 0) > 0, snapshotConfigured: settings.snapshotDir !== undefined });
   return { memory, budget };
 }
 

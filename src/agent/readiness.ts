@@ -20,6 +20,11 @@ export interface ReadinessState {
   /** Why the server last refused or ended the stream (its own words), until the stream connects again. */
   readonly streamError?: string | undefined;
   readonly files?: { readonly ready: boolean; readonly files: Readonly<Record<string, { ok: boolean; detail?: string }>> } | undefined;
+  /**
+   * A warm-restart snapshot the agent serves from until its first stream
+   * connects: ready within max-stale of the snapshot's time.
+   */
+  readonly snapshot?: { readonly takenAt: Milliseconds; readonly revision: number; readonly values: number } | undefined;
   /** The memory limit, bounds, usage and headroom (memory-report.ts); informational. */
   readonly memory?: { readonly ok: boolean; readonly detail: string } | undefined;
 }
@@ -28,7 +33,9 @@ const seconds = (ms: Milliseconds): number => Math.round(ms / 1000);
 
 export function agentReadiness(s: ReadinessState): Readiness {
   const down = s.streamDownSince;
-  const streamOk = down === undefined || (s.everConnected && s.now - down <= s.maxStale);
+  const fromSnapshot = down !== undefined && !s.everConnected && s.snapshot !== undefined;
+  const snapshotAge = s.snapshot ? s.now - s.snapshot.takenAt : 0;
+  const streamOk = down === undefined || (s.everConnected && s.now - down <= s.maxStale) || (fromSnapshot && snapshotAge <= s.maxStale);
   const { prefetch } = s;
   const waiting = prefetch.failing.length || prefetch.total;
   const checks: Record<string, { ok: boolean; detail?: string }> = {
@@ -45,6 +52,12 @@ export function agentReadiness(s: ReadinessState): Readiness {
     // An unreadable token file does not make the agent unready: the last token read stays in use.
     token: s.tokenHealthy ? { ok: true } : { ok: true, detail: 'token file unreadable; using the last token read' },
   };
+  if (fromSnapshot && s.snapshot) {
+    checks.snapshot = {
+      ok: snapshotAge <= s.maxStale,
+      detail: `serving ${s.snapshot.values} value(s) from a snapshot at revision ${s.snapshot.revision}, current ${seconds(snapshotAge)}s ago (max-stale ${seconds(s.maxStale)}s), stale-marked until the stream connects`,
+    };
+  }
   if (s.memory) checks.memory = s.memory;
   let ready = prefetch.done && streamOk;
   if (s.files) {

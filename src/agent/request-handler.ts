@@ -13,6 +13,8 @@ import { HEADERS } from '../shared/protocol.ts';
 import type { Bytes } from '../shared/units.ts';
 import { contentType, JSON_CONTENT_TYPE } from './item-representation.ts';
 import type { ReadResult } from './value-cache.ts';
+import { wantsRing } from '../shared/ring-proto.ts';
+import { ringResult, type RingReader } from './ring-response.ts';
 
 /** The data API takes no request body; anything larger is refused without reading it. */
 export const MAX_REQUEST_BODY_BYTES: Bytes = 1024;
@@ -21,6 +23,8 @@ const FORWARDED_HEADERS = ['x-forwarded-for', 'forwarded', 'via'] as const;
 const STALE_WARNING = '110 - "Response is Stale"';
 const ITEMS_ROUTE = '/v1/items/';
 const WATCH_ROUTE = '/v1/watch';
+/** POST: the application's health signal (app-health.ts); the one route that takes a body. */
+export const HEALTH_ROUTE = '/v1/health';
 
 export type ListenerKind = 'socket' | 'tcp';
 
@@ -48,7 +52,12 @@ export interface SseResult {
   readonly sinceRevision: number | undefined;
 }
 
-export type DataResult = BodyResult | SseResult;
+/** Read the (small) body and hand it to the health signal. */
+export interface HealthResult {
+  readonly kind: 'health';
+}
+
+export type DataResult = BodyResult | SseResult | HealthResult;
 
 export interface HandlerDeps {
   readonly prefixes: () => readonly string[];
@@ -59,6 +68,8 @@ export interface HandlerDeps {
   /** A synchronous cache hit, or undefined (then `read`); lets a hit skip every promise. */
   readCached?(ref: ItemRef, env: string): ReadResult | undefined;
   release(result: ReadResult): void;
+  /** `?ring=1` reads (issue 20, ring-response.ts). */
+  readRing?: RingReader | undefined;
 }
 
 
@@ -95,8 +106,8 @@ export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'
   if (req.listener === 'tcp' && !tokenMatches(req.headers[HEADERS.podToken], deps.podToken)) {
     throw new AppError('unauthenticated', `Send the pod token (the file "token" next to the agent socket) in ${HEADERS.podToken}.`);
   }
-  if (req.method !== 'GET' && req.method !== 'HEAD') {
-    throw new AppError('method_not_allowed', 'The data API is read-only: use GET.', { headers: { allow: 'GET, HEAD' } });
+  if (req.method !== 'GET' && req.method !== 'HEAD' && !(req.method === 'POST' && req.url === HEALTH_ROUTE)) {
+    throw new AppError('method_not_allowed', `The data API is read-only: use GET (POST only for ${HEALTH_ROUTE}).`, { headers: { allow: 'GET, HEAD' } });
   }
   const length = Number(req.headers['content-length'] ?? 0);
   if (req.headers['transfer-encoding'] !== undefined || !(length <= MAX_REQUEST_BODY_BYTES)) {
@@ -145,6 +156,10 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
       if (!namespaceMatchesAny(ref.namespace, deps.prefixes())) {
         throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${deps.prefixes().join(', ')}).`);
       }
+      if (search?.includes('ring=')) {
+        const query = new URLSearchParams(search);
+        if (wantsRing(query)) return ringResult(req, ref, deps.env, query, deps.readRing).catch(errorResult);
+      }
       const format = formatParam(search);
       if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');
       const hit = deps.readCached?.(ref, deps.env);
@@ -152,6 +167,10 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
       return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, format === 'raw'), errorResult);
     }
     if (path === WATCH_ROUTE) return watchStream(req, deps, new URLSearchParams(search));
+    if (path === HEALTH_ROUTE) {
+      if (req.method !== 'POST') throw new AppError('method_not_allowed', `Use POST for ${HEALTH_ROUTE} with {"healthy": true|false, "reason"?: "..."}.`, { headers: { allow: 'POST' } });
+      return { kind: 'health' };
+    }
     throw new AppError('not_found', `No route ${path.slice(0, 100)}; use /v1/items/<namespace>/<name> or /v1/watch?prefix=<namespace>.`);
   } catch (err) {
     return errorResult(err);

@@ -10,6 +10,7 @@
  * (`clientActionOf`): `retry` (transient: stale-if-error applies), `drop`
  * (not_found / permission_denied / …: the entry is dropped), or fail as is.
  */
+import { ringEnvelopeResponse, type RingEnvelopeResponse } from '../shared/ring-proto.ts';
 import { readFileSync } from 'node:fs';
 import { createPool, type Pool } from '../shared/undici-pool.ts';
 import type { z } from 'zod';
@@ -17,7 +18,7 @@ import { Backoff } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
 import { AppError, clientActionOf, isErrorCode, type ErrorCode } from '../shared/errors.ts';
 import type { ItemRef } from '../shared/paths.ts';
-import { deksResponse, envelopeResponse, errorResponse, type DeksResponse, type EnvelopeResponse } from '../shared/protocol.ts';
+import { deksResponse, envelopeResponse, errorResponse, HEADERS, type DeksResponse, type EnvelopeResponse } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import type { TokenSource } from './token-source.ts';
 
@@ -38,6 +39,8 @@ export const UPSTREAM_MAX_BODY_BYTES: Bytes = 16 * 1024 * 1024;
 
 export interface Upstream {
   fetchEnvelope(ref: ItemRef, env: string, signal?: AbortSignal): Promise<EnvelopeResponse>;
+  /** The envelope plus the sealed layers of each previous version in the item's key ring. */
+  fetchRingEnvelope(ref: ItemRef, env: string, signal?: AbortSignal): Promise<RingEnvelopeResponse>;
   fetchDeks(namespace: string, publicKey: string, signal?: AbortSignal): Promise<DeksResponse>;
   close(): Promise<void>;
 }
@@ -117,7 +120,8 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     signal: AbortSignal | undefined,
   ): Promise<z.infer<S>> {
     const token = options.token.current();
-    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': `config-sidecar-agent/${options.agentId}` };
+    // The agent id lets the server answer a staged rollout's canary with the candidate.
+    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': `config-sidecar-agent/${options.agentId}`, [HEADERS.agentId]: options.agentId };
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     let response: Awaited<ReturnType<Pool['request']>>;
@@ -225,6 +229,9 @@ export function createUpstream(options: UpstreamOptions): Upstream {
   return {
     fetchEnvelope(ref, env, signal) {
       return read('envelope', 'GET', `/v1/envelopes/${encodePath(ref.namespace)}/${encodeURIComponent(ref.name)}?env=${encodeURIComponent(env)}`, undefined, envelopeResponse, signal);
+    },
+    fetchRingEnvelope(ref, env, signal) {
+      return read('envelope', 'GET', `/v1/envelopes/${encodePath(ref.namespace)}/${encodeURIComponent(ref.name)}?env=${encodeURIComponent(env)}&ring=1`, undefined, ringEnvelopeResponse, signal);
     },
     fetchDeks(namespace, publicKey, signal) {
       // POST only because the key travels in a body; the call reads and is safe to retry.

@@ -5,20 +5,23 @@
  * Every change and its events commit in one transaction; listeners hear about
  * commits afterwards, in revision order.
  */
-import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
+import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedFromWire, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
 import { AppError, describeError } from '../shared/errors.ts';
-import { itemKey, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
-import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
+import { itemKey, parseItemPath, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
+import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, KeyAgeView, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
 import type { Milliseconds } from '../shared/units.ts';
-import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemValue, KekProvider, LogEvent } from './control-plane.ts';
-import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion } from './items.ts';
+import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemRing, ItemValue, KekProvider, LogEvent, RolloutChange, RolloutStart, RotateOptions } from './control-plane.ts';
+import { ringEtag, type RingEnvelopeResponse, type RingWrite } from '../shared/ring-proto.ts';
+import { ringMembers, type RingMember } from './item-rings.ts';
+import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion, type ResolvedLayers } from './items.ts';
+import { ACTIVE_ROLLOUT_STATES, isActive, rolloutAad, rolloutFromRow, rolloutToRow, type CandidateChange, type RolloutRecord } from './rollouts/rollout-record.ts';
 import { KEK_ENV_VAR, KEK_FILE_FLAG } from './kek.ts';
 import { dekContext, KeyRing, type TxKeys } from './keys.ts';
 import { hasCommittedFeed, type EventsLost } from './store/committed-feed.ts';
 import { openStore } from './store/open-store.ts';
-import type { LogPage, Store, StoreWriter } from './store/store.ts';
+import type { LogPage, Store, StoreReader, StoreWriter, VersionRow } from './store/store.ts';
 import { eventDigest } from './event-digest.ts';
 import { inlineLayers, type ItemLayers } from './inline-layers.ts';
 import { hasAgentReports, memoryAgentReports, type AgentReportTable } from './store/agent-reports.ts';
@@ -38,6 +41,17 @@ function notFound(ref: ItemRef, detail = ''): AppError {
 
 function identity(row: LiveVersion, kind: ItemKind): ValueIdentity {
   return { namespace: row.namespace, name: row.name, version: row.version, env: row.env, kind, keyId: row.sealed.keyId, keyVersion: row.sealed.keyVersion };
+}
+
+function wireLayer(layer: LiveVersion): EnvelopeResponse['layers'][number] {
+  return {
+    env: layer.env,
+    version: layer.version,
+    keyId: layer.sealed.keyId,
+    keyVersion: layer.sealed.keyVersion,
+    ...(layer.sealed.aadVersion === 1 ? {} : { aadVersion: layer.sealed.aadVersion }),
+    ...sealedToWire(layer.sealed),
+  };
 }
 
 /** Rows re-sealed per write transaction by the start-up AAD migration. */
@@ -100,6 +114,11 @@ class ControlPlaneImpl implements ControlPlane {
     this.agentReports = hasAgentReports(store) ? store.agentReports : memoryAgentReports();
     this.#keys = new KeyRing(options.kek, store);
     this.#listeners = new CommitListeners(options.logger);
+    // Every replica hears every rotation: unwrapped older key versions leave
+    // this process's memory (re-unwrapped from the store while still stored).
+    this.#listeners.add((events) => {
+      for (const event of events) if (event.type === 'keyRotated') this.#keys.forgetBelow(event.namespace, event.keyVersion);
+    });
     // An engine shared by several processes (PostgreSQL replicas) delivers
     // every process's commits itself; otherwise this process's writes are all.
     if (hasCommittedFeed(store)) {
@@ -213,7 +232,10 @@ class ControlPlaneImpl implements ControlPlane {
   }
 
   async #prune(w: StoreWriter, ref: ItemRef): Promise<void> {
-    const doomed = pruneCandidates(await w.versionHistory(ref), this.#options.maxVersionsPerItem);
+    const history = await w.versionHistory(ref);
+    const item = await w.getItem(ref);
+    const ring = new Set(item ? ringMembers(item, history, this.#now).map((member) => member.version) : []);
+    const doomed = pruneCandidates(history, this.#options.maxVersionsPerItem, ring);
     if (doomed.length > 0) await w.deleteVersions(ref, doomed);
   }
 
@@ -227,9 +249,15 @@ class ControlPlaneImpl implements ControlPlane {
     value: Buffer,
     actor: string,
     setRevision?: number,
+    ring?: RingWrite,
   ): Promise<WriteOutcome<PutItemResponse>> {
     const now = this.#now;
+    await this.#refuseInRollout(w, ref);
     const version = await w.takeNextVersion(ref, kind, now);
+    if (ring) {
+      const item = await w.getItem(ref);
+      await w.setRing(ref, ring.grace ?? item?.ringGrace ?? 0, ring.revokePrevious ? version : (item?.ringFloor ?? 0));
+    }
     const key = await keys.current(ref.namespace, now);
     let sealed;
     try {
@@ -254,6 +282,14 @@ class ControlPlaneImpl implements ControlPlane {
     return { result: { version, revision }, events: [event] };
   }
 
+  /** One active rollout per item: a direct write would bypass its canaries and be overwritten by its completion. */
+  async #refuseInRollout(w: StoreReader, ref: ItemRef): Promise<void> {
+    const holder = await w.activeRolloutOf(itemKey(ref));
+    if (holder !== undefined) {
+      throw new AppError('conflict', `${itemKey(ref)} is in active rollout ${holder}; promote or abort it (config-sidecar rollout promote|abort ${holder}) before writing the item directly.`);
+    }
+  }
+
   async #openLayer(row: LiveVersion, kind: ItemKind, keys?: TxKeys): Promise<Buffer> {
     const dek = keys ? await keys.dek(row.namespace, row.sealed.keyVersion) : await this.#keys.dek(row.namespace, row.sealed.keyVersion);
     try {
@@ -273,12 +309,12 @@ class ControlPlaneImpl implements ControlPlane {
 
   // --- items -------------------------------------------------------------------
 
-  async putItem(refIn: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<PutItemResponse> {
+  async putItem(refIn: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string, ring?: RingWrite): Promise<PutItemResponse> {
     const ref = checkRef(refIn);
     chainFor(env, this.environments);
     if (kind !== 'config' && kind !== 'secret') throw new AppError('invalid_argument', 'kind must be "config" or "secret".');
     if (kind === 'config') assertJson(value);
-    return this.#write((w, keys) => this.#writeVersion(w, keys, ref, env, kind, value, actor));
+    return this.#write((w, keys) => this.#writeVersion(w, keys, ref, env, kind, value, actor, undefined, ring));
   }
 
   async #resolve(ref: ItemRef, env: string) {
@@ -296,7 +332,10 @@ class ControlPlaneImpl implements ControlPlane {
 
   async getItem(refIn: ItemRef, env: string): Promise<ItemValue> {
     const ref = checkRef(refIn);
-    const resolved = await this.#resolve(ref, env);
+    return this.#valueOf(ref, env, await this.#resolve(ref, env));
+  }
+
+  async #valueOf(ref: ItemRef, env: string, resolved: ResolvedLayers): Promise<ItemValue> {
     const plaintexts: Buffer[] = [];
     try {
       for (const layer of resolved.layers) plaintexts.push(await this.#openLayer(layer, resolved.kind));
@@ -306,6 +345,87 @@ class ControlPlaneImpl implements ControlPlane {
     }
     const value = resolved.kind === 'config' ? mergeConfigBuffers(plaintexts) : (plaintexts[0] as Buffer);
     return { ...ref, kind: resolved.kind, env, version: resolved.version, revision: resolved.revision, etag: resolved.etag, value };
+  }
+
+  /**
+   * One snapshot of what a ring read serves: the resolved current layers and,
+   * per ring member of the serving (most specific) layer, its sealed row.
+   */
+  async #ringSnapshot(ref: ItemRef, env: string): Promise<{ resolved: ResolvedLayers; members: Array<{ member: RingMember; row: LiveVersion }> }> {
+    const chain = chainFor(env, this.environments);
+    const now = this.#now;
+    const snapshot = await this.#store.read(async (r: StoreReader) => {
+      const item = await r.getItem(ref);
+      if (!item || item.deleted) return undefined;
+      const current = await r.currentVersions(ref);
+      const resolved = resolveLayers(item.kind, current, chain);
+      if (!resolved) return { resolved, members: [] };
+      const serving = resolved.layers.at(-1) as LiveVersion;
+      const members: Array<{ member: RingMember; row: LiveVersion }> = [];
+      for (const member of ringMembers(item, await r.versionHistory(ref), now, serving.env)) {
+        const row: VersionRow | undefined = await r.getVersion(ref, member.version);
+        if (row && !row.deleted) members.push({ member, row });
+      }
+      return { resolved, members };
+    });
+    if (!snapshot) throw notFound(ref);
+    if (!snapshot.resolved) throw notFound(ref, ` in environment ${env} or the environments it inherits from`);
+    return { resolved: snapshot.resolved, members: snapshot.members };
+  }
+
+  /** A ring member's layers: the current ones with the serving layer replaced by the member's version. */
+  #memberLayers(resolved: ResolvedLayers, row: LiveVersion): LiveVersion[] {
+    return [...resolved.layers.slice(0, -1), row];
+  }
+
+  async #openLayers(layers: readonly LiveVersion[], kind: ItemKind): Promise<Buffer> {
+    const plaintexts: Buffer[] = [];
+    try {
+      for (const layer of layers) plaintexts.push(await this.#openLayer(layer, kind));
+    } catch (err) {
+      zeroize(...plaintexts);
+      throw err;
+    }
+    return kind === 'config' ? mergeConfigBuffers(plaintexts) : (plaintexts[0] as Buffer);
+  }
+
+  async getRing(refIn: ItemRef, env: string): Promise<ItemRing> {
+    const ref = checkRef(refIn);
+    const { resolved, members } = await this.#ringSnapshot(ref, env);
+    const kind = resolved.kind;
+    const current = { version: resolved.version, value: await this.#openLayers(resolved.layers, kind) };
+    const previous: Array<ItemRing['previous'][number]> = [];
+    try {
+      for (const { member, row } of members) {
+        previous.push({ version: member.version, value: await this.#openLayers(this.#memberLayers(resolved, row), kind), retiredAt: member.retiredAt, expiresAt: member.expiresAt });
+      }
+    } catch (err) {
+      zeroize(current.value, ...previous.map((p) => p.value));
+      throw err;
+    }
+    return {
+      ...ref,
+      kind,
+      env,
+      revision: resolved.revision,
+      etag: ringEtag(resolved.etag, previous.map((p) => p.version)),
+      current,
+      previous,
+    };
+  }
+
+  async getRingEnvelope(refIn: ItemRef, env: string): Promise<RingEnvelopeResponse> {
+    const ref = checkRef(refIn);
+    const { resolved, members } = await this.#ringSnapshot(ref, env);
+    return {
+      ...this.#envelopeOf(ref, env, resolved),
+      previous: members.map(({ member, row }) => ({
+        version: member.version,
+        retiredAt: new Date(member.retiredAt).toISOString(),
+        expiresAt: new Date(member.expiresAt).toISOString(),
+        layers: this.#memberLayers(resolved, row).map(wireLayer),
+      })),
+    };
   }
 
   async deleteItem(refIn: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }> {
@@ -318,6 +438,7 @@ class ControlPlaneImpl implements ControlPlane {
   /** Deletes one layer (a tombstone version) or the whole item and appends ItemDeleted. */
   async #deleteStep(w: StoreWriter, ref: ItemRef, env: string | undefined, actor: string, setRevision?: number): Promise<WriteOutcome<{ revision: number; version: number }>> {
     const now = this.#now;
+    await this.#refuseInRollout(w, ref);
     const item = await w.getItem(ref);
     if (!item || item.deleted) throw notFound(ref);
     if (env === undefined) {
@@ -339,7 +460,8 @@ class ControlPlaneImpl implements ControlPlane {
     return { result: { revision, version }, events: [event] };
   }
 
-  async writeChangeSet(changesIn: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse> {
+  /** Validates a change set's members (refs, envs, no duplicates, kinds, JSON). */
+  #checkChanges(changesIn: readonly ChangeOp[]): ChangeOp[] {
     if (changesIn.length === 0) throw new AppError('invalid_argument', 'A change set needs at least one change.');
     const seen = new Set<string>();
     const changes = changesIn.map((change) => {
@@ -354,6 +476,11 @@ class ControlPlaneImpl implements ControlPlane {
       }
       return { ...change, ref };
     });
+    return changes;
+  }
+
+  async writeChangeSet(changesIn: readonly ChangeOp[], actor: string): Promise<ChangeSetResponse> {
+    const changes = this.#checkChanges(changesIn);
     return this.#write(async (w, keys) => {
       // Each member takes exactly one revision, so the set's last one is known
       // before the first event is written (the write lock is held from here on).
@@ -363,7 +490,7 @@ class ControlPlaneImpl implements ControlPlane {
       for (const change of changes) {
         const outcome =
           change.op === 'put'
-            ? await this.#writeVersion(w, keys, change.ref, change.env, change.kind, change.value, actor, setRevision)
+            ? await this.#writeVersion(w, keys, change.ref, change.env, change.kind, change.value, actor, setRevision, change.ring)
             : await this.#deleteStep(w, change.ref, change.env, actor, setRevision);
         items.push({ item: itemKey(change.ref), version: outcome.result.version });
         events.push(...outcome.events);
@@ -443,10 +570,11 @@ class ControlPlaneImpl implements ControlPlane {
 
   // --- keys ---------------------------------------------------------------------
 
-  async rotateNamespace(namespaceIn: string, actor: string): Promise<RotateResponse> {
+  async rotateNamespace(namespaceIn: string, actor: string, options: RotateOptions = {}): Promise<RotateResponse> {
     const namespace = validateNamespace(namespaceIn);
     const logger = this.#options.logger;
-    return this.#write(async (w, keys) => {
+    const retire = options.retirePrevious === true;
+    const result = await this.#write(async (w, keys) => {
       const now = this.#now;
       const next = await keys.rotate(namespace, now);
       let resealed = 0;
@@ -459,8 +587,10 @@ class ControlPlaneImpl implements ControlPlane {
         }
         return kind;
       };
+      // Retiring re-seals history too, so no row needs an older key afterwards.
+      const rows = retire ? await w.liveVersionsIn(namespace) : await w.currentVersionsIn(namespace);
       try {
-        for (const row of await w.currentVersionsIn(namespace)) {
+        for (const row of rows) {
           if (row.deleted) continue;
           const kind = await kindOf(row);
           let plaintext: Buffer;
@@ -483,12 +613,23 @@ class ControlPlaneImpl implements ControlPlane {
       } finally {
         zeroize(next.dek);
       }
+      const retiredVersions = retire ? await w.deleteDeksBelow(namespace, next.version) : [];
       const revision = await w.nextRevision();
       const event = this.#digested({ revision, type: 'keyRotated', namespace, keyVersion: next.version });
       await w.appendEvent(event, now);
-      logger.info({ namespace, keyVersion: next.version, resealed, actor, revision }, 'data key rotated');
-      return { result: { namespace, keyVersion: next.version, revision }, events: [event] };
+      logger.info({ namespace, keyVersion: next.version, resealed, retiredVersions, actor, revision }, retire ? 'data key rotated; older versions retired' : 'data key rotated');
+      const out: RotateResponse = { namespace, keyVersion: next.version, revision, ...(retire ? { retiredVersions, resealed } : {}) };
+      return { result: out, events: [event] };
     });
+    // The destroyed wrapped keys must not linger in the engine's logs (PostgreSQL: see docs/SERVER.md).
+    if (retire && !(await this.#store.scrub())) {
+      logger.warn({ namespace }, 'copies of the retired wrapped keys may remain in the write-ahead log until the next checkpoint');
+    }
+    return result;
+  }
+
+  async namespacesWithKeys(): Promise<string[]> {
+    return (await this.#store.read((r) => r.currentDeks())).map((row) => row.namespace);
   }
 
   async rotateDueKeys(actor: string): Promise<RotateResponse[]> {
@@ -540,30 +681,26 @@ class ControlPlaneImpl implements ControlPlane {
 
   async getEnvelope(refIn: ItemRef, env: string): Promise<EnvelopeResponse> {
     const ref = checkRef(refIn);
-    const resolved = await this.#resolve(ref, env);
-    return {
-      ...ref,
-      kind: resolved.kind,
-      env,
-      version: resolved.version,
-      revision: resolved.revision,
-      etag: resolved.etag,
-      layers: resolved.layers.map((layer) => ({
-        env: layer.env,
-        version: layer.version,
-        keyId: layer.sealed.keyId,
-        keyVersion: layer.sealed.keyVersion,
-        ...(layer.sealed.aadVersion === 1 ? {} : { aadVersion: layer.sealed.aadVersion }),
-        ...sealedToWire(layer.sealed),
-      })),
-    };
+    return this.#envelopeOf(ref, env, await this.#resolve(ref, env));
+  }
+
+  #envelopeOf(ref: ItemRef, env: string, resolved: ResolvedLayers): EnvelopeResponse {
+    return { ...ref, kind: resolved.kind, env, version: resolved.version, revision: resolved.revision, etag: resolved.etag, layers: resolved.layers.map(wireLayer) };
   }
 
   async getDeks(namespaceIn: string): Promise<DekSet> {
     const namespace = validateNamespace(namespaceIn);
+    const now = this.#now;
+    // Only what agents can need: the current key, the keys of current values and of ring members within their grace.
     const found = await this.#store.read(async (r) => {
       const current = await r.currentDek(namespace);
-      return current ? { current: current.version, inUse: await r.dekVersionsInUse(namespace) } : undefined;
+      if (!current) return undefined;
+      const inUse = new Set<number>();
+      for (const row of await r.currentVersionsIn(namespace)) if (!row.deleted) inUse.add(row.sealed.keyVersion);
+      for (const item of await r.ringItemsIn(namespace)) {
+        for (const member of ringMembers(item, await r.versionHistory(item), now)) if (member.keyVersion !== null) inUse.add(member.keyVersion);
+      }
+      return { current: current.version, inUse: [...inUse] };
     });
     if (!found) throw new AppError('not_found', `The namespace ${namespace} has no data key yet (nothing was written to it).`);
     const versions = [...new Set([...found.inUse, found.current])].sort((a, b) => a - b);
@@ -575,6 +712,217 @@ class ControlPlaneImpl implements ControlPlane {
       throw err;
     }
     return { namespace, keyId: namespace, currentVersion: found.current, keys };
+  }
+
+  // --- staged rollouts ---------------------------------------------------------------
+
+  /** One itemChanged per item (no new version) so every agent serving it asks again; consecutive revisions as one set. */
+  async #touch(w: StoreWriter, record: RolloutRecord): Promise<LogEvent[]> {
+    const now = this.#now;
+    const setRevision = (await w.logState()).revision + record.items.length;
+    const events: LogEvent[] = [];
+    for (const item of record.items) {
+      const ref = parseItemPath(item);
+      const row = await w.getItem(ref);
+      const put = record.candidate.find((c): c is Extract<CandidateChange, { op: 'put' }> => c.op === 'put' && c.item === item);
+      const revision = await w.nextRevision();
+      const event = this.#digested({ revision, type: 'itemChanged', namespace: ref.namespace, name: ref.name, kind: row?.kind ?? put?.kind ?? 'config', version: row?.lastVersion ?? 0, env: '', ...inSet(setRevision) });
+      await w.appendEvent(event, now);
+      events.push(event);
+    }
+    return events;
+  }
+
+  async startRollout(start: RolloutStart, actor: string): Promise<RolloutRecord> {
+    const changes = this.#checkChanges(start.changes);
+    return this.#write(async (w, keys) => {
+      const now = this.#now;
+      const items = [...new Set(changes.map((c) => itemKey(c.ref)))];
+      const candidate: CandidateChange[] = [];
+      for (const change of changes) {
+        const item = itemKey(change.ref);
+        const existing = await w.getItem(change.ref);
+        if (change.op === 'delete') {
+          if (!existing || existing.deleted) throw notFound(change.ref);
+          candidate.push({ op: 'delete', item, env: change.env ?? '' });
+          continue;
+        }
+        if (existing && !existing.deleted && existing.kind !== change.kind) {
+          throw new AppError('conflict', `${item} is a ${existing.kind}; delete it before writing it as a ${change.kind}.`);
+        }
+        const key = await keys.current(change.ref.namespace, now);
+        try {
+          const sealed = seal(key.dek, change.value, rolloutAad(start.id, item, change.env, change.kind));
+          candidate.push({ op: 'put', item, env: change.env, kind: change.kind, keyVersion: key.version, sealed: sealedToWire(sealed) });
+        } finally {
+          zeroize(key.dek);
+        }
+      }
+      await w.setRolloutItems(start.id, items);
+      const draft: RolloutRecord = {
+        id: start.id,
+        state: 'rolling',
+        steps: [...start.steps],
+        step: 0,
+        bakeSeconds: start.bakeSeconds,
+        maxUnhealthy: start.maxUnhealthy,
+        items,
+        canary: [...start.canary],
+        unhealthy: [],
+        createdAt: now,
+        createdBy: actor,
+        stepStartedAt: now,
+        revision: 0,
+        candidate,
+      };
+      const events = start.canary.length > 0 ? await this.#touch(w, draft) : [];
+      const record = { ...draft, revision: events.at(-1)?.revision ?? (await w.logState()).revision };
+      await w.insertRollout({ ...rolloutToRow(record, now), leaseOwner: '', leaseUntil: 0 });
+      return { result: record, events };
+    });
+  }
+
+  async changeRollout(id: string, change: (record: RolloutRecord) => RolloutChange | undefined, actor: string): Promise<RolloutRecord> {
+    return this.#write(async (w, keys) => {
+      const row = await w.getRollout(id);
+      if (!row) throw new AppError('not_found', `There is no rollout ${id}.`);
+      const next = change(rolloutFromRow(row));
+      if (!next) return { result: rolloutFromRow(row), events: [] };
+      let record = next.record;
+      let events: LogEvent[] = [];
+      // Released before the completion writes them (the write path refuses items of active rollouts).
+      if (next.complete || !isActive(record.state)) await w.setRolloutItems(id, []);
+      if (next.complete) {
+        const setRevision = (await w.logState()).revision + record.candidate.length;
+        for (const c of record.candidate) {
+          const ref = parseItemPath(c.item);
+          if (c.op === 'delete') {
+            events.push(...(await this.#deleteStep(w, ref, c.env === '' ? undefined : c.env, actor, setRevision)).events);
+            continue;
+          }
+          const dek = await keys.dek(ref.namespace, c.keyVersion);
+          let value: Buffer;
+          try {
+            value = openSealed(dek, sealedFromWire(c.sealed), rolloutAad(id, c.item, c.env, c.kind));
+          } finally {
+            zeroize(dek);
+          }
+          try {
+            events.push(...(await this.#writeVersion(w, keys, ref, c.env, c.kind, value, actor, setRevision)).events);
+          } finally {
+            zeroize(value);
+          }
+        }
+        record = { ...record, state: 'completed', revision: setRevision };
+      } else if (next.touch) {
+        events = await this.#touch(w, record);
+        record = { ...record, revision: events.at(-1)?.revision ?? record.revision };
+      }
+      await w.updateRollout({ ...rolloutToRow(record, this.#now), leaseOwner: row.leaseOwner, leaseUntil: row.leaseUntil });
+      return { result: record, events };
+    });
+  }
+
+  async getRollout(id: string): Promise<RolloutRecord | undefined> {
+    const row = await this.#store.read((r) => r.getRollout(id));
+    return row ? rolloutFromRow(row) : undefined;
+  }
+
+  async listRollouts(limit: number): Promise<RolloutRecord[]> {
+    return (await this.#store.read((r) => r.listRollouts(limit))).map(rolloutFromRow);
+  }
+
+  activeRolloutIds(): Promise<string[]> {
+    return this.#store.read((r) => r.rolloutIdsIn(ACTIVE_ROLLOUT_STATES));
+  }
+
+  async activeRolloutOf(ref: ItemRef): Promise<RolloutRecord | undefined> {
+    const row = await this.#store.read(async (r) => {
+      const id = await r.activeRolloutOf(itemKey(ref));
+      return id === undefined ? undefined : r.getRollout(id);
+    });
+    return row ? rolloutFromRow(row) : undefined;
+  }
+
+  takeRolloutLease(id: string, owner: string, ttl: Milliseconds): Promise<boolean> {
+    const now = this.#now;
+    return this.#store.write((w) => w.takeRolloutLease(id, owner, now, now + ttl));
+  }
+
+  /**
+   * The item's layers with the rollout's members applied: each put re-sealed
+   * under the namespace's current key as the version the completion will
+   * write (writes to the item wait for the rollout, so the number holds),
+   * with the rollout's revision, so its ETag differs from the stable one.
+   */
+  async #candidateResolved(ref: ItemRef, env: string, rolloutId: string): Promise<ResolvedLayers> {
+    const chain = chainFor(env, this.environments);
+    const item = itemKey(ref);
+    const snap = await this.#store.read(async (r) => {
+      const row = await r.getRollout(rolloutId);
+      if (!row) return undefined;
+      const found = await r.getItem(ref);
+      return { record: rolloutFromRow(row), found, current: found && !found.deleted ? await r.currentVersions(ref) : [], dek: await r.currentDek(ref.namespace) };
+    });
+    if (!snap) throw new AppError('not_found', `There is no rollout ${rolloutId}.`);
+    const { record, found } = snap;
+    if (!isActive(record.state)) throw new AppError('conflict', `Rollout ${rolloutId} is ${record.state}; its candidate is no longer served (read without ?rollout).`);
+    if (!record.items.includes(item)) throw new AppError('not_found', `${item} is not part of rollout ${rolloutId}.`);
+    let rows: VersionRow[] = [...snap.current];
+    let kind: ItemKind | undefined = found && !found.deleted ? found.kind : undefined;
+    let version = found?.lastVersion ?? 0;
+    for (const c of record.candidate) {
+      if (c.item !== item) continue;
+      if (c.op === 'delete' && c.env === '') {
+        rows = [];
+        kind = undefined;
+        continue;
+      }
+      version += 1;
+      const base = { ...ref, version, env: c.env, revision: record.revision, createdAt: record.createdAt, createdBy: record.createdBy };
+      if (c.op === 'delete') {
+        rows = [...rows.filter((v) => v.env !== c.env), { ...base, deleted: true, sealed: null }];
+        continue;
+      }
+      if (!snap.dek) throw new AppError('internal', `The namespace ${ref.namespace} has no data key.`);
+      kind = c.kind;
+      const [held, current] = [await this.#keys.dek(ref.namespace, c.keyVersion), await this.#keys.dek(ref.namespace, snap.dek.version)];
+      let value: Buffer | undefined;
+      try {
+        value = openSealed(held, sealedFromWire(c.sealed), rolloutAad(rolloutId, item, c.env, c.kind));
+        const sealed = seal(current, value, valueAad({ ...ref, version, env: c.env, kind: c.kind, keyId: ref.namespace, keyVersion: snap.dek.version }, CURRENT_AAD_VERSION));
+        rows = [...rows.filter((v) => v.env !== c.env), { ...base, deleted: false, sealed: sealedColumns(ref.namespace, snap.dek.version, sealed, CURRENT_AAD_VERSION) }];
+      } finally {
+        zeroize(held, current, value);
+      }
+    }
+    const resolved = kind === undefined ? undefined : resolveLayers(kind, rows, chain);
+    if (!resolved) throw notFound(ref, ` in environment ${env} as rollout ${rolloutId} leaves it`);
+    return { ...resolved, revision: Math.max(resolved.revision, record.revision) };
+  }
+
+  async candidateEnvelope(refIn: ItemRef, env: string, rolloutId: string): Promise<EnvelopeResponse> {
+    const ref = checkRef(refIn);
+    return this.#envelopeOf(ref, env, await this.#candidateResolved(ref, env, rolloutId));
+  }
+
+  async candidateItem(refIn: ItemRef, env: string, rolloutId: string): Promise<ItemValue> {
+    const ref = checkRef(refIn);
+    return this.#valueOf(ref, env, await this.#candidateResolved(ref, env, rolloutId));
+  }
+
+  async keyAges(): Promise<KeyAgeView[]> {
+    const now = this.#now;
+    const rows = await this.#store.read((r) => r.currentDeks());
+    return rows
+      .map((row) => ({
+        namespace: row.namespace,
+        version: row.version,
+        createdAt: new Date(row.createdAt).toISOString(),
+        ageSeconds: Math.max(0, Math.floor((now - row.createdAt) / 1000)),
+        rotationDueAt: new Date(row.createdAt + this.#options.keyMaxAge).toISOString(),
+      }))
+      .sort((a, b) => (a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : 0));
   }
 
   // --- event log ---------------------------------------------------------------------
@@ -599,6 +947,11 @@ class ControlPlaneImpl implements ControlPlane {
       const out = new Map<string, ItemLayers>();
       for (const [key, ref] of unique) {
         const item = await r.getItem(ref);
+        // Canaries and the rest serve different values of an item in an active rollout: every agent asks (candidate-aware read path).
+        if (await r.activeRolloutOf(key)) {
+          out.set(key, { kind: item?.kind, deleted: false, revision: 0, layers: undefined });
+          continue;
+        }
         out.set(key, item && !item.deleted ? inlineLayers(item.kind, await r.currentVersions(ref), this.environments) : { kind: item?.kind, deleted: true, revision: 0, layers: [] });
       }
       return out;

@@ -10,6 +10,7 @@
 import type { ItemRef } from '../shared/paths.ts';
 import type {
   ChangeSetResponse,
+  KeyAgeView,
   EnvelopeResponse,
   HistoryResponse,
   ItemKind,
@@ -24,6 +25,8 @@ import type { Logger } from '../shared/logger.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { LogPage } from './store/store.ts';
 import type { ItemLayers } from './inline-layers.ts';
+import type { RolloutRecord } from './rollouts/rollout-record.ts';
+import type { RingEnvelopeResponse, RingWrite } from '../shared/ring-proto.ts';
 
 /**
  * An event as stored in the log (heartbeats and resyncs are stream-only), with
@@ -33,7 +36,7 @@ export type LogEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted'
 
 /** One member of an atomic change set, validated at the edge (env resolved). */
 export type ChangeOp =
-  | { readonly op: 'put'; readonly ref: ItemRef; readonly env: string; readonly kind: ItemKind; readonly value: Buffer }
+  | { readonly op: 'put'; readonly ref: ItemRef; readonly env: string; readonly kind: ItemKind; readonly value: Buffer; readonly ring?: RingWrite | undefined }
   | { readonly op: 'delete'; readonly ref: ItemRef; readonly env: string | undefined };
 
 /** Wraps and unwraps DEKs. File/env now; Vault Transit or a cloud KMS fit the same shape. */
@@ -62,15 +65,32 @@ export interface ItemValue extends ItemRef {
   readonly value: Buffer;
 }
 
+/** An item's key ring (issue 20): the current value and the previous versions still within their grace, newest first. */
+export interface ItemRing extends ItemRef {
+  readonly kind: ItemKind;
+  readonly env: string;
+  readonly revision: number;
+  /** Quoted; changes when the current value or the ring's membership does (`ringEtag`). */
+  readonly etag: string;
+  /** Plaintexts below: zero-fill after use. */
+  readonly current: { readonly version: number; readonly value: Buffer };
+  readonly previous: ReadonlyArray<{ readonly version: number; readonly value: Buffer; readonly retiredAt: Milliseconds; readonly expiresAt: Milliseconds }>;
+}
+
+export interface RotateOptions {
+  /** Re-seal every row, history included, under the new key and destroy the older wrapped keys. */
+  readonly retirePrevious?: boolean;
+}
+
 export interface DekSet {
   readonly namespace: string;
   readonly keyId: string;
   readonly currentVersion: number;
-  /** Plaintext DEKs, every version still referenced. Zero-fill after wrapping. */
+  /** Plaintext DEKs: the current version and those current values and ring members use. Zero-fill after wrapping. */
   readonly keys: ReadonlyArray<{ readonly version: number; readonly dek: Buffer }>;
 }
 
-export type AuditAction = 'read' | 'list' | 'write' | 'delete' | 'rollback' | 'rotate' | 'envelope' | 'deks' | 'watch' | 'denied' | 'admin';
+export type AuditAction = 'read' | 'list' | 'write' | 'delete' | 'rollback' | 'rotate' | 'envelope' | 'deks' | 'watch' | 'denied' | 'admin' | 'rollout';
 
 export interface AuditEntry {
   readonly subject: string;
@@ -110,14 +130,39 @@ export interface ControlPlaneOptions {
   readonly storeAccess?: StoreAccess | undefined;
 }
 
+/** A staged rollout's start, validated at the edge (src/server/rollouts). */
+export interface RolloutStart {
+  readonly id: string;
+  readonly steps: readonly number[];
+  readonly bakeSeconds: number;
+  readonly maxUnhealthy: number;
+  readonly changes: readonly ChangeOp[];
+  /** The first step's canaries, chosen before the transaction. */
+  readonly canary: readonly string[];
+}
+
+/** A rollout transition: the new record, and what else commits with it. */
+export interface RolloutChange {
+  readonly record: RolloutRecord;
+  /** Who serves the candidate changed: announce the items again (one event each, as a set). */
+  readonly touch?: boolean;
+  /** Write the candidate as a change set; the rollout becomes completed. */
+  readonly complete?: boolean;
+}
+
 export interface ControlPlane {
   readonly environments: readonly string[];
   /** Agents' last reports (fleet view): the shared table on PostgreSQL, memory on the embedded store. */
   readonly agentReports: AgentReportTable;
 
-  putItem(ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string): Promise<PutItemResponse>;
+  /** `ring` sets the item's key-ring grace and/or revokes its previous versions. */
+  putItem(ref: ItemRef, env: string, kind: ItemKind, value: Buffer, actor: string, ring?: RingWrite): Promise<PutItemResponse>;
   /** Throws not_found, decryption_failed. */
   getItem(ref: ItemRef, env: string): Promise<ItemValue>;
+  /** The item's key ring as served for `env` (an item without a ring: current only). Throws like getItem. */
+  getRing(ref: ItemRef, env: string): Promise<ItemRing>;
+  /** The same as ciphertext layers for an agent. */
+  getRingEnvelope(ref: ItemRef, env: string): Promise<RingEnvelopeResponse>;
   /** `env` deletes one layer; undefined deletes the whole item. */
   deleteItem(ref: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }>;
   list(prefix: string): Promise<ListResponse['items']>;
@@ -132,7 +177,9 @@ export interface ControlPlane {
   rollback(ref: ItemRef, version: number, actor: string): Promise<PutItemResponse>;
 
   /** New DEK version; re-encrypts the namespace's current versions in one transaction; appends KeyRotated. */
-  rotateNamespace(namespace: string, actor: string): Promise<RotateResponse>;
+  rotateNamespace(namespace: string, actor: string, options?: RotateOptions): Promise<RotateResponse>;
+  /** Every namespace that has a data key (offline re-seal of the whole store). */
+  namespacesWithKeys(): Promise<string[]>;
   /** Rotates every namespace whose current DEK is older than keyMaxAge. */
   rotateDueKeys(actor: string): Promise<RotateResponse[]>;
   /** Re-wraps every DEK under `next` without touching values. */
@@ -140,6 +187,8 @@ export interface ControlPlane {
 
   getEnvelope(ref: ItemRef, env: string): Promise<EnvelopeResponse>;
   getDeks(namespace: string): Promise<DekSet>;
+  /** The current data key of every namespace: version and age, never the key. */
+  keyAges(): Promise<KeyAgeView[]>;
 
   currentRevision(): Promise<number>;
   /** The oldest revision a resume may name (since_revision >= this - 1 replays fully). */
@@ -170,6 +219,32 @@ export interface ControlPlane {
    * resume, and get ResyncRequired. Returns unsubscribe.
    */
   onEventsLost?(listener: (lost: { readonly deliveredRevision: number; readonly compactedThrough: number }) => void): () => void;
+
+  /**
+   * Stores a new rollout (state rolling, step 0) with its candidate sealed and
+   * its items held (a direct write to them is a conflict until it ends; an
+   * item in another active rollout is a conflict), and announces the items
+   * when there are canaries. Throws like writeChangeSet for a bad member.
+   */
+  startRollout(start: RolloutStart, actor: string): Promise<RolloutRecord>;
+  /**
+   * Reads the rollout in a write transaction and stores what `change`
+   * returns (undefined: nothing), with its touch events or completion change
+   * set. Ending states release the items. Throws not_found.
+   */
+  changeRollout(id: string, change: (record: RolloutRecord) => RolloutChange | undefined, actor: string): Promise<RolloutRecord>;
+  getRollout(id: string): Promise<RolloutRecord | undefined>;
+  /** Newest first. */
+  listRollouts(limit: number): Promise<RolloutRecord[]>;
+  /** Rolling or paused rollouts, oldest first. */
+  activeRolloutIds(): Promise<string[]>;
+  /** The active rollout holding the item, if any. */
+  activeRolloutOf(ref: ItemRef): Promise<RolloutRecord | undefined>;
+  /** Takes or renews the rollout's drive lease for `owner` (one replica drives a rollout at a time). */
+  takeRolloutLease(id: string, owner: string, ttl: Milliseconds): Promise<boolean>;
+  /** The item as the rollout's candidate makes it (canaries, `?rollout=`); throws not_found, conflict (not active). */
+  candidateEnvelope(ref: ItemRef, env: string, rolloutId: string): Promise<EnvelopeResponse>;
+  candidateItem(ref: ItemRef, env: string, rolloutId: string): Promise<ItemValue>;
 
   audit(entry: AuditEntry): Promise<void>;
   /** False while the last audit write failed (readiness: secret reads are refused then). */

@@ -77,14 +77,15 @@ export function mergeConfigBuffers(layers: Buffer[]): Buffer {
 /**
  * Versions to delete so at most `max` remain, oldest first, never the current
  * (newest) version of any environment layer, tombstones included, since removing
- * a current tombstone would resurrect the layer's previous value.
+ * a current tombstone would resurrect the layer's previous value, and never a
+ * version in `keep` (key-ring members within their grace).
  */
-export function pruneCandidates(history: readonly VersionMeta[], max: number): number[] {
+export function pruneCandidates(history: readonly VersionMeta[], max: number, keep: ReadonlySet<number> = new Set()): number[] {
   if (history.length <= max) return [];
   const currentByEnv = new Map<string, number>();
   for (const row of history) currentByEnv.set(row.env, Math.max(currentByEnv.get(row.env) ?? 0, row.version));
   const current = new Set(currentByEnv.values());
-  const removable = history.filter((row) => !current.has(row.version)).sort((a, b) => a.version - b.version);
+  const removable = history.filter((row) => !current.has(row.version) && !keep.has(row.version)).sort((a, b) => a.version - b.version);
   return removable.slice(0, Math.max(0, history.length - max)).map((row) => row.version);
 }
 

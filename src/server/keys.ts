@@ -90,6 +90,14 @@ export class KeyRing {
     return new TxKeys(this, writer, (namespace, version, dek) => this.#cache.set(cacheKey(namespace, version), dek));
   }
 
+  /** Drops (zero-fills) the cached plaintext of a namespace's key versions below `version`. */
+  forgetBelow(namespace: string, version: number): void {
+    for (const key of [...this.#cache.keys()]) {
+      const at = key.lastIndexOf('#');
+      if (key.slice(0, at) === namespace && Number(key.slice(at + 1)) < version) this.#cache.delete(key);
+    }
+  }
+
   /** Zero-fills every cached DEK. */
   close(): void {
     this.#cache.clear();

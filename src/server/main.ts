@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
+import { RolloutService } from './rollouts/rollout-service.ts';
 import { OffsetClock, systemClock, type Clock, type TimerHandle } from '../shared/clock.ts';
 import { createAdminServer, listen } from '../shared/admin-server.ts';
 import { describeError } from '../shared/errors.ts';
@@ -26,6 +27,7 @@ import { startAuditUpkeep } from './audit-upkeep.ts';
 import { createRefusalAudit } from './refusal-audit.ts';
 import { createCallTracker, createGrpcListener } from './grpc-listener.ts';
 import { createRestServer } from './rest/rest-server.ts';
+import { loadStatusPage } from './rest/status-page.ts';
 import type { ServerSettings } from './settings.ts';
 import { insecureGrpcCredentials, TlsSource, type TlsPair } from './tls-files.ts';
 import { createWatchService } from './watch/watch-service.ts';
@@ -112,13 +114,18 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const auditUpkeep = startAuditUpkeep({ controlPlane, clock, logger, metrics, retainAge: settings.auditRetainAge, maxRows: settings.auditMaxRows });
     closers.push(() => auditUpkeep.close());
     const openapi = await readFile(OPENAPI_URL);
+    const statusPage = await loadStatusPage();
     const agents = new AgentRegistry({
       table: controlPlane.agentReports,
       clock,
       policy: policySource.current,
       currentRevision: () => controlPlane.currentRevision(),
       expiry: settings.agentExpiry,
+      onReport: () => rollouts.poke(),
     });
+    const rollouts = new RolloutService({ controlPlane, reports: controlPlane.agentReports, agentExpiry: agents.expiry, clock, logger });
+    rollouts.startDriving();
+    closers.push(() => rollouts.close());
     registerFleetGauges(metrics.registry, async () => {
       const { agents: live } = await agents.list(() => true);
       return {
@@ -138,8 +145,10 @@ export async function startServer(settings: ServerSettings, options: StartOption
         refusals,
         maxBody: settings.maxBody,
         openapi,
+        statusPage,
         logger,
         agents,
+        rollouts,
         onRotated: (trigger) => metrics.rotations.inc({ trigger }),
       },
       metrics,

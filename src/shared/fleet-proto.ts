@@ -15,6 +15,12 @@ export const AGENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$/;
 export const AGENT_HEALTH = ['ok', 'degraded', 'starting'] as const;
 export type AgentHealth = (typeof AGENT_HEALTH)[number];
 
+/** The application's own signal, as the agent last heard it (v1.3); unknown until it says. */
+export const APP_HEALTH = ['unknown', 'healthy', 'unhealthy'] as const;
+export type AppHealth = (typeof APP_HEALTH)[number];
+/** Longest reason an agent reports (the POST /v1/health bound). */
+export const HEALTH_REASON_MAX_CHARS = 200;
+
 export interface RolloutVersion {
   readonly rollout: string;
   readonly item: string;
@@ -29,6 +35,9 @@ export interface AgentReport {
   readonly connected: boolean;
   readonly health: AgentHealth;
   readonly rollouts: readonly RolloutVersion[];
+  /** Absent from older agents: unknown. */
+  readonly appHealth?: AppHealth;
+  readonly healthReason?: string;
 }
 
 export interface ReportAck {
@@ -44,6 +53,8 @@ interface WireReport {
   connected?: boolean;
   health?: string;
   rollouts?: Array<{ rollout?: string; item?: string; version?: string }>;
+  appHealth?: string;
+  healthReason?: string;
 }
 
 interface WireAck {
@@ -75,6 +86,8 @@ export function reportToWire(report: AgentReport): WireReport {
     connected: report.connected,
     health: report.health,
     rollouts: report.rollouts.map((r) => ({ rollout: r.rollout, item: r.item, version: String(r.version) })),
+    appHealth: report.appHealth ?? 'unknown',
+    healthReason: report.healthReason ?? '',
   };
 }
 
@@ -89,6 +102,8 @@ export function reportFromWire(wire: WireReport): AgentReport {
     connected: wire.connected ?? false,
     health,
     rollouts: (wire.rollouts ?? []).map((r) => ({ rollout: r.rollout ?? '', item: r.item ?? '', version: Number(r.version ?? 0) })),
+    appHealth: APP_HEALTH.includes(wire.appHealth as AppHealth) ? (wire.appHealth as AppHealth) : 'unknown',
+    healthReason: (wire.healthReason ?? '').slice(0, HEALTH_REASON_MAX_CHARS),
   };
 }
 
@@ -112,6 +127,8 @@ export interface AgentView {
   readonly lastSeen: string;
   readonly health: AgentHealth;
   readonly rollouts: readonly RolloutVersion[];
+  readonly appHealth?: AppHealth;
+  readonly healthReason?: string;
 }
 
 /** GET /v1/agents */

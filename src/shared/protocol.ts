@@ -32,16 +32,25 @@ export const HEADERS = {
   revision: 'x-config-revision',
   stale: 'x-config-stale',
   podToken: 'x-config-sidecar-token',
+  /** The agent's id on its reads from the server, so a rollout's canary is answered with the candidate. */
+  agentId: 'x-config-sidecar-agent-id',
   retryAfter: 'retry-after',
 } as const;
 
 const sealedWire = z.object({ iv: z.string(), ciphertext: z.string(), tag: z.string() });
 
+/**
+ * Key-ring write options (issue 20; parsed by shared/ring-proto.ts): how long
+ * a version that stops being current stays readable (`24h`, `0s` = off,
+ * absent = keep the item's setting), and ending every previous version's grace.
+ */
+const ringWrite = { ringGrace: z.string().min(1).max(32).optional(), revokePrevious: z.boolean().optional() };
+
 // --- PUT /v1/items/{namespace...}/{name}?env=ENV ---------------------------
 export const putItemBody = z.union([
-  z.object({ kind: z.literal('config'), value: z.json() }).strict(),
-  z.object({ kind: z.literal('secret'), value: z.string() }).strict(),
-  z.object({ kind: z.literal('secret'), valueBase64: z.base64() }).strict(),
+  z.object({ kind: z.literal('config'), value: z.json(), ...ringWrite }).strict(),
+  z.object({ kind: z.literal('secret'), value: z.string(), ...ringWrite }).strict(),
+  z.object({ kind: z.literal('secret'), valueBase64: z.base64(), ...ringWrite }).strict(),
 ]);
 export type PutItemBody = z.infer<typeof putItemBody>;
 
@@ -60,9 +69,9 @@ export const CHANGE_SET_MAX_CHANGES = 100;
 const changeTarget = { item: z.string().min(1).max(600), env: z.string().min(1).max(63).optional() };
 /** One member of a set: a put (the PUT body plus the item path) or a delete. */
 export const changeEntry = z.union([
-  z.object({ ...changeTarget, kind: z.literal('config'), value: z.json() }).strict(),
-  z.object({ ...changeTarget, kind: z.literal('secret'), value: z.string() }).strict(),
-  z.object({ ...changeTarget, kind: z.literal('secret'), valueBase64: z.base64() }).strict(),
+  z.object({ ...changeTarget, kind: z.literal('config'), value: z.json(), ...ringWrite }).strict(),
+  z.object({ ...changeTarget, kind: z.literal('secret'), value: z.string(), ...ringWrite }).strict(),
+  z.object({ ...changeTarget, kind: z.literal('secret'), valueBase64: z.base64(), ...ringWrite }).strict(),
   z.object({ ...changeTarget, delete: z.literal(true) }).strict(),
 ]);
 export type ChangeEntry = z.infer<typeof changeEntry>;
@@ -113,6 +122,11 @@ export interface RolloutView {
   /** Why it ended, for rolled_back / aborted. */
   readonly reason?: string;
 }
+
+/** A rollout id as the server makes them (`ro-` and 12 hex digits); paths accept this shape only. */
+export const ROLLOUT_ID_RE = /^[a-z0-9][a-z0-9-]{0,63}$/;
+export const ROLLOUT_ACTIONS = ['promote', 'pause', 'resume', 'abort'] as const;
+export type RolloutAction = (typeof ROLLOUT_ACTIONS)[number];
 
 /** GET /v1/rollouts */
 export interface RolloutsResponse {
@@ -176,7 +190,15 @@ export const rollbackBody = z.object({ version: z.number().int().positive() }).s
 export type RollbackBody = z.infer<typeof rollbackBody>;
 
 // --- POST /v1/rotate/{namespace...} -----------------------------------------
-export const rotateResponse = z.object({ namespace: z.string(), keyVersion: z.number().int(), revision: z.number().int() });
+export const rotateResponse = z.object({
+  namespace: z.string(),
+  keyVersion: z.number().int(),
+  revision: z.number().int(),
+  /** `?retire-previous=true`: the key versions destroyed (issue 20). */
+  retiredVersions: z.array(z.number().int()).optional(),
+  /** `?retire-previous=true`: rows re-sealed under the new key, history included. */
+  resealed: z.number().int().optional(),
+});
 export type RotateResponse = z.infer<typeof rotateResponse>;
 
 // --- GET /v1/envelopes/{namespace...}/{name}?env=ENV (agent-facing) ----------
@@ -205,6 +227,8 @@ export const envelopeResponse = z.object({
   revision: z.number().int(),
   etag: z.string(),
   layers: z.array(envelopeLayer).min(1),
+  /** Set when this is a staged rollout's candidate (the caller is its canary, or asked with ?rollout=). */
+  rollout: z.string().optional(),
 });
 export type EnvelopeResponse = z.infer<typeof envelopeResponse>;
 
@@ -225,6 +249,22 @@ export const deksResponse = z.object({
   keys: z.array(sealedWire.extend({ version: z.number().int() })),
 });
 export type DeksResponse = z.infer<typeof deksResponse>;
+
+// --- GET /v1/keys: data-key ages (metadata only, never key material) ------
+/** One namespace's current data key, as the status page and `rotate` planning see it. */
+export interface KeyAgeView {
+  readonly namespace: string;
+  readonly version: number;
+  readonly createdAt: string;
+  readonly ageSeconds: number;
+  /** When the age policy (--key-max-age) rotates it. */
+  readonly rotationDueAt: string;
+}
+
+/** GET /v1/keys: the namespaces the caller may `list`, in name order. */
+export interface KeysResponse {
+  readonly keys: readonly KeyAgeView[];
+}
 
 // --- errors --------------------------------------------------------------
 export const errorResponse = z.object({ error: z.object({ code: z.string(), message: z.string() }) });

@@ -7,7 +7,7 @@
  */
 import type { Clock } from '../../shared/clock.ts';
 import { AppError } from '../../shared/errors.ts';
-import { AGENT_ID_RE, type AgentReport, type AgentsResponse, type ReportAck } from '../../shared/fleet-proto.ts';
+import { AGENT_ID_RE, HEALTH_REASON_MAX_CHARS, type AgentReport, type AgentsResponse, type ReportAck } from '../../shared/fleet-proto.ts';
 import { validatePrefix } from '../../shared/paths.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { Principal } from '../auth/authenticator.ts';
@@ -33,6 +33,8 @@ export interface AgentRegistryOptions {
   readonly currentRevision: () => Promise<number>;
   readonly expiry?: Milliseconds;
   readonly maxPerSubject?: number;
+  /** Called after each accepted report (staged rollouts judge canaries' health at once). */
+  readonly onReport?: () => void;
 }
 
 export function validateAgentId(id: string): string {
@@ -96,8 +98,11 @@ export class AgentRegistry {
       connected: report.connected,
       health: report.health,
       rollouts: report.rollouts.map((r) => ({ rollout: r.rollout.slice(0, 253), item: r.item.slice(0, 600), version: Math.max(0, Math.trunc(r.version)) })),
+      appHealth: report.appHealth ?? 'unknown',
+      healthReason: (report.healthReason ?? '').slice(0, HEALTH_REASON_MAX_CHARS),
       lastSeen: now,
     });
+    this.#o.onReport?.();
     await this.#prune(now);
     return { currentRevision: await this.#o.currentRevision(), nextReportMs: REPORT_INTERVAL_MS };
   }
@@ -116,6 +121,8 @@ export class AgentRegistry {
       lastSeen: new Date(row.lastSeen).toISOString(),
       health: row.health,
       rollouts: row.rollouts,
+      appHealth: row.appHealth ?? 'unknown',
+      ...(row.healthReason ? { healthReason: row.healthReason } : {}),
     }));
     return { currentRevision, agents };
   }

@@ -5,31 +5,40 @@
  */
 import { AppError } from '../../shared/errors.ts';
 import { decodePathRemainder, parseItemPath, validateNamespace, validatePrefix, type ItemRef } from '../../shared/paths.ts';
+import { ROLLOUT_ACTIONS, ROLLOUT_ID_RE, type RolloutAction } from '../../shared/protocol.ts';
+import { wantsRing } from '../../shared/ring-proto.ts';
 import type { Action } from '../auth/policy.ts';
 
 export type Route =
   | { readonly op: 'openapi' }
+  /** The status page: `asset` is the path after /ui/, undefined for /ui itself. */
+  | { readonly op: 'statusPage'; readonly asset: string | undefined }
   | { readonly op: 'changes' }
   | { readonly op: 'agents' }
-  | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined }
+  | { readonly op: 'rollouts' }
+  | { readonly op: 'rolloutStart' }
+  | { readonly op: 'rollout'; readonly id: string }
+  | { readonly op: 'rolloutAction'; readonly id: string; readonly action: RolloutAction }
+  | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean; readonly rollout?: string }
+  | { readonly op: 'keys' }
   | { readonly op: 'putItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'deleteItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'list'; readonly prefix: string }
   | { readonly op: 'history'; readonly ref: ItemRef }
   | { readonly op: 'rollback'; readonly ref: ItemRef }
-  | { readonly op: 'rotate'; readonly namespace: string }
-  | { readonly op: 'envelope'; readonly ref: ItemRef; readonly env: string | undefined }
+  | { readonly op: 'rotate'; readonly namespace: string; readonly retirePrevious?: boolean }
+  | { readonly op: 'envelope'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean; readonly rollout?: string }
   | { readonly op: 'deks'; readonly namespace: string };
 
 export type RouteOp = Route['op'];
 
-/** Operations whose RBAC check is not one action on one namespace from the URL. */
-export type CollectionOp = 'openapi' | 'changes' | 'agents';
+/** Operations whose RBAC check (if any) is not one action on one namespace from the URL. */
+export type CollectionOp = 'openapi' | 'statusPage' | 'changes' | 'agents' | 'keys' | 'rollouts' | 'rolloutStart' | 'rollout' | 'rolloutAction';
 
 /**
  * The RBAC action each operation needs, on the namespace it touches. A change
  * set is checked per member (write or delete) and the fleet view per agent
- * (`agents:read`), in the handler.
+ * (`agents:read`) and the key ages per namespace (`list`), in the handler.
  */
 export const ROUTE_ACTION: Readonly<Record<Exclude<RouteOp, CollectionOp>, Action>> = {
   getItem: 'read',
@@ -46,8 +55,14 @@ export const ROUTE_ACTION: Readonly<Record<Exclude<RouteOp, CollectionOp>, Actio
 /** Route template for metric labels (bounded cardinality). */
 export const ROUTE_TEMPLATE: Readonly<Record<RouteOp, string>> = {
   openapi: '/v1/openapi.json',
+  statusPage: '/ui/',
   changes: '/v1/changes',
   agents: '/v1/agents',
+  rollouts: '/v1/rollouts',
+  rolloutStart: '/v1/rollouts',
+  rollout: '/v1/rollouts/{id}',
+  rolloutAction: '/v1/rollouts/{id}/{action}',
+  keys: '/v1/keys',
   getItem: '/v1/items/{path}',
   putItem: '/v1/items/{path}',
   deleteItem: '/v1/items/{path}',
@@ -62,13 +77,14 @@ export const ROUTE_TEMPLATE: Readonly<Record<RouteOp, string>> = {
 export const OPENAPI_PATH = '/v1/openapi.json';
 
 /** Collections addressed by an exact path, and the one method each accepts. */
-const EXACT_ROUTES: Readonly<Record<string, { readonly method: string; readonly op: 'openapi' | 'changes' | 'agents' }>> = {
+const EXACT_ROUTES: Readonly<Record<string, { readonly method: string; readonly op: 'openapi' | 'changes' | 'agents' | 'keys' }>> = {
   [OPENAPI_PATH]: { method: 'GET', op: 'openapi' },
   '/v1/changes': { method: 'POST', op: 'changes' },
   '/v1/agents': { method: 'GET', op: 'agents' },
+  '/v1/keys': { method: 'GET', op: 'keys' },
 };
 
-const METHODS: Readonly<Record<string, Readonly<Record<string, RouteOp>>>> = {
+const METHODS: Readonly<Record<string, Readonly<Record<string, Exclude<RouteOp, CollectionOp>>>>> = {
   items: { GET: 'getItem', PUT: 'putItem', DELETE: 'deleteItem' },
   list: { GET: 'list' },
   history: { GET: 'history' },
@@ -84,8 +100,39 @@ export function splitTarget(target: string): { path: string; query: URLSearchPar
   return q < 0 ? { path: target, query: new URLSearchParams() } : { path: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) };
 }
 
+/** /v1/rollouts, /v1/rollouts/{id} and /v1/rollouts/{id}/{action}; undefined for any other path. */
+function rolloutRoute(method: string, path: string): Route | undefined {
+  if (path !== '/v1/rollouts' && !path.startsWith('/v1/rollouts/')) return undefined;
+  const parts = path.split('/').slice(3);
+  if (parts.length === 0) {
+    if (method === 'GET') return { op: 'rollouts' };
+    if (method === 'POST') return { op: 'rolloutStart' };
+    throw new AppError('method_not_allowed', 'Use GET (list) or POST (start) for /v1/rollouts.');
+  }
+  const [id = '', action, ...extra] = parts;
+  if (!ROLLOUT_ID_RE.test(id) || extra.length > 0) throw new AppError('not_found', `No route ${path.slice(0, 100)}; a rollout is /v1/rollouts/{id} with the id POST /v1/rollouts answered.`);
+  if (action === undefined) {
+    if (method !== 'GET') throw new AppError('method_not_allowed', `Use GET for /v1/rollouts/${id}.`);
+    return { op: 'rollout', id };
+  }
+  if (!ROLLOUT_ACTIONS.includes(action as RolloutAction)) throw new AppError('not_found', `No rollout action ${action.slice(0, 40)}; use ${ROLLOUT_ACTIONS.join(', ')}.`);
+  if (method !== 'POST') throw new AppError('method_not_allowed', `Use POST for /v1/rollouts/${id}/${action}.`);
+  return { op: 'rolloutAction', id, action: action as RolloutAction };
+}
+
+/** `?retire-previous=true` on a rotation (issue 20); anything else but false is refused rather than ignored. */
+function retirePrevious(query: URLSearchParams): boolean {
+  const value = query.get('retire-previous');
+  if (value === null || value === 'false' || value === '0') return false;
+  if (value === 'true' || value === '1') return true;
+  throw new AppError('invalid_argument', `retire-previous must be true or false, not ${JSON.stringify(value.slice(0, 20))}.`);
+}
+
 export function parseRoute(method: string, target: string): Route {
   const { path, query } = splitTarget(target);
+  const rollout = rolloutRoute(method, path);
+  if (rollout) return rollout;
+  if (path === '/ui' || path.startsWith('/ui/')) return { op: 'statusPage', asset: path === '/ui' ? undefined : path.slice('/ui/'.length) };
   const exact = Object.hasOwn(EXACT_ROUTES, path) ? EXACT_ROUTES[path] : undefined;
   if (exact) {
     if (method !== exact.method) throw new AppError('method_not_allowed', `Use ${exact.method} for ${path}.`);
@@ -106,12 +153,22 @@ export function parseRoute(method: string, target: string): Route {
     case 'list':
       return { op, prefix: rest === '' ? '' : validatePrefix(rest) };
     case 'rotate':
+      return { op, namespace: validateNamespace(rest.replace(/\/+$/, '')), ...(retirePrevious(query) ? { retirePrevious: true } : {}) };
     case 'deks':
       return { op, namespace: validateNamespace(rest.replace(/\/+$/, '')) };
     case 'history':
     case 'rollback':
       return { op, ref: parseItemPath(rest) };
+    case 'getItem':
+    case 'envelope': {
+      const ring = wantsRing(query) ? { ring: true } : {};
+      const rolloutParam = query.get('rollout');
+      if (rolloutParam === null || rolloutParam === '') return { op, ref: parseItemPath(rest), env, ...ring };
+      if (!ROLLOUT_ID_RE.test(rolloutParam)) throw new AppError('invalid_argument', 'rollout must be a rollout id as POST /v1/rollouts answered it.');
+      return { op, ref: parseItemPath(rest), env, ...ring, rollout: rolloutParam };
+    }
     default:
+      if (query.get('rollout')) throw new AppError('invalid_argument', '?rollout= applies to reads (GET /v1/items, /v1/envelopes) only.');
       return { op, ref: parseItemPath(rest), env };
   }
 }

@@ -6,7 +6,7 @@
  * SQLite write lock that revisions are taken under. Either way a report is
  * one small upsert outside any revision transaction.
  */
-import type { AgentHealth, AgentReport, RolloutVersion } from '../../shared/fleet-proto.ts';
+import type { AgentHealth, AgentReport, AppHealth, RolloutVersion } from '../../shared/fleet-proto.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { SqlConnection, SqlParam, SqlRow } from './sql-store.ts';
 import type { Store } from './store.ts';
@@ -69,7 +69,7 @@ export function memoryAgentReports(): AgentReportTable {
   };
 }
 
-const COLUMNS = 'id, subject, prefixes, applied_revision, store_id, connected, health, rollouts, last_seen';
+const COLUMNS = 'id, subject, prefixes, applied_revision, store_id, connected, health, rollouts, last_seen, app_health, health_reason';
 
 function rowOf(r: SqlRow): AgentReportRow {
   return {
@@ -82,6 +82,8 @@ function rowOf(r: SqlRow): AgentReportRow {
     health: String(r.health) as AgentHealth,
     rollouts: JSON.parse(String(r.rollouts)) as RolloutVersion[],
     lastSeen: Number(r.last_seen),
+    appHealth: String(r.app_health ?? 'unknown') as AppHealth,
+    healthReason: String(r.health_reason ?? ''),
   };
 }
 
@@ -92,10 +94,11 @@ export function sqlAgentReports(withConnection: <T>(fn: (conn: SqlConnection) =>
   return {
     async upsert(row) {
       await run(
-        `INSERT INTO agent_reports (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO agent_reports (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET subject = excluded.subject, prefixes = excluded.prefixes, applied_revision = excluded.applied_revision,
-           store_id = excluded.store_id, connected = excluded.connected, health = excluded.health, rollouts = excluded.rollouts, last_seen = excluded.last_seen`,
-        [row.id, row.subject, JSON.stringify(row.prefixes), row.appliedRevision, row.storeId, row.connected ? 1 : 0, row.health, JSON.stringify(row.rollouts), row.lastSeen],
+           store_id = excluded.store_id, connected = excluded.connected, health = excluded.health, rollouts = excluded.rollouts, last_seen = excluded.last_seen,
+           app_health = excluded.app_health, health_reason = excluded.health_reason`,
+        [row.id, row.subject, JSON.stringify(row.prefixes), row.appliedRevision, row.storeId, row.connected ? 1 : 0, row.health, JSON.stringify(row.rollouts), row.lastSeen, row.appHealth ?? 'unknown', row.healthReason ?? ''],
       );
     },
     async get(id) {

@@ -17,6 +17,7 @@ import type {
   LogPage,
   LogState,
   SealedColumns,
+  RolloutRow,
   StoredAudit,
   StoreWriter,
   VersionMeta,
@@ -51,6 +52,19 @@ function bytes(value: unknown): Buffer {
   throw new AppError('internal', 'A binary column holds a non-binary value.');
 }
 
+function rolloutRow(row: SqlRow): RolloutRow {
+  return {
+    id: text(row.id),
+    state: text(row.state),
+    doc: text(row.doc),
+    candidate: text(row.candidate),
+    leaseOwner: text(row.lease_owner),
+    leaseUntil: num(row.lease_until),
+    createdAt: num(row.created_at),
+    updatedAt: num(row.updated_at),
+  };
+}
+
 function itemRow(row: SqlRow): ItemRow {
   return {
     namespace: text(row.namespace),
@@ -60,6 +74,8 @@ function itemRow(row: SqlRow): ItemRow {
     deleted: num(row.deleted) !== 0,
     createdAt: num(row.created_at),
     updatedAt: num(row.updated_at),
+    ringGrace: num(row.ring_grace),
+    ringFloor: num(row.ring_floor),
   };
 }
 
@@ -230,6 +246,15 @@ export class SqlStoreTx implements StoreWriter {
     await this.#run('UPDATE items SET deleted = 1, updated_at = ? WHERE namespace = ? AND name = ?', [now, ref.namespace, ref.name]);
   }
 
+  async setRing(ref: ItemRef, grace: Milliseconds, floor: number): Promise<void> {
+    await this.#run('UPDATE items SET ring_grace = ?, ring_floor = ? WHERE namespace = ? AND name = ?', [grace, floor, ref.namespace, ref.name]);
+  }
+
+  async ringItemsIn(namespace: string): Promise<ItemRow[]> {
+    const rows = await this.#all('SELECT * FROM items WHERE namespace = ? AND deleted = 0 AND ring_grace > 0', [namespace]);
+    return rows.map(itemRow).sort(byItem);
+  }
+
   // --- versions ------------------------------------------------------------
 
   async currentVersions(ref: ItemRef): Promise<VersionRow[]> {
@@ -277,6 +302,11 @@ export class SqlStoreTx implements StoreWriter {
       createdBy: text(row.created_by),
       keyVersion: row.key_version === null ? null : num(row.key_version),
     }));
+  }
+
+  async liveVersionsIn(namespace: string): Promise<VersionRow[]> {
+    const rows = await this.#all(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE namespace = ? AND deleted = 0`, [namespace]);
+    return rows.map(versionRow).sort((a, b) => byItem(a, b) || a.version - b.version);
   }
 
   async insertVersion(row: VersionRow): Promise<void> {
@@ -354,6 +384,17 @@ export class SqlStoreTx implements StoreWriter {
   async dekVersionsInUse(namespace: string): Promise<number[]> {
     const rows = await this.#all('SELECT DISTINCT key_version FROM versions WHERE namespace = ? AND deleted = 0 ORDER BY key_version', [namespace]);
     return rows.map((row) => num(row.key_version));
+  }
+
+  async dekVersionsOf(namespace: string): Promise<number[]> {
+    const rows = await this.#all('SELECT version FROM deks WHERE namespace = ?', [namespace]);
+    return rows.map((row) => num(row.version)).sort((a, b) => a - b);
+  }
+
+  async deleteDeksBelow(namespace: string, version: number): Promise<number[]> {
+    const doomed = (await this.dekVersionsOf(namespace)).filter((v) => v < version);
+    await this.#run('DELETE FROM deks WHERE namespace = ? AND version < ?', [namespace, version]);
+    return doomed;
   }
 
   async insertDek(row: DekRow): Promise<void> {
@@ -507,5 +548,65 @@ export class SqlStoreTx implements StoreWriter {
       outcome: text(row.outcome),
       detail: text(row.detail),
     }));
+  }
+
+  // --- rollouts --------------------------------------------------------------
+
+  async getRollout(id: string): Promise<RolloutRow | undefined> {
+    const row = await this.#one('SELECT * FROM rollouts WHERE id = ?', [id]);
+    return row ? rolloutRow(row) : undefined;
+  }
+
+  async listRollouts(limit: number): Promise<RolloutRow[]> {
+    return (await this.#all('SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT ?', [limit])).map(rolloutRow);
+  }
+
+  async rolloutIdsIn(states: readonly string[]): Promise<string[]> {
+    if (states.length === 0) return [];
+    const rows = await this.#all(`SELECT id FROM rollouts WHERE state IN (${states.map(() => '?').join(', ')}) ORDER BY created_at, id`, states);
+    return rows.map((row) => text(row.id));
+  }
+
+  async activeRolloutOf(item: string): Promise<string | undefined> {
+    const row = await this.#one('SELECT rollout_id FROM rollout_items WHERE item = ?', [item]);
+    return row ? text(row.rollout_id) : undefined;
+  }
+
+  async insertRollout(row: RolloutRow): Promise<void> {
+    await this.#run('INSERT INTO rollouts (id, state, doc, candidate, lease_owner, lease_until, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+      row.id,
+      row.state,
+      row.doc,
+      row.candidate,
+      row.leaseOwner,
+      row.leaseUntil,
+      row.createdAt,
+      row.updatedAt,
+    ]);
+  }
+
+  async updateRollout(row: RolloutRow): Promise<void> {
+    await this.#run('UPDATE rollouts SET state = ?, doc = ?, candidate = ?, updated_at = ? WHERE id = ?', [row.state, row.doc, row.candidate, row.updatedAt, row.id]);
+  }
+
+  async setRolloutItems(id: string, items: readonly string[]): Promise<void> {
+    await this.#run('DELETE FROM rollout_items WHERE rollout_id = ?', [id]);
+    for (const item of items) {
+      const holder = await this.activeRolloutOf(item);
+      if (holder !== undefined) throw new AppError('conflict', `${item} is already in active rollout ${holder}; promote or abort it first (one active rollout per item).`);
+      await this.#run('INSERT INTO rollout_items (item, rollout_id) VALUES (?, ?)', [item, id]);
+    }
+  }
+
+  async takeRolloutLease(id: string, owner: string, now: Milliseconds, until: Milliseconds): Promise<boolean> {
+    const changed = await this.#run('UPDATE rollouts SET lease_owner = ?, lease_until = ? WHERE id = ? AND (lease_owner = ? OR lease_owner = ? OR lease_until < ?)', [
+      owner,
+      until,
+      id,
+      owner,
+      '',
+      now,
+    ]);
+    return changed > 0;
   }
 }

@@ -19,6 +19,10 @@ export interface ItemRow extends ItemRef {
   readonly deleted: boolean;
   readonly createdAt: Milliseconds;
   readonly updatedAt: Milliseconds;
+  /** Key ring (issue 20): how long a version that stops being current stays readable; 0 = no ring. */
+  readonly ringGrace: Milliseconds;
+  /** Versions below this are out of the ring at once (`revokePrevious`); 0 = none revoked. */
+  readonly ringFloor: number;
 }
 
 /** The sealed part of a version; null fields only on tombstones. */
@@ -66,6 +70,22 @@ export interface StoredAudit {
   readonly detail: string;
 }
 
+/**
+ * One staged rollout as stored: `state` as a column for queries, the rest of
+ * the record as JSON the rollout module owns (src/server/rollouts), and the
+ * candidate values sealed (JSON of base64 ciphertext).
+ */
+export interface RolloutRow {
+  readonly id: string;
+  readonly state: string;
+  readonly doc: string;
+  readonly candidate: string;
+  readonly leaseOwner: string;
+  readonly leaseUntil: Milliseconds;
+  readonly createdAt: Milliseconds;
+  readonly updatedAt: Milliseconds;
+}
+
 export interface LogState {
   /** The store's identity: random, new when the store is created, restored or reset. */
   readonly storeId: string;
@@ -105,6 +125,10 @@ export interface StoreReader {
   versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>>;
   /** Every stored version of an item, oldest first, without ciphertext. */
   versionHistory(ref: ItemRef): Promise<VersionMeta[]>;
+  /** Every live (not tombstone) version of every item in exactly one namespace, history included (re-seal under a new key). */
+  liveVersionsIn(namespace: string): Promise<VersionRow[]>;
+  /** Live items of exactly one namespace that keep a key ring (ring grace > 0). */
+  ringItemsIn(namespace: string): Promise<ItemRow[]>;
 
   getDek(namespace: string, version: number): Promise<DekRow | undefined>;
   currentDek(namespace: string): Promise<DekRow | undefined>;
@@ -113,6 +137,8 @@ export interface StoreReader {
   allDeks(): Promise<DekRow[]>;
   /** Key versions of a namespace that some stored version is sealed with. */
   dekVersionsInUse(namespace: string): Promise<number[]>;
+  /** Every stored DEK version of one namespace, ascending. */
+  dekVersionsOf(namespace: string): Promise<number[]>;
 
   logState(): Promise<LogState>;
   /** Events with revision > `after`, ascending, at most `limit`. */
@@ -123,6 +149,14 @@ export interface StoreReader {
   logHead(): Promise<LogPage>;
   /** Newest first, at most `limit` (for tests and admin views). */
   recentAudit(limit: number): Promise<StoredAudit[]>;
+
+  getRollout(id: string): Promise<RolloutRow | undefined>;
+  /** Newest first, at most `limit`. */
+  listRollouts(limit: number): Promise<RolloutRow[]>;
+  /** Ids of the rollouts in these states, oldest first. */
+  rolloutIdsIn(states: readonly string[]): Promise<string[]>;
+  /** The active rollout holding `item` (namespace/name), if any. */
+  activeRolloutOf(item: string): Promise<string | undefined>;
 }
 
 /** Queries and changes allowed inside a write transaction. */
@@ -130,6 +164,8 @@ export interface StoreWriter extends StoreReader {
   /** Creates or revives an item (kind may change only while deleted) and takes its next version number. */
   takeNextVersion(ref: ItemRef, kind: ItemKind, now: Milliseconds): Promise<number>;
   markItemDeleted(ref: ItemRef, now: Milliseconds): Promise<void>;
+  /** Sets the item's key-ring grace (ms, 0 = off) and floor (versions below it leave the ring). */
+  setRing(ref: ItemRef, grace: Milliseconds, floor: number): Promise<void>;
   insertVersion(row: VersionRow): Promise<void>;
   /** Re-seals a version in place (key rotation); the value is unchanged. */
   resealVersion(ref: ItemRef, version: number, sealed: SealedColumns): Promise<void>;
@@ -138,6 +174,8 @@ export interface StoreWriter extends StoreReader {
 
   insertDek(row: DekRow): Promise<void>;
   rewrapDek(namespace: string, version: number, wrapped: Buffer, kekId: string): Promise<void>;
+  /** Destroys the wrapped DEK versions of a namespace below `version`; returns the versions deleted. */
+  deleteDeksBelow(namespace: string, version: number): Promise<number[]>;
 
   /** Takes the next global revision from the counter row, inside this transaction. */
   nextRevision(): Promise<number>;
@@ -156,6 +194,14 @@ export interface StoreWriter extends StoreReader {
   markRestored(storeId: string, bump: number, digest: string): Promise<LogState>;
 
   insertAudit(entry: StoredAudit): Promise<void>;
+
+  insertRollout(row: RolloutRow): Promise<void>;
+  /** Writes state, doc, candidate and updatedAt (not the lease). */
+  updateRollout(row: RolloutRow): Promise<void>;
+  /** Replaces the rollout's rows in rollout_items (none: it is no longer active); a conflict on an item throws. */
+  setRolloutItems(id: string, items: readonly string[]): Promise<void>;
+  /** Takes or renews the lease when free, lapsed or already `owner`'s; false when another holds it. */
+  takeRolloutLease(id: string, owner: string, now: Milliseconds, until: Milliseconds): Promise<boolean>;
   /** Deletes audit rows older than `before`, then all but the newest `keepRows`; returns how many went for each reason. */
   compactAudit(before: Milliseconds, keepRows: number): Promise<{ age: number; rows: number }>;
 }

@@ -1,0 +1,117 @@
+/**
+ * The application's own health signal, the third health level a staged
+ * rollout judges canaries by: posted by the application (POST /v1/health on
+ * the socket or the token-protected TCP listener) and/or probed by the agent
+ * (--app-health-url, loopback only). It is reset to unknown when a rollout's
+ * candidate is applied, so only what is observed after the change counts.
+ */
+import { z } from 'zod';
+import { AppError } from '../shared/errors.ts';
+import { HEALTH_REASON_MAX_CHARS, type AppHealth } from '../shared/fleet-proto.ts';
+import type { Clock, TimerHandle } from '../shared/clock.ts';
+import type { Milliseconds } from '../shared/units.ts';
+
+/** How often --app-health-url is probed. */
+export const APP_HEALTH_PROBE_INTERVAL_MS: Milliseconds = 2_000;
+/** A probe not answered within this is unhealthy. */
+export const APP_HEALTH_PROBE_TIMEOUT_MS: Milliseconds = 1_000;
+
+const PRINTABLE_RE = /^[\x20-\x7e]*$/;
+
+export const healthBody = z
+  .object({
+    healthy: z.boolean(),
+    reason: z.string().max(HEALTH_REASON_MAX_CHARS).regex(PRINTABLE_RE, 'printable ASCII only').optional(),
+  })
+  .strict();
+
+export interface AppHealthState {
+  readonly appHealth: AppHealth;
+  readonly reason: string;
+}
+
+/** Parses a POST /v1/health body; a clear 400 for anything else. */
+export function parseHealthBody(body: Buffer): { healthy: boolean; reason: string } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new AppError('invalid_json', 'POST /v1/health takes JSON: {"healthy": true|false, "reason"?: "..."}.');
+  }
+  const parsed = healthBody.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new AppError('invalid_argument', `The health body is invalid: ${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'unexpected shape'}; send {"healthy": true|false, "reason"?: at most ${HEALTH_REASON_MAX_CHARS} printable characters}.`);
+  }
+  return { healthy: parsed.data.healthy, reason: parsed.data.reason ?? '' };
+}
+
+/** A loopback http(s) URL, or a SettingError-worthy message. */
+export function loopbackUrlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'give an absolute URL such as http://127.0.0.1:8080/healthz';
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'use http:// or https://';
+  if (!['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname)) return 'the agent probes loopback only (127.0.0.1, localhost or [::1]): the application in its own pod';
+  if (parsed.username || parsed.password) return 'leave credentials out of the URL';
+  return undefined;
+}
+
+export class AppHealthSignal {
+  #state: AppHealthState = { appHealth: 'unknown', reason: '' };
+  readonly #onChange: () => void;
+
+  constructor(onChange: () => void) {
+    this.#onChange = onChange;
+  }
+
+  get state(): AppHealthState {
+    return this.#state;
+  }
+
+  set(healthy: boolean, reason: string): void {
+    const next: AppHealthState = { appHealth: healthy ? 'healthy' : 'unhealthy', reason: healthy ? '' : reason.slice(0, HEALTH_REASON_MAX_CHARS) };
+    if (next.appHealth === this.#state.appHealth && next.reason === this.#state.reason) return;
+    this.#state = next;
+    this.#onChange();
+  }
+
+  /** A candidate was applied: what the application said before does not speak for it. */
+  reset(): void {
+    if (this.#state.appHealth === 'unknown') return;
+    this.#state = { appHealth: 'unknown', reason: '' };
+    this.#onChange();
+  }
+}
+
+/** Probes `url` every interval: 2xx healthy, anything else (or no answer in time) unhealthy with the reason. */
+export function startAppHealthProbe(url: string, signal: AppHealthSignal, clock: Clock, intervalMs: Milliseconds = APP_HEALTH_PROBE_INTERVAL_MS): { close(): void } {
+  let timer: TimerHandle | undefined;
+  let closed = false;
+  const probe = async (): Promise<void> => {
+    try {
+      const res = await fetch(url, { redirect: 'manual', signal: AbortSignal.timeout(APP_HEALTH_PROBE_TIMEOUT_MS) });
+      await res.body?.cancel();
+      if (res.status >= 200 && res.status < 300) signal.set(true, '');
+      else signal.set(false, `probe ${new URL(url).pathname} answered ${res.status}`);
+    } catch (err) {
+      const name = (err as Error).name === 'TimeoutError' ? `no answer within ${APP_HEALTH_PROBE_TIMEOUT_MS} ms` : 'connection failed';
+      signal.set(false, `probe ${new URL(url).pathname}: ${name}`);
+    }
+  };
+  const loop = (): void => {
+    void probe().finally(() => {
+      if (!closed) timer = clock.setTimeout(loop, intervalMs);
+    });
+  };
+  loop();
+  return {
+    close() {
+      closed = true;
+      timer?.cancel();
+    },
+  };
+}

@@ -1,0 +1,221 @@
+/**
+ * The warm-restart snapshot's file format (issue 19): the values the agent
+ * serves, re-sealed under the snapshot key, with the applied position and the
+ * time up to which they were known current.
+ *
+ *   magic (8) | header length (u32 BE) | header (JSON) | IV (12) | body ciphertext | GCM tag (16)
+ *
+ * The header is readable (it holds no value, no item name) and authenticated:
+ * the whole prefix up to the IV is the GCM additional data, so an edited time
+ * or position fails the tag like an edited value. The body is a run of
+ * records `u32 meta length | meta JSON | u32 value length | plaintext`, sealed
+ * as one AES-256-GCM stream so a writer never holds more than one record's
+ * ciphertext per step, and a reader uses nothing before the tag is checked.
+ * The header names the body's length, so a torn file is told from an edited
+ * one; the key id (a hash of the key, not the key) tells a snapshot sealed
+ * with another key.
+ */
+import { createCipheriv, createDecipheriv, createHash, randomBytes, type CipherGCM } from 'node:crypto';
+import { zeroize } from '../../shared/crypto.ts';
+import type { ItemKind } from '../../shared/protocol.ts';
+import type { Milliseconds } from '../../shared/units.ts';
+import type { LogPosition } from '../../shared/watch-proto.ts';
+
+export const SNAPSHOT_KEY_BYTES = 32;
+const MAGIC = Buffer.from('CSSNAP\u0000\u0001', 'latin1');
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+const U32 = 4;
+const FORMAT_VERSION = 1;
+
+/** What the header says (authenticated, not secret). */
+export interface SnapshotHeader {
+  readonly v: typeof FORMAT_VERSION;
+  /** Which key sealed it: a hash of the key, so a foreign key is named as such. */
+  readonly keyId: string;
+  /** The agent configuration it belongs to (prefixes and env, scopeOf). */
+  readonly scope: string;
+  /** Until when the values were known current (clock ms): the write time while the stream is up, else when it was lost. */
+  readonly takenAt: Milliseconds;
+  /** The applied position the values belong to (the freshness protocol's). */
+  readonly position: LogPosition;
+  readonly values: number;
+  /** Length of the body ciphertext: a shorter file is a torn write. */
+  readonly bodyBytes: number;
+}
+
+/** One served value as the snapshot keeps it. */
+export interface SnapshotValue {
+  readonly namespace: string;
+  readonly name: string;
+  readonly env: string;
+  readonly kind: ItemKind;
+  readonly version: number;
+  readonly revision: number;
+  readonly etag: string;
+  readonly plaintext: Buffer;
+}
+
+export type RefusalReason = 'truncated' | 'format' | 'foreign-key' | 'foreign-scope' | 'tampered' | 'expired';
+
+export type OpenedSnapshot =
+  | { readonly ok: true; readonly header: SnapshotHeader; readonly values: SnapshotValue[] }
+  | { readonly ok: false; readonly reason: RefusalReason; readonly detail: string };
+
+/** A key's id: enough to tell two keys apart, nothing about the key. */
+export function keyIdOf(key: Buffer): string {
+  return createHash('sha256').update('config-sidecar snapshot key id\u0000').update(key).digest('hex').slice(0, 16);
+}
+
+/** The configuration a snapshot is valid for: values outside today's prefixes or env are never served. */
+export function scopeOf(prefixes: readonly string[], env: string): string {
+  return JSON.stringify({ env, prefixes: [...prefixes].sort() });
+}
+
+type SealedValue = Pick<SnapshotValue, 'namespace' | 'name' | 'env' | 'kind' | 'version' | 'revision' | 'etag' | 'plaintext'>;
+
+function metaOf(value: SealedValue): string {
+  const { namespace, name, env, kind, version, revision, etag } = value;
+  return JSON.stringify({ namespace, name, env, kind, version, revision, etag });
+}
+
+function u32(n: number): Buffer {
+  const out = Buffer.allocUnsafe(U32);
+  out.writeUInt32BE(n, 0);
+  return out;
+}
+
+/**
+ * Seals a snapshot as a stream: `head()` first, `record()` for each value in
+ * the order given to the constructor, `end()` last. The body is sized up
+ * front for the header (metadata measured, not kept); plaintext is read only
+ * when its record is sealed.
+ */
+export class SnapshotSealer {
+  readonly #cipher: CipherGCM;
+  readonly #head: Buffer;
+
+  constructor(key: Buffer, fields: { scope: string; takenAt: Milliseconds; position: LogPosition }, values: readonly SealedValue[]) {
+    let bodyBytes = 0;
+    for (const value of values) bodyBytes += 2 * U32 + Buffer.byteLength(metaOf(value)) + value.plaintext.length;
+    const header: SnapshotHeader = { v: FORMAT_VERSION, keyId: keyIdOf(key), scope: fields.scope, takenAt: fields.takenAt, position: fields.position, values: values.length, bodyBytes };
+    const headerBytes = Buffer.from(JSON.stringify(header));
+    const aad = Buffer.concat([MAGIC, u32(headerBytes.length), headerBytes]);
+    const iv = randomBytes(IV_BYTES);
+    this.#cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
+    this.#cipher.setAAD(aad);
+    this.#head = Buffer.concat([aad, iv]);
+  }
+
+  head(): Buffer {
+    return this.#head;
+  }
+
+  /** The ciphertext of the next value's record; the plaintext is only read, never copied. */
+  record(value: SealedValue): Buffer {
+    const meta = Buffer.from(metaOf(value));
+    return Buffer.concat([this.#cipher.update(u32(meta.length)), this.#cipher.update(meta), this.#cipher.update(u32(value.plaintext.length)), this.#cipher.update(value.plaintext)]);
+  }
+
+  end(): Buffer {
+    const tail = this.#cipher.final();
+    return Buffer.concat([tail, this.#cipher.getAuthTag()]);
+  }
+}
+
+/** Seals a whole snapshot in memory (tests and small callers). */
+export function sealSnapshot(key: Buffer, fields: { scope: string; takenAt: Milliseconds; position: LogPosition }, values: readonly SnapshotValue[]): Buffer {
+  const sealer = new SnapshotSealer(key, fields, values);
+  return Buffer.concat([sealer.head(), ...values.map((v) => sealer.record(v)), sealer.end()]);
+}
+
+function isPosition(value: unknown): value is LogPosition {
+  const p = value as LogPosition | null;
+  return typeof p === 'object' && p !== null && typeof p.storeId === 'string' && Number.isSafeInteger(p.revision) && p.revision >= 0 && typeof p.digest === 'string';
+}
+
+function parseHeader(bytes: Buffer): SnapshotHeader | undefined {
+  let header: unknown;
+  try {
+    header = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  const h = header as SnapshotHeader | null;
+  if (typeof h !== 'object' || h === null || h.v !== FORMAT_VERSION) return undefined;
+  if (typeof h.keyId !== 'string' || typeof h.scope !== 'string' || !Number.isFinite(h.takenAt) || !isPosition(h.position)) return undefined;
+  if (!Number.isSafeInteger(h.values) || h.values < 0 || !Number.isSafeInteger(h.bodyBytes) || h.bodyBytes < 0) return undefined;
+  return h;
+}
+
+const KINDS: ReadonlySet<string> = new Set<ItemKind>(['config', 'secret']);
+
+/** Splits an authenticated body into values (each plaintext a copy the caller owns); undefined if it does not parse. */
+function parseBody(body: Buffer, count: number): SnapshotValue[] | undefined {
+  const values: SnapshotValue[] = [];
+  let at = 0;
+  const take = (n: number): Buffer | undefined => {
+    if (at + n > body.length) return undefined;
+    const out = body.subarray(at, at + n);
+    at += n;
+    return out;
+  };
+  for (let i = 0; i < count; i++) {
+    const metaLen = take(U32)?.readUInt32BE(0);
+    const meta = metaLen === undefined ? undefined : take(metaLen);
+    const valueLen = meta === undefined ? undefined : take(U32)?.readUInt32BE(0);
+    const plaintext = valueLen === undefined ? undefined : take(valueLen);
+    if (!meta || !plaintext) return discard(values);
+    let m: Omit<SnapshotValue, 'plaintext'>;
+    try {
+      m = JSON.parse(meta.toString('utf8')) as Omit<SnapshotValue, 'plaintext'>;
+    } catch {
+      return discard(values);
+    }
+    if (typeof m.namespace !== 'string' || typeof m.name !== 'string' || typeof m.env !== 'string' || !KINDS.has(m.kind) || !Number.isSafeInteger(m.version) || !Number.isSafeInteger(m.revision) || typeof m.etag !== 'string') {
+      return discard(values);
+    }
+    values.push({ namespace: m.namespace, name: m.name, env: m.env, kind: m.kind, version: m.version, revision: m.revision, etag: m.etag, plaintext: Buffer.from(plaintext) });
+  }
+  return at === body.length ? values : discard(values);
+}
+
+function discard(values: readonly SnapshotValue[]): undefined {
+  for (const value of values) zeroize(value.plaintext);
+  return undefined;
+}
+
+/**
+ * Opens a snapshot file: refused (with the reason) when it is torn, not a
+ * snapshot, sealed with another key, made for another configuration, or
+ * fails authentication. No byte of the body is used before the tag checks.
+ */
+export function openSnapshot(file: Buffer, key: Buffer, scope: string): OpenedSnapshot {
+  if (file.length < MAGIC.length + U32) return { ok: false, reason: 'truncated', detail: `${file.length} bytes, shorter than a snapshot's header` };
+  if (!file.subarray(0, MAGIC.length).equals(MAGIC)) return { ok: false, reason: 'format', detail: 'not a config-sidecar snapshot (or another format version)' };
+  const headerLen = file.readUInt32BE(MAGIC.length);
+  const headerEnd = MAGIC.length + U32 + headerLen;
+  if (file.length < headerEnd + IV_BYTES) return { ok: false, reason: 'truncated', detail: 'the file ends inside its header' };
+  const header = parseHeader(file.subarray(MAGIC.length + U32, headerEnd));
+  if (!header) return { ok: false, reason: 'tampered', detail: 'the header does not parse' };
+  if (header.keyId !== keyIdOf(key)) return { ok: false, reason: 'foreign-key', detail: `sealed with another key (key id ${header.keyId}, this agent's is ${keyIdOf(key)})` };
+  if (header.scope !== scope) return { ok: false, reason: 'foreign-scope', detail: `made for another configuration (${header.scope}, this agent serves ${scope})` };
+  const expected = headerEnd + IV_BYTES + header.bodyBytes + TAG_BYTES;
+  if (file.length < expected) return { ok: false, reason: 'truncated', detail: `${file.length} of ${expected} bytes` };
+  if (file.length > expected) return { ok: false, reason: 'tampered', detail: `${file.length - expected} byte(s) after the tag` };
+  const decipher = createDecipheriv('aes-256-gcm', key, file.subarray(headerEnd, headerEnd + IV_BYTES), { authTagLength: TAG_BYTES });
+  decipher.setAAD(file.subarray(0, headerEnd));
+  decipher.setAuthTag(file.subarray(expected - TAG_BYTES));
+  // update() hands out plaintext before final() checks the tag: nothing is parsed until it has.
+  const body = decipher.update(file.subarray(headerEnd + IV_BYTES, expected - TAG_BYTES));
+  try {
+    decipher.final();
+  } catch {
+    zeroize(body);
+    return { ok: false, reason: 'tampered', detail: 'authentication failed (GCM tag)' };
+  }
+  const values = parseBody(body, header.values);
+  zeroize(body);
+  if (!values) return { ok: false, reason: 'tampered', detail: 'the body does not parse' };
+  return { ok: true, header, values };
+}

@@ -1,0 +1,30 @@
+/**
+ * The warm-restart snapshot's metrics: writes, the bytes its memory-backed
+ * pages hold (counted against the container's memory limit), snapshots
+ * refused at start by reason, and values restored.
+ */
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { RefusalReason } from './snapshot-format.ts';
+
+const P = 'config_sidecar_agent_snapshot_';
+
+export interface SnapshotMetrics {
+  readonly writes: Counter<'outcome'>;
+  readonly bytes: Gauge;
+  readonly takenAt: Gauge;
+  readonly refused: Counter<'reason'>;
+  readonly restoredValues: Gauge;
+}
+
+export function createSnapshotMetrics(registry: Registry): SnapshotMetrics {
+  const refused = new Counter({ name: `${P}refused_total`, help: 'Snapshots refused at start (never served), by reason: truncated, format, foreign-key, foreign-scope, tampered, expired.', labelNames: ['reason'], registers: [registry] });
+  // Every reason shows as 0 before the first refusal, so an alert can rate() it from the start.
+  for (const reason of ['truncated', 'format', 'foreign-key', 'foreign-scope', 'tampered', 'expired'] satisfies RefusalReason[]) refused.inc({ reason }, 0);
+  return {
+    writes: new Counter({ name: `${P}writes_total`, help: 'Snapshot writes, by outcome (ok, error).', labelNames: ['outcome'], registers: [registry] }),
+    bytes: new Gauge({ name: `${P}bytes`, help: "Bytes of the snapshot file: memory-backed pages charged to the agent's memory limit.", registers: [registry] }),
+    takenAt: new Gauge({ name: `${P}taken_timestamp_seconds`, help: 'Until when the values in the last snapshot written were known current (Unix seconds).', registers: [registry] }),
+    refused,
+    restoredValues: new Gauge({ name: `${P}restored_values`, help: 'Values restored from the snapshot at start.', registers: [registry] }),
+  };
+}

@@ -1,0 +1,103 @@
+/**
+ * Warm restart (issue 19), assembled for the agent: the directory check, the
+ * key, the restore of a valid snapshot into the cache and the applier, and
+ * the snapshotter that keeps it current from then on (fed by the
+ * applied-events hub: a deletion or resync rewrites it at once, any other
+ * change by the next interval). Loaded only with `--snapshot-dir`.
+ */
+import { mkdir } from 'node:fs/promises';
+import type { Registry } from 'prom-client';
+import type { Clock } from '../../shared/clock.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { namespaceMatchesAny } from '../../shared/paths.ts';
+import type { Milliseconds } from '../../shared/units.ts';
+import type { AgentSettings } from '../agent-settings.ts';
+import { AGENT_SETTING_LABELS } from '../agent-settings.ts';
+import type { AppliedEventsHub, AppliedEventsSubscription } from '../applied-events.ts';
+import type { EventApplier } from '../event-applier.ts';
+import { retain, type CachedValue, type ValueCache } from '../value-cache.ts';
+import { checkWritableDir } from '../volume-access.ts';
+import { loadSnapshotKey, snapshotFileBytes } from './snapshot-files.ts';
+import { scopeOf } from './snapshot-format.ts';
+import { createSnapshotMetrics } from './snapshot-metrics.ts';
+import { restoreSnapshot, type RestoredSnapshot } from './snapshot-restore.ts';
+import { Snapshotter } from './snapshotter.ts';
+
+export { observeDrops } from './snapshotter.ts';
+
+export interface WarmRestartOptions {
+  readonly dir: string;
+  readonly settings: Pick<AgentSettings, 'prefix' | 'env' | 'maxStale' | 'snapshotInterval'>;
+  readonly cache: ValueCache;
+  readonly applier: EventApplier;
+  readonly hub: AppliedEventsHub;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  /** When the stream was lost (undefined while connected): the snapshot's time while it is down. */
+  streamDownSince(): Milliseconds | undefined;
+  connected(): boolean;
+}
+
+export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restored: RestoredSnapshot | undefined; snapshotter: Snapshotter }> {
+  const { dir, settings, cache, applier, clock, logger } = o;
+  // A snapshot directory the agent cannot write is a start-up error naming the setting, not a write failing every interval.
+  await checkWritableDir(dir, AGENT_SETTING_LABELS.snapshotDir ?? '--snapshot-dir');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const metrics = createSnapshotMetrics(o.registry);
+  const { key, origin } = await loadSnapshotKey(dir);
+  if (origin !== 'read') logger.info({ dir, origin }, origin === 'created' ? 'snapshot key created' : 'snapshot key file was malformed; replaced');
+  const scope = scopeOf(settings.prefix, settings.env);
+  const restored = await restoreSnapshot({
+    dir,
+    key,
+    scope,
+    clock,
+    maxStale: settings.maxStale,
+    logger,
+    metrics,
+    allowed: (ref) => namespaceMatchesAny(ref.namespace, settings.prefix),
+    restore: (value, takenAt) => {
+      const { kind, version, revision, etag, plaintext } = value;
+      cache.restore({ namespace: value.namespace, name: value.name }, value.env, { kind, version, revision, etag, plaintext }, takenAt);
+    },
+  });
+  if (restored) applier.restore(restored.position);
+  metrics.bytes.set(await snapshotFileBytes(dir));
+
+  const snapshotter = new Snapshotter({
+    dir,
+    key,
+    scope,
+    interval: settings.snapshotInterval,
+    clock,
+    logger,
+    metrics,
+    connected: o.connected,
+    collect: () => {
+      const position = applier.position;
+      // Before the stream first said where the agent is, nothing cached can be vouched for.
+      if (!position) return undefined;
+      const values: CachedValue[] = [];
+      for (const variant of cache.variants()) {
+        // What a read would serve now: expired and superseded values are left out.
+        const held = cache.peek(variant.ref, variant.env);
+        if (!held) continue;
+        retain(held.value);
+        values.push(held.value);
+      }
+      return { takenAt: o.streamDownSince() ?? clock.now(), position, values };
+    },
+  });
+  snapshotter.start();
+  void follow(o.hub.subscribe(), snapshotter);
+  return { restored, snapshotter };
+}
+
+/** Deletions and resyncs (values dropped) rewrite the snapshot now; other changes by the next interval. */
+async function follow(subscription: AppliedEventsSubscription, snapshotter: Snapshotter): Promise<void> {
+  for await (const event of subscription) {
+    if (event.type === 'deleted' || event.type === 'resync') snapshotter.requestNow();
+    else snapshotter.changed();
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * What a rollout's canaries' reports mean, as a pure decision: roll back (more
+ * than maxUnhealthy unhealthy), advance (the bake time passed without that),
+ * or just note who is unhealthy now. Only health a canary reported after it
+ * applied the candidate counts: a report that lists this rollout among the
+ * values the agent serves says the candidate is applied, and the agent resets
+ * its application signal when it applies one (an old "unhealthy" is not
+ * blamed on the new value). A canary that has not applied the candidate by
+ * the end of the bake counts as unhealthy.
+ */
+import type { AgentHealth } from '../../shared/fleet-proto.ts';
+import type { Milliseconds } from '../../shared/units.ts';
+import type { RolloutRecord, UnhealthyCanary } from './rollout-record.ts';
+
+/** What the verdict needs from an agent's last report. */
+export interface CanaryReport {
+  readonly id: string;
+  readonly connected: boolean;
+  readonly health: AgentHealth;
+  readonly appHealth: string;
+  readonly healthReason: string;
+  readonly rollouts: ReadonlyArray<{ readonly rollout: string }>;
+}
+
+export type Verdict =
+  | { readonly kind: 'rollback'; readonly unhealthy: readonly UnhealthyCanary[]; readonly reason: string }
+  | { readonly kind: 'advance'; readonly unhealthy: readonly UnhealthyCanary[] }
+  | { readonly kind: 'hold'; readonly unhealthy: readonly UnhealthyCanary[] };
+
+function canaryState(rolloutId: string, report: CanaryReport | undefined): { applied: boolean; reason?: string } {
+  if (!report) return { applied: false };
+  const applied = report.rollouts.some((r) => r.rollout === rolloutId);
+  if (!applied) return { applied: false };
+  const why = report.healthReason ? `: ${report.healthReason}` : '';
+  if (report.appHealth === 'unhealthy') return { applied, reason: `application unhealthy${why}` };
+  if (!report.connected) return { applied, reason: 'watch stream down' };
+  if (report.health === 'degraded') return { applied, reason: `agent degraded${why}` };
+  return { applied };
+}
+
+const describe = (list: readonly UnhealthyCanary[]): string => list.map((u) => `${u.agent} (${u.reason})`).join(', ');
+
+export function healthVerdict(record: RolloutRecord, reports: ReadonlyMap<string, CanaryReport>, now: Milliseconds): Verdict {
+  const unhealthy: UnhealthyCanary[] = [];
+  const pending: string[] = [];
+  for (const agent of record.canary) {
+    const state = canaryState(record.id, reports.get(agent));
+    if (state.reason !== undefined) unhealthy.push({ agent, reason: state.reason.slice(0, 240) });
+    else if (!state.applied) pending.push(agent);
+  }
+  if (unhealthy.length > record.maxUnhealthy) {
+    return { kind: 'rollback', unhealthy, reason: `${unhealthy.length} canary agent(s) unhealthy, more than maxUnhealthy ${record.maxUnhealthy}: ${describe(unhealthy)}` };
+  }
+  if (record.state !== 'rolling' || now - record.stepStartedAt < record.bakeSeconds * 1000) return { kind: 'hold', unhealthy };
+  const late = [...unhealthy, ...pending.map((agent) => ({ agent, reason: 'did not apply the candidate within bakeSeconds' }))];
+  if (late.length > record.maxUnhealthy) {
+    return { kind: 'rollback', unhealthy: late, reason: `${late.length} canary agent(s) unhealthy at the end of the bake, more than maxUnhealthy ${record.maxUnhealthy}: ${describe(late)}` };
+  }
+  return { kind: 'advance', unhealthy };
+}
