@@ -29,8 +29,9 @@ const AGENTS_PER_PROCESS = 2_500;
 const OPEN_CONCURRENCY = 64;
 const OPEN_TIMEOUT_MS = 180_000;
 const DELIVERY_TIMEOUT_MS = 10_000;
-/** Idle time over which the streams' steady cost (heartbeats) is measured. */
+/** Idle time over which the streams' steady cost (heartbeats) is measured (shorter in --smoke). */
 const IDLE_SAMPLE_MS = 3_000;
+const SMOKE_IDLE_SAMPLE_MS = 300;
 /** Pause between writes, so each is measured on its own. */
 const WRITE_GAP_MS = 200;
 const SERVER_FLAGS = ['--max-watch-streams-per-pod', '1000000', '--watch-open-rate', '0', '--max-grpc-connections', '1000000'];
@@ -155,12 +156,12 @@ async function fanOutSeconds(server: ServerHandle): Promise<{ sum: number; count
   return { sum: await metric(server.adminUrl, `${name}_sum`), count: await metric(server.adminUrl, `${name}_count`) };
 }
 
-async function measureLevel(client: ServerClient, server: ServerHandle, fleets: readonly Fleet[], agents: number, writes: number, idleRss: number, from: number): Promise<Level> {
+async function measureLevel(client: ServerClient, server: ServerHandle, fleets: readonly Fleet[], agents: number, writes: number, idleRss: number, from: number, idleSampleMs: number): Promise<Level> {
   const pid = server.child.pid;
   const rss = rssBytes(pid);
   const idleCpu0 = cpuSeconds(pid);
   const idle0 = Date.now();
-  await sleep(IDLE_SAMPLE_MS);
+  await sleep(idleSampleMs);
   const idleCpuPerMs = (cpuSeconds(pid) - idleCpu0) / (Date.now() - idle0);
   const acks: number[] = [];
   const lags: number[] = [];
@@ -226,7 +227,7 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
       }
       await addAgents(ctx, fleets, server, agents - connected);
       connected = agents;
-      const level = await measureLevel(client, server, fleets, agents, writes, idleRss, from);
+      const level = await measureLevel(client, server, fleets, agents, writes, idleRss, from, ctx.profile.name === 'smoke' ? SMOKE_IDLE_SAMPLE_MS : IDLE_SAMPLE_MS);
       from += writes;
       results.push(level);
       ctx.log(
