@@ -1,6 +1,7 @@
 // Lint configuration lives under .ci/ because the repository's top level is fixed.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import globals from 'globals';
 
 export default tseslint.config(
   { ignores: ['dist/**', 'src/client/dist/**', 'node_modules/**', 'bench/results/**', 'coverage/**'] },
@@ -13,5 +14,10 @@ export default tseslint.config(
       '@typescript-eslint/consistent-type-imports': 'error',
       'no-console': 'off',
     },
+  },
+  {
+    // The status page: plain ES modules run by the browser, no build step.
+    files: ['src/server/ui/**/*.js'],
+    languageOptions: { globals: globals.browser },
   },
 );

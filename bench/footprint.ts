@@ -27,12 +27,13 @@ import { cpuSeconds, memoryStatus, startChild, stopAllChildren, SUT_CORE, type M
 import { startAgent, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
 import { PROFILES } from './lib/types.ts';
+import { summariseSnapshot } from './lib/heap-snapshot.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOLD = join(ROOT, 'bench', 'refs', 'hold-entries.mjs');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 const SETTLE_MS = 1_500;
-/** A second reading, once V8's memory reducer (which starts 8 s after allocation slows) has had its turn. */
+/** Default for `--late-ms`: a second reading, once V8's memory reducer (which starts 8 s after allocation slows) has had its turn. */
 const LATE_MS = 10_000;
 const PIPELINE = 16;
 
@@ -43,11 +44,13 @@ const { values } = parseArgs({
     reads: { type: 'string', default: '50000' },
     variant: { type: 'string', multiple: true, default: ['bin|'] },
     'heap-snapshot': { type: 'boolean', default: false },
+    'late-ms': { type: 'string', default: String(LATE_MS) },
   },
 });
 const count = Number(values.count);
 const reps = Number(values.reps);
 const reads = Number(values.reads);
+const lateMs = Number(values['late-ms']);
 
 interface Variant {
   readonly name: string;
@@ -100,37 +103,6 @@ async function heapFigures(adminUrl: string): Promise<string[]> {
   return out;
 }
 
-/** Largest self sizes in a heap snapshot, grouped by node type and constructor name. */
-function summariseSnapshot(file: string): string[] {
-  const snap = JSON.parse(readFileSync(file, 'utf8')) as {
-    snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
-    nodes: number[];
-    strings: string[];
-  };
-  const fields = snap.snapshot.meta.node_fields;
-  const width = fields.length;
-  const typeAt = fields.indexOf('type');
-  const nameAt = fields.indexOf('name');
-  const sizeAt = fields.indexOf('self_size');
-  const types = snap.snapshot.meta.node_types[0];
-  const groups = new Map<string, { count: number; bytes: number }>();
-  let total = 0;
-  for (let i = 0; i < snap.nodes.length; i += width) {
-    const type = types[snap.nodes[i + typeAt] as number] ?? '?';
-    const rawName = snap.strings[snap.nodes[i + nameAt] as number] ?? '?';
-    const name = type === 'string' || type === 'concatenated string' || type === 'sliced string' ? '(strings)' : type === 'code' ? '(code)' : rawName.slice(0, 60);
-    const key = `${type} ${name}`;
-    const size = snap.nodes[i + sizeAt] as number;
-    total += size;
-    const g = groups.get(key) ?? { count: 0, bytes: 0 };
-    g.count += 1;
-    g.bytes += size;
-    groups.set(key, g);
-  }
-  const top = [...groups].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, 25);
-  return [`heap snapshot: ${(total / 2 ** 20).toFixed(1)} MiB in ${snap.nodes.length / width} objects`, ...top.map(([k, g]) => `  ${(g.bytes / 2 ** 20).toFixed(2).padStart(7)} MiB ${String(g.count).padStart(7)} × ${k}`)];
-}
-
 const ctx = new Context(PROFILES.full, (msg) => process.stderr.write(`[footprint] ${msg}\n`));
 try {
   const base = await ctx.baseWith(count);
@@ -155,13 +127,15 @@ try {
         await readAll(agent.socketPath, paths, 32);
         await sleep(SETTLE_MS);
         const loaded = memoryStatus(agent.child.pid);
-        await sleep(LATE_MS - SETTLE_MS);
+        await sleep(Math.max(0, lateMs - SETTLE_MS));
         const late = memoryStatus(agent.child.pid);
         const heap = await heapFigures(agent.adminUrl);
         const smaps = readFileSync(`/proc/${agent.child.pid}/smaps_rollup`, 'utf8')
           .split('\n')
           .filter((l) => /^(Rss|Pss_Anon|Pss_File|Anonymous|Shared_Clean|Private_Clean|Private_Dirty):/.test(l))
           .map((l) => l.replace(/\s+/g, ' '));
+        // Warm-up first (JIT, and the GC work the load left), so the figure is the steady state's.
+        await cpuPerRead(agent.child.pid, agent.socketPath, paths, Math.ceil(reads / 5));
         const cpu = await cpuPerRead(agent.child.pid, agent.socketPath, paths, reads);
         const r = results.get(v.name) ?? { idle: [], loaded: [], late: [], cpu: [], heap: [] };
         r.idle.push(idle);
@@ -170,7 +144,7 @@ try {
         r.cpu.push(cpu);
         if (rep === 0) r.heap.push(...heap, ...smaps);
         results.set(v.name, r);
-        process.stderr.write(`[footprint] ${v.name} rep ${rep}: idle ${fmt(idle)}, loaded ${fmt(loaded)}, ${LATE_MS / 1000} s later ${fmt(late)} (VmRSS / RssAnon / RssFile MiB), ${cpu.toFixed(2)} µs CPU per read\n`);
+        process.stderr.write(`[footprint] ${v.name} rep ${rep}: idle ${fmt(idle)}, loaded ${fmt(loaded)}, ${lateMs / 1000} s later ${fmt(late)} (VmRSS / RssAnon / RssFile MiB), ${cpu.toFixed(2)} µs CPU per read\n`);
         if (values['heap-snapshot'] && rep === 0) {
           agent.child.proc.kill('SIGUSR2');
           const dir = agent.dir;
@@ -204,7 +178,7 @@ try {
   const med = (xs: number[]): string => `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
   const refRss = median(refs.map((m) => m.vmRss));
   console.log(`${count} × ${VALUE_BYTES} B, ${reps} rep(s), ${reads} cached reads for CPU; bare Node + lru-cache VmRSS ${med(refs.map((m) => m.vmRss))} MiB`);
-  console.log(`| variant | VmRSS idle | RssAnon idle | VmRSS loaded | RssAnon loaded | ratio to bare | KiB per entry (anon) | VmRSS ${LATE_MS / 1000} s after | RssAnon ${LATE_MS / 1000} s after | CPU µs/read |`);
+  console.log(`| variant | VmRSS idle | RssAnon idle | VmRSS loaded | RssAnon loaded | ratio to bare | KiB per entry (anon) | VmRSS ${lateMs / 1000} s after | RssAnon ${lateMs / 1000} s after | CPU µs/read |`);
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const [name, r] of results) {
     const perEntry = r.loaded.map((m, i) => ((m.rssAnon - (r.idle[i] as MemoryStatus).rssAnon) * 1024) / count);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { ManualClock } from '../src/shared/clock.ts';
 import { AppError } from '../src/shared/errors.ts';
 import type { ItemRef } from '../src/shared/paths.ts';
-import { NEGATIVE_TTL_MS, release, ValueCache, type LoadedValue, type Loader } from '../src/agent/value-cache.ts';
+import { ENTRY_OVERHEAD_BYTES, NEGATIVE_TTL_MS, release, ValueCache, type LoadedValue, type Loader } from '../src/agent/value-cache.ts';
 
 const REF: ItemRef = { namespace: 'production/ml', name: 'db-password' };
 const TTL = 60_000;
@@ -264,7 +264,7 @@ test('an entry holds its value once when the plaintext appears verbatim in its J
     else assert.deepEqual(doc.encoding === 'base64' ? Buffer.from(doc.value as string, 'base64') : Buffer.from(doc.value as string), expected);
     assert.equal(plaintext.buffer === json.buffer && plaintext.byteOffset >= json.byteOffset && plaintext.byteOffset + plaintext.length <= json.byteOffset + json.length, shared, expected.toString());
     // The byte bound counts what is held: one JSON body (+ the plaintext when it is not inside it) + the fixed overhead.
-    assert.equal(cache.bytes, json.length + (shared ? 0 : plaintext.length) + 256);
+    assert.equal(cache.bytes, json.length + (shared ? 0 : plaintext.length) + ENTRY_OVERHEAD_BYTES);
     release(result.value);
     cache.invalidate(REF);
     assert.ok(plaintext.every((b) => b === 0) && json.every((b) => b === 0), 'zero-filled on drop');
@@ -296,4 +296,19 @@ test('an event drops every env variant of the item (one, two, then one again) an
   await read(REF, 'prod');
   assert.deepEqual(loads, ['prod:db-password'], 'the invalidated item is fetched again');
   cache.close();
+});
+
+test('every cached variant is found again by item, namespace and env (refs are parsed back from the cache keys)', async () => {
+  const clock = new ManualClock();
+  const cache = makeCache(async (ref, env) => secret(`${env}-${ref.name}`), clock);
+  const deep: ItemRef = { namespace: 'production/ml-service/inference', name: 'db-password.v2' };
+  const sibling: ItemRef = { namespace: 'production/ml-service', name: 'inference' };
+  for (const [ref, env] of [[deep, 'prod'], [deep, 'dev'], [sibling, 'prod']] as const) release((await cache.read(ref, env)).value);
+  const byEnv = (vs: ReadonlyArray<{ ref: ItemRef; env: string }>): string[] => vs.map((v) => `${v.env} ${v.ref.namespace} ${v.ref.name}`).sort();
+  assert.deepEqual(byEnv(cache.variants('production/ml-service/inference')), ['dev production/ml-service/inference db-password.v2', 'prod production/ml-service/inference db-password.v2']);
+  assert.deepEqual(cache.itemsUnder('production/ml-service').map((r) => `${r.namespace}/${r.name}`).sort(), ['production/ml-service/inference', 'production/ml-service/inference/db-password.v2']);
+  assert.deepEqual(cache.itemsUnder('production/ml-service', true), [sibling]);
+  assert.deepEqual(byEnv(cache.hotVariants()), byEnv([...cache.variants('production/ml-service'), ...cache.variants('production/ml-service/inference')]));
+  assert.deepEqual(byEnv(cache.invalidate(deep)), ['dev production/ml-service/inference db-password.v2', 'prod production/ml-service/inference db-password.v2']);
+  assert.deepEqual(byEnv(cache.variants()), ['prod production/ml-service inference']);
 });

@@ -41,6 +41,7 @@ function setup(keys?: KeyServer): { clock: ManualClock; applier: EventApplier; c
   })();
   const upstream: Upstream = {
     fetchEnvelope: () => Promise.reject(new Error('unused')),
+    fetchRingEnvelope: () => Promise.reject(new Error('unused')),
     fetchDeks: (namespace, publicKey) => (keys ? keys.fetch(namespace, publicKey) : Promise.reject(new Error('unused'))),
     close: async () => {},
   };

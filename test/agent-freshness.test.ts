@@ -42,6 +42,7 @@ function setup() {
   const keyPair = generateTransportKeyPair();
   const upstream: Upstream = {
     fetchEnvelope: () => Promise.reject(new Error('unused')),
+    fetchRingEnvelope: () => Promise.reject(new Error('unused')),
     fetchDeks: async (namespace, publicKey) => keyring.fetchDeks(namespace, publicKey),
     close: async () => {},
   };

@@ -30,7 +30,8 @@ function value(): CachedValue {
     json,
     rawEtag: rawEtag('"3"'),
     fetchedAt: 0,
-    life: { leases: 0, dropped: false },
+    leases: 0,
+    dropped: false,
   };
 }
 

@@ -7,7 +7,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { defaultPod, makeAgentDir, putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 import { makeVolume } from './helpers/pod-harness.ts';
@@ -23,31 +23,39 @@ const WRITES = 'config_sidecar_agent_snapshot_writes_total';
 interface Pod {
   readonly dir: string;
   readonly snapshotDir: string;
+  /** Rendered files (db/password from the secret), on a volume of their own. */
+  readonly filesDir: string;
   start(server: ServerProcess, extra?: readonly string[]): Promise<AgentProcess>;
 }
 
 /** An agent directory with a private memory-backed snapshot volume, kept across the agent's restarts. */
-async function podWithSnapshot(t: TestContext): Promise<Pod> {
+async function podWithSnapshot(t: TestContext, options: { files?: boolean } = {}): Promise<Pod> {
   const pod = defaultPod();
   const dir = await makeAgentDir(pod, 'cs-warm-');
   const snapshotDir = join(dir, 'snapshot');
   const volume = pod ? await makeVolume(snapshotDir, pod.fsGroup, { medium: 'Memory', sizeBytes: 8 * 1024 * 1024 }) : undefined;
-  if (!pod) await mkdir(snapshotDir);
+  const filesDir = join(dir, 'files');
+  const files = pod ? await makeVolume(filesDir, pod.fsGroup, { medium: 'Memory', sizeBytes: 8 * 1024 * 1024 }) : undefined;
+  if (!pod) await Promise.all([mkdir(snapshotDir), mkdir(filesDir)]);
+  const config = join(dir, 'agent.yaml');
+  await writeFile(config, `files: ${JSON.stringify([{ path: 'db/password', items: [SECRET] }])}\n`);
   const agents: AgentProcess[] = [];
   t.after(async () => {
     for (const agent of agents) await agent.stop('SIGKILL').catch(() => undefined);
     await volume?.unmount();
+    await files?.unmount();
     await rm(dir, { recursive: true, force: true });
   });
   return {
     dir,
     snapshotDir,
+    filesDir,
     async start(server, extra = []) {
       const agent = await startAgentProcess(server, {
         dir,
         prefixes: [PREFIX],
         prefetch: [SECRET, SETTINGS],
-        args: ['--snapshot-dir', snapshotDir, '--snapshot-interval', '200ms', '--cache-ttl', '10m', ...extra],
+        args: [...(options.files === false ? [] : ['--config', config, '--files-dir', filesDir]), '--snapshot-dir', snapshotDir, '--snapshot-interval', '200ms', '--cache-ttl', '10m', ...extra],
       });
       agents.push(agent);
       return agent;
@@ -93,12 +101,18 @@ test('SIGKILLed with the server stopped, the restarted agent serves its last val
   await nextSnapshot(first);
   await server.stop();
   await first.stop('SIGKILL');
+  // The restarted agent must render the files from the snapshot, not find them left over.
+  for (const entry of await readdir(pod.filesDir)) await rm(join(pod.filesDir, entry), { recursive: true, force: true });
 
   const startedAt = Date.now();
   const second = await pod.start(server);
   const res = await socketGet(second.socketPath, `/v1/items/${SECRET}`);
   const servedMs = Date.now() - startedAt;
-  t.diagnostic(`first value served ${servedMs} ms after the restarted agent was spawned (its listeners bind after the restore)`);
+  const logged = (msg: string): number => Date.parse(String(second.logs.find((l) => l.msg === msg)?.time));
+  t.diagnostic(
+    `first value served ${servedMs} ms after the restarted agent was spawned (process start included); ` +
+      `${logged('agent listening') - logged('memory budget')} ms from the agent's first log line to listening with the snapshot restored`,
+  );
   assert.equal(res.status, 200, res.body.toString());
   assert.equal(res.json.value, secret);
   assert.match(String(res.headers.warning), /^110 /, 'stale-marked');
@@ -116,6 +130,7 @@ test('SIGKILLed with the server stopped, the restarted agent serves its last val
   assert.equal(ready.json.checks.snapshot.ok, true);
   assert.match(ready.json.checks.snapshot.detail, /serving 2 value\(s\) from a snapshot/);
   assert.equal(await metricValue(second.adminUrl, 'config_sidecar_agent_snapshot_restored_values'), 2);
+  assert.equal(await readFile(join(pod.filesDir, 'db/password'), 'utf8'), secret, 'files are rendered from the snapshot');
 
   for (const name of ['snapshot', 'snapshot.key']) {
     const st = await stat(join(pod.snapshotDir, name));
@@ -225,4 +240,33 @@ test('restarted with the server up, the agent resumes from the snapshot position
   assert.deepEqual(settings.json.value, { feature: 'changed-while-down' }, 'the change made while the agent was down came by replay');
   assert.equal(await envelopeReads(server), readsBefore, 'the server answered no value fetch: no full refetch');
   assert.equal(second.logs.some((l) => l.msg === 'resync required: cache dropped'), false);
+});
+
+test('a deleted value leaves the snapshot at once, not at the next interval: a restart never serves it', async (t) => {
+  const server = await startServerProcess();
+  t.after(async () => {
+    await server.stop().catch(() => undefined);
+    await rm(server.dataDir, { recursive: true, force: true });
+  });
+  // No rendered file re-reads the deleted secret (its 404 would rewrite the snapshot too): only the deletion can.
+  const pod = await podWithSnapshot(t, { files: false });
+  const { secret, feature } = await seed(server, randomBytes(6).toString('hex'));
+  // An interval no test waits out: only the deletion can cause the write.
+  const first = await pod.start(server, ['--snapshot-interval', '1h']);
+  await waitReady(first.adminUrl);
+  assert.equal((await socketGet(first.socketPath, `/v1/items/${SECRET}`)).json.value, secret);
+  const writes = (await metricValue(first.adminUrl, WRITES, 'outcome="ok"')) ?? 0;
+  const deleted = await http(server.httpUrl, 'DELETE', `/v1/items/${SECRET}?env=base`, { token: server.rootToken });
+  assert.equal(deleted.status, 200, deleted.text);
+  await waitForMetric(() => metricValue(first.adminUrl, WRITES, 'outcome="ok"'), (v) => (v ?? 0) > writes, 'the snapshot rewritten after the deletion', 20_000);
+  await server.stop();
+  await first.stop('SIGKILL');
+
+  const second = await pod.start(server, ['--snapshot-interval', '1h']);
+  const gone = await socketGet(second.socketPath, `/v1/items/${SECRET}`);
+  assert.notEqual(gone.status, 200);
+  assert.ok(!gone.body.includes(secret), 'the deleted secret is not in the snapshot');
+  const kept = await socketGet(second.socketPath, `/v1/items/${SETTINGS}`);
+  assert.equal(kept.status, 200);
+  assert.deepEqual(kept.json.value, { feature });
 });

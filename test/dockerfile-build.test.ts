@@ -5,7 +5,7 @@
  * layout (dist/ + production node_modules + package.json, entrypoint
  * `config-sidecar` → dist/cli/main.js). The built output then runs: `--help`,
  * `agent --help`, `inject -f`, and a real server + agent started from it that
- * serve a value over the agent's socket. Heavy steps run once per file.
+ * serve a value over the agent's socket (and the server its status page). Heavy steps run once per file.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -213,6 +213,8 @@ test('a server and an agent started from the built output serve a value over the
   );
   const httpUrl = String(server.line.http);
   assert.equal(await put(`${httpUrl}/v1/items/example/shop/greeting?env=base`, rootToken, { kind: 'config', value: 'hello from the image' }), 200);
+  // The status page ships in the image: its files are in dist/, not only in src/.
+  for (const asset of ['', 'app.js', 'style.css']) assert.equal((await get({ url: `${httpUrl}/ui/${asset}` })).status, 200, `/ui/${asset} from the built output`);
 
   const run = join(dir, 'run');
   mkdirSync(run);

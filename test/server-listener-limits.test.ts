@@ -9,9 +9,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
+import { connect as connectHttp2, type Settings as Http2Settings } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { GrpcStatus } from '../src/shared/errors.ts';
+import { GRPC_HTTP2_SETTINGS } from '../src/server/grpc-listener.ts';
 import { http, makeTempDir, metricValue, openWatch, removeDir, startServerProcess, type ServerProcess, type WatchHandle } from './helpers/server-process.ts';
 
 const TOKENS = { a: 'pod-a-token-0123456789abcdef', b: 'pod-b-token-0123456789abcdef', c: 'pod-c-token-0123456789abcdef' };
@@ -144,6 +146,22 @@ test(`idle connections past --max-grpc-connections (${MAX_GRPC_CONNECTIONS}) are
     w.close();
   } finally {
     for (const s of flood.sockets) s.destroy();
+  }
+});
+
+test('the gRPC listener announces HTTP/2 settings sized for agents: no header table, 16 KiB receive window and header list', async () => {
+  const session = connectHttp2(`http://${server.grpcAddress}`);
+  try {
+    const settings = await new Promise<Http2Settings>((resolve, reject) => {
+      session.once('remoteSettings', resolve);
+      session.once('error', reject);
+    });
+    assert.deepEqual(
+      { headerTableSize: settings.headerTableSize, initialWindowSize: settings.initialWindowSize, maxHeaderListSize: settings.maxHeaderListSize },
+      GRPC_HTTP2_SETTINGS,
+    );
+  } finally {
+    session.destroy();
   }
 });
 

@@ -16,6 +16,7 @@ import { handleRest, type RestDeps } from '../src/server/rest/rest-handler.ts';
 import { createRefusalAudit } from '../src/server/refusal-audit.ts';
 import { encodeEvent } from '../src/server/watch/event-codec.ts';
 import { WatchStream, type StreamSink, type WatchLog } from '../src/server/watch/watch-stream.ts';
+import { HeartbeatTicker } from '../src/server/watch/heartbeat-ticker.ts';
 import type { ControlPlane, LogEvent } from '../src/server/control-plane.ts';
 
 const AUTH = `
@@ -200,12 +201,13 @@ function makeStream(sink: FakeSink, start: StartFrom, log: WatchLog, clock = new
     sink,
     bound,
     heartbeatInterval: 1000,
-    clock,
     onQueueDepth: (d) => depths.push(d),
     onSent: () => {},
     onEnd: () => {},
   });
-  return { stream, depths };
+  // Heartbeats come from the service's one ticker; here it beats only this stream.
+  const ticker = new HeartbeatTicker({ clock, interval: 1000, streams: () => [stream] });
+  return { stream, depths, ticker };
 }
 
 const after = (revision: number, storeId = 'store-1'): StartFrom => ({ kind: 'after', position: { storeId, revision, digest: digestOf(revision) } });

@@ -35,6 +35,8 @@ interface Harness {
   readonly address: string;
   watch(request: { prefixes: string[]; start?: StartFrom; sinceRevision?: number }): WatchHandle;
   put(namespace: string, name: string, value: unknown): Promise<number>;
+  /** Resolves once every committed event has been offered to every stream (the fan-out runs after the write). */
+  delivered(): Promise<void>;
 }
 
 /** Serves Watch in process over `plane` (wrapped by `wrap`, e.g. to hold a log read). */
@@ -79,6 +81,7 @@ async function serve(t: TestContext, plane: ControlPlane, clock: ManualClock, op
     async put(namespace, name, value) {
       return (await plane.putItem({ namespace, name }, 'base', 'config', Buffer.from(JSON.stringify(value)), 'test')).revision;
     },
+    delivered: () => service.delivered(),
   };
 }
 
@@ -236,6 +239,8 @@ test('heartbeats are bookmarks: the highest revision the stream delivered or fil
   const watch = h.watch({ prefixes: ['quiet'], start: { kind: 'now' } });
   assert.equal((await watch.next()).type, 'heartbeat');
   const busy = [await h.put('busy/a', 'x', 1), await h.put('busy/a', 'x', 2)];
+  // The bookmark is what the stream has been offered: wait for the fan-out, which runs after the writes.
+  await h.delivered();
   h.clock.advance(HEARTBEAT_MS);
   const beat = await watch.next();
   assert.equal(beat.type, 'heartbeat');

@@ -155,3 +155,25 @@ test('config-sidecar.io/app-health-url becomes the agent\'s --app-health-url; a 
     (err: unknown) => err instanceof AnnotationError && err.annotation === 'config-sidecar.io/app-health-url' && /loopback only/.test(err.message),
   );
 });
+
+test('warm restart: the agent alone mounts a memory-backed snapshot volume (--snapshot-dir); config-sidecar.io/snapshot "false" leaves it out, and re-injection removes it', () => {
+  const injected = applyPatch(pod({}), ((r) => (r.outcome === 'patched' ? r.patch : []))(mutate(pod({}), { settings })));
+  const [sidecar] = injected.spec.initContainers as Json[];
+  assert.ok(sidecar?.args.includes('--snapshot-dir=/config-sidecar/snapshot'));
+  assert.deepEqual(
+    (sidecar?.volumeMounts as Json[]).find((m) => m.name === 'config-sidecar-snapshot'),
+    { name: 'config-sidecar-snapshot', mountPath: '/config-sidecar/snapshot' },
+  );
+  assert.deepEqual((injected.spec.volumes as Json[]).find((v) => v.name === 'config-sidecar-snapshot'), { name: 'config-sidecar-snapshot', emptyDir: { medium: 'Memory', sizeLimit: '32Mi' } });
+  for (const app of injected.spec.containers as Json[]) {
+    assert.ok(!(app.volumeMounts as Json[]).some((m) => m.name === 'config-sidecar-snapshot'), `${String(app.name)} never sees the snapshot or its key`);
+  }
+
+  const off = structuredClone(injected);
+  (off.metadata?.annotations as Record<string, string>)['config-sidecar.io/snapshot'] = 'false';
+  const update = mutate(off, { settings });
+  const updated = applyPatch(off, update.outcome === 'patched' ? update.patch : []);
+  assert.ok(!((updated.spec.initContainers as Json[])[0]?.args as string[]).some((a) => a.startsWith('--snapshot-dir')));
+  assert.ok(!(updated.spec.volumes as Json[]).some((v) => v.name === 'config-sidecar-snapshot'));
+  assert.throws(() => parseInjectionSpec({ 'config-sidecar.io/prefixes': 'a', 'config-sidecar.io/snapshot': 'yes' }, { image: 'x' }), /snapshot: "yes" is not allowed; allowed: "true" or "false"/);
+});

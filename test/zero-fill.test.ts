@@ -58,6 +58,7 @@ function dekUpstream(dek: Buffer): { upstream: Upstream; gate: { release: () => 
   const gate = { release: () => releaseGate(), wait };
   const upstream: Upstream = {
     fetchEnvelope: () => Promise.reject(new Error('unused')),
+    fetchRingEnvelope: () => Promise.reject(new Error('unused')),
     fetchDeks: async (namespace, publicKey) => {
       await gate.wait;
       const ephemeral = generateTransportKeyPair();

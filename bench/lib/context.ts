@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
 import { LOAD_CORE, SUT_CORE } from './proc.ts';
-import { CLI, keyName, ServerClient, startAgent, startServer, waitReady, type AgentHandle, type ServerHandle } from './stack.ts';
+import { CHANGE_SET_MAX_CHANGES } from '../../src/shared/protocol.ts';
+import { CLI, keyName, ServerClient, startAgent, startServer, valueFor, waitReady, type AgentHandle, type ServerHandle } from './stack.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 import type { Profile } from './types.ts';
@@ -155,18 +156,25 @@ export class Context {
   }
 }
 
+/** Items per change set while seeding: the server's bound on a set. */
+const SEED_BATCH = CHANGE_SET_MAX_CHANGES;
+/** Change sets in flight while seeding (the server serialises writes in its store anyway). */
+const SEED_BATCHES_IN_FLIGHT = 2;
+
+/** Writes items `<namespace>/k<from>` … `k<to - 1>` with 1 KiB values, SEED_BATCH per change set. */
 export async function seedRange(client: ServerClient, namespace: string, from: number, to: number, deadlineMs: number): Promise<void> {
-  const { valueFor } = await import('./stack.ts');
   let next = from;
   const until = Date.now() + deadlineMs;
   const worker = async (): Promise<void> => {
     while (next < to) {
       if (Date.now() > until) throw new Error(`seeding ${namespace} did not finish within ${deadlineMs} ms`);
-      const i = next++;
-      await client.put(`${namespace}/${keyName(i)}`, valueFor(i, 0, VALUE_BYTES));
+      const start = next;
+      next = Math.min(to, start + SEED_BATCH);
+      const items = Array.from({ length: next - start }, (_, k) => ({ path: `${namespace}/${keyName(start + k)}`, value: valueFor(start + k, 0, VALUE_BYTES) }));
+      await client.putBatch(items);
     }
   };
-  await Promise.all(Array.from({ length: 8 }, worker));
+  await Promise.all(Array.from({ length: SEED_BATCHES_IN_FLIGHT }, worker));
 }
 
 /** GETs every path once over the socket (WARM_CONCURRENCY at a time); returns each ETag. Throws on a non-200. */

@@ -100,6 +100,28 @@ export class ServerClient {
     return JSON.parse(text) as PutResult;
   }
 
+  /**
+   * Writes several secrets as one change set (`POST /v1/changes`, at most
+   * CHANGE_SET_MAX_CHANGES): one request and one transaction instead of one
+   * per item, which is what makes seeding 100k items take seconds, not minutes.
+   */
+  async putBatch(items: ReadonlyArray<{ path: string; value: string }>): Promise<{ revision: number }> {
+    const body = JSON.stringify({ changes: items.map((i) => ({ item: i.path, env: 'base', kind: 'secret', value: i.value })) });
+    const send = async (): Promise<{ revision: number }> => {
+      const res = await this.pool.request({ method: 'POST', path: '/v1/changes', headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' }, body });
+      const text = await res.body.text();
+      if (res.statusCode !== 200 && res.statusCode !== 201) throw new Error(`POST /v1/changes (${items.length} items from ${items[0]?.path ?? '?'}) → ${res.statusCode} ${text.slice(0, 300)}`);
+      return JSON.parse(text) as { revision: number };
+    };
+    try {
+      return await send();
+    } catch (err) {
+      // As in put: a reused keep-alive connection the server had closed; the request never reached it.
+      if ((err as { code?: string }).code !== 'UND_ERR_SOCKET') throw err;
+      return send();
+    }
+  }
+
   async rotate(namespace: string): Promise<{ revision: number; keyVersion: number }> {
     const res = await this.pool.request({ method: 'POST', path: `/v1/rotate/${namespace}`, headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' }, body: '{}' });
     const text = await res.body.text();

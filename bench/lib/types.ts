@@ -56,12 +56,18 @@ export interface Profile {
   readonly freshnessChanges: number;
   readonly fanoutWatchers: number;
   readonly fanoutEvents: number;
+  /** Control plane: agents connected in steps (one HTTP/2 connection each), writes per step, and agents split over two PostgreSQL replicas (0: skip). */
+  readonly controlPlaneAgents: readonly number[];
+  readonly controlPlaneWrites: number;
+  readonly controlPlaneReplicaAgents: number;
   readonly memoryCounts: readonly number[];
   /** Fresh agents loaded per size up to 10k (100k is loaded once). */
   readonly memoryReps: number;
   /** Pod limit: entries read through the agent under the injector's default memory limit, and SSE clients held open. */
   readonly podLimitEntries: number;
   readonly podLimitSseClients: number;
+  /** Limits besides the injector's default to run the pod-limit scenario under (a fresh agent each). */
+  readonly podLimitMemory: readonly string[];
   readonly startupReps: number;
   readonly startupPrefetch: number;
   readonly hitRatioS: number;
@@ -83,10 +89,14 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     freshnessChanges: 500,
     fanoutWatchers: 1_000,
     fanoutEvents: 10,
+    controlPlaneAgents: [1_000, 5_000, 10_000],
+    controlPlaneWrites: 10,
+    controlPlaneReplicaAgents: 5_000,
     memoryCounts: [1_000, 10_000, 100_000],
     memoryReps: 3,
     podLimitEntries: 100_000,
     podLimitSseClients: 1_000,
+    podLimitMemory: ['128Mi'],
     startupReps: 5,
     startupPrefetch: 100,
     hitRatioS: 10,
@@ -106,10 +116,14 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     freshnessChanges: 100,
     fanoutWatchers: 300,
     fanoutEvents: 5,
+    controlPlaneAgents: [1_000],
+    controlPlaneWrites: 5,
+    controlPlaneReplicaAgents: 1_000,
     memoryCounts: [1_000, 10_000],
     memoryReps: 1,
     podLimitEntries: 10_000,
     podLimitSseClients: 300,
+    podLimitMemory: [],
     startupReps: 3,
     startupPrefetch: 100,
     hitRatioS: 3,
@@ -130,10 +144,14 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     freshnessChanges: 10,
     fanoutWatchers: 10,
     fanoutEvents: 2,
+    controlPlaneAgents: [20],
+    controlPlaneWrites: 2,
+    controlPlaneReplicaAgents: 20,
     memoryCounts: [200],
     memoryReps: 3,
     podLimitEntries: 200,
     podLimitSseClients: 20,
+    podLimitMemory: [],
     startupReps: 3,
     startupPrefetch: 10,
     hitRatioS: 0.5,

@@ -27,6 +27,7 @@ import { AGENT_SETTING_LABELS, loadAgentSettings, type AgentSettings } from './a
 import { AppliedEventsHub } from './applied-events.ts';
 import { createDataServer, listenSocket, writePodToken } from './data-listeners.ts';
 import { DekStore } from './dek-store.ts';
+import { RingStore } from './ring-store.ts';
 import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
@@ -216,7 +217,15 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     onChange: (value) => applier.valueChanged(value),
   });
   const hub = new AppliedEventsHub();
+  const rings = new RingStore({
+    upstream,
+    deks,
+    clock,
+    // A previous version aged out: files re-render and SSE clients hear it, at the applied revision.
+    onAgedOut: (ref, env, version) => hub.publish({ type: 'changed', namespace: ref.namespace, name: ref.name, env, version, revision: applier.appliedRevision }),
+  });
   const applier = new EventApplier({
+    rings,
     cache,
     deks,
     hub,
@@ -268,7 +277,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     : (event: WatchEvent): void => assembler.offer(event);
   const split = hooks ? new StreamSplit() : undefined;
   const allowed = (ref: ItemRef): boolean => namespaceMatchesAny(ref.namespace, prefixes());
-  const values = createValueSource(cache, settings.env, allowed);
+  const values = createValueSource(cache, settings.env, allowed, rings);
 
   // Before the stream starts: a restored snapshot decides where it resumes and what is served meanwhile.
   let restored: RestoredSnapshot | undefined;
@@ -373,6 +382,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     read: (ref, env) => cache.read(ref, env),
     readCached: (ref, env) => cache.readCached(ref, env),
     release: (result) => release(result.value),
+    readRing: (ref, env) => rings.read(ref, env),
   };
   const sseHandler = (res: ServerResponse, result: { prefix: string; sinceRevision: number | undefined }): void => {
     if (sseClients >= budget.maxSseClients) {
@@ -447,6 +457,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
               connected: watch.connected,
               reconnects: watch.reconnects,
               cacheEntries: cache.size,
+              dekVersions: deks.heldVersions(),
               now: clock.now(),
             }),
           }),
@@ -460,6 +471,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     const { DEFAULT_FILES_DIR } = await import('./files/file-spec.ts');
     await checkWritableDir(settings.filesDir ?? DEFAULT_FILES_DIR, AGENT_SETTING_LABELS.filesDir ?? '--files-dir').catch(async (err: unknown) => {
       watch.close();
+      await snapshotter?.close();
       await upstream.close();
       throw err;
     });
@@ -476,6 +488,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     adminAddress = await listen(adminServer, settings.adminListen);
   } catch (err) {
     watch.close();
+    await snapshotter?.close();
     await Promise.all([closeServer(socketServer), closeServer(tcpServer), closeServer(adminServer)]);
     await upstream.close();
     throw err;

@@ -152,4 +152,11 @@ export class DekStore {
   get size(): number {
     return this.#sets.size;
   }
+
+  /** The key versions held per namespace (the test hooks' state: which keys this agent holds). */
+  heldVersions(): Record<string, number[]> {
+    const out: Record<string, number[]> = {};
+    for (const [namespace, set] of this.#sets.entries()) out[namespace] = [...set.keys.keys()].sort((a, b) => a - b);
+    return out;
+  }
 }

@@ -58,6 +58,8 @@ export interface EventApplierOptions {
   readonly random?: () => number;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
+  /** Key rings held apart from the cache (ring-store.ts), invalidated with it. */
+  readonly rings?: { invalidate(ref: ItemRef): void; clear(): void } | undefined;
 }
 
 type ItemEvent = Extract<WatchEvent, { type: 'itemChanged' | 'itemDeleted' }>;
@@ -186,6 +188,7 @@ export class EventApplier {
     this.#o.hub.setFloor(at.revision);
     const served = this.#o.cache.variants();
     this.#o.cache.supersedeAll();
+    this.#o.rings?.clear();
     if (served.length === 0) return;
     // Values filled before the stream existed could have missed an event:
     // files and SSE clients re-read now (a read waits for a fresh fill), and
@@ -203,6 +206,8 @@ export class EventApplier {
   #resumed(at: LogPosition): void {
     // After a warm restart this is the process's first stream: SSE resumes from before it get a resync.
     this.#o.hub.setFloor(at.revision);
+    // Rings are few and read on demand: none is vouched for across a gap.
+    this.#o.rings?.clear();
     for (const variant of this.#o.cache.dropNewerThan(at.revision)) {
       this.#o.hub.publish({ type: 'changed', namespace: variant.ref.namespace, name: variant.ref.name, env: variant.env, revision: at.revision });
     }
@@ -213,6 +218,7 @@ export class EventApplier {
     for (const ref of this.#o.prefetch()) reload.set(`${this.#o.env}\u0000${ref.namespace}/${ref.name}`, { ref, env: this.#o.env });
     for (const variant of this.#o.cache.hotVariants()) reload.set(`${variant.env}\u0000${variant.ref.namespace}/${variant.ref.name}`, variant);
     this.#o.cache.clear();
+    this.#o.rings?.clear();
     this.#o.deks.clear();
     this.#o.metrics.invalidations.inc({ type: 'resyncRequired' });
     this.#o.logger.warn({ cause, reason, storeId: at.storeId, revision: at.revision, previousRevision: this.#position?.revision ?? 0 }, 'resync required: cache dropped');
@@ -227,6 +233,7 @@ export class EventApplier {
     const ref = { namespace: event.namespace, name: event.name };
     const kind: ItemKind | undefined = event.type === 'itemChanged' ? (event.kind as ItemKind) : this.#o.cache.kindOf(ref);
     const variants = this.#o.cache.invalidate(ref, event.revision);
+    this.#o.rings?.invalidate(ref);
     this.#o.metrics.invalidations.inc({ type: event.type });
     const loaders = event.layers && kind ? inlineLoaders({ ref, kind, layers: event.layers }, variants.map((v) => v.env), this.#environments, this.#o.deks) : undefined;
     if (loaders) {

@@ -13,6 +13,8 @@ import { HEADERS } from '../shared/protocol.ts';
 import type { Bytes } from '../shared/units.ts';
 import { contentType, JSON_CONTENT_TYPE } from './item-representation.ts';
 import type { ReadResult } from './value-cache.ts';
+import { wantsRing } from '../shared/ring-proto.ts';
+import { ringResult, type RingReader } from './ring-response.ts';
 
 /** The data API takes no request body; anything larger is refused without reading it. */
 export const MAX_REQUEST_BODY_BYTES: Bytes = 1024;
@@ -66,6 +68,8 @@ export interface HandlerDeps {
   /** A synchronous cache hit, or undefined (then `read`); lets a hit skip every promise. */
   readCached?(ref: ItemRef, env: string): ReadResult | undefined;
   release(result: ReadResult): void;
+  /** `?ring=1` reads (issue 20, ring-response.ts). */
+  readRing?: RingReader | undefined;
 }
 
 
@@ -151,6 +155,10 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
       const ref = itemRef(path.slice(ITEMS_ROUTE.length));
       if (!namespaceMatchesAny(ref.namespace, deps.prefixes())) {
         throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${deps.prefixes().join(', ')}).`);
+      }
+      if (search?.includes('ring=')) {
+        const query = new URLSearchParams(search);
+        if (wantsRing(query)) return ringResult(req, ref, deps.env, query, deps.readRing).catch(errorResult);
       }
       const format = formatParam(search);
       if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');

@@ -34,6 +34,8 @@ export function traceUpstream(tracer: Tracer, upstream: Upstream): Upstream {
   return {
     fetchEnvelope: (ref, env, signal) =>
       traced(tracer, 'agent.upstream.envelope', { 'config_sidecar.namespace': ref.namespace, 'config_sidecar.name': ref.name }, () => upstream.fetchEnvelope(ref, env, signal)),
+    fetchRingEnvelope: (ref, env, signal) =>
+      traced(tracer, 'agent.upstream.ring_envelope', { 'config_sidecar.namespace': ref.namespace, 'config_sidecar.name': ref.name }, () => upstream.fetchRingEnvelope(ref, env, signal)),
     fetchDeks: (namespace, publicKey, signal) =>
       traced(tracer, 'agent.upstream.deks', { 'config_sidecar.namespace': namespace }, () => upstream.fetchDeks(namespace, publicKey, signal)),
     close: () => upstream.close(),

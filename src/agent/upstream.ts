@@ -10,6 +10,7 @@
  * (`clientActionOf`): `retry` (transient: stale-if-error applies), `drop`
  * (not_found / permission_denied / …: the entry is dropped), or fail as is.
  */
+import { ringEnvelopeResponse, type RingEnvelopeResponse } from '../shared/ring-proto.ts';
 import { readFileSync } from 'node:fs';
 import { createPool, type Pool } from '../shared/undici-pool.ts';
 import type { z } from 'zod';
@@ -38,6 +39,8 @@ export const UPSTREAM_MAX_BODY_BYTES: Bytes = 16 * 1024 * 1024;
 
 export interface Upstream {
   fetchEnvelope(ref: ItemRef, env: string, signal?: AbortSignal): Promise<EnvelopeResponse>;
+  /** The envelope plus the sealed layers of each previous version in the item's key ring. */
+  fetchRingEnvelope(ref: ItemRef, env: string, signal?: AbortSignal): Promise<RingEnvelopeResponse>;
   fetchDeks(namespace: string, publicKey: string, signal?: AbortSignal): Promise<DeksResponse>;
   close(): Promise<void>;
 }
@@ -226,6 +229,9 @@ export function createUpstream(options: UpstreamOptions): Upstream {
   return {
     fetchEnvelope(ref, env, signal) {
       return read('envelope', 'GET', `/v1/envelopes/${encodePath(ref.namespace)}/${encodeURIComponent(ref.name)}?env=${encodeURIComponent(env)}`, undefined, envelopeResponse, signal);
+    },
+    fetchRingEnvelope(ref, env, signal) {
+      return read('envelope', 'GET', `/v1/envelopes/${encodePath(ref.namespace)}/${encodeURIComponent(ref.name)}?env=${encodeURIComponent(env)}&ring=1`, undefined, ringEnvelopeResponse, signal);
     },
     fetchDeks(namespace, publicKey, signal) {
       // POST only because the key travels in a body; the call reads and is safe to retry.

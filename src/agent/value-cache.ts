@@ -33,8 +33,13 @@ export const HOT_WINDOW_MS: Milliseconds = 60_000;
 export const STALE_REVALIDATE_INTERVAL_MS: Milliseconds = 1_000;
 /** Fetches discarded in a row for one read (the key changes faster than we fetch) before giving up. */
 export const MAX_SUPERSEDED_RETRIES = 5;
-/** Fixed per-entry overhead counted against the byte budget. */
-const ENTRY_OVERHEAD_BYTES: Bytes = 256;
+/**
+ * Heap an entry costs besides its buffers, counted against --cache-max-bytes
+ * so the bound is what the cache holds: the value and LRU records, two Buffer
+ * views and their ArrayBuffer, the key strings, LRU and map slots
+ * (`node --expose-gc bench/entry-cost.ts`: 813 B at 1 KiB values).
+ */
+export const ENTRY_OVERHEAD_BYTES: Bytes = 800;
 
 /** A read's outcome. `value` is retained for the caller: call `release(value)` when done with its buffers. */
 export interface ReadResult {
@@ -106,7 +111,17 @@ export function isTransient(err: AppError): boolean {
   return clientActionOf(err.code) === 'retry';
 }
 
-const cacheKey = (ref: ItemRef, env: string): string => `${env}\u0000${ref.namespace}/${ref.name}`;
+const KEY_SEPARATOR = '\u0000';
+/** `env NUL namespace/name`: the item key (`itemKey`) prefixed by the env. */
+const cacheKey = (ref: ItemRef, env: string): string => `${env}${KEY_SEPARATOR}${ref.namespace}/${ref.name}`;
+const itemKeyOf = (key: string): string => key.slice(key.indexOf(KEY_SEPARATOR) + 1);
+
+/** The (item, env) a cache key names: the inverse of `cacheKey` (a name holds no `/`). */
+function variantOf(key: string): { ref: ItemRef; env: string } {
+  const separator = key.indexOf(KEY_SEPARATOR);
+  const slash = key.lastIndexOf('/');
+  return { ref: { namespace: key.slice(separator + 1, slash), name: key.slice(slash + 1) }, env: key.slice(0, separator) };
+}
 
 export class ValueCache {
   readonly #options: ValueCacheOptions;
@@ -114,12 +129,13 @@ export class ValueCache {
   readonly #lru: LRUCache<string, Entry>;
   readonly #flights = new FillFlights<CachedValue>();
   /**
-   * item key → cache keys (one per env) so an event finds every variant. An
-   * item read in one env (the usual case) maps to its key alone: a `Set` per
-   * item was ~0.1 KiB of heap per entry.
+   * item key → cache keys (one per env) so an event finds every variant; the
+   * keys cached or being filled. An item read in one env (the usual case)
+   * maps to its key alone: a `Set` per item was ~0.1 KiB of heap per entry.
+   * The (item, env) of a key is parsed back from it (`variantOf`) off the read
+   * path, rather than kept in a second map (another ~0.1 KiB per entry).
    */
   readonly #variants = new Map<string, string | Set<string>>();
-  readonly #refs = new Map<string, { ref: ItemRef; env: string }>();
   #closed = false;
 
   constructor(options: ValueCacheOptions) {
@@ -296,7 +312,7 @@ export class ValueCache {
             throw new AppError('unavailable', 'superseded');
           }
           const value = toCachedValue(ref, env, loaded, started);
-          this.#store(ref, env, key, value, self.generation);
+          this.#store(key, value, self.generation);
           return value;
         },
         (err: unknown) => {
@@ -310,11 +326,11 @@ export class ValueCache {
     );
     // Background flights may have no waiter; their rejection is handled here.
     flight.promise.catch(() => {});
-    this.#trackVariant(ref, env, key);
+    this.#trackKey(key);
     return flight;
   }
 
-  #store(ref: ItemRef, env: string, key: string, value: CachedValue, generation: number): void {
+  #store(key: string, value: CachedValue, generation: number): void {
     const previous = this.#lru.get(key);
     this.#lru.set(key, {
       state: 'value',
@@ -324,14 +340,14 @@ export class ValueCache {
       reads: previous?.state === 'value' ? previous.reads : 0,
       revalidateAfter: 0,
     });
-    this.#trackVariant(ref, env, key);
+    this.#trackKey(key);
     const stored = this.#lru.peek(key);
     if (stored?.state !== 'value' || stored.value !== value) {
       // Over lru-cache's max entry size: never stored, so never disposed. The
       // flight's waiters still get it (they resume in microtasks, before the
       // immediate); the last lease to end zero-fills it.
-      value.life.leases += 1;
-      value.life.dropped = true;
+      value.leases += 1;
+      value.dropped = true;
       setImmediate(() => release(value));
     }
     const previousEtag = previous?.state === 'value' ? previous.value.etag : undefined;
@@ -342,11 +358,11 @@ export class ValueCache {
     this.#observer.upstreamFailure(err.code);
     if (clientActionOf(err.code) !== 'drop') return;
     // Revoked, deleted or corrupt: stop serving the old value now.
-    const ref = this.#refs.get(key);
+    const tracked = this.#isTracked(key);
     this.#lru.delete(key);
     if (err.code === 'not_found') {
       this.#lru.set(key, { state: 'absent', until: this.#options.clock.now() + NEGATIVE_TTL_MS, error: err });
-      if (ref) this.#trackVariant(ref.ref, ref.env, key);
+      if (tracked) this.#trackKey(key);
     }
   }
 
@@ -390,7 +406,7 @@ export class ValueCache {
       zeroize(loaded.plaintext);
       return;
     }
-    this.#store(ref, env, key, toCachedValue(ref, env, loaded, confirmedAt), this.#flights.generation);
+    this.#store(key, toCachedValue(ref, env, loaded, confirmedAt), this.#flights.generation);
   }
 
   /**
@@ -408,8 +424,7 @@ export class ValueCache {
     for (const key of keys) {
       const flight = this.#flights.supersede(key, revision);
       const entry = this.#lru.peek(key);
-      const tracked = this.#refs.get(key);
-      if (tracked) out.push({ ...tracked, hot: (entry?.state === 'value' && now - entry.lastReadAt < HOT_WINDOW_MS) || (flight !== undefined && flight.waiters > 0) });
+      out.push({ ...variantOf(key), hot: (entry?.state === 'value' && now - entry.lastReadAt < HOT_WINDOW_MS) || (flight !== undefined && flight.waiters > 0) });
       if (entry) this.#lru.delete(key);
     }
     return out;
@@ -449,8 +464,7 @@ export class ValueCache {
     const keys: string[] = [];
     for (const [key, entry] of this.#lru.entries()) if (entry.state === 'value' && entry.value.revision > revision) keys.push(key);
     for (const key of keys) {
-      const tracked = this.#refs.get(key);
-      if (tracked) dropped.push({ ...tracked, hot: true });
+      if (this.#isTracked(key)) dropped.push({ ...variantOf(key), hot: true });
       this.#lru.delete(key);
     }
     return dropped;
@@ -459,7 +473,8 @@ export class ValueCache {
   /** Every cached or in-flight item under a namespace prefix (exact namespace when `exact`). */
   itemsUnder(prefix: string, exact = false): ItemRef[] {
     const out = new Map<string, ItemRef>();
-    for (const { ref } of this.#refs.values()) {
+    for (const key of this.#trackedKeys()) {
+      const { ref } = variantOf(key);
       const match = exact ? ref.namespace === prefix : prefix === '' || ref.namespace === prefix || ref.namespace.startsWith(`${prefix}/`);
       if (match) out.set(itemKey(ref), ref);
     }
@@ -470,7 +485,8 @@ export class ValueCache {
   variants(namespace?: string): Variant[] {
     const now = this.#options.clock.now();
     const out: Variant[] = [];
-    for (const [key, tracked] of this.#refs) {
+    for (const key of this.#trackedKeys()) {
+      const tracked = variantOf(key);
       if (namespace !== undefined && tracked.ref.namespace !== namespace) continue;
       const entry = this.#lru.peek(key);
       out.push({ ...tracked, hot: entry?.state === 'value' && now - entry.lastReadAt < HOT_WINDOW_MS });
@@ -494,14 +510,25 @@ export class ValueCache {
     return keys === undefined ? [] : typeof keys === 'string' ? [keys] : [...keys];
   }
 
-  #trackVariant(ref: ItemRef, env: string, key: string): void {
-    const item = itemKey(ref);
+  *#trackedKeys(): Generator<string> {
+    for (const keys of this.#variants.values()) {
+      if (typeof keys === 'string') yield keys;
+      else yield* keys;
+    }
+  }
+
+  #isTracked(key: string): boolean {
+    const keys = this.#variants.get(itemKeyOf(key));
+    return keys === key || (typeof keys === 'object' && keys.has(key));
+  }
+
+  #trackKey(key: string): void {
+    const item = itemKeyOf(key);
     const keys = this.#variants.get(item);
     if (keys === undefined) this.#variants.set(item, key);
     else if (typeof keys === 'string') {
       if (keys !== key) this.#variants.set(item, new Set([keys, key]));
     } else keys.add(key);
-    if (!this.#refs.has(key)) this.#refs.set(key, { ref, env });
   }
 
   #forgetIfIdle(key: string): void {
@@ -510,10 +537,7 @@ export class ValueCache {
 
   #forgetVariant(key: string): void {
     if (this.#flights.has(key)) return;
-    const tracked = this.#refs.get(key);
-    if (!tracked) return;
-    this.#refs.delete(key);
-    const item = itemKey(tracked.ref);
+    const item = itemKeyOf(key);
     const keys = this.#variants.get(item);
     if (keys === key) this.#variants.delete(item);
     else if (typeof keys === 'object') {
@@ -527,7 +551,6 @@ export class ValueCache {
     this.#flights.supersedeAll();
     this.#lru.clear();
     this.#variants.clear();
-    this.#refs.clear();
   }
 
   close(): void {

@@ -5,9 +5,9 @@
  * read API other agent modules (the file renderer) use: every read goes
  * through the cache, so it is coalesced and invalidated like an API read.
  */
-import { aadVersionOf, open, sealedFromWire, valueAad, zeroize } from '../shared/crypto.ts';
 import { AppError } from '../shared/errors.ts';
-import { mergePlaintexts } from '../shared/item-layers.ts';
+import { openLayers } from './layer-opener.ts';
+import type { RingRead, RingStore } from './ring-store.ts';
 import type { ItemRef } from '../shared/paths.ts';
 import { itemKey } from '../shared/paths.ts';
 import { KEY_VERSION_GONE, type DekStore } from './dek-store.ts';
@@ -58,40 +58,9 @@ function loadOnce(upstream: Upstream, deks: DekStore, gate?: FetchGate, observer
     if (envelope.namespace !== ref.namespace || envelope.name !== ref.name) {
       throw new AppError('upstream_error', 'The server answered for another item.');
     }
-    const plaintexts: Buffer[] = [];
-    let keysRefreshed = false;
-    try {
-      for (const layer of envelope.layers) {
-        // Both AAD layouts open during the server's re-seal migration; each layer names its own.
-        const aad = valueAad(
-          { namespace: ref.namespace, name: ref.name, version: layer.version, env: layer.env, kind: envelope.kind, keyId: layer.keyId, keyVersion: layer.keyVersion },
-          aadVersionOf(layer.aadVersion),
-        );
-        for (;;) {
-          const dek = await deks.key(ref.namespace, layer.keyId, layer.keyVersion, signal);
-          try {
-            plaintexts.push(open(dek, sealedFromWire(layer), aad));
-            break;
-          } catch (err) {
-            // Keys held from before a store reset or restore open nothing: fetch the namespace's keys once more.
-            if (!keysRefreshed && err instanceof AppError && err.code === 'decryption_failed') {
-              keysRefreshed = true;
-              deks.invalidate(ref.namespace);
-              continue;
-            }
-            observer?.decryptionFailed(ref);
-            throw err;
-          } finally {
-            zeroize(dek);
-          }
-        }
-      }
-      const plaintext = mergePlaintexts(envelope.kind, plaintexts);
-      observer?.fetched?.(ref, envelope.rollout, envelope.version);
-      return { kind: envelope.kind, version: envelope.version, revision: envelope.revision, etag: envelope.etag, plaintext } satisfies LoadedValue;
-    } finally {
-      zeroize(...plaintexts);
-    }
+    const plaintext = await openLayers(ref, envelope.kind, envelope.layers, deks, signal, () => observer?.decryptionFailed(ref));
+    observer?.fetched?.(ref, envelope.rollout, envelope.version);
+    return { kind: envelope.kind, version: envelope.version, revision: envelope.revision, etag: envelope.etag, plaintext } satisfies LoadedValue;
   };
 }
 
@@ -116,11 +85,18 @@ export interface ValueSource {
   read(ref: ItemRef, env?: string, signal?: AbortSignal): Promise<SourcedValue>;
   /** The agent's default environment. */
   readonly defaultEnv: string;
+  /** The item's key ring (issue 20); private copies the caller zero-fills (`releaseRing`). */
+  readRing(ref: ItemRef, env: string, signal?: AbortSignal): Promise<RingRead>;
 }
 
-export function createValueSource(cache: ValueCache, defaultEnv: string, allowed: (ref: ItemRef) => boolean): ValueSource {
+export function createValueSource(cache: ValueCache, defaultEnv: string, allowed: (ref: ItemRef) => boolean, rings?: RingStore): ValueSource {
   return {
     defaultEnv,
+    readRing(ref, env, signal) {
+      if (!allowed(ref)) return Promise.reject(new AppError('permission_denied', `${ref.namespace} is outside this agent's --prefix list.`));
+      if (!rings) return Promise.reject(new AppError('unavailable', 'This agent does not serve key rings.'));
+      return rings.read(ref, env, signal);
+    },
     async read(ref, env = defaultEnv, signal) {
       if (!allowed(ref)) throw new AppError('permission_denied', `${ref.namespace} is outside this agent's --prefix list.`);
       const result = await cache.read(ref, env, signal ? { signal } : {});

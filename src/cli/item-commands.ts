@@ -49,6 +49,8 @@ function registerPut(program: Command): void {
       .addOption(new Option('--kind <kind>', 'config or secret').choices(['config', 'secret']).default('config'))
       .addOption(new Option('--env <name>', `environment layer to write (the one \`get\` and the agent read by default)`).env(envNameFor('--env')).default(DEFAULT_ENV))
       .addOption(new Option('--file <file>', 'read the value from a file ("-" = stdin)'))
+      .addOption(new Option('--ring-grace <duration>', 'keep each version that stops being current readable this long (a key ring, e.g. 24h; 0s turns it off); kept with the item'))
+      .addOption(new Option('--revoke-previous', 'end the grace of every previous version at once (a compromised key)'))
       .addOption(new Option('--from-file <changes.yaml>', 'write the change set in this YAML/JSON file atomically (POST /v1/changes); see docs/SERVER.md')),
   )
     .addHelpText(
@@ -60,6 +62,8 @@ Examples:
   $ printf %s "$DB_PASSWORD" | config-sidecar put production/ml-service/db-password --kind secret --file -
   $ config-sidecar put production/ml-service/tls-key --kind secret --file ./tls.key --env prod
   $ config-sidecar put --from-file changes.yaml     # several items, committed together or not at all
+  $ config-sidecar put production/auth/signing-key --file jwk.json --ring-grace 24h   # verifiers keep the old key a day
+  $ config-sidecar put production/auth/signing-key --file jwk.json --revoke-previous  # the old key leaked: drop it now
 
 A change file lists up to 100 changes; a secret value can come from a file
 next to it (valueFile, read by the CLI), so it never sits in the YAML:
@@ -72,9 +76,11 @@ next to it (valueFile, read by the CLI), so it never sits in the YAML:
 Exit codes: 0 written, 1 refused, 2 bad usage, 3 server unreachable.`,
     )
     .action(
-      action(async (item: string | undefined, value: string | undefined, flags: ServerFlags & { kind: 'config' | 'secret'; env: string; file?: string; fromFile?: string; json?: boolean }) => {
+      action(async (item: string | undefined, value: string | undefined, flags: ServerFlags & { kind: 'config' | 'secret'; env: string; file?: string; fromFile?: string; json?: boolean; ringGrace?: string; revokePrevious?: boolean }) => {
+        const ring = { ...(flags.ringGrace === undefined ? {} : { ringGrace: flags.ringGrace }), ...(flags.revokePrevious ? { revokePrevious: true } : {}) };
         if (flags.fromFile !== undefined) {
           if (item !== undefined || flags.file) throw new CliError('--from-file writes the items listed in the file; give no item, value or --file with it', EXIT.usage);
+          if (Object.keys(ring).length > 0) throw new CliError('with --from-file, give ringGrace / revokePrevious per entry in the file', EXIT.usage);
           const { readChangeFile } = await import('./change-file.ts');
           const body = readChangeFile(flags.fromFile);
           const result = (await call(flags, 'POST', '/v1/changes', body)) as { revision?: number; items?: Array<{ item: string; version: number }> };
@@ -101,7 +107,7 @@ Exit codes: 0 written, 1 refused, 2 bad usage, 3 server unreachable.`,
             throw new CliError(`the config value is not JSON: ${text.slice(0, 60)} (quote strings: '"text"')`, EXIT.usage);
           }
         }
-        const result = await call(flags, 'PUT', `/v1/items/${path}?env=${encodeURIComponent(flags.env)}`, body);
+        const result = await call(flags, 'PUT', `/v1/items/${path}?env=${encodeURIComponent(flags.env)}`, { ...(body as object), ...ring });
         print(false, result, `wrote ${item} (${flags.env}) version ${String(result.version)}, revision ${String(result.revision)}`);
         const overriddenBy = Array.isArray(result.overriddenBy) ? (result.overriddenBy as string[]) : [];
         if (overriddenBy.length > 0) {
@@ -172,9 +178,11 @@ function registerRotate(program: Command): void {
       .command('rotate')
       .description('Rotate a namespace data key (online), or with --kek re-wrap every data key under a new KEK (offline).')
       .argument('[namespace]', 'namespace whose DEK to rotate')
+      .addOption(new Option('--retire-previous', 're-seal every version, history included, under the new key and destroy the older keys (online)'))
+      .addOption(new Option('--reseal-history', 'the same offline, on the store itself (stop the server first); every namespace when none is named'))
       .addOption(new Option('--kek', 're-wrap every DEK under a new KEK (stop the server first)'))
-      .addOption(new Option('--data-dir <dir>', 'store directory for --kek').env(envNameFor('--data-dir')).default('.config-sidecar/server'))
-      .addOption(new Option('--database-url <url>', 'PostgreSQL URL for --kek').env(envNameFor('--database-url')))
+      .addOption(new Option('--data-dir <dir>', 'store directory for --kek / --reseal-history').env(envNameFor('--data-dir')).default('.config-sidecar/server'))
+      .addOption(new Option('--database-url <url>', 'PostgreSQL URL for --kek / --reseal-history').env(envNameFor('--database-url')))
       .addOption(new Option('--kek-file <file>', 'the current KEK (or CONFIG_SIDECAR_KEK)').env(envNameFor('--kek-file')))
       .addOption(new Option('--new-kek-file <file>', 'the new KEK (or CONFIG_SIDECAR_NEW_KEK)').env(envNameFor('--new-kek-file'))),
   )
@@ -183,21 +191,30 @@ function registerRotate(program: Command): void {
       `
 Examples:
   $ config-sidecar rotate production/ml-service                 # new DEK version, values re-encrypted, KeyRotated streamed
+  $ config-sidecar rotate production/ml-service --retire-previous   # a key was exposed: history re-sealed, old keys destroyed
+  $ config-sidecar rotate --reseal-history --data-dir /var/lib/config-sidecar --kek-file server.kek   # the same offline, every namespace
   $ openssl rand -base64 32 > new.kek
   $ config-sidecar rotate --kek --data-dir /var/lib/config-sidecar --kek-file old.kek --new-kek-file new.kek
     # then restart the server with --kek-file new.kek (values are untouched; only wrapped DEKs change)`,
     )
     .action(
-      action(async (namespace: string | undefined, flags: ServerFlags & { kek?: boolean; dataDir: string; databaseUrl?: string; kekFile?: string; newKekFile?: string }) => {
+      action(async (namespace: string | undefined, flags: RotateFlags) => {
         if (flags.kek) {
           if (namespace) throw new CliError('--kek rotates the KEK of the whole store; drop the namespace argument', EXIT.usage);
+          if (flags.resealHistory || flags.retirePrevious) throw new CliError('--kek re-wraps keys; run --reseal-history (or --retire-previous) as its own command', EXIT.usage);
           await rotateKek(flags);
           return;
         }
-        if (!namespace) throw new CliError('name the namespace to rotate, or pass --kek', EXIT.usage);
+        if (flags.resealHistory) {
+          if (flags.retirePrevious) throw new CliError('--reseal-history already retires the previous keys (offline); give one of the two', EXIT.usage);
+          await resealHistory(namespace, flags);
+          return;
+        }
+        if (!namespace) throw new CliError('name the namespace to rotate, or pass --kek or --reseal-history', EXIT.usage);
         const path = namespace.split('/').map(encodeURIComponent).join('/');
-        const result = await call(flags, 'POST', `/v1/rotate/${path}`);
-        print(false, result, `rotated ${namespace}: key version ${String(result.keyVersion)}, revision ${String(result.revision)}`);
+        const result = await call(flags, 'POST', `/v1/rotate/${path}${flags.retirePrevious ? '?retire-previous=true' : ''}`);
+        const retired = Array.isArray(result.retiredVersions) ? `; retired key version(s) ${(result.retiredVersions as number[]).join(', ') || '(none)'}, ${String(result.resealed)} row(s) re-sealed` : '';
+        print(false, result, `rotated ${namespace}: key version ${String(result.keyVersion)}, revision ${String(result.revision)}${retired}`);
       }),
     );
 }
@@ -234,6 +251,32 @@ async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; ke
     storeAccess,
   });
   return { plane, kek };
+}
+
+interface RotateFlags extends ServerFlags {
+  kek?: boolean;
+  retirePrevious?: boolean;
+  resealHistory?: boolean;
+  dataDir: string;
+  databaseUrl?: string;
+  kekFile?: string;
+  newKekFile?: string;
+}
+
+/** `rotate --reseal-history`: the retire-previous rotation on the store itself, one namespace or every one. */
+async function resealHistory(namespace: string | undefined, flags: RotateFlags): Promise<void> {
+  const { plane } = await openLocalPlane(flags, { exclusive: true, create: false });
+  try {
+    const namespaces = namespace ? [namespace] : await plane.namespacesWithKeys();
+    for (const ns of namespaces) {
+      const result = await plane.rotateNamespace(ns, 'cli:rotate --reseal-history', { retirePrevious: true });
+      await plane.audit({ subject: 'cli:rotate --reseal-history', action: 'rotate', target: ns, outcome: 'ok', detail: `keyVersion=${result.keyVersion} retired=${(result.retiredVersions ?? []).join(',') || 'none'} resealed=${result.resealed ?? 0}` });
+      process.stdout.write(`re-sealed ${ns}: key version ${result.keyVersion}, ${result.resealed ?? 0} row(s); destroyed key version(s) ${(result.retiredVersions ?? []).join(', ') || '(none)'}\n`);
+    }
+    if (namespaces.length === 0) process.stdout.write('the store has no data keys yet; nothing to re-seal\n');
+  } finally {
+    await plane.close();
+  }
 }
 
 async function rotateKek(flags: { dataDir: string; databaseUrl?: string; kekFile?: string; newKekFile?: string }): Promise<void> {

@@ -8,7 +8,7 @@
 import { CURRENT_AAD_VERSION, open as openSealed, seal, sealedFromWire, sealedToWire, valueAad, zeroize, type ValueIdentity } from '../shared/crypto.ts';
 import { AppError, describeError } from '../shared/errors.ts';
 import { itemKey, parseItemPath, SEGMENT_RE, validateName, validateNamespace, validatePrefix, type ItemRef } from '../shared/paths.ts';
-import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
+import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, KeyAgeView, ListResponse, PutItemResponse, RotateResponse } from '../shared/protocol.ts';
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
 import type { Milliseconds } from '../shared/units.ts';
@@ -628,6 +628,10 @@ class ControlPlaneImpl implements ControlPlane {
     return result;
   }
 
+  async namespacesWithKeys(): Promise<string[]> {
+    return (await this.#store.read((r) => r.currentDeks())).map((row) => row.namespace);
+  }
+
   async rotateDueKeys(actor: string): Promise<RotateResponse[]> {
     const cutoff = this.#now - this.#options.keyMaxAge;
     const due = (await this.#store.read((r) => r.currentDeks())).filter((row) => row.createdAt <= cutoff);
@@ -905,6 +909,20 @@ class ControlPlaneImpl implements ControlPlane {
   async candidateItem(refIn: ItemRef, env: string, rolloutId: string): Promise<ItemValue> {
     const ref = checkRef(refIn);
     return this.#valueOf(ref, env, await this.#candidateResolved(ref, env, rolloutId));
+  }
+
+  async keyAges(): Promise<KeyAgeView[]> {
+    const now = this.#now;
+    const rows = await this.#store.read((r) => r.currentDeks());
+    return rows
+      .map((row) => ({
+        namespace: row.namespace,
+        version: row.version,
+        createdAt: new Date(row.createdAt).toISOString(),
+        ageSeconds: Math.max(0, Math.floor((now - row.createdAt) / 1000)),
+        rotationDueAt: new Date(row.createdAt + this.#options.keyMaxAge).toISOString(),
+      }))
+      .sort((a, b) => (a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : 0));
   }
 
   // --- event log ---------------------------------------------------------------------

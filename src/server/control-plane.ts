@@ -10,6 +10,7 @@
 import type { ItemRef } from '../shared/paths.ts';
 import type {
   ChangeSetResponse,
+  KeyAgeView,
   EnvelopeResponse,
   HistoryResponse,
   ItemKind,
@@ -177,6 +178,8 @@ export interface ControlPlane {
 
   /** New DEK version; re-encrypts the namespace's current versions in one transaction; appends KeyRotated. */
   rotateNamespace(namespace: string, actor: string, options?: RotateOptions): Promise<RotateResponse>;
+  /** Every namespace that has a data key (offline re-seal of the whole store). */
+  namespacesWithKeys(): Promise<string[]>;
   /** Rotates every namespace whose current DEK is older than keyMaxAge. */
   rotateDueKeys(actor: string): Promise<RotateResponse[]>;
   /** Re-wraps every DEK under `next` without touching values. */
@@ -184,6 +187,8 @@ export interface ControlPlane {
 
   getEnvelope(ref: ItemRef, env: string): Promise<EnvelopeResponse>;
   getDeks(namespace: string): Promise<DekSet>;
+  /** The current data key of every namespace: version and age, never the key. */
+  keyAges(): Promise<KeyAgeView[]>;
 
   currentRevision(): Promise<number>;
   /** The oldest revision a resume may name (since_revision >= this - 1 replays fully). */

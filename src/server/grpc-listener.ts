@@ -7,12 +7,29 @@
  * the first-call timeout is closed, so idle or handshake-only floods cannot hold the slots
  * agents need. TLS is done by grpc-js on the injected socket, so certificate
  * reloads (tls-files.ts) keep working.
+ *
+ * Its HTTP/2 settings are sized for what agents do: one long stream of small
+ * server messages and one small request per connection (GRPC_HTTP2_SETTINGS).
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import { limitConnections } from '../shared/connection-limit.ts';
 import type { Milliseconds } from '../shared/units.ts';
+
+/**
+ * HTTP/2 settings the server announces. No header compression table (agents
+ * send one request's headers per connection, so a table would only hold a
+ * copy of each agent's token for the connection's life), a receive window and
+ * header list sized for small requests (a Watch or Report message, a
+ * service-account JWT). What the server sends is governed by the agent's
+ * settings.
+ */
+export const GRPC_HTTP2_SETTINGS = {
+  headerTableSize: 0,
+  initialWindowSize: 16 * 1024,
+  maxHeaderListSize: 16 * 1024,
+} as const;
 
 export type GrpcShedReason = 'oldest_pending' | 'full' | 'first_call_timeout';
 
@@ -69,7 +86,21 @@ export function createCallTracker(): CallTracker {
   };
 }
 
+/**
+ * grpc-js has no option for HTTP/2 settings beyond max concurrent streams;
+ * its server passes one options object to every http2 server it creates
+ * (from createConnectionInjector too), so the settings go there. A grpc-js
+ * without that object gets its defaults; the listener test reads the
+ * settings a client receives, so that would not go unnoticed.
+ */
+function applyHttp2Settings(server: grpc.Server): void {
+  const internal = server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> } };
+  if (typeof internal.commonServerOptions !== 'object') return;
+  internal.commonServerOptions.settings = { ...internal.commonServerOptions.settings, ...GRPC_HTTP2_SETTINGS };
+}
+
 export function createGrpcListener(options: GrpcListenerOptions, tracker: CallTracker): GrpcListener {
+  applyHttp2Settings(options.grpcServer);
   const injector = options.grpcServer.createConnectionInjector(options.credentials);
   const server = createServer();
   const waiting = new Map<string, { readonly socket: Socket; readonly timer: TimerHandle }>();

@@ -27,6 +27,7 @@ import { startAuditUpkeep } from './audit-upkeep.ts';
 import { createRefusalAudit } from './refusal-audit.ts';
 import { createCallTracker, createGrpcListener } from './grpc-listener.ts';
 import { createRestServer } from './rest/rest-server.ts';
+import { loadStatusPage } from './rest/status-page.ts';
 import type { ServerSettings } from './settings.ts';
 import { insecureGrpcCredentials, TlsSource, type TlsPair } from './tls-files.ts';
 import { createWatchService } from './watch/watch-service.ts';
@@ -113,6 +114,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const auditUpkeep = startAuditUpkeep({ controlPlane, clock, logger, metrics, retainAge: settings.auditRetainAge, maxRows: settings.auditMaxRows });
     closers.push(() => auditUpkeep.close());
     const openapi = await readFile(OPENAPI_URL);
+    const statusPage = await loadStatusPage();
     const agents = new AgentRegistry({
       table: controlPlane.agentReports,
       clock,
@@ -143,6 +145,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
         refusals,
         maxBody: settings.maxBody,
         openapi,
+        statusPage,
         logger,
         agents,
         rollouts,
@@ -181,6 +184,8 @@ export async function startServer(settings: ServerSettings, options: StartOption
       'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
       'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
       'grpc.keepalive_permit_without_calls': 1,
+      // Channelz keeps per-connection and per-call trackers nobody reads here (~1.4 KiB per agent).
+      'grpc.enable_channelz': 0,
     });
     grpcServer.addService(watch.definition, calls.track(watch.implementation));
     const fleet = createReportService({ registry: agents, authenticator, logger, metrics });

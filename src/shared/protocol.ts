@@ -250,6 +250,22 @@ export const deksResponse = z.object({
 });
 export type DeksResponse = z.infer<typeof deksResponse>;
 
+// --- GET /v1/keys: data-key ages (metadata only, never key material) ------
+/** One namespace's current data key, as the status page and `rotate` planning see it. */
+export interface KeyAgeView {
+  readonly namespace: string;
+  readonly version: number;
+  readonly createdAt: string;
+  readonly ageSeconds: number;
+  /** When the age policy (--key-max-age) rotates it. */
+  readonly rotationDueAt: string;
+}
+
+/** GET /v1/keys: the namespaces the caller may `list`, in name order. */
+export interface KeysResponse {
+  readonly keys: readonly KeyAgeView[];
+}
+
 // --- errors --------------------------------------------------------------
 export const errorResponse = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 

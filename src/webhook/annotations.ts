@@ -103,6 +103,19 @@ export const ANNOTATIONS = {
     values: 'a Kubernetes memory quantity, e.g. "16Mi"',
     default: '"16Mi"',
   },
+  snapshot: {
+    key: `${ANNOTATION_PREFIX}snapshot`,
+    meaning:
+      "Warm restart: the agent keeps an encrypted snapshot of what it serves in an agent-private in-memory volume (its --snapshot-dir, not mounted into app containers) and serves it, stale-marked, when it restarts while the server is unreachable.",
+    values: '"true" or "false"',
+    default: '"true"',
+  },
+  snapshotSizeLimit: {
+    key: `${ANNOTATION_PREFIX}snapshot-size-limit`,
+    meaning: "sizeLimit of the agent-private in-memory snapshot volume (it counts against the pod's memory; the agent's memory budget includes it).",
+    values: 'a Kubernetes memory quantity, e.g. "32Mi"',
+    default: '"32Mi"',
+  },
   cacheTtl: {
     key: `${ANNOTATION_PREFIX}cache-ttl`,
     meaning: "The agent's cache TTL (its --cache-ttl), a backstop for lost events.",
@@ -156,6 +169,8 @@ export const DEFAULT_CPU_LIMIT = '200m';
 export const DEFAULT_MEMORY_REQUEST = '128Mi';
 export const DEFAULT_MEMORY_LIMIT = '256Mi';
 export const DEFAULT_FILES_SIZE_LIMIT = '16Mi';
+/** The snapshot holds at most the cached plaintext, twice while a new one replaces the old. */
+export const DEFAULT_SNAPSHOT_SIZE_LIMIT = '32Mi';
 export const DEFAULT_CONFIG_MAP_KEY = 'agent.yaml';
 export const DEFAULT_HTTP_PORT = 8430;
 export const DEFAULT_ADMIN_PORT = 8431;
@@ -173,6 +188,9 @@ export interface InjectionSpec {
   readonly memoryRequest: string;
   readonly memoryLimit: string;
   readonly filesSizeLimit: string;
+  /** Warm restart from an agent-private in-memory snapshot volume. */
+  readonly snapshot: boolean;
+  readonly snapshotSizeLimit: string;
   readonly cacheTtl: string | undefined;
   readonly maxStale: string | undefined;
   readonly httpPort: number;
@@ -275,6 +293,8 @@ const FIELD_CHECKS: Partial<Record<AnnotationName, (value: string) => string | u
   memoryRequest: (value) => quantity(value, 'memory'),
   memoryLimit: (value) => quantity(value, 'memory'),
   filesSizeLimit: (value) => quantity(value, 'memory'),
+  snapshot: (value) => (value === 'true' || value === 'false' ? undefined : `"${value}" is not allowed`),
+  snapshotSizeLimit: (value) => quantity(value, 'memory'),
   cacheTtl: duration,
   maxStale: duration,
   httpPort: port,
@@ -350,6 +370,8 @@ export function parseInjectionSpec(annotations: Annotations, defaults: Annotatio
     memoryRequest: a.memoryRequest ?? DEFAULT_MEMORY_REQUEST,
     memoryLimit: a.memoryLimit ?? DEFAULT_MEMORY_LIMIT,
     filesSizeLimit: a.filesSizeLimit ?? DEFAULT_FILES_SIZE_LIMIT,
+    snapshot: a.snapshot !== 'false',
+    snapshotSizeLimit: a.snapshotSizeLimit ?? DEFAULT_SNAPSHOT_SIZE_LIMIT,
     cacheTtl: a.cacheTtl,
     maxStale: a.maxStale,
     httpPort: a.httpPort === undefined ? DEFAULT_HTTP_PORT : Number(a.httpPort),

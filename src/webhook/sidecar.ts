@@ -16,6 +16,7 @@ export const VOLUMES = {
   files: 'config-sidecar-files',
   token: 'config-sidecar-token',
   config: 'config-sidecar-config',
+  snapshot: 'config-sidecar-snapshot',
 } as const;
 
 /** Paths inside the containers (the agent's defaults, so its flags and the docs agree). */
@@ -25,6 +26,8 @@ export const PATHS = {
   filesDir: '/config-sidecar/files',
   tokenDir: '/var/run/secrets/config-sidecar.io/serviceaccount',
   configDir: '/etc/config-sidecar/agent',
+  /** The agent's alone: the sealed snapshot and its key (never mounted into app containers). */
+  snapshotDir: '/config-sidecar/snapshot',
 } as const;
 
 export const SOCKET_ENV = 'CONFIG_SIDECAR_SOCKET';
@@ -70,6 +73,7 @@ export function agentArgs(spec: InjectionSpec, settings: InjectorSettings): stri
     `--files-dir=${PATHS.filesDir}`,
   );
   if (spec.configMap) args.push(`--config=${PATHS.configDir}/${spec.configMapKey}`);
+  if (spec.snapshot) args.push(`--snapshot-dir=${PATHS.snapshotDir}`);
   if (spec.cacheTtl) args.push(`--cache-ttl=${spec.cacheTtl}`);
   if (spec.maxStale) args.push(`--max-stale=${spec.maxStale}`);
   if (spec.appHealthUrl) args.push(`--app-health-url=${spec.appHealthUrl}`);
@@ -83,6 +87,7 @@ export function sidecarContainer(spec: InjectionSpec, settings: InjectorSettings
     { name: VOLUMES.token, mountPath: PATHS.tokenDir, readOnly: true },
   ];
   if (spec.configMap) mounts.push({ name: VOLUMES.config, mountPath: PATHS.configDir, readOnly: true });
+  if (spec.snapshot) mounts.push({ name: VOLUMES.snapshot, mountPath: PATHS.snapshotDir });
   const probe = (path: string) => ({ httpGet: { path, port: spec.adminPort, scheme: 'HTTP' } });
   return {
     name: SIDECAR_NAME,
@@ -138,6 +143,10 @@ export function sidecarVolumes(spec: InjectionSpec, settings: InjectorSettings):
   if (spec.configMap) {
     // A whole-directory mount (never subPath) so the kubelet's atomic swap reaches the agent's watcher.
     volumes.push({ name: VOLUMES.config, configMap: { name: spec.configMap, defaultMode: READ_ONLY_MODE } });
+  }
+  if (spec.snapshot) {
+    // Memory-backed so decrypted-then-resealed values and their key never reach the node's disk; the agent's alone.
+    volumes.push({ name: VOLUMES.snapshot, emptyDir: { medium: 'Memory', sizeLimit: spec.snapshotSizeLimit } });
   }
   return volumes;
 }

@@ -154,6 +154,7 @@ export class World {
     this.epoch = this.#newEpoch(undefined, []);
     const upstream: Upstream = {
       fetchEnvelope: () => Promise.reject(new Error('unused')),
+      fetchRingEnvelope: () => Promise.reject(new Error('unused')),
       fetchDeks: async (namespace, publicKey) => this.epoch.keyring.fetchDeks(namespace, publicKey),
       close: async () => {},
     };

@@ -32,31 +32,37 @@ export interface CachedValue extends LoadedValue {
   readonly fetchedAt: Milliseconds;
   /** ETag of the raw representation (`etag` is the JSON one's), derived once at store time. */
   readonly rawEtag: string;
-  /** Lease count: a value being written to a socket is zero-filled only once released. */
-  readonly life: { leases: number; dropped: boolean };
+  /**
+   * Responses being written from the buffers: a dropped value is zero-filled
+   * only once this is back to 0. On the value itself rather than in an object
+   * of its own: one object less per entry.
+   */
+  leases: number;
+  /** The cache let go of the value (its buffers are zero-filled once no lease is left). */
+  dropped: boolean;
 }
 
 /** Holds a value's buffers while a response is written from them. */
 export function retain(value: CachedValue): void {
-  value.life.leases += 1;
+  value.leases += 1;
 }
 
 /** Ends a `retain`; zero-fills the buffers if the cache dropped the value meanwhile. */
 export function release(value: CachedValue): void {
-  value.life.leases -= 1;
-  if (value.life.leases === 0 && value.life.dropped) zeroize(value.plaintext, value.json);
+  value.leases -= 1;
+  if (value.leases === 0 && value.dropped) zeroize(value.plaintext, value.json);
 }
 
 /** The cache lets go of a value: zero-fill now, or when its last lease ends. */
 export function drop(value: CachedValue): void {
-  if (value.life.dropped) return;
-  value.life.dropped = true;
-  if (value.life.leases === 0) zeroize(value.plaintext, value.json);
+  if (value.dropped) return;
+  value.dropped = true;
+  if (value.leases === 0) zeroize(value.plaintext, value.json);
 }
 
 /** True once the value's bytes are gone (dropped with no lease left). */
 export function isZeroed(value: CachedValue): boolean {
-  return value.life.dropped && value.life.leases === 0;
+  return value.dropped && value.leases === 0;
 }
 
 function renderJson(ref: ItemRef, env: string, loaded: LoadedValue): Buffer {
@@ -133,6 +139,7 @@ export function toCachedValue(ref: ItemRef, env: string, loaded: LoadedValue, fe
     json,
     rawEtag: rawEtag(loaded.etag),
     fetchedAt,
-    life: { leases: 0, dropped: false },
+    leases: 0,
+    dropped: false,
   };
 }

@@ -23,7 +23,7 @@ export const DEFAULT_FILES_DIR = '/config-sidecar/files';
 /** Readable by the agent and the group it shares with the app containers, nobody else. */
 export const DEFAULT_FILE_MODE = 0o440;
 /** The formats a file can be rendered in; see docs/FILES.md for each rule. */
-export const FILE_FORMATS = ['raw', 'json', 'yaml', 'env', 'properties', 'pem'] as const;
+export const FILE_FORMATS = ['raw', 'json', 'yaml', 'env', 'properties', 'pem', 'jwks', 'pem-bundle'] as const;
 export type FileFormat = (typeof FILE_FORMATS)[number];
 /** Deep destinations are legal but a typo like `a/b/c/d/e/f/g/h/i` is not useful. */
 const MAX_PATH_SEGMENTS = 8;
@@ -187,7 +187,9 @@ export const fileSpecSchema = z
       }
       seen.set(item.as, index);
     });
-    if (spec.template !== undefined) {
+    if (spec.template !== undefined && (spec.format === 'jwks' || spec.format === 'pem-bundle')) {
+      ctx.addIssue({ code: 'custom', path: ['template'], message: `format ${spec.format} renders key rings and takes no template` });
+    } else if (spec.template !== undefined) {
       const tp = templateProblem(spec.template);
       if (tp) ctx.addIssue({ code: 'custom', path: ['template'], message: tp });
     } else if (spec.format === 'raw' && spec.items.length > 1) {

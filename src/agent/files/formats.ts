@@ -14,6 +14,7 @@
 import Mustache from 'mustache';
 import { stringify as yamlStringify } from 'yaml';
 import type { FileFormat, FileSpec } from './file-spec.ts';
+import { renderRing } from './ring-formats.ts';
 
 /** A decrypted value as the agent's cache holds it. */
 export interface ItemValue {
@@ -21,6 +22,8 @@ export interface ItemValue {
   /** Config: the merged value as JSON text. Secret: the raw bytes. */
   readonly value: Buffer;
   readonly version: number;
+  /** Formats that read key rings (jwks, pem-bundle): the previous versions within their grace, newest first. */
+  readonly previous?: readonly ItemValue[] | undefined;
 }
 
 export type RenderFailure = 'missing_item' | 'missing_key' | 'unrepresentable' | 'not_pem' | 'binary' | 'template';
@@ -316,6 +319,8 @@ function templateEscape(format: FileFormat, name: () => string): (value: unknown
         return t.trim();
       };
     case 'raw':
+    case 'jwks':
+    case 'pem-bundle':
       return text;
   }
 }
@@ -353,6 +358,15 @@ export function renderFile(spec: FileSpec, values: ReadonlyMap<string, ItemValue
     if (!values.has(item.as)) {
       throw new FileRenderError('missing_item', `item ${item.namespace}/${item.name}${item.env ? ` (env ${item.env})` : ''} is not available`);
     }
+  }
+  if (spec.format === 'jwks' || spec.format === 'pem-bundle') {
+    return renderRing(
+      spec.format,
+      spec.items.map((item) => {
+        const value = values.get(item.as) as ItemValue;
+        return { label: `${item.namespace}/${item.name}`, current: value, previous: value.previous ?? [] };
+      }),
+    );
   }
   if (spec.template === undefined && spec.format === 'raw') {
     const only = values.get((spec.items[0] as { as: string }).as) as ItemValue;

@@ -35,6 +35,7 @@ import { fileMetrics, type FileMetrics } from './file-metrics.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, parseFileSpecs, type FileSpec } from './file-spec.ts';
 import { FileRenderError, renderFile, type ItemValue } from './formats.ts';
 import { ReloadHooks, type ReloadHook } from './reload-hook.ts';
+import { isRingFormat } from './ring-formats.ts';
 
 /** First retry of a failed file; doubles up to the cap (full jitter, shared/backoff.ts). */
 export const RETRY_BASE_MS = 500;
@@ -45,6 +46,21 @@ export interface FilesValueSource {
   readonly defaultEnv: string;
   /** Resolves a private copy of the plaintext; the renderer zero-fills it after use. */
   read(ref: ItemRef, env?: string, signal?: AbortSignal): Promise<{ readonly kind: 'config' | 'secret'; readonly version: number; readonly plaintext: Buffer }>;
+  /** The item's key ring, for the ring formats (jwks, pem-bundle); private copies the renderer zero-fills. */
+  readRing?(ref: ItemRef, env: string, signal?: AbortSignal): Promise<RingSourced>;
+}
+
+/** A key ring as the renderer reads it. */
+export interface RingSourced {
+  readonly kind: 'config' | 'secret';
+  readonly current: { readonly version: number; readonly plaintext: Buffer };
+  readonly previous: ReadonlyArray<{ readonly version: number; readonly plaintext: Buffer }>;
+}
+
+/** Zero-fills a value read for rendering, its ring members included. */
+function wipe(v: ItemValue): void {
+  v.value.fill(0);
+  for (const p of v.previous ?? []) p.value.fill(0);
 }
 
 /** The applied-events hub as the renderer uses it. */
@@ -92,6 +108,11 @@ interface FileState {
 
 function specKey(spec: FileSpec): string {
   return JSON.stringify(spec);
+}
+
+/** Ring formats read the item's ring, under its own key. */
+function valueKey(spec: FileSpec, ref: ItemRef, env: string): string {
+  return isRingFormat(spec.format) ? `ring\u0000${readKey(ref, env)}` : readKey(ref, env);
 }
 
 function readKey(ref: ItemRef, env: string): string {
@@ -313,17 +334,24 @@ export class FileRenderer {
 
   /** Reads every item the dirty files need once, so files fed by one item see one value. */
   async #readAll(states: readonly FileState[]): Promise<Map<string, ItemValue | Error>> {
-    const wanted = new Map<string, { ref: ItemRef; env: string }>();
+    const wanted = new Map<string, { ref: ItemRef; env: string; ring: boolean }>();
     for (const state of states) {
       for (const item of state.spec.items) {
         const env = item.env ?? this.#values.defaultEnv;
-        wanted.set(readKey(item, env), { ref: { namespace: item.namespace, name: item.name }, env });
+        wanted.set(valueKey(state.spec, item, env), { ref: { namespace: item.namespace, name: item.name }, env, ring: isRingFormat(state.spec.format) });
       }
     }
     const out = new Map<string, ItemValue | Error>();
     await Promise.all(
-      [...wanted].map(async ([key, { ref, env }]) => {
+      [...wanted].map(async ([key, { ref, env, ring }]) => {
         try {
+          if (ring) {
+            if (!this.#values.readRing) throw new AppError('unavailable', 'this agent cannot read key rings');
+            const r = await this.#values.readRing(ref, env, this.#abort.signal);
+            const previous = r.previous.map((p) => ({ kind: r.kind, version: p.version, value: p.plaintext }));
+            out.set(key, { kind: r.kind, version: r.current.version, value: r.current.plaintext, previous });
+            return;
+          }
           const v = await this.#values.read(ref, env, this.#abort.signal);
           out.set(key, { kind: v.kind, version: v.version, value: v.plaintext });
         } catch (err) {
@@ -337,7 +365,7 @@ export class FileRenderer {
   #render(state: FileState, values: Map<string, ItemValue | Error>): Buffer {
     const byName = new Map<string, ItemValue>();
     for (const item of state.spec.items) {
-      const v = values.get(readKey(item, item.env ?? this.#values.defaultEnv));
+      const v = values.get(valueKey(state.spec, item, item.env ?? this.#values.defaultEnv));
       if (v instanceof Error) {
         const code = v instanceof AppError ? v.code : 'error';
         throw new FileRenderError('missing_item', `item ${item.namespace}/${item.name} could not be read (${code}): ${v.message}`);
@@ -353,7 +381,7 @@ export class FileRenderer {
     // An event for these files landed while their items were being read: the values may straddle it
     // (one item before, another after), so they are all read again rather than published side by side.
     if (this.#stopped || paths.some((path) => this.#dirty.has(path))) {
-      for (const v of values.values()) if (!(v instanceof Error)) v.value.fill(0);
+      for (const v of values.values()) if (!(v instanceof Error)) wipe(v);
       if (!this.#stopped) {
         this.#eventTimes = [...eventTimes, ...this.#eventTimes];
         // The whole batch is read again: a file the new event did not touch was still not published.
@@ -383,7 +411,7 @@ export class FileRenderer {
         candidates.set(state.spec.path, bytes);
       }
     } finally {
-      for (const v of values.values()) if (!(v instanceof Error)) v.value.fill(0);
+      for (const v of values.values()) if (!(v instanceof Error)) wipe(v);
     }
 
     if (candidates.size === 0 && !this.#publishNeeded) {

@@ -81,10 +81,17 @@ export async function writeSnapshotFile(dir: string, chunks: AsyncIterable<Buffe
   let bytes = 0;
   try {
     for await (const chunk of chunks) {
-      await handle.write(chunk);
+      // A full volume can take part of a chunk without an error: write the rest, and a write that takes nothing is the error.
+      for (let offset = 0; offset < chunk.length; ) {
+        const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset);
+        if (bytesWritten <= 0) throw Object.assign(new Error(`short write to ${temp} (volume full?)`), { code: 'ENOSPC' });
+        offset += bytesWritten;
+      }
       bytes += chunk.length;
     }
     await handle.sync();
+    const written = (await handle.stat()).size;
+    if (written !== bytes) throw Object.assign(new Error(`${temp} holds ${written} of ${bytes} bytes (volume full?)`), { code: 'ENOSPC' });
   } catch (err) {
     await handle.close();
     await rm(temp, { force: true });

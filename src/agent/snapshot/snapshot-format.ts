@@ -72,9 +72,11 @@ export function scopeOf(prefixes: readonly string[], env: string): string {
   return JSON.stringify({ env, prefixes: [...prefixes].sort() });
 }
 
-function metaOf(value: SnapshotValue): Buffer {
+type SealedValue = Pick<SnapshotValue, 'namespace' | 'name' | 'env' | 'kind' | 'version' | 'revision' | 'etag' | 'plaintext'>;
+
+function metaOf(value: SealedValue): string {
   const { namespace, name, env, kind, version, revision, etag } = value;
-  return Buffer.from(JSON.stringify({ namespace, name, env, kind, version, revision, etag }));
+  return JSON.stringify({ namespace, name, env, kind, version, revision, etag });
 }
 
 function u32(n: number): Buffer {
@@ -84,22 +86,18 @@ function u32(n: number): Buffer {
 }
 
 /**
- * Seals a snapshot as a stream: `head()` first, one `record()` per value,
- * `end()` last. The metadata of every value is encoded up front (to size the
- * body for the header); plaintext is read only when its record is sealed.
+ * Seals a snapshot as a stream: `head()` first, `record()` for each value in
+ * the order given to the constructor, `end()` last. The body is sized up
+ * front for the header (metadata measured, not kept); plaintext is read only
+ * when its record is sealed.
  */
 export class SnapshotSealer {
   readonly #cipher: CipherGCM;
   readonly #head: Buffer;
-  readonly #metas: Buffer[];
-  #next = 0;
 
-  constructor(key: Buffer, fields: { scope: string; takenAt: Milliseconds; position: LogPosition }, values: readonly Pick<SnapshotValue, 'namespace' | 'name' | 'env' | 'kind' | 'version' | 'revision' | 'etag' | 'plaintext'>[]) {
-    this.#metas = values.map((value) => metaOf(value));
+  constructor(key: Buffer, fields: { scope: string; takenAt: Milliseconds; position: LogPosition }, values: readonly SealedValue[]) {
     let bodyBytes = 0;
-    values.forEach((value, i) => {
-      bodyBytes += 2 * U32 + (this.#metas[i]?.length ?? 0) + value.plaintext.length;
-    });
+    for (const value of values) bodyBytes += 2 * U32 + Buffer.byteLength(metaOf(value)) + value.plaintext.length;
     const header: SnapshotHeader = { v: FORMAT_VERSION, keyId: keyIdOf(key), scope: fields.scope, takenAt: fields.takenAt, position: fields.position, values: values.length, bodyBytes };
     const headerBytes = Buffer.from(JSON.stringify(header));
     const aad = Buffer.concat([MAGIC, u32(headerBytes.length), headerBytes]);
@@ -114,8 +112,8 @@ export class SnapshotSealer {
   }
 
   /** The ciphertext of the next value's record; the plaintext is only read, never copied. */
-  record(value: Pick<SnapshotValue, 'plaintext'>): Buffer {
-    const meta = this.#metas[this.#next++] ?? Buffer.alloc(0);
+  record(value: SealedValue): Buffer {
+    const meta = Buffer.from(metaOf(value));
     return Buffer.concat([this.#cipher.update(u32(meta.length)), this.#cipher.update(meta), this.#cipher.update(u32(value.plaintext.length)), this.#cipher.update(value.plaintext)]);
   }
 

@@ -20,6 +20,7 @@ import {
   type DeksResponse,
   type HistoryResponse,
   type ItemKind,
+  type KeysResponse,
 } from '../../shared/protocol.ts';
 import { dekWrapper, generateEphemeralKeyPair, parseTransportPublicKey, zeroize } from '../../shared/crypto.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -33,6 +34,7 @@ import type { AgentRegistry } from '../fleet/agent-registry.ts';
 import type { RefusalAudit } from '../refusal-audit.ts';
 import type { RolloutService } from '../rollouts/rollout-service.ts';
 import { actOnRollout, candidateEnvelope, candidateItem, envelopeRollout, getRollout, listRollouts, startRollout } from './rollout-handler.ts';
+import { statusPageResult, type StatusPage } from './status-page.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
 import { ringWriteOf, type RingWrite } from '../../shared/ring-proto.ts';
 import { ringJson } from '../../shared/ring-json.ts';
@@ -46,6 +48,8 @@ export interface RestDeps {
   readonly refusals: RefusalAudit;
   readonly maxBody: Bytes;
   readonly openapi: Buffer;
+  /** The status page's files (GET /ui/); absent in unit tests that do not need it. */
+  readonly statusPage?: StatusPage;
   readonly logger: Logger;
   /** The fleet view (GET /v1/agents); absent in unit tests that do not need it. */
   readonly agents?: AgentRegistry;
@@ -88,10 +92,12 @@ export function parseBody<S extends z.ZodType>(schema: S, raw: unknown): z.infer
 function targetOf(route: Route): string {
   switch (route.op) {
     case 'openapi':
+    case 'statusPage':
     case 'changes':
     case 'agents':
     case 'rollouts':
     case 'rolloutStart':
+    case 'keys':
       return '';
     case 'rollout':
     case 'rolloutAction':
@@ -127,6 +133,10 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   if (route.op === 'openapi') {
     return { status: 200, raw: deps.openapi };
   }
+  if (route.op === 'statusPage') {
+    if (!deps.statusPage) throw new AppError('not_found', 'This server does not serve the status page.');
+    return statusPageResult(deps.statusPage, method, route.asset, req.headers['if-none-match']);
+  }
   let principal: Principal;
   try {
     principal = await deps.authenticator.authenticate(req.headers.authorization);
@@ -146,6 +156,7 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   if (route.op === 'rolloutStart') return startRollout(req, deps, principal);
   if (route.op === 'rollout') return getRollout(route.id, deps, principal);
   if (route.op === 'rolloutAction') return actOnRollout(route.id, route.action, deps, principal);
+  if (route.op === 'keys') return listKeyAges(deps, principal);
   const action = ROUTE_ACTION[route.op];
   if (!deps.policy().allows(principal.identity, action, namespaceOf(route))) {
     await deps.refusals.record({ subject: principal.subject, action: 'denied', target: targetOf(route), outcome: 'denied', detail: `${action} ${route.op}` });
@@ -332,7 +343,25 @@ async function listAgents(deps: RestDeps, principal: Principal): Promise<RestRes
   }
   if (!deps.agents) throw new AppError('unavailable', 'The fleet view is not enabled on this server.');
   const view = await deps.agents.list((row) => row.prefixes.some((prefix) => policy.allows(principal.identity, 'agents:read', prefix)));
-  return { status: 200, headers: { 'cache-control': 'no-store' }, body: view };
+  return { status: 200, body: view };
+}
+
+/**
+ * GET /v1/keys: the age of each namespace's current data key (metadata, never
+ * key material), for the namespaces the caller may `list`; like the fleet
+ * view, a caller that may list nothing anywhere is refused rather than shown
+ * an empty page.
+ */
+async function listKeyAges(deps: RestDeps, principal: Principal): Promise<RestResult> {
+  const policy = deps.policy();
+  const { subject } = principal;
+  if (!policy.holdsAnywhere(principal.identity, 'list')) {
+    await audit(deps, subject, 'denied', '', 'denied', 'list keys');
+    throw new AppError('permission_denied', `${subject} may not see key ages; grant the list action on the namespaces whose keys it may see.`);
+  }
+  const keys = (await deps.controlPlane.keyAges()).filter((k) => policy.allows(principal.identity, 'list', k.namespace));
+  const body: KeysResponse = { keys };
+  return { status: 200, body };
 }
 
 function ringDetail(ring: RingWrite | undefined): string {

@@ -23,6 +23,17 @@ const HEADERS_TIMEOUT_MS = 10_000;
 /** A TLS client that has not finished its handshake by then is dropped. */
 const TLS_HANDSHAKE_TIMEOUT_MS = 5_000;
 
+/**
+ * API answers (JSON, some holding secret values) are never stored by a cache
+ * or browser, never sniffed into another type, and render nothing if opened
+ * in a browser tab.
+ */
+const API_HEADERS: Readonly<Record<string, string>> = {
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+};
+
 export interface RestServerOptions {
   readonly deps: RestDeps;
   readonly metrics: ServerMetrics;
@@ -67,6 +78,8 @@ async function serve(options: RestServerOptions, req: IncomingMessage, res: Serv
   const parent = propagation.extract(context.active(), req.headers);
   await tracer.startActiveSpan(`${req.method} rest`, { kind: SpanKind.SERVER }, parent, async (span) => {
     let status = 500;
+    // Defaults for every answer, errors included; the status page replaces them with its own.
+    for (const [name, value] of Object.entries(API_HEADERS)) res.setHeader(name, value);
     try {
       const result = await handleRest(req, options.deps, ctx);
       if (options.draining()) res.setHeader('connection', 'close');

@@ -11,6 +11,8 @@ import type { Action } from '../auth/policy.ts';
 
 export type Route =
   | { readonly op: 'openapi' }
+  /** The status page: `asset` is the path after /ui/, undefined for /ui itself. */
+  | { readonly op: 'statusPage'; readonly asset: string | undefined }
   | { readonly op: 'changes' }
   | { readonly op: 'agents' }
   | { readonly op: 'rollouts' }
@@ -18,6 +20,7 @@ export type Route =
   | { readonly op: 'rollout'; readonly id: string }
   | { readonly op: 'rolloutAction'; readonly id: string; readonly action: RolloutAction }
   | { readonly op: 'getItem'; readonly ref: ItemRef; readonly env: string | undefined; readonly ring?: boolean; readonly rollout?: string }
+  | { readonly op: 'keys' }
   | { readonly op: 'putItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'deleteItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'list'; readonly prefix: string }
@@ -29,13 +32,13 @@ export type Route =
 
 export type RouteOp = Route['op'];
 
-/** Operations whose RBAC check is not one action on one namespace from the URL. */
-export type CollectionOp = 'openapi' | 'changes' | 'agents' | 'rollouts' | 'rolloutStart' | 'rollout' | 'rolloutAction';
+/** Operations whose RBAC check (if any) is not one action on one namespace from the URL. */
+export type CollectionOp = 'openapi' | 'statusPage' | 'changes' | 'agents' | 'keys' | 'rollouts' | 'rolloutStart' | 'rollout' | 'rolloutAction';
 
 /**
  * The RBAC action each operation needs, on the namespace it touches. A change
  * set is checked per member (write or delete) and the fleet view per agent
- * (`agents:read`), in the handler.
+ * (`agents:read`) and the key ages per namespace (`list`), in the handler.
  */
 export const ROUTE_ACTION: Readonly<Record<Exclude<RouteOp, CollectionOp>, Action>> = {
   getItem: 'read',
@@ -52,12 +55,14 @@ export const ROUTE_ACTION: Readonly<Record<Exclude<RouteOp, CollectionOp>, Actio
 /** Route template for metric labels (bounded cardinality). */
 export const ROUTE_TEMPLATE: Readonly<Record<RouteOp, string>> = {
   openapi: '/v1/openapi.json',
+  statusPage: '/ui/',
   changes: '/v1/changes',
   agents: '/v1/agents',
   rollouts: '/v1/rollouts',
   rolloutStart: '/v1/rollouts',
   rollout: '/v1/rollouts/{id}',
   rolloutAction: '/v1/rollouts/{id}/{action}',
+  keys: '/v1/keys',
   getItem: '/v1/items/{path}',
   putItem: '/v1/items/{path}',
   deleteItem: '/v1/items/{path}',
@@ -72,10 +77,11 @@ export const ROUTE_TEMPLATE: Readonly<Record<RouteOp, string>> = {
 export const OPENAPI_PATH = '/v1/openapi.json';
 
 /** Collections addressed by an exact path, and the one method each accepts. */
-const EXACT_ROUTES: Readonly<Record<string, { readonly method: string; readonly op: 'openapi' | 'changes' | 'agents' }>> = {
+const EXACT_ROUTES: Readonly<Record<string, { readonly method: string; readonly op: 'openapi' | 'changes' | 'agents' | 'keys' }>> = {
   [OPENAPI_PATH]: { method: 'GET', op: 'openapi' },
   '/v1/changes': { method: 'POST', op: 'changes' },
   '/v1/agents': { method: 'GET', op: 'agents' },
+  '/v1/keys': { method: 'GET', op: 'keys' },
 };
 
 const METHODS: Readonly<Record<string, Readonly<Record<string, Exclude<RouteOp, CollectionOp>>>>> = {
@@ -126,6 +132,7 @@ export function parseRoute(method: string, target: string): Route {
   const { path, query } = splitTarget(target);
   const rollout = rolloutRoute(method, path);
   if (rollout) return rollout;
+  if (path === '/ui' || path.startsWith('/ui/')) return { op: 'statusPage', asset: path === '/ui' ? undefined : path.slice('/ui/'.length) };
   const exact = Object.hasOwn(EXACT_ROUTES, path) ? EXACT_ROUTES[path] : undefined;
   if (exact) {
     if (method !== exact.method) throw new AppError('method_not_allowed', `Use ${exact.method} for ${path}.`);

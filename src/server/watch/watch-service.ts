@@ -1,11 +1,13 @@
 /**
  * The gRPC Watch service: authenticates each call from its metadata, refuses
- * (never filters) prefixes the caller may not read, and fans every committed
- * event out to the matching streams after encoding it once. Streams are
- * re-checked when the policy changes and ended when their credential expires.
+ * (never filters) prefixes the caller may not read, and hands committed
+ * events to the fan-out (fan-out.ts: after the write is acknowledged, encoded
+ * once, in slices) and the streams to one heartbeat timer
+ * (heartbeat-ticker.ts). Streams are re-checked when the policy changes and
+ * ended when their credential expires.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { AppError, describeError, GrpcStatus, toAppError } from '../../shared/errors.ts';
+import { AppError, GrpcStatus, toAppError } from '../../shared/errors.ts';
 import type { Clock, TimerHandle } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { validatePrefix } from '../../shared/paths.ts';
@@ -19,6 +21,8 @@ import type { RateLimiter } from '../rate-limiter.ts';
 import type { RefusalAudit } from '../refusal-audit.ts';
 import { passThroughServiceDefinition } from './event-codec.ts';
 import { encodeEvents, type LayerSource } from './event-encoder.ts';
+import { FanOut, type Audience } from './fan-out.ts';
+import { HeartbeatTicker } from './heartbeat-ticker.ts';
 import { WatchStream, type EndReason, type WatchLog } from './watch-stream.ts';
 
 /** For the log line: where the client asked to start (never more than ids and numbers). */
@@ -52,6 +56,13 @@ export interface WatchService {
   readonly implementation: grpc.UntypedServiceImplementation;
   /** Re-checks every open stream against a new policy. */
   recheck(policy: Policy): void;
+  /**
+   * Sends committed events only to the streams `audience` picks (a targeted
+   * event); every other stream just moves its bookmark past them.
+   */
+  publishTo(events: readonly LogEvent[], audience: Audience): void;
+  /** Resolves once every event committed so far has been offered to every stream. */
+  delivered(): Promise<void>;
   /** Ends every stream with UNAVAILABLE (shutdown) and stops the fan-out. */
   close(): void;
   readonly openStreams: number;
@@ -87,16 +98,15 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
   let highWater = 0;
   let closing = false;
 
-  // Events are encoded (with their layers read) in commit order, one batch at a time.
-  let dispatching: Promise<void> = Promise.resolve();
-  const dispatch = async (events: readonly LogEvent[]): Promise<void> => {
-    const live = [...streams.keys()];
-    const encoded = await encodeEvents(events, layerSource, logger, (event) => live.some((s) => s.matches(event.namespace)));
-    for (const event of encoded) for (const stream of streams.keys()) stream.offer(event);
-  };
+  const fanOut = new FanOut({
+    encode: (events, wanted) => encodeEvents(events, layerSource, logger, wanted),
+    streams: () => streams.keys(),
+    logger,
+  });
+  const heartbeats = new HeartbeatTicker({ clock: options.clock, interval: options.heartbeatInterval, streams: () => streams.keys() });
   const unsubscribe = controlPlane.onCommitted((events: readonly LogEvent[]) => {
     for (const event of events) metrics.events.inc({ type: event.type });
-    dispatching = dispatching.then(() => dispatch(events)).catch((err: unknown) => logger.error({ err: describeError(err) }, 'watch fan-out failed'));
+    fanOut.publish(events);
   });
   // This replica could not deliver events that retention compacted first (a
   // PostgreSQL replica cut off from the database for too long): its streams
@@ -205,7 +215,6 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         log,
         bound: options.bound,
         heartbeatInterval: options.heartbeatInterval,
-        clock: options.clock,
         replayPage: options.replayPage,
         onQueueDepth: (depth) => {
           if (depth > highWater) {
@@ -281,9 +290,15 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
         if (denied.length > 0) stream.end(GrpcStatus.PERMISSION_DENIED, `Access to ${denied.join(', ')} was revoked.`, 'permission');
       }
     },
+    publishTo(events, audience) {
+      fanOut.publish(events, audience);
+    },
+    delivered: () => fanOut.idle(),
     close() {
       closing = true;
       auditTimer?.cancel();
+      heartbeats.stop();
+      fanOut.close();
       unsubscribe();
       unsubscribeLost();
       for (const stream of [...streams.keys()]) stream.end(GrpcStatus.UNAVAILABLE, 'The server is shutting down; reconnect.', 'shutdown');

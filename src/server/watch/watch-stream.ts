@@ -17,9 +17,12 @@
  * more; otherwise it waits in the queue. A queue that would grow past the
  * bound ends the stream with RESOURCE_EXHAUSTED (the reader resumes from its
  * position), so server memory never grows with a slow reader.
+ *
+ * A stream costs little while it keeps up: its queue, live-while-starting
+ * list and drain waiters exist only while used, and it has no timer of its
+ * own (heartbeat-ticker.ts beats every stream from one timer).
  */
 import { GrpcStatus, type GrpcStatusCode } from '../../shared/errors.ts';
-import type { Clock, TimerHandle } from '../../shared/clock.ts';
 import { namespaceMatchesAny } from '../../shared/paths.ts';
 import type { LogPosition, StartFrom } from '../../shared/watch-proto.ts';
 import type { Milliseconds } from '../../shared/units.ts';
@@ -65,7 +68,6 @@ export interface WatchStreamOptions {
   readonly sink: StreamSink;
   readonly bound: number;
   readonly heartbeatInterval: Milliseconds;
-  readonly clock: Clock;
   /** Events per replay read. @default REPLAY_PAGE */
   readonly replayPage?: number;
   readonly onQueueDepth: (depth: number) => void;
@@ -83,19 +85,19 @@ export class WatchStream {
   readonly prefixes: readonly string[];
   readonly #o: WatchStreamOptions;
   #state: 'starting' | 'live' | 'ended' = 'starting';
-  /** Live events under the prefixes that arrived while starting. */
-  #pendingLive: EncodedEvent[] = [];
+  /** Live events under the prefixes that arrived while starting (created on the first). */
+  #pendingLive: EncodedEvent[] | undefined;
   /** The newest live event offered while starting (matching or not): the bookmark once live. */
   #pendingHigh: Position = { revision: 0, digest: '' };
-  #queue: Buffer[] = [];
+  /** Messages waiting for the writable to drain (created when it first refuses). */
+  #queue: Buffer[] | undefined;
   #blocked = false;
   /** The highest revision delivered or filtered out, and its digest. */
   #position: Position = { revision: 0, digest: '' };
   #storeId = '';
   /** The set revision of a change set this stream has sent part of (0: none open). */
   #openSet = 0;
-  #heartbeat: TimerHandle | undefined;
-  #drainWaiters: Array<() => void> = [];
+  #drainWaiters: Array<() => void> | undefined;
 
   constructor(options: WatchStreamOptions) {
     this.#o = options;
@@ -117,19 +119,23 @@ export class WatchStream {
     return namespace !== undefined && namespaceMatchesAny(namespace, this.prefixes);
   }
 
-  /** Called by the hub, in revision order, for every committed event. */
-  offer(event: EncodedEvent): void {
+  /**
+   * Called by the fan-out, in revision order, for every committed event;
+   * `forThisStream` false (a targeted event for other streams) only moves the bookmark.
+   */
+  offer(event: EncodedEvent, forThisStream = true): void {
     if (this.#state === 'ended') return;
-    const matches = this.matches(event.namespace);
+    const matches = forThisStream && this.matches(event.namespace);
     if (this.#state === 'starting') {
       if (event.revision > this.#pendingHigh.revision) this.#pendingHigh = { revision: event.revision, digest: event.digest };
       if (!matches) return;
+      this.#pendingLive ??= [];
       if (this.#pendingLive.length >= this.#o.bound) {
         this.end(GrpcStatus.RESOURCE_EXHAUSTED, `The watcher fell more than ${this.#o.bound} events behind; reconnect and resume.`, 'slow');
         return;
       }
       this.#pendingLive.push(event);
-      this.#o.onQueueDepth(this.#pendingLive.length + this.#queue.length);
+      this.#o.onQueueDepth(this.#pendingLive.length + (this.#queue?.length ?? 0));
       return;
     }
     if (event.revision <= this.#position.revision) return;
@@ -170,13 +176,12 @@ export class WatchStream {
     }
     if (this.ended) return;
     this.#state = 'live';
-    const pending = this.#pendingLive;
-    this.#pendingLive = [];
+    const pending = this.#pendingLive ?? [];
+    this.#pendingLive = undefined;
     for (const event of pending) this.offer(event);
     // Everything up to the newest event offered while starting was replayed or
     // just sent (or is outside the prefixes), so it is a safe bookmark.
     if (this.#pendingHigh.revision > this.#position.revision) this.#position = this.#pendingHigh;
-    this.#scheduleHeartbeat();
   }
 
   /** Sends the pages after the position (or resyncs when one shows a gap); false when the stream ended. */
@@ -234,27 +239,38 @@ export class WatchStream {
     );
   }
 
-  #sendHeartbeat(currentRevision: number): void {
-    this.#enqueue(
-      encodeEvent({
-        type: 'heartbeat',
-        revision: this.#position.revision,
-        digest: this.#position.digest,
-        currentRevision: Math.max(currentRevision, this.#position.revision),
-        intervalMs: this.#o.heartbeatInterval,
-        storeId: this.#storeId,
-        environments: this.#o.environments,
-      }).bytes,
-    );
+  #heartbeatBytes(currentRevision: number): Buffer {
+    return encodeEvent({
+      type: 'heartbeat',
+      revision: this.#position.revision,
+      digest: this.#position.digest,
+      currentRevision: Math.max(currentRevision, this.#position.revision),
+      intervalMs: this.#o.heartbeatInterval,
+      storeId: this.#storeId,
+      environments: this.#o.environments,
+    }).bytes;
   }
 
-  #scheduleHeartbeat(): void {
-    this.#heartbeat = this.#o.clock.setTimeout(() => {
-      if (this.ended) return;
-      // The hub offers every event to every stream in order, so the position is everything this stream has seen.
-      this.#sendHeartbeat(this.#position.revision);
-      this.#scheduleHeartbeat();
-    }, this.#o.heartbeatInterval);
+  #sendHeartbeat(currentRevision: number): void {
+    this.#enqueue(this.#heartbeatBytes(currentRevision));
+  }
+
+  /**
+   * The periodic heartbeat (heartbeat-ticker.ts), once live. The fan-out
+   * offers every event to every stream in order, so the position is
+   * everything this stream has seen. Streams at the same bookmark share one
+   * encoding through `shared` (streams of one service share their
+   * environments and interval).
+   */
+  beat(shared?: Map<string, Buffer>): void {
+    if (this.#state !== 'live') return;
+    const key = `${this.#storeId}/${this.#position.revision}/${this.#position.digest}`;
+    let bytes = shared?.get(key);
+    if (!bytes) {
+      bytes = this.#heartbeatBytes(this.#position.revision);
+      shared?.set(key, bytes);
+    }
+    this.#enqueue(bytes);
   }
 
   #send(event: EncodedEvent): void {
@@ -265,43 +281,55 @@ export class WatchStream {
 
   #whenWritable(): Promise<void> {
     if (!this.#blocked) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+    return new Promise((resolve) => (this.#drainWaiters ??= []).push(resolve));
   }
 
   #enqueue(bytes: Buffer): void {
     if (this.ended) return;
+    // The usual case: the writable accepts, nothing waits, no queue is made.
+    if (!this.#blocked && !this.#queue?.length) {
+      this.#write(bytes);
+      return;
+    }
+    this.#queue ??= [];
     if (this.#queue.length >= this.#o.bound) {
       this.end(GrpcStatus.RESOURCE_EXHAUSTED, `The watcher fell more than ${this.#o.bound} events behind; reconnect and resume.`, 'slow');
       return;
     }
     this.#queue.push(bytes);
-    this.#o.onQueueDepth(this.#queue.length + this.#pendingLive.length);
+    this.#o.onQueueDepth(this.#queue.length + (this.#pendingLive?.length ?? 0));
     this.#flush();
   }
 
-  #flush(): void {
-    while (!this.#blocked && this.#queue.length > 0 && !this.ended) {
-      const bytes = this.#queue.shift() as Buffer;
-      this.#o.onSent();
-      if (!this.#o.sink.write(bytes)) {
-        this.#blocked = true;
-        this.#o.sink.once('drain', () => {
-          this.#blocked = false;
-          this.#flush();
-          if (!this.#blocked) for (const resolve of this.#drainWaiters.splice(0)) resolve();
-        });
+  #write(bytes: Buffer): void {
+    this.#o.onSent();
+    if (this.#o.sink.write(bytes)) return;
+    this.#blocked = true;
+    this.#o.sink.once('drain', () => {
+      this.#blocked = false;
+      this.#flush();
+      if (!this.#blocked && this.#drainWaiters) {
+        const waiters = this.#drainWaiters;
+        this.#drainWaiters = undefined;
+        for (const resolve of waiters) resolve();
       }
-    }
+    });
+  }
+
+  #flush(): void {
+    while (!this.#blocked && this.#queue && this.#queue.length > 0 && !this.ended) this.#write(this.#queue.shift() as Buffer);
+    if (this.#queue?.length === 0) this.#queue = undefined;
   }
 
   /** Ends the stream once; later calls are harmless. */
   end(code: GrpcStatusCode, details: string, reason: EndReason): void {
     if (this.#state === 'ended') return;
     this.#state = 'ended';
-    this.#heartbeat?.cancel();
-    this.#queue = [];
-    this.#pendingLive = [];
-    for (const resolve of this.#drainWaiters.splice(0)) resolve();
+    this.#queue = undefined;
+    this.#pendingLive = undefined;
+    const waiters = this.#drainWaiters ?? [];
+    this.#drainWaiters = undefined;
+    for (const resolve of waiters) resolve();
     this.#o.onEnd(this, reason);
     if (reason !== 'cancelled') this.#o.sink.finish(code, details);
   }

@@ -1,0 +1,190 @@
+/**
+ * Key rings in the agent (issue 20): the current value of an item and its
+ * previous versions still within their grace, decrypted from the server's
+ * ring envelope and held apart from the value cache (whose per-entry layout
+ * is its own). Kept fresh by the same events: the event applier invalidates
+ * an item's rings synchronously, and a fill that raced an invalidation is
+ * dropped and read again (per-key generation, as the value cache does).
+ * Previous versions age out on the injectable clock; when one does, the
+ * entry drops it (zero-filled) and `onAgedOut` publishes a change, so SSE
+ * clients and rendered files follow.
+ */
+import { LRUCache } from 'lru-cache';
+import { zeroize } from '../shared/crypto.ts';
+import { AppError } from '../shared/errors.ts';
+import { itemKey, type ItemRef } from '../shared/paths.ts';
+import type { ItemKind } from '../shared/protocol.ts';
+import { ringEtag, type RingEnvelopeResponse } from '../shared/ring-proto.ts';
+import type { Clock, TimerHandle } from '../shared/clock.ts';
+import type { Milliseconds } from '../shared/units.ts';
+import type { DekStore } from './dek-store.ts';
+import { openLayers } from './layer-opener.ts';
+
+/** Rings held at most (each a handful of values); the least recently read go first. */
+export const MAX_RINGS = 1024;
+/** A fill superseded by events this many times in a row gives up (503) instead of looping. */
+const MAX_FILL_ATTEMPTS = 3;
+
+export interface RingMemberValue {
+  readonly version: number;
+  readonly plaintext: Buffer;
+  readonly retiredAt: Milliseconds;
+  readonly expiresAt: Milliseconds;
+}
+
+/** A ring as read: private copies the caller zero-fills (`releaseRing`). */
+export interface RingRead extends ItemRef {
+  readonly kind: ItemKind;
+  readonly env: string;
+  readonly revision: number;
+  readonly etag: string;
+  readonly current: { readonly version: number; readonly plaintext: Buffer };
+  readonly previous: readonly RingMemberValue[];
+}
+
+export function releaseRing(ring: RingRead): void {
+  zeroize(ring.current.plaintext, ...ring.previous.map((p) => p.plaintext));
+}
+
+interface Entry {
+  readonly ring: RingRead;
+  /** The current value's etag; the ring's etag adds the members. */
+  readonly currentEtag: string;
+  previous: RingMemberValue[];
+  timer: TimerHandle | undefined;
+}
+
+export interface RingStoreOptions {
+  readonly upstream: { fetchRingEnvelope(ref: ItemRef, env: string, signal?: AbortSignal): Promise<RingEnvelopeResponse> };
+  readonly deks: DekStore;
+  readonly clock: Clock;
+  /** A previous version aged out of a held ring: announce the change (files re-render, SSE). */
+  readonly onAgedOut: (ref: ItemRef, env: string, version: number) => void;
+  readonly maxRings?: number;
+}
+
+const keyOf = (ref: ItemRef, env: string): string => `${env}\u0000${itemKey(ref)}`;
+
+export class RingStore {
+  readonly #o: RingStoreOptions;
+  readonly #entries: LRUCache<string, Entry>;
+  /** Bumped by every invalidation of an item; a fill started under an older one is not stored. */
+  readonly #generations = new Map<string, number>();
+  #epoch = 0;
+
+  constructor(options: RingStoreOptions) {
+    this.#o = options;
+    this.#entries = new LRUCache<string, Entry>({
+      max: options.maxRings ?? MAX_RINGS,
+      dispose: (entry) => {
+        entry.timer?.cancel();
+        zeroize(entry.ring.current.plaintext, ...entry.previous.map((p) => p.plaintext));
+      },
+    });
+  }
+
+  /** The ring of `ref` as served for `env`, from memory or the server. */
+  async read(ref: ItemRef, env: string, signal?: AbortSignal): Promise<RingRead> {
+    const key = keyOf(ref, env);
+    for (let attempt = 0; attempt < MAX_FILL_ATTEMPTS; attempt += 1) {
+      const held = this.#entries.get(key);
+      if (held) return this.#copy(held);
+      const started = this.#generation(ref);
+      const entry = await this.#load(ref, env, signal);
+      if (this.#generation(ref) !== started) {
+        // An event for the item landed while the envelope was on its way: read again.
+        zeroize(entry.ring.current.plaintext, ...entry.previous.map((p) => p.plaintext));
+        continue;
+      }
+      this.#entries.set(key, entry);
+      this.#schedule(key, entry);
+      return this.#copy(entry);
+    }
+    throw new AppError('unavailable', `The key ring of ${itemKey(ref)} kept changing while it was read; retry.`);
+  }
+
+  /** An item event was applied: its rings (every env) are dropped and read again on demand. */
+  invalidate(ref: ItemRef): void {
+    const item = itemKey(ref);
+    this.#generations.set(item, (this.#generations.get(item) ?? 0) + 1);
+    for (const key of [...this.#entries.keys()]) if (key.endsWith(`\u0000${item}`)) this.#entries.delete(key);
+  }
+
+  /** A resync or a fresh stream: nothing held can be vouched for. */
+  clear(): void {
+    this.#epoch += 1;
+    this.#generations.clear();
+    this.#entries.clear();
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  #generation(ref: ItemRef): string {
+    return `${this.#epoch}:${this.#generations.get(itemKey(ref)) ?? 0}`;
+  }
+
+  async #load(ref: ItemRef, env: string, signal?: AbortSignal): Promise<Entry> {
+    const envelope = await this.#o.upstream.fetchRingEnvelope(ref, env, signal);
+    if (envelope.namespace !== ref.namespace || envelope.name !== ref.name) throw new AppError('upstream_error', 'The server answered for another item.');
+    const current = await openLayers(ref, envelope.kind, envelope.layers, this.#o.deks, signal);
+    const previous: RingMemberValue[] = [];
+    const now = this.#o.clock.now();
+    try {
+      for (const member of envelope.previous) {
+        const retiredAt = Date.parse(member.retiredAt);
+        const expiresAt = Date.parse(member.expiresAt);
+        if (!Number.isFinite(retiredAt) || !Number.isFinite(expiresAt)) throw new AppError('upstream_error', 'The server sent a ring member without valid times.');
+        // Aged out by this agent's clock already: never served.
+        if (expiresAt <= now) continue;
+        previous.push({ version: member.version, retiredAt, expiresAt, plaintext: await openLayers(ref, envelope.kind, member.layers, this.#o.deks, signal) });
+      }
+    } catch (err) {
+      zeroize(current, ...previous.map((p) => p.plaintext));
+      throw err;
+    }
+    const ring: RingRead = {
+      ...ref,
+      kind: envelope.kind,
+      env,
+      revision: envelope.revision,
+      etag: ringEtag(envelope.etag, previous.map((p) => p.version)),
+      current: { version: envelope.version, plaintext: current },
+      previous,
+    };
+    return { ring, currentEtag: envelope.etag, previous, timer: undefined };
+  }
+
+  #copy(entry: Entry): RingRead {
+    const ring = entry.ring;
+    return {
+      ...ring,
+      etag: ringEtag(entry.currentEtag, entry.previous.map((p) => p.version)),
+      current: { version: ring.current.version, plaintext: Buffer.from(ring.current.plaintext) },
+      previous: entry.previous.map((p) => ({ ...p, plaintext: Buffer.from(p.plaintext) })),
+    };
+  }
+
+  /** Arms the timer for the next member to age out. */
+  #schedule(key: string, entry: Entry): void {
+    entry.timer?.cancel();
+    entry.timer = undefined;
+    if (entry.previous.length === 0) return;
+    const next = Math.min(...entry.previous.map((p) => p.expiresAt));
+    entry.timer = this.#o.clock.setTimeout(() => this.#ageOut(key, entry), Math.max(0, next - this.#o.clock.now()));
+  }
+
+  #ageOut(key: string, entry: Entry): void {
+    entry.timer = undefined;
+    if (this.#entries.peek(key) !== entry) return;
+    const now = this.#o.clock.now();
+    const gone = entry.previous.filter((p) => p.expiresAt <= now);
+    if (gone.length > 0) {
+      entry.previous = entry.previous.filter((p) => p.expiresAt > now);
+      zeroize(...gone.map((p) => p.plaintext));
+    }
+    this.#schedule(key, entry);
+    if (gone.length > 0) this.#o.onAgedOut(entry.ring, entry.ring.env, entry.ring.current.version);
+  }
+}

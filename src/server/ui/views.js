@@ -1,0 +1,146 @@
+/**
+ * The panels of the status page, each a pure builder from an API answer to
+ * DOM nodes (through dom.js, so every value is text). No view shows a secret
+ * value: the page calls only the fleet, list, rollout and key-age endpoints,
+ * which carry none.
+ */
+import { el, table } from './dom.js';
+import { itemConvergence } from './convergence.js';
+
+/** Items shown at most; the rest are counted, so a large store does not freeze the tab. */
+const MAX_ROWS = 500;
+/** Finished rollouts listed under the active ones. */
+const MAX_FINISHED_ROLLOUTS = 10;
+
+const HEALTH_CLASS = { ok: 'good', degraded: 'bad', starting: 'warn' };
+const APP_HEALTH_CLASS = { healthy: 'good', unhealthy: 'bad' };
+const STATE_CLASS = { rolling: 'warn', paused: 'warn', completed: 'good', rolled_back: 'bad', aborted: 'bad' };
+const ACTIVE_STATES = new Set(['rolling', 'paused']);
+/** The actions each state allows, in button order. */
+const ACTIONS_BY_STATE = { rolling: ['promote', 'pause', 'abort'], paused: ['resume', 'promote', 'abort'] };
+
+/** @param {number} seconds */
+export function formatAge(seconds) {
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.floor(seconds / 60)} min`;
+  if (seconds < 172800) return `${Math.floor(seconds / 3600)} h`;
+  return `${Math.floor(seconds / 86400)} d`;
+}
+
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+function badge(text, kind) {
+  return el('span', { className: `badge ${kind ?? ''}` }, text);
+}
+
+function truncated(total) {
+  return total > MAX_ROWS ? el('p', { className: 'hint' }, `Showing ${MAX_ROWS} of ${total}.`) : null;
+}
+
+/** @param {{ currentRevision: number, agents: any[] }} fleet */
+export function fleetView(fleet) {
+  const agents = fleet.agents;
+  if (agents.length === 0) return [el('p', { className: 'empty' }, `No agents have reported (server revision ${fleet.currentRevision}).`)];
+  const connected = agents.filter((a) => a.connected).length;
+  const maxLag = Math.max(0, ...agents.map((a) => a.lag));
+  const summary = el('p', { className: 'summary' }, `${plural(agents.length, 'agent')}, ${connected} connected, largest lag ${maxLag} revisions; server at revision ${fleet.currentRevision}.`);
+  const rows = agents.slice(0, MAX_ROWS).map((a) => [
+    a.id,
+    a.subject,
+    badge(a.health, HEALTH_CLASS[a.health]),
+    appHealth(a),
+    a.connected ? 'yes' : badge('no', 'bad'),
+    a.lag === 0 ? '0' : badge(String(a.lag), 'warn'),
+    String(a.appliedRevision),
+    a.lastSeen,
+    a.prefixes.join(', '),
+    a.rollouts.map((r) => `${r.rollout}: ${r.item} v${r.version}`).join('; '),
+  ]);
+  const headings = ['Agent', 'Subject', 'Health', 'Application', 'Connected', 'Lag', 'Applied revision', 'Last seen', 'Prefixes', 'Serving rollouts'];
+  return [summary, table(headings, rows, (i) => ({ 'data-agent': agents[i].id })), truncated(agents.length)];
+}
+
+/** The application's own signal as its agent last heard it, with its reason (free text from the pod). */
+function appHealth(agent) {
+  if (agent.appHealth === undefined || agent.appHealth === 'unknown') return agent.healthReason ?? '';
+  return el('span', {}, badge(agent.appHealth, APP_HEALTH_CLASS[agent.appHealth]), agent.healthReason ? ' ' : null, agent.healthReason ? el('span', { className: 'reason' }, agent.healthReason) : null);
+}
+
+/**
+ * @param {{ items: any[], listedNamespaces?: number, namespaces?: number }} list one list, or the lists of the first `listedNamespaces` of `namespaces`
+ * @param {{ agents: any[] } | undefined} fleet undefined when the fleet could not be read
+ */
+export function itemsView(list, fleet) {
+  const items = list.items;
+  if (items.length === 0) return [el('p', { className: 'empty' }, 'No items.')];
+  const rows = items.slice(0, MAX_ROWS).map((item) => {
+    let converged = 'unknown';
+    let behind = '';
+    if (fleet) {
+      const c = itemConvergence(item, fleet.agents);
+      converged = c.covering === 0 ? badge('no agent', 'warn') : badge(`${c.applied}/${c.covering}`, c.applied === c.covering ? 'good' : 'warn');
+      behind = c.behind.join(', ');
+    }
+    return [`${item.namespace}/${item.name}`, item.kind, String(item.version), String(item.revision), item.envs.join(', '), converged, behind];
+  });
+  const headings = ['Item', 'Kind', 'Version', 'Revision', 'Environments', 'Agents converged', 'Behind'];
+  const partial = list.namespaces > list.listedNamespaces ? el('p', { className: 'hint' }, `Items of the first ${list.listedNamespaces} of ${list.namespaces} namespaces.`) : null;
+  return [table(headings, rows, (i) => ({ 'data-item': `${items[i].namespace}/${items[i].name}` })), truncated(items.length), partial];
+}
+
+/**
+ * @param {{ rollouts: any[] }} answer
+ * @param {(id: string, action: string) => void} onAction
+ */
+export function rolloutsView(answer, onAction) {
+  const active = answer.rollouts.filter((r) => ACTIVE_STATES.has(r.state));
+  const finished = answer.rollouts.filter((r) => !ACTIVE_STATES.has(r.state)).slice(-MAX_FINISHED_ROLLOUTS).reverse();
+  if (active.length + finished.length === 0) return [el('p', { className: 'empty' }, 'No rollouts.')];
+  const nodes = [];
+  if (active.length === 0) nodes.push(el('p', { className: 'empty' }, 'No rollout in progress.'));
+  for (const r of [...active, ...finished]) nodes.push(rolloutCard(r, onAction));
+  return nodes;
+}
+
+function rolloutCard(r, onAction) {
+  const steps = r.steps.map((p, i) => (i === r.step ? `[${p}%]` : `${p}%`)).join(' → ');
+  const buttons = (ACTIONS_BY_STATE[r.state] ?? []).map((action) =>
+    el('button', { type: 'button', className: `action ${action}`, 'data-action': action, onclick: () => onAction(r.id, action) }, action[0].toUpperCase() + action.slice(1)),
+  );
+  const unhealthy = r.unhealthy.length === 0 ? 'none' : el('ul', {}, ...r.unhealthy.map((u) => el('li', {}, el('span', { className: 'agent' }, u.agent), ': ', el('span', { className: 'reason' }, u.reason))));
+  return el(
+    'article',
+    { className: `rollout ${r.state}`, 'data-rollout': r.id },
+    el('h3', {}, `Rollout ${r.id} `, badge(r.state, STATE_CLASS[r.state])),
+    el(
+      'dl',
+      {},
+      el('dt', {}, 'Step'),
+      el('dd', { className: 'step' }, `${r.step + 1} of ${r.steps.length}: ${r.percent}% (${steps})`),
+      el('dt', {}, 'Items'),
+      el('dd', {}, r.items.join(', ')),
+      el('dt', {}, 'Canaries'),
+      el('dd', { className: 'canary' }, r.canary.length === 0 ? 'none' : r.canary.join(', ')),
+      el('dt', {}, 'Unhealthy'),
+      el('dd', { className: 'unhealthy' }, unhealthy),
+      el('dt', {}, 'Bake'),
+      el('dd', {}, `${r.bakeSeconds} s per step, at most ${r.maxUnhealthy} unhealthy; step started ${r.stepStartedAt}`),
+      r.reason === undefined ? null : el('dt', {}, 'Reason'),
+      r.reason === undefined ? null : el('dd', { className: 'reason' }, r.reason),
+    ),
+    buttons.length === 0 ? null : el('div', { className: 'actions' }, ...buttons),
+  );
+}
+
+/** @param {{ keys: any[] }} answer */
+export function keysView(answer) {
+  if (answer.keys.length === 0) return [el('p', { className: 'empty' }, 'No data keys yet (nothing written).')];
+  const now = Date.now();
+  const rows = answer.keys.slice(0, MAX_ROWS).map((k) => {
+    const due = Date.parse(k.rotationDueAt);
+    return [k.namespace, String(k.version), formatAge(k.ageSeconds), k.createdAt, due <= now ? badge(`${k.rotationDueAt} (due)`, 'warn') : k.rotationDueAt];
+  });
+  return [table(['Namespace', 'Key version', 'Age', 'Created', 'Rotation due'], rows), truncated(answer.keys.length)];
+}
