@@ -168,7 +168,7 @@ test('30% of three agents: one canary serves the candidate, listed at creation; 
   }, ROLLBACK_WAIT_MS);
   const tookMs = Date.now() - signalled;
   assert.match(rolledBack.reason ?? '', /db pool exhausted/);
-  assert.deepEqual(rolledBack.unhealthy, [{ agent: badView.canary[0], reason: 'application unhealthy: db pool exhausted' }]);
+  assert.deepEqual(rolledBack.unhealthy, [{ agent: badView.canary[0], reason: 'db pool exhausted' }]);
   await servedBecomes('every agent serves v2 again', () => 'v2');
   assert.equal((await api('GET', `/v1/items/${ITEM}`)).json.value, 'v2');
   await server.waitForLog((l) => l.msg === 'rollout rolled back' && String(l.reason).includes('db pool exhausted'));

@@ -140,15 +140,19 @@ export class RolloutService {
   /**
    * The rollout whose candidate `agentId` serves for this item, when the
    * caller is that agent: a pod-bound service-account token names its pod;
-   * otherwise the agent's last report must come from the same subject (the
-   * rule the Report RPC applies).
+   * otherwise a live report of the agent must come from the same subject (the
+   * rule the Report RPC applies). An agent with no report yet (the embedded
+   * store keeps reports in memory, so a restarted server has none while the
+   * agents refetch) is believed: the caller may read the item, and with it the
+   * candidate through ?rollout= anyway, so the check guards correctness, not
+   * secrecy.
    */
   async candidateFor(ref: ItemRef, agentId: string, principal: Principal): Promise<string | undefined> {
     const record = await this.#o.controlPlane.activeRolloutOf(ref);
     if (!record || !record.canary.includes(agentId)) return undefined;
     if (principal.via === 'jwt' && principal.podName !== undefined) return principal.podName === agentId ? record.id : undefined;
     const row = await this.#o.reports.get(agentId);
-    return row && row.subject === principal.subject ? record.id : undefined;
+    return !row || row.lastSeen < this.#o.clock.now() - this.#o.agentExpiry || row.subject === principal.subject ? record.id : undefined;
   }
 
   /** An agent's report was accepted: a canary's health may have changed (others wait for the tick). */
@@ -203,7 +207,7 @@ export class RolloutService {
       for (const id of this.#held) if (!ids.includes(id)) this.#held.delete(id);
       const canaries = new Set<string>();
       const reports = await this.#liveReports();
-      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', healthReason: r.healthReason ?? '' }]));
+      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '' }]));
       for (const id of ids) {
         if (this.#closed) return;
         if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
