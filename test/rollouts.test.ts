@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { RolloutView } from '../src/shared/protocol.ts';
 import { socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
-import { CLI, http, makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { CLI, http, makeTempDir, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
 
 const ITEM = 'team-a/app/flag';
@@ -172,6 +172,7 @@ test('30% of three agents: one canary serves the candidate, listed at creation; 
   await servedBecomes('every agent serves v2 again', () => 'v2');
   assert.equal((await api('GET', `/v1/items/${ITEM}`)).json.value, 'v2');
   await server.waitForLog((l) => l.msg === 'rollout rolled back' && String(l.reason).includes('db pool exhausted'));
+  assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_rollout_transitions_total', 'state="rolled_back"'), 1);
   const listed = await api('GET', '/v1/rollouts');
   assert.deepEqual((listed.json.rollouts as RolloutView[]).map((r) => [r.id, r.state]), [[badView.id, 'rolled_back'], [first.id, 'completed']]);
   assert.ok(tookMs < ROLLBACK_WAIT_MS, `rolled back ${tookMs} ms after the signal`);
