@@ -262,3 +262,21 @@ test('--app-health-url: the agent probes the application on loopback and reports
     app.close();
   }
 });
+
+test('a rollout with no agent covering its item: no canaries; a key rotation keeps its candidate readable, retiring previous keys is refused while it is active', async () => {
+  assert.equal((await api('PUT', '/v1/items/team-r/app/secret', { kind: 'secret', value: 'old-secret' })).status, 200);
+  const started = await api('POST', '/v1/rollouts', { changes: [{ item: 'team-r/app/secret', kind: 'secret', value: 'new-secret' }], steps: [50, 100], bakeSeconds: 3600, maxUnhealthy: 0 });
+  assert.equal(started.status, 201, started.text);
+  const view = started.json as RolloutView;
+  assert.deepEqual(view.canary, [], 'no agent serves team-r');
+  const retire = await api('POST', '/v1/rotate/team-r/app?retire-previous=true');
+  assert.equal(retire.status, 409, retire.text);
+  assert.match(retire.json.error.message, new RegExp(`active rollout ${view.id}`));
+  assert.equal((await api('POST', '/v1/rotate/team-r/app')).status, 200);
+  assert.equal((await api('GET', `/v1/items/team-r/app/secret?rollout=${view.id}`)).json.value, 'new-secret', 'the candidate opens and is re-sealed under the new key');
+  assert.equal((await api('GET', '/v1/items/team-r/app/secret')).json.value, 'old-secret');
+  assert.equal((await api('POST', `/v1/rollouts/${view.id}/abort`)).status, 200);
+  const ended = await api('GET', `/v1/items/team-r/app/secret?rollout=${view.id}`);
+  assert.equal(ended.status, 409, 'an ended rollout\'s candidate is no longer served');
+  assert.equal((await api('POST', '/v1/rotate/team-r/app?retire-previous=true')).status, 200);
+});
