@@ -99,6 +99,8 @@ export async function memory(ctx: Context): Promise<Omit<ScenarioResult, 'second
     rows.push({ system: refSystem, metric: `VmRSS after reading ${label}`, unit: 'MiB', values: vm(ref), better: 'lower', reference: true });
     rows.push({ system: agentSystem, metric: `RssAnon after reading ${label}`, unit: 'MiB', values: anon(loaded), better: 'lower' });
     rows.push({ system: refSystem, metric: `RssAnon after reading ${label}`, unit: 'MiB', values: anon(ref), better: 'lower', reference: true });
+    rows.push({ system: agentSystem, metric: `VmRSS after reading ${label}, as a multiple of the bare reference (per repetition)`, unit: '×', values: loaded.map((m, i) => m.vmRss / (ref[i] as MemoryStatus).vmRss), better: 'lower' });
+    rows.push({ system: refSystem.replace('the same', 'nothing'), metric: `VmRSS idle, next to the ${label} load`, unit: 'MiB', values: vm(refEmpty), better: 'lower', reference: true });
     rows.push({ system: agentSystem, metric: `anonymous memory per entry (${label})`, unit: 'KiB', values: perEntry(loaded, idle), better: 'lower' });
     rows.push({ system: refSystem, metric: `anonymous memory per entry (${label})`, unit: 'KiB', values: perEntry(ref, refEmpty), better: 'lower', reference: true });
     notes.push(`${label}: the agent held ${entries} entries, ${(bytes / 2 ** 20).toFixed(1)} MiB counted against --cache-max-bytes ${CACHE_MAX_BYTES}, ${Number.isNaN(evictions) ? 0 : evictions} evictions.`);

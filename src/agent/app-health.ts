@@ -46,20 +46,6 @@ export function parseHealthBody(body: Buffer): { healthy: boolean; reason: strin
   return { healthy: parsed.data.healthy, reason: parsed.data.reason ?? '' };
 }
 
-/** A loopback http(s) URL, or a SettingError-worthy message. */
-export function loopbackUrlProblem(url: string): string | undefined {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return 'give an absolute URL such as http://127.0.0.1:8080/healthz';
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'use http:// or https://';
-  if (!['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname)) return 'the agent probes loopback only (127.0.0.1, localhost or [::1]): the application in its own pod';
-  if (parsed.username || parsed.password) return 'leave credentials out of the URL';
-  return undefined;
-}
-
 export class AppHealthSignal {
   #state: AppHealthState = { appHealth: 'unknown', reason: '' };
   readonly #onChange: () => void;

@@ -34,7 +34,7 @@ export interface AgentRegistryOptions {
   readonly expiry?: Milliseconds;
   readonly maxPerSubject?: number;
   /** Called after each accepted report (staged rollouts judge canaries' health at once). */
-  readonly onReport?: () => void;
+  readonly onReport?: (agentId: string) => void;
 }
 
 export function validateAgentId(id: string): string {
@@ -102,7 +102,7 @@ export class AgentRegistry {
       healthReason: (report.healthReason ?? '').slice(0, HEALTH_REASON_MAX_CHARS),
       lastSeen: now,
     });
-    this.#o.onReport?.();
+    this.#o.onReport?.(id);
     await this.#prune(now);
     return { currentRevision: await this.#o.currentRevision(), nextReportMs: REPORT_INTERVAL_MS };
   }

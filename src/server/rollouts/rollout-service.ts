@@ -24,6 +24,8 @@ import { isActive, type RolloutRecord } from './rollout-record.ts';
 
 /** How often active rollouts are judged without a report to prompt it (bake ends, lapsed leases). */
 export const ROLLOUT_TICK_MS: Milliseconds = 500;
+/** Drives start at least this far apart, however many canary reports arrive. */
+export const ROLLOUT_DRIVE_GAP_MS: Milliseconds = 100;
 /** How long a replica's drive lease lasts; renewed every tick, taken over after it lapses. */
 export const ROLLOUT_LEASE_MS: Milliseconds = 5_000;
 /** Most rollouts GET /v1/rollouts lists (newest first). */
@@ -67,8 +69,14 @@ export class RolloutService {
   readonly #owner: string;
   #timer: TimerHandle | undefined;
   #driving: Promise<void> | undefined;
+  #gap: TimerHandle | undefined;
+  #lastDrive = -Infinity;
   #again = false;
   #closed = false;
+  /** Rollouts whose lease this replica held at its last drive (a takeover is logged once). */
+  #held = new Set<string>();
+  /** Canaries of the active rollouts this replica last judged: only their reports prompt a drive. */
+  #canaries = new Set<string>();
 
   constructor(options: RolloutServiceOptions) {
     this.#o = options;
@@ -143,13 +151,27 @@ export class RolloutService {
     return row && row.subject === principal.subject ? record.id : undefined;
   }
 
-  /** Judge soon (an agent reported, a rollout started); coalesced. */
+  /** An agent's report was accepted: a canary's health may have changed (others wait for the tick). */
+  reported(agentId: string): void {
+    if (this.#canaries.has(agentId)) this.poke();
+  }
+
+  /** Judge soon (a canary reported, a rollout started, the tick); coalesced, and at most one drive per ROLLOUT_DRIVE_GAP_MS. */
   poke(): void {
     if (this.#closed) return;
-    if (this.#driving) {
+    if (this.#driving || this.#gap) {
       this.#again = true;
       return;
     }
+    const wait = this.#lastDrive + ROLLOUT_DRIVE_GAP_MS - this.#o.clock.now();
+    if (wait > 0) {
+      this.#gap = this.#o.clock.setTimeout(() => {
+        this.#gap = undefined;
+        this.poke();
+      }, wait);
+      return;
+    }
+    this.#lastDrive = this.#o.clock.now();
     this.#driving = this.#drive().finally(() => {
       this.#driving = undefined;
       if (this.#again) {
@@ -173,16 +195,31 @@ export class RolloutService {
   async #drive(): Promise<void> {
     try {
       const ids = await this.#o.controlPlane.activeRolloutIds();
-      if (ids.length === 0) return;
+      if (ids.length === 0) {
+        this.#canaries.clear();
+        this.#held.clear();
+        return;
+      }
+      for (const id of this.#held) if (!ids.includes(id)) this.#held.delete(id);
+      const canaries = new Set<string>();
       const reports = await this.#liveReports();
       const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', healthReason: r.healthReason ?? '' }]));
       for (const id of ids) {
         if (this.#closed) return;
-        if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) continue;
+        if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
+          this.#held.delete(id);
+          continue;
+        }
+        if (!this.#held.has(id)) {
+          this.#held.add(id);
+          this.#o.logger.info({ rollout: id, owner: this.#owner }, 'rollout lease taken: this replica drives it');
+        }
         const record = await this.#o.controlPlane.getRollout(id);
         if (!record || !isActive(record.state)) continue;
+        for (const agent of record.canary) canaries.add(agent);
         await this.#apply(record, healthVerdict(record, byId, this.#o.clock.now()), reports);
       }
+      this.#canaries = canaries;
     } catch (err) {
       this.#o.logger.error({ err: describeError(err) }, 'driving rollouts failed; retrying on the next tick');
     }
@@ -237,6 +274,7 @@ export class RolloutService {
   async close(): Promise<void> {
     this.#closed = true;
     this.#timer?.cancel();
+    this.#gap?.cancel();
     await this.#driving;
   }
 }
