@@ -81,9 +81,7 @@ export class FanOut {
   publish(events: readonly LogEvent[], audience?: Audience): void {
     if (this.#closed || events.length === 0) return;
     this.#pending.push({ events, audience, publishedAt: performance.now() });
-    this.#running ??= this.#drain().finally(() => {
-      this.#running = undefined;
-    });
+    this.#running ??= this.#drain();
   }
 
   /** Resolves once everything published so far has been offered to every stream. */
@@ -108,6 +106,9 @@ export class FanOut {
         this.#o.logger.error({ err: describeError(err), revision: batch.events[0]?.revision }, 'watch fan-out failed');
       }
     }
+    // Cleared in the same turn the queue was found empty (not in a later
+    // .finally), so a batch published right after starts a new drain.
+    this.#running = undefined;
   }
 
   async #deliver({ events, audience }: Batch): Promise<void> {
