@@ -69,7 +69,7 @@ if (args.help || args.list) {
                  agents split over two PostgreSQL replicas in the control-plane scenario (0 skips; default 5000 in full)
   --time-limit S  seconds for the whole run and for each scenario in it (default: the profile's,
                  ${SUITE_LIMIT_S.full} s and ${SCENARIO_LIMIT_S.full} s per scenario in full; a scenario run alone
-                 gets its own, e.g. 900 s for memory and 1200 s for pod-limit in full)
+                 gets its own, e.g. 1800 s for memory and 2700 s for pod-limit in full)
   --pod-limit-memory Q[,Q]
                  limits the pod-limit scenario runs under besides the injector's default
                  (Kubernetes quantities; default: the profile's, 128Mi in full)
