@@ -58,7 +58,7 @@ const record = (over: Partial<RolloutRecord> = {}): RolloutRecord => ({
 });
 const report = (id: string, over: Partial<CanaryReport> = {}): [string, CanaryReport] => [
   id,
-  { id, connected: true, health: 'ok', appHealth: 'unknown', healthReason: '', rollouts: [{ rollout: 'ro-1' }], ...over },
+  { id, appliedRevision: 5, connected: true, health: 'ok', appHealth: 'unknown', appHealthRevision: 5, healthReason: '', ...over },
 ];
 
 test('health verdict: more than maxUnhealthy unhealthy canaries roll back at once; health before the candidate applied does not count; the bake end counts a canary that never applied', () => {
@@ -68,11 +68,13 @@ test('health verdict: more than maxUnhealthy unhealthy canaries roll back at onc
   const sick = new Map([report('a1', { appHealth: 'unhealthy', healthReason: 'db down' }), report('a2')]);
   const verdict = healthVerdict(record(), sick, 2_000);
   assert.equal(verdict.kind, 'rollback');
-  assert.deepEqual(verdict.unhealthy, [{ agent: 'a1', reason: 'application unhealthy: db down' }]);
-  assert.match(verdict.kind === 'rollback' ? verdict.reason : '', /1 canary agent\(s\) unhealthy, more than maxUnhealthy 0: a1 \(application unhealthy: db down\)/);
+  assert.deepEqual(verdict.unhealthy, [{ agent: 'a1', reason: 'db down' }]);
+  assert.match(verdict.kind === 'rollback' ? verdict.reason : '', /1 canary agent\(s\) unhealthy, more than maxUnhealthy 0: a1 \(db down\)/);
   assert.equal(healthVerdict(record({ maxUnhealthy: 1 }), sick, 2_000).kind, 'hold', 'within maxUnhealthy');
-  const notApplied = new Map([report('a1', { appHealth: 'unhealthy', rollouts: [] }), report('a2')]);
-  assert.equal(healthVerdict(record(), notApplied, 2_000).kind, 'hold', 'unhealthy before applying the candidate is not blamed on it');
+  const before = new Map([report('a1', { appHealth: 'unhealthy', appHealthRevision: 4 }), report('a2')]);
+  assert.equal(healthVerdict(record(), before, 2_000).kind, 'hold', 'a signal observed before the change is not blamed on it');
+  const notApplied = new Map([report('a1', { appHealth: 'unhealthy', appliedRevision: 4 }), report('a2')]);
+  assert.equal(healthVerdict(record(), notApplied, 2_000).kind, 'hold', 'nothing counts before the canary applied the change');
   const late = healthVerdict(record(), notApplied, 61_000);
   assert.equal(late.kind, 'rollback');
   assert.deepEqual(late.unhealthy, [{ agent: 'a1', reason: 'did not apply the candidate within bakeSeconds' }]);

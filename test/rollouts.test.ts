@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { RolloutView } from '../src/shared/protocol.ts';
 import { socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
-import { CLI, http, makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { CLI, http, makeTempDir, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
 
 const ITEM = 'team-a/app/flag';
@@ -168,10 +168,11 @@ test('30% of three agents: one canary serves the candidate, listed at creation; 
   }, ROLLBACK_WAIT_MS);
   const tookMs = Date.now() - signalled;
   assert.match(rolledBack.reason ?? '', /db pool exhausted/);
-  assert.deepEqual(rolledBack.unhealthy, [{ agent: badView.canary[0], reason: 'application unhealthy: db pool exhausted' }]);
+  assert.deepEqual(rolledBack.unhealthy, [{ agent: badView.canary[0], reason: 'db pool exhausted' }]);
   await servedBecomes('every agent serves v2 again', () => 'v2');
   assert.equal((await api('GET', `/v1/items/${ITEM}`)).json.value, 'v2');
   await server.waitForLog((l) => l.msg === 'rollout rolled back' && String(l.reason).includes('db pool exhausted'));
+  assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_rollout_transitions_total', 'state="rolled_back"'), 1);
   const listed = await api('GET', '/v1/rollouts');
   assert.deepEqual((listed.json.rollouts as RolloutView[]).map((r) => [r.id, r.state]), [[badView.id, 'rolled_back'], [first.id, 'completed']]);
   assert.ok(tookMs < ROLLBACK_WAIT_MS, `rolled back ${tookMs} ms after the signal`);
@@ -260,4 +261,22 @@ test('--app-health-url: the agent probes the application on loopback and reports
   } finally {
     app.close();
   }
+});
+
+test('a rollout with no agent covering its item: no canaries; a key rotation keeps its candidate readable, retiring previous keys is refused while it is active', async () => {
+  assert.equal((await api('PUT', '/v1/items/team-r/app/secret', { kind: 'secret', value: 'old-secret' })).status, 200);
+  const started = await api('POST', '/v1/rollouts', { changes: [{ item: 'team-r/app/secret', kind: 'secret', value: 'new-secret' }], steps: [50, 100], bakeSeconds: 3600, maxUnhealthy: 0 });
+  assert.equal(started.status, 201, started.text);
+  const view = started.json as RolloutView;
+  assert.deepEqual(view.canary, [], 'no agent serves team-r');
+  const retire = await api('POST', '/v1/rotate/team-r/app?retire-previous=true');
+  assert.equal(retire.status, 409, retire.text);
+  assert.match(retire.json.error.message, new RegExp(`active rollout ${view.id}`));
+  assert.equal((await api('POST', '/v1/rotate/team-r/app')).status, 200);
+  assert.equal((await api('GET', `/v1/items/team-r/app/secret?rollout=${view.id}`)).json.value, 'new-secret', 'the candidate opens and is re-sealed under the new key');
+  assert.equal((await api('GET', '/v1/items/team-r/app/secret')).json.value, 'old-secret');
+  assert.equal((await api('POST', `/v1/rollouts/${view.id}/abort`)).status, 200);
+  const ended = await api('GET', `/v1/items/team-r/app/secret?rollout=${view.id}`);
+  assert.equal(ended.status, 409, 'an ended rollout\'s candidate is no longer served');
+  assert.equal((await api('POST', '/v1/rotate/team-r/app?retire-previous=true')).status, 200);
 });

@@ -9,12 +9,10 @@
  * with the agents split across them, writes to one: every agent on both
  * replicas must get every write.
  */
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
-import type { ChildMessage, ParentMessage } from '../lib/agent-streams.ts';
-import { cpuSeconds, HAS_TASKSET, LOAD_CORE, rssBytes, SUT_CORE } from '../lib/proc.ts';
+import { addAgents, AGENTS_PER_PROCESS, FLEET_SERVER_FLAGS, stopFleets, tell, type Fleet } from '../lib/agent-fleet.ts';
+import { cpuSeconds, LOAD_CORE, rssBytes, SUT_CORE } from '../lib/proc.ts';
 import { keyName, metric, ServerClient, startServer, valueFor, type ServerHandle } from '../lib/stack.ts';
 import { median, percentile } from '../lib/stats.ts';
 import { VALUE_BYTES, type Context } from '../lib/context.ts';
@@ -22,76 +20,12 @@ import type { Row, ScenarioResult, TargetCheck } from '../lib/types.ts';
 import { startThrowawayPostgres, findPostgresBin } from '../../test/helpers/store-postgres.ts';
 
 const NAMESPACE = 'bench/cp';
-const AGENT_SCRIPT = fileURLToPath(new URL('../lib/agent-streams.ts', import.meta.url));
-/** Streams per load process: each holds its agents' connections and decodes every event they receive. */
-const AGENTS_PER_PROCESS = 2_500;
-/** Concurrent connection handshakes per load process while opening. */
-const OPEN_CONCURRENCY = 64;
-const OPEN_TIMEOUT_MS = 180_000;
 const DELIVERY_TIMEOUT_MS = 10_000;
 /** Idle time over which the streams' steady cost (heartbeats) is measured (shorter in --smoke). */
 const IDLE_SAMPLE_MS = 3_000;
 const SMOKE_IDLE_SAMPLE_MS = 300;
 /** Pause between writes, so each is measured on its own. */
 const WRITE_GAP_MS = 200;
-const SERVER_FLAGS = ['--max-watch-streams-per-pod', '1000000', '--watch-open-rate', '0', '--max-grpc-connections', '1000000'];
-
-interface LoadProcess {
-  readonly proc: ChildProcess;
-  readonly count: number;
-  next(type: ChildMessage['type']): Promise<ChildMessage>;
-}
-
-function startLoadProcess(): LoadProcess {
-  const proc = fork(AGENT_SCRIPT, [], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  // Every thread of the load process on the load core (fork cannot go through taskset).
-  if (HAS_TASKSET && proc.pid) spawnSync('taskset', ['-a', '-p', '-c', String(LOAD_CORE), String(proc.pid)], { stdio: 'ignore' });
-  const inbox: ChildMessage[] = [];
-  const waiters: Array<{ type: string; resolve: (m: ChildMessage) => void; reject: (err: Error) => void }> = [];
-  proc.on('message', (m: ChildMessage) => {
-    const i = waiters.findIndex((w) => w.type === m.type);
-    if (i >= 0) waiters.splice(i, 1)[0]?.resolve(m);
-    else inbox.push(m);
-  });
-  proc.once('exit', (code) => {
-    for (const w of waiters.splice(0)) w.reject(new Error(`agent load process exited (${code})`));
-  });
-  return {
-    proc,
-    count: 0,
-    next(type) {
-      const i = inbox.findIndex((m) => m.type === type);
-      if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0] as ChildMessage);
-      if (proc.exitCode !== null || proc.signalCode !== null) return Promise.reject(new Error(`agent load process exited (${proc.exitCode ?? proc.signalCode})`));
-      return new Promise((resolve, reject) => waiters.push({ type, resolve, reject }));
-    },
-  };
-}
-
-function tell(p: LoadProcess, message: ParentMessage): void {
-  p.proc.send(message);
-}
-
-interface Fleet {
-  readonly processes: LoadProcess[];
-  readonly agents: number;
-}
-
-/** Opens `count` more agents on `server`, in load processes of at most AGENTS_PER_PROCESS. */
-async function addAgents(ctx: Context, fleet: Fleet[], server: ServerHandle, count: number): Promise<Fleet> {
-  const processes: LoadProcess[] = [];
-  for (let left = count; left > 0; left -= AGENTS_PER_PROCESS) processes.push({ ...startLoadProcess(), count: Math.min(left, AGENTS_PER_PROCESS) });
-  const started = Date.now();
-  for (const p of processes) tell(p, { type: 'open', address: server.grpcAddress, token: server.rootToken, prefix: NAMESPACE, count: p.count, openConcurrency: OPEN_CONCURRENCY });
-  const opened = await withTimeout(Promise.all(processes.map((p) => p.next('opened'))), OPEN_TIMEOUT_MS, `opening ${count} agents`);
-  const failed = opened.reduce((n, m) => n + (m.type === 'opened' ? m.failed : 0), 0);
-  const firstError = opened.map((m) => (m.type === 'opened' ? m.firstError : undefined)).find(Boolean);
-  ctx.log(`${count - failed}/${count} agents connected in ${((Date.now() - started) / 1000).toFixed(1)} s${firstError ? ` (first error: ${firstError})` : ''}`);
-  if (failed > 0) throw new Error(`${failed} of ${count} agents could not open a Watch stream: ${firstError ?? ''}`);
-  const added = { processes, agents: count };
-  fleet.push(added);
-  return added;
-}
 
 interface WriteResult {
   readonly ackMs: number;
@@ -196,9 +130,6 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
   };
 }
 
-function stopFleets(fleets: readonly Fleet[]): void {
-  for (const f of fleets) for (const p of f.processes) if (p.proc.connected) tell(p, { type: 'close' });
-}
 
 export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, 'seconds'>> {
   const levels = ctx.profile.controlPlaneAgents;
@@ -210,7 +141,7 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
   const results: Level[] = [];
   let baseline: number[] = [];
   const fleets: Fleet[] = [];
-  const server = await startServer(SUT_CORE, SERVER_FLAGS);
+  const server = await startServer(SUT_CORE, FLEET_SERVER_FLAGS);
   const client = new ServerClient(server);
   try {
     await client.put(`${NAMESPACE}/${keyName(0)}`, valueFor(0, 0, VALUE_BYTES));
@@ -225,7 +156,7 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
         notes.push(`${agents} agents not measured: the suite's time budget was nearly used up.`);
         break;
       }
-      await addAgents(ctx, fleets, server, agents - connected);
+      await addAgents(ctx.log, fleets, server, NAMESPACE, agents - connected);
       connected = agents;
       const level = await measureLevel(client, server, fleets, agents, writes, idleRss, from, ctx.profile.name === 'smoke' ? SMOKE_IDLE_SAMPLE_MS : IDLE_SAMPLE_MS);
       from += writes;
@@ -301,7 +232,7 @@ async function twoReplicas(ctx: Context, agents: number, writes: number): Promis
   try {
     const url = await pg.createDatabase();
     const secrets = { kek: randomBytes(32).toString('base64'), rootToken: `bench-${randomBytes(16).toString('hex')}` };
-    const flags = [...SERVER_FLAGS, '--database-url', url];
+    const flags = [...FLEET_SERVER_FLAGS, '--database-url', url];
     servers.push(await startServer(SUT_CORE, flags, undefined, secrets));
     servers.push(await startServer(SUT_CORE, flags, undefined, secrets));
     const [first, second] = servers as [ServerHandle, ServerHandle];
@@ -311,8 +242,8 @@ async function twoReplicas(ctx: Context, agents: number, writes: number): Promis
     const baseline = await ackWithoutAgents(writer, writes, 10);
     const rss0 = servers.map((s) => rssBytes(s.child.pid));
     const half = Math.floor(agents / 2);
-    const onFirst = await addAgents(ctx, fleets, first, half);
-    const onSecond = await addAgents(ctx, fleets, second, agents - half);
+    const onFirst = await addAgents(ctx.log, fleets, first, NAMESPACE, half);
+    const onSecond = await addAgents(ctx.log, fleets, second, NAMESPACE, agents - half);
     const rss = [(rssBytes(first.child.pid) - (rss0[0] ?? 0)) / 1024 / half, (rssBytes(second.child.pid) - (rss0[1] ?? 0)) / 1024 / (agents - half)];
     const acks: number[] = [];
     const lags: [number[], number[]] = [[], []];
@@ -349,18 +280,3 @@ async function twoReplicas(ctx: Context, agents: number, writes: number): Promis
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms / 1000} s`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-

@@ -123,7 +123,14 @@ export async function startServer(settings: ServerSettings, options: StartOption
       expiry: settings.agentExpiry,
       onReport: (agentId) => rollouts.reported(agentId),
     });
-    const rollouts = new RolloutService({ controlPlane, reports: controlPlane.agentReports, agentExpiry: agents.expiry, clock, logger });
+    const rollouts = new RolloutService({
+      controlPlane,
+      reports: controlPlane.agentReports,
+      agentExpiry: agents.expiry,
+      clock,
+      logger,
+      onTransition: (state) => metrics.rolloutTransitions?.inc({ state }),
+    });
     rollouts.startDriving();
     closers.push(() => rollouts.close());
     registerFleetGauges(metrics.registry, async () => {

@@ -25,6 +25,8 @@ export interface ServerMetrics {
   readonly auditDropped: Counter<'reason'>;
   /** Agent reports received, by outcome (ok or the refusal's error code). */
   readonly agentReports?: Counter<'outcome'>;
+  /** Staged rollouts entering a state (rolling at start, rolled_back, completed, aborted, paused). */
+  readonly rolloutTransitions?: Counter<'state'>;
 }
 
 /** Fleet gauges read at scrape time: live agents by state and the largest lag. */
@@ -103,5 +105,6 @@ export function createServerMetrics(): ServerMetrics {
       registers: [registry],
     }),
     agentReports: new Counter({ name: `${p}agent_reports_total`, help: 'Agent reports received, by outcome (ok or the error code).', labelNames: ['outcome'], registers: [registry] }),
+    rolloutTransitions: new Counter({ name: `${p}rollout_transitions_total`, help: 'Staged rollouts entering a state (rolling, paused, completed, rolled_back, aborted), by this replica.', labelNames: ['state'], registers: [registry] }),
   };
 }

@@ -33,7 +33,7 @@ export interface SnapshotHeader {
   readonly v: typeof FORMAT_VERSION;
   /** Which key sealed it: a hash of the key, so a foreign key is named as such. */
   readonly keyId: string;
-  /** The agent configuration it belongs to (prefixes and env, scopeOf). */
+  /** The agent configuration it belongs to (prefixes, env and control plane: scopeOf). */
   readonly scope: string;
   /** Until when the values were known current (clock ms): the write time while the stream is up, else when it was lost. */
   readonly takenAt: Milliseconds;
@@ -67,9 +67,14 @@ export function keyIdOf(key: Buffer): string {
   return createHash('sha256').update('config-sidecar snapshot key id\u0000').update(key).digest('hex').slice(0, 16);
 }
 
-/** The configuration a snapshot is valid for: values outside today's prefixes or env are never served. */
-export function scopeOf(prefixes: readonly string[], env: string): string {
-  return JSON.stringify({ env, prefixes: [...prefixes].sort() });
+/**
+ * The configuration a snapshot is valid for: values outside today's prefixes
+ * or env, or from another control plane (the agent pointed at another
+ * --server: another store, which only the server could otherwise tell), are
+ * never served.
+ */
+export function scopeOf(prefixes: readonly string[], env: string, servers: readonly string[] = []): string {
+  return JSON.stringify({ env, prefixes: [...prefixes].sort(), servers: [...servers].sort() });
 }
 
 type SealedValue = Pick<SnapshotValue, 'namespace' | 'name' | 'env' | 'kind' | 'version' | 'revision' | 'etag' | 'plaintext'>;

@@ -99,6 +99,7 @@ export class AgentRegistry {
       health: report.health,
       rollouts: report.rollouts.map((r) => ({ rollout: r.rollout.slice(0, 253), item: r.item.slice(0, 600), version: Math.max(0, Math.trunc(r.version)) })),
       appHealth: report.appHealth ?? 'unknown',
+      appHealthRevision: Math.max(0, Math.trunc(report.appHealthRevision ?? 0)),
       healthReason: (report.healthReason ?? '').slice(0, HEALTH_REASON_MAX_CHARS),
       lastSeen: now,
     });

@@ -20,6 +20,7 @@ import type { ChangeOp, ControlPlane, RolloutChange } from '../control-plane.ts'
 import type { AgentReportRow, AgentReportTable } from '../store/agent-reports.ts';
 import { chooseCanaries, eligibleAgents } from './canary-selection.ts';
 import { healthVerdict, type Verdict } from './health-verdict.ts';
+import type { RolloutState } from '../../shared/protocol.ts';
 import { isActive, type RolloutRecord } from './rollout-record.ts';
 
 /** How often active rollouts are judged without a report to prompt it (bake ends, lapsed leases). */
@@ -45,6 +46,8 @@ export interface RolloutServiceOptions {
   /** This replica's lease owner id; random per process by default. */
   readonly owner?: string;
   readonly tickMs?: Milliseconds;
+  /** Counts transitions by the state entered (metrics.ts `rolloutTransitions`). */
+  readonly onTransition?: (state: RolloutState) => void;
 }
 
 export interface RolloutStartInput {
@@ -95,7 +98,11 @@ export class RolloutService {
     const canary = first >= 100 ? [] : chooseCanaries(id, eligibleAgents(await this.#liveReports(), items), first);
     let record = await this.#o.controlPlane.startRollout({ id, steps: input.steps, bakeSeconds: input.bakeSeconds, maxUnhealthy: input.maxUnhealthy, changes: input.changes, canary }, actor);
     this.#o.logger.info({ rollout: id, items, step: 0, percent: first, canary }, 'rollout started');
-    if (first >= 100) record = await this.#o.controlPlane.changeRollout(id, (r) => (isActive(r.state) ? { record: r, complete: true } : undefined), actor);
+    this.#o.onTransition?.('rolling');
+    if (first >= 100) {
+      record = await this.#o.controlPlane.changeRollout(id, (r) => (isActive(r.state) ? { record: r, complete: true } : undefined), actor);
+      this.#o.onTransition?.(record.state);
+    }
     this.poke();
     return record;
   }
@@ -134,21 +141,26 @@ export class RolloutService {
       actor,
     );
     this.#o.logger.info({ rollout: id, action, state: record.state, subject: actor }, `rollout ${action}`);
+    this.#o.onTransition?.(record.state);
     return record;
   }
 
   /**
    * The rollout whose candidate `agentId` serves for this item, when the
    * caller is that agent: a pod-bound service-account token names its pod;
-   * otherwise the agent's last report must come from the same subject (the
-   * rule the Report RPC applies).
+   * otherwise a live report of the agent must come from the same subject (the
+   * rule the Report RPC applies). An agent with no report yet (the embedded
+   * store keeps reports in memory, so a restarted server has none while the
+   * agents refetch) is believed: the caller may read the item, and with it the
+   * candidate through ?rollout= anyway, so the check guards correctness, not
+   * secrecy.
    */
   async candidateFor(ref: ItemRef, agentId: string, principal: Principal): Promise<string | undefined> {
     const record = await this.#o.controlPlane.activeRolloutOf(ref);
     if (!record || !record.canary.includes(agentId)) return undefined;
     if (principal.via === 'jwt' && principal.podName !== undefined) return principal.podName === agentId ? record.id : undefined;
     const row = await this.#o.reports.get(agentId);
-    return row && row.subject === principal.subject ? record.id : undefined;
+    return !row || row.lastSeen < this.#o.clock.now() - this.#o.agentExpiry || row.subject === principal.subject ? record.id : undefined;
   }
 
   /** An agent's report was accepted: a canary's health may have changed (others wait for the tick). */
@@ -203,7 +215,7 @@ export class RolloutService {
       for (const id of this.#held) if (!ids.includes(id)) this.#held.delete(id);
       const canaries = new Set<string>();
       const reports = await this.#liveReports();
-      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', healthReason: r.healthReason ?? '' }]));
+      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '' }]));
       for (const id of ids) {
         if (this.#closed) return;
         if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
@@ -237,6 +249,7 @@ export class RolloutService {
         ROLLOUT_CONTROLLER,
       );
       if (record.state !== 'rolled_back') return;
+      this.#o.onTransition?.('rolled_back');
       this.#o.logger.warn({ rollout: seen.id, items: seen.items, reason: verdict.reason }, 'rollout rolled back');
       await this.#audit(seen, 'error', `rolled back: ${verdict.reason}`);
       return;
@@ -252,6 +265,7 @@ export class RolloutService {
     if (percent >= 100) {
       const record = await cp.changeRollout(seen.id, (r) => (unchanged(r) ? { record: { ...r, step: r.steps.length - 1, unhealthy: verdict.unhealthy }, complete: true } : undefined), ROLLOUT_CONTROLLER);
       if (record.state === 'completed') {
+        this.#o.onTransition?.('completed');
         this.#o.logger.info({ rollout: seen.id, items: seen.items, revision: record.revision }, 'rollout completed');
         await this.#audit(seen, 'ok', `completed at revision ${record.revision}`);
       }

@@ -1,0 +1,99 @@
+/**
+ * Cached-read A/B (docs/ARCHITECTURE.md, "Cached read, per request"): server
+ * CPU per request for bare node:http, the agent's data path alone
+ * (bench/refs/data-path.ts, with node's default flags and with the agent's
+ * `--max-semi-space-size=4`) and the real agent, all on the SUT core, taking
+ * turns for `--rounds` rounds of `--requests` autocannon requests each
+ * (16 keep-alive connections over the Unix socket, 1 KiB raw bodies). Shorter
+ * and more interleaved than the suite's scenarios, so on a shared machine the
+ * medians of the ratios settle where a single suite run does not.
+ *
+ *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { itemPath, ITEMS_NS, readAll, seedRange } from './lib/context.ts';
+import { runAutocannon } from './lib/load.ts';
+import { cpuSeconds, startChild, stopAllChildren, SUT_CORE } from './lib/proc.ts';
+import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts';
+import { median } from './lib/stats.ts';
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    requests: { type: 'string', default: '30000' },
+    keys: { type: 'string', default: '200' },
+    connections: { type: 'string', default: '16' },
+  },
+});
+const rounds = Number(values.rounds);
+const requests = Number(values.requests);
+const keys = Number(values.keys);
+const connections = Number(values.connections);
+const REFS = fileURLToPath(new URL('./refs/', import.meta.url));
+
+interface System {
+  readonly name: string;
+  readonly pid: number;
+  readonly socketPath: string;
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'csb-ab-'));
+const systems: System[] = [];
+const paths = Array.from({ length: keys }, (_, i) => itemPath(ITEMS_NS, i));
+
+async function reference(name: string, nodeArgs: readonly string[], script: string, extra: readonly string[]): Promise<void> {
+  const socketPath = join(dir, `${name}.sock`);
+  const child = startChild(name, process.execPath, [...nodeArgs, join(REFS, script), socketPath, ...extra], { core: SUT_CORE });
+  await child.waitForLine((l) => l.startsWith('listening '));
+  systems.push({ name, pid: child.pid, socketPath });
+}
+
+async function measure(sys: System): Promise<{ cpuUs: number; rps: number }> {
+  const cpu0 = cpuSeconds(sys.pid);
+  const run = await runAutocannon({ kind: 'socket', socketPath: sys.socketPath }, { connections, amount: requests, paths });
+  if (run.non2xx || run.errors) throw new Error(`${sys.name}: ${run.non2xx} non-2xx, ${run.errors} errors`);
+  return { cpuUs: ((cpuSeconds(sys.pid) - cpu0) / run.requests) * 1e6, rps: run.rps };
+}
+
+const server = await startServer(undefined);
+const client = new ServerClient(server);
+try {
+  await reference('bare node:http', [], 'bare-http.ts', ['1024']);
+  await reference('data path', [], 'data-path.ts', [String(keys)]);
+  await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
+  await seedRange(client, ITEMS_NS, 0, keys, 120_000);
+  const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'] });
+  await waitReady(agent.adminUrl);
+  await readAll(agent.socketPath, paths);
+  systems.push({ name: 'agent', pid: agent.child.pid, socketPath: agent.socketPath });
+  for (const sys of systems) await measure(sys); // warm-up, unrecorded
+  const cpu = new Map<string, number[]>(systems.map((s) => [s.name, []]));
+  const rps = new Map<string, number[]>(systems.map((s) => [s.name, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (const sys of systems) {
+      const r = await measure(sys);
+      cpu.get(sys.name)?.push(r.cpuUs);
+      rps.get(sys.name)?.push(r.rps);
+    }
+  }
+  const bareCpu = median(cpu.get('bare node:http') ?? []);
+  const bareRps = median(rps.get('bare node:http') ?? []);
+  console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys; medians (range)`);
+  for (const sys of systems) {
+    const c = cpu.get(sys.name) ?? [];
+    const r = rps.get(sys.name) ?? [];
+    console.log(
+      `${sys.name.padEnd(36)} CPU ${median(c).toFixed(1)} µs/req (${Math.min(...c).toFixed(1)}–${Math.max(...c).toFixed(1)}) ${(median(c) / bareCpu).toFixed(2)}×` +
+        `  req/s ${median(r).toFixed(0)} ${(median(r) / bareRps).toFixed(2)}×`,
+    );
+  }
+} finally {
+  await client.close();
+  await stopAllChildren();
+  await server.stop().catch(() => {});
+  await rm(dir, { recursive: true, force: true });
+}
