@@ -69,6 +69,7 @@ export async function memory(ctx: Context): Promise<Omit<ScenarioResult, 'second
     let entries = Number.NaN;
     let bytes = Number.NaN;
     let evictions = Number.NaN;
+    let failedLarge = false;
     for (let rep = 0; rep < reps; rep++) {
       const agent = await startAgent(base.server, { cli, core: SUT_CORE, prefixes: ['bench'], args: ['--cache-ttl', '1h', '--cache-max-bytes', CACHE_MAX_BYTES] });
       try {
@@ -77,7 +78,16 @@ export async function memory(ctx: Context): Promise<Omit<ScenarioResult, 'second
         idle.push(memoryStatus(agent.child.pid));
         const started = Date.now();
         if (base.seeded < count) await ctx.baseWith(count);
-        await readAll(agent.socketPath, Array.from({ length: count }, (_, i) => itemPath(ITEMS_NS, i)), LOAD_CONCURRENCY);
+        try {
+          await readAll(agent.socketPath, Array.from({ length: count }, (_, i) => itemPath(ITEMS_NS, i)), LOAD_CONCURRENCY);
+        } catch (err) {
+          // The large size only: a control plane that stalls under 100k items (seen 2026-11-30) must not cost the sizes already measured.
+          if (count <= 10_000) throw err;
+          notes.push(`${count} entries: the load stopped (${(err as Error).message.slice(0, 200)}); not reported.`);
+          targets.push({ target: `${count} entries reported against --cache-max-bytes ${CACHE_MAX_BYTES}`, measured: 'load did not complete', pass: null });
+          failedLarge = true;
+          break;
+        }
         if (rep === 0) ctx.log(`${count} items read through the agent in ${((Date.now() - started) / 1000).toFixed(1)} s`);
         await sleep(SETTLE_MS);
         loaded.push(memoryStatus(agent.child.pid));
@@ -87,9 +97,11 @@ export async function memory(ctx: Context): Promise<Omit<ScenarioResult, 'second
       } finally {
         await agent.stop();
       }
+      if (failedLarge) break;
       ref.push(await holdReference(count));
       refEmpty.push(await holdReference(0));
     }
+    if (failedLarge) continue;
     const label = `${count >= 1000 ? `${count / 1000}k` : count} × 1 KiB`;
     const agentSystem = 'agent';
     const refSystem = 'bare Node + lru-cache holding the same';
