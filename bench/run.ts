@@ -47,6 +47,7 @@ const { values: args } = parseArgs({
     'time-limit': { type: 'string' },
     agents: { type: 'string' },
     'replica-agents': { type: 'string' },
+    keys: { type: 'string' },
     list: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -72,6 +73,8 @@ if (args.help || args.list) {
   --pod-limit-memory Q[,Q]
                  limits the pod-limit scenario runs under besides the injector's default
                  (Kubernetes quantities; default: the profile's, 128Mi in full)
+  --keys N       items seeded and read in the cached-read, latency and cost scenarios
+                 (default: the profile's, 10000 in full; fewer warm faster on a loaded machine)
 
 Scenarios:
 ${SCENARIOS.map((s) => `  ${s.id.padEnd(20)} ${s.title}`).join('\n')}`);
@@ -101,6 +104,11 @@ async function main(): Promise<void> {
     console.error(`--pod-limit-entries must be a positive whole number, got "${args['pod-limit-entries'] ?? ''}"`);
     process.exit(2);
   }
+  const keys = args.keys === undefined ? base.keys : Number(args.keys);
+  if (!Number.isInteger(keys) || keys < 1) {
+    console.error(`--keys must be a positive whole number, got "${args.keys ?? ''}"`);
+    process.exit(2);
+  }
   const counts = (flag: 'agents' | 'replica-agents', fallback: readonly number[]): number[] => {
     const raw = args[flag];
     if (raw === undefined) return [...fallback];
@@ -125,6 +133,7 @@ async function main(): Promise<void> {
   const profile = {
     ...base,
     podLimitEntries,
+    keys,
     podLimitMemory,
     controlPlaneAgents: counts('agents', base.controlPlaneAgents).filter((n) => n > 0),
     controlPlaneReplicaAgents: counts('replica-agents', [base.controlPlaneReplicaAgents])[0] ?? 0,

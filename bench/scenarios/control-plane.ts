@@ -11,11 +11,11 @@
  */
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { loadavg, setPriority } from 'node:os';
+import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { ChildMessage, ParentMessage } from '../lib/agent-streams.ts';
 import { cpuSeconds, HAS_TASKSET, LOAD_CORE, rssBytes, SUT_CORE } from '../lib/proc.ts';
-import { keyName, ServerClient, startServer, valueFor, type ServerHandle } from '../lib/stack.ts';
+import { keyName, metric, ServerClient, startServer, valueFor, type ServerHandle } from '../lib/stack.ts';
 import { median, percentile } from '../lib/stats.ts';
 import { VALUE_BYTES, type Context } from '../lib/context.ts';
 import type { Row, ScenarioResult, TargetCheck } from '../lib/types.ts';
@@ -29,12 +29,11 @@ const AGENTS_PER_PROCESS = 2_500;
 const OPEN_CONCURRENCY = 64;
 const OPEN_TIMEOUT_MS = 180_000;
 const DELIVERY_TIMEOUT_MS = 10_000;
-/** Idle time over which the streams' steady cost (heartbeats) is measured. */
+/** Idle time over which the streams' steady cost (heartbeats) is measured (shorter in --smoke). */
 const IDLE_SAMPLE_MS = 3_000;
+const SMOKE_IDLE_SAMPLE_MS = 300;
 /** Pause between writes, so each is measured on its own. */
 const WRITE_GAP_MS = 200;
-/** Niceness of the load processes (the writer and the server stay at 0). */
-const LOAD_NICE = 10;
 const SERVER_FLAGS = ['--max-watch-streams-per-pod', '1000000', '--watch-open-rate', '0', '--max-grpc-connections', '1000000'];
 
 interface LoadProcess {
@@ -45,10 +44,8 @@ interface LoadProcess {
 
 function startLoadProcess(): LoadProcess {
   const proc = fork(AGENT_SCRIPT, [], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  // Every thread of the load process on the load core (fork cannot go through taskset), at a lower
-  // priority than this process, so the writer reads its acknowledgement while the agents decode events.
+  // Every thread of the load process on the load core (fork cannot go through taskset).
   if (HAS_TASKSET && proc.pid) spawnSync('taskset', ['-a', '-p', '-c', String(LOAD_CORE), String(proc.pid)], { stdio: 'ignore' });
-  if (proc.pid) setPriority(proc.pid, LOAD_NICE);
   const inbox: ChildMessage[] = [];
   const waiters: Array<{ type: string; resolve: (m: ChildMessage) => void; reject: (err: Error) => void }> = [];
   proc.on('message', (m: ChildMessage) => {
@@ -148,19 +145,28 @@ interface Level {
   readonly rssMiB: number;
   readonly kibPerAgent: number;
   readonly idleCpuPct: number;
+  /** The server's own time from commit to the last stream offered the event (its metric), mean per write. */
+  readonly serverFanOutMs: number;
   readonly cpuUsPerDelivery: number;
 }
 
-async function measureLevel(client: ServerClient, server: ServerHandle, fleets: readonly Fleet[], agents: number, writes: number, idleRss: number, from: number): Promise<Level> {
+/** The server's fan-out histogram's sum (seconds) and count. */
+async function fanOutSeconds(server: ServerHandle): Promise<{ sum: number; count: number }> {
+  const name = 'config_sidecar_server_watch_fanout_duration_seconds';
+  return { sum: await metric(server.adminUrl, `${name}_sum`), count: await metric(server.adminUrl, `${name}_count`) };
+}
+
+async function measureLevel(client: ServerClient, server: ServerHandle, fleets: readonly Fleet[], agents: number, writes: number, idleRss: number, from: number, idleSampleMs: number): Promise<Level> {
   const pid = server.child.pid;
   const rss = rssBytes(pid);
   const idleCpu0 = cpuSeconds(pid);
   const idle0 = Date.now();
-  await sleep(IDLE_SAMPLE_MS);
+  await sleep(idleSampleMs);
   const idleCpuPerMs = (cpuSeconds(pid) - idleCpu0) / (Date.now() - idle0);
   const acks: number[] = [];
   const lags: number[] = [];
   let missing = 0;
+  const fanOut0 = await fanOutSeconds(server);
   const cpu0 = cpuSeconds(pid);
   const t0 = Date.now();
   for (let k = 0; k < writes; k++) {
@@ -170,8 +176,11 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
     missing += r.missing;
     await sleep(WRITE_GAP_MS);
   }
-  // CPU over the writes, less the streams' steady cost over the same time (heartbeats).
-  const busyCpu = Math.max(0, cpuSeconds(pid) - cpu0 - idleCpuPerMs * (Date.now() - t0));
+  // CPU over the writes, less the streams' steady cost over the same time (heartbeats); on a
+  // machine so loaded that the server could not keep its idle rate, the difference is meaningless.
+  const busyCpu = cpuSeconds(pid) - cpu0 - idleCpuPerMs * (Date.now() - t0);
+  const fanOut1 = await fanOutSeconds(server);
+  const serverFanOutMs = ((fanOut1.sum - fanOut0.sum) / Math.max(1, fanOut1.count - fanOut0.count)) * 1000;
   return {
     agents,
     acksMs: acks,
@@ -182,7 +191,8 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
     rssMiB: rss / 2 ** 20,
     kibPerAgent: (rss - idleRss) / 1024 / agents,
     idleCpuPct: idleCpuPerMs * 1000 * 100,
-    cpuUsPerDelivery: (busyCpu * 1e6) / Math.max(1, lags.length),
+    serverFanOutMs,
+    cpuUsPerDelivery: busyCpu > 0 ? (busyCpu * 1e6) / Math.max(1, lags.length) : Number.NaN,
   };
 }
 
@@ -217,11 +227,11 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
       }
       await addAgents(ctx, fleets, server, agents - connected);
       connected = agents;
-      const level = await measureLevel(client, server, fleets, agents, writes, idleRss, from);
+      const level = await measureLevel(client, server, fleets, agents, writes, idleRss, from, ctx.profile.name === 'smoke' ? SMOKE_IDLE_SAMPLE_MS : IDLE_SAMPLE_MS);
       from += writes;
       results.push(level);
       ctx.log(
-        `${agents} agents: ack median ${median(level.acksMs).toFixed(1)} ms (none: ${median(baseline).toFixed(1)}), delivery p50 ${level.p50Ms.toFixed(1)} p99 ${level.p99Ms.toFixed(1)} ms, missing ${level.missing}, RSS ${level.rssMiB.toFixed(0)} MiB (${level.kibPerAgent.toFixed(1)} KiB/agent), ${level.cpuUsPerDelivery.toFixed(1)} µs CPU/delivery, idle ${level.idleCpuPct.toFixed(1)} % CPU`,
+        `${agents} agents: ack median ${median(level.acksMs).toFixed(1)} ms (none: ${median(baseline).toFixed(1)}), delivery p50 ${level.p50Ms.toFixed(1)} p99 ${level.p99Ms.toFixed(1)} ms (server fan-out ${level.serverFanOutMs.toFixed(1)} ms), missing ${level.missing}, RSS ${level.rssMiB.toFixed(0)} MiB (${level.kibPerAgent.toFixed(1)} KiB/agent), ${level.cpuUsPerDelivery.toFixed(1)} µs CPU/delivery, idle ${level.idleCpuPct.toFixed(1)} % CPU`,
       );
     }
     const idleMiB = idleRss / 2 ** 20;
@@ -232,10 +242,11 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
         { system: who, metric: 'write acknowledged', unit: 'ms', values: l.acksMs, better: 'lower' },
         { system: who, metric: 'delivery to every stream p50', unit: 'ms', values: [l.p50Ms], better: 'lower' },
         { system: who, metric: 'delivery to every stream p99', unit: 'ms', values: [l.p99Ms], better: 'lower' },
+        { system: who, metric: 'server fan-out (commit → last stream offered), mean', unit: 'ms', values: [l.serverFanOutMs], better: 'lower' },
         { system: who, metric: 'missing deliveries', unit: 'count', values: [l.missing], better: 'lower' },
         { system: who, metric: 'RSS', unit: 'MiB', values: [l.rssMiB], better: 'lower', note: `idle ${idleMiB.toFixed(0)} MiB` },
         { system: who, metric: 'RSS per agent', unit: 'KiB', values: [l.kibPerAgent], better: 'lower' },
-        { system: who, metric: 'CPU per delivered event', unit: 'µs', values: [l.cpuUsPerDelivery], better: 'lower' },
+        ...(Number.isNaN(l.cpuUsPerDelivery) ? [] : [{ system: who, metric: 'CPU per delivered event', unit: 'µs', values: [l.cpuUsPerDelivery], better: 'lower' as const }]),
         { system: who, metric: 'CPU with streams idle (heartbeats)', unit: '%', values: [l.idleCpuPct], better: 'lower' },
       );
     }
@@ -267,7 +278,8 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
   notes.push(
     `Load average (1 min) ${load0.toFixed(2)} at the start, ${(loadavg()[0] ?? 0).toFixed(2)} at the end, on a machine of ${ctx.profile.name === 'full' ? 'shared' : 'any'} cores: figures from a loaded machine are upper bounds.`,
     'Delivery lag runs from sending the write (its commit included) to a stream receiving the event; agents are simulated by load processes speaking gRPC over node:http2 (bench/lib/agent-streams.ts), one HTTP/2 connection each.',
-    'CPU per delivered event: server CPU during the writes less its idle rate (heartbeats) over the same time, divided by the deliveries.',
+    'CPU per delivered event: server CPU during the writes less its idle rate (heartbeats) over the same time, divided by the deliveries (left out when the server used less than its idle rate, i.e. it was starved of CPU).',
+    'RSS per agent: growth over the idle server divided by the agents connected; the first thousands also pay for the V8 heap growing.',
   );
   return {
     id: 'control-plane',

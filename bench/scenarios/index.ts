@@ -12,6 +12,7 @@ import { startup } from './startup.ts';
 import { hitRatio } from './hit-ratio.ts';
 import { outage } from './outage.ts';
 import { hotKey } from './hot-key.ts';
+import { warmStart } from './warm-start.ts';
 
 export interface Scenario {
   readonly id: string;
@@ -37,6 +38,7 @@ export const SCENARIOS: readonly Scenario[] = [
   { id: 'memory', title: 'Memory (RSS)', run: memory, limitS: { full: 900, quick: 120, smoke: 120 } },
   { id: 'pod-limit', title: 'Pod limit: under a real memory limit', run: podLimit, limitS: { full: 1200, quick: 120, smoke: 90 } },
   { id: 'start-up', title: 'Start-up to ready', run: startup },
+  { id: 'warm-start', title: 'Warm start from the snapshot, server down', run: warmStart },
   { id: 'hit-ratio', title: 'Hit ratio under writes', run: hitRatio },
   { id: 'outage', title: 'Outage: server killed mid-run', run: outage },
 ];

@@ -302,6 +302,10 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       throw err;
     }
     if (restored) streamDownSince = restored.takenAt;
+    // A rotation may have retired data keys (issue 20): the snapshot is rewritten at once, not at the next interval.
+    void (async () => {
+      for await (const event of hub.subscribe({ filter: (e) => e.type === 'rotated' })) if (event.type === 'rotated') snapshotter?.requestNow();
+    })();
   }
 
   let firstConnect: () => void = () => {};
@@ -640,6 +644,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       await stopFiles?.();
       cache.close();
       deks.clear();
+      rings.clear();
       zeroize(podToken);
       await upstream.close();
       await closeServer(adminServer);

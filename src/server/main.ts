@@ -266,7 +266,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const bracket = (h: string): string => (h.includes(':') ? `[${h}]` : h);
     const httpUrl = `${scheme}://${bracket(httpBound.host)}:${httpBound.port}`;
     logger.info(
-      { http: httpUrl, grpc: `${bracket(grpcBound.host)}:${grpcBound.port}`, admin: `http://${bracket(adminBound.host)}:${adminBound.port}`, tls: Boolean(tls) },
+      { http: httpUrl, ui: `${httpUrl}/ui/`, grpc: `${bracket(grpcBound.host)}:${grpcBound.port}`, admin: `http://${bracket(adminBound.host)}:${adminBound.port}`, tls: Boolean(tls) },
       'server listening',
     );
 

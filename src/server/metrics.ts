@@ -15,6 +15,8 @@ export interface ServerMetrics {
   readonly rotations: Counter<'trigger'>;
   readonly storeErrors: Counter<'code'>;
   readonly watchBufferHighWater: Gauge;
+  /** From a commit reaching the Watch fan-out to the last open stream being offered it. */
+  readonly watchFanOutDuration: Histogram;
   readonly watchEnded: Counter<'reason'>;
   readonly authReloads: Counter<'outcome'>;
   readonly connectionsShed: Counter<'reason'>;
@@ -73,6 +75,12 @@ export function createServerMetrics(): ServerMetrics {
     watchBufferHighWater: new Gauge({
       name: `${p}watch_buffer_high_water`,
       help: 'Most events ever queued for one watch stream; never above --watch-buffer.',
+      registers: [registry],
+    }),
+    watchFanOutDuration: new Histogram({
+      name: `${p}watch_fanout_duration_seconds`,
+      help: 'From a commit reaching the Watch fan-out to the last open stream being offered its events (per batch).',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
     watchEnded: new Counter({ name: `${p}watch_streams_ended_total`, help: 'Watch streams ended by the server, by reason.', labelNames: ['reason'], registers: [registry] }),
