@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { createLocalJWKSet, importJWK, type JWK } from 'jose';
@@ -20,12 +20,14 @@ import { ringResponse } from '../src/shared/ring-proto.ts';
 import { SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
 import { defaultPod, hook, makeAgentDir, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 import { makeVolume } from './helpers/pod-harness.ts';
-import { http, startServerProcess, type LogLine, type ServerProcess } from './helpers/server-process.ts';
+import { http, metricValue, startServerProcess, type LogLine, type ServerProcess } from './helpers/server-process.ts';
+import { waitForMetric } from './helpers/tcp-proxy.ts';
 
 const TEST_TIMEOUT_MS = 120_000;
 const HOUR = 3_600_000;
 const ITEM = 'production/auth/signing-keys';
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'];
+const SNAPSHOT_WRITES = 'config_sidecar_agent_snapshot_writes_total';
 
 /** Every private scalar written, to check none is ever printed. */
 const privateScalars: string[] = [];
@@ -44,7 +46,7 @@ interface Stack {
   published(file: string): Promise<LogLine>;
 }
 
-async function stack(t: { after(fn: () => unknown): void }): Promise<Stack> {
+async function stack(t: { after(fn: () => unknown): void }, options: { snapshot?: boolean } = {}): Promise<Stack> {
   const cleanup: Array<() => unknown> = [];
   t.after(async () => {
     for (const step of cleanup.reverse()) await step();
@@ -62,7 +64,16 @@ async function stack(t: { after(fn: () => unknown): void }): Promise<Stack> {
   writeFileSync(configPath, `files: ${JSON.stringify([{ path: 'jwks.json', items: [ITEM], format: 'jwks' }])}\n`);
   const filesDir = join(dir, 'files');
   if (pod) await makeVolume(filesDir, pod.fsGroup);
-  const agent = await startAgentProcess(server, { prefixes: ['production'], args: ['--config', configPath, '--files-dir', filesDir, '--cache-ttl', '1h'] });
+  const snapshotArgs: string[] = [];
+  if (options.snapshot) {
+    // An interval far beyond the test: a write can only come from requestNow.
+    const snapshotDir = join(dir, 'snapshot');
+    const volume = pod ? await makeVolume(snapshotDir, pod.fsGroup, { medium: 'Memory', sizeBytes: 8 * 1024 * 1024 }) : undefined;
+    if (!pod) await mkdir(snapshotDir);
+    cleanup.push(async () => volume?.unmount());
+    snapshotArgs.push('--snapshot-dir', snapshotDir, '--snapshot-interval', '1h');
+  }
+  const agent = await startAgentProcess(server, { prefixes: ['production'], args: ['--config', configPath, '--files-dir', filesDir, '--cache-ttl', '1h', ...snapshotArgs] });
   cleanup.push(() => agent.stop());
   await waitReady(agent.adminUrl);
   const published = (file: string): Promise<LogLine> => {
@@ -178,19 +189,25 @@ test('bad ring input gets a clear 400; a ring of symmetric keys is refused for j
   assert.ok(!res.body.toString().includes('c2VjcmV0'), 'the refusal never carries the key');
   const raw = await socketGet(s.agent.socketPath, `/v1/items/${ITEM}?ring=1&format=raw`);
   assert.equal(raw.status, 400);
+  const withRollout = await http(s.server.httpUrl, 'GET', `/v1/items/${ITEM}?env=prod&ring=1&rollout=r-1`, { token: s.server.rootToken });
+  assert.equal(withRollout.status, 400);
+  assert.match(withRollout.json.error.message, /ring=1 reads the stable key ring/);
 });
 
-test('after rotate ?retire-previous=true no agent holds the old data-key version, history still reads, the old wrapped key is gone and the audit names it', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-  const s = await stack(t);
+test('after rotate ?retire-previous=true no agent holds the old data-key version, its warm-restart snapshot is rewritten, history still reads, the old wrapped key is gone and the audit names it', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const s = await stack(t, { snapshot: true });
   const token = s.server.rootToken;
   const ns = 'production/auth';
+  const snapshotWrites = async (): Promise<number> => (await metricValue(s.agent.adminUrl, SNAPSHOT_WRITES, 'outcome="ok"')) ?? 0;
   await write(s.server, 'k2');
   const before = await socketGet(s.agent.socketPath, `/v1/items/${ITEM}?ring=1`);
   assert.equal(before.status, 200);
   const state0 = await hook(s.agent.adminUrl, 'GET', '/debug/state');
+  const writesBefore = await snapshotWrites();
   const rotated = await http(s.server.httpUrl, 'POST', `/v1/rotate/${ns}?retire-previous=true`, { token });
   assert.equal(rotated.status, 200, rotated.text);
   assert.deepEqual(rotated.json.retiredVersions, [1]);
+  await waitForMetric(() => snapshotWrites(), (v) => (v ?? 0) > writesBefore, 'the warm-restart snapshot rewritten after the rotation', 20_000);
   assert.equal(rotated.json.keyVersion, 2);
   // The agent dropped its keys on the event; the next value it opens fetches only what is needed now.
   const r3 = await write(s.server, 'k3');

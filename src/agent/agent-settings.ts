@@ -25,7 +25,7 @@ import {
 } from '../shared/settings.ts';
 import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
 import { AppError } from '../shared/errors.ts';
-import { loopbackUrlProblem } from './app-health.ts';
+import { loopbackUrlProblem } from '../shared/loopback-url.ts';
 import { AGENT_ID_RE } from '../shared/fleet-proto.ts';
 import { DEFAULT_ENV } from '../shared/protocol.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';

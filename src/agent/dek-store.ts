@@ -110,16 +110,26 @@ export class DekStore {
   }
 
   /**
-   * A new key version exists (KeyRotated). Held versions stay: a version's key
-   * never changes, and dropping them would make the next change event wait on
-   * a fetch of every version. A fetch in flight is superseded, since its
-   * answer may predate the new version.
+   * A new key version exists (KeyRotated). Versions below it are dropped and
+   * zero-filled (issue 20): the rotation re-sealed every current value, so
+   * none needs them, and after `retire-previous` the server destroyed them;
+   * a key ring's older member that still needs one fetches it again. The
+   * other held versions stay, so the next change event waits on at most one
+   * fetch. A fetch in flight is superseded, since its answer may predate the
+   * new version.
    */
-  rotated(namespace: string): void {
+  rotated(namespace: string, keyVersion: number): void {
     const flight = this.#flights.get(namespace);
     if (flight) {
       flight.superseded = true;
       this.#flights.delete(namespace);
+    }
+    const held = this.#sets.get(namespace);
+    if (!held) return;
+    for (const [version, key] of held.keys) {
+      if (version >= keyVersion) continue;
+      held.keys.delete(version);
+      zeroize(key);
     }
   }
 

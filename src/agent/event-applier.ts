@@ -161,7 +161,7 @@ export class EventApplier {
           // being applied). Only the new data key is fetched, once, spread over
           // the jitter window; a change that needs it sooner fetches it at once.
           const known = this.#o.deks.has(event.namespace);
-          this.#o.deks.rotated(event.namespace);
+          this.#o.deks.rotated(event.namespace, event.keyVersion);
           if (known) this.#later(() => this.#o.deks.prefetch(event.namespace, event.keyVersion));
           this.#advance(event);
           this.#o.hub.publish({ type: 'rotated', namespace: event.namespace, version: event.keyVersion, revision: event.revision });

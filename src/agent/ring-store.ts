@@ -68,8 +68,12 @@ const keyOf = (ref: ItemRef, env: string): string => `${env}\u0000${itemKey(ref)
 export class RingStore {
   readonly #o: RingStoreOptions;
   readonly #entries: LRUCache<string, Entry>;
-  /** Bumped by every invalidation of an item; a fill started under an older one is not stored. */
-  readonly #generations = new Map<string, number>();
+  /**
+   * Per item with a fill in flight: fills running and invalidations seen; a
+   * fill that saw an invalidation start after it is not stored. Only items
+   * being filled have an entry, so events for other items cost nothing here.
+   */
+  readonly #flights = new Map<string, { running: number; invalidations: number }>();
   #epoch = 0;
 
   constructor(options: RingStoreOptions) {
@@ -89,9 +93,19 @@ export class RingStore {
     for (let attempt = 0; attempt < MAX_FILL_ATTEMPTS; attempt += 1) {
       const held = this.#entries.get(key);
       if (held) return this.#copy(held);
-      const started = this.#generation(ref);
-      const entry = await this.#load(ref, env, signal);
-      if (this.#generation(ref) !== started) {
+      const item = itemKey(ref);
+      const flight = this.#flights.get(item) ?? { running: 0, invalidations: 0 };
+      this.#flights.set(item, flight);
+      flight.running += 1;
+      const started = { epoch: this.#epoch, invalidations: flight.invalidations };
+      let entry: Entry;
+      try {
+        entry = await this.#load(ref, env, signal);
+      } finally {
+        flight.running -= 1;
+        if (flight.running === 0 && this.#flights.get(item) === flight) this.#flights.delete(item);
+      }
+      if (started.epoch !== this.#epoch || started.invalidations !== flight.invalidations) {
         // An event for the item landed while the envelope was on its way: read again.
         zeroize(entry.ring.current.plaintext, ...entry.previous.map((p) => p.plaintext));
         continue;
@@ -106,23 +120,19 @@ export class RingStore {
   /** An item event was applied: its rings (every env) are dropped and read again on demand. */
   invalidate(ref: ItemRef): void {
     const item = itemKey(ref);
-    this.#generations.set(item, (this.#generations.get(item) ?? 0) + 1);
+    const flight = this.#flights.get(item);
+    if (flight) flight.invalidations += 1;
     for (const key of [...this.#entries.keys()]) if (key.endsWith(`\u0000${item}`)) this.#entries.delete(key);
   }
 
   /** A resync or a fresh stream: nothing held can be vouched for. */
   clear(): void {
     this.#epoch += 1;
-    this.#generations.clear();
     this.#entries.clear();
   }
 
   get size(): number {
     return this.#entries.size;
-  }
-
-  #generation(ref: ItemRef): string {
-    return `${this.#epoch}:${this.#generations.get(itemKey(ref)) ?? 0}`;
   }
 
   async #load(ref: ItemRef, env: string, signal?: AbortSignal): Promise<Entry> {

@@ -164,6 +164,7 @@ export function parseRoute(method: string, target: string): Route {
       const ring = wantsRing(query) ? { ring: true } : {};
       const rolloutParam = query.get('rollout');
       if (rolloutParam === null || rolloutParam === '') return { op, ref: parseItemPath(rest), env, ...ring };
+      if (op === 'getItem' && ring.ring) throw new AppError('invalid_argument', 'ring=1 reads the stable key ring; a rollout candidate (?rollout=) has none. Give one of the two.');
       if (!ROLLOUT_ID_RE.test(rolloutParam)) throw new AppError('invalid_argument', 'rollout must be a rollout id as POST /v1/rollouts answered it.');
       return { op, ref: parseItemPath(rest), env, ...ring, rollout: rolloutParam };
     }

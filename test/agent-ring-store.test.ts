@@ -1,0 +1,115 @@
+/**
+ * The agent's ring store (issue 20) as a unit, with a fake upstream (sealed
+ * for real: SealedKeyring) and a ManualClock: a ring fill that raced an event
+ * for its item is never stored or served (made deterministic by holding the
+ * envelope), members age out on the clock with one announcement each time and
+ * are zero-filled, and a member already expired by the agent's clock is never
+ * served.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../src/shared/clock.ts';
+import { generateTransportKeyPair } from '../src/shared/crypto.ts';
+import type { RingEnvelopeResponse } from '../src/shared/ring-proto.ts';
+import type { Upstream } from '../src/agent/upstream.ts';
+import { DekStore } from '../src/agent/dek-store.ts';
+import { RingStore, releaseRing, type RingRead } from '../src/agent/ring-store.ts';
+import { SealedKeyring } from './helpers/sealed-keyring.ts';
+
+const REF = { namespace: 'production/auth', name: 'signing-key' };
+const HOUR = 3_600_000;
+
+function setup(clock: ManualClock) {
+  const keyring = new SealedKeyring();
+  let kid = 'a';
+  let hold: Promise<void> | undefined;
+  let fetches = 0;
+  const envelope = (): RingEnvelopeResponse => {
+    const layer = (version: number, value: string) => ({ ...keyring.sealLayer(REF.namespace, REF.name, { env: 'prod', version, revision: version }, Buffer.from(JSON.stringify({ kid: value }))) });
+    const at = (ms: number): string => new Date(ms).toISOString();
+    return {
+      ...REF,
+      kind: 'config',
+      env: 'prod',
+      version: 3,
+      revision: 3,
+      etag: '"3"',
+      layers: [layer(3, `${kid}3`)],
+      previous: [
+        { version: 2, retiredAt: at(clock.now() - 60_000), expiresAt: at(clock.now() + HOUR - 60_000), layers: [layer(2, `${kid}2`)] },
+        { version: 1, retiredAt: at(clock.now() - 120_000), expiresAt: at(clock.now() + 30_000), layers: [layer(1, `${kid}1`)] },
+        { version: 0, retiredAt: at(clock.now() - 2 * HOUR), expiresAt: at(clock.now() - HOUR), layers: [layer(1, 'stale')] },
+      ],
+    };
+  };
+  const upstream: Pick<Upstream, 'fetchRingEnvelope'> = {
+    async fetchRingEnvelope() {
+      fetches += 1;
+      const answer = envelope();
+      if (hold) await hold;
+      return answer;
+    },
+  };
+  const fullUpstream = { ...upstream, fetchEnvelope: () => Promise.reject(new Error('unused')), fetchDeks: async (ns: string, pk: string) => keyring.fetchDeks(ns, pk), close: async () => {} } as Upstream;
+  const deks = new DekStore(fullUpstream, generateTransportKeyPair(), { maxNamespaces: 10 });
+  const agedOut: number[] = [];
+  const rings = new RingStore({ upstream, deks, clock, onAgedOut: (_ref, _env, version) => agedOut.push(version) });
+  return {
+    rings,
+    agedOut,
+    fetches: () => fetches,
+    setKid: (next: string) => (kid = next),
+    holdNext(): () => void {
+      let release!: () => void;
+      hold = new Promise((resolve) => (release = resolve));
+      return () => {
+        hold = undefined;
+        release();
+      };
+    },
+  };
+}
+
+function kids(ring: RingRead): string[] {
+  const out = [ring.current, ...ring.previous].map((v) => (JSON.parse(v.plaintext.toString()) as { kid: string }).kid);
+  releaseRing(ring);
+  return out;
+}
+
+test('a ring fill that raced an event for its item is not stored or served: the read fetches again', async () => {
+  const clock = new ManualClock();
+  const s = setup(clock);
+  const release = s.holdNext();
+  const reading = s.rings.read(REF, 'prod');
+  await new Promise((resolve) => setImmediate(resolve));
+  // The event lands while the envelope (built before it) is on its way.
+  s.setKid('b');
+  s.rings.invalidate(REF);
+  release();
+  assert.deepEqual(kids(await reading), ['b3', 'b2', 'b1'], 'the answer that predates the event was dropped');
+  assert.equal(s.fetches(), 2);
+  assert.deepEqual(kids(await s.rings.read(REF, 'prod')), ['b3', 'b2', 'b1'], 'and the fresh one is held');
+  assert.equal(s.fetches(), 2);
+});
+
+test('members age out on the clock, each with one announcement; one expired by the agent clock is never served', async () => {
+  const clock = new ManualClock();
+  const s = setup(clock);
+  const first = await s.rings.read(REF, 'prod');
+  assert.deepEqual(first.previous.map((p) => p.version), [2, 1], 'version 0 expired an hour ago on this clock: dropped at load');
+  const heldCopy = first.previous[1]!.plaintext;
+  const etag = first.etag;
+  assert.deepEqual(kids(first), ['a3', 'a2', 'a1']);
+  assert.ok(heldCopy.every((b) => b === 0), 'released copies are zero-filled');
+
+  clock.advance(30_000);
+  assert.deepEqual(s.agedOut, [3], 'one change announced (at the current version) when v1 aged out');
+  const later = await s.rings.read(REF, 'prod');
+  assert.notEqual(later.etag, etag, 'the ring ETag changes with its members');
+  assert.deepEqual(kids(later), ['a3', 'a2']);
+  clock.advance(HOUR);
+  assert.deepEqual(s.agedOut, [3, 3]);
+  assert.deepEqual(kids(await s.rings.read(REF, 'prod')), ['a3']);
+  assert.equal(s.fetches(), 1, 'aging out needs no request');
+  assert.equal(clock.pending, 0, 'no timer left once the ring holds no previous version');
+});
