@@ -134,6 +134,8 @@ try {
           .split('\n')
           .filter((l) => /^(Rss|Pss_Anon|Pss_File|Anonymous|Shared_Clean|Private_Clean|Private_Dirty):/.test(l))
           .map((l) => l.replace(/\s+/g, ' '));
+        // Warm-up first (JIT, and the GC work the load left), so the figure is the steady state's.
+        await cpuPerRead(agent.child.pid, agent.socketPath, paths, Math.ceil(reads / 5));
         const cpu = await cpuPerRead(agent.child.pid, agent.socketPath, paths, reads);
         const r = results.get(v.name) ?? { idle: [], loaded: [], late: [], cpu: [], heap: [] };
         r.idle.push(idle);

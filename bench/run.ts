@@ -22,6 +22,7 @@ import { readAll, ITEMS_NS, itemPath } from './lib/context.ts';
 import { startAgent, tempDir, waitReady } from './lib/stack.ts';
 import { PROFILES, type Profile, type ScenarioResult } from './lib/types.ts';
 import { SCENARIOS } from './scenarios/index.ts';
+import { parseQuantity } from '../src/webhook/quantity.ts';
 import type { LatencySummary } from './lib/load.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -42,8 +43,11 @@ const { values: args } = parseArgs({
     out: { type: 'string' },
     'no-profile': { type: 'boolean', default: false },
     'pod-limit-entries': { type: 'string' },
+    'pod-limit-memory': { type: 'string' },
+    'time-limit': { type: 'string' },
     agents: { type: 'string' },
     'replica-agents': { type: 'string' },
+    keys: { type: 'string' },
     list: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -63,6 +67,14 @@ if (args.help || args.list) {
   --agents N[,N]  agents connected in steps in the control-plane scenario (default: 1000,5000,10000 in full)
   --replica-agents N
                  agents split over two PostgreSQL replicas in the control-plane scenario (0 skips; default 5000 in full)
+  --time-limit S  seconds for the whole run and for each scenario in it (default: the profile's,
+                 ${SUITE_LIMIT_S.full} s and ${SCENARIO_LIMIT_S.full} s per scenario in full; a scenario run alone
+                 gets its own, e.g. 1800 s for memory and 2700 s for pod-limit in full)
+  --pod-limit-memory Q[,Q]
+                 limits the pod-limit scenario runs under besides the injector's default
+                 (Kubernetes quantities; default: the profile's, 128Mi in full)
+  --keys N       items seeded and read in the cached-read, latency and cost scenarios
+                 (default: the profile's, 10000 in full; fewer warm faster on a loaded machine)
 
 Scenarios:
 ${SCENARIOS.map((s) => `  ${s.id.padEnd(20)} ${s.title}`).join('\n')}`);
@@ -92,6 +104,11 @@ async function main(): Promise<void> {
     console.error(`--pod-limit-entries must be a positive whole number, got "${args['pod-limit-entries'] ?? ''}"`);
     process.exit(2);
   }
+  const keys = args.keys === undefined ? base.keys : Number(args.keys);
+  if (!Number.isInteger(keys) || keys < 1) {
+    console.error(`--keys must be a positive whole number, got "${args.keys ?? ''}"`);
+    process.exit(2);
+  }
   const counts = (flag: 'agents' | 'replica-agents', fallback: readonly number[]): number[] => {
     const raw = args[flag];
     if (raw === undefined) return [...fallback];
@@ -102,9 +119,22 @@ async function main(): Promise<void> {
     }
     return list;
   };
+  const podLimitMemory = args['pod-limit-memory'] === undefined ? base.podLimitMemory : args['pod-limit-memory'].split(',').map((q) => q.trim()).filter(Boolean);
+  const badQuantity = podLimitMemory.find((q) => parseQuantity(q) === undefined);
+  if (badQuantity !== undefined) {
+    console.error(`--pod-limit-memory takes Kubernetes memory quantities such as 128Mi, got "${badQuantity}"`);
+    process.exit(2);
+  }
+  const timeLimitS = args['time-limit'] === undefined ? undefined : Number(args['time-limit']);
+  if (timeLimitS !== undefined && !(Number.isFinite(timeLimitS) && timeLimitS > 0)) {
+    console.error(`--time-limit takes a number of seconds, got "${args['time-limit'] ?? ''}"`);
+    process.exit(2);
+  }
   const profile = {
     ...base,
     podLimitEntries,
+    keys,
+    podLimitMemory,
     controlPlaneAgents: counts('agents', base.controlPlaneAgents).filter((n) => n > 0),
     controlPlaneReplicaAgents: counts('replica-agents', [base.controlPlaneReplicaAgents])[0] ?? 0,
   };
@@ -131,21 +161,22 @@ async function main(): Promise<void> {
     caveats.push(`The machine was not idle (load average ${machineLoad.map((l) => l.toFixed(2)).join(' / ')} at start): other work shares these cores, so absolute figures are noisy; the ratios to references measured in the same run are the meaningful part.`);
   }
   const ctx = new Context(profile, log);
-  // A scenario with its own budget (the control plane's 10k agents) gets it when run on its own.
+  // A scenario with its own budget (the control plane's 10k agents) gets it when run on its own; --time-limit overrides both.
   const ownLimitS = selected.length === 1 ? (selected[0]?.limitS?.[profile.name] ?? 0) : 0;
-  ctx.deadline = t0 + Math.max(SUITE_LIMIT_S[profile.name], ownLimitS) * 1000;
+  const suiteLimitS = timeLimitS ?? Math.max(SUITE_LIMIT_S[profile.name], ownLimitS);
+  ctx.deadline = t0 + suiteLimitS * 1000;
   const results: ScenarioResult[] = [];
   try {
     for (const s of selected) {
       const elapsed = (Date.now() - t0) / 1000;
-      if (elapsed > Math.max(SUITE_LIMIT_S[profile.name], ownLimitS)) {
-        results.push(notRun(s.id, s.title, `suite time budget (${SUITE_LIMIT_S[profile.name]} s) used up before this scenario`));
+      if (elapsed > suiteLimitS) {
+        results.push(notRun(s.id, s.title, `suite time budget (${suiteLimitS} s) used up before this scenario`));
         continue;
       }
       log(`▶ ${s.id}`);
       const started = Date.now();
       try {
-        const limitS = Math.max(30, Math.min(s.limitS?.[profile.name] ?? SCENARIO_LIMIT_S[profile.name], ctx.secondsLeft() + GRACE_S[profile.name]));
+        const limitS = Math.max(30, Math.min(timeLimitS ?? s.limitS?.[profile.name] ?? SCENARIO_LIMIT_S[profile.name], ctx.secondsLeft() + GRACE_S[profile.name]));
         const r = await withTimeout(s.run(ctx), limitS * 1000, s.id);
         results.push({ ...r, seconds: (Date.now() - started) / 1000 });
         for (const t of r.targets) log(`  ${t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'MISS'} ${t.target}: ${t.measured}`);

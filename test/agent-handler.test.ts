@@ -73,10 +73,11 @@ test('a read answers the value with ETag, Age and X-Config-Revision; raw gives t
 
 test('format is read the same whether the query is the exact short form or any other spelling', async () => {
   const raw = ['?format=raw', '?x=1&format=raw', '?format=r%61w', '?format=raw&format=json'];
-  for (const q of raw) assert.equal((await body(req(`/v1/items/production/ml/db${q}`))).body?.toString(), 's3cret', q);
+  // Twice each: the second answer comes from the parsed-URL memo and must be the same.
+  for (let pass = 0; pass < 2; pass++) for (const q of raw) assert.equal((await body(req(`/v1/items/production/ml/db${q}`))).body?.toString(), 's3cret', q);
   const json = ['', '?', '?format=json', '?x=1', '?format=json&format=raw'];
-  for (const q of json) assert.equal((await body(req(`/v1/items/production/ml/db${q}`))).headers['content-type'], 'application/json; charset=utf-8', q);
-  for (const q of ['?format=RAW', '?format=', '?format=raw%20']) assert.equal(code(await body(req(`/v1/items/production/ml/db${q}`))), 'bad_request', q);
+  for (let pass = 0; pass < 2; pass++) for (const q of json) assert.equal((await body(req(`/v1/items/production/ml/db${q}`))).headers['content-type'], 'application/json; charset=utf-8', q);
+  for (let pass = 0; pass < 2; pass++) for (const q of ['?format=RAW', '?format=', '?format=raw%20']) assert.equal(code(await body(req(`/v1/items/production/ml/db${q}`))), 'bad_request', q);
 });
 
 test('a cache hit is answered synchronously, without a promise', () => {
@@ -114,6 +115,7 @@ test('bad requests are refused with the right status and a JSON error', async ()
     [req('/v1/items/production/ml/db', { headers: { via: '1.1 proxy' } }), 403, 'forwarded_request'],
     [req('/v1/items/production/ml/db', { listener: 'tcp' }), 401, 'unauthenticated'],
     [req('/v1/items/production/ml/db', { listener: 'tcp', headers: { 'x-config-sidecar-token': 'wrong-token-0123456789' } }), 401, 'unauthenticated'],
+    [req('/v1/items/production/ml/db', { listener: 'tcp', headers: { 'x-config-sidecar-token': 'pod-token-0123456780' } }), 401, 'unauthenticated'],
     [req('/v1/watch?prefix=production'), 403, 'permission_denied'],
   ];
   for (const [r, status, errorCode] of cases) {
@@ -191,4 +193,15 @@ test('readiness: prefetch and stream, or within max-stale once the stream has be
   assert.equal(agentReadiness({ ...base, streamDownSince: 30_000 }).ready, false, 'past max-stale');
   assert.equal(agentReadiness({ ...base, streamDownSince: 90_000, everConnected: false }).ready, false, 'never connected');
   assert.equal(agentReadiness({ ...base, files: { ready: false, files: { 'a.env': { ok: false, detail: 'missing item' } } } }).ready, false);
+});
+
+test('a URL read before is refused once the prefixes no longer cover it', async () => {
+  let prefixes: readonly string[] = ['production/ml'];
+  const d = { ...deps(), prefixes: () => prefixes };
+  assert.equal((await body(req('/v1/items/production/ml/db'), d)).status, 200);
+  assert.equal((await body(req('/v1/items/production/ml/db'), d)).status, 200, 'same list: the remembered decision');
+  prefixes = ['production/other'];
+  const refused = await body(req('/v1/items/production/ml/db'), d);
+  assert.equal(refused.status, 403);
+  assert.equal(code(refused), 'permission_denied');
 });

@@ -22,15 +22,27 @@ test('the agent command is re-executed once with the node flags and environment,
   assert.deepEqual(plan.args, [NODE, '--enable-source-maps', ...AGENT_NODE_FLAGS, SCRIPT, 'agent', '--prefix', 'p']);
   assert.deepEqual(plan.env, { PATH: '/bin', ...AGENT_ENV });
   // The re-executed process sees everything in place and runs on: no loop.
-  assert.equal(runtimePlan({ execPath: NODE, argv: plan.args.filter((a) => !a.startsWith('--max') && a !== '--enable-source-maps'), execArgv: [...AGENT_NODE_FLAGS], env: plan.env }), undefined);
+  assert.equal(runtimePlan({ execPath: NODE, argv: plan.args.filter((a) => !AGENT_NODE_FLAGS.includes(a) && a !== '--enable-source-maps'), execArgv: [...AGENT_NODE_FLAGS], env: plan.env }), undefined);
 });
 
 test('settings the operator gave are kept: a node flag (command line or NODE_OPTIONS) and the environment variable', () => {
   const env = { MALLOC_ARENA_MAX: '8' };
-  assert.equal(runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: ['--max-semi-space-size=32'], env }), undefined);
-  assert.equal(runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: [], env: { ...env, NODE_OPTIONS: '--max_semi_space_size=32' } }), undefined);
+  const others = AGENT_NODE_FLAGS.filter((f) => f !== semiSpaceFlag);
+  const fromArgv = runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: ['--max-semi-space-size=32'], env });
+  assert.deepEqual(fromArgv?.args, [NODE, '--max-semi-space-size=32', ...others, SCRIPT, 'agent']);
+  const fromOptions = runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: [], env: { ...env, NODE_OPTIONS: '--max_semi_space_size=32' } });
+  assert.deepEqual(fromOptions?.args, [NODE, ...others, SCRIPT, 'agent']);
+  assert.equal(runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: [...AGENT_NODE_FLAGS.map((f) => f.replace(/=.*/, '=32'))], env }), undefined, 'every flag given: no re-exec');
   const plan = runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: [], env });
   assert.equal(plan?.env.MALLOC_ARENA_MAX, '8');
+});
+
+test("an operator's --no-<flag> keeps the bin from adding the flag it turns off", () => {
+  const plan = runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: ['--no-memory-saver-mode'], env: {} });
+  assert.ok(plan);
+  assert.ok(!plan.args.includes('--memory-saver-mode'), plan.args.join(' '));
+  assert.ok(plan.args.includes('--no-memory-saver-mode'));
+  assert.ok(plan.args.includes(semiSpaceFlag as string), 'the other settings still apply');
 });
 
 test('the semi-space the bin sets is the one the memory budget counts on', () => {
@@ -64,7 +76,7 @@ test('a real agent process keeps its PID and runs with the flags and environment
     // The process the test spawned (same PID) is the one that answered "listening" and now holds the settings.
     const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
     const environ = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
-    assert.ok(semiSpaceFlag && cmdline.includes(semiSpaceFlag), cmdline.join(' '));
+    for (const flag of AGENT_NODE_FLAGS) assert.ok(cmdline.includes(flag), `${flag} in ${cmdline.join(' ')}`);
     for (const [name, value] of Object.entries(AGENT_ENV)) assert.ok(environ.includes(`${name}=${value}`), name);
     assert.equal(cmdline.filter((a) => a === 'agent').length, 1);
     const res = await socketGet(agent.socketPath, '/v1/items/production/rt/secret?format=raw');

@@ -24,6 +24,7 @@ import { AppError } from '../src/shared/errors.ts';
 import { ValueCache, release } from '../src/agent/value-cache.ts';
 import { deriveMemoryBudget } from '../src/agent/memory-budget.ts';
 import { agentReadiness } from '../src/agent/readiness.ts';
+import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { LogSink } from './helpers/store-fixtures.ts';
 
 const SCOPE = scopeOf(['production/app'], 'prod');
@@ -216,4 +217,12 @@ test('a value dropped because access was revoked (403/401/404, a failed tag) ask
   await assert.rejects(cache.read(ref, 'prod'), /revoked/);
   assert.equal(drops, 1);
   assert.deepEqual(counted, ['unavailable', 'permission_denied'], 'the metrics observer still sees every failure');
+});
+
+test('--snapshot-dir must be a volume of its own: one the app containers share is refused, naming both settings', () => {
+  const base = { server: 'http://127.0.0.1:8420', serverGrpc: '127.0.0.1:8421', prefix: ['production/app'], socket: '/run/config-sidecar/agent.sock' };
+  assert.equal(resolveAgentSettings({ ...base, snapshotDir: '/config-sidecar/snapshot' }).snapshotInterval, 5_000);
+  assert.throws(() => resolveAgentSettings({ ...base, snapshotDir: '/run/config-sidecar' }), /--snapshot-dir.*overlaps --socket's directory \(\/run\/config-sidecar\)/);
+  assert.throws(() => resolveAgentSettings({ ...base, snapshotDir: '/config-sidecar/files/snap', filesDir: '/config-sidecar/files' }), /overlaps --files-dir/);
+  assert.throws(() => resolveAgentSettings({ ...base, snapshotDir: '/s', snapshotInterval: '10ms' }), /--snapshot-interval.*at least 100ms/);
 });

@@ -270,3 +270,31 @@ test('a deleted value leaves the snapshot at once, not at the next interval: a r
   assert.equal(kept.status, 200);
   assert.deepEqual(kept.json.value, { feature });
 });
+
+test('a snapshot from another store behind the same address is dropped on the first stream, with a log line and a metric', async (t) => {
+  const first = await startServerProcess();
+  const pod = await podWithSnapshot(t, { files: false });
+  const { secret } = await seed(first, randomBytes(6).toString('hex'));
+  const agent = await pod.start(first);
+  t.after(async () => {
+    await first.stop().catch(() => undefined);
+    await rm(first.dataDir, { recursive: true, force: true });
+  });
+  await waitReady(agent.adminUrl);
+  await nextSnapshot(agent);
+  await agent.stop('SIGKILL');
+  await first.stop();
+  // Another control plane (a fresh store) on the same addresses: only its stream can say it is not the same store.
+  const other = await startServerProcess({ args: ['--http-listen', new URL(first.httpUrl).host, '--grpc-listen', first.grpcAddress] });
+  t.after(async () => {
+    await other.stop().catch(() => undefined);
+    await rm(other.dataDir, { recursive: true, force: true });
+  });
+  await putItem(other, SECRET, { kind: 'secret', value: 'the-other-store' });
+  const second = await pod.start(other);
+  await second.waitForLog((l) => l.msg === 'snapshot was from another store; its values are dropped');
+  assert.equal(await metricValue(second.adminUrl, 'config_sidecar_agent_snapshot_refused_total', 'reason="foreign-store"'), 1);
+  const res = await socketGet(second.socketPath, `/v1/items/${SECRET}`);
+  assert.equal(res.json.value, 'the-other-store');
+  assert.ok(!res.body.includes(secret));
+});

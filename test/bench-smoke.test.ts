@@ -93,3 +93,23 @@ test('npm run bench -- --smoke writes a JSON and a Markdown report with every fi
   }
   assert.ok(report.charts.some((c: string) => c.endsWith('freshness-lag.svg')), 'freshness lag chart');
 });
+
+test('the control-plane scenario in --smoke: agents in a load process each get every write, with RSS and fan-out time reported', async (t) => {
+  const out = await mkdtemp(join(tmpdir(), 'bench-smoke-cp-'));
+  t.after(() => rm(out, { recursive: true, force: true }));
+  const { code, output } = await runBench(['--smoke', '--scenario', 'control-plane', '--replica-agents', '0', '--out', out, '--no-profile']);
+  assert.equal(code, 0, output);
+  const json = (await readdir(out)).find((f) => f.endsWith('.json')) as string;
+  const report = JSON.parse(await readFile(join(out, json), 'utf8'));
+  const [scenario] = report.scenarios;
+  assert.equal(scenario.id, 'control-plane');
+  assert.equal(scenario.status, 'ok', scenario.reason ?? '');
+  const row = (metric: string) => scenario.rows.find((r: { system: string; metric: string }) => r.system === 'server, 20 agents' && r.metric === metric);
+  assert.deepEqual(row('missing deliveries')?.values, [0], 'every agent got every write');
+  assert.equal(row('write acknowledged')?.values.length, 2, 'one ack per write');
+  for (const metric of ['delivery to every stream p99', 'RSS per agent', 'server fan-out (commit → last stream offered), mean']) {
+    assert.ok(Number.isFinite(row(metric)?.values[0]), `${metric} reported`);
+  }
+  assert.ok(scenario.rows.some((r: { system: string }) => r.system === 'server, 0 agents'), 'the ack with no agents is the reference');
+  assert.equal(scenario.targets.length, 3);
+});

@@ -104,6 +104,9 @@ test('npm start (config-sidecar dev) prints commands that work when pasted, and 
   assert.match(banner, /grpc {5}127\.0\.0\.1:\d+/);
   assert.match(banner, /server-admin http:\/\/127\.0\.0\.1:\d+\/readyz {2}http:\/\/127\.0\.0\.1:\d+\/metrics/);
   assert.match(banner, /tcp {6}http:\/\/127\.0\.0\.1:\d+/);
+  const statusPage = /status {3}(http:\/\/127\.0\.0\.1:\d+\/ui\/) {2}\(the operator page/.exec(banner)?.[1];
+  assert.ok(statusPage, 'the banner names the status page');
+  assert.equal((await http(statusPage, 'GET', '/ui/')).status, 200);
   exportLine = banner.split('\n').find((l) => l.trim().startsWith('export CONFIG_SIDECAR_SERVER='))?.trim() ?? '';
   assert.match(exportLine, /^export CONFIG_SIDECAR_SERVER=http:\S+ CONFIG_SIDECAR_TOKEN="\$\(cat \S+root-token\)" CONFIG_SIDECAR_SOCKET=\S+agent\.sock$/);
   for (const command of commands.filter((c) => c.includes('config-sidecar '))) assert.match(command, /npx config-sidecar /, 'CLI commands are printed as npx config-sidecar');

@@ -10,16 +10,22 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { RolloutView } from '../src/shared/protocol.ts';
 import { socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
-import { http, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { CLI, http, makeTempDir, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
 
 const ITEM = 'team-a/app/flag';
 const WAIT_MS = 10_000;
 const ROLLBACK_WAIT_MS = 5_000;
+/** Agents reconnect with capped (10 s), jittered backoff after the server was gone. */
+const RECONNECT_WAIT_MS = 30_000;
 
 let server: ServerProcess;
 let httpProxy: TcpProxy;
@@ -133,7 +139,7 @@ test('30% of three agents: one canary serves the candidate, listed at creation; 
   grpcProxy.retarget(server.grpcAddress);
   const afterRestart = await rollout(first.id);
   assert.deepEqual({ state: afterRestart.state, canary: afterRestart.canary }, { state: 'rolling', canary: [canary] });
-  await until('three agents connected after the restart', connectedAgents);
+  await until('three agents connected after the restart', connectedAgents, RECONNECT_WAIT_MS);
   assert.deepEqual(await served(), Object.fromEntries([...agents.keys()].map((id) => [id, id === canary ? 'v2' : 'v1'])));
 
   // --- promote: all three serve v2, which is now the stable version ---
@@ -162,11 +168,115 @@ test('30% of three agents: one canary serves the candidate, listed at creation; 
   }, ROLLBACK_WAIT_MS);
   const tookMs = Date.now() - signalled;
   assert.match(rolledBack.reason ?? '', /db pool exhausted/);
-  assert.deepEqual(rolledBack.unhealthy, [{ agent: badView.canary[0], reason: 'application unhealthy: db pool exhausted' }]);
+  assert.deepEqual(rolledBack.unhealthy, [{ agent: badView.canary[0], reason: 'db pool exhausted' }]);
   await servedBecomes('every agent serves v2 again', () => 'v2');
   assert.equal((await api('GET', `/v1/items/${ITEM}`)).json.value, 'v2');
   await server.waitForLog((l) => l.msg === 'rollout rolled back' && String(l.reason).includes('db pool exhausted'));
+  assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_rollout_transitions_total', 'state="rolled_back"'), 1);
   const listed = await api('GET', '/v1/rollouts');
   assert.deepEqual((listed.json.rollouts as RolloutView[]).map((r) => [r.id, r.state]), [[badView.id, 'rolled_back'], [first.id, 'completed']]);
   assert.ok(tookMs < ROLLBACK_WAIT_MS, `rolled back ${tookMs} ms after the signal`);
+});
+
+function runCli(args: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const env = { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_TOKEN: server.rootToken, CONFIG_SIDECAR_SERVER: server.httpUrl };
+    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, output }));
+  });
+}
+
+test('the CLI drives a rollout: start from a change file, the next step after the bake (server clock moved), pause holds it, resume, abort → stable everywhere; status exits 1', async () => {
+  const dir = await makeTempDir('cs-rollout-cli-');
+  try {
+    const file = join(dir, 'changes.yaml');
+    await writeFile(file, `changes:\n  - { item: ${ITEM}, kind: config, value: v4 }\n`);
+    const bad = await runCli(['rollout', 'start', '--from-file', file, '--steps', '60,30,100']);
+    assert.equal(bad.code, 2, bad.output);
+    assert.match(bad.output, /steps must increase/);
+    const started = await runCli(['rollout', 'start', '--from-file', file, '--steps', '30,60,100', '--bake', '60s', '--json']);
+    assert.equal(started.code, 0, started.output);
+    const view = JSON.parse(started.output) as RolloutView;
+    assert.equal(view.canary.length, 1);
+    const firstCanary = view.canary[0] as string;
+    await servedBecomes('the canary serves v4', (id) => (id === firstCanary ? 'v4' : 'v2'));
+    // Only a canary that applied the candidate passes the bake; wait for its report, then let the bake pass.
+    await until('the canary reports the rollout', async () => ((await connectedAgents())?.find((a) => a.id === firstCanary)?.rollouts.some((r) => r.rollout === view.id) ? true : undefined));
+    assert.equal((await http(server.adminUrl, 'POST', '/test/clock/advance?ms=61000')).status, 200);
+    const second = await until('step 2 at 60%', async () => {
+      const r = await rollout(view.id);
+      return r.step === 1 ? r : undefined;
+    });
+    assert.equal(second.percent, 60);
+    assert.equal(second.canary.length, 2, 'ceil(60 × 3 / 100) = 2');
+    assert.ok(second.canary.includes(firstCanary), 'a canary stays a canary');
+    await servedBecomes('two canaries serve v4', (id) => (second.canary.includes(id) ? 'v4' : 'v2'));
+
+    const paused = await runCli(['rollout', 'pause', view.id]);
+    assert.equal(paused.code, 0, paused.output);
+    assert.match(paused.output, new RegExp(`rollout ${view.id}: paused, step 2 of 3 \\(60%\\)`));
+    assert.equal((await http(server.adminUrl, 'POST', '/test/clock/advance?ms=61000')).status, 200);
+    const again = await runCli(['rollout', 'pause', view.id]);
+    assert.equal(again.code, 1, again.output);
+    assert.match(again.output, /is paused; pause applies to a rolling rollout\. \(conflict\)/);
+    assert.equal((await rollout(view.id)).step, 1, 'a paused rollout does not advance');
+    assert.equal((await runCli(['rollout', 'resume', view.id])).code, 0);
+    const aborted = await runCli(['rollout', 'abort', view.id]);
+    assert.equal(aborted.code, 0, aborted.output);
+    assert.match(aborted.output, /aborted[\s\S]*reason: {2}aborted by /);
+    await servedBecomes('every agent serves v2 again', () => 'v2');
+    const status = await runCli(['rollout', 'status', view.id]);
+    assert.equal(status.code, 1, 'status exits 1 for an aborted rollout');
+    const list = await runCli(['rollout', 'status']);
+    assert.equal(list.code, 0, list.output);
+    assert.match(list.output, new RegExp(`rollout ${view.id}: aborted`));
+  } finally {
+    await removeDir(dir);
+  }
+});
+
+test('--app-health-url: the agent probes the application on loopback and reports what it answers, with the reason', async () => {
+  let status = 503;
+  const app = createServer((req, res) => {
+    res.writeHead(req.url === '/healthz' ? status : 404).end();
+  });
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  try {
+    const url = `http://127.0.0.1:${(app.address() as AddressInfo).port}/healthz`;
+    const upstream = { httpUrl: `http://${httpProxy.address}`, grpcAddress: grpcProxy.address, rootToken: server.rootToken };
+    const probed = await startAgentProcess(upstream, { prefixes: ['team-a'], args: ['--agent-id', 'a4', '--app-health-url', url] });
+    try {
+      const view = async (): Promise<AgentView | undefined> => ((await api('GET', '/v1/agents')).json?.agents as AgentView[] | undefined)?.find((a) => a.id === 'a4');
+      const sick = await until('a4 reports its application unhealthy', async () => ((await view())?.appHealth === 'unhealthy' ? view() : undefined));
+      assert.equal(sick?.healthReason, 'probe /healthz answered 503');
+      status = 200;
+      await until('a4 reports its application healthy', async () => ((await view())?.appHealth === 'healthy' ? true : undefined));
+    } finally {
+      await probed.stop('SIGKILL');
+    }
+  } finally {
+    app.close();
+  }
+});
+
+test('a rollout with no agent covering its item: no canaries; a key rotation keeps its candidate readable, retiring previous keys is refused while it is active', async () => {
+  assert.equal((await api('PUT', '/v1/items/team-r/app/secret', { kind: 'secret', value: 'old-secret' })).status, 200);
+  const started = await api('POST', '/v1/rollouts', { changes: [{ item: 'team-r/app/secret', kind: 'secret', value: 'new-secret' }], steps: [50, 100], bakeSeconds: 3600, maxUnhealthy: 0 });
+  assert.equal(started.status, 201, started.text);
+  const view = started.json as RolloutView;
+  assert.deepEqual(view.canary, [], 'no agent serves team-r');
+  const retire = await api('POST', '/v1/rotate/team-r/app?retire-previous=true');
+  assert.equal(retire.status, 409, retire.text);
+  assert.match(retire.json.error.message, new RegExp(`active rollout ${view.id}`));
+  assert.equal((await api('POST', '/v1/rotate/team-r/app')).status, 200);
+  assert.equal((await api('GET', `/v1/items/team-r/app/secret?rollout=${view.id}`)).json.value, 'new-secret', 'the candidate opens and is re-sealed under the new key');
+  assert.equal((await api('GET', '/v1/items/team-r/app/secret')).json.value, 'old-secret');
+  assert.equal((await api('POST', `/v1/rollouts/${view.id}/abort`)).status, 200);
+  const ended = await api('GET', `/v1/items/team-r/app/secret?rollout=${view.id}`);
+  assert.equal(ended.status, 409, 'an ended rollout\'s candidate is no longer served');
+  assert.equal((await api('POST', '/v1/rotate/team-r/app?retire-previous=true')).status, 200);
 });

@@ -160,6 +160,27 @@ test('fan-out: a targeted batch is sent only to its audience; the other streams 
   );
 });
 
+test('fan-out: a batch published just as the previous delivery finishes is delivered too (no batch left waiting for the next commit)', async () => {
+  const watchers = await liveStreams(2);
+  let published = false;
+  const fanOut: FanOut = new FanOut({
+    encode: async (events) => events.map((e) => encodeEvent(e)),
+    streams: () => watchers.map((w) => w.stream),
+    logger: silent,
+    yieldTurn: () => new Promise((resolve) => setImmediate(resolve)),
+    // A commit landing in the microtask right after the first batch's delivery completes.
+    onDone: () => {
+      if (published) return;
+      published = true;
+      queueMicrotask(() => fanOut.publish([changed(2)]));
+    },
+  });
+  fanOut.publish([changed(1)]);
+  await fanOut.idle();
+  await fanOut.idle();
+  for (const w of watchers) assert.deepEqual(itemRevisions(w.sink), [1, 2]);
+});
+
 test('heartbeats: one timer beats every live stream once per interval, spread over the interval; equal bookmarks share one encoding', async () => {
   const clock = new ManualClock();
   const watchers = await liveStreams(100);

@@ -144,6 +144,18 @@ test('an injected pod whose annotations or settings changed is brought up to dat
   assert.equal(newImage.outcome, 'patched', 'a webhook upgrade re-images injected pods it is asked about');
 });
 
+test('config-sidecar.io/app-health-url becomes the agent\'s --app-health-url; a URL off loopback is refused, naming the annotation', () => {
+  const result = mutate(pod({ 'config-sidecar.io/app-health-url': 'http://127.0.0.1:8080/healthz' }), { settings });
+  assert.equal(result.outcome, 'patched');
+  const out = applyPatch(pod({ 'config-sidecar.io/app-health-url': 'http://127.0.0.1:8080/healthz' }), result.outcome === 'patched' ? result.patch : []);
+  const [sidecar] = out.spec.initContainers as Json[];
+  assert.ok(sidecar?.args.includes('--app-health-url=http://127.0.0.1:8080/healthz'));
+  assert.throws(
+    () => parseInjectionSpec({ 'config-sidecar.io/prefixes': 'a', 'config-sidecar.io/app-health-url': 'http://10.0.0.7/healthz' }, { image: 'x' }),
+    (err: unknown) => err instanceof AnnotationError && err.annotation === 'config-sidecar.io/app-health-url' && /loopback only/.test(err.message),
+  );
+});
+
 test('warm restart: the agent alone mounts a memory-backed snapshot volume (--snapshot-dir); config-sidecar.io/snapshot "false" leaves it out, and re-injection removes it', () => {
   const injected = applyPatch(pod({}), ((r) => (r.outcome === 'patched' ? r.patch : []))(mutate(pod({}), { settings })));
   const [sidecar] = injected.spec.initContainers as Json[];

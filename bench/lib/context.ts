@@ -23,6 +23,14 @@ export const VALUE_BYTES = 1024;
 /** Concurrent reads while warming an agent's cache. */
 const WARM_CONCURRENCY = 16;
 const SEED_DEADLINE_MS = 240_000;
+/**
+ * The shared control plane keeps this many events, not its default 100k:
+ * with 100k seeded items retained, opening a Watch stream blocked the
+ * server's event loop for ~11 s (event-loop lag max 11.2 s, 2026-11-30), so
+ * every agent's stream went silent and its fills answered 504. No scenario
+ * resumes across more than a few thousand events.
+ */
+const BASE_RETAIN_EVENTS = 20_000;
 
 export interface Base {
   readonly server: ServerHandle;
@@ -71,7 +79,7 @@ export class Context {
   async baseWith(count: number): Promise<Base> {
     this.base ??= (async () => {
       // The control plane sits on the load core: it is idle while the agent serves from cache, and warming is faster.
-      const server = await startServer(LOAD_CORE);
+      const server = await startServer(LOAD_CORE, ['--retain-events', String(BASE_RETAIN_EVENTS)]);
       const client = new ServerClient(server);
       this.onCleanup(async () => {
         await client.close();
@@ -115,7 +123,8 @@ export class Context {
   compiledCli(): Promise<{ cli: string; compiled: boolean }> {
     this.compiled ??= (async () => {
       // Inside the repo, so the compiled code resolves the project's node_modules.
-      const out = join(ROOT, 'bench', '.build');
+      // One per run: two bench runs at once (memory next to pod-limit) must not delete each other's build.
+      const out = join(ROOT, 'bench', `.build-${process.pid}`);
       await rm(out, { recursive: true, force: true });
       this.onCleanup(() => rm(out, { recursive: true, force: true }));
       const started = Date.now();

@@ -4,8 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 
-/** Largest self sizes in a heap snapshot, grouped by node type and constructor name; `minCount` keeps groups with at least that many objects. */
-export function summariseSnapshot(file: string, options: { minCount?: number; top?: number } = {}): string[] {
+/** Self sizes in a heap snapshot grouped by node type and constructor name, and their total. */
+export function snapshotGroups(file: string): { readonly groups: Map<string, { count: number; bytes: number }>; readonly total: number; readonly objects: number } {
   const snap = JSON.parse(readFileSync(file, 'utf8')) as {
     snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
     nodes: number[];
@@ -31,10 +31,16 @@ export function summariseSnapshot(file: string, options: { minCount?: number; to
     g.bytes += size;
     groups.set(key, g);
   }
+  return { groups, total, objects: snap.nodes.length / width };
+}
+
+/** Largest self sizes in a heap snapshot, grouped by node type and constructor name; `minCount` keeps groups with at least that many objects. */
+export function summariseSnapshot(file: string, options: { minCount?: number; top?: number } = {}): string[] {
+  const { groups, total, objects } = snapshotGroups(file);
   const top = [...groups]
     .filter(([, g]) => g.count >= (options.minCount ?? 0))
     .sort((a, b) => b[1].bytes - a[1].bytes)
     .slice(0, options.top ?? 25);
-  return [`heap snapshot: ${(total / 2 ** 20).toFixed(1)} MiB in ${snap.nodes.length / width} objects`, ...top.map(([k, g]) => `  ${(g.bytes / 2 ** 20).toFixed(2).padStart(7)} MiB ${String(g.count).padStart(7)} × ${k}`)];
+  return [`heap snapshot: ${(total / 2 ** 20).toFixed(1)} MiB in ${objects} objects`, ...top.map(([k, g]) => `  ${(g.bytes / 2 ** 20).toFixed(2).padStart(7)} MiB ${String(g.count).padStart(7)} × ${k}`)];
 }
 

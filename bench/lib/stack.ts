@@ -38,14 +38,21 @@ export async function ramDir(prefix: string): Promise<string> {
 }
 const SHM = '/dev/shm';
 
-export async function startServer(core: number | undefined, extraArgs: readonly string[] = [], dataDir?: string, secrets?: { kek: string; rootToken: string }): Promise<ServerHandle> {
+export async function startServer(
+  core: number | undefined,
+  extraArgs: readonly string[] = [],
+  dataDir?: string,
+  secrets?: { kek: string; rootToken: string },
+  /** Node flags in front of the CLI (e.g. --heapsnapshot-signal). */
+  nodeArgs: readonly string[] = [],
+): Promise<ServerHandle> {
   const dir = dataDir ?? (await ramDir('csb-server-'));
   const kek = secrets?.kek ?? randomBytes(32).toString('base64');
   const rootToken = secrets?.rootToken ?? `bench-${randomBytes(16).toString('hex')}`;
   const child = startChild(
     'server',
     process.execPath,
-    [CLI, 'server', '--data-dir', dir, '--http-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--rate-limit', '0', ...extraArgs],
+    [...nodeArgs, CLI, 'server', '--data-dir', dir, '--http-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--rate-limit', '0', ...extraArgs],
     { core, env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_KEK: kek, CONFIG_SIDECAR_ROOT_TOKEN: rootToken } },
   );
   const line = await child.waitForLine((l) => l.includes('"server listening"'));

@@ -66,6 +66,8 @@ export interface Profile {
   /** Pod limit: entries read through the agent under the injector's default memory limit, and SSE clients held open. */
   readonly podLimitEntries: number;
   readonly podLimitSseClients: number;
+  /** Limits besides the injector's default to run the pod-limit scenario under (a fresh agent each). */
+  readonly podLimitMemory: readonly string[];
   readonly startupReps: number;
   readonly startupPrefetch: number;
   readonly hitRatioS: number;
@@ -94,6 +96,7 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     memoryReps: 3,
     podLimitEntries: 100_000,
     podLimitSseClients: 1_000,
+    podLimitMemory: ['128Mi'],
     startupReps: 5,
     startupPrefetch: 100,
     hitRatioS: 10,
@@ -120,6 +123,7 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     memoryReps: 1,
     podLimitEntries: 10_000,
     podLimitSseClients: 300,
+    podLimitMemory: [],
     startupReps: 3,
     startupPrefetch: 100,
     hitRatioS: 3,
@@ -147,6 +151,7 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     memoryReps: 3,
     podLimitEntries: 200,
     podLimitSseClients: 20,
+    podLimitMemory: [],
     startupReps: 3,
     startupPrefetch: 10,
     hitRatioS: 0.5,

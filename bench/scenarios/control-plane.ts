@@ -9,92 +9,23 @@
  * with the agents split across them, writes to one: every agent on both
  * replicas must get every write.
  */
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { loadavg, setPriority } from 'node:os';
-import { fileURLToPath } from 'node:url';
-import type { ChildMessage, ParentMessage } from '../lib/agent-streams.ts';
-import { cpuSeconds, HAS_TASKSET, LOAD_CORE, rssBytes, SUT_CORE } from '../lib/proc.ts';
-import { keyName, ServerClient, startServer, valueFor, type ServerHandle } from '../lib/stack.ts';
+import { loadavg } from 'node:os';
+import { addAgents, AGENTS_PER_PROCESS, FLEET_SERVER_FLAGS, stopFleets, tell, type Fleet } from '../lib/agent-fleet.ts';
+import { cpuSeconds, LOAD_CORE, rssBytes, SUT_CORE } from '../lib/proc.ts';
+import { keyName, metric, ServerClient, startServer, valueFor, type ServerHandle } from '../lib/stack.ts';
 import { median, percentile } from '../lib/stats.ts';
 import { VALUE_BYTES, type Context } from '../lib/context.ts';
 import type { Row, ScenarioResult, TargetCheck } from '../lib/types.ts';
 import { startThrowawayPostgres, findPostgresBin } from '../../test/helpers/store-postgres.ts';
 
 const NAMESPACE = 'bench/cp';
-const AGENT_SCRIPT = fileURLToPath(new URL('../lib/agent-streams.ts', import.meta.url));
-/** Streams per load process: each holds its agents' connections and decodes every event they receive. */
-const AGENTS_PER_PROCESS = 2_500;
-/** Concurrent connection handshakes per load process while opening. */
-const OPEN_CONCURRENCY = 64;
-const OPEN_TIMEOUT_MS = 180_000;
 const DELIVERY_TIMEOUT_MS = 10_000;
-/** Idle time over which the streams' steady cost (heartbeats) is measured. */
+/** Idle time over which the streams' steady cost (heartbeats) is measured (shorter in --smoke). */
 const IDLE_SAMPLE_MS = 3_000;
+const SMOKE_IDLE_SAMPLE_MS = 300;
 /** Pause between writes, so each is measured on its own. */
 const WRITE_GAP_MS = 200;
-/** Niceness of the load processes (the writer and the server stay at 0). */
-const LOAD_NICE = 10;
-const SERVER_FLAGS = ['--max-watch-streams-per-pod', '1000000', '--watch-open-rate', '0', '--max-grpc-connections', '1000000'];
-
-interface LoadProcess {
-  readonly proc: ChildProcess;
-  readonly count: number;
-  next(type: ChildMessage['type']): Promise<ChildMessage>;
-}
-
-function startLoadProcess(): LoadProcess {
-  const proc = fork(AGENT_SCRIPT, [], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  // Every thread of the load process on the load core (fork cannot go through taskset), at a lower
-  // priority than this process, so the writer reads its acknowledgement while the agents decode events.
-  if (HAS_TASKSET && proc.pid) spawnSync('taskset', ['-a', '-p', '-c', String(LOAD_CORE), String(proc.pid)], { stdio: 'ignore' });
-  if (proc.pid) setPriority(proc.pid, LOAD_NICE);
-  const inbox: ChildMessage[] = [];
-  const waiters: Array<{ type: string; resolve: (m: ChildMessage) => void; reject: (err: Error) => void }> = [];
-  proc.on('message', (m: ChildMessage) => {
-    const i = waiters.findIndex((w) => w.type === m.type);
-    if (i >= 0) waiters.splice(i, 1)[0]?.resolve(m);
-    else inbox.push(m);
-  });
-  proc.once('exit', (code) => {
-    for (const w of waiters.splice(0)) w.reject(new Error(`agent load process exited (${code})`));
-  });
-  return {
-    proc,
-    count: 0,
-    next(type) {
-      const i = inbox.findIndex((m) => m.type === type);
-      if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0] as ChildMessage);
-      if (proc.exitCode !== null || proc.signalCode !== null) return Promise.reject(new Error(`agent load process exited (${proc.exitCode ?? proc.signalCode})`));
-      return new Promise((resolve, reject) => waiters.push({ type, resolve, reject }));
-    },
-  };
-}
-
-function tell(p: LoadProcess, message: ParentMessage): void {
-  p.proc.send(message);
-}
-
-interface Fleet {
-  readonly processes: LoadProcess[];
-  readonly agents: number;
-}
-
-/** Opens `count` more agents on `server`, in load processes of at most AGENTS_PER_PROCESS. */
-async function addAgents(ctx: Context, fleet: Fleet[], server: ServerHandle, count: number): Promise<Fleet> {
-  const processes: LoadProcess[] = [];
-  for (let left = count; left > 0; left -= AGENTS_PER_PROCESS) processes.push({ ...startLoadProcess(), count: Math.min(left, AGENTS_PER_PROCESS) });
-  const started = Date.now();
-  for (const p of processes) tell(p, { type: 'open', address: server.grpcAddress, token: server.rootToken, prefix: NAMESPACE, count: p.count, openConcurrency: OPEN_CONCURRENCY });
-  const opened = await withTimeout(Promise.all(processes.map((p) => p.next('opened'))), OPEN_TIMEOUT_MS, `opening ${count} agents`);
-  const failed = opened.reduce((n, m) => n + (m.type === 'opened' ? m.failed : 0), 0);
-  const firstError = opened.map((m) => (m.type === 'opened' ? m.firstError : undefined)).find(Boolean);
-  ctx.log(`${count - failed}/${count} agents connected in ${((Date.now() - started) / 1000).toFixed(1)} s${firstError ? ` (first error: ${firstError})` : ''}`);
-  if (failed > 0) throw new Error(`${failed} of ${count} agents could not open a Watch stream: ${firstError ?? ''}`);
-  const added = { processes, agents: count };
-  fleet.push(added);
-  return added;
-}
 
 interface WriteResult {
   readonly ackMs: number;
@@ -148,19 +79,28 @@ interface Level {
   readonly rssMiB: number;
   readonly kibPerAgent: number;
   readonly idleCpuPct: number;
+  /** The server's own time from commit to the last stream offered the event (its metric), mean per write. */
+  readonly serverFanOutMs: number;
   readonly cpuUsPerDelivery: number;
 }
 
-async function measureLevel(client: ServerClient, server: ServerHandle, fleets: readonly Fleet[], agents: number, writes: number, idleRss: number, from: number): Promise<Level> {
+/** The server's fan-out histogram's sum (seconds) and count. */
+async function fanOutSeconds(server: ServerHandle): Promise<{ sum: number; count: number }> {
+  const name = 'config_sidecar_server_watch_fanout_duration_seconds';
+  return { sum: await metric(server.adminUrl, `${name}_sum`), count: await metric(server.adminUrl, `${name}_count`) };
+}
+
+async function measureLevel(client: ServerClient, server: ServerHandle, fleets: readonly Fleet[], agents: number, writes: number, idleRss: number, from: number, idleSampleMs: number): Promise<Level> {
   const pid = server.child.pid;
   const rss = rssBytes(pid);
   const idleCpu0 = cpuSeconds(pid);
   const idle0 = Date.now();
-  await sleep(IDLE_SAMPLE_MS);
+  await sleep(idleSampleMs);
   const idleCpuPerMs = (cpuSeconds(pid) - idleCpu0) / (Date.now() - idle0);
   const acks: number[] = [];
   const lags: number[] = [];
   let missing = 0;
+  const fanOut0 = await fanOutSeconds(server);
   const cpu0 = cpuSeconds(pid);
   const t0 = Date.now();
   for (let k = 0; k < writes; k++) {
@@ -170,8 +110,11 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
     missing += r.missing;
     await sleep(WRITE_GAP_MS);
   }
-  // CPU over the writes, less the streams' steady cost over the same time (heartbeats).
-  const busyCpu = Math.max(0, cpuSeconds(pid) - cpu0 - idleCpuPerMs * (Date.now() - t0));
+  // CPU over the writes, less the streams' steady cost over the same time (heartbeats); on a
+  // machine so loaded that the server could not keep its idle rate, the difference is meaningless.
+  const busyCpu = cpuSeconds(pid) - cpu0 - idleCpuPerMs * (Date.now() - t0);
+  const fanOut1 = await fanOutSeconds(server);
+  const serverFanOutMs = ((fanOut1.sum - fanOut0.sum) / Math.max(1, fanOut1.count - fanOut0.count)) * 1000;
   return {
     agents,
     acksMs: acks,
@@ -182,13 +125,11 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
     rssMiB: rss / 2 ** 20,
     kibPerAgent: (rss - idleRss) / 1024 / agents,
     idleCpuPct: idleCpuPerMs * 1000 * 100,
-    cpuUsPerDelivery: (busyCpu * 1e6) / Math.max(1, lags.length),
+    serverFanOutMs,
+    cpuUsPerDelivery: busyCpu > 0 ? (busyCpu * 1e6) / Math.max(1, lags.length) : Number.NaN,
   };
 }
 
-function stopFleets(fleets: readonly Fleet[]): void {
-  for (const f of fleets) for (const p of f.processes) if (p.proc.connected) tell(p, { type: 'close' });
-}
 
 export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, 'seconds'>> {
   const levels = ctx.profile.controlPlaneAgents;
@@ -200,7 +141,7 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
   const results: Level[] = [];
   let baseline: number[] = [];
   const fleets: Fleet[] = [];
-  const server = await startServer(SUT_CORE, SERVER_FLAGS);
+  const server = await startServer(SUT_CORE, FLEET_SERVER_FLAGS);
   const client = new ServerClient(server);
   try {
     await client.put(`${NAMESPACE}/${keyName(0)}`, valueFor(0, 0, VALUE_BYTES));
@@ -215,13 +156,13 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
         notes.push(`${agents} agents not measured: the suite's time budget was nearly used up.`);
         break;
       }
-      await addAgents(ctx, fleets, server, agents - connected);
+      await addAgents(ctx.log, fleets, server, NAMESPACE, agents - connected);
       connected = agents;
-      const level = await measureLevel(client, server, fleets, agents, writes, idleRss, from);
+      const level = await measureLevel(client, server, fleets, agents, writes, idleRss, from, ctx.profile.name === 'smoke' ? SMOKE_IDLE_SAMPLE_MS : IDLE_SAMPLE_MS);
       from += writes;
       results.push(level);
       ctx.log(
-        `${agents} agents: ack median ${median(level.acksMs).toFixed(1)} ms (none: ${median(baseline).toFixed(1)}), delivery p50 ${level.p50Ms.toFixed(1)} p99 ${level.p99Ms.toFixed(1)} ms, missing ${level.missing}, RSS ${level.rssMiB.toFixed(0)} MiB (${level.kibPerAgent.toFixed(1)} KiB/agent), ${level.cpuUsPerDelivery.toFixed(1)} µs CPU/delivery, idle ${level.idleCpuPct.toFixed(1)} % CPU`,
+        `${agents} agents: ack median ${median(level.acksMs).toFixed(1)} ms (none: ${median(baseline).toFixed(1)}), delivery p50 ${level.p50Ms.toFixed(1)} p99 ${level.p99Ms.toFixed(1)} ms (server fan-out ${level.serverFanOutMs.toFixed(1)} ms), missing ${level.missing}, RSS ${level.rssMiB.toFixed(0)} MiB (${level.kibPerAgent.toFixed(1)} KiB/agent), ${level.cpuUsPerDelivery.toFixed(1)} µs CPU/delivery, idle ${level.idleCpuPct.toFixed(1)} % CPU`,
       );
     }
     const idleMiB = idleRss / 2 ** 20;
@@ -232,10 +173,11 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
         { system: who, metric: 'write acknowledged', unit: 'ms', values: l.acksMs, better: 'lower' },
         { system: who, metric: 'delivery to every stream p50', unit: 'ms', values: [l.p50Ms], better: 'lower' },
         { system: who, metric: 'delivery to every stream p99', unit: 'ms', values: [l.p99Ms], better: 'lower' },
+        { system: who, metric: 'server fan-out (commit → last stream offered), mean', unit: 'ms', values: [l.serverFanOutMs], better: 'lower' },
         { system: who, metric: 'missing deliveries', unit: 'count', values: [l.missing], better: 'lower' },
         { system: who, metric: 'RSS', unit: 'MiB', values: [l.rssMiB], better: 'lower', note: `idle ${idleMiB.toFixed(0)} MiB` },
         { system: who, metric: 'RSS per agent', unit: 'KiB', values: [l.kibPerAgent], better: 'lower' },
-        { system: who, metric: 'CPU per delivered event', unit: 'µs', values: [l.cpuUsPerDelivery], better: 'lower' },
+        ...(Number.isNaN(l.cpuUsPerDelivery) ? [] : [{ system: who, metric: 'CPU per delivered event', unit: 'µs', values: [l.cpuUsPerDelivery], better: 'lower' as const }]),
         { system: who, metric: 'CPU with streams idle (heartbeats)', unit: '%', values: [l.idleCpuPct], better: 'lower' },
       );
     }
@@ -267,7 +209,8 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
   notes.push(
     `Load average (1 min) ${load0.toFixed(2)} at the start, ${(loadavg()[0] ?? 0).toFixed(2)} at the end, on a machine of ${ctx.profile.name === 'full' ? 'shared' : 'any'} cores: figures from a loaded machine are upper bounds.`,
     'Delivery lag runs from sending the write (its commit included) to a stream receiving the event; agents are simulated by load processes speaking gRPC over node:http2 (bench/lib/agent-streams.ts), one HTTP/2 connection each.',
-    'CPU per delivered event: server CPU during the writes less its idle rate (heartbeats) over the same time, divided by the deliveries.',
+    'CPU per delivered event: server CPU during the writes less its idle rate (heartbeats) over the same time, divided by the deliveries (left out when the server used less than its idle rate, i.e. it was starved of CPU).',
+    'RSS per agent: growth over the idle server divided by the agents connected; the first thousands also pay for the V8 heap growing.',
   );
   return {
     id: 'control-plane',
@@ -289,7 +232,7 @@ async function twoReplicas(ctx: Context, agents: number, writes: number): Promis
   try {
     const url = await pg.createDatabase();
     const secrets = { kek: randomBytes(32).toString('base64'), rootToken: `bench-${randomBytes(16).toString('hex')}` };
-    const flags = [...SERVER_FLAGS, '--database-url', url];
+    const flags = [...FLEET_SERVER_FLAGS, '--database-url', url];
     servers.push(await startServer(SUT_CORE, flags, undefined, secrets));
     servers.push(await startServer(SUT_CORE, flags, undefined, secrets));
     const [first, second] = servers as [ServerHandle, ServerHandle];
@@ -299,8 +242,8 @@ async function twoReplicas(ctx: Context, agents: number, writes: number): Promis
     const baseline = await ackWithoutAgents(writer, writes, 10);
     const rss0 = servers.map((s) => rssBytes(s.child.pid));
     const half = Math.floor(agents / 2);
-    const onFirst = await addAgents(ctx, fleets, first, half);
-    const onSecond = await addAgents(ctx, fleets, second, agents - half);
+    const onFirst = await addAgents(ctx.log, fleets, first, NAMESPACE, half);
+    const onSecond = await addAgents(ctx.log, fleets, second, NAMESPACE, agents - half);
     const rss = [(rssBytes(first.child.pid) - (rss0[0] ?? 0)) / 1024 / half, (rssBytes(second.child.pid) - (rss0[1] ?? 0)) / 1024 / (agents - half)];
     const acks: number[] = [];
     const lags: [number[], number[]] = [[], []];
@@ -337,18 +280,3 @@ async function twoReplicas(ctx: Context, agents: number, writes: number): Promis
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms / 1000} s`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-

@@ -11,6 +11,7 @@
  */
 import { z } from 'zod';
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import {
   durationSchema,
   definedSettings,
@@ -24,7 +25,7 @@ import {
 } from '../shared/settings.ts';
 import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
 import { AppError } from '../shared/errors.ts';
-import { loopbackUrlProblem } from './app-health.ts';
+import { loopbackUrlProblem } from '../shared/loopback-url.ts';
 import { AGENT_ID_RE } from '../shared/fleet-proto.ts';
 import { DEFAULT_ENV } from '../shared/protocol.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
@@ -215,6 +216,19 @@ export const agentSettingsSchema = z
     }
     if (s.httpListen !== 'off' && !isLoopbackHost(s.httpListen.host)) {
       ctx.addIssue({ code: 'custom', path: ['httpListen'], message: `must bind a loopback address (127.0.0.1); the data API is pod-local` });
+    }
+    if (s.snapshotDir !== undefined) {
+      // The snapshot's key lies beside it: never in a volume the app containers mount.
+      const snapshot = resolve(s.snapshotDir);
+      const shared = [
+        { dir: resolve(dirname(s.socket)), flag: "--socket's directory" },
+        ...(s.files?.length || s.filesDir ? [{ dir: resolve(s.filesDir ?? DEFAULT_FILES_DIR), flag: '--files-dir' }] : []),
+      ];
+      for (const { dir, flag } of shared) {
+        if (snapshot === dir || snapshot.startsWith(`${dir}/`) || dir.startsWith(`${snapshot}/`)) {
+          ctx.addIssue({ code: 'custom', path: ['snapshotDir'], message: `${s.snapshotDir} overlaps ${flag} (${dir}), which the app containers share; give the snapshot a volume of its own (the injector mounts one at /config-sidecar/snapshot)` });
+        }
+      }
     }
     for (const ref of s.prefetch) {
       if (!s.prefix.some((p) => ref.namespace === p || ref.namespace.startsWith(`${p}/`))) {

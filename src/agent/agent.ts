@@ -238,11 +238,11 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     logger,
   });
   // Staged rollouts: which candidates this agent serves, and the application's own health signal.
-  const appHealth = new AppHealthSignal(() => reporter.changed());
-  const rollouts = new RolloutTracker((applied) => {
-    if (applied !== undefined) appHealth.reset();
-    reporter.changed();
-  });
+  const appHealth = new AppHealthSignal(
+    () => reporter.changed(),
+    () => applier.appliedRevision,
+  );
+  const rollouts = new RolloutTracker(() => reporter.changed());
   const appHealthProbe = settings.appHealthUrl ? startAppHealthProbe(settings.appHealthUrl, appHealth, clock) : undefined;
   const forgetRollouts = (event: WatchEvent): void => {
     if (event.type === 'itemChanged' || event.type === 'itemDeleted') rollouts.forget({ namespace: event.namespace, name: event.name });
@@ -367,6 +367,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         health,
         rollouts: rollouts.list(),
         appHealth: app.appHealth,
+        appHealthRevision: app.revision,
         healthReason: app.appHealth === 'unhealthy' ? app.reason : health === 'degraded' ? (watch.connected ? 'not ready' : `watch stream down${streamError ? `: ${streamError}` : ''}`).slice(0, 200) : '',
       };
     },
@@ -412,7 +413,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     appHealth: (body: Buffer) => {
       const { healthy, reason } = parseHealthBody(body);
       appHealth.set(healthy, reason);
-      return appHealth.state;
+      return { appHealth: appHealth.state.appHealth, reason: appHealth.state.reason };
     },
   };
   const socketServer = createDataServer('socket', dataHooks);

@@ -2,8 +2,9 @@
  * The application's own health signal, the third health level a staged
  * rollout judges canaries by: posted by the application (POST /v1/health on
  * the socket or the token-protected TCP listener) and/or probed by the agent
- * (--app-health-url, loopback only). It is reset to unknown when a rollout's
- * candidate is applied, so only what is observed after the change counts.
+ * (--app-health-url, loopback only). Each observation carries the agent's
+ * applied revision then, so a rollout counts only what was observed after
+ * the change that made this agent a canary.
  */
 import { z } from 'zod';
 import { AppError } from '../shared/errors.ts';
@@ -28,6 +29,8 @@ export const healthBody = z
 export interface AppHealthState {
   readonly appHealth: AppHealth;
   readonly reason: string;
+  /** The agent's applied revision at the last observation (0: none yet). */
+  readonly revision: number;
 }
 
 /** Parses a POST /v1/health body; a clear 400 for anything else. */
@@ -46,43 +49,26 @@ export function parseHealthBody(body: Buffer): { healthy: boolean; reason: strin
   return { healthy: parsed.data.healthy, reason: parsed.data.reason ?? '' };
 }
 
-/** A loopback http(s) URL, or a SettingError-worthy message. */
-export function loopbackUrlProblem(url: string): string | undefined {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return 'give an absolute URL such as http://127.0.0.1:8080/healthz';
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'use http:// or https://';
-  if (!['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname)) return 'the agent probes loopback only (127.0.0.1, localhost or [::1]): the application in its own pod';
-  if (parsed.username || parsed.password) return 'leave credentials out of the URL';
-  return undefined;
-}
-
 export class AppHealthSignal {
-  #state: AppHealthState = { appHealth: 'unknown', reason: '' };
+  #state: AppHealthState = { appHealth: 'unknown', reason: '', revision: 0 };
   readonly #onChange: () => void;
+  readonly #applied: () => number;
 
-  constructor(onChange: () => void) {
+  /** `applied` is the agent's applied revision; `onChange` runs when the state or its revision moved (report it). */
+  constructor(onChange: () => void, applied: () => number) {
     this.#onChange = onChange;
+    this.#applied = applied;
   }
 
   get state(): AppHealthState {
     return this.#state;
   }
 
+  /** An observation (a POST, a probe): the same answer at a newer applied revision is news too. */
   set(healthy: boolean, reason: string): void {
-    const next: AppHealthState = { appHealth: healthy ? 'healthy' : 'unhealthy', reason: healthy ? '' : reason.slice(0, HEALTH_REASON_MAX_CHARS) };
-    if (next.appHealth === this.#state.appHealth && next.reason === this.#state.reason) return;
+    const next: AppHealthState = { appHealth: healthy ? 'healthy' : 'unhealthy', reason: healthy ? '' : reason.slice(0, HEALTH_REASON_MAX_CHARS), revision: this.#applied() };
+    if (next.appHealth === this.#state.appHealth && next.reason === this.#state.reason && next.revision === this.#state.revision) return;
     this.#state = next;
-    this.#onChange();
-  }
-
-  /** A candidate was applied: what the application said before does not speak for it. */
-  reset(): void {
-    if (this.#state.appHealth === 'unknown') return;
-    this.#state = { appHealth: 'unknown', reason: '' };
     this.#onChange();
   }
 }

@@ -68,11 +68,26 @@ function healthResponse(req: IncomingMessage, hooks: DataServerHooks): Promise<B
   });
 }
 
-function send(res: ServerResponse, result: BodyResult): void {
-  // 'close' fires once per response; `on` skips the wrapper `once` allocates per request.
-  if (result.release) res.on('close', result.release);
+/**
+ * Writes a complete response and ends its value lease once the body's bytes
+ * have left. `end()` flushes the corked head and body in one writev; when the
+ * kernel took all of it (`writableLength` 0: nothing queued in the response
+ * or the socket) the lease ends at once, so a cached read registers no
+ * listener and allocates no closure. Otherwise (a full socket buffer, or a
+ * pipelined response waiting for its turn) the queued chunks still point at
+ * the cached bytes, and the lease ends on 'close'.
+ */
+export function sendResult(res: ServerResponse, result: BodyResult, release: (lease: NonNullable<BodyResult['lease']>) => void): void {
   res.writeHead(result.status, result.headers);
   res.end(result.body);
+  const { lease, scrub } = result;
+  if (lease === undefined && scrub === undefined) return;
+  const done = (): void => {
+    if (lease !== undefined) release(lease);
+    scrub?.fill(0);
+  };
+  if (res.writableLength === 0 && res.socket !== null) done();
+  else res.on('close', done);
 }
 
 export function createDataServer(listener: ListenerKind, hooks: DataServerHooks): Server {
@@ -88,27 +103,35 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       noDelay: true,
     },
     (req: IncomingMessage, res: ServerResponse) => {
-      const respond = (result: DataResult): void => {
-        if (result.kind === 'sse') {
-          hooks.serveSse(res, result);
-          hooks.onResponse?.(listener, 200);
-          return;
-        }
-        if (result.kind === 'health') {
-          healthResponse(req, hooks).then(respond, (err: unknown) => respond(errorResult(err)));
-          return;
-        }
-        // 413: do not read the unwanted body; 401: a caller without the pod token never keeps a connection slot.
-        if (result.status === 413 || result.status === 401) res.shouldKeepAlive = false;
-        send(res, result);
-        hooks.onResponse?.(listener, result.status);
-      };
       const result = handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener }, hooks.deps);
       // A cache hit is answered in this tick; anything else when its promise settles.
-      if (result instanceof Promise) result.then(respond, (err: unknown) => send(res, errorResult(err)));
-      else respond(result);
+      if (result instanceof Promise) {
+        result.then(
+          (settled) => respond(req, res, settled),
+          (err: unknown) => respond(req, res, errorResult(err)),
+        );
+      } else respond(req, res, result);
     },
   );
+  const release = (lease: NonNullable<BodyResult['lease']>): void => hooks.deps.release(lease);
+  function respond(req: IncomingMessage, res: ServerResponse, result: DataResult): void {
+    if (result.kind === 'sse') {
+      hooks.serveSse(res, result);
+      hooks.onResponse?.(listener, 200);
+      return;
+    }
+    if (result.kind === 'health') {
+      healthResponse(req, hooks).then(
+        (answer) => respond(req, res, answer),
+        (err: unknown) => respond(req, res, errorResult(err)),
+      );
+      return;
+    }
+    // 413: do not read the unwanted body; 401: a caller without the pod token never keeps a connection slot.
+    if (result.status === 413 || result.status === 401) res.shouldKeepAlive = false;
+    sendResult(res, result, release);
+    hooks.onResponse?.(listener, result.status);
+  }
   // Per listener: a flood on the TCP listener never touches the socket's budget,
   // and sheds its own oldest request-less connection before a client's.
   limitConnections(server, { max: hooks.maxConnections ?? MAX_CONNECTIONS });

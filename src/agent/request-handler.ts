@@ -35,13 +35,19 @@ export interface DataRequest {
   readonly listener: ListenerKind;
 }
 
-/** A complete response; `release` ends the value lease once the body is written. */
+/**
+ * A complete response. `lease` is the read whose value the body is written
+ * from: the listener hands it to `HandlerDeps.release` once the bytes have
+ * left (data, not a closure, so a read allocates no function).
+ */
 export interface BodyResult {
   readonly kind: 'body';
   readonly status: number;
   readonly headers: Record<string, string | number>;
   readonly body: Buffer | undefined;
-  readonly release?: (() => void) | undefined;
+  readonly lease?: ReadResult | undefined;
+  /** A body made for this response only (a key ring's rendering): zero-filled once its bytes have left. */
+  readonly scrub?: Buffer | undefined;
 }
 
 /** Hand the connection to the SSE stream. */
@@ -84,10 +90,20 @@ export function errorResult(err: unknown): BodyResult {
   };
 }
 
+/**
+ * Where a presented pod token is compared: one buffer, reused and zero-filled
+ * after each comparison (`Buffer.from` per request cost an allocation and left
+ * a copy of the token in Node's shared pool).
+ */
+let tokenScratch = Buffer.alloc(0);
+
 function tokenMatches(presented: string | string[] | undefined, expected: Buffer): boolean {
-  if (typeof presented !== 'string') return false;
-  const given = Buffer.from(presented);
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  if (typeof presented !== 'string' || Buffer.byteLength(presented) !== expected.length) return false;
+  if (tokenScratch.length !== expected.length) tokenScratch = Buffer.alloc(expected.length);
+  tokenScratch.write(presented);
+  const matches = timingSafeEqual(tokenScratch, expected);
+  tokenScratch.fill(0);
+  return matches;
 }
 
 function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
@@ -116,17 +132,50 @@ export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'
   if (req.url.length > MAX_URL_LENGTH) throw new AppError('invalid_path', `The URL is longer than ${MAX_URL_LENGTH} characters.`);
 }
 
-/** Parsed item paths, so a hot key's path is validated once, not per request. */
-const PATH_MEMO_MAX = 10_000;
-const pathMemo = new Map<string, ItemRef>();
+/** An item read's URL, parsed: the item and the representation asked for. */
+interface ItemUrl {
+  readonly ref: ItemRef;
+  readonly raw: boolean;
+  /** `?ring=1` (issue 20): the query, for the ring's own format handling. */
+  readonly ring?: URLSearchParams;
+  /**
+   * The prefix list (by identity) the item was last found inside, so a hot
+   * key skips the prefix match; a different list (a reload) matches again.
+   */
+  allowedBy?: readonly string[];
+}
 
-function itemRef(remainder: string): ItemRef {
-  const memo = pathMemo.get(remainder);
+/**
+ * Parsed item URLs (path and `format`), so a hot key's URL is split, decoded
+ * and validated once, not per request: a cached read then costs one map
+ * lookup here. Only valid URLs are kept; a bad one throws each time.
+ */
+const URL_MEMO_MAX = 10_000;
+const urlMemo = new Map<string, ItemUrl>();
+
+function parseItemUrl(url: string): ItemUrl | undefined {
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  if (!path.startsWith(ITEMS_ROUTE)) return undefined;
+  const ref = parseItemPath(decodePathRemainder(path.slice(ITEMS_ROUTE.length)));
+  const search = q === -1 ? undefined : url.slice(q + 1);
+  if (search?.includes('ring=')) {
+    const query = new URLSearchParams(search);
+    if (wantsRing(query)) return { ref, raw: false, ring: query };
+  }
+  const format = formatParam(search);
+  if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');
+  return { ref, raw: format === 'raw' };
+}
+
+function itemUrl(url: string): ItemUrl | undefined {
+  const memo = urlMemo.get(url);
   if (memo) return memo;
-  const ref = parseItemPath(decodePathRemainder(remainder));
-  if (pathMemo.size >= PATH_MEMO_MAX) pathMemo.clear();
-  pathMemo.set(remainder, ref);
-  return ref;
+  const parsed = parseItemUrl(url);
+  if (!parsed) return undefined;
+  if (urlMemo.size >= URL_MEMO_MAX) urlMemo.clear();
+  urlMemo.set(url, parsed);
+  return parsed;
 }
 
 /**
@@ -148,24 +197,24 @@ function formatParam(search: string | undefined): string {
 export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResult | Promise<DataResult> {
   try {
     checkCaller(req, deps);
+    const item = itemUrl(req.url);
+    if (item) {
+      const { ref, raw } = item;
+      const prefixes = deps.prefixes();
+      if (item.allowedBy !== prefixes) {
+        if (!namespaceMatchesAny(ref.namespace, prefixes)) {
+          throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${prefixes.join(', ')}).`);
+        }
+        item.allowedBy = prefixes;
+      }
+      if (item.ring) return ringResult(req, ref, deps.env, item.ring, deps.readRing).catch(errorResult);
+      const hit = deps.readCached?.(ref, deps.env);
+      if (hit) return itemResult(req, deps, hit, raw);
+      return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, raw), errorResult);
+    }
     const q = req.url.indexOf('?');
     const path = q === -1 ? req.url : req.url.slice(0, q);
     const search = q === -1 ? undefined : req.url.slice(q + 1);
-    if (path.startsWith(ITEMS_ROUTE)) {
-      const ref = itemRef(path.slice(ITEMS_ROUTE.length));
-      if (!namespaceMatchesAny(ref.namespace, deps.prefixes())) {
-        throw new AppError('permission_denied', `${ref.namespace} is outside this pod's prefixes (${deps.prefixes().join(', ')}).`);
-      }
-      if (search?.includes('ring=')) {
-        const query = new URLSearchParams(search);
-        if (wantsRing(query)) return ringResult(req, ref, deps.env, query, deps.readRing).catch(errorResult);
-      }
-      const format = formatParam(search);
-      if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');
-      const hit = deps.readCached?.(ref, deps.env);
-      if (hit) return itemResult(req, deps, hit, format === 'raw');
-      return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, format === 'raw'), errorResult);
-    }
     if (path === WATCH_ROUTE) return watchStream(req, deps, new URLSearchParams(search));
     if (path === HEALTH_ROUTE) {
       if (req.method !== 'POST') throw new AppError('method_not_allowed', `Use POST for ${HEALTH_ROUTE} with {"healthy": true|false, "reason"?: "..."}.`, { headers: { allow: 'POST' } });
@@ -181,16 +230,18 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw
   const value = result.value;
   // The ETag of either representation and both bodies were made when the value was cached.
   const etag = raw ? value.rawEtag : value.etag;
-  if (etagMatches(req.headers['if-none-match'], etag)) {
+  const ifNoneMatch = req.headers['if-none-match'];
+  if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, etag)) {
     deps.release(result);
-    const headers: Record<string, string | number> = { etag, age: result.ageSeconds, [HEADERS.revision]: value.revision, 'cache-control': 'no-store' };
+    const headers: Record<string, string | number> = { etag, age: result.ageSeconds, 'x-config-revision': value.revision, 'cache-control': 'no-store' };
     return { kind: 'body', status: 304, headers: result.source === 'stale' ? withStaleness(headers, result) : headers, body: undefined };
   }
   const body = raw ? value.plaintext : value.json;
+  // One literal with fixed keys (HEADERS.revision spelt out): V8 builds it from a template.
   const headers: Record<string, string | number> = {
     etag,
     age: result.ageSeconds,
-    [HEADERS.revision]: value.revision,
+    'x-config-revision': value.revision,
     'cache-control': 'no-store',
     'content-type': contentType(value.kind, raw),
     'content-length': body.length,
@@ -200,7 +251,7 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw
     deps.release(result);
     return { kind: 'body', status: 200, headers, body: undefined };
   }
-  return { kind: 'body', status: 200, headers, body, release: () => deps.release(result) };
+  return { kind: 'body', status: 200, headers, body, lease: result };
 }
 
 function withStaleness(headers: Record<string, string | number>, result: ReadResult): Record<string, string | number> {

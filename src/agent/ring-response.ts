@@ -48,7 +48,7 @@ export async function ringResult(req: DataRequest, ref: ItemRef, env: string, qu
       body.fill(0);
       return { kind: 'body', status: 200, headers, body: undefined };
     }
-    return { kind: 'body', status: 200, headers, body, release: () => body.fill(0) };
+    return { kind: 'body', status: 200, headers, body, scrub: body };
   } finally {
     releaseRing(ring);
   }

@@ -13,10 +13,10 @@ export const TRACKED_ROLLOUT_ITEMS_MAX = 256;
 
 export class RolloutTracker {
   readonly #served = new Map<string, RolloutVersion>();
-  readonly #onChange: (applied: string | undefined) => void;
+  readonly #onChange: () => void;
 
-  /** `onChange` gets the rollout id when a candidate was newly applied, undefined when one was dropped. */
-  constructor(onChange: (applied: string | undefined) => void) {
+  /** `onChange` runs when what the agent serves changed (report it). */
+  constructor(onChange: () => void) {
     this.#onChange = onChange;
   }
 
@@ -31,12 +31,12 @@ export class RolloutTracker {
     if (held?.rollout === rollout && held.version === version) return;
     if (!held && this.#served.size >= TRACKED_ROLLOUT_ITEMS_MAX) return;
     this.#served.set(item, { rollout, item, version });
-    this.#onChange(rollout);
+    this.#onChange();
   }
 
   /** An event changed the item: what it serves is unknown until the next fetch. */
   forget(ref: ItemRef): void {
-    if (this.#served.delete(itemKey(ref))) this.#onChange(undefined);
+    if (this.#served.delete(itemKey(ref))) this.#onChange();
   }
 
   list(): RolloutVersion[] {

@@ -19,6 +19,7 @@ import { register as del } from './delete.ts';
 import { register as login } from './login.ts';
 import { register as exec } from './exec.ts';
 import { register as status } from './status.ts';
+import { register as rollout } from './rollout.ts';
 
 export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   server,
@@ -37,4 +38,5 @@ export const COMMAND_MODULES: ReadonlyArray<(program: Command) => void> = [
   verify,
   exec,
   status,
+  rollout,
 ];

@@ -171,6 +171,7 @@ async function runDev(flags: DevFlags): Promise<void> {
     'config-sidecar dev is running: a server and an agent with sample data. Ctrl-C stops both.',
     '',
     `  server   ${server.httpUrl}  (REST; OpenAPI ${server.httpUrl}/v1/openapi.json)`,
+    `  status   ${server.httpUrl}/ui/  (the operator page; it asks for the root token, ${tokenFile})`,
     `  grpc     ${grpcAddress}  (Watch stream)`,
     `  server-admin ${serverAdmin}/readyz  ${serverAdmin}/metrics`,
     `  socket   ${agent.socketPath}`,

@@ -576,6 +576,11 @@ class ControlPlaneImpl implements ControlPlane {
     const retire = options.retirePrevious === true;
     const result = await this.#write(async (w, keys) => {
       const now = this.#now;
+      if (retire) {
+        // A rollout's candidate is sealed under the key version it started with; retiring that would destroy it.
+        const held = (await w.activeRolloutItems()).find((r) => parseItemPath(r.item).namespace === namespace);
+        if (held) throw new AppError('conflict', `${held.item} is in active rollout ${held.rolloutId}, whose candidate is sealed under an older key of ${namespace}; promote or abort it before retiring previous keys.`);
+      }
       const next = await keys.rotate(namespace, now);
       let resealed = 0;
       const kinds = new Map<string, ItemKind>();

@@ -121,9 +121,16 @@ export async function startServer(settings: ServerSettings, options: StartOption
       policy: policySource.current,
       currentRevision: () => controlPlane.currentRevision(),
       expiry: settings.agentExpiry,
-      onReport: () => rollouts.poke(),
+      onReport: (agentId) => rollouts.reported(agentId),
     });
-    const rollouts = new RolloutService({ controlPlane, reports: controlPlane.agentReports, agentExpiry: agents.expiry, clock, logger });
+    const rollouts = new RolloutService({
+      controlPlane,
+      reports: controlPlane.agentReports,
+      agentExpiry: agents.expiry,
+      clock,
+      logger,
+      onTransition: (state) => metrics.rolloutTransitions?.inc({ state }),
+    });
     rollouts.startDriving();
     closers.push(() => rollouts.close());
     registerFleetGauges(metrics.registry, async () => {
@@ -259,7 +266,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
     const bracket = (h: string): string => (h.includes(':') ? `[${h}]` : h);
     const httpUrl = `${scheme}://${bracket(httpBound.host)}:${httpBound.port}`;
     logger.info(
-      { http: httpUrl, grpc: `${bracket(grpcBound.host)}:${grpcBound.port}`, admin: `http://${bracket(adminBound.host)}:${adminBound.port}`, tls: Boolean(tls) },
+      { http: httpUrl, ui: `${httpUrl}/ui/`, grpc: `${bracket(grpcBound.host)}:${grpcBound.port}`, admin: `http://${bracket(adminBound.host)}:${adminBound.port}`, tls: Boolean(tls) },
       'server listening',
     );
 

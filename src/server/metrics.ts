@@ -15,6 +15,8 @@ export interface ServerMetrics {
   readonly rotations: Counter<'trigger'>;
   readonly storeErrors: Counter<'code'>;
   readonly watchBufferHighWater: Gauge;
+  /** From a commit reaching the Watch fan-out to the last open stream being offered it. */
+  readonly watchFanOutDuration: Histogram;
   readonly watchEnded: Counter<'reason'>;
   readonly authReloads: Counter<'outcome'>;
   readonly connectionsShed: Counter<'reason'>;
@@ -23,6 +25,8 @@ export interface ServerMetrics {
   readonly auditDropped: Counter<'reason'>;
   /** Agent reports received, by outcome (ok or the refusal's error code). */
   readonly agentReports?: Counter<'outcome'>;
+  /** Staged rollouts entering a state (rolling at start, rolled_back, completed, aborted, paused). */
+  readonly rolloutTransitions?: Counter<'state'>;
 }
 
 /** Fleet gauges read at scrape time: live agents by state and the largest lag. */
@@ -73,6 +77,12 @@ export function createServerMetrics(): ServerMetrics {
       help: 'Most events ever queued for one watch stream; never above --watch-buffer.',
       registers: [registry],
     }),
+    watchFanOutDuration: new Histogram({
+      name: `${p}watch_fanout_duration_seconds`,
+      help: 'From a commit reaching the Watch fan-out to the last open stream being offered its events (per batch).',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
     watchEnded: new Counter({ name: `${p}watch_streams_ended_total`, help: 'Watch streams ended by the server, by reason.', labelNames: ['reason'], registers: [registry] }),
     authReloads: new Counter({ name: `${p}auth_reloads_total`, help: 'Auth file reloads, by outcome.', labelNames: ['outcome'], registers: [registry] }),
     connectionsShed: new Counter({
@@ -95,5 +105,6 @@ export function createServerMetrics(): ServerMetrics {
       registers: [registry],
     }),
     agentReports: new Counter({ name: `${p}agent_reports_total`, help: 'Agent reports received, by outcome (ok or the error code).', labelNames: ['outcome'], registers: [registry] }),
+    rolloutTransitions: new Counter({ name: `${p}rollout_transitions_total`, help: 'Staged rollouts entering a state (rolling, paused, completed, rolled_back, aborted), by this replica.', labelNames: ['state'], registers: [registry] }),
   };
 }

@@ -38,6 +38,8 @@ export interface AgentReport {
   /** Absent from older agents: unknown. */
   readonly appHealth?: AppHealth;
   readonly healthReason?: string;
+  /** The agent's applied revision when `appHealth` was last observed (0: never). */
+  readonly appHealthRevision?: number;
 }
 
 export interface ReportAck {
@@ -55,6 +57,7 @@ interface WireReport {
   rollouts?: Array<{ rollout?: string; item?: string; version?: string }>;
   appHealth?: string;
   healthReason?: string;
+  appHealthRevision?: string;
 }
 
 interface WireAck {
@@ -88,6 +91,7 @@ export function reportToWire(report: AgentReport): WireReport {
     rollouts: report.rollouts.map((r) => ({ rollout: r.rollout, item: r.item, version: String(r.version) })),
     appHealth: report.appHealth ?? 'unknown',
     healthReason: report.healthReason ?? '',
+    appHealthRevision: String(report.appHealthRevision ?? 0),
   };
 }
 
@@ -104,6 +108,7 @@ export function reportFromWire(wire: WireReport): AgentReport {
     rollouts: (wire.rollouts ?? []).map((r) => ({ rollout: r.rollout ?? '', item: r.item ?? '', version: Number(r.version ?? 0) })),
     appHealth: APP_HEALTH.includes(wire.appHealth as AppHealth) ? (wire.appHealth as AppHealth) : 'unknown',
     healthReason: (wire.healthReason ?? '').slice(0, HEALTH_REASON_MAX_CHARS),
+    appHealthRevision: Number(wire.appHealthRevision ?? 0),
   };
 }
 

@@ -12,6 +12,7 @@ import { parseDuration } from '../shared/units.ts';
 import { parseItemPath, validatePrefix } from '../shared/paths.ts';
 import { describeError } from '../shared/errors.ts';
 import { parseQuantity } from './quantity.ts';
+import { loopbackUrlProblem } from '../shared/loopback-url.ts';
 
 export const ANNOTATION_PREFIX = 'config-sidecar.io/';
 
@@ -139,6 +140,12 @@ export const ANNOTATIONS = {
     values: 'an integer 1024-65535',
     default: '"8431"',
   },
+  appHealthUrl: {
+    key: `${ANNOTATION_PREFIX}app-health-url`,
+    meaning: "A loopback URL of the application the agent probes every 2 s (its --app-health-url): 2xx is healthy. A staged rollout rolls back when its canaries' applications turn unhealthy.",
+    values: 'an http(s) URL on 127.0.0.1, localhost or [::1], e.g. "http://127.0.0.1:8080/healthz"',
+    default: 'none: only what the application POSTs to /v1/health',
+  },
   status: {
     key: `${ANNOTATION_PREFIX}status`,
     meaning: 'Written by the injector; a pod with it and the agent container is left as it is (injection is idempotent).',
@@ -188,6 +195,7 @@ export interface InjectionSpec {
   readonly maxStale: string | undefined;
   readonly httpPort: number;
   readonly adminPort: number;
+  readonly appHealthUrl: string | undefined;
 }
 
 /** A refused annotation: names the key and what is allowed. */
@@ -291,6 +299,7 @@ const FIELD_CHECKS: Partial<Record<AnnotationName, (value: string) => string | u
   maxStale: duration,
   httpPort: port,
   adminPort: port,
+  appHealthUrl: (value) => loopbackUrlProblem(value),
   status: (value) => (value === INJECTED_STATUS ? undefined : `"${value}" is not a status the injector writes`),
 };
 
@@ -367,6 +376,7 @@ export function parseInjectionSpec(annotations: Annotations, defaults: Annotatio
     maxStale: a.maxStale,
     httpPort: a.httpPort === undefined ? DEFAULT_HTTP_PORT : Number(a.httpPort),
     adminPort: a.adminPort === undefined ? DEFAULT_ADMIN_PORT : Number(a.adminPort),
+    appHealthUrl: a.appHealthUrl,
   };
   checkRequestWithinLimit(spec.cpuRequest, spec.cpuLimit, 'cpuRequest', 'cpuLimit');
   checkRequestWithinLimit(spec.memoryRequest, spec.memoryLimit, 'memoryRequest', 'memoryLimit');

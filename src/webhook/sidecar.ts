@@ -76,6 +76,7 @@ export function agentArgs(spec: InjectionSpec, settings: InjectorSettings): stri
   if (spec.snapshot) args.push(`--snapshot-dir=${PATHS.snapshotDir}`);
   if (spec.cacheTtl) args.push(`--cache-ttl=${spec.cacheTtl}`);
   if (spec.maxStale) args.push(`--max-stale=${spec.maxStale}`);
+  if (spec.appHealthUrl) args.push(`--app-health-url=${spec.appHealthUrl}`);
   return args;
 }
 

@@ -77,7 +77,7 @@ test('SIGKILL at random moments while a 1 MiB snapshot is rewritten every 100 ms
     await new Promise((r) => setTimeout(r, delay));
     await agent.stop('SIGKILL');
     const key = await readFile(join(snapshotDir, 'snapshot.key'));
-    const opened = openSnapshot(await readFile(join(snapshotDir, 'snapshot')), key, scopeOf([PREFIX], 'prod'));
+    const opened = openSnapshot(await readFile(join(snapshotDir, 'snapshot')), key, scopeOf([PREFIX], 'prod', [server.httpUrl]));
     assert.ok(opened.ok, `round ${round}: ${opened.ok ? '' : `${opened.reason}: ${opened.detail}`}`);
     assert.equal(opened.values.length, values.size);
     t.diagnostic(`tried: SIGKILL ${delay} ms into the write cycle (round ${round + 1}/${rounds}); held: the snapshot left behind opens with all ${values.size} values`);

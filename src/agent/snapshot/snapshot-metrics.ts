@@ -17,9 +17,9 @@ export interface SnapshotMetrics {
 }
 
 export function createSnapshotMetrics(registry: Registry): SnapshotMetrics {
-  const refused = new Counter({ name: `${P}refused_total`, help: 'Snapshots refused at start (never served), by reason: truncated, format, foreign-key, foreign-scope, tampered, expired.', labelNames: ['reason'], registers: [registry] });
+  const refused = new Counter({ name: `${P}refused_total`, help: 'Snapshots refused (never served), by reason: truncated, format, foreign-key, foreign-scope, tampered, expired at start; foreign-store when the first stream names another store (its values are dropped).', labelNames: ['reason'], registers: [registry] });
   // Every reason shows as 0 before the first refusal, so an alert can rate() it from the start.
-  for (const reason of ['truncated', 'format', 'foreign-key', 'foreign-scope', 'tampered', 'expired'] satisfies RefusalReason[]) refused.inc({ reason }, 0);
+  for (const reason of ['truncated', 'format', 'foreign-key', 'foreign-scope', 'tampered', 'expired', 'foreign-store'] satisfies Array<RefusalReason | 'foreign-store'>) refused.inc({ reason }, 0);
   return {
     writes: new Counter({ name: `${P}writes_total`, help: 'Snapshot writes, by outcome (ok, error).', labelNames: ['outcome'], registers: [registry] }),
     bytes: new Gauge({ name: `${P}bytes`, help: "Bytes of the snapshot file: memory-backed pages charged to the agent's memory limit.", registers: [registry] }),

@@ -18,11 +18,8 @@ import type { Milliseconds } from '../../shared/units.ts';
 import type { LogPosition } from '../../shared/watch-proto.ts';
 import { release, type CacheObserver, type CachedValue } from '../value-cache.ts';
 import { writeSnapshotFile } from './snapshot-files.ts';
-import { SnapshotSealer } from './snapshot-format.ts';
+import { sealedChunks, SnapshotSealer } from './snapshot-format.ts';
 import type { SnapshotMetrics } from './snapshot-metrics.ts';
-
-/** Ciphertext gathered before each write to the file. */
-const WRITE_CHUNK_BYTES = 64 * 1024;
 
 /** What one write seals: the values are retained by `collect` and released by the writer. */
 export interface SnapshotContent {
@@ -117,28 +114,13 @@ export class Snapshotter {
     const { values } = content;
     let released = 0;
     const sealer = new SnapshotSealer(this.#o.key, { scope: this.#o.scope, takenAt: content.takenAt, position: content.position }, values);
-    function* chunks(): Generator<Buffer> {
-      yield sealer.head();
-      let batch: Buffer[] = [];
-      let size = 0;
-      for (const value of values) {
-        const record = sealer.record(value);
-        release(value);
-        released += 1;
-        batch.push(record);
-        size += record.length;
-        if (size >= WRITE_CHUNK_BYTES) {
-          yield Buffer.concat(batch);
-          batch = [];
-          size = 0;
-        }
-      }
-      batch.push(sealer.end());
-      yield Buffer.concat(batch);
-    }
+    const chunks = sealedChunks(sealer, values, (i) => {
+      release(values[i] as CachedValue);
+      released = i + 1;
+    });
     const started = performance.now();
     try {
-      const bytes = await writeSnapshotFile(this.#o.dir, chunks());
+      const bytes = await writeSnapshotFile(this.#o.dir, chunks);
       this.#o.metrics.writes.inc({ outcome: 'ok' });
       this.#o.metrics.bytes.set(bytes);
       this.#o.metrics.takenAt.set(content.takenAt / 1000);

@@ -13,7 +13,7 @@ import { namespaceMatchesAny } from '../../shared/paths.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { AgentSettings } from '../agent-settings.ts';
 import { AGENT_SETTING_LABELS } from '../agent-settings.ts';
-import type { AppliedEventsHub, AppliedEventsSubscription } from '../applied-events.ts';
+import type { AppliedEvent, AppliedEventsHub, AppliedEventsSubscription } from '../applied-events.ts';
 import type { EventApplier } from '../event-applier.ts';
 import { retain, type CachedValue, type ValueCache } from '../value-cache.ts';
 import { checkWritableDir } from '../volume-access.ts';
@@ -27,7 +27,7 @@ export { observeDrops } from './snapshotter.ts';
 
 export interface WarmRestartOptions {
   readonly dir: string;
-  readonly settings: Pick<AgentSettings, 'prefix' | 'env' | 'maxStale' | 'snapshotInterval'>;
+  readonly settings: Pick<AgentSettings, 'prefix' | 'env' | 'server' | 'maxStale' | 'snapshotInterval'>;
   readonly cache: ValueCache;
   readonly applier: EventApplier;
   readonly hub: AppliedEventsHub;
@@ -47,7 +47,7 @@ export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restore
   const metrics = createSnapshotMetrics(o.registry);
   const { key, origin } = await loadSnapshotKey(dir);
   if (origin !== 'read') logger.info({ dir, origin }, origin === 'created' ? 'snapshot key created' : 'snapshot key file was malformed; replaced');
-  const scope = scopeOf(settings.prefix, settings.env);
+  const scope = scopeOf(settings.prefix, settings.env, settings.server);
   const restored = await restoreSnapshot({
     dir,
     key,
@@ -63,6 +63,9 @@ export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restore
     },
   });
   if (restored) applier.restore(restored.position);
+  // Another store behind the same --server (a restore, a reset) only shows on the first stream: the
+  // applier then drops everything as for any store change; this names it as the snapshot's refusal.
+  let storeCheck = restored?.position.storeId || undefined;
   metrics.bytes.set(await snapshotFileBytes(dir));
 
   const snapshotter = new Snapshotter({
@@ -78,6 +81,7 @@ export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restore
       const position = applier.position;
       // Before the stream first said where the agent is, nothing cached can be vouched for.
       if (!position) return undefined;
+      if (o.connected() && position.storeId === storeCheck) storeCheck = undefined;
       const values: CachedValue[] = [];
       for (const variant of cache.variants()) {
         // What a read would serve now: expired and superseded values are left out.
@@ -90,13 +94,23 @@ export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restore
     },
   });
   snapshotter.start();
-  void follow(o.hub.subscribe(), snapshotter);
+  void follow(o.hub.subscribe(), snapshotter, (event) => {
+    if (storeCheck === undefined) return;
+    const now = applier.position?.storeId;
+    if (event.type === 'resync' && now && now !== storeCheck) {
+      metrics.refused.inc({ reason: 'foreign-store' });
+      logger.warn({ snapshotStore: storeCheck, serverStore: now }, 'snapshot was from another store; its values are dropped');
+    }
+    // Only the first stream after the restore can tell: a later store change is the server's, not the snapshot's.
+    if (event.type === 'resync' || o.connected()) storeCheck = undefined;
+  });
   return { restored, snapshotter };
 }
 
 /** Deletions and resyncs (values dropped) rewrite the snapshot now; other changes by the next interval. */
-async function follow(subscription: AppliedEventsSubscription, snapshotter: Snapshotter): Promise<void> {
+async function follow(subscription: AppliedEventsSubscription, snapshotter: Snapshotter, seen: (event: AppliedEvent) => void): Promise<void> {
   for await (const event of subscription) {
+    seen(event);
     if (event.type === 'deleted' || event.type === 'resync') snapshotter.requestNow();
     else snapshotter.changed();
   }

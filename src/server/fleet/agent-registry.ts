@@ -34,7 +34,7 @@ export interface AgentRegistryOptions {
   readonly expiry?: Milliseconds;
   readonly maxPerSubject?: number;
   /** Called after each accepted report (staged rollouts judge canaries' health at once). */
-  readonly onReport?: () => void;
+  readonly onReport?: (agentId: string) => void;
 }
 
 export function validateAgentId(id: string): string {
@@ -99,10 +99,11 @@ export class AgentRegistry {
       health: report.health,
       rollouts: report.rollouts.map((r) => ({ rollout: r.rollout.slice(0, 253), item: r.item.slice(0, 600), version: Math.max(0, Math.trunc(r.version)) })),
       appHealth: report.appHealth ?? 'unknown',
+      appHealthRevision: Math.max(0, Math.trunc(report.appHealthRevision ?? 0)),
       healthReason: (report.healthReason ?? '').slice(0, HEALTH_REASON_MAX_CHARS),
       lastSeen: now,
     });
-    this.#o.onReport?.();
+    this.#o.onReport?.(id);
     await this.#prune(now);
     return { currentRevision: await this.#o.currentRevision(), nextReportMs: REPORT_INTERVAL_MS };
   }

@@ -15,11 +15,12 @@ import type { RolloutRecord, UnhealthyCanary } from './rollout-record.ts';
 /** What the verdict needs from an agent's last report. */
 export interface CanaryReport {
   readonly id: string;
+  readonly appliedRevision: number;
   readonly connected: boolean;
   readonly health: AgentHealth;
   readonly appHealth: string;
+  readonly appHealthRevision: number;
   readonly healthReason: string;
-  readonly rollouts: ReadonlyArray<{ readonly rollout: string }>;
 }
 
 export type Verdict =
@@ -27,15 +28,12 @@ export type Verdict =
   | { readonly kind: 'advance'; readonly unhealthy: readonly UnhealthyCanary[] }
   | { readonly kind: 'hold'; readonly unhealthy: readonly UnhealthyCanary[] };
 
-function canaryState(rolloutId: string, report: CanaryReport | undefined): { applied: boolean; reason?: string } {
-  if (!report) return { applied: false };
-  const applied = report.rollouts.some((r) => r.rollout === rolloutId);
-  if (!applied) return { applied: false };
-  const why = report.healthReason ? `: ${report.healthReason}` : '';
-  if (report.appHealth === 'unhealthy') return { applied, reason: `application unhealthy${why}` };
-  if (!report.connected) return { applied, reason: 'watch stream down' };
-  if (report.health === 'degraded') return { applied, reason: `agent degraded${why}` };
-  return { applied };
+function canaryState(record: RolloutRecord, report: CanaryReport | undefined): { applied: boolean; reason?: string } {
+  if (!report || report.appliedRevision < record.revision) return { applied: false };
+  if (report.appHealth === 'unhealthy' && report.appHealthRevision >= record.revision) return { applied: true, reason: report.healthReason || 'application unhealthy' };
+  if (!report.connected) return { applied: true, reason: 'watch stream down' };
+  if (report.health === 'degraded') return { applied: true, reason: `agent degraded${report.healthReason ? `: ${report.healthReason}` : ''}` };
+  return { applied: true };
 }
 
 const describe = (list: readonly UnhealthyCanary[]): string => list.map((u) => `${u.agent} (${u.reason})`).join(', ');
@@ -44,7 +42,7 @@ export function healthVerdict(record: RolloutRecord, reports: ReadonlyMap<string
   const unhealthy: UnhealthyCanary[] = [];
   const pending: string[] = [];
   for (const agent of record.canary) {
-    const state = canaryState(record.id, reports.get(agent));
+    const state = canaryState(record, reports.get(agent));
     if (state.reason !== undefined) unhealthy.push({ agent, reason: state.reason.slice(0, 240) });
     else if (!state.applied) pending.push(agent);
   }

@@ -20,10 +20,13 @@ import type { ChangeOp, ControlPlane, RolloutChange } from '../control-plane.ts'
 import type { AgentReportRow, AgentReportTable } from '../store/agent-reports.ts';
 import { chooseCanaries, eligibleAgents } from './canary-selection.ts';
 import { healthVerdict, type Verdict } from './health-verdict.ts';
+import type { RolloutState } from '../../shared/protocol.ts';
 import { isActive, type RolloutRecord } from './rollout-record.ts';
 
 /** How often active rollouts are judged without a report to prompt it (bake ends, lapsed leases). */
 export const ROLLOUT_TICK_MS: Milliseconds = 500;
+/** Drives start at least this far apart, however many canary reports arrive. */
+export const ROLLOUT_DRIVE_GAP_MS: Milliseconds = 100;
 /** How long a replica's drive lease lasts; renewed every tick, taken over after it lapses. */
 export const ROLLOUT_LEASE_MS: Milliseconds = 5_000;
 /** Most rollouts GET /v1/rollouts lists (newest first). */
@@ -43,6 +46,8 @@ export interface RolloutServiceOptions {
   /** This replica's lease owner id; random per process by default. */
   readonly owner?: string;
   readonly tickMs?: Milliseconds;
+  /** Counts transitions by the state entered (metrics.ts `rolloutTransitions`). */
+  readonly onTransition?: (state: RolloutState) => void;
 }
 
 export interface RolloutStartInput {
@@ -67,8 +72,14 @@ export class RolloutService {
   readonly #owner: string;
   #timer: TimerHandle | undefined;
   #driving: Promise<void> | undefined;
+  #gap: TimerHandle | undefined;
+  #lastDrive = -Infinity;
   #again = false;
   #closed = false;
+  /** Rollouts whose lease this replica held at its last drive (a takeover is logged once). */
+  #held = new Set<string>();
+  /** Canaries of the active rollouts this replica last judged: only their reports prompt a drive. */
+  #canaries = new Set<string>();
 
   constructor(options: RolloutServiceOptions) {
     this.#o = options;
@@ -87,7 +98,11 @@ export class RolloutService {
     const canary = first >= 100 ? [] : chooseCanaries(id, eligibleAgents(await this.#liveReports(), items), first);
     let record = await this.#o.controlPlane.startRollout({ id, steps: input.steps, bakeSeconds: input.bakeSeconds, maxUnhealthy: input.maxUnhealthy, changes: input.changes, canary }, actor);
     this.#o.logger.info({ rollout: id, items, step: 0, percent: first, canary }, 'rollout started');
-    if (first >= 100) record = await this.#o.controlPlane.changeRollout(id, (r) => (isActive(r.state) ? { record: r, complete: true } : undefined), actor);
+    this.#o.onTransition?.('rolling');
+    if (first >= 100) {
+      record = await this.#o.controlPlane.changeRollout(id, (r) => (isActive(r.state) ? { record: r, complete: true } : undefined), actor);
+      this.#o.onTransition?.(record.state);
+    }
     this.poke();
     return record;
   }
@@ -126,30 +141,49 @@ export class RolloutService {
       actor,
     );
     this.#o.logger.info({ rollout: id, action, state: record.state, subject: actor }, `rollout ${action}`);
+    this.#o.onTransition?.(record.state);
     return record;
   }
 
   /**
    * The rollout whose candidate `agentId` serves for this item, when the
    * caller is that agent: a pod-bound service-account token names its pod;
-   * otherwise the agent's last report must come from the same subject (the
-   * rule the Report RPC applies).
+   * otherwise a live report of the agent must come from the same subject (the
+   * rule the Report RPC applies). An agent with no report yet (the embedded
+   * store keeps reports in memory, so a restarted server has none while the
+   * agents refetch) is believed: the caller may read the item, and with it the
+   * candidate through ?rollout= anyway, so the check guards correctness, not
+   * secrecy.
    */
   async candidateFor(ref: ItemRef, agentId: string, principal: Principal): Promise<string | undefined> {
     const record = await this.#o.controlPlane.activeRolloutOf(ref);
     if (!record || !record.canary.includes(agentId)) return undefined;
     if (principal.via === 'jwt' && principal.podName !== undefined) return principal.podName === agentId ? record.id : undefined;
     const row = await this.#o.reports.get(agentId);
-    return row && row.subject === principal.subject ? record.id : undefined;
+    return !row || row.lastSeen < this.#o.clock.now() - this.#o.agentExpiry || row.subject === principal.subject ? record.id : undefined;
   }
 
-  /** Judge soon (an agent reported, a rollout started); coalesced. */
+  /** An agent's report was accepted: a canary's health may have changed (others wait for the tick). */
+  reported(agentId: string): void {
+    if (this.#canaries.has(agentId)) this.poke();
+  }
+
+  /** Judge soon (a canary reported, a rollout started, the tick); coalesced, and at most one drive per ROLLOUT_DRIVE_GAP_MS. */
   poke(): void {
     if (this.#closed) return;
-    if (this.#driving) {
+    if (this.#driving || this.#gap) {
       this.#again = true;
       return;
     }
+    const wait = this.#lastDrive + ROLLOUT_DRIVE_GAP_MS - this.#o.clock.now();
+    if (wait > 0) {
+      this.#gap = this.#o.clock.setTimeout(() => {
+        this.#gap = undefined;
+        this.poke();
+      }, wait);
+      return;
+    }
+    this.#lastDrive = this.#o.clock.now();
     this.#driving = this.#drive().finally(() => {
       this.#driving = undefined;
       if (this.#again) {
@@ -173,16 +207,31 @@ export class RolloutService {
   async #drive(): Promise<void> {
     try {
       const ids = await this.#o.controlPlane.activeRolloutIds();
-      if (ids.length === 0) return;
+      if (ids.length === 0) {
+        this.#canaries.clear();
+        this.#held.clear();
+        return;
+      }
+      for (const id of this.#held) if (!ids.includes(id)) this.#held.delete(id);
+      const canaries = new Set<string>();
       const reports = await this.#liveReports();
-      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', healthReason: r.healthReason ?? '' }]));
+      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '' }]));
       for (const id of ids) {
         if (this.#closed) return;
-        if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) continue;
+        if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
+          this.#held.delete(id);
+          continue;
+        }
+        if (!this.#held.has(id)) {
+          this.#held.add(id);
+          this.#o.logger.info({ rollout: id, owner: this.#owner }, 'rollout lease taken: this replica drives it');
+        }
         const record = await this.#o.controlPlane.getRollout(id);
         if (!record || !isActive(record.state)) continue;
+        for (const agent of record.canary) canaries.add(agent);
         await this.#apply(record, healthVerdict(record, byId, this.#o.clock.now()), reports);
       }
+      this.#canaries = canaries;
     } catch (err) {
       this.#o.logger.error({ err: describeError(err) }, 'driving rollouts failed; retrying on the next tick');
     }
@@ -200,6 +249,7 @@ export class RolloutService {
         ROLLOUT_CONTROLLER,
       );
       if (record.state !== 'rolled_back') return;
+      this.#o.onTransition?.('rolled_back');
       this.#o.logger.warn({ rollout: seen.id, items: seen.items, reason: verdict.reason }, 'rollout rolled back');
       await this.#audit(seen, 'error', `rolled back: ${verdict.reason}`);
       return;
@@ -215,6 +265,7 @@ export class RolloutService {
     if (percent >= 100) {
       const record = await cp.changeRollout(seen.id, (r) => (unchanged(r) ? { record: { ...r, step: r.steps.length - 1, unhealthy: verdict.unhealthy }, complete: true } : undefined), ROLLOUT_CONTROLLER);
       if (record.state === 'completed') {
+        this.#o.onTransition?.('completed');
         this.#o.logger.info({ rollout: seen.id, items: seen.items, revision: record.revision }, 'rollout completed');
         await this.#audit(seen, 'ok', `completed at revision ${record.revision}`);
       }
@@ -237,6 +288,7 @@ export class RolloutService {
   async close(): Promise<void> {
     this.#closed = true;
     this.#timer?.cancel();
+    this.#gap?.cancel();
     await this.#driving;
   }
 }

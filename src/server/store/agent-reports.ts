@@ -71,6 +71,21 @@ export function memoryAgentReports(): AgentReportTable {
 
 const COLUMNS = 'id, subject, prefixes, applied_revision, store_id, connected, health, rollouts, last_seen, app_health, health_reason';
 
+/**
+ * The app_health column holds the signal and the revision it was observed at
+ * as `state@revision` (018 made the column; the revision came after it was
+ * merged, and an edited migration stops every store that ran it).
+ */
+function appHealthToColumn(row: AgentReportRow): string {
+  const state = row.appHealth ?? 'unknown';
+  return row.appHealthRevision ? `${state}@${row.appHealthRevision}` : state;
+}
+
+function appHealthFromColumn(text: string): { appHealth: AppHealth; appHealthRevision: number } {
+  const at = text.indexOf('@');
+  return at < 0 ? { appHealth: text as AppHealth, appHealthRevision: 0 } : { appHealth: text.slice(0, at) as AppHealth, appHealthRevision: Number(text.slice(at + 1)) || 0 };
+}
+
 function rowOf(r: SqlRow): AgentReportRow {
   return {
     id: String(r.id),
@@ -82,7 +97,7 @@ function rowOf(r: SqlRow): AgentReportRow {
     health: String(r.health) as AgentHealth,
     rollouts: JSON.parse(String(r.rollouts)) as RolloutVersion[],
     lastSeen: Number(r.last_seen),
-    appHealth: String(r.app_health ?? 'unknown') as AppHealth,
+    ...appHealthFromColumn(String(r.app_health ?? 'unknown')),
     healthReason: String(r.health_reason ?? ''),
   };
 }
@@ -98,7 +113,7 @@ export function sqlAgentReports(withConnection: <T>(fn: (conn: SqlConnection) =>
          ON CONFLICT (id) DO UPDATE SET subject = excluded.subject, prefixes = excluded.prefixes, applied_revision = excluded.applied_revision,
            store_id = excluded.store_id, connected = excluded.connected, health = excluded.health, rollouts = excluded.rollouts, last_seen = excluded.last_seen,
            app_health = excluded.app_health, health_reason = excluded.health_reason`,
-        [row.id, row.subject, JSON.stringify(row.prefixes), row.appliedRevision, row.storeId, row.connected ? 1 : 0, row.health, JSON.stringify(row.rollouts), row.lastSeen, row.appHealth ?? 'unknown', row.healthReason ?? ''],
+        [row.id, row.subject, JSON.stringify(row.prefixes), row.appliedRevision, row.storeId, row.connected ? 1 : 0, row.health, JSON.stringify(row.rollouts), row.lastSeen, appHealthToColumn(row), row.healthReason ?? ''],
       );
     },
     async get(id) {

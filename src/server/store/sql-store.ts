@@ -573,6 +573,10 @@ export class SqlStoreTx implements StoreWriter {
     return row ? text(row.rollout_id) : undefined;
   }
 
+  async activeRolloutItems(): Promise<Array<{ readonly item: string; readonly rolloutId: string }>> {
+    return (await this.#all('SELECT item, rollout_id FROM rollout_items ORDER BY item')).map((row) => ({ item: text(row.item), rolloutId: text(row.rollout_id) }));
+  }
+
   async insertRollout(row: RolloutRow): Promise<void> {
     await this.#run('INSERT INTO rollouts (id, state, doc, candidate, lease_owner, lease_until, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
       row.id,

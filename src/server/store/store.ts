@@ -157,6 +157,8 @@ export interface StoreReader {
   rolloutIdsIn(states: readonly string[]): Promise<string[]>;
   /** The active rollout holding `item` (namespace/name), if any. */
   activeRolloutOf(item: string): Promise<string | undefined>;
+  /** Every item held by an active rollout (a short list: rollouts are few). */
+  activeRolloutItems(): Promise<Array<{ readonly item: string; readonly rolloutId: string }>>;
 }
 
 /** Queries and changes allowed inside a write transaction. */

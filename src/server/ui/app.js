@@ -61,7 +61,7 @@ async function refresh() {
   const fleetValue = fleet.status === 'fulfilled' ? fleet.value : undefined;
   draw('rollouts-panel', rollouts, (value) => rolloutsView(value, act));
   draw('fleet-panel', fleet, fleetView);
-  draw('items-panel', items, (value) => itemsView(value, fleetValue));
+  draw('items-panel', items, (value) => itemsView(value, fleetValue, rollouts.status === 'fulfilled' ? rollouts.value : undefined));
   draw('keys-panel', keys, keysView);
   $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
   schedule();

@@ -71,9 +71,13 @@ function appHealth(agent) {
 /**
  * @param {{ items: any[], listedNamespaces?: number, namespaces?: number }} list one list, or the lists of the first `listedNamespaces` of `namespaces`
  * @param {{ agents: any[] } | undefined} fleet undefined when the fleet could not be read
+ * @param {{ rollouts: any[] } | undefined} [rollouts] undefined when the rollouts could not be read
  */
-export function itemsView(list, fleet) {
+export function itemsView(list, fleet, rollouts) {
   const items = list.items;
+  // One active rollout per item (the server's rule): which one holds each item now.
+  const rolling = new Map();
+  for (const r of rollouts?.rollouts ?? []) if (ACTIVE_STATES.has(r.state)) for (const item of r.items) rolling.set(item, r);
   if (items.length === 0) return [el('p', { className: 'empty' }, 'No items.')];
   const rows = items.slice(0, MAX_ROWS).map((item) => {
     let converged = 'unknown';
@@ -83,9 +87,11 @@ export function itemsView(list, fleet) {
       converged = c.covering === 0 ? badge('no agent', 'warn') : badge(`${c.applied}/${c.covering}`, c.applied === c.covering ? 'good' : 'warn');
       behind = c.behind.join(', ');
     }
-    return [`${item.namespace}/${item.name}`, item.kind, String(item.version), String(item.revision), item.envs.join(', '), converged, behind];
+    const r = rolling.get(`${item.namespace}/${item.name}`);
+    const rollout = r ? el('span', { className: 'rollout' }, badge(r.state, STATE_CLASS[r.state]), ` ${r.id} at ${r.percent}%`) : '';
+    return [`${item.namespace}/${item.name}`, item.kind, String(item.version), String(item.revision), item.envs.join(', '), converged, behind, rollout];
   });
-  const headings = ['Item', 'Kind', 'Version', 'Revision', 'Environments', 'Agents converged', 'Behind'];
+  const headings = ['Item', 'Kind', 'Version', 'Revision', 'Environments', 'Agents converged', 'Behind', 'Rollout'];
   const partial = list.namespaces > list.listedNamespaces ? el('p', { className: 'hint' }, `Items of the first ${list.listedNamespaces} of ${list.namespaces} namespaces.`) : null;
   return [table(headings, rows, (i) => ({ 'data-item': `${items[i].namespace}/${items[i].name}` })), truncated(items.length), partial];
 }
@@ -95,12 +101,16 @@ export function itemsView(list, fleet) {
  * @param {(id: string, action: string) => void} onAction
  */
 export function rolloutsView(answer, onAction) {
-  const active = answer.rollouts.filter((r) => ACTIVE_STATES.has(r.state));
-  const finished = answer.rollouts.filter((r) => !ACTIVE_STATES.has(r.state)).slice(-MAX_FINISHED_ROLLOUTS).reverse();
+  // Newest first, whatever order the server lists them in.
+  const newestFirst = [...answer.rollouts].sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt));
+  const active = newestFirst.filter((r) => ACTIVE_STATES.has(r.state));
+  const allFinished = newestFirst.filter((r) => !ACTIVE_STATES.has(r.state));
+  const finished = allFinished.slice(0, MAX_FINISHED_ROLLOUTS);
   if (active.length + finished.length === 0) return [el('p', { className: 'empty' }, 'No rollouts.')];
   const nodes = [];
   if (active.length === 0) nodes.push(el('p', { className: 'empty' }, 'No rollout in progress.'));
   for (const r of [...active, ...finished]) nodes.push(rolloutCard(r, onAction));
+  if (allFinished.length > finished.length) nodes.push(el('p', { className: 'hint' }, `${allFinished.length - finished.length} older finished rollouts not shown.`));
   return nodes;
 }
 

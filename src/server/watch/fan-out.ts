@@ -43,11 +43,14 @@ export interface FanOutOptions {
   readonly yieldTurn?: () => Promise<void>;
   /** Waits before a batch's first slice. @default a zero timer */
   readonly firstTurn?: () => Promise<void>;
+  /** Called when a batch has been offered to every stream, with the seconds since it was published. */
+  readonly onDone?: (seconds: number) => void;
 }
 
 interface Batch {
   readonly events: readonly LogEvent[];
   readonly audience: Audience | undefined;
+  readonly publishedAt: number;
 }
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -77,10 +80,8 @@ export class FanOut {
   /** Queues committed events for every stream (or only `audience`'s); returns at once. */
   publish(events: readonly LogEvent[], audience?: Audience): void {
     if (this.#closed || events.length === 0) return;
-    this.#pending.push({ events, audience });
-    this.#running ??= this.#drain().finally(() => {
-      this.#running = undefined;
-    });
+    this.#pending.push({ events, audience, publishedAt: performance.now() });
+    this.#running ??= this.#drain();
   }
 
   /** Resolves once everything published so far has been offered to every stream. */
@@ -100,10 +101,14 @@ export class FanOut {
     for (let batch = this.#pending.shift(); batch && !this.#closed; batch = this.#pending.shift()) {
       try {
         await this.#deliver(batch);
+        if (!this.#closed) this.#o.onDone?.((performance.now() - batch.publishedAt) / 1000);
       } catch (err) {
         this.#o.logger.error({ err: describeError(err), revision: batch.events[0]?.revision }, 'watch fan-out failed');
       }
     }
+    // Cleared in the same turn the queue was found empty (not in a later
+    // .finally), so a batch published right after starts a new drain.
+    this.#running = undefined;
   }
 
   async #deliver({ events, audience }: Batch): Promise<void> {

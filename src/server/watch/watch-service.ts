@@ -102,6 +102,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     encode: (events, wanted) => encodeEvents(events, layerSource, logger, wanted),
     streams: () => streams.keys(),
     logger,
+    onDone: (seconds) => metrics.watchFanOutDuration.observe(seconds),
   });
   const heartbeats = new HeartbeatTicker({ clock: options.clock, interval: options.heartbeatInterval, streams: () => streams.keys() });
   const unsubscribe = controlPlane.onCommitted((events: readonly LogEvent[]) => {

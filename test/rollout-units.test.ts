@@ -1,0 +1,139 @@
+/**
+ * The pure parts of staged rollouts, without processes: canary selection
+ * (count, order, a superset as the percentage grows), the health verdict
+ * (rollback, hold, advance, a canary that never applied), the routes, the
+ * agent's POST /v1/health decision and body, and the loopback rule for
+ * --app-health-url.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { canaryHash, chooseCanaries, eligibleAgents } from '../src/server/rollouts/canary-selection.ts';
+import { healthVerdict, type CanaryReport } from '../src/server/rollouts/health-verdict.ts';
+import type { RolloutRecord } from '../src/server/rollouts/rollout-record.ts';
+import { parseRoute } from '../src/server/rest/routes.ts';
+import { handleDataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
+import { parseHealthBody } from '../src/agent/app-health.ts';
+import { loopbackUrlProblem } from '../src/shared/loopback-url.ts';
+import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
+import { AppError } from '../src/shared/errors.ts';
+
+test('canaries: ceil(p × n / 100) of the eligible agents with the smallest hash(rollout, agent); a later step keeps them', () => {
+  const ids = Array.from({ length: 10 }, (_, i) => `pod-${i}`);
+  const byHash = [...ids].sort((a, b) => (canaryHash('ro-1', a) < canaryHash('ro-1', b) ? -1 : 1));
+  assert.deepEqual(chooseCanaries('ro-1', ids, 10), byHash.slice(0, 1));
+  assert.deepEqual(chooseCanaries('ro-1', ids, 25), byHash.slice(0, 3), 'ceil(2.5) = 3');
+  const step1 = chooseCanaries('ro-1', ids, 30);
+  const step2 = chooseCanaries('ro-1', ids, 60, step1);
+  assert.equal(step2.length, 6);
+  assert.ok(step1.every((id) => step2.includes(id)));
+  assert.deepEqual(chooseCanaries('ro-1', [], 50), []);
+  const byHash2 = [...ids].sort((a, b) => (canaryHash('ro-2', a) < canaryHash('ro-2', b) ? -1 : 1));
+  assert.deepEqual(chooseCanaries('ro-2', ids, 30), byHash2.slice(0, 3), 'another rollout picks by its own hash');
+  const agents = [
+    { id: 'a', prefixes: ['team-a'], connected: true },
+    { id: 'b', prefixes: ['team-a/app'], connected: true },
+    { id: 'c', prefixes: ['team-b'], connected: true },
+    { id: 'd', prefixes: ['team-a'], connected: false },
+    { id: 'e', prefixes: ['team-ab'], connected: true },
+  ];
+  assert.deepEqual(eligibleAgents(agents, ['team-a/app/flag']), ['a', 'b'], 'connected, prefixes covering the item by whole segments');
+});
+
+const record = (over: Partial<RolloutRecord> = {}): RolloutRecord => ({
+  id: 'ro-1',
+  state: 'rolling',
+  steps: [30, 100],
+  step: 0,
+  bakeSeconds: 60,
+  maxUnhealthy: 0,
+  items: ['team-a/app/flag'],
+  canary: ['a1', 'a2'],
+  unhealthy: [],
+  createdAt: 0,
+  createdBy: 'root',
+  stepStartedAt: 1_000,
+  revision: 5,
+  candidate: [],
+  ...over,
+});
+const report = (id: string, over: Partial<CanaryReport> = {}): [string, CanaryReport] => [
+  id,
+  { id, appliedRevision: 5, connected: true, health: 'ok', appHealth: 'unknown', appHealthRevision: 5, healthReason: '', ...over },
+];
+
+test('health verdict: more than maxUnhealthy unhealthy canaries roll back at once; health before the candidate applied does not count; the bake end counts a canary that never applied', () => {
+  const healthy = new Map([report('a1'), report('a2')]);
+  assert.equal(healthVerdict(record(), healthy, 2_000).kind, 'hold', 'baking');
+  assert.equal(healthVerdict(record(), healthy, 61_000).kind, 'advance');
+  const sick = new Map([report('a1', { appHealth: 'unhealthy', healthReason: 'db down' }), report('a2')]);
+  const verdict = healthVerdict(record(), sick, 2_000);
+  assert.equal(verdict.kind, 'rollback');
+  assert.deepEqual(verdict.unhealthy, [{ agent: 'a1', reason: 'db down' }]);
+  assert.match(verdict.kind === 'rollback' ? verdict.reason : '', /1 canary agent\(s\) unhealthy, more than maxUnhealthy 0: a1 \(db down\)/);
+  assert.equal(healthVerdict(record({ maxUnhealthy: 1 }), sick, 2_000).kind, 'hold', 'within maxUnhealthy');
+  const before = new Map([report('a1', { appHealth: 'unhealthy', appHealthRevision: 4 }), report('a2')]);
+  assert.equal(healthVerdict(record(), before, 2_000).kind, 'hold', 'a signal observed before the change is not blamed on it');
+  const notApplied = new Map([report('a1', { appHealth: 'unhealthy', appliedRevision: 4 }), report('a2')]);
+  assert.equal(healthVerdict(record(), notApplied, 2_000).kind, 'hold', 'nothing counts before the canary applied the change');
+  const late = healthVerdict(record(), notApplied, 61_000);
+  assert.equal(late.kind, 'rollback');
+  assert.deepEqual(late.unhealthy, [{ agent: 'a1', reason: 'did not apply the candidate within bakeSeconds' }]);
+  assert.equal(healthVerdict(record({ state: 'paused' }), healthy, 61_000).kind, 'hold', 'a paused rollout does not advance');
+  assert.equal(healthVerdict(record({ state: 'paused' }), sick, 2_000).kind, 'rollback', 'but still rolls back');
+  const down = new Map([report('a1', { connected: false }), report('a2', { health: 'degraded', healthReason: 'serving stale' })]);
+  assert.deepEqual(healthVerdict(record({ maxUnhealthy: 5 }), down, 2_000).unhealthy, [
+    { agent: 'a1', reason: 'watch stream down' },
+    { agent: 'a2', reason: 'agent degraded: serving stale' },
+  ]);
+});
+
+test('routes: /v1/rollouts GET lists, POST starts; /{id} GET; /{id}/{action} POST; anything else is a clear 404/405', () => {
+  assert.deepEqual(parseRoute('GET', '/v1/rollouts'), { op: 'rollouts' });
+  assert.deepEqual(parseRoute('POST', '/v1/rollouts'), { op: 'rolloutStart' });
+  assert.deepEqual(parseRoute('GET', '/v1/rollouts/ro-0123456789ab'), { op: 'rollout', id: 'ro-0123456789ab' });
+  assert.deepEqual(parseRoute('POST', '/v1/rollouts/ro-1/abort'), { op: 'rolloutAction', id: 'ro-1', action: 'abort' });
+  assert.deepEqual(parseRoute('GET', '/v1/items/team-a/app/flag?rollout=ro-1'), { op: 'getItem', ref: { namespace: 'team-a/app', name: 'flag' }, env: undefined, rollout: 'ro-1' });
+  const code = (fn: () => unknown): string => {
+    try {
+      fn();
+      return 'ok';
+    } catch (err) {
+      return (err as AppError).code;
+    }
+  };
+  assert.equal(code(() => parseRoute('DELETE', '/v1/rollouts')), 'method_not_allowed');
+  assert.equal(code(() => parseRoute('GET', '/v1/rollouts/ro-1/abort')), 'method_not_allowed');
+  assert.equal(code(() => parseRoute('POST', '/v1/rollouts/ro-1/explode')), 'not_found');
+  assert.equal(code(() => parseRoute('GET', '/v1/rollouts/RO<1>')), 'not_found');
+  assert.equal(code(() => parseRoute('PUT', '/v1/items/team-a/app/flag?rollout=ro-1')), 'invalid_argument');
+  assert.equal(code(() => parseRoute('GET', '/v1/items/team-a/app/flag?rollout=%3Cx%3E')), 'invalid_argument');
+});
+
+test('agent data API: POST /v1/health is the one POST (its body read by the listener); the body is checked with a clear message', () => {
+  const deps = { prefixes: () => ['team-a'], podToken: Buffer.from('t'), env: 'prod' } as unknown as HandlerDeps;
+  const post = (url: string, listener: 'socket' | 'tcp' = 'socket', headers: Record<string, string> = {}) =>
+    handleDataRequest({ method: 'POST', url, headers: { 'content-length': '30', ...headers }, listener }, deps);
+  assert.deepEqual(post('/v1/health'), { kind: 'health' });
+  assert.equal((post('/v1/items/team-a/x') as { status: number }).status, 405);
+  assert.equal((post('/v1/health', 'tcp') as { status: number }).status, 401, 'the TCP listener wants the pod token');
+  assert.deepEqual(post('/v1/health', 'tcp', { 'x-config-sidecar-token': 't' }), { kind: 'health' });
+  assert.equal((handleDataRequest({ method: 'GET', url: '/v1/health', headers: {}, listener: 'socket' }, deps) as { status: number }).status, 405);
+  assert.deepEqual(parseHealthBody(Buffer.from('{"healthy":false,"reason":"db pool exhausted"}')), { healthy: false, reason: 'db pool exhausted' });
+  assert.deepEqual(parseHealthBody(Buffer.from('{"healthy":true}')), { healthy: true, reason: '' });
+  assert.throws(() => parseHealthBody(Buffer.from('nope')), (e: unknown) => e instanceof AppError && e.code === 'invalid_json');
+  assert.throws(() => parseHealthBody(Buffer.from(JSON.stringify({ healthy: false, reason: 'x'.repeat(201) }))), /reason/);
+  assert.throws(() => parseHealthBody(Buffer.from(JSON.stringify({ healthy: false, reason: 'line\nbreak' }))), /printable/);
+  assert.throws(() => parseHealthBody(Buffer.from('{"healthy":false,"extra":1}')), (e: unknown) => e instanceof AppError && e.code === 'invalid_argument');
+});
+
+test('--app-health-url: loopback http(s) only, named in the error', () => {
+  assert.equal(loopbackUrlProblem('http://127.0.0.1:8080/healthz'), undefined);
+  assert.equal(loopbackUrlProblem('http://localhost/ready'), undefined);
+  assert.equal(loopbackUrlProblem('https://[::1]:8443/'), undefined);
+  assert.match(loopbackUrlProblem('http://10.1.2.3/healthz') ?? '', /loopback only/);
+  assert.match(loopbackUrlProblem('file:///etc/passwd') ?? '', /http/);
+  assert.match(loopbackUrlProblem('http://user:pw@127.0.0.1/') ?? '', /credentials/);
+  const base = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
+  assert.equal(resolveAgentSettings({ ...base, appHealthUrl: 'http://127.0.0.1:9/h' }).appHealthUrl, 'http://127.0.0.1:9/h');
+  assert.throws(() => resolveAgentSettings({ ...base, appHealthUrl: 'http://example.com/h' }), /--app-health-url.*loopback only/);
+});
