@@ -263,6 +263,8 @@ test('an entry holds its value once when the plaintext appears verbatim in its J
     if (loaded.kind === 'config') assert.deepEqual(doc.value, JSON.parse(expected.toString()));
     else assert.deepEqual(doc.encoding === 'base64' ? Buffer.from(doc.value as string, 'base64') : Buffer.from(doc.value as string), expected);
     assert.equal(plaintext.buffer === json.buffer && plaintext.byteOffset >= json.byteOffset && plaintext.byteOffset + plaintext.length <= json.byteOffset + json.length, shared, expected.toString());
+    // Its own allocation, sized to its bytes: no slab of Node's shared pool or of a response body kept alive by a view.
+    assert.equal(json.buffer.byteLength, json.length + (shared ? 0 : plaintext.length), 'the entry holds exactly its bytes');
     // The byte bound counts what is held: one JSON body (+ the plaintext when it is not inside it) + the fixed overhead.
     assert.equal(cache.bytes, json.length + (shared ? 0 : plaintext.length) + ENTRY_OVERHEAD_BYTES);
     release(result.value);
