@@ -13,7 +13,7 @@ import { defaultPod, makeAgentDir, putItem, socketGet, startAgentProcess, waitRe
 import { makeVolume } from './helpers/pod-harness.ts';
 import { http, metricValue, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { kekOf, openTestPlane, scanForNeedles } from './helpers/store-fixtures.ts';
-import { waitForMetric } from './helpers/tcp-proxy.ts';
+import { startTcpProxy, waitForMetric } from './helpers/tcp-proxy.ts';
 
 const PREFIX = 'production/app';
 const SECRET = `${PREFIX}/db-password`;
@@ -25,7 +25,7 @@ interface Pod {
   readonly snapshotDir: string;
   /** Rendered files (db/password from the secret), on a volume of their own. */
   readonly filesDir: string;
-  start(server: ServerProcess, extra?: readonly string[]): Promise<AgentProcess>;
+  start(server: Pick<ServerProcess, 'httpUrl' | 'grpcAddress' | 'rootToken'>, extra?: readonly string[]): Promise<AgentProcess>;
 }
 
 /** An agent directory with a private memory-backed snapshot volume, kept across the agent's restarts. */
@@ -223,9 +223,17 @@ test('restarted with the server up, the agent resumes from the snapshot position
   const changed = await putItem(server, SETTINGS, { kind: 'config', value: { feature: 'changed-while-down' } });
 
   const readsBefore = await envelopeReads(server);
-  const second = await pod.start(server);
+  // The stream cannot connect at first (its path is cut): the rendered file and the prefetch are
+  // served from the snapshot meanwhile, and neither may fetch a value the resume is about to vouch for.
+  const grpc = await startTcpProxy(server.grpcAddress);
+  t.after(() => grpc.close());
+  grpc.cut();
+  const second = await pod.start({ ...server, grpcAddress: grpc.address });
+  await second.waitForLog((l) => l.msg === 'prefetch complete');
+  assert.equal(await envelopeReads(server), readsBefore, 'nothing read for the prefetch or the file while the stream is down');
+  grpc.restore();
   // Connected and resumed: the stream check says so and the snapshot no longer stands in.
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + 30_000;
   for (;;) {
     const ready = await http(second.adminUrl, 'GET', '/readyz');
     if (ready.status === 200 && ready.json.checks.snapshot === undefined && /^connected; applied revision (\d+)/.exec(ready.json.checks.stream.detail)?.[1] === String(changed.revision)) break;

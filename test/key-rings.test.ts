@@ -90,6 +90,11 @@ function suite(engine: PlaneEngine): void {
       await plane.putItem(KEY, 'prod', 'secret', Buffer.from('k8'), 'alice', { grace: 0 });
       assert.deepEqual((await ringOf(plane)).previous, [], 'ringGrace 0 turns the ring off');
       assert.deepEqual((await ringOf(plane, OTHER).catch((err: Error) => err.message)), `${OTHER.namespace}/${OTHER.name} does not exist.`);
+      await plane.putItem(KEY, 'prod', 'secret', Buffer.from('k9'), 'alice', { grace: HOUR });
+      await plane.deleteItem(KEY, undefined, 'alice');
+      await plane.putItem(KEY, 'prod', 'secret', Buffer.from('new-1'), 'alice');
+      await plane.putItem(KEY, 'prod', 'secret', Buffer.from('new-2'), 'alice');
+      assert.deepEqual((await ringOf(plane)).previous, [], 'a deleted item\'s ring does not carry over to an item written again under its name');
     });
 
     test('a config ring merges each previous version with the current less specific layers; a change-set entry sets the grace', async (t) => {

@@ -421,8 +421,10 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   registerMemoryMetrics(metrics.registry, memory.memory, budget);
 
   // --- readiness and admin --------------------------------------------------
-  // Prefetched items restored from a snapshot are loaded: served stale-marked until the stream resumes.
-  let prefetchDone = settings.prefetch.length === 0 || (restored !== undefined && settings.prefetch.every((ref) => cache.peek(ref, settings.env) !== undefined));
+  // Prefetched items restored from a snapshot are loaded: served stale-marked until the stream resumes
+  // (which vouches for them or resyncs), never read again for the prefetch's sake (a stale read revalidates).
+  const toPrefetch = restored ? settings.prefetch.filter((ref) => cache.peek(ref, settings.env) === undefined) : settings.prefetch;
+  let prefetchDone = toPrefetch.length === 0;
   let prefetchFailing: readonly string[] = [];
   let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
   const readiness = (): Readiness =>
@@ -524,7 +526,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     timer.unref();
   });
   void Promise.race([connectedOnce, stopWaiting])
-    .then(() => prefetch(settings.prefetch))
+    .then(() => prefetch(toPrefetch))
     .then(() => {
       prefetchDone = true;
       if (!closed) logger.info({ items: settings.prefetch.length, appliedRevision: applier.appliedRevision }, 'prefetch complete');

@@ -398,15 +398,20 @@ export class ValueCache {
    * Puts a value restored from the warm-restart snapshot in the cache, as last
    * confirmed by the server at `confirmedAt`, in the current generation (the
    * stream's resume after the snapshot's position vouches for it or replays
-   * what changed). Never replaces a value or a fill already there.
+   * what changed). Never replaces a value or a fill already there. A stale
+   * read before `quietUntil` does not revalidate it: the stream's resume is
+   * about to vouch for it, and a fetch now would be the full refetch the
+   * snapshot exists to avoid.
    */
-  restore(ref: ItemRef, env: string, loaded: LoadedValue, confirmedAt: Milliseconds): void {
+  restore(ref: ItemRef, env: string, loaded: LoadedValue, confirmedAt: Milliseconds, quietUntil: Milliseconds = 0): void {
     const key = cacheKey(ref, env);
     if (this.#closed || this.#lru.has(key) || this.#flights.has(key)) {
       zeroize(loaded.plaintext);
       return;
     }
     this.#store(key, toCachedValue(ref, env, loaded, confirmedAt), this.#flights.generation);
+    const entry = this.#lru.peek(key);
+    if (entry?.state === 'value') entry.revalidateAfter = quietUntil;
   }
 
   /**

@@ -25,6 +25,14 @@ import { Snapshotter } from './snapshotter.ts';
 
 export { observeDrops } from './snapshotter.ts';
 
+/**
+ * After a restore, stale reads do not revalidate for this long: the stream's
+ * first attempt resumes (and vouches for the values) well within it; after
+ * it, a stale read revalidates as in any outage. The prefetch's own wait for
+ * the stream (PREFETCH_STREAM_WAIT_MS in agent.ts) is as long.
+ */
+export const RESTORE_QUIET_MS: Milliseconds = 3_000;
+
 export interface WarmRestartOptions {
   readonly dir: string;
   readonly settings: Pick<AgentSettings, 'prefix' | 'env' | 'server' | 'maxStale' | 'snapshotInterval'>;
@@ -59,7 +67,7 @@ export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restore
     allowed: (ref) => namespaceMatchesAny(ref.namespace, settings.prefix),
     restore: (value, takenAt) => {
       const { kind, version, revision, etag, plaintext } = value;
-      cache.restore({ namespace: value.namespace, name: value.name }, value.env, { kind, version, revision, etag, plaintext }, takenAt);
+      cache.restore({ namespace: value.namespace, name: value.name }, value.env, { kind, version, revision, etag, plaintext }, takenAt, clock.now() + RESTORE_QUIET_MS);
     },
   });
   if (restored) applier.restore(restored.position);

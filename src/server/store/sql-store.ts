@@ -243,7 +243,8 @@ export class SqlStoreTx implements StoreWriter {
   }
 
   async markItemDeleted(ref: ItemRef, now: Milliseconds): Promise<void> {
-    await this.#run('UPDATE items SET deleted = 1, updated_at = ? WHERE namespace = ? AND name = ?', [now, ref.namespace, ref.name]);
+    // A deleted item's ring setting goes with it: an item written again under the name starts without one.
+    await this.#run('UPDATE items SET deleted = 1, updated_at = ?, ring_grace = 0, ring_floor = 0 WHERE namespace = ? AND name = ?', [now, ref.namespace, ref.name]);
   }
 
   async setRing(ref: ItemRef, grace: Milliseconds, floor: number): Promise<void> {

@@ -165,6 +165,7 @@ export interface StoreReader {
 export interface StoreWriter extends StoreReader {
   /** Creates or revives an item (kind may change only while deleted) and takes its next version number. */
   takeNextVersion(ref: ItemRef, kind: ItemKind, now: Milliseconds): Promise<number>;
+  /** Marks a whole item deleted; its key-ring setting is reset. */
   markItemDeleted(ref: ItemRef, now: Milliseconds): Promise<void>;
   /** Sets the item's key-ring grace (ms, 0 = off) and floor (versions below it leave the ring). */
   setRing(ref: ItemRef, grace: Milliseconds, floor: number): Promise<void>;
