@@ -280,3 +280,64 @@ test('a rollout with no agent covering its item: no canaries; a key rotation kee
   assert.equal(ended.status, 409, 'an ended rollout\'s candidate is no longer served');
   assert.equal((await api('POST', '/v1/rotate/team-r/app?retire-previous=true')).status, 200);
 });
+
+test('RBAC: start needs write on every member, the view agents:read on every item, an action write; refusals are 403s naming what to grant', async () => {
+  const { createHash } = await import('node:crypto');
+  const sha = (t: string): string => createHash('sha256').update(t).digest('hex');
+  const tokens = { writer: 'rollout-writer-token-0123456789', viewer: 'rollout-viewer-token-0123456789', other: 'rollout-other-token-0123456789' };
+  const dir = await makeTempDir('cs-rollout-rbac-');
+  const authFile = join(dir, 'auth.yaml');
+  await writeFile(
+    authFile,
+    `version: 1
+subjects:
+${Object.entries(tokens).map(([name, token]) => `  - name: ${name}\n    tokens:\n      - sha256: ${sha(token)}`).join('\n')}
+roles:
+  - name: team-a-writer
+    rules:
+      - prefixes: [team-a]
+        actions: [read, write]
+  - name: team-a-viewer
+    rules:
+      - prefixes: [team-a]
+        actions: [agents:read]
+  - name: team-b-writer
+    rules:
+      - prefixes: [team-b]
+        actions: [write, agents:read]
+bindings:
+  - role: team-a-writer
+    subjects: [writer]
+  - role: team-a-viewer
+    subjects: [viewer]
+  - role: team-b-writer
+    subjects: [other]
+`,
+  );
+  const guarded = await startServerProcess({ args: ['--auth-file', authFile, '--rate-limit', '0'] });
+  try {
+    const as = (token: string, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(guarded.httpUrl, method, path, { token, ...(body === undefined ? {} : { body }) });
+    assert.equal((await as(guarded.rootToken, 'PUT', '/v1/items/team-a/app/flag', { kind: 'config', value: 1 })).status, 200);
+    const body = { changes: [{ item: 'team-a/app/flag', kind: 'config', value: 2 }], steps: [50, 100], bakeSeconds: 60, maxUnhealthy: 0 };
+    const refused = await as(tokens.other, 'POST', '/v1/rollouts', body);
+    assert.equal(refused.status, 403, refused.text);
+    assert.match(refused.json.error.message, /may not write team-a/);
+    const started = await as(tokens.writer, 'POST', '/v1/rollouts', body);
+    assert.equal(started.status, 201, started.text);
+    const id = started.json.id as string;
+    const noView = await as(tokens.writer, 'GET', '/v1/rollouts');
+    assert.equal(noView.status, 403, 'no agents:read grant anywhere');
+    assert.match(noView.json.error.message, /agents:read/);
+    assert.deepEqual(((await as(tokens.viewer, 'GET', '/v1/rollouts')).json.rollouts as RolloutView[]).map((r) => r.id), [id]);
+    assert.deepEqual((await as(tokens.other, 'GET', '/v1/rollouts')).json.rollouts, [], 'agents:read on team-b only: not listed');
+    assert.equal((await as(tokens.other, 'GET', `/v1/rollouts/${id}`)).status, 403);
+    const viewerAbort = await as(tokens.viewer, 'POST', `/v1/rollouts/${id}/abort`);
+    assert.equal(viewerAbort.status, 403, viewerAbort.text);
+    assert.match(viewerAbort.json.error.message, /grant write on every namespace it changes/);
+    assert.equal((await as(tokens.writer, 'POST', `/v1/rollouts/${id}/abort`)).status, 200);
+  } finally {
+    await guarded.stop('SIGKILL');
+    await removeDir(guarded.dataDir);
+    await removeDir(dir);
+  }
+});
