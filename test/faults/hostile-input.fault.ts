@@ -15,6 +15,7 @@ import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import { http, makeTempDir, metricValue, openWatch, removeDir, startServerProcess, type ServerProcess } from '../helpers/server-process.ts';
 import { socketGet, startAgentProcess, waitReady, type AgentProcess } from '../helpers/agent-process.ts';
 import { rawRequest, type RawTarget } from '../helpers/raw-http.ts';
+import { waitForMetric } from '../helpers/tcp-proxy.ts';
 
 const ISSUER = 'https://kubernetes.default.svc.cluster.local';
 const AUDIENCE = 'config-sidecar';
@@ -276,7 +277,10 @@ test(`gRPC idle flood: 1,500 silent or preface-only connections past --max-grpc-
   const w = openWatch(server.grpcAddress, { prefixes: ['team'] }, server.rootToken);
   try {
     const first = await w.next(10_000);
-    const shed = (await metricValue(server.adminUrl, 'config_sidecar_server_grpc_connections_shed_total', 'reason="oldest_pending"')) ?? 0;
+    // The Watch can be answered before the last stalled connections are accepted (and shed): wait for the count.
+    const shedCount = async (): Promise<number | undefined> => metricValue(server.adminUrl, 'config_sidecar_server_grpc_connections_shed_total', 'reason="oldest_pending"');
+    await waitForMetric(shedCount, (v) => (v ?? 0) >= 1_500 - MAX_GRPC_CONNECTIONS, 'the stalled connections shed', 10_000).catch(() => undefined);
+    const shed = (await shedCount()) ?? 0;
     t.diagnostic(`tried: 1,500 stalled gRPC connections (half sent the HTTP/2 preface); a Watch got its first ${first.type}; ${shed} connections shed`);
     assert.equal(first.type, 'heartbeat');
     assert.ok(shed >= 1_500 - MAX_GRPC_CONNECTIONS, `shed ${shed}`);
