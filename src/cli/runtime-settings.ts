@@ -17,12 +17,13 @@ const COMMANDS = new Set(['agent']);
  * Node flags for the agent. `--max-semi-space-size`: the young generation
  * otherwise scales with the heap limit (64 MiB per semi-space on a host with
  * a 4 GiB limit) and stays resident once a load has grown it.
- * `--memory-saver-mode`: V8 grows the old generation less eagerly and
- * compacts it when it shrinks, so the garbage a burst of cache fills leaves
- * is given back (10k × 1 KiB: −32 MiB RSS loaded, −7 MiB idle, no CPU cost per
- * cached read measurable on the shared bench machine; docs/ARCHITECTURE.md).
+ * Not `--memory-saver-mode`: it saved 32 MiB RSS after 10k × 1 KiB (−7 MiB
+ * idle) but cost 1.3–1.7× the CPU per cached read and about half the
+ * saturated throughput (bench/cached-read-ab.ts; docs/ARCHITECTURE.md,
+ * "Footprint"). An operator short of memory can pass it on node's command
+ * line (`node --memory-saver-mode …/main.js agent`); the bin keeps it.
  */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--memory-saver-mode'];
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
 
 /**
  * Environment for the agent's process. glibc otherwise creates up to 8 malloc

@@ -163,8 +163,8 @@ export const DEFAULT_CPU_REQUEST = '50m';
 export const DEFAULT_CPU_LIMIT = '200m';
 /**
  * From the bench (`memory`, `pod-limit`, 2026-11-30): an idle agent holds
- * ~87 MiB RSS (53 MiB of it the node binary's file pages) and ~130 MiB after
- * 10k × 1 KiB without a limit, so the request covers it with a warm cache;
+ * ~90 MiB RSS (53 MiB of it the node binary's file pages), so the request
+ * covers it with a warm cache;
  * under the 256Mi limit (and under 128Mi) the agent derives bounds that keep
  * it under 80 % (docs/KUBERNETES.md "Memory").
  */
