@@ -8,7 +8,7 @@
  * and more interleaved than the suite's scenarios, so on a shared machine the
  * medians of the ratios settle where a single suite run does not.
  *
- *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000
+ *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--no-memory-saver-mode]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -27,6 +27,8 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '30000' },
     keys: { type: 'string', default: '200' },
     connections: { type: 'string', default: '16' },
+    /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--no-memory-saver-mode. */
+    'agent-flag': { type: 'string', multiple: true },
   },
 });
 const rounds = Number(values.rounds);
@@ -66,7 +68,7 @@ try {
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
-  const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'] });
+  const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs: values['agent-flag'] ?? [] });
   await waitReady(agent.adminUrl);
   await readAll(agent.socketPath, paths);
   systems.push({ name: 'agent', pid: agent.child.pid, socketPath: agent.socketPath });
