@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { canaryHash, chooseCanaries, eligibleAgents } from '../src/server/rollouts/canary-selection.ts';
-import { healthVerdict, type CanaryReport } from '../src/server/rollouts/health-verdict.ts';
+import { healthVerdict, STREAM_DOWN_GRACE_MS, type CanaryReport } from '../src/server/rollouts/health-verdict.ts';
 import type { RolloutRecord } from '../src/server/rollouts/rollout-record.ts';
 import { parseRoute } from '../src/server/rest/routes.ts';
 import { handleDataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
@@ -80,11 +80,21 @@ test('health verdict: more than maxUnhealthy unhealthy canaries roll back at onc
   assert.deepEqual(late.unhealthy, [{ agent: 'a1', reason: 'did not apply the candidate within bakeSeconds' }]);
   assert.equal(healthVerdict(record({ state: 'paused' }), healthy, 61_000).kind, 'hold', 'a paused rollout does not advance');
   assert.equal(healthVerdict(record({ state: 'paused' }), sick, 2_000).kind, 'rollback', 'but still rolls back');
-  const down = new Map([report('a1', { connected: false }), report('a2', { health: 'degraded', healthReason: 'serving stale' })]);
+  const down = new Map([report('a1', { connected: false, downSince: 2_000 - STREAM_DOWN_GRACE_MS }), report('a2', { health: 'degraded', healthReason: 'serving stale' })]);
   assert.deepEqual(healthVerdict(record({ maxUnhealthy: 5 }), down, 2_000).unhealthy, [
     { agent: 'a1', reason: 'watch stream down' },
     { agent: 'a2', reason: 'agent degraded: serving stale' },
   ]);
+});
+
+test('health verdict: a canary whose stream just went down (a server restart) is not blamed within the grace, but holds the rollout; after it, it counts', () => {
+  const justDown = new Map([report('a1', { connected: false, health: 'degraded', healthReason: 'watch stream down', downSince: 1_000 }), report('a2')]);
+  assert.deepEqual(healthVerdict(record(), justDown, 2_000), { kind: 'hold', unhealthy: [] }, 'within the grace');
+  assert.deepEqual(healthVerdict(record(), new Map([report('a1', { connected: false }), report('a2')]), 2_000), { kind: 'hold', unhealthy: [] }, 'first seen down now');
+  assert.equal(healthVerdict(record(), new Map([report('a1', { connected: false, downSince: 50_000 }), report('a2')]), 61_000).kind, 'hold', 'the bake end does not advance past a canary that is reconnecting');
+  const long = healthVerdict(record(), justDown, 1_000 + STREAM_DOWN_GRACE_MS);
+  assert.equal(long.kind, 'rollback');
+  assert.deepEqual(long.unhealthy, [{ agent: 'a1', reason: 'watch stream down' }]);
 });
 
 test('routes: /v1/rollouts GET lists, POST starts; /{id} GET; /{id}/{action} POST; anything else is a clear 404/405', () => {

@@ -17,7 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { RolloutView } from '../src/shared/protocol.ts';
-import { socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+import { hook, socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
 import { CLI, http, makeTempDir, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
 
@@ -133,14 +133,27 @@ test('30% of three agents: one canary serves the candidate, listed at creation; 
   await until('the canary reports the rollout', async () => ((await connectedAgents())?.find((a) => a.id === canary)?.rollouts.some((r) => r.rollout === first.id) ? true : undefined));
 
   // --- the server restarts (new ports; the proxies follow): the rollout is still rolling with the same canary ---
+  // The canary's Report reaches the new server before its Watch stream does (the two reconnect on their own
+  // backoffs; issue 17, seen under load): a stream down for a server restart is not the candidate's fault.
   await server.stop('SIGTERM');
+  const canaryAgent = agents.get(canary) as AgentProcess;
+  await hook(canaryAgent.adminUrl, 'POST', '/debug/stream/pause');
   server = await startServerProcess({ dataDir: server.dataDir, kek: server.kek, rootToken: server.rootToken, args: ['--rate-limit', '0'] });
-  httpProxy.retarget(hostPort(server.httpUrl));
-  grpcProxy.retarget(server.grpcAddress);
   const afterRestart = await rollout(first.id);
   assert.deepEqual({ state: afterRestart.state, canary: afterRestart.canary }, { state: 'rolling', canary: [canary] });
+  // The new server drives the rollout (the old one's lease lapsed) before any agent reaches it: every report is judged.
+  await server.waitForLog((l) => l.msg === 'rollout lease taken: this replica drives it' && l.rollout === first.id, RECONNECT_WAIT_MS);
+  httpProxy.retarget(hostPort(server.httpUrl));
+  grpcProxy.retarget(server.grpcAddress);
+  await until('the canary reports its stream down to the new server', async () => {
+    const list = ((await api('GET', '/v1/agents')).json?.agents ?? []) as AgentView[];
+    return list.some((a) => a.id === canary && !a.connected) ? true : undefined;
+  }, RECONNECT_WAIT_MS);
+  await hook(canaryAgent.adminUrl, 'POST', '/debug/stream/resume');
   await until('three agents connected after the restart', connectedAgents, RECONNECT_WAIT_MS);
   assert.deepEqual(await served(), Object.fromEntries([...agents.keys()].map((id) => [id, id === canary ? 'v2' : 'v1'])));
+  const reconnected = await rollout(first.id);
+  assert.deepEqual({ state: reconnected.state, reason: reconnected.reason, unhealthy: reconnected.unhealthy }, { state: 'rolling', reason: undefined, unhealthy: [] });
 
   // --- promote: all three serve v2, which is now the stable version ---
   const promoted = await api('POST', `/v1/rollouts/${first.id}/promote`);

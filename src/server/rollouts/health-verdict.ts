@@ -6,11 +6,21 @@
  * values the agent serves says the candidate is applied, and the agent resets
  * its application signal when it applies one (an old "unhealthy" is not
  * blamed on the new value). A canary that has not applied the candidate by
- * the end of the bake counts as unhealthy.
+ * the end of the bake counts as unhealthy. A canary whose watch stream is
+ * down counts only after STREAM_DOWN_GRACE_MS: a server restart or failover
+ * drops every canary's stream at once, and its Report may reach the server
+ * before its stream does; until then it holds the rollout (no advance).
  */
 import type { AgentHealth } from '../../shared/fleet-proto.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { RolloutRecord, UnhealthyCanary } from './rollout-record.ts';
+
+/**
+ * How long a canary's stream may be down before it counts as unhealthy: agents
+ * reconnect with a jittered backoff capped at 10 s, so a restarted server sees
+ * every stream back well within it.
+ */
+export const STREAM_DOWN_GRACE_MS: Milliseconds = 30_000;
 
 /** What the verdict needs from an agent's last report. */
 export interface CanaryReport {
@@ -21,6 +31,8 @@ export interface CanaryReport {
   readonly appHealth: string;
   readonly appHealthRevision: number;
   readonly healthReason: string;
+  /** When the judging replica first saw this agent's stream down (absent: now). */
+  readonly downSince?: Milliseconds | undefined;
 }
 
 export type Verdict =
@@ -28,10 +40,10 @@ export type Verdict =
   | { readonly kind: 'advance'; readonly unhealthy: readonly UnhealthyCanary[] }
   | { readonly kind: 'hold'; readonly unhealthy: readonly UnhealthyCanary[] };
 
-function canaryState(record: RolloutRecord, report: CanaryReport | undefined): { applied: boolean; reason?: string } {
+function canaryState(record: RolloutRecord, report: CanaryReport | undefined, now: Milliseconds): { applied: boolean; reason?: string; waiting?: true } {
   if (!report || report.appliedRevision < record.revision) return { applied: false };
   if (report.appHealth === 'unhealthy' && report.appHealthRevision >= record.revision) return { applied: true, reason: report.healthReason || 'application unhealthy' };
-  if (!report.connected) return { applied: true, reason: 'watch stream down' };
+  if (!report.connected) return now - (report.downSince ?? now) < STREAM_DOWN_GRACE_MS ? { applied: true, waiting: true } : { applied: true, reason: 'watch stream down' };
   if (report.health === 'degraded') return { applied: true, reason: `agent degraded${report.healthReason ? `: ${report.healthReason}` : ''}` };
   return { applied: true };
 }
@@ -41,15 +53,17 @@ const describe = (list: readonly UnhealthyCanary[]): string => list.map((u) => `
 export function healthVerdict(record: RolloutRecord, reports: ReadonlyMap<string, CanaryReport>, now: Milliseconds): Verdict {
   const unhealthy: UnhealthyCanary[] = [];
   const pending: string[] = [];
+  let waiting = false;
   for (const agent of record.canary) {
-    const state = canaryState(record, reports.get(agent));
+    const state = canaryState(record, reports.get(agent), now);
     if (state.reason !== undefined) unhealthy.push({ agent, reason: state.reason.slice(0, 240) });
     else if (!state.applied) pending.push(agent);
+    waiting ||= state.waiting === true;
   }
   if (unhealthy.length > record.maxUnhealthy) {
     return { kind: 'rollback', unhealthy, reason: `${unhealthy.length} canary agent(s) unhealthy, more than maxUnhealthy ${record.maxUnhealthy}: ${describe(unhealthy)}` };
   }
-  if (record.state !== 'rolling' || now - record.stepStartedAt < record.bakeSeconds * 1000) return { kind: 'hold', unhealthy };
+  if (record.state !== 'rolling' || waiting || now - record.stepStartedAt < record.bakeSeconds * 1000) return { kind: 'hold', unhealthy };
   const late = [...unhealthy, ...pending.map((agent) => ({ agent, reason: 'did not apply the candidate within bakeSeconds' }))];
   if (late.length > record.maxUnhealthy) {
     return { kind: 'rollback', unhealthy: late, reason: `${late.length} canary agent(s) unhealthy at the end of the bake, more than maxUnhealthy ${record.maxUnhealthy}: ${describe(late)}` };

@@ -80,6 +80,12 @@ export class RolloutService {
   #held = new Set<string>();
   /** Canaries of the active rollouts this replica last judged: only their reports prompt a drive. */
   #canaries = new Set<string>();
+  /**
+   * When this replica first saw each agent's stream down, for the verdict's
+   * grace. In memory on purpose: a restarted or new driver starts the grace
+   * afresh, as the agents reconnect to it.
+   */
+  #downSince = new Map<string, Milliseconds>();
 
   constructor(options: RolloutServiceOptions) {
     this.#o = options;
@@ -210,12 +216,17 @@ export class RolloutService {
       if (ids.length === 0) {
         this.#canaries.clear();
         this.#held.clear();
+        this.#downSince.clear();
         return;
       }
       for (const id of this.#held) if (!ids.includes(id)) this.#held.delete(id);
       const canaries = new Set<string>();
       const reports = await this.#liveReports();
-      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '' }]));
+      const now = this.#o.clock.now();
+      const down = new Map<string, Milliseconds>();
+      for (const r of reports) if (!r.connected) down.set(r.id, this.#downSince.get(r.id) ?? now);
+      this.#downSince = down;
+      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '', downSince: down.get(r.id) }]));
       for (const id of ids) {
         if (this.#closed) return;
         if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
