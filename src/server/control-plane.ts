@@ -27,6 +27,7 @@ import type { LogPage } from './store/store.ts';
 import type { ItemLayers } from './inline-layers.ts';
 import type { RolloutRecord } from './rollouts/rollout-record.ts';
 import type { RingEnvelopeResponse, RingWrite } from '../shared/ring-proto.ts';
+import type { RingJsonInput } from '../shared/ring-json.ts';
 
 /**
  * An event as stored in the log (heartbeats and resyncs are stream-only), with
@@ -65,17 +66,12 @@ export interface ItemValue extends ItemRef {
   readonly value: Buffer;
 }
 
-/** An item's key ring (issue 20): the current value and the previous versions still within their grace, newest first. */
-export interface ItemRing extends ItemRef {
-  readonly kind: ItemKind;
-  readonly env: string;
-  readonly revision: number;
-  /** Quoted; changes when the current value or the ring's membership does (`ringEtag`). */
-  readonly etag: string;
-  /** Plaintexts below: zero-fill after use. */
-  readonly current: { readonly version: number; readonly value: Buffer };
-  readonly previous: ReadonlyArray<{ readonly version: number; readonly value: Buffer; readonly retiredAt: Milliseconds; readonly expiresAt: Milliseconds }>;
-}
+/**
+ * An item's key ring (issue 20): the current value and the previous versions
+ * still within their grace, newest first; the etag changes when the current
+ * value or the ring's membership does (`ringEtag`). Plaintexts: zero-fill after use.
+ */
+export type ItemRing = RingJsonInput;
 
 export interface RotateOptions {
   /** Re-seal every row, history included, under the new key and destroy the older wrapped keys. */

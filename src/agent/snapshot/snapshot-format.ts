@@ -20,6 +20,7 @@ import { zeroize } from '../../shared/crypto.ts';
 import type { ItemKind } from '../../shared/protocol.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { LogPosition } from '../../shared/watch-proto.ts';
+import type { SourcedValue } from '../value-source.ts';
 
 export const SNAPSHOT_KEY_BYTES = 32;
 const MAGIC = Buffer.from('CSSNAP\u0000\u0001', 'latin1');
@@ -44,17 +45,8 @@ export interface SnapshotHeader {
   readonly bodyBytes: number;
 }
 
-/** One served value as the snapshot keeps it. */
-export interface SnapshotValue {
-  readonly namespace: string;
-  readonly name: string;
-  readonly env: string;
-  readonly kind: ItemKind;
-  readonly version: number;
-  readonly revision: number;
-  readonly etag: string;
-  readonly plaintext: Buffer;
-}
+/** One served value as the snapshot keeps it: what a consumer is handed, less its staleness (the snapshot's time says it). */
+export type SnapshotValue = Omit<SourcedValue, 'staleSeconds'>;
 
 export type RefusalReason = 'truncated' | 'format' | 'foreign-key' | 'foreign-scope' | 'tampered' | 'expired';
 
