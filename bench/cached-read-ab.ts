@@ -8,7 +8,7 @@
  * and more interleaved than the suite's scenarios, so on a shared machine the
  * medians of the ratios settle where a single suite run does not.
  *
- *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--no-memory-saver-mode]
+ *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -27,7 +27,7 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '30000' },
     keys: { type: 'string', default: '200' },
     connections: { type: 'string', default: '16' },
-    /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--no-memory-saver-mode. */
+    /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--memory-saver-mode. */
     'agent-flag': { type: 'string', multiple: true },
   },
 });

@@ -7,7 +7,7 @@
 import { createServer, connect, type AddressInfo, type Server } from 'node:net';
 import { seedRange, type Context } from '../lib/context.ts';
 import { startChild, SUT_CORE } from '../lib/proc.ts';
-import { keyName, tempDir } from '../lib/stack.ts';
+import { freePort, keyName, tempDir } from '../lib/stack.ts';
 import { median } from '../lib/stats.ts';
 import { request } from 'undici';
 import { rm, writeFile } from 'node:fs/promises';
@@ -18,14 +18,6 @@ const NAMESPACE = 'bench/start';
 const TARGET_MS = 500;
 const READY_POLL_MS = 5;
 const READY_TIMEOUT_MS = 20_000;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** Relays TCP to `target`, recording when the first connection arrives. */
 async function relay(targetUrl: string): Promise<{ url: string; firstAt: () => bigint | undefined; reset: () => void; close: () => Promise<void> }> {

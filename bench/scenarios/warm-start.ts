@@ -11,12 +11,11 @@ import { Client, request } from 'undici';
 import { randomBytes } from 'node:crypto';
 import { rm, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createServer, type AddressInfo } from 'node:net';
 import { SnapshotSealer, openSnapshot, scopeOf, sealedChunks, type SnapshotValue } from '../../src/agent/snapshot/snapshot-format.ts';
 import { writeSnapshotFile } from '../../src/agent/snapshot/snapshot-files.ts';
 import { seedRange, type Context } from '../lib/context.ts';
 import { startChild, SUT_CORE } from '../lib/proc.ts';
-import { keyName, metric, ramDir, tempDir, valueFor, waitReady } from '../lib/stack.ts';
+import { freePort, keyName, metric, ramDir, tempDir, valueFor, waitReady } from '../lib/stack.ts';
 import { median } from '../lib/stats.ts';
 import type { Row, ScenarioResult } from '../lib/types.ts';
 
@@ -25,14 +24,6 @@ const TARGET_MS = 1_000;
 const POLL_MS = 5;
 const TIMEOUT_MS = 20_000;
 const VALUE_BYTES = 1024;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** Polls `url` (over `socketPath` when given) until it answers 200; ms since `t0`. */
 async function until200(url: string, t0: bigint, alive: () => boolean, socketPath?: string): Promise<number> {
