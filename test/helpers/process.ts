@@ -200,7 +200,9 @@ export function runCli(
 ): Promise<CliResult> {
   installHooks();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: options.cwd, uid: options.uid, gid: options.gid });
+    // As another uid, the checkout may sit under a directory it cannot traverse (mktemp -d is 0700): run the project as that uid can reach it.
+    const project = options.uid === undefined ? undefined : reachableProject({ name: 'cli', uid: options.uid, gid: options.gid ?? options.uid, groups: [] });
+    const child = spawn(project?.node ?? process.execPath, [project?.cli ?? CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: options.cwd, uid: options.uid, gid: options.gid });
     live.add(child);
     let stdout = '';
     let stderr = '';
