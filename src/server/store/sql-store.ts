@@ -273,6 +273,27 @@ export class SqlStoreTx implements StoreWriter {
     return rows.map(versionRow).sort((a, b) => byItem(a, b) || a.version - b.version);
   }
 
+  async keyVersionsInUse(namespace: string): Promise<number[]> {
+    // A loose index scan over versions_key: one seek per distinct key version
+    // (a handful, one per rotation) rather than a pass over every current
+    // version of the namespace, which at 100k items held the event loop for seconds.
+    const inUse: number[] = [];
+    let after = -1;
+    for (;;) {
+      const next = await this.#one('SELECT key_version FROM versions WHERE namespace = ? AND key_version > ? ORDER BY key_version LIMIT 1', [namespace, after]);
+      if (!next) return inUse;
+      after = num(next.key_version);
+      // Tombstones carry no key version, so a row under this key is live; it is in use while no newer version of its layer exists.
+      const current = await this.#one(
+        `SELECT 1 AS hit FROM versions v WHERE v.namespace = ? AND v.key_version = ?
+           AND NOT EXISTS (SELECT 1 FROM versions n WHERE n.namespace = v.namespace AND n.name = v.name AND n.env = v.env AND n.version > v.version)
+         LIMIT 1`,
+        [namespace, after],
+      );
+      if (current) inUse.push(after);
+    }
+  }
+
   async versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>> {
     const rows = await this.#all('SELECT namespace, name, version FROM versions WHERE deleted = 0 AND aad_version < ? ORDER BY namespace, name, version', [aadVersion]);
     return rows.map((row) => ({ namespace: text(row.namespace), name: text(row.name), version: num(row.version) }));

@@ -120,6 +120,8 @@ export interface StoreReader {
   currentVersionsUnder(prefix: string): Promise<VersionRow[]>;
   /** The current versions of exactly one namespace. */
   currentVersionsIn(namespace: string): Promise<VersionRow[]>;
+  /** The key versions that seal at least one current live version of exactly one namespace, ascending (by index seeks, not a pass over the namespace). */
+  keyVersionsInUse(namespace: string): Promise<number[]>;
   getVersion(ref: ItemRef, version: number): Promise<VersionRow | undefined>;
   /** Live versions sealed with an AAD layout older than `aadVersion` (the start-up re-seal), in key order. */
   versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>>;
