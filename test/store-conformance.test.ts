@@ -198,7 +198,7 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.deepEqual(await listed('a/b_'), ['a/b_']);
       assert.deepEqual(await listed(''), names);
       assert.deepEqual(
-        (await store.read((r) => r.currentVersionsUnder('a/b'))).map((v) => v.namespace),
+        (await store.read((r) => r.currentLayersUnder('a/b'))).map((v) => v.namespace),
         ['a/b', 'a/b/c'],
       );
       assert.deepEqual(

@@ -503,7 +503,7 @@ class ControlPlaneImpl implements ControlPlane {
 
   async list(prefixIn: string): Promise<ListResponse['items']> {
     const prefix = prefixIn === '' ? '' : validatePrefix(prefixIn).replace(/\/+$/, '');
-    const { items, current } = await this.#store.read(async (r) => ({ items: await r.listItems(prefix), current: await r.currentVersionsUnder(prefix) }));
+    const { items, current } = await this.#store.read(async (r) => ({ items: await r.listItems(prefix), current: await r.currentLayersUnder(prefix) }));
     const byItem = new Map<string, typeof current>();
     for (const row of current) {
       const key = itemKey(row);

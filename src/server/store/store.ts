@@ -116,8 +116,8 @@ export interface StoreReader {
   listItems(prefix: string): Promise<ItemRow[]>;
   /** The newest version of each env layer of an item (a tombstone when that layer was deleted). */
   currentVersions(ref: ItemRef): Promise<VersionRow[]>;
-  /** The same for every item in a namespace prefix (`''` = all), for list and rotation. */
-  currentVersionsUnder(prefix: string): Promise<VersionRow[]>;
+  /** The same for every item in a namespace prefix (`''` = all), without the sealed values: what a listing needs. */
+  currentLayersUnder(prefix: string): Promise<VersionMeta[]>;
   /** The current versions of exactly one namespace. */
   currentVersionsIn(namespace: string): Promise<VersionRow[]>;
   /** The key versions that seal at least one current live version of exactly one namespace, ascending (by index seeks, not a pass over the namespace). */
