@@ -8,7 +8,7 @@
  * and more interleaved than the suite's scenarios, so on a shared machine the
  * medians of the ratios settle where a single suite run does not.
  *
- *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode]
+ *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode] [--agent-env=MALLOC_ARENA_MAX=1]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,12 +29,15 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--memory-saver-mode. */
     'agent-flag': { type: 'string', multiple: true },
+    /** An environment variable for the agent (repeatable), e.g. --agent-env=MALLOC_ARENA_MAX=1; the bin keeps one that is set. */
+    'agent-env': { type: 'string', multiple: true },
   },
 });
 const rounds = Number(values.rounds);
 const requests = Number(values.requests);
 const keys = Number(values.keys);
 const connections = Number(values.connections);
+const agentEnv = Object.fromEntries((values['agent-env'] ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 const REFS = fileURLToPath(new URL('./refs/', import.meta.url));
 
 interface System {
@@ -68,7 +71,7 @@ try {
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
-  const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs: values['agent-flag'] ?? [] });
+  const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs: values['agent-flag'] ?? [], env: agentEnv });
   await waitReady(agent.adminUrl);
   await readAll(agent.socketPath, paths);
   systems.push({ name: 'agent', pid: agent.child.pid, socketPath: agent.socketPath });
