@@ -122,7 +122,7 @@ export interface ControlPlaneOptions {
   readonly retainAge?: Milliseconds | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
-  /** How the embedded store is opened (`exclusive`, `create`: src/server/store/sqlite-store.ts); ignored by PostgreSQL. */
+  /** How the store is opened (`exclusive`, `create`: src/server/store/sqlite-store.ts; on PostgreSQL an exclusive offline command's store refuses live replicas, postgres-exclusive.ts). */
   readonly storeAccess?: StoreAccess | undefined;
 }
 
