@@ -238,6 +238,8 @@ export interface ControlPlane {
   activeRolloutOf(ref: ItemRef): Promise<RolloutRecord | undefined>;
   /** Takes or renews the rollout's drive lease for `owner` (one replica drives a rollout at a time). */
   takeRolloutLease(id: string, owner: string, ttl: Milliseconds): Promise<boolean>;
+  /** Frees `owner`'s drive leases, so another replica takes its rollouts over at once; returns how many. */
+  releaseRolloutLeases(owner: string): Promise<number>;
   /** The item as the rollout's candidate makes it (canaries, `?rollout=`); throws not_found, conflict (not active). */
   candidateEnvelope(ref: ItemRef, env: string, rolloutId: string): Promise<EnvelopeResponse>;
   candidateItem(ref: ItemRef, env: string, rolloutId: string): Promise<ItemValue>;
