@@ -8,7 +8,7 @@ import { AppError } from '../shared/errors.ts';
 import { HEADERS } from '../shared/protocol.ts';
 import { ringJson } from '../shared/ring-json.ts';
 import type { ItemRef } from '../shared/paths.ts';
-import { FileRenderError } from './files/formats.ts';
+import { FileRenderError } from './files/render-error.ts';
 import { isRingFormat, renderRing } from './files/ring-formats.ts';
 import { JSON_CONTENT_TYPE } from './item-representation.ts';
 import { releaseRing, type RingRead } from './ring-store.ts';
