@@ -25,7 +25,15 @@ export type ParentMessage =
 
 export type ChildMessage =
   | { readonly type: 'opened'; readonly open: number; readonly failed: number; readonly seconds: number; readonly firstError?: string }
-  | { readonly type: 'delivered'; readonly revision: number; readonly lagsMs: number[]; readonly missing: number; readonly ended: number };
+  | {
+      readonly type: 'delivered';
+      readonly revision: number;
+      readonly lagsMs: number[];
+      readonly missing: number;
+      readonly ended: number;
+      /** The awaited event's message size (0 when none arrived), so a reference can send the same. */
+      readonly bytes: number;
+    };
 
 type WireEvent = Parameters<typeof watchEventFromWire>[0];
 
@@ -43,6 +51,8 @@ interface Agent {
 
 /** Arrival time (hrtime ns) per revision per agent index. */
 const arrivals = new Map<number, Float64Array>();
+/** Message size per revision (of its first arrival). */
+const sizes = new Map<number, number>();
 const agents: Agent[] = [];
 let onArrival: ((revision: number) => void) | undefined;
 
@@ -149,6 +159,7 @@ function openOne(index: number, address: string, token: string, prefix: string):
         if (!times) {
           times = new Float64Array(agents.length);
           arrivals.set(revision, times);
+          sizes.set(revision, payload.length);
         }
         times[index] = at;
         onArrival?.(revision);
@@ -207,13 +218,15 @@ function expect(message: Extract<ParentMessage, { type: 'expect' }>): void {
     clearTimeout(timer);
     const times = arrivals.get(message.revision) ?? new Float64Array(agents.length);
     arrivals.delete(message.revision);
+    const bytes = sizes.get(message.revision) ?? 0;
+    sizes.delete(message.revision);
     const lagsMs: number[] = [];
     let missing = 0;
     for (const t of times) {
       if (t > 0) lagsMs.push((t - sendNs) / 1e6);
       else missing++;
     }
-    send({ type: 'delivered', revision: message.revision, lagsMs, missing, ended: agents.filter((a) => a.ended).length });
+    send({ type: 'delivered', revision: message.revision, lagsMs, missing, ended: agents.filter((a) => a.ended).length, bytes });
   };
   const timer = setTimeout(finish, message.timeoutMs);
   let have = count();
