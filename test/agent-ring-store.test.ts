@@ -9,6 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../src/shared/clock.ts';
+import { AppError } from '../src/shared/errors.ts';
 import { generateTransportKeyPair } from '../src/shared/crypto.ts';
 import type { RingEnvelopeResponse } from '../src/shared/ring-proto.ts';
 import type { Upstream } from '../src/agent/upstream.ts';
@@ -18,12 +19,15 @@ import { SealedKeyring } from './helpers/sealed-keyring.ts';
 
 const REF = { namespace: 'production/auth', name: 'signing-key' };
 const HOUR = 3_600_000;
+const MAX_STALE = 10 * 60_000;
 
 function setup(clock: ManualClock) {
   const keyring = new SealedKeyring();
   let kid = 'a';
   let hold: Promise<void> | undefined;
   let fetches = 0;
+  let streamDownSince: number | undefined;
+  let serverDown = false;
   const envelope = (): RingEnvelopeResponse => {
     const layer = (version: number, value: string) => ({ ...keyring.sealLayer(REF.namespace, REF.name, { env: 'prod', version, revision: version }, Buffer.from(JSON.stringify({ kid: value }))) });
     const at = (ms: number): string => new Date(ms).toISOString();
@@ -45,6 +49,7 @@ function setup(clock: ManualClock) {
   const upstream: Pick<Upstream, 'fetchRingEnvelope'> = {
     async fetchRingEnvelope() {
       fetches += 1;
+      if (serverDown) throw new AppError('unavailable', 'The server is unreachable.');
       const answer = envelope();
       if (hold) await hold;
       return answer;
@@ -53,12 +58,17 @@ function setup(clock: ManualClock) {
   const fullUpstream = { ...upstream, fetchEnvelope: () => Promise.reject(new Error('unused')), fetchDeks: async (ns: string, pk: string) => keyring.fetchDeks(ns, pk), close: async () => {} } as Upstream;
   const deks = new DekStore(fullUpstream, generateTransportKeyPair(), { maxNamespaces: 10 });
   const agedOut: number[] = [];
-  const rings = new RingStore({ upstream, deks, clock, onAgedOut: (_ref, _env, version) => agedOut.push(version) });
+  const rings = new RingStore({ upstream, deks, clock, onAgedOut: (_ref, _env, version) => agedOut.push(version), streamDownSince: () => streamDownSince, maxStale: MAX_STALE });
   return {
     rings,
     agedOut,
     fetches: () => fetches,
     setKid: (next: string) => (kid = next),
+    /** The stream (and the server) go down now, or come back with undefined. */
+    setDown(since: number | undefined) {
+      streamDownSince = since;
+      serverDown = since !== undefined;
+    },
     holdNext(): () => void {
       let release!: () => void;
       hold = new Promise((resolve) => (release = resolve));
@@ -112,4 +122,25 @@ test('members age out on the clock, each with one announcement; one expired by t
   assert.deepEqual(kids(await s.rings.read(REF, 'prod')), ['a3']);
   assert.equal(s.fetches(), 1, 'aging out needs no request');
   assert.equal(clock.pending, 0, 'no timer left once the ring holds no previous version');
+});
+
+test('while the stream is down a held ring is served stale-marked within max-stale, then refused as stale_expired; an unheld ring is a clear 503', async () => {
+  const clock = new ManualClock();
+  const s = setup(clock);
+  const fresh = await s.rings.read(REF, 'prod');
+  assert.equal(fresh.staleSeconds, undefined, 'fresh while the stream vouches for it');
+  releaseRing(fresh);
+  s.setDown(clock.now());
+  clock.advance(90_000);
+  const stale = await s.rings.read(REF, 'prod');
+  assert.equal(stale.staleSeconds, 90);
+  assert.deepEqual(kids(stale), ['a3', 'a2'], 'the held ring, v1 aged out on the clock meanwhile');
+  assert.equal(s.fetches(), 1, 'served from memory, no request to the unreachable server');
+  await assert.rejects(s.rings.read({ ...REF, name: 'other' }, 'prod'), (err: AppError) => err.code === 'unavailable');
+  clock.advance(MAX_STALE);
+  await assert.rejects(s.rings.read(REF, 'prod'), (err: AppError) => err.code === 'stale_expired' && /older than max-stale/.test(err.message));
+  s.setDown(undefined);
+  const back = await s.rings.read(REF, 'prod');
+  assert.equal(back.staleSeconds, undefined);
+  assert.deepEqual(kids(back), ['a3', 'a2', 'a1'], 'read again from the server once it answers');
 });

@@ -221,6 +221,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     upstream,
     deks,
     clock,
+    streamDownSince: () => streamDownSince,
+    maxStale: settings.maxStale,
     // A previous version aged out: files re-render and SSE clients hear it, at the applied revision.
     onAgedOut: (ref, env, version) => hub.publish({ type: 'changed', namespace: ref.namespace, name: ref.name, env, version, revision: applier.appliedRevision }),
   });

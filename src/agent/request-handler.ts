@@ -20,7 +20,7 @@ import { ringResult, type RingReader } from './ring-response.ts';
 export const MAX_REQUEST_BODY_BYTES: Bytes = 1024;
 export const MAX_URL_LENGTH = 2048;
 const FORWARDED_HEADERS = ['x-forwarded-for', 'forwarded', 'via'] as const;
-const STALE_WARNING = '110 - "Response is Stale"';
+export const STALE_WARNING = '110 - "Response is Stale"';
 const ITEMS_ROUTE = '/v1/items/';
 const WATCH_ROUTE = '/v1/watch';
 /** POST: the application's health signal (app-health.ts); the one route that takes a body. */

@@ -7,17 +7,21 @@
  * dropped and read again (per-key generation, as the value cache does).
  * Previous versions age out on the injectable clock; when one does, the
  * entry drops it (zero-filled) and `onAgedOut` publishes a change, so SSE
- * clients and rendered files follow.
+ * clients and rendered files follow. While the watch stream is down a held
+ * ring is served stale-marked within max-stale, like a value (freshness.ts):
+ * only events keep a ring fresh, so without the stream it cannot be vouched
+ * for, but a verifier is better served the ring it had than refused.
  */
 import { LRUCache } from 'lru-cache';
 import { zeroize } from '../shared/crypto.ts';
-import { AppError } from '../shared/errors.ts';
+import { AppError, clientActionOf } from '../shared/errors.ts';
 import { itemKey, type ItemRef } from '../shared/paths.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import { ringEtag, type RingEnvelopeResponse } from '../shared/ring-proto.ts';
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { DekStore } from './dek-store.ts';
+import { freshness } from './cache/freshness.ts';
 import { openLayers } from './layer-opener.ts';
 
 /** Rings held at most (each a handful of values); the least recently read go first. */
@@ -40,6 +44,8 @@ export interface RingRead extends ItemRef {
   readonly etag: string;
   readonly current: { readonly version: number; readonly plaintext: Buffer };
   readonly previous: readonly RingMemberValue[];
+  /** Set when served while the stream is down: how long the ring may be behind the server. */
+  readonly staleSeconds?: number;
 }
 
 export function releaseRing(ring: RingRead): void {
@@ -50,6 +56,7 @@ interface Entry {
   readonly ring: RingRead;
   /** The current value's etag; the ring's etag adds the members. */
   readonly currentEtag: string;
+  readonly fetchedAt: Milliseconds;
   previous: RingMemberValue[];
   timer: TimerHandle | undefined;
 }
@@ -60,6 +67,10 @@ export interface RingStoreOptions {
   readonly clock: Clock;
   /** A previous version aged out of a held ring: announce the change (files re-render, SSE). */
   readonly onAgedOut: (ref: ItemRef, env: string, version: number) => void;
+  /** When the watch stream went down; undefined while it is connected. */
+  readonly streamDownSince: () => Milliseconds | undefined;
+  /** How long a held ring is served stale-marked while the stream is down (the agent's --max-stale). */
+  readonly maxStale: Milliseconds;
   readonly maxRings?: number;
 }
 
@@ -92,7 +103,15 @@ export class RingStore {
     const key = keyOf(ref, env);
     for (let attempt = 0; attempt < MAX_FILL_ATTEMPTS; attempt += 1) {
       const held = this.#entries.get(key);
-      if (held) return this.#copy(held);
+      let staleMs: Milliseconds | undefined;
+      if (held) {
+        const fresh = freshness({ now: this.#o.clock.now(), fetchedAt: held.fetchedAt, superseded: false, streamDownSince: this.#o.streamDownSince(), ttl: Infinity, maxStale: this.#o.maxStale });
+        if (fresh.kind === 'fresh') return this.#copy(held);
+        if (fresh.kind === 'stale') return this.#copy(held, fresh.staleMs);
+        // Past max-stale: only the server may answer now.
+        this.#entries.delete(key);
+        staleMs = this.#o.maxStale;
+      }
       const item = itemKey(ref);
       const flight = this.#flights.get(item) ?? { running: 0, invalidations: 0 };
       this.#flights.set(item, flight);
@@ -101,6 +120,11 @@ export class RingStore {
       let entry: Entry;
       try {
         entry = await this.#load(ref, env, signal);
+      } catch (err) {
+        if (staleMs !== undefined && err instanceof AppError && clientActionOf(err.code) === 'retry') {
+          throw new AppError('stale_expired', `The server is unreachable (${err.code}) and the held key ring of ${itemKey(ref)} is older than max-stale.`);
+        }
+        throw err;
       } finally {
         flight.running -= 1;
         if (flight.running === 0 && this.#flights.get(item) === flight) this.#flights.delete(item);
@@ -163,13 +187,14 @@ export class RingStore {
       current: { version: envelope.version, plaintext: current },
       previous,
     };
-    return { ring, currentEtag: envelope.etag, previous, timer: undefined };
+    return { ring, currentEtag: envelope.etag, fetchedAt: now, previous, timer: undefined };
   }
 
-  #copy(entry: Entry): RingRead {
+  #copy(entry: Entry, staleMs?: Milliseconds): RingRead {
     const ring = entry.ring;
     return {
       ...ring,
+      ...(staleMs === undefined ? {} : { staleSeconds: Math.floor(staleMs / 1000) }),
       etag: ringEtag(entry.currentEtag, entry.previous.map((p) => p.version)),
       current: { version: ring.current.version, plaintext: Buffer.from(ring.current.plaintext) },
       previous: entry.previous.map((p) => ({ ...p, plaintext: Buffer.from(p.plaintext) })),

@@ -33,7 +33,9 @@ import { AtomicWriter, DATA_DIR_NAME, PublishError, type FileContent, type FileP
 import { FileGuard } from './file-guard.ts';
 import { fileMetrics, type FileMetrics } from './file-metrics.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, parseFileSpecs, type FileSpec } from './file-spec.ts';
-import { FileRenderError, renderFile, type ItemValue } from './formats.ts';
+import { renderFile } from './formats.ts';
+import type { ItemValue } from './item-value.ts';
+import { FileRenderError } from './render-error.ts';
 import { ReloadHooks, type ReloadHook } from './reload-hook.ts';
 import { isRingFormat } from './ring-formats.ts';
 
