@@ -290,6 +290,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         dir: settings.snapshotDir,
         settings,
         cache,
+        rings,
         applier,
         hub,
         clock,
