@@ -48,7 +48,7 @@ import type { MemoryLimit } from './memory-limit.ts';
 import { memoryCheck, registerMemoryMetrics } from './memory-report.ts';
 import { processHeap, startHeapTrimmer } from './heap-trimmer.ts';
 import { createUpstream } from './upstream.ts';
-import { release, ValueCache, type Loader } from './value-cache.ts';
+import { release, ValueCache, variantKey, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
 import { startWatchClient, type WatchClient } from './watch-client.ts';
 import { tracingRequested } from '../shared/otlp-endpoint.ts';
@@ -222,6 +222,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     upstream,
     deks,
     clock,
+    streamDownSince: () => streamDownSince,
+    maxStale: settings.maxStale,
     // A previous version aged out: files re-render and SSE clients hear it, at the applied revision.
     onAgedOut: (ref, env, version) => hub.publish({ type: 'changed', namespace: ref.namespace, name: ref.name, env, version, revision: applier.appliedRevision }),
   });
@@ -288,6 +290,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         dir: settings.snapshotDir,
         settings,
         cache,
+        rings,
         applier,
         hub,
         clock,
@@ -386,7 +389,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     },
     env: settings.env,
     read: (ref, env) => cache.read(ref, env),
-    readCached: (ref, env) => cache.readCached(ref, env),
+    readCached: (ref, env, key) => cache.readCached(ref, env, key),
+    cacheKey: variantKey,
     release: (result) => release(result.value),
     readRing: (ref, env) => rings.read(ref, env),
   };

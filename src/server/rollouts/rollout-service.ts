@@ -76,6 +76,7 @@ export class RolloutService {
   #lastDrive = -Infinity;
   #again = false;
   #closed = false;
+  #closing: Promise<void> | undefined;
   /** Rollouts whose lease this replica held at its last drive (a takeover is logged once). */
   #held = new Set<string>();
   /** Canaries of the active rollouts this replica last judged: only their reports prompt a drive. */
@@ -296,10 +297,28 @@ export class RolloutService {
     }
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops driving and frees this replica's leases, so another replica takes
+   * its rollouts over on its next tick instead of after ROLLOUT_LEASE_MS (a
+   * replica stopping gracefully); a replica that dies leaves them to lapse.
+   * Twice is harmless.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     this.#timer?.cancel();
     this.#gap?.cancel();
     await this.#driving;
+    this.#held.clear();
+    try {
+      const released = await this.#o.controlPlane.releaseRolloutLeases(this.#owner);
+      if (released > 0) this.#o.logger.info({ owner: this.#owner, released }, 'rollout leases released: another replica drives them now');
+    } catch (err) {
+      this.#o.logger.warn({ err: describeError(err), owner: this.#owner }, 'releasing rollout leases failed; another replica takes them over when they lapse');
+    }
   }
 }
