@@ -34,6 +34,8 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--memory-saver-mode. */
     'agent-flag': { type: 'string', multiple: true },
+    /** An environment variable for the agent (repeatable), e.g. --agent-env=MALLOC_ARENA_MAX=1; the bin keeps one that is set. */
+    'agent-env': { type: 'string', multiple: true },
     profile: { type: 'string' },
     only: { type: 'string' },
   },
