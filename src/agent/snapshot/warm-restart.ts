@@ -18,7 +18,8 @@ import type { EventApplier } from '../event-applier.ts';
 import { retain, type CachedValue, type ValueCache } from '../value-cache.ts';
 import { checkWritableDir } from '../volume-access.ts';
 import { loadSnapshotKey, snapshotFileBytes } from './snapshot-files.ts';
-import { scopeOf } from './snapshot-format.ts';
+import type { RingStore } from '../ring-store.ts';
+import { scopeOf, sealedRingOf } from './snapshot-format.ts';
 import { createSnapshotMetrics } from './snapshot-metrics.ts';
 import { restoreSnapshot, type RestoredSnapshot } from './snapshot-restore.ts';
 import { Snapshotter } from './snapshotter.ts';
@@ -37,6 +38,8 @@ export interface WarmRestartOptions {
   readonly dir: string;
   readonly settings: Pick<AgentSettings, 'prefix' | 'env' | 'server' | 'maxStale' | 'snapshotInterval'>;
   readonly cache: ValueCache;
+  /** Key rings (issue 20), kept in the snapshot next to the values. */
+  readonly rings: Pick<RingStore, 'held' | 'restore'>;
   readonly applier: EventApplier;
   readonly hub: AppliedEventsHub;
   readonly clock: Clock;
@@ -69,6 +72,7 @@ export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restore
       const { kind, version, revision, etag, plaintext } = value;
       cache.restore({ namespace: value.namespace, name: value.name }, value.env, { kind, version, revision, etag, plaintext }, takenAt, clock.now() + RESTORE_QUIET_MS);
     },
+    restoreRing: (ring, takenAt) => o.rings.restore(ring, takenAt),
   });
   if (restored) applier.restore(restored.position);
   // Another store behind the same --server (a restore, a reset) only shows on the first stream: the
@@ -98,7 +102,7 @@ export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restore
         retain(held.value);
         values.push(held.value);
       }
-      return { takenAt: o.streamDownSince() ?? clock.now(), position, values };
+      return { takenAt: o.streamDownSince() ?? clock.now(), position, values, rings: o.rings.held().map(sealedRingOf) };
     },
   });
   snapshotter.start();
