@@ -260,7 +260,7 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
   }
   notes.push(
     `Load average (1 min) ${load0.toFixed(2)} at the start, ${(loadavg()[0] ?? 0).toFixed(2)} at the end, on a machine of ${ctx.profile.name === 'full' ? 'shared' : 'any'} cores: figures from a loaded machine are upper bounds.`,
-    'Delivery lag runs from sending the write (its commit included) to a stream receiving the event; agents are simulated by load processes speaking gRPC over node:http2 (bench/lib/agent-streams.ts), one HTTP/2 connection each.',
+    'Delivery lag runs from sending the write (its commit included) to a stream receiving the event; agents are simulated by load processes speaking gRPC over hand-framed HTTP/2 (bench/lib/agent-streams.ts, h2-wire-client.ts), one connection each; their CPU per received event is reported (heartbeats received in the same time included).',
     'CPU per delivered event: server CPU during the writes less its idle rate (heartbeats) over the same time, divided by the deliveries (left out when the server used less than its idle rate, i.e. it was starved of CPU).',
     'RSS per agent: growth over the idle server divided by the agents connected; the first thousands also pay for the V8 heap growing.',
   );
