@@ -9,6 +9,11 @@
  * medians of the ratios settle where a single suite run does not.
  *
  *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode]
+ *
+ * `--profile DIR` runs the agent under `--cpu-prof` and stops it cleanly at
+ * the end, so its profile of the measured load lands in DIR; `--only bare`
+ * measures the agent and the named references alone (names' first words:
+ * bare, data).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,12 +34,16 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--memory-saver-mode. */
     'agent-flag': { type: 'string', multiple: true },
+    profile: { type: 'string' },
+    only: { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
 const requests = Number(values.requests);
 const keys = Number(values.keys);
 const connections = Number(values.connections);
+const only = values.only?.split(',');
+const wanted = (name: string): boolean => only === undefined || only.includes(name.split(/[ ,]/)[0] ?? '');
 const REFS = fileURLToPath(new URL('./refs/', import.meta.url));
 
 interface System {
@@ -48,6 +57,7 @@ const systems: System[] = [];
 const paths = Array.from({ length: keys }, (_, i) => itemPath(ITEMS_NS, i));
 
 async function reference(name: string, nodeArgs: readonly string[], script: string, extra: readonly string[]): Promise<void> {
+  if (!wanted(name)) return;
   const socketPath = join(dir, `${name}.sock`);
   const child = startChild(name, process.execPath, [...nodeArgs, join(REFS, script), socketPath, ...extra], { core: SUT_CORE });
   await child.waitForLine((l) => l.startsWith('listening '));
@@ -63,12 +73,14 @@ async function measure(sys: System): Promise<{ cpuUs: number; rps: number }> {
 
 const server = await startServer(undefined);
 const client = new ServerClient(server);
+let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
 try {
   await reference('bare node:http', [], 'bare-http.ts', ['1024']);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
-  const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs: values['agent-flag'] ?? [] });
+  const profileFlags = values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values.profile}`];
+  agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs: [...(values['agent-flag'] ?? []), ...profileFlags] });
   await waitReady(agent.adminUrl);
   await readAll(agent.socketPath, paths);
   systems.push({ name: 'agent', pid: agent.child.pid, socketPath: agent.socketPath });
@@ -82,8 +94,8 @@ try {
       rps.get(sys.name)?.push(r.rps);
     }
   }
-  const bareCpu = median(cpu.get('bare node:http') ?? []);
-  const bareRps = median(rps.get('bare node:http') ?? []);
+  const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
+  const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
   console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys; medians (range)`);
   for (const sys of systems) {
     const c = cpu.get(sys.name) ?? [];
@@ -94,6 +106,8 @@ try {
     );
   }
 } finally {
+  // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.
+  await agent?.stop();
   await client.close();
   await stopAllChildren();
   await server.stop().catch(() => {});

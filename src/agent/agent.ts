@@ -46,8 +46,9 @@ import { checkWritableDir } from './volume-access.ts';
 import { agentMemory, type AgentMemory } from './memory-budget.ts';
 import type { MemoryLimit } from './memory-limit.ts';
 import { memoryCheck, registerMemoryMetrics } from './memory-report.ts';
+import { processHeap, startHeapTrimmer } from './heap-trimmer.ts';
 import { createUpstream } from './upstream.ts';
-import { release, ValueCache, type Loader } from './value-cache.ts';
+import { release, ValueCache, variantKey, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
 import { startWatchClient, type WatchClient } from './watch-client.ts';
 import { tracingRequested } from '../shared/otlp-endpoint.ts';
@@ -389,7 +390,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     },
     env: settings.env,
     read: (ref, env) => cache.read(ref, env),
-    readCached: (ref, env) => cache.readCached(ref, env),
+    readCached: (ref, env, key) => cache.readCached(ref, env, key),
+    cacheKey: variantKey,
     release: (result) => release(result.value),
     readRing: (ref, env) => rings.read(ref, env),
   };
@@ -510,6 +512,14 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     { socket: socketPath, http: httpAddress ? `http://${httpAddress.host}:${httpAddress.port}` : 'off', admin: `http://${adminAddress.host}:${adminAddress.port}`, tokenFile: tokenPath, prefixes: settings.prefix, env: settings.env, agentId: id },
     'agent listening',
   );
+  const heapProbe = processHeap();
+  const heapTrimmer = heapProbe
+    ? startHeapTrimmer({
+        clock: systemClock,
+        probe: heapProbe,
+        onTrim: ({ before, after, pauseMs }) => logger.debug({ rssBeforeMiB: Math.round(before / 2 ** 20), rssAfterMiB: Math.round(after / 2 ** 20), pauseMs: Math.round(pauseMs) }, 'heap trimmed'),
+      })
+    : undefined;
 
   // --- prefetch -------------------------------------------------------------
   let closed = false;
@@ -641,6 +651,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       if (closed) return;
       closed = true;
       clearInterval(readyPoll);
+      heapTrimmer?.stop();
       logger.info('agent stopping: draining requests');
       const draining = Promise.all([closeServer(socketServer), closeServer(tcpServer)]);
       hub.closeAll(); // ends SSE streams so the drain can finish

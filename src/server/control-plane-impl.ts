@@ -503,7 +503,7 @@ class ControlPlaneImpl implements ControlPlane {
 
   async list(prefixIn: string): Promise<ListResponse['items']> {
     const prefix = prefixIn === '' ? '' : validatePrefix(prefixIn).replace(/\/+$/, '');
-    const { items, current } = await this.#store.read(async (r) => ({ items: await r.listItems(prefix), current: await r.currentVersionsUnder(prefix) }));
+    const { items, current } = await this.#store.read(async (r) => ({ items: await r.listItems(prefix), current: await r.currentLayersUnder(prefix) }));
     const byItem = new Map<string, typeof current>();
     for (const row of current) {
       const key = itemKey(row);
@@ -700,8 +700,7 @@ class ControlPlaneImpl implements ControlPlane {
     const found = await this.#store.read(async (r) => {
       const current = await r.currentDek(namespace);
       if (!current) return undefined;
-      const inUse = new Set<number>();
-      for (const row of await r.currentVersionsIn(namespace)) if (!row.deleted) inUse.add(row.sealed.keyVersion);
+      const inUse = new Set<number>(await r.keyVersionsInUse(namespace));
       for (const item of await r.ringItemsIn(namespace)) {
         for (const member of ringMembers(item, await r.versionHistory(item), now)) if (member.keyVersion !== null) inUse.add(member.keyVersion);
       }
