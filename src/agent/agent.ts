@@ -291,6 +291,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         settings,
         cache,
         rings,
+        rollouts,
         applier,
         hub,
         clock,
