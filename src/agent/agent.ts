@@ -448,7 +448,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       streamError,
       files: filesHealth?.(),
       memory: memoryCheck(memory.memory, budget),
-      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values },
+      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values, rings: restored.rings },
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
