@@ -853,6 +853,10 @@ class ControlPlaneImpl implements ControlPlane {
     return this.#store.write((w) => w.takeRolloutLease(id, owner, now, now + ttl));
   }
 
+  releaseRolloutLeases(owner: string): Promise<number> {
+    return this.#store.write((w) => w.releaseRolloutLeases(owner));
+  }
+
   /**
    * The item's layers with the rollout's members applied: each put re-sealed
    * under the namespace's current key as the version the completion will

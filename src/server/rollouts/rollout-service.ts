@@ -19,8 +19,8 @@ import type { Principal } from '../auth/authenticator.ts';
 import type { ChangeOp, ControlPlane, RolloutChange } from '../control-plane.ts';
 import type { AgentReportRow, AgentReportTable } from '../store/agent-reports.ts';
 import { chooseCanaries, eligibleAgents } from './canary-selection.ts';
-import { healthVerdict, type Verdict } from './health-verdict.ts';
-import type { RolloutState } from '../../shared/protocol.ts';
+import { canaryStatuses, healthVerdict, type CanaryReport, type Verdict } from './health-verdict.ts';
+import type { CanaryStatus, RolloutState } from '../../shared/protocol.ts';
 import { isActive, type RolloutRecord } from './rollout-record.ts';
 
 /** How often active rollouts are judged without a report to prompt it (bake ends, lapsed leases). */
@@ -76,6 +76,7 @@ export class RolloutService {
   #lastDrive = -Infinity;
   #again = false;
   #closed = false;
+  #closing: Promise<void> | undefined;
   /** Rollouts whose lease this replica held at its last drive (a takeover is logged once). */
   #held = new Set<string>();
   /** Canaries of the active rollouts this replica last judged: only their reports prompt a drive. */
@@ -111,6 +112,14 @@ export class RolloutService {
     }
     this.poke();
     return record;
+  }
+
+  /** Each active rollout's canaries, level by level (rollout status, the status page); finished ones have none. */
+  async canaryStatus(records: readonly RolloutRecord[]): Promise<Map<string, CanaryStatus[]>> {
+    const active = records.filter((r) => isActive(r.state) && r.canary.length > 0);
+    if (active.length === 0) return new Map();
+    const reports = new Map((await this.#liveReports()).map((r) => [r.id, canaryReportOf(r)]));
+    return new Map(active.map((r) => [r.id, canaryStatuses(r, reports)]));
   }
 
   async get(id: string): Promise<RolloutRecord> {
@@ -226,7 +235,7 @@ export class RolloutService {
       const down = new Map<string, Milliseconds>();
       for (const r of reports) if (!r.connected) down.set(r.id, this.#downSince.get(r.id) ?? now);
       this.#downSince = down;
-      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '', downSince: down.get(r.id) }]));
+      const byId = new Map(reports.map((r) => [r.id, { ...canaryReportOf(r), downSince: down.get(r.id) }]));
       for (const id of ids) {
         if (this.#closed) return;
         if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
@@ -296,10 +305,32 @@ export class RolloutService {
     }
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops driving and frees this replica's leases, so another replica takes
+   * its rollouts over on its next tick instead of after ROLLOUT_LEASE_MS (a
+   * replica stopping gracefully); a replica that dies leaves them to lapse.
+   * Twice is harmless.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     this.#timer?.cancel();
     this.#gap?.cancel();
     await this.#driving;
+    this.#held.clear();
+    try {
+      const released = await this.#o.controlPlane.releaseRolloutLeases(this.#owner);
+      if (released > 0) this.#o.logger.info({ owner: this.#owner, released }, 'rollout leases released: another replica drives them now');
+    } catch (err) {
+      this.#o.logger.warn({ err: describeError(err), owner: this.#owner }, 'releasing rollout leases failed; another replica takes them over when they lapse');
+    }
   }
+}
+
+function canaryReportOf(r: AgentReportRow): CanaryReport {
+  return { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '' };
 }

@@ -643,4 +643,8 @@ export class SqlStoreTx implements StoreWriter {
     ]);
     return changed > 0;
   }
+
+  releaseRolloutLeases(owner: string): Promise<number> {
+    return this.#run('UPDATE rollouts SET lease_owner = ?, lease_until = ? WHERE lease_owner = ?', ['', 0, owner]);
+  }
 }

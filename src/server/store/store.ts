@@ -207,6 +207,8 @@ export interface StoreWriter extends StoreReader {
   setRolloutItems(id: string, items: readonly string[]): Promise<void>;
   /** Takes or renews the lease when free, lapsed or already `owner`'s; false when another holds it. */
   takeRolloutLease(id: string, owner: string, now: Milliseconds, until: Milliseconds): Promise<boolean>;
+  /** Frees every lease `owner` holds (a replica stopping); returns how many. */
+  releaseRolloutLeases(owner: string): Promise<number>;
   /** Deletes audit rows older than `before`, then all but the newest `keepRows`; returns how many went for each reason. */
   compactAudit(before: Milliseconds, keepRows: number): Promise<{ age: number; rows: number }>;
 }
