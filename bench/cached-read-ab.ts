@@ -8,12 +8,15 @@
  * and more interleaved than the suite's scenarios, so on a shared machine the
  * medians of the ratios settle where a single suite run does not.
  *
- *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode]
+ *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode] [--agent-env=MALLOC_ARENA_MAX=1]
  *
  * `--profile DIR` runs the agent under `--cpu-prof` and stops it cleanly at
  * the end, so its profile of the measured load lands in DIR; `--only bare`
  * measures the agent and the named references alone (names' first words:
- * bare, data).
+ * bare, data). `--agent-variant 'FLAGS'` (repeatable) adds a second agent
+ * started with those node flags (space-separated) in front of the bin's own,
+ * e.g. `--agent-variant --max-semi-space-size=16`: the bin's runtime
+ * settings against another choice, in the same rounds.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -34,6 +37,9 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--memory-saver-mode. */
     'agent-flag': { type: 'string', multiple: true },
+    /** An environment variable for the agent (repeatable), e.g. --agent-env=MALLOC_ARENA_MAX=1; the bin keeps one that is set. */
+    'agent-env': { type: 'string', multiple: true },
+    'agent-variant': { type: 'string', multiple: true },
     profile: { type: 'string' },
     only: { type: 'string' },
   },
@@ -42,6 +48,7 @@ const rounds = Number(values.rounds);
 const requests = Number(values.requests);
 const keys = Number(values.keys);
 const connections = Number(values.connections);
+const agentEnv = Object.fromEntries((values['agent-env'] ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 const only = values.only?.split(',');
 const wanted = (name: string): boolean => only === undefined || only.includes(name.split(/[ ,]/)[0] ?? '');
 const REFS = fileURLToPath(new URL('./refs/', import.meta.url));
@@ -73,17 +80,24 @@ async function measure(sys: System): Promise<{ cpuUs: number; rps: number }> {
 
 const server = await startServer(undefined);
 const client = new ServerClient(server);
-let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
+const agents: Array<Awaited<ReturnType<typeof startAgent>>> = [];
 try {
   await reference('bare node:http', [], 'bare-http.ts', ['1024']);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
   const profileFlags = values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values.profile}`];
-  agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs: [...(values['agent-flag'] ?? []), ...profileFlags] });
-  await waitReady(agent.adminUrl);
-  await readAll(agent.socketPath, paths);
-  systems.push({ name: 'agent', pid: agent.child.pid, socketPath: agent.socketPath });
+  const variants: Array<[string, string[]]> = [
+    ['agent', [...(values['agent-flag'] ?? []), ...profileFlags]],
+    ...(values['agent-variant'] ?? []).map((flags): [string, string[]] => [`agent ${flags}`, flags.split(' ').filter(Boolean)]),
+  ];
+  for (const [name, nodeArgs] of variants) {
+    const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs, env: agentEnv });
+    agents.push(agent);
+    await waitReady(agent.adminUrl);
+    await readAll(agent.socketPath, paths);
+    systems.push({ name, pid: agent.child.pid, socketPath: agent.socketPath });
+  }
   for (const sys of systems) await measure(sys); // warm-up, unrecorded
   const cpu = new Map<string, number[]>(systems.map((s) => [s.name, []]));
   const rps = new Map<string, number[]>(systems.map((s) => [s.name, []]));
@@ -107,7 +121,7 @@ try {
   }
 } finally {
   // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.
-  await agent?.stop();
+  for (const agent of agents) await agent.stop();
   await client.close();
   await stopAllChildren();
   await server.stop().catch(() => {});

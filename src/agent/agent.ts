@@ -291,6 +291,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         settings,
         cache,
         rings,
+        rollouts,
         applier,
         hub,
         clock,
@@ -372,6 +373,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         rollouts: rollouts.list(),
         appHealth: app.appHealth,
         appHealthRevision: app.revision,
+        ...(filesRevision ? { rendersFiles: true, filesRevision: filesRevision() } : {}),
         healthReason: app.appHealth === 'unhealthy' ? app.reason : health === 'degraded' ? (watch.connected ? 'not ready' : `watch stream down${streamError ? `: ${streamError}` : ''}`).slice(0, 200) : '',
       };
     },
@@ -431,6 +433,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const toPrefetch = restored ? settings.prefetch.filter((ref) => cache.peek(ref, settings.env) === undefined) : settings.prefetch;
   let prefetchDone = toPrefetch.length === 0;
   let prefetchFailing: readonly string[] = [];
+  /** The files renderer's published revision (the fleet report's), when files are rendered. */
+  let filesRevision: (() => number) | undefined;
   let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
   const readiness = (): Readiness =>
     agentReadiness({
@@ -444,7 +448,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       streamError,
       files: filesHealth?.(),
       memory: memoryCheck(memory.memory, budget),
-      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values },
+      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values, rings: restored.rings },
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
@@ -588,9 +592,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       registry: metrics.registry,
       logger,
       clock,
+      appliedRevision: () => applier.appliedRevision,
     });
     // Before start(): /readyz must wait for the first publication (the files are part of the prefetch).
     filesHealth = () => renderer.health();
+    // A staged rollout counts this canary as applied only once its files are published at the rollout's revision.
+    filesRevision = () => renderer.publishedRevision;
+    renderer.activity.on('caughtUp', () => reporter.changed());
     checkFiles = (files) => void loadFileSpecs(files ?? [], filesDir);
     await renderer.start();
     stopFiles = () => renderer.stop();
