@@ -84,7 +84,7 @@ Exit codes: 0 done, 1 refused (or status: rolled back / aborted), 2 bad usage, 3
   withServer(
     rollout
       .command('status')
-      .description('Show one rollout, or every rollout (needs agents:read on the namespaces they change); while active, each canary with its health levels (connected — or stream down, silent when it has not reported for 30 s —, applied, files published, app health).')
+      .description('Show one rollout, or every rollout (needs agents:read on the namespaces they change); while active, each canary with its health levels (connected, or stream down and silent once not heard from for 30 s; applied; files published; app health).')
       .argument('[id]', 'a rollout id')
       .addOption(new Option('--json', 'print the answer as JSON')),
   ).action(
