@@ -49,7 +49,8 @@ export interface CanaryReport {
   readonly downSince?: Milliseconds | undefined;
 }
 
-const silent = (report: CanaryReport, now: Milliseconds): boolean => report.lastSeen !== undefined && isSilent(report.lastSeen, now);
+/** The silent report's time, or undefined while the agent is heard from. */
+const silentSince = (report: CanaryReport, now: Milliseconds): Milliseconds | undefined => (report.lastSeen !== undefined && isSilent(report.lastSeen, now) ? report.lastSeen : undefined);
 
 /** Why a silent canary counts as down; stable while it stays silent (the rollout's unhealthy list is rewritten only when it changes). */
 export const silenceReason = (lastSeen: Milliseconds): string => `silent: no report since ${new Date(lastSeen).toISOString()}`;
@@ -65,9 +66,10 @@ function canaryState(record: RolloutRecord, report: CanaryReport | undefined, no
   if (!report) return { applied: false };
   const applied = report.appliedRevision >= record.revision && !filesPending(record, report);
   if (applied && report.appHealth === 'unhealthy' && report.appHealthRevision >= record.revision) return { applied: true, reason: report.healthReason || 'application unhealthy' };
-  if (silent(report, now)) {
-    const since = report.downSince ?? (report.lastSeen as number) + SILENT_AFTER_MS;
-    return now - since < STREAM_DOWN_GRACE_MS ? { applied, waiting: true } : { applied, reason: silenceReason(report.lastSeen as number) };
+  const lastHeard = silentSince(report, now);
+  if (lastHeard !== undefined) {
+    const since = report.downSince ?? lastHeard + SILENT_AFTER_MS;
+    return now - since < STREAM_DOWN_GRACE_MS ? { applied, waiting: true } : { applied, reason: silenceReason(lastHeard) };
   }
   if (!applied) return { applied: false };
   if (!report.connected) return now - (report.downSince ?? now) < STREAM_DOWN_GRACE_MS ? { applied: true, waiting: true } : { applied: true, reason: 'watch stream down' };
@@ -116,7 +118,7 @@ export function canaryStatuses(record: Pick<RolloutRecord, 'canary' | 'revision'
   return record.canary.map((agent) => {
     const report = reports.get(agent);
     if (!report) return { agent, reporting: false, connected: false, applied: false, files: 'none', appHealth: 'unknown' };
-    const quiet = silent(report, now);
+    const quiet = silentSince(report, now) !== undefined;
     return {
       agent,
       reporting: true,
