@@ -9,7 +9,7 @@
  * and more interleaved than the suite's scenarios, so on a shared machine the
  * medians of the ratios settle where a single suite run does not.
  *
- *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode]
+ *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode] [--agent-env=MALLOC_ARENA_MAX=1]
  *
  * `--profile DIR` runs the agent under `--cpu-prof` and stops it cleanly at
  * the end, so its profile of the measured load lands in DIR; `--only bare`
@@ -38,6 +38,8 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--memory-saver-mode. */
     'agent-flag': { type: 'string', multiple: true },
+    /** An environment variable for the agent (repeatable), e.g. --agent-env=MALLOC_ARENA_MAX=1; the bin keeps one that is set. */
+    'agent-env': { type: 'string', multiple: true },
     'agent-variant': { type: 'string', multiple: true },
     profile: { type: 'string' },
     only: { type: 'string' },
@@ -47,6 +49,7 @@ const rounds = Number(values.rounds);
 const requests = Number(values.requests);
 const keys = Number(values.keys);
 const connections = Number(values.connections);
+const agentEnv = Object.fromEntries((values['agent-env'] ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 const only = values.only?.split(',');
 const wanted = (name: string): boolean => only === undefined || only.includes(name.split(/[ ,]/)[0] ?? '');
 const REFS = fileURLToPath(new URL('./refs/', import.meta.url));
@@ -91,7 +94,7 @@ try {
     ...(values['agent-variant'] ?? []).map((flags): [string, string[]] => [`agent ${flags}`, flags.split(' ').filter(Boolean)]),
   ];
   for (const [name, nodeArgs] of variants) {
-    const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs });
+    const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs, env: agentEnv });
     agents.push(agent);
     await waitReady(agent.adminUrl);
     await readAll(agent.socketPath, paths);

@@ -4,9 +4,11 @@
  * for its item is never stored or served (made deterministic by holding the
  * envelope), members age out on the clock with one announcement each time and
  * are zero-filled, and a member already expired by the agent's clock is never
- * served.
+ * served; a held ring sealed into the warm-restart snapshot comes back
+ * stale-marked and is read again before it is served as fresh.
  */
 import { test } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../src/shared/clock.ts';
 import { AppError } from '../src/shared/errors.ts';
@@ -15,6 +17,7 @@ import type { RingEnvelopeResponse } from '../src/shared/ring-proto.ts';
 import type { Upstream } from '../src/agent/upstream.ts';
 import { DekStore } from '../src/agent/dek-store.ts';
 import { RingStore, releaseRing, type RingRead } from '../src/agent/ring-store.ts';
+import { openSnapshot, scopeOf, sealedRingOf, sealSnapshot } from '../src/agent/snapshot/snapshot-format.ts';
 import { SealedKeyring } from './helpers/sealed-keyring.ts';
 
 const REF = { namespace: 'production/auth', name: 'signing-key' };
@@ -143,4 +146,39 @@ test('while the stream is down a held ring is served stale-marked within max-sta
   const back = await s.rings.read(REF, 'prod');
   assert.equal(back.staleSeconds, undefined);
   assert.deepEqual(kids(back), ['a3', 'a2', 'a1'], 'read again from the server once it answers');
+});
+
+test('a held ring goes through the warm-restart snapshot: restored stale-marked from the snapshot time with no request, an aged-out member dropped, and read again (never fresh) once the stream is up', async () => {
+  const clock = new ManualClock();
+  const before = setup(clock);
+  releaseRing(await before.rings.read(REF, 'prod'));
+  const takenAt = clock.now();
+  const held = before.rings.held();
+  assert.equal(held.length, 1);
+  const key = randomBytes(32);
+  const scope = scopeOf(['production'], 'prod');
+  const position = { storeId: 's', revision: 3, digest: 'd' };
+  const file = sealSnapshot(key, { scope, takenAt, position }, [], held.map(sealedRingOf));
+  assert.ok(held[0]!.current.plaintext.every((b) => b === 0), 'the held copies are zero-filled once sealed');
+  assert.ok(!file.includes(Buffer.from('a3')) && !file.includes(Buffer.from('signing-key')), 'no key or item name in the sealed file');
+  const opened = openSnapshot(file, key, scope);
+  assert.ok(opened.ok);
+  assert.equal(opened.header.rings, 1);
+
+  // The restarted agent: the stream is down, the server too; v1 ages out 30 s after the snapshot.
+  clock.advance(40_000);
+  const after = setup(clock);
+  after.setDown(takenAt);
+  for (const ring of opened.rings) after.rings.restore(ring, takenAt);
+  const stale = await after.rings.read(REF, 'prod');
+  assert.equal(stale.staleSeconds, 40, 'stale since the snapshot time');
+  assert.deepEqual(kids(stale), ['a3', 'a2'], 'v1 aged out before the restart: never served');
+  assert.equal(after.fetches(), 0, 'served from the snapshot, no request');
+
+  after.setKid('b');
+  after.setDown(undefined);
+  const back = await after.rings.read(REF, 'prod');
+  assert.equal(back.staleSeconds, undefined);
+  assert.deepEqual(kids(back), ['b3', 'b2', 'b1'], 'a restored ring is read again before it is served as fresh');
+  assert.equal(after.fetches(), 1);
 });

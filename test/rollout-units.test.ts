@@ -8,7 +8,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { canaryHash, chooseCanaries, eligibleAgents } from '../src/server/rollouts/canary-selection.ts';
-import { healthVerdict, STREAM_DOWN_GRACE_MS, type CanaryReport } from '../src/server/rollouts/health-verdict.ts';
+import { DatabaseSync } from 'node:sqlite';
+import { canaryStatuses, healthVerdict, STREAM_DOWN_GRACE_MS, type CanaryReport } from '../src/server/rollouts/health-verdict.ts';
+import { sqlAgentReports } from '../src/server/store/agent-reports.ts';
+import type { SqlParam, SqlRow } from '../src/server/store/sql-store.ts';
+import { reportFromWire, reportToWire } from '../src/shared/fleet-proto.ts';
+import { canaryLevels } from '../src/cli/rollout.ts';
 import type { RolloutRecord } from '../src/server/rollouts/rollout-record.ts';
 import { parseRoute } from '../src/server/rest/routes.ts';
 import { handleDataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
@@ -146,4 +151,41 @@ test('--app-health-url: loopback http(s) only, named in the error', () => {
   const base = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
   assert.equal(resolveAgentSettings({ ...base, appHealthUrl: 'http://127.0.0.1:9/h' }).appHealthUrl, 'http://127.0.0.1:9/h');
   assert.throws(() => resolveAgentSettings({ ...base, appHealthUrl: 'http://example.com/h' }), /--app-health-url.*loopback only/);
+});
+
+test('files published as a health level: a canary rendering files is applied only once its files revision reaches the rollout; the bake end names its files; the level list, the wire and the stored report carry it', async () => {
+  const filesBehind = new Map([report('a1', { rendersFiles: true, filesRevision: 4 }), report('a2')]);
+  assert.equal(healthVerdict(record(), filesBehind, 2_000).kind, 'hold');
+  const late = healthVerdict(record(), filesBehind, 61_000);
+  assert.equal(late.kind, 'rollback');
+  assert.deepEqual(late.unhealthy, [{ agent: 'a1', reason: 'did not publish its files at revision 5 within bakeSeconds (published at 4)' }]);
+  assert.equal(healthVerdict(record(), new Map([report('a1', { rendersFiles: true, filesRevision: 5 }), report('a2')]), 61_000).kind, 'advance');
+  assert.equal(healthVerdict(record(), new Map([report('a1', { filesRevision: 0 }), report('a2')]), 61_000).kind, 'advance', 'an agent rendering no files (or an older one) is applied at its applied revision');
+
+  assert.deepEqual(
+    canaryStatuses(record({ canary: ['a1', 'a2', 'a3'] }), new Map([report('a1', { rendersFiles: true, filesRevision: 4, appHealth: 'healthy' }), report('a2', { appHealth: 'unhealthy', appHealthRevision: 4 })])),
+    [
+      { agent: 'a1', reporting: true, connected: true, applied: true, files: 'pending', appHealth: 'healthy' },
+      { agent: 'a2', reporting: true, connected: true, applied: true, files: 'none', appHealth: 'unknown' },
+      { agent: 'a3', reporting: false, connected: false, applied: false, files: 'none', appHealth: 'unknown' },
+    ],
+  );
+  assert.equal(canaryLevels({ agent: 'a1', reporting: true, connected: true, applied: true, files: 'pending', appHealth: 'healthy' }), 'connected, applied, files not published yet, app healthy');
+
+  const base = { agentId: 'a1', prefixes: ['team-a'], appliedRevision: 7, storeId: 's', connected: true, health: 'ok' as const, rollouts: [] };
+  assert.deepEqual(reportFromWire(reportToWire({ ...base, rendersFiles: true, filesRevision: 6 })), { ...base, appHealth: 'unknown', healthReason: '', appHealthRevision: 0, rendersFiles: true, filesRevision: 6 });
+  assert.equal(reportFromWire(reportToWire(base)).rendersFiles, undefined, 'an agent without files (or from before v1.4) renders none');
+
+  // The PostgreSQL table's encoding, on the embedded engine's SQL (no migration: the app_health column carries it).
+  const db = new DatabaseSync(':memory:');
+  db.exec("CREATE TABLE agent_reports (id TEXT PRIMARY KEY, subject TEXT, prefixes TEXT, applied_revision BIGINT, store_id TEXT, connected INTEGER, health TEXT, rollouts TEXT, last_seen BIGINT, app_health TEXT NOT NULL DEFAULT 'unknown', health_reason TEXT NOT NULL DEFAULT '')");
+  const conn = { all: async (sql: string, params: readonly SqlParam[] = []) => db.prepare(sql).all(...(params as never[])) as SqlRow[], run: async (sql: string, params: readonly SqlParam[] = []) => Number(db.prepare(sql).run(...(params as never[])).changes), exec: async (sql: string) => void db.exec(sql) };
+  const table = sqlAgentReports((fn) => fn(conn), (sql) => sql);
+  const row = { id: 'a1', subject: 'pod', prefixes: ['team-a'], appliedRevision: 7, storeId: 's', connected: true, health: 'ok' as const, rollouts: [], lastSeen: 1, appHealth: 'healthy' as const, appHealthRevision: 6, healthReason: '' };
+  await table.upsert({ ...row, rendersFiles: true, filesRevision: 5 });
+  await table.upsert({ ...row, id: 'a2' });
+  const [a1, a2] = await table.seenSince(0);
+  assert.deepEqual([a1?.appHealth, a1?.appHealthRevision, a1?.rendersFiles, a1?.filesRevision], ['healthy', 6, true, 5]);
+  assert.deepEqual([a2?.appHealth, a2?.appHealthRevision, a2?.rendersFiles], ['healthy', 6, undefined]);
+  db.close();
 });

@@ -270,7 +270,9 @@ async function rolloutPart(page: Page): Promise<void> {
     (expected) => {
       const [rid, cid] = expected.split(' ');
       const card = document.querySelector(`article[data-rollout="${rid}"]`);
-      return card?.classList.contains('rolling') === true && card.querySelector('.canary')?.textContent === cid && /^1 of 2: 50%/.test(card.querySelector('.step')?.textContent ?? '');
+      // Each canary with its health levels (issue 17's "files published" among them when it renders files).
+      const levels = card?.querySelector(`.canary li[data-agent="${cid}"] .levels`)?.textContent ?? '';
+      return card?.classList.contains('rolling') === true && /^connected, applied\b/.test(levels) && /^1 of 2: 50%/.test(card.querySelector('.step')?.textContent ?? '');
     },
     `${id} ${canaryId}`,
   );

@@ -46,6 +46,7 @@ import { checkWritableDir } from './volume-access.ts';
 import { agentMemory, type AgentMemory } from './memory-budget.ts';
 import type { MemoryLimit } from './memory-limit.ts';
 import { memoryCheck, registerMemoryMetrics } from './memory-report.ts';
+import { processHeap, startHeapTrimmer } from './heap-trimmer.ts';
 import { createUpstream } from './upstream.ts';
 import { release, ValueCache, variantKey, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
@@ -289,6 +290,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         dir: settings.snapshotDir,
         settings,
         cache,
+        rings,
+        rollouts,
         applier,
         hub,
         clock,
@@ -370,6 +373,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         rollouts: rollouts.list(),
         appHealth: app.appHealth,
         appHealthRevision: app.revision,
+        ...(filesRevision ? { rendersFiles: true, filesRevision: filesRevision() } : {}),
         healthReason: app.appHealth === 'unhealthy' ? app.reason : health === 'degraded' ? (watch.connected ? 'not ready' : `watch stream down${streamError ? `: ${streamError}` : ''}`).slice(0, 200) : '',
       };
     },
@@ -429,6 +433,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const toPrefetch = restored ? settings.prefetch.filter((ref) => cache.peek(ref, settings.env) === undefined) : settings.prefetch;
   let prefetchDone = toPrefetch.length === 0;
   let prefetchFailing: readonly string[] = [];
+  /** The files renderer's published revision (the fleet report's), when files are rendered. */
+  let filesRevision: (() => number) | undefined;
   let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
   const readiness = (): Readiness =>
     agentReadiness({
@@ -442,7 +448,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       streamError,
       files: filesHealth?.(),
       memory: memoryCheck(memory.memory, budget),
-      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values },
+      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values, rings: restored.rings },
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
@@ -507,6 +513,14 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     { socket: socketPath, http: httpAddress ? `http://${httpAddress.host}:${httpAddress.port}` : 'off', admin: `http://${adminAddress.host}:${adminAddress.port}`, tokenFile: tokenPath, prefixes: settings.prefix, env: settings.env, agentId: id },
     'agent listening',
   );
+  const heapProbe = processHeap();
+  const heapTrimmer = heapProbe
+    ? startHeapTrimmer({
+        clock: systemClock,
+        probe: heapProbe,
+        onTrim: ({ before, after, pauseMs }) => logger.debug({ rssBeforeMiB: Math.round(before / 2 ** 20), rssAfterMiB: Math.round(after / 2 ** 20), pauseMs: Math.round(pauseMs) }, 'heap trimmed'),
+      })
+    : undefined;
 
   // --- prefetch -------------------------------------------------------------
   let closed = false;
@@ -578,9 +592,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       registry: metrics.registry,
       logger,
       clock,
+      appliedRevision: () => applier.appliedRevision,
     });
     // Before start(): /readyz must wait for the first publication (the files are part of the prefetch).
     filesHealth = () => renderer.health();
+    // A staged rollout counts this canary as applied only once its files are published at the rollout's revision.
+    filesRevision = () => renderer.publishedRevision;
+    renderer.activity.on('caughtUp', () => reporter.changed());
     checkFiles = (files) => void loadFileSpecs(files ?? [], filesDir);
     await renderer.start();
     stopFiles = () => renderer.stop();
@@ -634,6 +652,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       if (closed) return;
       closed = true;
       clearInterval(readyPoll);
+      heapTrimmer?.stop();
       logger.info('agent stopping: draining requests');
       const draining = Promise.all([closeServer(socketServer), closeServer(tcpServer)]);
       hub.closeAll(); // ends SSE streams so the drain can finish

@@ -10,8 +10,12 @@
  * down counts only after STREAM_DOWN_GRACE_MS: a server restart or failover
  * drops every canary's stream at once, and its Report may reach the server
  * before its stream does; until then it holds the rollout (no advance).
+ * A canary that renders files has applied the candidate only once its files
+ * are published at the rollout's revision too (its report's files revision):
+ * an app reading files has not seen the candidate before that.
  */
 import type { AgentHealth } from '../../shared/fleet-proto.ts';
+import type { CanaryStatus } from '../../shared/protocol.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { RolloutRecord, UnhealthyCanary } from './rollout-record.ts';
 
@@ -31,6 +35,9 @@ export interface CanaryReport {
   readonly appHealth: string;
   readonly appHealthRevision: number;
   readonly healthReason: string;
+  /** The agent renders files: applied needs `filesRevision` at the rollout's revision too. */
+  readonly rendersFiles?: boolean | undefined;
+  readonly filesRevision?: number | undefined;
   /** When the judging replica first saw this agent's stream down (absent: now). */
   readonly downSince?: Milliseconds | undefined;
 }
@@ -40,8 +47,10 @@ export type Verdict =
   | { readonly kind: 'advance'; readonly unhealthy: readonly UnhealthyCanary[] }
   | { readonly kind: 'hold'; readonly unhealthy: readonly UnhealthyCanary[] };
 
+const filesPending = (record: Pick<RolloutRecord, 'revision'>, report: CanaryReport): boolean => report.rendersFiles === true && (report.filesRevision ?? 0) < record.revision;
+
 function canaryState(record: RolloutRecord, report: CanaryReport | undefined, now: Milliseconds): { applied: boolean; reason?: string; waiting?: true } {
-  if (!report || report.appliedRevision < record.revision) return { applied: false };
+  if (!report || report.appliedRevision < record.revision || filesPending(record, report)) return { applied: false };
   if (report.appHealth === 'unhealthy' && report.appHealthRevision >= record.revision) return { applied: true, reason: report.healthReason || 'application unhealthy' };
   if (!report.connected) return now - (report.downSince ?? now) < STREAM_DOWN_GRACE_MS ? { applied: true, waiting: true } : { applied: true, reason: 'watch stream down' };
   if (report.health === 'degraded') return { applied: true, reason: `agent degraded${report.healthReason ? `: ${report.healthReason}` : ''}` };
@@ -64,9 +73,37 @@ export function healthVerdict(record: RolloutRecord, reports: ReadonlyMap<string
     return { kind: 'rollback', unhealthy, reason: `${unhealthy.length} canary agent(s) unhealthy, more than maxUnhealthy ${record.maxUnhealthy}: ${describe(unhealthy)}` };
   }
   if (record.state !== 'rolling' || waiting || now - record.stepStartedAt < record.bakeSeconds * 1000) return { kind: 'hold', unhealthy };
-  const late = [...unhealthy, ...pending.map((agent) => ({ agent, reason: 'did not apply the candidate within bakeSeconds' }))];
+  const late = [
+    ...unhealthy,
+    ...pending.map((agent) => {
+      const report = reports.get(agent);
+      const files = report !== undefined && report.appliedRevision >= record.revision && filesPending(record, report);
+      return { agent, reason: files ? `did not publish its files at revision ${record.revision} within bakeSeconds (published at ${report.filesRevision ?? 0})` : 'did not apply the candidate within bakeSeconds' };
+    }),
+  ];
   if (late.length > record.maxUnhealthy) {
     return { kind: 'rollback', unhealthy: late, reason: `${late.length} canary agent(s) unhealthy at the end of the bake, more than maxUnhealthy ${record.maxUnhealthy}: ${describe(late)}` };
   }
   return { kind: 'advance', unhealthy };
+}
+
+/**
+ * Where each canary is, level by level, for `rollout status` and the status
+ * page: reporting, the candidate applied (its applied revision), its files
+ * published at that revision (agents rendering files), and the application's
+ * own signal observed since.
+ */
+export function canaryStatuses(record: Pick<RolloutRecord, 'canary' | 'revision'>, reports: ReadonlyMap<string, CanaryReport>): CanaryStatus[] {
+  return record.canary.map((agent) => {
+    const report = reports.get(agent);
+    if (!report) return { agent, reporting: false, connected: false, applied: false, files: 'none', appHealth: 'unknown' };
+    return {
+      agent,
+      reporting: true,
+      connected: report.connected,
+      applied: report.appliedRevision >= record.revision,
+      files: report.rendersFiles !== true ? 'none' : filesPending(record, report) ? 'pending' : 'published',
+      appHealth: report.appHealthRevision >= record.revision && (report.appHealth === 'healthy' || report.appHealth === 'unhealthy') ? report.appHealth : 'unknown',
+    };
+  });
 }

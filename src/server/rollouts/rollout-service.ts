@@ -19,8 +19,8 @@ import type { Principal } from '../auth/authenticator.ts';
 import type { ChangeOp, ControlPlane, RolloutChange } from '../control-plane.ts';
 import type { AgentReportRow, AgentReportTable } from '../store/agent-reports.ts';
 import { chooseCanaries, eligibleAgents } from './canary-selection.ts';
-import { healthVerdict, type Verdict } from './health-verdict.ts';
-import type { RolloutState } from '../../shared/protocol.ts';
+import { canaryStatuses, healthVerdict, type CanaryReport, type Verdict } from './health-verdict.ts';
+import type { CanaryStatus, RolloutState } from '../../shared/protocol.ts';
 import { isActive, type RolloutRecord } from './rollout-record.ts';
 
 /** How often active rollouts are judged without a report to prompt it (bake ends, lapsed leases). */
@@ -112,6 +112,14 @@ export class RolloutService {
     }
     this.poke();
     return record;
+  }
+
+  /** Each active rollout's canaries, level by level (rollout status, the status page); finished ones have none. */
+  async canaryStatus(records: readonly RolloutRecord[]): Promise<Map<string, CanaryStatus[]>> {
+    const active = records.filter((r) => isActive(r.state) && r.canary.length > 0);
+    if (active.length === 0) return new Map();
+    const reports = new Map((await this.#liveReports()).map((r) => [r.id, canaryReportOf(r)]));
+    return new Map(active.map((r) => [r.id, canaryStatuses(r, reports)]));
   }
 
   async get(id: string): Promise<RolloutRecord> {
@@ -227,7 +235,7 @@ export class RolloutService {
       const down = new Map<string, Milliseconds>();
       for (const r of reports) if (!r.connected) down.set(r.id, this.#downSince.get(r.id) ?? now);
       this.#downSince = down;
-      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '', downSince: down.get(r.id) }]));
+      const byId = new Map(reports.map((r) => [r.id, { ...canaryReportOf(r), downSince: down.get(r.id) }]));
       for (const id of ids) {
         if (this.#closed) return;
         if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
@@ -321,4 +329,8 @@ export class RolloutService {
       this.#o.logger.warn({ err: describeError(err), owner: this.#owner }, 'releasing rollout leases failed; another replica takes them over when they lapse');
     }
   }
+}
+
+function canaryReportOf(r: AgentReportRow): CanaryReport {
+  return { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '' };
 }
