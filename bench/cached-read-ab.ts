@@ -2,13 +2,22 @@
  * Cached-read A/B (docs/ARCHITECTURE.md, "Cached read, per request"): server
  * CPU per request for bare node:http, the agent's data path alone
  * (bench/refs/data-path.ts, with node's default flags and with the agent's
- * `--max-semi-space-size=4`) and the real agent, all on the SUT core, taking
+ * `--max-semi-space-size=4`), bare node:http answering each key's URL with
+ * its own body (`bare-http.ts … <keys>`), and the real agent, all on the SUT core, taking
  * turns for `--rounds` rounds of `--requests` autocannon requests each
  * (16 keep-alive connections over the Unix socket, 1 KiB raw bodies). Shorter
  * and more interleaved than the suite's scenarios, so on a shared machine the
  * medians of the ratios settle where a single suite run does not.
  *
- *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode]
+ *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode] [--agent-env=MALLOC_ARENA_MAX=1]
+ *
+ * `--profile DIR` runs the agent under `--cpu-prof` and stops it cleanly at
+ * the end, so its profile of the measured load lands in DIR; `--only bare`
+ * measures the agent and the named references alone (names' first words:
+ * bare, data). `--agent-variant 'FLAGS'` (repeatable) adds a second agent
+ * started with those node flags (space-separated) in front of the bin's own,
+ * e.g. `--agent-variant --max-semi-space-size=16`: the bin's runtime
+ * settings against another choice, in the same rounds.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,12 +38,20 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--memory-saver-mode. */
     'agent-flag': { type: 'string', multiple: true },
+    /** An environment variable for the agent (repeatable), e.g. --agent-env=MALLOC_ARENA_MAX=1; the bin keeps one that is set. */
+    'agent-env': { type: 'string', multiple: true },
+    'agent-variant': { type: 'string', multiple: true },
+    profile: { type: 'string' },
+    only: { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
 const requests = Number(values.requests);
 const keys = Number(values.keys);
 const connections = Number(values.connections);
+const agentEnv = Object.fromEntries((values['agent-env'] ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+const only = values.only?.split(',');
+const wanted = (name: string): boolean => only === undefined || only.includes(name.split(/[ ,]/)[0] ?? '');
 const REFS = fileURLToPath(new URL('./refs/', import.meta.url));
 
 interface System {
@@ -48,6 +65,7 @@ const systems: System[] = [];
 const paths = Array.from({ length: keys }, (_, i) => itemPath(ITEMS_NS, i));
 
 async function reference(name: string, nodeArgs: readonly string[], script: string, extra: readonly string[]): Promise<void> {
+  if (!wanted(name)) return;
   const socketPath = join(dir, `${name}.sock`);
   const child = startChild(name, process.execPath, [...nodeArgs, join(REFS, script), socketPath, ...extra], { core: SUT_CORE });
   await child.waitForLine((l) => l.startsWith('listening '));
@@ -63,15 +81,25 @@ async function measure(sys: System): Promise<{ cpuUs: number; rps: number }> {
 
 const server = await startServer(undefined);
 const client = new ServerClient(server);
+const agents: Array<Awaited<ReturnType<typeof startAgent>>> = [];
 try {
   await reference('bare node:http', [], 'bare-http.ts', ['1024']);
+  await reference(`bare node:http, ${keys} bodies`, [], 'bare-http.ts', ['1024', String(keys)]);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
-  const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs: values['agent-flag'] ?? [] });
-  await waitReady(agent.adminUrl);
-  await readAll(agent.socketPath, paths);
-  systems.push({ name: 'agent', pid: agent.child.pid, socketPath: agent.socketPath });
+  const profileFlags = values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values.profile}`];
+  const variants: Array<[string, string[]]> = [
+    ['agent', [...(values['agent-flag'] ?? []), ...profileFlags]],
+    ...(values['agent-variant'] ?? []).map((flags): [string, string[]] => [`agent ${flags}`, flags.split(' ').filter(Boolean)]),
+  ];
+  for (const [name, nodeArgs] of variants) {
+    const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs, env: agentEnv });
+    agents.push(agent);
+    await waitReady(agent.adminUrl);
+    await readAll(agent.socketPath, paths);
+    systems.push({ name, pid: agent.child.pid, socketPath: agent.socketPath });
+  }
   for (const sys of systems) await measure(sys); // warm-up, unrecorded
   const cpu = new Map<string, number[]>(systems.map((s) => [s.name, []]));
   const rps = new Map<string, number[]>(systems.map((s) => [s.name, []]));
@@ -82,8 +110,8 @@ try {
       rps.get(sys.name)?.push(r.rps);
     }
   }
-  const bareCpu = median(cpu.get('bare node:http') ?? []);
-  const bareRps = median(rps.get('bare node:http') ?? []);
+  const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
+  const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
   console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys; medians (range)`);
   for (const sys of systems) {
     const c = cpu.get(sys.name) ?? [];
@@ -94,6 +122,8 @@ try {
     );
   }
 } finally {
+  // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.
+  for (const agent of agents) await agent.stop();
   await client.close();
   await stopAllChildren();
   await server.stop().catch(() => {});

@@ -1,8 +1,11 @@
 /**
  * What each import costs a fresh Node process (docs/ARCHITECTURE.md,
- * "Footprint"): VmRSS and RssAnon after `import(spec)` and a full GC, minus a
- * bare process's, median of `--reps` fresh processes, plus the import's wall
- * time. Imports share dependencies, so the figures overlap and do not add up.
+ * "Footprint"): VmRSS and RssAnon after `import(spec)` and the collection the
+ * agent's heap trimmer runs (V8's memory-reducing one), minus a bare
+ * process's, median of `--reps` fresh processes, plus the import's wall time.
+ * The process runs with the agent's runtime settings (cli/runtime-settings.ts),
+ * so the figure is what the import still costs a settled agent. Imports share
+ * dependencies, so the figures overlap and do not add up.
  *
  *   npm run build && node bench/import-cost.ts --reps 3
  */
@@ -10,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { median } from './lib/stats.ts';
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const dist = (path: string): string => pathToFileURL(`${ROOT}dist/${path}`).href;
@@ -20,6 +24,7 @@ const reps = Number(values.reps);
 /** What the agent's process loads, package by package, then the agent's own graph. */
 const IMPORTS: ReadonlyArray<readonly [string, string]> = [
   ['zod', 'zod'],
+  ['zod/v4/core (zod and zod/mini both load it, with all 64 locales)', 'zod/v4/core'],
   ['prom-client', 'prom-client'],
   ['@opentelemetry/api (prom-client loads it)', '@opentelemetry/api'],
   ['pino', 'pino'],
@@ -39,7 +44,7 @@ const PROBE = `
 const t0 = performance.now();
 if (process.argv[1]) await import(process.argv[1]);
 const ms = performance.now() - t0;
-globalThis.gc(); globalThis.gc();
+globalThis.gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
 const s = (await import('node:fs')).readFileSync('/proc/self/status', 'utf8');
 const kib = (f) => Number(new RegExp(f + ':\\\\s+(\\\\d+)').exec(s)[1]);
 process.stdout.write(JSON.stringify({ vmRss: kib('VmRSS') / 1024, rssAnon: kib('RssAnon') / 1024, ms }));
@@ -52,7 +57,11 @@ interface Probe {
 }
 
 function probe(spec: string): Probe {
-  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', PROBE, spec], { cwd: ROOT, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...new Set([...AGENT_NODE_FLAGS, '--expose-gc']), '--input-type=module', '-e', PROBE, spec], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, ...AGENT_ENV },
+  });
   if (r.status !== 0) throw new Error(`import(${spec}) failed: ${r.stderr.slice(0, 500)}`);
   return JSON.parse(r.stdout) as Probe;
 }

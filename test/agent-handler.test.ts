@@ -10,7 +10,8 @@ import { rawEtag } from '../src/agent/item-representation.ts';
 import { handleDataRequest, type BodyResult, type DataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { agentReadiness, type ReadinessState } from '../src/agent/readiness.ts';
-import type { CachedValue, ReadResult } from '../src/agent/value-cache.ts';
+import { release, ValueCache, variantKey, type CachedValue, type ReadResult } from '../src/agent/value-cache.ts';
+import { ManualClock } from '../src/shared/clock.ts';
 import { SettingError } from '../src/shared/settings.ts';
 
 const TOKEN = Buffer.from('pod-token-0123456789');
@@ -85,6 +86,39 @@ test('a cache hit is answered synchronously, without a promise', () => {
   const result = handleDataRequest(req('/v1/items/production/ml/db'), d);
   assert.ok(!(result instanceof Promise));
   assert.equal((result as BodyResult).status, 200);
+});
+
+test('a URL read through agents of different envs answers each its own env, also once the URL is remembered', async () => {
+  // The handler remembers each URL's cache key; the key is per env, so one URL must never answer another env's value.
+  const cache = new ValueCache({
+    loader: async (_ref, env) => ({ kind: 'secret', version: 1, revision: 1, etag: `"${env}"`, plaintext: Buffer.from(`value-for-${env}`) }),
+    clock: new ManualClock(0),
+    ttl: 60_000,
+    maxStale: 60_000,
+    maxEntries: 100,
+    maxBytes: 1 << 20,
+    streamDownSince: () => undefined,
+  });
+  const inEnv = (env: string): HandlerDeps => ({
+    ...deps(),
+    env,
+    read: (ref, e) => cache.read(ref, e),
+    readCached: (ref, e, key) => cache.readCached(ref, e, key),
+    cacheKey: variantKey,
+    release: (result) => release(result.value),
+  });
+  const prod = inEnv('prod');
+  const dev = inEnv('dev');
+  const url = '/v1/items/production/ml/env-memo?format=raw';
+  for (let pass = 0; pass < 3; pass++) {
+    assert.equal((await body(req(url), prod)).body?.toString(), 'value-for-prod', `pass ${pass}`);
+    assert.equal((await body(req(url), dev)).body?.toString(), 'value-for-dev', `pass ${pass}`);
+  }
+  // The hits were answered from the cache, synchronously, by the remembered key.
+  const hit = handleDataRequest(req(url), dev);
+  assert.ok(!(hit instanceof Promise) && hit.kind === 'body' && hit.lease !== undefined);
+  release(hit.lease.value);
+  cache.close();
 });
 
 test('If-None-Match with the current ETag gives 304 and releases the value at once', async () => {

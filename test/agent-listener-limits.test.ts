@@ -65,6 +65,57 @@ test('1,500 slow connections without the pod token do not lock reads out of the 
   }
 });
 
+/** Sends one request on a kept-alive socket and resolves with the status line of the response that comes back. */
+function statusOn(socket: Socket, headers: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => done(new Error(`no response within 10 s (got ${JSON.stringify(seen.slice(0, 80))})`)), 10_000);
+    const onData = (chunk: Buffer): void => {
+      seen += chunk.toString('latin1');
+      if (seen.includes('\r\n\r\n')) done(undefined, seen.slice(0, seen.indexOf('\r\n')));
+    };
+    const onClose = (): void => done(new Error(`the agent closed the connection (got ${JSON.stringify(seen.slice(0, 80))})`));
+    function done(err?: Error, line?: string): void {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      if (err) reject(err);
+      else resolve(line ?? '');
+    }
+    socket.on('data', onData);
+    socket.once('close', onClose);
+    socket.write(`GET ${PATH}?format=raw HTTP/1.1\r\nHost: agent\r\n${headers}\r\n`);
+  });
+}
+
+test('a client connection that has been served is not shed by a flood of slow connections', async () => {
+  // Served connections are never shed: the listener marks each as served from its request handler.
+  const url = new URL(agent.httpUrl);
+  const client = connect(Number(url.port), url.hostname);
+  client.on('error', () => {});
+  const flood: Socket[] = [];
+  try {
+    assert.equal(await statusOn(client, `x-config-sidecar-token: ${token}\r\n`), 'HTTP/1.1 200 OK');
+    await new Promise<void>((resolve) => {
+      let connected = 0;
+      for (let i = 0; i < 1_500; i++) {
+        const socket = connect(Number(url.port), url.hostname, () => {
+          socket.write(`GET ${PATH} HTTP/1.1\r\nHost: agent\r\n`);
+          if (++connected === 1_500) resolve();
+        });
+        socket.on('error', () => {
+          if (++connected === 1_500) resolve();
+        });
+        flood.push(socket);
+      }
+    });
+    assert.equal(await statusOn(client, `x-config-sidecar-token: ${token}\r\n`), 'HTTP/1.1 200 OK', 'the served connection still answers after the flood');
+  } finally {
+    for (const s of flood) s.destroy();
+    client.destroy();
+  }
+});
+
 test('a request without the pod token is answered 401 and its connection closed', async () => {
   const res = await http(agent.httpUrl, 'GET', PATH);
   assert.equal(res.status, 401);

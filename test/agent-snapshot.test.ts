@@ -8,14 +8,14 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { ManualClock } from '../src/shared/clock.ts';
 import { createLogger } from '../src/shared/logger.ts';
-import { openSnapshot, scopeOf, sealSnapshot, type SnapshotValue } from '../src/agent/snapshot/snapshot-format.ts';
+import { keyIdOf, openSnapshot, scopeOf, sealedMarkOf, sealSnapshot, type SnapshotValue } from '../src/agent/snapshot/snapshot-format.ts';
 import { loadSnapshotKey, SNAPSHOT_FILE } from '../src/agent/snapshot/snapshot-files.ts';
 import { createSnapshotMetrics } from '../src/agent/snapshot/snapshot-metrics.ts';
 import { restoreSnapshot } from '../src/agent/snapshot/snapshot-restore.ts';
@@ -37,6 +37,43 @@ function values(): SnapshotValue[] {
     { namespace: 'production/app', name: 'settings', env: 'prod', kind: 'config', version: 1, revision: 41, etag: '"v1"', plaintext: Buffer.from('{"feature":"on"}') },
   ];
 }
+
+/** A format-1 (before key rings) or format-2 (before rollout marks) snapshot of values, as an agent of that version wrote it. */
+function sealOldFormat(v: 1 | 2, key: Buffer, takenAt: number, vals: readonly SnapshotValue[]): Buffer {
+  const body = Buffer.concat(
+    vals.flatMap((v) => {
+      const meta = Buffer.from(JSON.stringify({ namespace: v.namespace, name: v.name, env: v.env, kind: v.kind, version: v.version, revision: v.revision, etag: v.etag }));
+      const len = (n: number): Buffer => Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
+      return [len(meta.length), meta, len(v.plaintext.length), v.plaintext];
+    }),
+  );
+  const header = Buffer.from(JSON.stringify({ v, keyId: keyIdOf(key), scope: SCOPE, takenAt, position: POSITION, values: vals.length, ...(v === 2 ? { rings: 0 } : {}), bodyBytes: body.length }));
+  const headerLen = Buffer.alloc(4);
+  headerLen.writeUInt32BE(header.length);
+  const aad = Buffer.concat([Buffer.from('CSSNAP\u0000\u0001', 'latin1'), headerLen, header]);
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(aad);
+  return Buffer.concat([aad, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()]);
+}
+
+test('format-1 and format-2 snapshots (written before key rings, before rollout marks) still open: their values, no ring, no mark', () => {
+  const key = randomBytes(32);
+  for (const v of [1, 2] as const) {
+    const opened = openSnapshot(sealOldFormat(v, key, 1_000, values()), key, SCOPE);
+    assert.ok(opened.ok, opened.ok ? '' : opened.detail);
+    assert.equal(opened.header.v, v);
+    assert.deepEqual([opened.rings, opened.rollouts], [[], []]);
+    assert.deepEqual(opened.values.map((x) => x.plaintext.toString()), ['hunter2-the-secret', '{"feature":"on"}']);
+  }
+  // Format 3: the rollouts whose candidates the values are, sealed with them (no rollout id in the clear).
+  const marks = [{ rollout: 'ro-0123456789ab', item: 'production/app/settings', version: 2 }];
+  const file = sealSnapshot(key, { scope: SCOPE, takenAt: 1_000, position: POSITION }, values(), [], marks.map(sealedMarkOf));
+  assert.ok(!file.includes(Buffer.from('ro-0123456789ab')));
+  const opened = openSnapshot(file, key, SCOPE);
+  assert.ok(opened.ok);
+  assert.deepEqual([opened.header.v, opened.rollouts], [3, marks]);
+});
 
 async function tempDir(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'cs-snapshot-'));
@@ -109,13 +146,13 @@ test('a restore fills the cache stale since the snapshot time; one older than ma
   const metrics = createSnapshotMetrics(registry);
   const logs = new LogSink();
   const logger = createLogger({ component: 'test', level: 'info', destination: logs });
-  const common = { dir, key, scope: SCOPE, clock, logger, metrics, allowed: () => true };
+  const common = { dir, key, scope: SCOPE, clock, logger, metrics, allowed: () => true, restoreRing: () => assert.fail('this snapshot holds no ring') };
   const restored = await restoreSnapshot({
     ...common,
     maxStale: 3_600_000,
     restore: (v, at) => cache.restore(v, v.env, { kind: v.kind, version: v.version, revision: v.revision, etag: v.etag, plaintext: v.plaintext }, at),
   });
-  assert.deepEqual(restored, { takenAt, position: POSITION, values: 2 });
+  assert.deepEqual(restored, { takenAt, position: POSITION, values: 2, rings: 0 });
   down.since = takenAt;
   const read = cache.readCached({ namespace: 'production/app', name: 'db-password' }, 'prod');
   assert.equal(read?.source, 'stale');
@@ -148,7 +185,7 @@ test('the snapshotter writes each interval while connected, only after a change 
     connected: () => state.connected,
     collect: (): SnapshotContent => {
       state.collected += 1;
-      return { takenAt: clock.now(), position: { ...POSITION, revision: 40 + state.collected }, values: [] };
+      return { takenAt: clock.now(), position: { ...POSITION, revision: 40 + state.collected }, values: [], rings: [] };
     },
   });
   const revision = async (): Promise<number> => {

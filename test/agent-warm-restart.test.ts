@@ -6,12 +6,13 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { defaultPod, makeAgentDir, putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 import { makeVolume } from './helpers/pod-harness.ts';
 import { http, metricValue, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { runCli } from './helpers/process.ts';
 import { kekOf, openTestPlane, scanForNeedles } from './helpers/store-fixtures.ts';
 import { startTcpProxy, waitForMetric } from './helpers/tcp-proxy.ts';
 
@@ -19,6 +20,7 @@ const PREFIX = 'production/app';
 const SECRET = `${PREFIX}/db-password`;
 const SETTINGS = `${PREFIX}/settings`;
 const WRITES = 'config_sidecar_agent_snapshot_writes_total';
+const RING = `${PREFIX}/signing-keys`;
 
 interface Pod {
   readonly dir: string;
@@ -305,4 +307,64 @@ test('a snapshot from another store behind the same address is dropped on the fi
   const res = await socketGet(second.socketPath, `/v1/items/${SECRET}`);
   assert.equal(res.json.value, 'the-other-store');
   assert.ok(!res.body.includes(secret));
+});
+
+test('a key ring read survives a restart with the server unreachable: served stale-marked from the snapshot (JSON, jwks, `get --ring`), then read again from the server once the stream resumes', async (t) => {
+  const server = await startServerProcess();
+  t.after(async () => {
+    await server.stop().catch(() => undefined);
+    await rm(server.dataDir, { recursive: true, force: true });
+  });
+  // The server stays up; the agent reaches it through proxies the test cuts (its scope names these addresses).
+  const rest = await startTcpProxy(new URL(server.httpUrl).host);
+  const grpc = await startTcpProxy(server.grpcAddress);
+  t.after(() => Promise.all([rest.close(), grpc.close()]));
+  const via = { ...server, httpUrl: `http://${rest.address}`, grpcAddress: grpc.address };
+  const jwk = (kid: string): Record<string, unknown> => ({ ...(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }) as Record<string, unknown>), kid, alg: 'ES256' });
+  await seed(server, randomBytes(6).toString('hex'));
+  await putItem(server, RING, { kind: 'config', value: jwk('k1'), ringGrace: '1h' });
+  await putItem(server, RING, { kind: 'config', value: jwk('k2') });
+  const pod = await podWithSnapshot(t, { files: false });
+  const kids = (res: { status: number; body: Buffer }): string[] => {
+    assert.equal(res.status, 200, res.body.toString());
+    const ring = JSON.parse(res.body.toString()) as { current: { value: { kid: string } }; previous: Array<{ value: { kid: string } }> };
+    return [ring.current.value.kid, ...ring.previous.map((p) => p.value.kid)];
+  };
+
+  const first = await pod.start(via);
+  await waitReady(first.adminUrl);
+  assert.deepEqual(kids(await socketGet(first.socketPath, `/v1/items/${RING}?ring=1`)), ['k2', 'k1']);
+  await nextSnapshot(first);
+  await first.stop('SIGKILL');
+
+  rest.cut();
+  grpc.cut();
+  const second = await pod.start(via);
+  const stale = await socketGet(second.socketPath, `/v1/items/${RING}?ring=1`);
+  assert.deepEqual(kids(stale), ['k2', 'k1'], 'the ring from the snapshot, with the server unreachable');
+  assert.match(String(stale.headers.warning), /^110 /, 'stale-marked');
+  assert.ok(stale.headers['x-config-stale'] !== undefined);
+  assert.equal(second.logs.find((l) => l.msg === 'snapshot restored; serving it stale-marked until the stream resumes')?.rings, 1);
+  assert.match((await http(second.adminUrl, 'GET', '/readyz')).json.checks.snapshot.detail, /serving 2 value\(s\) and 1 key ring\(s\) from a snapshot/);
+  const jwks = await socketGet(second.socketPath, `/v1/items/${RING}?ring=1&format=jwks`);
+  assert.equal(jwks.status, 200, jwks.body.toString());
+  assert.deepEqual((JSON.parse(jwks.body.toString()) as { keys: Array<{ kid: string; d?: string }> }).keys.map((k) => [k.kid, k.d]), [['k2', undefined], ['k1', undefined]]);
+  const cli = await runCli(['get', RING, '--ring', '--socket', second.socketPath]);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.deepEqual(kids({ status: 200, body: Buffer.from(cli.stdout) }), ['k2', 'k1'], 'config-sidecar get --ring');
+
+  const readsBefore = await envelopeReads(server);
+  rest.restore();
+  grpc.restore();
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const ready = await http(second.adminUrl, 'GET', '/readyz');
+    if (ready.status === 200 && ready.json.checks.snapshot === undefined) break;
+    assert.ok(Date.now() < deadline, `never resumed: ${ready.text}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const fresh = await socketGet(second.socketPath, `/v1/items/${RING}?ring=1`);
+  assert.deepEqual(kids(fresh), ['k2', 'k1']);
+  assert.equal(fresh.headers.warning, undefined, 'fresh once the stream resumed');
+  assert.equal(await envelopeReads(server), readsBefore + 1, 'the restored ring was read again from the server before it was served as fresh');
 });

@@ -7,7 +7,10 @@ import { join } from 'node:path';
 import { parse as dotenvParse } from 'dotenv';
 import { parse as yamlParse } from 'yaml';
 import { parseFileSpecs, type FileSpec } from '../src/agent/files/file-spec.ts';
-import { FileRenderError, isPem, renderFile, type ItemValue } from '../src/agent/files/formats.ts';
+import { renderFile } from '../src/agent/files/formats.ts';
+import type { ItemValue } from '../src/agent/files/item-value.ts';
+import { isPem } from '../src/agent/files/pem.ts';
+import { FileRenderError } from '../src/agent/files/render-error.ts';
 
 function spec(entry: Record<string, unknown>): FileSpec {
   return parseFileSpecs([{ path: 'out', ...entry }])[0] as FileSpec;

@@ -10,7 +10,9 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { importJWK, type JWK } from 'jose';
 import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
-import { FileRenderError, renderFile, type ItemValue } from '../src/agent/files/formats.ts';
+import { renderFile } from '../src/agent/files/formats.ts';
+import type { ItemValue } from '../src/agent/files/item-value.ts';
+import { FileRenderError } from '../src/agent/files/render-error.ts';
 
 const config = (value: unknown, version: number): ItemValue => ({ kind: 'config', value: Buffer.from(JSON.stringify(value)), version });
 const secret = (value: string, version: number): ItemValue => ({ kind: 'secret', value: Buffer.from(value), version });

@@ -17,6 +17,7 @@ import { promisify } from 'node:util';
 import { loadMigrations } from '../src/server/store/migrate.ts';
 import { hook, openSse, putItem as agentPut, socketGet, startAgentProcess, type SseEvent } from './helpers/agent-process.ts';
 import { CLI, http, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { runCli } from './helpers/process.ts';
 import { collect, contiguous, putItem, replicaSet } from './helpers/postgres-replicas.ts';
 import { appendAndCompact, findPostgresBin, postgresTool, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
 
@@ -401,16 +402,29 @@ describe('PostgreSQL: several server replicas on one database', { skip: SKIP }, 
     }
   });
 
-  test('rotate --kek --database-url re-wraps the keys in PostgreSQL; replicas start with the new KEK and refuse the old one', async (t) => {
+  test('rotate --kek --database-url is refused while a replica runs (nothing re-wrapped); once they stop it re-wraps the keys; replicas start with the new KEK and refuse the old one', async (t) => {
     const url = await cluster.createDatabase();
     const set = replicaSet(t, url);
     const a = await set.start();
     const token = set.rootToken;
     const put = await http(a.httpUrl, 'PUT', '/v1/items/kek/app/secret', { token, body: { kind: 'secret', value: 'keep-me' } });
     assert.equal(put.status, 200, put.text);
+    const newKek = randomBytes(32).toString('base64');
+    const wrappedBy = async (): Promise<string[]> => (await cluster.query(url, 'SELECT DISTINCT kek_id FROM deks')).map((r) => String(r.kek_id));
+    const wrappedAtFirst = await wrappedBy();
+
+    // Offline commands under a live replica would leave it writing with the old keys: refused, naming what to do.
+    for (const args of [['rotate', '--kek'], ['rotate', '--reseal-history']]) {
+      const refused = await runCli([...args, '--database-url', url], { CONFIG_SIDECAR_KEK: set.kek, CONFIG_SIDECAR_NEW_KEK: newKek });
+      assert.equal(refused.code, 1, `${args.join(' ')}: ${refused.stderr}`);
+      assert.match(refused.stderr, /Server replicas are running on this PostgreSQL database \(--database-url; \d+ session\(s\) named config-sidecar/);
+      assert.match(refused.stderr, /stop every replica first \(kubectl scale deployment\/config-sidecar-server --replicas=0\), run it again/);
+      assert.doesNotMatch(refused.stdout, /re-wrapped|re-sealed/);
+    }
+    assert.deepEqual(await wrappedBy(), wrappedAtFirst, 'no data key was re-wrapped');
+    assert.equal((await http(a.httpUrl, 'GET', '/v1/items/kek/app/secret', { token })).json.value, 'keep-me', 'the replica goes on serving');
     assert.equal(await a.stop(), 0);
 
-    const newKek = randomBytes(32).toString('base64');
     const run = promisify(execFile);
     const rotated = await run(process.execPath, [CLI, 'rotate', '--kek', '--database-url', url], {
       env: { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_KEK: set.kek, CONFIG_SIDECAR_NEW_KEK: newKek },

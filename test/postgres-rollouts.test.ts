@@ -136,4 +136,29 @@ describe('PostgreSQL: staged rollouts across two replicas', { skip: SKIP }, () =
     assert.equal(done.percent, 100);
     assert.equal((await api(survivor, 'GET', '/v1/items/quiet/app/flag')).json.value, 2);
   });
+
+  test('the replica driving a rollout stops gracefully (SIGTERM): it releases its lease, and the other takes the rollout over at once, not when the lease would lapse', async (t) => {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const [a, b] = (await Promise.all([set.start(), set.start()])) as [ServerProcess, ServerProcess];
+    const api = (server: ServerProcess, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(server.httpUrl, method, path, { token: set.rootToken, ...(body === undefined ? {} : { body }) });
+    assert.equal((await api(a, 'PUT', '/v1/items/quiet/app/flag', { kind: 'config', value: 1 })).status, 200);
+    const started = await api(a, 'POST', '/v1/rollouts', { changes: [{ item: 'quiet/app/flag', kind: 'config', value: 2 }], steps: [50, 100], bakeSeconds: 3600, maxUnhealthy: 0 });
+    assert.equal(started.status, 201, started.text);
+    const id = started.json.id as string;
+    const taken = (server: ServerProcess, timeoutMs: number) => server.waitForLog((l) => l.msg === 'rollout lease taken: this replica drives it' && l.rollout === id, timeoutMs).then((line) => ({ server, owner: String(line.owner) }));
+    const driver = await Promise.any([taken(a, 5_000), taken(b, 5_000)]);
+    const survivor = driver.server === a ? b : a;
+    const takenOver = taken(survivor, 15_000);
+    assert.equal(await driver.server.stop('SIGTERM'), 0);
+    assert.ok(driver.server.logs.some((l) => l.msg === 'rollout leases released: another replica drives them now' && l.released === 1 && l.owner === driver.owner));
+    // Before the fix the row still named the stopped driver until its lease lapsed (ROLLOUT_LEASE_MS).
+    const [row] = await cluster.query(url, `SELECT lease_owner FROM rollouts WHERE id = '${id}'`);
+    assert.notEqual(row?.lease_owner, driver.owner, 'the stopped replica holds no lease');
+    const survivorOwner = (await takenOver).owner;
+    const [held] = await cluster.query(url, `SELECT lease_owner, lease_until FROM rollouts WHERE id = '${id}'`);
+    assert.equal(held?.lease_owner, survivorOwner);
+    const view = (await api(survivor, 'GET', `/v1/rollouts/${id}`)).json as RolloutView;
+    assert.equal(view.state, 'rolling', 'the rollout goes on, driven by the survivor');
+  });
 });

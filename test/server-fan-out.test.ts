@@ -202,6 +202,32 @@ test('fan-out: a batch published just as the previous delivery finishes is deliv
   for (const w of watchers) assert.deepEqual(itemRevisions(w.sink), [1, 2]);
 });
 
+test('heartbeats: a stream that sent an event since its last beat skips the next one (the event carried the bookmark); one that filtered an event out after it, or sent nothing, beats', async () => {
+  const clock = new ManualClock();
+  const [busy, filtered, quiet] = await liveStreams(3);
+  const streams = [busy, filtered, quiet].map((w) => w?.stream as WatchStream);
+  const ticker = new HeartbeatTicker({ clock, interval: 1000, streams: () => streams, slots: 1 });
+  const beats = (w: typeof busy): WatchEvent[] => (w?.sink.events ?? []).filter((e) => e.type === 'heartbeat').slice(1);
+  busy?.stream.offer(encodeEvent(changed(1)));
+  filtered?.stream.offer(encodeEvent(changed(1)));
+  filtered?.stream.offer(encodeEvent(changed(2, 'elsewhere')));
+  clock.advance(1000);
+  assert.equal(beats(busy).length, 0, 'the event just sent said everything the beat would');
+  assert.deepEqual(
+    beats(filtered).map((e) => e.revision),
+    [2],
+    'the beat carries the bookmark past the event filtered out',
+  );
+  assert.equal(beats(quiet).length, 1, 'a stream that sent nothing beats');
+  clock.advance(1000);
+  assert.deepEqual(
+    beats(busy).map((e) => e.revision),
+    [1],
+    'with nothing sent since, it beats again: never more than two intervals silent (agents give up after three)',
+  );
+  ticker.stop();
+});
+
 test('heartbeats: one timer beats every live stream once per interval, spread over the interval; equal bookmarks share one encoding', async () => {
   const clock = new ManualClock();
   const watchers = await liveStreams(100);

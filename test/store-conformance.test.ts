@@ -7,7 +7,9 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { SqlStoreTx, type SqlConnection, type SqlParam, type SqlRow } from '../src/server/store/sql-store.ts';
+import { sqliteDialect } from '../src/server/store/dialect.ts';
 import { openSqliteStore, SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
 import { loadMigrations } from '../src/server/store/migrate.ts';
 import { tempDir } from './helpers/store-fixtures.ts';
@@ -159,6 +161,28 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.deepEqual(await store.read((r) => r.dekVersionsInUse(REF.namespace)), [1, 2]);
     });
 
+    test('the key versions in use are those sealing a current live version, not history or a layer ended by a tombstone', async (t) => {
+      const { store } = await engine.fresh(t);
+      const put = (env: string, keyVersion: number | null): Promise<void> =>
+        store.write(async (w) => {
+          const version = await w.takeNextVersion(REF, 'config', T0);
+          const revision = await w.nextRevision();
+          const base = { ...REF, version, env, revision, createdAt: T0, createdBy: 'x' };
+          await w.insertVersion(keyVersion === null ? { ...base, deleted: true, sealed: null } : { ...base, deleted: false, sealed: sealedOf(version, keyVersion) });
+        });
+      const inUse = (): Promise<number[]> => store.read((r) => r.keyVersionsInUse(REF.namespace));
+      assert.deepEqual(await inUse(), []);
+      await put('base', 1);
+      await put('base', 2);
+      assert.deepEqual(await inUse(), [2], 'key 1 seals only history');
+      await put('dev', 3);
+      await put('dev', null);
+      assert.deepEqual(await inUse(), [2], 'key 3 sealed a layer a tombstone ended');
+      await put('prod', 1);
+      assert.deepEqual(await inUse(), [1, 2]);
+      assert.deepEqual(await store.read((r) => r.keyVersionsInUse('other/ns')), []);
+    });
+
     test('prefixes match whole segments and "_" is no wildcard', async (t) => {
       const { store } = await engine.fresh(t);
       const names = ['a/b', 'a/b/c', 'a/b_', 'a/bc', 'a/bx', 'z']; // byte order: '/' < '_' < 'c'
@@ -174,7 +198,7 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
       assert.deepEqual(await listed('a/b_'), ['a/b_']);
       assert.deepEqual(await listed(''), names);
       assert.deepEqual(
-        (await store.read((r) => r.currentVersionsUnder('a/b'))).map((v) => v.namespace),
+        (await store.read((r) => r.currentLayersUnder('a/b'))).map((v) => v.namespace),
         ['a/b', 'a/b/c'],
       );
       assert.deepEqual(
@@ -453,6 +477,41 @@ describe('sqlite engine specifics', () => {
     assert.equal((await store.read((r) => r.logState())).revision, 0, 'reads still work while another process writes');
     other.exec('COMMIT');
     assert.deepEqual(await putVersion(store, 'base', 1), { version: 1, revision: 1 });
+  });
+
+  test("an agent's key fetch seeks by index: its queries never pass over a whole namespace, however many items it holds", async (t) => {
+    const dataDir = await tempDir(t);
+    await (await openSqliteStore({ dataDir, now })).close();
+    const db = new DatabaseSync(join(dataDir, SQLITE_FILE_NAME));
+    t.after(() => db.close());
+    const insert = db.prepare('INSERT INTO versions (namespace, name, version, env, key_id, key_version, aad_version, iv, ciphertext, tag, deleted, revision, created_at, created_by) VALUES (?, ?, 1, ?, ?, ?, 2, ?, ?, ?, 0, ?, ?, ?)');
+    const item = db.prepare("INSERT INTO items (namespace, name, kind, last_version, deleted, created_at, updated_at, ring_grace) VALUES (?, ?, 'secret', 1, 0, ?, ?, ?)");
+    db.exec('BEGIN');
+    for (let i = 0; i < 2_000; i++) {
+      const s = sealedOf(i % 200, 1 + (i % 3));
+      item.run('big/ns', `k${i}`, T0, T0, i % 500 === 0 ? 60_000 : 0);
+      insert.run('big/ns', `k${i}`, 'base', s.keyId, s.keyVersion, s.iv, s.ciphertext, s.tag, i + 1, T0, 'x');
+    }
+    db.exec('COMMIT; ANALYZE');
+    const issued: Array<{ sql: string; params: readonly SqlParam[] }> = [];
+    const recording: SqlConnection = {
+      all: async (sql, params = []) => {
+        issued.push({ sql, params });
+        return db.prepare(sql).all(...(params as SQLInputValue[])) as SqlRow[];
+      },
+      run: async (sql, params = []) => Number(db.prepare(sql).run(...(params as SQLInputValue[])).changes),
+      exec: async (sql) => db.exec(sql),
+    };
+    const reader = new SqlStoreTx(recording, sqliteDialect);
+    assert.deepEqual(await reader.keyVersionsInUse('big/ns'), [1, 2, 3]);
+    assert.equal((await reader.ringItemsIn('big/ns')).length, 4);
+    assert.ok(issued.length > 0);
+    for (const { sql, params } of issued) {
+      const plan = db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...(params as SQLInputValue[])).map((row) => String(row.detail));
+      // A SCAN reads every row; a SEARCH on the namespace alone reads every row of the namespace, unless the index is items_ring, which holds only ring items.
+      const passes = plan.filter((step) => step.startsWith('SCAN') || (/\(namespace=\?\)/.test(step) && !step.includes('INDEX items_ring ')));
+      assert.deepEqual(passes, [], `${sql.replace(/\s+/g, ' ')} → ${plan.join('; ')}`);
+    }
   });
 
   test('a migration edited after it ran, or a newer schema, stops the open', async (t) => {

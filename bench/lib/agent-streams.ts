@@ -1,10 +1,11 @@
 /**
  * A load process for the control-plane scenario: holds many agents' Watch
  * streams, one HTTP/2 connection each (as separate pods connect), and reports
- * when each stream received each awaited revision. It speaks gRPC over
- * node:http2 directly (a request frame, then length-prefixed messages) rather
- * than through a grpc-js channel per agent, so 5,000 simulated agents fit on
- * the load core and the figures measure the server, not the load generator.
+ * when each stream received each awaited revision. It speaks gRPC over a
+ * hand-framed HTTP/2 connection per agent (h2-wire-client.ts: a request,
+ * then length-prefixed messages) rather than a grpc-js channel or even a
+ * node:http2 session per agent, so thousands of simulated agents fit on the
+ * load core and the lag measures the server, not the load generator.
  *
  * Driven by its parent over IPC (forked, then pinned with taskset):
  *   → { type: 'open', address, token, prefix, count, openConcurrency }
@@ -15,7 +16,7 @@
  * Arrival times are process.hrtime (CLOCK_MONOTONIC), comparable across
  * processes on one machine.
  */
-import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { openWireCall, type WireCall } from './h2-wire-client.ts';
 import { watchEventFromWire, watchRequestToWire, watchServiceDefinition } from '../../src/shared/watch-proto.ts';
 
 export type ParentMessage =
@@ -25,7 +26,15 @@ export type ParentMessage =
 
 export type ChildMessage =
   | { readonly type: 'opened'; readonly open: number; readonly failed: number; readonly seconds: number; readonly firstError?: string }
-  | { readonly type: 'delivered'; readonly revision: number; readonly lagsMs: number[]; readonly missing: number; readonly ended: number };
+  | {
+      readonly type: 'delivered';
+      readonly revision: number;
+      readonly lagsMs: number[];
+      readonly missing: number;
+      readonly ended: number;
+      /** The awaited event's message size (0 when none arrived), so a reference can send the same. */
+      readonly bytes: number;
+    };
 
 type WireEvent = Parameters<typeof watchEventFromWire>[0];
 
@@ -36,13 +45,14 @@ const PATH = method.path;
 const FIRST_MESSAGE_TIMEOUT_MS = 60_000;
 
 interface Agent {
-  session: ClientHttp2Session;
-  stream?: ClientHttp2Stream;
+  call?: WireCall;
   ended: boolean;
 }
 
 /** Arrival time (hrtime ns) per revision per agent index. */
 const arrivals = new Map<number, Float64Array>();
+/** Message size per revision (of its first arrival). */
+const sizes = new Map<number, number>();
 const agents: Agent[] = [];
 let onArrival: ((revision: number) => void) | undefined;
 
@@ -105,59 +115,57 @@ export function itemChangedRevision(payload: Buffer): number | undefined {
 
 function openOne(index: number, address: string, token: string, prefix: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const session = connect(`http://${address}`);
-    const agent: Agent = { session, ended: false };
+    const colon = address.lastIndexOf(':');
+    const agent: Agent = { ended: false };
     agents[index] = agent;
     let first = true;
-    const fail = (err: Error): void => {
-      agent.ended = true;
+    const body = method.requestSerialize(watchRequestToWire({ prefixes: [prefix], sinceRevision: 0, agentId: `bench-agent-${process.pid}-${index}` }));
+    const request = Buffer.alloc(5 + body.length);
+    request.writeUInt32BE(body.length, 1);
+    body.copy(request, 5);
+    let at = 0;
+    const read = messageReader((payload) => {
       if (first) {
         first = false;
-        reject(err);
+        // The first message is a full decode: a stream that does not speak the protocol fails here.
+        if (!watchEventFromWire(method.responseDeserialize(payload) as WireEvent)) {
+          reject(new Error('the first message is not a WatchEvent'));
+          return;
+        }
+        resolve();
       }
-    };
-    session.on('error', fail);
-    const stream = session.request({
-      [constants.HTTP2_HEADER_METHOD]: 'POST',
-      [constants.HTTP2_HEADER_PATH]: PATH,
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      authorization: `Bearer ${token}`,
+      const revision = itemChangedRevision(payload);
+      if (revision === undefined) return;
+      let times = arrivals.get(revision);
+      if (!times) {
+        times = new Float64Array(agents.length);
+        arrivals.set(revision, times);
+        sizes.set(revision, payload.length);
+      }
+      times[index] = at;
+      onArrival?.(revision);
     });
-    agent.stream = stream;
-    const body = method.requestSerialize(watchRequestToWire({ prefixes: [prefix], sinceRevision: 0, agentId: `bench-agent-${process.pid}-${index}` }));
-    const frame = Buffer.alloc(5 + body.length);
-    frame.writeUInt32BE(body.length, 1);
-    body.copy(frame, 5);
-    stream.end(frame);
-    stream.on(
-      'data',
-      messageReader((payload) => {
-        const at = Number(process.hrtime.bigint());
+    agent.call = openWireCall({
+      host: address.slice(0, colon),
+      port: Number(address.slice(colon + 1)),
+      path: PATH,
+      headers: [
+        ['content-type', 'application/grpc'],
+        ['te', 'trailers'],
+        ['authorization', `Bearer ${token}`],
+      ],
+      body: request,
+      onData: (chunk, atNs) => {
+        at = atNs;
+        read(chunk);
+      },
+      onEnd: (why) => {
+        agent.ended = true;
         if (first) {
           first = false;
-          // The first message is a full decode: a stream that does not speak the protocol fails here.
-          if (!watchEventFromWire(method.responseDeserialize(payload) as WireEvent)) {
-            reject(new Error('the first message is not a WatchEvent'));
-            return;
-          }
-          resolve();
+          reject(new Error(`the call ended before its first message: ${why}`));
         }
-        const revision = itemChangedRevision(payload);
-        if (revision === undefined) return;
-        let times = arrivals.get(revision);
-        if (!times) {
-          times = new Float64Array(agents.length);
-          arrivals.set(revision, times);
-        }
-        times[index] = at;
-        onArrival?.(revision);
-      }),
-    );
-    stream.on('error', fail);
-    stream.on('close', () => {
-      agent.ended = true;
-      if (first) fail(new Error(`stream closed before its first message (code ${stream.rstCode ?? 0})`));
+      },
     });
   });
 }
@@ -207,13 +215,15 @@ function expect(message: Extract<ParentMessage, { type: 'expect' }>): void {
     clearTimeout(timer);
     const times = arrivals.get(message.revision) ?? new Float64Array(agents.length);
     arrivals.delete(message.revision);
+    const bytes = sizes.get(message.revision) ?? 0;
+    sizes.delete(message.revision);
     const lagsMs: number[] = [];
     let missing = 0;
     for (const t of times) {
       if (t > 0) lagsMs.push((t - sendNs) / 1e6);
       else missing++;
     }
-    send({ type: 'delivered', revision: message.revision, lagsMs, missing, ended: agents.filter((a) => a.ended).length });
+    send({ type: 'delivered', revision: message.revision, lagsMs, missing, ended: agents.filter((a) => a.ended).length, bytes });
   };
   const timer = setTimeout(finish, message.timeoutMs);
   let have = count();
@@ -228,10 +238,7 @@ function expect(message: Extract<ParentMessage, { type: 'expect' }>): void {
 }
 
 function close(): void {
-  for (const agent of agents) {
-    agent?.stream?.close(constants.NGHTTP2_CANCEL);
-    agent?.session.destroy();
-  }
+  for (const agent of agents) agent?.call?.close();
   process.exit(0);
 }
 

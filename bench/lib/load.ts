@@ -129,13 +129,15 @@ export async function runFixedRate(
     nextPath: (i: number) => string;
     onResponse?: (info: ResponseInfo) => void;
     headersFor?: (path: string) => Record<string, string> | undefined;
+    /** Record into this histogram (one run's slices merged); the result's latency then covers every slice so far. */
+    histogram?: hdr.Histogram;
   },
 ): Promise<FixedRateResult> {
   const pool =
     target.kind === 'socket'
       ? new Pool('http://localhost', { socketPath: target.socketPath, connections: options.connections ?? 8, pipelining: 1 })
       : new Pool(target.url, { connections: options.connections ?? 8, pipelining: 1 });
-  const histogram = newHistogram();
+  const histogram = options.histogram ?? newHistogram();
   const statusCodes: Record<string, number> = {};
   let sent = 0;
   let completed = 0;

@@ -10,7 +10,7 @@
 import { rmSync } from 'node:fs';
 import { systemClock } from '../../src/shared/clock.ts';
 import { createDataServer } from '../../src/agent/data-listeners.ts';
-import { release, ValueCache } from '../../src/agent/value-cache.ts';
+import { release, ValueCache, variantKey } from '../../src/agent/value-cache.ts';
 import { ITEMS_NS, VALUE_BYTES } from '../lib/context.ts';
 import { keyName } from '../lib/stack.ts';
 
@@ -33,7 +33,8 @@ const server = createDataServer('socket', {
     podToken: Buffer.from('unused'),
     env: 'prod',
     read: (ref, env) => cache.read(ref, env),
-    readCached: (ref, env) => cache.readCached(ref, env),
+    readCached: (ref, env, key) => cache.readCached(ref, env, key),
+    cacheKey: variantKey,
     release: (result) => release(result.value),
   },
   serveSse: () => {},

@@ -46,8 +46,9 @@ import { checkWritableDir } from './volume-access.ts';
 import { agentMemory, type AgentMemory } from './memory-budget.ts';
 import type { MemoryLimit } from './memory-limit.ts';
 import { memoryCheck, registerMemoryMetrics } from './memory-report.ts';
+import { processHeap, startHeapTrimmer } from './heap-trimmer.ts';
 import { createUpstream } from './upstream.ts';
-import { release, ValueCache, type Loader } from './value-cache.ts';
+import { release, ValueCache, variantKey, type Loader } from './value-cache.ts';
 import { createEnvelopeLoader, createValueSource, type ValueSource } from './value-source.ts';
 import { startWatchClient, type WatchClient } from './watch-client.ts';
 import { tracingRequested } from '../shared/otlp-endpoint.ts';
@@ -135,6 +136,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const logger = options.logger ?? createLogger({ component: 'agent', level: settings.logLevel });
   const offsetClock = hooks ? new OffsetClock() : undefined;
   const clock: Clock = options.clock ?? offsetClock ?? systemClock;
+  // Its own clock under test hooks, so a test can make reports fall due without the stream's heartbeat watchdog firing.
+  const reportClock = hooks && !options.clock ? new OffsetClock() : undefined;
   if (hooks) logger.warn({ env: 'CONFIG_SIDECAR_TEST_HOOKS' }, 'TEST HOOKS ENABLED: debug routes on the admin listener can move the clock and hold fetches; never use in production');
   // First: a --cache-max-bytes that cannot fit the limit stops the agent before anything starts.
   const memory = agentMemory(settings, options.memory);
@@ -221,6 +224,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     upstream,
     deks,
     clock,
+    streamDownSince: () => streamDownSince,
+    maxStale: settings.maxStale,
     // A previous version aged out: files re-render and SSE clients hear it, at the applied revision.
     onAgedOut: (ref, env, version) => hub.publish({ type: 'changed', namespace: ref.namespace, name: ref.name, env, version, revision: applier.appliedRevision }),
   });
@@ -287,6 +292,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         dir: settings.snapshotDir,
         settings,
         cache,
+        rings,
+        rollouts,
         applier,
         hub,
         clock,
@@ -351,7 +358,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     addresses: settings.serverGrpc,
     caFile: settings.serverCa,
     token,
-    clock,
+    clock: reportClock ?? clock,
     logger,
     agentId: id,
     prefixes,
@@ -368,6 +375,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         rollouts: rollouts.list(),
         appHealth: app.appHealth,
         appHealthRevision: app.revision,
+        ...(filesRevision ? { rendersFiles: true, filesRevision: filesRevision() } : {}),
         healthReason: app.appHealth === 'unhealthy' ? app.reason : health === 'degraded' ? (watch.connected ? 'not ready' : `watch stream down${streamError ? `: ${streamError}` : ''}`).slice(0, 200) : '',
       };
     },
@@ -385,7 +393,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     },
     env: settings.env,
     read: (ref, env) => cache.read(ref, env),
-    readCached: (ref, env) => cache.readCached(ref, env),
+    readCached: (ref, env, key) => cache.readCached(ref, env, key),
+    cacheKey: variantKey,
     release: (result) => release(result.value),
     readRing: (ref, env) => rings.read(ref, env),
   };
@@ -426,6 +435,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const toPrefetch = restored ? settings.prefetch.filter((ref) => cache.peek(ref, settings.env) === undefined) : settings.prefetch;
   let prefetchDone = toPrefetch.length === 0;
   let prefetchFailing: readonly string[] = [];
+  /** The files renderer's published revision (the fleet report's), when files are rendered. */
+  let filesRevision: (() => number) | undefined;
   let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
   const readiness = (): Readiness =>
     agentReadiness({
@@ -439,7 +450,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       streamError,
       files: filesHealth?.(),
       memory: memoryCheck(memory.memory, budget),
-      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values },
+      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values, rings: restored.rings },
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
@@ -449,10 +460,11 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const adminServer = createAdminServer({
     registry: metrics.registry,
     readiness,
-    ...(hooks && offsetClock && gate && split
+    ...(hooks && offsetClock && reportClock && gate && split
       ? {
           extraRoutes: createTestHookRoutes({
             clock: offsetClock,
+            reportClock,
             gate,
             split,
             deliver: applyEvent,
@@ -504,6 +516,14 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     { socket: socketPath, http: httpAddress ? `http://${httpAddress.host}:${httpAddress.port}` : 'off', admin: `http://${adminAddress.host}:${adminAddress.port}`, tokenFile: tokenPath, prefixes: settings.prefix, env: settings.env, agentId: id },
     'agent listening',
   );
+  const heapProbe = processHeap();
+  const heapTrimmer = heapProbe
+    ? startHeapTrimmer({
+        clock: systemClock,
+        probe: heapProbe,
+        onTrim: ({ before, after, pauseMs }) => logger.debug({ rssBeforeMiB: Math.round(before / 2 ** 20), rssAfterMiB: Math.round(after / 2 ** 20), pauseMs: Math.round(pauseMs) }, 'heap trimmed'),
+      })
+    : undefined;
 
   // --- prefetch -------------------------------------------------------------
   let closed = false;
@@ -575,9 +595,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       registry: metrics.registry,
       logger,
       clock,
+      appliedRevision: () => applier.appliedRevision,
     });
     // Before start(): /readyz must wait for the first publication (the files are part of the prefetch).
     filesHealth = () => renderer.health();
+    // A staged rollout counts this canary as applied only once its files are published at the rollout's revision.
+    filesRevision = () => renderer.publishedRevision;
+    renderer.activity.on('caughtUp', () => reporter.changed());
     checkFiles = (files) => void loadFileSpecs(files ?? [], filesDir);
     await renderer.start();
     stopFiles = () => renderer.stop();
@@ -631,6 +655,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       if (closed) return;
       closed = true;
       clearInterval(readyPoll);
+      heapTrimmer?.stop();
       logger.info('agent stopping: draining requests');
       const draining = Promise.all([closeServer(socketServer), closeServer(tcpServer)]);
       hub.closeAll(); // ends SSE streams so the drain can finish

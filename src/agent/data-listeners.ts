@@ -103,6 +103,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       noDelay: true,
     },
     (req: IncomingMessage, res: ServerResponse) => {
+      limit.served(req.socket);
       const result = handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener }, hooks.deps);
       // A cache hit is answered in this tick; anything else when its promise settles.
       if (result instanceof Promise) {
@@ -134,7 +135,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
   }
   // Per listener: a flood on the TCP listener never touches the socket's budget,
   // and sheds its own oldest request-less connection before a client's.
-  limitConnections(server, { max: hooks.maxConnections ?? MAX_CONNECTIONS });
+  const limit = limitConnections(server, { max: hooks.maxConnections ?? MAX_CONNECTIONS, callerMarksServed: true });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable) {
       socket.destroy();

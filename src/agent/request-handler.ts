@@ -20,7 +20,7 @@ import { ringResult, type RingReader } from './ring-response.ts';
 export const MAX_REQUEST_BODY_BYTES: Bytes = 1024;
 export const MAX_URL_LENGTH = 2048;
 const FORWARDED_HEADERS = ['x-forwarded-for', 'forwarded', 'via'] as const;
-const STALE_WARNING = '110 - "Response is Stale"';
+export const STALE_WARNING = '110 - "Response is Stale"';
 const ITEMS_ROUTE = '/v1/items/';
 const WATCH_ROUTE = '/v1/watch';
 /** POST: the application's health signal (app-health.ts); the one route that takes a body. */
@@ -71,8 +71,13 @@ export interface HandlerDeps {
   readonly podToken: Buffer;
   readonly env: string;
   read(ref: ItemRef, env: string): Promise<ReadResult>;
-  /** A synchronous cache hit, or undefined (then `read`); lets a hit skip every promise. */
-  readCached?(ref: ItemRef, env: string): ReadResult | undefined;
+  /**
+   * A synchronous cache hit, or undefined (then `read`); lets a hit skip every
+   * promise. `key` is `cacheKey(ref, env)`, remembered per URL.
+   */
+  readCached?(ref: ItemRef, env: string, key: string | undefined): ReadResult | undefined;
+  /** The cache's key for an (item, env) (value-cache.ts `variantKey`), remembered per URL so a read builds none. */
+  cacheKey?(ref: ItemRef, env: string): string;
   release(result: ReadResult): void;
   /** `?ring=1` reads (issue 20, ring-response.ts). */
   readRing?: RingReader | undefined;
@@ -143,6 +148,9 @@ interface ItemUrl {
    * key skips the prefix match; a different list (a reload) matches again.
    */
   allowedBy?: readonly string[];
+  /** `HandlerDeps.cacheKey` of the item in `keyEnv` (the env the listener serves), made on the URL's first read. */
+  key?: string;
+  keyEnv?: string;
 }
 
 /**
@@ -208,7 +216,11 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
         item.allowedBy = prefixes;
       }
       if (item.ring) return ringResult(req, ref, deps.env, item.ring, deps.readRing).catch(errorResult);
-      const hit = deps.readCached?.(ref, deps.env);
+      if (item.keyEnv !== deps.env && deps.cacheKey) {
+        item.key = deps.cacheKey(ref, deps.env);
+        item.keyEnv = deps.env;
+      }
+      const hit = deps.readCached?.(ref, deps.env, item.keyEnv === deps.env ? item.key : undefined);
       if (hit) return itemResult(req, deps, hit, raw);
       return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, raw), errorResult);
     }

@@ -8,11 +8,11 @@ import { AppError } from '../shared/errors.ts';
 import { HEADERS } from '../shared/protocol.ts';
 import { ringJson } from '../shared/ring-json.ts';
 import type { ItemRef } from '../shared/paths.ts';
-import { FileRenderError } from './files/formats.ts';
+import { FileRenderError } from './files/render-error.ts';
 import { isRingFormat, renderRing } from './files/ring-formats.ts';
 import { JSON_CONTENT_TYPE } from './item-representation.ts';
 import { releaseRing, type RingRead } from './ring-store.ts';
-import type { BodyResult, DataRequest } from './request-handler.ts';
+import { STALE_WARNING, type BodyResult, type DataRequest } from './request-handler.ts';
 
 const CONTENT_TYPES: Readonly<Record<string, string>> = {
   json: JSON_CONTENT_TYPE,
@@ -30,6 +30,7 @@ export async function ringResult(req: DataRequest, ref: ItemRef, env: string, qu
   try {
     const etag = format === 'json' ? ring.etag : `${ring.etag.slice(0, -1)}-${format}"`;
     const headers: Record<string, string | number> = { etag, [HEADERS.revision]: ring.revision, 'cache-control': 'no-store' };
+    if (ring.staleSeconds !== undefined) Object.assign(headers, { warning: STALE_WARNING, [HEADERS.stale]: ring.staleSeconds });
     if (req.headers['if-none-match'] === etag) return { kind: 'body', status: 304, headers, body: undefined };
     let body: Buffer;
     if (format === 'json') {

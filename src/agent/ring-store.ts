@@ -7,17 +7,25 @@
  * dropped and read again (per-key generation, as the value cache does).
  * Previous versions age out on the injectable clock; when one does, the
  * entry drops it (zero-filled) and `onAgedOut` publishes a change, so SSE
- * clients and rendered files follow.
+ * clients and rendered files follow. While the watch stream is down a held
+ * ring is served stale-marked within max-stale, like a value (freshness.ts):
+ * only events keep a ring fresh, so without the stream it cannot be vouched
+ * for, but a verifier is better served the ring it had than refused.
+ * With `--snapshot-dir` the held rings go into the warm-restart snapshot
+ * (`held`) and come back from it (`restore`): stale-marked until the stream
+ * resumes, which drops them (a resume vouches for no ring), so one restored
+ * is read again from the server before it is ever served as fresh.
  */
 import { LRUCache } from 'lru-cache';
 import { zeroize } from '../shared/crypto.ts';
-import { AppError } from '../shared/errors.ts';
+import { AppError, clientActionOf } from '../shared/errors.ts';
 import { itemKey, type ItemRef } from '../shared/paths.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import { ringEtag, type RingEnvelopeResponse } from '../shared/ring-proto.ts';
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { DekStore } from './dek-store.ts';
+import { freshness, type Freshness } from './cache/freshness.ts';
 import { openLayers } from './layer-opener.ts';
 
 /** Rings held at most (each a handful of values); the least recently read go first. */
@@ -40,9 +48,26 @@ export interface RingRead extends ItemRef {
   readonly etag: string;
   readonly current: { readonly version: number; readonly plaintext: Buffer };
   readonly previous: readonly RingMemberValue[];
+  /** Set when served while the stream is down: how long the ring may be behind the server. */
+  readonly staleSeconds?: number;
 }
 
 export function releaseRing(ring: RingRead): void {
+  zeroize(ring.current.plaintext, ...ring.previous.map((p) => p.plaintext));
+}
+
+/** A held ring as the warm-restart snapshot keeps it: private copies the caller zero-fills (`releaseHeld`). */
+export interface HeldRing extends ItemRef {
+  readonly kind: ItemKind;
+  readonly env: string;
+  readonly revision: number;
+  /** The current value's etag (the served etag adds the members' versions). */
+  readonly currentEtag: string;
+  readonly current: { readonly version: number; readonly plaintext: Buffer };
+  readonly previous: readonly RingMemberValue[];
+}
+
+export function releaseHeld(ring: HeldRing): void {
   zeroize(ring.current.plaintext, ...ring.previous.map((p) => p.plaintext));
 }
 
@@ -50,8 +75,11 @@ interface Entry {
   readonly ring: RingRead;
   /** The current value's etag; the ring's etag adds the members. */
   readonly currentEtag: string;
+  readonly fetchedAt: Milliseconds;
   previous: RingMemberValue[];
   timer: TimerHandle | undefined;
+  /** From the warm-restart snapshot: never served as fresh, only stale-marked until the server is asked again. */
+  readonly restored: boolean;
 }
 
 export interface RingStoreOptions {
@@ -60,6 +88,10 @@ export interface RingStoreOptions {
   readonly clock: Clock;
   /** A previous version aged out of a held ring: announce the change (files re-render, SSE). */
   readonly onAgedOut: (ref: ItemRef, env: string, version: number) => void;
+  /** When the watch stream went down; undefined while it is connected. */
+  readonly streamDownSince: () => Milliseconds | undefined;
+  /** How long a held ring is served stale-marked while the stream is down (the agent's --max-stale). */
+  readonly maxStale: Milliseconds;
   readonly maxRings?: number;
 }
 
@@ -92,7 +124,16 @@ export class RingStore {
     const key = keyOf(ref, env);
     for (let attempt = 0; attempt < MAX_FILL_ATTEMPTS; attempt += 1) {
       const held = this.#entries.get(key);
-      if (held) return this.#copy(held);
+      let staleMs: Milliseconds | undefined;
+      if (held) {
+        const fresh = this.#freshness(held);
+        // The stream vouches for rings read since it connected, not for one restored from before the restart.
+        if (fresh.kind === 'fresh' && !held.restored) return this.#copy(held);
+        if (fresh.kind === 'stale') return this.#copy(held, fresh.staleMs);
+        this.#entries.delete(key);
+        // Past max-stale: only the server may answer now.
+        if (fresh.kind === 'expired') staleMs = this.#o.maxStale;
+      }
       const item = itemKey(ref);
       const flight = this.#flights.get(item) ?? { running: 0, invalidations: 0 };
       this.#flights.set(item, flight);
@@ -101,6 +142,11 @@ export class RingStore {
       let entry: Entry;
       try {
         entry = await this.#load(ref, env, signal);
+      } catch (err) {
+        if (staleMs !== undefined && err instanceof AppError && clientActionOf(err.code) === 'retry') {
+          throw new AppError('stale_expired', `The server is unreachable (${err.code}) and the held key ring of ${itemKey(ref)} is older than max-stale.`);
+        }
+        throw err;
       } finally {
         flight.running -= 1;
         if (flight.running === 0 && this.#flights.get(item) === flight) this.#flights.delete(item);
@@ -135,6 +181,60 @@ export class RingStore {
     return this.#entries.size;
   }
 
+  /** Private copies of every ring a read would serve now (fresh or within max-stale), for the snapshot. */
+  held(): HeldRing[] {
+    const out: HeldRing[] = [];
+    for (const entry of this.#entries.values()) {
+      if (this.#freshness(entry).kind === 'expired') continue;
+      const { namespace, name, kind, env, revision, current } = entry.ring;
+      out.push({
+        namespace,
+        name,
+        kind,
+        env,
+        revision,
+        currentEtag: entry.currentEtag,
+        current: { version: current.version, plaintext: Buffer.from(current.plaintext) },
+        previous: entry.previous.map((p) => ({ ...p, plaintext: Buffer.from(p.plaintext) })),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Holds a ring restored from the warm-restart snapshot, as last confirmed at
+   * `confirmedAt` (the store owns its buffers from then on). Members aged out
+   * by now are dropped, never served; a ring already held or being read wins.
+   */
+  restore(held: HeldRing, confirmedAt: Milliseconds): void {
+    const key = keyOf(held, held.env);
+    const now = this.#o.clock.now();
+    const gone = held.previous.filter((p) => p.expiresAt <= now);
+    const previous = held.previous.filter((p) => p.expiresAt > now);
+    if (this.#entries.has(key) || this.#flights.has(itemKey(held))) {
+      releaseHeld(held);
+      return;
+    }
+    zeroize(...gone.map((p) => p.plaintext));
+    const ring: RingRead = {
+      namespace: held.namespace,
+      name: held.name,
+      kind: held.kind,
+      env: held.env,
+      revision: held.revision,
+      etag: ringEtag(held.currentEtag, previous.map((p) => p.version)),
+      current: held.current,
+      previous,
+    };
+    const entry: Entry = { ring, currentEtag: held.currentEtag, fetchedAt: confirmedAt, previous, timer: undefined, restored: true };
+    this.#entries.set(key, entry);
+    this.#schedule(key, entry);
+  }
+
+  #freshness(entry: Entry): Freshness {
+    return freshness({ now: this.#o.clock.now(), fetchedAt: entry.fetchedAt, superseded: false, streamDownSince: this.#o.streamDownSince(), ttl: Infinity, maxStale: this.#o.maxStale });
+  }
+
   async #load(ref: ItemRef, env: string, signal?: AbortSignal): Promise<Entry> {
     const envelope = await this.#o.upstream.fetchRingEnvelope(ref, env, signal);
     if (envelope.namespace !== ref.namespace || envelope.name !== ref.name) throw new AppError('upstream_error', 'The server answered for another item.');
@@ -163,13 +263,14 @@ export class RingStore {
       current: { version: envelope.version, plaintext: current },
       previous,
     };
-    return { ring, currentEtag: envelope.etag, previous, timer: undefined };
+    return { ring, currentEtag: envelope.etag, fetchedAt: now, previous, timer: undefined, restored: false };
   }
 
-  #copy(entry: Entry): RingRead {
+  #copy(entry: Entry, staleMs?: Milliseconds): RingRead {
     const ring = entry.ring;
     return {
       ...ring,
+      ...(staleMs === undefined ? {} : { staleSeconds: Math.floor(staleMs / 1000) }),
       etag: ringEtag(entry.currentEtag, entry.previous.map((p) => p.version)),
       current: { version: ring.current.version, plaintext: Buffer.from(ring.current.plaintext) },
       previous: entry.previous.map((p) => ({ ...p, plaintext: Buffer.from(p.plaintext) })),

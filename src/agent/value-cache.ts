@@ -114,6 +114,14 @@ export function isTransient(err: AppError): boolean {
 const KEY_SEPARATOR = '\u0000';
 /** `env NUL namespace/name`: the item key (`itemKey`) prefixed by the env. */
 const cacheKey = (ref: ItemRef, env: string): string => `${env}${KEY_SEPARATOR}${ref.namespace}/${ref.name}`;
+
+/**
+ * The cache key of an (item, env), for a caller that reads the same variant
+ * many times (the data API remembers it per URL): a remembered key is a flat
+ * string whose hash V8 has already computed, where building it per read cost
+ * a concatenation, its flattening and hashing on every lookup.
+ */
+export const variantKey = cacheKey;
 const itemKeyOf = (key: string): string => key.slice(key.indexOf(KEY_SEPARATOR) + 1);
 
 /** The (item, env) a cache key names: the inverse of `cacheKey` (a name holds no `/`). */
@@ -179,11 +187,11 @@ export class ValueCache {
    * The synchronous part of `read`: a fresh hit, a stale-marked serve while the
    * stream is down, or a remembered 404 (thrown); undefined when only an
    * upstream fetch can answer. The data API's hot path calls this first so a
-   * hit costs no promise.
+   * hit costs no promise. `key` is `variantKey(ref, env)`, when the caller
+   * remembers it.
    */
-  readCached(ref: ItemRef, env: string): ReadResult | undefined {
+  readCached(ref: ItemRef, env: string, key = cacheKey(ref, env)): ReadResult | undefined {
     if (this.#closed) throw new AppError('unavailable', 'The agent is shutting down.');
-    const key = cacheKey(ref, env);
     const now = this.#options.clock.now();
     const entry = this.#lru.get(key);
     if (entry?.state === 'absent') {

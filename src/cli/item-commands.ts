@@ -180,7 +180,7 @@ function registerRotate(program: Command): void {
       .argument('[namespace]', 'namespace whose DEK to rotate')
       .addOption(new Option('--retire-previous', 're-seal every version, history included, under the new key and destroy the older keys (online)'))
       .addOption(new Option('--reseal-history', 'the same offline, on the store itself (stop the server first); every namespace when none is named'))
-      .addOption(new Option('--kek', 're-wrap every DEK under a new KEK (stop the server first)'))
+      .addOption(new Option('--kek', 're-wrap every DEK under a new KEK (stop the server, every replica, first: refused while one runs)'))
       .addOption(new Option('--data-dir <dir>', 'store directory for --kek / --reseal-history').env(envNameFor('--data-dir')).default('.config-sidecar/server'))
       .addOption(new Option('--database-url <url>', 'PostgreSQL URL for --kek / --reseal-history').env(envNameFor('--database-url')))
       .addOption(new Option('--kek-file <file>', 'the current KEK (or CONFIG_SIDECAR_KEK)').env(envNameFor('--kek-file')))
@@ -195,7 +195,9 @@ Examples:
   $ config-sidecar rotate --reseal-history --data-dir /var/lib/config-sidecar --kek-file server.kek   # the same offline, every namespace
   $ openssl rand -base64 32 > new.kek
   $ config-sidecar rotate --kek --data-dir /var/lib/config-sidecar --kek-file old.kek --new-kek-file new.kek
-    # then restart the server with --kek-file new.kek (values are untouched; only wrapped DEKs change)`,
+    # then restart the server with --kek-file new.kek (values are untouched; only wrapped DEKs change)
+  $ kubectl scale deployment/config-sidecar-server --replicas=0    # PostgreSQL: refused while any replica is connected
+  $ config-sidecar rotate --kek --database-url postgres://... --kek-file old.kek --new-kek-file new.kek`,
     )
     .action(
       action(async (namespace: string | undefined, flags: RotateFlags) => {
@@ -221,7 +223,8 @@ Examples:
 
 /**
  * Opens the store a command works on, never creating one: `rotate --kek` takes
- * the store lock (refused while a server holds the directory); `backup` shares
+ * the store lock (refused while a server holds the directory, or on PostgreSQL
+ * while a replica is connected: postgres-exclusive.ts); `backup` shares
  * the file with a running server.
  */
 async function openLocalPlane(flags: { dataDir: string; databaseUrl?: string; kekFile?: string }, storeAccess: StoreAccess) {

@@ -22,8 +22,12 @@ const COMMANDS = new Set(['agent']);
  * saturated throughput (bench/cached-read-ab.ts; docs/ARCHITECTURE.md,
  * "Footprint"). An operator short of memory can pass it on node's command
  * line (`node --memory-saver-mode …/main.js agent`); the bin keeps it.
+ *
+ * `--expose-gc`: the agent's heap trimmer (agent/heap-trimmer.ts) runs V8's
+ * memory-reducing collection once a burst of fills has passed; without the
+ * flag nothing can ask V8 to give the old space back.
  */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--expose-gc'];
 
 /**
  * Environment for the agent's process. glibc otherwise creates up to 8 malloc

@@ -14,7 +14,9 @@
  * changed atomically, `POST /v1/changes`) arrives as consecutive events with
  * the same `setRevision` (also their SSE id), the last one marked `endsSet`;
  * `watchSets` yields each set as one array, and a resume never starts inside
- * a set (the resume point only moves at the end of one).
+ * a set (the resume point only moves at the end of one). `getRing` reads an
+ * item's key ring (the current version and the previous ones still within
+ * their grace), parsed, or as a JSON Web Key Set or a PEM bundle.
  *
  * It uses Node's own `http` module (a keep-alive agent over the socket) and
  * imports nothing from outside this folder, so the package installs alone,
@@ -59,6 +61,49 @@ export interface Item<V = unknown> {
   readonly staleSeconds: number;
 }
 
+/** One version in a key ring; `value` as in `Item`. */
+export interface RingVersion<V = unknown> {
+  readonly version: number;
+  readonly value: V;
+  readonly encoding?: 'utf8' | 'base64';
+}
+
+/** `getRing(path)`: the item's current version and the previous ones still within their grace. */
+export interface KeyRing<V = unknown> {
+  readonly namespace: string;
+  readonly name: string;
+  readonly kind: 'config' | 'secret';
+  readonly env: string;
+  readonly revision: number;
+  readonly current: RingVersion<V>;
+  /** Newest first; each stopped being current at `retiredAt` and leaves the ring at `expiresAt` (ISO 8601). */
+  readonly previous: ReadonlyArray<RingVersion<V> & { readonly retiredAt: string; readonly expiresAt: string }>;
+  /** Changes when the current version changes or a version joins or leaves the ring. */
+  readonly etag: string;
+  /** Seconds the ring may be behind the server (the agent could not reach it); 0 when fresh. */
+  readonly staleSeconds: number;
+}
+
+/** A JSON Web Key with public members only (the agent strips `d`, `p`, `q`, `dp`, `dq`, `qi`, `k`). */
+export interface PublicJwk {
+  readonly kty: string;
+  readonly kid?: string;
+  readonly [member: string]: unknown;
+}
+
+/** `getRing(path, { format: 'jwks' | 'pem-bundle' })`: the ring rendered as a rendered file would hold it. */
+export interface RenderedRing<T> {
+  readonly revision: number;
+  readonly etag: string;
+  readonly staleSeconds: number;
+  /** `jwks`: `{ keys }`, current key first. `pem-bundle`: the certificates, current first, as one PEM text. */
+  readonly document: T;
+}
+
+export interface RingOptions {
+  readonly signal?: AbortSignal;
+}
+
 export interface WatchEvent {
   readonly type: 'changed' | 'deleted' | 'rotated' | 'resync';
   /** The revision; pass it as `lastEventId` to resume. Events of one change set share it. */
@@ -99,6 +144,16 @@ export interface ConfigSidecarClient {
   get<V = unknown>(path: string, options?: { signal?: AbortSignal }): Promise<Item<V>>;
   /** The raw bytes (a secret's bytes, or a config's merged JSON). */
   getRaw(path: string, options?: { signal?: AbortSignal }): Promise<Buffer>;
+  /**
+   * The item's key ring (an item written with `ringGrace`): verifiers accept
+   * `current` and every `previous` version. With `format: 'jwks'` the public
+   * JSON Web Key Set (a ring of only symmetric keys is refused:
+   * `invalid_argument`), with `format: 'pem-bundle'` the certificates as one
+   * PEM text.
+   */
+  getRing<V = unknown>(path: string, options?: RingOptions & { readonly format?: 'json' }): Promise<KeyRing<V>>;
+  getRing(path: string, options: RingOptions & { readonly format: 'jwks' }): Promise<RenderedRing<{ readonly keys: readonly PublicJwk[] }>>;
+  getRing(path: string, options: RingOptions & { readonly format: 'pem-bundle' }): Promise<RenderedRing<string>>;
   watch(prefix: string, options?: WatchOptions): AsyncIterable<WatchEvent>;
   /**
    * The same stream with each change set delivered as one array (every
@@ -109,6 +164,9 @@ export interface ConfigSidecarClient {
   watchSets(prefix: string, options?: WatchOptions): AsyncIterable<readonly WatchEvent[]>;
   close(): Promise<void>;
 }
+
+type RingFormat = 'json' | 'jwks' | 'pem-bundle';
+const RING_FORMATS: readonly string[] = ['json', 'jwks', 'pem-bundle'] satisfies RingFormat[];
 
 const encodePath = (path: string): string =>
   path
@@ -245,6 +303,20 @@ export function createClient(options: ClientOptions = {}): ConfigSidecarClient {
     async getRaw(path, opts = {}) {
       return (await request(`/v1/items/${encodePath(path)}?format=raw`, opts.signal)).body;
     },
+    getRing: (async (path: string, opts: RingOptions & { readonly format?: RingFormat } = {}) => {
+      const format = opts.format ?? 'json';
+      if (!RING_FORMATS.includes(format)) throw new TypeError(`format: json, jwks or pem-bundle, not ${String(format)}`);
+      const query = format === 'json' ? 'ring=1' : `ring=1&format=${format}`;
+      const { body, headers: h } = await request(`/v1/items/${encodePath(path)}?${query}`, opts.signal);
+      const meta = { revision: Number(h['x-config-revision'] ?? 0), etag: String(h.etag ?? ''), staleSeconds: Number(h['x-config-stale'] ?? 0) };
+      try {
+        if (format === 'pem-bundle') return { ...meta, document: body.toString('utf8') };
+        const parsed = JSON.parse(body.toString('utf8')) as object;
+        return format === 'jwks' ? { ...meta, document: parsed } : { ...parsed, staleSeconds: meta.staleSeconds };
+      } finally {
+        body.fill(0);
+      }
+    }) as ConfigSidecarClient['getRing'],
     watch(prefix, opts = {}) {
       return watchEvents(`/v1/watch?prefix=${encodeURIComponent(prefix.replace(/\/+$/, ''))}`, opts);
     },

@@ -122,7 +122,7 @@ export interface ControlPlaneOptions {
   readonly retainAge?: Milliseconds | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
-  /** How the embedded store is opened (`exclusive`, `create`: src/server/store/sqlite-store.ts); ignored by PostgreSQL. */
+  /** How the store is opened (`exclusive`, `create`: src/server/store/sqlite-store.ts; on PostgreSQL an exclusive offline command's store refuses live replicas, postgres-exclusive.ts). */
   readonly storeAccess?: StoreAccess | undefined;
 }
 
@@ -238,6 +238,8 @@ export interface ControlPlane {
   activeRolloutOf(ref: ItemRef): Promise<RolloutRecord | undefined>;
   /** Takes or renews the rollout's drive lease for `owner` (one replica drives a rollout at a time). */
   takeRolloutLease(id: string, owner: string, ttl: Milliseconds): Promise<boolean>;
+  /** Frees `owner`'s drive leases, so another replica takes its rollouts over at once; returns how many. */
+  releaseRolloutLeases(owner: string): Promise<number>;
   /** The item as the rollout's candidate makes it (canaries, `?rollout=`); throws not_found, conflict (not active). */
   candidateEnvelope(ref: ItemRef, env: string, rolloutId: string): Promise<EnvelopeResponse>;
   candidateItem(ref: ItemRef, env: string, rolloutId: string): Promise<ItemValue>;

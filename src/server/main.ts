@@ -277,6 +277,8 @@ export async function startServer(settings: ServerSettings, options: StartOption
         draining = true;
         keyAgeTimer?.cancel();
         logger.info('shutting down: no new requests; ending watch streams; finishing in-flight requests');
+        // A draining replica drives no rollout: another takes them over now, not when the leases lapse.
+        const rolloutsStopped = rollouts.close();
         const restClosed = new Promise<void>((resolve) => rest.close(() => resolve()));
         rest.closeIdleConnections();
         watch.close();
@@ -288,6 +290,7 @@ export async function startServer(settings: ServerSettings, options: StartOption
           rest.closeAllConnections();
           grpcServer.forceShutdown();
         }
+        await rolloutsStopped;
         for (const closer of closers.reverse()) await closer();
         await controlPlane.close();
         settings.kek.destroy();

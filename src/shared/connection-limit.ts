@@ -24,6 +24,12 @@ export interface ConnectionLimitOptions {
    */
   readonly event?: 'connection' | 'secureConnection';
   readonly onShed?: (reason: ShedReason) => void;
+  /**
+   * The listener calls `served(socket)` from its own request handler instead
+   * of this module listening for 'request': a second 'request' listener makes
+   * Node copy the listener array on every request (the agent's cached read).
+   */
+  readonly callerMarksServed?: boolean;
 }
 
 export interface ConnectionLimit {
@@ -57,9 +63,11 @@ export function limitConnections(server: NetServer, options: ConnectionLimitOpti
     }
     pending.add(socket);
   });
-  server.on('request', (req: { socket: Socket }) => {
-    pending.delete(req.socket);
-  });
+  if (options.callerMarksServed !== true) {
+    server.on('request', (req: { socket: Socket }) => {
+      pending.delete(req.socket);
+    });
+  }
   return {
     get open() {
       return open;

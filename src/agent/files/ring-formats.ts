@@ -5,7 +5,9 @@
  * certificate items. A ring is listed current first, then its previous
  * versions newest first, so verifiers hold every key a signer may still use.
  */
-import { FileRenderError, isPem, type ItemValue } from './formats.ts';
+import type { ItemValue } from './item-value.ts';
+import { isPem } from './pem.ts';
+import { FileRenderError } from './render-error.ts';
 
 /** The ring-reading formats. */
 export const RING_FORMATS = ['jwks', 'pem-bundle'] as const;

@@ -10,11 +10,13 @@
 import type { Clock } from '../../shared/clock.ts';
 import { zeroize } from '../../shared/crypto.ts';
 import type { Logger } from '../../shared/logger.ts';
-import type { ItemRef } from '../../shared/paths.ts';
+import type { RolloutVersion } from '../../shared/fleet-proto.ts';
+import { parseItemPath, type ItemRef } from '../../shared/paths.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { LogPosition } from '../../shared/watch-proto.ts';
 import { discardSnapshotFile, readSnapshotFile } from './snapshot-files.ts';
-import { openSnapshot, type RefusalReason, type SnapshotValue } from './snapshot-format.ts';
+import { releaseHeld } from '../ring-store.ts';
+import { openSnapshot, type RefusalReason, type SnapshotRing, type SnapshotValue } from './snapshot-format.ts';
 import type { SnapshotMetrics } from './snapshot-metrics.ts';
 
 export interface RestoredSnapshot {
@@ -22,6 +24,8 @@ export interface RestoredSnapshot {
   readonly takenAt: Milliseconds;
   readonly position: LogPosition;
   readonly values: number;
+  /** Key rings restored (held apart from the cache). */
+  readonly rings: number;
 }
 
 export interface RestoreOptions {
@@ -36,6 +40,10 @@ export interface RestoreOptions {
   allowed(ref: ItemRef): boolean;
   /** Puts one value in the cache (which owns its plaintext from then on). */
   restore(value: SnapshotValue, takenAt: Milliseconds): void;
+  /** Holds one key ring (the ring store owns its plaintexts from then on). */
+  restoreRing(ring: SnapshotRing, takenAt: Milliseconds): void;
+  /** A restored value is this rollout's candidate (the fleet report says so again). */
+  restoreRollout?(mark: RolloutVersion): void;
 }
 
 export async function restoreSnapshot(o: RestoreOptions): Promise<RestoredSnapshot | undefined> {
@@ -52,12 +60,13 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoredSnapsh
   };
   const opened = openSnapshot(file, o.key, o.scope);
   if (!opened.ok) return refuse(opened.reason, opened.detail);
-  const { header, values } = opened;
+  const { header, values, rings, rollouts } = opened;
   const now = o.clock.now();
   // A time ahead of the clock (a clock stepped back) counts from now, never extending max-stale.
   const takenAt = Math.min(header.takenAt, now);
   if (now - takenAt > o.maxStale) {
     for (const value of values) zeroize(value.plaintext);
+    rings.forEach(releaseHeld);
     return refuse('expired', `taken ${Math.round((now - takenAt) / 1000)}s ago, beyond max-stale (${Math.round(o.maxStale / 1000)}s)`);
   }
   let restored = 0;
@@ -69,7 +78,28 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoredSnapsh
     o.restore(value, takenAt);
     restored += 1;
   }
+  let restoredRings = 0;
+  for (const ring of rings) {
+    if (!o.allowed(ring)) {
+      releaseHeld(ring);
+      continue;
+    }
+    o.restoreRing(ring, takenAt);
+    restoredRings += 1;
+  }
+  for (const mark of rollouts) {
+    const ref = refOf(mark.item);
+    if (ref && o.allowed(ref)) o.restoreRollout?.(mark);
+  }
   o.metrics.restoredValues.set(restored);
-  o.logger.info({ values: restored, storeId: header.position.storeId, revision: header.position.revision, ageSeconds: Math.round((now - takenAt) / 1000) }, 'snapshot restored; serving it stale-marked until the stream resumes');
-  return { takenAt, position: header.position, values: restored };
+  o.logger.info({ values: restored, rings: restoredRings, storeId: header.position.storeId, revision: header.position.revision, ageSeconds: Math.round((now - takenAt) / 1000) }, 'snapshot restored; serving it stale-marked until the stream resumes');
+  return { takenAt, position: header.position, values: restored, rings: restoredRings };
+}
+
+function refOf(item: string): ItemRef | undefined {
+  try {
+    return parseItemPath(item);
+  } catch {
+    return undefined;
+  }
 }

@@ -18,7 +18,7 @@ import type { Milliseconds } from '../../shared/units.ts';
 import type { LogPosition } from '../../shared/watch-proto.ts';
 import { release, type CacheObserver, type CachedValue } from '../value-cache.ts';
 import { writeSnapshotFile } from './snapshot-files.ts';
-import { sealedChunks, SnapshotSealer } from './snapshot-format.ts';
+import { sealedChunks, SnapshotSealer, type SealedMark, type SealedRing } from './snapshot-format.ts';
 import type { SnapshotMetrics } from './snapshot-metrics.ts';
 
 /** What one write seals: the values are retained by `collect` and released by the writer. */
@@ -26,6 +26,10 @@ export interface SnapshotContent {
   readonly takenAt: Milliseconds;
   readonly position: LogPosition;
   readonly values: readonly CachedValue[];
+  /** Key rings: copies owned by the writer, zero-filled once sealed. */
+  readonly rings: readonly SealedRing[];
+  /** The rollouts whose candidates the values are (the fleet report's). */
+  readonly rollouts?: readonly SealedMark[];
 }
 
 export interface SnapshotterOptions {
@@ -111,11 +115,16 @@ export class Snapshotter {
     const content = this.#o.collect();
     if (!content) return;
     this.#dirty = false;
-    const { values } = content;
+    const { values, rings } = content;
+    const marks = content.rollouts ?? [];
     let released = 0;
-    const sealer = new SnapshotSealer(this.#o.key, { scope: this.#o.scope, takenAt: content.takenAt, position: content.position }, values);
-    const chunks = sealedChunks(sealer, values, (i) => {
-      release(values[i] as CachedValue);
+    const sealer = new SnapshotSealer(this.#o.key, { scope: this.#o.scope, takenAt: content.takenAt, position: content.position }, values, rings, marks);
+    const letGo = (i: number): void => {
+      if (i < values.length) release(values[i] as CachedValue);
+      else if (i < values.length + rings.length) zeroize((rings[i - values.length] as SealedRing).plaintext);
+    };
+    const chunks = sealedChunks(sealer, [...values, ...rings, ...marks], (i) => {
+      letGo(i);
       released = i + 1;
     });
     const started = performance.now();
@@ -124,13 +133,13 @@ export class Snapshotter {
       this.#o.metrics.writes.inc({ outcome: 'ok' });
       this.#o.metrics.bytes.set(bytes);
       this.#o.metrics.takenAt.set(content.takenAt / 1000);
-      this.#o.logger.debug({ values: values.length, bytes, revision: content.position.revision, ms: Math.round(performance.now() - started) }, 'snapshot written');
+      this.#o.logger.debug({ values: values.length, rings: rings.length, bytes, revision: content.position.revision, ms: Math.round(performance.now() - started) }, 'snapshot written');
     } catch (err) {
       this.#o.metrics.writes.inc({ outcome: 'error' });
       // The last good snapshot stays in place (the write goes to a temporary file first).
       this.#o.logger.error({ dir: this.#o.dir, err: describeError(err) }, 'snapshot write failed; the previous snapshot is kept');
     } finally {
-      for (const value of values.slice(released)) release(value);
+      for (let i = released; i < values.length + rings.length; i++) letGo(i);
     }
   }
 }

@@ -28,7 +28,7 @@ const TYPE_TOKENS = {
 } as const;
 
 /** An arbitrary constant key for `pg_advisory_xact_lock` ("cfsd" in ASCII). */
-const PG_MIGRATION_LOCK_KEY = 0x63667364;
+export const PG_MIGRATION_LOCK_KEY = 0x63667364;
 
 function replaceTokens(sql: string, tokens: Readonly<Record<string, string>>): string {
   return sql.replace(/\{\{([A-Z_]+)\}\}/g, (_match, token: string) => {

@@ -18,7 +18,7 @@ export interface OpenStoreOptions {
   readonly poolSize?: number | undefined;
   /** Drives the PostgreSQL event feed's catch-up timers. @default systemClock */
   readonly clock?: Clock | undefined;
-  /** Embedded store only: take the store lock, create a missing store. @default both */
+  /** Take the store lock (PostgreSQL: refuse while a replica is connected, postgres-exclusive.ts); create a missing store (embedded only). @default both */
   readonly access?: { readonly exclusive: boolean; readonly create: boolean } | undefined;
 }
 
@@ -28,7 +28,8 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     // Loaded only when asked for, so the embedded default never loads `pg`.
     const { openPostgresStore } = await import('./postgres-store.ts');
     try {
-      return await openPostgresStore({ url, now: options.now, logger: options.logger, poolSize: options.poolSize, clock: options.clock });
+      // Only an offline command asks (a server passes no access): replicas share the database.
+      return await openPostgresStore({ url, now: options.now, logger: options.logger, poolSize: options.poolSize, clock: options.clock, exclusive: options.access?.exclusive === true });
     } catch (err) {
       throw postgresStartError(err, url) ?? err;
     }

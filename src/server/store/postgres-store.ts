@@ -19,7 +19,8 @@ import type { FeedingStore } from './committed-feed.ts';
 import { postgresDialect } from './dialect.ts';
 import { migrate } from './migrate.ts';
 import { Mutex } from './mutex.ts';
-import { EVENTS_CHANNEL, PgEventFeed } from './postgres-event-feed.ts';
+import { EVENTS_CHANNEL, LISTEN_APPLICATION_NAME, PgEventFeed } from './postgres-event-feed.ts';
+import { holdExclusive, OFFLINE_APPLICATION_NAME, SERVER_APPLICATION_NAME, type ExclusiveHold } from './postgres-exclusive.ts';
 import { isPgUnavailable, redactUrl } from './postgres-url.ts';
 import { SqlStoreTx, type SqlConnection, type SqlParam, type SqlRow } from './sql-store.ts';
 import type { StoreReader, StoreWriter } from './store.ts';
@@ -68,6 +69,8 @@ export interface PostgresStoreOptions {
   readonly clock?: Clock | undefined;
   /** How often the event feed reads the log without a notification. @default CATCH_UP_INTERVAL_MS */
   readonly catchUpIntervalMs?: Milliseconds | undefined;
+  /** An offline command's store: refused while a replica is connected, and no replica starts while it is open (postgres-exclusive.ts). */
+  readonly exclusive?: boolean | undefined;
 }
 
 /** Remembers whether the transaction took a revision, so only writes that append events NOTIFY. */
@@ -113,6 +116,8 @@ class PostgresStore implements FeedingStore, ReportingStore {
   readonly #writeLock = new Mutex();
   #feed: PgEventFeed | undefined;
   #closed = false;
+  /** Set for an offline command's store; released at close. */
+  hold: ExclusiveHold | undefined;
 
   constructor(pool: pg.Pool, url: string) {
     this.#pool = pool;
@@ -263,6 +268,7 @@ class PostgresStore implements FeedingStore, ReportingStore {
       if (this.#closed) return;
       this.#closed = true;
       await this.#feed?.close();
+      await this.hold?.release();
       await this.#pool.end();
     });
   }
@@ -278,16 +284,18 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     max: options.poolSize ?? PG_POOL_SIZE_DEFAULT,
     connectionTimeoutMillis: PG_CONNECT_TIMEOUT_MS,
     keepAlive: true,
-    application_name: 'config-sidecar',
+    application_name: options.exclusive ? OFFLINE_APPLICATION_NAME : SERVER_APPLICATION_NAME,
   });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on('error', () => undefined);
   const store = new PostgresStore(pool, options.url);
   try {
     await store.migrate(options.now());
+    if (options.exclusive) store.hold = await holdExclusive(pool, [SERVER_APPLICATION_NAME, LISTEN_APPLICATION_NAME]);
     const { revision } = await store.read((r) => r.logState());
     store.startFeed(options, revision);
   } catch (err) {
+    await store.hold?.release();
     await pool.end().catch(() => undefined);
     throw err;
   }

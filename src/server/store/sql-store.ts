@@ -139,6 +139,23 @@ function logEvent(row: SqlRow): LogEvent {
 const VERSION_COLUMNS =
   'v.namespace, v.name, v.version, v.env, v.key_id, v.key_version, v.aad_version, v.iv, v.ciphertext, v.tag, v.deleted, v.revision, v.created_at, v.created_by';
 
+/** A version's metadata: everything but the sealed value. */
+const META_COLUMNS = 'v.namespace, v.name, v.version, v.env, v.deleted, v.revision, v.created_at, v.created_by, v.key_version';
+
+function versionMeta(row: SqlRow): VersionMeta {
+  return {
+    namespace: text(row.namespace),
+    name: text(row.name),
+    version: num(row.version),
+    env: text(row.env),
+    deleted: num(row.deleted) !== 0,
+    revision: num(row.revision),
+    createdAt: num(row.created_at),
+    createdBy: text(row.created_by),
+    keyVersion: row.key_version === null ? null : num(row.key_version),
+  };
+}
+
 /** `namespace` equals the prefix or lies under it on a segment boundary; `substr` rather than LIKE because `_` is a LIKE wildcard and legal in segments. */
 const UNDER_PREFIX = '(? = \'\' OR namespace = ? OR substr(namespace, 1, ?) = ?)';
 
@@ -162,8 +179,8 @@ function byDek(a: DekRow, b: DekRow): number {
 }
 
 /** The newest version per (item, env) among rows matching `where`. */
-function currentVersionsSql(where: string): string {
-  return `SELECT ${VERSION_COLUMNS} FROM versions v
+function currentVersionsSql(where: string, columns = VERSION_COLUMNS): string {
+  return `SELECT ${columns} FROM versions v
     JOIN (SELECT namespace, name, env, MAX(version) AS version FROM versions WHERE ${where} GROUP BY namespace, name, env) c
       ON v.namespace = c.namespace AND v.name = c.name AND v.env = c.env AND v.version = c.version
     ORDER BY v.version`;
@@ -263,14 +280,48 @@ export class SqlStoreTx implements StoreWriter {
     return rows.map(versionRow);
   }
 
-  async currentVersionsUnder(prefix: string): Promise<VersionRow[]> {
-    const rows = await this.#all(currentVersionsSql(UNDER_PREFIX), prefixParams(prefix));
-    return rows.map(versionRow).sort((a, b) => byItem(a, b) || a.version - b.version);
+  async currentLayersUnder(prefix: string): Promise<VersionMeta[]> {
+    // Without the sealed columns: a listing of 100k items would otherwise read ~100 MB of ciphertext it never sends.
+    const rows = await this.#all(currentVersionsSql(UNDER_PREFIX, META_COLUMNS), prefixParams(prefix));
+    return rows.map(versionMeta).sort((a, b) => byItem(a, b) || a.version - b.version);
   }
 
   async currentVersionsIn(namespace: string): Promise<VersionRow[]> {
     const rows = await this.#all(currentVersionsSql('namespace = ?'), [namespace]);
     return rows.map(versionRow).sort((a, b) => byItem(a, b) || a.version - b.version);
+  }
+
+  async keyVersionsInUse(namespace: string): Promise<number[]> {
+    // A loose index scan over versions_key: one seek per distinct key version
+    // (a handful, one per rotation) rather than a pass over every current
+    // version of the namespace, which at 100k items held the event loop for seconds.
+    const inUse: number[] = [];
+    let after = -1;
+    for (;;) {
+      const next = await this.#one('SELECT key_version FROM versions WHERE namespace = ? AND key_version > ? ORDER BY key_version LIMIT 1', [namespace, after]);
+      if (!next) return inUse;
+      after = num(next.key_version);
+      // Tombstones carry no key version, so a row under this key is live; it is in use while no newer version of its layer exists.
+      const current = await this.#one(
+        `SELECT 1 AS hit FROM versions v WHERE v.namespace = ? AND v.key_version = ?
+           AND NOT EXISTS (SELECT 1 FROM versions n WHERE n.namespace = v.namespace AND n.name = v.name AND n.env = v.env AND n.version > v.version)
+         LIMIT 1`,
+        [namespace, after],
+      );
+      if (current) inUse.push(after);
+    }
+  }
+
+  async resealPage(namespace: string, afterName: string, limit: number, history: boolean): Promise<{ rows: VersionRow[]; next: string | undefined }> {
+    // Names from items (deleted items keep their row, and history under them can be live), then their versions by a range on the key.
+    const names = await this.#all('SELECT name FROM items WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?', [namespace, afterName, limit]);
+    const last = names.at(-1);
+    if (last === undefined) return { rows: [], next: undefined };
+    const through = text(last.name);
+    const rows = history
+      ? await this.#all(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE namespace = ? AND name > ? AND name <= ? AND deleted = 0`, [namespace, afterName, through])
+      : await this.#all(currentVersionsSql('namespace = ? AND name > ? AND name <= ?'), [namespace, afterName, through]);
+    return { rows: rows.map(versionRow), next: names.length < limit ? undefined : through };
   }
 
   async versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>> {
@@ -289,20 +340,10 @@ export class SqlStoreTx implements StoreWriter {
 
   async versionHistory(ref: ItemRef): Promise<VersionMeta[]> {
     const rows = await this.#all(
-      'SELECT namespace, name, version, env, deleted, revision, created_at, created_by, key_version FROM versions WHERE namespace = ? AND name = ? ORDER BY version',
+      `SELECT ${META_COLUMNS} FROM versions v WHERE namespace = ? AND name = ? ORDER BY version`,
       [ref.namespace, ref.name],
     );
-    return rows.map((row) => ({
-      namespace: text(row.namespace),
-      name: text(row.name),
-      version: num(row.version),
-      env: text(row.env),
-      deleted: num(row.deleted) !== 0,
-      revision: num(row.revision),
-      createdAt: num(row.created_at),
-      createdBy: text(row.created_by),
-      keyVersion: row.key_version === null ? null : num(row.key_version),
-    }));
+    return rows.map(versionMeta);
   }
 
   async liveVersionsIn(namespace: string): Promise<VersionRow[]> {
@@ -613,5 +654,9 @@ export class SqlStoreTx implements StoreWriter {
       now,
     ]);
     return changed > 0;
+  }
+
+  releaseRolloutLeases(owner: string): Promise<number> {
+    return this.#run('UPDATE rollouts SET lease_owner = ?, lease_until = ? WHERE lease_owner = ?', ['', 0, owner]);
   }
 }

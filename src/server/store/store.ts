@@ -116,10 +116,18 @@ export interface StoreReader {
   listItems(prefix: string): Promise<ItemRow[]>;
   /** The newest version of each env layer of an item (a tombstone when that layer was deleted). */
   currentVersions(ref: ItemRef): Promise<VersionRow[]>;
-  /** The same for every item in a namespace prefix (`''` = all), for list and rotation. */
-  currentVersionsUnder(prefix: string): Promise<VersionRow[]>;
+  /** The same for every item in a namespace prefix (`''` = all), without the sealed values: what a listing needs. */
+  currentLayersUnder(prefix: string): Promise<VersionMeta[]>;
   /** The current versions of exactly one namespace. */
   currentVersionsIn(namespace: string): Promise<VersionRow[]>;
+  /** The key versions that seal at least one current live version of exactly one namespace, ascending (by index seeks, not a pass over the namespace). */
+  keyVersionsInUse(namespace: string): Promise<number[]>;
+  /**
+   * One page of a namespace to re-seal under a new key: the current versions
+   * (with `history`, every live version) of the next `limit` items by name
+   * after `afterName` (`''` to begin); `next` continues after it, undefined at the end.
+   */
+  resealPage(namespace: string, afterName: string, limit: number, history: boolean): Promise<{ rows: VersionRow[]; next: string | undefined }>;
   getVersion(ref: ItemRef, version: number): Promise<VersionRow | undefined>;
   /** Live versions sealed with an AAD layout older than `aadVersion` (the start-up re-seal), in key order. */
   versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>>;
@@ -205,6 +213,8 @@ export interface StoreWriter extends StoreReader {
   setRolloutItems(id: string, items: readonly string[]): Promise<void>;
   /** Takes or renews the lease when free, lapsed or already `owner`'s; false when another holds it. */
   takeRolloutLease(id: string, owner: string, now: Milliseconds, until: Milliseconds): Promise<boolean>;
+  /** Frees every lease `owner` holds (a replica stopping); returns how many. */
+  releaseRolloutLeases(owner: string): Promise<number>;
   /** Deletes audit rows older than `before`, then all but the newest `keepRows`; returns how many went for each reason. */
   compactAudit(before: Milliseconds, keepRows: number): Promise<{ age: number; rows: number }>;
 }

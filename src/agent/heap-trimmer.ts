@@ -1,0 +1,111 @@
+/**
+ * Gives back the memory a burst of work left resident. A burst of cache
+ * fills (undici bodies, envelope JSON, decrypt buffers) is garbage promoted
+ * out of the small young generation while in flight; V8 keeps the old space
+ * it grew to, and its memory reducer did not shrink it within 30 s in any
+ * measurement (docs/ARCHITECTURE.md, "Footprint"). A plain major GC frees the
+ * objects but keeps the pages; only V8's memory-reducing collection (the
+ * `last-resort` flavour of `gc()`, which needs node's `--expose-gc`: the bin
+ * sets it for the agent) compacts and unmaps them. It blocks the event loop
+ * for tens of milliseconds, so it runs only when the process is quiet and has
+ * grown since the last one, at most once per `MIN_GAP_MS`.
+ */
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+import type { Clock, TimerHandle } from '../shared/clock.ts';
+import type { Bytes, Milliseconds } from '../shared/units.ts';
+
+/** How often the trimmer looks; a trim follows a burst within about two of these. */
+export const CHECK_INTERVAL_MS: Milliseconds = 500;
+/** Growth of the resident set since the last trim (or start) worth a trim. */
+export const MIN_GROWTH_BYTES: Bytes = 16 * 2 ** 20;
+/** Event-loop utilisation below which the last interval counts as quiet. */
+export const QUIET_UTILIZATION = 0.05;
+/**
+ * Bounds the pauses when bursts keep coming. Short, since a trim needs 16 MiB
+ * of growth and a quiet loop anyway: a burst soon after start-up's trim (a
+ * pod's first reads) must not wait for the next burst to be given back.
+ */
+export const MIN_GAP_MS: Milliseconds = 2_000;
+
+/** What the trimmer reads and does; the node implementation is `processHeap()`, tests pass their own. */
+export interface HeapProbe {
+  /** Resident set size now. */
+  rss(): Bytes;
+  /** Fraction of the time since the previous call the event loop was busy (0–1). */
+  utilization(): number;
+  /** Runs the memory-reducing collection. */
+  collect(): void;
+}
+
+export interface HeapTrim {
+  readonly before: Bytes;
+  readonly after: Bytes;
+  readonly pauseMs: Milliseconds;
+}
+
+export interface HeapTrimmerOptions {
+  readonly clock: Clock;
+  readonly probe: HeapProbe;
+  readonly onTrim?: (trim: HeapTrim) => void;
+}
+
+export interface HeapTrimmer {
+  stop(): void;
+}
+
+type GcFunction = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
+
+/** The running process's probe, or undefined when node was started without `--expose-gc`. */
+export function processHeap(): HeapProbe | undefined {
+  const gc = (globalThis as { gc?: GcFunction }).gc;
+  if (typeof gc !== 'function') return undefined;
+  let last: EventLoopUtilization = performance.eventLoopUtilization();
+  return {
+    rss: () => process.memoryUsage.rss(),
+    utilization: () => {
+      const now = performance.eventLoopUtilization();
+      const delta = performance.eventLoopUtilization(now, last);
+      last = now;
+      return delta.utilization;
+    },
+    collect: () => gc({ type: 'major', execution: 'sync', flavor: 'last-resort' }),
+  };
+}
+
+export function startHeapTrimmer(options: HeapTrimmerOptions): HeapTrimmer {
+  const { clock, probe } = options;
+  // Start-up (module loading, compilation) is the first burst: the baseline is zero, so the first quiet interval trims it.
+  let baseline: Bytes = 0;
+  let lastTrimAt: Milliseconds = Number.NEGATIVE_INFINITY;
+  let timer: TimerHandle | undefined;
+  let stopped = false;
+
+  const check = (): void => {
+    timer = undefined;
+    if (stopped) return;
+    const quiet = probe.utilization() < QUIET_UTILIZATION;
+    const now = clock.now();
+    const before = probe.rss();
+    if (quiet && before - baseline >= MIN_GROWTH_BYTES && now - lastTrimAt >= MIN_GAP_MS) {
+      const started = performance.now();
+      probe.collect();
+      const pauseMs = performance.now() - started;
+      const after = probe.rss();
+      baseline = after;
+      lastTrimAt = now;
+      options.onTrim?.({ before, after, pauseMs });
+      // The collection itself was busy time, not the application's.
+      probe.utilization();
+    } else if (before < baseline) {
+      baseline = before;
+    }
+    timer = clock.setTimeout(check, CHECK_INTERVAL_MS);
+  };
+  timer = clock.setTimeout(check, CHECK_INTERVAL_MS);
+  return {
+    stop: () => {
+      stopped = true;
+      timer?.cancel();
+    },
+  };
+}
