@@ -2,7 +2,8 @@
  * Cached-read A/B (docs/ARCHITECTURE.md, "Cached read, per request"): server
  * CPU per request for bare node:http, the agent's data path alone
  * (bench/refs/data-path.ts, with node's default flags and with the agent's
- * `--max-semi-space-size=4`) and the real agent, all on the SUT core, taking
+ * `--max-semi-space-size=4`), bare node:http answering each key's URL with
+ * its own body (`bare-http.ts … <keys>`), and the real agent, all on the SUT core, taking
  * turns for `--rounds` rounds of `--requests` autocannon requests each
  * (16 keep-alive connections over the Unix socket, 1 KiB raw bodies). Shorter
  * and more interleaved than the suite's scenarios, so on a shared machine the
@@ -13,7 +14,10 @@
  * `--profile DIR` runs the agent under `--cpu-prof` and stops it cleanly at
  * the end, so its profile of the measured load lands in DIR; `--only bare`
  * measures the agent and the named references alone (names' first words:
- * bare, data).
+ * bare, data). `--agent-variant 'FLAGS'` (repeatable) adds a second agent
+ * started with those node flags (space-separated) in front of the bin's own,
+ * e.g. `--agent-variant --max-semi-space-size=16`: the bin's runtime
+ * settings against another choice, in the same rounds.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -36,6 +40,7 @@ const { values } = parseArgs({
     'agent-flag': { type: 'string', multiple: true },
     /** An environment variable for the agent (repeatable), e.g. --agent-env=MALLOC_ARENA_MAX=1; the bin keeps one that is set. */
     'agent-env': { type: 'string', multiple: true },
+    'agent-variant': { type: 'string', multiple: true },
     profile: { type: 'string' },
     only: { type: 'string' },
   },
@@ -76,17 +81,25 @@ async function measure(sys: System): Promise<{ cpuUs: number; rps: number }> {
 
 const server = await startServer(undefined);
 const client = new ServerClient(server);
-let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
+const agents: Array<Awaited<ReturnType<typeof startAgent>>> = [];
 try {
   await reference('bare node:http', [], 'bare-http.ts', ['1024']);
+  await reference(`bare node:http, ${keys} bodies`, [], 'bare-http.ts', ['1024', String(keys)]);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
   const profileFlags = values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values.profile}`];
-  agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs: [...(values['agent-flag'] ?? []), ...profileFlags], env: agentEnv });
-  await waitReady(agent.adminUrl);
-  await readAll(agent.socketPath, paths);
-  systems.push({ name: 'agent', pid: agent.child.pid, socketPath: agent.socketPath });
+  const variants: Array<[string, string[]]> = [
+    ['agent', [...(values['agent-flag'] ?? []), ...profileFlags]],
+    ...(values['agent-variant'] ?? []).map((flags): [string, string[]] => [`agent ${flags}`, flags.split(' ').filter(Boolean)]),
+  ];
+  for (const [name, nodeArgs] of variants) {
+    const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs, env: agentEnv });
+    agents.push(agent);
+    await waitReady(agent.adminUrl);
+    await readAll(agent.socketPath, paths);
+    systems.push({ name, pid: agent.child.pid, socketPath: agent.socketPath });
+  }
   for (const sys of systems) await measure(sys); // warm-up, unrecorded
   const cpu = new Map<string, number[]>(systems.map((s) => [s.name, []]));
   const rps = new Map<string, number[]>(systems.map((s) => [s.name, []]));
@@ -110,7 +123,7 @@ try {
   }
 } finally {
   // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.
-  await agent?.stop();
+  for (const agent of agents) await agent.stop();
   await client.close();
   await stopAllChildren();
   await server.stop().catch(() => {});

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { ManualClock } from '../src/shared/clock.ts';
 import { createLogger } from '../src/shared/logger.ts';
-import { keyIdOf, openSnapshot, scopeOf, sealSnapshot, type SnapshotValue } from '../src/agent/snapshot/snapshot-format.ts';
+import { keyIdOf, openSnapshot, scopeOf, sealedMarkOf, sealSnapshot, type SnapshotValue } from '../src/agent/snapshot/snapshot-format.ts';
 import { loadSnapshotKey, SNAPSHOT_FILE } from '../src/agent/snapshot/snapshot-files.ts';
 import { createSnapshotMetrics } from '../src/agent/snapshot/snapshot-metrics.ts';
 import { restoreSnapshot } from '../src/agent/snapshot/snapshot-restore.ts';
@@ -38,8 +38,8 @@ function values(): SnapshotValue[] {
   ];
 }
 
-/** A format-1 snapshot (before key rings), as an agent of that version wrote it. */
-function sealFormat1(key: Buffer, takenAt: number, vals: readonly SnapshotValue[]): Buffer {
+/** A format-1 (before key rings) or format-2 (before rollout marks) snapshot of values, as an agent of that version wrote it. */
+function sealOldFormat(v: 1 | 2, key: Buffer, takenAt: number, vals: readonly SnapshotValue[]): Buffer {
   const body = Buffer.concat(
     vals.flatMap((v) => {
       const meta = Buffer.from(JSON.stringify({ namespace: v.namespace, name: v.name, env: v.env, kind: v.kind, version: v.version, revision: v.revision, etag: v.etag }));
@@ -47,7 +47,7 @@ function sealFormat1(key: Buffer, takenAt: number, vals: readonly SnapshotValue[
       return [len(meta.length), meta, len(v.plaintext.length), v.plaintext];
     }),
   );
-  const header = Buffer.from(JSON.stringify({ v: 1, keyId: keyIdOf(key), scope: SCOPE, takenAt, position: POSITION, values: vals.length, bodyBytes: body.length }));
+  const header = Buffer.from(JSON.stringify({ v, keyId: keyIdOf(key), scope: SCOPE, takenAt, position: POSITION, values: vals.length, ...(v === 2 ? { rings: 0 } : {}), bodyBytes: body.length }));
   const headerLen = Buffer.alloc(4);
   headerLen.writeUInt32BE(header.length);
   const aad = Buffer.concat([Buffer.from('CSSNAP\u0000\u0001', 'latin1'), headerLen, header]);
@@ -57,13 +57,22 @@ function sealFormat1(key: Buffer, takenAt: number, vals: readonly SnapshotValue[
   return Buffer.concat([aad, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()]);
 }
 
-test('a format-1 snapshot (written before key rings were kept) still opens: its values, no ring', () => {
+test('format-1 and format-2 snapshots (written before key rings, before rollout marks) still open: their values, no ring, no mark', () => {
   const key = randomBytes(32);
-  const opened = openSnapshot(sealFormat1(key, 1_000, values()), key, SCOPE);
-  assert.ok(opened.ok, opened.ok ? '' : opened.detail);
-  assert.equal(opened.header.v, 1);
-  assert.deepEqual(opened.rings, []);
-  assert.deepEqual(opened.values.map((v) => v.plaintext.toString()), ['hunter2-the-secret', '{"feature":"on"}']);
+  for (const v of [1, 2] as const) {
+    const opened = openSnapshot(sealOldFormat(v, key, 1_000, values()), key, SCOPE);
+    assert.ok(opened.ok, opened.ok ? '' : opened.detail);
+    assert.equal(opened.header.v, v);
+    assert.deepEqual([opened.rings, opened.rollouts], [[], []]);
+    assert.deepEqual(opened.values.map((x) => x.plaintext.toString()), ['hunter2-the-secret', '{"feature":"on"}']);
+  }
+  // Format 3: the rollouts whose candidates the values are, sealed with them (no rollout id in the clear).
+  const marks = [{ rollout: 'ro-0123456789ab', item: 'production/app/settings', version: 2 }];
+  const file = sealSnapshot(key, { scope: SCOPE, takenAt: 1_000, position: POSITION }, values(), [], marks.map(sealedMarkOf));
+  assert.ok(!file.includes(Buffer.from('ro-0123456789ab')));
+  const opened = openSnapshot(file, key, SCOPE);
+  assert.ok(opened.ok);
+  assert.deepEqual([opened.header.v, opened.rollouts], [3, marks]);
 });
 
 async function tempDir(t: TestContext): Promise<string> {

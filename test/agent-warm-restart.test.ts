@@ -345,6 +345,7 @@ test('a key ring read survives a restart with the server unreachable: served sta
   assert.match(String(stale.headers.warning), /^110 /, 'stale-marked');
   assert.ok(stale.headers['x-config-stale'] !== undefined);
   assert.equal(second.logs.find((l) => l.msg === 'snapshot restored; serving it stale-marked until the stream resumes')?.rings, 1);
+  assert.match((await http(second.adminUrl, 'GET', '/readyz')).json.checks.snapshot.detail, /serving 2 value\(s\) and 1 key ring\(s\) from a snapshot/);
   const jwks = await socketGet(second.socketPath, `/v1/items/${RING}?ring=1&format=jwks`);
   assert.equal(jwks.status, 200, jwks.body.toString());
   assert.deepEqual((JSON.parse(jwks.body.toString()) as { keys: Array<{ kid: string; d?: string }> }).keys.map((k) => [k.kid, k.d]), [['k2', undefined], ['k1', undefined]]);

@@ -94,7 +94,7 @@ test('npm run bench -- --smoke writes a JSON and a Markdown report with every fi
   assert.ok(report.charts.some((c: string) => c.endsWith('freshness-lag.svg')), 'freshness lag chart');
 });
 
-test('the control-plane scenario in --smoke: agents in a load process each get every write, with RSS and fan-out time reported', async (t) => {
+test('the control-plane scenario in --smoke: agents in a load process each get every write, with RSS and fan-out time reported, and the bare node:http2 floor beside it', async (t) => {
   const out = await mkdtemp(join(tmpdir(), 'bench-smoke-cp-'));
   t.after(() => rm(out, { recursive: true, force: true }));
   const { code, output } = await runBench(['--smoke', '--scenario', 'control-plane', '--replica-agents', '0', '--out', out, '--no-profile']);
@@ -112,4 +112,9 @@ test('the control-plane scenario in --smoke: agents in a load process each get e
   }
   assert.ok(scenario.rows.some((r: { system: string }) => r.system === 'server, 0 agents'), 'the ack with no agents is the reference');
   assert.equal(scenario.targets.length, 3);
+  const floor = (metric: string) => scenario.rows.find((r: { system: string; metric: string }) => r.system === 'bare node:http2 floor, 20 connections' && r.metric === metric);
+  assert.deepEqual(floor('missing deliveries')?.values, [0], 'the floor delivered every write to the same load processes');
+  for (const metric of ['RSS per agent', 'delivery to every stream p99', 'load processes: CPU per received message']) {
+    assert.ok(Number.isFinite(floor(metric)?.values[0]), `floor: ${metric} reported`);
+  }
 });

@@ -231,6 +231,40 @@ function domainSuite(engine: PlaneEngine): void {
     await assert.rejects(plane.rotateNamespace('production/empty', 'ops'), hasCode('not_found'));
   });
 
+  test('a key rotation re-seals a namespace larger than one page, letting the event loop turn between pages', async (t) => {
+    const { plane } = await openTestPlane(t, await engine.location(t), {}, engine);
+    const namespace = 'production/large';
+    const count = 1_200; // more than two pages of the rotation's 500
+    for (let from = 0; from < count; from += 100) {
+      await plane.writeChangeSet(
+        Array.from({ length: 100 }, (_, i) => ({ op: 'put' as const, ref: { namespace, name: `k${String(from + i).padStart(4, '0')}` }, env: 'base', kind: 'secret' as const, value: Buffer.from(`v${from + i}`) })),
+        'a',
+      );
+    }
+    await plane.deleteItem({ namespace, name: 'k0500' }, 'base', 'a'); // a deleted item's history is re-sealed too
+    // Turns of the loop while the rotation runs: none when it re-seals everything in one go, so the server answers nothing meanwhile.
+    let turns = 0;
+    let running = true;
+    const tick = (): void => {
+      if (!running) return;
+      turns += 1;
+      setImmediate(tick);
+    };
+    const rotation = plane.rotateNamespace(namespace, 'ops', { retirePrevious: true }).finally(() => {
+      running = false;
+    });
+    setImmediate(tick);
+    const rotated = await rotation;
+    assert.equal(rotated.resealed, count);
+    assert.deepEqual(rotated.retiredVersions, [1]);
+    assert.ok(turns >= 2, `the loop turned ${turns} time(s) during the rotation`);
+    for (const name of ['k0000', 'k0499', 'k0501', 'k1199']) {
+      const envelope = await plane.getEnvelope({ namespace, name }, 'base');
+      assert.equal(envelope.layers[0]?.keyVersion, 2);
+      assert.equal((await plane.getItem({ namespace, name }, 'base')).value.toString(), `v${Number(name.slice(1))}`);
+    }
+  });
+
   test('KEK rotation re-wraps every DEK; reopen works with the new KEK and fails clearly with the old', async (t) => {
     const dir = await engine.location(t);
     const oldKek = randomKekBase64();

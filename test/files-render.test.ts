@@ -43,7 +43,7 @@ interface Harness {
   metric(name: string, labels?: Record<string, string>): Promise<number>;
 }
 
-async function harness(t: { after(fn: () => unknown): void }, files: unknown[], options: { writerFs?: WriterFs; guard?: boolean } = {}): Promise<Harness> {
+async function harness(t: { after(fn: () => unknown): void }, files: unknown[], options: { writerFs?: WriterFs; guard?: boolean; appliedRevision?: () => number } = {}): Promise<Harness> {
   const root = mkdtempSync(join(tmpdir(), 'files-render-'));
   const dir = join(root, 'files');
   const values = new MemoryValues();
@@ -60,6 +60,7 @@ async function harness(t: { after(fn: () => unknown): void }, files: unknown[], 
     logger: createLogger({ component: 'test', level: 'silent' }),
     guard: options.guard ?? false,
     ...(options.writerFs ? { writerFs: options.writerFs } : {}),
+    ...(options.appliedRevision ? { appliedRevision: options.appliedRevision } : {}),
   });
   t.after(async () => {
     await renderer.stop();
@@ -248,4 +249,45 @@ test('a batch restarted by an event for one of its files still publishes the oth
   await renderer.settled();
   assert.equal(readFileSync(join(dir, 'a.json'), 'utf8'), 'a2', 'a.json was in the restarted batch and must be published');
   assert.equal(readFileSync(join(dir, 'b.json'), 'utf8'), 'b2');
+});
+
+test('publishedRevision (a rollout\'s "files published" level): the applied revision when the files were first published, every handled event after it, and held while a file fails', async (t) => {
+  let applied = 7;
+  const h = await harness(t, [{ path: 'pw', items: ['app/db-password'] }], { appliedRevision: () => applied });
+  await h.renderer.start();
+  assert.equal(h.renderer.publishedRevision, 7, 'published from values read at the applied revision');
+
+  // An event for an item no file renders: the files reflect it at once.
+  let caughtUp = nextEvent(h.renderer.activity, 'caughtUp');
+  applied = 8;
+  h.hub.publish({ type: 'changed', namespace: 'app', name: 'settings', revision: 8 });
+  assert.deepEqual(await caughtUp, [8]);
+
+  // One the file renders: only once the new bytes are published.
+  h.values.set('app/db-password', 'secret', 'rotated');
+  caughtUp = nextEvent(h.renderer.activity, 'caughtUp');
+  applied = 9;
+  h.hub.publish({ type: 'changed', namespace: 'app', name: 'db-password', revision: 9 });
+  assert.deepEqual(await caughtUp, [9]);
+  assert.equal(readFileSync(join(h.dir, 'pw'), 'utf8'), 'rotated');
+
+  // The last member of a change set stands for the set.
+  caughtUp = nextEvent(h.renderer.activity, 'caughtUp');
+  applied = 12;
+  h.hub.publish({ type: 'changed', namespace: 'app', name: 'settings', revision: 10, setRevision: 12, endsSet: true });
+  assert.deepEqual(await caughtUp, [12]);
+
+  // A file that cannot be published holds the revision until it can.
+  h.values.data.delete('app/db-password');
+  const failed = nextEvent(h.renderer.activity, 'failed');
+  applied = 13;
+  h.hub.publish({ type: 'deleted', namespace: 'app', name: 'db-password', revision: 13 });
+  await failed;
+  await h.renderer.settled();
+  assert.equal(h.renderer.publishedRevision, 12, 'not published at 13');
+  h.values.set('app/db-password', 'secret', 'back');
+  caughtUp = nextEvent(h.renderer.activity, 'caughtUp');
+  applied = 14;
+  h.hub.publish({ type: 'changed', namespace: 'app', name: 'db-password', revision: 14 });
+  assert.deepEqual(await caughtUp, [14]);
 });

@@ -8,7 +8,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { canaryHash, chooseCanaries, eligibleAgents } from '../src/server/rollouts/canary-selection.ts';
-import { healthVerdict, STREAM_DOWN_GRACE_MS, type CanaryReport } from '../src/server/rollouts/health-verdict.ts';
+import { DatabaseSync } from 'node:sqlite';
+import { canaryStatuses, healthVerdict, STREAM_DOWN_GRACE_MS, type CanaryReport } from '../src/server/rollouts/health-verdict.ts';
+import { heardFrom, SILENT_AFTER_MS } from '../src/server/rollouts/report-silence.ts';
+import { sqlAgentReports } from '../src/server/store/agent-reports.ts';
+import type { SqlParam, SqlRow } from '../src/server/store/sql-store.ts';
+import { reportFromWire, reportToWire } from '../src/shared/fleet-proto.ts';
+import { canaryLevels } from '../src/cli/rollout.ts';
 import type { RolloutRecord } from '../src/server/rollouts/rollout-record.ts';
 import { parseRoute } from '../src/server/rest/routes.ts';
 import { handleDataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
@@ -97,6 +103,34 @@ test('health verdict: a canary whose stream just went down (a server restart) is
   assert.deepEqual(long.unhealthy, [{ agent: 'a1', reason: 'watch stream down' }]);
 });
 
+test('health verdict: a canary silent longer than three report intervals counts as stream down whatever its last report said (applied or not), with the same grace; shown as silent; never picked', () => {
+  const lastSeen = 1_000;
+  const quiet = (over: Partial<CanaryReport> = {}) => new Map([report('a1', { lastSeen, ...over }), report('a2')]);
+  assert.equal(SILENT_AFTER_MS, 30_000, 'three of the agents\' 10 s report intervals');
+  assert.deepEqual(healthVerdict(record(), quiet(), lastSeen + SILENT_AFTER_MS), { kind: 'hold', unhealthy: [] }, 'not silent yet: still baking');
+  assert.deepEqual(healthVerdict(record(), quiet(), lastSeen + SILENT_AFTER_MS + 1), { kind: 'hold', unhealthy: [] }, 'silent, within the grace');
+  assert.equal(healthVerdict(record(), quiet({ lastSeen: 10_000 }), 61_000).kind, 'hold', 'the bake end does not advance past a silent canary within the grace');
+  const gone = healthVerdict(record(), quiet(), lastSeen + SILENT_AFTER_MS + STREAM_DOWN_GRACE_MS);
+  assert.equal(gone.kind, 'rollback');
+  assert.deepEqual(gone.unhealthy, [{ agent: 'a1', reason: 'silent: no report since 1970-01-01T00:00:01.000Z' }]);
+  assert.match(gone.kind === 'rollback' ? gone.reason : '', /a1 \(silent: no report since 1970-01-01T00:00:01\.000Z\)/);
+  assert.equal(healthVerdict(record(), quiet({ appliedRevision: 4 }), lastSeen + SILENT_AFTER_MS + STREAM_DOWN_GRACE_MS).kind, 'rollback', 'a canary that never applied and went silent does not wait for the bake end');
+  assert.equal(healthVerdict(record(), quiet({ downSince: 50_000 }), 50_000 + STREAM_DOWN_GRACE_MS - 1).kind, 'hold', 'a replica that started driving later gives the grace from then');
+  assert.equal(healthVerdict(record({ maxUnhealthy: 1 }), quiet(), 100_000).kind, 'advance', 'within maxUnhealthy');
+  assert.deepEqual(healthVerdict(record(), new Map([report('a1', { lastSeen: 60_000 }), report('a2', { lastSeen: 60_000 })]), 61_000), { kind: 'advance', unhealthy: [] }, 'fresh reports');
+
+  const [status] = canaryStatuses(record({ canary: ['a1'] }), quiet(), lastSeen + SILENT_AFTER_MS + 1);
+  assert.deepEqual(status, { agent: 'a1', reporting: true, lastReport: '1970-01-01T00:00:01.000Z', silent: true, connected: false, applied: true, files: 'none', appHealth: 'unknown' });
+  assert.equal(canaryLevels(status as NonNullable<typeof status>), 'stream down (silent: no report since 1970-01-01T00:00:01.000Z), applied, app health unknown');
+  assert.equal(canaryStatuses(record({ canary: ['a1'] }), quiet(), lastSeen + 1_000)[0]?.connected, true);
+
+  const fleet = [
+    { id: 'a', prefixes: ['team-a'], connected: true, lastSeen: 1_000 },
+    { id: 'b', prefixes: ['team-a'], connected: true, lastSeen: 40_000 },
+  ];
+  assert.deepEqual(eligibleAgents(fleet.map((r) => heardFrom(r, 45_000)), ['team-a/app/flag']), ['b'], 'a silent agent is not picked as a canary');
+});
+
 test('routes: /v1/rollouts GET lists, POST starts; /{id} GET; /{id}/{action} POST; anything else is a clear 404/405', () => {
   assert.deepEqual(parseRoute('GET', '/v1/rollouts'), { op: 'rollouts' });
   assert.deepEqual(parseRoute('POST', '/v1/rollouts'), { op: 'rolloutStart' });
@@ -146,4 +180,41 @@ test('--app-health-url: loopback http(s) only, named in the error', () => {
   const base = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
   assert.equal(resolveAgentSettings({ ...base, appHealthUrl: 'http://127.0.0.1:9/h' }).appHealthUrl, 'http://127.0.0.1:9/h');
   assert.throws(() => resolveAgentSettings({ ...base, appHealthUrl: 'http://example.com/h' }), /--app-health-url.*loopback only/);
+});
+
+test('files published as a health level: a canary rendering files is applied only once its files revision reaches the rollout; the bake end names its files; the level list, the wire and the stored report carry it', async () => {
+  const filesBehind = new Map([report('a1', { rendersFiles: true, filesRevision: 4 }), report('a2')]);
+  assert.equal(healthVerdict(record(), filesBehind, 2_000).kind, 'hold');
+  const late = healthVerdict(record(), filesBehind, 61_000);
+  assert.equal(late.kind, 'rollback');
+  assert.deepEqual(late.unhealthy, [{ agent: 'a1', reason: 'did not publish its files at revision 5 within bakeSeconds (published at 4)' }]);
+  assert.equal(healthVerdict(record(), new Map([report('a1', { rendersFiles: true, filesRevision: 5 }), report('a2')]), 61_000).kind, 'advance');
+  assert.equal(healthVerdict(record(), new Map([report('a1', { filesRevision: 0 }), report('a2')]), 61_000).kind, 'advance', 'an agent rendering no files (or an older one) is applied at its applied revision');
+
+  assert.deepEqual(
+    canaryStatuses(record({ canary: ['a1', 'a2', 'a3'] }), new Map([report('a1', { rendersFiles: true, filesRevision: 4, appHealth: 'healthy' }), report('a2', { appHealth: 'unhealthy', appHealthRevision: 4 })]), 2_000),
+    [
+      { agent: 'a1', reporting: true, connected: true, applied: true, files: 'pending', appHealth: 'healthy' },
+      { agent: 'a2', reporting: true, connected: true, applied: true, files: 'none', appHealth: 'unknown' },
+      { agent: 'a3', reporting: false, connected: false, applied: false, files: 'none', appHealth: 'unknown' },
+    ],
+  );
+  assert.equal(canaryLevels({ agent: 'a1', reporting: true, connected: true, applied: true, files: 'pending', appHealth: 'healthy' }), 'connected, applied, files not published yet, app healthy');
+
+  const base = { agentId: 'a1', prefixes: ['team-a'], appliedRevision: 7, storeId: 's', connected: true, health: 'ok' as const, rollouts: [] };
+  assert.deepEqual(reportFromWire(reportToWire({ ...base, rendersFiles: true, filesRevision: 6 })), { ...base, appHealth: 'unknown', healthReason: '', appHealthRevision: 0, rendersFiles: true, filesRevision: 6 });
+  assert.equal(reportFromWire(reportToWire(base)).rendersFiles, undefined, 'an agent without files (or from before v1.4) renders none');
+
+  // The PostgreSQL table's encoding, on the embedded engine's SQL (no migration: the app_health column carries it).
+  const db = new DatabaseSync(':memory:');
+  db.exec("CREATE TABLE agent_reports (id TEXT PRIMARY KEY, subject TEXT, prefixes TEXT, applied_revision BIGINT, store_id TEXT, connected INTEGER, health TEXT, rollouts TEXT, last_seen BIGINT, app_health TEXT NOT NULL DEFAULT 'unknown', health_reason TEXT NOT NULL DEFAULT '')");
+  const conn = { all: async (sql: string, params: readonly SqlParam[] = []) => db.prepare(sql).all(...(params as never[])) as SqlRow[], run: async (sql: string, params: readonly SqlParam[] = []) => Number(db.prepare(sql).run(...(params as never[])).changes), exec: async (sql: string) => void db.exec(sql) };
+  const table = sqlAgentReports((fn) => fn(conn), (sql) => sql);
+  const row = { id: 'a1', subject: 'pod', prefixes: ['team-a'], appliedRevision: 7, storeId: 's', connected: true, health: 'ok' as const, rollouts: [], lastSeen: 1, appHealth: 'healthy' as const, appHealthRevision: 6, healthReason: '' };
+  await table.upsert({ ...row, rendersFiles: true, filesRevision: 5 });
+  await table.upsert({ ...row, id: 'a2' });
+  const [a1, a2] = await table.seenSince(0);
+  assert.deepEqual([a1?.appHealth, a1?.appHealthRevision, a1?.rendersFiles, a1?.filesRevision], ['healthy', 6, true, 5]);
+  assert.deepEqual([a2?.appHealth, a2?.appHealthRevision, a2?.rendersFiles], ['healthy', 6, undefined]);
+  db.close();
 });

@@ -85,6 +85,7 @@ function fanOutOver(streams: readonly WatchStream[], slice: number, onEncode: (e
     streams: () => streams,
     logger: silent,
     slice,
+    firstSlice: 0,
     yieldTurn: () =>
       new Promise((resolve) =>
         setImmediate(() => {
@@ -116,6 +117,26 @@ test('fan-out: publishing returns before any stream is offered the event; delive
   await fanOut.idle();
   assert.ok(otherWorkSawDelivered >= 0 && otherWorkSawDelivered < 10, `other work ran mid-delivery (saw ${otherWorkSawDelivered} of 10 delivered)`);
   assert.equal(turns.length, 4, 'one turn before delivery and one between each of the 4 slices of 3');
+  for (const w of watchers) assert.deepEqual(itemRevisions(w.sink), [1]);
+});
+
+test('fan-out: the first few streams are offered a batch in the commit\'s own turn, the rest only after the committing request has answered', async () => {
+  const watchers = await liveStreams(20);
+  const fanOut = new FanOut({
+    encode: async (events) => events.map((e) => encodeEvent(e)),
+    streams: () => watchers.map((w) => w.stream),
+    logger: silent,
+    slice: 8,
+    firstSlice: 4,
+  });
+  const delivered = (): number => watchers.filter((w) => itemRevisions(w.sink).length > 0).length;
+  fanOut.publish([changed(1)]);
+  assert.equal(delivered(), 0, 'publishing itself offers nothing (the commit returns first)');
+  // The committing request flushes its audit row on an immediate and then answers (control-plane-impl.ts).
+  const atAnswer = await new Promise<number>((resolve) => setImmediate(() => resolve(delivered())));
+  assert.equal(atAnswer, 4, 'only the first slice is offered before the request answers, whatever the number of streams');
+  await fanOut.idle();
+  assert.equal(delivered(), 20);
   for (const w of watchers) assert.deepEqual(itemRevisions(w.sink), [1]);
 });
 
@@ -179,6 +200,32 @@ test('fan-out: a batch published just as the previous delivery finishes is deliv
   await fanOut.idle();
   await fanOut.idle();
   for (const w of watchers) assert.deepEqual(itemRevisions(w.sink), [1, 2]);
+});
+
+test('heartbeats: a stream that sent an event since its last beat skips the next one (the event carried the bookmark); one that filtered an event out after it, or sent nothing, beats', async () => {
+  const clock = new ManualClock();
+  const [busy, filtered, quiet] = await liveStreams(3);
+  const streams = [busy, filtered, quiet].map((w) => w?.stream as WatchStream);
+  const ticker = new HeartbeatTicker({ clock, interval: 1000, streams: () => streams, slots: 1 });
+  const beats = (w: typeof busy): WatchEvent[] => (w?.sink.events ?? []).filter((e) => e.type === 'heartbeat').slice(1);
+  busy?.stream.offer(encodeEvent(changed(1)));
+  filtered?.stream.offer(encodeEvent(changed(1)));
+  filtered?.stream.offer(encodeEvent(changed(2, 'elsewhere')));
+  clock.advance(1000);
+  assert.equal(beats(busy).length, 0, 'the event just sent said everything the beat would');
+  assert.deepEqual(
+    beats(filtered).map((e) => e.revision),
+    [2],
+    'the beat carries the bookmark past the event filtered out',
+  );
+  assert.equal(beats(quiet).length, 1, 'a stream that sent nothing beats');
+  clock.advance(1000);
+  assert.deepEqual(
+    beats(busy).map((e) => e.revision),
+    [1],
+    'with nothing sent since, it beats again: never more than two intervals silent (agents give up after three)',
+  );
+  ticker.stop();
 });
 
 test('heartbeats: one timer beats every live stream once per interval, spread over the interval; equal bookmarks share one encoding', async () => {

@@ -136,6 +136,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const logger = options.logger ?? createLogger({ component: 'agent', level: settings.logLevel });
   const offsetClock = hooks ? new OffsetClock() : undefined;
   const clock: Clock = options.clock ?? offsetClock ?? systemClock;
+  // Its own clock under test hooks, so a test can make reports fall due without the stream's heartbeat watchdog firing.
+  const reportClock = hooks && !options.clock ? new OffsetClock() : undefined;
   if (hooks) logger.warn({ env: 'CONFIG_SIDECAR_TEST_HOOKS' }, 'TEST HOOKS ENABLED: debug routes on the admin listener can move the clock and hold fetches; never use in production');
   // First: a --cache-max-bytes that cannot fit the limit stops the agent before anything starts.
   const memory = agentMemory(settings, options.memory);
@@ -291,6 +293,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         settings,
         cache,
         rings,
+        rollouts,
         applier,
         hub,
         clock,
@@ -355,7 +358,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     addresses: settings.serverGrpc,
     caFile: settings.serverCa,
     token,
-    clock,
+    clock: reportClock ?? clock,
     logger,
     agentId: id,
     prefixes,
@@ -372,6 +375,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         rollouts: rollouts.list(),
         appHealth: app.appHealth,
         appHealthRevision: app.revision,
+        ...(filesRevision ? { rendersFiles: true, filesRevision: filesRevision() } : {}),
         healthReason: app.appHealth === 'unhealthy' ? app.reason : health === 'degraded' ? (watch.connected ? 'not ready' : `watch stream down${streamError ? `: ${streamError}` : ''}`).slice(0, 200) : '',
       };
     },
@@ -431,6 +435,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const toPrefetch = restored ? settings.prefetch.filter((ref) => cache.peek(ref, settings.env) === undefined) : settings.prefetch;
   let prefetchDone = toPrefetch.length === 0;
   let prefetchFailing: readonly string[] = [];
+  /** The files renderer's published revision (the fleet report's), when files are rendered. */
+  let filesRevision: (() => number) | undefined;
   let filesHealth: (() => { ready: boolean; files: Readonly<Record<string, { ok: boolean; detail?: string }>> }) | undefined;
   const readiness = (): Readiness =>
     agentReadiness({
@@ -444,7 +450,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       streamError,
       files: filesHealth?.(),
       memory: memoryCheck(memory.memory, budget),
-      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values },
+      snapshot: restored && { takenAt: restored.takenAt, revision: restored.position.revision, values: restored.values, rings: restored.rings },
     });
   let readyResolve: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
@@ -454,10 +460,11 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const adminServer = createAdminServer({
     registry: metrics.registry,
     readiness,
-    ...(hooks && offsetClock && gate && split
+    ...(hooks && offsetClock && reportClock && gate && split
       ? {
           extraRoutes: createTestHookRoutes({
             clock: offsetClock,
+            reportClock,
             gate,
             split,
             deliver: applyEvent,
@@ -588,9 +595,13 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       registry: metrics.registry,
       logger,
       clock,
+      appliedRevision: () => applier.appliedRevision,
     });
     // Before start(): /readyz must wait for the first publication (the files are part of the prefetch).
     filesHealth = () => renderer.health();
+    // A staged rollout counts this canary as applied only once its files are published at the rollout's revision.
+    filesRevision = () => renderer.publishedRevision;
+    renderer.activity.on('caughtUp', () => reporter.changed());
     checkFiles = (files) => void loadFileSpecs(files ?? [], filesDir);
     await renderer.start();
     stopFiles = () => renderer.stop();

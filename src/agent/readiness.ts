@@ -24,7 +24,7 @@ export interface ReadinessState {
    * A warm-restart snapshot the agent serves from until its first stream
    * connects: ready within max-stale of the snapshot's time.
    */
-  readonly snapshot?: { readonly takenAt: Milliseconds; readonly revision: number; readonly values: number } | undefined;
+  readonly snapshot?: { readonly takenAt: Milliseconds; readonly revision: number; readonly values: number; readonly rings?: number } | undefined;
   /** The memory limit, bounds, usage and headroom (memory-report.ts); informational. */
   readonly memory?: { readonly ok: boolean; readonly detail: string } | undefined;
 }
@@ -55,7 +55,7 @@ export function agentReadiness(s: ReadinessState): Readiness {
   if (fromSnapshot && s.snapshot) {
     checks.snapshot = {
       ok: snapshotAge <= s.maxStale,
-      detail: `serving ${s.snapshot.values} value(s) from a snapshot at revision ${s.snapshot.revision}, current ${seconds(snapshotAge)}s ago (max-stale ${seconds(s.maxStale)}s), stale-marked until the stream connects`,
+      detail: `serving ${s.snapshot.values} value(s)${s.snapshot.rings ? ` and ${s.snapshot.rings} key ring(s)` : ''} from a snapshot at revision ${s.snapshot.revision}, current ${seconds(snapshotAge)}s ago (max-stale ${seconds(s.maxStale)}s), stale-marked until the stream connects`,
     };
   }
   if (s.memory) checks.memory = s.memory;

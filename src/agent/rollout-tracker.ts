@@ -34,6 +34,16 @@ export class RolloutTracker {
     this.#onChange();
   }
 
+  /**
+   * A value restored from the warm-restart snapshot is this rollout's
+   * candidate: marked as a fetch would, without a change to report (the
+   * agent has not reported yet; it is still starting).
+   */
+  restored(mark: RolloutVersion): void {
+    if (this.#served.size >= TRACKED_ROLLOUT_ITEMS_MAX) return;
+    this.#served.set(mark.item, { rollout: mark.rollout, item: mark.item, version: mark.version });
+  }
+
   /** An event changed the item: what it serves is unknown until the next fetch. */
   forget(ref: ItemRef): void {
     if (this.#served.delete(itemKey(ref))) this.#onChange();

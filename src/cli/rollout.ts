@@ -5,7 +5,7 @@
  * was rolled back or aborted, so a deploy script can wait on it.
  */
 import { Option, type Command } from 'commander';
-import type { RolloutView, RolloutsResponse } from '../shared/protocol.ts';
+import type { CanaryStatus, RolloutView, RolloutsResponse } from '../shared/protocol.ts';
 import { ROLLOUT_ACTIONS } from '../shared/protocol.ts';
 import { formatDuration, parseDuration } from '../shared/units.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
@@ -23,9 +23,19 @@ function parseSteps(text: string): number[] {
   return steps;
 }
 
+/** A canary's health levels in order, e.g. "connected, applied, files published, app healthy". */
+export function canaryLevels(c: CanaryStatus): string {
+  if (!c.reporting) return 'not reporting';
+  const levels = [c.connected ? 'connected' : c.silent ? `stream down (silent: no report since ${c.lastReport ?? '?'})` : 'stream down', c.applied ? 'applied' : 'not applied yet'];
+  if (c.files !== 'none') levels.push(c.files === 'published' ? 'files published' : 'files not published yet');
+  levels.push(`app ${c.appHealth === 'unknown' ? 'health unknown' : c.appHealth}`);
+  return levels.join(', ');
+}
+
 function describe(r: RolloutView): string {
   const head = `rollout ${r.id}: ${r.state}, step ${r.step + 1} of ${r.steps.length} (${r.percent}%), bake ${formatDuration(r.bakeSeconds * 1000)}, maxUnhealthy ${r.maxUnhealthy}`;
   const lines = [head, `  items:   ${r.items.join(', ')}`, `  canary:  ${r.canary.length ? r.canary.join(', ') : '(none)'}`];
+  for (const c of r.canaryStatus ?? []) lines.push(`    ${c.agent}: ${canaryLevels(c)}`);
   if (r.unhealthy.length) lines.push(`  unhealthy:\n${r.unhealthy.map((u) => `    ${u.agent}: ${u.reason}`).join('\n')}`);
   if (r.reason) lines.push(`  reason:  ${r.reason}`);
   return lines.join('\n');
@@ -74,7 +84,7 @@ Exit codes: 0 done, 1 refused (or status: rolled back / aborted), 2 bad usage, 3
   withServer(
     rollout
       .command('status')
-      .description('Show one rollout, or every rollout (needs agents:read on the namespaces they change).')
+      .description('Show one rollout, or every rollout (needs agents:read on the namespaces they change); while active, each canary with its health levels (connected, or stream down and silent once not heard from for 30 s; applied; files published; app health).')
       .argument('[id]', 'a rollout id')
       .addOption(new Option('--json', 'print the answer as JSON')),
   ).action(

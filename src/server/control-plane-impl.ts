@@ -54,6 +54,14 @@ function wireLayer(layer: LiveVersion): EnvelopeResponse['layers'][number] {
   };
 }
 
+/** Items re-sealed between two turns of the event loop by a key rotation. */
+const RESEAL_PAGE_ITEMS = 500;
+
+/** Lets I/O (reads, watch streams, health probes) run before the next page; the SQLite engine's calls are synchronous, so awaiting them alone never yields. */
+function yieldToLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Rows re-sealed per write transaction by the start-up AAD migration. */
 const AAD_RESEAL_BATCH = 100;
 
@@ -592,28 +600,35 @@ class ControlPlaneImpl implements ControlPlane {
         }
         return kind;
       };
-      // Retiring re-seals history too, so no row needs an older key afterwards.
-      const rows = retire ? await w.liveVersionsIn(namespace) : await w.currentVersionsIn(namespace);
       try {
-        for (const row of rows) {
-          if (row.deleted) continue;
-          const kind = await kindOf(row);
-          let plaintext: Buffer;
-          try {
-            plaintext = await this.#openLayer(row, kind, keys);
-          } catch (err) {
-            // A damaged row stays under its old key (still unreadable, still
-            // reported on read); it must not block rotating everything else.
-            logger.error({ namespace, name: row.name, version: row.version, err: describeError(err) }, 'rotation skipped a value that failed authentication');
-            continue;
+        // Retiring re-seals history too, so no row needs an older key afterwards.
+        // In pages, yielding between them: reads (their own snapshot) and the
+        // watch streams keep answering while 100k values are re-sealed.
+        for (let after: string | undefined = ''; after !== undefined; ) {
+          const page = await w.resealPage(namespace, after, RESEAL_PAGE_ITEMS, retire);
+          after = page.next;
+          for (const row of page.rows) {
+            if (row.deleted) continue;
+            const kind = await kindOf(row);
+            let plaintext: Buffer;
+            try {
+              plaintext = await this.#openLayer(row, kind, keys);
+            } catch (err) {
+              // A damaged row stays under its old key (still unreadable, still
+              // reported on read); it must not block rotating everything else.
+              logger.error({ namespace, name: row.name, version: row.version, err: describeError(err) }, 'rotation skipped a value that failed authentication');
+              continue;
+            }
+            try {
+              const sealed = seal(next.dek, plaintext, valueAad({ ...identity(row, kind), keyId: namespace, keyVersion: next.version }, CURRENT_AAD_VERSION));
+              await w.resealVersion(row, row.version, sealedColumns(namespace, next.version, sealed, CURRENT_AAD_VERSION));
+              resealed += 1;
+            } finally {
+              zeroize(plaintext);
+            }
           }
-          try {
-            const sealed = seal(next.dek, plaintext, valueAad({ ...identity(row, kind), keyId: namespace, keyVersion: next.version }, CURRENT_AAD_VERSION));
-            await w.resealVersion(row, row.version, sealedColumns(namespace, next.version, sealed, CURRENT_AAD_VERSION));
-            resealed += 1;
-          } finally {
-            zeroize(plaintext);
-          }
+          kinds.clear(); // names are disjoint between pages
+          if (after !== undefined) await yieldToLoop();
         }
       } finally {
         zeroize(next.dek);

@@ -1,5 +1,5 @@
 /**
- * The FleetService contract (watch.proto v1.2): an agent's report of where it
+ * The FleetService contract (watch.proto v1.2; v1.3 app health, v1.4 files published): an agent's report of where it
  * is, and the server's answer. Loaded from the same .proto as Watch, with the
  * same loader options; uint64 travels as a string and becomes a number here.
  */
@@ -40,6 +40,10 @@ export interface AgentReport {
   readonly healthReason?: string;
   /** The agent's applied revision when `appHealth` was last observed (0: never). */
   readonly appHealthRevision?: number;
+  /** v1.4: the agent renders files; absent (older agents, no --files-dir): it does not. */
+  readonly rendersFiles?: boolean;
+  /** v1.4: the revision its files are published at (meaningful with `rendersFiles`). */
+  readonly filesRevision?: number;
 }
 
 export interface ReportAck {
@@ -58,6 +62,8 @@ interface WireReport {
   appHealth?: string;
   healthReason?: string;
   appHealthRevision?: string;
+  rendersFiles?: boolean;
+  filesRevision?: string;
 }
 
 interface WireAck {
@@ -92,6 +98,8 @@ export function reportToWire(report: AgentReport): WireReport {
     appHealth: report.appHealth ?? 'unknown',
     healthReason: report.healthReason ?? '',
     appHealthRevision: String(report.appHealthRevision ?? 0),
+    rendersFiles: report.rendersFiles === true,
+    filesRevision: String(report.filesRevision ?? 0),
   };
 }
 
@@ -109,6 +117,7 @@ export function reportFromWire(wire: WireReport): AgentReport {
     appHealth: APP_HEALTH.includes(wire.appHealth as AppHealth) ? (wire.appHealth as AppHealth) : 'unknown',
     healthReason: (wire.healthReason ?? '').slice(0, HEALTH_REASON_MAX_CHARS),
     appHealthRevision: Number(wire.appHealthRevision ?? 0),
+    ...(wire.rendersFiles === true ? { rendersFiles: true, filesRevision: Number(wire.filesRevision ?? 0) } : {}),
   };
 }
 

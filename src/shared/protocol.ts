@@ -121,6 +121,28 @@ export interface RolloutView {
   readonly stepStartedAt: string;
   /** Why it ended, for rolled_back / aborted. */
   readonly reason?: string;
+  /** While active: how far each canary got with the candidate (from its last report). */
+  readonly canaryStatus?: readonly CanaryStatus[];
+}
+
+/**
+ * One canary's health levels: reporting (and when it last did), connected
+ * (false too when it is `silent`: no report for three report intervals,
+ * whatever it last said), the candidate applied (its applied revision reached the rollout's), its files published at that
+ * revision (`none`: it renders no files), and the application's own signal
+ * observed since (`unknown` until then). The rollout counts it as applied
+ * when `applied` and `files` is not `pending`.
+ */
+export interface CanaryStatus {
+  readonly agent: string;
+  readonly reporting: boolean;
+  /** When its last report reached the server (ISO 8601); absent when not reporting. */
+  readonly lastReport?: string;
+  readonly silent?: true;
+  readonly connected: boolean;
+  readonly applied: boolean;
+  readonly files: 'none' | 'pending' | 'published';
+  readonly appHealth: 'unknown' | 'healthy' | 'unhealthy';
 }
 
 /** A rollout id as the server makes them (`ro-` and 12 hex digits); paths accept this shape only. */

@@ -84,6 +84,8 @@ export interface FileRendererOptions {
   readonly writer?: FilePublisher;
   /** Watch the rendered files with chokidar and restore foreign changes. @default true */
   readonly guard?: boolean;
+  /** The agent's applied revision: a batch's values are at least this new when its reads start. @default () => 0 */
+  readonly appliedRevision?: () => number;
 }
 
 /** What the renderer did, for tests and the agent's log hooks: `published` (a snapshot went live), `skipped`, `restored`, `failed`. */
@@ -92,6 +94,8 @@ export interface FileActivity {
   skipped: [path: string];
   restored: [path: string, kind: 'changed' | 'deleted'];
   failed: [path: string, reason: string];
+  /** Every file is published and healthy with everything applied up to this revision (`publishedRevision`). */
+  caughtUp: [revision: number];
 }
 
 export interface FileHealth {
@@ -159,6 +163,12 @@ export class FileRenderer {
   #guarded = false;
   #stopped = false;
   #idleWaiters: Array<() => void> = [];
+  readonly #appliedRevision: () => number;
+  /** The highest revision of an applied event received. */
+  #seenRevision = 0;
+  /** The applied revision when the last batch started reading. */
+  #batchRevision = 0;
+  #publishedRevision = 0;
 
   constructor(options: FileRendererOptions) {
     this.filesDir = options.filesDir;
@@ -170,6 +180,7 @@ export class FileRenderer {
     this.#writer = options.writer ?? new AtomicWriter(options.filesDir, options.writerFs ? { fs: options.writerFs } : {});
     this.#hooks = new ReloadHooks({ registry: options.registry, logger: this.#logger, clock: this.#clock });
     this.#guardEnabled = options.guard ?? true;
+    this.#appliedRevision = options.appliedRevision ?? (() => 0);
     for (const spec of options.specs) this.#states.set(spec.path, this.#newState(spec));
   }
 
@@ -236,6 +247,16 @@ export class FileRenderer {
     return { ready, files };
   }
 
+  /**
+   * The revision the published files are known to reflect: every event applied
+   * up to it was handled (published, or nothing to change) and every file is
+   * healthy. A staged rollout counts a canary that renders files as applied
+   * only once this reaches the rollout's revision.
+   */
+  get publishedRevision(): number {
+    return this.#publishedRevision;
+  }
+
   /** Resolves when no batch is running or queued (tests and reload wait on it). */
   settled(): Promise<void> {
     this.#kick();
@@ -278,6 +299,8 @@ export class FileRenderer {
   }
 
   #onEvent(event: AppliedEvent): void {
+    // The last member of a change set this agent applied stands for the whole set.
+    this.#seenRevision = Math.max(this.#seenRevision, event.endsSet === true && event.setRevision !== undefined ? event.setRevision : event.revision);
     let any = false;
     for (const [path, state] of this.#states) {
       if (!this.#affects(state.spec, event)) continue;
@@ -289,6 +312,7 @@ export class FileRenderer {
     this.#openSet = event.setRevision !== undefined && event.endsSet !== true;
     if (!any) {
       if (!this.#openSet) this.#kick();
+      this.#caughtUp();
       return;
     }
     this.#eventTimes.push(this.#clock.now());
@@ -310,6 +334,7 @@ export class FileRenderer {
         return;
       }
       if (!this.#stopped && this.#pendingHooks.length > 0) this.#hooks.notify(this.#pendingHooks.splice(0));
+      this.#caughtUp();
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const w of waiters) w();
@@ -322,6 +347,8 @@ export class FileRenderer {
         this.#verify = false;
         await this.#verifyFiles();
       }
+      // Sampled before the reads: values read after an event was applied are at least that new.
+      this.#batchRevision = Math.max(this.#batchRevision, this.#appliedRevision());
       const dirty = [...this.#dirty];
       this.#dirty.clear();
       const eventTimes = this.#eventTimes;
@@ -462,6 +489,20 @@ export class FileRenderer {
       this.#succeed(state);
     }
     this.#observeLag(eventTimes);
+  }
+
+  /**
+   * Idle with nothing queued and every file healthy: the files reflect the
+   * last batch's revision and every event received since (one that touched a
+   * file would have queued another batch).
+   */
+  #caughtUp(): void {
+    if (this.#loop || this.#stopped || this.#openSet || this.#dirty.size > 0 || this.#verify || this.#publishNeeded) return;
+    for (const state of this.#states.values()) if (!state.health.ok || state.published === undefined) return;
+    const revision = Math.max(this.#batchRevision, this.#seenRevision);
+    if (revision <= this.#publishedRevision) return;
+    this.#publishedRevision = revision;
+    this.activity.emit('caughtUp', revision);
   }
 
   #observeLag(eventTimes: readonly number[]): void {

@@ -17,11 +17,14 @@
  *
  * Format 2 adds key rings (issue 20's `?ring=1`): `rings` records after the
  * values, each the ring's metadata (members' versions, times and lengths)
- * and its plaintexts end to end, current first. A format-1 file (no rings)
- * still opens.
+ * and its plaintexts end to end, current first. Format 3 adds the staged
+ * rollouts whose candidates the values are (`rollouts` records after the
+ * rings, metadata only), so a canary restarted from its snapshot still
+ * reports what it serves. Formats 1 (no rings) and 2 (no rollouts) still open.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes, type CipherGCM } from 'node:crypto';
 import { zeroize } from '../../shared/crypto.ts';
+import type { RolloutVersion } from '../../shared/fleet-proto.ts';
 import type { ItemKind } from '../../shared/protocol.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { LogPosition } from '../../shared/watch-proto.ts';
@@ -33,13 +36,13 @@ const MAGIC = Buffer.from('CSSNAP\u0000\u0001', 'latin1');
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const U32 = 4;
-const FORMAT_VERSION = 2;
-/** Versions this agent opens: 1 had no rings. */
-const OPENS: ReadonlySet<unknown> = new Set([1, FORMAT_VERSION]);
+const FORMAT_VERSION = 3;
+/** Versions this agent opens: 1 had no rings, 2 no rollouts. */
+const OPENS: ReadonlySet<unknown> = new Set([1, 2, FORMAT_VERSION]);
 
 /** What the header says (authenticated, not secret). */
 export interface SnapshotHeader {
-  readonly v: 1 | typeof FORMAT_VERSION;
+  readonly v: 1 | 2 | typeof FORMAT_VERSION;
   /** Which key sealed it: a hash of the key, so a foreign key is named as such. */
   readonly keyId: string;
   /** The agent configuration it belongs to (prefixes, env and control plane: scopeOf). */
@@ -51,6 +54,8 @@ export interface SnapshotHeader {
   readonly values: number;
   /** Key-ring records after the values (absent in format 1). */
   readonly rings?: number;
+  /** Rollout-candidate marks after the rings (absent before format 3). */
+  readonly rollouts?: number;
   /** Length of the body ciphertext: a shorter file is a torn write. */
   readonly bodyBytes: number;
 }
@@ -64,7 +69,7 @@ export type SnapshotRing = HeldRing;
 export type RefusalReason = 'truncated' | 'format' | 'foreign-key' | 'foreign-scope' | 'tampered' | 'expired';
 
 export type OpenedSnapshot =
-  | { readonly ok: true; readonly header: SnapshotHeader; readonly values: SnapshotValue[]; readonly rings: SnapshotRing[] }
+  | { readonly ok: true; readonly header: SnapshotHeader; readonly values: SnapshotValue[]; readonly rings: SnapshotRing[]; readonly rollouts: RolloutVersion[] }
   | { readonly ok: false; readonly reason: RefusalReason; readonly detail: string };
 
 /** A key's id: enough to tell two keys apart, nothing about the key. */
@@ -102,8 +107,18 @@ interface RingMeta {
   readonly previous: ReadonlyArray<{ readonly version: number; readonly retiredAt: Milliseconds; readonly expiresAt: Milliseconds; readonly bytes: number }>;
 }
 
-/** A record of the body: values first, then rings. */
-export type SealedRecord = SealedValue | SealedRing;
+/** A staged rollout whose candidate this agent serves for an item (the fleet report's), as sealed: metadata only. */
+export interface SealedMark {
+  readonly mark: RolloutVersion;
+  readonly plaintext: Buffer;
+}
+
+export function sealedMarkOf(mark: RolloutVersion): SealedMark {
+  return { mark: { rollout: mark.rollout, item: mark.item, version: mark.version }, plaintext: Buffer.alloc(0) };
+}
+
+/** A record of the body: values first, then rings, then rollout marks. */
+export type SealedRecord = SealedValue | SealedRing | SealedMark;
 
 /** A held ring as one record; the held copies are zero-filled (the record's buffer is the one copy left). */
 export function sealedRingOf(ring: HeldRing): SealedRing {
@@ -125,6 +140,7 @@ export function sealedRingOf(ring: HeldRing): SealedRing {
 
 function metaOf(record: SealedRecord): string {
   if ('meta' in record) return JSON.stringify(record.meta);
+  if ('mark' in record) return JSON.stringify(record.mark);
   const { namespace, name, env, kind, version, revision, etag } = record;
   return JSON.stringify({ namespace, name, env, kind, version, revision, etag });
 }
@@ -145,10 +161,10 @@ export class SnapshotSealer {
   readonly #cipher: CipherGCM;
   readonly #head: Buffer;
 
-  constructor(key: Buffer, fields: { scope: string; takenAt: Milliseconds; position: LogPosition }, values: readonly SealedValue[], rings: readonly SealedRing[] = []) {
+  constructor(key: Buffer, fields: { scope: string; takenAt: Milliseconds; position: LogPosition }, values: readonly SealedValue[], rings: readonly SealedRing[] = [], marks: readonly SealedMark[] = []) {
     let bodyBytes = 0;
-    for (const record of [...values, ...rings]) bodyBytes += 2 * U32 + Buffer.byteLength(metaOf(record)) + record.plaintext.length;
-    const header: SnapshotHeader = { v: FORMAT_VERSION, keyId: keyIdOf(key), scope: fields.scope, takenAt: fields.takenAt, position: fields.position, values: values.length, rings: rings.length, bodyBytes };
+    for (const record of [...values, ...rings, ...marks]) bodyBytes += 2 * U32 + Buffer.byteLength(metaOf(record)) + record.plaintext.length;
+    const header: SnapshotHeader = { v: FORMAT_VERSION, keyId: keyIdOf(key), scope: fields.scope, takenAt: fields.takenAt, position: fields.position, values: values.length, rings: rings.length, rollouts: marks.length, bodyBytes };
     const headerBytes = Buffer.from(JSON.stringify(header));
     const aad = Buffer.concat([MAGIC, u32(headerBytes.length), headerBytes]);
     const iv = randomBytes(IV_BYTES);
@@ -232,9 +248,9 @@ export function* sealedChunks(sealer: SnapshotSealer, values: readonly SealedRec
 }
 
 /** Seals a whole snapshot in memory (tests and small callers). */
-export function sealSnapshot(key: Buffer, fields: { scope: string; takenAt: Milliseconds; position: LogPosition }, values: readonly SnapshotValue[], rings: readonly SealedRing[] = []): Buffer {
-  const sealer = new SnapshotSealer(key, fields, values, rings);
-  return Buffer.concat([sealer.head(), ...[...values, ...rings].map((r) => sealer.record(r)), sealer.end()]);
+export function sealSnapshot(key: Buffer, fields: { scope: string; takenAt: Milliseconds; position: LogPosition }, values: readonly SnapshotValue[], rings: readonly SealedRing[] = [], marks: readonly SealedMark[] = []): Buffer {
+  const sealer = new SnapshotSealer(key, fields, values, rings, marks);
+  return Buffer.concat([sealer.head(), ...[...values, ...rings, ...marks].map((r) => sealer.record(r)), sealer.end()]);
 }
 
 function isPosition(value: unknown): value is LogPosition {
@@ -251,7 +267,8 @@ function parseHeader(bytes: Buffer): SnapshotHeader | undefined {
   }
   const h = header as SnapshotHeader | null;
   if (typeof h !== 'object' || h === null || !OPENS.has(h.v)) return undefined;
-  if (h.v === 1 ? h.rings !== undefined : !Number.isSafeInteger(h.rings) || (h.rings ?? -1) < 0) return undefined;
+  const count = (n: number | undefined, from: number): boolean => (h.v < from ? n === undefined : Number.isSafeInteger(n) && (n ?? -1) >= 0);
+  if (!count(h.rings, 2) || !count(h.rollouts, 3)) return undefined;
   if (typeof h.keyId !== 'string' || typeof h.scope !== 'string' || !Number.isFinite(h.takenAt) || !isPosition(h.position)) return undefined;
   if (!Number.isSafeInteger(h.values) || h.values < 0 || !Number.isSafeInteger(h.bodyBytes) || h.bodyBytes < 0) return undefined;
   return h;
@@ -262,6 +279,7 @@ const KINDS: ReadonlySet<string> = new Set<ItemKind>(['config', 'secret']);
 interface Parsed {
   readonly values: SnapshotValue[];
   readonly rings: SnapshotRing[];
+  readonly rollouts: RolloutVersion[];
 }
 
 const isTime = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n);
@@ -286,8 +304,8 @@ function ringOf(m: RingMeta, plaintext: Buffer): SnapshotRing | undefined {
 }
 
 /** Splits an authenticated body into values and rings (each plaintext a copy the caller owns); undefined if it does not parse. */
-function parseBody(body: Buffer, count: number, ringCount: number): Parsed | undefined {
-  const parsed: Parsed = { values: [], rings: [] };
+function parseBody(body: Buffer, count: number, ringCount: number, markCount: number): Parsed | undefined {
+  const parsed: Parsed = { values: [], rings: [], rollouts: [] };
   let at = 0;
   const take = (n: number): Buffer | undefined => {
     if (at + n > body.length) return undefined;
@@ -321,6 +339,11 @@ function parseBody(body: Buffer, count: number, ringCount: number): Parsed | und
     const ring = r && typeof r.meta === 'object' && r.meta !== null ? ringOf(r.meta as RingMeta, r.plaintext) : undefined;
     if (!ring) return discard(parsed);
     parsed.rings.push(ring);
+  }
+  for (let i = 0; i < markCount; i++) {
+    const m = record()?.meta as RolloutVersion | null | undefined;
+    if (typeof m !== 'object' || m === null || typeof m.rollout !== 'string' || typeof m.item !== 'string' || !Number.isSafeInteger(m.version)) return discard(parsed);
+    parsed.rollouts.push({ rollout: m.rollout, item: m.item, version: m.version });
   }
   return at === body.length ? parsed : discard(parsed);
 }
@@ -360,8 +383,8 @@ export function openSnapshot(file: Buffer, key: Buffer, scope: string): OpenedSn
     zeroize(body);
     return { ok: false, reason: 'tampered', detail: 'authentication failed (GCM tag)' };
   }
-  const parsed = parseBody(body, header.values, header.rings ?? 0);
+  const parsed = parseBody(body, header.values, header.rings ?? 0, header.rollouts ?? 0);
   zeroize(body);
   if (!parsed) return { ok: false, reason: 'tampered', detail: 'the body does not parse' };
-  return { ok: true, header, values: parsed.values, rings: parsed.rings };
+  return { ok: true, header, values: parsed.values, rings: parsed.rings, rollouts: parsed.rollouts };
 }

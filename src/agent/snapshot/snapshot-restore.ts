@@ -10,7 +10,8 @@
 import type { Clock } from '../../shared/clock.ts';
 import { zeroize } from '../../shared/crypto.ts';
 import type { Logger } from '../../shared/logger.ts';
-import type { ItemRef } from '../../shared/paths.ts';
+import type { RolloutVersion } from '../../shared/fleet-proto.ts';
+import { parseItemPath, type ItemRef } from '../../shared/paths.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { LogPosition } from '../../shared/watch-proto.ts';
 import { discardSnapshotFile, readSnapshotFile } from './snapshot-files.ts';
@@ -41,6 +42,8 @@ export interface RestoreOptions {
   restore(value: SnapshotValue, takenAt: Milliseconds): void;
   /** Holds one key ring (the ring store owns its plaintexts from then on). */
   restoreRing(ring: SnapshotRing, takenAt: Milliseconds): void;
+  /** A restored value is this rollout's candidate (the fleet report says so again). */
+  restoreRollout?(mark: RolloutVersion): void;
 }
 
 export async function restoreSnapshot(o: RestoreOptions): Promise<RestoredSnapshot | undefined> {
@@ -57,7 +60,7 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoredSnapsh
   };
   const opened = openSnapshot(file, o.key, o.scope);
   if (!opened.ok) return refuse(opened.reason, opened.detail);
-  const { header, values, rings } = opened;
+  const { header, values, rings, rollouts } = opened;
   const now = o.clock.now();
   // A time ahead of the clock (a clock stepped back) counts from now, never extending max-stale.
   const takenAt = Math.min(header.takenAt, now);
@@ -84,7 +87,19 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoredSnapsh
     o.restoreRing(ring, takenAt);
     restoredRings += 1;
   }
+  for (const mark of rollouts) {
+    const ref = refOf(mark.item);
+    if (ref && o.allowed(ref)) o.restoreRollout?.(mark);
+  }
   o.metrics.restoredValues.set(restored);
   o.logger.info({ values: restored, rings: restoredRings, storeId: header.position.storeId, revision: header.position.revision, ageSeconds: Math.round((now - takenAt) / 1000) }, 'snapshot restored; serving it stale-marked until the stream resumes');
   return { takenAt, position: header.position, values: restored, rings: restoredRings };
+}
+
+function refOf(item: string): ItemRef | undefined {
+  try {
+    return parseItemPath(item);
+  } catch {
+    return undefined;
+  }
 }

@@ -18,7 +18,7 @@ import type { Milliseconds } from '../../shared/units.ts';
 import type { LogPosition } from '../../shared/watch-proto.ts';
 import { release, type CacheObserver, type CachedValue } from '../value-cache.ts';
 import { writeSnapshotFile } from './snapshot-files.ts';
-import { sealedChunks, SnapshotSealer, type SealedRing } from './snapshot-format.ts';
+import { sealedChunks, SnapshotSealer, type SealedMark, type SealedRing } from './snapshot-format.ts';
 import type { SnapshotMetrics } from './snapshot-metrics.ts';
 
 /** What one write seals: the values are retained by `collect` and released by the writer. */
@@ -28,6 +28,8 @@ export interface SnapshotContent {
   readonly values: readonly CachedValue[];
   /** Key rings: copies owned by the writer, zero-filled once sealed. */
   readonly rings: readonly SealedRing[];
+  /** The rollouts whose candidates the values are (the fleet report's). */
+  readonly rollouts?: readonly SealedMark[];
 }
 
 export interface SnapshotterOptions {
@@ -114,13 +116,14 @@ export class Snapshotter {
     if (!content) return;
     this.#dirty = false;
     const { values, rings } = content;
+    const marks = content.rollouts ?? [];
     let released = 0;
-    const sealer = new SnapshotSealer(this.#o.key, { scope: this.#o.scope, takenAt: content.takenAt, position: content.position }, values, rings);
+    const sealer = new SnapshotSealer(this.#o.key, { scope: this.#o.scope, takenAt: content.takenAt, position: content.position }, values, rings, marks);
     const letGo = (i: number): void => {
       if (i < values.length) release(values[i] as CachedValue);
-      else zeroize((rings[i - values.length] as SealedRing).plaintext);
+      else if (i < values.length + rings.length) zeroize((rings[i - values.length] as SealedRing).plaintext);
     };
-    const chunks = sealedChunks(sealer, [...values, ...rings], (i) => {
+    const chunks = sealedChunks(sealer, [...values, ...rings, ...marks], (i) => {
       letGo(i);
       released = i + 1;
     });

@@ -9,6 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/logger.ts';
+import type { RolloutVersion } from '../../shared/fleet-proto.ts';
 import { namespaceMatchesAny } from '../../shared/paths.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { AgentSettings } from '../agent-settings.ts';
@@ -19,7 +20,7 @@ import { retain, type CachedValue, type ValueCache } from '../value-cache.ts';
 import { checkWritableDir } from '../volume-access.ts';
 import { loadSnapshotKey, snapshotFileBytes } from './snapshot-files.ts';
 import type { RingStore } from '../ring-store.ts';
-import { scopeOf, sealedRingOf } from './snapshot-format.ts';
+import { scopeOf, sealedMarkOf, sealedRingOf } from './snapshot-format.ts';
 import { createSnapshotMetrics } from './snapshot-metrics.ts';
 import { restoreSnapshot, type RestoredSnapshot } from './snapshot-restore.ts';
 import { Snapshotter } from './snapshotter.ts';
@@ -40,6 +41,8 @@ export interface WarmRestartOptions {
   readonly cache: ValueCache;
   /** Key rings (issue 20), kept in the snapshot next to the values. */
   readonly rings: Pick<RingStore, 'held' | 'restore'>;
+  /** Which rollouts' candidates the agent serves (the fleet report's), kept with the values. */
+  readonly rollouts?: { list(): RolloutVersion[]; restored(mark: RolloutVersion): void };
   readonly applier: EventApplier;
   readonly hub: AppliedEventsHub;
   readonly clock: Clock;
@@ -73,6 +76,7 @@ export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restore
       cache.restore({ namespace: value.namespace, name: value.name }, value.env, { kind, version, revision, etag, plaintext }, takenAt, clock.now() + RESTORE_QUIET_MS);
     },
     restoreRing: (ring, takenAt) => o.rings.restore(ring, takenAt),
+    restoreRollout: (mark) => o.rollouts?.restored(mark),
   });
   if (restored) applier.restore(restored.position);
   // Another store behind the same --server (a restore, a reset) only shows on the first stream: the
@@ -102,7 +106,7 @@ export async function startWarmRestart(o: WarmRestartOptions): Promise<{ restore
         retain(held.value);
         values.push(held.value);
       }
-      return { takenAt: o.streamDownSince() ?? clock.now(), position, values, rings: o.rings.held().map(sealedRingOf) };
+      return { takenAt: o.streamDownSince() ?? clock.now(), position, values, rings: o.rings.held().map(sealedRingOf), rollouts: (o.rollouts?.list() ?? []).map(sealedMarkOf) };
     },
   });
   snapshotter.start();

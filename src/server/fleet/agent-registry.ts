@@ -100,6 +100,7 @@ export class AgentRegistry {
       rollouts: report.rollouts.map((r) => ({ rollout: r.rollout.slice(0, 253), item: r.item.slice(0, 600), version: Math.max(0, Math.trunc(r.version)) })),
       appHealth: report.appHealth ?? 'unknown',
       appHealthRevision: Math.max(0, Math.trunc(report.appHealthRevision ?? 0)),
+      ...(report.rendersFiles === true ? { rendersFiles: true, filesRevision: Math.max(0, Math.trunc(report.filesRevision ?? 0)) } : {}),
       healthReason: (report.healthReason ?? '').slice(0, HEALTH_REASON_MAX_CHARS),
       lastSeen: now,
     });

@@ -64,14 +64,16 @@ export async function listRollouts(deps: RestDeps, principal: Principal): Promis
     throw new AppError('permission_denied', `${principal.subject} may not list rollouts; grant the agents:read action on the namespaces they change.`);
   }
   const visible = (await rollouts.list()).filter((record) => allowedOnAll(deps, principal, 'agents:read', record));
-  return { status: 200, headers: NO_STORE, body: { rollouts: visible.map(rolloutView) } satisfies RolloutsResponse };
+  const status = await rollouts.canaryStatus(visible);
+  return { status: 200, headers: NO_STORE, body: { rollouts: visible.map((record) => rolloutView(record, status.get(record.id))) } satisfies RolloutsResponse };
 }
 
 /** GET /v1/rollouts/{id} */
 export async function getRollout(id: string, deps: RestDeps, principal: Principal): Promise<RestResult> {
-  const record = await service(deps).get(id);
+  const rollouts = service(deps);
+  const record = await rollouts.get(id);
   if (!allowedOnAll(deps, principal, 'agents:read', record)) await refuse(deps, principal, 'agents:read', record);
-  return { status: 200, headers: NO_STORE, body: rolloutView(record) };
+  return { status: 200, headers: NO_STORE, body: rolloutView(record, (await rollouts.canaryStatus([record])).get(record.id)) };
 }
 
 /** POST /v1/rollouts/{id}/{promote|pause|resume|abort}, without a body. */

@@ -5,7 +5,7 @@
  * to the wire view (RolloutView); nothing here touches storage or the clock.
  */
 import type { SealedWire } from '../../shared/crypto.ts';
-import type { ItemKind, RolloutState, RolloutView } from '../../shared/protocol.ts';
+import type { CanaryStatus, ItemKind, RolloutState, RolloutView } from '../../shared/protocol.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { RolloutRow } from '../store/store.ts';
 
@@ -68,7 +68,7 @@ export function percentOf(record: Pick<RolloutRecord, 'state' | 'steps' | 'step'
   return record.state === 'completed' ? 100 : (record.steps[record.step] ?? 0);
 }
 
-export function rolloutView(record: RolloutRecord): RolloutView {
+export function rolloutView(record: RolloutRecord, canaryStatus?: readonly CanaryStatus[]): RolloutView {
   return {
     id: record.id,
     state: record.state,
@@ -83,6 +83,7 @@ export function rolloutView(record: RolloutRecord): RolloutView {
     createdAt: new Date(record.createdAt).toISOString(),
     stepStartedAt: new Date(record.stepStartedAt).toISOString(),
     ...(record.reason === undefined ? {} : { reason: record.reason }),
+    ...(canaryStatus === undefined ? {} : { canaryStatus }),
   };
 }
 

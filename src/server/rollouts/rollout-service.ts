@@ -19,9 +19,10 @@ import type { Principal } from '../auth/authenticator.ts';
 import type { ChangeOp, ControlPlane, RolloutChange } from '../control-plane.ts';
 import type { AgentReportRow, AgentReportTable } from '../store/agent-reports.ts';
 import { chooseCanaries, eligibleAgents } from './canary-selection.ts';
-import { healthVerdict, type Verdict } from './health-verdict.ts';
-import type { RolloutState } from '../../shared/protocol.ts';
+import { canaryStatuses, healthVerdict, type CanaryReport, type Verdict } from './health-verdict.ts';
+import type { CanaryStatus, RolloutState } from '../../shared/protocol.ts';
 import { isActive, type RolloutRecord } from './rollout-record.ts';
+import { heardFrom, isSilent, SILENT_AFTER_MS } from './report-silence.ts';
 
 /** How often active rollouts are judged without a report to prompt it (bake ends, lapsed leases). */
 export const ROLLOUT_TICK_MS: Milliseconds = 500;
@@ -87,6 +88,8 @@ export class RolloutService {
    * afresh, as the agents reconnect to it.
    */
   #downSince = new Map<string, Milliseconds>();
+  /** When this replica started driving: a silent canary's grace starts no earlier (a restarted replica's agents reconnect to it). */
+  #drivingSince: Milliseconds | undefined;
 
   constructor(options: RolloutServiceOptions) {
     this.#o = options;
@@ -97,12 +100,18 @@ export class RolloutService {
     return this.#o.reports.seenSince(this.#o.clock.now() - this.#o.agentExpiry);
   }
 
+  /** Live reports with a silent agent's stream counted down: the canaries a step picks. */
+  async #heardReports(): Promise<AgentReportRow[]> {
+    const now = this.#o.clock.now();
+    return (await this.#liveReports()).map((r) => heardFrom(r, now));
+  }
+
   async start(input: RolloutStartInput, actor: string): Promise<RolloutRecord> {
     checkSteps(input.steps);
     const id = `ro-${randomBytes(6).toString('hex')}`;
     const items = [...new Set(input.changes.map((c) => `${c.ref.namespace}/${c.ref.name}`))];
     const first = input.steps[0] as number;
-    const canary = first >= 100 ? [] : chooseCanaries(id, eligibleAgents(await this.#liveReports(), items), first);
+    const canary = first >= 100 ? [] : chooseCanaries(id, eligibleAgents(await this.#heardReports(), items), first);
     let record = await this.#o.controlPlane.startRollout({ id, steps: input.steps, bakeSeconds: input.bakeSeconds, maxUnhealthy: input.maxUnhealthy, changes: input.changes, canary }, actor);
     this.#o.logger.info({ rollout: id, items, step: 0, percent: first, canary }, 'rollout started');
     this.#o.onTransition?.('rolling');
@@ -112,6 +121,15 @@ export class RolloutService {
     }
     this.poke();
     return record;
+  }
+
+  /** Each active rollout's canaries, level by level (rollout status, the status page); finished ones have none. */
+  async canaryStatus(records: readonly RolloutRecord[]): Promise<Map<string, CanaryStatus[]>> {
+    const active = records.filter((r) => isActive(r.state) && r.canary.length > 0);
+    if (active.length === 0) return new Map();
+    const reports = new Map((await this.#liveReports()).map((r) => [r.id, canaryReportOf(r)]));
+    const now = this.#o.clock.now();
+    return new Map(active.map((r) => [r.id, canaryStatuses(r, reports, now)]));
   }
 
   async get(id: string): Promise<RolloutRecord> {
@@ -201,6 +219,7 @@ export class RolloutService {
   }
 
   startDriving(): void {
+    this.#drivingSince ??= this.#o.clock.now();
     const tick = (): void => {
       this.#timer = this.#o.clock.setTimeout(() => {
         this.poke();
@@ -227,7 +246,9 @@ export class RolloutService {
       const down = new Map<string, Milliseconds>();
       for (const r of reports) if (!r.connected) down.set(r.id, this.#downSince.get(r.id) ?? now);
       this.#downSince = down;
-      const byId = new Map(reports.map((r) => [r.id, { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '', downSince: down.get(r.id) }]));
+      const drivingSince = this.#drivingSince ?? now;
+      const downSince = (r: AgentReportRow): Milliseconds | undefined => (isSilent(r.lastSeen, now) ? Math.max(r.lastSeen + SILENT_AFTER_MS, drivingSince) : down.get(r.id));
+      const byId = new Map(reports.map((r) => [r.id, { ...canaryReportOf(r), downSince: downSince(r) }]));
       for (const id of ids) {
         if (this.#closed) return;
         if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
@@ -283,7 +304,7 @@ export class RolloutService {
       }
       return;
     }
-    const canary = chooseCanaries(seen.id, eligibleAgents(reports, seen.items), percent, seen.canary);
+    const canary = chooseCanaries(seen.id, eligibleAgents(reports.map((r) => heardFrom(r, now)), seen.items), percent, seen.canary);
     const added = canary.length !== seen.canary.length;
     await cp.changeRollout(seen.id, (r) => (unchanged(r) ? { record: { ...r, step, canary, stepStartedAt: now, unhealthy: verdict.unhealthy }, touch: added } : undefined), ROLLOUT_CONTROLLER);
     this.#o.logger.info({ rollout: seen.id, step, percent, canary }, 'rollout step started');
@@ -321,4 +342,8 @@ export class RolloutService {
       this.#o.logger.warn({ err: describeError(err), owner: this.#owner }, 'releasing rollout leases failed; another replica takes them over when they lapse');
     }
   }
+}
+
+function canaryReportOf(r: AgentReportRow): CanaryReport {
+  return { ...r, appHealth: r.appHealth ?? 'unknown', appHealthRevision: r.appHealthRevision ?? 0, healthReason: r.healthReason ?? '' };
 }

@@ -73,17 +73,21 @@ const COLUMNS = 'id, subject, prefixes, applied_revision, store_id, connected, h
 
 /**
  * The app_health column holds the signal and the revision it was observed at
- * as `state@revision` (018 made the column; the revision came after it was
- * merged, and an edited migration stops every store that ran it).
+ * as `state@revision`, and for an agent rendering files ` files@revision`
+ * after it (018 made the column; both came after it was merged, and an
+ * edited migration stops every store that ran it).
  */
 function appHealthToColumn(row: AgentReportRow): string {
   const state = row.appHealth ?? 'unknown';
-  return row.appHealthRevision ? `${state}@${row.appHealthRevision}` : state;
+  const health = row.appHealthRevision ? `${state}@${row.appHealthRevision}` : state;
+  return row.rendersFiles ? `${health} files@${row.filesRevision ?? 0}` : health;
 }
 
-function appHealthFromColumn(text: string): { appHealth: AppHealth; appHealthRevision: number } {
+function appHealthFromColumn(column: string): { appHealth: AppHealth; appHealthRevision: number; rendersFiles?: true; filesRevision?: number } {
+  const [text = '', files] = column.split(' ');
   const at = text.indexOf('@');
-  return at < 0 ? { appHealth: text as AppHealth, appHealthRevision: 0 } : { appHealth: text.slice(0, at) as AppHealth, appHealthRevision: Number(text.slice(at + 1)) || 0 };
+  const health = at < 0 ? { appHealth: text as AppHealth, appHealthRevision: 0 } : { appHealth: text.slice(0, at) as AppHealth, appHealthRevision: Number(text.slice(at + 1)) || 0 };
+  return files?.startsWith('files@') ? { ...health, rendersFiles: true, filesRevision: Number(files.slice('files@'.length)) || 0 } : health;
 }
 
 function rowOf(r: SqlRow): AgentReportRow {

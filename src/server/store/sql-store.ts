@@ -312,6 +312,18 @@ export class SqlStoreTx implements StoreWriter {
     }
   }
 
+  async resealPage(namespace: string, afterName: string, limit: number, history: boolean): Promise<{ rows: VersionRow[]; next: string | undefined }> {
+    // Names from items (deleted items keep their row, and history under them can be live), then their versions by a range on the key.
+    const names = await this.#all('SELECT name FROM items WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?', [namespace, afterName, limit]);
+    const last = names.at(-1);
+    if (last === undefined) return { rows: [], next: undefined };
+    const through = text(last.name);
+    const rows = history
+      ? await this.#all(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE namespace = ? AND name > ? AND name <= ? AND deleted = 0`, [namespace, afterName, through])
+      : await this.#all(currentVersionsSql('namespace = ? AND name > ? AND name <= ?'), [namespace, afterName, through]);
+    return { rows: rows.map(versionRow), next: names.length < limit ? undefined : through };
+  }
+
   async versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>> {
     const rows = await this.#all('SELECT namespace, name, version FROM versions WHERE deleted = 0 AND aad_version < ? ORDER BY namespace, name, version', [aadVersion]);
     return rows.map((row) => ({ namespace: text(row.namespace), name: text(row.name), version: num(row.version) }));

@@ -122,6 +122,12 @@ export interface StoreReader {
   currentVersionsIn(namespace: string): Promise<VersionRow[]>;
   /** The key versions that seal at least one current live version of exactly one namespace, ascending (by index seeks, not a pass over the namespace). */
   keyVersionsInUse(namespace: string): Promise<number[]>;
+  /**
+   * One page of a namespace to re-seal under a new key: the current versions
+   * (with `history`, every live version) of the next `limit` items by name
+   * after `afterName` (`''` to begin); `next` continues after it, undefined at the end.
+   */
+  resealPage(namespace: string, afterName: string, limit: number, history: boolean): Promise<{ rows: VersionRow[]; next: string | undefined }>;
   getVersion(ref: ItemRef, version: number): Promise<VersionRow | undefined>;
   /** Live versions sealed with an AAD layout older than `aadVersion` (the start-up re-seal), in key order. */
   versionsSealedBelowAad(aadVersion: number): Promise<Array<ItemRef & { readonly version: number }>>;

@@ -114,6 +114,19 @@ export function rolloutsView(answer, onAction) {
   return nodes;
 }
 
+/** A canary's health levels in order (as `rollout status` prints them). */
+function canaryLevels(c) {
+  if (!c.reporting) return 'not reporting';
+  const levels = [c.connected ? 'connected' : c.silent ? `stream down (silent: no report since ${c.lastReport ?? '?'})` : 'stream down', c.applied ? 'applied' : 'not applied yet'];
+  if (c.files !== 'none') levels.push(c.files === 'published' ? 'files published' : 'files not published yet');
+  levels.push(`app ${c.appHealth === 'unknown' ? 'health unknown' : c.appHealth}`);
+  return levels.join(', ');
+}
+
+function canaryList(statuses) {
+  return el('ul', {}, ...statuses.map((c) => el('li', { 'data-agent': c.agent }, el('span', { className: 'agent' }, c.agent), ': ', el('span', { className: 'levels' }, canaryLevels(c)))));
+}
+
 function rolloutCard(r, onAction) {
   const steps = r.steps.map((p, i) => (i === r.step ? `[${p}%]` : `${p}%`)).join(' → ');
   const buttons = (ACTIONS_BY_STATE[r.state] ?? []).map((action) =>
@@ -132,7 +145,7 @@ function rolloutCard(r, onAction) {
       el('dt', {}, 'Items'),
       el('dd', {}, r.items.join(', ')),
       el('dt', {}, 'Canaries'),
-      el('dd', { className: 'canary' }, r.canary.length === 0 ? 'none' : r.canary.join(', ')),
+      el('dd', { className: 'canary' }, r.canary.length === 0 ? 'none' : r.canaryStatus ? canaryList(r.canaryStatus) : r.canary.join(', ')),
       el('dt', {}, 'Unhealthy'),
       el('dd', { className: 'unhealthy' }, unhealthy),
       el('dt', {}, 'Bake'),
