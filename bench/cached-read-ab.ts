@@ -2,7 +2,8 @@
  * Cached-read A/B (docs/ARCHITECTURE.md, "Cached read, per request"): server
  * CPU per request for bare node:http, the agent's data path alone
  * (bench/refs/data-path.ts, with node's default flags and with the agent's
- * `--max-semi-space-size=4`) and the real agent, all on the SUT core, taking
+ * `--max-semi-space-size=4`), bare node:http answering each key's URL with
+ * its own body (`bare-http.ts … <keys>`), and the real agent, all on the SUT core, taking
  * turns for `--rounds` rounds of `--requests` autocannon requests each
  * (16 keep-alive connections over the Unix socket, 1 KiB raw bodies). Shorter
  * and more interleaved than the suite's scenarios, so on a shared machine the
@@ -83,6 +84,7 @@ const client = new ServerClient(server);
 const agents: Array<Awaited<ReturnType<typeof startAgent>>> = [];
 try {
   await reference('bare node:http', [], 'bare-http.ts', ['1024']);
+  await reference(`bare node:http, ${keys} bodies`, [], 'bare-http.ts', ['1024', String(keys)]);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);

@@ -77,6 +77,28 @@ test('growth below the threshold is left alone, and bursts back to back are trim
   }
 });
 
+test("a pod's first burst, seconds after start-up's trim, is given back as soon as it is over", () => {
+  // The memory bench's 1k load: ready, 1.5 s idle, 2.4 s of reads, then quiet.
+  const clock = new ManualClock();
+  const proc = fakeProcess();
+  const trimmer = startHeapTrimmer({ clock, probe: proc });
+  try {
+    clock.advance(CHECK_INTERVAL_MS);
+    assert.equal(proc.collections, 1, "start-up's trim");
+    clock.advance(1_500);
+    proc.busy = 0.8;
+    proc.rssBytes += 40 * MIB;
+    proc.reclaimable = 35 * MIB;
+    clock.advance(2_400);
+    proc.busy = 0;
+    clock.advance(2 * CHECK_INTERVAL_MS);
+    assert.equal(proc.collections, 2, 'trimmed within two looks of the burst ending');
+    assert.equal(proc.rssBytes, 45 * MIB);
+  } finally {
+    trimmer.stop();
+  }
+});
+
 test('stop cancels the timer; stopping twice is harmless', () => {
   const clock = new ManualClock();
   const trimmer = startHeapTrimmer({ clock, probe: fakeProcess() });

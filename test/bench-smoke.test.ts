@@ -114,7 +114,7 @@ test('the control-plane scenario in --smoke: agents in a load process each get e
   assert.equal(scenario.targets.length, 3);
   const floor = (metric: string) => scenario.rows.find((r: { system: string; metric: string }) => r.system === 'bare node:http2 floor, 20 connections' && r.metric === metric);
   assert.deepEqual(floor('missing deliveries')?.values, [0], 'the floor delivered every write to the same load processes');
-  for (const metric of ['RSS per agent', 'delivery to every stream p99', 'load processes: CPU per received event']) {
+  for (const metric of ['RSS per agent', 'delivery to every stream p99', 'load processes: CPU per received message']) {
     assert.ok(Number.isFinite(floor(metric)?.values[0]), `floor: ${metric} reported`);
   }
 });

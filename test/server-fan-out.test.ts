@@ -85,6 +85,7 @@ function fanOutOver(streams: readonly WatchStream[], slice: number, onEncode: (e
     streams: () => streams,
     logger: silent,
     slice,
+    firstSlice: 0,
     yieldTurn: () =>
       new Promise((resolve) =>
         setImmediate(() => {
@@ -116,6 +117,26 @@ test('fan-out: publishing returns before any stream is offered the event; delive
   await fanOut.idle();
   assert.ok(otherWorkSawDelivered >= 0 && otherWorkSawDelivered < 10, `other work ran mid-delivery (saw ${otherWorkSawDelivered} of 10 delivered)`);
   assert.equal(turns.length, 4, 'one turn before delivery and one between each of the 4 slices of 3');
+  for (const w of watchers) assert.deepEqual(itemRevisions(w.sink), [1]);
+});
+
+test('fan-out: the first few streams are offered a batch in the commit\'s own turn, the rest only after the committing request has answered', async () => {
+  const watchers = await liveStreams(20);
+  const fanOut = new FanOut({
+    encode: async (events) => events.map((e) => encodeEvent(e)),
+    streams: () => watchers.map((w) => w.stream),
+    logger: silent,
+    slice: 8,
+    firstSlice: 4,
+  });
+  const delivered = (): number => watchers.filter((w) => itemRevisions(w.sink).length > 0).length;
+  fanOut.publish([changed(1)]);
+  assert.equal(delivered(), 0, 'publishing itself offers nothing (the commit returns first)');
+  // The committing request flushes its audit row on an immediate and then answers (control-plane-impl.ts).
+  const atAnswer = await new Promise<number>((resolve) => setImmediate(() => resolve(delivered())));
+  assert.equal(atAnswer, 4, 'only the first slice is offered before the request answers, whatever the number of streams');
+  await fanOut.idle();
+  assert.equal(delivered(), 20);
   for (const w of watchers) assert.deepEqual(itemRevisions(w.sink), [1]);
 });
 

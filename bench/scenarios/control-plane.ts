@@ -5,7 +5,7 @@
  * For 1k, 5k and 10k agents (added in steps): write acknowledgement (against
  * the same server with no agents), delivery lag of each write to every
  * stream (from sending the write), missing deliveries, server RSS per agent
- * and server CPU per delivered event. Then two replicas on one PostgreSQL
+ * and server CPU per message written. Then two replicas on one PostgreSQL
  * with the agents split across them, writes to one: every agent on both
  * replicas must get every write.
  */
@@ -21,6 +21,7 @@ import type { Row, ScenarioResult, TargetCheck } from '../lib/types.ts';
 import { startThrowawayPostgres, findPostgresBin } from '../../test/helpers/store-postgres.ts';
 
 const NAMESPACE = 'bench/cp';
+const SENT_METRIC = 'config_sidecar_server_watch_events_sent_total';
 const BARE_HTTP2 = fileURLToPath(new URL('../refs/bare-http2-streams.ts', import.meta.url));
 const DELIVERY_TIMEOUT_MS = 10_000;
 /** Idle time over which the streams' steady cost (heartbeats) is measured (shorter in --smoke). */
@@ -93,8 +94,11 @@ interface Level {
   readonly idleCpuPct: number;
   /** The server's own time from commit to the last stream offered the event (its metric), mean per write. */
   readonly serverFanOutMs: number;
+  /** The server's CPU during the writes per message it wrote (events and heartbeats). */
   readonly cpuUsPerDelivery: number;
-  /** The load processes' CPU per event they received (they must not be the bottleneck). */
+  /** Heartbeats written during the writes (streams that were just sent an event skip theirs). */
+  readonly heartbeatsDuringWrites: number;
+  /** The load processes' CPU per message they received (they must not be the bottleneck). */
   readonly loadCpuUsPerDelivery: number;
   readonly eventBytes: number;
 }
@@ -116,9 +120,9 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
   const lags: number[] = [];
   let missing = 0;
   const fanOut0 = await fanOutSeconds(server);
+  const sent0 = await metric(server.adminUrl, SENT_METRIC);
   const cpu0 = cpuSeconds(pid);
   const load0 = loadCpuSeconds(fleets);
-  const t0 = Date.now();
   let eventBytes = 0;
   for (let k = 0; k < writes; k++) {
     const r = await writeOnce(putter(client), fleets, from + k);
@@ -128,10 +132,12 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
     missing += r.missing;
     await sleep(WRITE_GAP_MS);
   }
-  // CPU over the writes, less the streams' steady cost over the same time (heartbeats); on a
-  // machine so loaded that the server could not keep its idle rate, the difference is meaningless.
-  const busyCpu = cpuSeconds(pid) - cpu0 - idleCpuPerMs * (Date.now() - t0);
+  // All of the server's CPU over the writes, per message it wrote in that time (the events
+  // delivered and the heartbeats still due: a stream just sent an event skips its beat, so
+  // subtracting the idle heartbeat rate would undercount).
+  const busyCpu = cpuSeconds(pid) - cpu0;
   const loadCpu = loadCpuSeconds(fleets) - load0;
+  const written = Math.max(1, (await metric(server.adminUrl, SENT_METRIC)) - sent0);
   const fanOut1 = await fanOutSeconds(server);
   const serverFanOutMs = ((fanOut1.sum - fanOut0.sum) / Math.max(1, fanOut1.count - fanOut0.count)) * 1000;
   return {
@@ -145,8 +151,9 @@ async function measureLevel(client: ServerClient, server: ServerHandle, fleets: 
     kibPerAgent: (rss - idleRss) / 1024 / agents,
     idleCpuPct: idleCpuPerMs * 1000 * 100,
     serverFanOutMs,
-    cpuUsPerDelivery: busyCpu > 0 ? (busyCpu * 1e6) / Math.max(1, lags.length) : Number.NaN,
-    loadCpuUsPerDelivery: (loadCpu * 1e6) / Math.max(1, lags.length),
+    cpuUsPerDelivery: (busyCpu * 1e6) / written,
+    heartbeatsDuringWrites: Math.max(0, written - lags.length),
+    loadCpuUsPerDelivery: (loadCpu * 1e6) / written,
     eventBytes,
   };
 }
@@ -190,7 +197,7 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
       from += writes;
       results.push(level);
       ctx.log(
-        `${agents} agents: ack median ${median(level.acksMs).toFixed(1)} ms (none: ${median(baseline).toFixed(1)}), delivery p50 ${level.p50Ms.toFixed(1)} p99 ${level.p99Ms.toFixed(1)} ms (server fan-out ${level.serverFanOutMs.toFixed(1)} ms), missing ${level.missing}, RSS ${level.rssMiB.toFixed(0)} MiB (${level.kibPerAgent.toFixed(1)} KiB/agent), ${level.cpuUsPerDelivery.toFixed(1)} µs CPU/delivery, idle ${level.idleCpuPct.toFixed(1)} % CPU`,
+        `${agents} agents: ack median ${median(level.acksMs).toFixed(1)} ms (none: ${median(baseline).toFixed(1)}), delivery p50 ${level.p50Ms.toFixed(1)} p99 ${level.p99Ms.toFixed(1)} ms (server fan-out ${level.serverFanOutMs.toFixed(1)} ms), missing ${level.missing}, RSS ${level.rssMiB.toFixed(0)} MiB (${level.kibPerAgent.toFixed(1)} KiB/agent), ${level.cpuUsPerDelivery.toFixed(1)} µs CPU per message written (${level.heartbeatsDuringWrites} heartbeats among them), load processes ${level.loadCpuUsPerDelivery.toFixed(1)} µs per message received, idle ${level.idleCpuPct.toFixed(1)} % CPU`,
       );
     }
     const idleMiB = idleRss / 2 ** 20;
@@ -205,9 +212,9 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
         { system: who, metric: 'missing deliveries', unit: 'count', values: [l.missing], better: 'lower' },
         { system: who, metric: 'RSS', unit: 'MiB', values: [l.rssMiB], better: 'lower', note: `idle ${idleMiB.toFixed(0)} MiB` },
         { system: who, metric: 'RSS per agent', unit: 'KiB', values: [l.kibPerAgent], better: 'lower' },
-        ...(Number.isNaN(l.cpuUsPerDelivery) ? [] : [{ system: who, metric: 'CPU per delivered event', unit: 'µs', values: [l.cpuUsPerDelivery], better: 'lower' as const }]),
+        { system: who, metric: 'CPU per message written (events and heartbeats)', unit: 'µs', values: [l.cpuUsPerDelivery], better: 'lower', note: `${l.heartbeatsDuringWrites} heartbeats among them` },
         { system: who, metric: 'CPU with streams idle (heartbeats)', unit: '%', values: [l.idleCpuPct], better: 'lower' },
-        { system: who, metric: 'load processes: CPU per received event', unit: 'µs', values: [l.loadCpuUsPerDelivery], better: 'lower', note: `${l.eventBytes} B events` },
+        { system: who, metric: 'load processes: CPU per received message', unit: 'µs', values: [l.loadCpuUsPerDelivery], better: 'lower', note: `${l.eventBytes} B events` },
       );
     }
     const at5k = results.find((l) => l.agents === 5_000) ?? results[results.length - 1];
@@ -238,9 +245,9 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
       { system: who, metric: 'delivery to every stream p99', unit: 'ms', values: [f.p99Ms], better: 'lower' },
       { system: who, metric: 'missing deliveries', unit: 'count', values: [f.missing], better: 'lower' },
       { system: who, metric: 'RSS per agent', unit: 'KiB', values: [f.kibPerAgent], better: 'lower', note: `idle ${f.idleMiB.toFixed(0)} MiB` },
-      ...(Number.isNaN(f.cpuUsPerDelivery) ? [] : [{ system: who, metric: 'CPU per delivered event', unit: 'µs', values: [f.cpuUsPerDelivery], better: 'lower' as const }]),
+      ...(Number.isNaN(f.cpuUsPerDelivery) ? [] : [{ system: who, metric: 'CPU per message written (events and heartbeats)', unit: 'µs', values: [f.cpuUsPerDelivery], better: 'lower' as const, note: 'no heartbeats' }]),
       { system: who, metric: 'one loop writing the event to every stream', unit: 'ms', values: [f.loopMs], better: 'lower', note: `${f.eventBytes} B events` },
-      { system: who, metric: 'load processes: CPU per received event', unit: 'µs', values: [f.loadCpuUsPerDelivery], better: 'lower' },
+      { system: who, metric: 'load processes: CPU per received message', unit: 'µs', values: [f.loadCpuUsPerDelivery], better: 'lower' },
     );
     notes.push(
       `The floor (bench/refs/bare-http2-streams.ts): a bare node:http2 server with the gRPC listener's HTTP/2 settings on core ${SUT_CORE}, holding ${f.agents} connections from the same load processes with one open response stream each, writing one ${f.eventBytes} B length-prefixed message (the size the server's events arrived at) to every stream in one loop. What Node's HTTP/2 costs with nothing on top: per-agent memory below ${f.kibPerAgent.toFixed(1)} KiB is out of reach with one HTTP/2 connection per agent on Node.`,
@@ -261,7 +268,7 @@ export async function controlPlane(ctx: Context): Promise<Omit<ScenarioResult, '
   notes.push(
     `Load average (1 min) ${load0.toFixed(2)} at the start, ${(loadavg()[0] ?? 0).toFixed(2)} at the end, on a machine of ${ctx.profile.name === 'full' ? 'shared' : 'any'} cores: figures from a loaded machine are upper bounds.`,
     'Delivery lag runs from sending the write (its commit included) to a stream receiving the event; agents are simulated by load processes speaking gRPC over hand-framed HTTP/2 (bench/lib/agent-streams.ts, h2-wire-client.ts), one connection each; their CPU per received event is reported (heartbeats received in the same time included).',
-    'CPU per delivered event: server CPU during the writes less its idle rate (heartbeats) over the same time, divided by the deliveries (left out when the server used less than its idle rate, i.e. it was starved of CPU).',
+    "CPU per message written: all of the server's CPU during the writes divided by the messages it wrote in that time (watch_events_sent_total: the events delivered and the heartbeats still due; a stream just sent an event skips its next beat). The floor writes no heartbeats; its idle CPU is subtracted.",
     'RSS per agent: growth over the idle server divided by the agents connected; the first thousands also pay for the V8 heap growing.',
   );
   return {

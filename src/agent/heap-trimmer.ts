@@ -20,8 +20,12 @@ export const CHECK_INTERVAL_MS: Milliseconds = 500;
 export const MIN_GROWTH_BYTES: Bytes = 16 * 2 ** 20;
 /** Event-loop utilisation below which the last interval counts as quiet. */
 export const QUIET_UTILIZATION = 0.05;
-/** Bounds the pauses when bursts keep coming. */
-export const MIN_GAP_MS: Milliseconds = 10_000;
+/**
+ * Bounds the pauses when bursts keep coming. Short, since a trim needs 16 MiB
+ * of growth and a quiet loop anyway: a burst soon after start-up's trim (a
+ * pod's first reads) must not wait for the next burst to be given back.
+ */
+export const MIN_GAP_MS: Milliseconds = 2_000;
 
 /** What the trimmer reads and does; the node implementation is `processHeap()`, tests pass their own. */
 export interface HeapProbe {

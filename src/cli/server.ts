@@ -80,7 +80,7 @@ export function addServerOptions(command: Command): Command {
     .addOption(opt('--watch-open-rate <n>', 'Watch opens per second per pod (burst 2x); 0 = off', '10'))
     .addOption(opt('--audit-retain-age <duration>', 'audit rows older than this are deleted', '30d'))
     .addOption(opt('--audit-max-rows <n>', 'audit rows kept at most (oldest deleted first)', '1000000'))
-    .addOption(opt('--heartbeat-interval <duration>', 'Watch heartbeat (bookmark) interval; agents treat 3 missed beats as a lost stream', '1s'))
+    .addOption(opt('--heartbeat-interval <duration>', 'Watch heartbeat (bookmark) interval, skipped by a stream just sent an event; agents treat 3 silent intervals as a lost stream', '1s'))
     .addOption(opt('--agent-expiry <duration>', 'drop an agent from GET /v1/agents after this long without a report', '10m'))
     .addOption(opt('--watch-buffer <n>', 'events queued per watch stream before a slow reader is ended', '1024'))
     .addOption(opt('--max-body <size>', 'largest request body', '1MiB'))

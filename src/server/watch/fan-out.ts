@@ -4,7 +4,10 @@
  * once per batch, one buffer per event whatever the number of streams) and
  * offered to the streams a slice at a time, yielding to the event loop
  * between slices, so a write is acknowledged as soon as it is committed and
- * other requests are served while thousands of streams receive it.
+ * other requests are served while thousands of streams receive it. The
+ * first few streams (FAN_OUT_FIRST_SLICE, a bounded cost) are offered a
+ * batch in the commit's own turn, before the committing request flushes its
+ * audit row and answers; the rest after it has answered.
  *
  * Order is kept: batches are delivered one after another in commit order,
  * each to every stream before the next starts. The streams are the ones open
@@ -28,6 +31,16 @@ import type { WatchStream } from './watch-stream.ts';
  */
 export const FAN_OUT_SLICE = 256;
 
+/**
+ * Streams offered a batch in the commit's own turn, before the committing
+ * request answers. Waiting for the answer first cost every change the
+ * request's audit flush and response (~1 ms at p50, more when the loop is
+ * busy after it) on its way to the agents (freshness, issue 11); bounded so
+ * that the ack does not grow with the number of watchers (16 × ~20 µs per
+ * HTTP/2 write, issue 21).
+ */
+export const FAN_OUT_FIRST_SLICE = 16;
+
 /** Which streams send a batch (all when absent); the others only move their bookmark past it. */
 export type Audience = (stream: WatchStream) => boolean;
 
@@ -39,9 +52,11 @@ export interface FanOutOptions {
   readonly logger: Logger;
   /** Streams per slice. @default FAN_OUT_SLICE */
   readonly slice?: number;
+  /** Streams offered a drain's first batch at once, before `firstTurn` (0: none). @default FAN_OUT_FIRST_SLICE */
+  readonly firstSlice?: number;
   /** Gives the event loop a turn between slices (tests may count them). @default setImmediate */
   readonly yieldTurn?: () => Promise<void>;
-  /** Waits before a batch's first slice. @default the next loop iteration */
+  /** Waits before the rest of a drain's first batch (past `firstSlice`). @default the next loop iteration */
   readonly firstTurn?: () => Promise<void>;
   /** Called when a batch has been offered to every stream, with the seconds since it was published. */
   readonly onDone?: (seconds: number) => void;
@@ -67,6 +82,7 @@ const afterThisIteration = (): Promise<void> => new Promise((resolve) => setImme
 export class FanOut {
   readonly #o: FanOutOptions;
   readonly #slice: number;
+  readonly #firstSlice: number;
   readonly #yield: () => Promise<void>;
   readonly #first: () => Promise<void>;
   #pending: Batch[] = [];
@@ -76,6 +92,7 @@ export class FanOut {
   constructor(options: FanOutOptions) {
     this.#o = options;
     this.#slice = Math.max(1, options.slice ?? FAN_OUT_SLICE);
+    this.#firstSlice = Math.max(0, options.firstSlice ?? FAN_OUT_FIRST_SLICE);
     this.#yield = options.yieldTurn ?? nextTurn;
     this.#first = options.firstTurn ?? options.yieldTurn ?? afterThisIteration;
   }
@@ -99,11 +116,11 @@ export class FanOut {
   }
 
   async #drain(): Promise<void> {
-    // The committing request answers first: delivery starts on a later turn.
-    await this.#first();
+    let first = true;
     for (let batch = this.#pending.shift(); batch && !this.#closed; batch = this.#pending.shift()) {
       try {
-        await this.#deliver(batch);
+        await this.#deliver(batch, first);
+        first = false;
         if (!this.#closed) this.#o.onDone?.((performance.now() - batch.publishedAt) / 1000);
       } catch (err) {
         this.#o.logger.error({ err: describeError(err), revision: batch.events[0]?.revision }, 'watch fan-out failed');
@@ -114,19 +131,29 @@ export class FanOut {
     this.#running = undefined;
   }
 
-  async #deliver({ events, audience }: Batch): Promise<void> {
+  /** `first`: a drain's first batch, published in this turn by a request that has not answered yet. */
+  async #deliver({ events, audience }: Batch, first: boolean): Promise<void> {
+    const head = first ? this.#firstSlice : 0;
+    // The committing request answers before any stream past the first few is offered the batch.
+    if (first && head === 0) await this.#first();
     const streams = [...this.#o.streams()];
     const sends = (stream: WatchStream): boolean => !stream.ended && (!audience || audience(stream));
     const encoded = await this.#o.encode(events, (event) => streams.some((s) => sends(s) && s.matches(event.namespace)));
-    for (let from = 0; from < streams.length; from += this.#slice) {
-      if (from > 0) await this.#yield();
-      if (this.#closed) return;
-      const to = Math.min(streams.length, from + this.#slice);
+    const offer = (from: number, to: number): void => {
       for (let i = from; i < to; i++) {
         const stream = streams[i] as WatchStream;
         const inAudience = !audience || audience(stream);
         for (const event of encoded) stream.offer(event, inAudience);
       }
+    };
+    if (this.#closed) return;
+    let from = Math.min(head, streams.length);
+    offer(0, from);
+    if (head > 0 && from < streams.length) await this.#first();
+    for (let n = 0; from < streams.length; n++, from += this.#slice) {
+      if (n > 0) await this.#yield();
+      if (this.#closed) return;
+      offer(from, Math.min(streams.length, from + this.#slice));
     }
   }
 }
