@@ -26,7 +26,8 @@ test('the agent command is re-executed once with the node flags and environment,
 });
 
 test('settings the operator gave are kept: a node flag (command line or NODE_OPTIONS) and the environment variable', () => {
-  const env = { MALLOC_ARENA_MAX: '8' };
+  // The operator set every variable the bin would, one of them to its own value.
+  const env: Record<string, string> = { ...AGENT_ENV, MALLOC_ARENA_MAX: '8' };
   const others = AGENT_NODE_FLAGS.filter((f) => f !== semiSpaceFlag);
   const fromArgv = runtimePlan({ execPath: NODE, argv: [NODE, SCRIPT, 'agent'], execArgv: ['--max-semi-space-size=32'], env });
   assert.deepEqual(fromArgv?.args, others.length ? [NODE, '--max-semi-space-size=32', ...others, SCRIPT, 'agent'] : undefined);

@@ -19,6 +19,7 @@ import type { CanaryStatus, RolloutView } from '../src/shared/protocol.ts';
 import { defaultPod, makeAgentDir, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 import { makeVolume } from './helpers/pod-harness.ts';
 import { CLI, http, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { passFleetTime } from './helpers/fleet-time.ts';
 
 const ITEM = 'team-f/app/settings';
 const AGENT = 'files-canary';
@@ -91,12 +92,14 @@ test('a canary rendering files counts as applied only once its files are publish
     const { canary } = await status(goodId);
     return canary?.files === 'published' ? canary : undefined;
   });
-  assert.deepEqual(published, { agent: AGENT, reporting: true, connected: true, applied: true, files: 'published', appHealth: 'unknown' });
+  const { lastReport, ...levels } = published;
+  assert.deepEqual(levels, { agent: AGENT, reporting: true, connected: true, applied: true, files: 'published', appHealth: 'unknown' });
+  assert.ok(lastReport !== undefined && Date.parse(lastReport) > 0, 'when it last reported');
   assert.match(await envFile(), /^FLAG=["']?v2["']?$/m, 'the candidate is in the app\'s file');
   const cli = await runCli(server, ['rollout', 'status', goodId]);
   assert.equal(cli.code, 0, cli.output);
   assert.match(cli.output, new RegExp(`${AGENT}: connected, applied, files published, app health unknown`));
-  assert.equal((await http(server.adminUrl, 'POST', '/test/clock/advance?ms=61000')).status, 200);
+  await passFleetTime(server, new Map([[AGENT, agent]]), 61_000);
   await until('the rollout completes after the bake', async () => ((await status(goodId)).view.state === 'completed' ? true : undefined));
   assert.equal((await status(goodId)).view.canaryStatus, undefined, 'a finished rollout shows no canary levels');
 
@@ -113,7 +116,7 @@ test('a canary rendering files counts as applied only once its files are publish
   const cliPending = await runCli(server, ['rollout', 'status', badId]);
   assert.match(cliPending.output, new RegExp(`${AGENT}: connected, applied, files not published yet`));
   assert.equal((await status(badId)).view.state, 'rolling', 'not rolled back before the bake ends: the files may still be published');
-  assert.equal((await http(server.adminUrl, 'POST', '/test/clock/advance?ms=61000')).status, 200);
+  await passFleetTime(server, new Map([[AGENT, agent]]), 61_000);
   const rolledBack = await until('the rollout rolls back at the end of the bake', async () => {
     const { view } = await status(badId);
     return view.state === 'rolled_back' ? view : undefined;

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { canaryHash, chooseCanaries, eligibleAgents } from '../src/server/rollouts/canary-selection.ts';
 import { DatabaseSync } from 'node:sqlite';
 import { canaryStatuses, healthVerdict, STREAM_DOWN_GRACE_MS, type CanaryReport } from '../src/server/rollouts/health-verdict.ts';
+import { heardFrom, SILENT_AFTER_MS } from '../src/server/rollouts/report-silence.ts';
 import { sqlAgentReports } from '../src/server/store/agent-reports.ts';
 import type { SqlParam, SqlRow } from '../src/server/store/sql-store.ts';
 import { reportFromWire, reportToWire } from '../src/shared/fleet-proto.ts';
@@ -102,6 +103,34 @@ test('health verdict: a canary whose stream just went down (a server restart) is
   assert.deepEqual(long.unhealthy, [{ agent: 'a1', reason: 'watch stream down' }]);
 });
 
+test('health verdict: a canary silent longer than three report intervals counts as stream down whatever its last report said (applied or not), with the same grace; shown as silent; never picked', () => {
+  const lastSeen = 1_000;
+  const quiet = (over: Partial<CanaryReport> = {}) => new Map([report('a1', { lastSeen, ...over }), report('a2')]);
+  assert.equal(SILENT_AFTER_MS, 30_000, 'three of the agents\' 10 s report intervals');
+  assert.deepEqual(healthVerdict(record(), quiet(), lastSeen + SILENT_AFTER_MS), { kind: 'hold', unhealthy: [] }, 'not silent yet: still baking');
+  assert.deepEqual(healthVerdict(record(), quiet(), lastSeen + SILENT_AFTER_MS + 1), { kind: 'hold', unhealthy: [] }, 'silent, within the grace');
+  assert.equal(healthVerdict(record(), quiet({ lastSeen: 10_000 }), 61_000).kind, 'hold', 'the bake end does not advance past a silent canary within the grace');
+  const gone = healthVerdict(record(), quiet(), lastSeen + SILENT_AFTER_MS + STREAM_DOWN_GRACE_MS);
+  assert.equal(gone.kind, 'rollback');
+  assert.deepEqual(gone.unhealthy, [{ agent: 'a1', reason: 'silent: no report since 1970-01-01T00:00:01.000Z' }]);
+  assert.match(gone.kind === 'rollback' ? gone.reason : '', /a1 \(silent: no report since 1970-01-01T00:00:01\.000Z\)/);
+  assert.equal(healthVerdict(record(), quiet({ appliedRevision: 4 }), lastSeen + SILENT_AFTER_MS + STREAM_DOWN_GRACE_MS).kind, 'rollback', 'a canary that never applied and went silent does not wait for the bake end');
+  assert.equal(healthVerdict(record(), quiet({ downSince: 50_000 }), 50_000 + STREAM_DOWN_GRACE_MS - 1).kind, 'hold', 'a replica that started driving later gives the grace from then');
+  assert.equal(healthVerdict(record({ maxUnhealthy: 1 }), quiet(), 100_000).kind, 'advance', 'within maxUnhealthy');
+  assert.deepEqual(healthVerdict(record(), new Map([report('a1', { lastSeen: 60_000 }), report('a2', { lastSeen: 60_000 })]), 61_000), { kind: 'advance', unhealthy: [] }, 'fresh reports');
+
+  const [status] = canaryStatuses(record({ canary: ['a1'] }), quiet(), lastSeen + SILENT_AFTER_MS + 1);
+  assert.deepEqual(status, { agent: 'a1', reporting: true, lastReport: '1970-01-01T00:00:01.000Z', silent: true, connected: false, applied: true, files: 'none', appHealth: 'unknown' });
+  assert.equal(canaryLevels(status as NonNullable<typeof status>), 'stream down (silent: no report since 1970-01-01T00:00:01.000Z), applied, app health unknown');
+  assert.equal(canaryStatuses(record({ canary: ['a1'] }), quiet(), lastSeen + 1_000)[0]?.connected, true);
+
+  const fleet = [
+    { id: 'a', prefixes: ['team-a'], connected: true, lastSeen: 1_000 },
+    { id: 'b', prefixes: ['team-a'], connected: true, lastSeen: 40_000 },
+  ];
+  assert.deepEqual(eligibleAgents(fleet.map((r) => heardFrom(r, 45_000)), ['team-a/app/flag']), ['b'], 'a silent agent is not picked as a canary');
+});
+
 test('routes: /v1/rollouts GET lists, POST starts; /{id} GET; /{id}/{action} POST; anything else is a clear 404/405', () => {
   assert.deepEqual(parseRoute('GET', '/v1/rollouts'), { op: 'rollouts' });
   assert.deepEqual(parseRoute('POST', '/v1/rollouts'), { op: 'rolloutStart' });
@@ -163,7 +192,7 @@ test('files published as a health level: a canary rendering files is applied onl
   assert.equal(healthVerdict(record(), new Map([report('a1', { filesRevision: 0 }), report('a2')]), 61_000).kind, 'advance', 'an agent rendering no files (or an older one) is applied at its applied revision');
 
   assert.deepEqual(
-    canaryStatuses(record({ canary: ['a1', 'a2', 'a3'] }), new Map([report('a1', { rendersFiles: true, filesRevision: 4, appHealth: 'healthy' }), report('a2', { appHealth: 'unhealthy', appHealthRevision: 4 })])),
+    canaryStatuses(record({ canary: ['a1', 'a2', 'a3'] }), new Map([report('a1', { rendersFiles: true, filesRevision: 4, appHealth: 'healthy' }), report('a2', { appHealth: 'unhealthy', appHealthRevision: 4 })]), 2_000),
     [
       { agent: 'a1', reporting: true, connected: true, applied: true, files: 'pending', appHealth: 'healthy' },
       { agent: 'a2', reporting: true, connected: true, applied: true, files: 'none', appHealth: 'unknown' },

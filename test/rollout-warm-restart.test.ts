@@ -132,7 +132,9 @@ test('a canary restarted from its snapshot mid-rollout serves the candidate stal
     return view && !view.connected && view.rollouts.some((r) => r.rollout === r1) ? view : undefined;
   });
   assert.ok(down.appliedRevision > 0);
-  assert.deepEqual((await rollout(r1)).canary, { agent: AGENT, reporting: true, connected: false, applied: true, files: 'published', appHealth: 'unknown' });
+  const { lastReport, ...levels } = (await rollout(r1)).canary ?? { agent: 'none', lastReport: undefined };
+  assert.deepEqual(levels, { agent: AGENT, reporting: true, connected: false, applied: true, files: 'published', appHealth: 'unknown' });
+  assert.ok(lastReport !== undefined && Date.parse(lastReport) >= Date.parse(down.lastSeen), 'when it last reported: since it restarted');
   // The bake passes while it is down (within the 30 s grace): it does not count as healthy, so no advance.
   assert.equal((await http(server.adminUrl, 'POST', '/test/clock/advance?ms=11000')).status, 200);
   const holdUntil = Date.now() + 1_500;

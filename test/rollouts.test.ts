@@ -20,6 +20,7 @@ import type { RolloutView } from '../src/shared/protocol.ts';
 import { hook, socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
 import { CLI, http, makeTempDir, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
+import { passFleetTime } from './helpers/fleet-time.ts';
 
 const ITEM = 'team-a/app/flag';
 const WAIT_MS = 10_000;
@@ -219,7 +220,7 @@ test('the CLI drives a rollout: start from a change file, the next step after th
     await servedBecomes('the canary serves v4', (id) => (id === firstCanary ? 'v4' : 'v2'));
     // Only a canary that applied the candidate passes the bake; wait for its report, then let the bake pass.
     await until('the canary reports the rollout', async () => ((await connectedAgents())?.find((a) => a.id === firstCanary)?.rollouts.some((r) => r.rollout === view.id) ? true : undefined));
-    assert.equal((await http(server.adminUrl, 'POST', '/test/clock/advance?ms=61000')).status, 200);
+    await passFleetTime(server, agents, 61_000);
     const second = await until('step 2 at 60%', async () => {
       const r = await rollout(view.id);
       return r.step === 1 ? r : undefined;
@@ -232,7 +233,7 @@ test('the CLI drives a rollout: start from a change file, the next step after th
     const paused = await runCli(['rollout', 'pause', view.id]);
     assert.equal(paused.code, 0, paused.output);
     assert.match(paused.output, new RegExp(`rollout ${view.id}: paused, step 2 of 3 \\(60%\\)`));
-    assert.equal((await http(server.adminUrl, 'POST', '/test/clock/advance?ms=61000')).status, 200);
+    await passFleetTime(server, agents, 61_000);
     const again = await runCli(['rollout', 'pause', view.id]);
     assert.equal(again.code, 1, again.output);
     assert.match(again.output, /is paused; pause applies to a rolling rollout\. \(conflict\)/);

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateTransportKeyPair, newDek, open, seal, unwrapDek, valueAad, wrapDek, parseTransportPublicKey } from '../src/shared/crypto.ts';
 import { AppError } from '../src/shared/errors.ts';
-import { namespaceMatchesPrefix, parseItemPath, decodePathRemainder } from '../src/shared/paths.ts';
+import { namespaceMatchesAny, namespaceMatcher, namespaceMatchesPrefix, parseItemPath, decodePathRemainder } from '../src/shared/paths.ts';
 import { parseDuration, parseSize } from '../src/shared/units.ts';
 import { ManualClock } from '../src/shared/clock.ts';
 import { Backoff } from '../src/shared/backoff.ts';
@@ -47,6 +47,15 @@ test('item paths follow the segment rules and prefixes match whole segments', ()
   assert.ok(namespaceMatchesPrefix('production/ml', 'production/ml'));
   assert.ok(namespaceMatchesPrefix('production/ml/x', 'production/ml'));
   assert.ok(!namespaceMatchesPrefix('production/ml-admin', 'production/ml'));
+});
+
+test('a namespace matcher built once for some prefixes answers as namespaceMatchesAny for every namespace', () => {
+  const prefixSets = [['production/ml'], ['production/ml/', 'staging'], ['a//'], [''], ['x', 'production']];
+  const namespaces = ['production/ml', 'production/ml/x', 'production/ml-admin', 'production', 'productionx', 'staging/a', 'stagingx', 'a', 'a/b', 'ab', '', 'x/y'];
+  for (const prefixes of prefixSets) {
+    const matches = namespaceMatcher(prefixes);
+    for (const namespace of namespaces) assert.equal(matches(namespace), namespaceMatchesAny(namespace, prefixes), `${namespace} under ${JSON.stringify(prefixes)}`);
+  }
 });
 
 test('durations and sizes parse as documented', () => {

@@ -342,7 +342,7 @@ function socketPost(socketPath: string, path: string, body: unknown): Promise<{ 
   });
 }
 
-test('in Chromium, views.js alone: a rollout card shows step, canaries and a canary\'s markup reason as text, with the buttons its state allows; the fleet shows an application\'s reason as text', { skip: NO_CHROMIUM }, async (t) => {
+test('in Chromium, views.js alone: a rollout card shows step, canaries (a silent one as stream down) and a canary\'s markup reason as text, with the buttons its state allows; the fleet shows an application\'s reason as text', { skip: NO_CHROMIUM }, async (t) => {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: process.getuid?.() === 0 ? ['--no-sandbox'] : [] });
   t.after(() => browser.close());
   const page = await browser.newPage();
@@ -351,7 +351,8 @@ test('in Chromium, views.js alone: a rollout card shows step, canaries and a can
   const base = { steps: [30, 100], items: ['team-a/app'], bakeSeconds: 300, maxUnhealthy: 1, createdAt: now, stepStartedAt: now };
   const views = [
     { ...base, id: 'r-rolling', state: 'rolling', step: 0, percent: 30, canary: ['web-1'], unhealthy: [{ agent: 'web-1', reason: MARKUP_SUBJECT }] },
-    { ...base, id: 'r-paused', state: 'paused', step: 0, percent: 30, canary: ['web-1'], unhealthy: [] },
+    // A canary silent for three report intervals: its stream counts as down whatever it last reported.
+    { ...base, id: 'r-paused', state: 'paused', step: 0, percent: 30, canary: ['web-1'], unhealthy: [], canaryStatus: [{ agent: 'web-1', reporting: true, lastReport: now, silent: true, connected: false, applied: true, files: 'none', appHealth: 'unknown' }] },
     { ...base, id: 'r-back', state: 'rolled_back', step: 0, percent: 30, canary: [], unhealthy: [], reason: `canary web-1 unhealthy: ${MARKUP_SUBJECT}` },
   ];
   // The module is loaded the way the page loads it (same origin, under the CSP); only its input is made up.
@@ -368,6 +369,7 @@ test('in Chromium, views.js alone: a rollout card shows step, canaries and a can
       canary: card('r-rolling')?.querySelector('.canary')?.textContent,
       reason: card('r-rolling')?.querySelector('.unhealthy .reason')?.textContent,
       endReason: card('r-back')?.querySelector('dd.reason')?.textContent,
+      silentLevels: card('r-paused')?.querySelector('li[data-agent="web-1"] .levels')?.textContent,
       elements: host.querySelectorAll('img, b, script').length,
       clicks,
     };
@@ -377,6 +379,7 @@ test('in Chromium, views.js alone: a rollout card shows step, canaries and a can
     canary: 'web-1',
     reason: MARKUP_SUBJECT,
     endReason: `canary web-1 unhealthy: ${MARKUP_SUBJECT}`,
+    silentLevels: `stream down (silent: no report since ${now}), applied, app health unknown`,
     elements: 0,
     clicks: ['r-rolling:promote', 'r-rolling:pause', 'r-rolling:abort', 'r-paused:resume', 'r-paused:promote', 'r-paused:abort'],
   });

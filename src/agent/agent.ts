@@ -136,6 +136,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const logger = options.logger ?? createLogger({ component: 'agent', level: settings.logLevel });
   const offsetClock = hooks ? new OffsetClock() : undefined;
   const clock: Clock = options.clock ?? offsetClock ?? systemClock;
+  // Its own clock under test hooks, so a test can make reports fall due without the stream's heartbeat watchdog firing.
+  const reportClock = hooks && !options.clock ? new OffsetClock() : undefined;
   if (hooks) logger.warn({ env: 'CONFIG_SIDECAR_TEST_HOOKS' }, 'TEST HOOKS ENABLED: debug routes on the admin listener can move the clock and hold fetches; never use in production');
   // First: a --cache-max-bytes that cannot fit the limit stops the agent before anything starts.
   const memory = agentMemory(settings, options.memory);
@@ -356,7 +358,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     addresses: settings.serverGrpc,
     caFile: settings.serverCa,
     token,
-    clock,
+    clock: reportClock ?? clock,
     logger,
     agentId: id,
     prefixes,
@@ -458,10 +460,11 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
   const adminServer = createAdminServer({
     registry: metrics.registry,
     readiness,
-    ...(hooks && offsetClock && gate && split
+    ...(hooks && offsetClock && reportClock && gate && split
       ? {
           extraRoutes: createTestHookRoutes({
             clock: offsetClock,
+            reportClock,
             gate,
             split,
             deliver: applyEvent,

@@ -5,7 +5,11 @@
  * agent's clock and hold an upstream fetch for one key, so the fill /
  * invalidate race and max-stale are reproduced without sleeping.
  *
- *   POST /debug/clock/advance?ms=N        move the agent's OffsetClock forward
+ *   POST /debug/clock/advance?ms=N        move the agent's OffsetClock (and its fleet reporter's) forward
+ *   POST /debug/clock/advance?ms=N&clock=report
+ *                                         move only the fleet reporter's clock: its report falls due as
+ *                                         it would after N ms, without the stream's heartbeat watchdog
+ *                                         firing (tests that move the server's clock keep reports fresh)
  *   POST /debug/hold?key=ns/name          hold the next fetches of the key after the server answered
  *   GET  /debug/held?key=ns/name          long-poll: resolves once a fetch of the key is being held
  *   POST /debug/release?key=ns/name       let held fetches continue
@@ -132,6 +136,8 @@ export class StreamSplit {
 
 export interface TestHookDeps {
   readonly clock: OffsetClock;
+  /** The fleet reporter's clock. */
+  readonly reportClock: OffsetClock;
   readonly gate: HoldGate;
   readonly state: () => Record<string, unknown>;
   readonly appliedRevision: () => number;
@@ -160,8 +166,11 @@ export function createTestHookRoutes(deps: TestHookDeps): (req: IncomingMessage,
       case 'POST /debug/clock/advance': {
         const ms = Number(url.searchParams.get('ms'));
         if (!Number.isFinite(ms) || ms < 0) throw new AppError('bad_request', 'ms must be a non-negative number');
-        deps.clock.advance(ms);
-        sendJson(res, 200, { now: deps.clock.now() });
+        const which = url.searchParams.get('clock') ?? 'all';
+        if (which !== 'all' && which !== 'report') throw new AppError('bad_request', 'clock must be "report" (only the fleet reporter\'s) or absent (every clock)');
+        if (which === 'all') deps.clock.advance(ms);
+        deps.reportClock.advance(ms);
+        sendJson(res, 200, { now: deps.clock.now(), reportNow: deps.reportClock.now() });
         return true;
       }
       case 'POST /debug/hold':

@@ -26,7 +26,7 @@ function parseSteps(text: string): number[] {
 /** A canary's health levels in order, e.g. "connected, applied, files published, app healthy". */
 export function canaryLevels(c: CanaryStatus): string {
   if (!c.reporting) return 'not reporting';
-  const levels = [c.connected ? 'connected' : 'stream down', c.applied ? 'applied' : 'not applied yet'];
+  const levels = [c.connected ? 'connected' : c.silent ? `stream down (silent: no report since ${c.lastReport ?? '?'})` : 'stream down', c.applied ? 'applied' : 'not applied yet'];
   if (c.files !== 'none') levels.push(c.files === 'published' ? 'files published' : 'files not published yet');
   levels.push(`app ${c.appHealth === 'unknown' ? 'health unknown' : c.appHealth}`);
   return levels.join(', ');
@@ -84,7 +84,7 @@ Exit codes: 0 done, 1 refused (or status: rolled back / aborted), 2 bad usage, 3
   withServer(
     rollout
       .command('status')
-      .description('Show one rollout, or every rollout (needs agents:read on the namespaces they change); while active, each canary with its health levels (connected, applied, files published, app health).')
+      .description('Show one rollout, or every rollout (needs agents:read on the namespaces they change); while active, each canary with its health levels (connected, or stream down and silent once not heard from for 30 s; applied; files published; app health).')
       .argument('[id]', 'a rollout id')
       .addOption(new Option('--json', 'print the answer as JSON')),
   ).action(

@@ -94,6 +94,21 @@ export function namespaceMatchesAny(namespace: string, prefixes: readonly string
   return prefixes.some((prefix) => namespaceMatchesPrefix(namespace, prefix));
 }
 
+const SLASH = 0x2f;
+
+/**
+ * namespaceMatchesAny with the prefixes normalised once, for matching many
+ * namespaces against the same prefixes (a Watch stream is offered every
+ * committed event: thousands of streams per event, no regex or string built per call).
+ */
+export function namespaceMatcher(prefixes: readonly string[]): (namespace: string) => boolean {
+  const bases = prefixes.map((prefix) => prefix.replace(/\/+$/, ''));
+  return (namespace) => {
+    for (const base of bases) if (namespace.startsWith(base) && (namespace.length === base.length || namespace.charCodeAt(base.length) === SLASH)) return true;
+    return false;
+  };
+}
+
 /** `namespace/name`, the printable key of an item. */
 export function itemKey(ref: ItemRef): string {
   return `${ref.namespace}/${ref.name}`;

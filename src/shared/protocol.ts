@@ -126,8 +126,9 @@ export interface RolloutView {
 }
 
 /**
- * One canary's health levels: reporting and connected, the candidate applied
- * (its applied revision reached the rollout's), its files published at that
+ * One canary's health levels: reporting (and when it last did), connected
+ * (false too when it is `silent`: no report for three report intervals,
+ * whatever it last said), the candidate applied (its applied revision reached the rollout's), its files published at that
  * revision (`none`: it renders no files), and the application's own signal
  * observed since (`unknown` until then). The rollout counts it as applied
  * when `applied` and `files` is not `pending`.
@@ -135,6 +136,9 @@ export interface RolloutView {
 export interface CanaryStatus {
   readonly agent: string;
   readonly reporting: boolean;
+  /** When its last report reached the server (ISO 8601); absent when not reporting. */
+  readonly lastReport?: string;
+  readonly silent?: true;
   readonly connected: boolean;
   readonly applied: boolean;
   readonly files: 'none' | 'pending' | 'published';

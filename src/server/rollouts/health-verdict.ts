@@ -10,6 +10,10 @@
  * down counts only after STREAM_DOWN_GRACE_MS: a server restart or failover
  * drops every canary's stream at once, and its Report may reach the server
  * before its stream does; until then it holds the rollout (no advance).
+ * A canary whose last report is older than SILENT_AFTER_MS (report-silence.ts)
+ * is silent: its pod is gone or crash-looping, so what that report said
+ * (connected, applied, healthy) no longer counts; it counts as stream down,
+ * applied or not, with the same grace.
  * A canary that renders files has applied the candidate only once its files
  * are published at the rollout's revision too (its report's files revision):
  * an app reading files has not seen the candidate before that.
@@ -18,6 +22,7 @@ import type { AgentHealth } from '../../shared/fleet-proto.ts';
 import type { CanaryStatus } from '../../shared/protocol.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { RolloutRecord, UnhealthyCanary } from './rollout-record.ts';
+import { isSilent, SILENT_AFTER_MS } from './report-silence.ts';
 
 /**
  * How long a canary's stream may be down before it counts as unhealthy: agents
@@ -38,9 +43,17 @@ export interface CanaryReport {
   /** The agent renders files: applied needs `filesRevision` at the rollout's revision too. */
   readonly rendersFiles?: boolean | undefined;
   readonly filesRevision?: number | undefined;
-  /** When the judging replica first saw this agent's stream down (absent: now). */
+  /** When the report was stored (the server's clock); absent: fresh. */
+  readonly lastSeen?: Milliseconds | undefined;
+  /** When the judging replica counts this agent's stream down from (absent: now, or for a silent one SILENT_AFTER_MS after its report). */
   readonly downSince?: Milliseconds | undefined;
 }
+
+/** The silent report's time, or undefined while the agent is heard from. */
+const silentSince = (report: CanaryReport, now: Milliseconds): Milliseconds | undefined => (report.lastSeen !== undefined && isSilent(report.lastSeen, now) ? report.lastSeen : undefined);
+
+/** Why a silent canary counts as down; stable while it stays silent (the rollout's unhealthy list is rewritten only when it changes). */
+export const silenceReason = (lastSeen: Milliseconds): string => `silent: no report since ${new Date(lastSeen).toISOString()}`;
 
 export type Verdict =
   | { readonly kind: 'rollback'; readonly unhealthy: readonly UnhealthyCanary[]; readonly reason: string }
@@ -50,8 +63,15 @@ export type Verdict =
 const filesPending = (record: Pick<RolloutRecord, 'revision'>, report: CanaryReport): boolean => report.rendersFiles === true && (report.filesRevision ?? 0) < record.revision;
 
 function canaryState(record: RolloutRecord, report: CanaryReport | undefined, now: Milliseconds): { applied: boolean; reason?: string; waiting?: true } {
-  if (!report || report.appliedRevision < record.revision || filesPending(record, report)) return { applied: false };
-  if (report.appHealth === 'unhealthy' && report.appHealthRevision >= record.revision) return { applied: true, reason: report.healthReason || 'application unhealthy' };
+  if (!report) return { applied: false };
+  const applied = report.appliedRevision >= record.revision && !filesPending(record, report);
+  if (applied && report.appHealth === 'unhealthy' && report.appHealthRevision >= record.revision) return { applied: true, reason: report.healthReason || 'application unhealthy' };
+  const lastHeard = silentSince(report, now);
+  if (lastHeard !== undefined) {
+    const since = report.downSince ?? lastHeard + SILENT_AFTER_MS;
+    return now - since < STREAM_DOWN_GRACE_MS ? { applied, waiting: true } : { applied, reason: silenceReason(lastHeard) };
+  }
+  if (!applied) return { applied: false };
   if (!report.connected) return now - (report.downSince ?? now) < STREAM_DOWN_GRACE_MS ? { applied: true, waiting: true } : { applied: true, reason: 'watch stream down' };
   if (report.health === 'degraded') return { applied: true, reason: `agent degraded${report.healthReason ? `: ${report.healthReason}` : ''}` };
   return { applied: true };
@@ -89,18 +109,22 @@ export function healthVerdict(record: RolloutRecord, reports: ReadonlyMap<string
 
 /**
  * Where each canary is, level by level, for `rollout status` and the status
- * page: reporting, the candidate applied (its applied revision), its files
- * published at that revision (agents rendering files), and the application's
- * own signal observed since.
+ * page: reporting (and when it last did; silent when that is too long ago,
+ * which counts as its stream down), the candidate applied (its applied
+ * revision), its files published at that revision (agents rendering files),
+ * and the application's own signal observed since.
  */
-export function canaryStatuses(record: Pick<RolloutRecord, 'canary' | 'revision'>, reports: ReadonlyMap<string, CanaryReport>): CanaryStatus[] {
+export function canaryStatuses(record: Pick<RolloutRecord, 'canary' | 'revision'>, reports: ReadonlyMap<string, CanaryReport>, now: Milliseconds): CanaryStatus[] {
   return record.canary.map((agent) => {
     const report = reports.get(agent);
     if (!report) return { agent, reporting: false, connected: false, applied: false, files: 'none', appHealth: 'unknown' };
+    const quiet = silentSince(report, now) !== undefined;
     return {
       agent,
       reporting: true,
-      connected: report.connected,
+      ...(report.lastSeen === undefined ? {} : { lastReport: new Date(report.lastSeen).toISOString() }),
+      ...(quiet ? { silent: true as const } : {}),
+      connected: report.connected && !quiet,
       applied: report.appliedRevision >= record.revision,
       files: report.rendersFiles !== true ? 'none' : filesPending(record, report) ? 'pending' : 'published',
       appHealth: report.appHealthRevision >= record.revision && (report.appHealth === 'healthy' || report.appHealth === 'unhealthy') ? report.appHealth : 'unknown',

@@ -22,6 +22,7 @@ import { chooseCanaries, eligibleAgents } from './canary-selection.ts';
 import { canaryStatuses, healthVerdict, type CanaryReport, type Verdict } from './health-verdict.ts';
 import type { CanaryStatus, RolloutState } from '../../shared/protocol.ts';
 import { isActive, type RolloutRecord } from './rollout-record.ts';
+import { heardFrom, isSilent, SILENT_AFTER_MS } from './report-silence.ts';
 
 /** How often active rollouts are judged without a report to prompt it (bake ends, lapsed leases). */
 export const ROLLOUT_TICK_MS: Milliseconds = 500;
@@ -87,6 +88,8 @@ export class RolloutService {
    * afresh, as the agents reconnect to it.
    */
   #downSince = new Map<string, Milliseconds>();
+  /** When this replica started driving: a silent canary's grace starts no earlier (a restarted replica's agents reconnect to it). */
+  #drivingSince: Milliseconds | undefined;
 
   constructor(options: RolloutServiceOptions) {
     this.#o = options;
@@ -97,12 +100,18 @@ export class RolloutService {
     return this.#o.reports.seenSince(this.#o.clock.now() - this.#o.agentExpiry);
   }
 
+  /** Live reports with a silent agent's stream counted down: the canaries a step picks. */
+  async #heardReports(): Promise<AgentReportRow[]> {
+    const now = this.#o.clock.now();
+    return (await this.#liveReports()).map((r) => heardFrom(r, now));
+  }
+
   async start(input: RolloutStartInput, actor: string): Promise<RolloutRecord> {
     checkSteps(input.steps);
     const id = `ro-${randomBytes(6).toString('hex')}`;
     const items = [...new Set(input.changes.map((c) => `${c.ref.namespace}/${c.ref.name}`))];
     const first = input.steps[0] as number;
-    const canary = first >= 100 ? [] : chooseCanaries(id, eligibleAgents(await this.#liveReports(), items), first);
+    const canary = first >= 100 ? [] : chooseCanaries(id, eligibleAgents(await this.#heardReports(), items), first);
     let record = await this.#o.controlPlane.startRollout({ id, steps: input.steps, bakeSeconds: input.bakeSeconds, maxUnhealthy: input.maxUnhealthy, changes: input.changes, canary }, actor);
     this.#o.logger.info({ rollout: id, items, step: 0, percent: first, canary }, 'rollout started');
     this.#o.onTransition?.('rolling');
@@ -119,7 +128,8 @@ export class RolloutService {
     const active = records.filter((r) => isActive(r.state) && r.canary.length > 0);
     if (active.length === 0) return new Map();
     const reports = new Map((await this.#liveReports()).map((r) => [r.id, canaryReportOf(r)]));
-    return new Map(active.map((r) => [r.id, canaryStatuses(r, reports)]));
+    const now = this.#o.clock.now();
+    return new Map(active.map((r) => [r.id, canaryStatuses(r, reports, now)]));
   }
 
   async get(id: string): Promise<RolloutRecord> {
@@ -209,6 +219,7 @@ export class RolloutService {
   }
 
   startDriving(): void {
+    this.#drivingSince ??= this.#o.clock.now();
     const tick = (): void => {
       this.#timer = this.#o.clock.setTimeout(() => {
         this.poke();
@@ -235,7 +246,9 @@ export class RolloutService {
       const down = new Map<string, Milliseconds>();
       for (const r of reports) if (!r.connected) down.set(r.id, this.#downSince.get(r.id) ?? now);
       this.#downSince = down;
-      const byId = new Map(reports.map((r) => [r.id, { ...canaryReportOf(r), downSince: down.get(r.id) }]));
+      const drivingSince = this.#drivingSince ?? now;
+      const downSince = (r: AgentReportRow): Milliseconds | undefined => (isSilent(r.lastSeen, now) ? Math.max(r.lastSeen + SILENT_AFTER_MS, drivingSince) : down.get(r.id));
+      const byId = new Map(reports.map((r) => [r.id, { ...canaryReportOf(r), downSince: downSince(r) }]));
       for (const id of ids) {
         if (this.#closed) return;
         if (!(await this.#o.controlPlane.takeRolloutLease(id, this.#owner, ROLLOUT_LEASE_MS))) {
@@ -291,7 +304,7 @@ export class RolloutService {
       }
       return;
     }
-    const canary = chooseCanaries(seen.id, eligibleAgents(reports, seen.items), percent, seen.canary);
+    const canary = chooseCanaries(seen.id, eligibleAgents(reports.map((r) => heardFrom(r, now)), seen.items), percent, seen.canary);
     const added = canary.length !== seen.canary.length;
     await cp.changeRollout(seen.id, (r) => (unchanged(r) ? { record: { ...r, step, canary, stepStartedAt: now, unhealthy: verdict.unhealthy }, touch: added } : undefined), ROLLOUT_CONTROLLER);
     this.#o.logger.info({ rollout: seen.id, step, percent, canary }, 'rollout step started');

@@ -117,7 +117,7 @@ export function rolloutsView(answer, onAction) {
 /** A canary's health levels in order (as `rollout status` prints them). */
 function canaryLevels(c) {
   if (!c.reporting) return 'not reporting';
-  const levels = [c.connected ? 'connected' : 'stream down', c.applied ? 'applied' : 'not applied yet'];
+  const levels = [c.connected ? 'connected' : c.silent ? `stream down (silent: no report since ${c.lastReport ?? '?'})` : 'stream down', c.applied ? 'applied' : 'not applied yet'];
   if (c.files !== 'none') levels.push(c.files === 'published' ? 'files published' : 'files not published yet');
   levels.push(`app ${c.appHealth === 'unknown' ? 'health unknown' : c.appHealth}`);
   return levels.join(', ');

@@ -25,7 +25,7 @@
  * the same bookmark.
  */
 import { GrpcStatus, type GrpcStatusCode } from '../../shared/errors.ts';
-import { namespaceMatchesAny } from '../../shared/paths.ts';
+import { namespaceMatcher } from '../../shared/paths.ts';
 import type { LogPosition, StartFrom } from '../../shared/watch-proto.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { LogEvent } from '../control-plane.ts';
@@ -86,6 +86,7 @@ export class WatchStream {
   readonly subject: string;
   readonly prefixes: readonly string[];
   readonly #o: WatchStreamOptions;
+  readonly #matcher: (namespace: string) => boolean;
   #state: 'starting' | 'live' | 'ended' = 'starting';
   /** Live events under the prefixes that arrived while starting (created on the first). */
   #pendingLive: EncodedEvent[] | undefined;
@@ -108,6 +109,7 @@ export class WatchStream {
     this.id = options.id;
     this.subject = options.subject;
     this.prefixes = options.prefixes;
+    this.#matcher = namespaceMatcher(options.prefixes);
   }
 
   get ended(): boolean {
@@ -120,7 +122,7 @@ export class WatchStream {
   }
 
   matches(namespace: string | undefined): boolean {
-    return namespace !== undefined && namespaceMatchesAny(namespace, this.prefixes);
+    return namespace !== undefined && this.#matcher(namespace);
   }
 
   /**
