@@ -1,17 +1,33 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { AppliedEventsHub } from '../src/agent/applied-events.ts';
+import { createDataServer, listenSocket, type RequestCount } from '../src/agent/data-listeners.ts';
+import { rawEtag } from '../src/agent/item-representation.ts';
+import type { HandlerDeps } from '../src/agent/request-handler.ts';
+import type { CachedValue, ReadResult } from '../src/agent/value-cache.ts';
 import { ManualClock } from '../src/shared/clock.ts';
-import { CHECK_INTERVAL_MS, MIN_GAP_MS, MIN_GROWTH_BYTES, processHeap, QUIET_UTILIZATION, startHeapTrimmer, type HeapProbe, type HeapTrim } from '../src/agent/heap-trimmer.ts';
+import { CHECK_INTERVAL_MS, GAP_FACTOR, MAX_GAP_MS, MIN_GAP_MS, MIN_GROWTH_BYTES, processHeap, QUIET_UTILIZATION, REGROWN_WITHIN_MS, startHeapTrimmer, type HeapProbe, type HeapTrim } from '../src/agent/heap-trimmer.ts';
 
 const MIB = 2 ** 20;
 
-/** A process whose resident set and busyness the test sets; a collection gives back what `reclaimable` says. */
-function fakeProcess(): HeapProbe & { rssBytes: number; busy: number; reclaimable: number; collections: number } {
+/**
+ * A process whose resident set, busyness and traffic the test sets (`perLook`:
+ * requests and applied events between two looks of the trimmer); a collection
+ * gives back what `reclaimable` says.
+ */
+function fakeProcess(): HeapProbe & { rssBytes: number; busy: number; reclaimable: number; collections: number; perLook: number; activity: () => number } {
+  let served = 0;
   const p = {
     rssBytes: 40 * MIB,
     busy: 0,
     reclaimable: 0,
     collections: 0,
+    perLook: 0,
+    activity: () => (served += p.perLook),
     rss: () => p.rssBytes,
     utilization: () => p.busy,
     collect: () => {
@@ -27,18 +43,22 @@ test('a burst that grew the process is given back once the event loop is quiet, 
   const clock = new ManualClock();
   const proc = fakeProcess();
   const trims: HeapTrim[] = [];
-  const trimmer = startHeapTrimmer({ clock, probe: proc, onTrim: (t) => trims.push(t) });
+  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity, onTrim: (t) => trims.push(t) });
   try {
     // Start-up is the first burst: trimmed at the first quiet look.
     clock.advance(CHECK_INTERVAL_MS);
     assert.equal(proc.collections, 1);
     // A burst of fills: 60 MiB more, 30 of it garbage; busy while it lasts.
     proc.busy = 0.9;
+    proc.perLook = 5_000;
     proc.rssBytes += 60 * MIB;
     proc.reclaimable = 30 * MIB;
     clock.advance(MIN_GAP_MS + 5 * CHECK_INTERVAL_MS);
     assert.equal(proc.collections, 1, 'never while busy');
     proc.busy = QUIET_UTILIZATION / 2;
+    clock.advance(CHECK_INTERVAL_MS);
+    assert.equal(proc.collections, 1, 'never while requests come, however quiet the loop');
+    proc.perLook = 0;
     clock.advance(CHECK_INTERVAL_MS);
     assert.equal(proc.collections, 2);
     assert.deepEqual(
@@ -53,10 +73,10 @@ test('a burst that grew the process is given back once the event loop is quiet, 
   }
 });
 
-test('growth below the threshold is left alone, and bursts back to back are trimmed at most once per gap', () => {
+test('growth below the threshold is left alone', () => {
   const clock = new ManualClock();
   const proc = fakeProcess();
-  const trimmer = startHeapTrimmer({ clock, probe: proc });
+  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity });
   try {
     clock.advance(CHECK_INTERVAL_MS);
     assert.equal(proc.collections, 1);
@@ -66,12 +86,79 @@ test('growth below the threshold is left alone, and bursts back to back are trim
     proc.rssBytes += 1;
     clock.advance(CHECK_INTERVAL_MS);
     assert.equal(proc.collections, 2);
-    // Grown again right away (the cache holding more): the next trim waits for the gap.
-    proc.rssBytes += 2 * MIN_GROWTH_BYTES;
-    clock.advance(MIN_GAP_MS - 2 * CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 2);
-    clock.advance(2 * CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 3);
+  } finally {
+    trimmer.stop();
+  }
+});
+
+test('a steady load that keeps the loop under 5 % busy never pauses it; the trim comes once the requests stop', () => {
+  // 2,000 req/s is ~4 % busy: quiet by utilisation alone, and a trim's pause would land in its p99.
+  const clock = new ManualClock();
+  const proc = fakeProcess();
+  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity });
+  try {
+    clock.advance(CHECK_INTERVAL_MS);
+    assert.equal(proc.collections, 1, "start-up's trim");
+    proc.busy = QUIET_UTILIZATION * 0.8;
+    proc.perLook = 1_000;
+    proc.rssBytes += 100 * MIB;
+    proc.reclaimable = 60 * MIB;
+    clock.advance(10 * 60_000);
+    assert.equal(proc.collections, 1, 'no trim while requests keep coming');
+    // A single request (or applied event) per look is enough to count as not idle.
+    proc.busy = 0;
+    proc.perLook = 1;
+    clock.advance(10 * CHECK_INTERVAL_MS);
+    assert.equal(proc.collections, 1);
+    proc.perLook = 0;
+    clock.advance(CHECK_INTERVAL_MS);
+    assert.equal(proc.collections, 2, 'trimmed at the first idle look');
+    assert.equal(proc.rssBytes, 80 * MIB);
+  } finally {
+    trimmer.stop();
+  }
+});
+
+test('trims that keep finding the memory back wait longer each time, up to 10 minutes; a long trim-free time makes them prompt again', () => {
+  const clock = new ManualClock();
+  const proc = fakeProcess();
+  const trimmedAt: number[] = [];
+  let regrow = true;
+  const trimmer = startHeapTrimmer({
+    clock,
+    probe: proc,
+    activity: proc.activity,
+    // The working set: whatever the trim gave back, the next reads take again at once.
+    onTrim: () => {
+      trimmedAt.push(clock.now());
+      if (regrow) proc.rssBytes += 2 * MIN_GROWTH_BYTES;
+    },
+  });
+  try {
+    clock.advance(CHECK_INTERVAL_MS);
+    assert.equal(trimmedAt.length, 1, "start-up's trim");
+    clock.advance(40 * 60_000);
+    const gaps = trimmedAt.slice(1).map((t, i) => t - (trimmedAt[i] as number));
+    const expected: number[] = [];
+    for (let gap = MIN_GAP_MS; expected.length < gaps.length; gap = Math.min(gap * GAP_FACTOR, MAX_GAP_MS)) expected.push(gap);
+    assert.deepEqual(gaps, expected);
+    assert.deepEqual(gaps.slice(0, 6), [2_000, 8_000, 32_000, 128_000, 512_000, 600_000]);
+    // Then the working set stays put: no more trims, and after a long trim-free time a burst is given back promptly again.
+    regrow = false;
+    const settled = trimmedAt.length;
+    clock.advance(REGROWN_WITHIN_MS);
+    assert.equal(trimmedAt.length, settled + 1, 'the growth left over from the last regrowth, then nothing');
+    clock.advance(REGROWN_WITHIN_MS);
+    const burst = (): void => {
+      proc.rssBytes += 40 * MIB;
+      proc.reclaimable = 30 * MIB;
+    };
+    burst();
+    clock.advance(CHECK_INTERVAL_MS);
+    assert.equal(trimmedAt.length, settled + 2, 'prompt after a long trim-free time');
+    burst();
+    clock.advance(MIN_GAP_MS);
+    assert.equal(trimmedAt.length, settled + 3, 'and the burst after it too, as after start-up');
   } finally {
     trimmer.stop();
   }
@@ -81,16 +168,18 @@ test("a pod's first burst, seconds after start-up's trim, is given back as soon 
   // The memory bench's 1k load: ready, 1.5 s idle, 2.4 s of reads, then quiet.
   const clock = new ManualClock();
   const proc = fakeProcess();
-  const trimmer = startHeapTrimmer({ clock, probe: proc });
+  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity });
   try {
     clock.advance(CHECK_INTERVAL_MS);
     assert.equal(proc.collections, 1, "start-up's trim");
     clock.advance(1_500);
     proc.busy = 0.8;
+    proc.perLook = 1_000;
     proc.rssBytes += 40 * MIB;
     proc.reclaimable = 35 * MIB;
     clock.advance(2_400);
     proc.busy = 0;
+    proc.perLook = 0;
     clock.advance(2 * CHECK_INTERVAL_MS);
     assert.equal(proc.collections, 2, 'trimmed within two looks of the burst ending');
     assert.equal(proc.rssBytes, 45 * MIB);
@@ -101,7 +190,8 @@ test("a pod's first burst, seconds after start-up's trim, is given back as soon 
 
 test('stop cancels the timer; stopping twice is harmless', () => {
   const clock = new ManualClock();
-  const trimmer = startHeapTrimmer({ clock, probe: fakeProcess() });
+  const proc = fakeProcess();
+  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity });
   assert.equal(clock.pending, 1);
   trimmer.stop();
   trimmer.stop();
@@ -118,4 +208,44 @@ test('without --expose-gc there is no probe (the trimmer is not started); with i
     const u = probe.utilization();
     assert.ok(u >= 0 && u <= 1, String(u));
   }
+});
+
+test("the agent's activity count grows with every data request, answered or refused, and every applied event", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'csb-trim-'));
+  const socketPath = join(dir, 'run', 'agent.sock');
+  const received: RequestCount = { requests: 0 };
+  const plaintext = Buffer.alloc(16, 'a');
+  const value: CachedValue = { namespace: 'production/ml', name: 'db', env: 'prod', kind: 'secret', version: 1, revision: 1, etag: '"1"', plaintext, json: Buffer.from('{}'), rawEtag: rawEtag('"1"'), fetchedAt: 0, leases: 0, dropped: false };
+  const deps: HandlerDeps = {
+    prefixes: () => ['production'],
+    podToken: Buffer.from('t'),
+    env: 'prod',
+    read: () => Promise.reject(new Error('a cache hit is expected')),
+    readCached: (): ReadResult => ({ value, source: 'hit', staleSeconds: 0, ageSeconds: 0 }),
+    release: () => {},
+  };
+  const server = createDataServer('socket', { deps, serveSse: () => {}, received });
+  try {
+    await listenSocket(server, socketPath);
+    const status = (path: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const req = request({ socketPath, path }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    assert.equal(await status('/v1/items/production/ml/db?format=raw'), 200);
+    assert.equal(await status('/v1/items/elsewhere/db'), 403);
+    assert.equal(await status('/nowhere'), 404);
+    assert.equal(received.requests, 3);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(dir, { recursive: true, force: true });
+  }
+  const hub = new AppliedEventsHub();
+  hub.publish({ type: 'changed', namespace: 'production/ml', name: 'db', env: 'prod', version: 2, revision: 2 });
+  hub.publish({ type: 'deleted', namespace: 'production/ml', name: 'db', env: 'prod', revision: 3 });
+  assert.equal(hub.publishedCount, 2);
 });

@@ -413,8 +413,10 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
       onClose: () => metrics.sseClients.set(--sseClients),
     }).catch((err: unknown) => logger.warn({ err: describeError(err) }, 'watch stream to a client failed'));
   };
+  const received = { requests: 0 };
   const dataHooks = {
     deps,
+    received,
     serveSse: sseHandler,
     // Under a memory limit the connection cap comes from the budget (at most MAX_CONNECTIONS).
     maxConnections: budget.maxConnections,
@@ -521,7 +523,9 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     ? startHeapTrimmer({
         clock: systemClock,
         probe: heapProbe,
-        onTrim: ({ before, after, pauseMs }) => logger.debug({ rssBeforeMiB: Math.round(before / 2 ** 20), rssAfterMiB: Math.round(after / 2 ** 20), pauseMs: Math.round(pauseMs) }, 'heap trimmed'),
+        activity: () => received.requests + hub.publishedCount,
+        onTrim: ({ before, after, pauseMs, nextGapMs }) =>
+          logger.debug({ rssBeforeMiB: Math.round(before / 2 ** 20), rssAfterMiB: Math.round(after / 2 ** 20), pauseMs: Math.round(pauseMs), nextGapMs }, 'heap trimmed'),
       })
     : undefined;
 

@@ -155,6 +155,7 @@ export class AppliedEventsHub {
    */
   #floor: number | undefined;
   #latest = 0;
+  #published = 0;
 
   constructor(options: AppliedEventsHubOptions = {}) {
     this.#ringSize = options.ringSize ?? DEFAULT_RING_SIZE;
@@ -171,11 +172,17 @@ export class AppliedEventsHub {
     return this.#latest;
   }
 
+  /** Events published since start (the heap trimmer reads it to tell idle). */
+  get publishedCount(): number {
+    return this.#published;
+  }
+
   get subscriberCount(): number {
     return this.#subscribers.size;
   }
 
   publish(event: AppliedEvent): void {
+    this.#published++;
     this.#latest = Math.max(this.#latest, event.revision);
     this.#ring.push(event);
     if (this.#ring.length > this.#ringSize) {

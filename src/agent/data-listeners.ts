@@ -38,8 +38,14 @@ export interface DataServerLimits {
   readonly requestTimeoutMs: Milliseconds;
 }
 
+/** Requests received by the data listeners sharing it; only ever incremented (the heap trimmer reads it to tell idle). */
+export interface RequestCount {
+  requests: number;
+}
+
 export interface DataServerHooks {
   readonly deps: HandlerDeps;
+  readonly received?: RequestCount;
   readonly limits?: DataServerLimits;
   readonly serveSse: (res: ServerResponse, result: SseResult) => void;
   readonly onResponse?: (listener: ListenerKind, status: number) => void;
@@ -104,6 +110,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
     },
     (req: IncomingMessage, res: ServerResponse) => {
       limit.served(req.socket);
+      if (received !== undefined) received.requests++;
       const result = handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener }, hooks.deps);
       // A cache hit is answered in this tick; anything else when its promise settles.
       if (result instanceof Promise) {
@@ -115,6 +122,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
     },
   );
   const release = (lease: NonNullable<BodyResult['lease']>): void => hooks.deps.release(lease);
+  const received = hooks.received;
   function respond(req: IncomingMessage, res: ServerResponse, result: DataResult): void {
     if (result.kind === 'sse') {
       hooks.serveSse(res, result);
