@@ -33,6 +33,16 @@ export function wholeNumber(name: string, value: string | undefined, min = 1): n
   return n;
 }
 
+/** The option's value as a number above 0, or exit 2 naming the option. */
+export function positiveNumber(name: string, value: string | undefined): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) {
+    console.error(`--${name} takes a number above 0, got "${value ?? ''}"`);
+    process.exit(2);
+  }
+  return n;
+}
+
 /** `KEY=value` words as an environment. */
 export function envPairs(words: readonly string[]): Record<string, string> {
   return Object.fromEntries(words.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
