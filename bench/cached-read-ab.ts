@@ -14,9 +14,9 @@
  * `--profile DIR` runs the agent under `--cpu-prof` and stops it cleanly at
  * the end, so its profile of the measured load lands in DIR; `--only bare`
  * measures the agent and the named references alone (names' first words:
- * bare, data). `--agent-variant 'FLAGS'` (repeatable) adds a second agent
+ * bare, data). `--agent-variant='FLAGS'` (repeatable) adds a second agent
  * started with those node flags (space-separated) in front of the bin's own,
- * e.g. `--agent-variant --max-semi-space-size=16`: the bin's runtime
+ * e.g. `--agent-variant=--max-semi-space-size=16` (with `=`: node's parseArgs takes no value that starts with a dash otherwise): the bin's runtime
  * settings against another choice, in the same rounds.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
