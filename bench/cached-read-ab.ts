@@ -23,33 +23,31 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { itemPath, ITEMS_NS, readAll, seedRange } from './lib/context.ts';
 import { runAutocannon } from './lib/load.ts';
 import { cpuSeconds, startChild, stopAllChildren, SUT_CORE } from './lib/proc.ts';
 import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
+import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
 
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '5' },
-    requests: { type: 'string', default: '30000' },
-    keys: { type: 'string', default: '200' },
-    connections: { type: 'string', default: '16' },
-    /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--memory-saver-mode. */
-    'agent-flag': { type: 'string', multiple: true },
-    /** An environment variable for the agent (repeatable), e.g. --agent-env=MALLOC_ARENA_MAX=1; the bin keeps one that is set. */
-    'agent-env': { type: 'string', multiple: true },
-    'agent-variant': { type: 'string', multiple: true },
-    profile: { type: 'string' },
-    only: { type: 'string' },
-  },
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--profile DIR] [--only bare,data]', {
+  rounds: { type: 'string', default: '5' },
+  requests: { type: 'string', default: '30000' },
+  keys: { type: 'string', default: '200' },
+  connections: { type: 'string', default: '16' },
+  /** A node flag for the agent, in front of the bin's own (repeatable), e.g. --agent-flag=--memory-saver-mode. */
+  'agent-flag': { type: 'string', multiple: true },
+  /** An environment variable for the agent (repeatable), e.g. --agent-env=MALLOC_ARENA_MAX=1; the bin keeps one that is set. */
+  'agent-env': { type: 'string', multiple: true },
+  'agent-variant': { type: 'string', multiple: true },
+  profile: { type: 'string' },
+  only: { type: 'string' },
 });
-const rounds = Number(values.rounds);
-const requests = Number(values.requests);
-const keys = Number(values.keys);
-const connections = Number(values.connections);
-const agentEnv = Object.fromEntries((values['agent-env'] ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+const rounds = wholeNumber('rounds', values.rounds);
+const requests = wholeNumber('requests', values.requests);
+const keys = wholeNumber('keys', values.keys);
+const connections = wholeNumber('connections', values.connections);
+const agentEnv = envPairs(values['agent-env'] ?? []);
 const only = values.only?.split(',');
 const wanted = (name: string): boolean => only === undefined || only.includes(name.split(/[ ,]/)[0] ?? '');
 const REFS = fileURLToPath(new URL('./refs/', import.meta.url));

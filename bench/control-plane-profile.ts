@@ -13,34 +13,23 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { addAgents, FLEET_SERVER_FLAGS, stopFleets, tell, type Fleet } from './lib/agent-fleet.ts';
 import { cpuSeconds, stopAllChildren, SUT_CORE } from './lib/proc.ts';
 import { keyName, ServerClient, startServer, valueFor } from './lib/stack.ts';
 import { VALUE_BYTES } from './lib/context.ts';
+import { benchArgs, wholeNumber } from './lib/args.ts';
 
 const PREFIX = 'bench/cp-profile';
 const DELIVERY_TIMEOUT_MS = 10_000;
 const WRITE_GAP_MS = 200;
 const TOP = 25;
 
-const { values } = parseArgs({
-  options: {
-    agents: { type: 'string', default: '5000' },
-    writes: { type: 'string', default: '10' },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
+const values = benchArgs('Usage: node bench/control-plane-profile.ts [--agents 5000] [--writes 10]', {
+  agents: { type: 'string', default: '5000' },
+  writes: { type: 'string', default: '10' },
 });
-if (values.help) {
-  console.log('Usage: node bench/control-plane-profile.ts [--agents 5000] [--writes 10]');
-  process.exit(0);
-}
-const agents = Number(values.agents);
-const writes = Number(values.writes);
-if (!Number.isInteger(agents) || agents <= 0 || !Number.isInteger(writes) || writes <= 0) {
-  console.error('--agents and --writes take positive whole numbers');
-  process.exit(2);
-}
+const agents = wholeNumber('agents', values.agents);
+const writes = wholeNumber('writes', values.writes);
 
 interface CpuProfile {
   readonly nodes: ReadonlyArray<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }>;

@@ -19,76 +19,38 @@
 import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { Client } from 'undici';
-import { readAll, Context, ITEMS_NS, itemPath, VALUE_BYTES } from './lib/context.ts';
-import { cpuSeconds, memoryStatus, startChild, stopAllChildren, SUT_CORE, type MemoryStatus } from './lib/proc.ts';
-import { startAgent, waitReady } from './lib/stack.ts';
+import { Context, ITEMS_NS, itemPath, VALUE_BYTES } from './lib/context.ts';
+import { agentVariant, benchArgs, wholeNumber } from './lib/args.ts';
+import { cpuPerRead, idleThenLoaded, SETTLE_MS } from './lib/cached-reads.ts';
+import { memoryStatus, startChild, stopAllChildren, SUT_CORE, type MemoryStatus } from './lib/proc.ts';
+import { DIST_CLI, startAgent, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
 import { PROFILES } from './lib/types.ts';
 import { summariseSnapshot } from './lib/heap-snapshot.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOLD = join(ROOT, 'bench', 'refs', 'hold-entries.mjs');
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
-const SETTLE_MS = 1_500;
 /** Default for `--late-ms`: a second reading, once V8's memory reducer (which starts 8 s after allocation slows) has had its turn. */
 const LATE_MS = 10_000;
-const PIPELINE = 16;
+const USAGE = "Usage: npm run build && node bench/footprint.ts [--count 10000] [--reps 1] [--reads 50000] [--variant 'name|node flags|ENV=value …' …] [--heap-snapshot] [--late-ms 10000]";
 
-const { values } = parseArgs({
-  options: {
-    count: { type: 'string', default: '10000' },
-    reps: { type: 'string', default: '1' },
-    reads: { type: 'string', default: '50000' },
-    variant: { type: 'string', multiple: true, default: ['bin|'] },
-    'heap-snapshot': { type: 'boolean', default: false },
-    'late-ms': { type: 'string', default: String(LATE_MS) },
-  },
+const values = benchArgs(USAGE, {
+  count: { type: 'string', default: '10000' },
+  reps: { type: 'string', default: '1' },
+  reads: { type: 'string', default: '50000' },
+  variant: { type: 'string', multiple: true, default: ['bin|'] },
+  'heap-snapshot': { type: 'boolean', default: false },
+  'late-ms': { type: 'string', default: String(LATE_MS) },
 });
-const count = Number(values.count);
-const reps = Number(values.reps);
-const reads = Number(values.reads);
-const lateMs = Number(values['late-ms']);
+const count = wholeNumber('count', values.count);
+const reps = wholeNumber('reps', values.reps);
+const reads = wholeNumber('reads', values.reads);
+const lateMs = wholeNumber('late-ms', values['late-ms'], 0);
+const variants = values.variant.map(agentVariant);
 
-interface Variant {
-  readonly name: string;
-  readonly nodeArgs: string[] | undefined;
-  readonly env: Record<string, string>;
-}
-
-const variants: Variant[] = values.variant.map((spec) => {
-  const [name = spec, flags = '', env = ''] = spec.split('|');
-  return {
-    name,
-    nodeArgs: flags.trim() === '' ? undefined : flags.trim().split(/\s+/),
-    env: Object.fromEntries(env.trim() === '' ? [] : env.trim().split(/\s+/).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
-  };
-});
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const fmt = (m: MemoryStatus): string => `${m.vmRss.toFixed(1)} / ${m.rssAnon.toFixed(1)} / ${m.rssFile.toFixed(1)}`;
-
-/** Reads `total` cached keys pipelined on one connection; resolves with the agent's CPU µs per read. */
-async function cpuPerRead(pid: number, socketPath: string, paths: readonly string[], total: number): Promise<number> {
-  const client = new Client('http://localhost', { socketPath, pipelining: PIPELINE });
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < total) {
-      const path = paths[next++ % paths.length] as string;
-      const res = await client.request({ method: 'GET', path });
-      await res.body.dump();
-    }
-  };
-  const before = cpuSeconds(pid);
-  try {
-    await Promise.all(Array.from({ length: PIPELINE }, worker));
-  } finally {
-    await client.close();
-  }
-  return ((cpuSeconds(pid) - before) / total) * 1e6;
-}
 
 /** The heap figures of the agent's default metrics (MiB): heap used/total, external, each V8 space's size. */
 async function heapFigures(adminUrl: string): Promise<string[]> {
@@ -113,20 +75,15 @@ try {
     // Variants take turns so drift on a shared machine hits them alike.
     for (const v of variants) {
       const agent = await startAgent(base.server, {
-        cli: CLI,
+        cli: DIST_CLI,
         core: SUT_CORE,
         prefixes: ['bench'],
         args: ['--cache-ttl', '1h'],
-        nodeArgs: [...(v.nodeArgs ?? []), ...(values['heap-snapshot'] && rep === 0 ? ['--heapsnapshot-signal=SIGUSR2'] : [])],
+        nodeArgs: [...v.nodeArgs, ...(values['heap-snapshot'] && rep === 0 ? ['--heapsnapshot-signal=SIGUSR2'] : [])],
         env: v.env,
       });
       try {
-        await waitReady(agent.adminUrl);
-        await sleep(SETTLE_MS);
-        const idle = memoryStatus(agent.child.pid);
-        await readAll(agent.socketPath, paths, 32);
-        await sleep(SETTLE_MS);
-        const loaded = memoryStatus(agent.child.pid);
+        const { idle, loaded } = await idleThenLoaded(agent, paths);
         await sleep(Math.max(0, lateMs - SETTLE_MS));
         const late = memoryStatus(agent.child.pid);
         const heap = await heapFigures(agent.adminUrl);

@@ -13,28 +13,26 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { itemPath, ITEMS_NS, readAll, seedRange } from './lib/context.ts';
 import { runFixedRate, type Target } from './lib/load.ts';
 import { startBareHttp } from './lib/refs.ts';
 import { stopAllChildren, SUT_CORE } from './lib/proc.ts';
 import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
+import { benchArgs, positiveNumber, wholeNumber } from './lib/args.ts';
 
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '5' },
-    seconds: { type: 'string', default: '3' },
-    rate: { type: 'string', default: '2000' },
-    keys: { type: 'string', default: '2000' },
-    /** A node flag for the agent, in front of the bin's own (repeatable). */
-    'agent-flag': { type: 'string', multiple: true },
-  },
+const values = benchArgs('Usage: node bench/latency-ab.ts [--rounds 5] [--seconds 3] [--rate 2000] [--keys 2000] [--agent-flag=NODE_FLAG …]', {
+  rounds: { type: 'string', default: '5' },
+  seconds: { type: 'string', default: '3' },
+  rate: { type: 'string', default: '2000' },
+  keys: { type: 'string', default: '2000' },
+  /** A node flag for the agent, in front of the bin's own (repeatable). */
+  'agent-flag': { type: 'string', multiple: true },
 });
-const rounds = Number(values.rounds);
-const seconds = Number(values.seconds);
-const rate = Number(values.rate);
-const keys = Number(values.keys);
+const rounds = wholeNumber('rounds', values.rounds);
+const seconds = positiveNumber('seconds', values.seconds);
+const rate = positiveNumber('rate', values.rate);
+const keys = wholeNumber('keys', values.keys);
 const CONNECTIONS = 4;
 
 /** `--trace-gc` lines: `[pid:addr:gc,   123 ms: Scavenge 5.1 (8.2) -> 1.2 (8.2) MB, pooled: 0 MB, 0.42 / 0.00 ms  (average mu = …`. */

@@ -14,11 +14,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { addAgents, FLEET_SERVER_FLAGS, stopFleets, type Fleet } from './lib/agent-fleet.ts';
 import { snapshotGroups } from './lib/heap-snapshot.ts';
 import { rssBytes, stopAllChildren, SUT_CORE } from './lib/proc.ts';
 import { startServer } from './lib/stack.ts';
+import { benchArgs } from './lib/args.ts';
 
 const PREFIX = 'bench/footprint';
 /** After connecting, before reading RSS: the opens' audit writes and garbage settle. */
@@ -27,17 +27,10 @@ const SETTLE_MS = 3_000;
 const SNAPSHOT_TIMEOUT_MS = 120_000;
 const TOP = 30;
 
-const { values } = parseArgs({
-  options: {
-    steps: { type: 'string', default: '1000,5000' },
-    'heap-snapshot': { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
+const values = benchArgs('Usage: node bench/stream-footprint.ts [--steps 1000,5000] [--heap-snapshot]', {
+  steps: { type: 'string', default: '1000,5000' },
+  'heap-snapshot': { type: 'boolean', default: false },
 });
-if (values.help) {
-  console.log('Usage: node bench/stream-footprint.ts [--steps 1000,5000] [--heap-snapshot]');
-  process.exit(0);
-}
 const steps = values.steps.split(',').map((n) => Number(n.trim()));
 if (steps.some((n, i) => !Number.isInteger(n) || n < 1 || (i > 0 && n <= (steps[i - 1] as number)))) {
   console.error(`--steps must be increasing whole numbers of agents, got "${values.steps}"`);

@@ -13,28 +13,23 @@
  *
  * A variant is `name|node flags|ENV=value …`, as in bench/footprint.ts.
  */
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { Client } from 'undici';
-import { readAll, Context, ITEMS_NS, itemPath } from './lib/context.ts';
-import { cpuSeconds, memoryStatus, stopAllChildren, SUT_CORE, type MemoryStatus } from './lib/proc.ts';
-import { startAgent, waitReady } from './lib/stack.ts';
+import { Context, ITEMS_NS, itemPath } from './lib/context.ts';
+import { agentVariant, benchArgs, wholeNumber } from './lib/args.ts';
+import { cpuPerRead, idleThenLoaded } from './lib/cached-reads.ts';
+import { memoryStatus, stopAllChildren, SUT_CORE, type MemoryStatus } from './lib/proc.ts';
+import { DIST_CLI, startAgent } from './lib/stack.ts';
 import { PROFILES } from './lib/types.ts';
 
-const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
-const SETTLE_MS = 1_500;
-const PIPELINE = 16;
+const USAGE = "Usage: npm run build && node bench/trim-ab.ts [--count 10000] [--reads 20000] [--variant 'name|node flags|ENV=value …' …]";
 
-const { values } = parseArgs({
-  options: {
-    count: { type: 'string', default: '10000' },
-    reads: { type: 'string', default: '20000' },
-    variant: { type: 'string', multiple: true, default: ['trim|', 'notrim|--no-expose-gc'] },
-  },
+const values = benchArgs(USAGE, {
+  count: { type: 'string', default: '10000' },
+  reads: { type: 'string', default: '20000' },
+  variant: { type: 'string', multiple: true, default: ['trim|', 'notrim|--no-expose-gc'] },
 });
-const count = Number(values.count);
-const reads = Number(values.reads);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const count = wholeNumber('count', values.count);
+const reads = wholeNumber('reads', values.reads);
+const variants = values.variant.map(agentVariant);
 const fmt = (m: MemoryStatus): string => `${m.vmRss.toFixed(1)} / ${m.rssAnon.toFixed(1)}`;
 
 /** GC count and seconds by kind, from the agent's default metrics. */
@@ -58,46 +53,21 @@ const gcDelta = (a: Map<string, { count: number; seconds: number }>, b: Map<stri
     .map(([kind, v]) => `${kind} ${v.count - (a.get(kind)?.count ?? 0)} (${((v.seconds - (a.get(kind)?.seconds ?? 0)) * 1000).toFixed(0)} ms)`)
     .join(', ');
 
-/** Agent CPU µs per read over `total` cached reads pipelined on one socket connection. */
-async function cpuPerRead(pid: number, socketPath: string, paths: readonly string[], total: number): Promise<number> {
-  const client = new Client('http://localhost', { socketPath, pipelining: PIPELINE });
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < total) {
-      const res = await client.request({ method: 'GET', path: paths[next++ % paths.length] as string });
-      await res.body.dump();
-    }
-  };
-  const before = cpuSeconds(pid);
-  try {
-    await Promise.all(Array.from({ length: PIPELINE }, worker));
-  } finally {
-    await client.close();
-  }
-  return ((cpuSeconds(pid) - before) / total) * 1e6;
-}
-
 const ctx = new Context(PROFILES.full, (msg) => process.stderr.write(`[trim-ab] ${msg}\n`));
 try {
   const base = await ctx.baseWith(count);
   const paths = Array.from({ length: count }, (_, i) => itemPath(ITEMS_NS, i));
-  for (const spec of values.variant) {
-    const [name = spec, flags = '', env = ''] = spec.split('|');
+  for (const { name, nodeArgs, env } of variants) {
     const agent = await startAgent(base.server, {
-      cli: CLI,
+      cli: DIST_CLI,
       core: SUT_CORE,
       prefixes: ['bench'],
       args: ['--cache-ttl', '1h', '--log-level', 'debug'],
-      nodeArgs: flags.trim() === '' ? [] : flags.trim().split(/\s+/),
-      env: Object.fromEntries(env.trim() === '' ? [] : env.trim().split(/\s+/).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
+      nodeArgs,
+      env,
     });
     try {
-      await waitReady(agent.adminUrl);
-      await sleep(SETTLE_MS);
-      const idle = memoryStatus(agent.child.pid);
-      await readAll(agent.socketPath, paths, 32);
-      await sleep(SETTLE_MS);
-      const loaded = memoryStatus(agent.child.pid);
+      const { idle, loaded } = await idleThenLoaded(agent, paths);
       const g0 = await gcFigures(agent.adminUrl);
       const warm = await cpuPerRead(agent.child.pid, agent.socketPath, paths, Math.ceil(reads / 5));
       const g1 = await gcFigures(agent.adminUrl);

@@ -30,23 +30,28 @@ after(async () => {
   await removeDir(server.dataDir);
 });
 
-test('1,500 slow connections without the pod token do not lock reads out of the TCP listener', async () => {
+/** Opens `count` connections to the agent's TCP listener, each sending a request head that never ends (slowloris); resolves once all connected or failed. */
+function slowConnections(count: number): Promise<Socket[]> {
   const url = new URL(agent.httpUrl);
   const sockets: Socket[] = [];
-  let connected = 0;
-  await new Promise<void>((resolve) => {
-    for (let i = 0; i < 1_500; i++) {
+  let settled = 0;
+  return new Promise((resolve) => {
+    const done = (): void => {
+      if (++settled === count) resolve(sockets);
+    };
+    for (let i = 0; i < count; i++) {
       const socket = connect(Number(url.port), url.hostname, () => {
-        // Slowloris: a request head that never ends.
         socket.write(`GET ${PATH} HTTP/1.1\r\nHost: agent\r\n`);
-        if (++connected === 1_500) resolve();
+        done();
       });
-      socket.on('error', () => {
-        if (++connected === 1_500) resolve();
-      });
+      socket.on('error', done);
       sockets.push(socket);
     }
   });
+}
+
+test('1,500 slow connections without the pod token do not lock reads out of the TCP listener', async () => {
+  const sockets = await slowConnections(1_500);
   try {
     let ok = 0;
     const failures: string[] = [];
@@ -93,22 +98,10 @@ test('a client connection that has been served is not shed by a flood of slow co
   const url = new URL(agent.httpUrl);
   const client = connect(Number(url.port), url.hostname);
   client.on('error', () => {});
-  const flood: Socket[] = [];
+  let flood: Socket[] = [];
   try {
     assert.equal(await statusOn(client, `x-config-sidecar-token: ${token}\r\n`), 'HTTP/1.1 200 OK');
-    await new Promise<void>((resolve) => {
-      let connected = 0;
-      for (let i = 0; i < 1_500; i++) {
-        const socket = connect(Number(url.port), url.hostname, () => {
-          socket.write(`GET ${PATH} HTTP/1.1\r\nHost: agent\r\n`);
-          if (++connected === 1_500) resolve();
-        });
-        socket.on('error', () => {
-          if (++connected === 1_500) resolve();
-        });
-        flood.push(socket);
-      }
-    });
+    flood = await slowConnections(1_500);
     assert.equal(await statusOn(client, `x-config-sidecar-token: ${token}\r\n`), 'HTTP/1.1 200 OK', 'the served connection still answers after the flood');
   } finally {
     for (const s of flood) s.destroy();

@@ -5,42 +5,19 @@
  * replica drives a rollout at a time (the lease in the database), and an
  * unhealthy canary reported to either replica rolls the rollout back.
  */
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
 import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { RolloutView } from '../src/shared/protocol.ts';
-import { socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
-import { http, type ServerProcess } from './helpers/server-process.ts';
+import { startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+import type { ServerProcess } from './helpers/server-process.ts';
+import { postHealth, restApi, servedBecomes as servedBecomesFor, until, type RestApi } from './helpers/rollout-stack.ts';
 import { replicaSet } from './helpers/postgres-replicas.ts';
 import { findPostgresBin, startThrowawayPostgres, type ThrowawayPostgres } from './helpers/store-postgres.ts';
 
 const SKIP = findPostgresBin() ? false : 'PostgreSQL is not installed (no initdb/pg_ctl found); install postgresql to run the rollout replica test';
 const ITEM = 'team-a/app/flag';
-const WAIT_MS = 15_000;
 const ROLLBACK_WAIT_MS = 5_000;
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-function postHealth(agent: AgentProcess, body: unknown): Promise<number> {
-  const payload = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath: agent.socketPath, path: '/v1/health', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
 
 describe('PostgreSQL: staged rollouts across two replicas', { skip: SKIP }, () => {
   let cluster: ThrowawayPostgres;
@@ -52,26 +29,29 @@ describe('PostgreSQL: staged rollouts across two replicas', { skip: SKIP }, () =
     for (const a of agents.values()) await a.stop('SIGKILL');
     await cluster?.stop();
   });
+  // The replicas share the set's root token.
+  const api = (server: ServerProcess, ...req: Parameters<RestApi>) => restApi(server)(...req);
+
+  /** Two replicas and a rollout of an item no agent serves (no canaries): the driver completes it after the bake. */
+  async function quietRollout(t: TestContext, bakeSeconds: number): Promise<{ url: string; a: ServerProcess; b: ServerProcess; id: string }> {
+    const url = await cluster.createDatabase();
+    const set = replicaSet(t, url);
+    const [a, b] = (await Promise.all([set.start(), set.start()])) as [ServerProcess, ServerProcess];
+    assert.equal((await api(a, 'PUT', '/v1/items/quiet/app/flag', { kind: 'config', value: 1 })).status, 200);
+    const started = await api(a, 'POST', '/v1/rollouts', { changes: [{ item: 'quiet/app/flag', kind: 'config', value: 2 }], steps: [50, 100], bakeSeconds, maxUnhealthy: 0 });
+    assert.equal(started.status, 201, started.text);
+    return { url, a, b, id: started.json.id as string };
+  }
 
   test('30% of three agents on two replicas: one canary, listed at creation; promote on the other replica → all three; an unhealthy canary rolls the next one back', async (t) => {
     const url = await cluster.createDatabase();
     const set = replicaSet(t, url);
     const [a, b] = (await Promise.all([set.start(['--rate-limit', '0']), set.start(['--rate-limit', '0'])])) as [ServerProcess, ServerProcess];
-    const api = (server: ServerProcess, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(server.httpUrl, method, path, { token: set.rootToken, ...(body === undefined ? {} : { body }) });
     assert.equal((await api(a, 'PUT', `/v1/items/${ITEM}`, { kind: 'config', value: 'v1' })).status, 200);
     for (const [id, server] of [['a1', a], ['a2', a], ['a3', b]] as const) {
       agents.set(id, await startAgentProcess({ httpUrl: server.httpUrl, grpcAddress: server.grpcAddress, rootToken: set.rootToken }, { prefixes: ['team-a'], prefetch: [ITEM], args: ['--agent-id', id] }));
     }
-    const served = async (): Promise<Record<string, unknown>> => {
-      const out: Record<string, unknown> = {};
-      for (const [id, agent] of agents) out[id] = (await socketGet(agent.socketPath, `/v1/items/${ITEM}`)).json?.value;
-      return out;
-    };
-    const servedBecomes = (what: string, expected: (id: string) => unknown): Promise<unknown> =>
-      until(what, async () => {
-        const now = await served();
-        return [...agents.keys()].every((id) => now[id] === expected(id)) ? now : undefined;
-      });
+    const servedBecomes = (what: string, expected: (id: string) => unknown): Promise<unknown> => servedBecomesFor(agents, ITEM, what, expected);
     await servedBecomes('all serve v1', () => 'v1');
     await until('three agents connected (either replica lists them)', async () => {
       const list = ((await api(b, 'GET', '/v1/agents')).json?.agents ?? []) as AgentView[];
@@ -98,7 +78,7 @@ describe('PostgreSQL: staged rollouts across two replicas', { skip: SKIP }, () =
     const badView = bad.json as RolloutView;
     const badCanary = badView.canary[0] as string;
     await servedBecomes('the canary serves v3', (id) => (id === badCanary ? 'v3' : 'v2'));
-    assert.equal(await postHealth(agents.get(badCanary) as AgentProcess, { healthy: false, reason: 'crash loop' }), 200);
+    assert.equal((await postHealth(agents.get(badCanary) as AgentProcess, { healthy: false, reason: 'crash loop' })).status, 200);
     const rolledBack = await until(
       'rolled back',
       async () => {
@@ -114,15 +94,8 @@ describe('PostgreSQL: staged rollouts across two replicas', { skip: SKIP }, () =
   });
 
   test('the replica driving a rollout is killed: the other takes its lease over when it lapses and completes the rollout', async (t) => {
-    const url = await cluster.createDatabase();
-    const set = replicaSet(t, url);
-    const [a, b] = (await Promise.all([set.start(), set.start()])) as [ServerProcess, ServerProcess];
-    const api = (server: ServerProcess, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(server.httpUrl, method, path, { token: set.rootToken, ...(body === undefined ? {} : { body }) });
-    assert.equal((await api(a, 'PUT', '/v1/items/quiet/app/flag', { kind: 'config', value: 1 })).status, 200);
     // No agent serves quiet/: no canaries; after the bake the driver completes the rollout.
-    const started = await api(a, 'POST', '/v1/rollouts', { changes: [{ item: 'quiet/app/flag', kind: 'config', value: 2 }], steps: [50, 100], bakeSeconds: 3, maxUnhealthy: 0 });
-    assert.equal(started.status, 201, started.text);
-    const id = started.json.id as string;
+    const { a, b, id } = await quietRollout(t, 3);
     const taken = (server: ServerProcess, timeoutMs: number) => server.waitForLog((l) => l.msg === 'rollout lease taken: this replica drives it' && l.rollout === id, timeoutMs).then(() => server);
     const driver = await Promise.any([taken(a, 5_000), taken(b, 5_000)]);
     const survivor = driver === a ? b : a;
@@ -138,14 +111,7 @@ describe('PostgreSQL: staged rollouts across two replicas', { skip: SKIP }, () =
   });
 
   test('the replica driving a rollout stops gracefully (SIGTERM): it releases its lease, and the other takes the rollout over at once, not when the lease would lapse', async (t) => {
-    const url = await cluster.createDatabase();
-    const set = replicaSet(t, url);
-    const [a, b] = (await Promise.all([set.start(), set.start()])) as [ServerProcess, ServerProcess];
-    const api = (server: ServerProcess, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(server.httpUrl, method, path, { token: set.rootToken, ...(body === undefined ? {} : { body }) });
-    assert.equal((await api(a, 'PUT', '/v1/items/quiet/app/flag', { kind: 'config', value: 1 })).status, 200);
-    const started = await api(a, 'POST', '/v1/rollouts', { changes: [{ item: 'quiet/app/flag', kind: 'config', value: 2 }], steps: [50, 100], bakeSeconds: 3600, maxUnhealthy: 0 });
-    assert.equal(started.status, 201, started.text);
-    const id = started.json.id as string;
+    const { url, a, b, id } = await quietRollout(t, 3600);
     const taken = (server: ServerProcess, timeoutMs: number) => server.waitForLog((l) => l.msg === 'rollout lease taken: this replica drives it' && l.rollout === id, timeoutMs).then((line) => ({ server, owner: String(line.owner) }));
     const driver = await Promise.any([taken(a, 5_000), taken(b, 5_000)]);
     const survivor = driver.server === a ? b : a;

@@ -10,67 +10,35 @@
  * the rollout rolls back naming the files, and the app's file keeps the last
  * good version.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CanaryStatus, RolloutView } from '../src/shared/protocol.ts';
 import { defaultPod, makeAgentDir, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 import { makeVolume } from './helpers/pod-harness.ts';
-import { CLI, http, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { removeDir } from './helpers/server-process.ts';
+import { cleanupStack, runCli, startRolloutServer, until } from './helpers/rollout-stack.ts';
 import { passFleetTime } from './helpers/fleet-time.ts';
 
 const ITEM = 'team-f/app/settings';
 const AGENT = 'files-canary';
-const WAIT_MS = 15_000;
 
-const cleanup: Array<() => Promise<unknown>> = [];
-after(async () => {
-  for (const step of cleanup.reverse()) await step().catch(() => undefined);
-});
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${WAIT_MS} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-function runCli(server: ServerProcess, args: string[]): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const env = { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_TOKEN: server.rootToken, CONFIG_SIDECAR_SERVER: server.httpUrl };
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code, output }));
-  });
-}
+const cleanup = cleanupStack();
 
 test('a canary rendering files counts as applied only once its files are published at the rollout revision: shown per canary, a published candidate advances, an unpublishable one rolls back naming the files', async () => {
-  const server = await startServerProcess({ args: ['--rate-limit', '0'] });
-  cleanup.push(async () => {
-    await server.stop('SIGKILL');
-    await removeDir(server.dataDir);
-  });
-  const api = (method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(server.httpUrl, method, path, { token: server.rootToken, ...(body === undefined ? {} : { body }) });
-  assert.equal((await api('PUT', `/v1/items/${ITEM}`, { kind: 'config', value: { flag: 'v1' } })).status, 200);
+  const { server, api } = await startRolloutServer(cleanup, ITEM, { flag: 'v1' });
 
   const pod = defaultPod();
   const dir = await makeAgentDir(pod, 'cs-rollout-files-');
-  cleanup.push(() => removeDir(dir));
+  cleanup(() => removeDir(dir));
   const filesDir = join(dir, 'files');
   if (pod) await makeVolume(filesDir, pod.fsGroup);
   else await mkdir(filesDir);
   const config = join(dir, 'agent.yaml');
   await writeFile(config, `files: ${JSON.stringify([{ path: 'app.env', items: [ITEM], format: 'env' }])}\n`);
   const agent: AgentProcess = await startAgentProcess(server, { dir, prefixes: ['team-f'], prefetch: [ITEM], args: ['--agent-id', AGENT, '--config', config, '--files-dir', filesDir] });
-  cleanup.push(() => agent.stop('SIGKILL'));
+  cleanup(() => agent.stop('SIGKILL'));
   await waitReady(agent.adminUrl);
   const envFile = (): Promise<string> => readFile(join(filesDir, 'app.env'), 'utf8');
   assert.match(await envFile(), /^FLAG=["']?v1["']?$/m);

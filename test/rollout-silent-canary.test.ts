@@ -9,47 +9,30 @@
  * as silent in GET /v1/rollouts/{id} and `rollout status`, and after the
  * stream-down grace the rollout rolls back with a reason naming it.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { RolloutView } from '../src/shared/protocol.ts';
 import { SILENT_AFTER_MS } from '../src/server/rollouts/report-silence.ts';
 import { STREAM_DOWN_GRACE_MS } from '../src/server/rollouts/health-verdict.ts';
 import { socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
 import { passFleetTime } from './helpers/fleet-time.ts';
-import { CLI, http, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import type { ServerProcess } from './helpers/server-process.ts';
+import { cleanupStack, restApi, runCli, startRolloutServer, until } from './helpers/rollout-stack.ts';
 
 const ITEM = 'team-a/app/flag';
-const WAIT_MS = 15_000;
 
 let server: ServerProcess | undefined;
 const agents = new Map<string, AgentProcess>();
 
-after(async () => {
-  for (const a of agents.values()) await a.stop('SIGKILL');
-  if (server) {
-    await server.stop('SIGKILL');
-    await removeDir(server.dataDir);
-  }
-});
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const cleanup = cleanupStack();
 
 function srv(): ServerProcess {
   assert.ok(server);
   return server;
 }
 
-const api = (method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(srv().httpUrl, method, path, { token: srv().rootToken, ...(body === undefined ? {} : { body }) });
+const api = restApi(srv);
 
 async function rollout(id: string): Promise<RolloutView> {
   const res = await api('GET', `/v1/rollouts/${id}`);
@@ -79,21 +62,11 @@ function allApplied(id: string): Promise<RolloutView> {
   });
 }
 
-function runCli(args: readonly string[]): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const env = { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_TOKEN: srv().rootToken, CONFIG_SIDECAR_SERVER: srv().httpUrl };
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code, output }));
-  });
-}
-
 test('a live canary keeps the rollout going past the bake; a canary killed mid-bake goes silent, shows so, and rolls the rollout back naming it', async () => {
-  server = await startServerProcess({ args: ['--rate-limit', '0'] });
-  assert.equal((await api('PUT', `/v1/items/${ITEM}`, { kind: 'config', value: 'v1' })).status, 200);
+  ({ server } = await startRolloutServer(cleanup, ITEM, 'v1'));
+  cleanup(async () => {
+    for (const a of agents.values()) await a.stop('SIGKILL');
+  });
   for (const id of ['a1', 'a2', 'a3']) agents.set(id, await startAgentProcess(srv(), { prefixes: ['team-a'], prefetch: [ITEM], args: ['--agent-id', id] }));
   await until('three agents connected', async () => ((await fleet()).filter((a) => a.connected).length === 3 ? true : undefined));
 
@@ -129,7 +102,7 @@ test('a live canary keeps the rollout going past the bake; a canary killed mid-b
   const status = held.canaryStatus?.find((c) => c.agent === silent);
   assert.deepEqual({ connected: status?.connected, silent: status?.silent, lastReport: status?.lastReport }, { connected: false, silent: true, lastReport: new Date(lastSeen).toISOString() });
   assert.equal(held.canaryStatus?.find((c) => c.agent === live)?.silent, undefined, 'the live canary is not silent');
-  const cli = await runCli(['rollout', 'status', view.id]);
+  const cli = await runCli(srv(), ['rollout', 'status', view.id]);
   assert.equal(cli.code, 0, cli.output);
   assert.match(cli.output, new RegExp(`${silent}: stream down \\(silent: no report since ${new Date(lastSeen).toISOString()}\\), applied`));
 

@@ -12,7 +12,7 @@
  * was down, the candidate from its snapshot is served only stale-marked and
  * the resume replaces it (values, file, report) with the stable version.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,7 +20,8 @@ import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { CanaryStatus, RolloutView } from '../src/shared/protocol.ts';
 import { defaultPod, hook, makeAgentDir, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 import { makeVolume } from './helpers/pod-harness.ts';
-import { http, metricValue, removeDir, startServerProcess } from './helpers/server-process.ts';
+import { http, metricValue, removeDir } from './helpers/server-process.ts';
+import { cleanupStack, startRolloutServer, until as untilWithin } from './helpers/rollout-stack.ts';
 import { startTcpProxy, waitForMetric } from './helpers/tcp-proxy.ts';
 
 const ITEM = 'team-w/app/settings';
@@ -29,40 +30,22 @@ const AGENT = 'warm-canary';
 const WAIT_MS = 30_000;
 const WRITES = 'config_sidecar_agent_snapshot_writes_total';
 
-const cleanup: Array<() => Promise<unknown>> = [];
-after(async () => {
-  for (const step of cleanup.reverse()) await step().catch(() => undefined);
-});
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const cleanup = cleanupStack();
+const until = <T>(what: string, probe: () => Promise<T | undefined>): Promise<T> => untilWithin(what, probe, WAIT_MS);
 
 test('a canary restarted from its snapshot mid-rollout serves the candidate stale-marked until its stream resumes, counts healthy only after, and serves the stable version once a rollout aborted meanwhile is replayed', async () => {
-  const server = await startServerProcess({ args: ['--rate-limit', '0'] });
-  cleanup.push(async () => {
-    await server.stop('SIGKILL');
-    await removeDir(server.dataDir);
-  });
+  const { server, api } = await startRolloutServer(cleanup, ITEM, { flag: 'v1' });
   const grpc = await startTcpProxy(server.grpcAddress);
-  cleanup.push(() => grpc.close());
-  const api = (method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(server.httpUrl, method, path, { token: server.rootToken, ...(body === undefined ? {} : { body }) });
-  assert.equal((await api('PUT', `/v1/items/${ITEM}`, { kind: 'config', value: { flag: 'v1' } })).status, 200);
+  cleanup(() => grpc.close());
 
   const pod = defaultPod();
   const dir = await makeAgentDir(pod, 'cs-rollout-warm-');
-  cleanup.push(() => removeDir(dir));
+  cleanup(() => removeDir(dir));
   const snapshotDir = join(dir, 'snapshot');
   const filesDir = join(dir, 'files');
   if (pod) {
     const volumes = [await makeVolume(snapshotDir, pod.fsGroup, { medium: 'Memory', sizeBytes: 8 * 1024 * 1024 }), await makeVolume(filesDir, pod.fsGroup)];
-    cleanup.push(async () => {
+    cleanup(async () => {
       for (const v of volumes) await v.unmount();
     });
   } else {
@@ -79,7 +62,7 @@ test('a canary restarted from its snapshot mid-rollout serves the candidate stal
     running.add(agent);
     return agent;
   };
-  cleanup.push(async () => {
+  cleanup(async () => {
     for (const a of running) await a.stop('SIGKILL');
   });
   const kill = async (agent: AgentProcess): Promise<void> => {

@@ -10,20 +10,19 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { createServer, request as httpRequest } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { RolloutView } from '../src/shared/protocol.ts';
-import { hook, socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
-import { CLI, http, makeTempDir, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { hook, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+import { http, makeTempDir, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
 import { passFleetTime } from './helpers/fleet-time.ts';
+import { postHealth, restApi, runCli, servedBecomes as servedBecomesFor, servedValues, until } from './helpers/rollout-stack.ts';
 
 const ITEM = 'team-a/app/flag';
-const WAIT_MS = 10_000;
 const ROLLBACK_WAIT_MS = 5_000;
 /** Agents reconnect with capped (10 s), jittered backoff after the server was gone. */
 const RECONNECT_WAIT_MS = 30_000;
@@ -48,49 +47,8 @@ after(async () => {
   await removeDir(server.dataDir);
 });
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (last: ${JSON.stringify(last)})`);
-    last = value;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-const api = (method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => http(server.httpUrl, method, path, { token: server.rootToken, ...(body === undefined ? {} : { body }) });
-
-async function served(): Promise<Record<string, unknown>> {
-  const out: Record<string, unknown> = {};
-  for (const [id, agent] of agents) {
-    const res = await socketGet(agent.socketPath, `/v1/items/${ITEM}`);
-    out[id] = res.status === 200 ? res.json.value : `HTTP ${res.status}`;
-  }
-  return out;
-}
-
-/** Waits until every agent serves what `expected` says (by agent id). */
-function servedBecomes(what: string, expected: (id: string) => unknown): Promise<Record<string, unknown>> {
-  return until(what, async () => {
-    const now = await served();
-    return [...agents.keys()].every((id) => now[id] === expected(id)) ? now : undefined;
-  });
-}
-
-function postHealth(agent: AgentProcess, body: unknown): Promise<{ status: number; text: string }> {
-  const payload = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath: agent.socketPath, path: '/v1/health', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
+const api = restApi(() => server);
+const servedBecomes = (what: string, expected: (id: string) => unknown): Promise<Record<string, unknown>> => servedBecomesFor(agents, ITEM, what, expected);
 
 async function connectedAgents(): Promise<AgentView[] | undefined> {
   const res = await api('GET', '/v1/agents');
@@ -152,7 +110,7 @@ test('30% of three agents: one canary serves the candidate, listed at creation; 
   }, RECONNECT_WAIT_MS);
   await hook(canaryAgent.adminUrl, 'POST', '/debug/stream/resume');
   await until('three agents connected after the restart', connectedAgents, RECONNECT_WAIT_MS);
-  assert.deepEqual(await served(), Object.fromEntries([...agents.keys()].map((id) => [id, id === canary ? 'v2' : 'v1'])));
+  assert.deepEqual(await servedValues(agents, ITEM), Object.fromEntries([...agents.keys()].map((id) => [id, id === canary ? 'v2' : 'v1'])));
   const reconnected = await rollout(first.id);
   assert.deepEqual({ state: reconnected.state, reason: reconnected.reason, unhealthy: reconnected.unhealthy }, { state: 'rolling', reason: undefined, unhealthy: [] });
 
@@ -192,27 +150,15 @@ test('30% of three agents: one canary serves the candidate, listed at creation; 
   assert.ok(tookMs < ROLLBACK_WAIT_MS, `rolled back ${tookMs} ms after the signal`);
 });
 
-function runCli(args: string[]): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const env = { PATH: process.env.PATH ?? '', CONFIG_SIDECAR_TOKEN: server.rootToken, CONFIG_SIDECAR_SERVER: server.httpUrl };
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code, output }));
-  });
-}
-
 test('the CLI drives a rollout: start from a change file, the next step after the bake (server clock moved), pause holds it, resume, abort → stable everywhere; status exits 1', async () => {
   const dir = await makeTempDir('cs-rollout-cli-');
   try {
     const file = join(dir, 'changes.yaml');
     await writeFile(file, `changes:\n  - { item: ${ITEM}, kind: config, value: v4 }\n`);
-    const bad = await runCli(['rollout', 'start', '--from-file', file, '--steps', '60,30,100']);
+    const bad = await runCli(server, ['rollout', 'start', '--from-file', file, '--steps', '60,30,100']);
     assert.equal(bad.code, 2, bad.output);
     assert.match(bad.output, /steps must increase/);
-    const started = await runCli(['rollout', 'start', '--from-file', file, '--steps', '30,60,100', '--bake', '60s', '--json']);
+    const started = await runCli(server, ['rollout', 'start', '--from-file', file, '--steps', '30,60,100', '--bake', '60s', '--json']);
     assert.equal(started.code, 0, started.output);
     const view = JSON.parse(started.output) as RolloutView;
     assert.equal(view.canary.length, 1);
@@ -230,22 +176,22 @@ test('the CLI drives a rollout: start from a change file, the next step after th
     assert.ok(second.canary.includes(firstCanary), 'a canary stays a canary');
     await servedBecomes('two canaries serve v4', (id) => (second.canary.includes(id) ? 'v4' : 'v2'));
 
-    const paused = await runCli(['rollout', 'pause', view.id]);
+    const paused = await runCli(server, ['rollout', 'pause', view.id]);
     assert.equal(paused.code, 0, paused.output);
     assert.match(paused.output, new RegExp(`rollout ${view.id}: paused, step 2 of 3 \\(60%\\)`));
     await passFleetTime(server, agents, 61_000);
-    const again = await runCli(['rollout', 'pause', view.id]);
+    const again = await runCli(server, ['rollout', 'pause', view.id]);
     assert.equal(again.code, 1, again.output);
     assert.match(again.output, /is paused; pause applies to a rolling rollout\. \(conflict\)/);
     assert.equal((await rollout(view.id)).step, 1, 'a paused rollout does not advance');
-    assert.equal((await runCli(['rollout', 'resume', view.id])).code, 0);
-    const aborted = await runCli(['rollout', 'abort', view.id]);
+    assert.equal((await runCli(server, ['rollout', 'resume', view.id])).code, 0);
+    const aborted = await runCli(server, ['rollout', 'abort', view.id]);
     assert.equal(aborted.code, 0, aborted.output);
     assert.match(aborted.output, /aborted[\s\S]*reason: {2}aborted by /);
     await servedBecomes('every agent serves v2 again', () => 'v2');
-    const status = await runCli(['rollout', 'status', view.id]);
+    const status = await runCli(server, ['rollout', 'status', view.id]);
     assert.equal(status.code, 1, 'status exits 1 for an aborted rollout');
-    const list = await runCli(['rollout', 'status']);
+    const list = await runCli(server, ['rollout', 'status']);
     assert.equal(list.code, 0, list.output);
     assert.match(list.output, new RegExp(`rollout ${view.id}: aborted`));
   } finally {

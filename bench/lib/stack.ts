@@ -15,6 +15,8 @@ import { Pool, request } from 'undici';
 import { startChild, type Child } from './proc.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+/** The compiled bin (`npm run build`): what a pod runs, for the footprint tools. */
+export const DIST_CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
 /** Concurrent PUTs while seeding (the server serialises writes in SQLite anyway). */
 const SEED_CONCURRENCY = 8;

@@ -40,34 +40,29 @@ export interface RingMemberValue {
   readonly expiresAt: Milliseconds;
 }
 
-/** A ring as read: private copies the caller zero-fills (`releaseRing`). */
-export interface RingRead extends ItemRef {
+/** A ring's values: private copies the caller zero-fills (`releaseRing`). */
+interface RingValues extends ItemRef {
   readonly kind: ItemKind;
   readonly env: string;
   readonly revision: number;
-  readonly etag: string;
   readonly current: { readonly version: number; readonly plaintext: Buffer };
   readonly previous: readonly RingMemberValue[];
+}
+
+/** A ring as read. */
+export interface RingRead extends RingValues {
+  readonly etag: string;
   /** Set when served while the stream is down: how long the ring may be behind the server. */
   readonly staleSeconds?: number;
 }
 
-export function releaseRing(ring: RingRead): void {
-  zeroize(ring.current.plaintext, ...ring.previous.map((p) => p.plaintext));
-}
-
-/** A held ring as the warm-restart snapshot keeps it: private copies the caller zero-fills (`releaseHeld`). */
-export interface HeldRing extends ItemRef {
-  readonly kind: ItemKind;
-  readonly env: string;
-  readonly revision: number;
+/** A held ring as the warm-restart snapshot keeps it. */
+export interface HeldRing extends RingValues {
   /** The current value's etag (the served etag adds the members' versions). */
   readonly currentEtag: string;
-  readonly current: { readonly version: number; readonly plaintext: Buffer };
-  readonly previous: readonly RingMemberValue[];
 }
 
-export function releaseHeld(ring: HeldRing): void {
+export function releaseRing(ring: RingValues): void {
   zeroize(ring.current.plaintext, ...ring.previous.map((p) => p.plaintext));
 }
 
@@ -212,7 +207,7 @@ export class RingStore {
     const gone = held.previous.filter((p) => p.expiresAt <= now);
     const previous = held.previous.filter((p) => p.expiresAt > now);
     if (this.#entries.has(key) || this.#flights.has(itemKey(held))) {
-      releaseHeld(held);
+      releaseRing(held);
       return;
     }
     zeroize(...gone.map((p) => p.plaintext));

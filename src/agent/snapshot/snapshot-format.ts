@@ -28,7 +28,7 @@ import type { RolloutVersion } from '../../shared/fleet-proto.ts';
 import type { ItemKind } from '../../shared/protocol.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { LogPosition } from '../../shared/watch-proto.ts';
-import { releaseHeld, type HeldRing } from '../ring-store.ts';
+import { releaseRing, type HeldRing } from '../ring-store.ts';
 import type { SourcedValue } from '../value-source.ts';
 
 export const SNAPSHOT_KEY_BYTES = 32;
@@ -134,7 +134,7 @@ export function sealedRingOf(ring: HeldRing): SealedRing {
     previous: ring.previous.map((p) => ({ version: p.version, retiredAt: p.retiredAt, expiresAt: p.expiresAt, bytes: p.plaintext.length })),
   };
   const plaintext = Buffer.concat([ring.current.plaintext, ...ring.previous.map((p) => p.plaintext)]);
-  releaseHeld(ring);
+  releaseRing(ring);
   return { meta, plaintext };
 }
 
@@ -350,7 +350,7 @@ function parseBody(body: Buffer, count: number, ringCount: number, markCount: nu
 
 function discard(parsed: Parsed): undefined {
   for (const value of parsed.values) zeroize(value.plaintext);
-  parsed.rings.forEach(releaseHeld);
+  parsed.rings.forEach(releaseRing);
   return undefined;
 }
 

@@ -15,7 +15,7 @@ import { parseItemPath, type ItemRef } from '../../shared/paths.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { LogPosition } from '../../shared/watch-proto.ts';
 import { discardSnapshotFile, readSnapshotFile } from './snapshot-files.ts';
-import { releaseHeld } from '../ring-store.ts';
+import { releaseRing } from '../ring-store.ts';
 import { openSnapshot, type RefusalReason, type SnapshotRing, type SnapshotValue } from './snapshot-format.ts';
 import type { SnapshotMetrics } from './snapshot-metrics.ts';
 
@@ -66,7 +66,7 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoredSnapsh
   const takenAt = Math.min(header.takenAt, now);
   if (now - takenAt > o.maxStale) {
     for (const value of values) zeroize(value.plaintext);
-    rings.forEach(releaseHeld);
+    rings.forEach(releaseRing);
     return refuse('expired', `taken ${Math.round((now - takenAt) / 1000)}s ago, beyond max-stale (${Math.round(o.maxStale / 1000)}s)`);
   }
   let restored = 0;
@@ -81,7 +81,7 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoredSnapsh
   let restoredRings = 0;
   for (const ring of rings) {
     if (!o.allowed(ring)) {
-      releaseHeld(ring);
+      releaseRing(ring);
       continue;
     }
     o.restoreRing(ring, takenAt);
