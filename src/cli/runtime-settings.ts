@@ -27,7 +27,7 @@ const COMMANDS = new Set(['agent']);
  * maximum an operator sets): a trim's collection shrinks the young
  * generation to its minimum (1 MiB), and short-lived request garbage never
  * grows it back, so a trimmed agent scavenged twice as often per cached
- * read for the rest of its life (114–123 scavenges per 30k reads against
+ * read for the rest of its life (114–160 scavenges per 30k reads against
  * 58–64; docs/ARCHITECTURE.md, "Footprint"). The pages are committed only
  * as the load touches them, so idle memory is the same.
  *
