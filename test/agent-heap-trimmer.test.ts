@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { AppliedEventsHub } from '../src/agent/applied-events.ts';
 import { createDataServer, listenSocket, type RequestCount } from '../src/agent/data-listeners.ts';
 import { rawEtag } from '../src/agent/item-representation.ts';
@@ -39,153 +39,121 @@ function fakeProcess(): HeapProbe & { rssBytes: number; busy: number; reclaimabl
   return p;
 }
 
-test('a burst that grew the process is given back once the event loop is quiet, and only then', () => {
+type FakeProcess = ReturnType<typeof fakeProcess>;
+
+/** A trimmer over a fake process, stopped when the test ends, past start-up's trim (the first quiet look). */
+function pastStartup(t: TestContext, onTrim?: (trim: HeapTrim, clock: ManualClock, proc: FakeProcess) => void): { clock: ManualClock; proc: FakeProcess } {
   const clock = new ManualClock();
   const proc = fakeProcess();
+  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity, ...(onTrim ? { onTrim: (trim: HeapTrim) => onTrim(trim, clock, proc) } : {}) });
+  t.after(() => trimmer.stop());
+  clock.advance(CHECK_INTERVAL_MS);
+  assert.equal(proc.collections, 1, "start-up's trim");
+  return { clock, proc };
+}
+
+test('a burst that grew the process is given back once the event loop is quiet, and only then', (t) => {
   const trims: HeapTrim[] = [];
-  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity, onTrim: (t) => trims.push(t) });
-  try {
-    // Start-up is the first burst: trimmed at the first quiet look.
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 1);
-    // A burst of fills: 60 MiB more, 30 of it garbage; busy while it lasts.
-    proc.busy = 0.9;
-    proc.perLook = 5_000;
-    proc.rssBytes += 60 * MIB;
-    proc.reclaimable = 30 * MIB;
-    clock.advance(MIN_GAP_MS + 5 * CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 1, 'never while busy');
-    proc.busy = QUIET_UTILIZATION / 2;
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 1, 'never while requests come, however quiet the loop');
-    proc.perLook = 0;
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 2);
-    assert.deepEqual(
-      trims.slice(1).map((t) => [t.before / MIB, t.after / MIB]),
-      [[100, 70]],
-    );
-    // Quiet and not grown since: nothing more to do.
-    clock.advance(MIN_GAP_MS * 3);
-    assert.equal(proc.collections, 2);
-  } finally {
-    trimmer.stop();
-  }
+  const { clock, proc } = pastStartup(t, (trim) => trims.push(trim));
+  // A burst of fills: 60 MiB more, 30 of it garbage; busy while it lasts.
+  proc.busy = 0.9;
+  proc.perLook = 5_000;
+  proc.rssBytes += 60 * MIB;
+  proc.reclaimable = 30 * MIB;
+  clock.advance(MIN_GAP_MS + 5 * CHECK_INTERVAL_MS);
+  assert.equal(proc.collections, 1, 'never while busy');
+  proc.busy = QUIET_UTILIZATION / 2;
+  clock.advance(CHECK_INTERVAL_MS);
+  assert.equal(proc.collections, 1, 'never while requests come, however quiet the loop');
+  proc.perLook = 0;
+  clock.advance(CHECK_INTERVAL_MS);
+  assert.equal(proc.collections, 2);
+  assert.deepEqual(
+    trims.slice(1).map((trim) => [trim.before / MIB, trim.after / MIB]),
+    [[100, 70]],
+  );
+  // Quiet and not grown since: nothing more to do.
+  clock.advance(MIN_GAP_MS * 3);
+  assert.equal(proc.collections, 2);
 });
 
-test('growth below the threshold is left alone', () => {
-  const clock = new ManualClock();
-  const proc = fakeProcess();
-  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity });
-  try {
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 1);
-    proc.rssBytes += MIN_GROWTH_BYTES - 1;
-    clock.advance(MIN_GAP_MS * 2);
-    assert.equal(proc.collections, 1, 'below the growth threshold');
-    proc.rssBytes += 1;
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 2);
-  } finally {
-    trimmer.stop();
-  }
+test('growth below the threshold is left alone', (t) => {
+  const { clock, proc } = pastStartup(t);
+  proc.rssBytes += MIN_GROWTH_BYTES - 1;
+  clock.advance(MIN_GAP_MS * 2);
+  assert.equal(proc.collections, 1, 'below the growth threshold');
+  proc.rssBytes += 1;
+  clock.advance(CHECK_INTERVAL_MS);
+  assert.equal(proc.collections, 2);
 });
 
-test('a steady load that keeps the loop under 5 % busy never pauses it; the trim comes once the requests stop', () => {
+test('a steady load that keeps the loop under 5 % busy never pauses it; the trim comes once the requests stop', (t) => {
   // 2,000 req/s is ~4 % busy: quiet by utilisation alone, and a trim's pause would land in its p99.
-  const clock = new ManualClock();
-  const proc = fakeProcess();
-  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity });
-  try {
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 1, "start-up's trim");
-    proc.busy = QUIET_UTILIZATION * 0.8;
-    proc.perLook = 1_000;
-    proc.rssBytes += 100 * MIB;
-    proc.reclaimable = 60 * MIB;
-    clock.advance(10 * 60_000);
-    assert.equal(proc.collections, 1, 'no trim while requests keep coming');
-    // A single request (or applied event) per look is enough to count as not idle.
-    proc.busy = 0;
-    proc.perLook = 1;
-    clock.advance(10 * CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 1);
-    proc.perLook = 0;
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 2, 'trimmed at the first idle look');
-    assert.equal(proc.rssBytes, 80 * MIB);
-  } finally {
-    trimmer.stop();
-  }
+  const { clock, proc } = pastStartup(t);
+  proc.busy = QUIET_UTILIZATION * 0.8;
+  proc.perLook = 1_000;
+  proc.rssBytes += 100 * MIB;
+  proc.reclaimable = 60 * MIB;
+  clock.advance(10 * 60_000);
+  assert.equal(proc.collections, 1, 'no trim while requests keep coming');
+  // A single request (or applied event) per look is enough to count as not idle.
+  proc.busy = 0;
+  proc.perLook = 1;
+  clock.advance(10 * CHECK_INTERVAL_MS);
+  assert.equal(proc.collections, 1);
+  proc.perLook = 0;
+  clock.advance(CHECK_INTERVAL_MS);
+  assert.equal(proc.collections, 2, 'trimmed at the first idle look');
+  assert.equal(proc.rssBytes, 80 * MIB);
 });
 
-test('trims that keep finding the memory back wait longer each time, up to 10 minutes; a long trim-free time makes them prompt again', () => {
-  const clock = new ManualClock();
-  const proc = fakeProcess();
+test('trims that keep finding the memory back wait longer each time, up to 10 minutes; a long trim-free time makes them prompt again', (t) => {
   const trimmedAt: number[] = [];
   let regrow = true;
-  const trimmer = startHeapTrimmer({
-    clock,
-    probe: proc,
-    activity: proc.activity,
-    // The working set: whatever the trim gave back, the next reads take again at once.
-    onTrim: () => {
-      trimmedAt.push(clock.now());
-      if (regrow) proc.rssBytes += 2 * MIN_GROWTH_BYTES;
-    },
+  // The working set: whatever the trim gave back, the next reads take again at once.
+  const { clock, proc } = pastStartup(t, (_trim, at, p) => {
+    trimmedAt.push(at.now());
+    if (regrow) p.rssBytes += 2 * MIN_GROWTH_BYTES;
   });
-  try {
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(trimmedAt.length, 1, "start-up's trim");
-    clock.advance(40 * 60_000);
-    const gaps = trimmedAt.slice(1).map((t, i) => t - (trimmedAt[i] as number));
-    const expected: number[] = [];
-    for (let gap = MIN_GAP_MS; expected.length < gaps.length; gap = Math.min(gap * GAP_FACTOR, MAX_GAP_MS)) expected.push(gap);
-    assert.deepEqual(gaps, expected);
-    assert.deepEqual(gaps.slice(0, 6), [2_000, 8_000, 32_000, 128_000, 512_000, 600_000]);
-    // Then the working set stays put: no more trims, and after a long trim-free time a burst is given back promptly again.
-    regrow = false;
-    const settled = trimmedAt.length;
-    clock.advance(REGROWN_WITHIN_MS);
-    assert.equal(trimmedAt.length, settled + 1, 'the growth left over from the last regrowth, then nothing');
-    clock.advance(REGROWN_WITHIN_MS);
-    const burst = (): void => {
-      proc.rssBytes += 40 * MIB;
-      proc.reclaimable = 30 * MIB;
-    };
-    burst();
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(trimmedAt.length, settled + 2, 'prompt after a long trim-free time');
-    burst();
-    clock.advance(MIN_GAP_MS);
-    assert.equal(trimmedAt.length, settled + 3, 'and the burst after it too, as after start-up');
-  } finally {
-    trimmer.stop();
-  }
+  assert.equal(trimmedAt.length, 1, "start-up's trim");
+  clock.advance(40 * 60_000);
+  const gaps = trimmedAt.slice(1).map((at, i) => at - (trimmedAt[i] as number));
+  const expected: number[] = [];
+  for (let gap = MIN_GAP_MS; expected.length < gaps.length; gap = Math.min(gap * GAP_FACTOR, MAX_GAP_MS)) expected.push(gap);
+  assert.deepEqual(gaps, expected);
+  assert.deepEqual(gaps.slice(0, 6), [2_000, 8_000, 32_000, 128_000, 512_000, 600_000]);
+  // Then the working set stays put: no more trims, and after a long trim-free time a burst is given back promptly again.
+  regrow = false;
+  const settled = trimmedAt.length;
+  clock.advance(REGROWN_WITHIN_MS);
+  assert.equal(trimmedAt.length, settled + 1, 'the growth left over from the last regrowth, then nothing');
+  clock.advance(REGROWN_WITHIN_MS);
+  const burst = (): void => {
+    proc.rssBytes += 40 * MIB;
+    proc.reclaimable = 30 * MIB;
+  };
+  burst();
+  clock.advance(CHECK_INTERVAL_MS);
+  assert.equal(trimmedAt.length, settled + 2, 'prompt after a long trim-free time');
+  burst();
+  clock.advance(MIN_GAP_MS);
+  assert.equal(trimmedAt.length, settled + 3, 'and the burst after it too, as after start-up');
 });
 
-test("a pod's first burst, seconds after start-up's trim, is given back as soon as it is over", () => {
+test("a pod's first burst, seconds after start-up's trim, is given back as soon as it is over", (t) => {
   // The memory bench's 1k load: ready, 1.5 s idle, 2.4 s of reads, then quiet.
-  const clock = new ManualClock();
-  const proc = fakeProcess();
-  const trimmer = startHeapTrimmer({ clock, probe: proc, activity: proc.activity });
-  try {
-    clock.advance(CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 1, "start-up's trim");
-    clock.advance(1_500);
-    proc.busy = 0.8;
-    proc.perLook = 1_000;
-    proc.rssBytes += 40 * MIB;
-    proc.reclaimable = 35 * MIB;
-    clock.advance(2_400);
-    proc.busy = 0;
-    proc.perLook = 0;
-    clock.advance(2 * CHECK_INTERVAL_MS);
-    assert.equal(proc.collections, 2, 'trimmed within two looks of the burst ending');
-    assert.equal(proc.rssBytes, 45 * MIB);
-  } finally {
-    trimmer.stop();
-  }
+  const { clock, proc } = pastStartup(t);
+  clock.advance(1_500);
+  proc.busy = 0.8;
+  proc.perLook = 1_000;
+  proc.rssBytes += 40 * MIB;
+  proc.reclaimable = 35 * MIB;
+  clock.advance(2_400);
+  proc.busy = 0;
+  proc.perLook = 0;
+  clock.advance(2 * CHECK_INTERVAL_MS);
+  assert.equal(proc.collections, 2, 'trimmed within two looks of the burst ending');
+  assert.equal(proc.rssBytes, 45 * MIB);
 });
 
 test('stop cancels the timer; stopping twice is harmless', () => {
