@@ -35,20 +35,22 @@ test('handoff: the validated settings come back whole, typed as the schema made 
     agentId: 'pod-1',
     files: [{ path: 'app.env', format: 'env', items: ['team-a/app/db-password'] }],
   });
-  const text = encodeHandoff(settings, PID);
+  // The flags as commander gives them, for a --config reload in the new image.
+  const flags = { config: '/etc/cs/agent.yaml', prefix: ['team-a'], insecure: true };
+  const text = encodeHandoff({ settings, flags }, PID);
   assert.ok(text);
   const back = decodeHandoff(text, PID);
   assert.ok(back.ok, back.ok ? '' : back.error);
-  assert.deepEqual(back.value, settings);
-  assert.ok(Object.isFrozen(back.value));
-  assert.equal(back.value.cacheTtl, 30_000);
-  assert.deepEqual(back.value.prefetch, [{ namespace: 'team-a/app', name: 'db-password' }]);
+  assert.deepEqual(back.value, { settings, flags });
+  assert.ok(Object.isFrozen(back.value.settings));
+  assert.equal(back.value.settings.cacheTtl, 30_000);
+  assert.deepEqual(back.value.settings.prefetch, [{ namespace: 'team-a/app', name: 'db-password' }]);
   // The defaults the schema filled in travel too: the serving process never applies them itself.
-  assert.deepEqual(back.value.adminListen, { host: '127.0.0.1', port: 8431 });
+  assert.deepEqual(back.value.settings.adminListen, { host: '127.0.0.1', port: 8431 });
 });
 
 test('handoff: refused unless written by this process, and every shape problem is named', () => {
-  const text = encodeHandoff(resolveAgentSettings(BASE), PID) as string;
+  const text = encodeHandoff({ settings: resolveAgentSettings(BASE), flags: { prefix: ['team-a'] } }, PID) as string;
   const refused = (t: string, pid = PID): string => {
     const r = decodeHandoff(t, pid);
     assert.equal(r.ok, false, t);
@@ -56,7 +58,7 @@ test('handoff: refused unless written by this process, and every shape problem i
   };
   assert.match(refused(text, PID + 1), /written by process 4242, not this one \(4243\)/);
   assert.match(refused('{'), /not JSON/);
-  const doc = JSON.parse(text) as { v: number; pid: number; settings: Record<string, unknown> };
+  const doc = JSON.parse(text) as { v: number; pid: number; settings: Record<string, unknown>; flags: Record<string, unknown> };
   const edited = (edit: (settings: Record<string, unknown>) => void, v = doc.v): string => {
     const settings = { ...doc.settings };
     edit(settings);
@@ -71,11 +73,13 @@ test('handoff: refused unless written by this process, and every shape problem i
   assert.match(refused(edited((s) => delete s.socket)), /^settings\.socket: expected a string, received undefined$/);
   assert.match(refused(edited((s) => (s.tokenFlie = '/t'))), /^settings: unknown key\(s\) "tokenFlie"$/);
   assert.match(refused(edited((s) => (s.adminListen = { host: '127.0.0.1', port: 1, extra: true }))), /^settings\.adminListen: unknown key\(s\) "extra"$/);
+  assert.match(refused(JSON.stringify({ ...doc, flags: { prefix: [1] } })), /^flags\.prefix\.0: expected a string, received number$/);
+  assert.match(refused(JSON.stringify({ ...doc, flags: undefined })), /^flags: expected an object, received undefined$/);
 });
 
 test('handoff: settings too large for one environment variable are not handed over', () => {
   const many = Array.from({ length: 4000 }, (_, i) => `team-a/app/item-${i}`);
-  assert.equal(encodeHandoff(resolveAgentSettings({ ...BASE, prefetch: many }), PID), undefined);
+  assert.equal(encodeHandoff({ settings: resolveAgentSettings({ ...BASE, prefetch: many }), flags: {} }, PID), undefined);
   assert.ok(JSON.stringify(many).length > HANDOFF_MAX_BYTES);
 });
 
@@ -147,7 +151,7 @@ function lastInspectorUrl(output: string): string {
 const packagesOf = (scripts: readonly string[]): Set<string> =>
   new Set(scripts.flatMap((url) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1] ?? []));
 
-test('the agent as the bin starts it serves reads from a process that never loaded zod', async () => {
+test('the agent as the bin starts it serves reads from a process that never loaded zod (nor commander)', async () => {
   const agent = await startAgentProcess(server, { prefetch: ['production/zf/secret'], env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' } });
   try {
     const res = await socketGet(agent.socketPath, '/v1/items/production/zf/secret?format=raw');
@@ -158,6 +162,7 @@ test('the agent as the bin starts it serves reads from a process that never load
     const packages = packagesOf(await loadedScripts(lastInspectorUrl(output)));
     assert.ok(packages.has('lru-cache') && packages.has('undici'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
     assert.ok(!packages.has('zod'), `zod loaded by the serving process: ${[...packages].join(' ')}`);
+    assert.ok(!packages.has('commander'), 'nor the command table: the re-executed image goes straight to the agent');
     assert.ok(!packages.has('yaml'), 'nor yaml (no --config)');
   } finally {
     assert.equal(await agent.stop('SIGTERM'), 0);
