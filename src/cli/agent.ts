@@ -62,10 +62,13 @@ Examples:
       CONFIG_SIDECAR_SERVER_CA=/etc/config-sidecar/ca.pem config-sidecar agent --config /etc/config-sidecar/agent.yaml
   $ curl --unix-socket /run/config-sidecar/agent.sock http://agent/v1/items/production/ml-service/db-password
 
-Runtime: the process re-executes itself once at start (same PID) with node
-${AGENT_NODE_FLAGS.join(' ')} and ${Object.entries(AGENT_ENV).map(([k, v]) => `${k}=${v}`).join(' ')},
-chosen for a small footprint; a node flag you pass (or set in NODE_OPTIONS) and
-an environment variable you set are kept as given.
+Runtime: once its settings are valid, the process re-executes itself (same PID)
+with node ${AGENT_NODE_FLAGS.join(' ')} and ${Object.entries(AGENT_ENV).map(([k, v]) => `${k}=${v}`).join(' ')},
+chosen for a small footprint, and hands the new image the validated settings
+(${HANDOFF_ENV}, set by the bin for itself), so the serving process does not
+load the settings schema. A node flag you pass (or set in NODE_OPTIONS) and an
+environment variable you set are kept as given; given all of them (and no
+memory limit to size V8 for), the process runs as started.
 
 SIGTERM or SIGINT stops accepting, drains in-flight requests, closes the stream,
 zero-fills the cache and exits 0. A second signal, or a shutdown still running
