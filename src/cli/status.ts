@@ -18,7 +18,7 @@ function ago(iso: string): string {
 }
 
 function line(a: AgentView, behind: number): string {
-  return `  ${a.id}  applied ${a.appliedRevision}${behind > 0 ? ` (${behind} behind)` : ''}  ${a.connected ? 'connected' : 'DISCONNECTED'}  ${a.health}  seen ${ago(a.lastSeen)}`;
+  return `  ${a.id}  applied ${a.appliedRevision}${behind > 0 ? ` (${behind} behind)` : ''}  ${a.silent ? 'SILENT' : a.connected ? 'connected' : 'DISCONNECTED'}  ${a.health}  seen ${ago(a.lastSeen)}`;
 }
 
 export function register(program: Command): void {

@@ -30,17 +30,18 @@ export interface ServerMetrics {
 }
 
 /** Fleet gauges read at scrape time: live agents by state and the largest lag. */
-export function registerFleetGauges(registry: Registry, snapshot: () => Promise<{ connected: number; disconnected: number; maxLag: number }>): void {
+export function registerFleetGauges(registry: Registry, snapshot: () => Promise<{ connected: number; disconnected: number; silent: number; maxLag: number }>): void {
   const p = 'config_sidecar_server_';
   new Gauge({
     name: `${p}agents`,
-    help: 'Agents that reported within --agent-expiry, by watch stream state (connected, disconnected).',
+    help: 'Agents that reported within --agent-expiry, by watch stream state (connected, disconnected; silent: no report for 3 report intervals).',
     labelNames: ['state'],
     registers: [registry],
     async collect() {
       const s = await snapshot();
       this.set({ state: 'connected' }, s.connected);
       this.set({ state: 'disconnected' }, s.disconnected);
+      this.set({ state: 'silent' }, s.silent);
     },
   });
   new Gauge({

@@ -44,14 +44,15 @@ export function fleetView(fleet) {
   const agents = fleet.agents;
   if (agents.length === 0) return [el('p', { className: 'empty' }, `No agents have reported (server revision ${fleet.currentRevision}).`)];
   const connected = agents.filter((a) => a.connected).length;
+  const silent = agents.filter((a) => a.silent).length;
   const maxLag = Math.max(0, ...agents.map((a) => a.lag));
-  const summary = el('p', { className: 'summary' }, `${plural(agents.length, 'agent')}, ${connected} connected, largest lag ${maxLag} revisions; server at revision ${fleet.currentRevision}.`);
+  const summary = el('p', { className: 'summary' }, `${plural(agents.length, 'agent')}, ${connected} connected, ${silent} silent, largest lag ${maxLag} revisions; server at revision ${fleet.currentRevision}.`);
   const rows = agents.slice(0, MAX_ROWS).map((a) => [
     a.id,
     a.subject,
     badge(a.health, HEALTH_CLASS[a.health]),
     appHealth(a),
-    a.connected ? 'yes' : badge('no', 'bad'),
+    streamState(a),
     a.lag === 0 ? '0' : badge(String(a.lag), 'warn'),
     String(a.appliedRevision),
     a.lastSeen,
@@ -60,6 +61,12 @@ export function fleetView(fleet) {
   ]);
   const headings = ['Agent', 'Subject', 'Health', 'Application', 'Connected', 'Lag', 'Applied revision', 'Last seen', 'Prefixes', 'Serving rollouts'];
   return [summary, table(headings, rows, (i) => ({ 'data-agent': agents[i].id })), truncated(agents.length)];
+}
+
+/** Connected, not, or silent with the server's reason: a silent agent's last report no longer counts, whatever it said. */
+function streamState(agent) {
+  if (agent.silent) return el('span', { className: 'silent' }, badge('silent', 'bad'), ' ', el('span', { className: 'silence' }, agent.silentReason ?? ''));
+  return agent.connected ? 'yes' : badge('no', 'bad');
 }
 
 /** The application's own signal as its agent last heard it, with its reason (free text from the pod). */
