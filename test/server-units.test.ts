@@ -88,7 +88,7 @@ test('rate limiter: burst of twice the rate, then 429 with Retry-After, refilled
 test('routes: one resource per operation; bad paths refused before anything else', () => {
   assert.deepEqual(parseRoute('GET', '/v1/items/a/b/name?env=prod'), { op: 'getItem', ref: { namespace: 'a/b', name: 'name' }, env: 'prod' });
   assert.deepEqual(parseRoute('POST', '/v1/rotate/a/b'), { op: 'rotate', namespace: 'a/b' });
-  assert.deepEqual(parseRoute('GET', '/v1/list/a/'), { op: 'list', prefix: 'a' });
+  assert.deepEqual(parseRoute('GET', '/v1/list/a/'), { op: 'list', prefix: 'a', page: { limit: 1000, after: undefined } });
   assert.deepEqual(parseRoute('GET', '/v1/items/rotate/x'), { op: 'getItem', ref: { namespace: 'rotate', name: 'x' }, env: undefined });
   const code = (fn: () => unknown) => {
     try {

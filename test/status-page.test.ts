@@ -409,6 +409,17 @@ test('in Chromium, views.js alone: a rollout card shows step, canaries (a silent
   assert.equal(fleet.application, MARKUP_REASON);
   assert.equal(fleet.elements, 0);
   assert.match(fleet.text ?? '', /^1 agent, 1 connected/);
+
+  // A listing with a next page (GET /v1/list answered nextCursor): the items panel says there are more.
+  const items = await page.evaluate(async () => {
+    const url = '/ui/views.js';
+    const { itemsView } = (await import(url)) as { itemsView: (l: unknown, f: unknown) => PageNode[] };
+    const host = document.createElement('div');
+    const item = { namespace: 'team-a', name: 'x', kind: 'config', version: 1, revision: 1, envs: ['base'] };
+    host.append(...itemsView({ items: [item], more: true }, undefined).filter((n) => n !== null));
+    return host.textContent;
+  });
+  assert.match(items ?? '', /Showing the first 1; there are more \(config-sidecar list shows them all\)\./);
 });
 
 test('in Chromium: an agent that stops reporting shows silent in the fleet table, with its last report time and why, not connected', { skip: NO_CHROMIUM }, async (t) => {

@@ -36,6 +36,7 @@ import type { RolloutService } from '../rollouts/rollout-service.ts';
 import { actOnRollout, candidateEnvelope, candidateItem, envelopeRollout, getRollout, listRollouts, startRollout } from './rollout-handler.ts';
 import { statusPageResult, type StatusPage } from './status-page.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
+import { encodeListCursor } from './list-page.ts';
 import { ringWriteOf, type RingWrite } from '../../shared/ring-proto.ts';
 import { ringJson } from '../../shared/ring-json.ts';
 
@@ -234,8 +235,10 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
       await audit(deps, subject, 'delete', itemKey(route.ref), 'ok', env ? `env=${env}` : 'all environments');
       return { status: 200, body: result };
     }
-    case 'list':
-      return { status: 200, body: { items: await cp.list(route.prefix) } };
+    case 'list': {
+      const { items, next } = await cp.list(route.prefix, route.page);
+      return { status: 200, body: { items, ...(next ? { nextCursor: encodeListCursor(route.prefix, next) } : {}) } };
+    }
     case 'history':
       return { status: 200, body: await cp.history(route.ref) };
     case 'rollback': {

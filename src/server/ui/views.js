@@ -8,7 +8,7 @@ import { el, table } from './dom.js';
 import { itemConvergence } from './convergence.js';
 
 /** Items shown at most; the rest are counted, so a large store does not freeze the tab. */
-const MAX_ROWS = 500;
+export const MAX_ROWS = 500;
 /** Finished rollouts listed under the active ones. */
 const MAX_FINISHED_ROLLOUTS = 10;
 
@@ -35,7 +35,8 @@ function badge(text, kind) {
   return el('span', { className: `badge ${kind ?? ''}` }, text);
 }
 
-function truncated(total) {
+function truncated(total, more = false) {
+  if (more) return el('p', { className: 'hint' }, `Showing the first ${Math.min(total, MAX_ROWS)}; there are more (config-sidecar list shows them all).`);
   return total > MAX_ROWS ? el('p', { className: 'hint' }, `Showing ${MAX_ROWS} of ${total}.`) : null;
 }
 
@@ -76,7 +77,7 @@ function appHealth(agent) {
 }
 
 /**
- * @param {{ items: any[], listedNamespaces?: number, namespaces?: number }} list one list, or the lists of the first `listedNamespaces` of `namespaces`
+ * @param {{ items: any[], more?: boolean, listedNamespaces?: number, namespaces?: number }} list one list, or the lists of the first `listedNamespaces` of `namespaces`; `more` when a list had a next page
  * @param {{ agents: any[] } | undefined} fleet undefined when the fleet could not be read
  * @param {{ rollouts: any[] } | undefined} [rollouts] undefined when the rollouts could not be read
  */
@@ -100,7 +101,7 @@ export function itemsView(list, fleet, rollouts) {
   });
   const headings = ['Item', 'Kind', 'Version', 'Revision', 'Environments', 'Agents converged', 'Behind', 'Rollout'];
   const partial = list.namespaces > list.listedNamespaces ? el('p', { className: 'hint' }, `Items of the first ${list.listedNamespaces} of ${list.namespaces} namespaces.`) : null;
-  return [table(headings, rows, (i) => ({ 'data-item': `${items[i].namespace}/${items[i].name}` })), truncated(items.length), partial];
+  return [table(headings, rows, (i) => ({ 'data-item': `${items[i].namespace}/${items[i].name}` })), truncated(items.length, list.more === true), partial];
 }
 
 /**
