@@ -98,7 +98,7 @@ export function createServerMetrics(): ServerMetrics {
       labelNames: ['reason'],
       registers: [registry],
     }),
-    watchRefused: new Counter({ name: `${p}watch_refused_total`, help: 'Watch opens refused by a per-pod limit, by reason (streams, rate).', labelNames: ['reason'], registers: [registry] }),
+    watchRefused: new Counter({ name: `${p}watch_refused_total`, help: 'Watch opens refused before a stream opened, by reason (unauthenticated: no or a bad token; streams, rate: a per-pod limit).', labelNames: ['reason'], registers: [registry] }),
     auditDropped: new Counter({
       name: `${p}audit_rows_deleted_total`,
       help: 'Audit rows deleted by retention (age, rows), and refusals folded into an aggregate row (aggregated).',

@@ -31,7 +31,7 @@ import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
 import type { AgentRegistry } from '../fleet/agent-registry.ts';
-import type { RefusalAudit } from '../refusal-audit.ts';
+import { UNAUTHENTICATED_SUBJECT, type RefusalAudit } from '../refusal-audit.ts';
 import type { RolloutService } from '../rollouts/rollout-service.ts';
 import { actOnRollout, candidateEnvelope, candidateItem, envelopeRollout, getRollout, listRollouts, startRollout } from './rollout-handler.ts';
 import { statusPageResult, type StatusPage } from './status-page.ts';
@@ -75,7 +75,6 @@ export interface RequestContext {
   subject?: string;
 }
 
-const ANONYMOUS = '(unauthenticated)';
 
 export function parseBody<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> {
   const result = schema.safeParse(raw);
@@ -144,8 +143,8 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   } catch (err) {
     // Failed logins are rate limited per peer address before they cost an audit write,
     // so an unauthenticated flood cannot grow the audit log at line rate.
-    deps.rateLimiter.take(`${ANONYMOUS}@${req.socket?.remoteAddress ?? 'unknown'}`);
-    await deps.refusals.record({ subject: ANONYMOUS, action: 'denied', target: targetOf(route), outcome: 'denied', detail: toAppError(err).code });
+    deps.rateLimiter.take(`${UNAUTHENTICATED_SUBJECT}@${req.socket?.remoteAddress ?? 'unknown'}`);
+    await deps.refusals.record({ subject: UNAUTHENTICATED_SUBJECT, action: 'denied', target: targetOf(route), outcome: 'denied', detail: toAppError(err).code });
     throw err;
   }
   ctx.subject = principal.subject;
