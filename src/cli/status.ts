@@ -37,6 +37,9 @@ Examples:
   $ config-sidecar status
   $ config-sidecar status --item production/db/password     # exit 1 while some agent lags
 
+Each agent shows connected, DISCONNECTED (its last report said its stream was down) or
+SILENT (no report for 30 s: its pod is gone, stopped or cut off; listed until --agent-expiry).
+
 Exit codes: 0 every agent caught up, 1 some lag (or refused), 2 bad usage, 3 server unreachable.`,
     )
     .action(
