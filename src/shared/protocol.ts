@@ -173,6 +173,8 @@ export const listResponse = z.object({
       envs: z.array(z.string()),
     }),
   ),
+  /** Present when more items follow: pass it as ?cursor= for the next page. */
+  nextCursor: z.string().optional(),
 });
 export type ListResponse = z.infer<typeof listResponse>;
 

@@ -6,7 +6,7 @@
  * change by the next interval). Loaded only with `--snapshot-dir`.
  */
 import { mkdir } from 'node:fs/promises';
-import type { Registry } from 'prom-client';
+import type { MetricsRegistry } from '../../shared/metrics/registry.ts';
 import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { RolloutVersion } from '../../shared/fleet-proto.ts';
@@ -47,7 +47,7 @@ export interface WarmRestartOptions {
   readonly hub: AppliedEventsHub;
   readonly clock: Clock;
   readonly logger: Logger;
-  readonly registry: Registry;
+  readonly registry: MetricsRegistry;
   /** When the stream was lost (undefined while connected): the snapshot's time while it is down. */
   streamDownSince(): Milliseconds | undefined;
   connected(): boolean;
