@@ -4,9 +4,9 @@
  * itself once (same PID) with the result in one environment variable, and
  * the process that serves reads checks that by hand and never loads zod.
  * The real-process tests look at the serving process's loaded scripts
- * through the inspector (`--inspect` in NODE_OPTIONS: Debugger.enable lists
- * every script the process compiled), so nothing in the agent is there for
- * the test.
+ * through the inspector (test/helpers/loaded-scripts.ts), so nothing in the
+ * agent is there for the test; test/dockerfile-build.test.ts does the same
+ * for the agent built as the image ships it.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,6 +20,7 @@ import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
 import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { putItem, socketGet, startAgentProcess } from './helpers/agent-process.ts';
 import { CLI, LOG_WAIT_TIMEOUT_MS } from './helpers/process.ts';
+import { inspectorImages, loadedPackages } from './helpers/loaded-scripts.ts';
 
 const PID = 4242;
 const BASE = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
@@ -117,40 +118,6 @@ after(async () => {
   await removeDir(server?.dataDir ?? '');
 });
 
-/** Every script URL a process compiled, read through its inspector at `wsUrl`. */
-async function loadedScripts(wsUrl: string): Promise<string[]> {
-  const ws = new WebSocket(wsUrl);
-  const scripts: string[] = [];
-  try {
-    await new Promise((resolve, reject) => {
-      ws.addEventListener('open', resolve, { once: true });
-      ws.addEventListener('error', reject, { once: true });
-    });
-    const enabled = new Promise<void>((resolve) =>
-      ws.addEventListener('message', (event) => {
-        const message = JSON.parse(String(event.data)) as { id?: number; method?: string; params?: { url?: string } };
-        if (message.method === 'Debugger.scriptParsed' && message.params?.url) scripts.push(message.params.url);
-        if (message.id === 1) resolve();
-      }),
-    );
-    ws.send(JSON.stringify({ id: 1, method: 'Debugger.enable' }));
-    await enabled;
-  } finally {
-    ws.close();
-  }
-  return scripts;
-}
-
-/** The inspector URL of the process image that printed last (the re-executed one prints again). */
-function lastInspectorUrl(output: string): string {
-  const urls = [...output.matchAll(/Debugger listening on (ws:\/\/\S+)/g)].map((m) => m[1] as string);
-  assert.ok(urls.length > 0, `no inspector URL in: ${output.slice(0, 500)}`);
-  return urls.at(-1) as string;
-}
-
-const packagesOf = (scripts: readonly string[]): Set<string> =>
-  new Set(scripts.flatMap((url) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1] ?? []));
-
 test('the agent as the bin starts it serves reads from a process that never loaded zod (nor commander)', async () => {
   const agent = await startAgentProcess(server, { prefetch: ['production/zf/secret'], env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' } });
   try {
@@ -158,8 +125,8 @@ test('the agent as the bin starts it serves reads from a process that never load
     assert.equal(res.status, 200);
     assert.equal(res.body.toString(), 'zod-free');
     const output = agent.output();
-    assert.equal([...output.matchAll(/Debugger listening on/g)].length, 2, 'validated in one image, served from the re-executed one');
-    const packages = packagesOf(await loadedScripts(lastInspectorUrl(output)));
+    assert.equal(inspectorImages(output), 2, 'validated in one image, served from the re-executed one');
+    const packages = await loadedPackages(output);
     assert.ok(packages.has('lru-cache') && packages.has('undici'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
     assert.ok(!packages.has('zod'), `zod loaded by the serving process: ${[...packages].join(' ')}`);
     assert.ok(!packages.has('commander'), 'nor the command table: the re-executed image goes straight to the agent');
@@ -196,8 +163,8 @@ test('an agent started with every runtime setting given is not re-executed, and 
     proc.once('exit', (code) => reject(new Error(`agent exited ${code}: ${output.slice(-800)}`)));
   });
   await listening;
-  assert.equal([...output.matchAll(/Debugger listening on/g)].length, 1, 'no re-exec');
-  assert.ok(packagesOf(await loadedScripts(lastInspectorUrl(output))).has('zod'), 'the inspection sees zod where it is loaded');
+  assert.equal(inspectorImages(output), 1, 'no re-exec');
+  assert.ok((await loadedPackages(output)).has('zod'), 'the inspection sees zod where it is loaded');
 });
 
 test('a bad setting is still refused by the bin with the setting named, before any re-exec', async () => {

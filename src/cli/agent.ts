@@ -2,8 +2,11 @@
  * `config-sidecar agent`: flags (each with its CONFIG_SIDECAR_* twin) and an
  * optional YAML `--config`, validated by the agent's one settings schema.
  * Defaults live in the schema (src/agent/agent-settings.ts) so a config-file
- * value is never shadowed by a flag default; `--help` shows them. SIGTERM and
- * SIGINT end it through src/shared/shutdown.ts (no hang on a broken stdout).
+ * value is never shadowed by a flag default; `--help` shows them. Once valid,
+ * the process re-executes itself once (agent-reexec.ts) and the new image runs
+ * the agent from the handed-over settings without the schema (agent-run.ts).
+ * SIGTERM and SIGINT end it through src/shared/shutdown.ts (no hang on a
+ * broken stdout).
  */
 import { Option, type Command } from 'commander';
 import type { AgentSettings } from '../agent/agent-settings.ts';
