@@ -6,12 +6,12 @@
  * SIGINT end it through src/shared/shutdown.ts (no hang on a broken stdout).
  */
 import { Option, type Command } from 'commander';
+import type { AgentSettings } from '../agent/agent-settings.ts';
 import { envNameFor } from '../shared/settings.ts';
+import { decodeHandoff, encodeHandoff, HANDOFF_ENV } from './agent-handoff.ts';
+import { agentReexecPlan } from './agent-reexec.ts';
 import { action } from './cli-util.ts';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from './runtime-settings.ts';
-
-/** Set on the re-executed agent so it never re-executes again. */
-const HEAP_SET_ENV = 'CONFIG_SIDECAR_HEAP_SET';
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
@@ -72,19 +72,42 @@ zero-fills the cache and exits 0. A second signal, or a shutdown still running
     )
     .action(
       action(async (flags: Record<string, unknown>) => {
-        const [{ loadAgentSettings }, { startAgent, DRAIN_TIMEOUT_MS }, { exitOnSignals }, { createLogger }] = await Promise.all([
-          import('../agent/agent-settings.ts'),
+        // The re-executed image (below) takes the settings its first image validated; it never loads zod.
+        const handoffText = process.env[HANDOFF_ENV];
+        delete process.env[HANDOFF_ENV];
+        // Empty: the settings were too large to hand over, so this image validates them itself.
+        const handed = handoffText ? decodeHandoff(handoffText, process.pid) : undefined;
+        if (handed && !handed.ok) process.stderr.write(`config-sidecar: validating the settings again (${HANDOFF_ENV}: ${handed.error})\n`);
+        let settings: AgentSettings;
+        if (handed?.ok) settings = handed.value;
+        else settings = await (await import('../agent/agent-settings.ts')).loadAgentSettings(flags);
+        // A bound that cannot fit the memory limit exits 2 here, before anything binds.
+        const { agentMemory, heapFlags } = await import('../agent/memory-budget.ts');
+        const memory = agentMemory(settings);
+        // One re-exec (process.execve keeps the PID the kubelet and the signals know) with the runtime settings, the
+        // heap flags V8's old space needs to fit a memory limit (set at process start) and the validated settings.
+        // Never a second one: a handoff seen, valid or not, means this image is the re-executed one.
+        const plan =
+          handoffText === undefined && typeof process.execve === 'function'
+            ? agentReexecPlan(
+                { execPath: process.execPath, argv: process.argv, execArgv: process.execArgv, env: process.env },
+                (execArgv) => heapFlags(memory.budget, execArgv, process.env.NODE_OPTIONS),
+                { [HANDOFF_ENV]: encodeHandoff(settings, process.pid) ?? '' },
+              )
+            : undefined;
+        if (plan && process.execve) {
+          try {
+            process.execve(plan.file, plan.args, plan.env);
+          } catch (err) {
+            // Without the settings the agent still runs, only with a larger footprint.
+            process.stderr.write(`config-sidecar: running without the runtime settings (${(err as Error).message})\n`);
+          }
+        }
+        const [{ startAgent, DRAIN_TIMEOUT_MS }, { exitOnSignals }, { createLogger }] = await Promise.all([
           import('../agent/agent.ts'),
           import('../shared/shutdown.ts'),
           import('../shared/logger.ts'),
         ]);
-        const settings = await loadAgentSettings(flags);
-        // Under a memory limit V8's old space must fit it: set at process start, so re-exec once
-        // (process.execve keeps the PID the kubelet and the signals know). A bound that cannot fit exits 2 here.
-        const { agentMemory, heapFlags } = await import('../agent/memory-budget.ts');
-        const memory = agentMemory(settings);
-        const heap = process.env[HEAP_SET_ENV] === undefined ? heapFlags(memory.budget, process.execArgv, process.env.NODE_OPTIONS) : undefined;
-        if (heap && process.execve) process.execve(process.execPath, [process.execPath, ...heap, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, [HEAP_SET_ENV]: '1' });
         const logger = createLogger({ component: 'agent', level: settings.logLevel });
         const started = startAgent(settings, { flags, logger, memory: memory.memory });
         // Installed before anything listens: a SIGTERM during start-up (which then finishes and closes)

@@ -13,7 +13,7 @@ import type { RolloutVersion } from '../../shared/fleet-proto.ts';
 import { namespaceMatchesAny } from '../../shared/paths.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { AgentSettings } from '../agent-settings.ts';
-import { AGENT_SETTING_LABELS } from '../agent-settings.ts';
+import { AGENT_SETTING_LABELS } from '../agent-setting-labels.ts';
 import type { AppliedEvent, AppliedEventsHub, AppliedEventsSubscription } from '../applied-events.ts';
 import type { EventApplier } from '../event-applier.ts';
 import { retain, type CachedValue, type ValueCache } from '../value-cache.ts';

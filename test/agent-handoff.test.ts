@@ -1,0 +1,208 @@
+/**
+ * The agent's settings handoff (src/cli/agent-handoff.ts, agent-reexec.ts):
+ * the bin validates the settings with the one pipeline (zod), re-executes
+ * itself once (same PID) with the result in one environment variable, and
+ * the process that serves reads checks that by hand and never loads zod.
+ * The real-process tests look at the serving process's loaded scripts
+ * through the inspector (`--inspect` in NODE_OPTIONS: Debugger.enable lists
+ * every script the process compiled), so nothing in the agent is there for
+ * the test.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
+import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES } from '../src/cli/agent-handoff.ts';
+import { agentReexecPlan } from '../src/cli/agent-reexec.ts';
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
+import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { putItem, socketGet, startAgentProcess } from './helpers/agent-process.ts';
+import { CLI, LOG_WAIT_TIMEOUT_MS } from './helpers/process.ts';
+
+const PID = 4242;
+const BASE = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
+
+test('handoff: the validated settings come back whole, typed as the schema made them', () => {
+  const settings = resolveAgentSettings({
+    ...BASE,
+    prefetch: ['team-a/app/db-password'],
+    httpListen: 'off',
+    memoryLimit: '128MiB',
+    cacheTtl: '30s',
+    logLevel: 'debug',
+    agentId: 'pod-1',
+    files: [{ path: 'app.env', format: 'env', items: ['team-a/app/db-password'] }],
+  });
+  const text = encodeHandoff(settings, PID);
+  assert.ok(text);
+  const back = decodeHandoff(text, PID);
+  assert.ok(back.ok, back.ok ? '' : back.error);
+  assert.deepEqual(back.value, settings);
+  assert.ok(Object.isFrozen(back.value));
+  assert.equal(back.value.cacheTtl, 30_000);
+  assert.deepEqual(back.value.prefetch, [{ namespace: 'team-a/app', name: 'db-password' }]);
+  // The defaults the schema filled in travel too: the serving process never applies them itself.
+  assert.deepEqual(back.value.adminListen, { host: '127.0.0.1', port: 8431 });
+});
+
+test('handoff: refused unless written by this process, and every shape problem is named', () => {
+  const text = encodeHandoff(resolveAgentSettings(BASE), PID) as string;
+  const refused = (t: string, pid = PID): string => {
+    const r = decodeHandoff(t, pid);
+    assert.equal(r.ok, false, t);
+    return r.ok ? '' : r.error;
+  };
+  assert.match(refused(text, PID + 1), /written by process 4242, not this one \(4243\)/);
+  assert.match(refused('{'), /not JSON/);
+  const doc = JSON.parse(text) as { v: number; pid: number; settings: Record<string, unknown> };
+  const edited = (edit: (settings: Record<string, unknown>) => void, v = doc.v): string => {
+    const settings = { ...doc.settings };
+    edit(settings);
+    return JSON.stringify({ ...doc, v, settings });
+  };
+  assert.match(refused(edited(() => {}, 2)), /handoff version 2, expected 1/);
+  assert.match(refused(edited((s) => (s.cacheTtl = '5m'))), /^settings\.cacheTtl: expected a number, received string$/);
+  assert.match(refused(edited((s) => (s.prefix = ['team-a', 7]))), /^settings\.prefix\.1: expected a string, received number$/);
+  assert.match(refused(edited((s) => (s.httpListen = 'on'))), /^settings\.httpListen: expected one of "off", received "on"$/);
+  assert.match(refused(edited((s) => (s.memoryLimit = 'lots'))), /^settings\.memoryLimit: expected one of "auto", "none"/);
+  assert.match(refused(edited((s) => (s.logLevel = 'loud'))), /^settings\.logLevel: expected one of "fatal"/);
+  assert.match(refused(edited((s) => delete s.socket)), /^settings\.socket: expected a string, received undefined$/);
+  assert.match(refused(edited((s) => (s.tokenFlie = '/t'))), /^settings: unknown key\(s\) "tokenFlie"$/);
+  assert.match(refused(edited((s) => (s.adminListen = { host: '127.0.0.1', port: 1, extra: true }))), /^settings\.adminListen: unknown key\(s\) "extra"$/);
+});
+
+test('handoff: settings too large for one environment variable are not handed over', () => {
+  const many = Array.from({ length: 4000 }, (_, i) => `team-a/app/item-${i}`);
+  assert.equal(encodeHandoff(resolveAgentSettings({ ...BASE, prefetch: many }), PID), undefined);
+  assert.ok(JSON.stringify(many).length > HANDOFF_MAX_BYTES);
+});
+
+test('re-exec plan: runtime flags, heap flags and the handoff in one execve; nothing missing, no re-exec', () => {
+  const NODE = '/usr/bin/node';
+  const argv = [NODE, '/app/dist/cli/main.js', 'agent', '--prefix', 'p'];
+  const handoff = { [HANDOFF_ENV]: 'H' };
+  const seen: Array<readonly string[]> = [];
+  const plan = agentReexecPlan({ execPath: NODE, argv, execArgv: ['--enable-source-maps'], env: { PATH: '/bin', UNSET: undefined } }, (execArgv) => {
+    seen.push(execArgv);
+    return ['--max-old-space-size=96'];
+  }, handoff);
+  assert.ok(plan);
+  assert.deepEqual(plan.args, [NODE, '--max-old-space-size=96', '--enable-source-maps', ...AGENT_NODE_FLAGS, ...argv.slice(1)]);
+  assert.deepEqual(seen, [['--enable-source-maps', ...AGENT_NODE_FLAGS]], 'the heap flags are chosen knowing the runtime flags the new image gets');
+  assert.deepEqual(plan.env, { PATH: '/bin', ...AGENT_ENV, ...handoff });
+  const given = { execPath: NODE, argv, execArgv: [...AGENT_NODE_FLAGS], env: { ...AGENT_ENV } };
+  assert.equal(agentReexecPlan(given, () => undefined, handoff), undefined, 'every setting given, no memory limit: the process runs as started');
+  const heapOnly = agentReexecPlan(given, () => ['--max-old-space-size=96'], handoff);
+  assert.deepEqual(heapOnly?.args, [NODE, '--max-old-space-size=96', ...AGENT_NODE_FLAGS, ...argv.slice(1)]);
+  assert.equal(heapOnly?.env[HANDOFF_ENV], 'H');
+});
+
+// --- real processes -------------------------------------------------------------------------
+
+let server: ServerProcess;
+
+before(async () => {
+  server = await startServerProcess();
+  await putItem(server, 'production/zf/secret', { kind: 'secret', value: 'zod-free' });
+});
+
+after(async () => {
+  await server?.stop();
+  await removeDir(server?.dataDir ?? '');
+});
+
+/** Every script URL a process compiled, read through its inspector at `wsUrl`. */
+async function loadedScripts(wsUrl: string): Promise<string[]> {
+  const ws = new WebSocket(wsUrl);
+  const scripts: string[] = [];
+  try {
+    await new Promise((resolve, reject) => {
+      ws.addEventListener('open', resolve, { once: true });
+      ws.addEventListener('error', reject, { once: true });
+    });
+    const enabled = new Promise<void>((resolve) =>
+      ws.addEventListener('message', (event) => {
+        const message = JSON.parse(String(event.data)) as { id?: number; method?: string; params?: { url?: string } };
+        if (message.method === 'Debugger.scriptParsed' && message.params?.url) scripts.push(message.params.url);
+        if (message.id === 1) resolve();
+      }),
+    );
+    ws.send(JSON.stringify({ id: 1, method: 'Debugger.enable' }));
+    await enabled;
+  } finally {
+    ws.close();
+  }
+  return scripts;
+}
+
+/** The inspector URL of the process image that printed last (the re-executed one prints again). */
+function lastInspectorUrl(output: string): string {
+  const urls = [...output.matchAll(/Debugger listening on (ws:\/\/\S+)/g)].map((m) => m[1] as string);
+  assert.ok(urls.length > 0, `no inspector URL in: ${output.slice(0, 500)}`);
+  return urls.at(-1) as string;
+}
+
+const packagesOf = (scripts: readonly string[]): Set<string> =>
+  new Set(scripts.flatMap((url) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1] ?? []));
+
+test('the agent as the bin starts it serves reads from a process that never loaded zod', async () => {
+  const agent = await startAgentProcess(server, { prefetch: ['production/zf/secret'], env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' } });
+  try {
+    const res = await socketGet(agent.socketPath, '/v1/items/production/zf/secret?format=raw');
+    assert.equal(res.status, 200);
+    assert.equal(res.body.toString(), 'zod-free');
+    const output = agent.output();
+    assert.equal([...output.matchAll(/Debugger listening on/g)].length, 2, 'validated in one image, served from the re-executed one');
+    const packages = packagesOf(await loadedScripts(lastInspectorUrl(output)));
+    assert.ok(packages.has('lru-cache') && packages.has('undici'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
+    assert.ok(!packages.has('zod'), `zod loaded by the serving process: ${[...packages].join(' ')}`);
+    assert.ok(!packages.has('yaml'), 'nor yaml (no --config)');
+  } finally {
+    assert.equal(await agent.stop('SIGTERM'), 0);
+    await removeDir(agent.dir);
+  }
+});
+
+test('an agent started with every runtime setting given is not re-executed, and validates its settings in place (zod loaded)', async (t) => {
+  const dir = await makeTempDir('cs-agent-noexec-');
+  t.after(() => removeDir(dir));
+  await mkdir(join(dir, 'run'));
+  await writeFile(join(dir, 'token'), server.rootToken, { mode: 0o600 });
+  const args = ['--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--token-file', join(dir, 'token'), '--socket', join(dir, 'run', 'agent.sock')];
+  const proc = spawn(process.execPath, [...AGENT_NODE_FLAGS, '--inspect=127.0.0.1:0', CLI, 'agent', ...args, '--prefix', 'production', '--http-listen', 'off', '--admin-listen', '127.0.0.1:0', '--memory-limit', 'none'], {
+    env: { PATH: process.env.PATH ?? '', ...AGENT_ENV },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => proc.kill('SIGKILL'));
+  let output = '';
+  const listening = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "agent listening" within ${LOG_WAIT_TIMEOUT_MS} ms: ${output.slice(-800)}`)), LOG_WAIT_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (output.includes('"agent listening"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.once('exit', (code) => reject(new Error(`agent exited ${code}: ${output.slice(-800)}`)));
+  });
+  await listening;
+  assert.equal([...output.matchAll(/Debugger listening on/g)].length, 1, 'no re-exec');
+  assert.ok(packagesOf(await loadedScripts(lastInspectorUrl(output))).has('zod'), 'the inspection sees zod where it is loaded');
+});
+
+test('a bad setting is still refused by the bin with the setting named, before any re-exec', async () => {
+  const proc = spawn(process.execPath, [CLI, 'agent', '--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--prefix', 'production', '--cache-ttl', 'soon'], {
+    env: { PATH: process.env.PATH ?? '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => proc.once('exit', resolve));
+  assert.equal(code, 2);
+  assert.match(stderr, /Invalid setting --cache-ttl \(CONFIG_SIDECAR_CACHE_TTL\): "soon" is not a duration/);
+});
