@@ -20,6 +20,7 @@ import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
 import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { putItem, socketGet, startAgentProcess } from './helpers/agent-process.ts';
 import { CLI, LOG_WAIT_TIMEOUT_MS } from './helpers/process.ts';
+import { lastInspectorUrl, loadedScripts, packagesOf } from './helpers/inspector-scripts.ts';
 
 const PID = 4242;
 const BASE = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
@@ -113,41 +114,7 @@ after(async () => {
   await removeDir(server?.dataDir ?? '');
 });
 
-/** Every script URL a process compiled, read through its inspector at `wsUrl`. */
-async function loadedScripts(wsUrl: string): Promise<string[]> {
-  const ws = new WebSocket(wsUrl);
-  const scripts: string[] = [];
-  try {
-    await new Promise((resolve, reject) => {
-      ws.addEventListener('open', resolve, { once: true });
-      ws.addEventListener('error', reject, { once: true });
-    });
-    const enabled = new Promise<void>((resolve) =>
-      ws.addEventListener('message', (event) => {
-        const message = JSON.parse(String(event.data)) as { id?: number; method?: string; params?: { url?: string } };
-        if (message.method === 'Debugger.scriptParsed' && message.params?.url) scripts.push(message.params.url);
-        if (message.id === 1) resolve();
-      }),
-    );
-    ws.send(JSON.stringify({ id: 1, method: 'Debugger.enable' }));
-    await enabled;
-  } finally {
-    ws.close();
-  }
-  return scripts;
-}
-
-/** The inspector URL of the process image that printed last (the re-executed one prints again). */
-function lastInspectorUrl(output: string): string {
-  const urls = [...output.matchAll(/Debugger listening on (ws:\/\/\S+)/g)].map((m) => m[1] as string);
-  assert.ok(urls.length > 0, `no inspector URL in: ${output.slice(0, 500)}`);
-  return urls.at(-1) as string;
-}
-
-const packagesOf = (scripts: readonly string[]): Set<string> =>
-  new Set(scripts.flatMap((url) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1] ?? []));
-
-test('the agent as the bin starts it serves reads from a process that never loaded zod', async () => {
+test('the agent as the bin starts it serves reads from a process that never loaded zod, nor node\'s bundled fetch', async () => {
   const agent = await startAgentProcess(server, { prefetch: ['production/zf/secret'], env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' } });
   try {
     const res = await socketGet(agent.socketPath, '/v1/items/production/zf/secret?format=raw');
@@ -155,8 +122,12 @@ test('the agent as the bin starts it serves reads from a process that never load
     assert.equal(res.body.toString(), 'zod-free');
     const output = agent.output();
     assert.equal([...output.matchAll(/Debugger listening on/g)].length, 2, 'validated in one image, served from the re-executed one');
-    const packages = packagesOf(await loadedScripts(lastInspectorUrl(output)));
+    const scripts = await loadedScripts(lastInspectorUrl(output));
+    const packages = packagesOf(scripts);
     assert.ok(packages.has('lru-cache') && packages.has('undici'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
+    // An ESM import of node:http reads its WebSocket getter, which compiles node's bundled undici (shared/node-http.ts).
+    assert.ok(scripts.includes('node:internal/http2/core'), 'the listing sees node\'s own modules');
+    assert.ok(!scripts.includes('node:internal/deps/undici/undici'), 'node\'s bundled fetch (undici) compiled by the serving process');
     assert.ok(!packages.has('zod'), `zod loaded by the serving process: ${[...packages].join(' ')}`);
     assert.ok(!packages.has('yaml'), 'nor yaml (no --config)');
   } finally {
