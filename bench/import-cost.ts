@@ -35,6 +35,10 @@ const IMPORTS: ReadonlyArray<readonly [string, string]> = [
     script(`import p from '${PROM_CLIENT}'; const r = new p.Registry(); p.collectDefaultMetrics({ register: r, prefix: 'x_' }); await r.metrics();`),
   ],
   [
+    "the Node built-ins prom-client requires (cluster, http, https, zlib, util, url, perf_hooks; most of them the agent loads anyway)",
+    script(`import 'node:cluster'; import 'node:http'; import 'node:https'; import 'node:zlib'; import 'node:util'; import 'node:url'; import 'node:perf_hooks';`),
+  ],
+  [
     "perf_hooks alone: monitorEventLoopDelay and a gc PerformanceObserver (what the default metrics keep running)",
     script(`import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'; monitorEventLoopDelay({ resolution: 10 }).enable(); new PerformanceObserver(() => {}).observe({ entryTypes: ['gc'] });`),
   ],
@@ -54,6 +58,10 @@ const IMPORTS: ReadonlyArray<readonly [string, string]> = [
   ['chokidar (only with files: or --config)', 'chokidar'],
   ['every command module (dist/cli/commands.js graph, nothing run)', dist('cli/commands.js')],
   ['the agent (dist/agent/agent.js graph)', dist('agent/agent.js')],
+  [
+    'the agent graph + prom-client with its default metrics, scraped once (what prom-client adds to it)',
+    script(`await import('${dist('agent/agent.js')}'); const { default: p } = await import('${PROM_CLIENT}'); const r = new p.Registry(); p.collectDefaultMetrics({ register: r, prefix: 'x_' }); await r.metrics();`),
+  ],
 ];
 
 const PROBE = `

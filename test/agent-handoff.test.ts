@@ -20,7 +20,7 @@ import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
 import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { putItem, socketGet, startAgentProcess } from './helpers/agent-process.ts';
 import { CLI, LOG_WAIT_TIMEOUT_MS } from './helpers/process.ts';
-import { inspectorImages, loadedPackages } from './helpers/loaded-scripts.ts';
+import { inspectorImages, lastInspectorUrl, loadedPackages, loadedScripts, packagesOf } from './helpers/loaded-scripts.ts';
 
 const PID = 4242;
 const BASE = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
@@ -118,7 +118,7 @@ after(async () => {
   await removeDir(server?.dataDir ?? '');
 });
 
-test('the agent as the bin starts it serves reads from a process that never loaded zod (nor commander)', async () => {
+test('the agent as the bin starts it serves reads from a process that never loaded zod, commander, nor node\'s bundled fetch', async () => {
   const agent = await startAgentProcess(server, { prefetch: ['production/zf/secret'], env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' } });
   try {
     const res = await socketGet(agent.socketPath, '/v1/items/production/zf/secret?format=raw');
@@ -126,8 +126,12 @@ test('the agent as the bin starts it serves reads from a process that never load
     assert.equal(res.body.toString(), 'zod-free');
     const output = agent.output();
     assert.equal(inspectorImages(output), 2, 'validated in one image, served from the re-executed one');
-    const packages = await loadedPackages(output);
+    const scripts = await loadedScripts(lastInspectorUrl(output));
+    const packages = packagesOf(scripts);
     assert.ok(packages.has('lru-cache') && packages.has('undici'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
+    // An ESM import of node:http reads its WebSocket getter, which compiles node's bundled undici (shared/node-http.ts).
+    assert.ok(scripts.includes('node:internal/http2/core'), 'the listing sees node\'s own modules');
+    assert.ok(!scripts.includes('node:internal/deps/undici/undici'), 'node\'s bundled fetch (undici) compiled by the serving process');
     assert.ok(!packages.has('zod'), `zod loaded by the serving process: ${[...packages].join(' ')}`);
     assert.ok(!packages.has('commander'), 'nor the command table: the re-executed image goes straight to the agent');
     assert.ok(!packages.has('yaml'), 'nor yaml (no --config)');

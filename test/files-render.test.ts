@@ -138,7 +138,8 @@ test('a failing file keeps its last good version, is reported, and does not stop
   const health = h.renderer.health();
   assert.equal(health.files['tpl.txt']?.ok, false);
   assert.match(health.files['tpl.txt']?.detail ?? '', /log\.level.*last good version stays/);
-  assert.equal(await h.metric('config_sidecar_agent_files_failures_total', { file: 'tpl.txt', reason: 'missing_key' }), 1);
+  // At least once: the retry (full jitter, so 1 ms to 500 ms later) may already have failed again (seen under load).
+  assert.ok((await h.metric('config_sidecar_agent_files_failures_total', { file: 'tpl.txt', reason: 'missing_key' })) >= 1);
   assert.equal(await h.metric('config_sidecar_agent_files_healthy', { file: 'tpl.txt' }), 0);
 
   // A deleted item is a missing item: same treatment.
