@@ -8,14 +8,16 @@
  * first and the last target.
  *
  *   npm run build && node bench/binary-pages.ts [--target bare] [--target libs] [--target agent] \
- *     [--probe 'name|JS module code' …] [--pid PID …] [--top 25] [--settle-ms 2000]
+ *     [--probe 'name|JS module code' …] [--agent 'name|other build's dist/cli/main.js' …] [--pid PID …] [--top 25] [--settle-ms 2000]
  *
  * Targets: `bare` (node with the agent's runtime settings, idle), `libs` (the
- * same after importing node:http, node:http2 and node:crypto), `agent` (the
+ * same after loading node:http, node:http2 and node:crypto with
+ * `process.getBuiltinModule`, as the agent does), `agent` (the
  * bin as installed, `dist/cli/main.js agent` against a local control plane,
  * ready with an empty cache). `--probe` runs a module (ESM, may `await
  * import(...)`) in the same kind of process, to bisect what pulls pages;
- * `--pid` reads a running process. Every process is read `--settle-ms` after
+ * `--agent` starts another build's bin the way `agent` starts this one's (a
+ * before/after in one run); `--pid` reads a running process. Every process is read `--settle-ms` after
  * it is ready. The figures are the kernel's view: a fault maps a whole
  * fault-around window (64 KiB by default) of the file, not one page.
  */
@@ -34,19 +36,20 @@ import { PROFILES } from './lib/types.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const USAGE =
-  "Usage: npm run build && node bench/binary-pages.ts [--target bare|libs|agent …] [--probe 'name|JS module code' …] [--pid PID …] [--top 25] [--settle-ms 2000]";
+  "Usage: npm run build && node bench/binary-pages.ts [--target bare|libs|agent …] [--probe 'name|JS module code' …] [--agent 'name|dist/cli/main.js' …] [--pid PID …] [--top 25] [--settle-ms 2000]";
 const BUILT_IN = ['bare', 'libs', 'agent'];
 
 const values = benchArgs(USAGE, {
   target: { type: 'string', multiple: true },
   probe: { type: 'string', multiple: true, default: [] },
+  agent: { type: 'string', multiple: true, default: [] },
   pid: { type: 'string', multiple: true, default: [] },
   top: { type: 'string', default: '25' },
   'settle-ms': { type: 'string', default: '2000' },
 });
 const top = wholeNumber('top', values.top);
 const settleMs = wholeNumber('settle-ms', values['settle-ms'], 0);
-const explicit = values.target !== undefined || values.probe.length > 0 || values.pid.length > 0;
+const explicit = values.target !== undefined || values.probe.length > 0 || values.agent.length > 0 || values.pid.length > 0;
 const targets = values.target ?? (explicit ? [] : BUILT_IN);
 for (const t of targets) {
   if (!BUILT_IN.includes(t)) {
@@ -54,16 +57,23 @@ for (const t of targets) {
     process.exit(2);
   }
 }
-const probes = [
-  ...targets.filter((t) => t !== 'agent').map((t) => [t, t === 'libs' ? "await import('node:http'); await import('node:http2'); await import('node:crypto');" : ''] as const),
-  ...values.probe.map((spec) => {
+/** `name|value` pairs of a repeatable option, or exit 2 naming it. */
+function pairs(option: string, specs: readonly string[], what: string): Array<readonly [string, string]> {
+  return specs.map((spec) => {
     const bar = spec.indexOf('|');
     if (bar < 1) {
-      console.error(`--probe takes 'name|JS module code', got "${spec}"\n${USAGE}`);
+      console.error(`--${option} takes 'name|${what}', got "${spec}"\n${USAGE}`);
       process.exit(2);
     }
     return [spec.slice(0, bar), spec.slice(bar + 1)] as const;
-  }),
+  });
+}
+// Other builds first, so the last column (which the tables sort by and compare with the first) is this checkout's agent.
+const agents = [...pairs('agent', values.agent, 'dist/cli/main.js'), ...(targets.includes('agent') ? [['agent', DIST_CLI] as const] : [])];
+const probes = [
+  // getBuiltinModule, as the agent takes node:http (shared/node-http.ts); an ESM import of node:http costs ~12 MiB more.
+  ...targets.filter((t) => t !== 'agent').map((t) => [t, t === 'libs' ? "for (const m of ['node:http', 'node:http2', 'node:crypto']) process.getBuiltinModule(m);" : ''] as const),
+  ...pairs('probe', values.probe, 'JS module code'),
 ];
 
 interface Reading {
@@ -111,20 +121,16 @@ async function probeReading(name: string, code: string): Promise<Reading> {
   }
 }
 
-async function agentReading(): Promise<Reading> {
-  const ctx = new Context(PROFILES.full, log);
+/** The bin at `cli` as the bench starts an agent, against one local control plane, read once ready with an empty cache. */
+async function agentReading(ctx: Context, name: string, cli: string): Promise<Reading> {
+  const base = await ctx.baseWith(0);
+  const agent = await startAgent(base.server, { cli, core: SUT_CORE, prefixes: ['bench'], args: ['--cache-ttl', '1h'] });
   try {
-    const base = await ctx.baseWith(0);
-    const agent = await startAgent(base.server, { cli: DIST_CLI, core: SUT_CORE, prefixes: ['bench'], args: ['--cache-ttl', '1h'] });
-    try {
-      await waitReady(agent.adminUrl);
-      await sleep(settleMs);
-      return read('agent', agent.child.pid);
-    } finally {
-      await agent.stop();
-    }
+    await waitReady(agent.adminUrl);
+    await sleep(settleMs);
+    return read(name, agent.child.pid);
   } finally {
-    await ctx.close();
+    await agent.stop();
   }
 }
 
@@ -148,10 +154,11 @@ function table(title: string, readings: readonly Reading[], pick: (a: Attributio
   }
 }
 
+const ctx = new Context(PROFILES.full, log);
 try {
   const readings: Reading[] = [];
   for (const [name, code] of probes) readings.push(await probeReading(name, code));
-  if (targets.includes('agent')) readings.push(await agentReading());
+  for (const [name, cli] of agents) readings.push(await agentReading(ctx, name, cli));
   for (const pid of values.pid) readings.push(read(`pid ${pid}`, wholeNumber('pid', pid)));
   if (readings.length === 0) throw new Error('nothing to read');
 
@@ -173,5 +180,6 @@ try {
     table(`symbols ${last.name} has most beyond ${first.name}`, readings, (a) => a.bySymbol, [...all].sort((a, b) => delta(b) - delta(a)).slice(0, top));
   }
 } finally {
+  await ctx.close();
   await stopAllChildren();
 }
