@@ -4,9 +4,9 @@
  * itself once (same PID) with the result in one environment variable, and
  * the process that serves reads checks that by hand and never loads zod.
  * The real-process tests look at the serving process's loaded scripts
- * through the inspector (`--inspect` in NODE_OPTIONS: Debugger.enable lists
- * every script the process compiled), so nothing in the agent is there for
- * the test.
+ * through the inspector (test/helpers/loaded-scripts.ts), so nothing in the
+ * agent is there for the test; test/dockerfile-build.test.ts does the same
+ * for the agent built as the image ships it.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,6 +20,7 @@ import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
 import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { putItem, socketGet, startAgentProcess } from './helpers/agent-process.ts';
 import { CLI, LOG_WAIT_TIMEOUT_MS } from './helpers/process.ts';
+import { inspectorImages, lastInspectorUrl, loadedPackages, loadedScripts, packagesOf } from './helpers/loaded-scripts.ts';
 
 const PID = 4242;
 const BASE = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
@@ -35,20 +36,22 @@ test('handoff: the validated settings come back whole, typed as the schema made 
     agentId: 'pod-1',
     files: [{ path: 'app.env', format: 'env', items: ['team-a/app/db-password'] }],
   });
-  const text = encodeHandoff(settings, PID);
+  // The flags as commander gives them, for a --config reload in the new image.
+  const flags = { config: '/etc/cs/agent.yaml', prefix: ['team-a'], insecure: true };
+  const text = encodeHandoff({ settings, flags }, PID);
   assert.ok(text);
   const back = decodeHandoff(text, PID);
   assert.ok(back.ok, back.ok ? '' : back.error);
-  assert.deepEqual(back.value, settings);
-  assert.ok(Object.isFrozen(back.value));
-  assert.equal(back.value.cacheTtl, 30_000);
-  assert.deepEqual(back.value.prefetch, [{ namespace: 'team-a/app', name: 'db-password' }]);
+  assert.deepEqual(back.value, { settings, flags });
+  assert.ok(Object.isFrozen(back.value.settings));
+  assert.equal(back.value.settings.cacheTtl, 30_000);
+  assert.deepEqual(back.value.settings.prefetch, [{ namespace: 'team-a/app', name: 'db-password' }]);
   // The defaults the schema filled in travel too: the serving process never applies them itself.
-  assert.deepEqual(back.value.adminListen, { host: '127.0.0.1', port: 8431 });
+  assert.deepEqual(back.value.settings.adminListen, { host: '127.0.0.1', port: 8431 });
 });
 
 test('handoff: refused unless written by this process, and every shape problem is named', () => {
-  const text = encodeHandoff(resolveAgentSettings(BASE), PID) as string;
+  const text = encodeHandoff({ settings: resolveAgentSettings(BASE), flags: { prefix: ['team-a'] } }, PID) as string;
   const refused = (t: string, pid = PID): string => {
     const r = decodeHandoff(t, pid);
     assert.equal(r.ok, false, t);
@@ -56,7 +59,7 @@ test('handoff: refused unless written by this process, and every shape problem i
   };
   assert.match(refused(text, PID + 1), /written by process 4242, not this one \(4243\)/);
   assert.match(refused('{'), /not JSON/);
-  const doc = JSON.parse(text) as { v: number; pid: number; settings: Record<string, unknown> };
+  const doc = JSON.parse(text) as { v: number; pid: number; settings: Record<string, unknown>; flags: Record<string, unknown> };
   const edited = (edit: (settings: Record<string, unknown>) => void, v = doc.v): string => {
     const settings = { ...doc.settings };
     edit(settings);
@@ -71,11 +74,13 @@ test('handoff: refused unless written by this process, and every shape problem i
   assert.match(refused(edited((s) => delete s.socket)), /^settings\.socket: expected a string, received undefined$/);
   assert.match(refused(edited((s) => (s.tokenFlie = '/t'))), /^settings: unknown key\(s\) "tokenFlie"$/);
   assert.match(refused(edited((s) => (s.adminListen = { host: '127.0.0.1', port: 1, extra: true }))), /^settings\.adminListen: unknown key\(s\) "extra"$/);
+  assert.match(refused(JSON.stringify({ ...doc, flags: { prefix: [1] } })), /^flags\.prefix\.0: expected a string, received number$/);
+  assert.match(refused(JSON.stringify({ ...doc, flags: undefined })), /^flags: expected an object, received undefined$/);
 });
 
 test('handoff: settings too large for one environment variable are not handed over', () => {
   const many = Array.from({ length: 4000 }, (_, i) => `team-a/app/item-${i}`);
-  assert.equal(encodeHandoff(resolveAgentSettings({ ...BASE, prefetch: many }), PID), undefined);
+  assert.equal(encodeHandoff({ settings: resolveAgentSettings({ ...BASE, prefetch: many }), flags: {} }, PID), undefined);
   assert.ok(JSON.stringify(many).length > HANDOFF_MAX_BYTES);
 });
 
@@ -113,51 +118,22 @@ after(async () => {
   await removeDir(server?.dataDir ?? '');
 });
 
-/** Every script URL a process compiled, read through its inspector at `wsUrl`. */
-async function loadedScripts(wsUrl: string): Promise<string[]> {
-  const ws = new WebSocket(wsUrl);
-  const scripts: string[] = [];
-  try {
-    await new Promise((resolve, reject) => {
-      ws.addEventListener('open', resolve, { once: true });
-      ws.addEventListener('error', reject, { once: true });
-    });
-    const enabled = new Promise<void>((resolve) =>
-      ws.addEventListener('message', (event) => {
-        const message = JSON.parse(String(event.data)) as { id?: number; method?: string; params?: { url?: string } };
-        if (message.method === 'Debugger.scriptParsed' && message.params?.url) scripts.push(message.params.url);
-        if (message.id === 1) resolve();
-      }),
-    );
-    ws.send(JSON.stringify({ id: 1, method: 'Debugger.enable' }));
-    await enabled;
-  } finally {
-    ws.close();
-  }
-  return scripts;
-}
-
-/** The inspector URL of the process image that printed last (the re-executed one prints again). */
-function lastInspectorUrl(output: string): string {
-  const urls = [...output.matchAll(/Debugger listening on (ws:\/\/\S+)/g)].map((m) => m[1] as string);
-  assert.ok(urls.length > 0, `no inspector URL in: ${output.slice(0, 500)}`);
-  return urls.at(-1) as string;
-}
-
-const packagesOf = (scripts: readonly string[]): Set<string> =>
-  new Set(scripts.flatMap((url) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1] ?? []));
-
-test('the agent as the bin starts it serves reads from a process that never loaded zod', async () => {
+test('the agent as the bin starts it serves reads from a process that never loaded zod, commander, nor node\'s bundled fetch', async () => {
   const agent = await startAgentProcess(server, { prefetch: ['production/zf/secret'], env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' } });
   try {
     const res = await socketGet(agent.socketPath, '/v1/items/production/zf/secret?format=raw');
     assert.equal(res.status, 200);
     assert.equal(res.body.toString(), 'zod-free');
     const output = agent.output();
-    assert.equal([...output.matchAll(/Debugger listening on/g)].length, 2, 'validated in one image, served from the re-executed one');
-    const packages = packagesOf(await loadedScripts(lastInspectorUrl(output)));
+    assert.equal(inspectorImages(output), 2, 'validated in one image, served from the re-executed one');
+    const scripts = await loadedScripts(lastInspectorUrl(output));
+    const packages = packagesOf(scripts);
     assert.ok(packages.has('lru-cache') && packages.has('undici'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
+    // An ESM import of node:http reads its WebSocket getter, which compiles node's bundled undici (shared/node-http.ts).
+    assert.ok(scripts.includes('node:internal/http2/core'), 'the listing sees node\'s own modules');
+    assert.ok(!scripts.includes('node:internal/deps/undici/undici'), 'node\'s bundled fetch (undici) compiled by the serving process');
     assert.ok(!packages.has('zod'), `zod loaded by the serving process: ${[...packages].join(' ')}`);
+    assert.ok(!packages.has('commander'), 'nor the command table: the re-executed image goes straight to the agent');
     assert.ok(!packages.has('yaml'), 'nor yaml (no --config)');
   } finally {
     assert.equal(await agent.stop('SIGTERM'), 0);
@@ -191,8 +167,8 @@ test('an agent started with every runtime setting given is not re-executed, and 
     proc.once('exit', (code) => reject(new Error(`agent exited ${code}: ${output.slice(-800)}`)));
   });
   await listening;
-  assert.equal([...output.matchAll(/Debugger listening on/g)].length, 1, 'no re-exec');
-  assert.ok(packagesOf(await loadedScripts(lastInspectorUrl(output))).has('zod'), 'the inspection sees zod where it is loaded');
+  assert.equal(inspectorImages(output), 1, 'no re-exec');
+  assert.ok((await loadedPackages(output)).has('zod'), 'the inspection sees zod where it is loaded');
 });
 
 test('a bad setting is still refused by the bin with the setting named, before any re-exec', async () => {

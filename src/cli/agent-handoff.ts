@@ -4,7 +4,9 @@
  * first image runs the one settings pipeline (agent/agent-settings.ts, zod)
  * and then is discarded by the re-exec; the image that serves reads takes
  * the result from one environment variable, checked here by hand, so it
- * never loads zod (docs/ARCHITECTURE.md, "Footprint").
+ * never loads zod, nor the CLI's command table (cli/agent-run.ts;
+ * docs/ARCHITECTURE.md, "Footprint"). The flags travel too: a `--config`
+ * reload validates the file merged under them again.
  *
  * Trust: the text is bound to the PID that wrote it, which `execve` keeps
  * and no other process shares, so a value inherited or set by hand is not
@@ -84,14 +86,23 @@ const FIELDS: { readonly [K in keyof AgentSettings]-?: Reader<AgentSettings[K]> 
   files: opt((value, path) => array(value, path, (entry) => entry)),
 };
 
+/** What the first image hands over: the settings it validated and the flags they came from. */
+export interface Handoff {
+  readonly settings: AgentSettings;
+  /** Commander's flag values (strings, lists, `true`), for a `--config` reload. */
+  readonly flags: Readonly<Record<string, unknown>>;
+}
+
+const flagValue: Reader<unknown> = (value, path) => (typeof value === 'boolean' ? value : Array.isArray(value) ? strings(value, path) : string(value, path));
+
 /** The handoff text for `pid`, or undefined when it would be too large to pass in the environment. */
-export function encodeHandoff(settings: AgentSettings, pid: number): string | undefined {
-  const text = JSON.stringify({ v: HANDOFF_VERSION, pid, settings });
+export function encodeHandoff(handoff: Handoff, pid: number): string | undefined {
+  const text = JSON.stringify({ v: HANDOFF_VERSION, pid, settings: handoff.settings, flags: handoff.flags });
   return Buffer.byteLength(text) <= HANDOFF_MAX_BYTES ? text : undefined;
 }
 
 /** The settings the previous image of process `pid` validated, or why they cannot be taken. */
-export function decodeHandoff(text: string, pid: number): Checked<AgentSettings> {
+export function decodeHandoff(text: string, pid: number): Checked<Handoff> {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -100,7 +111,7 @@ export function decodeHandoff(text: string, pid: number): Checked<AgentSettings>
   }
   return checked(() => {
     const o = record(json, '');
-    onlyKeys(o, ['v', 'pid', 'settings'], '');
+    onlyKeys(o, ['v', 'pid', 'settings', 'flags'], '');
     if (o.v !== HANDOFF_VERSION) throw new ShapeError(`handoff version ${String(o.v)}, expected ${HANDOFF_VERSION}`);
     if (o.pid !== pid) throw new ShapeError(`written by process ${String(o.pid)}, not this one (${pid})`);
     const raw = field(o, 'settings', '', record);
@@ -110,6 +121,8 @@ export function decodeHandoff(text: string, pid: number): Checked<AgentSettings>
       const value = field(raw, key, 'settings', read);
       if (value !== undefined) settings[key] = value;
     }
-    return Object.freeze(settings) as AgentSettings;
+    const rawFlags = field(o, 'flags', '', record);
+    const flags = Object.fromEntries(Object.entries(rawFlags).map(([key, value]) => [key, flagValue(value, `flags.${key}`)]));
+    return { settings: Object.freeze(settings) as AgentSettings, flags };
   });
 }

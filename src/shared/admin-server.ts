@@ -4,7 +4,8 @@
  * data, so it may bind to all interfaces for kubelet probes and scraping.
  */
 import type { Server as NetServer } from 'node:net';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer } from './node-http.ts';
 import { sendError, sendJson } from './http-io.ts';
 import { AppError } from './errors.ts';
 import type { ListenAddress } from './settings.ts';

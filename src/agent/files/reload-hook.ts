@@ -9,7 +9,7 @@
  * signal hook: it would need a shared PID namespace and a kill capability;
  * `config-sidecar exec` signals from inside the app's container instead.
  */
-import { request } from 'node:http';
+import { request } from '../../shared/node-http.ts';
 import { Counter } from '../../shared/metrics/counter.ts';
 import type { MetricsRegistry } from '../../shared/metrics/registry.ts';
 import { Backoff } from '../../shared/backoff.ts';
