@@ -12,16 +12,16 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultPod, makeAgentDir, putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 import { makeVolume, type Volume } from './helpers/pod-harness.ts';
 import { http, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { familyShapes, parsePrometheusText, type FamilyShape } from './helpers/prom-text.ts';
+import { lastInspectorUrl, loadedScripts, packagesOf } from './helpers/loaded-scripts.ts';
 
 const EXPECTED = fileURLToPath(new URL('./fixtures/agent-metric-families.json', import.meta.url));
-const MODULE_PROBE = fileURLToPath(new URL('./fixtures/module-probe.ts', import.meta.url));
 const SECRET = 'production/app/db-password';
 const SNAPSHOT_WAIT_MS = 20_000;
 /** Packages the running agent must not load: prom-client (~4 MiB per pod) and what it pulls in. */
@@ -44,17 +44,12 @@ before(async () => {
   if (!pod) await Promise.all([mkdir(snapshotDir), mkdir(filesDir)]);
   const config = join(dir, 'agent.yaml');
   await writeFile(config, `files: ${JSON.stringify([{ path: 'db/password', items: [SECRET] }])}\n`);
-  // The probe and its list sit in the pod's directory, where the agent (uid 65532 in a pod) reads and writes them.
-  const probe = join(dir, 'module-probe.ts');
-  await copyFile(MODULE_PROBE, probe);
-  const modules = join(dir, 'loaded-modules');
-  await writeFile(modules, '');
-  await Promise.all([chmod(probe, 0o644), chmod(modules, 0o666)]);
   agent = await startAgentProcess(server, {
     dir,
     prefetch: [SECRET],
     args: ['--config', config, '--files-dir', filesDir, '--snapshot-dir', snapshotDir, '--snapshot-interval', '200ms', '--memory-limit', '256MiB'],
-    env: { NODE_OPTIONS: `--import ${probe}`, CS_LOADED_MODULES_FILE: modules },
+    // What the serving process loaded, read through its inspector (test/helpers/loaded-scripts.ts).
+    env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' },
   });
   await waitReady(agent.adminUrl);
   assert.equal((await socketGet(agent.socketPath, `/v1/items/${SECRET}`)).status, 200);
@@ -101,10 +96,10 @@ test('the agent’s /metrics parses strictly and has the same families, types, H
 });
 
 test('the running agent (files, snapshot, memory limit, scraped) never loads prom-client or the OpenTelemetry API', async () => {
-  assert.ok(agent && dir);
-  const loaded = (await readFile(join(dir, 'loaded-modules'), 'utf8')).split('\n').filter(Boolean);
-  assert.ok(loaded.some((url) => url.includes('/agent/agent-metrics.')), 'the probe saw the agent’s modules load');
-  for (const pkg of NOT_IN_THE_AGENT) {
-    assert.deepEqual(loaded.filter((url) => url.includes(`/node_modules/${pkg}/`)), [], `${pkg} is not loaded`);
-  }
+  assert.ok(agent);
+  const scripts = await loadedScripts(lastInspectorUrl(agent.output()));
+  assert.ok(scripts.some((url) => url.includes('/agent/agent-metrics.')), 'the listing sees the agent’s metrics module');
+  const packages = packagesOf(scripts);
+  assert.ok(packages.has('chokidar'), `the listing sees the files part's libraries: ${[...packages].join(' ')}`);
+  for (const pkg of NOT_IN_THE_AGENT) assert.ok(!packages.has(pkg), `${pkg} loaded by the serving process: ${[...packages].join(' ')}`);
 });
