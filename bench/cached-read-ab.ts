@@ -17,8 +17,13 @@
  * bare, data). `--agent-variant='FLAGS'` (repeatable) adds a second agent
  * started with those node flags (space-separated) in front of the bin's own,
  * e.g. `--agent-variant=--max-semi-space-size=16` (with `=`: node's parseArgs takes no value that starts with a dash otherwise): the bin's runtime
- * settings against another choice, in the same rounds.
+ * settings against another choice, in the same rounds. `--agent-log DIR`
+ * starts every agent with `--log-level debug` and writes its output (the
+ * trimmer's `heap trimmed` lines, and `--trace-gc` when given as an agent
+ * flag) to DIR/<variant>.log, with a `--- round N` line where each
+ * measured round starts.
  */
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +35,7 @@ import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts
 import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
 
-const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--profile DIR] [--only bare,data]', {
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--profile DIR] [--agent-log DIR] [--only bare,data]', {
   rounds: { type: 'string', default: '5' },
   requests: { type: 'string', default: '30000' },
   keys: { type: 'string', default: '200' },
@@ -41,8 +46,13 @@ const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--re
   'agent-env': { type: 'string', multiple: true },
   'agent-variant': { type: 'string', multiple: true },
   profile: { type: 'string' },
+  'agent-log': { type: 'string' },
   only: { type: 'string' },
 });
+const agentLog = values['agent-log'];
+if (agentLog !== undefined) mkdirSync(agentLog, { recursive: true });
+/** Each agent's log file (`--agent-log`), by system name. */
+const logs = new Map<string, WriteStream>();
 const rounds = wholeNumber('rounds', values.rounds);
 const requests = wholeNumber('requests', values.requests);
 const keys = wholeNumber('keys', values.keys);
@@ -92,22 +102,37 @@ try {
     ...(values['agent-variant'] ?? []).map((flags): [string, string[]] => [`agent ${flags}`, flags.split(' ').filter(Boolean)]),
   ];
   for (const [name, nodeArgs] of variants) {
-    const agent = await startAgent(server, { core: SUT_CORE, prefixes: [ITEMS_NS], args: ['--cache-ttl', '1h'], nodeArgs, env: agentEnv });
+    const log = agentLog === undefined ? undefined : createWriteStream(join(agentLog, `${name.replace(/[^a-z0-9=.-]+/gi, '_')}.log`));
+    if (log !== undefined) logs.set(name, log);
+    const agent = await startAgent(server, {
+      core: SUT_CORE,
+      prefixes: [ITEMS_NS],
+      args: ['--cache-ttl', '1h', ...(log === undefined ? [] : ['--log-level', 'debug'])],
+      nodeArgs,
+      env: agentEnv,
+      onOutput: log === undefined ? undefined : (chunk) => log.write(chunk),
+    });
     agents.push(agent);
     await waitReady(agent.adminUrl);
     await readAll(agent.socketPath, paths);
     systems.push({ name, pid: agent.child.pid, socketPath: agent.socketPath });
   }
+  const mark = (phase: string): void => {
+    for (const log of logs.values()) log.write(`--- ${phase} ${new Date().toISOString()}\n`);
+  };
+  mark('warm-up');
   for (const sys of systems) await measure(sys); // warm-up, unrecorded
   const cpu = new Map<string, number[]>(systems.map((s) => [s.name, []]));
   const rps = new Map<string, number[]>(systems.map((s) => [s.name, []]));
   for (let round = 0; round < rounds; round++) {
+    mark(`round ${round + 1}`);
     for (const sys of systems) {
       const r = await measure(sys);
       cpu.get(sys.name)?.push(r.cpuUs);
       rps.get(sys.name)?.push(r.rps);
     }
   }
+  mark('end');
   const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
   const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
   console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys; medians (range)`);
@@ -122,6 +147,7 @@ try {
 } finally {
   // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.
   for (const agent of agents) await agent.stop();
+  for (const log of logs.values()) log.end();
   await client.close();
   await stopAllChildren();
   await server.stop().catch(() => {});

@@ -43,7 +43,13 @@ export interface Child {
   readonly exited: Promise<number | null>;
 }
 
-export function startChild(name: string, cmd: string, args: readonly string[], options: { core?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Child {
+/** `onOutput` sees every chunk of stdout and stderr, beyond what `output()` keeps (e.g. to write a trace to a file). */
+export function startChild(
+  name: string,
+  cmd: string,
+  args: readonly string[],
+  options: { core?: number | undefined; env?: NodeJS.ProcessEnv; cwd?: string; onOutput?: ((chunk: string) => void) | undefined } = {},
+): Child {
   const [file, argv] = pinnedCommand(options.core, cmd, args);
   // taskset execs the target, so the child's PID is the measured process.
   const proc = spawn(file, argv, { env: options.env ?? process.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -52,6 +58,7 @@ export function startChild(name: string, cmd: string, args: readonly string[], o
   const waiters = new Set<{ match: (l: string) => boolean; resolve: (l: string) => void }>();
   let pending = '';
   const onChunk = (chunk: string): void => {
+    options.onOutput?.(chunk);
     if (out.length < 200_000) out += chunk;
     pending += chunk;
     const parts = pending.split('\n');

@@ -201,6 +201,8 @@ export interface AgentOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** A command that execs its trailing arguments (e.g. a shell joining a cgroup first); the PID stays the agent's. */
   readonly wrap?: readonly string[];
+  /** Sees every chunk of the agent's stdout and stderr. */
+  readonly onOutput?: (chunk: string) => void;
 }
 
 export async function startAgent(server: Pick<ServerHandle, 'httpUrl' | 'grpcAddress' | 'rootToken'>, options: AgentOptions): Promise<AgentHandle> {
@@ -241,7 +243,7 @@ export async function startAgent(server: Pick<ServerHandle, 'httpUrl' | 'grpcAdd
       ...configArgs,
       ...(options.args ?? []),
     ],
-    { core: options.core, env: { PATH: process.env.PATH ?? '', ...options.env }, cwd: dir },
+    { core: options.core, env: { PATH: process.env.PATH ?? '', ...options.env }, cwd: dir, onOutput: options.onOutput },
   );
   const line = await child.waitForLine((l) => l.includes('"agent listening"'));
   const info = JSON.parse(line) as { http: string; admin: string; tokenFile: string };
