@@ -11,11 +11,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES } from '../src/cli/agent-handoff.ts';
 import { agentReexecPlan } from '../src/cli/agent-reexec.ts';
+import { execveBytes, execveProblem, execveRoom } from '../src/cli/execve-room.ts';
 import { processIdentity, type ProcessIdentity } from '../src/cli/process-identity.ts';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
 import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
@@ -123,6 +125,25 @@ test('re-exec plan: runtime flags, heap flags and the handoff in one execve; not
   const heapOnly = agentReexecPlan(given, () => ['--max-old-space-size=96'], handoff);
   assert.deepEqual(heapOnly?.args, [NODE, '--max-old-space-size=96', ...AGENT_NODE_FLAGS, ...argv.slice(1)]);
   assert.equal(heapOnly?.env[HANDOFF_ENV], 'H');
+});
+
+test('execve room: a quarter of the stack limit within [128 KiB, 6 MiB]; a plan over it, or a file that cannot run, is named', async (t) => {
+  const dir = await makeTempDir('cs-limits-');
+  t.after(() => removeDir(dir));
+  const limits = async (soft: string): Promise<number | undefined> => {
+    await writeFile(join(dir, 'limits'), `Limit                     Soft Limit           Hard Limit           Units     \nMax stack size            ${soft}              unlimited            bytes     \n`);
+    return execveRoom(join(dir, 'limits'));
+  };
+  assert.equal(await limits('8388608'), 2 * 1024 * 1024);
+  assert.equal(await limits('unlimited'), 6 * 1024 * 1024);
+  assert.equal(await limits('65536'), 128 * 1024);
+  assert.equal(execveRoom(join(dir, 'none')), undefined);
+  const plan = { file: process.execPath, args: [process.execPath, 'x'], env: { A: 'b' } };
+  assert.equal(execveBytes(plan), process.execPath.length + 1 + 8 + (process.execPath.length + 1 + 8) + (2 + 8) + (4 + 8));
+  assert.equal(execveProblem(plan, 128 * 1024), undefined);
+  assert.equal(execveProblem(plan, undefined), undefined, 'room unknown: not checked');
+  assert.match(execveProblem(plan, 100) ?? '', /^re-executing needs \d+ bytes of arguments and environment; the stack limit allows 100 \(a quarter of ulimit -s\)/);
+  assert.match(execveProblem({ ...plan, file: join(dir, 'limits') }, undefined) ?? '', /cannot be executed again \(EACCES\)/);
 });
 
 // --- real processes -------------------------------------------------------------------------
@@ -241,4 +262,49 @@ test('a handoff not written by this very process (the same PID, as PID 1 in ever
   const res = await socketGet(flagged, '/v1/items/production/zf/secret?format=raw');
   assert.equal(res.status, 200, 'served where the flags say');
   await assert.rejects(socketGet(injected, '/v1/items/production/zf/secret?format=raw'), 'nothing where the forged handoff said');
+});
+
+/** The kernel's bound on execve's strings (fs/exec.c bprm_stack_limits): a quarter of the stack limit, within [128 KiB, 6 MiB]. */
+function execveStringLimit(): number {
+  const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max stack size')) ?? '';
+  const soft = line.replace('Max stack size', '').trim().split(/\s+/)[0] ?? 'unlimited';
+  const quarter = soft === 'unlimited' ? Infinity : Number(soft) / 4;
+  return Math.max(128 * 1024, Math.min(6 * 1024 * 1024, quarter));
+}
+
+test('a re-exec the kernel would refuse (environment near the execve limit) is not attempted: the agent starts as it was started, saying why', async (t) => {
+  const dir = await makeTempDir('cs-agent-e2big-');
+  t.after(() => removeDir(dir));
+  await mkdir(join(dir, 'run'));
+  await writeFile(join(dir, 'token'), server.rootToken, { mode: 0o600 });
+  const socket = join(dir, 'run', 'agent.sock');
+  const args = [CLI, 'agent', '--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--token-file', join(dir, 'token'), '--socket', socket, '--prefix', 'production', '--http-listen', 'off', '--admin-listen', '127.0.0.1:0', '--memory-limit', 'none'];
+  // An environment that leaves 100 bytes of the kernel's room: the first exec fits, a re-exec adding the runtime settings (with or without the handoff) would not.
+  const env: Record<string, string> = { PATH: process.env.PATH ?? '' };
+  const used = (): number =>
+    Buffer.byteLength(process.execPath) + 1 + [process.execPath, ...args].reduce((n, a) => n + Buffer.byteLength(a) + 1, 0) +
+    Object.entries(env).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v) + 2, 0) + 8 * (args.length + 1 + Object.keys(env).length) + 8;
+  for (let i = 0; used() < execveStringLimit() - 100 - 100_000; i++) env[`PAD_${i}`] = 'x'.repeat(100_000 - 10);
+  env.PAD_LAST = 'x'.repeat(execveStringLimit() - 100 - used() - 'PAD_LAST'.length - 10);
+  const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => proc.kill('SIGKILL'));
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "agent listening" within ${LOG_WAIT_TIMEOUT_MS} ms: ${output.slice(-800)}`)), LOG_WAIT_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (output.includes('"agent listening"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.once('exit', (code, signal) => reject(new Error(`agent exited ${code ?? signal}: ${output.slice(-800)}`)));
+  });
+  assert.match(output, /config-sidecar: running without the runtime settings \(re-executing needs \d+ bytes of arguments and environment; the stack limit allows \d+/);
+  assert.equal(inspectorImages(output), 0);
+  const res = await socketGet(socket, '/v1/items/production/zf/secret?format=raw');
+  assert.equal(res.status, 200);
+  assert.equal(res.body.toString(), 'zod-free');
 });
