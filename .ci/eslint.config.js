@@ -16,6 +16,17 @@ export default tseslint.config(
     },
   },
   {
+    // A value import of node:http loads node's bundled fetch (src/shared/node-http.ts says why); the client package supports Node 20.
+    files: ['src/**/*.ts'],
+    ignores: ['src/shared/node-http.ts', 'src/client/**'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        { paths: [{ name: 'node:http', message: 'Take node:http functions from src/shared/node-http.ts (an ESM import loads node\'s bundled fetch); types with import type.', allowTypeImports: true }] },
+      ],
+    },
+  },
+  {
     // The status page: plain ES modules run by the browser, no build step.
     files: ['src/server/ui/**/*.js'],
     languageOptions: { globals: globals.browser },

@@ -12,9 +12,10 @@
  *   npm run build && taskset -c 1 node bench/footprint.ts --count 10000 --reps 3 \
  *     --variant 'bin|' --variant 'semi8|--max-semi-space-size=8' --variant 'arena2||MALLOC_ARENA_MAX=2'
  *
- * A variant is `name|node flags|ENV=value …`; an empty flag field runs the
+ * A variant is `name|node flags|ENV=value …|cli`; an empty flag field runs the
  * bin as installed (`dist/cli/main.js` with its own runtime settings), a
- * non-empty one passes those flags to node in front of it.
+ * non-empty one passes those flags to node in front of it; `cli`, when
+ * given, is another build's `dist/cli/main.js` (main's, for an A/B).
  */
 import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,7 +35,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOLD = join(ROOT, 'bench', 'refs', 'hold-entries.mjs');
 /** Default for `--late-ms`: a second reading, once V8's memory reducer (which starts 8 s after allocation slows) has had its turn. */
 const LATE_MS = 10_000;
-const USAGE = "Usage: npm run build && node bench/footprint.ts [--count 10000] [--reps 1] [--reads 50000] [--variant 'name|node flags|ENV=value …' …] [--heap-snapshot] [--late-ms 10000]";
+const USAGE = "Usage: npm run build && node bench/footprint.ts [--count 10000] [--reps 1] [--reads 50000] [--variant 'name|node flags|ENV=value …|cli' …] [--heap-snapshot] [--late-ms 10000]";
 
 const values = benchArgs(USAGE, {
   count: { type: 'string', default: '10000' },
@@ -75,7 +76,7 @@ try {
     // Variants take turns so drift on a shared machine hits them alike.
     for (const v of variants) {
       const agent = await startAgent(base.server, {
-        cli: DIST_CLI,
+        cli: v.cli ?? DIST_CLI,
         core: SUT_CORE,
         prefixes: ['bench'],
         args: ['--cache-ttl', '1h'],

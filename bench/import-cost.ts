@@ -7,7 +7,7 @@
  * so the figure is what the import still costs a settled agent. Imports share
  * dependencies, so the figures overlap and do not add up.
  *
- *   npm run build && node bench/import-cost.ts --reps 3
+ *   npm run build && node bench/import-cost.ts --reps 3 [--only <part of a row's name>]
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -18,14 +18,34 @@ import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const dist = (path: string): string => pathToFileURL(`${ROOT}dist/${path}`).href;
 
-const { values } = parseArgs({ options: { reps: { type: 'string', default: '3' } } });
+const { values } = parseArgs({ options: { reps: { type: 'string', default: '3' }, only: { type: 'string' } } });
 const reps = Number(values.reps);
+
+/** A module that imports absolute URLs and runs a few lines: a probe for what using an import costs, not just loading it. */
+const script = (code: string): string => `data:text/javascript,${encodeURIComponent(code)}`;
+const PROM_CLIENT = pathToFileURL(`${ROOT}node_modules/prom-client/index.js`).href;
 
 /** What the agent's process loads, package by package, then the agent's own graph. */
 const IMPORTS: ReadonlyArray<readonly [string, string]> = [
   ['zod', 'zod'],
   ['zod/v4/core (zod and zod/mini both load it, with all 64 locales)', 'zod/v4/core'],
   ['prom-client', 'prom-client'],
+  [
+    "prom-client + collectDefaultMetrics on a registry, scraped once (the agent's default metrics before)",
+    script(`import p from '${PROM_CLIENT}'; const r = new p.Registry(); p.collectDefaultMetrics({ register: r, prefix: 'x_' }); await r.metrics();`),
+  ],
+  [
+    "the Node built-ins prom-client requires (cluster, http, https, zlib, util, url, perf_hooks; most of them the agent loads anyway)",
+    script(`import 'node:cluster'; import 'node:http'; import 'node:https'; import 'node:zlib'; import 'node:util'; import 'node:url'; import 'node:perf_hooks';`),
+  ],
+  [
+    "perf_hooks alone: monitorEventLoopDelay and a gc PerformanceObserver (what the default metrics keep running)",
+    script(`import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'; monitorEventLoopDelay({ resolution: 10 }).enable(); new PerformanceObserver(() => {}).observe({ entryTypes: ['gc'] });`),
+  ],
+  [
+    "the agent's metrics (dist/agent/agent-metrics.js: createAgentMetrics, scraped once)",
+    script(`import { createAgentMetrics } from '${dist('agent/agent-metrics.js')}'; const m = createAgentMetrics({ entries: () => 0, bytes: () => 0 }); await m.registry.metrics();`),
+  ],
   ['@opentelemetry/api (prom-client loads it)', '@opentelemetry/api'],
   ['pino', 'pino'],
   ['@grpc/grpc-js', '@grpc/grpc-js'],
@@ -38,6 +58,10 @@ const IMPORTS: ReadonlyArray<readonly [string, string]> = [
   ['chokidar (only with files: or --config)', 'chokidar'],
   ['every command module (dist/cli/commands.js graph, nothing run)', dist('cli/commands.js')],
   ['the agent (dist/agent/agent.js graph)', dist('agent/agent.js')],
+  [
+    'the agent graph + prom-client with its default metrics, scraped once (what prom-client adds to it)',
+    script(`await import('${dist('agent/agent.js')}'); const { default: p } = await import('${PROM_CLIENT}'); const r = new p.Registry(); p.collectDefaultMetrics({ register: r, prefix: 'x_' }); await r.metrics();`),
+  ],
 ];
 
 const PROBE = `
@@ -68,9 +92,10 @@ function probe(spec: string): Probe {
 
 const bare: Probe[] = [];
 const results = new Map<string, Probe[]>();
+const selected = values.only === undefined ? IMPORTS : IMPORTS.filter(([name]) => name.includes(values.only ?? ''));
 for (let rep = 0; rep < reps; rep++) {
   bare.push(probe(''));
-  for (const [name, spec] of IMPORTS) results.set(name, [...(results.get(name) ?? []), probe(spec)]);
+  for (const [name, spec] of selected) results.set(name, [...(results.get(name) ?? []), probe(spec)]);
 }
 const bareVm = median(bare.map((p) => p.vmRss));
 const bareAnon = median(bare.map((p) => p.rssAnon));

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { Context } from './lib/context.ts';
-import { runAutocannon } from './lib/load.ts';
+import { runClosedLoop } from './lib/lean-load.ts';
 import { commandVersion, CORES, HAS_TASKSET, LOAD_CORE, stopAllChildren, SUT_CORE, which } from './lib/proc.ts';
 import { writeReport, type Report } from './lib/report.ts';
 import { lagChart, percentileChart } from './lib/charts.ts';
@@ -81,7 +81,7 @@ ${SCENARIOS.map((s) => `  ${s.id.padEnd(20)} ${s.title}`).join('\n')}`);
   process.exit(0);
 }
 
-// Re-run pinned to the load core, so the runner (autocannon, clients) never shares the SUT's core.
+// Re-run pinned to the load core, so the runner (the load clients) never shares the SUT's core.
 if (HAS_TASKSET && CORES > 1 && process.env.CSB_PINNED !== '1') {
   const child = spawn('taskset', ['-c', String(LOAD_CORE), process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
     stdio: 'inherit',
@@ -309,7 +309,7 @@ async function profileAgent(ctx: Context, outDir: string, stamp: string): Promis
     await waitReady(agent.adminUrl);
     const paths = Array.from({ length: ctx.profile.keys }, (_, i) => itemPath(ITEMS_NS, i));
     await readAll(agent.socketPath, paths);
-    await runAutocannon({ kind: 'socket', socketPath: agent.socketPath }, { connections: ctx.profile.connections[0] ?? 16, durationS: PROFILE_LOAD_S, paths });
+    await runClosedLoop({ kind: 'socket', socketPath: agent.socketPath }, { connections: ctx.profile.connections[0] ?? 16, durationS: PROFILE_LOAD_S, paths });
   } finally {
     await agent.stop();
   }

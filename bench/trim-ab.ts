@@ -57,9 +57,9 @@ const ctx = new Context(PROFILES.full, (msg) => process.stderr.write(`[trim-ab] 
 try {
   const base = await ctx.baseWith(count);
   const paths = Array.from({ length: count }, (_, i) => itemPath(ITEMS_NS, i));
-  for (const { name, nodeArgs, env } of variants) {
+  for (const { name, nodeArgs, env, cli } of variants) {
     const agent = await startAgent(base.server, {
-      cli: DIST_CLI,
+      cli: cli ?? DIST_CLI,
       core: SUT_CORE,
       prefixes: ['bench'],
       args: ['--cache-ttl', '1h', '--log-level', 'debug'],

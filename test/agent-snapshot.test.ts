@@ -12,7 +12,7 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Registry } from 'prom-client';
+import { MetricsRegistry as Registry } from '../src/shared/metrics/registry.ts';
 import { ManualClock } from '../src/shared/clock.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { keyIdOf, openSnapshot, scopeOf, sealedMarkOf, sealSnapshot, type SnapshotValue } from '../src/agent/snapshot/snapshot-format.ts';

@@ -111,3 +111,38 @@ test('the body\'s error.code decides: a 400 invalid_argument is the caller\'s er
     },
   );
 });
+
+test('a 2xx body off the protocol is an upstream_error naming the route (retried, then reported); extra keys in a good one are dropped', async () => {
+  const { layers, ...rest } = ENVELOPE;
+  const bad = json(200, { ...rest, layers: [{ ...layers[0], keyVersion: '1' }] });
+  await withServer([bad, bad, bad, json(200, { ...ENVELOPE, future: 1, layers: [{ ...layers[0], future: 2 }] })], async (url, requests) => {
+    const clock = new ManualClock();
+    const upstream = createUpstream({ servers: [url], token, clock, agentId: 'a' });
+    try {
+      const failing = assert.rejects(upstream.fetchEnvelope(REF, 'prod'), { code: 'upstream_error', message: "The server's envelopes response does not match the protocol." });
+      for (let retry = 1; retry < 3; retry++) {
+        await sleeping(clock);
+        clock.advance(60_000);
+      }
+      await failing;
+      assert.equal(requests.length, 3);
+      const good = await upstream.fetchEnvelope(REF, 'prod');
+      assert.equal('future' in good, false);
+      assert.equal('future' in (good.layers[0] as object), false);
+      assert.deepEqual(good, ENVELOPE);
+    } finally {
+      await upstream.close();
+    }
+  });
+});
+
+test('an error answer whose body is off the protocol is classified by its status alone', async () => {
+  await withServer([json(404, { error: 'gone' })], async (url) => {
+    const upstream = createUpstream({ servers: [url], token, clock: new ManualClock(), agentId: 'a' });
+    try {
+      await assert.rejects(upstream.fetchEnvelope(REF, 'prod'), { code: 'not_found', message: 'HTTP 404' });
+    } finally {
+      await upstream.close();
+    }
+  });
+});

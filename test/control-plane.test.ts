@@ -16,16 +16,77 @@ import type { KekProvider, LogEvent } from '../src/server/control-plane.ts';
 import { kekFromBase64, loadLocalKek } from '../src/server/kek.ts';
 import { SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
 import { DAY_MS, TEST_ENVIRONMENTS, kekOf, openTestPlane, randomKekBase64, scanForNeedles, tempDir, type PlaneEngine } from './helpers/store-fixtures.ts';
-import { PLANE_ENGINES } from './helpers/store-engines.ts';
+import { PLANE_ENGINES, postgresLocalePlane, postgresPlane } from './helpers/store-engines.ts';
 
 const ML = { namespace: 'production/ml-service', name: 'inference' };
 const DB_PASSWORD = { namespace: 'production/ml-service', name: 'db-password' };
 
 const json = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
 const parse = (buffer: Buffer): unknown => JSON.parse(buffer.toString('utf8'));
+/** A listing's first page, large enough for every test's items. */
+const ALL = { limit: 10_000, after: undefined };
 
 function hasCode(code: string) {
   return (err: unknown): boolean => err instanceof AppError && err.code === code;
+}
+
+/** Keyset paging of the listing (GET /v1/list): byte order whatever the database's collation. */
+function listPagingTest(engine: PlaneEngine): void {
+  test(`list pages by key in byte order on ${engine.name}: each page at most limit, next until the end; writes between pages neither repeat nor skip an item`, async (t) => {
+    const { plane } = await openTestPlane(t, await engine.location(t), {}, engine);
+    // '-', '.', '/' and '_' sort before letters and digits by bytes; a locale collation would ignore them and interleave these.
+    const refs = [
+      ['team/ab', 'y'],
+      ['team/a', 'x1'],
+      ['team/a_b', 'y'],
+      ['team/a', 'x_1'],
+      ['team/a/c', 'z'],
+      ['team/a', 'x'],
+      ['team/a.b', 'y'],
+      ['team/a', 'x.1'],
+      ['team/a-b', 'y'],
+      ['team/a', 'x-1'],
+      ['other', 'n'],
+    ].map(([namespace, name]) => ({ namespace: namespace as string, name: name as string }));
+    for (const ref of refs) await plane.putItem(ref, 'base', 'config', json(1), 'x');
+    const key = (r: { namespace: string; name: string }) => `${r.namespace} ${r.name}`;
+    const byteOrder = (list: readonly { namespace: string; name: string }[]) =>
+      list.map(key).sort((a, b) => {
+        const [an = '', ak = ''] = a.split(' ');
+        const [bn = '', bk = ''] = b.split(' ');
+        return an !== bn ? (an < bn ? -1 : 1) : ak < bk ? -1 : ak > bk ? 1 : 0;
+      });
+    const pages = async (prefix: string, limit: number, between?: (page: number) => Promise<void>) => {
+      const seen: string[][] = [];
+      let after: { namespace: string; name: string } | undefined;
+      for (;;) {
+        const page = await plane.list(prefix, { limit, after });
+        assert.ok(page.items.length <= limit);
+        seen.push(page.items.map(key));
+        if (!page.next) return seen;
+        assert.ok(seen.length < 20, 'the paging ends');
+        after = page.next;
+        await between?.(seen.length);
+      }
+    };
+    const team = refs.filter((r) => r.namespace.startsWith('team/'));
+    const byFour = await pages('team', 4);
+    assert.deepEqual(byFour.flat(), byteOrder(team));
+    assert.deepEqual(byFour.map((p) => p.length), [4, 4, 2], 'ten items: two full pages and the rest; the last says it is the last');
+    assert.deepEqual((await pages('team/a', 1)).flat(), ['team/a x', 'team/a x-1', 'team/a x.1', 'team/a x1', 'team/a x_1', 'team/a/c z'], 'whole segments: team/a-b, team/a.b and team/a_b are not under team/a');
+    assert.deepEqual(await pages('', 100), [byteOrder(refs)]);
+
+    // Between the first and second page: one item written before the cursor (the caller has passed it), one after,
+    // and one not yet listed deleted. The rest come once each, in order.
+    const moved = await pages('team', 4, async (page) => {
+      if (page !== 1) return;
+      await plane.putItem({ namespace: 'team/a', name: 'a-early' }, 'base', 'config', json(1), 'x');
+      await plane.putItem({ namespace: 'team/b', name: 'late' }, 'base', 'config', json(1), 'x');
+      await plane.deleteItem({ namespace: 'team/a/c', name: 'z' }, undefined, 'x');
+    });
+    const expected = byteOrder([...team.filter((r) => r.name !== 'z'), { namespace: 'team/b', name: 'late' }]);
+    assert.deepEqual(moved.flat(), expected);
+  });
 }
 
 /** Domain behaviour every engine must show; SQLite-file checks follow below. */
@@ -156,7 +217,7 @@ function domainSuite(engine: PlaneEngine): void {
     assert.equal((await plane.history(ML)).versions.at(-1)?.deleted, true);
     await assert.rejects(plane.deleteItem(ML, 'prod', 'a'), hasCode('not_found'), 'the layer is already gone');
     assert.deepEqual(
-      (await plane.list('production')).map((i) => [i.name, i.envs]),
+      (await plane.list('production', ALL)).items.map((i) => [i.name, i.envs]),
       [['inference', ['base']]],
     );
 
@@ -165,7 +226,7 @@ function domainSuite(engine: PlaneEngine): void {
     assert.equal(events.at(-1)?.revision, whole.revision);
     await assert.rejects(plane.getItem(ML, 'base'), hasCode('not_found'));
     await assert.rejects(plane.history(ML), hasCode('not_found'));
-    assert.deepEqual(await plane.list('production'), []);
+    assert.deepEqual(await plane.list('production', ALL), { items: [] });
 
     // Written again, the item continues its version numbers so no (item, version) names two values.
     const again = await plane.putItem(ML, 'base', 'secret', Buffer.from('now a secret'), 'a');
@@ -179,16 +240,19 @@ function domainSuite(engine: PlaneEngine): void {
     await plane.putItem({ namespace: 'production/ml-admin', name: 'c' }, 'base', 'config', json(1), 'x');
     await plane.putItem({ namespace: 'production/m_', name: 'd' }, 'base', 'config', json(1), 'x');
     assert.deepEqual(
-      (await plane.list('production/ml')).map((i) => i.name),
+      (await plane.list('production/ml', ALL)).items.map((i) => i.name),
       ['a', 'b'],
     );
     assert.deepEqual(
-      (await plane.list('production/m_')).map((i) => i.name),
+      (await plane.list('production/m_', ALL)).items.map((i) => i.name),
       ['d'],
       '"_" is not a wildcard',
     );
-    assert.equal((await plane.list('production')).length, 4);
+    assert.equal((await plane.list('production', ALL)).items.length, 4);
   });
+
+  // Where text order is the database's, also on a database that does not sort by bytes.
+  for (const ordered of engine === postgresPlane ? [engine, postgresLocalePlane] : [engine]) listPagingTest(ordered);
 
   test('DEK rotation re-encrypts current versions under a new key version and emits KeyRotated', async (t) => {
     const { plane } = await openTestPlane(t, await engine.location(t), { maxVersionsPerItem: 5 }, engine);

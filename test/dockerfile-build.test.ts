@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { goldenCases, REPO_ROOT } from './helpers/k8s-cli.ts';
 import { waitReady } from './helpers/agent-process.ts';
+import { loadedPackages } from './helpers/loaded-scripts.ts';
 import { asIdentity, canRead, canUseSocket, makePodDir, makeVolume, ownedByRoot, podSecurity, podSupport, reachableProject, reachableTree, unreachableFor } from './helpers/pod-harness.ts';
 
 const DOCKERFILE = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
@@ -144,12 +145,12 @@ test('the built inject equals the golden output', () => {
 const rootTokenForImage = randomBytes(24).toString('hex');
 
 /** Spawns the built entrypoint and resolves with the first JSON log line whose msg matches. */
-function start(args: string[], env: NodeJS.ProcessEnv, msg: string): Promise<{ child: ChildProcess; line: Record<string, unknown> }> {
+function start(args: string[], env: NodeJS.ProcessEnv, msg: string): Promise<{ child: ChildProcess; line: Record<string, unknown>; stderr: () => string }> {
   return startCommand(bin, args, runtime, msg, env);
 }
 
 /** Spawns `command` (the entrypoint, or it wrapped by the pod harness) and waits for a log line. */
-function startCommand(command: string, args: string[], cwd: string, msg: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; line: Record<string, unknown> }> {
+function startCommand(command: string, args: string[], cwd: string, msg: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; line: Record<string, unknown>; stderr: () => string }> {
   const child = spawn(command, args, { cwd, env: runtimeEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let stderr = '';
@@ -164,7 +165,7 @@ function startCommand(command: string, args: string[], cwd: string, msg: string,
           const line = JSON.parse(text) as Record<string, unknown>;
           if (line.msg === msg) {
             clearTimeout(timer);
-            resolve({ child, line });
+            resolve({ child, line, stderr: () => stderr });
           }
         } catch {
           // not a log line
@@ -232,7 +233,8 @@ test('a server and an agent started from the built output serve a value over the
       '--admin-listen=127.0.0.1:0',
       `--files-dir=${join(run, 'files')}`,
     ],
-    {},
+    // The inspector lists what the serving process loaded (test/helpers/loaded-scripts.ts).
+    { NODE_OPTIONS: '--inspect=127.0.0.1:0' },
     'agent listening',
   );
   await waitReady(String(agent.line.admin));
@@ -240,6 +242,9 @@ test('a server and an agent started from the built output serve a value over the
   assert.equal(item.status, 200, item.body);
   assert.equal((JSON.parse(item.body) as { value: unknown }).value, 'hello from the image');
   assert.equal(statSync(String(agent.line.socket)).mode & 0o777, 0o660);
+  // The settings were validated before the bin's re-exec: the image's serving process holds no zod or commander.
+  const packages = await loadedPackages(agent.stderr());
+  assert.ok(packages.has('lru-cache') && !packages.has('zod') && !packages.has('commander'), [...packages].join(' '));
 
   for (const child of [agent.child, server.child]) {
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

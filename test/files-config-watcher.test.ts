@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Registry } from 'prom-client';
+import { MetricsRegistry as Registry } from '../src/shared/metrics/registry.ts';
 import { parse } from 'yaml';
 import { ConfigWatcher, type ReloadOutcome } from '../src/agent/files/config-watcher.ts';
 import { parseFileSpecs } from '../src/agent/files/file-spec.ts';

@@ -1,8 +1,9 @@
 /**
  * Fleet convergence with real processes: agents report over FleetService,
  * GET /v1/agents shows who applied what (RBAC agents:read, filtered by the
- * agents' prefixes), a killed agent leaves after --agent-expiry (the server's
- * clock is moved through its test hook, no sleeping), and a service-account
+ * agents' prefixes), a killed agent shows silent once it misses three reports
+ * and leaves after --agent-expiry (the server's clock is moved through its
+ * test hook, no sleeping), and a service-account
  * token can only report as its own pod.
  */
 import type { AgentView } from '../src/shared/fleet-proto.ts';
@@ -16,7 +17,9 @@ import * as grpc from '@grpc/grpc-js';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { GrpcStatus } from '../src/shared/errors.ts';
 import { fleetClientConstructor, reportToWire, type AgentReport } from '../src/shared/fleet-proto.ts';
+import { SILENT_AFTER_MS } from '../src/server/fleet/report-silence.ts';
 import { startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+import { passFleetTime } from './helpers/fleet-time.ts';
 import { CLI, http, makeTempDir, metricValue, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 
 const FLEET_TOKEN = 'fleet-team-a-token-0123456789abcdef';
@@ -147,7 +150,7 @@ function report(token: string, body: Partial<AgentReport> & { agentId: string })
   });
 }
 
-test('three agents a1..a3 converge in GET /v1/agents after a write; agents:read filters by prefix; a killed agent leaves after --agent-expiry', async () => {
+test('three agents a1..a3 converge in GET /v1/agents after a write; agents:read filters by prefix; a killed agent shows silent after three missed reports and leaves after --agent-expiry', async () => {
   const seed = await put('team-a/app/flag', 1);
   await put('team-b/app/flag', 1);
   for (const id of ['a1', 'a2', 'a3']) agents.push(await startAgentProcess(server, { prefixes: ['team-a'], args: ['--agent-id', id] }));
@@ -184,8 +187,23 @@ test('three agents a1..a3 converge in GET /v1/agents after a write; agents:read 
   assert.equal(denied403.code, 1);
   assert.match(denied403.output, /agents:read.*\(permission_denied\)/);
 
-  // a3 is killed; after the expiry only the agents that still report remain.
+  // a3 is killed: once three of its reports are missed it is silent, not connected, with its last report time and why.
+  const lastHeard = (await listAgents()).find((a) => a.id === 'a3')?.lastSeen;
   await (agents[2] as AgentProcess).stop('SIGKILL');
+  await passFleetTime(server, new Map(['a1', 'a2'].map((id, i) => [id, agents[i] as AgentProcess])), SILENT_AFTER_MS + 1_000);
+  const quiet = await listAgents();
+  const a3 = quiet.find((a) => a.id === 'a3') as AgentView;
+  assert.deepEqual({ connected: a3.connected, silent: a3.silent, lastSeen: a3.lastSeen }, { connected: false, silent: true, lastSeen: lastHeard }, JSON.stringify(a3));
+  assert.match(a3.silentReason ?? '', /^no report for 3\d s \(agents report every 10 s; silent after 30 s\)/);
+  for (const id of ['a1', 'a2']) {
+    const live = quiet.find((a) => a.id === id) as AgentView;
+    assert.deepEqual({ connected: live.connected, silent: live.silent, reason: live.silentReason }, { connected: true, silent: false, reason: undefined }, id);
+  }
+  assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_agents', 'state="connected"'), 2);
+  assert.equal(await metricValue(server.adminUrl, 'config_sidecar_server_agents', 'state="silent"'), 3, 'a3, b1 and slow-1');
+  assert.match((await runCli(['status'], cli)).output, /\n {2}a3 {2}applied \d+ {2}SILENT {2}ok/);
+
+  // After the expiry only the agents that still report remain.
   const advanced = await http(server.adminUrl, 'POST', '/test/clock/advance?ms=61000');
   assert.equal(advanced.status, 200, advanced.text);
   const next = await put('team-a/app/flag', 3);

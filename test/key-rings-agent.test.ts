@@ -16,7 +16,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { createLocalJWKSet, importJWK, type JWK } from 'jose';
-import { ringResponse } from '../src/shared/ring-proto.ts';
+import { ringResponse } from '../src/shared/protocol.ts';
 import { SQLITE_FILE_NAME } from '../src/server/store/sqlite-store.ts';
 import { defaultPod, hook, makeAgentDir, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 import { makeVolume } from './helpers/pod-harness.ts';

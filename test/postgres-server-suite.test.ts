@@ -18,7 +18,7 @@ const REPO = fileURLToPath(new URL('..', import.meta.url));
 const FILE_TIMEOUT_MS = 120_000;
 
 /** Server test files that start real servers through test/helpers/server-process.ts. */
-const SERVER_FILES = ['server-rest', 'server-watch', 'server-errors', 'server-keys', 'server-shutdown', 'server-auth', 'server-observability', 'server-tls'];
+const SERVER_FILES = ['server-rest', 'server-list-paging', 'server-watch', 'server-errors', 'server-keys', 'server-shutdown', 'server-auth', 'server-observability', 'server-tls'];
 /** Tests that reach into the SQLite file directly; their PostgreSQL twins are in test/postgres-replicas.test.ts. */
 const SQLITE_FILE_TESTS = ['a corrupted row answers 500'];
 

@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AgentView } from '../src/shared/fleet-proto.ts';
 import type { RolloutView } from '../src/shared/protocol.ts';
-import { SILENT_AFTER_MS } from '../src/server/rollouts/report-silence.ts';
+import { SILENT_AFTER_MS } from '../src/server/fleet/report-silence.ts';
 import { STREAM_DOWN_GRACE_MS } from '../src/server/rollouts/health-verdict.ts';
 import { socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
 import { passFleetTime } from './helpers/fleet-time.ts';

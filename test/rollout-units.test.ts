@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { canaryHash, chooseCanaries, eligibleAgents } from '../src/server/rollouts/canary-selection.ts';
 import { DatabaseSync } from 'node:sqlite';
 import { canaryStatuses, healthVerdict, STREAM_DOWN_GRACE_MS, type CanaryReport } from '../src/server/rollouts/health-verdict.ts';
-import { heardFrom, SILENT_AFTER_MS } from '../src/server/rollouts/report-silence.ts';
+import { heardFrom, SILENT_AFTER_MS } from '../src/server/fleet/report-silence.ts';
 import { sqlAgentReports } from '../src/server/store/agent-reports.ts';
 import type { SqlParam, SqlRow } from '../src/server/store/sql-store.ts';
 import { reportFromWire, reportToWire } from '../src/shared/fleet-proto.ts';

@@ -9,9 +9,17 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { generateTransportKeyPair, open, seal, sealedFromWire, unwrapDek, valueAad } from '../src/shared/crypto.ts';
-import { deksResponse, envelopeResponse } from '../src/shared/protocol.ts';
+import { checkDeksResponse, checkEnvelopeResponse } from '../src/shared/envelope-wire.ts';
+import type { Checked } from '../src/shared/shape-check.ts';
 import { http, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+
+/** The server's answer, checked as the agent checks it (the test fails on a shape the agent would refuse). */
+function valid<T>(check: (json: unknown) => Checked<T>, json: unknown): T {
+  const result = check(json);
+  if (!result.ok) assert.fail(`response does not match the protocol: ${result.error}`);
+  return result.value;
+}
 
 const NS = 'production/pay';
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -59,7 +67,7 @@ test('v1-sealed values read on the server and through the agent, and are re-seal
 
   // Re-seal the stored row the way a build from before AAD v2 did.
   const transport = generateTransportKeyPair();
-  const deks = deksResponse.parse((await http(first.httpUrl, 'POST', `/v1/deks/${NS}`, { token, body: { publicKey: transport.publicKeyBase64 } })).json);
+  const deks = valid(checkDeksResponse, (await http(first.httpUrl, 'POST', `/v1/deks/${NS}`, { token, body: { publicKey: transport.publicKeyBase64 } })).json);
   const wrapped = deks.keys.find((k) => k.version === deks.currentVersion);
   assert.ok(wrapped);
   const dek = unwrapDek(wrapped, transport, { namespace: NS, keyVersion: wrapped.version, senderPublicKey: deks.serverPublicKey });
@@ -72,7 +80,7 @@ test('v1-sealed values read on the server and through the agent, and are re-seal
   const before = await http(first.httpUrl, 'GET', `/v1/items/${NS}/api-key?env=prod`, { token });
   assert.equal(before.status, 200, before.text);
   assert.equal(before.json.value, 'k-v1-sealed', 'the server opens v1');
-  const envelope = envelopeResponse.parse((await http(first.httpUrl, 'GET', `/v1/envelopes/${NS}/api-key?env=prod`, { token })).json);
+  const envelope = valid(checkEnvelopeResponse, (await http(first.httpUrl, 'GET', `/v1/envelopes/${NS}/api-key?env=prod`, { token })).json);
   assert.equal(envelope.layers[0]?.aadVersion, undefined, 'a v1 layer is sent without aadVersion, as an older server would');
   const agent: AgentProcess = await startAgentProcess(first, { prefixes: [NS], args: ['--env', 'prod'] });
   cleanups.push(() => agent.stop('SIGKILL'));
@@ -87,7 +95,7 @@ test('v1-sealed values read on the server and through the agent, and are re-seal
   const afterRestart = await http(second.httpUrl, 'GET', `/v1/items/${NS}/api-key?env=prod`, { token });
   assert.equal(afterRestart.json.value, 'k-v1-sealed');
   assert.equal(afterRestart.headers.etag, before.headers.etag, 'a re-seal is not a change');
-  const v2 = envelopeResponse.parse((await http(second.httpUrl, 'GET', `/v1/envelopes/${NS}/api-key?env=prod`, { token })).json).layers[0];
+  const v2 = valid(checkEnvelopeResponse, (await http(second.httpUrl, 'GET', `/v1/envelopes/${NS}/api-key?env=prod`, { token })).json).layers[0];
   assert.ok(v2);
   assert.equal(v2.aadVersion, 2);
   assert.equal(open(dek, sealedFromWire(v2), valueAad(id, 2)).toString(), 'k-v1-sealed');

@@ -1,6 +1,6 @@
 /**
- * The audit log stays bounded and its health is visible: refused requests are
- * folded into aggregate rows, retention by age and row count runs at start
+ * The audit log stays bounded and its health is visible: refused requests
+ * (REST and Watch opens) are folded into aggregate rows, retention by age and row count runs at start
  * (and every minute), and /readyz is not-ready while audit rows cannot be
  * written (secret reads are refused then), ready again once they can.
  */
@@ -8,7 +8,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { http, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { GrpcStatus } from '../src/shared/errors.ts';
+import { http, metricValue, openWatch, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -54,6 +55,44 @@ test('300 unauthenticated requests write one audit row at once and one aggregate
   assert.equal((await http(s.adminUrl, 'POST', '/test/clock/advance?ms=61000')).status, 200);
   const aggregated = await eventually(rows, (r) => r.length === 2, 'the aggregate row');
   assert.match(aggregated[1]?.detail ?? '', /unauthenticated; 299 more within 60s \(aggregated\)/);
+});
+
+test('Watch opens refused for a bad or missing token are audited: one row per source and reason at once, a count when the window ends, never the token', async () => {
+  const s = await start();
+  cleanups.push(() => removeDir(s.dataDir));
+  const refused = async (token: string | undefined, prefix: string) => {
+    const watch = openWatch(s.grpcAddress, { prefixes: [prefix] }, token);
+    const status = await watch.status;
+    watch.close();
+    assert.equal(status.code, GrpcStatus.UNAUTHENTICATED, status.details);
+  };
+  // A fleet with a wrong token (each pod its own) and one with none at all.
+  for (let i = 0; i < 40; i++) await refused(`wrong-token-${i}-0123456789abcdef`, `team-${i}`);
+  for (let i = 0; i < 15; i++) await refused(undefined, 'team-x');
+  const rows = () =>
+    db(s, (d) => d.prepare("SELECT subject, action, target, outcome, detail FROM audit_log WHERE subject = '(unauthenticated)' ORDER BY id").all() as Array<Record<string, string>>);
+  const first = rows();
+  assert.deepEqual(
+    first.map((r) => [r.action, r.outcome, r.target, r.detail]),
+    [
+      ['denied', 'denied', 'team-0', 'watch unauthenticated from 127.0.0.1: The bearer token is not recognised.'],
+      ['denied', 'denied', 'team-x', 'watch unauthenticated from 127.0.0.1: Send "Authorization: Bearer <token>".'],
+    ],
+    'the first refusal of each reason from this source is written at once; the other 53 are counted',
+  );
+  assert.equal(await metricValue(s.adminUrl, 'config_sidecar_server_watch_refused_total', 'reason="unauthenticated"'), 55);
+
+  assert.equal((await http(s.adminUrl, 'POST', '/test/clock/advance?ms=61000')).status, 200);
+  const all = await eventually(rows, (r) => r.length === 4, 'the aggregate rows');
+  assert.deepEqual(
+    all.slice(2).map((r) => r.detail).sort(),
+    [
+      'watch unauthenticated from 127.0.0.1: Send "Authorization: Bearer <token>".; 14 more within 60s (aggregated)',
+      'watch unauthenticated from 127.0.0.1: The bearer token is not recognised.; 39 more within 60s (aggregated)',
+    ],
+  );
+  const everything = db(s, (d) => JSON.stringify(d.prepare('SELECT * FROM audit_log').all()));
+  assert.doesNotMatch(everything, /wrong-token/, 'no token in any audit row');
 });
 
 test('retention at start: rows older than --audit-retain-age go, then all but the newest --audit-max-rows', async () => {

@@ -1,8 +1,16 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateTransportKeyPair, open, sealedFromWire, unwrapDek, valueAad } from '../src/shared/crypto.ts';
-import { deksResponse, envelopeResponse } from '../src/shared/protocol.ts';
+import { checkDeksResponse, checkEnvelopeResponse } from '../src/shared/envelope-wire.ts';
+import type { Checked } from '../src/shared/shape-check.ts';
 import { http, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+
+/** The server's answer, checked as the agent checks it (the test fails on a shape the agent would refuse). */
+function valid<T>(check: (json: unknown) => Checked<T>, json: unknown): T {
+  const result = check(json);
+  if (!result.ok) assert.fail(`response does not match the protocol: ${result.error}`);
+  return result.value;
+}
 
 let server: ServerProcess | undefined;
 after(async () => {
@@ -22,10 +30,10 @@ test('a DEK response unwraps only with the caller’s key, for its own namespace
   const agent = generateTransportKeyPair();
   const res = await http(server.httpUrl, 'POST', `/v1/deks/${ns}`, { token, body: { publicKey: agent.publicKeyBase64 } });
   assert.equal(res.status, 200, res.text);
-  const deks = deksResponse.parse(res.json);
+  const deks = valid(checkDeksResponse, res.json);
   assert.equal(deks.currentVersion, rotated.json.keyVersion);
   assert.ok(deks.keys.some((k) => k.version === deks.currentVersion), 'the current version is offered');
-  const again = deksResponse.parse((await http(server.httpUrl, 'POST', `/v1/deks/${ns}`, { token, body: { publicKey: agent.publicKeyBase64 } })).json);
+  const again = valid(checkDeksResponse, (await http(server.httpUrl, 'POST', `/v1/deks/${ns}`, { token, body: { publicKey: agent.publicKeyBase64 } })).json);
   assert.notEqual(again.serverPublicKey, deks.serverPublicKey, 'a fresh ephemeral key per response');
 
   const keys = new Map<number, Buffer>();
@@ -37,7 +45,7 @@ test('a DEK response unwraps only with the caller’s key, for its own namespace
     assert.throws(() => unwrapDek(wrapped, generateTransportKeyPair(), binding), /authentication/, 'not with another private key');
   }
 
-  const envelope = envelopeResponse.parse((await http(server.httpUrl, 'GET', `/v1/envelopes/${ns}/api-key?env=prod`, { token })).json);
+  const envelope = valid(checkEnvelopeResponse, (await http(server.httpUrl, 'GET', `/v1/envelopes/${ns}/api-key?env=prod`, { token })).json);
   const layer = envelope.layers.at(-1);
   assert.ok(layer);
   assert.equal(layer.keyVersion, deks.currentVersion, 'current values were re-encrypted under the new key');

@@ -17,6 +17,7 @@ import { createRefusalAudit } from '../src/server/refusal-audit.ts';
 import { encodeEvent } from '../src/server/watch/event-codec.ts';
 import { WatchStream, type StreamSink, type WatchLog } from '../src/server/watch/watch-stream.ts';
 import { HeartbeatTicker } from '../src/server/watch/heartbeat-ticker.ts';
+import { peerHost } from '../src/server/watch/watch-service.ts';
 import type { ControlPlane, LogEvent } from '../src/server/control-plane.ts';
 
 const AUTH = `
@@ -85,10 +86,18 @@ test('rate limiter: burst of twice the rate, then 429 with Retry-After, refilled
   for (let i = 0; i < 1000; i++) off.take('a');
 });
 
+test('a refused Watch is audited by its source address without the port (a new one per connection)', () => {
+  assert.equal(peerHost('127.0.0.1:50432'), '127.0.0.1');
+  assert.equal(peerHost('::ffff:10.0.0.5:443'), '::ffff:10.0.0.5');
+  assert.equal(peerHost('::1:50432'), '::1');
+  assert.equal(peerHost('[fd00::7]:50432'), 'fd00::7');
+  assert.equal(peerHost(''), 'unknown');
+});
+
 test('routes: one resource per operation; bad paths refused before anything else', () => {
   assert.deepEqual(parseRoute('GET', '/v1/items/a/b/name?env=prod'), { op: 'getItem', ref: { namespace: 'a/b', name: 'name' }, env: 'prod' });
   assert.deepEqual(parseRoute('POST', '/v1/rotate/a/b'), { op: 'rotate', namespace: 'a/b' });
-  assert.deepEqual(parseRoute('GET', '/v1/list/a/'), { op: 'list', prefix: 'a' });
+  assert.deepEqual(parseRoute('GET', '/v1/list/a/'), { op: 'list', prefix: 'a', page: { limit: 1000, after: undefined } });
   assert.deepEqual(parseRoute('GET', '/v1/items/rotate/x'), { op: 'getItem', ref: { namespace: 'rotate', name: 'x' }, env: undefined });
   const code = (fn: () => unknown) => {
     try {

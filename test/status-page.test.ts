@@ -4,7 +4,7 @@
  * Chromium driven by playwright-core — the fleet, items' convergence, key
  * ages, a rolling rollout and its abort button, and markup from an agent's
  * side (its token's subject name; a canary's application health reason)
- * shown as text.
+ * shown as text; an agent whose reports stopped shown silent, not connected.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +15,9 @@ import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { KeysResponse } from '../src/shared/protocol.ts';
+import { SILENT_AFTER_MS } from '../src/server/fleet/report-silence.ts';
 import { socketGet, startAgentProcess, type AgentProcess } from './helpers/agent-process.ts';
+import { passFleetTime } from './helpers/fleet-time.ts';
 import { http, makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -407,4 +409,42 @@ test('in Chromium, views.js alone: a rollout card shows step, canaries (a silent
   assert.equal(fleet.application, MARKUP_REASON);
   assert.equal(fleet.elements, 0);
   assert.match(fleet.text ?? '', /^1 agent, 1 connected/);
+
+  // A listing with a next page (GET /v1/list answered nextCursor): the items panel says there are more.
+  const items = await page.evaluate(async () => {
+    const url = '/ui/views.js';
+    const { itemsView } = (await import(url)) as { itemsView: (l: unknown, f: unknown) => PageNode[] };
+    const host = document.createElement('div');
+    const item = { namespace: 'team-a', name: 'x', kind: 'config', version: 1, revision: 1, envs: ['base'] };
+    host.append(...itemsView({ items: [item], more: true }, undefined).filter((n) => n !== null));
+    return host.textContent;
+  });
+  assert.match(items ?? '', /Showing the first 1; there are more \(config-sidecar list shows them all\)\./);
+});
+
+test('in Chromium: an agent that stops reporting shows silent in the fleet table, with its last report time and why, not connected', { skip: NO_CHROMIUM }, async (t) => {
+  const quiet = await startAgentProcess(server, { prefixes: ['team-a'], args: ['--agent-id', 'ui-agent-quiet'] });
+  agents.push(quiet);
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: process.getuid?.() === 0 ? ['--no-sandbox'] : [] });
+  t.after(() => browser.close());
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${server.httpUrl}/ui/`);
+  await page.fill('#token', server.rootToken);
+  await page.click('#login button[type=submit]');
+  const row = (id: string) => `#fleet-panel tr[data-agent="${id}"]`;
+  await until(page, 'ui-agent-quiet listed connected', (sel) => document.querySelector(sel)?.querySelector('td:nth-child(5)')?.textContent === 'yes', row('ui-agent-quiet'));
+  const lastSeen = await page.locator(row('ui-agent-quiet')).locator('td').nth(7).textContent();
+
+  // Its pod is gone; the others keep reporting while three of its report intervals pass on the server's clock.
+  await quiet.stop('SIGKILL');
+  // The first test's two agents (ui-agent-1, ui-agent-2, in start order).
+  const live = new Map(agents.slice(0, 2).map((a, i) => [`ui-agent-${i + 1}`, a] as const));
+  await passFleetTime(server, live, SILENT_AFTER_MS + 1_000);
+
+  await until(page, 'ui-agent-quiet shown silent', (sel) => document.querySelector(sel)?.querySelector('.silent') !== null, row('ui-agent-quiet'));
+  const cells = await page.locator(row('ui-agent-quiet')).locator('td').allTextContents();
+  assert.match(cells[4] ?? '', /^silent no report for 3\d s \(agents report every 10 s; silent after 30 s\)/);
+  assert.equal(cells[7], lastSeen, 'its last report time stays shown');
+  for (const id of live.keys()) assert.equal(await page.locator(row(id)).locator('td').nth(4).textContent(), 'yes', `${id} still reports`);
+  assert.match((await page.locator('#fleet-panel .summary').textContent()) ?? '', new RegExp(`^${live.size + 1} agents, ${live.size} connected, 1 silent,`));
 });

@@ -89,7 +89,7 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
         await w.markItemDeleted(REF, T0 + 5);
       });
       assert.equal((await store.read((r) => r.getItem(REF)))?.deleted, true);
-      assert.deepEqual(await store.read((r) => r.listItems('')), []);
+      assert.deepEqual(await store.read((r) => r.listItems('', { after: undefined, limit: 10 })), []);
       const revived = await store.write((w) => w.takeNextVersion(REF, 'secret', T0 + 6));
       assert.equal(revived, 3, 'a deleted item may change kind and keeps counting');
       const item = await store.read((r) => r.getItem(REF));
@@ -193,12 +193,15 @@ export function storeConformanceSuite(engine: StoreEngineUnderTest): void {
           await w.insertVersion({ ...ref, version, env: 'base', revision: await w.nextRevision(), createdAt: T0, createdBy: 'x', deleted: false, sealed: sealedOf(1) });
         }
       });
-      const listed = async (prefix: string) => (await store.read((r) => r.listItems(prefix))).map((i) => i.namespace);
+      const listed = async (prefix: string) => (await store.read((r) => r.listItems(prefix, { after: undefined, limit: 10 }))).map((i) => i.namespace);
       assert.deepEqual(await listed('a/b'), ['a/b', 'a/b/c']);
       assert.deepEqual(await listed('a/b_'), ['a/b_']);
       assert.deepEqual(await listed(''), names);
+      const page = (after: { namespace: string; name: string } | undefined) => store.read((r) => r.listItems('', { after, limit: 2 }));
+      assert.deepEqual((await page({ namespace: 'a/b_', name: 'n' })).map((i) => i.namespace), ['a/bc', 'a/bx'], 'a page starts after its key, in byte order');
+      assert.deepEqual((await page({ namespace: 'a/bx', name: 'm' })).map((i) => i.namespace), ['a/bx', 'z'], 'the same namespace, a later name');
       assert.deepEqual(
-        (await store.read((r) => r.currentLayersUnder('a/b'))).map((v) => v.namespace),
+        (await store.read((r) => r.currentLayersOf([{ namespace: 'a/b/c', name: 'n' }, { namespace: 'a/b', name: 'n' }, { namespace: 'a/b', name: 'absent' }]))).map((v) => v.namespace),
         ['a/b', 'a/b/c'],
       );
       assert.deepEqual(

@@ -53,11 +53,13 @@ export interface AgentVariant {
   /** Node flags in front of the bin; empty runs it as installed (its own runtime settings). */
   readonly nodeArgs: readonly string[];
   readonly env: Record<string, string>;
+  /** Another build's `dist/cli/main.js` (an A/B against main's build); default this checkout's. */
+  readonly cli?: string;
 }
 
-/** A variant spec `name|node flags|ENV=value …` (flags and env space-separated, either may be empty). */
+/** A variant spec `name|node flags|ENV=value …|cli path` (flags and env space-separated, any may be empty). */
 export function agentVariant(spec: string): AgentVariant {
-  const [name = spec, flags = '', env = ''] = spec.split('|');
+  const [name = spec, flags = '', env = '', cli = ''] = spec.split('|');
   const words = (s: string): string[] => (s.trim() === '' ? [] : s.trim().split(/\s+/));
-  return { name, nodeArgs: words(flags), env: envPairs(words(env)) };
+  return { name, nodeArgs: words(flags), env: envPairs(words(env)), ...(cli.trim() !== '' && { cli: cli.trim() }) };
 }

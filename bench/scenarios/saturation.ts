@@ -1,11 +1,14 @@
 /**
  * Cached reads at saturation (Unix socket, TCP + pod token), conditional
  * reads (304) and cost (CPU per 100k requests). The agent and every
- * reference run on the SUT core, autocannon on the load core; each run's
- * server CPU time comes from /proc/PID/stat.
+ * reference run on the SUT core, the lean closed-loop client
+ * (lib/lean-load.ts) on the load core; each run's server CPU time comes
+ * from /proc/PID/stat, and with the run's length it says how busy the
+ * server's core was (a server short of 100 % was not saturated).
  */
 import { cpuSeconds } from '../lib/proc.ts';
-import { runAutocannon, type Target, type ThroughputResult } from '../lib/load.ts';
+import { runClosedLoop } from '../lib/lean-load.ts';
+import { type Target, type ThroughputResult } from '../lib/load.ts';
 import { redisBenchmark, redisFill, startBareHttp, startNginx, startRedis, type RedisRef, type RefServer } from '../lib/refs.ts';
 import { SUT_CORE } from '../lib/proc.ts';
 import { median } from '../lib/stats.ts';
@@ -24,12 +27,15 @@ interface System {
 interface Measured {
   readonly run: ThroughputResult;
   readonly cpuUsPerReq: number;
+  /** The server's CPU time over the run's wall time, in % of its one core. */
+  readonly busyPercent: number;
+  /** The same for this process, the load client. */
+  readonly clientBusyPercent: number;
 }
 
 /**
- * autocannon builds every request once per connection, so 10k paths × 64
- * connections costs seconds per run; each run takes a window of
- * PATHS_PER_RUN keys, and successive runs move the window over the keyspace.
+ * Each run takes a window of PATHS_PER_RUN keys (its requests are built once
+ * per run), and successive runs move the window over the keyspace.
  */
 const PATHS_PER_RUN = 1_000;
 /** Issue 15's targets for a cached read, against bare node:http on the same transport in the same run. */
@@ -45,14 +51,21 @@ function window(paths: readonly string[]): string[] {
 async function measure(ctx: Context, sys: System, connections: number, amount?: number): Promise<Measured> {
   const paths = window(sys.paths);
   const cpu0 = cpuSeconds(sys.pid);
-  const run = await runAutocannon(sys.target, {
+  const client0 = process.cpuUsage();
+  const run = await runClosedLoop(sys.target, {
     connections,
     paths,
     ...(amount !== undefined ? { amount } : ctx.profile.saturationAmount !== undefined ? { amount: ctx.profile.saturationAmount } : { durationS: ctx.profile.saturationS }),
     ...(sys.headersFor ? { headersFor: sys.headersFor } : {}),
   });
   const cpu = cpuSeconds(sys.pid) - cpu0;
-  return { run, cpuUsPerReq: run.requests > 0 ? (cpu / run.requests) * 1e6 : Number.NaN };
+  const client = process.cpuUsage(client0);
+  return {
+    run,
+    cpuUsPerReq: run.requests > 0 ? (cpu / run.requests) * 1e6 : Number.NaN,
+    busyPercent: (cpu / run.seconds) * 100,
+    clientBusyPercent: ((client.user + client.system) / 1e6 / run.seconds) * 100,
+  };
 }
 
 interface Refs {
@@ -119,6 +132,8 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
     for (const connections of ctx.profile.connections) {
       const rps = new Map<string, number[]>();
       const cpu = new Map<string, number[]>();
+      const busy = new Map<string, number[]>();
+      const clientBusy = new Map<string, number[]>();
       const bad = new Map<string, number>();
       const systems = [agent, ...refs.systems];
       for (let rep = 0; rep < ctx.profile.reps; rep++) {
@@ -127,6 +142,8 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
           const m = await measure(ctx, sys, connections);
           push(rps, sys.name, m.run.rps);
           push(cpu, sys.name, m.cpuUsPerReq);
+          push(busy, sys.name, m.busyPercent);
+          push(clientBusy, sys.name, m.clientBusyPercent);
           bad.set(sys.name, (bad.get(sys.name) ?? 0) + m.run.errors + m.run.non2xx);
         }
         if (refs.redis) {
@@ -141,6 +158,10 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
         const reference = name !== agent.name;
         rows.push({ system: name, metric: `req/s @${connections} conns`, unit: 'req/s', values, better: 'higher', reference });
         rows.push({ system: name, metric: `server CPU per request @${connections}`, unit: 'µs', values: cpu.get(name) ?? [], better: 'lower', reference });
+        const busyValues = busy.get(name);
+        if (busyValues) rows.push({ system: name, metric: `server core busy @${connections}`, unit: '%', values: busyValues, better: 'higher', reference });
+        const clientValues = clientBusy.get(name);
+        if (clientValues) rows.push({ system: name, metric: `load client busy @${connections}`, unit: '%', values: clientValues, better: 'lower', reference });
         const errors = bad.get(name) ?? 0;
         if (errors > 0) notes.push(`${name} @${connections}: ${errors} errors or non-2xx responses`);
       }
@@ -162,8 +183,8 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
     await refs.stop();
   }
   notes.push(
-    `${warm.keys} keys of 1 KiB cached; each run cycles through a window of ${Math.min(PATHS_PER_RUN, warm.keys)} of them, the window moving over the keyspace from run to run (?format=raw, so every system answers a 1 KiB body); autocannon ${ctx.profile.saturationAmount !== undefined ? `${ctx.profile.saturationAmount} requests` : `${ctx.profile.saturationS} s`} per run, pipelining 1.`,
-    'At these rates one autocannon process saturates its core, so req/s is bounded by the load generator; server CPU per request is the fair comparison.',
+    `${warm.keys} keys of 1 KiB cached; each run cycles through a window of ${Math.min(PATHS_PER_RUN, warm.keys)} of them, the window moving over the keyspace from run to run (?format=raw, so every system answers a 1 KiB body); the lean closed-loop client (bench/lib/lean-http.ts), ${ctx.profile.saturationAmount !== undefined ? `${ctx.profile.saturationAmount} requests` : `${ctx.profile.saturationS} s`} per run, pipelining 1.`,
+    '"server core busy" is the server\'s CPU time over the run\'s length, "load client busy" the same for the client (this process, on the load core): with the server near 100 % the req/s is its capacity; with both well below it, the machine\'s other work set the pace. Redis is driven by redis-benchmark, the others by the same client.',
   );
   return {
     id: kind === 'socket' ? 'cached-read-socket' : 'cached-read-tcp',

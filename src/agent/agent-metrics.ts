@@ -1,16 +1,21 @@
 /**
- * The agent's Prometheus metrics (served on the admin listener). Counters on
- * the read path are plain `inc()` on label-less or pre-bound children: no
- * label lookup per request.
+ * The agent's Prometheus metrics (served on the admin listener), on the
+ * project's own small metrics module (src/shared/metrics/), not prom-client,
+ * which costs every pod ~4 MiB of memory for its code (docs/ARCHITECTURE.md,
+ * "Footprint"). Counters on the read path are plain numbers added to the
+ * families when scraped.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { collectProcessMetrics } from '../shared/process-metrics.ts';
+import { Counter } from '../shared/metrics/counter.ts';
+import { Gauge } from '../shared/metrics/gauge.ts';
+import { Histogram } from '../shared/metrics/histogram.ts';
+import { registerNodeMetrics } from '../shared/metrics/node-metrics.ts';
+import { MetricsRegistry } from '../shared/metrics/registry.ts';
 import type { CacheObserver } from './value-cache.ts';
 
 const P = 'config_sidecar_agent_';
 
 export interface AgentMetrics {
-  readonly registry: Registry;
+  readonly registry: MetricsRegistry;
   readonly cacheObserver: CacheObserver;
   readonly invalidations: Counter<'type'>;
   readonly ignoredEvents: Counter<'reason'>;
@@ -32,12 +37,12 @@ export interface AgentMetrics {
 }
 
 export function createAgentMetrics(gauges: { entries: () => number; bytes: () => number }): AgentMetrics {
-  const registry = new Registry();
-  collectProcessMetrics(registry, P);
+  const registry = new MetricsRegistry();
+  registerNodeMetrics(registry, P);
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> =>
     new Counter({ name: P + name, help, labelNames, registers: [registry] });
-  // Counted per read on the hot path: kept in plain numbers and handed to prom-client when scraped,
-  // so a cached read does no label hashing (prom-client hashes the label set on every inc).
+  // Counted per read on the hot path: kept in plain numbers and added to the families when scraped,
+  // so a cached read builds no label key.
   let pendingHits = 0;
   const pendingResponses: Record<string, Map<number, number>> = { socket: new Map(), tcp: new Map() };
   new Counter({

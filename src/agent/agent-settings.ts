@@ -12,25 +12,19 @@
 import { z } from 'zod';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import {
-  durationSchema,
-  definedSettings,
-  flagLabels,
-  isLoopbackHost,
-  listenSchema,
-  listSchema,
-  parseSettings,
-  SettingError,
-  sizeSchema,
-} from '../shared/settings.ts';
+import { definedSettings, isLoopbackHost, SettingError } from '../shared/settings.ts';
+import { durationSchema, listenSchema, listSchema, parseSettings, sizeSchema } from '../shared/setting-schemas.ts';
 import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
 import { AppError } from '../shared/errors.ts';
 import { loopbackUrlProblem } from '../shared/loopback-url.ts';
 import { AGENT_ID_RE } from '../shared/fleet-proto.ts';
-import { DEFAULT_ENV } from '../shared/protocol.ts';
+import { DEFAULT_ENV } from '../shared/protocol-constants.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, describeFilesIssue, filesSchema } from './files/file-spec.ts';
+import { AGENT_SETTING_LABELS } from './agent-setting-labels.ts';
+
+export { AGENT_SETTING_LABELS };
 
 export const DEFAULT_SOCKET_PATH = '/run/config-sidecar/agent.sock';
 export const DEFAULT_HTTP_LISTEN = '127.0.0.1:8430';
@@ -47,43 +41,6 @@ export { DEFAULT_ENV };
 export const DEFAULT_REFETCH_JITTER = '1s';
 /** How often, at most, the warm-restart snapshot is rewritten (deletions and revocations: at once). */
 export const DEFAULT_SNAPSHOT_INTERVAL = '5s';
-
-/** camelCase key → `--flag (ENV)` for error messages. */
-const FLAGS = [
-  'config',
-  'server',
-  'server-grpc',
-  'server-ca',
-  'insecure',
-  'token-file',
-  'env',
-  'prefix',
-  'prefetch',
-  'socket',
-  'http-listen',
-  'admin-listen',
-  'cache-ttl',
-  'cache-max-entries',
-  'cache-max-bytes',
-  'max-stale',
-  'refetch-jitter',
-  'log-level',
-  'otlp-endpoint',
-  'trace-sample-ratio',
-  'files-dir',
-  'snapshot-dir',
-  'snapshot-interval',
-  'memory-limit',
-  'agent-id',
-  'app-health-url',
-] as const;
-
-const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
-
-export const AGENT_SETTING_LABELS: Readonly<Record<string, string>> = flagLabels({
-  ...Object.fromEntries(FLAGS.map((flag) => [camel(flag), `--${flag}`])),
-  files: 'files (config file key)',
-});
 
 const itemRefSchema = z.string().transform((value, ctx): ItemRef => {
   try {

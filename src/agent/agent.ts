@@ -23,7 +23,8 @@ import type { ListenAddress } from '../shared/settings.ts';
 import type { Milliseconds } from '../shared/units.ts';
 import type { WatchEvent } from '../shared/watch-proto.ts';
 import { createAgentMetrics, type AgentMetrics } from './agent-metrics.ts';
-import { AGENT_SETTING_LABELS, loadAgentSettings, type AgentSettings } from './agent-settings.ts';
+import { AGENT_SETTING_LABELS } from './agent-setting-labels.ts';
+import type { AgentSettings } from './agent-settings.ts';
 import { AppliedEventsHub } from './applied-events.ts';
 import { createDataServer, listenSocket, writePodToken } from './data-listeners.ts';
 import { DekStore } from './dek-store.ts';
@@ -637,6 +638,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     reloadConfig,
     async reloadConfigFile() {
       try {
+        // The schema (zod) loads only when a reload happens: the running agent otherwise never needs it.
+        const { loadAgentSettings } = await import('./agent-settings.ts');
         const next = await loadAgentSettings({ ...(options.flags ?? {}), config: settings.config });
         checkFiles?.(next.files);
         await reloadConfig(next);

@@ -6,8 +6,8 @@
  * applied revision then, so a rollout counts only what was observed after
  * the change that made this agent a canary.
  */
-import { z } from 'zod';
 import { AppError } from '../shared/errors.ts';
+import { boolean, checked, field, onlyKeys, optional, record, ShapeError, string } from '../shared/shape-check.ts';
 import { HEALTH_REASON_MAX_CHARS, type AppHealth } from '../shared/fleet-proto.ts';
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import type { Milliseconds } from '../shared/units.ts';
@@ -19,12 +19,15 @@ export const APP_HEALTH_PROBE_TIMEOUT_MS: Milliseconds = 1_000;
 
 const PRINTABLE_RE = /^[\x20-\x7e]*$/;
 
-export const healthBody = z
-  .object({
-    healthy: z.boolean(),
-    reason: z.string().max(HEALTH_REASON_MAX_CHARS).regex(PRINTABLE_RE, 'printable ASCII only').optional(),
-  })
-  .strict();
+/** The POST /v1/health body, checked by hand (the agent does not load zod). */
+function readHealthBody(value: unknown): { healthy: boolean; reason?: string | undefined } {
+  const o = record(value, 'body');
+  onlyKeys(o, ['healthy', 'reason'], 'body');
+  const reason = field(o, 'reason', '', (v, p) => optional(v, p, string));
+  if (reason !== undefined && reason.length > HEALTH_REASON_MAX_CHARS) throw new ShapeError(`reason: at most ${HEALTH_REASON_MAX_CHARS} characters, received ${reason.length}`);
+  if (reason !== undefined && !PRINTABLE_RE.test(reason)) throw new ShapeError('reason: printable ASCII only');
+  return { healthy: field(o, 'healthy', '', boolean), reason };
+}
 
 export interface AppHealthState {
   readonly appHealth: AppHealth;
@@ -41,12 +44,11 @@ export function parseHealthBody(body: Buffer): { healthy: boolean; reason: strin
   } catch {
     throw new AppError('invalid_json', 'POST /v1/health takes JSON: {"healthy": true|false, "reason"?: "..."}.');
   }
-  const parsed = healthBody.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new AppError('invalid_argument', `The health body is invalid: ${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'unexpected shape'}; send {"healthy": true|false, "reason"?: at most ${HEALTH_REASON_MAX_CHARS} printable characters}.`);
+  const parsed = checked(() => readHealthBody(raw));
+  if (!parsed.ok) {
+    throw new AppError('invalid_argument', `The health body is invalid: ${parsed.error}; send {"healthy": true|false, "reason"?: at most ${HEALTH_REASON_MAX_CHARS} printable characters}.`);
   }
-  return { healthy: parsed.data.healthy, reason: parsed.data.reason ?? '' };
+  return { healthy: parsed.value.healthy, reason: parsed.value.reason ?? '' };
 }
 
 export class AppHealthSignal {

@@ -6,11 +6,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { CONNECTIONS_CHECK_MS, limitConnections } from '../shared/connection-limit.ts';
+import { createServer } from '../shared/node-http.ts';
 import { SettingError } from '../shared/settings.ts';
 import { checkWritableDir, dirGroup, keepGroup } from './volume-access.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';

@@ -30,7 +30,12 @@ export function describeBytes(bytes: Bytes): string {
 }
 /** Cgroup usage stays under this share of the limit. */
 export const MEMORY_TARGET_RATIO = 0.8;
-/** RSS of a ready agent with an empty cache, as the bin runs it (bench/footprint.ts, 2026-11-30: 92.7–93.3 MiB; 86–87 with --memory-saver-mode). */
+/**
+ * RSS of a ready agent with an empty cache before the heap trimmer's start-up
+ * trim, as the bin runs it (bench/footprint.ts, 2026-11-30: 92.7–93.3 MiB).
+ * Trimmed it settles lower (~84 MiB), but the limit must hold the peak, not
+ * the settled figure: start-up and every burst before its trim reach it.
+ */
 export const BASELINE_RSS_BYTES: Bytes = 94 * MiB;
 /** Rendered files on a memory-backed volume (the injector's default files-size-limit, 16Mi): tmpfs pages are charged to the writer's cgroup, the agent's. */
 export const FILES_RESERVE_BYTES: Bytes = 16 * MiB;

@@ -5,7 +5,8 @@
  * at scrape time, so it counts what the OOM killer counts (tmpfs pages of
  * memory-backed volumes the agent wrote included).
  */
-import { Gauge, type Registry } from 'prom-client';
+import { Gauge } from '../shared/metrics/gauge.ts';
+import type { MetricsRegistry } from '../shared/metrics/registry.ts';
 import type { Bytes } from '../shared/units.ts';
 import { describeBytes as formatSize, type MemoryBudget } from './memory-budget.ts';
 import type { MemoryLimit } from './memory-limit.ts';
@@ -35,7 +36,7 @@ export function memoryCheck(memory: MemoryLimit, budget: MemoryBudget): { ok: bo
   return { ok: true, detail: parts.filter((p) => p !== undefined).join('; ') };
 }
 
-export function registerMemoryMetrics(registry: Registry, memory: MemoryLimit, budget: MemoryBudget): void {
+export function registerMemoryMetrics(registry: MetricsRegistry, memory: MemoryLimit, budget: MemoryBudget): void {
   const gauge = (name: string, help: string, read: () => number | undefined): void => {
     new Gauge({
       name: P + name,

@@ -9,7 +9,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AppError, errorBody, toAppError } from '../shared/errors.ts';
 import { decodePathRemainder, namespaceMatchesAny, parseItemPath, validatePrefix, type ItemRef } from '../shared/paths.ts';
-import { HEADERS } from '../shared/protocol.ts';
+import { HEADERS } from '../shared/protocol-constants.ts';
 import type { Bytes } from '../shared/units.ts';
 import { contentType, JSON_CONTENT_TYPE } from './item-representation.ts';
 import type { ReadResult } from './value-cache.ts';

@@ -5,7 +5,7 @@
  * AppError; the request handler turns it into the response.
  */
 import { AppError } from '../shared/errors.ts';
-import { HEADERS } from '../shared/protocol.ts';
+import { HEADERS } from '../shared/protocol-constants.ts';
 import { ringJson } from '../shared/ring-json.ts';
 import type { ItemRef } from '../shared/paths.ts';
 import { FileRenderError } from './files/render-error.ts';

@@ -10,15 +10,16 @@
  * (`clientActionOf`): `retry` (transient: stale-if-error applies), `drop`
  * (not_found / permission_denied / …: the entry is dropped), or fail as is.
  */
-import { ringEnvelopeResponse, type RingEnvelopeResponse } from '../shared/ring-proto.ts';
+import { checkRingEnvelopeResponse, type RingEnvelopeResponse } from '../shared/ring-proto.ts';
 import { readFileSync } from 'node:fs';
 import { createPool, type Pool } from '../shared/undici-pool.ts';
-import type { z } from 'zod';
 import { Backoff } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
 import { AppError, clientActionOf, isErrorCode, type ErrorCode } from '../shared/errors.ts';
 import type { ItemRef } from '../shared/paths.ts';
-import { deksResponse, envelopeResponse, errorResponse, HEADERS, type DeksResponse, type EnvelopeResponse } from '../shared/protocol.ts';
+import { checkDeksResponse, checkEnvelopeResponse, checkErrorBody, type DeksResponse, type EnvelopeResponse } from '../shared/envelope-wire.ts';
+import { HEADERS } from '../shared/protocol-constants.ts';
+import type { Checked } from '../shared/shape-check.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import type { TokenSource } from './token-source.ts';
 
@@ -111,14 +112,14 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       }, { once: true });
     });
 
-  async function once<S extends z.ZodType>(
+  async function once<T>(
     pool: Pool,
     method: 'GET' | 'POST',
     path: string,
     body: string | undefined,
-    schema: S,
+    check: (json: unknown) => Checked<T>,
     signal: AbortSignal | undefined,
-  ): Promise<z.infer<S>> {
+  ): Promise<T> {
     const token = options.token.current();
     // The agent id lets the server answer a staged rollout's canary with the candidate.
     const headers: Record<string, string> = { accept: 'application/json', 'user-agent': `config-sidecar-agent/${options.agentId}`, [HEADERS.agentId]: options.agentId };
@@ -154,13 +155,13 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     }
     const status = response.statusCode;
     if (status >= 200 && status < 300) {
-      const parsed = schema.safeParse(json);
-      if (!parsed.success) throw new AppError('upstream_error', `The server's ${path.split('/')[2] ?? ''} response does not match the protocol.`);
-      return parsed.data;
+      const parsed = check(json);
+      if (!parsed.ok) throw new AppError('upstream_error', `The server's ${path.split('/')[2] ?? ''} response does not match the protocol.`);
+      return parsed.value;
     }
-    const detail = errorResponse.safeParse(json);
-    const message = detail.success ? detail.data.error.message : `HTTP ${status}`;
-    const named = detail.success ? detail.data.error.code : '';
+    const detail = checkErrorBody(json);
+    const message = detail.ok ? detail.value.error.message : `HTTP ${status}`;
+    const named = detail.ok ? detail.value.error.code : '';
     const code: ErrorCode = isErrorCode(named) ? named : codeOfStatus(status);
     if (code === 'rate_limited' || status === 429) throw new RateLimited(`The server is rate limiting this agent: ${message}`, retryAfterMs(response.headers['retry-after'], options.clock.now()));
     switch (clientActionOf(code)) {
@@ -177,14 +178,14 @@ export function createUpstream(options: UpstreamOptions): Upstream {
   }
 
   /** One idempotent read with failover across servers and retries with backoff. */
-  async function read<S extends z.ZodType>(
+  async function read<T>(
     route: string,
     method: 'GET' | 'POST',
     path: string,
     body: string | undefined,
-    schema: S,
+    check: (json: unknown) => Checked<T>,
     signal?: AbortSignal,
-  ): Promise<z.infer<S>> {
+  ): Promise<T> {
     const backoff = new Backoff({ baseMs: UPSTREAM_RETRY_BASE_MS, capMs: UPSTREAM_RETRY_CAP_MS });
     const attempts = Math.max(UPSTREAM_MAX_ATTEMPTS, pools.length);
     const started = performance.now();
@@ -193,7 +194,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     for (let attempt = 0; attempt < attempts; attempt++) {
       const index = (preferred + attempt) % pools.length;
       try {
-        const result = await once(pools[index] as Pool, method, path, body, schema, signal);
+        const result = await once(pools[index] as Pool, method, path, body, check, signal);
         preferred = index;
         options.observe?.(route, 'ok', performance.now() - started);
         return result;
@@ -228,14 +229,14 @@ export function createUpstream(options: UpstreamOptions): Upstream {
 
   return {
     fetchEnvelope(ref, env, signal) {
-      return read('envelope', 'GET', `/v1/envelopes/${encodePath(ref.namespace)}/${encodeURIComponent(ref.name)}?env=${encodeURIComponent(env)}`, undefined, envelopeResponse, signal);
+      return read('envelope', 'GET', `/v1/envelopes/${encodePath(ref.namespace)}/${encodeURIComponent(ref.name)}?env=${encodeURIComponent(env)}`, undefined, checkEnvelopeResponse, signal);
     },
     fetchRingEnvelope(ref, env, signal) {
-      return read('envelope', 'GET', `/v1/envelopes/${encodePath(ref.namespace)}/${encodeURIComponent(ref.name)}?env=${encodeURIComponent(env)}&ring=1`, undefined, ringEnvelopeResponse, signal);
+      return read('envelope', 'GET', `/v1/envelopes/${encodePath(ref.namespace)}/${encodeURIComponent(ref.name)}?env=${encodeURIComponent(env)}&ring=1`, undefined, checkRingEnvelopeResponse, signal);
     },
     fetchDeks(namespace, publicKey, signal) {
       // POST only because the key travels in a body; the call reads and is safe to retry.
-      return read('deks', 'POST', `/v1/deks/${encodePath(namespace)}`, JSON.stringify({ publicKey }), deksResponse, signal);
+      return read('deks', 'POST', `/v1/deks/${encodePath(namespace)}`, JSON.stringify({ publicKey }), checkDeksResponse, signal);
     },
     async close() {
       await Promise.all(pools.map((pool) => pool.close().catch(() => {})));

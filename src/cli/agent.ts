@@ -2,16 +2,20 @@
  * `config-sidecar agent`: flags (each with its CONFIG_SIDECAR_* twin) and an
  * optional YAML `--config`, validated by the agent's one settings schema.
  * Defaults live in the schema (src/agent/agent-settings.ts) so a config-file
- * value is never shadowed by a flag default; `--help` shows them. SIGTERM and
- * SIGINT end it through src/shared/shutdown.ts (no hang on a broken stdout).
+ * value is never shadowed by a flag default; `--help` shows them. Once valid,
+ * the process re-executes itself once (agent-reexec.ts) and the new image runs
+ * the agent from the handed-over settings without the schema (agent-run.ts).
+ * SIGTERM and SIGINT end it through src/shared/shutdown.ts (no hang on a
+ * broken stdout).
  */
 import { Option, type Command } from 'commander';
+import type { AgentSettings } from '../agent/agent-settings.ts';
 import { envNameFor } from '../shared/settings.ts';
+import { encodeHandoff, HANDOFF_ENV } from './agent-handoff.ts';
+import { agentReexecPlan } from './agent-reexec.ts';
+import { runAgent } from './agent-run.ts';
 import { action } from './cli-util.ts';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from './runtime-settings.ts';
-
-/** Set on the re-executed agent so it never re-executes again. */
-const HEAP_SET_ENV = 'CONFIG_SIDECAR_HEAP_SET';
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
@@ -61,10 +65,13 @@ Examples:
       CONFIG_SIDECAR_SERVER_CA=/etc/config-sidecar/ca.pem config-sidecar agent --config /etc/config-sidecar/agent.yaml
   $ curl --unix-socket /run/config-sidecar/agent.sock http://agent/v1/items/production/ml-service/db-password
 
-Runtime: the process re-executes itself once at start (same PID) with node
-${AGENT_NODE_FLAGS.join(' ')} and ${Object.entries(AGENT_ENV).map(([k, v]) => `${k}=${v}`).join(' ')},
-chosen for a small footprint; a node flag you pass (or set in NODE_OPTIONS) and
-an environment variable you set are kept as given.
+Runtime: once its settings are valid, the process re-executes itself (same PID)
+with node ${AGENT_NODE_FLAGS.join(' ')} and ${Object.entries(AGENT_ENV).map(([k, v]) => `${k}=${v}`).join(' ')},
+chosen for a small footprint, and hands the new image the validated settings
+(${HANDOFF_ENV}, set by the bin for itself), so the serving process does not
+load the settings schema. A node flag you pass (or set in NODE_OPTIONS) and an
+environment variable you set are kept as given; given all of them (and no
+memory limit to size V8 for), the process runs as started.
 
 SIGTERM or SIGINT stops accepting, drains in-flight requests, closes the stream,
 zero-fills the cache and exits 0. A second signal, or a shutdown still running
@@ -72,25 +79,38 @@ zero-fills the cache and exits 0. A second signal, or a shutdown still running
     )
     .action(
       action(async (flags: Record<string, unknown>) => {
-        const [{ loadAgentSettings }, { startAgent, DRAIN_TIMEOUT_MS }, { exitOnSignals }, { createLogger }] = await Promise.all([
-          import('../agent/agent-settings.ts'),
-          import('../agent/agent.ts'),
-          import('../shared/shutdown.ts'),
-          import('../shared/logger.ts'),
-        ]);
+        // Set (even empty, or refused by main.ts): this image is the re-executed one; it never re-executes again.
+        const reexecuted = process.env[HANDOFF_ENV] !== undefined;
+        delete process.env[HANDOFF_ENV];
         const settings = await loadAgentSettings(flags);
-        // Under a memory limit V8's old space must fit it: set at process start, so re-exec once
-        // (process.execve keeps the PID the kubelet and the signals know). A bound that cannot fit exits 2 here.
+        // A bound that cannot fit the memory limit exits 2 here, before anything binds.
         const { agentMemory, heapFlags } = await import('../agent/memory-budget.ts');
         const memory = agentMemory(settings);
-        const heap = process.env[HEAP_SET_ENV] === undefined ? heapFlags(memory.budget, process.execArgv, process.env.NODE_OPTIONS) : undefined;
-        if (heap && process.execve) process.execve(process.execPath, [process.execPath, ...heap, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, [HEAP_SET_ENV]: '1' });
-        const logger = createLogger({ component: 'agent', level: settings.logLevel });
-        const started = startAgent(settings, { flags, logger, memory: memory.memory });
-        // Installed before anything listens: a SIGTERM during start-up (which then finishes and closes)
-        // must never meet the default action. close() drains for DRAIN_TIMEOUT_MS, then cuts connections.
-        exitOnSignals({ close: async () => (await started).close(), logger, graceMs: DRAIN_TIMEOUT_MS });
-        await started;
+        // One re-exec (process.execve keeps the PID the kubelet and the signals know) with the runtime settings, the
+        // heap flags V8's old space needs to fit a memory limit (set at process start) and the validated settings,
+        // which the new image takes without the schema (main.ts → agent-run.ts).
+        const plan =
+          !reexecuted && typeof process.execve === 'function'
+            ? agentReexecPlan(
+                { execPath: process.execPath, argv: process.argv, execArgv: process.execArgv, env: process.env },
+                (execArgv) => heapFlags(memory.budget, execArgv, process.env.NODE_OPTIONS),
+                // Empty when too large: the new image then validates the settings itself.
+                { [HANDOFF_ENV]: encodeHandoff({ settings, flags }, process.pid) ?? '' },
+              )
+            : undefined;
+        if (plan && process.execve) {
+          try {
+            process.execve(plan.file, plan.args, plan.env);
+          } catch (err) {
+            // Without the settings the agent still runs, only with a larger footprint.
+            process.stderr.write(`config-sidecar: running without the runtime settings (${(err as Error).message})\n`);
+          }
+        }
+        await runAgent(settings, flags, memory.memory);
       }),
     );
+}
+
+async function loadAgentSettings(flags: Record<string, unknown>): Promise<AgentSettings> {
+  return (await import('../agent/agent-settings.ts')).loadAgentSettings(flags);
 }

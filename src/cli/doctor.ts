@@ -5,7 +5,7 @@
  * Each failed check prints what to look at. Exit 0 when all pass, 1 otherwise.
  */
 import { access, constants, readFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest } from '../shared/node-http.ts';
 import { dirname, join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { envNameFor } from '../shared/settings.ts';

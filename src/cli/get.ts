@@ -10,7 +10,7 @@
  * the bytes a ring-format file would hold.
  */
 import { Option, type Command } from 'commander';
-import { DEFAULT_ENV } from '../shared/protocol.ts';
+import { DEFAULT_ENV } from '../shared/protocol-constants.ts';
 import { envNameFor } from '../shared/settings.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
 import { call, DEFAULT_SERVER, outputFormat, outputOption, printAs, type ServerFlags } from './server-client.ts';

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { Option, type Command } from 'commander';
-import { DEFAULT_ENV } from '../shared/protocol.ts';
+import { DEFAULT_ENV } from '../shared/protocol-constants.ts';
 import { envNameFor, readSecretSetting, SettingError } from '../shared/settings.ts';
 import type { StoreAccess } from '../server/control-plane.ts';
 import { action, CliError, EXIT } from './cli-util.ts';

@@ -6,7 +6,7 @@
  */
 import { Option, type Command } from 'commander';
 import type { CanaryStatus, RolloutView, RolloutsResponse } from '../shared/protocol.ts';
-import { ROLLOUT_ACTIONS } from '../shared/protocol.ts';
+import { ROLLOUT_ACTIONS } from '../shared/protocol-constants.ts';
 import { formatDuration, parseDuration } from '../shared/units.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
 import { withServer } from './item-commands.ts';

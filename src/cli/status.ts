@@ -10,6 +10,7 @@ import { Option, type Command } from 'commander';
 import { namespaceMatchesPrefix } from '../shared/paths.ts';
 import { action, CliError, EXIT } from './cli-util.ts';
 import { withServer } from './item-commands.ts';
+import { listAllItems } from './item-listing.ts';
 import { call, type ServerFlags } from './server-client.ts';
 
 function ago(iso: string): string {
@@ -18,7 +19,7 @@ function ago(iso: string): string {
 }
 
 function line(a: AgentView, behind: number): string {
-  return `  ${a.id}  applied ${a.appliedRevision}${behind > 0 ? ` (${behind} behind)` : ''}  ${a.connected ? 'connected' : 'DISCONNECTED'}  ${a.health}  seen ${ago(a.lastSeen)}`;
+  return `  ${a.id}  applied ${a.appliedRevision}${behind > 0 ? ` (${behind} behind)` : ''}  ${a.silent ? 'SILENT' : a.connected ? 'connected' : 'DISCONNECTED'}  ${a.health}  seen ${ago(a.lastSeen)}`;
 }
 
 export function register(program: Command): void {
@@ -36,6 +37,9 @@ Examples:
   $ config-sidecar status
   $ config-sidecar status --item production/db/password     # exit 1 while some agent lags
 
+Each agent shows connected, DISCONNECTED (its last report said its stream was down) or
+SILENT (no report for 30 s: its pod is gone, stopped or cut off; listed until --agent-expiry).
+
 Exit codes: 0 every agent caught up, 1 some lag (or refused), 2 bad usage, 3 server unreachable.`,
     )
     .action(
@@ -49,8 +53,7 @@ Exit codes: 0 every agent caught up, 1 some lag (or refused), 2 bad usage, 3 ser
           if (cut <= 0) throw new CliError(`--item "${flags.item}" is not namespace/name, e.g. production/db/password`, EXIT.usage);
           const namespace = flags.item.slice(0, cut);
           const name = flags.item.slice(cut + 1);
-          const listed = (await call(flags, 'GET', `/v1/list/${namespace.split('/').map(encodeURIComponent).join('/')}`)) as { items?: Array<{ namespace: string; name: string; revision: number }> };
-          const found = listed.items?.find((i) => i.namespace === namespace && i.name === name);
+          const found = (await listAllItems(flags, namespace)).find((i) => i.namespace === namespace && i.name === name);
           if (!found) throw new CliError(`${flags.item} does not exist (or the token may not list ${namespace})`, EXIT.failed);
           target = found.revision;
           agents = agents.filter((a) => a.prefixes.some((p) => namespaceMatchesPrefix(namespace, p)));

@@ -12,7 +12,7 @@ import type { ChangeSetResponse, EnvelopeResponse, HistoryResponse, ItemKind, Ke
 import { SettingError, ENV_PREFIX } from '../shared/settings.ts';
 import { CommitListeners } from './commit-listeners.ts';
 import type { Milliseconds } from '../shared/units.ts';
-import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemRing, ItemValue, KekProvider, LogEvent, RolloutChange, RolloutStart, RotateOptions } from './control-plane.ts';
+import type { AuditEntry, ChangeOp, ControlPlane, ControlPlaneOptions, DekSet, ItemRing, ItemValue, KekProvider, ListedPage, ListRange, LogEvent, RolloutChange, RolloutStart, RotateOptions } from './control-plane.ts';
 import { ringEtag, type RingEnvelopeResponse, type RingWrite } from '../shared/ring-proto.ts';
 import { ringMembers, type RingMember } from './item-rings.ts';
 import { assertJson, chainFor, mergeConfigBuffers, pruneCandidates, resolveLayers, sealedColumns, type LiveVersion, type ResolvedLayers } from './items.ts';
@@ -509,9 +509,14 @@ class ControlPlaneImpl implements ControlPlane {
     });
   }
 
-  async list(prefixIn: string): Promise<ListResponse['items']> {
+  async list(prefixIn: string, range: ListRange): Promise<ListedPage> {
     const prefix = prefixIn === '' ? '' : validatePrefix(prefixIn).replace(/\/+$/, '');
-    const { items, current } = await this.#store.read(async (r) => ({ items: await r.listItems(prefix), current: await r.currentLayersUnder(prefix) }));
+    // One more than the page, so a page that ends the listing says so (no empty page after it).
+    const { items, more, current } = await this.#store.read(async (r) => {
+      const rows = await r.listItems(prefix, { after: range.after, limit: range.limit + 1 });
+      const page = rows.slice(0, range.limit);
+      return { items: page, more: rows.length > range.limit, current: await r.currentLayersOf(page) };
+    });
     const byItem = new Map<string, typeof current>();
     for (const row of current) {
       const key = itemKey(row);
@@ -533,7 +538,8 @@ class ControlPlaneImpl implements ControlPlane {
         envs,
       });
     }
-    return out;
+    const last = items.at(-1);
+    return { items: out, ...(more && last ? { next: { namespace: last.namespace, name: last.name } } : {}) };
   }
 
   async history(refIn: ItemRef): Promise<HistoryResponse> {

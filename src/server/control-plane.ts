@@ -103,6 +103,18 @@ export interface StoreAccess {
   readonly create: boolean;
 }
 
+/** Which page of a listing: at most `limit` items after the key `after` (undefined: from the start). */
+export interface ListRange {
+  readonly limit: number;
+  readonly after: ItemRef | undefined;
+}
+
+export interface ListedPage {
+  readonly items: ListResponse['items'];
+  /** The last key this page scanned, when more may follow; the next page starts after it. */
+  readonly next?: ItemRef;
+}
+
 export interface ControlPlaneOptions {
   /** Embedded store directory (SQLite). Ignored when `databaseUrl` is set. */
   readonly dataDir: string;
@@ -161,7 +173,8 @@ export interface ControlPlane {
   getRingEnvelope(ref: ItemRef, env: string): Promise<RingEnvelopeResponse>;
   /** `env` deletes one layer; undefined deletes the whole item. */
   deleteItem(ref: ItemRef, env: string | undefined, actor: string): Promise<{ revision: number }>;
-  list(prefix: string): Promise<ListResponse['items']>;
+  /** One page of the live items under `prefix` (`''`: all), in byte order of (namespace, name). */
+  list(prefix: string, range: ListRange): Promise<ListedPage>;
   history(ref: ItemRef): Promise<HistoryResponse>;
   /**
    * Commits every change or none, in one transaction: the members take

@@ -137,7 +137,8 @@ export async function startServer(settings: ServerSettings, options: StartOption
       const { agents: live } = await agents.list(() => true);
       return {
         connected: live.filter((a) => a.connected).length,
-        disconnected: live.filter((a) => !a.connected).length,
+        disconnected: live.filter((a) => !a.connected && !a.silent).length,
+        silent: live.filter((a) => a.silent).length,
         maxLag: Math.max(0, ...live.map((a) => a.lag)),
       };
     });

@@ -30,17 +30,18 @@ export interface ServerMetrics {
 }
 
 /** Fleet gauges read at scrape time: live agents by state and the largest lag. */
-export function registerFleetGauges(registry: Registry, snapshot: () => Promise<{ connected: number; disconnected: number; maxLag: number }>): void {
+export function registerFleetGauges(registry: Registry, snapshot: () => Promise<{ connected: number; disconnected: number; silent: number; maxLag: number }>): void {
   const p = 'config_sidecar_server_';
   new Gauge({
     name: `${p}agents`,
-    help: 'Agents that reported within --agent-expiry, by watch stream state (connected, disconnected).',
+    help: 'Agents that reported within --agent-expiry, by watch stream state (connected, disconnected; silent: no report for 3 report intervals).',
     labelNames: ['state'],
     registers: [registry],
     async collect() {
       const s = await snapshot();
       this.set({ state: 'connected' }, s.connected);
       this.set({ state: 'disconnected' }, s.disconnected);
+      this.set({ state: 'silent' }, s.silent);
     },
   });
   new Gauge({
@@ -97,7 +98,7 @@ export function createServerMetrics(): ServerMetrics {
       labelNames: ['reason'],
       registers: [registry],
     }),
-    watchRefused: new Counter({ name: `${p}watch_refused_total`, help: 'Watch opens refused by a per-pod limit, by reason (streams, rate).', labelNames: ['reason'], registers: [registry] }),
+    watchRefused: new Counter({ name: `${p}watch_refused_total`, help: 'Watch opens refused before a stream opened, by reason (unauthenticated: no or a bad token; streams, rate: a per-pod limit).', labelNames: ['reason'], registers: [registry] }),
     auditDropped: new Counter({
       name: `${p}audit_rows_deleted_total`,
       help: 'Audit rows deleted by retention (age, rows), and refusals folded into an aggregate row (aggregated).',

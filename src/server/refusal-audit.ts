@@ -12,6 +12,8 @@ import type { Milliseconds } from '../shared/units.ts';
 import type { AuditEntry } from './control-plane.ts';
 
 export const REFUSAL_WINDOW_MS: Milliseconds = 60_000;
+/** The subject of a refusal whose caller sent no valid credential. */
+export const UNAUTHENTICATED_SUBJECT = '(unauthenticated)';
 export const MAX_REFUSAL_KINDS = 1_000;
 const OVERFLOW_KIND = '(overflow)';
 

@@ -7,18 +7,8 @@
 import { z } from 'zod';
 import { DEFAULT_ENVIRONMENTS } from '../shared/protocol.ts';
 import { LOG_LEVELS } from '../shared/logger.ts';
-import {
-  definedSettings,
-  durationSchema,
-  flagLabels,
-  isLoopbackHost,
-  listenSchema,
-  listSchema,
-  parseSettings,
-  SettingError,
-  sizeSchema,
-  type ListenAddress,
-} from '../shared/settings.ts';
+import { definedSettings, flagLabels, isLoopbackHost, SettingError, type ListenAddress } from '../shared/settings.ts';
+import { durationSchema, listenSchema, listSchema, parseSettings, sizeSchema } from '../shared/setting-schemas.ts';
 import { SEGMENT_RE } from '../shared/paths.ts';
 import { KEK_MISSING_HINT, kekFromBase64, type LocalKekProvider } from './kek.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';

@@ -4,8 +4,8 @@
  * data, so it may bind to all interfaces for kubelet probes and scraping.
  */
 import type { Server as NetServer } from 'node:net';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Registry } from 'prom-client';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer } from './node-http.ts';
 import { sendError, sendJson } from './http-io.ts';
 import { AppError } from './errors.ts';
 import type { ListenAddress } from './settings.ts';
@@ -16,8 +16,15 @@ export interface Readiness {
   readonly checks: Readonly<Record<string, { ok: boolean; detail?: string }>>;
 }
 
+/** What /metrics serves: prom-client's Registry (server, webhook) or shared/metrics' MetricsRegistry (agent). */
+export interface MetricsSource {
+  /** The exposition text, collected now. */
+  metrics(): Promise<string>;
+  readonly contentType: string;
+}
+
 export interface AdminServerOptions {
-  readonly registry: Registry;
+  readonly registry: MetricsSource;
   readonly readiness: () => Readiness;
   /** Extra routes (e.g. test hooks); return true when handled. */
   readonly extraRoutes?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean> | boolean;

@@ -137,7 +137,12 @@ export interface AgentView {
   readonly appliedRevision: number;
   /** The server's current revision minus the agent's applied one (0 when caught up). */
   readonly lag: number;
+  /** Its Watch stream is up: it said so in a report that is not silent. */
   readonly connected: boolean;
+  /** Its reports stopped (none for 3 report intervals): shown so until --agent-expiry drops it, never as connected. */
+  readonly silent: boolean;
+  /** Why it is silent (how long since its last report, and what that means); only when `silent`. */
+  readonly silentReason?: string;
   readonly lastSeen: string;
   readonly health: AgentHealth;
   readonly rollouts: readonly RolloutVersion[];

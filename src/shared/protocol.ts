@@ -1,7 +1,9 @@
 /**
  * The REST wire contract between the control plane, the agent and the CLI.
  * Schemas validate every body at the edge; the inferred types are what the
- * rest of the code trusts.
+ * rest of the code trusts. The agent's process never loads this module's
+ * values (zod): it takes constants from protocol-constants.ts and checks its
+ * two upstream responses by hand (envelope-wire.ts); types are free to import.
  *
  * Conventions
  * - Revisions and versions are JSON numbers (they stay below 2^53).
@@ -14,30 +16,22 @@
  *   merged config it covers every contributing layer's version.
  */
 import { z } from 'zod';
+import { CHANGE_SET_MAX_CHANGES, ITEM_KINDS } from './protocol-constants.ts';
 
-export const ITEM_KINDS = ['config', 'secret'] as const;
-export type ItemKind = (typeof ITEM_KINDS)[number];
-
-export const DEFAULT_ENVIRONMENTS = ['base', 'dev', 'staging', 'prod'] as const;
-/**
- * The environment read and written when none is named: what the agent serves
- * (`--env`), `get --server` reads and `put` writes, so the three agree. The
- * most specific of DEFAULT_ENVIRONMENTS; CONFIG_SIDECAR_ENV changes it for all.
- */
-export const DEFAULT_ENV = 'prod';
-export const BASE_ENV = 'base';
-
-/** Header names shared by the agent, its client and the server. */
-export const HEADERS = {
-  revision: 'x-config-revision',
-  stale: 'x-config-stale',
-  podToken: 'x-config-sidecar-token',
-  /** The agent's id on its reads from the server, so a rollout's canary is answered with the candidate. */
-  agentId: 'x-config-sidecar-agent-id',
-  retryAfter: 'retry-after',
-} as const;
-
-const sealedWire = z.object({ iv: z.string(), ciphertext: z.string(), tag: z.string() });
+export {
+  BASE_ENV,
+  CHANGE_SET_MAX_CHANGES,
+  DEFAULT_ENV,
+  DEFAULT_ENVIRONMENTS,
+  HEADERS,
+  ITEM_KINDS,
+  ROLLOUT_ACTIONS,
+  SSE_EVENT_TYPES,
+  type ItemKind,
+  type RolloutAction,
+  type SseEventType,
+} from './protocol-constants.ts';
+export type { DeksResponse, EnvelopeLayer, EnvelopeResponse, ErrorBody } from './envelope-wire.ts';
 
 /**
  * Key-ring write options (issue 20; parsed by shared/ring-proto.ts): how long
@@ -63,9 +57,6 @@ export const putItemResponse = z.object({
 export type PutItemResponse = z.infer<typeof putItemResponse>;
 
 // --- POST /v1/changes: an atomic change set ---------------------------------
-/** Most changes one set may hold; a larger set is a 413 (split it, or raise nothing: the bound is fixed). */
-export const CHANGE_SET_MAX_CHANGES = 100;
-
 const changeTarget = { item: z.string().min(1).max(600), env: z.string().min(1).max(63).optional() };
 /** One member of a set: a put (the PUT body plus the item path) or a delete. */
 export const changeEntry = z.union([
@@ -147,9 +138,6 @@ export interface CanaryStatus {
 
 /** A rollout id as the server makes them (`ro-` and 12 hex digits); paths accept this shape only. */
 export const ROLLOUT_ID_RE = /^[a-z0-9][a-z0-9-]{0,63}$/;
-export const ROLLOUT_ACTIONS = ['promote', 'pause', 'resume', 'abort'] as const;
-export type RolloutAction = (typeof ROLLOUT_ACTIONS)[number];
-
 /** GET /v1/rollouts */
 export interface RolloutsResponse {
   readonly rollouts: readonly RolloutView[];
@@ -185,6 +173,8 @@ export const listResponse = z.object({
       envs: z.array(z.string()),
     }),
   ),
+  /** Present when more items follow: pass it as ?cursor= for the next page. */
+  nextCursor: z.string().optional(),
 });
 export type ListResponse = z.infer<typeof listResponse>;
 
@@ -224,53 +214,11 @@ export const rotateResponse = z.object({
 export type RotateResponse = z.infer<typeof rotateResponse>;
 
 // --- GET /v1/envelopes/{namespace...}/{name}?env=ENV (agent-facing) ----------
-/**
- * Ciphertext of every layer that contributes to the value for `env`, ordered
- * from the least to the most specific. The agent opens each layer with the
- * namespace DEK `keyVersion` and AAD `valueAad({namespace, name, version, env,
- * kind, keyId, keyVersion}, aadVersion)`, then merges `config` layers itself (secrets: last layer).
- */
-export const envelopeLayer = sealedWire.extend({
-  env: z.string(),
-  version: z.number().int(),
-  keyId: z.string(),
-  keyVersion: z.number().int(),
-  /** The AAD layout (`valueAad`); absent means 1 (a server from before v2). */
-  aadVersion: z.number().int().positive().optional(),
-});
-export type EnvelopeLayer = z.infer<typeof envelopeLayer>;
-
-export const envelopeResponse = z.object({
-  namespace: z.string(),
-  name: z.string(),
-  kind: z.enum(ITEM_KINDS),
-  env: z.string(),
-  version: z.number().int(),
-  revision: z.number().int(),
-  etag: z.string(),
-  layers: z.array(envelopeLayer).min(1),
-  /** Set when this is a staged rollout's candidate (the caller is its canary, or asked with ?rollout=). */
-  rollout: z.string().optional(),
-});
-export type EnvelopeResponse = z.infer<typeof envelopeResponse>;
+// The envelope and DEK responses are checked by hand (envelope-wire.ts): the agent reads them without zod.
 
 // --- POST /v1/deks/{namespace...} { publicKey } (agent-facing) ---------------
 export const deksRequest = z.object({ publicKey: z.string().min(1) }).strict();
 export type DeksRequest = z.infer<typeof deksRequest>;
-
-/**
- * Every DEK version of the namespace the caller may use, each wrapped with
- * `wrapDek` for the caller's public key under one fresh server ephemeral key
- * (`serverPublicKey`).
- */
-export const deksResponse = z.object({
-  namespace: z.string(),
-  keyId: z.string(),
-  currentVersion: z.number().int(),
-  serverPublicKey: z.string(),
-  keys: z.array(sealedWire.extend({ version: z.number().int() })),
-});
-export type DeksResponse = z.infer<typeof deksResponse>;
 
 // --- GET /v1/keys: data-key ages (metadata only, never key material) ------
 /** One namespace's current data key, as the status page and `rotate` planning see it. */
@@ -288,12 +236,7 @@ export interface KeysResponse {
   readonly keys: readonly KeyAgeView[];
 }
 
-// --- errors --------------------------------------------------------------
-export const errorResponse = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
-
 // --- agent SSE (`GET /v1/watch?prefix=`) -------------------------------------
-export const SSE_EVENT_TYPES = ['changed', 'deleted', 'rotated', 'resync'] as const;
-export type SseEventType = (typeof SSE_EVENT_TYPES)[number];
 /** `data:` of an SSE event; never carries a value. */
 export const sseEventData = z.object({
   namespace: z.string(),
@@ -306,3 +249,24 @@ export const sseEventData = z.object({
   endsSet: z.literal(true).optional(),
 });
 export type SseEventData = z.infer<typeof sseEventData>;
+
+// --- GET /v1/items/{ns...}/{name}?ring=1 (server and agent) -----------------
+const ringValue = {
+  version: z.number().int(),
+  value: z.json(),
+  /** Secret bytes that are not UTF-8 text come as base64. */
+  encoding: z.enum(['utf8', 'base64']).optional(),
+};
+
+export const ringResponse = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  kind: z.enum(ITEM_KINDS),
+  env: z.string(),
+  revision: z.number().int(),
+  current: z.object(ringValue),
+  /** Newest first; each stopped being current at `retiredAt` and leaves the ring at `expiresAt`. */
+  previous: z.array(z.object({ ...ringValue, retiredAt: z.string(), expiresAt: z.string() })),
+  etag: z.string(),
+});
+export type RingResponse = z.infer<typeof ringResponse>;

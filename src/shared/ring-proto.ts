@@ -1,12 +1,13 @@
 /**
  * The key-ring wire contract (issue 20), shared by the server, the agent and
- * the CLI: the `ringGrace` / `revokePrevious` write options, the answer of
- * `GET /v1/items/{ns...}/{name}?ring=1` (server and agent), the agent-facing
- * ring envelope (`GET /v1/envelopes/...?ring=1`) and the ring's ETag.
+ * the CLI: the `ringGrace` / `revokePrevious` write options, the agent-facing
+ * ring envelope (`GET /v1/envelopes/...?ring=1`, checked by hand: the agent
+ * does not load zod) and the ring's ETag. The answer of `GET
+ * /v1/items/{ns...}/{name}?ring=1` is `ringResponse` in protocol.ts.
  */
-import { z } from 'zod';
 import { AppError } from './errors.ts';
-import { envelopeLayer, envelopeResponse } from './protocol.ts';
+import { readEnvelopeLayer, readEnvelopeResponse, type EnvelopeLayer, type EnvelopeResponse } from './envelope-wire.ts';
+import { array, checked, field, integer, record, string, type Checked } from './shape-check.ts';
 import { parseDuration, type Milliseconds } from './units.ts';
 
 /** Longest grace a ring may keep a version that stopped being current. */
@@ -45,37 +46,28 @@ export function ringEtag(currentEtag: string, previousVersions: readonly number[
   return `"${currentEtag.replaceAll('"', '')}~${previousVersions.join('.')}"`;
 }
 
-// --- GET /v1/items/{ns...}/{name}?ring=1 (server and agent) -----------------
-const ringValue = {
-  version: z.number().int(),
-  value: z.json(),
-  /** Secret bytes that are not UTF-8 text come as base64. */
-  encoding: z.enum(['utf8', 'base64']).optional(),
-};
-
-export const ringResponse = z.object({
-  namespace: z.string(),
-  name: z.string(),
-  kind: z.enum(['config', 'secret']),
-  env: z.string(),
-  revision: z.number().int(),
-  current: z.object(ringValue),
-  /** Newest first; each stopped being current at `retiredAt` and leaves the ring at `expiresAt`. */
-  previous: z.array(z.object({ ...ringValue, retiredAt: z.string(), expiresAt: z.string() })),
-  etag: z.string(),
-});
-export type RingResponse = z.infer<typeof ringResponse>;
+// The answer of GET /v1/items/{ns...}/{name}?ring=1 (`ringResponse`) is a zod schema in protocol.ts.
 
 // --- GET /v1/envelopes/{ns...}/{name}?ring=1 (agent-facing) ------------------
 /** The current envelope plus, per previous version in the ring, the layers that make its value. */
-export const ringEnvelopeResponse = envelopeResponse.extend({
-  previous: z.array(
-    z.object({
-      version: z.number().int(),
-      retiredAt: z.string(),
-      expiresAt: z.string(),
-      layers: z.array(envelopeLayer).min(1),
-    }),
-  ),
-});
-export type RingEnvelopeResponse = z.infer<typeof ringEnvelopeResponse>;
+export interface RingEnvelopeResponse extends EnvelopeResponse {
+  previous: Array<{ version: number; retiredAt: string; expiresAt: string; layers: EnvelopeLayer[] }>;
+}
+
+/** Checked by hand (envelope-wire.ts), as the agent reads it without zod. */
+export function checkRingEnvelopeResponse(value: unknown): Checked<RingEnvelopeResponse> {
+  return checked(() => ({
+    ...readEnvelopeResponse(value),
+    previous: field(record(value, ''), 'previous', '', (v, p) =>
+      array(v, p, (entry, at) => {
+        const o = record(entry, at);
+        return {
+          version: field(o, 'version', at, integer),
+          retiredAt: field(o, 'retiredAt', at, string),
+          expiresAt: field(o, 'expiresAt', at, string),
+          layers: field(o, 'layers', at, (l, lp) => array(l, lp, readEnvelopeLayer, 1)),
+        };
+      }),
+    ),
+  }));
+}

@@ -2,14 +2,14 @@
  * One config pipeline for every command (STYLE.md §3): read flags / env / file
  * → reject unknown keys → check each field, naming it → check fields together
  * → freeze. Commander supplies flag and env-twin values (`Option.env`); the
- * schemas here turn text into typed values and every failure into a
- * `SettingError` that names the flag, its environment variable and the fix.
+ * schemas in setting-schemas.ts turn text into typed values and every failure
+ * into the `SettingError` here, which names the flag, its environment
+ * variable and the fix. This module holds what needs no schema (the error,
+ * labels, env names, secrets), so a process that only runs already-validated
+ * settings (the re-executed agent, cli/agent-handoff.ts) never loads zod.
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { z } from 'zod';
-import { describeUnknownKeys } from './suggest.ts';
-import { parseDuration, parseSize, type Bytes, type Milliseconds } from './units.ts';
 
 export const ENV_PREFIX = 'CONFIG_SIDECAR_';
 
@@ -31,61 +31,17 @@ export class SettingError extends Error {
   }
 }
 
-/** A zod string that parses `30s`-style durations to milliseconds. */
-export const durationSchema = z
-  .union([z.string(), z.number()])
-  .transform((value, ctx): Milliseconds => {
-    const ms = typeof value === 'number' ? value : parseDuration(value);
-    if (ms === undefined || ms < 0) {
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration; write e.g. 500ms, 30s, 5m, 1h or 90d` });
-      return z.NEVER;
-    }
-    return ms;
-  });
-
-/** A zod string that parses `64MiB`-style sizes to bytes. */
-export const sizeSchema = z
-  .union([z.string(), z.number()])
-  .transform((value, ctx): Bytes => {
-    const bytes = typeof value === 'number' ? value : parseSize(value);
-    if (bytes === undefined || bytes < 0) {
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a size; write e.g. 512KiB, 64MiB or 1GiB` });
-      return z.NEVER;
-    }
-    return bytes;
-  });
-
 /** A `host:port` listen address; port 0 asks the OS for a free port. */
 export interface ListenAddress {
   readonly host: string;
   readonly port: number;
 }
 
-export const listenSchema = z.string().transform((value, ctx): ListenAddress => {
-  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value.trim());
-  const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65535) {
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not host:port; write e.g. 127.0.0.1:8420 or 0.0.0.0:8422` });
-    return z.NEVER;
-  }
-  return { host: (match[1] ?? match[2]) as string, port };
-});
-
 export function isLoopbackHost(host: string): boolean {
   if (host === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
   return host === '::1';
 }
-
-/** A comma-separated list flag (`a,b,c`) or repeated flag values. */
-export const listSchema = z
-  .union([z.string(), z.array(z.string())])
-  .transform((value) =>
-    (Array.isArray(value) ? value : [value])
-      .flatMap((v) => v.split(','))
-      .map((v) => v.trim())
-      .filter((v) => v !== ''),
-  );
 
 /**
  * The label table for `parseSettings` from a settings-key → flag table:
@@ -105,31 +61,6 @@ export function definedSettings(raw: Readonly<Record<string, unknown>>): Record<
 /** Describes a setting for messages: `--data-dir (CONFIG_SIDECAR_DATA_DIR)`. */
 export function settingLabel(key: string, labels: Readonly<Record<string, string>>): string {
   return labels[key] ?? key;
-}
-
-/**
- * Parses raw settings with a schema; the first failure becomes a SettingError
- * naming the setting through `labels` (key → `--flag (ENV)`), and the result is
- * frozen.
- */
-export function parseSettings<S extends z.ZodType>(
-  schema: S,
-  raw: unknown,
-  labels: Readonly<Record<string, string>> = {},
-): Readonly<z.infer<S>> {
-  const result = schema.safeParse(raw);
-  if (!result.success) {
-    // A misspelt key also leaves the right key missing; the spelling is the cause to report.
-    const issue = result.error.issues.find((i) => i.code === 'unrecognized_keys') ?? result.error.issues[0];
-    const key = issue?.path.map(String).join('.') ?? '';
-    const label = settingLabel(key.split('.')[0] ?? key, labels) + (key.includes('.') ? ` (${key})` : '');
-    const message =
-      issue?.code === 'unrecognized_keys'
-        ? `${describeUnknownKeys(issue.keys, schema, issue.path)}; check the spelling against --help`
-        : (issue?.message ?? 'invalid value');
-    throw new SettingError(label || 'configuration', message);
-  }
-  return Object.freeze(result.data);
 }
 
 /**

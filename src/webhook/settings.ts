@@ -6,7 +6,8 @@
  * its environment twin.
  */
 import { z } from 'zod';
-import { durationSchema, listenSchema, parseSettings, sizeSchema, type ListenAddress } from '../shared/settings.ts';
+import type { ListenAddress } from '../shared/settings.ts';
+import { durationSchema, listenSchema, parseSettings, sizeSchema } from '../shared/setting-schemas.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import type { LogLevel } from '../shared/logger.ts';
 import { LOG_LEVELS } from '../shared/logger.ts';

@@ -26,7 +26,7 @@ import { release, ValueCache, type LoadedValue } from '../../src/agent/value-cac
 import type { FileContent, FilePublisher, PublishResult } from '../../src/agent/files/atomic-writer.ts';
 import { parseFileSpecs } from '../../src/agent/files/file-spec.ts';
 import { FileRenderer, RETRY_CAP_MS, type AppliedEventSource, type FilesValueSource } from '../../src/agent/files/render-files.ts';
-import { Registry } from 'prom-client';
+import { MetricsRegistry as Registry } from '../../src/shared/metrics/registry.ts';
 import { SealedKeyring } from './sealed-keyring.ts';
 
 export const PREFIX = 'ns';

@@ -84,5 +84,15 @@ export const postgresPlane: PlaneEngine = {
   teardown: () => postgresEngine.teardown(),
 };
 
+/** The same on a database whose default collation is ICU's en-US (not byte order), for the tests where order matters. */
+export const postgresLocalePlane: PlaneEngine = {
+  ...postgresPlane,
+  name: 'postgres (ICU en-US collation)',
+  async location() {
+    cluster ??= startThrowawayPostgres();
+    return (await cluster).createDatabase({ icuLocale: 'en-US' });
+  },
+};
+
 /** Engines the control plane's domain tests run on. */
 export const PLANE_ENGINES: readonly PlaneEngine[] = [sqlitePlane, postgresPlane];

@@ -43,13 +43,23 @@ function postgresUser(): { uid: number; gid: number } | undefined {
   return { uid, gid };
 }
 
+export interface DatabaseOptions {
+  /**
+   * An ICU locale for the database's default collation (e.g. `en-US`, what
+   * most production clusters sort by): text then does not compare by bytes,
+   * which the C locale of a test machine's cluster would hide.
+   */
+  readonly icuLocale?: string;
+}
+
 /** Creates a new empty database through `adminUrl` (any database of the cluster); returns its URL. */
-export async function createDatabaseOn(adminUrl: string): Promise<string> {
+export async function createDatabaseOn(adminUrl: string, options: DatabaseOptions = {}): Promise<string> {
   const name = `t_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
-    await admin.query(`CREATE DATABASE ${name}`);
+    const icu = options.icuLocale === undefined ? '' : ` TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '${options.icuLocale.replace(/[^A-Za-z0-9_-]/g, '')}'`;
+    await admin.query(`CREATE DATABASE ${name}${icu}`);
   } finally {
     await admin.end();
   }
@@ -88,7 +98,7 @@ export interface ThrowawayPostgres {
   /** The cluster's `postgres` database, for creating others (e.g. from another test process). */
   readonly adminUrl: string;
   /** A new empty database; returns its connection URL. */
-  createDatabase(): Promise<string>;
+  createDatabase(options?: DatabaseOptions): Promise<string>;
   /** Stops the database server, keeping its data (`pg_ctl stop -m fast`: clients are disconnected). */
   shutdown(): Promise<void>;
   /** Crashes the database server (`pg_ctl stop -m immediate`: no checkpoint, WAL recovery on the next start), keeping its data. */
@@ -118,7 +128,7 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   const urlFor = (db: string) => `postgresql://postgres@localhost/${db}?host=${encodeURIComponent(dir)}&port=${SOCKET_PORT}`;
   return {
     adminUrl: urlFor('postgres'),
-    createDatabase: () => createDatabaseOn(urlFor('postgres')),
+    createDatabase: (options) => createDatabaseOn(urlFor('postgres'), options),
     async shutdown() {
       await run(join(bin, 'pg_ctl'), ['-D', data, '-m', 'fast', '-w', 'stop'], { ...as, cwd: dir });
     },

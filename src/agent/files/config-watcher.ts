@@ -11,7 +11,8 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import type { FSWatcher } from 'chokidar';
-import { Counter, type Registry } from 'prom-client';
+import { Counter } from '../../shared/metrics/counter.ts';
+import type { MetricsRegistry } from '../../shared/metrics/registry.ts';
 import type { Logger } from '../../shared/logger.ts';
 
 export type ReloadOutcome = 'applied' | 'refused' | 'unchanged';
@@ -21,7 +22,7 @@ export interface ConfigWatcherOptions {
   /** Parses, validates and applies the new file; throws (SettingError) to refuse it. */
   readonly apply: () => Promise<void>;
   readonly logger: Logger;
-  readonly registry?: Registry;
+  readonly registry?: MetricsRegistry;
   /** Called after each reload attempt (tests wait on it). */
   readonly onReload?: (outcome: ReloadOutcome, error?: string) => void;
 }

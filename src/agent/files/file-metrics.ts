@@ -3,7 +3,10 @@
  * The `file` label is a configured destination, so its cardinality is bounded
  * by the config (at most 256 entries), never by traffic.
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter } from '../../shared/metrics/counter.ts';
+import { Gauge } from '../../shared/metrics/gauge.ts';
+import { Histogram } from '../../shared/metrics/histogram.ts';
+import type { MetricsRegistry } from '../../shared/metrics/registry.ts';
 
 const P = 'config_sidecar_agent_files_';
 
@@ -27,12 +30,12 @@ export interface FileMetrics {
   readonly publications: Counter;
 }
 
-function existing<T>(registry: Registry, name: string): T | undefined {
+function existing<T>(registry: MetricsRegistry, name: string): T | undefined {
   return registry.getSingleMetric(name) as T | undefined;
 }
 
 /** Creates the metrics once per registry (a reconfigured or restarted renderer reuses them). */
-export function fileMetrics(registry: Registry): FileMetrics {
+export function fileMetrics(registry: MetricsRegistry): FileMetrics {
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> =>
     existing<Counter<L>>(registry, P + name) ?? new Counter<L>({ name: P + name, help, labelNames, registers: [registry] });
   return {

@@ -15,7 +15,8 @@ import Mustache from 'mustache';
 import { z } from 'zod';
 import { AppError } from '../../shared/errors.ts';
 import { SEGMENT_RE, parseItemPath, type ItemRef } from '../../shared/paths.ts';
-import { durationSchema, isLoopbackHost, SettingError } from '../../shared/settings.ts';
+import { isLoopbackHost, SettingError } from '../../shared/settings.ts';
+import { durationSchema } from '../../shared/setting-schemas.ts';
 import { DEFAULT_HOOK_RETRIES, DEFAULT_HOOK_TIMEOUT_MS, type ReloadHook } from './reload-hook.ts';
 
 /** Where rendered files go unless `--files-dir` says otherwise. */

@@ -9,8 +9,9 @@
  * signal hook: it would need a shared PID namespace and a kill capability;
  * `config-sidecar exec` signals from inside the app's container instead.
  */
-import { request } from 'node:http';
-import { Counter, type Registry } from 'prom-client';
+import { request } from '../../shared/node-http.ts';
+import { Counter } from '../../shared/metrics/counter.ts';
+import type { MetricsRegistry } from '../../shared/metrics/registry.ts';
 import { Backoff } from '../../shared/backoff.ts';
 import { systemClock, type Clock, type TimerHandle } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -39,7 +40,7 @@ interface HookState {
 
 const P = 'config_sidecar_agent_files_reload_hook_';
 
-function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
+function counter<L extends string>(registry: MetricsRegistry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
   return (registry.getSingleMetric(P + name) as Counter<L> | undefined) ?? new Counter<L>({ name: P + name, help, labelNames, registers: [registry] });
 }
 
@@ -52,7 +53,7 @@ export class ReloadHooks {
   readonly #states = new Map<string, HookState>();
   readonly #timers = new Set<TimerHandle>();
 
-  constructor(options: { readonly registry: Registry; readonly logger: Logger; readonly clock?: Clock }) {
+  constructor(options: { readonly registry: MetricsRegistry; readonly logger: Logger; readonly clock?: Clock }) {
     this.#logger = options.logger;
     this.#clock = options.clock ?? systemClock;
     this.#calls = counter(options.registry, 'calls_total', 'Reload hook calls after a publication, by outcome (ok, or failed after every retry).', ['hook', 'outcome']);

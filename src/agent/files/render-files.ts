@@ -22,7 +22,7 @@
 import { EventEmitter } from 'node:events';
 import { lstat, readFile, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Registry } from 'prom-client';
+import type { MetricsRegistry } from '../../shared/metrics/registry.ts';
 import { Backoff } from '../../shared/backoff.ts';
 import { systemClock, type Clock, type TimerHandle } from '../../shared/clock.ts';
 import { AppError } from '../../shared/errors.ts';
@@ -75,7 +75,7 @@ export interface FileRendererOptions {
   readonly specs: readonly FileSpec[];
   readonly values: FilesValueSource;
   readonly events: AppliedEventSource;
-  readonly registry: Registry;
+  readonly registry: MetricsRegistry;
   readonly logger: Logger;
   readonly clock?: Clock;
   /** Injected file-system layer for the atomic writer (tests inject ENOSPC / EACCES). */

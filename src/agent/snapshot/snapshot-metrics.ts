@@ -3,7 +3,9 @@
  * pages hold (counted against the container's memory limit), snapshots
  * refused at start by reason, and values restored.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter } from '../../shared/metrics/counter.ts';
+import { Gauge } from '../../shared/metrics/gauge.ts';
+import type { MetricsRegistry } from '../../shared/metrics/registry.ts';
 import type { RefusalReason } from './snapshot-format.ts';
 
 const P = 'config_sidecar_agent_snapshot_';
@@ -16,7 +18,7 @@ export interface SnapshotMetrics {
   readonly restoredValues: Gauge;
 }
 
-export function createSnapshotMetrics(registry: Registry): SnapshotMetrics {
+export function createSnapshotMetrics(registry: MetricsRegistry): SnapshotMetrics {
   const refused = new Counter({ name: `${P}refused_total`, help: 'Snapshots refused (never served), by reason: truncated, format, foreign-key, foreign-scope, tampered, expired at start; foreign-store when the first stream names another store (its values are dropped).', labelNames: ['reason'], registers: [registry] });
   // Every reason shows as 0 before the first refusal, so an alert can rate() it from the start.
   for (const reason of ['truncated', 'format', 'foreign-key', 'foreign-scope', 'tampered', 'expired', 'foreign-store'] satisfies Array<RefusalReason | 'foreign-store'>) refused.inc({ reason }, 0);

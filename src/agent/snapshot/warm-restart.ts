@@ -6,14 +6,14 @@
  * change by the next interval). Loaded only with `--snapshot-dir`.
  */
 import { mkdir } from 'node:fs/promises';
-import type { Registry } from 'prom-client';
+import type { MetricsRegistry } from '../../shared/metrics/registry.ts';
 import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { RolloutVersion } from '../../shared/fleet-proto.ts';
 import { namespaceMatchesAny } from '../../shared/paths.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { AgentSettings } from '../agent-settings.ts';
-import { AGENT_SETTING_LABELS } from '../agent-settings.ts';
+import { AGENT_SETTING_LABELS } from '../agent-setting-labels.ts';
 import type { AppliedEvent, AppliedEventsHub, AppliedEventsSubscription } from '../applied-events.ts';
 import type { EventApplier } from '../event-applier.ts';
 import { retain, type CachedValue, type ValueCache } from '../value-cache.ts';
@@ -47,7 +47,7 @@ export interface WarmRestartOptions {
   readonly hub: AppliedEventsHub;
   readonly clock: Clock;
   readonly logger: Logger;
-  readonly registry: Registry;
+  readonly registry: MetricsRegistry;
   /** When the stream was lost (undefined while connected): the snapshot's time while it is down. */
   streamDownSince(): Milliseconds | undefined;
   connected(): boolean;

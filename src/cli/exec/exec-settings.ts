@@ -5,7 +5,8 @@
  */
 import { constants } from 'node:os';
 import { z } from 'zod';
-import { durationSchema, flagLabels, parseSettings, SettingError, definedSettings } from '../../shared/settings.ts';
+import { flagLabels, SettingError, definedSettings } from '../../shared/settings.ts';
+import { durationSchema, parseSettings } from '../../shared/setting-schemas.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import { checkDistinct, parseEnvFile, parsePrefixRef, parseVarRef, type EnvRef } from './env-refs.ts';
 

@@ -13,6 +13,9 @@ import type { Milliseconds } from '../../shared/units.ts';
 import type { Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { AgentReportRow, AgentReportTable } from '../store/agent-reports.ts';
+import { heardFrom, isSilent, REPORT_INTERVAL_MS, silenceReason } from './report-silence.ts';
+
+export { REPORT_INTERVAL_MS } from './report-silence.ts';
 
 /** An agent silent this long is dropped from the view (--agent-expiry). */
 export const AGENT_EXPIRY_DEFAULT_MS: Milliseconds = 10 * 60_000;
@@ -20,8 +23,6 @@ export const AGENT_EXPIRY_DEFAULT_MS: Milliseconds = 10 * 60_000;
 export const AGENTS_PER_SUBJECT_MAX = 10_000;
 /** Reports of one agent closer together than this are refused (the agent batches changes within it). */
 export const REPORT_MIN_INTERVAL_MS: Milliseconds = 100;
-/** How often an agent with nothing new reports (the ack tells it); well inside the expiry. */
-export const REPORT_INTERVAL_MS: Milliseconds = 10_000;
 /** Bounds on what one report may carry. */
 export const REPORT_MAX_PREFIXES = 64;
 export const REPORT_MAX_ROLLOUTS = 256;
@@ -109,23 +110,32 @@ export class AgentRegistry {
     return { currentRevision: await this.#o.currentRevision(), nextReportMs: REPORT_INTERVAL_MS };
   }
 
-  /** Live agents passing `visible`, with their lag against the current revision. */
+  /**
+   * Agents not yet expired passing `visible`, with their lag against the
+   * current revision; one whose reports stopped (report-silence.ts) is shown
+   * silent and not connected, whatever its last report said.
+   */
   async list(visible: (row: AgentReportRow) => boolean): Promise<AgentsResponse> {
     const now = this.#o.clock.now();
     const [rows, currentRevision] = await Promise.all([this.#o.table.seenSince(now - this.#expiry), this.#o.currentRevision()]);
-    const agents = rows.filter(visible).map((row) => ({
-      id: row.id,
-      subject: row.subject,
-      prefixes: row.prefixes,
-      appliedRevision: row.appliedRevision,
-      lag: Math.max(0, currentRevision - row.appliedRevision),
-      connected: row.connected,
-      lastSeen: new Date(row.lastSeen).toISOString(),
-      health: row.health,
-      rollouts: row.rollouts,
-      appHealth: row.appHealth ?? 'unknown',
-      ...(row.healthReason ? { healthReason: row.healthReason } : {}),
-    }));
+    const agents = rows.filter(visible).map((row) => {
+      const silent = isSilent(row.lastSeen, now);
+      return {
+        id: row.id,
+        subject: row.subject,
+        prefixes: row.prefixes,
+        appliedRevision: row.appliedRevision,
+        lag: Math.max(0, currentRevision - row.appliedRevision),
+        connected: heardFrom(row, now).connected,
+        silent,
+        ...(silent ? { silentReason: silenceReason(row.lastSeen, now) } : {}),
+        lastSeen: new Date(row.lastSeen).toISOString(),
+        health: row.health,
+        rollouts: row.rollouts,
+        appHealth: row.appHealth ?? 'unknown',
+        ...(row.healthReason ? { healthReason: row.healthReason } : {}),
+      };
+    });
     return { currentRevision, agents };
   }
 

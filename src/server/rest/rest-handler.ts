@@ -31,11 +31,12 @@ import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
 import type { AgentRegistry } from '../fleet/agent-registry.ts';
-import type { RefusalAudit } from '../refusal-audit.ts';
+import { UNAUTHENTICATED_SUBJECT, type RefusalAudit } from '../refusal-audit.ts';
 import type { RolloutService } from '../rollouts/rollout-service.ts';
 import { actOnRollout, candidateEnvelope, candidateItem, envelopeRollout, getRollout, listRollouts, startRollout } from './rollout-handler.ts';
 import { statusPageResult, type StatusPage } from './status-page.ts';
 import { parseRoute, ROUTE_ACTION, type CollectionOp, type Route } from './routes.ts';
+import { encodeListCursor } from './list-page.ts';
 import { ringWriteOf, type RingWrite } from '../../shared/ring-proto.ts';
 import { ringJson } from '../../shared/ring-json.ts';
 
@@ -74,7 +75,6 @@ export interface RequestContext {
   subject?: string;
 }
 
-const ANONYMOUS = '(unauthenticated)';
 
 export function parseBody<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> {
   const result = schema.safeParse(raw);
@@ -143,8 +143,8 @@ export async function handleRest(req: IncomingMessage, deps: RestDeps, ctx: Requ
   } catch (err) {
     // Failed logins are rate limited per peer address before they cost an audit write,
     // so an unauthenticated flood cannot grow the audit log at line rate.
-    deps.rateLimiter.take(`${ANONYMOUS}@${req.socket?.remoteAddress ?? 'unknown'}`);
-    await deps.refusals.record({ subject: ANONYMOUS, action: 'denied', target: targetOf(route), outcome: 'denied', detail: toAppError(err).code });
+    deps.rateLimiter.take(`${UNAUTHENTICATED_SUBJECT}@${req.socket?.remoteAddress ?? 'unknown'}`);
+    await deps.refusals.record({ subject: UNAUTHENTICATED_SUBJECT, action: 'denied', target: targetOf(route), outcome: 'denied', detail: toAppError(err).code });
     throw err;
   }
   ctx.subject = principal.subject;
@@ -234,8 +234,10 @@ async function execute(route: ItemRoute, req: IncomingMessage, deps: RestDeps, s
       await audit(deps, subject, 'delete', itemKey(route.ref), 'ok', env ? `env=${env}` : 'all environments');
       return { status: 200, body: result };
     }
-    case 'list':
-      return { status: 200, body: { items: await cp.list(route.prefix) } };
+    case 'list': {
+      const { items, next } = await cp.list(route.prefix, route.page);
+      return { status: 200, body: { items, ...(next ? { nextCursor: encodeListCursor(route.prefix, next) } : {}) } };
+    }
     case 'history':
       return { status: 200, body: await cp.history(route.ref) };
     case 'rollback': {

@@ -3,10 +3,11 @@
  * request, opens a span with the caller's trace context, calls `handleRest`,
  * writes the result, and turns any error into a response via `sendError`.
  */
-import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { AppError, errorBody, toAppError } from '../../shared/errors.ts';
 import { CONNECTIONS_CHECK_MS, limitConnections } from '../../shared/connection-limit.ts';
+import { createServer as createHttpServer, STATUS_CODES } from '../../shared/node-http.ts';
 import { createServer as createHttpsServer } from 'node:https';
 import { context, propagation, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
 import { sendError, sendJson } from '../../shared/http-io.ts';

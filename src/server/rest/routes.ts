@@ -8,6 +8,7 @@ import { decodePathRemainder, parseItemPath, validateNamespace, validatePrefix, 
 import { ROLLOUT_ACTIONS, ROLLOUT_ID_RE, type RolloutAction } from '../../shared/protocol.ts';
 import { wantsRing } from '../../shared/ring-proto.ts';
 import type { Action } from '../auth/policy.ts';
+import { parseListPage, type ListPage } from './list-page.ts';
 
 export type Route =
   | { readonly op: 'openapi' }
@@ -23,7 +24,7 @@ export type Route =
   | { readonly op: 'keys' }
   | { readonly op: 'putItem'; readonly ref: ItemRef; readonly env: string | undefined }
   | { readonly op: 'deleteItem'; readonly ref: ItemRef; readonly env: string | undefined }
-  | { readonly op: 'list'; readonly prefix: string }
+  | { readonly op: 'list'; readonly prefix: string; readonly page: ListPage }
   | { readonly op: 'history'; readonly ref: ItemRef }
   | { readonly op: 'rollback'; readonly ref: ItemRef }
   | { readonly op: 'rotate'; readonly namespace: string; readonly retirePrevious?: boolean }
@@ -150,8 +151,10 @@ export function parseRoute(method: string, target: string): Route {
   const envParam = query.get('env');
   const env = envParam === null || envParam === '' ? undefined : envParam;
   switch (op) {
-    case 'list':
-      return { op, prefix: rest === '' ? '' : validatePrefix(rest) };
+    case 'list': {
+      const prefix = rest === '' ? '' : validatePrefix(rest);
+      return { op, prefix, page: parseListPage(query, prefix) };
+    }
     case 'rotate':
       return { op, namespace: validateNamespace(rest.replace(/\/+$/, '')), ...(retirePrevious(query) ? { retirePrevious: true } : {}) };
     case 'deks':

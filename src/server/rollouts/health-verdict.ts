@@ -22,7 +22,7 @@ import type { AgentHealth } from '../../shared/fleet-proto.ts';
 import type { CanaryStatus } from '../../shared/protocol.ts';
 import type { Milliseconds } from '../../shared/units.ts';
 import type { RolloutRecord, UnhealthyCanary } from './rollout-record.ts';
-import { isSilent, SILENT_AFTER_MS } from './report-silence.ts';
+import { isSilent, SILENT_AFTER_MS } from '../fleet/report-silence.ts';
 
 /**
  * How long a canary's stream may be down before it counts as unhealthy: agents

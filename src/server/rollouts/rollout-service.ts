@@ -22,7 +22,7 @@ import { chooseCanaries, eligibleAgents } from './canary-selection.ts';
 import { canaryStatuses, healthVerdict, type CanaryReport, type Verdict } from './health-verdict.ts';
 import type { CanaryStatus, RolloutState } from '../../shared/protocol.ts';
 import { isActive, type RolloutRecord } from './rollout-record.ts';
-import { heardFrom, isSilent, SILENT_AFTER_MS } from './report-silence.ts';
+import { heardFrom, isSilent, SILENT_AFTER_MS } from '../fleet/report-silence.ts';
 
 /** How often active rollouts are judged without a report to prompt it (bake ends, lapsed leases). */
 export const ROLLOUT_TICK_MS: Milliseconds = 500;

@@ -1,9 +1,10 @@
 /**
  * Everything that differs between SQLite and PostgreSQL SQL, in one place:
- * placeholders, column types in migrations (BLOB/BYTEA, auto ids), the write
- * lock and the schema migration lock. Queries elsewhere are written once with
- * `?` placeholders in the SQL both engines accept. No upsert is needed: every
- * write transaction holds the write lock first, so read-then-insert is safe.
+ * placeholders, column types in migrations (BLOB/BYTEA, auto ids), the
+ * byte-order collation, the write lock and the schema migration lock. Queries
+ * elsewhere are written once with `?` placeholders in the SQL both engines
+ * accept. No upsert is needed: every write transaction holds the write lock
+ * first, so read-then-insert is safe.
  */
 
 export interface Dialect {
@@ -19,12 +20,18 @@ export interface Dialect {
   readonly writeLockSql: string | undefined;
   /** Statement run before migrating, inside the migration transaction, so replicas starting together migrate once. */
   readonly migrationLockSql: string | undefined;
+  /**
+   * The collation that orders text by bytes (`COLLATE <this>`): keyset paging
+   * must order and compare alike on both engines, and PostgreSQL's default
+   * follows the database locale (which ignores '-', '.' and '_' at first).
+   */
+  readonly byteOrder: string;
 }
 
 /** Tokens allowed in migration files and what each engine calls them. */
 const TYPE_TOKENS = {
-  sqlite: { BYTES: 'BLOB', AUTO_ID: 'INTEGER PRIMARY KEY AUTOINCREMENT' },
-  postgres: { BYTES: 'BYTEA', AUTO_ID: 'BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY' },
+  sqlite: { BYTES: 'BLOB', AUTO_ID: 'INTEGER PRIMARY KEY AUTOINCREMENT', BYTE_ORDER: 'BINARY' },
+  postgres: { BYTES: 'BYTEA', AUTO_ID: 'BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY', BYTE_ORDER: '"C"' },
 } as const;
 
 /** An arbitrary constant key for `pg_advisory_xact_lock` ("cfsd" in ASCII). */
@@ -45,6 +52,7 @@ export const sqliteDialect: Dialect = {
   // BEGIN IMMEDIATE already holds SQLite's single write lock.
   writeLockSql: undefined,
   migrationLockSql: undefined,
+  byteOrder: TYPE_TOKENS.sqlite.BYTE_ORDER,
 };
 
 export const postgresDialect: Dialect = {
@@ -58,4 +66,5 @@ export const postgresDialect: Dialect = {
   // read-then-write cannot race and revisions commit in order.
   writeLockSql: 'SELECT revision FROM revision_counter WHERE id = 1 FOR UPDATE',
   migrationLockSql: `SELECT pg_advisory_xact_lock(${PG_MIGRATION_LOCK_KEY})`,
+  byteOrder: TYPE_TOKENS.postgres.BYTE_ORDER,
 };

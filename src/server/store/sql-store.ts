@@ -228,9 +228,22 @@ export class SqlStoreTx implements StoreWriter {
     return row ? itemRow(row) : undefined;
   }
 
-  async listItems(prefix: string): Promise<ItemRow[]> {
-    const rows = await this.#all(`SELECT * FROM items WHERE deleted = 0 AND ${UNDER_PREFIX}`, prefixParams(prefix));
-    return rows.map(itemRow).sort(byItem);
+  async listItems(prefix: string, page: { readonly after: ItemRef | undefined; readonly limit: number }): Promise<ItemRow[]> {
+    const ns = `namespace COLLATE ${this.#dialect.byteOrder}`;
+    const name = `name COLLATE ${this.#dialect.byteOrder}`;
+    const where = [`deleted = 0 AND ${UNDER_PREFIX}`];
+    const params = prefixParams(prefix);
+    // Everything under P lies in [P, P + '0') in byte order ('/' sorts just before '0'): an index range, then the exact test above.
+    if (prefix !== '') {
+      where.push(`${ns} >= ? AND ${ns} < ?`);
+      params.push(prefix, `${prefix}0`);
+    }
+    if (page.after) {
+      where.push(`${ns} >= ? AND (${ns} > ? OR ${name} > ?)`);
+      params.push(page.after.namespace, page.after.namespace, page.after.name);
+    }
+    const rows = await this.#all(`SELECT * FROM items WHERE ${where.join(' AND ')} ORDER BY ${ns}, ${name} LIMIT ?`, [...params, page.limit]);
+    return rows.map(itemRow);
   }
 
   async takeNextVersion(ref: ItemRef, kind: ItemKind, now: Milliseconds): Promise<number> {
@@ -280,9 +293,11 @@ export class SqlStoreTx implements StoreWriter {
     return rows.map(versionRow);
   }
 
-  async currentLayersUnder(prefix: string): Promise<VersionMeta[]> {
-    // Without the sealed columns: a listing of 100k items would otherwise read ~100 MB of ciphertext it never sends.
-    const rows = await this.#all(currentVersionsSql(UNDER_PREFIX, META_COLUMNS), prefixParams(prefix));
+  async currentLayersOf(refs: readonly ItemRef[]): Promise<VersionMeta[]> {
+    if (refs.length === 0) return [];
+    // Without the sealed columns: a listing page never sends ciphertext, so it does not read it.
+    const keys = refs.map(() => '(?, ?)').join(', ');
+    const rows = await this.#all(currentVersionsSql(`(namespace, name) IN (VALUES ${keys})`, META_COLUMNS), refs.flatMap((r) => [r.namespace, r.name]));
     return rows.map(versionMeta).sort((a, b) => byItem(a, b) || a.version - b.version);
   }
 

@@ -112,12 +112,16 @@ export interface LogPage extends LogState {
 /** Queries allowed in a read snapshot. */
 export interface StoreReader {
   getItem(ref: ItemRef): Promise<ItemRow | undefined>;
-  /** Live (not deleted) items whose namespace is `prefix` or lies under it; `''` lists all. */
-  listItems(prefix: string): Promise<ItemRow[]>;
+  /**
+   * Live (not deleted) items whose namespace is `prefix` or lies under it
+   * (`''`: all), in byte order of (namespace, name): at most `limit` after the
+   * key `after` (undefined: from the start), by one index range.
+   */
+  listItems(prefix: string, page: { readonly after: ItemRef | undefined; readonly limit: number }): Promise<ItemRow[]>;
   /** The newest version of each env layer of an item (a tombstone when that layer was deleted). */
   currentVersions(ref: ItemRef): Promise<VersionRow[]>;
-  /** The same for every item in a namespace prefix (`''` = all), without the sealed values: what a listing needs. */
-  currentLayersUnder(prefix: string): Promise<VersionMeta[]>;
+  /** The same for each of `refs`, without the sealed values: what a listing page needs. */
+  currentLayersOf(refs: readonly ItemRef[]): Promise<VersionMeta[]>;
   /** The current versions of exactly one namespace. */
   currentVersionsIn(namespace: string): Promise<VersionRow[]>;
   /** The key versions that seal at least one current live version of exactly one namespace, ascending (by index seeks, not a pass over the namespace). */

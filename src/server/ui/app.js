@@ -7,7 +7,7 @@
  */
 import { api, ApiError, token } from './api.js';
 import { el, fill } from './dom.js';
-import { fleetView, itemsView, keysView, rolloutsView } from './views.js';
+import { fleetView, itemsView, keysView, MAX_ROWS, rolloutsView } from './views.js';
 
 const POLL_MS = 2000;
 /** Namespaces listed one by one at most, when the token may not list everything. */
@@ -68,22 +68,24 @@ async function refresh() {
 }
 
 /**
- * Every item the token may list: one call when it may list everything; else,
+ * The items the token may list, the first page of each call (the items
+ * panel shows MAX_ROWS at most): one call when it may list everything; else,
  * as an operator's role usually grants `list` on some namespaces only, one
  * call per namespace GET /v1/keys shows it (the same `list` check), at most
  * MAX_NAMESPACE_LISTS of them.
  */
 async function listItems(keysCall) {
   try {
-    return await api('GET', '/v1/list/');
+    const all = await api('GET', `/v1/list/?limit=${MAX_ROWS}`);
+    return { items: all.items, more: all.nextCursor !== undefined };
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 403) throw err;
     const namespaces = (await keysCall).keys.map((k) => k.namespace);
-    const lists = await Promise.all(namespaces.slice(0, MAX_NAMESPACE_LISTS).map((ns) => api('GET', `/v1/list/${ns.split('/').map(encodeURIComponent).join('/')}`)));
+    const lists = await Promise.all(namespaces.slice(0, MAX_NAMESPACE_LISTS).map((ns) => api('GET', `/v1/list/${ns.split('/').map(encodeURIComponent).join('/')}?limit=${MAX_ROWS}`)));
     const items = new Map();
     // A namespace's list includes the namespaces under it: keep each item once.
     for (const item of lists.flatMap((l) => l.items)) items.set(`${item.namespace}/${item.name}`, item);
-    return { items: [...items.values()].sort((a, b) => (a.namespace === b.namespace ? a.name.localeCompare(b.name) : a.namespace.localeCompare(b.namespace))), listedNamespaces: Math.min(namespaces.length, MAX_NAMESPACE_LISTS), namespaces: namespaces.length };
+    return { more: lists.some((l) => l.nextCursor !== undefined), items: [...items.values()].sort((a, b) => (a.namespace === b.namespace ? a.name.localeCompare(b.name) : a.namespace.localeCompare(b.namespace))), listedNamespaces: Math.min(namespaces.length, MAX_NAMESPACE_LISTS), namespaces: namespaces.length };
   }
 }
 

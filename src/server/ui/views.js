@@ -8,7 +8,7 @@ import { el, table } from './dom.js';
 import { itemConvergence } from './convergence.js';
 
 /** Items shown at most; the rest are counted, so a large store does not freeze the tab. */
-const MAX_ROWS = 500;
+export const MAX_ROWS = 500;
 /** Finished rollouts listed under the active ones. */
 const MAX_FINISHED_ROLLOUTS = 10;
 
@@ -35,7 +35,8 @@ function badge(text, kind) {
   return el('span', { className: `badge ${kind ?? ''}` }, text);
 }
 
-function truncated(total) {
+function truncated(total, more = false) {
+  if (more) return el('p', { className: 'hint' }, `Showing the first ${Math.min(total, MAX_ROWS)}; there are more (config-sidecar list shows them all).`);
   return total > MAX_ROWS ? el('p', { className: 'hint' }, `Showing ${MAX_ROWS} of ${total}.`) : null;
 }
 
@@ -44,14 +45,15 @@ export function fleetView(fleet) {
   const agents = fleet.agents;
   if (agents.length === 0) return [el('p', { className: 'empty' }, `No agents have reported (server revision ${fleet.currentRevision}).`)];
   const connected = agents.filter((a) => a.connected).length;
+  const silent = agents.filter((a) => a.silent).length;
   const maxLag = Math.max(0, ...agents.map((a) => a.lag));
-  const summary = el('p', { className: 'summary' }, `${plural(agents.length, 'agent')}, ${connected} connected, largest lag ${maxLag} revisions; server at revision ${fleet.currentRevision}.`);
+  const summary = el('p', { className: 'summary' }, `${plural(agents.length, 'agent')}, ${connected} connected, ${silent} silent, largest lag ${maxLag} revisions; server at revision ${fleet.currentRevision}.`);
   const rows = agents.slice(0, MAX_ROWS).map((a) => [
     a.id,
     a.subject,
     badge(a.health, HEALTH_CLASS[a.health]),
     appHealth(a),
-    a.connected ? 'yes' : badge('no', 'bad'),
+    streamState(a),
     a.lag === 0 ? '0' : badge(String(a.lag), 'warn'),
     String(a.appliedRevision),
     a.lastSeen,
@@ -62,6 +64,12 @@ export function fleetView(fleet) {
   return [summary, table(headings, rows, (i) => ({ 'data-agent': agents[i].id })), truncated(agents.length)];
 }
 
+/** Connected, not, or silent with the server's reason: a silent agent's last report no longer counts, whatever it said. */
+function streamState(agent) {
+  if (agent.silent) return el('span', { className: 'silent' }, badge('silent', 'bad'), ' ', el('span', { className: 'silence' }, agent.silentReason ?? ''));
+  return agent.connected ? 'yes' : badge('no', 'bad');
+}
+
 /** The application's own signal as its agent last heard it, with its reason (free text from the pod). */
 function appHealth(agent) {
   if (agent.appHealth === undefined || agent.appHealth === 'unknown') return agent.healthReason ?? '';
@@ -69,7 +77,7 @@ function appHealth(agent) {
 }
 
 /**
- * @param {{ items: any[], listedNamespaces?: number, namespaces?: number }} list one list, or the lists of the first `listedNamespaces` of `namespaces`
+ * @param {{ items: any[], more?: boolean, listedNamespaces?: number, namespaces?: number }} list one list, or the lists of the first `listedNamespaces` of `namespaces`; `more` when a list had a next page
  * @param {{ agents: any[] } | undefined} fleet undefined when the fleet could not be read
  * @param {{ rollouts: any[] } | undefined} [rollouts] undefined when the rollouts could not be read
  */
@@ -93,7 +101,7 @@ export function itemsView(list, fleet, rollouts) {
   });
   const headings = ['Item', 'Kind', 'Version', 'Revision', 'Environments', 'Agents converged', 'Behind', 'Rollout'];
   const partial = list.namespaces > list.listedNamespaces ? el('p', { className: 'hint' }, `Items of the first ${list.listedNamespaces} of ${list.namespaces} namespaces.`) : null;
-  return [table(headings, rows, (i) => ({ 'data-item': `${items[i].namespace}/${items[i].name}` })), truncated(items.length), partial];
+  return [table(headings, rows, (i) => ({ 'data-item': `${items[i].namespace}/${items[i].name}` })), truncated(items.length, list.more === true), partial];
 }
 
 /**

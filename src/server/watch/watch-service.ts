@@ -18,12 +18,21 @@ import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import type { Policy } from '../auth/policy.ts';
 import type { ServerMetrics } from '../metrics.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
-import type { RefusalAudit } from '../refusal-audit.ts';
+import { UNAUTHENTICATED_SUBJECT, type RefusalAudit } from '../refusal-audit.ts';
 import { passThroughServiceDefinition } from './event-codec.ts';
 import { encodeEvents, type LayerSource } from './event-encoder.ts';
 import { FanOut, type Audience } from './fan-out.ts';
 import { HeartbeatTicker } from './heartbeat-ticker.ts';
 import { WatchStream, type EndReason, type WatchLog } from './watch-stream.ts';
+
+/** Prefixes as an unauthenticated caller sent them, bounded: the audit row's target (not part of its kind). */
+const REFUSED_TARGET_MAX_CHARS = 256;
+
+/** The address of a gRPC peer (`host:port`, `[v6]:port`) without its port, which changes with every connection. */
+export function peerHost(peer: string): string {
+  const host = peer.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  return host === '' ? 'unknown' : host.slice(0, 64);
+}
 
 /** For the log line: where the client asked to start (never more than ids and numbers). */
 function describeStart(start: StartFrom | undefined): string {
@@ -173,6 +182,31 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     logger.info({ stream: stream.id, subject: stream.subject, reason }, 'watch stream ended');
   };
 
+  /**
+   * The caller's principal. A refusal (no token, an unknown or expired one) is
+   * audited like REST's 401s: aggregated per source address and reason, one
+   * row at once and a count when the window ends, so a misconfigured fleet
+   * cannot flood the log. The reason is the server's own message, which
+   * never quotes the token.
+   */
+  const authenticate = async (call: grpc.ServerWritableStream<unknown, Buffer>, prefixes: readonly string[]): Promise<Principal> => {
+    const authorization = call.metadata.get('authorization')[0];
+    try {
+      return await options.authenticator.authenticate(typeof authorization === 'string' ? authorization : undefined);
+    } catch (err) {
+      const refusal = toAppError(err);
+      metrics.watchRefused.inc({ reason: 'unauthenticated' });
+      await options.refusals.record({
+        subject: UNAUTHENTICATED_SUBJECT,
+        action: 'denied',
+        target: prefixes.join(',').slice(0, REFUSED_TARGET_MAX_CHARS),
+        outcome: 'denied',
+        detail: `watch ${refusal.code} from ${peerHost(call.getPeer())}: ${refusal.message}`,
+      });
+      throw err;
+    }
+  };
+
   const handler = (call: grpc.ServerWritableStream<unknown, Buffer>): void => {
     const fail = (err: unknown): void => {
       const appError = toAppError(err);
@@ -185,8 +219,7 @@ export async function createWatchService(options: WatchServiceOptions): Promise<
     let opened: WatchStream | undefined;
     void (async () => {
       const request = watchRequestFromWire(call.request as Parameters<typeof watchRequestFromWire>[0]);
-      const authorization = call.metadata.get('authorization')[0];
-      const principal = await options.authenticator.authenticate(typeof authorization === 'string' ? authorization : undefined);
+      const principal = await authenticate(call, request.prefixes);
       // Per pod, not per service account: every replica of a Deployment shares one.
       try {
         options.openLimiter.take(principal.podKey);

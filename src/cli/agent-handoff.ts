@@ -1,0 +1,128 @@
+/**
+ * The agent's validated settings, handed from the bin's first process image
+ * to the one it re-executes (same PID, `process.execve`; cli/agent.ts). The
+ * first image runs the one settings pipeline (agent/agent-settings.ts, zod)
+ * and then is discarded by the re-exec; the image that serves reads takes
+ * the result from one environment variable, checked here by hand, so it
+ * never loads zod, nor the CLI's command table (cli/agent-run.ts;
+ * docs/ARCHITECTURE.md, "Footprint"). The flags travel too: a `--config`
+ * reload validates the file merged under them again.
+ *
+ * Trust: the text is bound to the PID that wrote it, which `execve` keeps
+ * and no other process shares, so a value inherited or set by hand is not
+ * taken (the settings are then validated as usual). The guard checks every
+ * field's type against `AgentSettings` (a missing field is a type error
+ * here); the values themselves were checked by the schema that made them.
+ * Settings hold paths, URLs and item names, never a secret.
+ */
+import type { AgentSettings } from '../agent/agent-settings.ts';
+import { LOG_LEVELS } from '../shared/logger.ts';
+import type { ListenAddress } from '../shared/settings.ts';
+import type { ItemRef } from '../shared/paths.ts';
+import { array, boolean, checked, field, finiteNumber, integer, oneOf, onlyKeys, optional, record, ShapeError, string, type Checked } from '../shared/shape-check.ts';
+
+/** Set by the bin for its own re-exec only. */
+export const HANDOFF_ENV = 'CONFIG_SIDECAR_AGENT_HANDOFF';
+
+const HANDOFF_VERSION = 1;
+
+/**
+ * Above this the settings are not handed over (Linux caps one environment
+ * string at 128 KiB); the re-executed agent then validates them itself.
+ */
+export const HANDOFF_MAX_BYTES = 64 * 1024;
+
+type Reader<T> = (value: unknown, path: string) => T;
+
+const opt =
+  <T>(read: Reader<T>): Reader<T | undefined> =>
+  (value, path) =>
+    optional(value, path, read);
+const strings: Reader<string[]> = (value, path) => array(value, path, string);
+const listen: Reader<ListenAddress> = (value, path) => {
+  const o = record(value, path);
+  onlyKeys(o, ['host', 'port'], path);
+  return { host: field(o, 'host', path, string), port: field(o, 'port', path, integer) };
+};
+const itemRef: Reader<ItemRef> = (value, path) => {
+  const o = record(value, path);
+  onlyKeys(o, ['namespace', 'name'], path);
+  return { namespace: field(o, 'namespace', path, string), name: field(o, 'name', path, string) };
+};
+const literalOr =
+  <const L extends string, T>(literals: readonly L[], read: Reader<T>): Reader<L | T> =>
+  (value, path) =>
+    typeof value === 'string' ? oneOf<L>(value, literals, path) : read(value, path);
+
+/** One reader per setting; the mapped type makes a setting the schema gains a compile error until it is listed. */
+const FIELDS: { readonly [K in keyof AgentSettings]-?: Reader<AgentSettings[K]> } = {
+  config: opt(string),
+  server: strings,
+  serverGrpc: strings,
+  serverCa: opt(string),
+  insecure: boolean,
+  tokenFile: opt(string),
+  env: string,
+  prefix: strings,
+  prefetch: (value, path) => array(value, path, itemRef),
+  socket: string,
+  httpListen: literalOr(['off'], listen),
+  adminListen: listen,
+  cacheTtl: finiteNumber,
+  cacheMaxEntries: integer,
+  cacheMaxBytes: opt(finiteNumber),
+  memoryLimit: literalOr(['auto', 'none'], finiteNumber),
+  maxStale: finiteNumber,
+  refetchJitter: finiteNumber,
+  logLevel: (value, path) => oneOf(value, LOG_LEVELS, path),
+  otlpEndpoint: opt(string),
+  traceSampleRatio: finiteNumber,
+  agentId: opt(string),
+  appHealthUrl: opt(string),
+  filesDir: opt(string),
+  snapshotDir: opt(string),
+  snapshotInterval: finiteNumber,
+  // Raw entries: the files renderer parses them with file-spec.ts (loaded only with files:).
+  files: opt((value, path) => array(value, path, (entry) => entry)),
+};
+
+/** What the first image hands over: the settings it validated and the flags they came from. */
+export interface Handoff {
+  readonly settings: AgentSettings;
+  /** Commander's flag values (strings, lists, `true`), for a `--config` reload. */
+  readonly flags: Readonly<Record<string, unknown>>;
+}
+
+const flagValue: Reader<unknown> = (value, path) => (typeof value === 'boolean' ? value : Array.isArray(value) ? strings(value, path) : string(value, path));
+
+/** The handoff text for `pid`, or undefined when it would be too large to pass in the environment. */
+export function encodeHandoff(handoff: Handoff, pid: number): string | undefined {
+  const text = JSON.stringify({ v: HANDOFF_VERSION, pid, settings: handoff.settings, flags: handoff.flags });
+  return Buffer.byteLength(text) <= HANDOFF_MAX_BYTES ? text : undefined;
+}
+
+/** The settings the previous image of process `pid` validated, or why they cannot be taken. */
+export function decodeHandoff(text: string, pid: number): Checked<Handoff> {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { ok: false, error: 'not JSON' };
+  }
+  return checked(() => {
+    const o = record(json, '');
+    onlyKeys(o, ['v', 'pid', 'settings', 'flags'], '');
+    if (o.v !== HANDOFF_VERSION) throw new ShapeError(`handoff version ${String(o.v)}, expected ${HANDOFF_VERSION}`);
+    if (o.pid !== pid) throw new ShapeError(`written by process ${String(o.pid)}, not this one (${pid})`);
+    const raw = field(o, 'settings', '', record);
+    onlyKeys(raw, Object.keys(FIELDS), 'settings');
+    const settings: Record<string, unknown> = {};
+    for (const [key, read] of Object.entries(FIELDS) as Array<[string, Reader<unknown>]>) {
+      const value = field(raw, key, 'settings', read);
+      if (value !== undefined) settings[key] = value;
+    }
+    const rawFlags = field(o, 'flags', '', record);
+    const flags = Object.fromEntries(Object.entries(rawFlags).map(([key, value]) => [key, flagValue(value, `flags.${key}`)]));
+    return { settings: Object.freeze(settings) as AgentSettings, flags };
+  });
+}

@@ -1,0 +1,184 @@
+/**
+ * The agent's settings handoff (src/cli/agent-handoff.ts, agent-reexec.ts):
+ * the bin validates the settings with the one pipeline (zod), re-executes
+ * itself once (same PID) with the result in one environment variable, and
+ * the process that serves reads checks that by hand and never loads zod.
+ * The real-process tests look at the serving process's loaded scripts
+ * through the inspector (test/helpers/loaded-scripts.ts), so nothing in the
+ * agent is there for the test; test/dockerfile-build.test.ts does the same
+ * for the agent built as the image ships it.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
+import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES } from '../src/cli/agent-handoff.ts';
+import { agentReexecPlan } from '../src/cli/agent-reexec.ts';
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
+import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
+import { putItem, socketGet, startAgentProcess } from './helpers/agent-process.ts';
+import { CLI, LOG_WAIT_TIMEOUT_MS } from './helpers/process.ts';
+import { inspectorImages, lastInspectorUrl, loadedPackages, loadedScripts, packagesOf } from './helpers/loaded-scripts.ts';
+
+const PID = 4242;
+const BASE = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
+
+test('handoff: the validated settings come back whole, typed as the schema made them', () => {
+  const settings = resolveAgentSettings({
+    ...BASE,
+    prefetch: ['team-a/app/db-password'],
+    httpListen: 'off',
+    memoryLimit: '128MiB',
+    cacheTtl: '30s',
+    logLevel: 'debug',
+    agentId: 'pod-1',
+    files: [{ path: 'app.env', format: 'env', items: ['team-a/app/db-password'] }],
+  });
+  // The flags as commander gives them, for a --config reload in the new image.
+  const flags = { config: '/etc/cs/agent.yaml', prefix: ['team-a'], insecure: true };
+  const text = encodeHandoff({ settings, flags }, PID);
+  assert.ok(text);
+  const back = decodeHandoff(text, PID);
+  assert.ok(back.ok, back.ok ? '' : back.error);
+  assert.deepEqual(back.value, { settings, flags });
+  assert.ok(Object.isFrozen(back.value.settings));
+  assert.equal(back.value.settings.cacheTtl, 30_000);
+  assert.deepEqual(back.value.settings.prefetch, [{ namespace: 'team-a/app', name: 'db-password' }]);
+  // The defaults the schema filled in travel too: the serving process never applies them itself.
+  assert.deepEqual(back.value.settings.adminListen, { host: '127.0.0.1', port: 8431 });
+});
+
+test('handoff: refused unless written by this process, and every shape problem is named', () => {
+  const text = encodeHandoff({ settings: resolveAgentSettings(BASE), flags: { prefix: ['team-a'] } }, PID) as string;
+  const refused = (t: string, pid = PID): string => {
+    const r = decodeHandoff(t, pid);
+    assert.equal(r.ok, false, t);
+    return r.ok ? '' : r.error;
+  };
+  assert.match(refused(text, PID + 1), /written by process 4242, not this one \(4243\)/);
+  assert.match(refused('{'), /not JSON/);
+  const doc = JSON.parse(text) as { v: number; pid: number; settings: Record<string, unknown>; flags: Record<string, unknown> };
+  const edited = (edit: (settings: Record<string, unknown>) => void, v = doc.v): string => {
+    const settings = { ...doc.settings };
+    edit(settings);
+    return JSON.stringify({ ...doc, v, settings });
+  };
+  assert.match(refused(edited(() => {}, 2)), /handoff version 2, expected 1/);
+  assert.match(refused(edited((s) => (s.cacheTtl = '5m'))), /^settings\.cacheTtl: expected a number, received string$/);
+  assert.match(refused(edited((s) => (s.prefix = ['team-a', 7]))), /^settings\.prefix\.1: expected a string, received number$/);
+  assert.match(refused(edited((s) => (s.httpListen = 'on'))), /^settings\.httpListen: expected one of "off", received "on"$/);
+  assert.match(refused(edited((s) => (s.memoryLimit = 'lots'))), /^settings\.memoryLimit: expected one of "auto", "none"/);
+  assert.match(refused(edited((s) => (s.logLevel = 'loud'))), /^settings\.logLevel: expected one of "fatal"/);
+  assert.match(refused(edited((s) => delete s.socket)), /^settings\.socket: expected a string, received undefined$/);
+  assert.match(refused(edited((s) => (s.tokenFlie = '/t'))), /^settings: unknown key\(s\) "tokenFlie"$/);
+  assert.match(refused(edited((s) => (s.adminListen = { host: '127.0.0.1', port: 1, extra: true }))), /^settings\.adminListen: unknown key\(s\) "extra"$/);
+  assert.match(refused(JSON.stringify({ ...doc, flags: { prefix: [1] } })), /^flags\.prefix\.0: expected a string, received number$/);
+  assert.match(refused(JSON.stringify({ ...doc, flags: undefined })), /^flags: expected an object, received undefined$/);
+});
+
+test('handoff: settings too large for one environment variable are not handed over', () => {
+  const many = Array.from({ length: 4000 }, (_, i) => `team-a/app/item-${i}`);
+  assert.equal(encodeHandoff({ settings: resolveAgentSettings({ ...BASE, prefetch: many }), flags: {} }, PID), undefined);
+  assert.ok(JSON.stringify(many).length > HANDOFF_MAX_BYTES);
+});
+
+test('re-exec plan: runtime flags, heap flags and the handoff in one execve; nothing missing, no re-exec', () => {
+  const NODE = '/usr/bin/node';
+  const argv = [NODE, '/app/dist/cli/main.js', 'agent', '--prefix', 'p'];
+  const handoff = { [HANDOFF_ENV]: 'H' };
+  const seen: Array<readonly string[]> = [];
+  const plan = agentReexecPlan({ execPath: NODE, argv, execArgv: ['--enable-source-maps'], env: { PATH: '/bin', UNSET: undefined } }, (execArgv) => {
+    seen.push(execArgv);
+    return ['--max-old-space-size=96'];
+  }, handoff);
+  assert.ok(plan);
+  assert.deepEqual(plan.args, [NODE, '--max-old-space-size=96', '--enable-source-maps', ...AGENT_NODE_FLAGS, ...argv.slice(1)]);
+  assert.deepEqual(seen, [['--enable-source-maps', ...AGENT_NODE_FLAGS]], 'the heap flags are chosen knowing the runtime flags the new image gets');
+  assert.deepEqual(plan.env, { PATH: '/bin', ...AGENT_ENV, ...handoff });
+  const given = { execPath: NODE, argv, execArgv: [...AGENT_NODE_FLAGS], env: { ...AGENT_ENV } };
+  assert.equal(agentReexecPlan(given, () => undefined, handoff), undefined, 'every setting given, no memory limit: the process runs as started');
+  const heapOnly = agentReexecPlan(given, () => ['--max-old-space-size=96'], handoff);
+  assert.deepEqual(heapOnly?.args, [NODE, '--max-old-space-size=96', ...AGENT_NODE_FLAGS, ...argv.slice(1)]);
+  assert.equal(heapOnly?.env[HANDOFF_ENV], 'H');
+});
+
+// --- real processes -------------------------------------------------------------------------
+
+let server: ServerProcess;
+
+before(async () => {
+  server = await startServerProcess();
+  await putItem(server, 'production/zf/secret', { kind: 'secret', value: 'zod-free' });
+});
+
+after(async () => {
+  await server?.stop();
+  await removeDir(server?.dataDir ?? '');
+});
+
+test('the agent as the bin starts it serves reads from a process that never loaded zod, commander, nor node\'s bundled fetch', async () => {
+  const agent = await startAgentProcess(server, { prefetch: ['production/zf/secret'], env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' } });
+  try {
+    const res = await socketGet(agent.socketPath, '/v1/items/production/zf/secret?format=raw');
+    assert.equal(res.status, 200);
+    assert.equal(res.body.toString(), 'zod-free');
+    const output = agent.output();
+    assert.equal(inspectorImages(output), 2, 'validated in one image, served from the re-executed one');
+    const scripts = await loadedScripts(lastInspectorUrl(output));
+    const packages = packagesOf(scripts);
+    assert.ok(packages.has('lru-cache') && packages.has('undici'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
+    // An ESM import of node:http reads its WebSocket getter, which compiles node's bundled undici (shared/node-http.ts).
+    assert.ok(scripts.includes('node:internal/http2/core'), 'the listing sees node\'s own modules');
+    assert.ok(!scripts.includes('node:internal/deps/undici/undici'), 'node\'s bundled fetch (undici) compiled by the serving process');
+    assert.ok(!packages.has('zod'), `zod loaded by the serving process: ${[...packages].join(' ')}`);
+    assert.ok(!packages.has('commander'), 'nor the command table: the re-executed image goes straight to the agent');
+    assert.ok(!packages.has('yaml'), 'nor yaml (no --config)');
+  } finally {
+    assert.equal(await agent.stop('SIGTERM'), 0);
+    await removeDir(agent.dir);
+  }
+});
+
+test('an agent started with every runtime setting given is not re-executed, and validates its settings in place (zod loaded)', async (t) => {
+  const dir = await makeTempDir('cs-agent-noexec-');
+  t.after(() => removeDir(dir));
+  await mkdir(join(dir, 'run'));
+  await writeFile(join(dir, 'token'), server.rootToken, { mode: 0o600 });
+  const args = ['--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--token-file', join(dir, 'token'), '--socket', join(dir, 'run', 'agent.sock')];
+  const proc = spawn(process.execPath, [...AGENT_NODE_FLAGS, '--inspect=127.0.0.1:0', CLI, 'agent', ...args, '--prefix', 'production', '--http-listen', 'off', '--admin-listen', '127.0.0.1:0', '--memory-limit', 'none'], {
+    env: { PATH: process.env.PATH ?? '', ...AGENT_ENV },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => proc.kill('SIGKILL'));
+  let output = '';
+  const listening = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "agent listening" within ${LOG_WAIT_TIMEOUT_MS} ms: ${output.slice(-800)}`)), LOG_WAIT_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (output.includes('"agent listening"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.once('exit', (code) => reject(new Error(`agent exited ${code}: ${output.slice(-800)}`)));
+  });
+  await listening;
+  assert.equal(inspectorImages(output), 1, 'no re-exec');
+  assert.ok((await loadedPackages(output)).has('zod'), 'the inspection sees zod where it is loaded');
+});
+
+test('a bad setting is still refused by the bin with the setting named, before any re-exec', async () => {
+  const proc = spawn(process.execPath, [CLI, 'agent', '--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--prefix', 'production', '--cache-ttl', 'soon'], {
+    env: { PATH: process.env.PATH ?? '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => proc.once('exit', resolve));
+  assert.equal(code, 2);
+  assert.match(stderr, /Invalid setting --cache-ttl \(CONFIG_SIDECAR_CACHE_TTL\): "soon" is not a duration/);
+});
