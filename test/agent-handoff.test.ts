@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
-import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES } from '../src/cli/agent-handoff.ts';
+import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES, handoffWrittenBy } from '../src/cli/agent-handoff.ts';
 import { agentReexecPlan } from '../src/cli/agent-reexec.ts';
 import { execveBytes, execveProblem, execveRoom } from '../src/cli/execve-room.ts';
 import { processIdentity, type ProcessIdentity } from '../src/cli/process-identity.ts';
@@ -64,6 +64,10 @@ test('handoff: refused unless written by this process, and every shape problem i
   // The same PID in a later process (PID 1 of the next pod, or a reused PID): refused.
   assert.match(refused(text, { ...SELF, start: 'b00t/5678' }), /written by an earlier process 4242 \(started b00t\/1234\), not this one \(started b00t\/5678\)/);
   assert.deepEqual(decodeHandoff(text, undefined), { ok: false, error: 'this process\'s start time cannot be read' });
+  assert.equal(handoffWrittenBy(text, SELF), true);
+  assert.equal(handoffWrittenBy(text, { ...SELF, start: 'b00t/5678' }), false, 'another process: the agent still re-executes');
+  assert.equal(handoffWrittenBy('{', SELF), false);
+  assert.equal(handoffWrittenBy(text, undefined), false);
   assert.equal(encodeHandoff({ settings: resolveAgentSettings(BASE), flags: {} }, undefined), undefined, 'no identity, no handoff');
   assert.match(refused('{'), /not JSON/);
   const doc = JSON.parse(text) as { v: number; pid: number; settings: Record<string, unknown>; flags: Record<string, unknown> };
@@ -225,7 +229,7 @@ test('a bad setting is still refused by the bin with the setting named, before a
   assert.match(stderr, /Invalid setting --cache-ttl \(CONFIG_SIDECAR_CACHE_TTL\): "soon" is not a duration/);
 });
 
-test('a handoff not written by this very process (the same PID, as PID 1 in every pod) is refused: the flags are validated and served', async (t) => {
+test('a handoff not written by this very process (the same PID, as PID 1 in every pod) is refused: the flags are validated, re-executed with, and served', async (t) => {
   const dir = await makeTempDir('cs-agent-forged-');
   t.after(() => removeDir(dir));
   await mkdir(join(dir, 'run'));
@@ -240,7 +244,7 @@ test('a handoff not written by this very process (the same PID, as PID 1 in ever
   assert.ok(!template.includes('\\'), 'printf would read a backslash');
   // `exec` keeps the shell's PID ($$), as execve does for the bin's own re-exec.
   const proc = spawn('/bin/sh', ['-c', `export ${HANDOFF_ENV}="$(printf "$T" $$)"; exec "$0" "$@"`, process.execPath, CLI, 'agent', ...args, '--http-listen', 'off', '--admin-listen', '127.0.0.1:0', '--memory-limit', 'none'], {
-    env: { PATH: process.env.PATH ?? '', T: template },
+    env: { PATH: process.env.PATH ?? '', T: template, NODE_OPTIONS: '--inspect=127.0.0.1:0' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.after(() => proc.kill('SIGKILL'));
@@ -259,6 +263,9 @@ test('a handoff not written by this very process (the same PID, as PID 1 in ever
     proc.once('exit', (code) => reject(new Error(`agent exited ${code}: ${output.slice(-800)}`)));
   });
   assert.match(output, new RegExp(`validating the settings again \\(${HANDOFF_ENV}: `));
+  // Not its own handoff: the agent still re-executes once with its runtime settings and hands itself the settings it validated.
+  assert.equal(inspectorImages(output), 2, 'validated in one image, served from the re-executed one');
+  assert.ok(!(await loadedPackages(output)).has('zod'), 'the serving process took its own handoff');
   const res = await socketGet(flagged, '/v1/items/production/zf/secret?format=raw');
   assert.equal(res.status, 200, 'served where the flags say');
   await assert.rejects(socketGet(injected, '/v1/items/production/zf/secret?format=raw'), 'nothing where the forged handoff said');

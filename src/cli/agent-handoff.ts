@@ -12,7 +12,8 @@
  * start time (process-identity.ts), which `execve` keeps and no other process
  * shares: a PID alone is 1 in every pod, so a value copied from another
  * agent's environment would pass. A value inherited or set by hand is not
- * taken (the settings are then validated as usual); whoever starts the
+ * taken (the settings are then validated as usual, and the re-exec still
+ * happens: only a handoff this process wrote stops it); whoever starts the
  * process can give it any flags anyway. The guard checks every
  * field's type against `AgentSettings` (a missing field is a type error
  * here); the values themselves were checked by the schema that made them.
@@ -104,6 +105,16 @@ export function encodeHandoff(handoff: Handoff, self: ProcessIdentity | undefine
   if (self === undefined) return undefined;
   const text = JSON.stringify({ v: HANDOFF_VERSION, pid: self.pid, start: self.start, settings: handoff.settings, flags: handoff.flags });
   return Buffer.byteLength(text) <= HANDOFF_MAX_BYTES ? text : undefined;
+}
+
+/** Whether `text` names process `self` (PID and start time) as its writer, whatever else it holds. */
+export function handoffWrittenBy(text: string, self: ProcessIdentity | undefined): boolean {
+  try {
+    const o = JSON.parse(text) as { pid?: unknown; start?: unknown } | null;
+    return self !== undefined && o?.pid === self.pid && o.start === self.start;
+  } catch {
+    return false;
+  }
 }
 
 /** The settings the previous image of process `self` validated, or why they cannot be taken. */

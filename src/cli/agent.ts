@@ -11,7 +11,7 @@
 import { Option, type Command } from 'commander';
 import type { AgentSettings } from '../agent/agent-settings.ts';
 import { envNameFor } from '../shared/settings.ts';
-import { encodeHandoff, HANDOFF_ENV } from './agent-handoff.ts';
+import { encodeHandoff, HANDOFF_ENV, handoffWrittenBy } from './agent-handoff.ts';
 import { agentReexecPlan } from './agent-reexec.ts';
 import { runAgent } from './agent-run.ts';
 import { action } from './cli-util.ts';
@@ -82,8 +82,10 @@ zero-fills the cache and exits 0. A second signal, or a shutdown still running
     )
     .action(
       action(async (flags: Record<string, unknown>) => {
-        // Set (even empty, or refused by main.ts): this image is the re-executed one; it never re-executes again.
-        const reexecuted = process.env[HANDOFF_ENV] !== undefined;
+        // Written for this process (even refused by main.ts), or empty: this image is the re-executed one; it never
+        // re-executes again. One written for another (copied from an agent's environment) does not stop the re-exec.
+        const inherited = process.env[HANDOFF_ENV];
+        const reexecuted = inherited !== undefined && (inherited === '' || handoffWrittenBy(inherited, processIdentity()));
         delete process.env[HANDOFF_ENV];
         const settings = await loadAgentSettings(flags);
         // A bound that cannot fit the memory limit exits 2 here, before anything binds.
