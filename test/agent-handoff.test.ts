@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES, handoffWrittenBy } from '../src/cli/agent-handoff.ts';
@@ -103,6 +103,8 @@ test('process identity: PID, boot and start time from /proc, read past a command
   await writeFile(join(proc, '7', 'stat'), '7 (a) b (c) S 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10 0\n');
   assert.deepEqual(processIdentity(7, proc), { pid: 7, start: 'b00t/98765' });
   assert.equal(processIdentity(8, proc), undefined, 'no such process');
+  await rm(join(proc, 'sys'), { recursive: true });
+  assert.deepEqual(processIdentity(7, proc), { pid: 7, start: '/98765' }, 'no boot id: the start time still binds');
 });
 
 test('handoff: settings too large for one environment variable are not handed over', () => {

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 
 export interface ProcessIdentity {
   readonly pid: number;
-  /** `<boot id>/<start time in clock ticks since boot>`. */
+  /** `<boot id>/<start time in clock ticks since boot>` (the boot id empty where it cannot be read). */
   readonly start: string;
 }
 
@@ -21,9 +21,17 @@ export function processIdentity(pid = process.pid, proc = '/proc'): ProcessIdent
     // Fields after the command name (which may hold spaces and parentheses): state is field 3, starttime field 22.
     const startTicks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
     if (startTicks === undefined || !/^[0-9]+$/.test(startTicks)) return undefined;
-    const bootId = readFileSync(`${proc}/sys/kernel/random/boot_id`, 'utf8').trim();
-    return { pid, start: `${bootId}/${startTicks}` };
+    return { pid, start: `${bootId(proc)}/${startTicks}` };
   } catch {
     return undefined;
+  }
+}
+
+/** The boot id, or '' where /proc/sys hides it: the start time alone still tells this process from the next with its PID. */
+function bootId(proc: string): string {
+  try {
+    return readFileSync(`${proc}/sys/kernel/random/boot_id`, 'utf8').trim();
+  } catch {
+    return '';
   }
 }
