@@ -16,13 +16,14 @@ import { join } from 'node:path';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES } from '../src/cli/agent-handoff.ts';
 import { agentReexecPlan } from '../src/cli/agent-reexec.ts';
+import { processIdentity, type ProcessIdentity } from '../src/cli/process-identity.ts';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
 import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { putItem, socketGet, startAgentProcess } from './helpers/agent-process.ts';
 import { CLI, LOG_WAIT_TIMEOUT_MS } from './helpers/process.ts';
 import { inspectorImages, lastInspectorUrl, loadedPackages, loadedScripts, packagesOf } from './helpers/loaded-scripts.ts';
 
-const PID = 4242;
+const SELF = { pid: 4242, start: 'b00t/1234' };
 const BASE = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
 
 test('handoff: the validated settings come back whole, typed as the schema made them', () => {
@@ -38,9 +39,9 @@ test('handoff: the validated settings come back whole, typed as the schema made 
   });
   // The flags as commander gives them, for a --config reload in the new image.
   const flags = { config: '/etc/cs/agent.yaml', prefix: ['team-a'], insecure: true };
-  const text = encodeHandoff({ settings, flags }, PID);
+  const text = encodeHandoff({ settings, flags }, SELF);
   assert.ok(text);
-  const back = decodeHandoff(text, PID);
+  const back = decodeHandoff(text, SELF);
   assert.ok(back.ok, back.ok ? '' : back.error);
   assert.deepEqual(back.value, { settings, flags });
   assert.ok(Object.isFrozen(back.value.settings));
@@ -51,13 +52,17 @@ test('handoff: the validated settings come back whole, typed as the schema made 
 });
 
 test('handoff: refused unless written by this process, and every shape problem is named', () => {
-  const text = encodeHandoff({ settings: resolveAgentSettings(BASE), flags: { prefix: ['team-a'] } }, PID) as string;
-  const refused = (t: string, pid = PID): string => {
-    const r = decodeHandoff(t, pid);
+  const text = encodeHandoff({ settings: resolveAgentSettings(BASE), flags: { prefix: ['team-a'] } }, SELF) as string;
+  const refused = (t: string, self: ProcessIdentity | undefined = SELF): string => {
+    const r = decodeHandoff(t, self);
     assert.equal(r.ok, false, t);
     return r.ok ? '' : r.error;
   };
-  assert.match(refused(text, PID + 1), /written by process 4242, not this one \(4243\)/);
+  assert.match(refused(text, { ...SELF, pid: 4243 }), /written by process 4242, not this one \(4243\)/);
+  // The same PID in a later process (PID 1 of the next pod, or a reused PID): refused.
+  assert.match(refused(text, { ...SELF, start: 'b00t/5678' }), /written by an earlier process 4242 \(started b00t\/1234\), not this one \(started b00t\/5678\)/);
+  assert.deepEqual(decodeHandoff(text, undefined), { ok: false, error: 'this process\'s start time cannot be read' });
+  assert.equal(encodeHandoff({ settings: resolveAgentSettings(BASE), flags: {} }, undefined), undefined, 'no identity, no handoff');
   assert.match(refused('{'), /not JSON/);
   const doc = JSON.parse(text) as { v: number; pid: number; settings: Record<string, unknown>; flags: Record<string, unknown> };
   const edited = (edit: (settings: Record<string, unknown>) => void, v = doc.v): string => {
@@ -78,9 +83,25 @@ test('handoff: refused unless written by this process, and every shape problem i
   assert.match(refused(JSON.stringify({ ...doc, flags: undefined })), /^flags: expected an object, received undefined$/);
 });
 
+test('process identity: PID, boot and start time from /proc, read past a command name with spaces and parentheses', async (t) => {
+  const self = processIdentity();
+  assert.ok(self, 'Linux /proc');
+  assert.equal(self.pid, process.pid);
+  assert.match(self.start, /^[0-9a-f-]{36}\/[0-9]+$/);
+  assert.deepEqual(processIdentity(), self, 'stable for the life of the process');
+  const proc = await makeTempDir('cs-proc-');
+  t.after(() => removeDir(proc));
+  await mkdir(join(proc, '7'));
+  await mkdir(join(proc, 'sys', 'kernel', 'random'), { recursive: true });
+  await writeFile(join(proc, 'sys', 'kernel', 'random', 'boot_id'), 'b00t\n');
+  await writeFile(join(proc, '7', 'stat'), '7 (a) b (c) S 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10 0\n');
+  assert.deepEqual(processIdentity(7, proc), { pid: 7, start: 'b00t/98765' });
+  assert.equal(processIdentity(8, proc), undefined, 'no such process');
+});
+
 test('handoff: settings too large for one environment variable are not handed over', () => {
   const many = Array.from({ length: 4000 }, (_, i) => `team-a/app/item-${i}`);
-  assert.equal(encodeHandoff({ settings: resolveAgentSettings({ ...BASE, prefetch: many }), flags: {} }, PID), undefined);
+  assert.equal(encodeHandoff({ settings: resolveAgentSettings({ ...BASE, prefetch: many }), flags: {} }, SELF), undefined);
   assert.ok(JSON.stringify(many).length > HANDOFF_MAX_BYTES);
 });
 
@@ -181,4 +202,43 @@ test('a bad setting is still refused by the bin with the setting named, before a
   const code = await new Promise<number | null>((resolve) => proc.once('exit', resolve));
   assert.equal(code, 2);
   assert.match(stderr, /Invalid setting --cache-ttl \(CONFIG_SIDECAR_CACHE_TTL\): "soon" is not a duration/);
+});
+
+test('a handoff not written by this very process (the same PID, as PID 1 in every pod) is refused: the flags are validated and served', async (t) => {
+  const dir = await makeTempDir('cs-agent-forged-');
+  t.after(() => removeDir(dir));
+  await mkdir(join(dir, 'run'));
+  await writeFile(join(dir, 'token'), server.rootToken, { mode: 0o600 });
+  const flagged = join(dir, 'run', 'agent.sock');
+  const injected = join(dir, 'run', 'injected.sock');
+  const args = ['--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--token-file', join(dir, 'token'), '--socket', flagged, '--prefix', 'production'];
+  const common = { tokenFile: join(dir, 'token'), httpListen: 'off' as const, adminListen: '127.0.0.1:0', memoryLimit: 'none' as const };
+  // A value copied from a running agent's environment, or set by hand: right PID, settings the schema never saw.
+  const settings = resolveAgentSettings({ server: [server.httpUrl], serverGrpc: [server.grpcAddress], prefix: ['production'], socket: injected, ...common });
+  const template = JSON.stringify({ v: 1, pid: '@PID@', settings, flags: {} }).replace('"@PID@"', '%d');
+  assert.ok(!template.includes('\\'), 'printf would read a backslash');
+  // `exec` keeps the shell's PID ($$), as execve does for the bin's own re-exec.
+  const proc = spawn('/bin/sh', ['-c', `export ${HANDOFF_ENV}="$(printf "$T" $$)"; exec "$0" "$@"`, process.execPath, CLI, 'agent', ...args, '--http-listen', 'off', '--admin-listen', '127.0.0.1:0', '--memory-limit', 'none'], {
+    env: { PATH: process.env.PATH ?? '', T: template },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => proc.kill('SIGKILL'));
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "agent listening" within ${LOG_WAIT_TIMEOUT_MS} ms: ${output.slice(-800)}`)), LOG_WAIT_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (output.includes('"agent listening"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.once('exit', (code) => reject(new Error(`agent exited ${code}: ${output.slice(-800)}`)));
+  });
+  assert.match(output, new RegExp(`validating the settings again \\(${HANDOFF_ENV}: `));
+  const res = await socketGet(flagged, '/v1/items/production/zf/secret?format=raw');
+  assert.equal(res.status, 200, 'served where the flags say');
+  await assert.rejects(socketGet(injected, '/v1/items/production/zf/secret?format=raw'), 'nothing where the forged handoff said');
 });

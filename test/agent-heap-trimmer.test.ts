@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { stripTypeScriptTypes } from 'node:module';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -176,6 +178,50 @@ test('without --expose-gc there is no probe (the trimmer is not started); with i
     const u = probe.utilization();
     assert.ok(u >= 0 && u <= 1, String(u));
   }
+});
+
+/**
+ * Warms `process.nextTick`, then 20 times: a batch of ticks, and a trim from
+ * a later timer (no tick object queued, as in an idle agent); prints
+ * nextTick's feedback with V8's `%DebugPrint`: the states of its object
+ * literal's computed keys. One trim turned them megamorphic in about one run
+ * of six (whether the tick object's maps died varies), 20 in every run.
+ */
+const TICK_FEEDBACK_SCRIPT = `
+import { processHeap } from './heap-trimmer.mjs';
+const probe = processHeap();
+const tick = () => {};
+const ticks = (n) => { for (let i = 0; i < n; i++) process.nextTick(tick); };
+const later = (fn) => setTimeout(fn, 1);
+let cycles = 20;
+const cycle = () => {
+  ticks(5000);
+  later(() => {
+    probe.collect();
+    if (--cycles > 0) later(cycle);
+    else later(() => { ticks(100); later(() => new Function('f', '%DebugPrint(f)')(process.nextTick)); });
+  });
+};
+ticks(20000);
+later(cycle);
+`;
+
+test("a trim leaves process.nextTick on its fast path, so reads after it cost what they did before (the tick literal's feedback stays monomorphic)", async (t) => {
+  // The trimmer as plain JavaScript: loading any .ts file in the child (node's type stripping) happens to keep a tick object alive, which hides the effect.
+  const dir = await mkdtemp(join(tmpdir(), 'csb-trim-tick-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const source = await readFile(new URL('../src/agent/heap-trimmer.ts', import.meta.url), 'utf8');
+  await writeFile(join(dir, 'heap-trimmer.mjs'), stripTypeScriptTypes(source));
+  await writeFile(join(dir, 'main.mjs'), TICK_FEEDBACK_SCRIPT);
+  const run = spawnSync(process.execPath, ['--expose-gc', '--allow-natives-syntax', join(dir, 'main.mjs')], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(run.status, 0, run.stderr);
+  const states = [...run.stdout.matchAll(/DefineKeyedOwnPropertyInLiteral (\w+)/g)].map((m) => m[1]);
+  assert.ok(states.length > 0, `no DefineKeyedOwnPropertyInLiteral slot in nextTick's feedback:\n${run.stdout.slice(0, 2000)}`);
+  assert.deepEqual(
+    states.filter((state) => state === 'MEGAMORPHIC'),
+    [],
+    `nextTick's computed-key feedback after the trim: ${states.join(', ')}`,
+  );
 });
 
 test("the agent's activity count grows with every data request, answered or refused, and every applied event", async () => {

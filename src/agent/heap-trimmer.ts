@@ -102,9 +102,10 @@ export function processHeap(): HeapProbe | undefined {
  * The memory-reducing collection does not retain hidden classes (maps) that
  * no live object uses, which an ordinary one does for a few cycles; an idle
  * agent has no tick object, so the maps of node's `process.nextTick` object
- * (`{ [async_id_symbol], [trigger_async_id_symbol], callback, args }`) died,
- * the next tick built new ones, and the feedback of that literal's computed
- * keys turned megamorphic for good: every `nextTick` (several per request)
+ * (`{ [async_id_symbol], [trigger_async_id_symbol], callback, args }`) could
+ * die (in about one trim of six), the next tick built new ones, and the
+ * feedback of that literal's computed keys turned megamorphic for good
+ * (test/agent-heap-trimmer.test.ts): every `nextTick` (several per request)
  * then defined both keys in the runtime, 14 % of the agent's CPU under
  * cached reads (`perf` with `--perf-prof`, docs/ARCHITECTURE.md,
  * "Footprint"). One live tick object keeps the whole chain of maps.

@@ -15,6 +15,7 @@ import { encodeHandoff, HANDOFF_ENV } from './agent-handoff.ts';
 import { agentReexecPlan } from './agent-reexec.ts';
 import { runAgent } from './agent-run.ts';
 import { action } from './cli-util.ts';
+import { processIdentity } from './process-identity.ts';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from './runtime-settings.ts';
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
@@ -94,8 +95,8 @@ zero-fills the cache and exits 0. A second signal, or a shutdown still running
             ? agentReexecPlan(
                 { execPath: process.execPath, argv: process.argv, execArgv: process.execArgv, env: process.env },
                 (execArgv) => heapFlags(memory.budget, execArgv, process.env.NODE_OPTIONS),
-                // Empty when too large: the new image then validates the settings itself.
-                { [HANDOFF_ENV]: encodeHandoff({ settings, flags }, process.pid) ?? '' },
+                // Empty when too large (or no /proc): the new image then validates the settings itself.
+                { [HANDOFF_ENV]: encodeHandoff({ settings, flags }, processIdentity()) ?? '' },
               )
             : undefined;
         if (plan && process.execve) {
