@@ -16,7 +16,7 @@ export default tseslint.config(
     },
   },
   {
-    // A value import of node:http loads node's bundled fetch (src/shared/node-http.ts says why); the client package supports Node 20.
+    // A value import of node:http loads node's bundled fetch (src/shared/node-http.ts says why); the client package (no shared code) takes it itself, src/client/index.ts.
     files: ['src/**/*.ts'],
     ignores: ['src/shared/node-http.ts', 'src/client/**'],
     rules: {

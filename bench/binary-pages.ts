@@ -1,6 +1,6 @@
 /**
  * Which pages of the node binary a process has resident (docs/ARCHITECTURE.md,
- * "Footprint", "The binary's pages"): for each target process, the pages of
+ * "Footprint", "The node binary's pages, attributed"): for each target process, the pages of
  * its executable present in /proc/PID/pagemap, attributed to the binary's
  * sections, to the library each symbol belongs to (ICU data, V8 and its
  * embedded builtins, OpenSSL, nghttp2, llhttp, …) and to the largest symbols,

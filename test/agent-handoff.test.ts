@@ -11,18 +11,21 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
-import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES } from '../src/cli/agent-handoff.ts';
+import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES, handoffWrittenBy } from '../src/cli/agent-handoff.ts';
 import { agentReexecPlan } from '../src/cli/agent-reexec.ts';
+import { execveBytes, execveProblem, execveRoom } from '../src/cli/execve-room.ts';
+import { processIdentity, type ProcessIdentity } from '../src/cli/process-identity.ts';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../src/cli/runtime-settings.ts';
 import { makeTempDir, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { putItem, socketGet, startAgentProcess } from './helpers/agent-process.ts';
 import { CLI, LOG_WAIT_TIMEOUT_MS } from './helpers/process.ts';
 import { inspectorImages, lastInspectorUrl, loadedPackages, loadedScripts, packagesOf } from './helpers/loaded-scripts.ts';
 
-const PID = 4242;
+const SELF = { pid: 4242, start: 'b00t/1234' };
 const BASE = { server: ['http://127.0.0.1:1'], serverGrpc: ['127.0.0.1:2'], prefix: ['team-a'] };
 
 test('handoff: the validated settings come back whole, typed as the schema made them', () => {
@@ -38,9 +41,9 @@ test('handoff: the validated settings come back whole, typed as the schema made 
   });
   // The flags as commander gives them, for a --config reload in the new image.
   const flags = { config: '/etc/cs/agent.yaml', prefix: ['team-a'], insecure: true };
-  const text = encodeHandoff({ settings, flags }, PID);
+  const text = encodeHandoff({ settings, flags }, SELF);
   assert.ok(text);
-  const back = decodeHandoff(text, PID);
+  const back = decodeHandoff(text, SELF);
   assert.ok(back.ok, back.ok ? '' : back.error);
   assert.deepEqual(back.value, { settings, flags });
   assert.ok(Object.isFrozen(back.value.settings));
@@ -51,13 +54,21 @@ test('handoff: the validated settings come back whole, typed as the schema made 
 });
 
 test('handoff: refused unless written by this process, and every shape problem is named', () => {
-  const text = encodeHandoff({ settings: resolveAgentSettings(BASE), flags: { prefix: ['team-a'] } }, PID) as string;
-  const refused = (t: string, pid = PID): string => {
-    const r = decodeHandoff(t, pid);
+  const text = encodeHandoff({ settings: resolveAgentSettings(BASE), flags: { prefix: ['team-a'] } }, SELF) as string;
+  const refused = (t: string, self: ProcessIdentity | undefined = SELF): string => {
+    const r = decodeHandoff(t, self);
     assert.equal(r.ok, false, t);
     return r.ok ? '' : r.error;
   };
-  assert.match(refused(text, PID + 1), /written by process 4242, not this one \(4243\)/);
+  assert.match(refused(text, { ...SELF, pid: 4243 }), /written by process 4242, not this one \(4243\)/);
+  // The same PID in a later process (PID 1 of the next pod, or a reused PID): refused.
+  assert.match(refused(text, { ...SELF, start: 'b00t/5678' }), /written by an earlier process 4242 \(started b00t\/1234\), not this one \(started b00t\/5678\)/);
+  assert.deepEqual(decodeHandoff(text, undefined), { ok: false, error: 'this process\'s start time cannot be read' });
+  assert.equal(handoffWrittenBy(text, SELF), true);
+  assert.equal(handoffWrittenBy(text, { ...SELF, start: 'b00t/5678' }), false, 'another process: the agent still re-executes');
+  assert.equal(handoffWrittenBy('{', SELF), false);
+  assert.equal(handoffWrittenBy(text, undefined), false);
+  assert.equal(encodeHandoff({ settings: resolveAgentSettings(BASE), flags: {} }, undefined), undefined, 'no identity, no handoff');
   assert.match(refused('{'), /not JSON/);
   const doc = JSON.parse(text) as { v: number; pid: number; settings: Record<string, unknown>; flags: Record<string, unknown> };
   const edited = (edit: (settings: Record<string, unknown>) => void, v = doc.v): string => {
@@ -78,9 +89,27 @@ test('handoff: refused unless written by this process, and every shape problem i
   assert.match(refused(JSON.stringify({ ...doc, flags: undefined })), /^flags: expected an object, received undefined$/);
 });
 
+test('process identity: PID, boot and start time from /proc, read past a command name with spaces and parentheses', async (t) => {
+  const self = processIdentity();
+  assert.ok(self, 'Linux /proc');
+  assert.equal(self.pid, process.pid);
+  assert.match(self.start, /^[0-9a-f-]{36}\/[0-9]+$/);
+  assert.deepEqual(processIdentity(), self, 'stable for the life of the process');
+  const proc = await makeTempDir('cs-proc-');
+  t.after(() => removeDir(proc));
+  await mkdir(join(proc, '7'));
+  await mkdir(join(proc, 'sys', 'kernel', 'random'), { recursive: true });
+  await writeFile(join(proc, 'sys', 'kernel', 'random', 'boot_id'), 'b00t\n');
+  await writeFile(join(proc, '7', 'stat'), '7 (a) b (c) S 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10 0\n');
+  assert.deepEqual(processIdentity(7, proc), { pid: 7, start: 'b00t/98765' });
+  assert.equal(processIdentity(8, proc), undefined, 'no such process');
+  await rm(join(proc, 'sys'), { recursive: true });
+  assert.deepEqual(processIdentity(7, proc), { pid: 7, start: '/98765' }, 'no boot id: the start time still binds');
+});
+
 test('handoff: settings too large for one environment variable are not handed over', () => {
   const many = Array.from({ length: 4000 }, (_, i) => `team-a/app/item-${i}`);
-  assert.equal(encodeHandoff({ settings: resolveAgentSettings({ ...BASE, prefetch: many }), flags: {} }, PID), undefined);
+  assert.equal(encodeHandoff({ settings: resolveAgentSettings({ ...BASE, prefetch: many }), flags: {} }, SELF), undefined);
   assert.ok(JSON.stringify(many).length > HANDOFF_MAX_BYTES);
 });
 
@@ -102,6 +131,25 @@ test('re-exec plan: runtime flags, heap flags and the handoff in one execve; not
   const heapOnly = agentReexecPlan(given, () => ['--max-old-space-size=96'], handoff);
   assert.deepEqual(heapOnly?.args, [NODE, '--max-old-space-size=96', ...AGENT_NODE_FLAGS, ...argv.slice(1)]);
   assert.equal(heapOnly?.env[HANDOFF_ENV], 'H');
+});
+
+test('execve room: a quarter of the stack limit within [128 KiB, 6 MiB]; a plan over it, or a file that cannot run, is named', async (t) => {
+  const dir = await makeTempDir('cs-limits-');
+  t.after(() => removeDir(dir));
+  const limits = async (soft: string): Promise<number | undefined> => {
+    await writeFile(join(dir, 'limits'), `Limit                     Soft Limit           Hard Limit           Units     \nMax stack size            ${soft}              unlimited            bytes     \n`);
+    return execveRoom(join(dir, 'limits'));
+  };
+  assert.equal(await limits('8388608'), 2 * 1024 * 1024);
+  assert.equal(await limits('unlimited'), 6 * 1024 * 1024);
+  assert.equal(await limits('65536'), 128 * 1024);
+  assert.equal(execveRoom(join(dir, 'none')), undefined);
+  const plan = { file: process.execPath, args: [process.execPath, 'x'], env: { A: 'b' } };
+  assert.equal(execveBytes(plan), process.execPath.length + 1 + 8 + (process.execPath.length + 1 + 8) + (2 + 8) + (4 + 8));
+  assert.equal(execveProblem(plan, 128 * 1024), undefined);
+  assert.equal(execveProblem(plan, undefined), undefined, 'room unknown: not checked');
+  assert.match(execveProblem(plan, 100) ?? '', /^re-executing needs \d+ bytes of arguments and environment; the stack limit allows 100 \(a quarter of ulimit -s\)/);
+  assert.match(execveProblem({ ...plan, file: join(dir, 'limits') }, undefined) ?? '', /cannot be executed again \(EACCES\)/);
 });
 
 // --- real processes -------------------------------------------------------------------------
@@ -181,4 +229,91 @@ test('a bad setting is still refused by the bin with the setting named, before a
   const code = await new Promise<number | null>((resolve) => proc.once('exit', resolve));
   assert.equal(code, 2);
   assert.match(stderr, /Invalid setting --cache-ttl \(CONFIG_SIDECAR_CACHE_TTL\): "soon" is not a duration/);
+});
+
+test('a handoff not written by this very process (the same PID, as PID 1 in every pod) is refused: the flags are validated, re-executed with, and served', async (t) => {
+  const dir = await makeTempDir('cs-agent-forged-');
+  t.after(() => removeDir(dir));
+  await mkdir(join(dir, 'run'));
+  await writeFile(join(dir, 'token'), server.rootToken, { mode: 0o600 });
+  const flagged = join(dir, 'run', 'agent.sock');
+  const injected = join(dir, 'run', 'injected.sock');
+  const args = ['--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--token-file', join(dir, 'token'), '--socket', flagged, '--prefix', 'production'];
+  const common = { tokenFile: join(dir, 'token'), httpListen: 'off' as const, adminListen: '127.0.0.1:0', memoryLimit: 'none' as const };
+  // A value copied from a running agent's environment, or set by hand: right PID, settings the schema never saw.
+  const settings = resolveAgentSettings({ server: [server.httpUrl], serverGrpc: [server.grpcAddress], prefix: ['production'], socket: injected, ...common });
+  const template = JSON.stringify({ v: 1, pid: '@PID@', settings, flags: {} }).replace('"@PID@"', '%d');
+  assert.ok(!template.includes('\\'), 'printf would read a backslash');
+  // `exec` keeps the shell's PID ($$), as execve does for the bin's own re-exec.
+  const proc = spawn('/bin/sh', ['-c', `export ${HANDOFF_ENV}="$(printf "$T" $$)"; exec "$0" "$@"`, process.execPath, CLI, 'agent', ...args, '--http-listen', 'off', '--admin-listen', '127.0.0.1:0', '--memory-limit', 'none'], {
+    env: { PATH: process.env.PATH ?? '', T: template, NODE_OPTIONS: '--inspect=127.0.0.1:0' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => proc.kill('SIGKILL'));
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "agent listening" within ${LOG_WAIT_TIMEOUT_MS} ms: ${output.slice(-800)}`)), LOG_WAIT_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (output.includes('"agent listening"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.once('exit', (code) => reject(new Error(`agent exited ${code}: ${output.slice(-800)}`)));
+  });
+  assert.match(output, new RegExp(`validating the settings again \\(${HANDOFF_ENV}: `));
+  // Not its own handoff: the agent still re-executes once with its runtime settings and hands itself the settings it validated.
+  assert.equal(inspectorImages(output), 2, 'validated in one image, served from the re-executed one');
+  assert.ok(!(await loadedPackages(output)).has('zod'), 'the serving process took its own handoff');
+  const res = await socketGet(flagged, '/v1/items/production/zf/secret?format=raw');
+  assert.equal(res.status, 200, 'served where the flags say');
+  await assert.rejects(socketGet(injected, '/v1/items/production/zf/secret?format=raw'), 'nothing where the forged handoff said');
+});
+
+/** The kernel's bound on execve's strings (fs/exec.c bprm_stack_limits): a quarter of the stack limit, within [128 KiB, 6 MiB]. */
+function execveStringLimit(): number {
+  const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max stack size')) ?? '';
+  const soft = line.replace('Max stack size', '').trim().split(/\s+/)[0] ?? 'unlimited';
+  const quarter = soft === 'unlimited' ? Infinity : Number(soft) / 4;
+  return Math.max(128 * 1024, Math.min(6 * 1024 * 1024, quarter));
+}
+
+test('a re-exec the kernel would refuse (environment near the execve limit) is not attempted: the agent starts as it was started, saying why', async (t) => {
+  const dir = await makeTempDir('cs-agent-e2big-');
+  t.after(() => removeDir(dir));
+  await mkdir(join(dir, 'run'));
+  await writeFile(join(dir, 'token'), server.rootToken, { mode: 0o600 });
+  const socket = join(dir, 'run', 'agent.sock');
+  const args = [CLI, 'agent', '--server', server.httpUrl, '--server-grpc', server.grpcAddress, '--token-file', join(dir, 'token'), '--socket', socket, '--prefix', 'production', '--http-listen', 'off', '--admin-listen', '127.0.0.1:0', '--memory-limit', 'none'];
+  // An environment that leaves 100 bytes of the kernel's room: the first exec fits, a re-exec adding the runtime settings (with or without the handoff) would not.
+  const env: Record<string, string> = { PATH: process.env.PATH ?? '' };
+  const used = (): number =>
+    Buffer.byteLength(process.execPath) + 1 + [process.execPath, ...args].reduce((n, a) => n + Buffer.byteLength(a) + 1, 0) +
+    Object.entries(env).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v) + 2, 0) + 8 * (args.length + 1 + Object.keys(env).length) + 8;
+  for (let i = 0; used() < execveStringLimit() - 100 - 100_000; i++) env[`PAD_${i}`] = 'x'.repeat(100_000 - 10);
+  env.PAD_LAST = 'x'.repeat(execveStringLimit() - 100 - used() - 'PAD_LAST'.length - 10);
+  const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => proc.kill('SIGKILL'));
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "agent listening" within ${LOG_WAIT_TIMEOUT_MS} ms: ${output.slice(-800)}`)), LOG_WAIT_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (output.includes('"agent listening"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.once('exit', (code, signal) => reject(new Error(`agent exited ${code ?? signal}: ${output.slice(-800)}`)));
+  });
+  assert.match(output, /config-sidecar: running without the runtime settings \(re-executing needs \d+ bytes of arguments and environment; the stack limit allows \d+/);
+  assert.equal(inspectorImages(output), 0);
+  const res = await socketGet(socket, '/v1/items/production/zf/secret?format=raw');
+  assert.equal(res.status, 200);
+  assert.equal(res.body.toString(), 'zod-free');
 });

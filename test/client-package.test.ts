@@ -47,7 +47,9 @@ const item = await client.get('production/pkg/greeting');
 let missing = '';
 try { await client.get('production/pkg/missing'); } catch (err) { missing = err instanceof ConfigSidecarError ? err.code : String(err); }
 await client.close();
-process.stdout.write(JSON.stringify({ value: item.value, version: item.version, missing, node: process.version, uid: process.getuid() }));
+// Whether importing the client made node compile its bundled fetch (an ESM import of node:http does, on Node 22+).
+const bundledFetch = process.moduleLoadList.includes('NativeModule internal/deps/undici/undici');
+process.stdout.write(JSON.stringify({ value: item.value, version: item.version, missing, node: process.version, uid: process.getuid(), bundledFetch }));
 `;
 
 const CJS_APP = `
@@ -126,6 +128,7 @@ for (const runtime of ['node24', 'node20'] as const) {
     assert.equal(esm.missing, 'not_found');
     if (pod) assert.equal(esm.uid, pod.app.uid, "the app's own user, in the pod's fsGroup");
     assert.equal(typeof esm.version, 'number');
+    assert.equal(esm.bundledFetch, false, "the client's import of node:http compiled node's bundled fetch in the app");
     const cjs = JSON.parse(run('app.cjs')) as Record<string, unknown>;
     assert.deepEqual(cjs.value, { rps: 7 });
     assert.match(String(esm.node), runtime === 'node24' ? /^v24\./ : /^v20\./);

@@ -8,9 +8,13 @@
  * docs/ARCHITECTURE.md, "Footprint"). The flags travel too: a `--config`
  * reload validates the file merged under them again.
  *
- * Trust: the text is bound to the PID that wrote it, which `execve` keeps
- * and no other process shares, so a value inherited or set by hand is not
- * taken (the settings are then validated as usual). The guard checks every
+ * Trust: the text is bound to the process that wrote it, by its PID and
+ * start time (process-identity.ts), which `execve` keeps and no other process
+ * shares: a PID alone is 1 in every pod, so a value copied from another
+ * agent's environment would pass. A value inherited or set by hand is not
+ * taken (the settings are then validated as usual, and the re-exec still
+ * happens: only a handoff this process wrote stops it); whoever starts the
+ * process can give it any flags anyway. The guard checks every
  * field's type against `AgentSettings` (a missing field is a type error
  * here); the values themselves were checked by the schema that made them.
  * Settings hold paths, URLs and item names, never a secret.
@@ -19,6 +23,7 @@ import type { AgentSettings } from '../agent/agent-settings.ts';
 import { LOG_LEVELS } from '../shared/logger.ts';
 import type { ListenAddress } from '../shared/settings.ts';
 import type { ItemRef } from '../shared/paths.ts';
+import type { ProcessIdentity } from './process-identity.ts';
 import { array, boolean, checked, field, finiteNumber, integer, oneOf, onlyKeys, optional, record, ShapeError, string, type Checked } from '../shared/shape-check.ts';
 
 /** Set by the bin for its own re-exec only. */
@@ -95,14 +100,26 @@ export interface Handoff {
 
 const flagValue: Reader<unknown> = (value, path) => (typeof value === 'boolean' ? value : Array.isArray(value) ? strings(value, path) : string(value, path));
 
-/** The handoff text for `pid`, or undefined when it would be too large to pass in the environment. */
-export function encodeHandoff(handoff: Handoff, pid: number): string | undefined {
-  const text = JSON.stringify({ v: HANDOFF_VERSION, pid, settings: handoff.settings, flags: handoff.flags });
+/** The handoff text for process `self`, or undefined when it has no identity or the text would be too large to pass in the environment. */
+export function encodeHandoff(handoff: Handoff, self: ProcessIdentity | undefined): string | undefined {
+  if (self === undefined) return undefined;
+  const text = JSON.stringify({ v: HANDOFF_VERSION, pid: self.pid, start: self.start, settings: handoff.settings, flags: handoff.flags });
   return Buffer.byteLength(text) <= HANDOFF_MAX_BYTES ? text : undefined;
 }
 
-/** The settings the previous image of process `pid` validated, or why they cannot be taken. */
-export function decodeHandoff(text: string, pid: number): Checked<Handoff> {
+/** Whether `text` names process `self` (PID and start time) as its writer, whatever else it holds. */
+export function handoffWrittenBy(text: string, self: ProcessIdentity | undefined): boolean {
+  try {
+    const o = JSON.parse(text) as { pid?: unknown; start?: unknown } | null;
+    return self !== undefined && o?.pid === self.pid && o.start === self.start;
+  } catch {
+    return false;
+  }
+}
+
+/** The settings the previous image of process `self` validated, or why they cannot be taken. */
+export function decodeHandoff(text: string, self: ProcessIdentity | undefined): Checked<Handoff> {
+  if (self === undefined) return { ok: false, error: 'this process\'s start time cannot be read' };
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -111,9 +128,10 @@ export function decodeHandoff(text: string, pid: number): Checked<Handoff> {
   }
   return checked(() => {
     const o = record(json, '');
-    onlyKeys(o, ['v', 'pid', 'settings', 'flags'], '');
+    onlyKeys(o, ['v', 'pid', 'start', 'settings', 'flags'], '');
     if (o.v !== HANDOFF_VERSION) throw new ShapeError(`handoff version ${String(o.v)}, expected ${HANDOFF_VERSION}`);
-    if (o.pid !== pid) throw new ShapeError(`written by process ${String(o.pid)}, not this one (${pid})`);
+    if (o.pid !== self.pid) throw new ShapeError(`written by process ${String(o.pid)}, not this one (${self.pid})`);
+    if (o.start !== self.start) throw new ShapeError(`written by an earlier process ${self.pid} (started ${String(o.start).slice(0, 80)}), not this one (started ${self.start})`);
     const raw = field(o, 'settings', '', record);
     onlyKeys(raw, Object.keys(FIELDS), 'settings');
     const settings: Record<string, unknown> = {};

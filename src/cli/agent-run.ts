@@ -11,6 +11,7 @@ import type { AgentSettings } from '../agent/agent-settings.ts';
 import type { MemoryLimit } from '../agent/memory-limit.ts';
 import { decodeHandoff, HANDOFF_ENV } from './agent-handoff.ts';
 import { action } from './cli-util.ts';
+import { processIdentity } from './process-identity.ts';
 
 /** Runs the agent; `memory` when the caller already read the limit (agent/memory-budget.ts). */
 export async function runAgent(settings: AgentSettings, flags: Readonly<Record<string, unknown>>, memory?: MemoryLimit): Promise<void> {
@@ -37,7 +38,7 @@ export async function runAgent(settings: AgentSettings, flags: Readonly<Record<s
 export async function runHandedOver(): Promise<boolean> {
   const text = process.env[HANDOFF_ENV];
   if (!text) return false;
-  const handed = decodeHandoff(text, process.pid);
+  const handed = decodeHandoff(text, processIdentity());
   if (!handed.ok) {
     process.stderr.write(`config-sidecar: validating the settings again (${HANDOFF_ENV}: ${handed.error})\n`);
     return false;

@@ -11,11 +11,13 @@
 import { Option, type Command } from 'commander';
 import type { AgentSettings } from '../agent/agent-settings.ts';
 import { envNameFor } from '../shared/settings.ts';
-import { encodeHandoff, HANDOFF_ENV } from './agent-handoff.ts';
+import { encodeHandoff, HANDOFF_ENV, handoffWrittenBy } from './agent-handoff.ts';
 import { agentReexecPlan } from './agent-reexec.ts';
 import { runAgent } from './agent-run.ts';
 import { action } from './cli-util.ts';
-import { AGENT_ENV, AGENT_NODE_FLAGS } from './runtime-settings.ts';
+import { processIdentity } from './process-identity.ts';
+import { execveProblem, execveRoom } from './execve-room.ts';
+import { AGENT_ENV, AGENT_NODE_FLAGS, type ReexecPlan } from './runtime-settings.ts';
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
@@ -71,7 +73,8 @@ chosen for a small footprint, and hands the new image the validated settings
 (${HANDOFF_ENV}, set by the bin for itself), so the serving process does not
 load the settings schema. A node flag you pass (or set in NODE_OPTIONS) and an
 environment variable you set are kept as given; given all of them (and no
-memory limit to size V8 for), the process runs as started.
+memory limit to size V8 for), or when execve would be refused (an environment
+near a quarter of ulimit -s), the process runs as started (and says why).
 
 SIGTERM or SIGINT stops accepting, drains in-flight requests, closes the stream,
 zero-fills the cache and exits 0. A second signal, or a shutdown still running
@@ -79,8 +82,10 @@ zero-fills the cache and exits 0. A second signal, or a shutdown still running
     )
     .action(
       action(async (flags: Record<string, unknown>) => {
-        // Set (even empty, or refused by main.ts): this image is the re-executed one; it never re-executes again.
-        const reexecuted = process.env[HANDOFF_ENV] !== undefined;
+        // Written for this process (even refused by main.ts), or empty: this image is the re-executed one; it never
+        // re-executes again. One written for another (copied from an agent's environment) does not stop the re-exec.
+        const inherited = process.env[HANDOFF_ENV];
+        const reexecuted = inherited !== undefined && (inherited === '' || handoffWrittenBy(inherited, processIdentity()));
         delete process.env[HANDOFF_ENV];
         const settings = await loadAgentSettings(flags);
         // A bound that cannot fit the memory limit exits 2 here, before anything binds.
@@ -89,20 +94,27 @@ zero-fills the cache and exits 0. A second signal, or a shutdown still running
         // One re-exec (process.execve keeps the PID the kubelet and the signals know) with the runtime settings, the
         // heap flags V8's old space needs to fit a memory limit (set at process start) and the validated settings,
         // which the new image takes without the schema (main.ts → agent-run.ts).
-        const plan =
-          !reexecuted && typeof process.execve === 'function'
-            ? agentReexecPlan(
-                { execPath: process.execPath, argv: process.argv, execArgv: process.execArgv, env: process.env },
-                (execArgv) => heapFlags(memory.budget, execArgv, process.env.NODE_OPTIONS),
-                // Empty when too large: the new image then validates the settings itself.
-                { [HANDOFF_ENV]: encodeHandoff({ settings, flags }, process.pid) ?? '' },
-              )
-            : undefined;
-        if (plan && process.execve) {
+        const planWith = (handoff: string): ReexecPlan | undefined =>
+          agentReexecPlan(
+            { execPath: process.execPath, argv: process.argv, execArgv: process.execArgv, env: process.env },
+            (execArgv) => heapFlags(memory.budget, execArgv, process.env.NODE_OPTIONS),
+            { [HANDOFF_ENV]: handoff },
+          );
+        // Empty when too large (or no /proc): the new image then validates the settings itself.
+        const handoff = encodeHandoff({ settings, flags }, processIdentity()) ?? '';
+        let plan = !reexecuted && typeof process.execve === 'function' ? planWith(handoff) : undefined;
+        // Node aborts the process when execve fails: a re-exec the kernel would refuse is not attempted (execve-room.ts),
+        // and one that has room only without the handoff goes without it.
+        const room = execveRoom();
+        if (plan && handoff !== '' && execveProblem(plan, room) !== undefined) plan = planWith('');
+        const problem = plan && execveProblem(plan, room);
+        if (problem) {
+          process.stderr.write(`config-sidecar: running without the runtime settings (${problem})\n`);
+        } else if (plan && process.execve) {
           try {
             process.execve(plan.file, plan.args, plan.env);
           } catch (err) {
-            // Without the settings the agent still runs, only with a larger footprint.
+            // A node that throws rather than aborts: without the settings the agent still runs, only with a larger footprint.
             process.stderr.write(`config-sidecar: running without the runtime settings (${(err as Error).message})\n`);
           }
         }

@@ -23,8 +23,15 @@
  * with no dependency, and runs on Node 20 and later, as ESM or CommonJS.
  */
 import { readFileSync } from 'node:fs';
-import { Agent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import type * as NodeHttp from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import { parseSseBlock, takeBlocks } from './sse-parser.ts';
+
+// Not an ESM import of node:http: that reads every export, and on Node 22+ its WebSocket getter loads and compiles
+// node's bundled fetch (undici), ~12 MiB in the application's process. getBuiltinModule (Node 20.16+) and require
+// (older Node 20, ESM or CommonJS alike) return the module without reading its getters.
+const { Agent, request: httpRequest } = process.getBuiltinModule?.('node:http') ?? (createRequire('/')('node:http') as typeof NodeHttp);
 
 export const DEFAULT_SOCKET_PATH = '/run/config-sidecar/agent.sock';
 export const SOCKET_ENV = 'CONFIG_SIDECAR_SOCKET';
