@@ -21,8 +21,15 @@
  * starts every agent with `--log-level debug` and writes its output (the
  * trimmer's `heap trimmed` lines, and `--trace-gc` when given as an agent
  * flag) to DIR/<variant>.log, with a `--- round N` line where each
- * measured round starts.
+ * measured round starts. `--perf-record DIR` runs `perf record -k mono -g`
+ * on every system during one more, unrecorded round (DIR/<system>.data); with the
+ * agents started with `--perf-prof --perf-prof-path=DIR
+ * --interpreted-frames-native-stack` (`--agent-flag`, and in the variant),
+ * `perf inject --jit -i X.data -o X.jit.data` names JavaScript frames by
+ * tier even after a trim moved or dropped code (docs/ARCHITECTURE.md,
+ * "Footprint": how the trimmer's after-effect was found).
  */
+import { spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -35,7 +42,7 @@ import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts
 import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
 
-const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--profile DIR] [--agent-log DIR] [--only bare,data]', {
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
   rounds: { type: 'string', default: '5' },
   requests: { type: 'string', default: '30000' },
   keys: { type: 'string', default: '200' },
@@ -47,9 +54,13 @@ const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--re
   'agent-variant': { type: 'string', multiple: true },
   profile: { type: 'string' },
   'agent-log': { type: 'string' },
+  'perf-record': { type: 'string' },
   only: { type: 'string' },
 });
 const agentLog = values['agent-log'];
+const perfDir = values['perf-record'];
+if (perfDir !== undefined) mkdirSync(perfDir, { recursive: true });
+const PERF_ATTACH_MS = 200;
 if (agentLog !== undefined) mkdirSync(agentLog, { recursive: true });
 /** Each agent's log file (`--agent-log`), by system name. */
 const logs = new Map<string, WriteStream>();
@@ -80,11 +91,33 @@ async function reference(name: string, nodeArgs: readonly string[], script: stri
   systems.push({ name, pid: child.pid, socketPath });
 }
 
-async function measure(sys: System): Promise<{ cpuUs: number; rps: number }> {
+/** `perf record` attached to the system until the returned function stops it (SIGINT, as perf expects). */
+async function recordPerf(sys: System, dir: string): Promise<() => Promise<void>> {
+  const file = join(dir, `${sys.name.replace(/[^a-z0-9=.-]+/gi, '_')}.data`);
+  const perf = spawn('perf', ['record', '-k', 'mono', '-g', '-e', 'cpu-clock', '-o', file, '-p', String(sys.pid)], { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => {
+    perf.once('exit', () => resolve());
+    perf.once('error', (err) => {
+      console.error(`perf record: ${err.message}`);
+      resolve();
+    });
+  });
+  // perf needs a moment to attach before the load starts.
+  await new Promise((resolve) => setTimeout(resolve, PERF_ATTACH_MS));
+  return async () => {
+    perf.kill('SIGINT');
+    await exited;
+  };
+}
+
+async function measure(sys: System, perfDir?: string): Promise<{ cpuUs: number; rps: number }> {
+  const stopPerf = perfDir === undefined ? undefined : await recordPerf(sys, perfDir);
   const cpu0 = cpuSeconds(sys.pid);
   const run = await runAutocannon({ kind: 'socket', socketPath: sys.socketPath }, { connections, amount: requests, paths });
+  const cpuUs = ((cpuSeconds(sys.pid) - cpu0) / run.requests) * 1e6;
+  await stopPerf?.();
   if (run.non2xx || run.errors) throw new Error(`${sys.name}: ${run.non2xx} non-2xx, ${run.errors} errors`);
-  return { cpuUs: ((cpuSeconds(sys.pid) - cpu0) / run.requests) * 1e6, rps: run.rps };
+  return { cpuUs, rps: run.rps };
 }
 
 const server = await startServer(undefined);
@@ -131,6 +164,11 @@ try {
       cpu.get(sys.name)?.push(r.cpuUs);
       rps.get(sys.name)?.push(r.rps);
     }
+  }
+  if (perfDir !== undefined) {
+    // One more round, unrecorded, so perf's sampling does not count in the figures.
+    mark('perf round');
+    for (const sys of systems) await measure(sys, perfDir);
   }
   mark('end');
   const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);

@@ -10,10 +10,11 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { decodeHandoff, encodeHandoff, HANDOFF_ENV, HANDOFF_MAX_BYTES, handoffWrittenBy } from '../src/cli/agent-handoff.ts';
 import { agentReexecPlan } from '../src/cli/agent-reexec.ts';
@@ -250,20 +251,7 @@ test('a handoff not written by this very process (the same PID, as PID 1 in ever
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.after(() => proc.kill('SIGKILL'));
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "agent listening" within ${LOG_WAIT_TIMEOUT_MS} ms: ${output.slice(-800)}`)), LOG_WAIT_TIMEOUT_MS);
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString();
-      if (output.includes('"agent listening"')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', onData);
-    proc.once('exit', (code) => reject(new Error(`agent exited ${code}: ${output.slice(-800)}`)));
-  });
+  const output = await untilListening(proc);
   assert.match(output, new RegExp(`validating the settings again \\(${HANDOFF_ENV}: `));
   // Not its own handoff: the agent still re-executes once with its runtime settings and hands itself the settings it validated.
   assert.equal(inspectorImages(output), 2, 'validated in one image, served from the re-executed one');
@@ -297,23 +285,31 @@ test('a re-exec the kernel would refuse (environment near the execve limit) is n
   env.PAD_LAST = 'x'.repeat(execveStringLimit() - 100 - used() - 'PAD_LAST'.length - 10);
   const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => proc.kill('SIGKILL'));
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "agent listening" within ${LOG_WAIT_TIMEOUT_MS} ms: ${output.slice(-800)}`)), LOG_WAIT_TIMEOUT_MS);
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString();
-      if (output.includes('"agent listening"')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', onData);
-    proc.once('exit', (code, signal) => reject(new Error(`agent exited ${code ?? signal}: ${output.slice(-800)}`)));
-  });
+  const output = await untilListening(proc);
   assert.match(output, /config-sidecar: running without the runtime settings \(re-executing needs \d+ bytes of arguments and environment; the stack limit allows \d+/);
   assert.equal(inspectorImages(output), 0);
   const res = await socketGet(socket, '/v1/items/production/zf/secret?format=raw');
   assert.equal(res.status, 200);
   assert.equal(res.body.toString(), 'zod-free');
 });
+
+/** The process's output (stdout and stderr) up to its "agent listening" line; rejects if it exits first or takes too long. */
+function untilListening(proc: ChildProcessByStdio<null, Readable, Readable>): Promise<string> {
+  let output = '';
+  return new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "agent listening" within ${LOG_WAIT_TIMEOUT_MS} ms: ${output.slice(-800)}`)), LOG_WAIT_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (output.includes('"agent listening"')) {
+        clearTimeout(timer);
+        resolve(output);
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`agent exited ${code ?? signal}: ${output.slice(-800)}`));
+    });
+  });
+}
