@@ -28,6 +28,9 @@
  * `perf inject --jit -i X.data -o X.jit.data` names JavaScript frames by
  * tier even after a trim moved or dropped code (docs/ARCHITECTURE.md,
  * "Footprint": how the trimmer's after-effect was found).
+ * `--agent-cli=NAME=PATH` (repeatable) adds an agent started from another
+ * build's bin (e.g. a worktree of the commit before a change, built, at
+ * `…/dist/cli/main.js`): an A/B of two builds in the same rounds.
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
@@ -42,7 +45,7 @@ import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts
 import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
 
-const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli=NAME=PATH …] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
   rounds: { type: 'string', default: '5' },
   requests: { type: 'string', default: '30000' },
   keys: { type: 'string', default: '200' },
@@ -52,6 +55,7 @@ const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--re
   /** An environment variable for the agent (repeatable), e.g. --agent-env=MALLOC_ARENA_MAX=1; the bin keeps one that is set. */
   'agent-env': { type: 'string', multiple: true },
   'agent-variant': { type: 'string', multiple: true },
+  'agent-cli': { type: 'string', multiple: true },
   profile: { type: 'string' },
   'agent-log': { type: 'string' },
   'perf-record': { type: 'string' },
@@ -130,11 +134,16 @@ try {
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
   const profileFlags = values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values.profile}`];
-  const variants: Array<[string, string[]]> = [
+  const variants: Array<[string, string[], string?]> = [
     ['agent', [...(values['agent-flag'] ?? []), ...profileFlags]],
     ...(values['agent-variant'] ?? []).map((flags): [string, string[]] => [`agent ${flags}`, flags.split(' ').filter(Boolean)]),
+    ...(values['agent-cli'] ?? []).map((spec): [string, string[], string] => {
+      const eq = spec.indexOf('=');
+      if (eq <= 0) throw new Error(`--agent-cli takes NAME=PATH (the bin of another build), got ${spec}`);
+      return [`agent ${spec.slice(0, eq)}`, [...(values['agent-flag'] ?? []), ...profileFlags], spec.slice(eq + 1)];
+    }),
   ];
-  for (const [name, nodeArgs] of variants) {
+  for (const [name, nodeArgs, cli] of variants) {
     const log = agentLog === undefined ? undefined : createWriteStream(join(agentLog, `${name.replace(/[^a-z0-9=.-]+/gi, '_')}.log`));
     if (log !== undefined) logs.set(name, log);
     const agent = await startAgent(server, {
@@ -142,6 +151,7 @@ try {
       prefixes: [ITEMS_NS],
       args: ['--cache-ttl', '1h', ...(log === undefined ? [] : ['--log-level', 'debug'])],
       nodeArgs,
+      ...(cli === undefined ? {} : { cli }),
       env: agentEnv,
       onOutput: log === undefined ? undefined : (chunk) => log.write(chunk),
     });
