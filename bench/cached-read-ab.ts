@@ -28,6 +28,10 @@
  * `perf inject --jit -i X.data -o X.jit.data` names JavaScript frames by
  * tier even after a trim moved or dropped code (docs/ARCHITECTURE.md,
  * "Footprint": how the trimmer's after-effect was found).
+ * `--client lean` (the default) drives the load with the suite's lean
+ * closed-loop client (lib/lean-load.ts), so every server is saturated and
+ * CPU per request is the suite's "at saturation" figure; `--client
+ * autocannon` keeps the older, client-bound load (each wake-up included).
  * `--agent-cli=NAME=PATH` (repeatable) adds an agent started from another
  * build's bin (e.g. a worktree of the commit before a change, built, at
  * `…/dist/cli/main.js`): an A/B of two builds in the same rounds.
@@ -40,12 +44,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { itemPath, ITEMS_NS, readAll, seedRange } from './lib/context.ts';
 import { runAutocannon } from './lib/load.ts';
+import { runClosedLoop } from './lib/lean-load.ts';
 import { cpuSeconds, startChild, stopAllChildren, SUT_CORE } from './lib/proc.ts';
 import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
 
-const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli=NAME=PATH …] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli=NAME=PATH …] [--client lean|autocannon] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
   rounds: { type: 'string', default: '5' },
   requests: { type: 'string', default: '30000' },
   keys: { type: 'string', default: '200' },
@@ -56,6 +61,7 @@ const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--re
   'agent-env': { type: 'string', multiple: true },
   'agent-variant': { type: 'string', multiple: true },
   'agent-cli': { type: 'string', multiple: true },
+  client: { type: 'string', default: 'lean' },
   profile: { type: 'string' },
   'agent-log': { type: 'string' },
   'perf-record': { type: 'string' },
@@ -72,6 +78,8 @@ const rounds = wholeNumber('rounds', values.rounds);
 const requests = wholeNumber('requests', values.requests);
 const keys = wholeNumber('keys', values.keys);
 const connections = wholeNumber('connections', values.connections);
+if (values.client !== 'lean' && values.client !== 'autocannon') throw new Error(`--client is lean or autocannon, got ${values.client}`);
+const runLoad = values.client === 'lean' ? runClosedLoop : runAutocannon;
 const agentEnv = envPairs(values['agent-env'] ?? []);
 const only = values.only?.split(',');
 const wanted = (name: string): boolean => only === undefined || only.includes(name.split(/[ ,]/)[0] ?? '');
@@ -117,7 +125,7 @@ async function recordPerf(sys: System, dir: string): Promise<() => Promise<void>
 async function measure(sys: System, perfDir?: string): Promise<{ cpuUs: number; rps: number }> {
   const stopPerf = perfDir === undefined ? undefined : await recordPerf(sys, perfDir);
   const cpu0 = cpuSeconds(sys.pid);
-  const run = await runAutocannon({ kind: 'socket', socketPath: sys.socketPath }, { connections, amount: requests, paths });
+  const run = await runLoad({ kind: 'socket', socketPath: sys.socketPath }, { connections, amount: requests, paths });
   const cpuUs = ((cpuSeconds(sys.pid) - cpu0) / run.requests) * 1e6;
   await stopPerf?.();
   if (run.non2xx || run.errors) throw new Error(`${sys.name}: ${run.non2xx} non-2xx, ${run.errors} errors`);
@@ -183,7 +191,7 @@ try {
   mark('end');
   const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
   const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
-  console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys; medians (range)`);
+  console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys, ${values.client} client; medians (range)`);
   for (const sys of systems) {
     const c = cpu.get(sys.name) ?? [];
     const r = rps.get(sys.name) ?? [];
