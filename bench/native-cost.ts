@@ -1,6 +1,7 @@
 /**
  * What a cached read costs at the system level, per request, for bare
- * node:http (refs/bare-http.ts) and the agent (this build's `dist/`, plus any
+ * node:http (refs/bare-http.ts, also with the agent's listener options and
+ * connection limit: `agent-listener`) and the agent (this build's `dist/`, plus any
  * `--agent-cli=NAME=PATH`): docs/ARCHITECTURE.md, "Footprint (issue 15)",
  * "s16". Each system, pinned to the SUT core, gets a warm-up round, then
  *
@@ -151,6 +152,10 @@ try {
   const bare = startChild('bare', process.execPath, [fileURLToPath(new URL('./refs/bare-http.ts', import.meta.url)), bareSock, '1024'], { core: SUT_CORE });
   await bare.waitForLine((l) => l.startsWith('listening '));
   systems.push({ name: 'bare node:http', pid: bare.pid, socketPath: bareSock });
+  const listenerSock = join(dir, 'listener.sock');
+  const listener = startChild('bare-listener', process.execPath, [fileURLToPath(new URL('./refs/bare-http.ts', import.meta.url)), listenerSock, '1024', '0', 'agent-listener'], { core: SUT_CORE });
+  await listener.waitForLine((l) => l.startsWith('listening '));
+  systems.push({ name: "bare node:http, the agent's listener options", pid: listener.pid, socketPath: listenerSock });
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
   const variants: Array<[string, string]> = [
     ['agent', DIST_CLI],
