@@ -239,3 +239,39 @@ test('a URL read before is refused once the prefixes no longer cover it', async 
   assert.equal(refused.status, 403);
   assert.equal(code(refused), 'permission_denied');
 });
+
+test('a cached read answers headers that follow the value and its age; a stale read never changes a fresh one', () => {
+  const url = '/v1/items/production/ml/db?format=raw';
+  let current: ReadResult = { value: value(), source: 'hit', staleSeconds: 0, ageSeconds: 0 };
+  const d = { ...deps(), readCached: () => current };
+  const read = (): BodyResult => handleDataRequest(req(url), d) as BodyResult;
+  const first = read();
+  assert.deepEqual({ ...first.headers }, { ...read().headers }, 'the same value in the same second answers the same headers');
+  current = { ...current, ageSeconds: 3 };
+  assert.equal(read().headers.age, 3, 'a new age is answered at once');
+  current = { ...current, source: 'stale', staleSeconds: 40 };
+  const stale = read();
+  assert.equal(stale.headers.warning, '110 - "Response is Stale"');
+  current = { value: { ...value(), revision: 8, version: 4, etag: '"4"', rawEtag: rawEtag('"4"'), plaintext: Buffer.from('n3w') }, source: 'hit', staleSeconds: 0, ageSeconds: 3 };
+  const fresh = read();
+  assert.equal(fresh.headers.warning, undefined, 'the stale marking stays on the stale response');
+  assert.equal(fresh.headers['x-config-stale'], undefined);
+  assert.equal(fresh.headers['x-config-revision'], 8, 'a new value answers its own revision, also within the same second');
+  assert.equal(fresh.headers.etag, rawEtag('"4"'));
+  assert.equal(fresh.headers['content-length'], 3);
+  assert.equal(first.headers['x-config-revision'], 7, 'an answer already given is never changed');
+});
+
+test('a read that waits for the server answers the request as it was, even when the caller reuses its request object', async () => {
+  let resolve!: (r: ReadResult) => void;
+  const d = deps(() => new Promise<ReadResult>((r) => (resolve = r)));
+  const shared: { -readonly [K in keyof DataRequest]: DataRequest[K] } = req('/v1/items/production/ml/db');
+  const pending = handleDataRequest(shared, d);
+  // The listener reuses one request object: the next request overwrites it before this read settles.
+  shared.method = 'HEAD';
+  shared.headers = { 'if-none-match': '"3"' };
+  resolve({ value: value(), source: 'miss', staleSeconds: 0, ageSeconds: 0 });
+  const result = (await pending) as BodyResult;
+  assert.equal(result.status, 200);
+  assert.equal(result.body?.toString(), '{"value":"s3cret"}');
+});

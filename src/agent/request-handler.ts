@@ -28,6 +28,11 @@ export const HEALTH_ROUTE = '/v1/health';
 
 export type ListenerKind = 'socket' | 'tcp';
 
+/**
+ * One request, as the handler sees it. Valid for the synchronous call only:
+ * a listener may reuse one object for every request (a cached read then
+ * allocates none), so the handler copies it before anything asynchronous.
+ */
 export interface DataRequest {
   readonly method: string;
   readonly url: string;
@@ -43,7 +48,8 @@ export interface DataRequest {
 export interface BodyResult {
   readonly kind: 'body';
   readonly status: number;
-  readonly headers: Record<string, string | number>;
+  /** Possibly shared with other responses (a cached read's): never mutated. */
+  readonly headers: Readonly<Record<string, string | number>>;
   readonly body: Buffer | undefined;
   readonly lease?: ReadResult | undefined;
   /** A body made for this response only (a key ring's rendering): zero-filled once its bytes have left. */
@@ -151,6 +157,15 @@ interface ItemUrl {
   /** `HandlerDeps.cacheKey` of the item in `keyEnv` (the env the listener serves), made on the URL's first read. */
   key?: string;
   keyEnv?: string;
+  /**
+   * The headers of the URL's last fresh 200, for `okValue` at `okAge`: the
+   * next read of the same value in the same second answers with the same
+   * object, so a cached read builds no headers (never mutated once made;
+   * node:http only reads it).
+   */
+  okHeaders?: Readonly<Record<string, string | number>>;
+  okValue?: ReadResult['value'];
+  okAge?: number;
 }
 
 /**
@@ -207,7 +222,7 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
     checkCaller(req, deps);
     const item = itemUrl(req.url);
     if (item) {
-      const { ref, raw } = item;
+      const { ref } = item;
       const prefixes = deps.prefixes();
       if (item.allowedBy !== prefixes) {
         if (!namespaceMatchesAny(ref.namespace, prefixes)) {
@@ -215,14 +230,15 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
         }
         item.allowedBy = prefixes;
       }
-      if (item.ring) return ringResult(req, ref, deps.env, item.ring, deps.readRing).catch(errorResult);
+      if (item.ring) return ringResult({ ...req }, ref, deps.env, item.ring, deps.readRing).catch(errorResult);
       if (item.keyEnv !== deps.env && deps.cacheKey) {
         item.key = deps.cacheKey(ref, deps.env);
         item.keyEnv = deps.env;
       }
       const hit = deps.readCached?.(ref, deps.env, item.keyEnv === deps.env ? item.key : undefined);
-      if (hit) return itemResult(req, deps, hit, raw);
-      return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, raw), errorResult);
+      if (hit) return itemResult(req, deps, hit, item);
+      const own = { ...req };
+      return deps.read(ref, deps.env).then((result) => itemResult(own, deps, result, item), errorResult);
     }
     const q = req.url.indexOf('?');
     const path = q === -1 ? req.url : req.url.slice(0, q);
@@ -238,8 +254,9 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
   }
 }
 
-function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw: boolean): BodyResult {
-  const value = result.value;
+function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, item: ItemUrl): BodyResult {
+  const { value } = result;
+  const { raw } = item;
   // The ETag of either representation and both bodies were made when the value was cached.
   const etag = raw ? value.rawEtag : value.etag;
   const ifNoneMatch = req.headers['if-none-match'];
@@ -249,21 +266,34 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw
     return { kind: 'body', status: 304, headers: result.source === 'stale' ? withStaleness(headers, result) : headers, body: undefined };
   }
   const body = raw ? value.plaintext : value.json;
-  // One literal with fixed keys (HEADERS.revision spelt out): V8 builds it from a template.
-  const headers: Record<string, string | number> = {
-    etag,
-    age: result.ageSeconds,
-    'x-config-revision': value.revision,
-    'cache-control': 'no-store',
-    'content-type': contentType(value.kind, raw),
-    'content-length': body.length,
-  };
-  if (result.source === 'stale') withStaleness(headers, result);
+  const headers = result.source === 'stale' ? withStaleness(okHeaders(value, result.ageSeconds, raw, body), result) : sharedOkHeaders(item, result, body);
   if (req.method === 'HEAD') {
     deps.release(result);
     return { kind: 'body', status: 200, headers, body: undefined };
   }
   return { kind: 'body', status: 200, headers, body, lease: result };
+}
+
+/** A 200's headers. One literal with fixed keys (HEADERS.revision spelt out): V8 builds it from a template. */
+function okHeaders(value: ReadResult['value'], age: number, raw: boolean, body: Buffer): Record<string, string | number> {
+  return {
+    etag: raw ? value.rawEtag : value.etag,
+    age,
+    'x-config-revision': value.revision,
+    'cache-control': 'no-store',
+    'content-type': contentType(value.kind, raw),
+    'content-length': body.length,
+  };
+}
+
+/** A fresh 200's headers, shared by the URL's reads of one value within one second (`ItemUrl.okHeaders`). */
+function sharedOkHeaders(item: ItemUrl, result: ReadResult, body: Buffer): Readonly<Record<string, string | number>> {
+  if (item.okHeaders !== undefined && item.okValue === result.value && item.okAge === result.ageSeconds) return item.okHeaders;
+  const headers = okHeaders(result.value, result.ageSeconds, item.raw, body);
+  item.okHeaders = headers;
+  item.okValue = result.value;
+  item.okAge = result.ageSeconds;
+  return headers;
 }
 
 function withStaleness(headers: Record<string, string | number>, result: ReadResult): Record<string, string | number> {
