@@ -13,6 +13,8 @@ import { agentReadiness, type ReadinessState } from '../src/agent/readiness.ts';
 import { release, ValueCache, variantKey, type CachedValue, type ReadResult } from '../src/agent/value-cache.ts';
 import { ManualClock } from '../src/shared/clock.ts';
 import { SettingError } from '../src/shared/settings.ts';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const TOKEN = Buffer.from('pod-token-0123456789');
 
@@ -274,4 +276,20 @@ test('a read that waits for the server answers the request as it was, even when 
   const result = (await pending) as BodyResult;
   assert.equal(result.status, 200);
   assert.equal(result.body?.toString(), '{"value":"s3cret"}');
+});
+
+test('a URL read before keeps no reference to its value once the cache has let it go', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  let held: CachedValue | undefined = value();
+  const weak = new WeakRef(held);
+  let current: ReadResult | undefined = { value: held, source: 'hit', staleSeconds: 0, ageSeconds: 0 };
+  const d = { ...deps(), readCached: () => current };
+  assert.equal((handleDataRequest(req('/v1/items/production/ml/db?format=json&gc=1'), d) as BodyResult).status, 200);
+  held = undefined;
+  current = undefined;
+  // A WeakRef keeps its target until the current job ends.
+  await new Promise(setImmediate);
+  gc();
+  assert.equal(weak.deref(), undefined, 'the parsed-URL memo must not keep an evicted value (and its buffers) alive');
 });

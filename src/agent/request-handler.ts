@@ -158,15 +158,24 @@ interface ItemUrl {
   key?: string;
   keyEnv?: string;
   /**
-   * The headers of the URL's last fresh 200, for `okValue` at `okAge`: the
-   * next read of the same value in the same second answers with the same
-   * object, so a cached read builds no headers (never mutated once made;
-   * node:http only reads it).
+   * The headers of the URL's last fresh 200: the next read whose headers
+   * would be the same (same ETag, revision, type, length and Age) answers
+   * with the same object, so a cached read builds none. Compared by those
+   * fields, not by the value, so the memo never keeps an evicted value's
+   * buffers alive; never mutated once made (node:http only reads it).
    */
-  okHeaders?: Readonly<Record<string, string | number>>;
-  okValue?: ReadResult['value'];
-  okAge?: number;
+  okHeaders?: OkHeaders;
 }
+
+/** A 200's headers, in one literal with fixed keys (HEADERS.revision spelt out): V8 builds it from a template. */
+type OkHeaders = {
+  etag: string;
+  age: number;
+  'x-config-revision': number;
+  'cache-control': string;
+  'content-type': string;
+  'content-length': number;
+};
 
 /**
  * Parsed item URLs (path and `format`), so a hot key's URL is split, decoded
@@ -274,8 +283,7 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, ite
   return { kind: 'body', status: 200, headers, body, lease: result };
 }
 
-/** A 200's headers. One literal with fixed keys (HEADERS.revision spelt out): V8 builds it from a template. */
-function okHeaders(value: ReadResult['value'], age: number, raw: boolean, body: Buffer): Record<string, string | number> {
+function okHeaders(value: ReadResult['value'], age: number, raw: boolean, body: Buffer): OkHeaders {
   return {
     etag: raw ? value.rawEtag : value.etag,
     age,
@@ -286,14 +294,21 @@ function okHeaders(value: ReadResult['value'], age: number, raw: boolean, body: 
   };
 }
 
-/** A fresh 200's headers, shared by the URL's reads of one value within one second (`ItemUrl.okHeaders`). */
-function sharedOkHeaders(item: ItemUrl, result: ReadResult, body: Buffer): Readonly<Record<string, string | number>> {
-  if (item.okHeaders !== undefined && item.okValue === result.value && item.okAge === result.ageSeconds) return item.okHeaders;
-  const headers = okHeaders(result.value, result.ageSeconds, item.raw, body);
-  item.okHeaders = headers;
-  item.okValue = result.value;
-  item.okAge = result.ageSeconds;
-  return headers;
+/** A fresh 200's headers, shared by the URL's reads while they would be the same (`ItemUrl.okHeaders`). */
+function sharedOkHeaders(item: ItemUrl, result: ReadResult, body: Buffer): Readonly<OkHeaders> {
+  const { value } = result;
+  const last = item.okHeaders;
+  if (
+    last !== undefined &&
+    last.age === result.ageSeconds &&
+    last.etag === (item.raw ? value.rawEtag : value.etag) &&
+    last['x-config-revision'] === value.revision &&
+    last['content-length'] === body.length &&
+    last['content-type'] === contentType(value.kind, item.raw)
+  ) {
+    return last;
+  }
+  return (item.okHeaders = okHeaders(value, result.ageSeconds, item.raw, body));
 }
 
 function withStaleness(headers: Record<string, string | number>, result: ReadResult): Record<string, string | number> {
