@@ -27,7 +27,7 @@ export interface AgentMetrics {
   readonly revisionLag: Gauge;
   readonly eventApplySeconds: Histogram;
   /** One data API response (batched: reaches `requests_total` when scraped). */
-  countResponse(listener: string, status: number): void;
+  readonly countResponse: (listener: string, status: number) => void;
   readonly refused: Counter<'reason'>;
   readonly sseClients: Gauge;
   /** Change sets applied as one unit. Optional so a hand-built metrics object in a unit test needs no change. */
@@ -123,7 +123,7 @@ export function createAgentMetrics(gauges: { entries: () => number; bytes: () =>
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
       registers: [registry],
     }),
-    countResponse(listener, status) {
+    countResponse: (listener, status) => {
       if (status === 200) {
         if (listener === 'socket') {
           if (socketOk++ === 0) holdPlace('socket');

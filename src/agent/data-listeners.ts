@@ -132,10 +132,11 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
   const scratch: { -readonly [K in keyof DataRequest]: DataRequest[K] } = { method: 'GET', url: '/', headers: NO_HEADERS, listener };
   const release = (lease: NonNullable<BodyResult['lease']>): void => hooks.deps.release(lease);
   const received = hooks.received;
+  const onResponse = hooks.onResponse;
   function respond(req: IncomingMessage, res: ServerResponse, result: DataResult): void {
     if (result.kind === 'sse') {
       hooks.serveSse(res, result);
-      hooks.onResponse?.(listener, 200);
+      onResponse?.(listener, 200);
       return;
     }
     if (result.kind === 'health') {
@@ -148,7 +149,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
     // 413: do not read the unwanted body; 401: a caller without the pod token never keeps a connection slot.
     if (result.status === 413 || result.status === 401) res.shouldKeepAlive = false;
     sendResult(res, result, release);
-    hooks.onResponse?.(listener, result.status);
+    onResponse?.(listener, result.status);
   }
   // Per listener: a flood on the TCP listener never touches the socket's budget,
   // and sheds its own oldest request-less connection before a client's.

@@ -125,19 +125,20 @@ function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
 
 /** Checks that run before routing; throws the refusal. */
 export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'>): void {
-  for (const header of FORWARDED_HEADERS) {
-    if (req.headers[header] !== undefined) {
-      throw new AppError('forwarded_request', `Requests carrying ${header} are refused: the agent serves its own pod only.`);
-    }
+  const { headers } = req;
+  // Three named reads (monomorphic) before the search that names the refusal: a cached read only pays the first line.
+  if (headers['x-forwarded-for'] !== undefined || headers.forwarded !== undefined || headers.via !== undefined) {
+    const header = FORWARDED_HEADERS.find((name) => headers[name] !== undefined);
+    throw new AppError('forwarded_request', `Requests carrying ${header} are refused: the agent serves its own pod only.`);
   }
-  if (req.listener === 'tcp' && !tokenMatches(req.headers[HEADERS.podToken], deps.podToken)) {
+  if (req.listener === 'tcp' && !tokenMatches(headers[HEADERS.podToken], deps.podToken)) {
     throw new AppError('unauthenticated', `Send the pod token (the file "token" next to the agent socket) in ${HEADERS.podToken}.`);
   }
   if (req.method !== 'GET' && req.method !== 'HEAD' && !(req.method === 'POST' && req.url === HEALTH_ROUTE)) {
     throw new AppError('method_not_allowed', `The data API is read-only: use GET (POST only for ${HEALTH_ROUTE}).`, { headers: { allow: 'GET, HEAD' } });
   }
-  const length = Number(req.headers['content-length'] ?? 0);
-  if (req.headers['transfer-encoding'] !== undefined || !(length <= MAX_REQUEST_BODY_BYTES)) {
+  const length = Number(headers['content-length'] ?? 0);
+  if (headers['transfer-encoding'] !== undefined || !(length <= MAX_REQUEST_BODY_BYTES)) {
     throw new AppError('payload_too_large', 'The data API takes no request body.');
   }
   if (req.url.length > MAX_URL_LENGTH) throw new AppError('invalid_path', `The URL is longer than ${MAX_URL_LENGTH} characters.`);
