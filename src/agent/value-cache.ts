@@ -6,8 +6,11 @@
  *
  * Its parts live in cache/: the cached-value representation
  * (cache/cached-value.ts), the pure freshness decision (cache/freshness.ts),
- * and fills in flight with their per-key and cache-wide generations
- * (cache/fill-flights.ts). What the watch stream does to the cache is decided
+ * fills in flight with their per-key and cache-wide generations
+ * (cache/fill-flights.ts), the cache key (cache/cache-key.ts), the index of
+ * an item's variants (cache/variant-index.ts), the counters it reports
+ * (cache/cache-observer.ts) and a caller's abortable wait on a shared fetch
+ * (cache/abortable.ts). What the watch stream does to the cache is decided
  * in event-applier.ts, never here.
  */
 import { LRUCache } from 'lru-cache';
@@ -18,10 +21,17 @@ import { itemKey, type ItemRef } from '../shared/paths.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { drop, heldBytes, isZeroed, release, retain, toCachedValue, type CachedValue, type LoadedValue, type Loader } from './cache/cached-value.ts';
+import { abortable } from './cache/abortable.ts';
+import { noopObserver, type CacheObserver } from './cache/cache-observer.ts';
+import { cacheKey, variantOf } from './cache/cache-key.ts';
 import { FillFlights, type Flight } from './cache/fill-flights.ts';
 import { freshness, staleIfError } from './cache/freshness.ts';
+import { VariantIndex } from './cache/variant-index.ts';
 
 export { release, retain, type CachedValue, type LoadedValue, type Loader } from './cache/cached-value.ts';
+export type { CacheObserver } from './cache/cache-observer.ts';
+/** The cache key of an (item, env), for a caller that reads the same variant many times (cache/cache-key.ts). */
+export { cacheKey as variantKey } from './cache/cache-key.ts';
 
 /** 404s are remembered this long so a caller polling a missing key does not hammer the server. */
 export const NEGATIVE_TTL_MS: Milliseconds = 2_000;
@@ -90,27 +100,6 @@ export interface Variant {
   readonly hot: boolean;
 }
 
-/** Counters the cache reports; the agent wires them to Prometheus. */
-export interface CacheObserver {
-  hit(): void;
-  miss(): void;
-  coalesced(): void;
-  stale(): void;
-  eviction(reason: string): void;
-  superseded(): void;
-  upstreamFailure(code: string): void;
-}
-
-const noopObserver: CacheObserver = {
-  hit() {},
-  miss() {},
-  coalesced() {},
-  stale() {},
-  eviction() {},
-  superseded() {},
-  upstreamFailure() {},
-};
-
 export interface ValueCacheOptions {
   readonly loader: Loader;
   readonly clock: Clock;
@@ -137,39 +126,12 @@ export function isTransient(err: AppError): boolean {
   return clientActionOf(err.code) === 'retry';
 }
 
-const KEY_SEPARATOR = '\u0000';
-/** `env NUL namespace/name`: the item key (`itemKey`) prefixed by the env. */
-const cacheKey = (ref: ItemRef, env: string): string => `${env}${KEY_SEPARATOR}${ref.namespace}/${ref.name}`;
-
-/**
- * The cache key of an (item, env), for a caller that reads the same variant
- * many times (the data API remembers it per URL): a remembered key is a flat
- * string whose hash V8 has already computed, where building it per read cost
- * a concatenation, its flattening and hashing on every lookup.
- */
-export const variantKey = cacheKey;
-const itemKeyOf = (key: string): string => key.slice(key.indexOf(KEY_SEPARATOR) + 1);
-
-/** The (item, env) a cache key names: the inverse of `cacheKey` (a name holds no `/`). */
-function variantOf(key: string): { ref: ItemRef; env: string } {
-  const separator = key.indexOf(KEY_SEPARATOR);
-  const slash = key.lastIndexOf('/');
-  return { ref: { namespace: key.slice(separator + 1, slash), name: key.slice(slash + 1) }, env: key.slice(0, separator) };
-}
-
 export class ValueCache {
   readonly #options: ValueCacheOptions;
   readonly #observer: CacheObserver;
   readonly #lru: LRUCache<string, Entry>;
   readonly #flights = new FillFlights<CachedValue>();
-  /**
-   * item key → cache keys (one per env) so an event finds every variant; the
-   * keys cached or being filled. An item read in one env (the usual case)
-   * maps to its key alone: a `Set` per item was ~0.1 KiB of heap per entry.
-   * The (item, env) of a key is parsed back from it (`variantOf`) off the read
-   * path, rather than kept in a second map (another ~0.1 KiB per entry).
-   */
-  readonly #variants = new Map<string, string | Set<string>>();
+  readonly #variants = new VariantIndex();
   #closed = false;
   readonly #ttl: Milliseconds;
   /** A fresh hit on an entry older than this refreshes it in the background. */
@@ -382,7 +344,7 @@ export class ValueCache {
     );
     // Background flights may have no waiter; their rejection is handled here.
     flight.promise.catch(() => {});
-    this.#trackKey(key);
+    this.#variants.add(key);
     return flight;
   }
 
@@ -397,7 +359,7 @@ export class ValueCache {
       revalidateAfter: 0,
       hit: undefined,
     });
-    this.#trackKey(key);
+    this.#variants.add(key);
     const stored = this.#lru.peek(key);
     if (stored?.state !== 'value' || stored.value !== value) {
       // Over lru-cache's max entry size: never stored, so never disposed. The
@@ -415,11 +377,11 @@ export class ValueCache {
     this.#observer.upstreamFailure(err.code);
     if (clientActionOf(err.code) !== 'drop') return;
     // Revoked, deleted or corrupt: stop serving the old value now.
-    const tracked = this.#isTracked(key);
+    const tracked = this.#variants.has(key);
     this.#lru.delete(key);
     if (err.code === 'not_found') {
       this.#lru.set(key, { state: 'absent', until: this.#options.clock.now() + NEGATIVE_TTL_MS, error: err });
-      if (tracked) this.#trackKey(key);
+      if (tracked) this.#variants.add(key);
     }
   }
 
@@ -479,7 +441,7 @@ export class ValueCache {
    */
   invalidate(ref: ItemRef, revision = Number.POSITIVE_INFINITY): Variant[] {
     const item = itemKey(ref);
-    const keys = this.#variantKeys(item);
+    const keys = this.#variants.keysOf(item);
     if (keys.length === 0) return [];
     const out: Variant[] = [];
     const now = this.#options.clock.now();
@@ -507,7 +469,7 @@ export class ValueCache {
 
   /** The kind of any cached variant of the item (undefined when none is cached). */
   kindOf(ref: ItemRef): ItemKind | undefined {
-    for (const key of this.#variantKeys(itemKey(ref))) {
+    for (const key of this.#variants.keysOf(itemKey(ref))) {
       const entry = this.#lru.peek(key);
       if (entry?.state === 'value') return entry.value.kind;
     }
@@ -526,7 +488,7 @@ export class ValueCache {
     const keys: string[] = [];
     for (const [key, entry] of this.#lru.entries()) if (entry.state === 'value' && entry.value.revision > revision) keys.push(key);
     for (const key of keys) {
-      if (this.#isTracked(key)) dropped.push({ ...variantOf(key), hot: true });
+      if (this.#variants.has(key)) dropped.push({ ...variantOf(key), hot: true });
       this.#lru.delete(key);
     }
     return dropped;
@@ -535,7 +497,7 @@ export class ValueCache {
   /** Every cached or in-flight item under a namespace prefix (exact namespace when `exact`). */
   itemsUnder(prefix: string, exact = false): ItemRef[] {
     const out = new Map<string, ItemRef>();
-    for (const key of this.#trackedKeys()) {
+    for (const key of this.#variants.keys()) {
       const { ref } = variantOf(key);
       const match = exact ? ref.namespace === prefix : prefix === '' || ref.namespace === prefix || ref.namespace.startsWith(`${prefix}/`);
       if (match) out.set(itemKey(ref), ref);
@@ -547,7 +509,7 @@ export class ValueCache {
   variants(namespace?: string): Variant[] {
     const now = this.#options.clock.now();
     const out: Variant[] = [];
-    for (const key of this.#trackedKeys()) {
+    for (const key of this.#variants.keys()) {
       const tracked = variantOf(key);
       if (namespace !== undefined && tracked.ref.namespace !== namespace) continue;
       const entry = this.#lru.peek(key);
@@ -566,46 +528,12 @@ export class ValueCache {
     return this.variants().filter((v) => v.hot);
   }
 
-  /** The item's cache keys, as a copy (callers delete while iterating). */
-  #variantKeys(item: string): string[] {
-    const keys = this.#variants.get(item);
-    return keys === undefined ? [] : typeof keys === 'string' ? [keys] : [...keys];
-  }
-
-  *#trackedKeys(): Generator<string> {
-    for (const keys of this.#variants.values()) {
-      if (typeof keys === 'string') yield keys;
-      else yield* keys;
-    }
-  }
-
-  #isTracked(key: string): boolean {
-    const keys = this.#variants.get(itemKeyOf(key));
-    return keys === key || (typeof keys === 'object' && keys.has(key));
-  }
-
-  #trackKey(key: string): void {
-    const item = itemKeyOf(key);
-    const keys = this.#variants.get(item);
-    if (keys === undefined) this.#variants.set(item, key);
-    else if (typeof keys === 'string') {
-      if (keys !== key) this.#variants.set(item, new Set([keys, key]));
-    } else keys.add(key);
-  }
-
   #forgetIfIdle(key: string): void {
     if (!this.#lru.has(key)) this.#forgetVariant(key);
   }
 
   #forgetVariant(key: string): void {
-    if (this.#flights.has(key)) return;
-    const item = itemKeyOf(key);
-    const keys = this.#variants.get(item);
-    if (keys === key) this.#variants.delete(item);
-    else if (typeof keys === 'object') {
-      keys.delete(key);
-      if (keys.size === 0) this.#variants.delete(item);
-    }
+    if (!this.#flights.has(key)) this.#variants.delete(key);
   }
 
   /** Drops everything, remembered 404s included, and zero-fills every buffer (resync, new store, shutdown). */
@@ -619,24 +547,4 @@ export class ValueCache {
     this.#closed = true;
     this.clear();
   }
-}
-
-/** Waits for a promise unless the caller gives up first (the shared fetch carries on). */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(new AppError('unavailable', 'The request was cancelled.'));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new AppError('unavailable', 'The request was cancelled.'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }
