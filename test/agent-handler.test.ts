@@ -264,20 +264,6 @@ test('a cached read answers headers that follow the value and its age; a stale r
   assert.equal(first.headers['x-config-revision'], 7, 'an answer already given is never changed');
 });
 
-test('a read that waits for the server answers the request as it was, even when the caller reuses its request object', async () => {
-  let resolve!: (r: ReadResult) => void;
-  const d = deps(() => new Promise<ReadResult>((r) => (resolve = r)));
-  const shared: { -readonly [K in keyof DataRequest]: DataRequest[K] } = req('/v1/items/production/ml/db');
-  const pending = handleDataRequest(shared, d);
-  // The listener reuses one request object: the next request overwrites it before this read settles.
-  shared.method = 'HEAD';
-  shared.headers = { 'if-none-match': '"3"' };
-  resolve({ value: value(), source: 'miss', staleSeconds: 0, ageSeconds: 0 });
-  const result = (await pending) as BodyResult;
-  assert.equal(result.status, 200);
-  assert.equal(result.body?.toString(), '{"value":"s3cret"}');
-});
-
 test('a URL read before keeps no reference to its value once the cache has let it go', async () => {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;

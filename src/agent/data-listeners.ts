@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
-import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -16,7 +16,7 @@ import { SettingError } from '../shared/settings.ts';
 import { checkWritableDir, dirGroup, keepGroup } from './volume-access.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { AppError } from '../shared/errors.ts';
-import { errorResult, handleDataRequest, MAX_REQUEST_BODY_BYTES, type BodyResult, type DataRequest, type DataResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
+import { errorResult, handleDataRequest, MAX_REQUEST_BODY_BYTES, type BodyResult, type DataResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
 
 export const SOCKET_MODE = 0o660;
 export const SOCKET_DIR_MODE = 0o750;
@@ -30,8 +30,6 @@ export const REQUEST_TIMEOUT_MS: Milliseconds = 15_000;
 export const KEEPALIVE_TIMEOUT_MS: Milliseconds = 30_000;
 /** Connections per listener; past it the oldest one without a request yet is shed (shared/connection-limit.ts). */
 export const MAX_CONNECTIONS = 1024;
-/** What the reused request view holds between requests, so it keeps no request's headers alive. */
-const NO_HEADERS: IncomingHttpHeaders = Object.freeze({});
 /** Probing an existing socket file: how long to wait for a live agent to accept. */
 const PROBE_TIMEOUT_MS: Milliseconds = 500;
 
@@ -114,11 +112,9 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
     (req: IncomingMessage, res: ServerResponse) => {
       limit.served(req.socket);
       if (received !== undefined) received.requests++;
-      scratch.method = req.method ?? 'GET';
-      scratch.url = req.url ?? '/';
-      scratch.headers = req.headers;
-      const result = handleDataRequest(scratch, hooks.deps);
-      scratch.headers = NO_HEADERS;
+      // A fresh literal, not one reused object: storing each request's (young) strings and headers into a
+      // long-lived object costs a write barrier per field, more than the allocation (measured, docs/ARCHITECTURE.md q16).
+      const result = handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener }, hooks.deps);
       // A cache hit is answered in this tick; anything else when its promise settles.
       if (result instanceof Promise) {
         result.then(
@@ -128,8 +124,6 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       } else respond(req, res, result);
     },
   );
-  // The handler's view of the request, one object reused by every request (the handler copies it before going asynchronous).
-  const scratch: { -readonly [K in keyof DataRequest]: DataRequest[K] } = { method: 'GET', url: '/', headers: NO_HEADERS, listener };
   const release = (lease: NonNullable<BodyResult['lease']>): void => hooks.deps.release(lease);
   const received = hooks.received;
   const onResponse = hooks.onResponse;

@@ -28,11 +28,6 @@ export const HEALTH_ROUTE = '/v1/health';
 
 export type ListenerKind = 'socket' | 'tcp';
 
-/**
- * One request, as the handler sees it. Valid for the synchronous call only:
- * a listener may reuse one object for every request (a cached read then
- * allocates none), so the handler copies it before anything asynchronous.
- */
 export interface DataRequest {
   readonly method: string;
   readonly url: string;
@@ -240,15 +235,14 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
         }
         item.allowedBy = prefixes;
       }
-      if (item.ring) return ringResult({ ...req }, ref, deps.env, item.ring, deps.readRing).catch(errorResult);
+      if (item.ring) return ringResult(req, ref, deps.env, item.ring, deps.readRing).catch(errorResult);
       if (item.keyEnv !== deps.env && deps.cacheKey) {
         item.key = deps.cacheKey(ref, deps.env);
         item.keyEnv = deps.env;
       }
       const hit = deps.readCached?.(ref, deps.env, item.keyEnv === deps.env ? item.key : undefined);
       if (hit) return itemResult(req, deps, hit, item);
-      const own = { ...req };
-      return deps.read(ref, deps.env).then((result) => itemResult(own, deps, result, item), errorResult);
+      return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, item), errorResult);
     }
     const q = req.url.indexOf('?');
     const path = q === -1 ? req.url : req.url.slice(0, q);
