@@ -80,6 +80,8 @@ export interface ReadResult {
  * superseded). `lastReadAt`: when a read last moved the entry to the LRU's
  * tail, so exact to `RECENCY_INTERVAL_MS`. `hit`: the result of a fresh hit in
  * the age second `hit.ageSeconds`, shared by the reads in that second.
+ * `reads`: reads of the entry, counted up to 2 (refresh-ahead skips a value
+ * read only once).
  */
 interface ValueEntry {
   readonly state: 'value';
@@ -203,7 +205,8 @@ export class ValueCache {
       this.#lru.get(key);
       entry.lastReadAt = now;
     }
-    entry.reads += 1;
+    // Counted up to 2 (all refresh-ahead asks), so a hot entry's reads write nothing to it.
+    if (entry.reads < 2) entry.reads += 1;
     const value = entry.value;
     const age = now - value.fetchedAt;
     // The common case in one test: what `freshness` answers 'fresh' for while the stream is connected.
