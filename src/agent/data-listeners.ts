@@ -126,14 +126,18 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       // long-lived object costs a write barrier per field, more than the allocation (measured, docs/ARCHITECTURE.md q16).
       const result = handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener }, hooks.deps);
       // A cache hit is answered in this tick; anything else when its promise settles.
-      if (result instanceof Promise) {
-        result.then(
-          (settled) => respond(req, res, settled),
-          (err: unknown) => respond(req, res, errorResult(err)),
-        );
-      } else respond(req, res, result);
+      if (result instanceof Promise) respondWhenSettled(req, res, result);
+      else respond(req, res, result);
     },
   );
+  // The closures that wait for a promise live in their own function: in the request callback or in
+  // `respond` they would make V8 allocate a context for `req` and `res` on every call, a cached read's too.
+  function respondWhenSettled(req: IncomingMessage, res: ServerResponse, pending: Promise<DataResult>): void {
+    pending.then(
+      (settled) => respond(req, res, settled),
+      (err: unknown) => respond(req, res, errorResult(err)),
+    );
+  }
   const release = (lease: NonNullable<BodyResult['lease']>): void => hooks.deps.release(lease);
   const received = hooks.received;
   const onResponse = hooks.onResponse;
@@ -144,10 +148,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       return;
     }
     if (result.kind === 'health') {
-      healthResponse(req, hooks).then(
-        (answer) => respond(req, res, answer),
-        (err: unknown) => respond(req, res, errorResult(err)),
-      );
+      respondWhenSettled(req, res, healthResponse(req, hooks));
       return;
     }
     // 413: do not read the unwanted body; 401: a caller without the pod token never keeps a connection slot.
