@@ -3,12 +3,22 @@
  * for an A/B against the tsc build (docs/ARCHITECTURE.md, "Footprint (issue
  * 15)", b16). Bundles src/cli/main.ts, with every package, into
  * `--outdir` (default dist/bundle): `main.mjs` plus one chunk per group of
- * dynamic imports (`--splitting`, so what a command does not run stays
+ * dynamic imports (esbuild's splitting, so what a command does not run stays
  * unloaded, as with tsc's output). The re-exec of `agent` runs argv[1], so it
  * runs the bundle again.
  *
- *   npm run build && node bench/bundle.ts [--outdir dist/bundle] [--no-splitting] [--minify]
- *   taskset -c 1 node bench/cached-read-ab.ts --only bare --agent-cli=bundle=dist/bundle/main.mjs …
+ *   npm run build && node bench/bundle.ts [--outdir dist/bundle] [--no-splitting] [--minify] [--agent-only] [--external PKG …]
+ *   taskset -c 1 node bench/cached-read-ab.ts --only bare --agent-cli=bundle=$PWD/dist/bundle/main.mjs …
+ *
+ * `--no-splitting` puts everything in main.mjs (dynamic imports become lazy
+ * initialisers in the same file: the code is not run, but its source is
+ * parsed and held). `--agent-only` leaves the command table to tsc's
+ * dist/cli/program.js, so the bundle holds what the re-executed agent's image
+ * loads and little else; `--external` leaves a package to node_modules (an
+ * external one that a bundled module imports statically is loaded at start,
+ * so only the dynamically imported ones are worth it, e.g. `--external
+ * chokidar --external @opentelemetry/sdk-node`). `--agent-cli` and
+ * footprint.ts's `cli` field need the absolute path.
  *
  * Files the code finds next to itself (`new URL('./proto/…', import.meta.url)`:
  * proto files, migrations, the status page, package.json) are looked up where
