@@ -14,7 +14,8 @@
  * `--profile DIR` runs the agent under `--cpu-prof` and stops it cleanly at
  * the end, so its profile of the measured load lands in DIR; `--only bare`
  * measures the agent and the named references alone (names' first words:
- * bare, data). `--agent-variant='FLAGS'` (repeatable) adds a second agent
+ * bare, data, listener-options: bare node:http created with the agent's
+ * data-listener options and connection limit). `--agent-variant='FLAGS'` (repeatable) adds a second agent
  * started with those node flags (space-separated) in front of the bin's own,
  * e.g. `--agent-variant=--max-semi-space-size=16` (with `=`: node's parseArgs takes no value that starts with a dash otherwise): the bin's runtime
  * settings against another choice, in the same rounds. `--agent-log DIR`
@@ -138,6 +139,7 @@ const agents: Array<Awaited<ReturnType<typeof startAgent>>> = [];
 try {
   await reference('bare node:http', [], 'bare-http.ts', ['1024']);
   await reference(`bare node:http, ${keys} bodies`, [], 'bare-http.ts', ['1024', String(keys)]);
+  await reference('listener-options bare node:http', [], 'bare-http.ts', ['1024', '0', 'agent-listener']);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
