@@ -202,6 +202,13 @@ try {
         `  req/s ${median(r).toFixed(0)} ${(median(r) / bareRps).toFixed(2)}×`,
     );
   }
+  // Each other agent against `agent` round by round: the machine's drift between rounds cancels out.
+  const own = cpu.get('agent') ?? [];
+  for (const sys of systems) {
+    if (!sys.name.startsWith('agent ')) continue;
+    const paired = (cpu.get(sys.name) ?? []).map((c, i) => c / (own[i] ?? Number.NaN));
+    console.log(`${sys.name.padEnd(36)} CPU vs agent, per round: ${median(paired).toFixed(3)}× (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`);
+  }
 } finally {
   // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.
   for (const agent of agents) await agent.stop();
