@@ -14,7 +14,8 @@
  * `--profile DIR` runs the agent under `--cpu-prof` and stops it cleanly at
  * the end, so its profile of the measured load lands in DIR; `--only bare`
  * measures the agent and the named references alone (names' first words:
- * bare, data). `--agent-variant='FLAGS'` (repeatable) adds a second agent
+ * bare, data, listener-options: bare node:http created with the agent's
+ * data-listener options and connection limit). `--agent-variant='FLAGS'` (repeatable) adds a second agent
  * started with those node flags (space-separated) in front of the bin's own,
  * e.g. `--agent-variant=--max-semi-space-size=16` (with `=`: node's parseArgs takes no value that starts with a dash otherwise): the bin's runtime
  * settings against another choice, in the same rounds. `--agent-log DIR`
@@ -141,6 +142,7 @@ const agents: Array<Awaited<ReturnType<typeof startAgent>>> = [];
 try {
   await reference('bare node:http', [], 'bare-http.ts', ['1024']);
   await reference(`bare node:http, ${keys} bodies`, [], 'bare-http.ts', ['1024', String(keys)]);
+  await reference('listener-options bare node:http', [], 'bare-http.ts', ['1024', '0', 'agent-listener']);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
@@ -214,6 +216,13 @@ try {
         `  req/s ${median(r).toFixed(0)} ${(median(r) / bareRps).toFixed(2)}×` +
         pairedRatio(c, cpu.get('agent')),
     );
+  }
+  // Each other agent against `agent` round by round: the machine's drift between rounds cancels out.
+  const own = cpu.get('agent') ?? [];
+  for (const sys of systems) {
+    if (!sys.name.startsWith('agent ')) continue;
+    const paired = (cpu.get(sys.name) ?? []).map((c, i) => c / (own[i] ?? Number.NaN));
+    console.log(`${sys.name.padEnd(36)} CPU vs agent, per round: ${median(paired).toFixed(3)}× (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`);
   }
 } finally {
   // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { ManualClock } from '../src/shared/clock.ts';
 import { AppError } from '../src/shared/errors.ts';
 import type { ItemRef } from '../src/shared/paths.ts';
-import { ENTRY_OVERHEAD_BYTES, NEGATIVE_TTL_MS, release, ValueCache, type LoadedValue, type Loader } from '../src/agent/value-cache.ts';
+import { ENTRY_OVERHEAD_BYTES, NEGATIVE_TTL_MS, RECENCY_INTERVAL_MS, release, ValueCache, type LoadedValue, type Loader } from '../src/agent/value-cache.ts';
 
 const REF: ItemRef = { namespace: 'production/ml', name: 'db-password' };
 const TTL = 60_000;
@@ -242,6 +242,56 @@ test('capacity eviction zero-fills and counts', async () => {
   assert.equal(cache.size, 2);
   assert.equal(evictions, 1);
   assert.ok(buffer.every((b) => b === 0));
+});
+
+test('eviction is least-recently-used to within RECENCY_INTERVAL_MS: a key read all along outlives one only stored', async () => {
+  const clock = new ManualClock();
+  const cache = new ValueCache({
+    loader: async (ref) => secret(`value-of-${ref.name}`),
+    clock,
+    ttl: TTL,
+    maxStale: MAX_STALE,
+    maxEntries: 2,
+    maxBytes: 1024 * 1024,
+    streamDownSince: () => undefined,
+  });
+  const ref = (name: string): ItemRef => ({ namespace: 'a', name });
+  const readName = async (name: string): Promise<void> => release((await cache.read(ref(name), 'prod')).value);
+  await readName('hot');
+  clock.advance(1);
+  await readName('cold');
+  // Read far more often than the interval for several intervals: the hot key still moves to the tail.
+  for (let t = 0; t < 5 * RECENCY_INTERVAL_MS; t += RECENCY_INTERVAL_MS / 10) {
+    clock.advance(RECENCY_INTERVAL_MS / 10);
+    await readName('hot');
+  }
+  await readName('new');
+  assert.ok(cache.peek(ref('hot'), 'prod'), 'the hot key stays');
+  assert.equal(cache.peek(ref('cold'), 'prod'), undefined, 'the cold key is evicted');
+});
+
+test('fresh hits take a lease each, report the age in whole seconds, and the value is zero-filled when the last lease ends', async () => {
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const cache = makeCache(script.loader, clock);
+  const reading = cache.read(REF, 'prod');
+  (await script.next()).resolve(secret('v1'));
+  release((await reading).value);
+  const first = cache.readCached(REF, 'prod');
+  const second = cache.readCached(REF, 'prod');
+  assert.ok(first && second);
+  assert.deepEqual([first.source, first.ageSeconds, first.staleSeconds, second.source, second.ageSeconds], ['hit', 0, 0, 'hit', 0]);
+  clock.advance(1_500);
+  const later = cache.readCached(REF, 'prod');
+  assert.ok(later);
+  assert.deepEqual([later.ageSeconds, first.ageSeconds], [1, 0], 'a later age never changes an earlier result');
+  const buffer = first.value.plaintext;
+  cache.invalidate(REF);
+  release(first.value);
+  release(second.value);
+  assert.equal(buffer.toString(), 'v1', 'intact while one read still holds it');
+  release(later.value);
+  assert.ok(buffer.every((b) => b === 0), 'zero-filled when the last lease ends');
 });
 
 test('an entry holds its value once when the plaintext appears verbatim in its JSON body; both bodies stay exact and are zero-filled on drop', async () => {

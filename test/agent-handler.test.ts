@@ -13,6 +13,8 @@ import { agentReadiness, type ReadinessState } from '../src/agent/readiness.ts';
 import { release, ValueCache, variantKey, type CachedValue, type ReadResult } from '../src/agent/value-cache.ts';
 import { ManualClock } from '../src/shared/clock.ts';
 import { SettingError } from '../src/shared/settings.ts';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const TOKEN = Buffer.from('pod-token-0123456789');
 
@@ -238,4 +240,42 @@ test('a URL read before is refused once the prefixes no longer cover it', async 
   const refused = await body(req('/v1/items/production/ml/db'), d);
   assert.equal(refused.status, 403);
   assert.equal(code(refused), 'permission_denied');
+});
+
+test('a cached read answers headers that follow the value and its age; a stale read never changes a fresh one', () => {
+  const url = '/v1/items/production/ml/db?format=raw';
+  let current: ReadResult = { value: value(), source: 'hit', staleSeconds: 0, ageSeconds: 0 };
+  const d = { ...deps(), readCached: () => current };
+  const read = (): BodyResult => handleDataRequest(req(url), d) as BodyResult;
+  const first = read();
+  assert.deepEqual({ ...first.headers }, { ...read().headers }, 'the same value in the same second answers the same headers');
+  current = { ...current, ageSeconds: 3 };
+  assert.equal(read().headers.age, 3, 'a new age is answered at once');
+  current = { ...current, source: 'stale', staleSeconds: 40 };
+  const stale = read();
+  assert.equal(stale.headers.warning, '110 - "Response is Stale"');
+  current = { value: { ...value(), revision: 8, version: 4, etag: '"4"', rawEtag: rawEtag('"4"'), plaintext: Buffer.from('n3w') }, source: 'hit', staleSeconds: 0, ageSeconds: 3 };
+  const fresh = read();
+  assert.equal(fresh.headers.warning, undefined, 'the stale marking stays on the stale response');
+  assert.equal(fresh.headers['x-config-stale'], undefined);
+  assert.equal(fresh.headers['x-config-revision'], 8, 'a new value answers its own revision, also within the same second');
+  assert.equal(fresh.headers.etag, rawEtag('"4"'));
+  assert.equal(fresh.headers['content-length'], 3);
+  assert.equal(first.headers['x-config-revision'], 7, 'an answer already given is never changed');
+});
+
+test('a URL read before keeps no reference to its value once the cache has let it go', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  let held: CachedValue | undefined = value();
+  const weak = new WeakRef(held);
+  let current: ReadResult | undefined = { value: held, source: 'hit', staleSeconds: 0, ageSeconds: 0 };
+  const d = { ...deps(), readCached: () => current };
+  assert.equal((handleDataRequest(req('/v1/items/production/ml/db?format=json&gc=1'), d) as BodyResult).status, 200);
+  held = undefined;
+  current = undefined;
+  // A WeakRef keeps its target until the current job ends.
+  await new Promise(setImmediate);
+  gc();
+  assert.equal(weak.deref(), undefined, 'the parsed-URL memo must not keep an evicted value (and its buffers) alive');
 });

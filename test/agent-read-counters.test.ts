@@ -32,3 +32,21 @@ test('hits and responses counted between scrapes add up exactly, per listener an
   assert.equal(await value('config_sidecar_agent_requests_total', 'listener="socket",status="304"'), 1);
   assert.equal(await value('config_sidecar_agent_requests_total', 'listener="tcp",status="401"'), 1);
 });
+
+test('responses keep the order they were first answered in the scrape, whatever their status', async () => {
+  const metrics = createAgentMetrics({ entries: () => 0, bytes: () => 0 });
+  metrics.countResponse('socket', 404);
+  metrics.countResponse('socket', 200);
+  metrics.countResponse('socket', 200);
+  metrics.countResponse('tcp', 200);
+  metrics.countResponse('socket', 304);
+  const series = (text: string): string[] => text.split('\n').filter((line) => line.startsWith('config_sidecar_agent_requests_total{'));
+  assert.deepEqual(series(await metrics.registry.metrics()), [
+    'config_sidecar_agent_requests_total{listener="socket",status="404"} 1',
+    'config_sidecar_agent_requests_total{listener="socket",status="200"} 2',
+    'config_sidecar_agent_requests_total{listener="socket",status="304"} 1',
+    'config_sidecar_agent_requests_total{listener="tcp",status="200"} 1',
+  ]);
+  metrics.countResponse('tcp', 200);
+  assert.deepEqual(series(await metrics.registry.metrics()).at(-1), 'config_sidecar_agent_requests_total{listener="tcp",status="200"} 2');
+});

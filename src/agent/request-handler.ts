@@ -43,7 +43,8 @@ export interface DataRequest {
 export interface BodyResult {
   readonly kind: 'body';
   readonly status: number;
-  readonly headers: Record<string, string | number>;
+  /** Possibly shared with other responses (a cached read's): never mutated. */
+  readonly headers: Readonly<Record<string, string | number>>;
   readonly body: Buffer | undefined;
   readonly lease?: ReadResult | undefined;
   /** A body made for this response only (a key ring's rendering): zero-filled once its bytes have left. */
@@ -117,21 +118,29 @@ function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
   return ifNoneMatch.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag);
 }
 
+/**
+ * The forwarded header a refused request carries. Its own function: a closure
+ * in `checkCaller` would make V8 allocate a context on every call.
+ */
+function forwardedHeader(headers: IncomingHttpHeaders): string | undefined {
+  return FORWARDED_HEADERS.find((name) => headers[name] !== undefined);
+}
+
 /** Checks that run before routing; throws the refusal. */
 export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'>): void {
-  for (const header of FORWARDED_HEADERS) {
-    if (req.headers[header] !== undefined) {
-      throw new AppError('forwarded_request', `Requests carrying ${header} are refused: the agent serves its own pod only.`);
-    }
+  const { headers } = req;
+  // Three named reads (monomorphic) before the search that names the refusal: a cached read only pays the first line.
+  if (headers['x-forwarded-for'] !== undefined || headers.forwarded !== undefined || headers.via !== undefined) {
+    throw new AppError('forwarded_request', `Requests carrying ${forwardedHeader(headers)} are refused: the agent serves its own pod only.`);
   }
-  if (req.listener === 'tcp' && !tokenMatches(req.headers[HEADERS.podToken], deps.podToken)) {
+  if (req.listener === 'tcp' && !tokenMatches(headers[HEADERS.podToken], deps.podToken)) {
     throw new AppError('unauthenticated', `Send the pod token (the file "token" next to the agent socket) in ${HEADERS.podToken}.`);
   }
   if (req.method !== 'GET' && req.method !== 'HEAD' && !(req.method === 'POST' && req.url === HEALTH_ROUTE)) {
     throw new AppError('method_not_allowed', `The data API is read-only: use GET (POST only for ${HEALTH_ROUTE}).`, { headers: { allow: 'GET, HEAD' } });
   }
-  const length = Number(req.headers['content-length'] ?? 0);
-  if (req.headers['transfer-encoding'] !== undefined || !(length <= MAX_REQUEST_BODY_BYTES)) {
+  const length = Number(headers['content-length'] ?? 0);
+  if (headers['transfer-encoding'] !== undefined || !(length <= MAX_REQUEST_BODY_BYTES)) {
     throw new AppError('payload_too_large', 'The data API takes no request body.');
   }
   if (req.url.length > MAX_URL_LENGTH) throw new AppError('invalid_path', `The URL is longer than ${MAX_URL_LENGTH} characters.`);
@@ -151,7 +160,25 @@ interface ItemUrl {
   /** `HandlerDeps.cacheKey` of the item in `keyEnv` (the env the listener serves), made on the URL's first read. */
   key?: string;
   keyEnv?: string;
+  /**
+   * The headers of the URL's last fresh 200: the next read whose headers
+   * would be the same (same ETag, revision, type, length and Age) answers
+   * with the same object, so a cached read builds none. Compared by those
+   * fields, not by the value, so the memo never keeps an evicted value's
+   * buffers alive; never mutated once made (node:http only reads it).
+   */
+  okHeaders?: OkHeaders;
 }
+
+/** A 200's headers, in one literal with fixed keys (HEADERS.revision spelt out): V8 builds it from a template. */
+type OkHeaders = {
+  etag: string;
+  age: number;
+  'x-config-revision': number;
+  'cache-control': string;
+  'content-type': string;
+  'content-length': number;
+};
 
 /**
  * Parsed item URLs (path and `format`), so a hot key's URL is split, decoded
@@ -207,7 +234,7 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
     checkCaller(req, deps);
     const item = itemUrl(req.url);
     if (item) {
-      const { ref, raw } = item;
+      const { ref } = item;
       const prefixes = deps.prefixes();
       if (item.allowedBy !== prefixes) {
         if (!namespaceMatchesAny(ref.namespace, prefixes)) {
@@ -221,8 +248,8 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
         item.keyEnv = deps.env;
       }
       const hit = deps.readCached?.(ref, deps.env, item.keyEnv === deps.env ? item.key : undefined);
-      if (hit) return itemResult(req, deps, hit, raw);
-      return deps.read(ref, deps.env).then((result) => itemResult(req, deps, result, raw), errorResult);
+      if (hit) return itemResult(req, deps, hit, item);
+      return readThenAnswer(req, deps, item);
     }
     const q = req.url.indexOf('?');
     const path = q === -1 ? req.url : req.url.slice(0, q);
@@ -238,8 +265,14 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
   }
 }
 
-function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw: boolean): BodyResult {
-  const value = result.value;
+/** A read the cache cannot answer now. Its own function: the closure in `handleDataRequest` would cost every read a context. */
+function readThenAnswer(req: DataRequest, deps: HandlerDeps, item: ItemUrl): Promise<DataResult> {
+  return deps.read(item.ref, deps.env).then((result) => itemResult(req, deps, result, item), errorResult);
+}
+
+function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, item: ItemUrl): BodyResult {
+  const { value } = result;
+  const { raw } = item;
   // The ETag of either representation and both bodies were made when the value was cached.
   const etag = raw ? value.rawEtag : value.etag;
   const ifNoneMatch = req.headers['if-none-match'];
@@ -249,21 +282,40 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, raw
     return { kind: 'body', status: 304, headers: result.source === 'stale' ? withStaleness(headers, result) : headers, body: undefined };
   }
   const body = raw ? value.plaintext : value.json;
-  // One literal with fixed keys (HEADERS.revision spelt out): V8 builds it from a template.
-  const headers: Record<string, string | number> = {
-    etag,
-    age: result.ageSeconds,
-    'x-config-revision': value.revision,
-    'cache-control': 'no-store',
-    'content-type': contentType(value.kind, raw),
-    'content-length': body.length,
-  };
-  if (result.source === 'stale') withStaleness(headers, result);
+  const headers = result.source === 'stale' ? withStaleness(okHeaders(value, result.ageSeconds, raw, body), result) : sharedOkHeaders(item, result, body);
   if (req.method === 'HEAD') {
     deps.release(result);
     return { kind: 'body', status: 200, headers, body: undefined };
   }
   return { kind: 'body', status: 200, headers, body, lease: result };
+}
+
+function okHeaders(value: ReadResult['value'], age: number, raw: boolean, body: Buffer): OkHeaders {
+  return {
+    etag: raw ? value.rawEtag : value.etag,
+    age,
+    'x-config-revision': value.revision,
+    'cache-control': 'no-store',
+    'content-type': contentType(value.kind, raw),
+    'content-length': body.length,
+  };
+}
+
+/** A fresh 200's headers, shared by the URL's reads while they would be the same (`ItemUrl.okHeaders`). */
+function sharedOkHeaders(item: ItemUrl, result: ReadResult, body: Buffer): Readonly<OkHeaders> {
+  const { value } = result;
+  const last = item.okHeaders;
+  if (
+    last !== undefined &&
+    last.age === result.ageSeconds &&
+    last.etag === (item.raw ? value.rawEtag : value.etag) &&
+    last['x-config-revision'] === value.revision &&
+    last['content-length'] === body.length &&
+    last['content-type'] === contentType(value.kind, item.raw)
+  ) {
+    return last;
+  }
+  return (item.okHeaders = okHeaders(value, result.ageSeconds, item.raw, body));
 }
 
 function withStaleness(headers: Record<string, string | number>, result: ReadResult): Record<string, string | number> {

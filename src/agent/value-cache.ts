@@ -6,8 +6,11 @@
  *
  * Its parts live in cache/: the cached-value representation
  * (cache/cached-value.ts), the pure freshness decision (cache/freshness.ts),
- * and fills in flight with their per-key and cache-wide generations
- * (cache/fill-flights.ts). What the watch stream does to the cache is decided
+ * fills in flight with their per-key and cache-wide generations
+ * (cache/fill-flights.ts), the cache key (cache/cache-key.ts), the index of
+ * an item's variants (cache/variant-index.ts), the counters it reports
+ * (cache/cache-observer.ts) and a caller's abortable wait on a shared fetch
+ * (cache/abortable.ts). What the watch stream does to the cache is decided
  * in event-applier.ts, never here.
  */
 import { LRUCache } from 'lru-cache';
@@ -18,10 +21,17 @@ import { itemKey, type ItemRef } from '../shared/paths.ts';
 import type { ItemKind } from '../shared/protocol.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { drop, heldBytes, isZeroed, release, retain, toCachedValue, type CachedValue, type LoadedValue, type Loader } from './cache/cached-value.ts';
+import { abortable } from './cache/abortable.ts';
+import { noopObserver, type CacheObserver } from './cache/cache-observer.ts';
+import { cacheKey, variantOf } from './cache/cache-key.ts';
 import { FillFlights, type Flight } from './cache/fill-flights.ts';
 import { freshness, staleIfError } from './cache/freshness.ts';
+import { VariantIndex } from './cache/variant-index.ts';
 
 export { release, retain, type CachedValue, type LoadedValue, type Loader } from './cache/cached-value.ts';
+export type { CacheObserver } from './cache/cache-observer.ts';
+/** The cache key of an (item, env), for a caller that reads the same variant many times (cache/cache-key.ts). */
+export { cacheKey as variantKey } from './cache/cache-key.ts';
 
 /** 404s are remembered this long so a caller polling a missing key does not hammer the server. */
 export const NEGATIVE_TTL_MS: Milliseconds = 2_000;
@@ -29,6 +39,14 @@ export const NEGATIVE_TTL_MS: Milliseconds = 2_000;
 export const REFRESH_AHEAD_FRACTION = 0.8;
 /** A key read within this window counts as hot: refetched at once after an event. */
 export const HOT_WINDOW_MS: Milliseconds = 60_000;
+/**
+ * A read moves its entry to the LRU's tail at most this often: eviction is
+ * least-recently-used to within this interval (an entry read now is never
+ * evicted before one last read or stored more than this long ago), and a hot
+ * key's reads skip lru-cache's move-to-tail, which cost ~0.27 µs per read at
+ * saturation (docs/ARCHITECTURE.md, "Footprint (issue 15)", e16).
+ */
+export const RECENCY_INTERVAL_MS: Milliseconds = 1_000;
 /** While the stream is down, stale entries are revalidated in the background at most this often. */
 export const STALE_REVALIDATE_INTERVAL_MS: Milliseconds = 1_000;
 /** Fetches discarded in a row for one read (the key changes faster than we fetch) before giving up. */
@@ -41,7 +59,13 @@ export const MAX_SUPERSEDED_RETRIES = 5;
  */
 export const ENTRY_OVERHEAD_BYTES: Bytes = 800;
 
-/** A read's outcome. `value` is retained for the caller: call `release(value)` when done with its buffers. */
+/**
+ * A read's outcome. `value` is retained for the caller: call `release(value)`
+ * when done with its buffers. Immutable and possibly shared: fresh hits on
+ * one entry within one age second return the same object (the lease is
+ * counted on the value, once per read), so a holder never keys anything on
+ * its identity.
+ */
 export interface ReadResult {
   readonly value: CachedValue;
   readonly source: 'hit' | 'miss' | 'coalesced' | 'stale';
@@ -51,10 +75,24 @@ export interface ReadResult {
   readonly ageSeconds: number;
 }
 
-/** `generation`: the cache-wide generation the value was filled in (older = superseded). */
-type Entry =
-  | { readonly state: 'value'; readonly value: CachedValue; readonly generation: number; lastReadAt: Milliseconds; reads: number; revalidateAfter: Milliseconds }
-  | { readonly state: 'absent'; readonly until: Milliseconds; readonly error: AppError };
+/**
+ * `generation`: the cache-wide generation the value was filled in (older =
+ * superseded). `lastReadAt`: when a read last moved the entry to the LRU's
+ * tail, so exact to `RECENCY_INTERVAL_MS`. `hit`: the result of a fresh hit in
+ * the age second `hit.ageSeconds`, shared by the reads in that second.
+ * `reads`: reads of the entry, counted up to 2 (refresh-ahead skips a value
+ * read only once).
+ */
+interface ValueEntry {
+  readonly state: 'value';
+  readonly value: CachedValue;
+  readonly generation: number;
+  lastReadAt: Milliseconds;
+  reads: number;
+  revalidateAfter: Milliseconds;
+  hit: ReadResult | undefined;
+}
+type Entry = ValueEntry | { readonly state: 'absent'; readonly until: Milliseconds; readonly error: AppError };
 
 /** One (item, env) the cache holds or is filling. */
 export interface Variant {
@@ -63,27 +101,6 @@ export interface Variant {
   /** Read within the hot window, or a caller is waiting on its fill. */
   readonly hot: boolean;
 }
-
-/** Counters the cache reports; the agent wires them to Prometheus. */
-export interface CacheObserver {
-  hit(): void;
-  miss(): void;
-  coalesced(): void;
-  stale(): void;
-  eviction(reason: string): void;
-  superseded(): void;
-  upstreamFailure(code: string): void;
-}
-
-const noopObserver: CacheObserver = {
-  hit() {},
-  miss() {},
-  coalesced() {},
-  stale() {},
-  eviction() {},
-  superseded() {},
-  upstreamFailure() {},
-};
 
 export interface ValueCacheOptions {
   readonly loader: Loader;
@@ -111,44 +128,24 @@ export function isTransient(err: AppError): boolean {
   return clientActionOf(err.code) === 'retry';
 }
 
-const KEY_SEPARATOR = '\u0000';
-/** `env NUL namespace/name`: the item key (`itemKey`) prefixed by the env. */
-const cacheKey = (ref: ItemRef, env: string): string => `${env}${KEY_SEPARATOR}${ref.namespace}/${ref.name}`;
-
-/**
- * The cache key of an (item, env), for a caller that reads the same variant
- * many times (the data API remembers it per URL): a remembered key is a flat
- * string whose hash V8 has already computed, where building it per read cost
- * a concatenation, its flattening and hashing on every lookup.
- */
-export const variantKey = cacheKey;
-const itemKeyOf = (key: string): string => key.slice(key.indexOf(KEY_SEPARATOR) + 1);
-
-/** The (item, env) a cache key names: the inverse of `cacheKey` (a name holds no `/`). */
-function variantOf(key: string): { ref: ItemRef; env: string } {
-  const separator = key.indexOf(KEY_SEPARATOR);
-  const slash = key.lastIndexOf('/');
-  return { ref: { namespace: key.slice(separator + 1, slash), name: key.slice(slash + 1) }, env: key.slice(0, separator) };
-}
-
 export class ValueCache {
   readonly #options: ValueCacheOptions;
   readonly #observer: CacheObserver;
   readonly #lru: LRUCache<string, Entry>;
   readonly #flights = new FillFlights<CachedValue>();
-  /**
-   * item key → cache keys (one per env) so an event finds every variant; the
-   * keys cached or being filled. An item read in one env (the usual case)
-   * maps to its key alone: a `Set` per item was ~0.1 KiB of heap per entry.
-   * The (item, env) of a key is parsed back from it (`variantOf`) off the read
-   * path, rather than kept in a second map (another ~0.1 KiB per entry).
-   */
-  readonly #variants = new Map<string, string | Set<string>>();
+  readonly #variants = new VariantIndex();
   #closed = false;
+  readonly #ttl: Milliseconds;
+  /** A fresh hit on an entry older than this refreshes it in the background. */
+  readonly #refreshAheadAge: Milliseconds;
+  readonly #streamDownSince: () => Milliseconds | undefined;
 
   constructor(options: ValueCacheOptions) {
     this.#options = options;
     this.#observer = options.observer ?? noopObserver;
+    this.#ttl = options.ttl;
+    this.#refreshAheadAge = options.ttl * REFRESH_AHEAD_FRACTION;
+    this.#streamDownSince = options.streamDownSince;
     this.#lru = new LRUCache<string, Entry>({
       max: options.maxEntries,
       maxSize: options.maxBytes,
@@ -193,8 +190,10 @@ export class ValueCache {
   readCached(ref: ItemRef, env: string, key = cacheKey(ref, env)): ReadResult | undefined {
     if (this.#closed) throw new AppError('unavailable', 'The agent is shutting down.');
     const now = this.#options.clock.now();
-    const entry = this.#lru.get(key);
-    if (entry?.state === 'absent') {
+    // peek: the move to the LRU's tail is paid at most once per RECENCY_INTERVAL_MS below.
+    const entry = this.#lru.peek(key);
+    if (entry === undefined) return undefined;
+    if (entry.state === 'absent') {
       if (entry.until > now) {
         this.#observer.hit();
         throw entry.error;
@@ -202,22 +201,25 @@ export class ValueCache {
       this.#lru.delete(key);
       return undefined;
     }
-    if (entry?.state !== 'value') return undefined;
-    entry.lastReadAt = now;
-    entry.reads += 1;
+    if (now - entry.lastReadAt >= RECENCY_INTERVAL_MS) {
+      this.#lru.get(key);
+      entry.lastReadAt = now;
+    }
+    // Counted up to 2 (all refresh-ahead asks), so a hot entry's reads write nothing to it.
+    if (entry.reads < 2) entry.reads += 1;
+    const value = entry.value;
+    const age = now - value.fetchedAt;
+    // The common case in one test: what `freshness` answers 'fresh' for while the stream is connected.
+    if (age < this.#ttl && entry.generation === this.#flights.generation && this.#streamDownSince() === undefined) return this.#freshHit(entry, ref, env, age);
     const fresh = freshness({
       now,
-      fetchedAt: entry.value.fetchedAt,
+      fetchedAt: value.fetchedAt,
       superseded: entry.generation !== this.#flights.generation,
-      streamDownSince: this.#options.streamDownSince(),
-      ttl: this.#options.ttl,
+      streamDownSince: this.#streamDownSince(),
+      ttl: this.#ttl,
       maxStale: this.#options.maxStale,
     });
-    if (fresh.kind === 'fresh') {
-      this.#observer.hit();
-      if (now - entry.value.fetchedAt > this.#options.ttl * REFRESH_AHEAD_FRACTION && entry.reads > 1) this.#background(ref, env);
-      return this.#result(entry.value, 'hit', 0, now);
-    }
+    if (fresh.kind === 'fresh') return this.#freshHit(entry, ref, env, age);
     if (fresh.kind === 'stale') {
       // The stream is down: serve what we have, marked, and revalidate quietly.
       this.#observer.stale();
@@ -225,10 +227,21 @@ export class ValueCache {
         entry.revalidateAfter = now + STALE_REVALIDATE_INTERVAL_MS;
         this.#background(ref, env);
       }
-      return this.#result(entry.value, 'stale', fresh.staleMs, now);
+      return this.#result(value, 'stale', fresh.staleMs, now);
     }
     // Expired (TTL, superseded, or past max-stale): only a foreground fetch may answer.
     return undefined;
+  }
+
+  /** A fresh hit: refresh-ahead when old, and the entry's result for this age second (made once per second). */
+  #freshHit(entry: ValueEntry, ref: ItemRef, env: string, age: Milliseconds): ReadResult {
+    this.#observer.hit();
+    if (age > this.#refreshAheadAge && entry.reads > 1) this.#background(ref, env);
+    const ageSeconds = age > 0 ? Math.floor(age / 1000) : 0;
+    let hit = entry.hit;
+    if (hit === undefined || hit.ageSeconds !== ageSeconds) entry.hit = hit = { value: entry.value, source: 'hit', staleSeconds: 0, ageSeconds };
+    retain(entry.value);
+    return hit;
   }
 
   /**
@@ -334,7 +347,7 @@ export class ValueCache {
     );
     // Background flights may have no waiter; their rejection is handled here.
     flight.promise.catch(() => {});
-    this.#trackKey(key);
+    this.#variants.add(key);
     return flight;
   }
 
@@ -347,8 +360,9 @@ export class ValueCache {
       lastReadAt: previous?.state === 'value' ? previous.lastReadAt : this.#options.clock.now(),
       reads: previous?.state === 'value' ? previous.reads : 0,
       revalidateAfter: 0,
+      hit: undefined,
     });
-    this.#trackKey(key);
+    this.#variants.add(key);
     const stored = this.#lru.peek(key);
     if (stored?.state !== 'value' || stored.value !== value) {
       // Over lru-cache's max entry size: never stored, so never disposed. The
@@ -366,11 +380,11 @@ export class ValueCache {
     this.#observer.upstreamFailure(err.code);
     if (clientActionOf(err.code) !== 'drop') return;
     // Revoked, deleted or corrupt: stop serving the old value now.
-    const tracked = this.#isTracked(key);
+    const tracked = this.#variants.has(key);
     this.#lru.delete(key);
     if (err.code === 'not_found') {
       this.#lru.set(key, { state: 'absent', until: this.#options.clock.now() + NEGATIVE_TTL_MS, error: err });
-      if (tracked) this.#trackKey(key);
+      if (tracked) this.#variants.add(key);
     }
   }
 
@@ -430,7 +444,7 @@ export class ValueCache {
    */
   invalidate(ref: ItemRef, revision = Number.POSITIVE_INFINITY): Variant[] {
     const item = itemKey(ref);
-    const keys = this.#variantKeys(item);
+    const keys = this.#variants.keysOf(item);
     if (keys.length === 0) return [];
     const out: Variant[] = [];
     const now = this.#options.clock.now();
@@ -458,7 +472,7 @@ export class ValueCache {
 
   /** The kind of any cached variant of the item (undefined when none is cached). */
   kindOf(ref: ItemRef): ItemKind | undefined {
-    for (const key of this.#variantKeys(itemKey(ref))) {
+    for (const key of this.#variants.keysOf(itemKey(ref))) {
       const entry = this.#lru.peek(key);
       if (entry?.state === 'value') return entry.value.kind;
     }
@@ -477,7 +491,7 @@ export class ValueCache {
     const keys: string[] = [];
     for (const [key, entry] of this.#lru.entries()) if (entry.state === 'value' && entry.value.revision > revision) keys.push(key);
     for (const key of keys) {
-      if (this.#isTracked(key)) dropped.push({ ...variantOf(key), hot: true });
+      if (this.#variants.has(key)) dropped.push({ ...variantOf(key), hot: true });
       this.#lru.delete(key);
     }
     return dropped;
@@ -486,7 +500,7 @@ export class ValueCache {
   /** Every cached or in-flight item under a namespace prefix (exact namespace when `exact`). */
   itemsUnder(prefix: string, exact = false): ItemRef[] {
     const out = new Map<string, ItemRef>();
-    for (const key of this.#trackedKeys()) {
+    for (const key of this.#variants.keys()) {
       const { ref } = variantOf(key);
       const match = exact ? ref.namespace === prefix : prefix === '' || ref.namespace === prefix || ref.namespace.startsWith(`${prefix}/`);
       if (match) out.set(itemKey(ref), ref);
@@ -498,7 +512,7 @@ export class ValueCache {
   variants(namespace?: string): Variant[] {
     const now = this.#options.clock.now();
     const out: Variant[] = [];
-    for (const key of this.#trackedKeys()) {
+    for (const key of this.#variants.keys()) {
       const tracked = variantOf(key);
       if (namespace !== undefined && tracked.ref.namespace !== namespace) continue;
       const entry = this.#lru.peek(key);
@@ -517,46 +531,12 @@ export class ValueCache {
     return this.variants().filter((v) => v.hot);
   }
 
-  /** The item's cache keys, as a copy (callers delete while iterating). */
-  #variantKeys(item: string): string[] {
-    const keys = this.#variants.get(item);
-    return keys === undefined ? [] : typeof keys === 'string' ? [keys] : [...keys];
-  }
-
-  *#trackedKeys(): Generator<string> {
-    for (const keys of this.#variants.values()) {
-      if (typeof keys === 'string') yield keys;
-      else yield* keys;
-    }
-  }
-
-  #isTracked(key: string): boolean {
-    const keys = this.#variants.get(itemKeyOf(key));
-    return keys === key || (typeof keys === 'object' && keys.has(key));
-  }
-
-  #trackKey(key: string): void {
-    const item = itemKeyOf(key);
-    const keys = this.#variants.get(item);
-    if (keys === undefined) this.#variants.set(item, key);
-    else if (typeof keys === 'string') {
-      if (keys !== key) this.#variants.set(item, new Set([keys, key]));
-    } else keys.add(key);
-  }
-
   #forgetIfIdle(key: string): void {
     if (!this.#lru.has(key)) this.#forgetVariant(key);
   }
 
   #forgetVariant(key: string): void {
-    if (this.#flights.has(key)) return;
-    const item = itemKeyOf(key);
-    const keys = this.#variants.get(item);
-    if (keys === key) this.#variants.delete(item);
-    else if (typeof keys === 'object') {
-      keys.delete(key);
-      if (keys.size === 0) this.#variants.delete(item);
-    }
+    if (!this.#flights.has(key)) this.#variants.delete(key);
   }
 
   /** Drops everything, remembered 404s included, and zero-fills every buffer (resync, new store, shutdown). */
@@ -570,24 +550,4 @@ export class ValueCache {
     this.#closed = true;
     this.clear();
   }
-}
-
-/** Waits for a promise unless the caller gives up first (the shared fetch carries on). */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(new AppError('unavailable', 'The request was cancelled.'));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new AppError('unavailable', 'The request was cancelled.'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }

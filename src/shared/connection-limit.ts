@@ -76,7 +76,8 @@ export function limitConnections(server: NetServer, options: ConnectionLimitOpti
       return pending.size;
     },
     served: (socket) => {
-      pending.delete(socket);
+      // Keep-alive clients that have all been served leave the set empty: skip the hash lookup.
+      if (pending.size !== 0) pending.delete(socket);
     },
     isPending: (socket) => pending.has(socket),
   };
