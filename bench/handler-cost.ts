@@ -1,0 +1,89 @@
+/**
+ * The request side of a cached read, without sockets: CPU nanoseconds per
+ * call of `handleDataRequest` (a hit on one of 200 URLs, each call with its
+ * own young URL string and headers object as node:http hands them over)
+ * followed by the metrics' `countResponse`, for this tree and for other
+ * source trees (`--tree NAME=DIR`, e.g. a worktree of main), each round in
+ * a fresh process with the agent's semi-space flags, the trees taking turns.
+ * The whole-agent A/B (cached-read-ab.ts) cannot resolve a change of a few
+ * tens of nanoseconds in ~15 µs; this can (docs/ARCHITECTURE.md,
+ * "Footprint (issue 15)", q16).
+ *
+ *   taskset -c 1 node bench/handler-cost.ts --rounds 5 --tree base=/work/wt/base
+ */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { benchArgs, wholeNumber } from './lib/args.ts';
+import { median } from './lib/stats.ts';
+import type * as RequestHandler from '../src/agent/request-handler.ts';
+import type * as AgentMetrics from '../src/agent/agent-metrics.ts';
+import type * as ItemRepresentation from '../src/agent/item-representation.ts';
+
+const values = benchArgs('Usage: node bench/handler-cost.ts [--rounds 5] [--calls 3000000] [--tree NAME=DIR …]', {
+  rounds: { type: 'string', default: '5' },
+  calls: { type: 'string', default: '3000000' },
+  /** Another source tree (its src/agent/…), measured in the same rounds (repeatable). */
+  tree: { type: 'string', multiple: true },
+  /** Internal: run one measurement in this process, of the tree at DIR. */
+  child: { type: 'string' },
+});
+const calls = wholeNumber('calls', values.calls);
+
+/** The bin's semi-space flags (src/cli/runtime-settings.ts), so the young generation collects as often as in the agent. */
+const NODE_FLAGS = ['--max-semi-space-size=4', '--min-semi-space-size=4'];
+const KEYS = 200;
+const WARMUP_CALLS = 200_000;
+
+async function measure(dir: string): Promise<number> {
+  const handler = (await import(pathToFileURL(`${dir}/src/agent/request-handler.ts`).href)) as typeof RequestHandler;
+  const metricsModule = (await import(pathToFileURL(`${dir}/src/agent/agent-metrics.ts`).href)) as typeof AgentMetrics;
+  const { rawEtag } = (await import(pathToFileURL(`${dir}/src/agent/item-representation.ts`).href)) as typeof ItemRepresentation;
+  const metrics = metricsModule.createAgentMetrics({ entries: () => 0, bytes: () => 0 });
+  const value = {
+    namespace: 'bench/ns', name: 'k', env: 'prod', kind: 'secret' as const, version: 3, revision: 7, etag: '"3"',
+    plaintext: Buffer.alloc(1024, 'x'), json: Buffer.alloc(1100, 'x'), rawEtag: rawEtag('"3"'), fetchedAt: 0, leases: 0, dropped: false,
+  };
+  const hit = { value, source: 'hit' as const, staleSeconds: 0, ageSeconds: 0 };
+  const deps = { prefixes: () => ['bench/ns'], podToken: Buffer.from('t'), env: 'prod', read: () => Promise.resolve(hit), readCached: () => hit, release: () => {} };
+  const urls = Array.from({ length: KEYS }, (_, i) => Buffer.from(`/v1/items/bench/ns/k${i}?format=raw`));
+  let statuses = 0;
+  const once = (i: number): void => {
+    // node:http's parser makes a new URL string and headers object per request.
+    const url = (urls[i % KEYS] as Buffer).toString('latin1');
+    const result = handler.handleDataRequest({ method: 'GET', url, headers: { host: 'agent' }, listener: 'socket' }, deps);
+    const status = (result as { status: number }).status;
+    metrics.countResponse('socket', status);
+    statuses += status;
+  };
+  for (let i = 0; i < WARMUP_CALLS; i++) once(i);
+  const before = process.cpuUsage();
+  for (let i = 0; i < calls; i++) once(i);
+  const used = process.cpuUsage(before);
+  if (statuses !== 200 * (WARMUP_CALLS + calls)) throw new Error('a call did not answer 200');
+  return ((used.user + used.system) * 1000) / calls;
+}
+
+if (values.child !== undefined) {
+  console.log(String(await measure(values.child)));
+} else {
+  const self = fileURLToPath(import.meta.url);
+  const trees: Array<[string, string]> = [['this tree', fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '')]];
+  for (const spec of values.tree ?? []) {
+    const eq = spec.indexOf('=');
+    if (eq < 1) {
+      console.error(`--tree takes NAME=DIR, got "${spec}"`);
+      process.exit(2);
+    }
+    trees.push([spec.slice(0, eq), spec.slice(eq + 1)]);
+  }
+  const samples = new Map<string, number[]>(trees.map(([name]) => [name, []]));
+  for (let round = 0; round < wholeNumber('rounds', values.rounds); round++) {
+    for (const [name, dir] of trees) {
+      const run = spawnSync(process.execPath, [...NODE_FLAGS, self, '--child', dir, '--calls', String(calls)], { encoding: 'utf8' });
+      if (run.status !== 0) throw new Error(`${name}: ${run.stderr}`);
+      samples.get(name)?.push(Number(run.stdout.trim()));
+    }
+  }
+  console.log(`${values.rounds} rounds × ${calls} cached reads (handleDataRequest + countResponse); CPU ns per read, median (range)`);
+  for (const [name, ns] of samples) console.log(`${name.padEnd(12)} ${median(ns).toFixed(0).padStart(5)} ns (${Math.min(...ns).toFixed(0)}–${Math.max(...ns).toFixed(0)})`);
+}
