@@ -28,7 +28,7 @@
  */
 import { build, type Plugin } from 'esbuild';
 import { readFile, writeFile } from 'node:fs/promises';
-import { dirname, join, relative, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchArgs } from './lib/args.ts';
 
@@ -46,7 +46,7 @@ const values = benchArgs('Usage: npm run build && node bench/bundle.ts [--outdir
 });
 const outdir = resolve(values.outdir);
 if (relative(DIST, outdir).startsWith('..')) {
-  process.stderr.write(`bundle: --outdir ${outdir} is outside dist/: the bundle finds proto files, migrations and package.json where tsc's build put them\n`);
+  process.stderr.write(`bundle: --outdir ${outdir} is outside dist/: the bundle finds proto files, migrations and package.json where tsc's build put them; give a directory under dist/ (npm run build first)\n`);
   process.exit(2);
 }
 
@@ -98,4 +98,4 @@ await writeFile(join(outdir, 'meta.json'), JSON.stringify(result.metafile));
 for (const [file, out] of Object.entries(result.metafile.outputs)) {
   if (file.endsWith('.mjs')) process.stdout.write(`${relative(ROOT, file)}\t${(out.bytes / 1024).toFixed(0)} KiB\t${Object.keys(out.inputs).length} inputs\n`);
 }
-process.stdout.write(`entry: ${join(outdir, 'main.mjs')} (${relative(ROOT, dirname(join(outdir, 'main.mjs')))})\n`);
+process.stdout.write(`entry: ${join(outdir, 'main.mjs')} (an absolute path for --agent-cli and footprint.ts's cli field)\n`);
