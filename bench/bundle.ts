@@ -3,12 +3,22 @@
  * for an A/B against the tsc build (docs/ARCHITECTURE.md, "Footprint (issue
  * 15)", b16). Bundles src/cli/main.ts, with every package, into
  * `--outdir` (default dist/bundle): `main.mjs` plus one chunk per group of
- * dynamic imports (`--splitting`, so what a command does not run stays
+ * dynamic imports (esbuild's splitting, so what a command does not run stays
  * unloaded, as with tsc's output). The re-exec of `agent` runs argv[1], so it
  * runs the bundle again.
  *
- *   npm run build && node bench/bundle.ts [--outdir dist/bundle] [--no-splitting] [--minify]
- *   taskset -c 1 node bench/cached-read-ab.ts --only bare --agent-cli=bundle=dist/bundle/main.mjs …
+ *   npm run build && node bench/bundle.ts [--outdir dist/bundle] [--no-splitting] [--minify] [--agent-only] [--external PKG …]
+ *   taskset -c 1 node bench/cached-read-ab.ts --only bare --agent-cli=bundle=$PWD/dist/bundle/main.mjs …
+ *
+ * `--no-splitting` puts everything in main.mjs (dynamic imports become lazy
+ * initialisers in the same file: the code is not run, but its source is
+ * parsed and held). `--agent-only` leaves the command table to tsc's
+ * dist/cli/program.js, so the bundle holds what the re-executed agent's image
+ * loads and little else; `--external` leaves a package to node_modules (an
+ * external one that a bundled module imports statically is loaded at start,
+ * so only the dynamically imported ones are worth it, e.g. `--external
+ * chokidar --external @opentelemetry/sdk-node`). `--agent-cli` and
+ * footprint.ts's `cli` field need the absolute path.
  *
  * Files the code finds next to itself (`new URL('./proto/…', import.meta.url)`:
  * proto files, migrations, the status page, package.json) are looked up where
@@ -18,7 +28,7 @@
  */
 import { build, type Plugin } from 'esbuild';
 import { readFile, writeFile } from 'node:fs/promises';
-import { dirname, join, relative, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchArgs } from './lib/args.ts';
 
@@ -26,15 +36,17 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SRC = join(ROOT, 'src');
 const DIST = join(ROOT, 'dist');
 
-const values = benchArgs('Usage: npm run build && node bench/bundle.ts [--outdir dist/bundle] [--no-splitting] [--minify] [--agent-only]', {
+const values = benchArgs('Usage: npm run build && node bench/bundle.ts [--outdir dist/bundle] [--no-splitting] [--minify] [--agent-only] [--external PKG …]', {
   outdir: { type: 'string', default: join(DIST, 'bundle') },
   'no-splitting': { type: 'boolean', default: false },
   minify: { type: 'boolean', default: false },
   'agent-only': { type: 'boolean', default: false },
+  /** A package left to node_modules (repeatable; `@scope/*` allowed): one the serving agent only loads lazily, if ever. */
+  external: { type: 'string', multiple: true, default: [] },
 });
 const outdir = resolve(values.outdir);
 if (relative(DIST, outdir).startsWith('..')) {
-  process.stderr.write(`bundle: --outdir ${outdir} is outside dist/: the bundle finds proto files, migrations and package.json where tsc's build put them\n`);
+  process.stderr.write(`bundle: --outdir ${outdir} is outside dist/: the bundle finds proto files, migrations and package.json where tsc's build put them; give a directory under dist/ (npm run build first)\n`);
   process.exit(2);
 }
 
@@ -71,11 +83,14 @@ const result = await build({
   format: 'esm',
   target: 'node24',
   splitting: !values['no-splitting'],
-  minify: values.minify,
+  // Whitespace and syntax only: names stay, so profiles and stack traces still read.
+  minifyWhitespace: values.minify,
+  minifySyntax: values.minify,
   outExtension: { '.js': '.mjs' },
   chunkNames: 'chunk-[hash]',
   banner: { js: "import { createRequire as __bundleRequire } from 'node:module'; const require = __bundleRequire(import.meta.url);" },
   plugins: values['agent-only'] ? [distUrls, programOutside] : [distUrls],
+  external: values.external,
   metafile: true,
   logLevel: 'warning',
 });
@@ -83,4 +98,4 @@ await writeFile(join(outdir, 'meta.json'), JSON.stringify(result.metafile));
 for (const [file, out] of Object.entries(result.metafile.outputs)) {
   if (file.endsWith('.mjs')) process.stdout.write(`${relative(ROOT, file)}\t${(out.bytes / 1024).toFixed(0)} KiB\t${Object.keys(out.inputs).length} inputs\n`);
 }
-process.stdout.write(`entry: ${join(outdir, 'main.mjs')} (${relative(ROOT, dirname(join(outdir, 'main.mjs')))})\n`);
+process.stdout.write(`entry: ${join(outdir, 'main.mjs')} (an absolute path for --agent-cli and footprint.ts's cli field)\n`);

@@ -36,6 +36,9 @@
  * `--agent-cli=NAME=PATH` (repeatable) adds an agent started from another
  * build's bin (e.g. a worktree of the commit before a change, built, at
  * `…/dist/cli/main.js`): an A/B of two builds in the same rounds.
+ * Every system but the plain agent also gets "vs agent per round": its
+ * CPU per request over the plain agent's in the same round, median and range
+ * over the rounds (the figure to judge a few-percent change by).
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
@@ -191,6 +194,17 @@ try {
     for (const sys of systems) await measure(sys, perfDir);
   }
   mark('end');
+  /**
+   * Each round's CPU per request over the plain agent's in the same round:
+   * the load others put on the machine moves both alike, so the median of
+   * these pairs settles on a flag's few-percent effect where the medians of
+   * the absolute figures (±15 % across rounds) do not.
+   */
+  const pairedRatio = (c: readonly number[], agent: readonly number[] | undefined): string => {
+    if (agent === undefined || c === agent) return '';
+    const pairs = c.map((v, i) => v / (agent[i] ?? Number.NaN));
+    return `  vs agent per round ${median(pairs).toFixed(3)}× (${Math.min(...pairs).toFixed(3)}–${Math.max(...pairs).toFixed(3)})`;
+  };
   const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
   const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
   console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys, ${values.client} client; medians (range)`);
@@ -199,7 +213,8 @@ try {
     const r = rps.get(sys.name) ?? [];
     console.log(
       `${sys.name.padEnd(36)} CPU ${median(c).toFixed(1)} µs/req (${Math.min(...c).toFixed(1)}–${Math.max(...c).toFixed(1)}) ${(median(c) / bareCpu).toFixed(2)}×` +
-        `  req/s ${median(r).toFixed(0)} ${(median(r) / bareRps).toFixed(2)}×`,
+        `  req/s ${median(r).toFixed(0)} ${(median(r) / bareRps).toFixed(2)}×` +
+        pairedRatio(c, cpu.get('agent')),
     );
   }
   // Each other agent against `agent` round by round: the machine's drift between rounds cancels out.
