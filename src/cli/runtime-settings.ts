@@ -34,8 +34,16 @@ const COMMANDS = new Set(['agent']);
  * `--expose-gc`: the agent's heap trimmer (agent/heap-trimmer.ts) runs V8's
  * memory-reducing collection once a burst of fills has passed; without the
  * flag nothing can ask V8 to give the old space back.
+ *
+ * `--max-valid-polymorphic-map-count=16` (V8's default 4): node's own HTTP,
+ * stream and event code is shared by everything in the agent that uses it
+ * (the control-plane client, gRPC over http2, the admin and TCP listeners),
+ * which hands it objects of more than four shapes, so its property accesses
+ * went megamorphic (a stub-cache probe each) on the cached read too: ~1 µs
+ * per request that the data path alone in its own process does not pay
+ * (docs/ARCHITECTURE.md, "Footprint", s16).
  */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--min-semi-space-size=4', '--expose-gc'];
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--min-semi-space-size=4', '--expose-gc', '--max-valid-polymorphic-map-count=16'];
 
 /**
  * Environment for the agent's process. glibc otherwise creates up to 8 malloc
