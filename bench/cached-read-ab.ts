@@ -36,6 +36,9 @@
  * `--agent-cli=NAME=PATH` (repeatable) adds an agent started from another
  * build's bin (e.g. a worktree of the commit before a change, built, at
  * `…/dist/cli/main.js`): an A/B of two builds in the same rounds.
+ * Every system but the plain agent also gets "vs agent per round": its
+ * CPU per request over the plain agent's in the same round, median and range
+ * over the rounds (the figure to judge a few-percent change by).
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
