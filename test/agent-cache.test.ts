@@ -270,6 +270,31 @@ test('eviction is least-recently-used to within RECENCY_INTERVAL_MS: a key read 
   assert.equal(cache.peek(ref('cold'), 'prod'), undefined, 'the cold key is evicted');
 });
 
+test('after the wall clock steps back, a key read all along still outlives one only stored', async () => {
+  // ManualClock never goes back; the system clock does on an NTP step.
+  let now = 10 * 60_000;
+  const clock = { now: () => now, setTimeout: () => ({ cancel() {} }) };
+  const cache = new ValueCache({
+    loader: async (ref) => secret(`value-of-${ref.name}`),
+    clock,
+    ttl: TTL,
+    maxStale: MAX_STALE,
+    maxEntries: 2,
+    maxBytes: 1024 * 1024,
+    streamDownSince: () => undefined,
+  });
+  const ref = (name: string): ItemRef => ({ namespace: 'a', name });
+  const readName = async (name: string): Promise<void> => release((await cache.read(ref(name), 'prod')).value);
+  await readName('hot');
+  now += 1;
+  await readName('cold');
+  now -= 5 * 60_000;
+  await readName('hot');
+  await readName('new');
+  assert.ok(cache.peek(ref('hot'), 'prod'), 'the hot key stays');
+  assert.equal(cache.peek(ref('cold'), 'prod'), undefined, 'the cold key is evicted');
+});
+
 test('fresh hits take a lease each, report the age in whole seconds, and the value is zero-filled when the last lease ends', async () => {
   const clock = new ManualClock();
   const script = scriptedLoader();

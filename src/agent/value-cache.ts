@@ -201,7 +201,9 @@ export class ValueCache {
       this.#lru.delete(key);
       return undefined;
     }
-    if (now - entry.lastReadAt >= RECENCY_INTERVAL_MS) {
+    const sinceRead = now - entry.lastReadAt;
+    // Negative after the wall clock stepped back (an NTP step): move now, or no entry would move until the clock caught up.
+    if (sinceRead >= RECENCY_INTERVAL_MS || sinceRead < 0) {
       this.#lru.get(key);
       entry.lastReadAt = now;
     }
