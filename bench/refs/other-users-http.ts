@@ -1,0 +1,76 @@
+/**
+ * Bare node:http (as refs/bare-http.ts: the same 1 KiB body on a Unix
+ * socket) with, when the second argument is `other-users`, the agent's other
+ * kinds of node:events users exercised in the same process before it serves:
+ * an HTTP/2 session and streams over loopback (what gRPC uses), an undici
+ * pool's requests to a loopback node:http server (the control-plane client),
+ * a `fs/promises` file handle and a `Readable` with a `read` option. They
+ * hand node's `emit` and `_addListener` the shapes that make them
+ * megamorphic in the agent (docs/ARCHITECTURE.md, "Footprint (issue 15)",
+ * y16), so the difference to the plain variant is what that costs a server
+ * that does nothing else. Usage: node other-users-http.ts SOCKET [plain|other-users]
+ * Prints `listening SOCKET` once ready.
+ */
+import { createServer, type Server } from 'node:http';
+import { connect, createServer as createHttp2Server, type ClientHttp2Session } from 'node:http2';
+import { rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { poolClass } from '../../src/shared/undici-pool.ts';
+
+const where = process.argv[2];
+if (where === undefined) throw new Error('give the Unix socket path to listen on');
+const otherUsers = process.argv[3] === 'other-users';
+const body = Buffer.alloc(1024, 'x');
+
+function listen(server: { listen(port: number, host: string, cb: () => void): unknown; address(): unknown }): Promise<number> {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+}
+
+function http2Request(session: ClientHttp2Session): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ':path': '/' });
+    stream.on('error', reject);
+    stream.resume();
+    stream.on('end', resolve);
+    stream.end();
+  });
+}
+
+/** Each kind of user a few times, long enough for their shapes to reach node's shared code; all on loopback, bounded. */
+async function exerciseOtherUsers(): Promise<void> {
+  const h2 = createHttp2Server((_req, res) => res.end('ok'));
+  const h2Port = await listen(h2);
+  const session = connect(`http://127.0.0.1:${h2Port}`);
+  for (let i = 0; i < 20; i++) await http2Request(session);
+  const upstream: Server = createServer((_req, res) => res.end('ok'));
+  const upPort = await listen(upstream);
+  const Pool = poolClass();
+  const pool = new Pool(`http://127.0.0.1:${upPort}`, { connections: 2 });
+  for (let i = 0; i < 20; i++) await (await pool.request({ path: '/', method: 'GET' })).body.text();
+  const file = await open(fileURLToPath(import.meta.url), 'r');
+  await file.read(Buffer.alloc(16), 0, 16, 0);
+  await file.close();
+  for await (const chunk of new Readable({ read() { this.push('x'); this.push(null); } })) void chunk;
+  // Kept open, as the agent keeps its watch stream and pool.
+  process.on('SIGTERM', () => {
+    session.close();
+    h2.close();
+    void pool.close();
+    upstream.close();
+  });
+}
+
+if (otherUsers) await exerciseOtherUsers();
+const server = createServer((_req, res) => {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
+  res.end(body);
+});
+server.keepAliveTimeout = 30_000;
+process.on('SIGTERM', () => {
+  server.close();
+  server.closeAllConnections();
+});
+rmSync(where, { force: true });
+server.listen(where, () => console.log(`listening ${where}`));
