@@ -15,10 +15,10 @@
  * the end, so its profile of the measured load lands in DIR; `--only bare`
  * measures the agent and the named references alone (names' first words:
  * bare, data, listener-options: bare node:http created with the agent's
- * data-listener options and connection limit; users-plain and users-other:
- * bare node:http at the bin's polymorphic-map limit, alone and after the
- * agent's other kinds of node:events users ran in its process,
- * refs/other-users-http.ts). `--agent-variant='FLAGS'` (repeatable) adds a second agent
+ * data-listener options and connection limit; users-plain, users-other,
+ * users-http2, users-undici: bare node:http at the bin's polymorphic-map
+ * limit, alone, after the agent's other kinds of node:events users ran in its
+ * process, after HTTP/2 alone, after undici alone: refs/other-users-http.ts). `--agent-variant='FLAGS'` (repeatable) adds a second agent
  * started with those node flags (space-separated) in front of the bin's own,
  * e.g. `--agent-variant=--max-semi-space-size=16` (with `=`: node's parseArgs takes no value that starts with a dash otherwise): the bin's runtime
  * settings against another choice, in the same rounds. `--agent-log DIR`
@@ -148,6 +148,8 @@ try {
   await reference('listener-options bare node:http', [], 'bare-http.ts', ['1024', '0', 'agent-listener']);
   await reference('users-plain node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['plain']);
   await reference('users-other node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['other-users']);
+  await reference('users-http2 node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['http2']);
+  await reference('users-undici node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['undici']);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);

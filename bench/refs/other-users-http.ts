@@ -8,7 +8,8 @@
  * hand node's `emit` and `_addListener` the shapes that make them
  * megamorphic in the agent (docs/ARCHITECTURE.md, "Footprint (issue 15)",
  * y16), so the difference to the plain variant is what that costs a server
- * that does nothing else. Usage: node other-users-http.ts SOCKET [plain|other-users]
+ * that does nothing else. `http2` or `undici` instead exercises that user
+ * alone. Usage: node other-users-http.ts SOCKET [plain|other-users|http2|undici]
  * Prints `listening SOCKET` once ready.
  */
 import { createServer, type Server } from 'node:http';
@@ -21,7 +22,8 @@ import { poolClass } from '../../src/shared/undici-pool.ts';
 
 const where = process.argv[2];
 if (where === undefined) throw new Error('give the Unix socket path to listen on');
-const otherUsers = process.argv[3] === 'other-users';
+const mode = process.argv[3] ?? 'plain';
+const uses = (user: string): boolean => mode === 'other-users' || mode === user;
 const body = Buffer.alloc(1024, 'x');
 
 function listen(server: { listen(port: number, host: string, cb: () => void): unknown; address(): unknown }): Promise<number> {
@@ -40,29 +42,35 @@ function http2Request(session: ClientHttp2Session): Promise<void> {
 
 /** Each kind of user a few times, long enough for their shapes to reach node's shared code; all on loopback, bounded. */
 async function exerciseOtherUsers(): Promise<void> {
-  const h2 = createHttp2Server((_req, res) => res.end('ok'));
-  const h2Port = await listen(h2);
-  const session = connect(`http://127.0.0.1:${h2Port}`);
-  for (let i = 0; i < 20; i++) await http2Request(session);
-  const upstream: Server = createServer((_req, res) => res.end('ok'));
-  const upPort = await listen(upstream);
-  const Pool = poolClass();
-  const pool = new Pool(`http://127.0.0.1:${upPort}`, { connections: 2 });
-  for (let i = 0; i < 20; i++) await (await pool.request({ path: '/', method: 'GET' })).body.text();
-  const file = await open(fileURLToPath(import.meta.url), 'r');
-  await file.read(Buffer.alloc(16), 0, 16, 0);
-  await file.close();
-  for await (const chunk of new Readable({ read() { this.push('x'); this.push(null); } })) void chunk;
-  // Kept open, as the agent keeps its watch stream and pool.
-  process.on('SIGTERM', () => {
-    session.close();
-    h2.close();
-    void pool.close();
-    upstream.close();
-  });
+  if (uses('http2')) {
+    const h2 = createHttp2Server((_req, res) => res.end('ok'));
+    const session = connect(`http://127.0.0.1:${await listen(h2)}`);
+    for (let i = 0; i < 20; i++) await http2Request(session);
+    // Kept open, as the agent keeps its watch stream.
+    process.on('SIGTERM', () => {
+      session.close();
+      h2.close();
+    });
+  }
+  if (uses('undici')) {
+    const upstream: Server = createServer((_req, res) => res.end('ok'));
+    const Pool = poolClass();
+    const pool = new Pool(`http://127.0.0.1:${await listen(upstream)}`, { connections: 2 });
+    for (let i = 0; i < 20; i++) await (await pool.request({ path: '/', method: 'GET' })).body.text();
+    process.on('SIGTERM', () => {
+      void pool.close();
+      upstream.close();
+    });
+  }
+  if (mode === 'other-users') {
+    const file = await open(fileURLToPath(import.meta.url), 'r');
+    await file.read(Buffer.alloc(16), 0, 16, 0);
+    await file.close();
+    for await (const chunk of new Readable({ read() { this.push('x'); this.push(null); } })) void chunk;
+  }
 }
 
-if (otherUsers) await exerciseOtherUsers();
+await exerciseOtherUsers();
 const server = createServer((_req, res) => {
   res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
   res.end(body);
