@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { ManualClock, type Clock } from '../src/shared/clock.ts';
 import { AppError } from '../src/shared/errors.ts';
 import type { ItemRef } from '../src/shared/paths.ts';
-import { ENTRY_OVERHEAD_BYTES, NEGATIVE_TTL_MS, RECENCY_INTERVAL_MS, release, ValueCache, type LoadedValue, type Loader } from '../src/agent/value-cache.ts';
+import { ENTRY_OVERHEAD_BYTES, NEGATIVE_TTL_MS, RECENCY_INTERVAL_MS, release, ValueCache, type CacheObserver, type LoadedValue, type Loader } from '../src/agent/value-cache.ts';
 
 const REF: ItemRef = { namespace: 'production/ml', name: 'db-password' };
 const TTL = 60_000;
@@ -220,32 +220,8 @@ test('refresh-ahead refetches a hot entry before its TTL runs out', async () => 
   assert.deepEqual([later.text, later.source], ['v2', 'hit']);
 });
 
-test('capacity eviction zero-fills and counts', async () => {
-  const clock = new ManualClock();
-  let evictions = 0;
-  const loader: Loader = async (ref) => secret(`value-of-${ref.name}`);
-  const cache = new ValueCache({
-    loader,
-    clock,
-    ttl: TTL,
-    maxStale: MAX_STALE,
-    maxEntries: 2,
-    maxBytes: 1024 * 1024,
-    streamDownSince: () => undefined,
-    observer: { hit() {}, miss() {}, coalesced() {}, stale() {}, superseded() {}, upstreamFailure() {}, eviction: () => evictions++ },
-  });
-  const a = await cache.read({ namespace: 'a', name: 'one' }, 'prod');
-  const buffer = a.value.plaintext;
-  release(a.value);
-  release((await cache.read({ namespace: 'a', name: 'two' }, 'prod')).value);
-  release((await cache.read({ namespace: 'a', name: 'three' }, 'prod')).value);
-  assert.equal(cache.size, 2);
-  assert.equal(evictions, 1);
-  assert.ok(buffer.every((b) => b === 0));
-});
-
-/** A two-entry cache of `value-of-<name>` values, and a read by name that ends its lease at once. */
-function twoEntryCache(clock: Clock): { readName(name: string): Promise<void>; has(name: string): boolean } {
+/** A two-entry cache of `value-of-<name>` values, and a read by name that ends its lease at once (returning the value's buffer). */
+function twoEntryCache(clock: Clock, observer?: CacheObserver): { readName(name: string): Promise<Buffer>; has(name: string): boolean } {
   const cache = new ValueCache({
     loader: async (ref) => secret(`value-of-${ref.name}`),
     clock,
@@ -254,13 +230,29 @@ function twoEntryCache(clock: Clock): { readName(name: string): Promise<void>; h
     maxEntries: 2,
     maxBytes: 1024 * 1024,
     streamDownSince: () => undefined,
+    ...(observer === undefined ? {} : { observer }),
   });
   const ref = (name: string): ItemRef => ({ namespace: 'a', name });
   return {
-    readName: async (name) => release((await cache.read(ref(name), 'prod')).value),
+    readName: async (name) => {
+      const { value } = await cache.read(ref(name), 'prod');
+      release(value);
+      return value.plaintext;
+    },
     has: (name) => cache.peek(ref(name), 'prod') !== undefined,
   };
 }
+
+test('capacity eviction zero-fills and counts', async () => {
+  let evictions = 0;
+  const { readName, has } = twoEntryCache(new ManualClock(), { hit() {}, miss() {}, coalesced() {}, stale() {}, superseded() {}, upstreamFailure() {}, eviction: () => evictions++ });
+  const buffer = await readName('one');
+  await readName('two');
+  await readName('three');
+  assert.ok(!has('one') && has('two') && has('three'));
+  assert.equal(evictions, 1);
+  assert.ok(buffer.every((b) => b === 0));
+});
 
 test('eviction is least-recently-used to within RECENCY_INTERVAL_MS: a key read all along outlives one only stored', async () => {
   const clock = new ManualClock();

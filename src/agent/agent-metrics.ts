@@ -45,10 +45,6 @@ export function createAgentMetrics(gauges: { entries: () => number; bytes: () =>
   // so a cached read builds no label key.
   let pendingHits = 0;
   const pendingResponses: Record<string, Map<number, number>> = { socket: new Map(), tcp: new Map() };
-  // A cached read's response (200 on either listener) is one number added, not a Map get and set;
-  // its first one since the last scrape holds its place in the map so the series keep their order.
-  let socketOk = 0;
-  let tcpOk = 0;
   new Counter({
     name: `${P}cache_hits_total`,
     help: 'Reads answered from the cache.',
@@ -64,24 +60,12 @@ export function createAgentMetrics(gauges: { entries: () => number; bytes: () =>
     labelNames: ['listener', 'status'],
     registers: [registry],
     collect() {
-      addOk('socket', socketOk);
-      addOk('tcp', tcpOk);
-      socketOk = 0;
-      tcpOk = 0;
       for (const [listener, byStatus] of Object.entries(pendingResponses)) {
         for (const [status, n] of byStatus) this.inc({ listener, status: String(status) }, n);
         byStatus.clear();
       }
     },
   });
-  const holdPlace = (listener: string): void => {
-    const byStatus = pendingResponses[listener];
-    if (byStatus !== undefined && !byStatus.has(200)) byStatus.set(200, 0);
-  };
-  const addOk = (listener: string, n: number): void => {
-    const byStatus = pendingResponses[listener];
-    if (n > 0 && byStatus !== undefined) byStatus.set(200, (byStatus.get(200) ?? 0) + n);
-  };
   const misses = counter('cache_misses_total', 'Reads that started an upstream fetch.');
   const coalesced = counter('cache_coalesced_waits_total', 'Reads that joined a fetch already in flight.');
   const stale = counter('cache_stale_serves_total', 'Reads answered with a stale value (server unreachable).');
@@ -124,16 +108,6 @@ export function createAgentMetrics(gauges: { entries: () => number; bytes: () =>
       registers: [registry],
     }),
     countResponse: (listener, status) => {
-      if (status === 200) {
-        if (listener === 'socket') {
-          if (socketOk++ === 0) holdPlace('socket');
-          return;
-        }
-        if (listener === 'tcp') {
-          if (tcpOk++ === 0) holdPlace('tcp');
-          return;
-        }
-      }
       const byStatus = pendingResponses[listener] ?? (pendingResponses[listener] = new Map());
       byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
     },
