@@ -38,10 +38,17 @@
  * autocannon` keeps the older, client-bound load (each wake-up included).
  * `--agent-cli=NAME=PATH` (repeatable) adds an agent started from another
  * build's bin (e.g. a worktree of the commit before a change, built, at
- * `…/dist/cli/main.js`): an A/B of two builds in the same rounds.
+ * `…/dist/cli/main.js`): an A/B of two builds in the same rounds;
+ * `--agent-cli='NAME=PATH FLAGS'` starts that bin with node flags in front
+ * (as an operator would), so one build with and without a flag compare
+ * compiled against compiled.
  * Every system but the plain agent also gets "vs agent per round": its
  * CPU per request over the plain agent's in the same round, median and range
  * over the rounds (the figure to judge a few-percent change by).
+ * `--pair-with NAME` pairs against another system instead (e.g. `agent base`
+ * when two compiled builds, or one build with and without a flag through a
+ * wrapper bin, are the A/B: the plain agent runs the source through type
+ * stripping).
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
@@ -57,7 +64,7 @@ import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts
 import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
 
-const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli=NAME=PATH …] [--client lean|autocannon] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli="NAME=PATH [NODE_FLAGS]" …] [--client lean|autocannon] [--pair-with "agent NAME"] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
   rounds: { type: 'string', default: '5' },
   requests: { type: 'string', default: '30000' },
   keys: { type: 'string', default: '200' },
@@ -69,6 +76,7 @@ const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--re
   'agent-variant': { type: 'string', multiple: true },
   'agent-cli': { type: 'string', multiple: true },
   client: { type: 'string', default: 'lean' },
+  'pair-with': { type: 'string', default: 'agent' },
   profile: { type: 'string' },
   'agent-log': { type: 'string' },
   'perf-record': { type: 'string' },
@@ -86,6 +94,7 @@ const requests = wholeNumber('requests', values.requests);
 const keys = wholeNumber('keys', values.keys);
 const connections = wholeNumber('connections', values.connections);
 if (values.client !== 'lean' && values.client !== 'autocannon') throw new Error(`--client is lean or autocannon, got ${values.client}`);
+const pairWith = values['pair-with'];
 const runLoad = values.client === 'lean' ? runClosedLoop : runAutocannon;
 const agentEnv = envPairs(values['agent-env'] ?? []);
 const only = values.only?.split(',');
@@ -160,7 +169,8 @@ try {
     ...(values['agent-cli'] ?? []).map((spec): [string, string[], string] => {
       const eq = spec.indexOf('=');
       if (eq <= 0) throw new Error(`--agent-cli takes NAME=PATH (the bin of another build), got ${spec}`);
-      return [`agent ${spec.slice(0, eq)}`, [...(values['agent-flag'] ?? []), ...profileFlags], spec.slice(eq + 1)];
+      const [cli = '', ...cliFlags] = spec.slice(eq + 1).split(' ').filter(Boolean);
+      return [`agent ${spec.slice(0, eq)}`, [...(values['agent-flag'] ?? []), ...profileFlags, ...cliFlags], cli];
     }),
   ];
   for (const [name, nodeArgs, cli] of variants) {
@@ -210,7 +220,7 @@ try {
   const pairedRatio = (c: readonly number[], agent: readonly number[] | undefined): string => {
     if (agent === undefined || c === agent) return '';
     const pairs = c.map((v, i) => v / (agent[i] ?? Number.NaN));
-    return `  vs agent per round ${median(pairs).toFixed(3)}× (${Math.min(...pairs).toFixed(3)}–${Math.max(...pairs).toFixed(3)})`;
+    return `  vs ${pairWith} per round ${median(pairs).toFixed(3)}× (${Math.min(...pairs).toFixed(3)}–${Math.max(...pairs).toFixed(3)})`;
   };
   const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
   const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
@@ -221,15 +231,19 @@ try {
     console.log(
       `${sys.name.padEnd(36)} CPU ${median(c).toFixed(1)} µs/req (${Math.min(...c).toFixed(1)}–${Math.max(...c).toFixed(1)}) ${(median(c) / bareCpu).toFixed(2)}×` +
         `  req/s ${median(r).toFixed(0)} ${(median(r) / bareRps).toFixed(2)}×` +
-        pairedRatio(c, cpu.get('agent')),
+        pairedRatio(c, cpu.get(pairWith)),
     );
   }
-  // Each other agent against `agent` round by round: the machine's drift between rounds cancels out.
-  const own = cpu.get('agent') ?? [];
+  // Each other agent against `agent` (or --pair-with) round by round: the machine's drift between rounds cancels out.
+  const own = cpu.get(pairWith) ?? [];
+  if (own.length === 0) console.log(`--pair-with ${pairWith}: no such system (names as printed above)`);
   for (const sys of systems) {
-    if (!sys.name.startsWith('agent ')) continue;
+    if (!sys.name.startsWith('agent') || sys.name === pairWith) continue;
     const paired = (cpu.get(sys.name) ?? []).map((c, i) => c / (own[i] ?? Number.NaN));
-    console.log(`${sys.name.padEnd(36)} CPU vs agent, per round: ${median(paired).toFixed(3)}× (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`);
+    const r = rps.get(sys.name) ?? [];
+    const rpsPairs = r.map((v, i) => v / (rps.get(pairWith)?.[i] ?? Number.NaN));
+    console.log(`${sys.name.padEnd(36)} req/s vs ${pairWith}, per round: ${median(rpsPairs).toFixed(3)}× (${Math.min(...rpsPairs).toFixed(3)}–${Math.max(...rpsPairs).toFixed(3)})`);
+    console.log(`${sys.name.padEnd(36)} CPU vs ${pairWith}, per round: ${median(paired).toFixed(3)}× (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`);
   }
 } finally {
   // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.
