@@ -1,0 +1,128 @@
+/**
+ * The suite's paired saturation ratio (bench/lib/stats.ts,
+ * bench/lib/saturation-runs.ts, bench/lib/schedstat.ts): per-pair ratios and
+ * their median and range, the ABBA order that cancels a linear drift, the
+ * order the runs really take against two real servers, and the scheduler's
+ * CPU time agreeing with /proc/PID/stat. Never asserts a speed.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { formatRatio, median, pairedRatios, subjectFirst, summariseRatios } from '../bench/lib/stats.ts';
+import { runPaired, type System } from '../bench/lib/saturation-runs.ts';
+import { cpuSample } from '../bench/lib/schedstat.ts';
+import { cpuSeconds } from '../bench/lib/proc.ts';
+
+test('paired ratios: one per pair, a pair with a missing or zero side gives none, counts must match', () => {
+  assert.deepEqual(pairedRatios([12, 15, 30], [10, 12, 20]), [1.2, 1.25, 1.5]);
+  assert.deepEqual(pairedRatios([12, Number.NaN, 30, 5], [10, 12, 0, 5]), [1.2, 1]);
+  assert.throws(() => pairedRatios([1, 2], [1]), /paired runs differ in count: 2 subject, 1 reference/);
+});
+
+test('ratio summary: median and range over the pairs, and how the report prints it', () => {
+  const s = summariseRatios([1.3, 1.1, 1.2, 1.6]);
+  assert.equal(s.pairs, 4);
+  assert.equal(s.min, 1.1);
+  assert.equal(s.max, 1.6);
+  assert.ok(Math.abs(s.median - 1.25) < 1e-12);
+  assert.equal(formatRatio(s), '1.25× (1.10–1.60 over 4 pairs)');
+  assert.equal(formatRatio(summariseRatios([])), '–');
+  assert.equal(formatRatio(summariseRatios([1.04])), '1.04× (1.04–1.04 over 1 pair)');
+});
+
+test('ABBA order: a machine slowing down run by run leaves the median ratio where it is; always agent-first does not', () => {
+  assert.deepEqual([0, 1, 2, 3].map(subjectFirst), [true, false, true, false]);
+  const trueRatio = 1.2;
+  const drift = 0.03; // every run 3 % slower than the one before it
+  const pairs = 8;
+  const measureRatio = (first: (pair: number) => boolean): number => {
+    const subject: number[] = [];
+    const reference: number[] = [];
+    let slot = 0;
+    for (let pair = 0; pair < pairs; pair++) {
+      const slowdown = (): number => 1 + drift * slot++;
+      if (first(pair)) {
+        subject.push(trueRatio * slowdown());
+        reference.push(slowdown());
+      } else {
+        reference.push(slowdown());
+        subject.push(trueRatio * slowdown());
+      }
+    }
+    return median(pairedRatios(subject, reference));
+  };
+  const abba = measureRatio(subjectFirst);
+  const agentFirst = measureRatio(() => true);
+  assert.ok(Math.abs(abba / trueRatio - 1) < 0.002, `ABBA median ${abba}`);
+  assert.ok(Math.abs(agentFirst / trueRatio - 1) > 0.02, `agent-first median ${agentFirst}`);
+});
+
+async function socketServer(t: { after: (fn: () => Promise<void>) => void }, name: string, order: string[]): Promise<System> {
+  const dir = await mkdtemp(join(tmpdir(), 'paired-'));
+  const socketPath = join(dir, `${name}.sock`);
+  const server: Server = createServer((_req, res) => res.end('x'.repeat(16)));
+  // A run opens its own connections, one here: one entry per run.
+  server.on('connection', () => order.push(name));
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  t.after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(dir, { recursive: true, force: true });
+  });
+  return { name, reference: name === 'bare', pid: process.pid, target: { kind: 'socket', socketPath }, paths: ['/k'] };
+}
+
+test('paired runs: a discarded warm-up of each, then ABBA pairs next to each other, the others after every second pair', async (t) => {
+  const order: string[] = [];
+  const agent = await socketServer(t, 'agent', order);
+  const bare = await socketServer(t, 'bare', order);
+  const quads: number[] = [];
+  const paired = await runPaired(agent, bare, 1, { amount: 20 }, 5, async (quad) => {
+    quads.push(quad);
+    order.push(`others${quad}`);
+  });
+  assert.deepEqual(order, [
+    'agent', 'bare', // warm-up, not kept
+    'agent', 'bare', 'bare', 'agent', 'others0',
+    'agent', 'bare', 'bare', 'agent', 'others1',
+    'agent', 'bare', 'others2',
+  ]);
+  assert.deepEqual(quads, [0, 1, 2]);
+  assert.equal(paired.subject.length, 5);
+  assert.equal(paired.reference.length, 5);
+  assert.deepEqual(paired.subjectFirst, [true, false, true, false, true]);
+  for (const m of [...paired.subject, ...paired.reference]) {
+    assert.equal(m.run.requests, 20);
+    assert.equal(m.run.errors + m.run.non2xx, 0);
+    assert.ok(Number.isFinite(m.cpuUsPerReq) && m.cpuUsPerReq > 0);
+  }
+});
+
+test("schedstat CPU: every thread's time, the same as /proc/PID/stat's to within its clock ticks", async () => {
+  const burnMs = 400;
+  const before = cpuSample(process.pid);
+  const ticksBefore = cpuSeconds(process.pid);
+  // A second thread burns too, so counting the main thread alone would fall short by its time.
+  const worker = new Worker(
+    `const { parentPort } = require('node:worker_threads');
+     const end = Date.now() + ${burnMs}; while (Date.now() < end);
+     parentPort.postMessage('done'); setInterval(() => {}, 1000);`,
+    { eval: true },
+  );
+  const done = new Promise((resolve) => worker.once('message', resolve));
+  const end = Date.now() + burnMs;
+  while (Date.now() < end);
+  await done;
+  const after = cpuSample(process.pid);
+  const ticksAfter = cpuSeconds(process.pid);
+  await worker.terminate();
+  const sched = after.cpuS - before.cpuS;
+  const ticks = ticksAfter - ticksBefore;
+  assert.ok(sched > 0.1, `schedstat saw ${sched} s of CPU`);
+  assert.ok(Math.abs(sched - ticks) <= 0.04, `schedstat ${sched} s against /proc/PID/stat ${ticks} s`);
+  assert.ok(after.waitS >= before.waitS);
+});
