@@ -16,6 +16,9 @@ import { formatRatio, median, pairedRatios, subjectFirst, summariseRatios } from
 import { runPaired, type System } from '../bench/lib/saturation-runs.ts';
 import { cpuSample } from '../bench/lib/schedstat.ts';
 import { cpuSeconds } from '../bench/lib/proc.ts';
+import { raisePriority, RAISED_NICE } from '../bench/lib/priority.ts';
+import { readdirSync } from 'node:fs';
+import { getPriority } from 'node:os';
 
 test('paired ratios: one per pair, a pair with a missing or zero side gives none, counts must match', () => {
   assert.deepEqual(pairedRatios([12, 15, 30], [10, 12, 20]), [1.2, 1.25, 1.5]);
@@ -125,4 +128,20 @@ test("schedstat CPU: every thread's time, the same as /proc/PID/stat's to within
   assert.ok(sched > 0.1, `schedstat saw ${sched} s of CPU`);
   assert.ok(Math.abs(sched - ticks) <= 0.04, `schedstat ${sched} s against /proc/PID/stat ${ticks} s`);
   assert.ok(after.waitS >= before.waitS);
+});
+
+test('priority: every thread raised for the runs and each put back after; without the right, nothing changes and it says so', () => {
+  const tids = (): number[] => readdirSync(`/proc/${process.pid}/task`).map(Number);
+  const before = new Map(tids().map((t) => [t, getPriority(t)]));
+  const p = raisePriority([process.pid]);
+  const during = tids().map((t) => getPriority(t));
+  p.restore();
+  for (const [t, nice] of before) assert.equal(getPriority(t), nice, `thread ${t} back to ${nice}`);
+  if (process.getuid?.() === 0) {
+    assert.equal(p.raised, true);
+    assert.ok(during.every((n) => n === RAISED_NICE), `every thread at ${RAISED_NICE}: ${during.join(' ')}`);
+  } else {
+    assert.equal(p.raised, false);
+    assert.deepEqual(during, [...before.values()]);
+  }
 });

@@ -11,6 +11,7 @@ import { type Target } from '../lib/load.ts';
 import { redisBenchmark, redisFill, startBareHttp, startNginx, startRedis, type RedisRef, type RefServer } from '../lib/refs.ts';
 import { measure, PATHS_PER_RUN, runPaired, type Measured, type PairedRuns, type RunLength, type System } from '../lib/saturation-runs.ts';
 import { SUT_CORE } from '../lib/proc.ts';
+import { raisePriority, RAISED_NICE, type Raised } from '../lib/priority.ts';
 import { formatRatio, pairedRatios, summariseRatios } from '../lib/stats.ts';
 import type { Context } from '../lib/context.ts';
 import type { Row, ScenarioResult, TargetCheck } from '../lib/types.ts';
@@ -18,6 +19,17 @@ import type { Row, ScenarioResult, TargetCheck } from '../lib/types.ts';
 /** Issue 15's targets for a cached read, against bare node:http on the same transport in the same run. */
 const MIN_THROUGHPUT_RATIO = 0.8;
 const MAX_CPU_RATIO = 1.25;
+
+/** Raises the measured servers and this process (the load client) for the runs (lib/priority.ts). */
+function raiseFor(systems: readonly System[], redis?: RedisRef): Raised {
+  return raisePriority([...new Set([...systems.map((s) => s.pid), ...(redis ? [redis.child.pid] : []), process.pid])]);
+}
+
+function priorityNote(p: Raised): string {
+  return p.raised
+    ? `Every thread of the servers and of this runner (the load client) ran at nice ${RAISED_NICE} during the runs, so other work on the machine (tests and builds are not under the bench lock) takes little of their cores; redis-benchmark did not.`
+    : `The servers' and the load client's priority could not be raised (needs root or CAP_SYS_NICE): the runs competed with other work on the machine at normal priority.`;
+}
 
 function saturationLength(ctx: Context): RunLength {
   return ctx.profile.saturationAmount !== undefined ? { amount: ctx.profile.saturationAmount } : { durationS: ctx.profile.saturationS };
@@ -133,6 +145,7 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
   const pairs: PairLog[] = [];
   const [bare, ...others] = refs.systems as [System, ...System[]];
   const length = saturationLength(ctx);
+  const priority = raiseFor([agent, ...refs.systems], refs.redis);
   try {
     if (refs.redis) await redisFill(refs.redis, warm.keys);
     for (const connections of ctx.profile.connections) {
@@ -178,10 +191,12 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
       });
     }
   } finally {
+    priority.restore();
     await refs.stop();
   }
   notes.push(
     PAIRED_NOTE,
+    priorityNote(priority),
     `${warm.keys} keys of 1 KiB cached; each run cycles through a window of ${Math.min(PATHS_PER_RUN, warm.keys)} of them, the window moving over the keyspace from run to run (?format=raw, so every system answers a 1 KiB body); the lean closed-loop client (bench/lib/lean-http.ts), ${lengthText(length)} per run, pipelining 1, ${ctx.profile.saturationPairs} pairs per connection count; ${others.length ? `${others.map((o) => o.name).join(', ')}${refs.redis ? ' and Redis' : ''} run once after every second pair` : 'no other reference'}.`,
     '"server core busy" is the server\'s CPU time over the run\'s length, "load client busy" the same for the client (this process, on the load core): with the server near 100 % the req/s is its capacity; with both well below it, the machine\'s other work set the pace. Redis is driven by redis-benchmark, the others by the same client.',
   );
@@ -214,7 +229,13 @@ export async function conditionalRead(ctx: Context): Promise<Omit<ScenarioResult
     paths: warm.paths,
     headersFor: (path) => ({ 'if-none-match': warm.etags.get(path) ?? '' }),
   };
-  const paired = await runPaired(conditional, plain, connections, saturationLength(ctx), ctx.profile.saturationPairs);
+  const priority = raiseFor([plain]);
+  let paired: PairedRuns;
+  try {
+    paired = await runPaired(conditional, plain, connections, saturationLength(ctx), ctx.profile.saturationPairs);
+  } finally {
+    priority.restore();
+  }
   const c304: Record<string, number> = {};
   for (const m of paired.subject) for (const [code, n] of Object.entries(m.run.statusCodes)) c304[code] = (c304[code] ?? 0) + n;
   const rows: Row[] = [];
@@ -236,7 +257,7 @@ export async function conditionalRead(ctx: Context): Promise<Omit<ScenarioResult
       { target: 'every conditional request answered 304', measured: JSON.stringify(c304), pass: all304 },
       { target: '304 req/s ≥ cached read req/s', measured: formatRatio(ratio), pass: ratio.pairs > 0 ? ratio.median >= 1 : null },
     ],
-    notes: [`Both hit the same warm agent in ABBA pairs after a discarded warm-up run of each, ${lengthText(saturationLength(ctx))} per run; the ratio is the median of the per-pair ratios (as the cached-read scenarios' targets). The 200 run is the cached read of the socket scenario.`],
+    notes: [`Both hit the same warm agent in ABBA pairs after a discarded warm-up run of each, ${lengthText(saturationLength(ctx))} per run; the ratio is the median of the per-pair ratios (as the cached-read scenarios' targets). The 200 run is the cached read of the socket scenario.`, priorityNote(priority)],
     extra: { pairs: pairLogs(connections, paired) },
   };
 }
@@ -252,6 +273,7 @@ export async function cost(ctx: Context): Promise<Omit<ScenarioResult, 'seconds'
   const otherRuns = new Map<string, number[]>(others.map((o) => [o.name, []]));
   const redisCpu: number[] = [];
   let paired: PairedRuns;
+  const priority = raiseFor([agent, ...refs.systems], refs.redis);
   try {
     if (refs.redis) await redisFill(refs.redis, warm.keys);
     paired = await runPaired(agent, bare, connections, { amount }, ctx.profile.saturationPairs, async () => {
@@ -263,6 +285,7 @@ export async function cost(ctx: Context): Promise<Omit<ScenarioResult, 'seconds'
       }
     });
   } finally {
+    priority.restore();
     await refs.stop();
   }
   const metric = 'CPU seconds per 100k requests';
@@ -282,7 +305,7 @@ export async function cost(ctx: Context): Promise<Omit<ScenarioResult, 'seconds'
     setup: `${amount.toLocaleString('en-US')} requests per run at ${connections} connections over the socket, ${ctx.profile.saturationPairs} pairs; CPU of every server thread from /proc/PID/task/*/schedstat (Redis: /proc/PID/stat)`,
     rows,
     targets: [{ target: `agent ≤ ${MAX_CPU_RATIO} × ${bare.name}`, measured: formatRatio(ratio), pass: ratio.pairs > 0 ? ratio.median <= MAX_CPU_RATIO : null }],
-    notes: [...refs.skipped, PAIRED_NOTE, 'Redis\'s CPU is read in clock ticks (usually 10 ms), so its figure is coarse.'],
+    notes: [...refs.skipped, PAIRED_NOTE, priorityNote(priority), 'Redis\'s CPU is read in clock ticks (usually 10 ms), so its figure is coarse.'],
     extra: { pairs: pairLogs(connections, paired) },
   };
 }
