@@ -12,7 +12,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { formatRatio, median, pairedRatios, subjectFirst, summariseRatios } from '../bench/lib/stats.ts';
+import { formatRatio, median, pairedRatios, pooled, subjectFirst, summariseRatios } from '../bench/lib/stats.ts';
 import { runPaired, type System } from '../bench/lib/saturation-runs.ts';
 import { cpuSample } from '../bench/lib/schedstat.ts';
 import { cpuSeconds } from '../bench/lib/proc.ts';
@@ -35,6 +35,17 @@ test('ratio summary: median and range over the pairs, and how the report prints 
   assert.equal(formatRatio(s), '1.25× (1.10–1.60 over 4 pairs)');
   assert.equal(formatRatio(summariseRatios([])), '–');
   assert.equal(formatRatio(summariseRatios([1.04])), '1.04× (1.04–1.04 over 1 pair)');
+  assert.equal(formatRatio(s, 1.318), '1.25× (1.10–1.60 over 4 pairs; all runs pooled 1.32×)');
+});
+
+test('pooled: work that lands in one run of eight is spread over all of them, where the median of the runs leaves it out', () => {
+  const requests = [1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000];
+  // 20 µs per request, and in one run a 0.02 s burst on top (a major GC).
+  const cpu = requests.map((n, i) => n * 20e-6 + (i === 3 ? 0.02 : 0));
+  assert.ok(Math.abs(median(cpu.map((c, i) => c / (requests[i] as number))) - 20e-6) < 1e-12);
+  assert.ok(Math.abs(pooled(cpu, requests) - 22.5e-6) < 1e-12);
+  assert.ok(Number.isNaN(pooled([1], [0])));
+  assert.throws(() => pooled([1, 2], [1]), /pooled runs differ in count/);
 });
 
 test('ABBA order: a machine slowing down run by run leaves the median ratio where it is; always agent-first does not', () => {

@@ -11,7 +11,7 @@
 import { runClosedLoop } from './lean-load.ts';
 import { coreBusySeconds, cpuSample } from './schedstat.ts';
 import { SUT_CORE } from './proc.ts';
-import { subjectFirst } from './stats.ts';
+import { pooled, subjectFirst } from './stats.ts';
 import type { Target, ThroughputResult } from './load.ts';
 
 export interface System {
@@ -28,6 +28,8 @@ export type RunLength = { readonly durationS: number } | { readonly amount: numb
 
 export interface Measured {
   readonly run: ThroughputResult;
+  /** The server's CPU time over the run, in seconds. */
+  readonly cpuS: number;
   readonly cpuUsPerReq: number;
   /** The server's CPU time over the run's wall time, in % of its one core. */
   readonly busyPercent: number;
@@ -68,6 +70,7 @@ export async function measure(sys: System, connections: number, length: RunLengt
   const cpu = cpu1.cpuS - cpu0.cpuS;
   return {
     run,
+    cpuS: cpu,
     cpuUsPerReq: run.requests > 0 ? (cpu / run.requests) * 1e6 : Number.NaN,
     busyPercent: (cpu / run.seconds) * 100,
     clientBusyPercent: ((client.user + client.system) / 1e6 / run.seconds) * 100,
@@ -82,6 +85,12 @@ export interface PairedRuns {
   readonly reference: readonly Measured[];
   /** Whether the subject ran first in each pair. */
   readonly subjectFirst: readonly boolean[];
+}
+
+/** The subject's CPU per request over the reference's, each side's runs pooled (stats.ts `pooled`). */
+export function pooledCpuRatio(p: PairedRuns): number {
+  const side = (runs: readonly Measured[]): number => pooled(runs.map((m) => m.cpuS), runs.map((m) => m.run.requests));
+  return side(p.subject) / side(p.reference);
 }
 
 /**

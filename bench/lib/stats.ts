@@ -73,8 +73,29 @@ export function summariseRatios(ratios: readonly number[]): RatioSummary {
     : { median: median(finite), min: min(finite), max: max(finite), pairs: finite.length };
 }
 
-/** "1.21× (1.12–1.30 over 8 pairs)". */
-export function formatRatio(s: RatioSummary): string {
+/**
+ * Σ totals / Σ counts over runs (e.g. CPU seconds over requests): the
+ * figure of all runs taken as one, so work that lands in a few runs only
+ * (a periodic major GC) is spread over all of them instead of being left
+ * out with those runs, as a median of per-run figures does.
+ */
+export function pooled(totals: readonly number[], counts: readonly number[]): number {
+  if (totals.length !== counts.length) throw new Error(`pooled runs differ in count: ${totals.length} totals, ${counts.length} counts`);
+  let total = 0;
+  let count = 0;
+  totals.forEach((t, i) => {
+    const c = counts[i] as number;
+    if (Number.isFinite(t) && Number.isFinite(c) && c > 0) {
+      total += t;
+      count += c;
+    }
+  });
+  return count > 0 ? total / count : Number.NaN;
+}
+
+/** "1.21× (1.12–1.30 over 8 pairs)", with "; all runs pooled 1.27×" when a pooled ratio is given. */
+export function formatRatio(s: RatioSummary, pooledRatio?: number): string {
   if (s.pairs === 0) return '–';
-  return `${s.median.toFixed(2)}× (${s.min.toFixed(2)}–${s.max.toFixed(2)} over ${s.pairs} pair${s.pairs === 1 ? '' : 's'})`;
+  const all = pooledRatio !== undefined && Number.isFinite(pooledRatio) ? `; all runs pooled ${pooledRatio.toFixed(2)}×` : '';
+  return `${s.median.toFixed(2)}× (${s.min.toFixed(2)}–${s.max.toFixed(2)} over ${s.pairs} pair${s.pairs === 1 ? '' : 's'}${all})`;
 }
