@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { formatRatio, median, pairedRatios, pooled, subjectFirst, summariseRatios } from '../bench/lib/stats.ts';
-import { runPaired, type System } from '../bench/lib/saturation-runs.ts';
+import { MAX_WARMUP_RUNS, runPaired, settled, type System } from '../bench/lib/saturation-runs.ts';
 import { cpuSample } from '../bench/lib/schedstat.ts';
 import { cpuSeconds } from '../bench/lib/proc.ts';
 import { raisePriority, RAISED_NICE } from '../bench/lib/priority.ts';
@@ -36,6 +36,13 @@ test('ratio summary: median and range over the pairs, and how the report prints 
   assert.equal(formatRatio(summariseRatios([])), '–');
   assert.equal(formatRatio(summariseRatios([1.04])), '1.04× (1.04–1.04 over 1 pair)');
   assert.equal(formatRatio(s, 1.318), '1.25× (1.10–1.60 over 4 pairs; all runs pooled 1.32×)');
+});
+
+test('settled: a run whose own threads waited for the core a tenth of it or more is still warming up; the time other processes held the core does not count', () => {
+  assert.equal(settled({ waitPercent: 2.5, otherOnCorePercent: 0.5 }), true);
+  assert.equal(settled({ waitPercent: 22.9, otherOnCorePercent: 0.5 }), false);
+  assert.equal(settled({ waitPercent: 22.9, otherOnCorePercent: 15 }), true);
+  assert.equal(settled({ waitPercent: Number.NaN, otherOnCorePercent: 0 }), true, 'no schedstat: one warm-up run');
 });
 
 test('pooled: work that lands in one run of eight is spread over all of them, where the median of the runs leaves it out', () => {
@@ -90,7 +97,7 @@ async function socketServer(t: { after: (fn: () => Promise<void>) => void }, nam
   return { name, reference: name === 'bare', pid: process.pid, target: { kind: 'socket', socketPath }, paths: ['/k'] };
 }
 
-test('paired runs: a discarded warm-up of each, then ABBA pairs next to each other, the others after every second pair', async (t) => {
+test('paired runs: warm-up runs of each until settled, then ABBA pairs next to each other, the others after every second pair', async (t) => {
   const order: string[] = [];
   const agent = await socketServer(t, 'agent', order);
   const bare = await socketServer(t, 'bare', order);
@@ -99,8 +106,12 @@ test('paired runs: a discarded warm-up of each, then ABBA pairs next to each oth
     quads.push(quad);
     order.push(`others${quad}`);
   });
+  // Warm-up runs until settled, not kept: usually one each, more when this process's own threads were busy.
+  const { subject: warmAgent, reference: warmBare } = paired.warmUpRuns;
+  assert.ok(warmAgent >= 1 && warmAgent <= MAX_WARMUP_RUNS && warmBare >= 1 && warmBare <= MAX_WARMUP_RUNS);
   assert.deepEqual(order, [
-    'agent', 'bare', // warm-up, not kept
+    ...Array<string>(warmAgent).fill('agent'),
+    ...Array<string>(warmBare).fill('bare'),
     'agent', 'bare', 'bare', 'agent', 'others0',
     'agent', 'bare', 'bare', 'agent', 'others1',
     'agent', 'bare', 'others2',
@@ -141,18 +152,21 @@ test("schedstat CPU: every thread's time, the same as /proc/PID/stat's to within
   assert.ok(after.waitS >= before.waitS);
 });
 
-test('priority: every thread raised for the runs and each put back after; without the right, nothing changes and it says so', () => {
+test('priority: every thread raised for the runs and each put back after; under nice or without the right, nothing changes and it says so', () => {
   const tids = (): number[] => readdirSync(`/proc/${process.pid}/task`).map(Number);
   const before = new Map(tids().map((t) => [t, getPriority(t)]));
   const p = raisePriority([process.pid]);
   const during = tids().map((t) => getPriority(t));
   p.restore();
   for (const [t, nice] of before) assert.equal(getPriority(t), nice, `thread ${t} back to ${nice}`);
-  if (process.getuid?.() === 0) {
-    assert.equal(p.raised, true);
+  if (getPriority(process.pid) > 0) {
+    assert.equal(p.state, 'runner-niced');
+    assert.deepEqual(during, [...before.values()]);
+  } else if (process.getuid?.() === 0) {
+    assert.equal(p.state, 'raised');
     assert.ok(during.every((n) => n === RAISED_NICE), `every thread at ${RAISED_NICE}: ${during.join(' ')}`);
   } else {
-    assert.equal(p.raised, false);
+    assert.equal(p.state, 'refused');
     assert.deepEqual(during, [...before.values()]);
   }
 });

@@ -17,8 +17,13 @@ import { getPriority, setPriority } from 'node:os';
 export const RAISED_NICE = -10;
 
 export interface Raised {
-  /** Whether every thread could be raised. */
-  readonly raised: boolean;
+  /**
+   * raised: every thread; refused: no right to (not root, no CAP_SYS_NICE);
+   * runner-niced: the runner was started under `nice` (as the tests run the
+   * smoke profile), so nothing is raised above the work it was asked to
+   * yield to.
+   */
+  readonly state: 'raised' | 'refused' | 'runner-niced';
   /** Puts every thread that was raised back to its own earlier value. */
   restore(): void;
 }
@@ -38,6 +43,7 @@ function threads(pid: number): number[] {
  */
 export function raisePriority(pids: readonly number[]): Raised {
   const earlier: Array<[number, number]> = [];
+  if (getPriority(process.pid) > 0) return { state: 'runner-niced', restore() {} };
   let raised = true;
   for (const pid of pids) {
     for (const tid of threads(pid)) {
@@ -52,7 +58,7 @@ export function raisePriority(pids: readonly number[]): Raised {
     }
   }
   return {
-    raised,
+    state: raised ? 'raised' : 'refused',
     restore() {
       for (const [tid, before] of earlier) {
         try {

@@ -79,12 +79,42 @@ export async function measure(sys: System, connections: number, length: RunLengt
   };
 }
 
+/**
+ * A warm-up run counts as settled when the system's own threads waited for
+ * the core (their schedstat wait, less the time other processes held the
+ * core) for under this share of it: its JIT compiler and GC threads,
+ * pinned to the server's core with it, are no longer catching up. In the
+ * suite's first paired runs the agent's threads waited 10–90 % of a run for
+ * up to four pairs after start (most likely recompiling after the heap
+ * trimmer dropped its code in the idle spell while the references started), at 1.2–2×
+ * the CPU per request of its later runs.
+ */
+export const SETTLED_WAIT_PERCENT = 10;
+/** Warm-up runs of one system at most (4.5 s at the full profile's 0.75 s). */
+export const MAX_WARMUP_RUNS = 6;
+
+/** Whether a run found the server settled; without schedstat (wait NaN) every run counts as settled. */
+export function settled(m: Pick<Measured, 'waitPercent' | 'otherOnCorePercent'>): boolean {
+  return !(m.waitPercent - m.otherOnCorePercent >= SETTLED_WAIT_PERCENT);
+}
+
+/** Warm-up runs (not kept) until one is settled; returns how many ran. */
+async function warmUp(sys: System, connections: number, length: RunLength): Promise<number> {
+  for (let run = 1; run < MAX_WARMUP_RUNS; run++) {
+    if (settled(await measure(sys, connections, length))) return run;
+  }
+  await measure(sys, connections, length);
+  return MAX_WARMUP_RUNS;
+}
+
 export interface PairedRuns {
   /** The measured runs of each side, pair by pair (index i of both is pair i). */
   readonly subject: readonly Measured[];
   readonly reference: readonly Measured[];
   /** Whether the subject ran first in each pair. */
   readonly subjectFirst: readonly boolean[];
+  /** Warm-up runs each side took to settle (not kept). */
+  readonly warmUpRuns: { readonly subject: number; readonly reference: number };
 }
 
 /** The subject's CPU per request over the reference's, each side's runs pooled (stats.ts `pooled`). */
@@ -94,10 +124,10 @@ export function pooledCpuRatio(p: PairedRuns): number {
 }
 
 /**
- * One warm-up run of each system (not kept: the first run after a start or
- * an idle spell also pays for JIT tiering, connection set-up and heap
- * growth, and it was the slowest of three in most suite runs), then `pairs`
- * pairs in ABBA order; `afterQuad` runs after every second pair (the
+ * Warm-up runs of each system until one is settled (not kept: the first
+ * runs after a start or an idle spell also pay for JIT tiering, connection
+ * set-up and heap growth; the agent's first of three runs was its slowest
+ * in most earlier suite runs), then `pairs` pairs in ABBA order; `afterQuad` runs after every second pair (the
  * references that take no part in the ratio), so each pair's two runs stay
  * next to each other.
  */
@@ -109,9 +139,8 @@ export async function runPaired(
   pairs: number,
   afterQuad?: (quad: number) => Promise<void>,
 ): Promise<PairedRuns> {
-  await measure(subject, connections, length);
-  await measure(reference, connections, length);
-  const out = { subject: [] as Measured[], reference: [] as Measured[], subjectFirst: [] as boolean[] };
+  const warmUpRuns = { subject: await warmUp(subject, connections, length), reference: await warmUp(reference, connections, length) };
+  const out = { subject: [] as Measured[], reference: [] as Measured[], subjectFirst: [] as boolean[], warmUpRuns };
   for (let pair = 0; pair < pairs; pair++) {
     const first = subjectFirst(pair);
     const order = first ? [subject, reference] : [reference, subject];

@@ -26,9 +26,14 @@ function raiseFor(systems: readonly System[], redis?: RedisRef): Raised {
 }
 
 function priorityNote(p: Raised): string {
-  return p.raised
-    ? `Every thread of the servers and of this runner (the load client) ran at nice ${RAISED_NICE} during the runs, so other work on the machine (tests and builds are not under the bench lock) takes little of their cores; redis-benchmark did not.`
-    : `The servers' and the load client's priority could not be raised (needs root or CAP_SYS_NICE): the runs competed with other work on the machine at normal priority.`;
+  switch (p.state) {
+    case 'raised':
+      return `Every thread of the servers and of this runner (the load client) ran at nice ${RAISED_NICE} during the runs, so other work on the machine (tests and builds are not under the bench lock) takes little of their cores; redis-benchmark did not.`;
+    case 'refused':
+      return `The servers' and the load client's priority could not be raised (needs root or CAP_SYS_NICE): the runs competed with other work on the machine at normal priority.`;
+    case 'runner-niced':
+      return 'The runner was started under nice, so the servers and the load client kept their priority: the runs competed with other work on the machine.';
+  }
 }
 
 function saturationLength(ctx: Context): RunLength {
@@ -129,7 +134,7 @@ function errorsOf(runs: readonly Measured[]): number {
 }
 
 const PAIRED_NOTE =
-  'Target ratios are paired: after one discarded warm-up run of each, the agent and bare node:http take turns in ABBA order (agent, bare, bare, agent, …), each pair\'s ratio is the agent\'s figure over bare\'s in the run next to it, and the target is judged by the median of those ratios; the range beside it (and the "per pair" rows) is their spread. Linear drift in the machine\'s speed cancels between the two orders, and a run disturbed by other work spoils one pair, not a median of its own. A CPU target also gives "all runs pooled": each side\'s CPU over its requests in all its runs, which spreads work that lands in a few runs only (the agent\'s own threads at times busy for a third of a run: a major GC, most likely) over all of them, where the median leaves it out; it follows the machine\'s speed changes more, so the target is judged by the median and the pooled figure says how much that leaves out. The ratio column of the absolute rows divides their medians, which are measured at different times, so it can differ from the target\'s figure. CPU is every thread of the server\'s, from /proc/PID/task/*/schedstat (nanoseconds); "other processes on the SUT core" is that core\'s busy time (/proc/stat) not spent by the server.';
+  'Target ratios are paired: after warm-up runs of each (not kept) until one has the server\'s own threads waiting for its core under 10 % of the run (JIT and GC threads caught up; at most 6), the agent and bare node:http take turns in ABBA order (agent, bare, bare, agent, …), each pair\'s ratio is the agent\'s figure over bare\'s in the run next to it, and the target is judged by the median of those ratios; the range beside it (and the "per pair" rows) is their spread. Linear drift in the machine\'s speed cancels between the two orders, and a run disturbed by other work spoils one pair, not a median of its own. A CPU target also gives "all runs pooled": each side\'s CPU over its requests in all its runs, which spreads work that lands in a few runs only (the agent\'s own threads at times busy for a third of a run: a major GC, most likely) over all of them, where the median leaves it out; it follows the machine\'s speed changes more, so the target is judged by the median and the pooled figure says how much that leaves out. The ratio column of the absolute rows divides their medians, which are measured at different times, so it can differ from the target\'s figure. CPU is every thread of the server\'s, from /proc/PID/task/*/schedstat (nanoseconds); "other processes on the SUT core" is that core\'s busy time (/proc/stat) not spent by the server.';
 
 export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<Omit<ScenarioResult, 'seconds'>> {
   const warm = await ctx.warmAgent();
@@ -143,6 +148,7 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
   const notes: string[] = [...refs.skipped];
   const targets: TargetCheck[] = [];
   const pairs: PairLog[] = [];
+  const warmUps: string[] = [];
   const [bare, ...others] = refs.systems as [System, ...System[]];
   const length = saturationLength(ctx);
   const priority = raiseFor([agent, ...refs.systems], refs.redis);
@@ -163,6 +169,7 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
         }
       });
       pairs.push(...pairLogs(connections, paired));
+      warmUps.push(`@${connections}: agent ${paired.warmUpRuns.subject}, ${bare.name} ${paired.warmUpRuns.reference}`);
       const runsOf: Array<[System, readonly Measured[]]> = [[agent, paired.subject], [bare, paired.reference], ...others.map((o): [System, Measured[]] => [o, otherRuns.get(o.name) ?? []])];
       for (const [sys, runs] of runsOf) {
         rows.push(...systemRows(sys.name, sys.reference, connections, runs));
@@ -196,6 +203,7 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
   }
   notes.push(
     PAIRED_NOTE,
+    `Warm-up runs until settled ${warmUps.join('; ')}.`,
     priorityNote(priority),
     `${warm.keys} keys of 1 KiB cached; each run cycles through a window of ${Math.min(PATHS_PER_RUN, warm.keys)} of them, the window moving over the keyspace from run to run (?format=raw, so every system answers a 1 KiB body); the lean closed-loop client (bench/lib/lean-http.ts), ${lengthText(length)} per run, pipelining 1, ${ctx.profile.saturationPairs} pairs per connection count; ${others.length ? `${others.map((o) => o.name).join(', ')}${refs.redis ? ' and Redis' : ''} run once after every second pair` : 'no other reference'}.`,
     '"server core busy" is the server\'s CPU time over the run\'s length, "load client busy" the same for the client (this process, on the load core): with the server near 100 % the req/s is its capacity; with both well below it, the machine\'s other work set the pace. Redis is driven by redis-benchmark, the others by the same client.',
@@ -257,7 +265,7 @@ export async function conditionalRead(ctx: Context): Promise<Omit<ScenarioResult
       { target: 'every conditional request answered 304', measured: JSON.stringify(c304), pass: all304 },
       { target: '304 req/s ≥ cached read req/s', measured: formatRatio(ratio), pass: ratio.pairs > 0 ? ratio.median >= 1 : null },
     ],
-    notes: [`Both hit the same warm agent in ABBA pairs after a discarded warm-up run of each, ${lengthText(saturationLength(ctx))} per run; the ratio is the median of the per-pair ratios (as the cached-read scenarios' targets). The 200 run is the cached read of the socket scenario.`, priorityNote(priority)],
+    notes: [`Both hit the same warm agent in ABBA pairs after warm-up runs of each until settled (${paired.warmUpRuns.subject} and ${paired.warmUpRuns.reference}), ${lengthText(saturationLength(ctx))} per run; the ratio is the median of the per-pair ratios (as the cached-read scenarios' targets). The 200 run is the cached read of the socket scenario.`, priorityNote(priority)],
     extra: { pairs: pairLogs(connections, paired) },
   };
 }
@@ -305,7 +313,7 @@ export async function cost(ctx: Context): Promise<Omit<ScenarioResult, 'seconds'
     setup: `${amount.toLocaleString('en-US')} requests per run at ${connections} connections over the socket, ${ctx.profile.saturationPairs} pairs; CPU of every server thread from /proc/PID/task/*/schedstat (Redis: /proc/PID/stat)`,
     rows,
     targets: [{ target: `agent ≤ ${MAX_CPU_RATIO} × ${bare.name}`, measured: formatRatio(ratio, pooledCpuRatio(paired)), pass: ratio.pairs > 0 ? ratio.median <= MAX_CPU_RATIO : null }],
-    notes: [...refs.skipped, PAIRED_NOTE, priorityNote(priority), 'Redis\'s CPU is read in clock ticks (usually 10 ms), so its figure is coarse.'],
+    notes: [...refs.skipped, PAIRED_NOTE, `Warm-up runs until settled: agent ${paired.warmUpRuns.subject}, ${bare.name} ${paired.warmUpRuns.reference}.`, priorityNote(priority), 'Redis\'s CPU is read in clock ticks (usually 10 ms), so its figure is coarse.'],
     extra: { pairs: pairLogs(connections, paired) },
   };
 }
