@@ -16,9 +16,10 @@
  * measures the agent and the named references alone (names' first words:
  * bare, data, listener-options: bare node:http created with the agent's
  * data-listener options and connection limit; users-plain, users-other,
- * users-http2, users-undici: bare node:http at the bin's polymorphic-map
+ * users-http2, users-undici, users-worker: bare node:http at the bin's polymorphic-map
  * limit, alone, after the agent's other kinds of node:events users ran in its
- * process, after HTTP/2 alone, after undici alone: refs/other-users-http.ts). `--agent-variant='FLAGS'` (repeatable) adds a second agent
+ * process, after HTTP/2 alone, after undici alone, with them all run in a
+ * Worker thread of its process: refs/other-users-http.ts). `--agent-variant='FLAGS'` (repeatable) adds a second agent
  * started with those node flags (space-separated) in front of the bin's own,
  * e.g. `--agent-variant=--max-semi-space-size=16` (with `=`: node's parseArgs takes no value that starts with a dash otherwise): the bin's runtime
  * settings against another choice, in the same rounds. `--agent-log DIR`
@@ -42,29 +43,37 @@
  * `--agent-cli='NAME=PATH FLAGS'` starts that bin with node flags in front
  * (as an operator would), so one build with and without a flag compare
  * compiled against compiled.
+ * With two or more `--agent-cli` builds, each later one is also paired with
+ * the first, round by round (`mine vs base`).
  * Every system but the plain agent also gets "vs agent per round": its
  * CPU per request over the plain agent's in the same round, median and range
- * over the rounds (the figure to judge a few-percent change by).
- * `--pair-with NAME` pairs against another system instead (e.g. `agent base`
- * when two compiled builds, or one build with and without a flag through a
- * wrapper bin, are the A/B: the plain agent runs the source through type
- * stripping).
+ * over the rounds (the figure to judge a few-percent change by); `--versus
+ * NAME` takes that column against another system (e.g. `users-plain`).
+ * `--transport tcp` drives every agent through its 127.0.0.1 listener with
+ * the pod token (the suite's cached-read-tcp) and the bare-http.ts
+ * references over loopback TCP (the other references are socket-only and
+ * left out); two more systems then split what TCP costs: `bare-token`, the
+ * bare TCP server sent the same token header (which it ignores: what
+ * parsing the header costs node:http), and `agent-socket`, the plain agent's
+ * own process read over its Unix socket in the same rounds.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { itemPath, ITEMS_NS, readAll, seedRange } from './lib/context.ts';
-import { runAutocannon } from './lib/load.ts';
+import { runAutocannon, type Target } from './lib/load.ts';
 import { runClosedLoop } from './lib/lean-load.ts';
 import { cpuSeconds, startChild, stopAllChildren, SUT_CORE } from './lib/proc.ts';
 import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
+import { HEADERS } from '../src/shared/protocol-constants.ts';
 
-const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli="NAME=PATH [NODE_FLAGS]" …] [--client lean|autocannon] [--pair-with "agent NAME"] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli="NAME=PATH [NODE_FLAGS]" …] [--client lean|autocannon] [--transport socket|tcp] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data] [--versus users-plain]', {
   rounds: { type: 'string', default: '5' },
   requests: { type: 'string', default: '30000' },
   keys: { type: 'string', default: '200' },
@@ -76,11 +85,13 @@ const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--re
   'agent-variant': { type: 'string', multiple: true },
   'agent-cli': { type: 'string', multiple: true },
   client: { type: 'string', default: 'lean' },
-  'pair-with': { type: 'string', default: 'agent' },
+  transport: { type: 'string', default: 'socket' },
   profile: { type: 'string' },
   'agent-log': { type: 'string' },
   'perf-record': { type: 'string' },
   only: { type: 'string' },
+  /** The system (first word of its name) the per-round ratio column is taken against; the plain agent unless given. */
+  versus: { type: 'string', default: 'agent' },
 });
 const agentLog = values['agent-log'];
 const perfDir = values['perf-record'];
@@ -94,7 +105,8 @@ const requests = wholeNumber('requests', values.requests);
 const keys = wholeNumber('keys', values.keys);
 const connections = wholeNumber('connections', values.connections);
 if (values.client !== 'lean' && values.client !== 'autocannon') throw new Error(`--client is lean or autocannon, got ${values.client}`);
-const pairWith = values['pair-with'];
+if (values.transport !== 'socket' && values.transport !== 'tcp') throw new Error(`--transport is socket or tcp, got ${values.transport}`);
+const tcp = values.transport === 'tcp';
 const runLoad = values.client === 'lean' ? runClosedLoop : runAutocannon;
 const agentEnv = envPairs(values['agent-env'] ?? []);
 const only = values.only?.split(',');
@@ -104,8 +116,11 @@ const REFS = fileURLToPath(new URL('./refs/', import.meta.url));
 interface System {
   readonly name: string;
   readonly pid: number;
-  readonly socketPath: string;
+  readonly target: Target;
 }
+
+/** What the load client sends the agent over TCP besides the request line: the token header, as the suite's cached-read-tcp. */
+const tokenHeaders = (token: string): Record<string, string> => ({ [HEADERS.podToken]: token });
 
 const dir = await mkdtemp(join(tmpdir(), 'csb-ab-'));
 const systems: System[] = [];
@@ -113,10 +128,17 @@ const paths = Array.from({ length: keys }, (_, i) => itemPath(ITEMS_NS, i));
 
 async function reference(name: string, nodeArgs: readonly string[], script: string, extra: readonly string[]): Promise<void> {
   if (!wanted(name)) return;
+  // Over TCP only bare-http.ts (which takes `tcp` for its socket path) has a counterpart; the others listen on a socket.
+  if (tcp && script !== 'bare-http.ts') return;
   const socketPath = join(dir, `${name}.sock`);
-  const child = startChild(name, process.execPath, [...nodeArgs, join(REFS, script), socketPath, ...extra], { core: SUT_CORE });
-  await child.waitForLine((l) => l.startsWith('listening '));
-  systems.push({ name, pid: child.pid, socketPath });
+  const child = startChild(name, process.execPath, [...nodeArgs, join(REFS, script), tcp ? 'tcp' : socketPath, ...extra], { core: SUT_CORE });
+  const line = await child.waitForLine((l) => l.startsWith('listening '));
+  const url = `http://127.0.0.1:${line.slice('listening '.length).trim()}`;
+  systems.push({ name, pid: child.pid, target: tcp ? { kind: 'tcp', url } : { kind: 'socket', socketPath } });
+  if (tcp && name === 'bare node:http' && wanted('bare-token')) {
+    // The same process, sent a token header it ignores (a random one of the pod token's length).
+    systems.push({ name: 'bare-token node:http, token header sent', pid: child.pid, target: { kind: 'tcp', url, headers: tokenHeaders(randomBytes(32).toString('base64url')) } });
+  }
 }
 
 /** `perf record` attached to the system until the returned function stops it (SIGINT, as perf expects). */
@@ -141,7 +163,7 @@ async function recordPerf(sys: System, dir: string): Promise<() => Promise<void>
 async function measure(sys: System, perfDir?: string): Promise<{ cpuUs: number; rps: number }> {
   const stopPerf = perfDir === undefined ? undefined : await recordPerf(sys, perfDir);
   const cpu0 = cpuSeconds(sys.pid);
-  const run = await runLoad({ kind: 'socket', socketPath: sys.socketPath }, { connections, amount: requests, paths });
+  const run = await runLoad(sys.target, { connections, amount: requests, paths });
   const cpuUs = ((cpuSeconds(sys.pid) - cpu0) / run.requests) * 1e6;
   await stopPerf?.();
   if (run.non2xx || run.errors) throw new Error(`${sys.name}: ${run.non2xx} non-2xx, ${run.errors} errors`);
@@ -159,6 +181,7 @@ try {
   await reference('users-other node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['other-users']);
   await reference('users-http2 node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['http2']);
   await reference('users-undici node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['undici']);
+  await reference('users-worker node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['worker']);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
@@ -188,7 +211,9 @@ try {
     agents.push(agent);
     await waitReady(agent.adminUrl);
     await readAll(agent.socketPath, paths);
-    systems.push({ name, pid: agent.child.pid, socketPath: agent.socketPath });
+    const socket: Target = { kind: 'socket', socketPath: agent.socketPath };
+    systems.push({ name, pid: agent.child.pid, target: tcp ? { kind: 'tcp', url: agent.httpUrl, headers: tokenHeaders(agent.podToken) } : socket });
+    if (tcp && name === 'agent' && wanted('agent-socket')) systems.push({ name: 'agent-socket, the same agent over its socket', pid: agent.child.pid, target: socket });
   }
   const mark = (phase: string): void => {
     for (const log of logs.values()) log.write(`--- ${phase} ${new Date().toISOString()}\n`);
@@ -215,35 +240,42 @@ try {
    * Each round's CPU per request over the plain agent's in the same round:
    * the load others put on the machine moves both alike, so the median of
    * these pairs settles on a flag's few-percent effect where the medians of
-   * the absolute figures (±15 % across rounds) do not.
+   * the absolute figures (±15 % across rounds) do not. `--versus` takes them
+   * against another system instead (references against each other).
    */
+  const versusName = systems.find((s) => s.name === values.versus || s.name.split(/[ ,]/)[0] === values.versus)?.name ?? 'agent';
   const pairedRatio = (c: readonly number[], agent: readonly number[] | undefined): string => {
     if (agent === undefined || c === agent) return '';
     const pairs = c.map((v, i) => v / (agent[i] ?? Number.NaN));
-    return `  vs ${pairWith} per round ${median(pairs).toFixed(3)}× (${Math.min(...pairs).toFixed(3)}–${Math.max(...pairs).toFixed(3)})`;
+    return `  vs ${versusName.split(/[ ,]/)[0] ?? ''} per round ${median(pairs).toFixed(3)}× (${Math.min(...pairs).toFixed(3)}–${Math.max(...pairs).toFixed(3)})`;
   };
   const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
   const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
-  console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys, ${values.client} client; medians (range)`);
+  console.log(`${rounds} rounds × ${requests} requests, ${connections} connections over ${tcp ? 'loopback TCP (agents with the pod token)' : 'the Unix socket'}, ${keys} keys, ${values.client} client; medians (range)`);
   for (const sys of systems) {
     const c = cpu.get(sys.name) ?? [];
     const r = rps.get(sys.name) ?? [];
     console.log(
       `${sys.name.padEnd(36)} CPU ${median(c).toFixed(1)} µs/req (${Math.min(...c).toFixed(1)}–${Math.max(...c).toFixed(1)}) ${(median(c) / bareCpu).toFixed(2)}×` +
         `  req/s ${median(r).toFixed(0)} ${(median(r) / bareRps).toFixed(2)}×` +
-        pairedRatio(c, cpu.get(pairWith)),
+        pairedRatio(c, cpu.get(versusName)),
     );
   }
-  // Each other agent against `agent` (or --pair-with) round by round: the machine's drift between rounds cancels out.
-  const own = cpu.get(pairWith) ?? [];
-  if (own.length === 0) console.log(`--pair-with ${pairWith}: no such system (names as printed above)`);
+  // Each other agent against `agent` round by round: the machine's drift between rounds cancels out.
+  const own = cpu.get('agent') ?? [];
   for (const sys of systems) {
-    if (!sys.name.startsWith('agent') || sys.name === pairWith) continue;
+    if (!sys.name.startsWith('agent ')) continue;
     const paired = (cpu.get(sys.name) ?? []).map((c, i) => c / (own[i] ?? Number.NaN));
-    const r = rps.get(sys.name) ?? [];
-    const rpsPairs = r.map((v, i) => v / (rps.get(pairWith)?.[i] ?? Number.NaN));
-    console.log(`${sys.name.padEnd(36)} req/s vs ${pairWith}, per round: ${median(rpsPairs).toFixed(3)}× (${Math.min(...rpsPairs).toFixed(3)}–${Math.max(...rpsPairs).toFixed(3)})`);
-    console.log(`${sys.name.padEnd(36)} CPU vs ${pairWith}, per round: ${median(paired).toFixed(3)}× (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`);
+    console.log(`${sys.name.padEnd(36)} CPU vs agent, per round: ${median(paired).toFixed(3)}× (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`);
+  }
+  // Two builds (--agent-cli) against each other, round by round: the A/B of a change, without the source agent in between.
+  const builds = systems.filter((s) => s.name.startsWith('agent ') && (values['agent-cli'] ?? []).some((spec) => s.name === `agent ${spec.slice(0, spec.indexOf('='))}`));
+  for (let i = 1; i < builds.length; i++) {
+    const [a, b] = [builds[i], builds[0]];
+    if (a === undefined || b === undefined) continue;
+    const base = cpu.get(b.name) ?? [];
+    const paired = (cpu.get(a.name) ?? []).map((c, r) => c / (base[r] ?? Number.NaN));
+    console.log(`${a.name} vs ${b.name}, CPU per round: ${median(paired).toFixed(3)}× (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`);
   }
 } finally {
   // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.
