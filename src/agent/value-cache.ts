@@ -52,13 +52,6 @@ export const STALE_REVALIDATE_INTERVAL_MS: Milliseconds = 1_000;
 /** Fetches discarded in a row for one read (the key changes faster than we fetch) before giving up. */
 export const MAX_SUPERSEDED_RETRIES = 5;
 /**
- * The options every hot-path `peek` passes: lru-cache's `peek(k, options = {})`
- * otherwise allocates an options object per read and writes `status` into it,
- * so one object takes that write (undefined unless a diagnostics_channel
- * subscriber asked for a status) instead of a fresh one per read.
- */
-const PEEK_OPTIONS: LRUCache.PeekOptions<string, Entry, unknown> = {};
-/**
  * Heap an entry costs besides its buffers, counted against --cache-max-bytes
  * so the bound is what the cache holds: the value and LRU records, two Buffer
  * views and their ArrayBuffer, the key strings, LRU and map slots
@@ -205,7 +198,7 @@ export class ValueCache {
     if (this.#closed) throw new AppError('unavailable', 'The agent is shutting down.');
     const now = this.#options.clock.now();
     // peek: the move to the LRU's tail is paid at most once per RECENCY_INTERVAL_MS below.
-    const entry = this.#lru.peek(key, PEEK_OPTIONS);
+    const entry = this.#lru.peek(key);
     if (entry === undefined) return undefined;
     if (entry.state === 'absent') {
       if (entry.until > now) {
