@@ -39,25 +39,36 @@
  * `--agent-cli=NAME=PATH` (repeatable) adds an agent started from another
  * build's bin (e.g. a worktree of the commit before a change, built, at
  * `…/dist/cli/main.js`): an A/B of two builds in the same rounds.
+ * With two or more `--agent-cli` builds, each later one is also paired with
+ * the first, round by round (`mine vs base`).
  * Every system but the plain agent also gets "vs agent per round": its
  * CPU per request over the plain agent's in the same round, median and range
  * over the rounds (the figure to judge a few-percent change by).
+ * `--transport tcp` drives every agent through its 127.0.0.1 listener with
+ * the pod token (the suite's cached-read-tcp) and the bare-http.ts
+ * references over loopback TCP (the other references are socket-only and
+ * left out); two more systems then split what TCP costs: `bare-token`, the
+ * bare TCP server sent the same token header (which it ignores: what
+ * parsing the header costs node:http), and `agent-socket`, the plain agent's
+ * own process read over its Unix socket in the same rounds.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { itemPath, ITEMS_NS, readAll, seedRange } from './lib/context.ts';
-import { runAutocannon } from './lib/load.ts';
+import { runAutocannon, type Target } from './lib/load.ts';
 import { runClosedLoop } from './lib/lean-load.ts';
 import { cpuSeconds, startChild, stopAllChildren, SUT_CORE } from './lib/proc.ts';
 import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
+import { HEADERS } from '../src/shared/protocol-constants.ts';
 
-const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli=NAME=PATH …] [--client lean|autocannon] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli=NAME=PATH …] [--client lean|autocannon] [--transport socket|tcp] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
   rounds: { type: 'string', default: '5' },
   requests: { type: 'string', default: '30000' },
   keys: { type: 'string', default: '200' },
@@ -69,6 +80,7 @@ const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--re
   'agent-variant': { type: 'string', multiple: true },
   'agent-cli': { type: 'string', multiple: true },
   client: { type: 'string', default: 'lean' },
+  transport: { type: 'string', default: 'socket' },
   profile: { type: 'string' },
   'agent-log': { type: 'string' },
   'perf-record': { type: 'string' },
@@ -86,6 +98,8 @@ const requests = wholeNumber('requests', values.requests);
 const keys = wholeNumber('keys', values.keys);
 const connections = wholeNumber('connections', values.connections);
 if (values.client !== 'lean' && values.client !== 'autocannon') throw new Error(`--client is lean or autocannon, got ${values.client}`);
+if (values.transport !== 'socket' && values.transport !== 'tcp') throw new Error(`--transport is socket or tcp, got ${values.transport}`);
+const tcp = values.transport === 'tcp';
 const runLoad = values.client === 'lean' ? runClosedLoop : runAutocannon;
 const agentEnv = envPairs(values['agent-env'] ?? []);
 const only = values.only?.split(',');
@@ -95,8 +109,11 @@ const REFS = fileURLToPath(new URL('./refs/', import.meta.url));
 interface System {
   readonly name: string;
   readonly pid: number;
-  readonly socketPath: string;
+  readonly target: Target;
 }
+
+/** What the load client sends the agent over TCP besides the request line: the token header, as the suite's cached-read-tcp. */
+const tokenHeaders = (token: string): Record<string, string> => ({ [HEADERS.podToken]: token });
 
 const dir = await mkdtemp(join(tmpdir(), 'csb-ab-'));
 const systems: System[] = [];
@@ -104,10 +121,17 @@ const paths = Array.from({ length: keys }, (_, i) => itemPath(ITEMS_NS, i));
 
 async function reference(name: string, nodeArgs: readonly string[], script: string, extra: readonly string[]): Promise<void> {
   if (!wanted(name)) return;
+  // Over TCP only bare-http.ts (which takes `tcp` for its socket path) has a counterpart; the others listen on a socket.
+  if (tcp && script !== 'bare-http.ts') return;
   const socketPath = join(dir, `${name}.sock`);
-  const child = startChild(name, process.execPath, [...nodeArgs, join(REFS, script), socketPath, ...extra], { core: SUT_CORE });
-  await child.waitForLine((l) => l.startsWith('listening '));
-  systems.push({ name, pid: child.pid, socketPath });
+  const child = startChild(name, process.execPath, [...nodeArgs, join(REFS, script), tcp ? 'tcp' : socketPath, ...extra], { core: SUT_CORE });
+  const line = await child.waitForLine((l) => l.startsWith('listening '));
+  const url = `http://127.0.0.1:${line.slice('listening '.length).trim()}`;
+  systems.push({ name, pid: child.pid, target: tcp ? { kind: 'tcp', url } : { kind: 'socket', socketPath } });
+  if (tcp && name === 'bare node:http' && wanted('bare-token')) {
+    // The same process, sent a token header it ignores (a random one of the pod token's length).
+    systems.push({ name: 'bare-token node:http, token header sent', pid: child.pid, target: { kind: 'tcp', url, headers: tokenHeaders(randomBytes(32).toString('base64url')) } });
+  }
 }
 
 /** `perf record` attached to the system until the returned function stops it (SIGINT, as perf expects). */
@@ -132,7 +156,7 @@ async function recordPerf(sys: System, dir: string): Promise<() => Promise<void>
 async function measure(sys: System, perfDir?: string): Promise<{ cpuUs: number; rps: number }> {
   const stopPerf = perfDir === undefined ? undefined : await recordPerf(sys, perfDir);
   const cpu0 = cpuSeconds(sys.pid);
-  const run = await runLoad({ kind: 'socket', socketPath: sys.socketPath }, { connections, amount: requests, paths });
+  const run = await runLoad(sys.target, { connections, amount: requests, paths });
   const cpuUs = ((cpuSeconds(sys.pid) - cpu0) / run.requests) * 1e6;
   await stopPerf?.();
   if (run.non2xx || run.errors) throw new Error(`${sys.name}: ${run.non2xx} non-2xx, ${run.errors} errors`);
@@ -178,7 +202,9 @@ try {
     agents.push(agent);
     await waitReady(agent.adminUrl);
     await readAll(agent.socketPath, paths);
-    systems.push({ name, pid: agent.child.pid, socketPath: agent.socketPath });
+    const socket: Target = { kind: 'socket', socketPath: agent.socketPath };
+    systems.push({ name, pid: agent.child.pid, target: tcp ? { kind: 'tcp', url: agent.httpUrl, headers: tokenHeaders(agent.podToken) } : socket });
+    if (tcp && name === 'agent' && wanted('agent-socket')) systems.push({ name: 'agent-socket, the same agent over its socket', pid: agent.child.pid, target: socket });
   }
   const mark = (phase: string): void => {
     for (const log of logs.values()) log.write(`--- ${phase} ${new Date().toISOString()}\n`);
@@ -214,7 +240,7 @@ try {
   };
   const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
   const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
-  console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys, ${values.client} client; medians (range)`);
+  console.log(`${rounds} rounds × ${requests} requests, ${connections} connections over ${tcp ? 'loopback TCP (agents with the pod token)' : 'the Unix socket'}, ${keys} keys, ${values.client} client; medians (range)`);
   for (const sys of systems) {
     const c = cpu.get(sys.name) ?? [];
     const r = rps.get(sys.name) ?? [];
@@ -230,6 +256,15 @@ try {
     if (!sys.name.startsWith('agent ')) continue;
     const paired = (cpu.get(sys.name) ?? []).map((c, i) => c / (own[i] ?? Number.NaN));
     console.log(`${sys.name.padEnd(36)} CPU vs agent, per round: ${median(paired).toFixed(3)}× (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`);
+  }
+  // Two builds (--agent-cli) against each other, round by round: the A/B of a change, without the source agent in between.
+  const builds = systems.filter((s) => s.name.startsWith('agent ') && (values['agent-cli'] ?? []).some((spec) => s.name === `agent ${spec.slice(0, spec.indexOf('='))}`));
+  for (let i = 1; i < builds.length; i++) {
+    const [a, b] = [builds[i], builds[0]];
+    if (a === undefined || b === undefined) continue;
+    const base = cpu.get(b.name) ?? [];
+    const paired = (cpu.get(a.name) ?? []).map((c, r) => c / (base[r] ?? Number.NaN));
+    console.log(`${a.name} vs ${b.name}, CPU per round: ${median(paired).toFixed(3)}× (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`);
   }
 } finally {
   // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { AppliedEventsHub } from '../src/agent/applied-events.ts';
 import { rawEtag } from '../src/agent/item-representation.ts';
 import { handleDataRequest, type BodyResult, type DataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
+import { newTokenProof, type TokenProof } from '../src/agent/pod-token.ts';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { agentReadiness, type ReadinessState } from '../src/agent/readiness.ts';
 import { release, ValueCache, variantKey, type CachedValue, type ReadResult } from '../src/agent/value-cache.ts';
@@ -161,6 +162,28 @@ test('bad requests are refused with the right status and a JSON error', async ()
   }
   const ok = await body(req('/v1/items/production/ml/db', { listener: 'tcp', headers: { 'x-config-sidecar-token': TOKEN.toString() } }));
   assert.equal(ok.status, 200);
+});
+
+test('a TCP connection\'s token proof accepts only the string it proved, against the token it proved it with', async () => {
+  const path = '/v1/items/production/ml/db';
+  const tcp = (token: string | undefined, tokenProof: TokenProof): DataRequest =>
+    req(path, { listener: 'tcp', tokenProof, headers: token === undefined ? {} : { 'x-config-sidecar-token': token } });
+  const proof = newTokenProof();
+  assert.equal((await body(tcp('wrong-token-01234567', proof))).status, 401, 'a fresh connection with a wrong token');
+  assert.equal(proof.token, undefined, 'a failed check proves nothing');
+  assert.equal((await body(tcp(TOKEN.toString(), proof))).status, 200);
+  assert.equal(proof.token, TOKEN.toString(), 'the full check passed: the connection holds its proof');
+  assert.equal((await body(tcp(TOKEN.toString(), proof))).status, 200, 'the identical string again');
+  for (const other of ['pod-token-0123456780', `${TOKEN.toString()}, ${TOKEN.toString()}`, '']) {
+    assert.equal((await body(tcp(other, proof))).status, 401, `${other} on a proved connection`);
+  }
+  assert.equal((await body(tcp(undefined, proof))).status, 401, 'no header on a proved connection');
+  assert.equal(proof.token, undefined, 'a failed check drops the proof');
+  // A proof made against another pod token (were the token ever replaced) is not taken.
+  const stale: TokenProof = { token: TOKEN.toString(), against: Buffer.from(TOKEN) };
+  assert.equal((await body(tcp(TOKEN.toString(), stale), { ...deps(), podToken: Buffer.from('next-token-012345678') })).status, 401);
+  // Before the token is written (an empty buffer) nothing is accepted, not even an empty header.
+  assert.equal((await body(tcp('', newTokenProof()), { ...deps(), podToken: Buffer.alloc(0) })).status, 401);
 });
 
 test('/v1/watch hands over to SSE with the resume revision', async () => {

@@ -19,7 +19,8 @@ let token: string;
 before(async () => {
   server = await startServerProcess();
   assert.equal((await http(server.httpUrl, 'PUT', PATH, { token: server.rootToken, body: { kind: 'secret', value: 'v' } })).status, 200);
-  agent = await startAgentProcess(server, { prefixes: ['production/app'], prefetch: ['production/app/key'] });
+  // Debug logs, so the test that the pod token never reaches the output sees everything the agent would write.
+  agent = await startAgentProcess(server, { prefixes: ['production/app'], prefetch: ['production/app/key'], args: ['--log-level', 'debug'] });
   await waitReady(agent.adminUrl);
   token = await readFile(agent.tokenPath, 'utf8');
 });
@@ -113,4 +114,23 @@ test('a request without the pod token is answered 401 and its connection closed'
   const res = await http(agent.httpUrl, 'GET', PATH);
   assert.equal(res.status, 401);
   assert.equal(res.headers.connection, 'close');
+});
+
+test('the pod token, right or wrong, never appears in the agent\'s output', async () => {
+  const url = new URL(agent.httpUrl);
+  const wrong = `${token.slice(0, -1)}${token.endsWith('A') ? 'B' : 'A'}`;
+  const client = connect(Number(url.port), url.hostname);
+  client.on('error', () => {});
+  try {
+    // Twice on one connection: the second is accepted by the connection's proof (src/agent/pod-token.ts).
+    assert.equal(await statusOn(client, `x-config-sidecar-token: ${token}\r\n`), 'HTTP/1.1 200 OK');
+    assert.equal(await statusOn(client, `x-config-sidecar-token: ${token}\r\n`), 'HTTP/1.1 200 OK');
+  } finally {
+    client.destroy();
+  }
+  assert.equal((await http(agent.httpUrl, 'GET', PATH, { headers: { 'x-config-sidecar-token': wrong } })).status, 401);
+  const output = agent.output();
+  assert.ok(output.length > 0, 'the agent wrote its debug log');
+  assert.equal(output.includes(token), false, 'the pod token is in the agent\'s output');
+  assert.equal(output.includes(wrong), false, 'a presented wrong token is in the agent\'s output');
 });

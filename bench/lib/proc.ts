@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 
 /** Clock ticks per second for /proc/PID/stat utime/stime (Linux USER_HZ). */
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+export const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 const STOP_GRACE_MS = 5_000;
 const LINE_TIMEOUT_MS = 30_000;
 

@@ -32,3 +32,70 @@ export function fmt(n: number, digits = 3): string {
   if (Math.abs(n) >= 1000) return Math.round(n).toLocaleString('en-US');
   return Number(n.toPrecision(digits)).toString();
 }
+
+/**
+ * Whether the subject runs first in pair `pair` of an ABBA sequence (subject,
+ * reference, reference, subject, …): alternating the order makes a drift
+ * that is linear over the pairs raise one order's ratios as much as it lowers
+ * the other's, so their median stays put.
+ */
+export function subjectFirst(pair: number): boolean {
+  return pair % 2 === 0;
+}
+
+/**
+ * subject[i] / reference[i] for each pair of runs measured next to each
+ * other; a pair with a missing or non-positive figure on either side gives
+ * no ratio (a run that answered nothing says nothing about the other).
+ */
+export function pairedRatios(subject: readonly number[], reference: readonly number[]): number[] {
+  if (subject.length !== reference.length) throw new Error(`paired runs differ in count: ${subject.length} subject, ${reference.length} reference`);
+  const out: number[] = [];
+  subject.forEach((s, i) => {
+    const r = reference[i] as number;
+    if (Number.isFinite(s) && Number.isFinite(r) && s > 0 && r > 0) out.push(s / r);
+  });
+  return out;
+}
+
+export interface RatioSummary {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+  readonly pairs: number;
+}
+
+/** Median and range of per-pair ratios: the figure a target is judged by, with the spread it has. */
+export function summariseRatios(ratios: readonly number[]): RatioSummary {
+  const finite = ratios.filter((x) => Number.isFinite(x));
+  return finite.length === 0
+    ? { median: Number.NaN, min: Number.NaN, max: Number.NaN, pairs: 0 }
+    : { median: median(finite), min: min(finite), max: max(finite), pairs: finite.length };
+}
+
+/**
+ * Σ totals / Σ counts over runs (e.g. CPU seconds over requests): the
+ * figure of all runs taken as one, so work that lands in a few runs only
+ * (a periodic major GC) is spread over all of them instead of being left
+ * out with those runs, as a median of per-run figures does.
+ */
+export function pooled(totals: readonly number[], counts: readonly number[]): number {
+  if (totals.length !== counts.length) throw new Error(`pooled runs differ in count: ${totals.length} totals, ${counts.length} counts`);
+  let total = 0;
+  let count = 0;
+  totals.forEach((t, i) => {
+    const c = counts[i] as number;
+    if (Number.isFinite(t) && Number.isFinite(c) && c > 0) {
+      total += t;
+      count += c;
+    }
+  });
+  return count > 0 ? total / count : Number.NaN;
+}
+
+/** "1.21× (1.12–1.30 over 8 pairs)", with "; all runs pooled 1.27×" when a pooled ratio is given. */
+export function formatRatio(s: RatioSummary, pooledRatio?: number): string {
+  if (s.pairs === 0) return '–';
+  const all = pooledRatio !== undefined && Number.isFinite(pooledRatio) ? `; all runs pooled ${pooledRatio.toFixed(2)}×` : '';
+  return `${s.median.toFixed(2)}× (${s.min.toFixed(2)}–${s.max.toFixed(2)} over ${s.pairs} pair${s.pairs === 1 ? '' : 's'}${all})`;
+}

@@ -42,8 +42,14 @@ export interface ScenarioResult {
 export interface Profile {
   readonly name: 'full' | 'quick' | 'smoke';
   readonly reps: number;
-  /** autocannon run length per repetition. */
+  /** Run length at saturation (the lean closed-loop client), one run of a pair. */
   readonly saturationS: number;
+  /**
+   * Pairs of adjacent runs (agent, bare node:http) in ABBA order per
+   * connection count, after one discarded warm-up run of each: the target
+   * ratios are the median of the pairs' ratios (saturation-runs.ts).
+   */
+  readonly saturationPairs: number;
   /** Fixed number of requests per repetition instead of a duration (smoke). */
   readonly saturationAmount?: number;
   /** redis-benchmark has no duration option: requests per run. */
@@ -52,6 +58,7 @@ export interface Profile {
   readonly connections: readonly number[];
   readonly fixedRate: number;
   readonly fixedRateS: number;
+  /** Requests per run of the cost scenario (one run of a pair). */
   readonly costRequests: number;
   readonly freshnessChanges: number;
   readonly fanoutWatchers: number;
@@ -79,13 +86,14 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
   full: {
     name: 'full',
     reps: 3,
-    saturationS: 2,
+    saturationS: 0.75,
+    saturationPairs: 8,
     redisRequests: 100_000,
     keys: 10_000,
     connections: [16, 64],
     fixedRate: 2_000,
     fixedRateS: 3,
-    costRequests: 100_000,
+    costRequests: 40_000,
     freshnessChanges: 500,
     fanoutWatchers: 1_000,
     fanoutEvents: 10,
@@ -106,7 +114,8 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
   quick: {
     name: 'quick',
     reps: 3,
-    saturationS: 1,
+    saturationS: 0.5,
+    saturationPairs: 6,
     redisRequests: 30_000,
     keys: 2_000,
     connections: [16],
@@ -135,6 +144,7 @@ export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
     reps: 3,
     saturationS: 1,
     saturationAmount: 100,
+    saturationPairs: 6,
     redisRequests: 300,
     keys: 50,
     connections: [4],

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { CONNECTIONS_CHECK_MS, limitConnections } from '../shared/connection-limit.ts';
@@ -16,6 +16,7 @@ import { SettingError } from '../shared/settings.ts';
 import { checkWritableDir, dirGroup, keepGroup } from './volume-access.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { AppError } from '../shared/errors.ts';
+import { newTokenProof, type TokenProof } from './pod-token.ts';
 import { errorResult, handleDataRequest, MAX_REQUEST_BODY_BYTES, type BodyResult, type DataResult, type HandlerDeps, type ListenerKind, type SseResult } from './request-handler.ts';
 
 export const SOCKET_MODE = 0o660;
@@ -124,7 +125,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       if (received !== undefined) received.requests++;
       // A fresh literal, not one reused object: storing each request's (young) strings and headers into a
       // long-lived object costs a write barrier per field, more than the allocation (measured, docs/ARCHITECTURE.md q16).
-      const result = handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener }, hooks.deps);
+      const result = handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener, tokenProof: proofs === undefined ? undefined : proofOf(proofs, req.socket) }, hooks.deps);
       // A cache hit is answered in this tick; anything else when its promise settles.
       if (result instanceof Promise) respondWhenSettled(req, res, result);
       else respond(req, res, result);
@@ -138,6 +139,8 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       (err: unknown) => respond(req, res, errorResult(err)),
     );
   }
+  // Per TCP connection, what it proved with the pod token (pod-token.ts); a WeakMap, so node's Socket gets no new property.
+  const proofs = listener === 'tcp' ? new WeakMap<Socket, TokenProof>() : undefined;
   const release = (lease: NonNullable<BodyResult['lease']>): void => hooks.deps.release(lease);
   const received = hooks.received;
   const onResponse = hooks.onResponse;
@@ -170,6 +173,13 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
     socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   return server;
+}
+
+/** The connection's pod-token proof, made empty on its first request. */
+function proofOf(proofs: WeakMap<Socket, TokenProof>, socket: Socket): TokenProof {
+  let proof = proofs.get(socket);
+  if (proof === undefined) proofs.set(socket, (proof = newTokenProof()));
+  return proof;
 }
 
 /** True when something accepts connections on the socket path. */

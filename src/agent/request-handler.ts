@@ -5,7 +5,6 @@
  * forwarded header → pod token (TCP) → method → body → route → prefix →
  * read. Errors become a response in exactly one place (`errorResult`).
  */
-import { timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AppError, errorBody, toAppError } from '../shared/errors.ts';
 import { decodePathRemainder, namespaceMatchesAny, parseItemPath, validatePrefix, type ItemRef } from '../shared/paths.ts';
@@ -15,6 +14,7 @@ import { contentType, JSON_CONTENT_TYPE } from './item-representation.ts';
 import type { ReadResult } from './value-cache.ts';
 import { wantsRing } from '../shared/ring-proto.ts';
 import { ringResult, type RingReader } from './ring-response.ts';
+import { podTokenAccepted, type TokenProof } from './pod-token.ts';
 
 /** The data API takes no request body; anything larger is refused without reading it. */
 export const MAX_REQUEST_BODY_BYTES: Bytes = 1024;
@@ -33,6 +33,8 @@ export interface DataRequest {
   readonly url: string;
   readonly headers: IncomingHttpHeaders;
   readonly listener: ListenerKind;
+  /** The TCP connection's pod-token proof (pod-token.ts), kept by the listener; undefined on the socket. */
+  readonly tokenProof?: TokenProof | undefined;
 }
 
 /**
@@ -96,22 +98,6 @@ export function errorResult(err: unknown): BodyResult {
   };
 }
 
-/**
- * Where a presented pod token is compared: one buffer, reused and zero-filled
- * after each comparison (`Buffer.from` per request cost an allocation and left
- * a copy of the token in Node's shared pool).
- */
-let tokenScratch = Buffer.alloc(0);
-
-function tokenMatches(presented: string | string[] | undefined, expected: Buffer): boolean {
-  if (typeof presented !== 'string' || Buffer.byteLength(presented) !== expected.length) return false;
-  if (tokenScratch.length !== expected.length) tokenScratch = Buffer.alloc(expected.length);
-  tokenScratch.write(presented);
-  const matches = timingSafeEqual(tokenScratch, expected);
-  tokenScratch.fill(0);
-  return matches;
-}
-
 function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
   if (!ifNoneMatch) return false;
   if (ifNoneMatch.trim() === '*') return true;
@@ -133,7 +119,7 @@ export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'
   if (headers['x-forwarded-for'] !== undefined || headers.forwarded !== undefined || headers.via !== undefined) {
     throw new AppError('forwarded_request', `Requests carrying ${forwardedHeader(headers)} are refused: the agent serves its own pod only.`);
   }
-  if (req.listener === 'tcp' && !tokenMatches(headers[HEADERS.podToken], deps.podToken)) {
+  if (req.listener === 'tcp' && !podTokenAccepted(headers[HEADERS.podToken], deps.podToken, req.tokenProof)) {
     throw new AppError('unauthenticated', `Send the pod token (the file "token" next to the agent socket) in ${HEADERS.podToken}.`);
   }
   if (req.method !== 'GET' && req.method !== 'HEAD' && !(req.method === 'POST' && req.url === HEALTH_ROUTE)) {
