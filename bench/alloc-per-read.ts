@@ -6,8 +6,8 @@
  * over the rounds of: bytes allocated per request (V8's `allocated=` summed
  * over the round's GCs), scavenges and their total pause per 100k requests,
  * and CPU per request. Bare runs twice: with node's default young generation
- * and with the agent's `--max-semi-space-size=4`, so the scavenge counts
- * compare at the same size.
+ * and with the bin's (`--min-semi-space-size=4 --max-semi-space-size=4`), so
+ * the scavenge counts also compare at the same size.
  *
  *   flock /tmp/bench.lock taskset -c 1 node bench/alloc-per-read.ts --rounds 4 --requests 100000 \
  *     --agent-cli=base=/work/wt/base/dist/cli/main.js --agent-cli=mine=$PWD/dist/cli/main.js [--sites DIR]
@@ -51,6 +51,8 @@ const sitesDir = values.sites;
 if (sitesDir !== undefined) await mkdir(sitesDir, { recursive: true });
 const SAMPLER = fileURLToPath(new URL('./lib/heap-sampler.ts', import.meta.url));
 const REFS = fileURLToPath(new URL('./refs/', import.meta.url));
+/** The bin's young-generation flags (src/cli/runtime-settings.ts): the young generation held at 4 MiB. */
+const SEMI_SPACE_FLAGS = ['--max-semi-space-size=4', '--min-semi-space-size=4'];
 /** Lets the last GC lines of a round through the pipe before the totals are read. */
 const DRAIN_MS = 150;
 
@@ -159,7 +161,7 @@ const server = await startServer(undefined);
 const client = new ServerClient(server);
 try {
   await bare('bare node:http', []);
-  await bare('bare node:http, --max-semi-space-size=4', ['--max-semi-space-size=4']);
+  await bare('bare node:http, semi-space 4 MiB', SEMI_SPACE_FLAGS);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
   const clis = values['agent-cli']?.length ? values['agent-cli'] : [`agent=${DIST_CLI}`];
   for (const spec of clis) {
