@@ -285,7 +285,8 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, ite
  */
 function okResult(result: ReadResult, headers: Readonly<Record<string, string | number>>, body: Buffer): BodyResult {
   const last = result.memo as BodyResult | undefined;
-  if (last !== undefined && last.headers === headers && last.body === body) return last;
+  // Made for this very result (a result copied with its memo is another read), these headers and this body.
+  if (last !== undefined && last.lease === result && last.headers === headers && last.body === body) return last;
   const made: BodyResult = { kind: 'body', status: 200, headers, body, lease: result };
   if (result.source === 'hit') result.memo = made;
   return made;
