@@ -273,23 +273,7 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, ite
     deps.release(result);
     return { kind: 'body', status: 200, headers, body: undefined };
   }
-  return okResult(result, headers, body);
-}
-
-/**
- * A 200 with its body. A fresh hit's result is shared by the entry's reads
- * within an age second, and so is the response made for it (`ReadResult.memo`)
- * while its headers and body are the same (a URL's other representation
- * makes its own): a cached read then allocates none. Immutable, like the
- * result; each read's lease is still its own count on the value.
- */
-function okResult(result: ReadResult, headers: Readonly<Record<string, string | number>>, body: Buffer): BodyResult {
-  const last = result.memo as BodyResult | undefined;
-  // Made for this very result (a result copied with its memo is another read), these headers and this body.
-  if (last !== undefined && last.lease === result && last.headers === headers && last.body === body) return last;
-  const made: BodyResult = { kind: 'body', status: 200, headers, body, lease: result };
-  if (result.source === 'hit') result.memo = made;
-  return made;
+  return { kind: 'body', status: 200, headers, body, lease: result };
 }
 
 function okHeaders(value: ReadResult['value'], age: number, raw: boolean, body: Buffer): OkHeaders {

@@ -61,10 +61,10 @@ export const ENTRY_OVERHEAD_BYTES: Bytes = 800;
 
 /**
  * A read's outcome. `value` is retained for the caller: call `release(value)`
- * when done with its buffers. Immutable but for `memo`, and possibly shared:
- * fresh hits on one entry within one age second return the same object (the
- * lease is counted on the value, once per read), so a holder keys nothing on
- * its identity but what is the same for every read sharing it (`memo`).
+ * when done with its buffers. Immutable and possibly shared: fresh hits on
+ * one entry within one age second return the same object (the lease is
+ * counted on the value, once per read), so a holder never keys anything on
+ * its identity.
  */
 export interface ReadResult {
   readonly value: CachedValue;
@@ -73,13 +73,6 @@ export interface ReadResult {
   readonly staleSeconds: number;
   /** Seconds since the server confirmed the value. */
   readonly ageSeconds: number;
-  /**
-   * The data API's response to this result (request-handler.ts), kept so the
-   * reads sharing a fresh hit's result share its response too; it lives as
-   * long as the result, i.e. with the entry, so it never holds a dropped
-   * value's buffers. Optional for hand-made results; the cache always sets it (undefined) so its results share one shape.
-   */
-  memo?: object | undefined;
 }
 
 /**
@@ -248,7 +241,7 @@ export class ValueCache {
     if (age > this.#refreshAheadAge && entry.reads > 1) this.#background(ref, env);
     const ageSeconds = age > 0 ? Math.floor(age / 1000) : 0;
     let hit = entry.hit;
-    if (hit === undefined || hit.ageSeconds !== ageSeconds) entry.hit = hit = { value: entry.value, source: 'hit', staleSeconds: 0, ageSeconds, memo: undefined };
+    if (hit === undefined || hit.ageSeconds !== ageSeconds) entry.hit = hit = { value: entry.value, source: 'hit', staleSeconds: 0, ageSeconds };
     retain(entry.value);
     return hit;
   }
@@ -323,7 +316,6 @@ export class ValueCache {
       source,
       staleSeconds: Math.floor(staleMs / 1000),
       ageSeconds: Math.max(0, Math.floor((now - value.fetchedAt) / 1000)),
-      memo: undefined,
     };
   }
 
