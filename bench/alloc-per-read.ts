@@ -17,7 +17,9 @@
  * prints each system's top allocation sites in bytes per request, grouped as
  * the agent's code, node internals and libraries; DIR gets the
  * `.heapprofile` files (Chrome DevTools opens them). That round is not in
- * the figures (sampling costs CPU).
+ * the figures (sampling costs CPU), but the sampler's inspector session is
+ * loaded in every process for the whole run, which roughly triples the
+ * scavenge pauses: take pauses and CPU from a run without `--sites`.
  */
 import { readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -189,6 +191,7 @@ try {
     for (const sys of systems) results.get(sys.name)?.push(await measure(sys));
   }
   console.log(`${rounds} rounds × ${requests} requests, ${connections} connections, ${keys} keys; medians (range of bytes/request)`);
+  if (sitesDir !== undefined) console.log('(--sites: every process runs an inspector session, which inflates the scavenge pauses and CPU; bytes and counts hold)');
   console.log('| system | bytes allocated / request | scavenges / 100k | scavenge pause ms / 100k | major GCs / 100k | CPU µs / request |');
   console.log('| --- | --- | --- | --- | --- | --- |');
   for (const sys of systems) {
