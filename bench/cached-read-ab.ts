@@ -16,9 +16,10 @@
  * measures the agent and the named references alone (names' first words:
  * bare, data, listener-options: bare node:http created with the agent's
  * data-listener options and connection limit; users-plain, users-other,
- * users-http2, users-undici: bare node:http at the bin's polymorphic-map
+ * users-http2, users-undici, users-worker: bare node:http at the bin's polymorphic-map
  * limit, alone, after the agent's other kinds of node:events users ran in its
- * process, after HTTP/2 alone, after undici alone: refs/other-users-http.ts). `--agent-variant='FLAGS'` (repeatable) adds a second agent
+ * process, after HTTP/2 alone, after undici alone, with them all run in a
+ * Worker thread of its process: refs/other-users-http.ts). `--agent-variant='FLAGS'` (repeatable) adds a second agent
  * started with those node flags (space-separated) in front of the bin's own,
  * e.g. `--agent-variant=--max-semi-space-size=16` (with `=`: node's parseArgs takes no value that starts with a dash otherwise): the bin's runtime
  * settings against another choice, in the same rounds. `--agent-log DIR`
@@ -43,7 +44,8 @@
  * the first, round by round (`mine vs base`).
  * Every system but the plain agent also gets "vs agent per round": its
  * CPU per request over the plain agent's in the same round, median and range
- * over the rounds (the figure to judge a few-percent change by).
+ * over the rounds (the figure to judge a few-percent change by); `--versus
+ * NAME` takes that column against another system (e.g. `users-plain`).
  * `--transport tcp` drives every agent through its 127.0.0.1 listener with
  * the pod token (the suite's cached-read-tcp) and the bare-http.ts
  * references over loopback TCP (the other references are socket-only and
@@ -68,7 +70,7 @@ import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
 import { HEADERS } from '../src/shared/protocol-constants.ts';
 
-const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli=NAME=PATH …] [--client lean|autocannon] [--transport socket|tcp] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data]', {
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli=NAME=PATH …] [--client lean|autocannon] [--transport socket|tcp] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data] [--versus users-plain]', {
   rounds: { type: 'string', default: '5' },
   requests: { type: 'string', default: '30000' },
   keys: { type: 'string', default: '200' },
@@ -85,6 +87,8 @@ const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--re
   'agent-log': { type: 'string' },
   'perf-record': { type: 'string' },
   only: { type: 'string' },
+  /** The system (first word of its name) the per-round ratio column is taken against; the plain agent unless given. */
+  versus: { type: 'string', default: 'agent' },
 });
 const agentLog = values['agent-log'];
 const perfDir = values['perf-record'];
@@ -174,6 +178,7 @@ try {
   await reference('users-other node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['other-users']);
   await reference('users-http2 node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['http2']);
   await reference('users-undici node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['undici']);
+  await reference('users-worker node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['worker']);
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
@@ -231,12 +236,14 @@ try {
    * Each round's CPU per request over the plain agent's in the same round:
    * the load others put on the machine moves both alike, so the median of
    * these pairs settles on a flag's few-percent effect where the medians of
-   * the absolute figures (±15 % across rounds) do not.
+   * the absolute figures (±15 % across rounds) do not. `--versus` takes them
+   * against another system instead (references against each other).
    */
+  const versusName = systems.find((s) => s.name === values.versus || s.name.split(/[ ,]/)[0] === values.versus)?.name ?? 'agent';
   const pairedRatio = (c: readonly number[], agent: readonly number[] | undefined): string => {
     if (agent === undefined || c === agent) return '';
     const pairs = c.map((v, i) => v / (agent[i] ?? Number.NaN));
-    return `  vs agent per round ${median(pairs).toFixed(3)}× (${Math.min(...pairs).toFixed(3)}–${Math.max(...pairs).toFixed(3)})`;
+    return `  vs ${versusName.split(/[ ,]/)[0] ?? ''} per round ${median(pairs).toFixed(3)}× (${Math.min(...pairs).toFixed(3)}–${Math.max(...pairs).toFixed(3)})`;
   };
   const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
   const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
@@ -247,7 +254,7 @@ try {
     console.log(
       `${sys.name.padEnd(36)} CPU ${median(c).toFixed(1)} µs/req (${Math.min(...c).toFixed(1)}–${Math.max(...c).toFixed(1)}) ${(median(c) / bareCpu).toFixed(2)}×` +
         `  req/s ${median(r).toFixed(0)} ${(median(r) / bareRps).toFixed(2)}×` +
-        pairedRatio(c, cpu.get('agent')),
+        pairedRatio(c, cpu.get(versusName)),
     );
   }
   // Each other agent against `agent` round by round: the machine's drift between rounds cancels out.

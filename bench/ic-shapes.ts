@@ -8,9 +8,12 @@
  * `--compare OTHER.log` (bare node:http under the same flags) the other
  * process's count next to it; with `--site MODULE:LINE:COL` (repeatable) each
  * shape that reached that site: its constructor and own property names
- * (symbols as `@name`).
+ * (symbols as `@name`); with `--by-source` as well, the number of distinct
+ * shapes at each of those sites by the user of node:events they come from
+ * (`sourceOf`: the data listener's and node's own, HTTP/2 for gRPC, undici,
+ * the TCP servers, pino's destination, a FileHandle, …), the table of g27.
  *
- *   node bench/ic-shapes.ts --log /tmp/y16/agent.log [--compare /tmp/y16/bare.log] [--site events:492:23]
+ *   node bench/ic-shapes.ts --log /tmp/y16/agent.log [--compare /tmp/y16/bare.log] [--site events:492:23] [--by-source]
  *
  * node's internal functions come from the startup snapshot, so V8 logs no
  * code object for their bytecode and an `IC` line's address names no
@@ -24,6 +27,7 @@ const values = benchArgs('Usage: node bench/ic-shapes.ts --log LOG [--compare OT
   log: { type: 'string' },
   compare: { type: 'string' },
   site: { type: 'string', multiple: true },
+  'by-source': { type: 'boolean', default: false },
 });
 
 interface Shape {
@@ -37,6 +41,7 @@ interface Site {
   readonly col: number;
   readonly key: string;
   readonly maps: Map<string, string>;
+  readonly shapes: Map<string, Shape | undefined>;
   state: string;
 }
 
@@ -83,14 +88,64 @@ function readSites(path: string): Map<string, Site> {
     const id = `${kind}|${ln}|${col}|${key}`;
     let site = sites.get(id);
     if (site === undefined) {
-      site = { kind, line: Number(ln), col: Number(col), key, maps: new Map(), state: '' };
+      site = { kind, line: Number(ln), col: Number(col), key, maps: new Map(), shapes: new Map(), state: '' };
       sites.set(id, site);
     }
     const shape = shapes.get(BigInt(map).toString(16));
     site.maps.set(map, shape === undefined ? `? ${map}` : `${shape.ctor} [${shape.keys.length}] ${shape.keys.join(' ')}`);
+    site.shapes.set(map, shape);
     site.state = state ?? '';
   }
   return sites;
+}
+
+/**
+ * Which user of node:events a shape belongs to, told by the constructor and
+ * the own properties (node's and the libraries' symbols) that only that user
+ * adds. A Server or server-side Socket still being set up (no listening or
+ * parser fields yet) is every node:http server's, the data listener's too.
+ */
+function sourceOf(shape: Shape | undefined): string {
+  if (shape === undefined) return 'unknown (no map details)';
+  const has = (key: string): boolean => shape.keys.includes(key);
+  if (shape.ctor === 'SonicBoom') return 'pino destination (SonicBoom)';
+  if (has('@kFd')) return 'FileHandle (fs/promises)';
+  if (has('@kNativeFields')) return 'HTTP/2 session (gRPC)';
+  if (has('@kSession')) return 'HTTP/2 stream (gRPC)';
+  if (shape.ctor === 'Socket' && has('@server')) return 'HTTP/2 session\'s socket, closed (gRPC)';
+  if (has('deserialize')) return 'grpc-js ClientReadableStream';
+  if (has('@webSocketOptions')) return 'undici Pool/Client';
+  if (has('@kConsume')) return 'undici response body';
+  if (has('@kSetKeepAliveInterval')) return 'client TCP socket (undici; HTTP/2 before its session)';
+  if (shape.ctor === 'Server') {
+    if (has('_pipeName')) return 'http Server on a Unix socket (data listener)';
+    if (has('_connectionKey')) return 'http Server on TCP (admin or TCP data listener)';
+    return 'http Server under construction (every Server)';
+  }
+  if (shape.ctor === 'Socket') return 'server-side Socket (a listener\'s connections)';
+  if (shape.ctor === 'IncomingMessage' || shape.ctor === 'ServerResponse') return `${shape.ctor} (request path)`;
+  if (shape.ctor.startsWith('process')) return 'process';
+  if (shape.ctor === 'EventEmitter' && shape.keys.length <= 5) return 'plain EventEmitter (a library\'s own)';
+  return `${shape.ctor} [${shape.keys.length}]`;
+}
+
+/**
+ * Counted by description (constructor and own property names), as the
+ * `--site` listing: a map the GC moved without a `map-move` line is logged
+ * again under a new address once the site is megamorphic, which would count
+ * it twice; two live maps with the same properties (a field's
+ * representation generalised) count once, so this is a lower bound.
+ */
+function printBySource(where: string, site: Site): void {
+  const described = new Map<string, Shape | undefined>();
+  for (const [map, shape] of site.shapes) if (BigInt(map) !== 0n) described.set(site.maps.get(map) ?? map, shape);
+  const count = new Map<string, number>();
+  for (const shape of described.values()) {
+    const source = sourceOf(shape);
+    count.set(source, (count.get(source) ?? 0) + 1);
+  }
+  console.log(`${site.kind} ${where} .${site.key}: ${described.size} distinct shapes by source`);
+  for (const [source, n] of [...count].sort((a, b) => b[1] - a[1])) console.log(`  ${String(n).padStart(3)}  ${source}`);
 }
 
 function locate(sources: Map<string, readonly string[]>, site: Site): string | undefined {
@@ -118,6 +173,10 @@ for (const site of readSites(logPath).values()) {
   if (where === undefined) continue;
   if (wanted.size > 0) {
     if (!wanted.has(where)) continue;
+    if (values['by-source']) {
+      printBySource(where, site);
+      continue;
+    }
     console.log(`${site.kind} ${where} .${site.key}: ${site.maps.size} shapes, ${STATE[site.state] ?? site.state}`);
     for (const shape of new Set(site.maps.values())) console.log(`  ${shape}`);
     continue;

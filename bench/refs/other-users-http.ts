@@ -9,8 +9,14 @@
  * megamorphic in the agent (docs/ARCHITECTURE.md, "Footprint (issue 15)",
  * y16), so the difference to the plain variant is what that costs a server
  * that does nothing else. `http2` or `undici` instead exercises that user
- * alone. Usage: node other-users-http.ts SOCKET [plain|other-users|http2|undici]
- * Prints `listening SOCKET` once ready.
+ * alone. `worker` runs what `other-users` runs in a `worker_threads` Worker
+ * that stays up (its session and pool kept open), so the serving isolate
+ * never sees those shapes: the upper bound of moving the agent's
+ * control-plane I/O off the main thread (g27). `worker-empty` starts an
+ * idle Worker only (what the thread itself costs).
+ * Usage: node other-users-http.ts SOCKET [plain|other-users|http2|undici|worker|worker-empty]
+ * Prints `listening SOCKET` once ready; on SIGUSR2 prints its memory
+ * (`memory VmRSS=… RssAnon=…` in KiB, from /proc/self/status).
  */
 import { createServer, type Server } from 'node:http';
 import { connect, createServer as createHttp2Server, type ClientHttp2Session } from 'node:http2';
@@ -18,11 +24,13 @@ import { rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { readFileSync } from 'node:fs';
 import { poolClass } from '../../src/shared/undici-pool.ts';
 
-const where = process.argv[2];
+const where: string | undefined = isMainThread ? process.argv[2] : 'worker';
 if (where === undefined) throw new Error('give the Unix socket path to listen on');
-const mode = process.argv[3] ?? 'plain';
+const mode: string = isMainThread ? (process.argv[3] ?? 'plain') : String(workerData);
 const uses = (user: string): boolean => mode === 'other-users' || mode === user;
 const body = Buffer.alloc(1024, 'x');
 
@@ -70,15 +78,43 @@ async function exerciseOtherUsers(): Promise<void> {
   }
 }
 
-await exerciseOtherUsers();
-const server = createServer((_req, res) => {
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
-  res.end(body);
-});
-server.keepAliveTimeout = 30_000;
-process.on('SIGTERM', () => {
-  server.close();
-  server.closeAllConnections();
-});
-rmSync(where, { force: true });
-server.listen(where, () => console.log(`listening ${where}`));
+/** Starts this file again as a Worker running `workerMode`, and waits until its users have run. */
+function startWorker(workerMode: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL(import.meta.url), { workerData: workerMode });
+    worker.once('message', () => resolve());
+    worker.once('error', reject);
+    process.on('SIGTERM', () => void worker.terminate());
+  });
+}
+
+async function serve(): Promise<void> {
+  if (where === undefined) return;
+  process.on('SIGUSR2', () => {
+    const status = readFileSync('/proc/self/status', 'utf8');
+    const kib = (field: string): string => new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? '?';
+    console.log(`memory VmRSS=${kib('VmRSS')} RssAnon=${kib('RssAnon')}`);
+  });
+  if (mode === 'worker') await startWorker('other-users');
+  else if (mode === 'worker-empty') await startWorker('plain');
+  else await exerciseOtherUsers();
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
+    res.end(body);
+  });
+  server.keepAliveTimeout = 30_000;
+  process.on('SIGTERM', () => {
+    server.close();
+    server.closeAllConnections();
+  });
+  rmSync(where, { force: true });
+  server.listen(where, () => console.log(`listening ${where}`));
+}
+
+if (isMainThread) await serve();
+else {
+  await exerciseOtherUsers();
+  // The port's listener keeps an idle Worker up until the main thread terminates it.
+  parentPort?.on('message', () => undefined);
+  parentPort?.postMessage('ready');
+}
