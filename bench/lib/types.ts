@@ -46,7 +46,7 @@ export interface Profile {
   readonly saturationS: number;
   /**
    * Pairs of adjacent runs (agent, bare node:http) in ABBA order per
-   * connection count, after one discarded warm-up run of each: the target
+   * connection count, after warm-up runs of each until settled (not kept): the target
    * ratios are the median of the pairs' ratios (saturation-runs.ts).
    */
   readonly saturationPairs: number;
