@@ -10,6 +10,11 @@
  * "Footprint (issue 15)", q16).
  *
  *   taskset -c 1 node bench/handler-cost.ts --rounds 5 --tree base=/work/wt/base
+ *
+ * `--listener tcp`: the TCP listener's requests, each with the pod token
+ * header (a young string per call, as node's parser makes it) and the
+ * proof of one of 16 keep-alive connections (src/agent/pod-token.ts; a tree
+ * without proofs ignores it and checks the token in full every time).
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -19,7 +24,8 @@ import type * as RequestHandler from '../src/agent/request-handler.ts';
 import type * as AgentMetrics from '../src/agent/agent-metrics.ts';
 import type * as ItemRepresentation from '../src/agent/item-representation.ts';
 
-const values = benchArgs('Usage: node bench/handler-cost.ts [--rounds 5] [--calls 3000000] [--tree NAME=DIR …]', {
+const values = benchArgs('Usage: node bench/handler-cost.ts [--rounds 5] [--calls 3000000] [--listener socket|tcp] [--tree NAME=DIR …]', {
+  listener: { type: 'string', default: 'socket' },
   rounds: { type: 'string', default: '5' },
   calls: { type: 'string', default: '3000000' },
   /** Another source tree (its src/agent/…), measured in the same rounds (repeatable). */
@@ -28,6 +34,10 @@ const values = benchArgs('Usage: node bench/handler-cost.ts [--rounds 5] [--call
   child: { type: 'string' },
 });
 const calls = wholeNumber('calls', values.calls);
+if (values.listener !== 'socket' && values.listener !== 'tcp') throw new Error(`--listener is socket or tcp, got ${values.listener}`);
+const listener = values.listener;
+/** Keep-alive connections the TCP calls take turns on (the A/B's and the suite's 16). */
+const CONNECTIONS = 16;
 
 /** The bin's semi-space flags (src/cli/runtime-settings.ts), so the young generation collects as often as in the agent. */
 const NODE_FLAGS = ['--max-semi-space-size=4', '--min-semi-space-size=4'];
@@ -44,15 +54,20 @@ async function measure(dir: string): Promise<number> {
     plaintext: Buffer.alloc(1024, 'x'), json: Buffer.alloc(1100, 'x'), rawEtag: rawEtag('"3"'), fetchedAt: 0, leases: 0, dropped: false,
   };
   const hit = { value, source: 'hit' as const, staleSeconds: 0, ageSeconds: 0 };
-  const deps = { prefixes: () => ['bench/ns'], podToken: Buffer.from('t'), env: 'prod', read: () => Promise.resolve(hit), readCached: () => hit, release: () => {} };
+  const token = Buffer.from('pod-token-0123456789-abcdefghijklmnopqrstu');
+  const deps = { prefixes: () => ['bench/ns'], podToken: token, env: 'prod', read: () => Promise.resolve(hit), readCached: () => hit, release: () => {} };
+  const proofs = Array.from({ length: CONNECTIONS }, () => ({ token: undefined, against: undefined }));
   const urls = Array.from({ length: KEYS }, (_, i) => Buffer.from(`/v1/items/bench/ns/k${i}?format=raw`));
   let statuses = 0;
   const once = (i: number): void => {
     // node:http's parser makes a new URL string and headers object per request.
     const url = (urls[i % KEYS] as Buffer).toString('latin1');
-    const result = handler.handleDataRequest({ method: 'GET', url, headers: { host: 'agent' }, listener: 'socket' }, deps);
+    const result =
+      listener === 'socket'
+        ? handler.handleDataRequest({ method: 'GET', url, headers: { host: 'agent' }, listener, tokenProof: undefined }, deps)
+        : handler.handleDataRequest({ method: 'GET', url, headers: { host: 'agent', 'x-config-sidecar-token': token.toString('latin1') }, listener, tokenProof: proofs[i % CONNECTIONS] }, deps);
     const status = (result as { status: number }).status;
-    metrics.countResponse('socket', status);
+    metrics.countResponse(listener, status);
     statuses += status;
   };
   for (let i = 0; i < WARMUP_CALLS; i++) once(i);
@@ -79,11 +94,11 @@ if (values.child !== undefined) {
   const samples = new Map<string, number[]>(trees.map(([name]) => [name, []]));
   for (let round = 0; round < wholeNumber('rounds', values.rounds); round++) {
     for (const [name, dir] of trees) {
-      const run = spawnSync(process.execPath, [...NODE_FLAGS, self, '--child', dir, '--calls', String(calls)], { encoding: 'utf8' });
+      const run = spawnSync(process.execPath, [...NODE_FLAGS, self, '--child', dir, '--calls', String(calls), '--listener', listener], { encoding: 'utf8' });
       if (run.status !== 0) throw new Error(`${name}: ${run.stderr}`);
       samples.get(name)?.push(Number(run.stdout.trim()));
     }
   }
-  console.log(`${values.rounds} rounds × ${calls} cached reads (handleDataRequest + countResponse); CPU ns per read, median (range)`);
+  console.log(`${values.rounds} rounds × ${calls} cached reads over ${listener} (handleDataRequest + countResponse); CPU ns per read, median (range)`);
   for (const [name, ns] of samples) console.log(`${name.padEnd(12)} ${median(ns).toFixed(0).padStart(5)} ns (${Math.min(...ns).toFixed(0)}–${Math.max(...ns).toFixed(0)})`);
 }

@@ -289,6 +289,56 @@ test('a cached read answers headers that follow the value and its age; a stale r
   assert.equal(first.headers['x-config-revision'], 7, 'an answer already given is never changed');
 });
 
+test('reads sharing a cached result each get their own representation and lease, in any order', async () => {
+  // Fresh hits within an age second share one result, and the handler shares the response made for it:
+  // alternating the JSON and raw URLs must never answer one with the other's body or headers.
+  const clock = new ManualClock(0);
+  const cache = new ValueCache({
+    loader: async () => ({ kind: 'secret', version: 1, revision: 4, etag: '"1"', plaintext: Buffer.from('shared-result') }),
+    clock,
+    ttl: 60_000,
+    maxStale: 60_000,
+    maxEntries: 100,
+    maxBytes: 1 << 20,
+    streamDownSince: () => undefined,
+  });
+  let leases = 0;
+  const d: HandlerDeps = {
+    ...deps(),
+    read: (ref, e) => cache.read(ref, e),
+    readCached: (ref, e, key) => cache.readCached(ref, e, key),
+    cacheKey: variantKey,
+    release: (result) => {
+      leases -= 1;
+      release(result.value);
+    },
+  };
+  const json = '/v1/items/production/ml/shared';
+  const raw = `${json}?format=raw`;
+  release(((await body(req(json), d)).lease as ReadResult).value); // the miss that fills the entry
+  const answers: BodyResult[] = [];
+  for (const url of [json, raw, raw, json, json, raw]) {
+    const r = handleDataRequest(req(url), d) as BodyResult;
+    leases += 1;
+    answers.push(r);
+    const text = r.body?.toString() ?? '';
+    assert.equal(url === raw ? text : (JSON.parse(text) as { value: string }).value, 'shared-result', url);
+    assert.equal(r.headers['content-type'], url === raw ? 'application/octet-stream' : 'application/json; charset=utf-8', url);
+    assert.equal(r.headers.etag, url === raw ? rawEtag('"1"') : '"1"', url);
+    assert.equal(r.headers['content-length'], r.body?.length, url);
+  }
+  clock.advance(2_000);
+  const later = handleDataRequest(req(json), d) as BodyResult;
+  leases += 1;
+  assert.equal(later.headers.age, 2, 'a new age second answers its own age');
+  assert.equal(answers[0]?.headers.age, 0, 'an answer already given is never changed');
+  for (const r of [...answers, later]) d.release(r.lease as ReadResult);
+  assert.equal(leases, 0, 'every read ended its own lease');
+  const entry = cache.peek({ namespace: 'production/ml', name: 'shared' }, 'prod');
+  assert.equal(entry?.value.leases, 0, 'the value holds no lease once every read released');
+  cache.close();
+});
+
 test('a URL read before keeps no reference to its value once the cache has let it go', async () => {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;

@@ -76,7 +76,7 @@ export function renderMarkdown(report: Report): string {
     for (const t of s.targets) out.push(`| [${s.title}](#${s.id}) | ok | ${escape(t.target)} | ${escape(t.measured)} | ${t.pass === null ? 'n/a' : t.pass ? 'PASS' : '**MISS**'} |`);
   }
   out.push('');
-  out.push('Each table gives the median over the repetitions, the range (min–max) and the spread ((max − min) / median); ratios divide the medians by each reference measured in the same run. The saturation targets (cached reads, conditional read, cost) are paired instead: after warm-up runs of each (not kept) until its server has settled (at most 6), the agent and bare node:http take turns in ABBA order, each pair of adjacent runs gives one ratio (the "… per pair" rows, unit ×), and a target reads "median× (min–max over n pairs)" of those ratios.');
+  out.push('Each table gives the median over the repetitions, the range (min–max) and the spread ((max − min) / median); ratios divide the medians by each reference measured in the same run. The saturation targets (cached reads, conditional read, cost) are paired instead: after warm-up runs of each until its own threads settle (not kept), the agent and bare node:http take turns in ABBA order, each pair of adjacent runs gives one ratio (the "… per pair" rows, unit ×), and a target reads "median× (min–max over n pairs)" of those ratios.');
   out.push('');
   for (const s of report.scenarios) {
     out.push(`<a id="${s.id}"></a>`);

@@ -1,12 +1,12 @@
 /**
  * Runs of one server at saturation under the lean closed-loop client
  * (lean-load.ts), and the paired sequence a target ratio is measured by:
- * warm-up runs of each of the two systems (not kept) until one finds its
- * server settled, then pairs of adjacent runs in ABBA order (subject,
- * reference, reference, subject, …). Each pair gives one ratio, measured
- * seconds apart on the same machine state; the target is judged by the
- * median of those ratios, and its range is the measurement's spread (docs
- * in bench/README.md, "How the ratios are computed").
+ * discarded warm-up runs of each of the two systems until settled, then
+ * pairs of adjacent runs in ABBA order (subject, reference, reference,
+ * subject, …). Each pair gives one ratio, measured seconds apart on the same
+ * machine state; the target is judged by the median of those ratios, and
+ * its range is the measurement's spread (bench/README.md, "How the
+ * saturation ratios are computed").
  */
 import { runClosedLoop } from './lean-load.ts';
 import { coreBusySeconds, cpuSample } from './schedstat.ts';

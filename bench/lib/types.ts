@@ -46,8 +46,8 @@ export interface Profile {
   readonly saturationS: number;
   /**
    * Pairs of adjacent runs (agent, bare node:http) in ABBA order per
-   * connection count, after warm-up runs of each until settled (not kept): the target
-   * ratios are the median of the pairs' ratios (saturation-runs.ts).
+   * connection count, after discarded warm-up runs of each until settled:
+   * the target ratios are the median of the pairs' ratios (saturation-runs.ts).
    */
   readonly saturationPairs: number;
   /** Fixed number of requests per repetition instead of a duration (smoke). */

@@ -206,6 +206,7 @@ export async function cachedRead(ctx: Context, kind: 'socket' | 'tcp'): Promise<
     PAIRED_NOTE,
     `Warm-up runs until settled ${warmUps.join('; ')}.`,
     priorityNote(priority),
+    warm.compiled ? 'The agent is the bin as installed: the CLI compiled to JavaScript, started with its own node flags.' : 'The agent runs the TypeScript source through Node\'s type stripping (--smoke, or compiling failed): not the bin as installed, so not the targets\' figure.',
     `${warm.keys} keys of 1 KiB cached; each run cycles through a window of ${Math.min(PATHS_PER_RUN, warm.keys)} of them, the window moving over the keyspace from run to run (?format=raw, so every system answers a 1 KiB body); the lean closed-loop client (bench/lib/lean-http.ts), ${lengthText(length)} per run, pipelining 1, ${ctx.profile.saturationPairs} pairs per connection count; ${others.length ? `${others.map((o) => o.name).join(', ')}${refs.redis ? ' and Redis' : ''} run once after every second pair` : 'no other reference'}.`,
     '"server core busy" is the server\'s CPU time over the run\'s length, "load client busy" the same for the client (this process, on the load core): with the server near 100 % the req/s is its capacity; with both well below it, the machine\'s other work set the pace. Redis is driven by redis-benchmark, the others by the same client.',
   );
