@@ -290,7 +290,7 @@ test('a cached read answers headers that follow the value and its age; a stale r
 });
 
 test('reads sharing a cached result each get their own representation and lease, in any order', async () => {
-  // Fresh hits within an age second share one result, and the handler shares the response made for it:
+  // Fresh hits within an age second share one result (value-cache.ts), and each read makes its own response from it:
   // alternating the JSON and raw URLs must never answer one with the other's body or headers.
   const clock = new ManualClock(0);
   const cache = new ValueCache({
