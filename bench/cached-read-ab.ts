@@ -218,6 +218,11 @@ try {
   const mark = (phase: string): void => {
     for (const log of logs.values()) log.write(`--- ${phase} ${new Date().toISOString()}\n`);
   };
+  // Before the rounds, not after them: a --versus naming no system would otherwise quietly give the ratios against the agent.
+  const versusName = systems.find((s) => s.name === values.versus || s.name.split(/[ ,]/)[0] === values.versus)?.name;
+  if (values.versus !== 'agent' && versusName === undefined) {
+    throw new Error(`--versus ${values.versus} names none of the systems measured (${systems.map((s) => s.name.split(/[ ,]/)[0]).join(', ')}): name one of them, or leave --versus out for the plain agent`);
+  }
   mark('warm-up');
   for (const sys of systems) await measure(sys); // warm-up, unrecorded
   const cpu = new Map<string, number[]>(systems.map((s) => [s.name, []]));
@@ -243,11 +248,10 @@ try {
    * the absolute figures (±15 % across rounds) do not. `--versus` takes them
    * against another system instead (references against each other).
    */
-  const versusName = systems.find((s) => s.name === values.versus || s.name.split(/[ ,]/)[0] === values.versus)?.name ?? 'agent';
   const pairedRatio = (c: readonly number[], agent: readonly number[] | undefined): string => {
     if (agent === undefined || c === agent) return '';
     const pairs = c.map((v, i) => v / (agent[i] ?? Number.NaN));
-    return `  vs ${versusName.split(/[ ,]/)[0] ?? ''} per round ${median(pairs).toFixed(3)}× (${Math.min(...pairs).toFixed(3)}–${Math.max(...pairs).toFixed(3)})`;
+    return `  vs ${(versusName ?? 'agent').split(/[ ,]/)[0] ?? ''} per round ${median(pairs).toFixed(3)}× (${Math.min(...pairs).toFixed(3)}–${Math.max(...pairs).toFixed(3)})`;
   };
   const bareCpu = median(cpu.get('bare node:http') ?? [Number.NaN]);
   const bareRps = median(rps.get('bare node:http') ?? [Number.NaN]);
@@ -258,7 +262,7 @@ try {
     console.log(
       `${sys.name.padEnd(36)} CPU ${median(c).toFixed(1)} µs/req (${Math.min(...c).toFixed(1)}–${Math.max(...c).toFixed(1)}) ${(median(c) / bareCpu).toFixed(2)}×` +
         `  req/s ${median(r).toFixed(0)} ${(median(r) / bareRps).toFixed(2)}×` +
-        pairedRatio(c, cpu.get(versusName)),
+        pairedRatio(c, cpu.get(versusName ?? 'agent')),
     );
   }
   // Each other agent against `agent` round by round: the machine's drift between rounds cancels out.

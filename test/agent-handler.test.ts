@@ -177,8 +177,10 @@ test('a TCP connection\'s token proof accepts only the string it proved, against
   for (const other of ['pod-token-0123456780', `${TOKEN.toString()}, ${TOKEN.toString()}`, '']) {
     assert.equal((await body(tcp(other, proof))).status, 401, `${other} on a proved connection`);
   }
-  assert.equal((await body(tcp(undefined, proof))).status, 401, 'no header on a proved connection');
   assert.equal(proof.token, undefined, 'a failed check drops the proof');
+  assert.equal((await body(tcp(TOKEN.toString(), proof))).status, 200, 'proved again');
+  assert.equal((await body(tcp(undefined, proof))).status, 401, 'no header on a proved connection');
+  assert.equal(proof.token, undefined, 'a request without the header drops the proof too');
   // A proof made against another pod token (were the token ever replaced) is not taken.
   const stale: TokenProof = { token: TOKEN.toString(), against: Buffer.from(TOKEN) };
   assert.equal((await body(tcp(TOKEN.toString(), stale), { ...deps(), podToken: Buffer.from('next-token-012345678') })).status, 401);
@@ -288,7 +290,7 @@ test('a cached read answers headers that follow the value and its age; a stale r
 });
 
 test('reads sharing a cached result each get their own representation and lease, in any order', async () => {
-  // Fresh hits within an age second share one result, and the handler shares the response made for it:
+  // Fresh hits within an age second share one result (value-cache.ts), and each read makes its own response from it:
   // alternating the JSON and raw URLs must never answer one with the other's body or headers.
   const clock = new ManualClock(0);
   const cache = new ValueCache({

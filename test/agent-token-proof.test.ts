@@ -7,6 +7,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { syncBuiltinESMExports } from 'node:module';
 import { connect, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -182,5 +184,36 @@ test('a connection that proved the token lets no other connection in', async () 
   } finally {
     proved.destroy();
     for (const o of others) o.destroy();
+  }
+});
+
+test('each connection proves the token itself: another connection\'s proof is never compared with, nor dropped by, a fresh connection', async (t) => {
+  // Counts the constant-time checks (pod-token.ts imports timingSafeEqual by name: syncBuiltinESMExports carries the mock to it).
+  const check = t.mock.method(crypto, 'timingSafeEqual');
+  syncBuiltinESMExports();
+  t.after(() => {
+    check.mock.restore();
+    syncBuiltinESMExports();
+  });
+  const proved = await Connection.open();
+  const fresh: Connection[] = [];
+  try {
+    assert.equal((await proved.get([token(TOKEN)])).status, 200);
+    assert.equal(check.mock.callCount(), 1, 'the first request takes the constant-time check');
+    // A fresh connection sending the string the first one proved is checked in constant time, not by comparing it with the other's.
+    const other = await Connection.open();
+    fresh.push(other);
+    assert.equal((await other.get([token(TOKEN)])).status, 200);
+    assert.equal(check.mock.callCount(), 2, 'a fresh connection with the proved string takes the constant-time check');
+    const wrong = await Connection.open();
+    fresh.push(wrong);
+    assert.equal((await wrong.get([token(WRONG)])).status, 401);
+    assert.equal(check.mock.callCount(), 3);
+    // The refused connection dropped its own proof only: the first connection's identical header needs no new check.
+    assert.equal((await proved.get([token(TOKEN)])).status, 200);
+    assert.equal(check.mock.callCount(), 3, 'another connection\'s failed check left this connection\'s proof alone');
+  } finally {
+    proved.destroy();
+    for (const c of fresh) c.destroy();
   }
 });

@@ -20,10 +20,20 @@ import { raisePriority, RAISED_NICE } from '../bench/lib/priority.ts';
 import { readdirSync } from 'node:fs';
 import { getPriority } from 'node:os';
 
-test('paired ratios: one per pair, a pair with a missing or zero side gives none, counts must match', () => {
+test('paired ratios: one per pair, a pair with a missing side or a zero reference gives none, counts must match', () => {
   assert.deepEqual(pairedRatios([12, 15, 30], [10, 12, 20]), [1.2, 1.25, 1.5]);
   assert.deepEqual(pairedRatios([12, Number.NaN, 30, 5], [10, 12, 0, 5]), [1.2, 1]);
   assert.throws(() => pairedRatios([1, 2], [1]), /paired runs differ in count: 2 subject, 1 reference/);
+});
+
+test('paired ratios: a subject run that answered nothing is a ratio of 0 (a miss), not a pair left out', () => {
+  // The agent answered nothing in three runs of four (req/s 0, every request an error): the target must not pass on the fourth alone.
+  const rps = pairedRatios([0, 0, 9_000, 0], [10_000, 10_000, 10_000, 10_000]);
+  assert.deepEqual(rps, [0, 0, 0.9, 0]);
+  const s = summariseRatios(rps);
+  assert.equal(s.pairs, 4);
+  assert.equal(s.median, 0);
+  assert.equal(formatRatio(s), '0.00× (0.00–0.90 over 4 pairs)');
 });
 
 test('ratio summary: median and range over the pairs, and how the report prints it', () => {

@@ -45,15 +45,18 @@ export function subjectFirst(pair: number): boolean {
 
 /**
  * subject[i] / reference[i] for each pair of runs measured next to each
- * other; a pair with a missing or non-positive figure on either side gives
- * no ratio (a run that answered nothing says nothing about the other).
+ * other. A pair whose reference has no positive figure gives no ratio (there
+ * is nothing to divide by); a subject figure of 0 (a run in which the agent
+ * answered nothing) is a ratio of 0, so such runs count against a target
+ * instead of leaving it to the pairs that did answer. A subject with no
+ * figure at all (NaN: CPU per request of a run without requests) gives none.
  */
 export function pairedRatios(subject: readonly number[], reference: readonly number[]): number[] {
   if (subject.length !== reference.length) throw new Error(`paired runs differ in count: ${subject.length} subject, ${reference.length} reference`);
   const out: number[] = [];
   subject.forEach((s, i) => {
     const r = reference[i] as number;
-    if (Number.isFinite(s) && Number.isFinite(r) && s > 0 && r > 0) out.push(s / r);
+    if (Number.isFinite(s) && Number.isFinite(r) && s >= 0 && r > 0) out.push(s / r);
   });
   return out;
 }

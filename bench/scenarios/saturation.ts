@@ -3,7 +3,8 @@
  * reads (304) and cost (CPU per 100k requests). The agent and every
  * reference run on the SUT core, the lean closed-loop client
  * (lib/lean-load.ts) on the load core; each run's server CPU time comes
- * from /proc/PID/stat, and with the run's length it says how busy the
+ * from the schedstat of every thread (/proc/PID/task/TID/schedstat,
+ * lib/schedstat.ts), and with the run's length it says how busy the
  * server's core was (a server short of 100 % was not saturated).
  */
 import { cpuSeconds } from '../lib/proc.ts';

@@ -5,8 +5,8 @@
  * request with the token takes the constant-time check; a later request on
  * the same connection whose header is the identical string is accepted by a
  * string comparison with what that connection already proved. Any other
- * string, and every fresh connection, takes the full check; a failed check
- * drops the connection's proof.
+ * string, and every fresh connection, takes the full check; any refusal (a
+ * missing header too) drops the connection's proof.
  */
 import { timingSafeEqual } from 'node:crypto';
 
@@ -54,14 +54,16 @@ function tokenMatches(presented: string, expected: Buffer): boolean {
  * connection shows at most one such comparison.
  */
 export function podTokenAccepted(presented: string | string[] | undefined, expected: Buffer, proof: TokenProof | undefined): boolean {
-  if (typeof presented !== 'string') return false;
-  if (proof === undefined) return tokenMatches(presented, expected);
-  if (proof.token === presented && proof.against === expected) return true;
-  if (tokenMatches(presented, expected)) {
-    proof.token = presented;
-    proof.against = expected;
-    return true;
+  if (proof === undefined) return typeof presented === 'string' && tokenMatches(presented, expected);
+  if (typeof presented === 'string') {
+    if (proof.token === presented && proof.against === expected) return true;
+    if (tokenMatches(presented, expected)) {
+      proof.token = presented;
+      proof.against = expected;
+      return true;
+    }
   }
+  // Any refusal, a missing header too, drops the proof: requests already pipelined behind it prove the token again.
   proof.token = undefined;
   proof.against = undefined;
   return false;
