@@ -11,8 +11,8 @@
  *
  *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode] [--agent-env=MALLOC_ARENA_MAX=1]
  *
- * `--profile DIR` runs the agent under `--cpu-prof` and stops it cleanly at
- * the end, so its profile of the measured load lands in DIR; `--only bare`
+ * `--profile DIR` runs the agents and bare under `--cpu-prof` and stops them
+ * cleanly at the end, so their profiles of the measured load land in DIR; `--only bare`
  * measures the agent and the named references alone (names' first words:
  * bare, data, listener-options: bare node:http created with the agent's
  * data-listener options and connection limit; users-plain, users-other,
@@ -59,7 +59,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, readdirSync, readFileSync, type WriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,7 +67,7 @@ import { fileURLToPath } from 'node:url';
 import { itemPath, ITEMS_NS, readAll, seedRange } from './lib/context.ts';
 import { runAutocannon, type Target } from './lib/load.ts';
 import { runClosedLoop } from './lib/lean-load.ts';
-import { cpuSeconds, startChild, stopAllChildren, SUT_CORE } from './lib/proc.ts';
+import { CLK_TCK, cpuSeconds, startChild, stopAllChildren, SUT_CORE } from './lib/proc.ts';
 import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
@@ -126,12 +126,15 @@ const dir = await mkdtemp(join(tmpdir(), 'csb-ab-'));
 const systems: System[] = [];
 const paths = Array.from({ length: keys }, (_, i) => itemPath(ITEMS_NS, i));
 
+/** The reference processes, stopped with SIGTERM at the end so a profiled one writes its profile. */
+const references: Array<{ stop(): Promise<void> }> = [];
 async function reference(name: string, nodeArgs: readonly string[], script: string, extra: readonly string[]): Promise<void> {
   if (!wanted(name)) return;
   // Over TCP only bare-http.ts (which takes `tcp` for its socket path) has a counterpart; the others listen on a socket.
   if (tcp && script !== 'bare-http.ts') return;
   const socketPath = join(dir, `${name}.sock`);
   const child = startChild(name, process.execPath, [...nodeArgs, join(REFS, script), tcp ? 'tcp' : socketPath, ...extra], { core: SUT_CORE });
+  references.push(child);
   const line = await child.waitForLine((l) => l.startsWith('listening '));
   const url = `http://127.0.0.1:${line.slice('listening '.length).trim()}`;
   systems.push({ name, pid: child.pid, target: tcp ? { kind: 'tcp', url } : { kind: 'socket', socketPath } });
@@ -160,11 +163,36 @@ async function recordPerf(sys: System, dir: string): Promise<() => Promise<void>
   };
 }
 
+/** Per system, each round's CPU per request split as [main thread user, main thread kernel, other threads user, other threads kernel] (µs). */
+const splits = new Map<string, number[][]>();
+/** CPU seconds of the process split by thread and mode (from /proc/PID/task/TID/stat): where a growth with connections lands. */
+function threadSplit(pid: number): number[] {
+  const out = [0, 0, 0, 0];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue; // a thread that ended between the listing and the read
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const base = tid === String(pid) ? 0 : 2;
+    out[base] = (out[base] ?? 0) + Number(fields[11]) / CLK_TCK;
+    out[base + 1] = (out[base + 1] ?? 0) + Number(fields[12]) / CLK_TCK;
+  }
+  return out;
+}
+
 async function measure(sys: System, perfDir?: string): Promise<{ cpuUs: number; rps: number }> {
   const stopPerf = perfDir === undefined ? undefined : await recordPerf(sys, perfDir);
   const cpu0 = cpuSeconds(sys.pid);
+  const split0 = threadSplit(sys.pid);
   const run = await runLoad(sys.target, { connections, amount: requests, paths });
   const cpuUs = ((cpuSeconds(sys.pid) - cpu0) / run.requests) * 1e6;
+  const split1 = threadSplit(sys.pid);
+  const parts = splits.get(sys.name) ?? [];
+  parts.push(split1.map((v, i) => ((v - (split0[i] ?? 0)) / run.requests) * 1e6));
+  splits.set(sys.name, parts);
   await stopPerf?.();
   if (run.non2xx || run.errors) throw new Error(`${sys.name}: ${run.non2xx} non-2xx, ${run.errors} errors`);
   return { cpuUs, rps: run.rps };
@@ -174,7 +202,9 @@ const server = await startServer(undefined);
 const client = new ServerClient(server);
 const agents: Array<Awaited<ReturnType<typeof startAgent>>> = [];
 try {
-  await reference('bare node:http', [], 'bare-http.ts', ['1024']);
+  const profileFlags = values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values.profile}`];
+  // Bare too (its SIGTERM closes the server, so node writes the profile): which functions grow with connections in each.
+  await reference('bare node:http', profileFlags, 'bare-http.ts', ['1024']);
   await reference(`bare node:http, ${keys} bodies`, [], 'bare-http.ts', ['1024', String(keys)]);
   await reference('listener-options bare node:http', [], 'bare-http.ts', ['1024', '0', 'agent-listener']);
   await reference('users-plain node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['plain']);
@@ -185,7 +215,6 @@ try {
   await reference('data path', [], 'data-path.ts', [String(keys)]);
   await reference('data path, --max-semi-space-size=4', ['--max-semi-space-size=4'], 'data-path.ts', [String(keys)]);
   await seedRange(client, ITEMS_NS, 0, keys, 120_000);
-  const profileFlags = values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values.profile}`];
   const variants: Array<[string, string[], string?]> = [
     ['agent', [...(values['agent-flag'] ?? []), ...profileFlags]],
     ...(values['agent-variant'] ?? []).map((flags): [string, string[]] => [`agent ${flags}`, flags.split(' ').filter(Boolean)]),
@@ -265,6 +294,12 @@ try {
         pairedRatio(c, cpu.get(versusName ?? 'agent')),
     );
   }
+  // Where each system's CPU goes, so a growth with --connections can be placed (kernel, main thread's JavaScript, GC helpers).
+  for (const sys of systems) {
+    const rows = splits.get(sys.name)?.slice(1) ?? []; // the first is the warm-up
+    const col = (i: number): string => median(rows.map((r) => r[i] ?? Number.NaN)).toFixed(2);
+    console.log(`${sys.name.padEnd(36)} µs/req main thread user ${col(0)} kernel ${col(1)}, other threads user ${col(2)} kernel ${col(3)}`);
+  }
   // Each other agent against `agent` round by round: the machine's drift between rounds cancels out.
   const own = cpu.get('agent') ?? [];
   for (const sys of systems) {
@@ -284,6 +319,7 @@ try {
 } finally {
   // A clean stop (SIGTERM) lets --cpu-prof write the agent's profile.
   for (const agent of agents) await agent.stop();
+  for (const ref of references) await ref.stop();
   for (const log of logs.values()) log.end();
   await client.close();
   await stopAllChildren();
