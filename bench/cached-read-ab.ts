@@ -39,7 +39,10 @@
  * autocannon` keeps the older, client-bound load (each wake-up included).
  * `--agent-cli=NAME=PATH` (repeatable) adds an agent started from another
  * build's bin (e.g. a worktree of the commit before a change, built, at
- * `…/dist/cli/main.js`): an A/B of two builds in the same rounds.
+ * `…/dist/cli/main.js`): an A/B of two builds in the same rounds;
+ * `--agent-cli='NAME=PATH FLAGS'` starts that bin with node flags in front
+ * (as an operator would), so one build with and without a flag compare
+ * compiled against compiled.
  * With two or more `--agent-cli` builds, each later one is also paired with
  * the first, round by round (`mine vs base`).
  * Every system but the plain agent also gets "vs agent per round": its
@@ -70,7 +73,7 @@ import { median } from './lib/stats.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
 import { HEADERS } from '../src/shared/protocol-constants.ts';
 
-const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli=NAME=PATH …] [--client lean|autocannon] [--transport socket|tcp] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data] [--versus users-plain]', {
+const values = benchArgs('Usage: node bench/cached-read-ab.ts [--rounds 5] [--requests 30000] [--keys 200] [--connections 16] [--agent-flag=NODE_FLAG …] [--agent-env=KEY=value …] [--agent-variant=\'FLAGS\' …] [--agent-cli="NAME=PATH [NODE_FLAGS]" …] [--client lean|autocannon] [--transport socket|tcp] [--profile DIR] [--agent-log DIR] [--perf-record DIR] [--only bare,data] [--versus users-plain]', {
   rounds: { type: 'string', default: '5' },
   requests: { type: 'string', default: '30000' },
   keys: { type: 'string', default: '200' },
@@ -189,7 +192,8 @@ try {
     ...(values['agent-cli'] ?? []).map((spec): [string, string[], string] => {
       const eq = spec.indexOf('=');
       if (eq <= 0) throw new Error(`--agent-cli takes NAME=PATH (the bin of another build), got ${spec}`);
-      return [`agent ${spec.slice(0, eq)}`, [...(values['agent-flag'] ?? []), ...profileFlags], spec.slice(eq + 1)];
+      const [cli = '', ...cliFlags] = spec.slice(eq + 1).split(' ').filter(Boolean);
+      return [`agent ${spec.slice(0, eq)}`, [...(values['agent-flag'] ?? []), ...profileFlags, ...cliFlags], cli];
     }),
   ];
   for (const [name, nodeArgs, cli] of variants) {

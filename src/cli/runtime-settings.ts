@@ -42,6 +42,12 @@ const COMMANDS = new Set(['agent']);
  * went megamorphic (a stub-cache probe each) on the cached read too: ~1 µs
  * per request that the data path alone in its own process does not pay
  * (docs/ARCHITECTURE.md, "Footprint", s16).
+ *
+ * Not bigger inlining budgets, `--no-maglev`, `--no-use-osr` or a higher
+ * polymorphic-map count: none beat the bin as it is by a clear margin in
+ * compiled A/Bs at 16 and 64 connections, and 4× the TurboFan budgets cost
+ * 1.25–1.51× the CPU and ~7 MiB after 10k entries (docs/ARCHITECTURE.md,
+ * "Footprint", i27).
  */
 export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--min-semi-space-size=4', '--expose-gc', '--max-valid-polymorphic-map-count=16'];
 
