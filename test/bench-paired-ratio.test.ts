@@ -6,6 +6,7 @@
  * CPU time agreeing with /proc/PID/stat. Never asserts a speed.
  */
 import { test } from 'node:test';
+import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -160,6 +161,14 @@ test("schedstat CPU: every thread's time, the same as /proc/PID/stat's to within
   assert.ok(sched > 0.1, `schedstat saw ${sched} s of CPU`);
   assert.ok(Math.abs(sched - ticks) <= 0.04, `schedstat ${sched} s against /proc/PID/stat ${ticks} s`);
   assert.ok(after.waitS >= before.waitS);
+});
+
+test('schedstat CPU: a process that has exited is an error, and the figures of the others stay in nanoseconds', async () => {
+  const child = spawn(process.execPath, ['-e', '']);
+  const pid = child.pid as number;
+  await new Promise((resolve) => child.once('exit', resolve));
+  assert.throws(() => cpuSample(pid), /ENOENT/);
+  assert.ok(Number.isFinite(cpuSample(process.pid).waitS), 'a gone process does not switch every later sample to /proc/PID/stat');
 });
 
 test('priority: every thread raised for the runs and each put back after; under nice or without the right, nothing changes and it says so', () => {

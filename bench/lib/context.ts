@@ -102,10 +102,10 @@ export class Context {
 
   /**
    * One agent on the SUT core with every bench/items key read once: the bin
-   * as installed (compiled, issue 15's targets are measured that way; the
-   * source through Node's type stripping cost ~5 % more CPU per read, and
-   * the stripper's memory), except in --smoke, which keeps the suite's own
-   * test quick and runs the source.
+   * as installed (compiled: issue 15's targets are measured that way, and
+   * the source runs with Node's TypeScript loader beside it, which a pod
+   * never does), except in --smoke, which keeps the suite's own test quick
+   * and runs the source.
    */
   warmAgent(): Promise<WarmAgent> {
     this.warm ??= (async () => {

@@ -45,8 +45,9 @@ export function cpuSample(pid: number): CpuSample {
         threads++;
       }
     } catch (err) {
+      // No task directory: the process has exited (cpuSeconds below says so), which says nothing about the kernel.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      schedstatMissing = true;
+      return { cpuS: cpuSeconds(pid), waitS: Number.NaN };
     }
     if (threads > 0) return { cpuS: cpuNs / 1e9, waitS: waitNs / 1e9 };
     schedstatMissing = true;

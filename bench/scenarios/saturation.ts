@@ -29,7 +29,7 @@ function raiseFor(systems: readonly System[], redis?: RedisRef): Raised {
 function priorityNote(p: Raised): string {
   switch (p.state) {
     case 'raised':
-      return `Every thread of the servers and of this runner (the load client) ran at nice ${RAISED_NICE} during the runs, so other work on the machine (tests and builds are not under the bench lock) takes little of their cores; redis-benchmark did not.`;
+      return `Every thread of the servers and of this runner (the load client) ran at nice ${RAISED_NICE} during the runs, so other work on the machine (tests and builds are not under the bench lock) takes little of their cores; so did redis-benchmark, which this runner starts (a child takes its parent's nice).`;
     case 'refused':
       return `The servers' and the load client's priority could not be raised (needs root or CAP_SYS_NICE): the runs competed with other work on the machine at normal priority.`;
     case 'runner-niced':
