@@ -11,30 +11,13 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { rawEtag } from '../src/agent/item-representation.ts';
 import { createDataServer } from '../src/agent/data-listeners.ts';
-import type { CachedValue, ReadResult } from '../src/agent/value-cache.ts';
+import type { ReadResult } from '../src/agent/value-cache.ts';
+import { cachedSecret as value } from './helpers/cached-value.ts';
 import { rawRequest, type RawTarget } from './helpers/raw-http.ts';
 
 const TOKEN = 'pod-token-0123456789';
 
-function value(name: string): CachedValue {
-  return {
-    namespace: 'production/ml',
-    name,
-    env: 'prod',
-    kind: 'secret',
-    version: 3,
-    revision: 7,
-    etag: '"3"',
-    plaintext: Buffer.from('s3cret'),
-    json: Buffer.from('{"value":"s3cret"}'),
-    rawEtag: rawEtag('"3"'),
-    fetchedAt: 0,
-    leases: 0,
-    dropped: false,
-  };
-}
 
 let server: Server;
 let target: RawTarget & { host: string; port: number };

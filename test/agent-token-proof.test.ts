@@ -12,29 +12,14 @@ import { syncBuiltinESMExports } from 'node:module';
 import { connect, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { rawEtag } from '../src/agent/item-representation.ts';
 import { createDataServer } from '../src/agent/data-listeners.ts';
-import type { CachedValue } from '../src/agent/value-cache.ts';
+import { cachedSecret } from './helpers/cached-value.ts';
 
 const TOKEN = 'pod-token-0123456789-abcdefghijklmnopqrstu';
 const WRONG = 'pod-token-0123456789-abcdefghijklmnopqrstv';
 const ANSWER_TIMEOUT_MS = 5_000;
 
-const cached: CachedValue = {
-  namespace: 'production/ml',
-  name: 'cached',
-  env: 'prod',
-  kind: 'secret',
-  version: 3,
-  revision: 7,
-  etag: '"3"',
-  plaintext: Buffer.from('s3cret'),
-  json: Buffer.from('{"value":"s3cret"}'),
-  rawEtag: rawEtag('"3"'),
-  fetchedAt: 0,
-  leases: 0,
-  dropped: false,
-};
+const cached = cachedSecret('cached');
 
 let server: Server;
 let port: number;
