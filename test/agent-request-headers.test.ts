@@ -18,7 +18,6 @@ import { rawRequest, type RawTarget } from './helpers/raw-http.ts';
 
 const TOKEN = 'pod-token-0123456789';
 
-
 let server: Server;
 let target: RawTarget & { host: string; port: number };
 
