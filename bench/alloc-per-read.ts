@@ -1,5 +1,5 @@
 /**
- * Garbage per cached read (docs/ARCHITECTURE.md, "Footprint (issue 15)", a27):
+ * Garbage per cached read (docs/FOOTPRINT-LOG.md, a27):
  * bare node:http and agent builds under the same saturated load (the lean
  * closed-loop client, 1 KiB values over the Unix socket, every system on the
  * SUT core, taking turns), each run with `--trace-gc-nvp`. Per system, medians

@@ -1,5 +1,5 @@
 /**
- * Which pages of the node binary a process has resident (docs/ARCHITECTURE.md,
+ * Which pages of the node binary a process has resident (docs/FOOTPRINT-LOG.md,
  * "Footprint", "The node binary's pages, attributed"): for each target process, the pages of
  * its executable present in /proc/PID/pagemap, attributed to the binary's
  * sections, to the library each symbol belongs to (ICU data, V8 and its

@@ -1,6 +1,6 @@
 /**
  * The bin as one bundle (esbuild) instead of tsc's modules plus node_modules,
- * for an A/B against the tsc build (docs/ARCHITECTURE.md, "Footprint (issue
+ * for an A/B against the tsc build (docs/FOOTPRINT-LOG.md, "Footprint (issue
  * 15)", b16). Bundles src/cli/main.ts, with every package, into
  * `--outdir` (default dist/bundle): `main.mjs` plus one chunk per group of
  * dynamic imports (esbuild's splitting, so what a command does not run stays

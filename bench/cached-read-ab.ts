@@ -1,5 +1,5 @@
 /**
- * Cached-read A/B (docs/ARCHITECTURE.md, "Cached read, per request"): server
+ * Cached-read A/B (docs/FOOTPRINT-LOG.md, "Cached read, per request"): server
  * CPU per request for bare node:http, the agent's data path alone
  * (bench/refs/data-path.ts, with node's default flags and with the agent's
  * `--max-semi-space-size=4`), bare node:http answering each key's URL with
@@ -31,7 +31,7 @@
  * agents started with `--perf-prof --perf-prof-path=DIR
  * --interpreted-frames-native-stack` (`--agent-flag`, and in the variant),
  * `perf inject --jit -i X.data -o X.jit.data` names JavaScript frames by
- * tier even after a trim moved or dropped code (docs/ARCHITECTURE.md,
+ * tier even after a trim moved or dropped code (docs/FOOTPRINT-LOG.md,
  * "Footprint": how the trimmer's after-effect was found).
  * `--client lean` (the default) drives the load with the suite's lean
  * closed-loop client (lib/lean-load.ts), so every server is saturated and

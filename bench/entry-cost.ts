@@ -1,6 +1,6 @@
 /**
  * What one cached entry costs the agent's heap, apart from process noise
- * (docs/ARCHITECTURE.md, "Footprint"): the agent's own ValueCache, filled
+ * (docs/FOOTPRINT-LOG.md): the agent's own ValueCache, filled
  * in-process through a loader that returns what the envelope loader returns
  * (a fresh plaintext buffer per value), N entries read as the data API reads
  * them, then V8's heap and the external (ArrayBuffer) bytes after full GCs,

@@ -1,5 +1,5 @@
 /**
- * Footprint experiments (docs/ARCHITECTURE.md, "Footprint"): the compiled
+ * Footprint experiments (docs/FOOTPRINT-LOG.md): the compiled
  * agent run under several node flag / environment variants, in one run, next
  * to a bare Node process holding the same buffers. For each variant and
  * repetition: /proc/PID/status (VmRSS, RssAnon, RssFile) idle and after

@@ -6,7 +6,7 @@
  * source trees (`--tree NAME=DIR`, e.g. a worktree of main), each round in
  * a fresh process with the agent's semi-space flags, the trees taking turns.
  * The whole-agent A/B (cached-read-ab.ts) cannot resolve a change of a few
- * tens of nanoseconds in ~15 µs; this can (docs/ARCHITECTURE.md,
+ * tens of nanoseconds in ~15 µs; this can (docs/FOOTPRINT-LOG.md,
  * "Footprint (issue 15)", q16).
  *
  *   taskset -c 1 node bench/handler-cost.ts --rounds 5 --tree base=/work/wt/base

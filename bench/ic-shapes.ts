@@ -1,6 +1,6 @@
 /**
  * Which object shapes reach node's own HTTP, stream and event code in a
- * process (docs/ARCHITECTURE.md, "Footprint (issue 15)", y16). Reads a V8
+ * process (docs/FOOTPRINT-LOG.md, y16). Reads a V8
  * log written with `--log-ic --log-maps --log-maps-details` (e.g. the
  * agent's, from `bench/cached-read-ab.ts --agent-flag=--log-ic …`), and
  * prints every inline-cache site in those modules that saw more than four

@@ -1,5 +1,5 @@
 /**
- * What each import costs a fresh Node process (docs/ARCHITECTURE.md,
+ * What each import costs a fresh Node process (docs/FOOTPRINT-LOG.md,
  * "Footprint"): VmRSS and RssAnon after `import(spec)` and the collection the
  * agent's heap trimmer runs (V8's memory-reducing one), minus a bare
  * process's, median of `--reps` fresh processes, plus the import's wall time.

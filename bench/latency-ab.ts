@@ -1,5 +1,5 @@
 /**
- * Fixed-rate latency A/B (docs/ARCHITECTURE.md, "Cached read, per request"):
+ * Fixed-rate latency A/B (docs/FOOTPRINT-LOG.md, "Cached read, per request"):
  * bare node:http and the agent on the SUT core take turns answering an
  * open-loop load at `--rate` req/s for `--seconds` per round (the
  * latency-fixed-rate scenario's client: 4 undici connections over the Unix

@@ -2,7 +2,7 @@
  * What a cached read costs at the system level, per request, for bare
  * node:http (refs/bare-http.ts, also with the agent's listener options and
  * connection limit: `agent-listener`) and the agent (this build's `dist/`, plus any
- * `--agent-cli=NAME=PATH`): docs/ARCHITECTURE.md, "Footprint (issue 15)",
+ * `--agent-cli=NAME=PATH`): docs/FOOTPRINT-LOG.md,
  * "s16". Each system, pinned to the SUT core, gets a warm-up round, then
  *
  *  1. a round under `perf stat` (software events: task-clock, context

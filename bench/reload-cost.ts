@@ -1,5 +1,5 @@
 /**
- * What a `--config` reload costs the running agent (docs/ARCHITECTURE.md,
+ * What a `--config` reload costs the running agent (docs/FOOTPRINT-LOG.md,
  * "Footprint"): the serving process does not hold the settings schema
  * (zod) or `yaml`; the first reload imports both. For each repetition a fresh
  * agent (the bin as installed, `dist/cli/main.js`, with a config file) is

@@ -1,6 +1,6 @@
 /**
  * What the agent's heap trimmer (src/agent/heap-trimmer.ts) costs a cached
- * read right after a burst (docs/ARCHITECTURE.md, "Footprint", third pass):
+ * read right after a burst (docs/FOOTPRINT-LOG.md, third pass):
  * for each variant one compiled agent reads N × 1 KiB through the socket (the
  * burst), then serves a warm-up and two rounds of cached reads pipelined 16
  * deep; printed per variant: VmRSS / RssAnon idle, after the burst and after

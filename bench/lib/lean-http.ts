@@ -12,7 +12,7 @@
  * and (2) at a fixed 2,000 req/s the client's own scavenges (10–45 ms with
  * a grown young generation) landed in the measured requests: the
  * "stall once per round" of the agent's p99 was the client's
- * (docs/ARCHITECTURE.md, "Footprint (issue 15)", fixed-rate part).
+ * (docs/FOOTPRINT-LOG.md, fixed-rate part).
  *
  * Responses must carry Content-Length (every system in the suite sends it);
  * a chunked or unframed response counts as an error and its connection is

@@ -6,7 +6,7 @@
  * pool's requests to a loopback node:http server (the control-plane client),
  * a `fs/promises` file handle and a `Readable` with a `read` option. They
  * hand node's `emit` and `_addListener` the shapes that make them
- * megamorphic in the agent (docs/ARCHITECTURE.md, "Footprint (issue 15)",
+ * megamorphic in the agent (docs/FOOTPRINT-LOG.md,
  * y16), so the difference to the plain variant is what that costs a server
  * that does nothing else. `http2` or `undici` instead exercises that user
  * alone. `worker` runs what `other-users` runs in a `worker_threads` Worker

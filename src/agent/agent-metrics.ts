@@ -1,7 +1,7 @@
 /**
  * The agent's Prometheus metrics (served on the admin listener), on the
  * project's own small metrics module (src/shared/metrics/), not prom-client,
- * which costs every pod ~4 MiB of memory for its code (docs/ARCHITECTURE.md,
+ * which costs every pod ~4 MiB of memory for its code (docs/FOOTPRINT-LOG.md,
  * "Footprint"). Counters on the read path are plain numbers added to the
  * families when scraped.
  */

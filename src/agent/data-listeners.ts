@@ -124,7 +124,7 @@ export function createDataServer(listener: ListenerKind, hooks: DataServerHooks)
       limit.served(req.socket);
       if (received !== undefined) received.requests++;
       // A fresh literal, not one reused object: storing each request's (young) strings and headers into a
-      // long-lived object costs a write barrier per field, more than the allocation (measured, docs/ARCHITECTURE.md q16).
+      // long-lived object costs a write barrier per field, more than the allocation (measured, docs/FOOTPRINT-LOG.md q16).
       const result = handleDataRequest({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, listener, tokenProof: proofs === undefined ? undefined : proofOf(proofs, req.socket) }, hooks.deps);
       // A cache hit is answered in this tick; anything else when its promise settles.
       if (result instanceof Promise) respondWhenSettled(req, res, result);

@@ -3,7 +3,7 @@
  * fills (undici bodies, envelope JSON, decrypt buffers) is garbage promoted
  * out of the small young generation while in flight; V8 keeps the old space
  * it grew to, and its memory reducer did not shrink it within 30 s in any
- * measurement (docs/ARCHITECTURE.md, "Footprint"). A plain major GC frees the
+ * measurement (docs/FOOTPRINT-LOG.md). A plain major GC frees the
  * objects but keeps the pages; only V8's memory-reducing collection (the
  * `last-resort` flavour of `gc()`, which needs node's `--expose-gc`: the bin
  * sets it for the agent) compacts and unmaps them. It blocks the event loop
@@ -107,7 +107,7 @@ export function processHeap(): HeapProbe | undefined {
  * feedback of that literal's computed keys turned megamorphic for good
  * (test/agent-heap-trimmer.test.ts): every `nextTick` (several per request)
  * then defined both keys in the runtime, 14 % of the agent's CPU under
- * cached reads (`perf` with `--perf-prof`, docs/ARCHITECTURE.md,
+ * cached reads (`perf` with `--perf-prof`, docs/FOOTPRINT-LOG.md,
  * "Footprint"). One live tick object keeps the whole chain of maps.
  */
 function keepTickShapes(): void {}

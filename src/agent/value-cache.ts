@@ -44,7 +44,7 @@ export const HOT_WINDOW_MS: Milliseconds = 60_000;
  * least-recently-used to within this interval (an entry read now is never
  * evicted before one last read or stored more than this long ago), and a hot
  * key's reads skip lru-cache's move-to-tail, which cost ~0.27 µs per read at
- * saturation (docs/ARCHITECTURE.md, "Footprint (issue 15)", e16).
+ * saturation (docs/FOOTPRINT-LOG.md, e16).
  */
 export const RECENCY_INTERVAL_MS: Milliseconds = 1_000;
 /** While the stream is down, stale entries are revalidated in the background at most this often. */

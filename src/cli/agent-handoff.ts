@@ -5,7 +5,7 @@
  * and then is discarded by the re-exec; the image that serves reads takes
  * the result from one environment variable, checked here by hand, so it
  * never loads zod, nor the CLI's command table (cli/agent-run.ts;
- * docs/ARCHITECTURE.md, "Footprint"). The flags travel too: a `--config`
+ * docs/FOOTPRINT-LOG.md). The flags travel too: a `--config`
  * reload validates the file merged under them again.
  *
  * Trust: the text is bound to the process that wrote it, by its PID and

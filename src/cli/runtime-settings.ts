@@ -5,7 +5,7 @@
  * running process, so the bin re-executes itself once with them through
  * `process.execve`, which keeps the PID (the kubelet, the bench and
  * `kill $PID` see one process). Each value was chosen by measurement
- * (docs/ARCHITECTURE.md, "Footprint": memory saved next to CPU per read).
+ * (docs/FOOTPRINT-LOG.md: memory saved next to CPU per read).
  * A setting the operator already gave (a node flag on the command line or in
  * NODE_OPTIONS, or the environment variable) is left as it is.
  */
@@ -19,7 +19,7 @@ const COMMANDS = new Set(['agent']);
  * a 4 GiB limit) and stays resident once a load has grown it.
  * Not `--memory-saver-mode`: it saved 32 MiB RSS after 10k × 1 KiB (−7 MiB
  * idle) but cost 1.3–1.7× the CPU per cached read and about half the
- * saturated throughput (bench/cached-read-ab.ts; docs/ARCHITECTURE.md,
+ * saturated throughput (bench/cached-read-ab.ts; docs/FOOTPRINT-LOG.md,
  * "Footprint"). An operator short of memory can pass it on node's command
  * line (`node --memory-saver-mode …/main.js agent`); the bin keeps it.
  *
@@ -28,7 +28,7 @@ const COMMANDS = new Set(['agent']);
  * generation to its minimum (1 MiB), and short-lived request garbage never
  * grows it back, so a trimmed agent scavenged twice as often per cached
  * read for the rest of its life (114–160 scavenges per 30k reads against
- * 58–64; docs/ARCHITECTURE.md, "Footprint"). The pages are committed only
+ * 58–64; docs/FOOTPRINT-LOG.md). The pages are committed only
  * as the load touches them, so idle memory is the same.
  *
  * `--expose-gc`: the agent's heap trimmer (agent/heap-trimmer.ts) runs V8's
@@ -41,12 +41,12 @@ const COMMANDS = new Set(['agent']);
  * which hands it objects of more than four shapes, so its property accesses
  * went megamorphic (a stub-cache probe each) on the cached read too: ~1 µs
  * per request that the data path alone in its own process does not pay
- * (docs/ARCHITECTURE.md, "Footprint", s16).
+ * (docs/FOOTPRINT-LOG.md, s16).
  *
  * Not bigger inlining budgets, `--no-maglev`, `--no-use-osr` or a higher
  * polymorphic-map count: none beat the bin as it is by a clear margin in
  * compiled A/Bs at 16 and 64 connections, and 4× the TurboFan budgets cost
- * 1.25–1.51× the CPU and ~7 MiB after 10k entries (docs/ARCHITECTURE.md,
+ * 1.25–1.51× the CPU and ~7 MiB after 10k entries (docs/FOOTPRINT-LOG.md,
  * "Footprint", i27).
  */
 export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--min-semi-space-size=4', '--expose-gc', '--max-valid-polymorphic-map-count=16'];
@@ -57,7 +57,7 @@ export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '
  * arena, and a fixed trim threshold with no top pad (glibc otherwise raises
  * the threshold after large frees and keeps 128 KiB spare), leave less of a
  * burst's freed buffers resident: 3–4 MiB less after 10k × 1 KiB with a
- * tighter spread, and the same CPU per cached read (docs/ARCHITECTURE.md,
+ * tighter spread, and the same CPU per cached read (docs/FOOTPRINT-LOG.md,
  * "Footprint").
  */
 export const AGENT_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '1', MALLOC_TRIM_THRESHOLD_: '131072', MALLOC_TOP_PAD_: '0' };

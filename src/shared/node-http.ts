@@ -5,7 +5,7 @@
  * getters (`WebSocket`, `CloseEvent`, `MessageEvent`) that load node's
  * bundled undici (fetch, WebSocket, web streams) and compile it: 12.6 MiB
  * more VmRSS in a bare process (5.8 anonymous, 6.8 of the node binary's
- * pages), paid by every agent for nothing it uses (docs/ARCHITECTURE.md,
+ * pages), paid by every agent for nothing it uses (docs/FOOTPRINT-LOG.md,
  * "Footprint", "The node binary's pages, attributed"). `process.getBuiltinModule`
  * returns the exports object and reads only what is named here. Types still
  * come from `import type … from 'node:http'`; the lint config refuses a value

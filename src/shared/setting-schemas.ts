@@ -3,7 +3,7 @@
  * flag, env and file text into typed values, and `parseSettings`, which runs a
  * command's schema and names the failing setting. Kept apart from settings.ts
  * because zod is the largest library the agent would otherwise load
- * (docs/ARCHITECTURE.md, "Footprint"): only a process that validates settings
+ * (docs/FOOTPRINT-LOG.md): only a process that validates settings
  * imports this module.
  */
 import { z } from 'zod';

@@ -2,7 +2,7 @@
  * Small hand-written readers for JSON shapes the agent checks at run time
  * (upstream responses, POST bodies, the settings handoff). zod would do the
  * same, but it is the largest library the agent's process would load for a
- * handful of fixed shapes (docs/ARCHITECTURE.md, "Footprint"). Each reader
+ * handful of fixed shapes (docs/FOOTPRINT-LOG.md). Each reader
  * returns the value as its type or throws a `ShapeError` naming where the
  * value first went wrong (`layers.0.keyVersion: expected an integer`);
  * `checked` turns that into a discriminated result at the edge. Objects are
