@@ -15,7 +15,10 @@
  * cleanly at the end, so their profiles of the measured load land in DIR; `--only bare`
  * measures the agent and the named references alone (names' first words:
  * bare, data, listener-options: bare node:http created with the agent's
- * data-listener options and connection limit; users-plain, users-other,
+ * data-listener options and connection limit; headers, headers-str,
+ * headers-flat: bare node:http sending the agent's six headers of a cached
+ * 200, as an object with numbers, as an object of strings, as a flat array
+ * of strings (bare-http.ts `agent-headers…`); users-plain, users-other,
  * users-http2, users-undici, users-worker: bare node:http at the bin's polymorphic-map
  * limit, alone, after the agent's other kinds of node:events users ran in its
  * process, after HTTP/2 alone, after undici alone, with them all run in a
@@ -207,6 +210,9 @@ try {
   await reference('bare node:http', profileFlags, 'bare-http.ts', ['1024']);
   await reference(`bare node:http, ${keys} bodies`, [], 'bare-http.ts', ['1024', String(keys)]);
   await reference('listener-options bare node:http', [], 'bare-http.ts', ['1024', '0', 'agent-listener']);
+  await reference('headers bare node:http, agent headers', [], 'bare-http.ts', ['1024', '0', 'agent-headers']);
+  await reference('headers-str bare node:http, agent headers as strings', [], 'bare-http.ts', ['1024', '0', 'agent-headers-str']);
+  await reference('headers-flat bare node:http, agent headers flat', [], 'bare-http.ts', ['1024', '0', 'agent-headers-flat']);
   await reference('users-plain node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['plain']);
   await reference('users-other node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['other-users']);
   await reference('users-http2 node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['http2']);
