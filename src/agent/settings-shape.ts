@@ -9,7 +9,7 @@
  * themselves were checked by the schema that made them.
  */
 import type { AgentSettings } from './agent-settings.ts';
-import { LOG_LEVELS } from '../shared/logger.ts';
+import { LOG_LEVELS } from '../shared/log-levels.ts';
 import type { ListenAddress } from '../shared/settings.ts';
 import type { ItemRef } from '../shared/paths.ts';
 import { array, boolean, field, finiteNumber, integer, oneOf, onlyKeys, optional, record, string } from '../shared/shape-check.ts';
