@@ -395,7 +395,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     },
     env: settings.env,
     read: (ref, env) => cache.read(ref, env),
-    readCached: (ref, env, key) => cache.readCached(ref, env, key),
+    readCached: (ref, env, key, memo) => cache.readCached(ref, env, key, memo),
     cacheKey: variantKey,
     release: (result) => release(result.value),
     readRing: (ref, env) => rings.read(ref, env),
