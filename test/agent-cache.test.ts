@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { ManualClock, type Clock } from '../src/shared/clock.ts';
 import { AppError } from '../src/shared/errors.ts';
 import type { ItemRef } from '../src/shared/paths.ts';
-import { ENTRY_OVERHEAD_BYTES, NEGATIVE_TTL_MS, RECENCY_INTERVAL_MS, release, ValueCache, type CacheObserver, type LoadedValue, type Loader } from '../src/agent/value-cache.ts';
+import { ENTRY_OVERHEAD_BYTES, NEGATIVE_TTL_MS, RECENCY_INTERVAL_MS, release, ValueCache, variantKey, type CacheObserver, type LoadedValue, type Loader, type VariantMemo } from '../src/agent/value-cache.ts';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const REF: ItemRef = { namespace: 'production/ml', name: 'db-password' };
 const TTL = 60_000;
@@ -118,6 +120,49 @@ test('an invalidated entry is zero-filled and the next read refetches', async ()
   const again = readText(cache);
   (await script.next()).resolve(secret('v2', 2));
   assert.equal((await again).text, 'v2');
+});
+
+test('a read through a variant memo answers the value that replaced the one it found, misses once the entry is gone, and keeps no value alive', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const clock = new ManualClock();
+  const script = scriptedLoader();
+  const cache = makeCache(script.loader, clock);
+  const other = makeCache(script.loader, clock);
+  const key = variantKey(REF, 'prod');
+  const memo: VariantMemo = {};
+  const viaMemo = (from: ValueCache): string | undefined => {
+    const hit = from.readCached(REF, 'prod', key, memo);
+    if (hit === undefined) return undefined;
+    release(hit.value);
+    return hit.value.plaintext.toString();
+  };
+  const fill = async (from: ValueCache, text: string, version: number): Promise<void> => {
+    const reading = from.read(REF, 'prod');
+    (await script.next()).resolve(secret(text, version));
+    release((await reading).value);
+  };
+  await fill(cache, 'v1', 1);
+  assert.equal(viaMemo(cache), 'v1');
+  // A refetch replaces the entry the memo found (a TTL refresh, or an event's refetch).
+  cache.refresh(REF, 'prod');
+  (await script.next()).resolve(secret('v2', 2));
+  await new Promise(setImmediate);
+  assert.equal(viaMemo(cache), 'v2', 'the memo never answers a replaced entry');
+  // Another cache read with the same memo (a reload, or a second agent in one process) answers its own value.
+  await fill(other, 'other', 5);
+  assert.equal(viaMemo(other), 'other');
+  assert.equal(viaMemo(cache), 'v2');
+  // Invalidated: the memo's entry is gone, so only a fetch may answer.
+  const weak = new WeakRef((cache.peek(REF, 'prod') as { value: object }).value);
+  cache.invalidate(REF);
+  assert.equal(viaMemo(cache), undefined, 'a read through the memo misses once the entry is gone');
+  // A WeakRef keeps its target until the current job ends.
+  await new Promise(setImmediate);
+  gc();
+  assert.equal(weak.deref(), undefined, 'the memo must not keep a value the cache let go of (and its buffers) alive');
+  cache.close();
+  other.close();
 });
 
 test('a value being written is zero-filled only when its lease ends', async () => {

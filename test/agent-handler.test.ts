@@ -134,6 +134,49 @@ test('a URL read through agents of different envs answers each its own env, also
   cache.close();
 });
 
+test('a URL read before answers the value that replaced its cached one, and a fetch once the cache let it go', async () => {
+  // The URL's memo remembers the cache entry its last read found; a new value or an invalidation must never be answered from it.
+  let version = 1;
+  let fetches = 0;
+  const cache = new ValueCache({
+    loader: async () => {
+      fetches += 1;
+      return { kind: 'secret', version, revision: version, etag: `"${version}"`, plaintext: Buffer.from(`value-${version}`) };
+    },
+    clock: new ManualClock(0),
+    ttl: 60_000,
+    maxStale: 60_000,
+    maxEntries: 100,
+    maxBytes: 1 << 20,
+    streamDownSince: () => undefined,
+  });
+  const d: HandlerDeps = {
+    ...deps(),
+    read: (ref, e) => cache.read(ref, e),
+    readCached: (ref, e, key, memo) => cache.readCached(ref, e, key, memo),
+    cacheKey: variantKey,
+    release: (result) => release(result.value),
+  };
+  const url = '/v1/items/production/ml/replaced?format=raw';
+  const read = async (): Promise<{ text: string | undefined; etag: unknown }> => {
+    const r = await body(req(url), d);
+    const text = r.body?.toString();
+    if (r.lease) d.release(r.lease);
+    return { text, etag: headersOf(r).etag };
+  };
+  assert.deepEqual(await read(), { text: 'value-1', etag: rawEtag('"1"') });
+  assert.deepEqual(await read(), { text: 'value-1', etag: rawEtag('"1"') }, 'a hit');
+  version = 2;
+  cache.refresh({ namespace: 'production/ml', name: 'replaced' }, 'prod');
+  await new Promise(setImmediate);
+  assert.deepEqual(await read(), { text: 'value-2', etag: rawEtag('"2"') }, 'the refetched value replaced the remembered one');
+  version = 3;
+  cache.invalidate({ namespace: 'production/ml', name: 'replaced' });
+  assert.deepEqual(await read(), { text: 'value-3', etag: rawEtag('"3"') }, 'an invalidated value is fetched again');
+  assert.equal(fetches, 3);
+  cache.close();
+});
+
 test('If-None-Match with the current ETag gives 304 and releases the value at once', async () => {
   const d = deps();
   const r = await body(req('/v1/items/production/ml/db', { headers: { 'if-none-match': '"3"' } }), d);

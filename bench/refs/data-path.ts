@@ -33,7 +33,7 @@ const server = createDataServer('socket', {
     podToken: Buffer.from('unused'),
     env: 'prod',
     read: (ref, env) => cache.read(ref, env),
-    readCached: (ref, env, key) => cache.readCached(ref, env, key),
+    readCached: (ref, env, key, memo) => cache.readCached(ref, env, key, memo),
     cacheKey: variantKey,
     release: (result) => release(result.value),
   },

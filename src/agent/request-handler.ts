@@ -11,7 +11,7 @@ import { decodePathRemainder, namespaceMatchesAny, parseItemPath, validatePrefix
 import { HEADERS } from '../shared/protocol-constants.ts';
 import type { Bytes } from '../shared/units.ts';
 import { contentType, JSON_CONTENT_TYPE } from './item-representation.ts';
-import type { ReadResult } from './value-cache.ts';
+import type { ReadResult, VariantMemo } from './value-cache.ts';
 import { wantsRing } from '../shared/ring-proto.ts';
 import { ringResult, type RingReader } from './ring-response.ts';
 import { podTokenAccepted, type TokenProof } from './pod-token.ts';
@@ -84,9 +84,10 @@ export interface HandlerDeps {
   read(ref: ItemRef, env: string): Promise<ReadResult>;
   /**
    * A synchronous cache hit, or undefined (then `read`); lets a hit skip every
-   * promise. `key` is `cacheKey(ref, env)`, remembered per URL.
+   * promise. `key` is `cacheKey(ref, env)`, remembered per URL, and `memo`
+   * the URL's memo of that key's entry (value-cache.ts `VariantMemo`).
    */
-  readCached?(ref: ItemRef, env: string, key: string | undefined): ReadResult | undefined;
+  readCached?(ref: ItemRef, env: string, key: string | undefined, memo?: VariantMemo): ReadResult | undefined;
   /** The cache's key for an (item, env) (value-cache.ts `variantKey`), remembered per URL so a read builds none. */
   cacheKey?(ref: ItemRef, env: string): string;
   release(result: ReadResult): void;
@@ -140,20 +141,23 @@ export function checkCaller(req: DataRequest, deps: Pick<HandlerDeps, 'podToken'
   if (req.url.length > MAX_URL_LENGTH) throw new AppError('invalid_path', `The URL is longer than ${MAX_URL_LENGTH} characters.`);
 }
 
-/** An item read's URL, parsed: the item and the representation asked for. */
-interface ItemUrl {
+/**
+ * An item read's URL, parsed: the item and the representation asked for;
+ * also the cache's memo of the entry `key` names (`VariantMemo`).
+ */
+interface ItemUrl extends VariantMemo {
   readonly ref: ItemRef;
   readonly raw: boolean;
   /** `?ring=1` (issue 20): the query, for the ring's own format handling. */
-  readonly ring?: URLSearchParams;
+  readonly ring: URLSearchParams | undefined;
   /**
    * The prefix list (by identity) the item was last found inside, so a hot
    * key skips the prefix match; a different list (a reload) matches again.
    */
-  allowedBy?: readonly string[];
+  allowedBy: readonly string[] | undefined;
   /** `HandlerDeps.cacheKey` of the item in `keyEnv` (the env the listener serves), made on the URL's first read. */
-  key?: string;
-  keyEnv?: string;
+  key: string | undefined;
+  keyEnv: string | undefined;
 }
 
 /**
@@ -172,11 +176,20 @@ function parseItemUrl(url: string): ItemUrl | undefined {
   const search = q === -1 ? undefined : url.slice(q + 1);
   if (search?.includes('ring=')) {
     const query = new URLSearchParams(search);
-    if (wantsRing(query)) return { ref, raw: false, ring: query };
+    if (wantsRing(query)) return newItemUrl(ref, false, query);
   }
   const format = formatParam(search);
   if (format !== 'json' && format !== 'raw') throw new AppError('bad_request', 'format must be json or raw.');
-  return { ref, raw: format === 'raw' };
+  return newItemUrl(ref, format === 'raw', undefined);
+}
+
+/**
+ * Every field from the start, in one literal: all memo entries share one
+ * hidden class that never changes as a URL's reads fill them in, so the
+ * handler's loads of them stay monomorphic.
+ */
+function newItemUrl(ref: ItemRef, raw: boolean, ring: URLSearchParams | undefined): ItemUrl {
+  return { ref, raw, ring, allowedBy: undefined, key: undefined, keyEnv: undefined, entry: undefined, entryOf: undefined };
 }
 
 function itemUrl(url: string): ItemUrl | undefined {
@@ -222,8 +235,10 @@ export function handleDataRequest(req: DataRequest, deps: HandlerDeps): DataResu
       if (item.keyEnv !== deps.env && deps.cacheKey) {
         item.key = deps.cacheKey(ref, deps.env);
         item.keyEnv = deps.env;
+        item.entryOf = undefined;
       }
-      const hit = deps.readCached?.(ref, deps.env, item.keyEnv === deps.env ? item.key : undefined);
+      const known = item.keyEnv === deps.env;
+      const hit = deps.readCached?.(ref, deps.env, known ? item.key : undefined, known ? item : undefined);
       if (hit) return itemResult(req, deps, hit, item);
       return readThenAnswer(req, deps, item);
     }

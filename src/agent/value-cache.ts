@@ -85,7 +85,8 @@ export interface ReadResult {
  */
 interface ValueEntry {
   readonly state: 'value';
-  readonly value: CachedValue;
+  /** `RELEASED` once the LRU let go of the entry (a `VariantMemo` may still hold it). */
+  value: CachedValue;
   readonly generation: number;
   lastReadAt: Milliseconds;
   reads: number;
@@ -93,6 +94,27 @@ interface ValueEntry {
   hit: ReadResult | undefined;
 }
 type Entry = ValueEntry | { readonly state: 'absent'; readonly until: Milliseconds; readonly error: AppError };
+
+/**
+ * What a disposed entry holds instead of its value, so a `VariantMemo` that
+ * still points at the entry keeps no value (and no buffers) alive.
+ */
+const RELEASED: CachedValue = toCachedValue({ namespace: '', name: '' }, '', { kind: 'config', version: 0, revision: 0, etag: '""', plaintext: Buffer.from('null') }, 0);
+drop(RELEASED);
+
+/**
+ * Where a caller that reads one variant many times (the data API keeps one
+ * per URL) lets the cache remember the entry the last read found, so the
+ * next read skips lru-cache's key lookup: with many keys that lookup's hash
+ * table, key string and slot are memory a read would otherwise touch (CPU
+ * cache misses, docs/FOOTPRINT-LOG.md k28). Both fields are the cache's own
+ * (opaque to the caller), checked on every read; a caller that reads
+ * another key with the memo sets `entryOf` to undefined first.
+ */
+export interface VariantMemo {
+  entry?: unknown;
+  entryOf?: unknown;
+}
 
 /** One (item, env) the cache holds or is filling. */
 export interface Variant {
@@ -151,7 +173,12 @@ export class ValueCache {
       maxSize: options.maxBytes,
       sizeCalculation: (entry) => (entry.state === 'value' ? heldBytes(entry.value) + ENTRY_OVERHEAD_BYTES : ENTRY_OVERHEAD_BYTES),
       dispose: (entry, key, reason) => {
-        if (entry.state === 'value') drop(entry.value);
+        if (entry.state === 'value') {
+          drop(entry.value);
+          // A memo may still point at the entry: it must find it released, and hold nothing.
+          entry.value = RELEASED;
+          entry.hit = undefined;
+        }
         if (reason === 'evict') this.#observer.eviction('capacity');
         if (reason !== 'set') this.#forgetVariant(key);
       },
@@ -185,13 +212,22 @@ export class ValueCache {
    * stream is down, or a remembered 404 (thrown); undefined when only an
    * upstream fetch can answer. The data API's hot path calls this first so a
    * hit costs no promise. `key` is `variantKey(ref, env)`, when the caller
-   * remembers it.
+   * remembers it; `memo` (with that key) remembers the key's entry.
    */
-  readCached(ref: ItemRef, env: string, key = cacheKey(ref, env)): ReadResult | undefined {
+  readCached(ref: ItemRef, env: string, key = cacheKey(ref, env), memo?: VariantMemo): ReadResult | undefined {
     if (this.#closed) throw new AppError('unavailable', 'The agent is shutting down.');
     const now = this.#options.clock.now();
-    // peek: the move to the LRU's tail is paid at most once per RECENCY_INTERVAL_MS below.
-    const entry = this.#lru.peek(key);
+    let entry: Entry | undefined;
+    if (memo !== undefined && memo.entryOf === this && (memo.entry as ValueEntry).value !== RELEASED) {
+      entry = memo.entry as ValueEntry;
+    } else {
+      // peek: the move to the LRU's tail is paid at most once per RECENCY_INTERVAL_MS below.
+      entry = this.#lru.peek(key);
+      if (memo !== undefined && entry?.state === 'value') {
+        memo.entry = entry;
+        memo.entryOf = this;
+      }
+    }
     if (entry === undefined) return undefined;
     if (entry.state === 'absent') {
       if (entry.until > now) {
@@ -355,6 +391,8 @@ export class ValueCache {
 
   #store(key: string, value: CachedValue, generation: number): void {
     const previous = this.#lru.get(key);
+    // Read before the set: the set disposes the previous entry, which then holds RELEASED.
+    const previousEtag = previous?.state === 'value' ? previous.value.etag : undefined;
     this.#lru.set(key, {
       state: 'value',
       value,
@@ -374,7 +412,6 @@ export class ValueCache {
       value.dropped = true;
       setImmediate(() => release(value));
     }
-    const previousEtag = previous?.state === 'value' ? previous.value.etag : undefined;
     if (previous && previousEtag !== value.etag) this.#options.onChange?.(value, previousEtag);
   }
 

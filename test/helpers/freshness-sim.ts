@@ -22,7 +22,7 @@ import { AppliedEventsHub, type AppliedEvent } from '../../src/agent/applied-eve
 import { DekStore } from '../../src/agent/dek-store.ts';
 import { EventApplier } from '../../src/agent/event-applier.ts';
 import type { Upstream } from '../../src/agent/upstream.ts';
-import { release, ValueCache, type LoadedValue } from '../../src/agent/value-cache.ts';
+import { release, ValueCache, variantKey, type LoadedValue, type ReadResult, type VariantMemo } from '../../src/agent/value-cache.ts';
 import type { FileContent, FilePublisher, PublishResult } from '../../src/agent/files/atomic-writer.ts';
 import { parseFileSpecs } from '../../src/agent/files/file-spec.ts';
 import { FileRenderer, RETRY_CAP_MS, type AppliedEventSource, type FilesValueSource } from '../../src/agent/files/render-files.ts';
@@ -130,6 +130,10 @@ export class World {
   streamDownSince: number | undefined;
   readonly fetches: Fetch[] = [];
   readonly cache: ValueCache;
+  /** The app reads' memos, per variant key (`read`). */
+  readonly #memos = new Map<string, VariantMemo>();
+  /** The first app read that failed its check after settling. */
+  #readFailure: Violation | undefined;
   readonly hub = new AppliedEventsHub();
   readonly applier: EventApplier;
   readonly deks: DekStore;
@@ -446,16 +450,32 @@ export class World {
 
   // --- the app, the files, SSE -------------------------------------------------
 
-  /** An app read; its result is checked when it settles. */
+  /**
+   * An app read, as the data API makes it: the synchronous hit first, through
+   * the variant's memo (one per URL there), else the cache's read; its result
+   * is checked when it settles.
+   */
   read(ref: ItemRef, env: string): void {
-    this.cache.read(ref, env).then(
+    const key = variantKey(ref, env);
+    let memo = this.#memos.get(key);
+    if (memo === undefined) this.#memos.set(key, (memo = {}));
+    let hit: ReadResult | undefined;
+    try {
+      hit = this.cache.readCached(ref, env, key, memo);
+    } catch {
+      return; // a remembered 404
+    }
+    (hit === undefined ? this.cache.read(ref, env) : Promise.resolve(hit)).then(
       (result) => {
         const shown = JSON.parse(result.value.plaintext.toString()) as Shown;
         release(result.value);
         if (result.source !== 'stale') this.check(`read ${ref.name}/${env} (${result.source})`, ref, env, shown);
       },
       () => {},
-    );
+    ).catch((err: unknown) => {
+      // Thrown in a promise callback (a violation, or bytes that are no value): reported by the next checkState.
+      this.#readFailure ??= err instanceof Violation ? err : new Violation(`read ${ref.name}/${env} answered bytes that are no value: ${String(err)}`);
+    });
   }
 
   /** Lets the renderer run what it can without a server answer, and records whether it went idle. */
@@ -519,6 +539,7 @@ export class World {
 
   /** Checks every fresh cached value and every settled file view against the applied position. */
   checkState(): void {
+    if (this.#readFailure) throw this.#readFailure;
     for (const { ref, env } of READS) {
       const peeked = this.cache.peek(ref, env);
       if (peeked?.fresh) this.check(`cached ${ref.name}/${env}`, ref, env, JSON.parse(peeked.value.plaintext.toString()) as Shown);

@@ -1,0 +1,127 @@
+/**
+ * Validates a `--config` reload in a short-lived child process that runs the
+ * one settings pipeline (agent-settings.ts: `yaml` and the zod schema) and
+ * hands back the validated settings as JSON, so neither library is ever
+ * loaded into the serving process. Loaded there, they stayed resident for
+ * good: +13 MiB anonymous after the first reload; a worker thread left +23
+ * MiB (its isolate's pages stay in the process); a child's all go back to
+ * the kernel when it exits (docs/FOOTPRINT-LOG.md, r28).
+ *
+ * Refusals keep their meaning: a setting the schema refuses comes back as the
+ * same `SettingError` (same setting, same message). A child that cannot
+ * answer (killed, out of memory, timed out, unreadable output) is an
+ * ordinary error saying so; either way the caller applies nothing.
+ */
+import { spawn } from 'node:child_process';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SettingError } from '../shared/settings.ts';
+import { checked, field, optional, record, string } from '../shared/shape-check.ts';
+import type { Milliseconds } from '../shared/units.ts';
+import type { AgentSettings } from './agent-settings.ts';
+import { readAgentSettings } from './settings-shape.ts';
+
+/** A reload whose validation takes longer than this is refused (the child is killed). Start-up's validation takes ~0.3 s. */
+export const CONFIG_VALIDATION_TIMEOUT_MS: Milliseconds = 15_000;
+/**
+ * The child's node flags. Its peak adds to the pod's memory for well under a
+ * second: a 1 MiB young generation took ~7 MiB off it, and the old-space cap
+ * bounds what a hostile file can make it allocate (a real config uses a few
+ * MiB; a child over the cap dies and the reload is refused).
+ */
+export const VALIDATOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=64'];
+/** The settings as JSON are a few KiB; a child writing more than this is refused, not buffered. */
+const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
+/** The child's stderr kept for the error message (a fatal error's first lines). */
+const MAX_STDERR_BYTES = 2048;
+
+/** The child's entry, next to this module in both layouts (`.ts` run by type stripping, `.js` built). */
+export const VALIDATOR_SCRIPT = fileURLToPath(new URL(`./config-validator-main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+
+/** What the child writes on stdout: the settings, or the refusal. */
+export type ValidatorAnswer =
+  | { readonly ok: true; readonly settings: AgentSettings }
+  | { readonly ok: false; readonly setting: string; readonly detail: string }
+  | { readonly ok: false; readonly message: string };
+
+export interface ConfigValidatorOptions {
+  /** The child's entry (tests point it at a failing one). */
+  readonly script?: string;
+  readonly timeoutMs?: Milliseconds;
+  readonly execPath?: string;
+}
+
+/** Runs the settings pipeline on `flags` (with `config` naming the file) in a child process. */
+export type ConfigValidator = (flags: Readonly<Record<string, unknown>>) => Promise<AgentSettings>;
+
+/** Turns the child's stdout into settings, or throws the refusal it reports, or says what was wrong with it. */
+export function settingsFromAnswer(text: string): AgentSettings {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Error(`the config validator's answer is not JSON (${text.length} bytes)`);
+  }
+  const answer = checked((): ValidatorAnswer => {
+    const o = record(json, '');
+    if (o.ok === true) return { ok: true, settings: field(o, 'settings', '', readAgentSettings) };
+    const setting = field(o, 'setting', '', (v, p) => optional(v, p, string));
+    if (setting !== undefined) return { ok: false, setting, detail: field(o, 'detail', '', string) };
+    return { ok: false, message: field(o, 'message', '', string) };
+  });
+  if (!answer.ok) throw new Error(`the config validator's answer is malformed (${answer.error})`);
+  const value = answer.value;
+  if (value.ok) return value.settings;
+  if ('setting' in value) throw new SettingError(value.setting, value.detail);
+  throw new Error(value.message);
+}
+
+export function createConfigValidator(options: ConfigValidatorOptions = {}): ConfigValidator {
+  const script = options.script ?? VALIDATOR_SCRIPT;
+  const timeoutMs = options.timeoutMs ?? CONFIG_VALIDATION_TIMEOUT_MS;
+  const execPath = options.execPath ?? process.execPath;
+  return (flags) =>
+    new Promise<AgentSettings>((resolve, reject) => {
+      // A clean environment: NODE_OPTIONS (an inspector, a preload) is the agent's, and the settings come in as flags only.
+      const child = spawn(execPath, [...VALIDATOR_NODE_FLAGS, script], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+      const out: Buffer[] = [];
+      let outBytes = 0;
+      let stderr = '';
+      let failure: string | undefined;
+      const fail = (why: string): void => {
+        failure ??= why;
+        child.kill('SIGKILL');
+      };
+      // Our own timer, not spawn's `timeout`: that one outlives a child that never started.
+      const timer = setTimeout(() => fail(`it took longer than ${timeoutMs} ms`), timeoutMs);
+      child.stdout.on('data', (chunk: Buffer) => {
+        outBytes += chunk.length;
+        if (outBytes > MAX_OUTPUT_BYTES) fail(`it wrote more than ${MAX_OUTPUT_BYTES} bytes`);
+        else out.push(chunk);
+      });
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+        if (stderr.length < MAX_STDERR_BYTES) stderr += chunk.slice(0, MAX_STDERR_BYTES - stderr.length);
+      });
+      // A child that dies before reading its input breaks the pipe; the exit says why.
+      child.stdin.on('error', () => {});
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot start the config validator (${(err as NodeJS.ErrnoException).code ?? err.message})`));
+      });
+      child.once('close', (code, signal) => {
+        clearTimeout(timer);
+        const why = failure ?? (signal ? `it was killed by ${signal}` : code !== 0 ? `it exited with code ${code}` : undefined);
+        if (why !== undefined) {
+          const said = stderr.trim().split('\n').find((line) => line.trim() !== '');
+          reject(new Error(`the config file could not be validated: ${why}${said ? ` (${said.trim()})` : ''}`));
+          return;
+        }
+        try {
+          resolve(settingsFromAnswer(Buffer.concat(out).toString('utf8')));
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      });
+      child.stdin.end(JSON.stringify(flags));
+    });
+}
