@@ -24,19 +24,24 @@ import { readAgentSettings } from './settings-shape.ts';
 /** A reload whose validation takes longer than this is refused (the child is killed). Start-up's validation takes ~0.3 s. */
 export const CONFIG_VALIDATION_TIMEOUT_MS: Milliseconds = 15_000;
 /**
- * The child's node flags. Its peak adds to the pod's memory for well under a
- * second: a 1 MiB young generation took ~7 MiB off it, and the old-space cap
- * bounds what a hostile file can make it allocate (a real config uses a few
- * MiB; a child over the cap dies and the reload is refused).
+ * The child's node flags. Its peak adds to the pod's memory for a fraction of
+ * a second, and it runs once: a 1 MiB young generation took ~7 MiB of
+ * anonymous memory off it, V8's lite mode (no JIT, feedback allocated
+ * lazily) another ~3 for ~20 ms; the old-space cap bounds what a hostile
+ * file can make it allocate (a real config uses a few MiB; a child over the
+ * cap dies and the reload is refused). docs/FOOTPRINT-LOG.md, r28.
  */
 export const VALIDATOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=64'];
+/** Only when built: node's type stripping (the agent run from source, `.ts`) needs WebAssembly, which lite mode turns off. */
+const BUILT_ONLY_FLAGS: readonly string[] = ['--lite-mode'];
+const OWN_EXTENSION = extname(fileURLToPath(import.meta.url));
 /** The settings as JSON are a few KiB; a child writing more than this is refused, not buffered. */
 const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 /** The child's stderr kept for the error message (a fatal error's first lines). */
 const MAX_STDERR_BYTES = 2048;
 
 /** The child's entry, next to this module in both layouts (`.ts` run by type stripping, `.js` built). */
-export const VALIDATOR_SCRIPT = fileURLToPath(new URL(`./config-validator-main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+export const VALIDATOR_SCRIPT = fileURLToPath(new URL(`./config-validator-main${OWN_EXTENSION}`, import.meta.url));
 
 /** What the child writes on stdout: the settings, or the refusal. */
 export type ValidatorAnswer =
@@ -83,7 +88,7 @@ export function createConfigValidator(options: ConfigValidatorOptions = {}): Con
   return (flags) =>
     new Promise<AgentSettings>((resolve, reject) => {
       // A clean environment: NODE_OPTIONS (an inspector, a preload) is the agent's, and the settings come in as flags only.
-      const child = spawn(execPath, [...VALIDATOR_NODE_FLAGS, script], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+      const child = spawn(execPath, [...VALIDATOR_NODE_FLAGS, ...(OWN_EXTENSION === '.ts' ? [] : BUILT_ONLY_FLAGS), script], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
       const out: Buffer[] = [];
       let outBytes = 0;
       let stderr = '';
