@@ -13,6 +13,7 @@
  * ordinary error saying so; either way the caller applies nothing.
  */
 import { spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SettingError } from '../shared/settings.ts';
@@ -99,20 +100,24 @@ export function createConfigValidator(options: ConfigValidatorOptions = {}): Con
       };
       // Our own timer, not spawn's `timeout`: that one outlives a child that never started.
       const timer = setTimeout(() => fail(`it took longer than ${timeoutMs} ms`), timeoutMs);
-      child.stdout.on('data', (chunk: Buffer) => {
+      // `on`, not `once`: an 'error' without a listener would throw in the agent.
+      child.on('error', (err) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot start the config validator (${(err as NodeJS.ErrnoException).code ?? err.message})`));
+      });
+      // Out of file descriptors (EMFILE, ENFILE) node makes no pipes and only emits the 'error' above.
+      const { stdin, stdout, stderr: errors } = child as { stdin: Writable | null; stdout: Readable | null; stderr: Readable | null };
+      if (!stdin || !stdout || !errors) return;
+      stdout.on('data', (chunk: Buffer) => {
         outBytes += chunk.length;
         if (outBytes > MAX_OUTPUT_BYTES) fail(`it wrote more than ${MAX_OUTPUT_BYTES} bytes`);
         else out.push(chunk);
       });
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      errors.setEncoding('utf8').on('data', (chunk: string) => {
         if (stderr.length < MAX_STDERR_BYTES) stderr += chunk.slice(0, MAX_STDERR_BYTES - stderr.length);
       });
-      // A child that dies before reading its input breaks the pipe; the exit says why.
-      child.stdin.on('error', () => {});
-      child.once('error', (err) => {
-        clearTimeout(timer);
-        reject(new Error(`cannot start the config validator (${(err as NodeJS.ErrnoException).code ?? err.message})`));
-      });
+      // A child that dies before reading its input breaks the pipe, and the exit says why; a pipe's own error ends in 'close' too.
+      for (const pipe of [stdin, stdout, errors]) pipe.on('error', () => {});
       child.once('close', (code, signal) => {
         clearTimeout(timer);
         const why = failure ?? (signal ? `it was killed by ${signal}` : code !== 0 ? `it exited with code ${code}` : undefined);
@@ -127,6 +132,6 @@ export function createConfigValidator(options: ConfigValidatorOptions = {}): Con
           reject(err instanceof Error ? err : new Error(String(err)));
         }
       });
-      child.stdin.end(JSON.stringify(flags));
+      stdin.end(JSON.stringify(flags));
     });
 }
