@@ -1,15 +1,20 @@
 /**
  * The agent's settings pipeline through the real command: a YAML `--config`
  * with flags and env twins over it, start-up failures that name the setting
- * (exit 2), test hooks refused in production, and a hot reload of the file.
+ * (exit 2), test hooks refused in production, and a hot reload of the file,
+ * validated in a child process (src/agent/config-validator.ts) so the serving
+ * process never loads the schema (zod) nor yaml.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { rename, writeFile } from 'node:fs/promises';
+import { rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { CLI, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { defaultPod, makeAgentDir, putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
+import { loadedPackages } from './helpers/loaded-scripts.ts';
+import { reachableProject } from './helpers/pod-harness.ts';
 
 let server: ServerProcess;
 let dir: string;
@@ -100,4 +105,51 @@ test('a live agent on the socket is never replaced; a stale socket from a killed
   agents.push(replacement);
   await waitReady(replacement.adminUrl);
   assert.equal((await socketGet(replacement.socketPath, '/v1/items/production/ml/db-password')).json.value, 'from-yaml');
+});
+
+test('a config reload is validated in a child process: applied, while the serving process loads neither zod nor yaml', async () => {
+  const config = join(dir, 'inspected.yaml');
+  await writeFile(config, 'cacheTtl: 1h\n');
+  const agent = await startAgentProcess(server, { prefixes: ['production/ml'], args: ['--config', config], env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' } });
+  agents.push(agent);
+  await waitReady(agent.adminUrl);
+  const seen = agent.logs.length;
+  await replaceFile(config, 'cacheTtl: 1h\nprefetch: [production/ml/later]\n');
+  const reloaded = await agent.waitForLog((l) => l.msg === 'config reloaded' && agent.logs.indexOf(l) >= seen);
+  assert.equal(reloaded.prefetch, 1);
+  const packages = await loadedPackages(agent.output());
+  assert.ok(packages.has('lru-cache'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
+  assert.ok(!packages.has('zod'), 'zod loaded into the serving process by the reload');
+  assert.ok(!packages.has('yaml'), 'yaml loaded into the serving process by the reload');
+  // A refusal still names the setting, from the child's run of the same pipeline.
+  const refusedEdit = agent.logs.length;
+  await replaceFile(config, 'cacheTtl: whenever\n');
+  const refusal = await agent.waitForLog((l) => l.msg === 'config reload refused; keeping the running config' && agent.logs.indexOf(l) >= refusedEdit);
+  assert.equal(refusal.err, 'Invalid setting --cache-ttl (CONFIG_SIDECAR_CACHE_TTL): "whenever" is not a duration; write e.g. 500ms, 30s, 5m, 1h or 90d');
+});
+
+test('a reload whose validator dies applies nothing and the agent keeps serving; the next edit applies', async () => {
+  // The validator child as the OOM killer would leave it: SIGKILLed while a marker file exists, else the real one.
+  const pod = defaultPod();
+  const root = pod ? reachableProject(pod.agent).root : fileURLToPath(new URL('..', import.meta.url));
+  const marker = join(dir, 'validator-dies');
+  const validator = join(dir, 'dying-validator.mjs');
+  await writeFile(validator, `import { existsSync } from 'node:fs';\nif (existsSync(${JSON.stringify(marker)})) process.kill(process.pid, 'SIGKILL');\nawait import(${JSON.stringify(join(root, 'src/agent/config-validator-main.ts'))});\n`, { mode: 0o644 });
+  const config = join(dir, 'dying.yaml');
+  await writeFile(config, 'cacheTtl: 1h\n');
+  const agent = await startAgentProcess(server, { prefixes: ['production/ml'], args: ['--config', config], env: { CONFIG_SIDECAR_TEST_CONFIG_VALIDATOR: validator } });
+  agents.push(agent);
+  await waitReady(agent.adminUrl);
+  await writeFile(marker, '');
+  const refusedEdit = agent.logs.length;
+  await replaceFile(config, 'cacheTtl: 1h\nprefetch: [production/ml/later]\n');
+  const refusal = await agent.waitForLog((l) => l.msg === 'config reload refused; keeping the running config' && agent.logs.indexOf(l) >= refusedEdit);
+  assert.equal(refusal.err, 'the config file could not be validated: it was killed by SIGKILL');
+  assert.ok(!agent.logs.slice(refusedEdit).some((l) => l.msg === 'config reloaded'), 'nothing applied');
+  assert.equal((await socketGet(agent.socketPath, '/v1/items/production/ml/db-password')).json.value, 'from-yaml', 'still serving');
+  await unlink(marker);
+  const seen = agent.logs.length;
+  await replaceFile(config, 'cacheTtl: 1h\nprefetch: [production/ml/later, production/ml/db-password]\n');
+  const reloaded = await agent.waitForLog((l) => l.msg === 'config reloaded' && agent.logs.indexOf(l) >= seen);
+  assert.equal(reloaded.prefetch, 2);
 });

@@ -17,9 +17,9 @@ import { durationSchema, listenSchema, listSchema, parseSettings, sizeSchema } f
 import { validatePrefix, parseItemPath, type ItemRef } from '../shared/paths.ts';
 import { AppError } from '../shared/errors.ts';
 import { loopbackUrlProblem } from '../shared/loopback-url.ts';
-import { AGENT_ID_RE } from '../shared/fleet-proto.ts';
+import { AGENT_ID_RE } from '../shared/agent-id-format.ts';
 import { DEFAULT_ENV } from '../shared/protocol-constants.ts';
-import { LOG_LEVELS, type LogLevel } from '../shared/logger.ts';
+import { LOG_LEVELS, type LogLevel } from '../shared/log-levels.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
 import { checkFilesDir, DEFAULT_FILES_DIR, describeFilesIssue, filesSchema } from './files/file-spec.ts';
 import { AGENT_SETTING_LABELS } from './agent-setting-labels.ts';

@@ -32,7 +32,7 @@ import { RingStore } from './ring-store.ts';
 import { EventApplier } from './event-applier.ts';
 import type { HandlerDeps } from './request-handler.ts';
 import { serveSse } from './sse-stream.ts';
-import { createTestHookRoutes, HoldGate, StreamSplit, TEST_APPLY_SETS_ENV, testHooksEnabled } from './test-hooks.ts';
+import { createTestHookRoutes, HoldGate, StreamSplit, TEST_APPLY_SETS_ENV, TEST_CONFIG_VALIDATOR_ENV, testHooksEnabled } from './test-hooks.ts';
 import { ChangeSetAssembler } from './change-set-assembler.ts';
 import { resolveAgentId } from './agent-id.ts';
 import { FleetReporter } from './fleet-reporter.ts';
@@ -274,6 +274,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     },
   });
   const membersOneByOne = hooks && (options.env ?? process.env)[TEST_APPLY_SETS_ENV] === 'members';
+  const validatorScript = hooks ? (options.env ?? process.env)[TEST_CONFIG_VALIDATOR_ENV] : undefined;
   const applyEvent = membersOneByOne
     ? (event: WatchEvent): void => {
         forgetRollouts(event);
@@ -639,9 +640,10 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     reloadConfig,
     async reloadConfigFile() {
       try {
-        // The schema (zod) loads only when a reload happens: the running agent otherwise never needs it.
-        const { loadAgentSettings } = await import('./agent-settings.ts');
-        const next = await loadAgentSettings({ ...(options.flags ?? {}), config: settings.config });
+        // The schema (zod) and yaml run in a child process: loaded here they would stay resident for good.
+        const { createConfigValidator } = await import('./config-validator.ts');
+        const validate = createConfigValidator(validatorScript ? { script: validatorScript } : {});
+        const next = await validate({ ...(options.flags ?? {}), config: settings.config });
         checkFiles?.(next.files);
         await reloadConfig(next);
         if (next.files?.length && !stopFiles) await startFiles();

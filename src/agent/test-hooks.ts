@@ -24,6 +24,9 @@
  * `CONFIG_SIDECAR_TEST_APPLY_SETS=members` (with the hooks only) applies the
  * members of a change set one by one, as an agent without the assembler
  * would, so a test can show that it notices the difference.
+ * `CONFIG_SIDECAR_TEST_CONFIG_VALIDATOR=FILE` (with the hooks only) runs FILE
+ * as the `--config` reload's validator child (agent/config-validator.ts), so
+ * a test can have that child die as the OOM killer would kill it.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { OffsetClock } from '../shared/clock.ts';
@@ -36,6 +39,7 @@ import type { WatchEvent } from '../shared/watch-proto.ts';
 
 export const TEST_HOOKS_ENV = 'CONFIG_SIDECAR_TEST_HOOKS';
 export const TEST_APPLY_SETS_ENV = 'CONFIG_SIDECAR_TEST_APPLY_SETS';
+export const TEST_CONFIG_VALIDATOR_ENV = 'CONFIG_SIDECAR_TEST_CONFIG_VALIDATOR';
 /** Longest a long-poll debug route waits. */
 const LONG_POLL_MS: Milliseconds = 30_000;
 const WAIT_POLL_MS: Milliseconds = 10;

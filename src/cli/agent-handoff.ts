@@ -14,17 +14,15 @@
  * agent's environment would pass. A value inherited or set by hand is not
  * taken (the settings are then validated as usual, and the re-exec still
  * happens: only a handoff this process wrote stops it); whoever starts the
- * process can give it any flags anyway. The guard checks every
- * field's type against `AgentSettings` (a missing field is a type error
- * here); the values themselves were checked by the schema that made them.
+ * process can give it any flags anyway. The guard (agent/settings-shape.ts)
+ * checks every field's type against `AgentSettings`; the values themselves
+ * were checked by the schema that made them.
  * Settings hold paths, URLs and item names, never a secret.
  */
 import type { AgentSettings } from '../agent/agent-settings.ts';
-import { LOG_LEVELS } from '../shared/logger.ts';
-import type { ListenAddress } from '../shared/settings.ts';
-import type { ItemRef } from '../shared/paths.ts';
+import { readAgentSettings, readFlags } from '../agent/settings-shape.ts';
 import type { ProcessIdentity } from './process-identity.ts';
-import { array, boolean, checked, field, finiteNumber, integer, oneOf, onlyKeys, optional, record, ShapeError, string, type Checked } from '../shared/shape-check.ts';
+import { checked, field, onlyKeys, record, ShapeError, type Checked } from '../shared/shape-check.ts';
 
 /** Set by the bin for its own re-exec only. */
 export const HANDOFF_ENV = 'CONFIG_SIDECAR_AGENT_HANDOFF';
@@ -37,68 +35,12 @@ const HANDOFF_VERSION = 1;
  */
 export const HANDOFF_MAX_BYTES = 64 * 1024;
 
-type Reader<T> = (value: unknown, path: string) => T;
-
-const opt =
-  <T>(read: Reader<T>): Reader<T | undefined> =>
-  (value, path) =>
-    optional(value, path, read);
-const strings: Reader<string[]> = (value, path) => array(value, path, string);
-const listen: Reader<ListenAddress> = (value, path) => {
-  const o = record(value, path);
-  onlyKeys(o, ['host', 'port'], path);
-  return { host: field(o, 'host', path, string), port: field(o, 'port', path, integer) };
-};
-const itemRef: Reader<ItemRef> = (value, path) => {
-  const o = record(value, path);
-  onlyKeys(o, ['namespace', 'name'], path);
-  return { namespace: field(o, 'namespace', path, string), name: field(o, 'name', path, string) };
-};
-const literalOr =
-  <const L extends string, T>(literals: readonly L[], read: Reader<T>): Reader<L | T> =>
-  (value, path) =>
-    typeof value === 'string' ? oneOf<L>(value, literals, path) : read(value, path);
-
-/** One reader per setting; the mapped type makes a setting the schema gains a compile error until it is listed. */
-const FIELDS: { readonly [K in keyof AgentSettings]-?: Reader<AgentSettings[K]> } = {
-  config: opt(string),
-  server: strings,
-  serverGrpc: strings,
-  serverCa: opt(string),
-  insecure: boolean,
-  tokenFile: opt(string),
-  env: string,
-  prefix: strings,
-  prefetch: (value, path) => array(value, path, itemRef),
-  socket: string,
-  httpListen: literalOr(['off'], listen),
-  adminListen: listen,
-  cacheTtl: finiteNumber,
-  cacheMaxEntries: integer,
-  cacheMaxBytes: opt(finiteNumber),
-  memoryLimit: literalOr(['auto', 'none'], finiteNumber),
-  maxStale: finiteNumber,
-  refetchJitter: finiteNumber,
-  logLevel: (value, path) => oneOf(value, LOG_LEVELS, path),
-  otlpEndpoint: opt(string),
-  traceSampleRatio: finiteNumber,
-  agentId: opt(string),
-  appHealthUrl: opt(string),
-  filesDir: opt(string),
-  snapshotDir: opt(string),
-  snapshotInterval: finiteNumber,
-  // Raw entries: the files renderer parses them with file-spec.ts (loaded only with files:).
-  files: opt((value, path) => array(value, path, (entry) => entry)),
-};
-
 /** What the first image hands over: the settings it validated and the flags they came from. */
 export interface Handoff {
   readonly settings: AgentSettings;
   /** Commander's flag values (strings, lists, `true`), for a `--config` reload. */
   readonly flags: Readonly<Record<string, unknown>>;
 }
-
-const flagValue: Reader<unknown> = (value, path) => (typeof value === 'boolean' ? value : Array.isArray(value) ? strings(value, path) : string(value, path));
 
 /** The handoff text for process `self`, or undefined when it has no identity or the text would be too large to pass in the environment. */
 export function encodeHandoff(handoff: Handoff, self: ProcessIdentity | undefined): string | undefined {
@@ -132,15 +74,6 @@ export function decodeHandoff(text: string, self: ProcessIdentity | undefined): 
     if (o.v !== HANDOFF_VERSION) throw new ShapeError(`handoff version ${String(o.v)}, expected ${HANDOFF_VERSION}`);
     if (o.pid !== self.pid) throw new ShapeError(`written by process ${String(o.pid)}, not this one (${self.pid})`);
     if (o.start !== self.start) throw new ShapeError(`written by an earlier process ${self.pid} (started ${String(o.start).slice(0, 80)}), not this one (started ${self.start})`);
-    const raw = field(o, 'settings', '', record);
-    onlyKeys(raw, Object.keys(FIELDS), 'settings');
-    const settings: Record<string, unknown> = {};
-    for (const [key, read] of Object.entries(FIELDS) as Array<[string, Reader<unknown>]>) {
-      const value = field(raw, key, 'settings', read);
-      if (value !== undefined) settings[key] = value;
-    }
-    const rawFlags = field(o, 'flags', '', record);
-    const flags = Object.fromEntries(Object.entries(rawFlags).map(([key, value]) => [key, flagValue(value, `flags.${key}`)]));
-    return { settings: Object.freeze(settings) as AgentSettings, flags };
+    return { settings: field(o, 'settings', '', readAgentSettings), flags: field(o, 'flags', '', readFlags) };
   });
 }

@@ -9,8 +9,7 @@ import { WATCH_PROTO_PATH } from './watch-proto.ts';
 
 export const FLEET_SERVICE_NAME = 'configsidecar.v1.FleetService';
 
-/** An agent id: a pod name (DNS-1123) or a hostname, a little more liberal. */
-export const AGENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$/;
+export { AGENT_ID_RE } from './agent-id-format.ts';
 
 export const AGENT_HEALTH = ['ok', 'degraded', 'starting'] as const;
 export type AgentHealth = (typeof AGENT_HEALTH)[number];

@@ -4,6 +4,7 @@
  * redact list is a second line of defence for fields that must never appear.
  */
 import { pino, type Logger, type DestinationStream } from 'pino';
+import type { LogLevel } from './log-levels.ts';
 
 export type { Logger };
 
@@ -24,8 +25,7 @@ export const REDACTED_FIELDS = [
   '*.token',
 ];
 
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+export { LOG_LEVELS, type LogLevel } from './log-levels.ts';
 
 export interface LoggerOptions {
   readonly component: string;
