@@ -15,7 +15,10 @@
  * cleanly at the end, so their profiles of the measured load land in DIR; `--only bare`
  * measures the agent and the named references alone (names' first words:
  * bare, data, listener-options: bare node:http created with the agent's
- * data-listener options and connection limit; users-plain, users-other,
+ * data-listener options and connection limit; headers, headers-str,
+ * headers-flat: bare node:http sending the agent's six headers of a cached
+ * 200, as an object with numbers, as an object of strings, as a flat array
+ * of strings (bare-http.ts `agent-headers…`); users-plain, users-other,
  * users-http2, users-undici, users-worker: bare node:http at the bin's polymorphic-map
  * limit, alone, after the agent's other kinds of node:events users ran in its
  * process, after HTTP/2 alone, after undici alone, with them all run in a
@@ -56,6 +59,11 @@
  * bare TCP server sent the same token header (which it ignores: what
  * parsing the header costs node:http), and `agent-socket`, the plain agent's
  * own process read over its Unix socket in the same rounds.
+ * Each system's line of the split also gives the share of the SUT core other
+ * processes took during its rounds (/proc/stat less its own CPU): nothing
+ * here raises the servers' priority, and a round others shared pulls the
+ * ratios towards 1 (docs/FOOTPRINT-LOG.md, s28), so read a figure with
+ * more than a few percent there as contended.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -70,6 +78,7 @@ import { runClosedLoop } from './lib/lean-load.ts';
 import { CLK_TCK, cpuSeconds, startChild, stopAllChildren, SUT_CORE } from './lib/proc.ts';
 import { ServerClient, startAgent, startServer, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
+import { coreBusySeconds } from './lib/schedstat.ts';
 import { benchArgs, envPairs, wholeNumber } from './lib/args.ts';
 import { HEADERS } from '../src/shared/protocol-constants.ts';
 
@@ -183,12 +192,20 @@ function threadSplit(pid: number): number[] {
   return out;
 }
 
+/** Per system, each round's share of the SUT core that other processes took (%): a contended round's ratio is pulled towards 1 (s28). */
+const othersOnCore = new Map<string, number[]>();
+
 async function measure(sys: System, perfDir?: string): Promise<{ cpuUs: number; rps: number }> {
   const stopPerf = perfDir === undefined ? undefined : await recordPerf(sys, perfDir);
+  const core0 = coreBusySeconds(SUT_CORE);
   const cpu0 = cpuSeconds(sys.pid);
   const split0 = threadSplit(sys.pid);
   const run = await runLoad(sys.target, { connections, amount: requests, paths });
-  const cpuUs = ((cpuSeconds(sys.pid) - cpu0) / run.requests) * 1e6;
+  const cpuS = cpuSeconds(sys.pid) - cpu0;
+  const cpuUs = (cpuS / run.requests) * 1e6;
+  const others = othersOnCore.get(sys.name) ?? [];
+  others.push(Math.max(0, ((coreBusySeconds(SUT_CORE) - core0 - cpuS) / run.seconds) * 100));
+  othersOnCore.set(sys.name, others);
   const split1 = threadSplit(sys.pid);
   const parts = splits.get(sys.name) ?? [];
   parts.push(split1.map((v, i) => ((v - (split0[i] ?? 0)) / run.requests) * 1e6));
@@ -207,6 +224,9 @@ try {
   await reference('bare node:http', profileFlags, 'bare-http.ts', ['1024']);
   await reference(`bare node:http, ${keys} bodies`, [], 'bare-http.ts', ['1024', String(keys)]);
   await reference('listener-options bare node:http', [], 'bare-http.ts', ['1024', '0', 'agent-listener']);
+  await reference('headers bare node:http, agent headers', [], 'bare-http.ts', ['1024', '0', 'agent-headers']);
+  await reference('headers-str bare node:http, agent headers as strings', [], 'bare-http.ts', ['1024', '0', 'agent-headers-str']);
+  await reference('headers-flat bare node:http, agent headers flat', [], 'bare-http.ts', ['1024', '0', 'agent-headers-flat']);
   await reference('users-plain node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['plain']);
   await reference('users-other node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['other-users']);
   await reference('users-http2 node:http', ['--max-valid-polymorphic-map-count=16'], 'other-users-http.ts', ['http2']);
@@ -298,7 +318,10 @@ try {
   for (const sys of systems) {
     const rows = splits.get(sys.name)?.slice(1) ?? []; // the first is the warm-up
     const col = (i: number): string => median(rows.map((r) => r[i] ?? Number.NaN)).toFixed(2);
-    console.log(`${sys.name.padEnd(36)} µs/req main thread user ${col(0)} kernel ${col(1)}, other threads user ${col(2)} kernel ${col(3)}`);
+    const others = othersOnCore.get(sys.name)?.slice(1, rounds + 1) ?? [];
+    console.log(
+      `${sys.name.padEnd(36)} µs/req main thread user ${col(0)} kernel ${col(1)}, other threads user ${col(2)} kernel ${col(3)}; other processes on the SUT core ${median(others).toFixed(1)} % (max ${Math.max(...others).toFixed(1)})`,
+    );
   }
   // Each other agent against `agent` round by round: the machine's drift between rounds cancels out.
   const own = cpu.get('agent') ?? [];

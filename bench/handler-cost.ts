@@ -15,8 +15,16 @@
  * header (a young string per call, as node's parser makes it) and the
  * proof of one of 16 keep-alive connections (src/agent/pod-token.ts; a tree
  * without proofs ignores it and checks the token in full every time).
+ *
+ * `--write-head`: each call also hands the result's status and headers to
+ * node's `res.writeHead` on a socket-less `ServerResponse` and reads the
+ * head node built, as a write would: what the agent's headers cost on both
+ * sides, building them and node validating and joining them
+ * (docs/FOOTPRINT-LOG.md, h28).
  */
 import { spawnSync } from 'node:child_process';
+import { IncomingMessage, ServerResponse, type OutgoingHttpHeader, type OutgoingHttpHeaders } from 'node:http';
+import { Socket } from 'node:net';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { benchArgs, wholeNumber } from './lib/args.ts';
 import { median } from './lib/stats.ts';
@@ -24,10 +32,11 @@ import type * as RequestHandler from '../src/agent/request-handler.ts';
 import type * as AgentMetrics from '../src/agent/agent-metrics.ts';
 import type * as ItemRepresentation from '../src/agent/item-representation.ts';
 
-const values = benchArgs('Usage: node bench/handler-cost.ts [--rounds 5] [--calls 3000000] [--listener socket|tcp] [--tree NAME=DIR …]', {
+const values = benchArgs('Usage: node bench/handler-cost.ts [--rounds 5] [--calls 3000000] [--listener socket|tcp] [--write-head] [--tree NAME=DIR …]', {
   listener: { type: 'string', default: 'socket' },
   rounds: { type: 'string', default: '5' },
   calls: { type: 'string', default: '3000000' },
+  'write-head': { type: 'boolean', default: false },
   /** Another source tree (its src/agent/…), measured in the same rounds (repeatable). */
   tree: { type: 'string', multiple: true },
   /** Internal: run one measurement in this process, of the tree at DIR. */
@@ -59,6 +68,8 @@ async function measure(dir: string): Promise<number> {
   const proofs = Array.from({ length: CONNECTIONS }, () => ({ token: undefined, against: undefined }));
   const urls = Array.from({ length: KEYS }, (_, i) => Buffer.from(`/v1/items/bench/ns/k${i}?format=raw`));
   let statuses = 0;
+  const res = values['write-head'] ? headlessResponse() : undefined;
+  let headBytes = 0;
   const once = (i: number): void => {
     // node:http's parser makes a new URL string and headers object per request.
     const url = (urls[i % KEYS] as Buffer).toString('latin1');
@@ -67,6 +78,7 @@ async function measure(dir: string): Promise<number> {
         ? handler.handleDataRequest({ method: 'GET', url, headers: { host: 'agent' }, listener, tokenProof: undefined }, deps)
         : handler.handleDataRequest({ method: 'GET', url, headers: { host: 'agent', 'x-config-sidecar-token': token.toString('latin1') }, listener, tokenProof: proofs[i % CONNECTIONS] }, deps);
     const status = (result as { status: number }).status;
+    if (res !== undefined) headBytes += writeHead(res, status, (result as { headers: OutgoingHttpHeaders | OutgoingHttpHeader[] }).headers);
     metrics.countResponse(listener, status);
     statuses += status;
   };
@@ -75,7 +87,27 @@ async function measure(dir: string): Promise<number> {
   for (let i = 0; i < calls; i++) once(i);
   const used = process.cpuUsage(before);
   if (statuses !== 200 * (WARMUP_CALLS + calls)) throw new Error('a call did not answer 200');
+  if (res !== undefined && headBytes === 0) throw new Error('node built no head');
   return ((used.user + used.system) * 1000) / calls;
+}
+
+/** A keep-alive HTTP/1.1 response with no socket: `writeHead` builds its head and nothing is sent. */
+function headlessResponse(): ServerResponse {
+  const req = new IncomingMessage(new Socket());
+  req.method = 'GET';
+  req.httpVersionMajor = 1;
+  req.httpVersionMinor = 1;
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = true;
+  return res;
+}
+
+/** `writeHead` once more on the same response, and the head's length read as a write would read it (flattened). */
+function writeHead(res: ServerResponse, status: number, headers: OutgoingHttpHeaders | OutgoingHttpHeader[]): number {
+  // node refuses a second head; clearing its internal `_header` lets one response stand for many (bench only).
+  (res as unknown as { _header: string | null })._header = null;
+  res.writeHead(status, headers);
+  return Buffer.byteLength((res as unknown as { _header: string })._header, 'latin1');
 }
 
 if (values.child !== undefined) {
@@ -94,11 +126,11 @@ if (values.child !== undefined) {
   const samples = new Map<string, number[]>(trees.map(([name]) => [name, []]));
   for (let round = 0; round < wholeNumber('rounds', values.rounds); round++) {
     for (const [name, dir] of trees) {
-      const run = spawnSync(process.execPath, [...NODE_FLAGS, self, '--child', dir, '--calls', String(calls), '--listener', listener], { encoding: 'utf8' });
+      const run = spawnSync(process.execPath, [...NODE_FLAGS, self, '--child', dir, '--calls', String(calls), '--listener', listener, ...(values['write-head'] ? ['--write-head'] : [])], { encoding: 'utf8' });
       if (run.status !== 0) throw new Error(`${name}: ${run.stderr}`);
       samples.get(name)?.push(Number(run.stdout.trim()));
     }
   }
-  console.log(`${values.rounds} rounds × ${calls} cached reads over ${listener} (handleDataRequest + countResponse); CPU ns per read, median (range)`);
+  console.log(`${values.rounds} rounds × ${calls} cached reads over ${listener} (handleDataRequest${values['write-head'] ? ' + writeHead' : ''} + countResponse); CPU ns per read, median (range)`);
   for (const [name, ns] of samples) console.log(`${name.padEnd(12)} ${median(ns).toFixed(0).padStart(5)} ns (${Math.min(...ns).toFixed(0)}–${Math.max(...ns).toFixed(0)})`);
 }

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AppliedEventsHub } from '../src/agent/applied-events.ts';
 import { rawEtag } from '../src/agent/item-representation.ts';
-import { handleDataRequest, type BodyResult, type DataRequest, type HandlerDeps } from '../src/agent/request-handler.ts';
+import { handleDataRequest, type BodyResult, type DataRequest, type HandlerDeps, type HeaderList } from '../src/agent/request-handler.ts';
 import { newTokenProof, type TokenProof } from '../src/agent/pod-token.ts';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 import { agentReadiness, type ReadinessState } from '../src/agent/readiness.ts';
@@ -61,18 +61,28 @@ async function body(r: DataRequest, d: HandlerDeps = deps()): Promise<BodyResult
   return result as BodyResult;
 }
 
+/** A result's headers by name, whichever form the handler gave them in (an item read's are a flat list). */
+function headersOf(r: BodyResult | undefined): Readonly<Record<string, string | number>> {
+  const headers = r?.headers ?? {};
+  if (!isHeaderList(headers)) return headers;
+  const out: Record<string, string | number> = {};
+  for (let i = 0; i < headers.length; i += 2) out[String(headers[i])] = headers[i + 1] ?? '';
+  return out;
+}
+const isHeaderList = (headers: BodyResult['headers']): headers is HeaderList => Array.isArray(headers);
+
 const code = (r: BodyResult): string => (JSON.parse(r.body?.toString() ?? '{}') as { error: { code: string } }).error.code;
 
 test('a read answers the value with ETag, Age and X-Config-Revision; raw gives the bytes', async () => {
   const ok = await body(req('/v1/items/production/ml/db'));
   assert.equal(ok.status, 200);
-  assert.equal(ok.headers.etag, '"3"');
-  assert.equal(ok.headers.age, 2);
-  assert.equal(ok.headers['x-config-revision'], 7);
+  assert.equal(headersOf(ok).etag, '"3"');
+  assert.equal(headersOf(ok).age, 2);
+  assert.equal(headersOf(ok)['x-config-revision'], 7);
   const raw = await body(req('/v1/items/production/ml/db?format=raw'));
   assert.equal(raw.body?.toString(), 's3cret');
-  assert.equal(raw.headers['content-type'], 'application/octet-stream');
-  assert.notEqual(raw.headers.etag, ok.headers.etag, 'each representation has its own ETag');
+  assert.equal(headersOf(raw)['content-type'], 'application/octet-stream');
+  assert.notEqual(headersOf(raw).etag, headersOf(ok).etag, 'each representation has its own ETag');
 });
 
 test('format is read the same whether the query is the exact short form or any other spelling', async () => {
@@ -80,7 +90,7 @@ test('format is read the same whether the query is the exact short form or any o
   // Twice each: the second answer comes from the parsed-URL memo and must be the same.
   for (let pass = 0; pass < 2; pass++) for (const q of raw) assert.equal((await body(req(`/v1/items/production/ml/db${q}`))).body?.toString(), 's3cret', q);
   const json = ['', '?', '?format=json', '?x=1', '?format=json&format=raw'];
-  for (let pass = 0; pass < 2; pass++) for (const q of json) assert.equal((await body(req(`/v1/items/production/ml/db${q}`))).headers['content-type'], 'application/json; charset=utf-8', q);
+  for (let pass = 0; pass < 2; pass++) for (const q of json) assert.equal(headersOf(await body(req(`/v1/items/production/ml/db${q}`)))['content-type'], 'application/json; charset=utf-8', q);
   for (let pass = 0; pass < 2; pass++) for (const q of ['?format=RAW', '?format=', '?format=raw%20']) assert.equal(code(await body(req(`/v1/items/production/ml/db${q}`))), 'bad_request', q);
 });
 
@@ -153,7 +163,7 @@ test('a URL read before answers the value that replaced its cached one, and a fe
     const r = await body(req(url), d);
     const text = r.body?.toString();
     if (r.lease) d.release(r.lease);
-    return { text, etag: r.headers.etag };
+    return { text, etag: headersOf(r).etag };
   };
   assert.deepEqual(await read(), { text: 'value-1', etag: rawEtag('"1"') });
   assert.deepEqual(await read(), { text: 'value-1', etag: rawEtag('"1"') }, 'a hit');
@@ -178,8 +188,8 @@ test('If-None-Match with the current ETag gives 304 and releases the value at on
 
 test('a stale value carries the Warning and X-Config-Stale headers', async () => {
   const r = await body(req('/v1/items/production/ml/db'), deps(async () => ({ value: value(), source: 'stale', staleSeconds: 42, ageSeconds: 50 })));
-  assert.equal(r.headers.warning, '110 - "Response is Stale"');
-  assert.equal(r.headers['x-config-stale'], 42);
+  assert.equal(headersOf(r).warning, '110 - "Response is Stale"');
+  assert.equal(headersOf(r)['x-config-stale'], 42);
 });
 
 test('bad requests are refused with the right status and a JSON error', async () => {
@@ -317,20 +327,20 @@ test('a cached read answers headers that follow the value and its age; a stale r
   const d = { ...deps(), readCached: () => current };
   const read = (): BodyResult => handleDataRequest(req(url), d) as BodyResult;
   const first = read();
-  assert.deepEqual({ ...first.headers }, { ...read().headers }, 'the same value in the same second answers the same headers');
+  assert.deepEqual(headersOf(first), headersOf(read()), 'the same value in the same second answers the same headers');
   current = { ...current, ageSeconds: 3 };
-  assert.equal(read().headers.age, 3, 'a new age is answered at once');
+  assert.equal(headersOf(read()).age, 3, 'a new age is answered at once');
   current = { ...current, source: 'stale', staleSeconds: 40 };
   const stale = read();
-  assert.equal(stale.headers.warning, '110 - "Response is Stale"');
+  assert.equal(headersOf(stale).warning, '110 - "Response is Stale"');
   current = { value: { ...value(), revision: 8, version: 4, etag: '"4"', rawEtag: rawEtag('"4"'), plaintext: Buffer.from('n3w') }, source: 'hit', staleSeconds: 0, ageSeconds: 3 };
   const fresh = read();
-  assert.equal(fresh.headers.warning, undefined, 'the stale marking stays on the stale response');
-  assert.equal(fresh.headers['x-config-stale'], undefined);
-  assert.equal(fresh.headers['x-config-revision'], 8, 'a new value answers its own revision, also within the same second');
-  assert.equal(fresh.headers.etag, rawEtag('"4"'));
-  assert.equal(fresh.headers['content-length'], 3);
-  assert.equal(first.headers['x-config-revision'], 7, 'an answer already given is never changed');
+  assert.equal(headersOf(fresh).warning, undefined, 'the stale marking stays on the stale response');
+  assert.equal(headersOf(fresh)['x-config-stale'], undefined);
+  assert.equal(headersOf(fresh)['x-config-revision'], 8, 'a new value answers its own revision, also within the same second');
+  assert.equal(headersOf(fresh).etag, rawEtag('"4"'));
+  assert.equal(headersOf(fresh)['content-length'], 3);
+  assert.equal(headersOf(first)['x-config-revision'], 7, 'an answer already given is never changed');
 });
 
 test('reads sharing a cached result each get their own representation and lease, in any order', async () => {
@@ -367,15 +377,15 @@ test('reads sharing a cached result each get their own representation and lease,
     answers.push(r);
     const text = r.body?.toString() ?? '';
     assert.equal(url === raw ? text : (JSON.parse(text) as { value: string }).value, 'shared-result', url);
-    assert.equal(r.headers['content-type'], url === raw ? 'application/octet-stream' : 'application/json; charset=utf-8', url);
-    assert.equal(r.headers.etag, url === raw ? rawEtag('"1"') : '"1"', url);
-    assert.equal(r.headers['content-length'], r.body?.length, url);
+    assert.equal(headersOf(r)['content-type'], url === raw ? 'application/octet-stream' : 'application/json; charset=utf-8', url);
+    assert.equal(headersOf(r).etag, url === raw ? rawEtag('"1"') : '"1"', url);
+    assert.equal(headersOf(r)['content-length'], r.body?.length, url);
   }
   clock.advance(2_000);
   const later = handleDataRequest(req(json), d) as BodyResult;
   leases += 1;
-  assert.equal(later.headers.age, 2, 'a new age second answers its own age');
-  assert.equal(answers[0]?.headers.age, 0, 'an answer already given is never changed');
+  assert.equal(headersOf(later).age, 2, 'a new age second answers its own age');
+  assert.equal(headersOf(answers[0]).age, 0, 'an answer already given is never changed');
   for (const r of [...answers, later]) d.release(r.lease as ReadResult);
   assert.equal(leases, 0, 'every read ended its own lease');
   const entry = cache.peek({ namespace: 'production/ml', name: 'shared' }, 'prod');

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { parseAllDocuments } from 'yaml';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -177,6 +177,35 @@ function startCommand(command: string, args: string[], cwd: string, msg: string,
       clearTimeout(timer);
       reject(new Error(`exited with ${code} before "${msg}"; stderr: ${stderr}`));
     });
+  });
+}
+
+/** The next JSON log line of `child` that `match` accepts (lines already read are not seen). */
+function nextLogLine(child: ChildProcess, match: (line: Record<string, unknown>) => boolean, timeoutMs = 20_000): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let buffer = '';
+    const timer = setTimeout(() => {
+      child.stdout?.off('data', onData);
+      reject(new Error(`no matching log line within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onData = (d: string): void => {
+      buffer += d;
+      for (const text of buffer.split('\n').slice(0, -1)) {
+        try {
+          const line = JSON.parse(text) as Record<string, unknown>;
+          if (match(line)) {
+            clearTimeout(timer);
+            child.stdout?.off('data', onData);
+            resolve(line);
+            return;
+          }
+        } catch {
+          // not a log line
+        }
+      }
+      buffer = buffer.slice(buffer.lastIndexOf('\n') + 1);
+    };
+    child.stdout?.on('data', onData);
   });
 }
 
@@ -363,6 +392,17 @@ test('the runtime stage runs as the injected securityContext (65532, fsGroup, no
   assert.deepEqual(await ownedByRoot(filesDir), []);
   if (readOnly) assert.equal(spawnSync('touch', [join(tree.root, 'x')]).status !== 0, true, 'the tree is read-only even for root');
   else t.diagnostic('read-only bind mount unavailable here: the tree is root-owned and not writable by 65532');
+
+  // A ConfigMap change: the built agent validates it in its child process (compiled, in lite mode) as uid 65532 on the read-only tree.
+  const configArg = args.find((a) => a.startsWith('--config='));
+  assert.ok(configArg, 'the injected agent has a --config');
+  const configFile = configArg.slice('--config='.length);
+  const reloaded = nextLogLine(agent.child, (l) => l.msg === 'config reloaded' || l.msg === 'config reload refused; keeping the running config');
+  const edited = `${configFile}.edit`;
+  writeFileSync(edited, `${readFileSync(configFile, 'utf8')}\nlogLevel: debug\n`, { mode: statSync(configFile).mode & 0o777 });
+  chownSync(edited, 0, fsGroup);
+  renameSync(edited, configFile);
+  assert.equal((await reloaded).msg, 'config reloaded', JSON.stringify(await reloaded));
 
   for (const child of [agent.child, server.child]) {
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

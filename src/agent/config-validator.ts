@@ -13,6 +13,7 @@
  * ordinary error saying so; either way the caller applies nothing.
  */
 import { spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SettingError } from '../shared/settings.ts';
@@ -24,19 +25,24 @@ import { readAgentSettings } from './settings-shape.ts';
 /** A reload whose validation takes longer than this is refused (the child is killed). Start-up's validation takes ~0.3 s. */
 export const CONFIG_VALIDATION_TIMEOUT_MS: Milliseconds = 15_000;
 /**
- * The child's node flags. Its peak adds to the pod's memory for well under a
- * second: a 1 MiB young generation took ~7 MiB off it, and the old-space cap
- * bounds what a hostile file can make it allocate (a real config uses a few
- * MiB; a child over the cap dies and the reload is refused).
+ * The child's node flags. Its peak adds to the pod's memory for a fraction of
+ * a second, and it runs once: a 1 MiB young generation took ~7 MiB of
+ * anonymous memory off it, V8's lite mode (no JIT, feedback allocated
+ * lazily) another ~3 for ~20 ms; the old-space cap bounds what a hostile
+ * file can make it allocate (a real config uses a few MiB; a child over the
+ * cap dies and the reload is refused). docs/FOOTPRINT-LOG.md, r28.
  */
 export const VALIDATOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=64'];
+/** Only when built: node's type stripping (the agent run from source, `.ts`) needs WebAssembly, which lite mode turns off. */
+const BUILT_ONLY_FLAGS: readonly string[] = ['--lite-mode'];
+const OWN_EXTENSION = extname(fileURLToPath(import.meta.url));
 /** The settings as JSON are a few KiB; a child writing more than this is refused, not buffered. */
 const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 /** The child's stderr kept for the error message (a fatal error's first lines). */
 const MAX_STDERR_BYTES = 2048;
 
 /** The child's entry, next to this module in both layouts (`.ts` run by type stripping, `.js` built). */
-export const VALIDATOR_SCRIPT = fileURLToPath(new URL(`./config-validator-main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+export const VALIDATOR_SCRIPT = fileURLToPath(new URL(`./config-validator-main${OWN_EXTENSION}`, import.meta.url));
 
 /** What the child writes on stdout: the settings, or the refusal. */
 export type ValidatorAnswer =
@@ -83,7 +89,7 @@ export function createConfigValidator(options: ConfigValidatorOptions = {}): Con
   return (flags) =>
     new Promise<AgentSettings>((resolve, reject) => {
       // A clean environment: NODE_OPTIONS (an inspector, a preload) is the agent's, and the settings come in as flags only.
-      const child = spawn(execPath, [...VALIDATOR_NODE_FLAGS, script], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+      const child = spawn(execPath, [...VALIDATOR_NODE_FLAGS, ...(OWN_EXTENSION === '.ts' ? [] : BUILT_ONLY_FLAGS), script], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
       const out: Buffer[] = [];
       let outBytes = 0;
       let stderr = '';
@@ -94,20 +100,24 @@ export function createConfigValidator(options: ConfigValidatorOptions = {}): Con
       };
       // Our own timer, not spawn's `timeout`: that one outlives a child that never started.
       const timer = setTimeout(() => fail(`it took longer than ${timeoutMs} ms`), timeoutMs);
-      child.stdout.on('data', (chunk: Buffer) => {
+      // `on`, not `once`: an 'error' without a listener would throw in the agent.
+      child.on('error', (err) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot start the config validator (${(err as NodeJS.ErrnoException).code ?? err.message})`));
+      });
+      // Out of file descriptors (EMFILE, ENFILE) node makes no pipes and only emits the 'error' above.
+      const { stdin, stdout, stderr: errors } = child as { stdin: Writable | null; stdout: Readable | null; stderr: Readable | null };
+      if (!stdin || !stdout || !errors) return;
+      stdout.on('data', (chunk: Buffer) => {
         outBytes += chunk.length;
         if (outBytes > MAX_OUTPUT_BYTES) fail(`it wrote more than ${MAX_OUTPUT_BYTES} bytes`);
         else out.push(chunk);
       });
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      errors.setEncoding('utf8').on('data', (chunk: string) => {
         if (stderr.length < MAX_STDERR_BYTES) stderr += chunk.slice(0, MAX_STDERR_BYTES - stderr.length);
       });
-      // A child that dies before reading its input breaks the pipe; the exit says why.
-      child.stdin.on('error', () => {});
-      child.once('error', (err) => {
-        clearTimeout(timer);
-        reject(new Error(`cannot start the config validator (${(err as NodeJS.ErrnoException).code ?? err.message})`));
-      });
+      // A child that dies before reading its input breaks the pipe, and the exit says why; a pipe's own error ends in 'close' too.
+      for (const pipe of [stdin, stdout, errors]) pipe.on('error', () => {});
       child.once('close', (code, signal) => {
         clearTimeout(timer);
         const why = failure ?? (signal ? `it was killed by ${signal}` : code !== 0 ? `it exited with code ${code}` : undefined);
@@ -122,6 +132,6 @@ export function createConfigValidator(options: ConfigValidatorOptions = {}): Con
           reject(err instanceof Error ? err : new Error(String(err)));
         }
       });
-      child.stdin.end(JSON.stringify(flags));
+      stdin.end(JSON.stringify(flags));
     });
 }

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, Server, ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -86,7 +86,8 @@ function healthResponse(req: IncomingMessage, hooks: DataServerHooks): Promise<B
  * the cached bytes, and the lease ends on 'close'.
  */
 export function sendResult(res: ServerResponse, result: BodyResult, release: (lease: NonNullable<BodyResult['lease']>) => void): void {
-  res.writeHead(result.status, result.headers);
+  // node only reads the headers (its types ask for a mutable list).
+  res.writeHead(result.status, result.headers as OutgoingHttpHeaders | OutgoingHttpHeader[]);
   res.end(result.body);
   const { lease, scrub } = result;
   if (lease === undefined && scrub === undefined) return;

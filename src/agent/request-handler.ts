@@ -45,13 +45,21 @@ export interface DataRequest {
 export interface BodyResult {
   readonly kind: 'body';
   readonly status: number;
-  /** Possibly shared with other responses (a cached read's): never mutated. */
-  readonly headers: Readonly<Record<string, string | number>>;
+  /** An object, or for an item read a flat `HeaderList` (cheaper for node to write). */
+  readonly headers: Readonly<Record<string, string | number>> | HeaderList;
   readonly body: Buffer | undefined;
   readonly lease?: ReadResult | undefined;
   /** A body made for this response only (a key ring's rendering): zero-filled once its bytes have left. */
   readonly scrub?: Buffer | undefined;
 }
+
+/**
+ * Response headers as a flat list, name, value, name, value, … (lower-case
+ * names), as `res.writeHead` takes them: node writes an object's headers
+ * through a `for…in` with an own-property check per name, which costs a
+ * cached read more than building this list does (docs/FOOTPRINT-LOG.md, h28).
+ */
+export type HeaderList = readonly (string | number)[];
 
 /** Hand the connection to the SSE stream. */
 export interface SseResult {
@@ -150,25 +158,7 @@ interface ItemUrl extends VariantMemo {
   /** `HandlerDeps.cacheKey` of the item in `keyEnv` (the env the listener serves), made on the URL's first read. */
   key: string | undefined;
   keyEnv: string | undefined;
-  /**
-   * The headers of the URL's last fresh 200: the next read whose headers
-   * would be the same (same ETag, revision, type, length and Age) answers
-   * with the same object, so a cached read builds none. Compared by those
-   * fields, not by the value, so the memo never keeps an evicted value's
-   * buffers alive; never mutated once made (node:http only reads it).
-   */
-  okHeaders: OkHeaders | undefined;
 }
-
-/** A 200's headers, in one literal with fixed keys (HEADERS.revision spelt out): V8 builds it from a template. */
-type OkHeaders = {
-  etag: string;
-  age: number;
-  'x-config-revision': number;
-  'cache-control': string;
-  'content-type': string;
-  'content-length': number;
-};
 
 /**
  * Parsed item URLs (path and `format`), so a hot key's URL is split, decoded
@@ -199,7 +189,7 @@ function parseItemUrl(url: string): ItemUrl | undefined {
  * handler's loads of them stay monomorphic.
  */
 function newItemUrl(ref: ItemRef, raw: boolean, ring: URLSearchParams | undefined): ItemUrl {
-  return { ref, raw, ring, allowedBy: undefined, key: undefined, keyEnv: undefined, entry: undefined, entryOf: undefined, okHeaders: undefined };
+  return { ref, raw, ring, allowedBy: undefined, key: undefined, keyEnv: undefined, entry: undefined, entryOf: undefined };
 }
 
 function itemUrl(url: string): ItemUrl | undefined {
@@ -279,11 +269,14 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, ite
   const ifNoneMatch = req.headers['if-none-match'];
   if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, etag)) {
     deps.release(result);
-    const headers: Record<string, string | number> = { etag, age: result.ageSeconds, 'x-config-revision': value.revision, 'cache-control': 'no-store' };
+    const headers = ['etag', etag, 'age', result.ageSeconds, 'x-config-revision', value.revision, 'cache-control', 'no-store'];
     return { kind: 'body', status: 304, headers: result.source === 'stale' ? withStaleness(headers, result) : headers, body: undefined };
   }
   const body = raw ? value.plaintext : value.json;
-  const headers = result.source === 'stale' ? withStaleness(okHeaders(value, result.ageSeconds, raw, body), result) : sharedOkHeaders(item, result, body);
+  // A fresh list per read: one young array, no per-URL memo to hold (h28: node writes a list faster than
+  // the object q16 shared, and the memo's comparisons and memory go with it).
+  const headers = ['etag', etag, 'age', result.ageSeconds, 'x-config-revision', value.revision, 'cache-control', 'no-store', 'content-type', contentType(value.kind, raw), 'content-length', body.length];
+  if (result.source === 'stale') withStaleness(headers, result);
   if (req.method === 'HEAD') {
     deps.release(result);
     return { kind: 'body', status: 200, headers, body: undefined };
@@ -291,37 +284,8 @@ function itemResult(req: DataRequest, deps: HandlerDeps, result: ReadResult, ite
   return { kind: 'body', status: 200, headers, body, lease: result };
 }
 
-function okHeaders(value: ReadResult['value'], age: number, raw: boolean, body: Buffer): OkHeaders {
-  return {
-    etag: raw ? value.rawEtag : value.etag,
-    age,
-    'x-config-revision': value.revision,
-    'cache-control': 'no-store',
-    'content-type': contentType(value.kind, raw),
-    'content-length': body.length,
-  };
-}
-
-/** A fresh 200's headers, shared by the URL's reads while they would be the same (`ItemUrl.okHeaders`). */
-function sharedOkHeaders(item: ItemUrl, result: ReadResult, body: Buffer): Readonly<OkHeaders> {
-  const { value } = result;
-  const last = item.okHeaders;
-  if (
-    last !== undefined &&
-    last.age === result.ageSeconds &&
-    last.etag === (item.raw ? value.rawEtag : value.etag) &&
-    last['x-config-revision'] === value.revision &&
-    last['content-length'] === body.length &&
-    last['content-type'] === contentType(value.kind, item.raw)
-  ) {
-    return last;
-  }
-  return (item.okHeaders = okHeaders(value, result.ageSeconds, item.raw, body));
-}
-
-function withStaleness(headers: Record<string, string | number>, result: ReadResult): Record<string, string | number> {
-  headers.warning = STALE_WARNING;
-  headers[HEADERS.stale] = result.staleSeconds;
+function withStaleness(headers: Array<string | number>, result: ReadResult): HeaderList {
+  headers.push('warning', STALE_WARNING, HEADERS.stale, result.staleSeconds);
   return headers;
 }
 
