@@ -70,6 +70,16 @@ test('a child that dies, hangs, or answers nonsense is refused with why, never r
   await assert.rejects(missing(FLAGS), /cannot start the config validator \(ENOENT\)/);
 });
 
+test('the child gets none of the agent\'s environment (tokens or credentials a pod passes in env, NODE_OPTIONS)', async () => {
+  const probe = await file('env-probe.mjs', "process.stdout.write(JSON.stringify({ ok: false, message: `env: ${Object.keys(process.env).join(',') || '(none)'}` }));\n");
+  process.env.CONFIG_SIDECAR_TEST_ENV_PROBE = 'a value only the agent may see';
+  try {
+    await assert.rejects(createConfigValidator({ script: probe })(FLAGS), /^Error: env: \(none\)$/);
+  } finally {
+    delete process.env.CONFIG_SIDECAR_TEST_ENV_PROBE;
+  }
+});
+
 test('the answer is checked by hand: unknown settings, wrong types and non-JSON are refused', () => {
   assert.throws(() => settingsFromAnswer('not json'), /not JSON/);
   assert.throws(() => settingsFromAnswer('{"ok":true,"settings":{"extra":1}}'), /malformed \(settings: unknown key\(s\) "extra"\)/);
