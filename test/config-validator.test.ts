@@ -66,6 +66,9 @@ test('a child that dies, hangs, or answers nonsense is refused with why, never r
   await assert.rejects(createConfigValidator({ script: hang, timeoutMs: 300 })(FLAGS), /could not be validated: it took longer than 300 ms/);
   const nonsense = await file('nonsense.mjs', "process.stdout.write('{\"ok\":true,\"settings\":{\"socket\":1}}');\n");
   await assert.rejects(createConfigValidator({ script: nonsense })(FLAGS), /the config validator's answer is malformed/);
+  // Garbage without end is cut off and refused, not buffered in the agent.
+  const flood = await file('flood.mjs', "const chunk = 'x'.repeat(1 << 16);\nconst more = () => process.stdout.write(chunk, more);\nmore();\n");
+  await assert.rejects(createConfigValidator({ script: flood })(FLAGS), /could not be validated: it wrote more than 4194304 bytes/);
   const missing = createConfigValidator({ execPath: join(dir, 'no-node') });
   await assert.rejects(missing(FLAGS), /cannot start the config validator \(ENOENT\)/);
 });
