@@ -1,7 +1,7 @@
 /**
  * What serving many keys costs a cached read, without sockets: CPU
  * nanoseconds per `handleDataRequest` + release through a real `ValueCache`
- * (lru-cache, the URL memo, the shared 200 headers, the system clock, so a
+ * (lru-cache, the URL memo, the 200's headers, the system clock, so a
  * key's Age second rolls over as in the agent), cycling through `--keys`
  * URLs in order as the load clients do, against a reference that does what
  * bare node:http with distinct bodies does (a `Map` lookup by the URL
