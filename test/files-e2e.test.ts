@@ -198,7 +198,7 @@ test('editing the agent config while it runs: a new file appears, a removed one 
   assert.equal(await metricValue(s.agent.adminUrl, 'config_sidecar_agent_config_reloads_total', 'outcome="refused"'), 1);
 });
 
-test('the serving process renders files without loading their schema (zod): validated before the re-exec and, on reload, in the validator child', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {
+test('the serving process renders files without loading their schema (zod), nor yaml unless a file is YAML: validated before the re-exec and, on reload, in the validator child', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {
   const s = await stack(
     t,
     [
@@ -217,6 +217,7 @@ test('the serving process renders files without loading their schema (zod): vali
   const packages = await loadedPackages(s.agent.output());
   assert.ok(packages.has('chokidar'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
   assert.ok(!packages.has('zod'), 'zod loaded into the serving process for the files spec');
+  assert.ok(!packages.has('yaml'), 'yaml loaded into the serving process though no file is rendered as YAML');
   // A bad entry is still refused on reload, naming the entry, and nothing changes.
   const refused = s.nextLog((l) => l.msg === 'config file change refused; the running config stays in force');
   writeFileSync(s.configPath, yamlFiles([{ path: 'replicas.txt', items: ['production/app/settings'], template: '{{> partial}}' }]));

@@ -33,7 +33,7 @@ import { AtomicWriter, DATA_DIR_NAME, PublishError, type FileContent, type FileP
 import { FileGuard } from './file-guard.ts';
 import { fileMetrics, type FileMetrics } from './file-metrics.ts';
 import { checkFilesDir, type FileSpec } from './file-spec.ts';
-import { renderFile } from './formats.ts';
+import { loadFormats, renderFile } from './formats.ts';
 import type { ItemValue } from './item-value.ts';
 import { FileRenderError } from './render-error.ts';
 import { ReloadHooks, type ReloadHook } from './reload-hook.ts';
@@ -193,6 +193,7 @@ export class FileRenderer {
   async start(): Promise<void> {
     if (this.#started) return;
     this.#started = true;
+    await loadFormats([...this.#states.values()].map((state) => state.spec));
     // Subscribe before the first render, so no event between the two is missed.
     void this.#follow(this.#events.subscribe({ signal: this.#abort.signal }));
     for (const path of this.#states.keys()) this.#dirty.add(path);
@@ -210,6 +211,7 @@ export class FileRenderer {
 
   /** Applies a new `files:` list (config reload): new files rendered, removed files deleted, changed ones re-rendered. */
   async reconfigure(specs: readonly FileSpec[]): Promise<void> {
+    await loadFormats(specs);
     const next = new Map<string, FileState>();
     for (const spec of specs) {
       const current = this.#states.get(spec.path);
