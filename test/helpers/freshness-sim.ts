@@ -478,6 +478,11 @@ export class World {
     });
   }
 
+  /** A hot app: reads every key again, each through its memo (a key read while cached keeps its entry there). */
+  readAll(): void {
+    for (const { ref, env } of READS) this.read(ref, env);
+  }
+
   /** Lets the renderer run what it can without a server answer, and records whether it went idle. */
   async settleFiles(): Promise<void> {
     let idle = false;
