@@ -21,7 +21,10 @@
  * `files:` list (what the injector's ConfigMap holds, docs/FILES.md: an env
  * file of two items, a JSON file, a template with a reload hook) and a temp
  * `--files-dir`; the idle figure is then read after the files are published
- * (the agent is ready only then).
+ * (the agent is ready only then). `--files-as-prefetch` gives the same
+ * config `prefetch:` of those four items instead of `files:`: the same
+ * upstream reads at start without the renderer, so the difference between
+ * the two is what rendering files itself costs.
  */
 import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,7 +44,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOLD = join(ROOT, 'bench', 'refs', 'hold-entries.mjs');
 /** Default for `--late-ms`: a second reading, once V8's memory reducer (which starts 8 s after allocation slows) has had its turn. */
 const LATE_MS = 10_000;
-const USAGE = "Usage: npm run build && node bench/footprint.ts [--count 10000] [--reps 1] [--reads 50000] [--variant 'name|node flags|ENV=value …|cli' …] [--heap-snapshot] [--late-ms 10000] [--files]";
+const USAGE = "Usage: npm run build && node bench/footprint.ts [--count 10000] [--reps 1] [--reads 50000] [--variant 'name|node flags|ENV=value …|cli' …] [--heap-snapshot] [--late-ms 10000] [--files | --files-as-prefetch]";
 
 /** A typical `files:` list over the seeded items (f28): formats, a template and an `onChange` hook (to a closed loopback port, tried once). */
 const FILES_YAML = [
@@ -54,6 +57,7 @@ const FILES_YAML = [
   `    onChange: { http: "http://127.0.0.1:9/-/reload", retries: 0 }`,
   '',
 ].join('\n');
+const PREFETCH_YAML = `prefetch: [${[0, 1, 2, 3].map((i) => `${ITEMS_NS}/${keyName(i)}`).join(', ')}]\n`;
 
 const values = benchArgs(USAGE, {
   count: { type: 'string', default: '10000' },
@@ -63,6 +67,7 @@ const values = benchArgs(USAGE, {
   'heap-snapshot': { type: 'boolean', default: false },
   'late-ms': { type: 'string', default: String(LATE_MS) },
   files: { type: 'boolean', default: false },
+  'files-as-prefetch': { type: 'boolean', default: false },
 });
 const count = wholeNumber('count', values.count);
 const reps = wholeNumber('reps', values.reps);
@@ -99,7 +104,7 @@ try {
         core: SUT_CORE,
         prefixes: ['bench'],
         args: ['--cache-ttl', '1h', ...(values.files ? ['--files-dir', join(await tempDir('csb-footprint-files-'), 'files')] : [])],
-        ...(values.files ? { configYaml: FILES_YAML } : {}),
+        ...(values.files ? { configYaml: FILES_YAML } : values['files-as-prefetch'] ? { configYaml: PREFETCH_YAML } : {}),
         nodeArgs: [...v.nodeArgs, ...(values['heap-snapshot'] && rep === 0 ? ['--heapsnapshot-signal=SIGUSR2'] : [])],
         env: v.env,
       });
