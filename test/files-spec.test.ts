@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkFilesDir, parseFileSpecs, parseMode } from '../src/agent/files/file-spec.ts';
+import { checkFilesDir } from '../src/agent/files/file-spec.ts';
+import { parseFileSpecs, parseMode } from '../src/agent/files/file-spec-schema.ts';
 import { SettingError } from '../src/shared/settings.ts';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 
