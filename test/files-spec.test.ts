@@ -20,7 +20,7 @@ test('a valid entry gets its defaults: format raw, mode 0440, items nested under
   const [spec] = parseFileSpecs([{ path: 'app/db-password', items: ['production/app/db-password'] }]);
   assert.deepEqual(spec, {
     path: 'app/db-password',
-    items: [{ namespace: 'production/app', name: 'db-password', env: undefined, as: 'db-password' }],
+    items: [{ namespace: 'production/app', name: 'db-password', as: 'db-password' }],
     format: 'raw',
     mode: 0o440,
   });
