@@ -1,7 +1,7 @@
 /**
  * What serving many keys costs a cached read, without sockets: CPU
  * nanoseconds per `handleDataRequest` + release through a real `ValueCache`
- * (lru-cache, the URL memo, the shared 200 headers, the system clock, so a
+ * (lru-cache, the URL memo, the 200's headers, the system clock, so a
  * key's Age second rolls over as in the agent), cycling through `--keys`
  * URLs in order as the load clients do, against a reference that does what
  * bare node:http with distinct bodies does (a `Map` lookup by the URL
@@ -22,10 +22,19 @@ import { median } from './lib/stats.ts';
 import type * as RequestHandler from '../src/agent/request-handler.ts';
 import type * as ValueCacheModule from '../src/agent/value-cache.ts';
 
-const values = benchArgs('Usage: node bench/many-keys-cost.ts [--rounds 5] [--keys 200,2000,10000] [--seconds 2] [--tree NAME=DIR …]', {
+const values = benchArgs('Usage: node bench/many-keys-cost.ts [--rounds 5] [--keys 200,2000,10000] [--seconds 2] [--garbage 4800] [--rate 50000] [--tree NAME=DIR …]', {
   rounds: { type: 'string', default: '5' },
   keys: { type: 'string', default: '200,2000,10000' },
   seconds: { type: 'string', default: '2' },
+  /** Young garbage per read, as node:http makes around each request (~4.8 KB, docs/FOOTPRINT-LOG.md), so collections come as often per read as in the agent; 0 = none. */
+  garbage: { type: 'string', default: '0' },
+  /**
+   * Reads per second of the cache's clock: each read moves it on by 1/rate s,
+   * so a key's Age second rolls over after as many reads as in an agent
+   * serving this many (e.g. 50000: at 10,000 keys each key is read 5 times per
+   * age second); 0 = the system clock (reads come ~100× faster than an agent's).
+   */
+  rate: { type: 'string', default: '0' },
   /** Another source tree (its src/agent/…), measured in the same rounds (repeatable). */
   tree: { type: 'string', multiple: true },
   /** Internal: run one measurement in this process: DIR, or `reference`. */
@@ -38,6 +47,12 @@ const NODE_FLAGS = ['--max-semi-space-size=4', '--min-semi-space-size=4'];
 const BODY_BYTES = 1024;
 const CALLS_PER_CHECK = 10_000;
 const NS = 'bench/items';
+const GARBAGE_SLOTS = Math.floor(Number(values.garbage) / 4);
+let sink: unknown;
+/** The request's young garbage (`--garbage`): an array that dies with the call. */
+const litter = (): void => {
+  if (GARBAGE_SLOTS > 0) sink = new Array(GARBAGE_SLOTS);
+};
 
 /** node:http's parser makes a new URL string per request: decode it from bytes each call, as the reference does too. */
 const urlBytes = (keys: number): Buffer[] => Array.from({ length: keys }, (_, i) => Buffer.from(`/v1/items/${NS}/key-${i}?format=raw`));
@@ -48,6 +63,8 @@ function timed(once: (i: number) => void, keys: number, seconds: number): number
   const warmUntil = Date.now() + 1000;
   for (let k = 0; k < keys; k++) once(i++);
   while (Date.now() < warmUntil) for (let c = 0; c < CALLS_PER_CHECK; c++) once(i++);
+  // With node's --trace-gc, where the measured calls begin (what the collections during them promote).
+  if (process.env.MANY_KEYS_MARK === '1') console.log('--- round 1');
   const before = process.cpuUsage();
   const start = i;
   const until = Date.now() + seconds * 1000;
@@ -62,6 +79,7 @@ function measureReference(keys: number, seconds: number): number {
   for (const bytes of urls) bodies.set(bytes.toString('latin1'), Buffer.alloc(BODY_BYTES, bytes.toString('latin1')));
   let total = 0;
   const ns = timed((i) => {
+    litter();
     const body = bodies.get((urls[i % keys] as Buffer).toString('latin1'));
     total += body === undefined ? 0 : body.length;
   }, keys, seconds);
@@ -72,7 +90,10 @@ function measureReference(keys: number, seconds: number): number {
 async function measureAgent(dir: string, keys: number, seconds: number): Promise<number> {
   const handler = (await import(pathToFileURL(`${dir}/src/agent/request-handler.ts`).href)) as typeof RequestHandler;
   const cacheModule = (await import(pathToFileURL(`${dir}/src/agent/value-cache.ts`).href)) as typeof ValueCacheModule;
-  const clock = { now: () => Date.now(), setTimeout: () => ({ cancel: () => {} }) };
+  const rate = Number(values.rate);
+  let reads = 0;
+  const start = Date.now();
+  const clock = { now: rate > 0 ? () => start + Math.floor((reads * 1000) / rate) : () => Date.now(), setTimeout: () => ({ cancel: () => {} }) };
   const cache = new cacheModule.ValueCache({
     loader: (ref) => Promise.resolve({ kind: 'secret', version: 1, revision: 1, etag: `"${ref.name}-1"`, plaintext: Buffer.alloc(BODY_BYTES, ref.name) }),
     clock,
@@ -97,12 +118,14 @@ async function measureAgent(dir: string, keys: number, seconds: number): Promise
   const urls = urlBytes(keys);
   let bytes = 0;
   const ns = timed((i) => {
+    litter();
+    reads += 1;
     const url = (urls[i % keys] as Buffer).toString('latin1');
     const result = handler.handleDataRequest({ method: 'GET', url, headers: { host: 'agent' }, listener: 'socket', tokenProof: undefined }, deps) as RequestHandler.BodyResult;
     bytes += result.body?.length ?? 0;
     if (result.lease !== undefined) deps.release(result.lease);
   }, keys, seconds);
-  if (bytes === 0) throw new Error('the agent answered no body');
+  if (bytes === 0 || (GARBAGE_SLOTS > 0 && sink === undefined)) throw new Error('the agent answered no body');
   return ns;
 }
 
@@ -129,7 +152,7 @@ if (values.child !== undefined) {
   for (let round = 0; round < wholeNumber('rounds', values.rounds); round++) {
     for (const keys of keyCounts) {
       for (const [name, dir] of systems) {
-        const run = spawnSync(process.execPath, [...NODE_FLAGS, self, '--child', dir, '--child-keys', String(keys), '--seconds', String(values.seconds)], { encoding: 'utf8' });
+        const run = spawnSync(process.execPath, [...NODE_FLAGS, self, '--child', dir, '--child-keys', String(keys), '--seconds', String(values.seconds), '--garbage', String(values.garbage), '--rate', String(values.rate)], { encoding: 'utf8' });
         if (run.status !== 0) throw new Error(`${name}: ${run.stderr}`);
         const key = `${name} @ ${keys}`;
         samples.set(key, [...(samples.get(key) ?? []), Number(run.stdout.trim())]);

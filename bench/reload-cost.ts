@@ -16,6 +16,10 @@
  *
  * `--agent-cli NAME=PATH` (repeatable) runs another build's bin
  * (`dist/cli/main.js`); the builds take turns, one agent each per rep.
+ * `--files` gives the config a `files:` entry (one seeded item rendered as
+ * JSON), as an injected pod's ConfigMap usually has (before f28 such an
+ * agent loaded zod at start for the files spec; now the spec is validated
+ * with the settings, before the re-exec and in the reload's child).
  *
  *   npm run build && taskset -c 1 node bench/reload-cost.ts --reps 3 \
  *     --agent-cli=base=/work/wt/base/dist/cli/main.js --agent-cli=mine=$PWD/dist/cli/main.js
@@ -24,19 +28,20 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Context } from './lib/context.ts';
+import { Context, ITEMS_NS } from './lib/context.ts';
 import { benchArgs, wholeNumber } from './lib/args.ts';
 import { memoryStatus, stopAllChildren, SUT_CORE, type MemoryStatus } from './lib/proc.ts';
-import { DIST_CLI, startAgent, waitReady } from './lib/stack.ts';
+import { DIST_CLI, keyName, startAgent, tempDir, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
 import { PROFILES } from './lib/types.ts';
 
-const USAGE = 'Usage: npm run build && node bench/reload-cost.ts [--reps 3] [--reloads 2] [--settle-ms 3000] [--agent-cli=NAME=PATH …]';
+const USAGE = 'Usage: npm run build && node bench/reload-cost.ts [--reps 3] [--reloads 2] [--settle-ms 3000] [--files] [--agent-cli=NAME=PATH …]';
 const values = benchArgs(USAGE, {
   reps: { type: 'string', default: '3' },
   reloads: { type: 'string', default: '2' },
   'settle-ms': { type: 'string', default: '3000' },
   'agent-cli': { type: 'string', multiple: true },
+  files: { type: 'boolean', default: false },
 });
 const reps = wholeNumber('reps', values.reps);
 const reloads = wholeNumber('reloads', values.reloads);
@@ -87,11 +92,13 @@ interface Reload {
 }
 const ctx = new Context(PROFILES.full, (msg) => process.stderr.write(`[reload-cost] ${msg}\n`));
 try {
-  const base = await ctx.baseWith(0);
+  const base = await ctx.baseWith(values.files ? 1 : 0);
+  const filesYaml = values.files ? `files: [{ path: item.json, items: [${ITEMS_NS}/${keyName(0)}], format: json }]\n` : '';
   const rows = new Map(builds.map((b) => [b.name, [] as Array<{ before: MemoryStatus; reloads: Reload[] }>]));
   for (let rep = 0; rep < reps; rep++) {
     for (const build of rep % 2 === 0 ? builds : [...builds].reverse()) {
-      const agent = await startAgent(base.server, { cli: build.cli, core: SUT_CORE, prefixes: ['bench'], configYaml: 'cacheTtl: 1h\n', args: ['--log-level', 'debug'] });
+      const filesArgs = values.files ? ['--files-dir', join(await tempDir('csb-reload-files-'), 'files')] : [];
+      const agent = await startAgent(base.server, { cli: build.cli, core: SUT_CORE, prefixes: ['bench'], configYaml: `cacheTtl: 1h\n${filesYaml}`, args: ['--log-level', 'debug', ...filesArgs] });
       try {
         await waitReady(agent.adminUrl);
         // Start-up's trim (agent/heap-trimmer.ts) comes within about a second of listening.
@@ -101,7 +108,7 @@ try {
         const done: Reload[] = [];
         for (let i = 0; i < reloads; i++) {
           const edited = performance.now();
-          await writeFile(join(agent.dir, 'agent.yaml'), `cacheTtl: ${30 + i}m\n`);
+          await writeFile(join(agent.dir, 'agent.yaml'), `cacheTtl: ${30 + i}m\n${filesYaml}`);
           // The (i+1)-th `config reloaded` line: each line meets the predicate once, earlier ones included.
           let count = 0;
           const line = agent.child.waitForLine((l) => l.includes('"config reloaded"') && ++count > i, 30_000);

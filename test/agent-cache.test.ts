@@ -165,6 +165,53 @@ test('a read through a variant memo answers the value that replaced the one it f
   other.close();
 });
 
+test('a read through a variant memo keeps the cache\'s rules: stale-marked while the stream is down, a fetch past the TTL, LRU recency', async () => {
+  // The memo only skips the key lookup; everything after it must be what a read by key gets.
+  const clock = new ManualClock();
+  const down: { since: number | undefined } = { since: undefined };
+  const script = scriptedLoader();
+  const cache = new ValueCache({ loader: script.loader, clock, ttl: TTL, maxStale: MAX_STALE, maxEntries: 2, maxBytes: 1024 * 1024, streamDownSince: () => down.since });
+  const ref = (name: string): ItemRef => ({ namespace: 'a', name });
+  const memos = new Map<string, VariantMemo>();
+  const viaMemo = (name: string): { text: string; source: string } | undefined => {
+    let memo = memos.get(name);
+    if (memo === undefined) memos.set(name, (memo = {}));
+    const hit = cache.readCached(ref(name), 'prod', variantKey(ref(name), 'prod'), memo);
+    if (hit === undefined) return undefined;
+    release(hit.value);
+    return { text: hit.value.plaintext.toString(), source: hit.source };
+  };
+  const fill = async (name: string, version: number): Promise<void> => {
+    const reading = cache.read(ref(name), 'prod');
+    (await script.next()).resolve(secret(`${name}-${version}`, version));
+    release((await reading).value);
+  };
+  await fill('hot', 1);
+  assert.deepEqual(viaMemo('hot'), { text: 'hot-1', source: 'hit' });
+  assert.deepEqual(viaMemo('hot'), { text: 'hot-1', source: 'hit' }, 'from the memo');
+  // While the stream is down, the memo's entry is served marked stale, as a read by key would serve it.
+  down.since = clock.now();
+  assert.deepEqual(viaMemo('hot'), { text: 'hot-1', source: 'stale' });
+  // ...and revalidated in the background: its answer replaces the entry the memo found.
+  (await script.next()).resolve(secret('hot-2', 2));
+  await new Promise(setImmediate);
+  down.since = undefined;
+  assert.deepEqual(viaMemo('hot'), { text: 'hot-2', source: 'hit' });
+  // Read through its memo all along, the hot key outlives one only stored (eviction stays least-recently-used).
+  clock.advance(1);
+  await fill('cold', 1);
+  for (let t = 0; t < 3 * RECENCY_INTERVAL_MS; t += RECENCY_INTERVAL_MS / 4) {
+    clock.advance(RECENCY_INTERVAL_MS / 4);
+    assert.equal(viaMemo('hot')?.text, 'hot-2');
+  }
+  await fill('new', 1);
+  assert.ok(cache.peek(ref('hot'), 'prod') !== undefined && cache.peek(ref('cold'), 'prod') === undefined, 'the key read through its memo stays, the cold one is evicted');
+  // Past the TTL only a fetch may answer, memo or not.
+  clock.advance(TTL);
+  assert.equal(viaMemo('hot'), undefined, 'past the TTL the memo answers nothing');
+  cache.close();
+});
+
 test('a value being written is zero-filled only when its lease ends', async () => {
   const clock = new ManualClock();
   const script = scriptedLoader();

@@ -116,7 +116,8 @@ test('a URL read through agents of different envs answers each its own env, also
     ...deps(),
     env,
     read: (ref, e) => cache.read(ref, e),
-    readCached: (ref, e, key) => cache.readCached(ref, e, key),
+    // With the URL's memo of the entry, as agent.ts wires it: the memo must follow the key's env too.
+    readCached: (ref, e, key, memo) => cache.readCached(ref, e, key, memo),
     cacheKey: variantKey,
     release: (result) => release(result.value),
   });

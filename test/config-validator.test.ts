@@ -66,8 +66,21 @@ test('a child that dies, hangs, or answers nonsense is refused with why, never r
   await assert.rejects(createConfigValidator({ script: hang, timeoutMs: 300 })(FLAGS), /could not be validated: it took longer than 300 ms/);
   const nonsense = await file('nonsense.mjs', "process.stdout.write('{\"ok\":true,\"settings\":{\"socket\":1}}');\n");
   await assert.rejects(createConfigValidator({ script: nonsense })(FLAGS), /the config validator's answer is malformed/);
+  // Garbage without end is cut off and refused, not buffered in the agent.
+  const flood = await file('flood.mjs', "const chunk = 'x'.repeat(1 << 16);\nconst more = () => process.stdout.write(chunk, more);\nmore();\n");
+  await assert.rejects(createConfigValidator({ script: flood })(FLAGS), /could not be validated: it wrote more than 4194304 bytes/);
   const missing = createConfigValidator({ execPath: join(dir, 'no-node') });
   await assert.rejects(missing(FLAGS), /cannot start the config validator \(ENOENT\)/);
+});
+
+test('the child gets none of the agent\'s environment (tokens or credentials a pod passes in env, NODE_OPTIONS)', async () => {
+  const probe = await file('env-probe.mjs', "process.stdout.write(JSON.stringify({ ok: false, message: `env: ${Object.keys(process.env).join(',') || '(none)'}` }));\n");
+  process.env.CONFIG_SIDECAR_TEST_ENV_PROBE = 'a value only the agent may see';
+  try {
+    await assert.rejects(createConfigValidator({ script: probe })(FLAGS), /^Error: env: \(none\)$/);
+  } finally {
+    delete process.env.CONFIG_SIDECAR_TEST_ENV_PROBE;
+  }
 });
 
 test('the answer is checked by hand: unknown settings, wrong types and non-JSON are refused', () => {

@@ -24,7 +24,7 @@ import { EventApplier } from '../../src/agent/event-applier.ts';
 import type { Upstream } from '../../src/agent/upstream.ts';
 import { release, ValueCache, variantKey, type LoadedValue, type ReadResult, type VariantMemo } from '../../src/agent/value-cache.ts';
 import type { FileContent, FilePublisher, PublishResult } from '../../src/agent/files/atomic-writer.ts';
-import { parseFileSpecs } from '../../src/agent/files/file-spec.ts';
+import { parseFileSpecs } from '../../src/agent/files/file-spec-schema.ts';
 import { FileRenderer, RETRY_CAP_MS, type AppliedEventSource, type FilesValueSource } from '../../src/agent/files/render-files.ts';
 import { MetricsRegistry as Registry } from '../../src/shared/metrics/registry.ts';
 import { SealedKeyring } from './sealed-keyring.ts';
@@ -476,6 +476,11 @@ export class World {
       // Thrown in a promise callback (a violation, or bytes that are no value): reported by the next checkState.
       this.#readFailure ??= err instanceof Violation ? err : new Violation(`read ${ref.name}/${env} answered bytes that are no value: ${String(err)}`);
     });
+  }
+
+  /** A hot app: reads every key again, each through its memo (a key read while cached keeps its entry there). */
+  readAll(): void {
+    for (const { ref, env } of READS) this.read(ref, env);
   }
 
   /** Lets the renderer run what it can without a server answer, and records whether it went idle. */
