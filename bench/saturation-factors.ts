@@ -53,7 +53,12 @@ const values = benchArgs('Usage: node bench/saturation-factors.ts [--agent-cli P
   'no-raise': { type: 'boolean', default: false },
 });
 const configs = (values.configs ?? '').split(',').filter(Boolean) as Config[];
-for (const c of configs) if (!CONFIGS.includes(c)) throw new Error(`--configs: unknown ${c}; one of ${CONFIGS.join(', ')}`);
+for (const c of configs) {
+  if (!CONFIGS.includes(c)) {
+    console.error(`--configs: no configuration named "${c}"; name some of ${CONFIGS.join(', ')}`);
+    process.exit(2);
+  }
+}
 const keys = wholeNumber('keys', values.keys);
 const fewKeys = wholeNumber('few-keys', values['few-keys']);
 const connections = wholeNumber('connections', values.connections);
