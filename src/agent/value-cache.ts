@@ -61,10 +61,11 @@ export const ENTRY_OVERHEAD_BYTES: Bytes = 800;
 
 /**
  * A read's outcome. `value` is retained for the caller: call `release(value)`
- * when done with its buffers. Immutable and possibly shared: fresh hits on
- * one entry within one age second return the same object (the lease is
- * counted on the value, once per read), so a holder never keys anything on
- * its identity.
+ * when done with its buffers. Immutable, one per read (the lease is counted
+ * on the value, once per read). A fresh hit's is made per read and dies
+ * young: one shared per entry and age second was kept by the entry for a
+ * second, so with many keys it was promoted garbage (docs/FOOTPRINT-LOG.md,
+ * k28).
  */
 export interface ReadResult {
   readonly value: CachedValue;
@@ -78,9 +79,7 @@ export interface ReadResult {
 /**
  * `generation`: the cache-wide generation the value was filled in (older =
  * superseded). `lastReadAt`: when a read last moved the entry to the LRU's
- * tail, so exact to `RECENCY_INTERVAL_MS`. `hit`: the result of a fresh hit in
- * the age second `hit.ageSeconds`, shared by the reads in that second.
- * `reads`: reads of the entry, counted up to 2 (refresh-ahead skips a value
+ * tail, so exact to `RECENCY_INTERVAL_MS`. `reads`: reads of the entry, counted up to 2 (refresh-ahead skips a value
  * read only once).
  */
 interface ValueEntry {
@@ -91,7 +90,6 @@ interface ValueEntry {
   lastReadAt: Milliseconds;
   reads: number;
   revalidateAfter: Milliseconds;
-  hit: ReadResult | undefined;
 }
 type Entry = ValueEntry | { readonly state: 'absent'; readonly until: Milliseconds; readonly error: AppError };
 
@@ -177,7 +175,6 @@ export class ValueCache {
           drop(entry.value);
           // A memo may still point at the entry: it must find it released, and hold nothing.
           entry.value = RELEASED;
-          entry.hit = undefined;
         }
         if (reason === 'evict') this.#observer.eviction('capacity');
         if (reason !== 'set') this.#forgetVariant(key);
@@ -271,15 +268,13 @@ export class ValueCache {
     return undefined;
   }
 
-  /** A fresh hit: refresh-ahead when old, and the entry's result for this age second (made once per second). */
+  /** A fresh hit: refresh-ahead when old, and a result of its own. */
   #freshHit(entry: ValueEntry, ref: ItemRef, env: string, age: Milliseconds): ReadResult {
     this.#observer.hit();
     if (age > this.#refreshAheadAge && entry.reads > 1) this.#background(ref, env);
     const ageSeconds = age > 0 ? Math.floor(age / 1000) : 0;
-    let hit = entry.hit;
-    if (hit === undefined || hit.ageSeconds !== ageSeconds) entry.hit = hit = { value: entry.value, source: 'hit', staleSeconds: 0, ageSeconds };
     retain(entry.value);
-    return hit;
+    return { value: entry.value, source: 'hit', staleSeconds: 0, ageSeconds };
   }
 
   /**
@@ -400,7 +395,6 @@ export class ValueCache {
       lastReadAt: previous?.state === 'value' ? previous.lastReadAt : this.#options.clock.now(),
       reads: previous?.state === 'value' ? previous.reads : 0,
       revalidateAfter: 0,
-      hit: undefined,
     });
     this.#variants.add(key);
     const stored = this.#lru.peek(key);
