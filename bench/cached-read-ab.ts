@@ -7,7 +7,10 @@
  * turns for `--rounds` rounds of `--requests` autocannon requests each
  * (16 keep-alive connections over the Unix socket, 1 KiB raw bodies). Shorter
  * and more interleaved than the suite's scenarios, so on a shared machine the
- * medians of the ratios settle where a single suite run does not.
+ * medians of the ratios settle where a single suite run does not. Its
+ * default 200 keys put the agent 0.1–0.2 below the suite's ratio, which
+ * holds 10,000 and reads 1,000 a run (the agent's cost of many keys,
+ * docs/FOOTPRINT-LOG.md s28): `--keys 10000` for a figure beside the suite's.
  *
  *   taskset -c 1 node bench/cached-read-ab.ts --rounds 5 --requests 30000 [--agent-flag=--memory-saver-mode] [--agent-env=MALLOC_ARENA_MAX=1]
  *

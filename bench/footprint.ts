@@ -16,6 +16,15 @@
  * bin as installed (`dist/cli/main.js` with its own runtime settings), a
  * non-empty one passes those flags to node in front of it; `cli`, when
  * given, is another build's `dist/cli/main.js` (main's, for an A/B).
+ *
+ * `--files` runs every agent with a `--config` file holding a typical
+ * `files:` list (what the injector's ConfigMap holds, docs/FILES.md: an env
+ * file of two items, a JSON file, a template with a reload hook) and a temp
+ * `--files-dir`; the idle figure is then read after the files are published
+ * (the agent is ready only then). `--files-as-prefetch` gives the same
+ * config `prefetch:` of those four items instead of `files:`: the same
+ * upstream reads at start without the renderer, so the difference between
+ * the two is what rendering files itself costs.
  */
 import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,7 +35,7 @@ import { Context, ITEMS_NS, itemPath, VALUE_BYTES } from './lib/context.ts';
 import { agentVariant, benchArgs, wholeNumber } from './lib/args.ts';
 import { cpuPerRead, idleThenLoaded, SETTLE_MS } from './lib/cached-reads.ts';
 import { memoryStatus, startChild, stopAllChildren, SUT_CORE, type MemoryStatus } from './lib/proc.ts';
-import { DIST_CLI, startAgent, waitReady } from './lib/stack.ts';
+import { DIST_CLI, keyName, startAgent, tempDir, waitReady } from './lib/stack.ts';
 import { median } from './lib/stats.ts';
 import { PROFILES } from './lib/types.ts';
 import { summariseSnapshot } from './lib/heap-snapshot.ts';
@@ -35,7 +44,20 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOLD = join(ROOT, 'bench', 'refs', 'hold-entries.mjs');
 /** Default for `--late-ms`: a second reading, once V8's memory reducer (which starts 8 s after allocation slows) has had its turn. */
 const LATE_MS = 10_000;
-const USAGE = "Usage: npm run build && node bench/footprint.ts [--count 10000] [--reps 1] [--reads 50000] [--variant 'name|node flags|ENV=value …|cli' …] [--heap-snapshot] [--late-ms 10000]";
+const USAGE = "Usage: npm run build && node bench/footprint.ts [--count 10000] [--reps 1] [--reads 50000] [--variant 'name|node flags|ENV=value …|cli' …] [--heap-snapshot] [--late-ms 10000] [--files | --files-as-prefetch]";
+
+/** A typical `files:` list over the seeded items (f28): formats, a template and an `onChange` hook (to a closed loopback port, tried once). */
+const FILES_YAML = [
+  'files:',
+  `  - { path: app.env, items: [${ITEMS_NS}/${keyName(0)}, ${ITEMS_NS}/${keyName(1)}], format: env }`,
+  `  - { path: config/settings.json, items: [${ITEMS_NS}/${keyName(2)}], format: json, mode: "0440" }`,
+  `  - path: app.conf`,
+  `    items: [{ item: ${ITEMS_NS}/${keyName(3)}, as: token }]`,
+  `    template: "token={{token}}\\n"`,
+  `    onChange: { http: "http://127.0.0.1:9/-/reload", retries: 0 }`,
+  '',
+].join('\n');
+const PREFETCH_YAML = `prefetch: [${[0, 1, 2, 3].map((i) => `${ITEMS_NS}/${keyName(i)}`).join(', ')}]\n`;
 
 const values = benchArgs(USAGE, {
   count: { type: 'string', default: '10000' },
@@ -44,6 +66,8 @@ const values = benchArgs(USAGE, {
   variant: { type: 'string', multiple: true, default: ['bin|'] },
   'heap-snapshot': { type: 'boolean', default: false },
   'late-ms': { type: 'string', default: String(LATE_MS) },
+  files: { type: 'boolean', default: false },
+  'files-as-prefetch': { type: 'boolean', default: false },
 });
 const count = wholeNumber('count', values.count);
 const reps = wholeNumber('reps', values.reps);
@@ -79,7 +103,8 @@ try {
         cli: v.cli ?? DIST_CLI,
         core: SUT_CORE,
         prefixes: ['bench'],
-        args: ['--cache-ttl', '1h'],
+        args: ['--cache-ttl', '1h', ...(values.files ? ['--files-dir', join(await tempDir('csb-footprint-files-'), 'files')] : [])],
+        ...(values.files ? { configYaml: FILES_YAML } : values['files-as-prefetch'] ? { configYaml: PREFETCH_YAML } : {}),
         nodeArgs: [...v.nodeArgs, ...(values['heap-snapshot'] && rep === 0 ? ['--heapsnapshot-signal=SIGUSR2'] : [])],
         env: v.env,
       });

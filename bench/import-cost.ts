@@ -56,6 +56,10 @@ const IMPORTS: ReadonlyArray<readonly [string, string]> = [
   ['mustache', 'mustache'],
   ['yaml (only with --config)', 'yaml'],
   ['chokidar (only with files: or --config)', 'chokidar'],
+  ['files: the spec module (dist/agent/files/file-spec.js graph)', dist('agent/files/file-spec.js')],
+  ['files: the renderer (dist/agent/files/render-files.js graph)', dist('agent/files/render-files.js')],
+  ['files: the guard (dist/agent/files/file-guard.js graph, chokidar loaded on start)', dist('agent/files/file-guard.js')],
+  ['files: the formats (dist/agent/files/formats.js graph)', dist('agent/files/formats.js')],
   ['every command module (dist/cli/commands.js graph, nothing run)', dist('cli/commands.js')],
   ['the agent (dist/agent/agent.js graph)', dist('agent/agent.js')],
   [

@@ -17,8 +17,9 @@
  * `--agent-cli NAME=PATH` (repeatable) runs another build's bin
  * (`dist/cli/main.js`); the builds take turns, one agent each per rep.
  * `--files` gives the config a `files:` entry (one seeded item rendered as
- * JSON), as an injected pod's ConfigMap usually has: such an agent loads
- * zod at start for the files spec (agent/files/file-spec.ts).
+ * JSON), as an injected pod's ConfigMap usually has (before f28 such an
+ * agent loaded zod at start for the files spec; now the spec is validated
+ * with the settings, before the re-exec and in the reload's child).
  *
  *   npm run build && taskset -c 1 node bench/reload-cost.ts --reps 3 \
  *     --agent-cli=base=/work/wt/base/dist/cli/main.js --agent-cli=mine=$PWD/dist/cli/main.js

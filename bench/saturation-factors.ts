@@ -19,6 +19,7 @@
  *   agent-state  the agent filled with every key against one that only ever cached the 200 it is read (both read those 200, 0.75-s runs)
  *   agent-keys   the agent read over the suite's window of 1,000 of all keys against the same process read over 200
  *   agent-length the agent's 0.75-s runs against its --requests runs (the suite's keys);  bare-length: the same for bare
+ *   agent-both   the suite's agent side (filled with all keys, its window, 0.75-s runs) against the A/B's (200 keys, fresh, --requests runs)
  *
  * Each configuration prints the median of its per-pair CPU ratios, their
  * range, and each side's median µs per request, core busy and wait.
@@ -35,8 +36,9 @@ import { benchArgs, wholeNumber } from './lib/args.ts';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 
-const CONFIGS = ['suite', 'keys200', 'long', 'keys200-long', 'fresh-agent', 'ab', 'ab-raised', 'ab-paired', 'bare-bodies', 'bare-A/A', 'agent-state', 'agent-keys', 'agent-length', 'bare-length'] as const;
+const CONFIGS = ['suite', 'keys200', 'long', 'keys200-long', 'fresh-agent', 'ab', 'ab-raised', 'ab-paired', 'bare-bodies', 'bare-A/A', 'agent-state', 'agent-keys', 'agent-length', 'bare-length', 'agent-both'] as const;
 type Config = (typeof CONFIGS)[number];
 
 const values = benchArgs('Usage: node bench/saturation-factors.ts [--agent-cli PATH] [--configs suite,keys200,…] [--keys 10000] [--few-keys 200] [--connections 16] [--pairs 8] [--seconds 0.75] [--requests 150000] [--no-raise]', {
@@ -51,7 +53,12 @@ const values = benchArgs('Usage: node bench/saturation-factors.ts [--agent-cli P
   'no-raise': { type: 'boolean', default: false },
 });
 const configs = (values.configs ?? '').split(',').filter(Boolean) as Config[];
-for (const c of configs) if (!CONFIGS.includes(c)) throw new Error(`--configs: unknown ${c}; one of ${CONFIGS.join(', ')}`);
+for (const c of configs) {
+  if (!CONFIGS.includes(c)) {
+    console.error(`--configs: no configuration named "${c}"; name some of ${CONFIGS.join(', ')}`);
+    process.exit(2);
+  }
+}
 const keys = wholeNumber('keys', values.keys);
 const fewKeys = wholeNumber('few-keys', values['few-keys']);
 const connections = wholeNumber('connections', values.connections);
@@ -84,7 +91,7 @@ try {
     return { name, reference: false, pid: agent.child.pid, target: { kind: 'socket', socketPath: agent.socketPath }, paths };
   };
   const agent = await startFilled('agent', allPaths);
-  const freshAgent = configs.some((c) => c === 'fresh-agent' || c === 'agent-state' || c.startsWith('ab')) ? await startFilled('fresh agent', fewPaths) : undefined;
+  const freshAgent = configs.some((c) => c === 'fresh-agent' || c === 'agent-state' || c === 'agent-both' || c.startsWith('ab')) ? await startFilled('fresh agent', fewPaths) : undefined;
   const constant = await bare('bare', 0);
   const bodies = configs.includes('bare-bodies') ? await bare('bare-bodies', keys) : undefined;
   const second = configs.includes('bare-A/A') ? await bare('bare2', 0) : undefined;
@@ -107,6 +114,17 @@ try {
     'agent-keys': () => [agent, few(agent), short, 'twins', true],
     'agent-length': () => [agent, agent, short, 'twins', true, long],
     'bare-length': () => [constant, constant, short, 'twins', true, long],
+    'agent-both': () => [agent, freshAgent as System, short, 'twins', true, long],
+  };
+  /** The main thread's schedstat CPU (s): with the run's total, where an agent-side difference lands (its JavaScript, or GC helper threads). */
+  const mainThreadS = (pid: number): number => Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+  const split = new Map<string, Array<[number, number]>>();
+  const measureSplit = async (sys: System, length: RunLength, side: string): Promise<Measured> => {
+    const main0 = mainThreadS(sys.pid);
+    const m = await measure(sys, connections, length);
+    const main = ((mainThreadS(sys.pid) - main0) / m.run.requests) * 1e6;
+    split.set(side, [...(split.get(side) ?? []), [main, m.cpuUsPerReq - main]]);
+    return m;
   };
   /** Two warm-up runs of each, then ABBA pairs; each side with its own run length. */
   const twins = async (subject: System, reference: System, length: RunLength, refLength: RunLength): Promise<PairedRuns> => {
@@ -117,9 +135,9 @@ try {
     const out = { subject: [] as Measured[], reference: [] as Measured[], subjectFirst: [] as boolean[], warmUpRuns: { subject: 2, reference: 2 } };
     for (let pair = 0; pair < pairs; pair++) {
       const first = subjectFirst(pair);
-      if (first) out.subject.push(await measure(subject, connections, length));
-      out.reference.push(await measure(reference, connections, refLength));
-      if (!first) out.subject.push(await measure(subject, connections, length));
+      if (first) out.subject.push(await measureSplit(subject, length, 'subject'));
+      out.reference.push(await measureSplit(reference, refLength, 'reference'));
+      if (!first) out.subject.push(await measureSplit(subject, length, 'subject'));
       out.subjectFirst.push(first);
     }
     return out;
@@ -140,6 +158,7 @@ try {
     for (const config of configs) {
       const [subject, reference, length, scheme, raise, refLength] = plan[config]();
       const t0 = Date.now();
+      split.clear();
       const raised = raise && !values['no-raise'] ? raisePriority(pids) : undefined;
       let paired: PairedRuns;
       try {
@@ -159,6 +178,9 @@ try {
       console.log(
         `${config.padEnd(13)} CPU ${formatRatio(summariseRatios(ratios))}  req/s ${rps.median.toFixed(2)}×  ${subject.name} ${side(paired.subject)}  ${reference.name} ${side(paired.reference)}  warm-ups ${paired.warmUpRuns.subject}/${paired.warmUpRuns.reference}${((Date.now() - t0) / 1000).toFixed(0)} s`,
       );
+      for (const [side, rows] of split) {
+        console.log(`  ${side}: main thread ${median(rows.map((r) => r[0])).toFixed(2)} µs, other threads ${median(rows.map((r) => r[1])).toFixed(2)} µs per request`);
+      }
     }
   }
 } finally {

@@ -38,7 +38,17 @@ test('handoff: the validated settings come back whole, typed as the schema made 
     cacheTtl: '30s',
     logLevel: 'debug',
     agentId: 'pod-1',
-    files: [{ path: 'app.env', format: 'env', items: ['team-a/app/db-password'] }],
+    files: [
+      { path: 'app.env', format: 'env', items: ['team-a/app/db-password'] },
+      {
+        path: 'app/settings.yaml',
+        format: 'yaml',
+        items: [{ item: 'team-a/app/db-password', env: 'staging', as: 'pw' }],
+        template: 'password: {{pw}}\n',
+        mode: '0640',
+        onChange: { http: 'http://127.0.0.1:8080/-/reload', retries: 2 },
+      },
+    ],
   });
   // The flags as commander gives them, for a --config reload in the new image.
   const flags = { config: '/etc/cs/agent.yaml', prefix: ['team-a'], insecure: true };
@@ -52,6 +62,10 @@ test('handoff: the validated settings come back whole, typed as the schema made 
   assert.deepEqual(back.value.settings.prefetch, [{ namespace: 'team-a/app', name: 'db-password' }]);
   // The defaults the schema filled in travel too: the serving process never applies them itself.
   assert.deepEqual(back.value.settings.adminListen, { host: '127.0.0.1', port: 8431 });
+  // The files specs arrive validated (the serving process does not load their schema), defaults and hook included.
+  assert.deepEqual(back.value.settings.files?.[0], { path: 'app.env', items: [{ namespace: 'team-a/app', name: 'db-password', as: 'db-password' }], format: 'env', mode: 0o440 });
+  assert.deepEqual(back.value.settings.files?.[1]?.onChange, { url: 'http://127.0.0.1:8080/-/reload', method: 'POST', timeoutMs: 5000, retries: 2 });
+  assert.equal(back.value.settings.files?.[1]?.mode, 0o640);
 });
 
 test('handoff: refused unless written by this process, and every shape problem is named', () => {
@@ -86,6 +100,11 @@ test('handoff: refused unless written by this process, and every shape problem i
   assert.match(refused(edited((s) => delete s.socket)), /^settings\.socket: expected a string, received undefined$/);
   assert.match(refused(edited((s) => (s.tokenFlie = '/t'))), /^settings: unknown key\(s\) "tokenFlie"$/);
   assert.match(refused(edited((s) => (s.adminListen = { host: '127.0.0.1', port: 1, extra: true }))), /^settings\.adminListen: unknown key\(s\) "extra"$/);
+  const spec = { path: 'a.env', items: [{ namespace: 'team-a', name: 'x', as: 'x' }], format: 'env', mode: 0o440 };
+  assert.match(refused(edited((s) => (s.files = [{ ...spec, format: 'toml' }]))), /^settings\.files\.0\.format: expected one of "raw", "json"/);
+  assert.match(refused(edited((s) => (s.files = [{ ...spec, items: [] }]))), /^settings\.files\.0\.items: expected at least 1 element\(s\), received 0$/);
+  assert.match(refused(edited((s) => (s.files = [{ ...spec, mode: '0440' }]))), /^settings\.files\.0\.mode: expected an integer, received string$/);
+  assert.match(refused(edited((s) => (s.files = [{ ...spec, onChange: { url: 'http://127.0.0.1/', method: 'POST', timeoutMs: 1, retries: 0, signal: 'HUP' } }]))), /^settings\.files\.0\.onChange: unknown key\(s\) "signal"$/);
   assert.match(refused(JSON.stringify({ ...doc, flags: { prefix: [1] } })), /^flags\.prefix\.0: expected a string, received number$/);
   assert.match(refused(JSON.stringify({ ...doc, flags: undefined })), /^flags: expected an object, received undefined$/);
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { MetricsRegistry as Registry } from '../src/shared/metrics/registry.ts';
 import { parse } from 'yaml';
 import { ConfigWatcher, type ReloadOutcome } from '../src/agent/files/config-watcher.ts';
-import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
+import { parseFileSpecs } from '../src/agent/files/file-spec-schema.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { within } from './helpers/files-wait.ts';
 

@@ -16,6 +16,7 @@ import { defaultPod, makeAgentDir, startAgentProcess, putItem, waitReady, type A
 import { canRead, makeVolume, ownedByRoot } from './helpers/pod-harness.ts';
 import { CLI, makeTempDir, metricValue, startServerProcess, type LogLine, type ServerProcess } from './helpers/server-process.ts';
 import { startSnapshotReader } from './helpers/files-reader-run.ts';
+import { loadedPackages } from './helpers/loaded-scripts.ts';
 
 /**
  * A last-resort bound per test, far above a loaded run (~15 s): a test that
@@ -46,7 +47,7 @@ function yamlFiles(entries: Array<Record<string, unknown>>): string {
   return `files: ${JSON.stringify(entries)}\n`; // JSON is YAML
 }
 
-async function stack(t: { after(fn: () => unknown): void }, files: Array<Record<string, unknown>>, seed: Record<string, unknown>): Promise<Stack> {
+async function stack(t: { after(fn: () => unknown): void }, files: Array<Record<string, unknown>>, seed: Record<string, unknown>, env: Record<string, string> = {}): Promise<Stack> {
   const cleanup: Array<() => unknown> = [];
   // One hook, in reverse order of start: the agent has exited before its directories go.
   // Every step runs even when one fails: a skipped stop would leave a process holding the suite open.
@@ -79,6 +80,7 @@ async function stack(t: { after(fn: () => unknown): void }, files: Array<Record<
   const agent = await startAgentProcess(server, {
     prefixes: ['production'],
     args: ['--config', configPath, '--files-dir', filesDir, '--cache-ttl', '1h'],
+    env,
   });
   cleanup.push(() => agent.stop());
   await waitReady(agent.adminUrl);
@@ -194,6 +196,33 @@ test('editing the agent config while it runs: a new file appears, a removed one 
   assert.equal(readFileSync(join(s.filesDir, 'new/settings.yaml'), 'utf8'), 'replicas: 3\n');
   assert.equal(existsSync(join(s.filesDir, '..', 'escape')), false);
   assert.equal(await metricValue(s.agent.adminUrl, 'config_sidecar_agent_config_reloads_total', 'outcome="refused"'), 1);
+});
+
+test('the serving process renders files without loading their schema (zod), nor yaml unless a file is YAML: validated before the re-exec and, on reload, in the validator child', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {
+  const s = await stack(
+    t,
+    [
+      { path: 'app.env', items: ['production/app/db-password'], format: 'env' },
+      { path: 'app/settings.json', items: ['production/app/settings'], format: 'json', mode: '0640', onChange: { http: 'http://127.0.0.1:9/-/reload', retries: 0 } },
+    ],
+    { 'production/app/db-password': secret('pw'), 'production/app/settings': { kind: 'config', value: { replicas: 3 } } },
+    { NODE_OPTIONS: '--inspect=127.0.0.1:0' },
+  );
+  assert.equal(readFileSync(join(s.filesDir, 'app.env'), 'utf8'), "DB_PASSWORD='pw'\n");
+  assert.equal(statSync(join(s.filesDir, 'app/settings.json')).mode & 0o777, 0o640);
+  const reloaded = s.nextLog((l) => l.msg === 'config file reloaded');
+  writeFileSync(s.configPath, yamlFiles([{ path: 'app.env', items: ['production/app/db-password'], format: 'env' }, { path: 'replicas.txt', items: ['production/app/settings'], template: 'replicas={{settings.replicas}}\n' }]));
+  await reloaded;
+  assert.equal(readFileSync(join(s.filesDir, 'replicas.txt'), 'utf8'), 'replicas=3\n');
+  const packages = await loadedPackages(s.agent.output());
+  assert.ok(packages.has('chokidar'), `the listing sees the agent's libraries: ${[...packages].join(' ')}`);
+  assert.ok(!packages.has('zod'), 'zod loaded into the serving process for the files spec');
+  assert.ok(!packages.has('yaml'), 'yaml loaded into the serving process though no file is rendered as YAML');
+  // A bad entry is still refused on reload, naming the entry, and nothing changes.
+  const refused = s.nextLog((l) => l.msg === 'config file change refused; the running config stays in force');
+  writeFileSync(s.configPath, yamlFiles([{ path: 'replicas.txt', items: ['production/app/settings'], template: '{{> partial}}' }]));
+  assert.match(String((await refused).err), /files\[0\] \(replicas\.txt\) template: template uses a partial/);
+  assert.equal(readFileSync(join(s.filesDir, 'app.env'), 'utf8'), "DB_PASSWORD='pw'\n");
 });
 
 test('a bad files: entry stops the agent at start (exit 2) with a message naming the entry, before anything binds', { timeout: E2E_TEST_TIMEOUT_MS }, async (t) => {

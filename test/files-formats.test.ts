@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as dotenvParse } from 'dotenv';
 import { parse as yamlParse } from 'yaml';
-import { parseFileSpecs, type FileSpec } from '../src/agent/files/file-spec.ts';
-import { renderFile } from '../src/agent/files/formats.ts';
+import { parseFileSpecs } from '../src/agent/files/file-spec-schema.ts';
+import type { FileSpec } from '../src/agent/files/file-spec.ts';
+import { loadFormats, renderFile } from '../src/agent/files/formats.ts';
 import type { ItemValue } from '../src/agent/files/item-value.ts';
 import { isPem } from '../src/agent/files/pem.ts';
 import { FileRenderError } from '../src/agent/files/render-error.ts';
@@ -149,10 +150,12 @@ test('pem accepts PEM blocks, concatenates several items and refuses anything el
   }
 });
 
-test('json and yaml emit the merged value, nested under item names when there are several', () => {
+test('json and yaml emit the merged value, nested under item names when there are several', async () => {
   const cfg = { log: { level: 'info' }, replicas: 3 };
   assert.deepEqual(JSON.parse(renderFile(spec({ items: ['app/settings'], format: 'json' }), values({ settings: config(cfg) })).toString()), cfg);
-  const two = renderFile(spec({ items: ['app/settings', { item: 'app/db-password', as: 'db' }], format: 'yaml' }), values({ settings: config(cfg), db: secret('pw') }));
+  const yamlSpec = spec({ items: ['app/settings', { item: 'app/db-password', as: 'db' }], format: 'yaml' });
+  await loadFormats([yamlSpec]);
+  const two = renderFile(yamlSpec, values({ settings: config(cfg), db: secret('pw') }));
   assert.deepEqual(yamlParse(two.toString()), { settings: cfg, db: 'pw' });
   assert.throws(() => renderFile(spec({ items: ['app/bin'], format: 'json' }), values({ bin: secret(Buffer.from([0xff, 0xfe])) })), /binary/);
 });

@@ -17,7 +17,7 @@ import { makeVolume } from './helpers/pod-harness.ts';
 import { http, metricValue, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { spawnCli } from './helpers/process.ts';
 import { within } from './helpers/files-wait.ts';
-import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
+import { parseFileSpecs } from '../src/agent/files/file-spec-schema.ts';
 import { SettingError } from '../src/shared/settings.ts';
 
 let server: ServerProcess;

@@ -12,7 +12,7 @@ import { MetricsRegistry as Registry } from '../src/shared/metrics/registry.ts';
 import { ScalarMetric } from '../src/shared/metrics/metric.ts';
 import { AppliedEventsHub } from '../src/agent/applied-events.ts';
 import { nodeWriterFs, type WriterFs } from '../src/agent/files/atomic-writer.ts';
-import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
+import { parseFileSpecs } from '../src/agent/files/file-spec-schema.ts';
 import { FileRenderer, type FilesValueSource } from '../src/agent/files/render-files.ts';
 import { AppError } from '../src/shared/errors.ts';
 import { createLogger } from '../src/shared/logger.ts';

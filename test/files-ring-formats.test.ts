@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { importJWK, type JWK } from 'jose';
-import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
+import { parseFileSpecs } from '../src/agent/files/file-spec-schema.ts';
 import { renderFile } from '../src/agent/files/formats.ts';
 import type { ItemValue } from '../src/agent/files/item-value.ts';
 import { FileRenderError } from '../src/agent/files/render-error.ts';

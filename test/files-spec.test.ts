@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkFilesDir, parseFileSpecs, parseMode } from '../src/agent/files/file-spec.ts';
+import { checkFilesDir } from '../src/agent/files/file-spec.ts';
+import { parseFileSpecs, parseMode } from '../src/agent/files/file-spec-schema.ts';
 import { SettingError } from '../src/shared/settings.ts';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
 
@@ -19,7 +20,7 @@ test('a valid entry gets its defaults: format raw, mode 0440, items nested under
   const [spec] = parseFileSpecs([{ path: 'app/db-password', items: ['production/app/db-password'] }]);
   assert.deepEqual(spec, {
     path: 'app/db-password',
-    items: [{ namespace: 'production/app', name: 'db-password', env: undefined, as: 'db-password' }],
+    items: [{ namespace: 'production/app', name: 'db-password', as: 'db-password' }],
     format: 'raw',
     mode: 0o440,
   });

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify } from 'yaml';
 import { resolveAgentSettings } from '../src/agent/agent-settings.ts';
-import { parseFileSpecs } from '../src/agent/files/file-spec.ts';
+import { parseFileSpecs } from '../src/agent/files/file-spec-schema.ts';
 import { parseAuthFile } from '../src/server/auth/auth-file.ts';
 import { jwtBindingKey } from '../src/server/auth/identity.ts';
 import { goldenCases, REPO_ROOT, runCli } from './helpers/k8s-cli.ts';

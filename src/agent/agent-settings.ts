@@ -21,7 +21,8 @@ import { AGENT_ID_RE } from '../shared/agent-id-format.ts';
 import { DEFAULT_ENV } from '../shared/protocol-constants.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/log-levels.ts';
 import type { Bytes, Milliseconds } from '../shared/units.ts';
-import { checkFilesDir, DEFAULT_FILES_DIR, describeFilesIssue, filesSchema } from './files/file-spec.ts';
+import { checkFilesDir, DEFAULT_FILES_DIR } from './files/file-spec.ts';
+import { describeFilesIssue, filesSchema } from './files/file-spec-schema.ts';
 import { AGENT_SETTING_LABELS } from './agent-setting-labels.ts';
 
 export { AGENT_SETTING_LABELS };
@@ -63,10 +64,10 @@ const prefixSchema = z.string().transform((value, ctx): string => {
 const positiveInt = z.coerce.number().int().positive();
 
 /**
- * Every agent setting. `files` belongs to the files renderer
- * (`src/agent/files/file-spec.ts`): its entries stay raw here (the renderer
- * parses them) but are checked with that module's `filesSchema` and against
- * `--files-dir` at load, so a bad entry stops the agent before it binds.
+ * Every agent setting. `files` belongs to the files renderer: its entries are
+ * parsed here with `filesSchema` (`src/agent/files/file-spec-schema.ts`) and
+ * checked against `--prefix` and the real `--files-dir`, so a bad entry stops
+ * the agent before it binds and the renderer receives checked specs.
  */
 export const agentSettingsSchema = z
   .object({
@@ -122,28 +123,38 @@ export const agentSettingsSchema = z
      */
     snapshotDir: z.string().min(1).optional(),
     snapshotInterval: durationSchema.pipe(z.number().min(100, 'must be at least 100ms')).default(durationSchema.parse(DEFAULT_SNAPSHOT_INTERVAL)),
-    /** File templates; each entry is checked with `filesSchema` from `src/agent/files/file-spec.ts` below. */
-    files: z.array(z.unknown()).optional(),
+    /**
+     * Rendered files, validated into the renderer's specs here (the schema is
+     * `src/agent/files/file-spec-schema.ts`), so the serving process takes
+     * them checked and never loads that schema. One issue naming the entry
+     * (files[i] (path)) instead of zod's path.
+     */
+    files: z
+      .array(z.unknown())
+      .optional()
+      .transform((raw, ctx) => {
+        if (raw === undefined) return undefined;
+        const files = filesSchema.safeParse(raw);
+        if (files.success) return files.data;
+        ctx.addIssue({ code: 'custom', message: describeFilesIssue(files.error, raw) });
+        return z.NEVER;
+      }),
   })
   .strict()
   .superRefine((s, ctx) => {
     if (s.files !== undefined) {
       // Refused at load, before any listener binds, with the entry named (files[i] (path)).
-      const files = filesSchema.safeParse(s.files);
-      if (!files.success) ctx.addIssue({ code: 'custom', path: ['files'], message: describeFilesIssue(files.error, s.files) });
-      else {
-        files.data.forEach((spec, index) => {
-          for (const item of spec.items) {
-            if (!s.prefix.some((p) => item.namespace === p || item.namespace.startsWith(`${p}/`))) {
-              ctx.addIssue({ code: 'custom', path: ['files'], message: `files[${index}] (${spec.path}): ${item.namespace}/${item.name} lies outside every --prefix` });
-            }
+      s.files.forEach((spec, index) => {
+        for (const item of spec.items) {
+          if (!s.prefix.some((p) => item.namespace === p || item.namespace.startsWith(`${p}/`))) {
+            ctx.addIssue({ code: 'custom', path: ['files'], message: `files[${index}] (${spec.path}): ${item.namespace}/${item.name} lies outside every --prefix` });
           }
-        });
-        try {
-          checkFilesDir(files.data, s.filesDir ?? DEFAULT_FILES_DIR);
-        } catch (err) {
-          ctx.addIssue({ code: 'custom', path: ['files'], message: err instanceof Error ? err.message.replace(/^Invalid setting files: /, '') : String(err) });
         }
+      });
+      try {
+        checkFilesDir(s.files, s.filesDir ?? DEFAULT_FILES_DIR);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', path: ['files'], message: err instanceof Error ? err.message.replace(/^Invalid setting files: /, '') : String(err) });
       }
     }
     if (s.server.length !== s.serverGrpc.length) {

@@ -586,8 +586,8 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
 
   // --- files (optional) -------------------------------------------------------
   let stopFiles: (() => Promise<void>) | undefined;
-  /** Validates a reloaded `files:` list before anything is applied, so a bad edit changes nothing. */
-  let checkFiles: ((files: unknown) => void) | undefined;
+  /** Checks a reloaded `files:` list against the directory before anything is applied, so a bad edit changes nothing. */
+  let checkFiles: ((files: AgentSettings['files']) => void) | undefined;
   let stopConfigWatcher: (() => Promise<void>) | undefined;
   const startFiles = async (): Promise<void> => {
     if (!settings.files?.length || stopFiles) return;
@@ -595,7 +595,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     const filesDir = settings.filesDir ?? DEFAULT_FILES_DIR;
     const renderer = new FileRenderer({
       filesDir,
-      // Entries, then the real directory (symlink escapes); a SettingError names the entry.
+      // Validated with the settings; the real directory (symlink escapes) again here. A SettingError names the entry.
       specs: loadFileSpecs(settings.files, filesDir),
       values,
       events: hub,

@@ -12,6 +12,8 @@ import type { AgentSettings } from './agent-settings.ts';
 import { LOG_LEVELS } from '../shared/log-levels.ts';
 import type { ListenAddress } from '../shared/settings.ts';
 import type { ItemRef } from '../shared/paths.ts';
+import { FILE_FORMATS, type FileItem, type FileSpec } from './files/file-spec.ts';
+import type { ReloadHook } from './files/reload-hook.ts';
 import { array, boolean, field, finiteNumber, integer, oneOf, onlyKeys, optional, record, string } from '../shared/shape-check.ts';
 
 type Reader<T> = (value: unknown, path: string) => T;
@@ -35,6 +37,38 @@ const literalOr =
   <const L extends string, T>(literals: readonly L[], read: Reader<T>): Reader<L | T> =>
   (value, path) =>
     typeof value === 'string' ? oneOf<L>(value, literals, path) : read(value, path);
+
+const fileItem: Reader<FileItem> = (value, path) => {
+  const o = record(value, path);
+  onlyKeys(o, ['namespace', 'name', 'env', 'as'], path);
+  const env = field(o, 'env', path, opt(string));
+  return Object.freeze({ namespace: field(o, 'namespace', path, string), name: field(o, 'name', path, string), ...(env === undefined ? {} : { env }), as: field(o, 'as', path, string) });
+};
+const reloadHook: Reader<ReloadHook> = (value, path) => {
+  const o = record(value, path);
+  onlyKeys(o, ['url', 'method', 'timeoutMs', 'retries'], path);
+  return Object.freeze({
+    url: field(o, 'url', path, string),
+    method: field(o, 'method', path, (v, at) => oneOf(v, ['POST', 'PUT', 'GET'] as const, at)),
+    timeoutMs: field(o, 'timeoutMs', path, finiteNumber),
+    retries: field(o, 'retries', path, integer),
+  });
+};
+/** A `files:` entry as file-spec-schema.ts makes it (the renderer's `FileSpec`), not as an operator writes it. */
+const fileSpec: Reader<FileSpec> = (value, path) => {
+  const o = record(value, path);
+  onlyKeys(o, ['path', 'items', 'format', 'template', 'mode', 'onChange'], path);
+  const template = field(o, 'template', path, opt(string));
+  const onChange = field(o, 'onChange', path, opt(reloadHook));
+  return Object.freeze({
+    path: field(o, 'path', path, string),
+    items: Object.freeze(field(o, 'items', path, (v, at) => array(v, at, fileItem, 1))),
+    format: field(o, 'format', path, (v, at) => oneOf(v, FILE_FORMATS, at)),
+    ...(template === undefined ? {} : { template }),
+    mode: field(o, 'mode', path, integer),
+    ...(onChange === undefined ? {} : { onChange }),
+  });
+};
 
 /** One reader per setting; the mapped type makes a setting the schema gains a compile error until it is listed. */
 const FIELDS: { readonly [K in keyof AgentSettings]-?: Reader<AgentSettings[K]> } = {
@@ -64,8 +98,8 @@ const FIELDS: { readonly [K in keyof AgentSettings]-?: Reader<AgentSettings[K]> 
   filesDir: opt(string),
   snapshotDir: opt(string),
   snapshotInterval: finiteNumber,
-  // Raw entries: the files renderer parses them with file-spec.ts (loaded only with files:).
-  files: opt((value, path) => array(value, path, (entry) => entry)),
+  // Validated specs: the serving process does not load their schema (zod, mustache).
+  files: opt((value, path) => array(value, path, fileSpec)),
 };
 
 /** The frozen settings in `value`, or a ShapeError naming the first field (under `path`) that is not what the schema makes. */

@@ -24,7 +24,7 @@ import { EventApplier } from '../../src/agent/event-applier.ts';
 import type { Upstream } from '../../src/agent/upstream.ts';
 import { release, ValueCache, variantKey, type LoadedValue, type ReadResult, type VariantMemo } from '../../src/agent/value-cache.ts';
 import type { FileContent, FilePublisher, PublishResult } from '../../src/agent/files/atomic-writer.ts';
-import { parseFileSpecs } from '../../src/agent/files/file-spec.ts';
+import { parseFileSpecs } from '../../src/agent/files/file-spec-schema.ts';
 import { FileRenderer, RETRY_CAP_MS, type AppliedEventSource, type FilesValueSource } from '../../src/agent/files/render-files.ts';
 import { MetricsRegistry as Registry } from '../../src/shared/metrics/registry.ts';
 import { SealedKeyring } from './sealed-keyring.ts';

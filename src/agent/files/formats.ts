@@ -12,7 +12,6 @@
  * name (default: the item name).
  */
 import Mustache from 'mustache';
-import { stringify as yamlStringify } from 'yaml';
 import type { FileFormat, FileSpec } from './file-spec.ts';
 import { isPem } from './pem.ts';
 import { FileRenderError } from './render-error.ts';
@@ -22,6 +21,21 @@ import { renderRing } from './ring-formats.ts';
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * `yaml`'s stringify, loaded by `loadFormats` only when a file is rendered as
+ * YAML without a template: the library added ~10 MiB VmRSS (2 anonymous) to
+ * every agent with `files:`, most of which never write YAML
+ * (docs/FOOTPRINT-LOG.md, f28).
+ */
+let yamlStringify: ((value: unknown) => string) | undefined;
+
+/** Loads the libraries `specs` need to render (the renderer calls it before rendering a new list). */
+export async function loadFormats(specs: readonly FileSpec[]): Promise<void> {
+  if (yamlStringify === undefined && specs.some((spec) => spec.format === 'yaml' && spec.template === undefined)) {
+    yamlStringify = (await import('yaml')).stringify;
+  }
+}
 
 /** The data form of an item (see the module comment). */
 export function itemData(label: string, item: ItemValue, format: FileFormat): Json {
@@ -334,6 +348,7 @@ export function renderFile(spec: FileSpec, values: ReadonlyMap<string, ItemValue
     case 'json':
       return Buffer.from(`${JSON.stringify(tree, null, 2)}\n`);
     case 'yaml':
+      if (yamlStringify === undefined) throw new Error('renderFile: loadFormats was not called for a yaml file');
       return Buffer.from(yamlStringify(tree));
     case 'env':
       return Buffer.from(renderEnv(entries));

@@ -32,8 +32,8 @@ import type { AppliedEvent } from '../applied-events.ts';
 import { AtomicWriter, DATA_DIR_NAME, PublishError, type FileContent, type FilePublisher, type WriterFs } from './atomic-writer.ts';
 import { FileGuard } from './file-guard.ts';
 import { fileMetrics, type FileMetrics } from './file-metrics.ts';
-import { checkFilesDir, DEFAULT_FILES_DIR, parseFileSpecs, type FileSpec } from './file-spec.ts';
-import { renderFile } from './formats.ts';
+import { checkFilesDir, type FileSpec } from './file-spec.ts';
+import { loadFormats, renderFile } from './formats.ts';
 import type { ItemValue } from './item-value.ts';
 import { FileRenderError } from './render-error.ts';
 import { ReloadHooks, type ReloadHook } from './reload-hook.ts';
@@ -193,6 +193,7 @@ export class FileRenderer {
   async start(): Promise<void> {
     if (this.#started) return;
     this.#started = true;
+    await loadFormats([...this.#states.values()].map((state) => state.spec));
     // Subscribe before the first render, so no event between the two is missed.
     void this.#follow(this.#events.subscribe({ signal: this.#abort.signal }));
     for (const path of this.#states.keys()) this.#dirty.add(path);
@@ -210,6 +211,7 @@ export class FileRenderer {
 
   /** Applies a new `files:` list (config reload): new files rendered, removed files deleted, changed ones re-rendered. */
   async reconfigure(specs: readonly FileSpec[]): Promise<void> {
+    await loadFormats(specs);
     const next = new Map<string, FileState>();
     for (const spec of specs) {
       const current = this.#states.get(spec.path);
@@ -577,30 +579,13 @@ export class FileRenderer {
   }
 }
 
-/** What the agent's main passes when its config has `files:` (the module is imported only then). */
-export interface StartFilesOptions extends Omit<FileRendererOptions, 'specs' | 'filesDir'> {
-  /** `--files-dir`; default `/config-sidecar/files`. */
-  readonly filesDir?: string | undefined;
-  /** The raw `files:` entries from the agent config. */
-  readonly files: unknown;
-}
-
-/** Validates `files:` (entries, then against the real directory) and returns specs, or throws a SettingError naming the entry. */
-export function loadFileSpecs(files: unknown, filesDir: string): readonly FileSpec[] {
-  const specs = parseFileSpecs(files);
+/**
+ * Specs the settings schema validated (file-spec-schema.ts), checked again
+ * against the real directory: a symlink can appear after validation, and a
+ * reload's specs were validated in another process. Throws a SettingError
+ * naming the entry.
+ */
+export function loadFileSpecs(specs: readonly FileSpec[], filesDir: string): readonly FileSpec[] {
   checkFilesDir(specs, filesDir);
   return specs;
-}
-
-/** Validates the config, renders every file and starts following events; throws SettingError on a bad entry. */
-export async function startFileRenderer(options: StartFilesOptions): Promise<FileRenderer> {
-  const filesDir = options.filesDir ?? DEFAULT_FILES_DIR;
-  const renderer = new FileRenderer({ ...options, filesDir, specs: loadFileSpecs(options.files, filesDir) });
-  await renderer.start();
-  return renderer;
-}
-
-/** Applies a reloaded `files:` list; throws SettingError (nothing changed) when it is invalid. */
-export async function reloadFiles(renderer: FileRenderer, files: unknown): Promise<void> {
-  await renderer.reconfigure(loadFileSpecs(files, renderer.filesDir));
 }
