@@ -23,11 +23,11 @@
  * (docs/FOOTPRINT-LOG.md, h28).
  */
 import { spawnSync } from 'node:child_process';
-import { IncomingMessage, ServerResponse, type OutgoingHttpHeader, type OutgoingHttpHeaders } from 'node:http';
-import { Socket } from 'node:net';
+import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { benchArgs, wholeNumber } from './lib/args.ts';
 import { median } from './lib/stats.ts';
+import { headlessResponse } from './lib/headless-response.ts';
 import type * as RequestHandler from '../src/agent/request-handler.ts';
 import type * as AgentMetrics from '../src/agent/agent-metrics.ts';
 import type * as ItemRepresentation from '../src/agent/item-representation.ts';
@@ -89,17 +89,6 @@ async function measure(dir: string): Promise<number> {
   if (statuses !== 200 * (WARMUP_CALLS + calls)) throw new Error('a call did not answer 200');
   if (res !== undefined && headBytes === 0) throw new Error('node built no head');
   return ((used.user + used.system) * 1000) / calls;
-}
-
-/** A keep-alive HTTP/1.1 response with no socket: `writeHead` builds its head and nothing is sent. */
-function headlessResponse(): ServerResponse {
-  const req = new IncomingMessage(new Socket());
-  req.method = 'GET';
-  req.httpVersionMajor = 1;
-  req.httpVersionMinor = 1;
-  const res = new ServerResponse(req);
-  res.shouldKeepAlive = true;
-  return res;
 }
 
 /** `writeHead` once more on the same response, and the head's length read as a write would read it (flattened). */

@@ -22,11 +22,11 @@
  * store, which it writes without validating: not public, the floor).
  */
 import { spawnSync } from 'node:child_process';
-import { IncomingMessage, ServerResponse, type OutgoingHttpHeader, type OutgoingHttpHeaders } from 'node:http';
-import { Socket } from 'node:net';
+import type { OutgoingHttpHeader, OutgoingHttpHeaders } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { benchArgs, wholeNumber } from './lib/args.ts';
 import { median } from './lib/stats.ts';
+import { headlessResponse } from './lib/headless-response.ts';
 
 const FORMS = ['bare', 'object', 'object-strings', 'list', 'list-strings', 'list-fresh', 'pairs', 'title-case', 'content-first', 'reason', 'no-date', 'strict-length', 'set-headers', 'unvalidated'] as const;
 type Form = (typeof FORMS)[number];
@@ -72,12 +72,7 @@ function headersOf(form: Form): unknown {
 }
 
 function measure(form: Form): number {
-  const req = new IncomingMessage(new Socket());
-  req.method = 'GET';
-  req.httpVersionMajor = 1;
-  req.httpVersionMinor = 1;
-  const res = new ServerResponse(req);
-  res.shouldKeepAlive = true;
+  const res = headlessResponse();
   if (form === 'no-date') res.sendDate = false;
   if (form === 'strict-length') res.strictContentLength = true;
   const internal = res as unknown as Record<string | symbol, unknown> & { _header: string | null };

@@ -53,6 +53,11 @@ function deps(read?: () => Promise<ReadResult>): HandlerDeps & { released: numbe
   return d;
 }
 
+/** A small real cache on a manual clock, as the agent builds one (a minute's TTL and max-stale, stream up). */
+function testCache(loader: ConstructorParameters<typeof ValueCache>[0]['loader'], clock: ManualClock): ValueCache {
+  return new ValueCache({ loader, clock, ttl: 60_000, maxStale: 60_000, maxEntries: 100, maxBytes: 1 << 20, streamDownSince: () => undefined });
+}
+
 const req = (url: string, extra: Partial<DataRequest> = {}): DataRequest => ({ method: 'GET', url, headers: {}, listener: 'socket', ...extra });
 
 async function body(r: DataRequest, d: HandlerDeps = deps()): Promise<BodyResult> {
@@ -103,15 +108,7 @@ test('a cache hit is answered synchronously, without a promise', () => {
 
 test('a URL read through agents of different envs answers each its own env, also once the URL is remembered', async () => {
   // The handler remembers each URL's cache key; the key is per env, so one URL must never answer another env's value.
-  const cache = new ValueCache({
-    loader: async (_ref, env) => ({ kind: 'secret', version: 1, revision: 1, etag: `"${env}"`, plaintext: Buffer.from(`value-for-${env}`) }),
-    clock: new ManualClock(0),
-    ttl: 60_000,
-    maxStale: 60_000,
-    maxEntries: 100,
-    maxBytes: 1 << 20,
-    streamDownSince: () => undefined,
-  });
+  const cache = testCache(async (_ref, env) => ({ kind: 'secret', version: 1, revision: 1, etag: `"${env}"`, plaintext: Buffer.from(`value-for-${env}`) }), new ManualClock(0));
   const inEnv = (env: string): HandlerDeps => ({
     ...deps(),
     env,
@@ -139,18 +136,10 @@ test('a URL read before answers the value that replaced its cached one, and a fe
   // The URL's memo remembers the cache entry its last read found; a new value or an invalidation must never be answered from it.
   let version = 1;
   let fetches = 0;
-  const cache = new ValueCache({
-    loader: async () => {
+  const cache = testCache(async () => {
       fetches += 1;
       return { kind: 'secret', version, revision: version, etag: `"${version}"`, plaintext: Buffer.from(`value-${version}`) };
-    },
-    clock: new ManualClock(0),
-    ttl: 60_000,
-    maxStale: 60_000,
-    maxEntries: 100,
-    maxBytes: 1 << 20,
-    streamDownSince: () => undefined,
-  });
+    }, new ManualClock(0));
   const d: HandlerDeps = {
     ...deps(),
     read: (ref, e) => cache.read(ref, e),
@@ -347,15 +336,7 @@ test('reads sharing a cached result each get their own representation and lease,
   // Fresh hits within an age second share one result (value-cache.ts), and each read makes its own response from it:
   // alternating the JSON and raw URLs must never answer one with the other's body or headers.
   const clock = new ManualClock(0);
-  const cache = new ValueCache({
-    loader: async () => ({ kind: 'secret', version: 1, revision: 4, etag: '"1"', plaintext: Buffer.from('shared-result') }),
-    clock,
-    ttl: 60_000,
-    maxStale: 60_000,
-    maxEntries: 100,
-    maxBytes: 1 << 20,
-    streamDownSince: () => undefined,
-  });
+  const cache = testCache(async () => ({ kind: 'secret', version: 1, revision: 4, etag: '"1"', plaintext: Buffer.from('shared-result') }), clock);
   let leases = 0;
   const d: HandlerDeps = {
     ...deps(),
