@@ -57,6 +57,16 @@ test('a refused file is the same SettingError, naming the same setting, as in pr
   await assert.rejects(createConfigValidator()({ ...FLAGS, config: join(dir, 'missing.yaml') }), /Invalid setting --config \(CONFIG_SIDECAR_CONFIG\): cannot read ".*missing\.yaml" \(ENOENT\)/);
 });
 
+test('a validation the agent stops in flight kills its child at once and is refused, never applied', { timeout: 20_000 }, async () => {
+  // Shutdown must not wait for a reload's child (up to its 15 s timeout when it hangs).
+  const hang = await file('hang-stopped.mjs', 'setInterval(() => {}, 1000);\n');
+  const stopping = new AbortController();
+  const validation = createConfigValidator({ script: hang, timeoutMs: 60_000 })(FLAGS, stopping.signal);
+  stopping.abort();
+  await assert.rejects(validation, /^Error: the config file could not be validated: the agent is stopping$/);
+  await assert.rejects(createConfigValidator({ script: hang, timeoutMs: 60_000 })(FLAGS, stopping.signal), /was not validated: the agent is stopping/);
+});
+
 test('a child that dies, hangs, or answers nonsense is refused with why, never read as settings', async () => {
   const crash = await file('crash.mjs', "process.stderr.write('FATAL ERROR: Reached heap limit\\n'); process.exit(134);\n");
   await assert.rejects(createConfigValidator({ script: crash })(FLAGS), /^Error: the config file could not be validated: it exited with code 134 \(FATAL ERROR: Reached heap limit\)$/);

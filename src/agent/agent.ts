@@ -534,6 +534,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
 
   // --- prefetch -------------------------------------------------------------
   let closed = false;
+  const stopping = new AbortController();
   const checkReady = (): void => {
     if (readiness().ready) readyResolve();
   };
@@ -643,14 +644,15 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
         // The schema (zod) and yaml run in a child process: loaded here they would stay resident for good.
         const { createConfigValidator } = await import('./config-validator.ts');
         const validate = createConfigValidator(validatorScript ? { script: validatorScript } : {});
-        const next = await validate({ ...(options.flags ?? {}), config: settings.config });
+        const next = await validate({ ...(options.flags ?? {}), config: settings.config }, stopping.signal);
         checkFiles?.(next.files);
         await reloadConfig(next);
         if (next.files?.length && !stopFiles) await startFiles();
         return { ok: true };
       } catch (err) {
         const error = describeError(err);
-        logger.error({ err: error }, 'config reload refused; keeping the running config');
+        if (stopping.signal.aborted) logger.info('config reload dropped: the agent is stopping');
+        else logger.error({ err: error }, 'config reload refused; keeping the running config');
         return { ok: false, error };
       }
     },
@@ -664,6 +666,7 @@ export async function startAgent(initial: AgentSettings, options: StartAgentOpti
     async close() {
       if (closed) return;
       closed = true;
+      stopping.abort(); // a reload's validator child is killed, not waited for
       clearInterval(readyPoll);
       heapTrimmer?.stop();
       logger.info('agent stopping: draining requests');

@@ -58,7 +58,8 @@ export interface ConfigValidatorOptions {
 }
 
 /** Runs the settings pipeline on `flags` (with `config` naming the file) in a child process. */
-export type ConfigValidator = (flags: Readonly<Record<string, unknown>>) => Promise<AgentSettings>;
+/** `signal`: the agent is stopping; the child is killed at once and the reload refused, so shutdown never waits for it. */
+export type ConfigValidator = (flags: Readonly<Record<string, unknown>>, signal?: AbortSignal) => Promise<AgentSettings>;
 
 /** Turns the child's stdout into settings, or throws the refusal it reports, or says what was wrong with it. */
 export function settingsFromAnswer(text: string): AgentSettings {
@@ -86,8 +87,12 @@ export function createConfigValidator(options: ConfigValidatorOptions = {}): Con
   const script = options.script ?? VALIDATOR_SCRIPT;
   const timeoutMs = options.timeoutMs ?? CONFIG_VALIDATION_TIMEOUT_MS;
   const execPath = options.execPath ?? process.execPath;
-  return (flags) =>
+  return (flags, signal) =>
     new Promise<AgentSettings>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(new Error('the config file was not validated: the agent is stopping'));
+        return;
+      }
       // A clean environment: NODE_OPTIONS (an inspector, a preload) is the agent's, and the settings come in as flags only.
       const child = spawn(execPath, [...VALIDATOR_NODE_FLAGS, ...(OWN_EXTENSION === '.ts' ? [] : BUILT_ONLY_FLAGS), script], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
       const out: Buffer[] = [];
@@ -100,9 +105,12 @@ export function createConfigValidator(options: ConfigValidatorOptions = {}): Con
       };
       // Our own timer, not spawn's `timeout`: that one outlives a child that never started.
       const timer = setTimeout(() => fail(`it took longer than ${timeoutMs} ms`), timeoutMs);
+      const stopping = (): void => fail('the agent is stopping');
+      signal?.addEventListener('abort', stopping, { once: true });
       // `on`, not `once`: an 'error' without a listener would throw in the agent.
       child.on('error', (err) => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', stopping);
         reject(new Error(`cannot start the config validator (${(err as NodeJS.ErrnoException).code ?? err.message})`));
       });
       // Out of file descriptors (EMFILE, ENFILE) node makes no pipes and only emits the 'error' above.
@@ -118,9 +126,10 @@ export function createConfigValidator(options: ConfigValidatorOptions = {}): Con
       });
       // A child that dies before reading its input breaks the pipe, and the exit says why; a pipe's own error ends in 'close' too.
       for (const pipe of [stdin, stdout, errors]) pipe.on('error', () => {});
-      child.once('close', (code, signal) => {
+      child.once('close', (code, exitSignal) => {
         clearTimeout(timer);
-        const why = failure ?? (signal ? `it was killed by ${signal}` : code !== 0 ? `it exited with code ${code}` : undefined);
+        signal?.removeEventListener('abort', stopping);
+        const why = failure ?? (exitSignal ? `it was killed by ${exitSignal}` : code !== 0 ? `it exited with code ${code}` : undefined);
         if (why !== undefined) {
           const said = stderr.trim().split('\n').find((line) => line.trim() !== '');
           reject(new Error(`the config file could not be validated: ${why}${said ? ` (${said.trim()})` : ''}`));
