@@ -8,13 +8,15 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { rename, unlink, writeFile } from 'node:fs/promises';
+import { watch } from 'node:fs';
+import { chmod, mkdir, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI, removeDir, startServerProcess, type ServerProcess } from './helpers/server-process.ts';
 import { defaultPod, makeAgentDir, putItem, socketGet, startAgentProcess, waitReady, type AgentProcess } from './helpers/agent-process.ts';
 import { loadedPackages } from './helpers/loaded-scripts.ts';
 import { reachableProject } from './helpers/pod-harness.ts';
+import { within } from './helpers/files-wait.ts';
 
 let server: ServerProcess;
 let dir: string;
@@ -152,4 +154,31 @@ test('a reload whose validator dies applies nothing and the agent keeps serving;
   await replaceFile(config, 'cacheTtl: 1h\nprefetch: [production/ml/later, production/ml/db-password]\n');
   const reloaded = await agent.waitForLog((l) => l.msg === 'config reloaded' && agent.logs.indexOf(l) >= seen);
   assert.equal(reloaded.prefetch, 2);
+});
+
+test('an agent that stops while a reload validates kills the validator child and drops the reload, without waiting for it', async () => {
+  // The child hangs; without the stop killing it, shutdown would wait for its 15 s timeout (past the bin's 10 s watchdog).
+  const started = join(dir, 'validator-started');
+  await mkdir(started);
+  await chmod(started, 0o777); // the pod's agent (uid 65532) runs the child and writes here
+  const validator = join(dir, 'hanging-validator.mjs');
+  await writeFile(validator, `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(join(started, 'pid'))}, String(process.pid));\nsetInterval(() => {}, 1000);\n`, { mode: 0o644 });
+  const config = join(dir, 'hanging.yaml');
+  await writeFile(config, 'cacheTtl: 1h\n');
+  const agent = await startAgentProcess(server, { prefixes: ['production/ml'], args: ['--config', config], env: { CONFIG_SIDECAR_TEST_CONFIG_VALIDATOR: validator } });
+  agents.push(agent);
+  await waitReady(agent.adminUrl);
+  const childStarted = new Promise<void>((resolve) => {
+    const watcher = watch(started, () => {
+      watcher.close();
+      resolve();
+    });
+  });
+  const seen = agent.logs.length;
+  await replaceFile(config, 'cacheTtl: 2h\n');
+  await within(childStarted, 'the validator child starting');
+  assert.deepEqual(await readdir(started), ['pid']);
+  await within(agent.stop('SIGTERM'), 'the agent stopping', 8_000);
+  assert.ok(agent.logs.slice(seen).some((l) => l.msg === 'config reload dropped: the agent is stopping'), 'the reload was dropped by the stop');
+  assert.ok(!agent.logs.slice(seen).some((l) => l.msg === 'config reloaded'), 'nothing applied');
 });
